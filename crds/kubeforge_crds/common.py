@@ -1,0 +1,91 @@
+"""Spec fragments that several kinds share: compute resources, accelerators, environment
+variables and data connections."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from kubeforge_crds.base import CelRule, KubeModel, LabelName, ObjectName, Quantity
+
+_MAX_GPUS = 64
+
+
+class Accelerator(KubeModel):
+    """GPUs for the workload: either an explicit count (and optionally a product), or the name of
+    a hardware profile the platform team defines."""
+
+    count: int | None = Field(
+        default=None,
+        ge=0,
+        le=_MAX_GPUS,
+        description="Number of GPUs (nvidia.com/gpu) per pod. 0 means no GPU.",
+    )
+    product: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        description="GPU product to select (the nvidia.com/gpu.product node label), "
+        "e.g. NVIDIA-A100-SXM4-80GB.",
+    )
+    profile: LabelName | None = Field(
+        default=None,
+        description="Name of a hardware profile defined by the platform team (resource "
+        "identifiers, node selector, tolerations). Mutually exclusive with count and product.",
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="!has(self.profile) || (!has(self.count) && !has(self.product))",
+            message="set either profile, or count and product, not both",
+            check=lambda s: s.profile is None or (s.count is None and s.product is None),
+            field_path=".profile",
+        ),
+        CelRule(
+            rule="!has(self.product) || (has(self.count) && self.count > 0)",
+            message="product needs a count of at least 1",
+            check=lambda s: s.product is None or (s.count or 0) > 0,
+            field_path=".product",
+        ),
+    )
+
+
+class ComputeResources(KubeModel):
+    """CPU and memory for each pod; requests equal limits (Guaranteed QoS) unless stated."""
+
+    cpu: Quantity = Field(default="1", description="CPU for the pod, e.g. 2 or 500m.")
+    memory: Quantity = Field(default="2Gi", description="Memory for the pod, e.g. 8Gi.")
+    accelerator: Accelerator | None = Field(
+        default=None, description="GPUs for the pod. Omit for a CPU-only pod."
+    )
+
+
+class EnvVar(KubeModel):
+    """An environment variable set in the workload's containers."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=256,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Variable name: letters, digits and underscores, not starting with a digit.",
+    )
+    value: str = Field(default="", max_length=32768, description="Variable value.")
+
+
+class DataConnection(KubeModel):
+    """A reference to a Secret holding S3-style credentials (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_S3_ENDPOINT, AWS_DEFAULT_REGION, AWS_S3_BUCKET), exposed to the
+    workload as environment variables."""
+
+    name: LabelName = Field(description="Name of the connection, unique within the object.")
+    secret_name: ObjectName = Field(description="Name of the Secret in the same namespace.")
+
+
+QueueName = Annotated[
+    LabelName,
+    Field(
+        description="Name of the Kueue LocalQueue to submit the workload to. The pod then carries "
+        "the kueue.x-k8s.io/queue-name label and waits for quota."
+    ),
+]

@@ -1,0 +1,243 @@
+"""DriftMonitor: drift, bias and anomaly metrics on a ModelServer's live traffic, exported to
+Prometheus, with alerts and actions (retrain, roll back)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from kubeforge_crds.base import (
+    CelRule,
+    Duration,
+    KubeModel,
+    ObjectName,
+    ResourceStatus,
+    Timestamp,
+    UriString,
+)
+from kubeforge_crds.finetunejob import FineTuneJobSpec
+from kubeforge_crds.kind import KindInfo
+
+
+class TargetRef(KubeModel):
+    """The ModelServer whose traffic is watched."""
+
+    model_server: ObjectName = Field(description="Name of a ModelServer in the same namespace.")
+
+
+class ReferenceSource(StrEnum):
+    TRAINING_DATA = "trainingData"
+    URI = "uri"
+
+
+class Reference(KubeModel):
+    """The data that live traffic is compared with."""
+
+    source: ReferenceSource = Field(
+        default=ReferenceSource.TRAINING_DATA,
+        description="trainingData: the dataset of the FineTuneJob the served model came from "
+        "(found through lineage); uri: a file given in uri.",
+    )
+    uri: UriString | None = Field(default=None, description="Reference dataset for source uri.")
+
+    cel_rules = (
+        CelRule(
+            rule="(self.source == 'uri') == has(self.uri)",
+            message="uri is required for source uri and not allowed otherwise",
+            check=lambda s: (s.source == ReferenceSource.URI) == (s.uri is not None),
+            field_path=".uri",
+        ),
+    )
+
+
+class FeatureType(StrEnum):
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+
+
+class Feature(KubeModel):
+    """One input feature of the model."""
+
+    name: str = Field(min_length=1, max_length=256, description="Feature (column) name.")
+    type: FeatureType = Field(description="numeric or categorical.")
+
+
+class DriftMetricName(StrEnum):
+    PSI = "psi"
+    KS = "ks"
+    JENSEN_SHANNON = "jensenShannon"
+    WASSERSTEIN = "wasserstein"
+    MEAN_SHIFT = "meanShift"
+    CHI_SQUARE = "chiSquare"
+    SPD = "spd"
+    DIR = "dir"
+    OUT_OF_RANGE = "outOfRange"
+    UNSEEN_CATEGORY = "unseenCategory"
+
+
+class MetricThreshold(KubeModel):
+    """A metric and the value past which it counts as drift (or bias, or anomaly)."""
+
+    name: DriftMetricName = Field(description="Which metric.")
+    threshold: float = Field(
+        ge=0, le=1000, description="Alert when the metric crosses this value. For dir, the "
+        "alert fires below it; for every other metric, above it."
+    )
+
+
+class Bias(KubeModel):
+    """Fairness metrics for a protected attribute."""
+
+    protected_attribute: str = Field(min_length=1, max_length=256, description="Feature name.")
+    privileged_values: list[Annotated[str, Field(max_length=256)]] = Field(
+        min_length=1, max_length=64, description="Values of the privileged group.",
+    )
+    favourable_outcome: str = Field(
+        min_length=1, max_length=256, description="The prediction counted as favourable."
+    )
+
+
+class Window(KubeModel):
+    """The sliding window of live traffic compared with the reference."""
+
+    size: int = Field(default=1000, ge=10, le=1_000_000, description="Inferences in the window.")
+    interval: Duration = Field(default="5m", description="How often the scores are computed.")
+
+
+class AlertAction(KubeModel):
+    enabled: bool = Field(default=True, description="Create a PrometheusRule for the monitor.")
+    severity: str = Field(
+        default="warning", pattern=r"^(info|warning|critical)$", description="Alert severity."
+    )
+
+
+class RetrainAction(KubeModel):
+    enabled: bool = Field(default=False, description="Start a FineTuneJob when drift is found.")
+    template: FineTuneJobSpec | None = Field(
+        default=None,
+        description="Spec of the retraining FineTuneJob. Omitted: a copy of the FineTuneJob "
+        "that produced the served model, with the drifted data added.",
+    )
+    cooldown: Duration = Field(default="24h", description="Minimum time between retrainings.")
+
+
+class Actions(KubeModel):
+    """What to do when drift is detected."""
+
+    alert: AlertAction = Field(
+        default_factory=AlertAction, description="Prometheus alerting.",
+        json_schema_extra={"default": {}},
+    )
+    retrain: RetrainAction = Field(
+        default_factory=RetrainAction, description="Automatic retraining.",
+        json_schema_extra={"default": {}},
+    )
+    rollback: bool = Field(
+        default=False, description="Roll back the ModelServer's rollout in progress on drift."
+    )
+
+
+def _default_metrics() -> list[MetricThreshold]:
+    return [
+        MetricThreshold(name=DriftMetricName.PSI, threshold=0.2),
+        MetricThreshold(name=DriftMetricName.KS, threshold=0.1),
+    ]
+
+
+class DriftMonitorSpec(KubeModel):
+    """The desired monitoring of a ModelServer."""
+
+    target: TargetRef = Field(description="The ModelServer to watch.")
+    reference: Reference = Field(
+        default_factory=Reference, description="The data to compare with.",
+        json_schema_extra={"default": {}},
+    )
+    features: list[Feature] = Field(
+        default_factory=list,
+        max_length=1024,
+        description="The model's input features. Empty: inferred from the reference.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    metrics: list[MetricThreshold] = Field(
+        default_factory=_default_metrics,
+        min_length=1,
+        max_length=16,
+        description="Metrics and thresholds. Default: psi 0.2 and ks 0.1.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+            "default": [m.to_wire() for m in _default_metrics()],
+        },
+    )
+    bias: Bias | None = Field(default=None, description="Fairness metrics (spd, dir).")
+    window: Window = Field(
+        default_factory=Window, description="The sliding window.",
+        json_schema_extra={"default": {}},
+    )
+    actions: Actions = Field(
+        default_factory=Actions, description="What to do on drift.",
+        json_schema_extra={"default": {}},
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="has(self.bias) || !self.metrics.exists(m, m.name == 'spd' || m.name == 'dir')",
+            message="metrics spd and dir need bias settings",
+            check=lambda s: s.bias is not None
+            or not any(m.name in (DriftMetricName.SPD, DriftMetricName.DIR) for m in s.metrics),
+            field_path=".bias",
+            reason="FieldValueRequired",
+        ),
+    )
+
+
+class DriftMonitorPhase(StrEnum):
+    PENDING = "Pending"
+    MONITORING = "Monitoring"
+    DRIFTED = "Drifted"
+    FAILED = "Failed"
+
+
+class FeatureScore(KubeModel):
+    feature: str = Field(max_length=256, description="Feature name.")
+    metric: str = Field(max_length=64, description="Metric name.")
+    value: float = Field(description="Latest value.")
+    threshold: float = Field(description="Threshold it is compared with.")
+    crossed: bool = Field(description="Whether the value is past the threshold.")
+
+
+class ActionRecord(KubeModel):
+    time: Timestamp = Field(description="When the action was taken.")
+    type: str = Field(max_length=32, description="alert, retrain or rollback.")
+    target: str | None = Field(default=None, max_length=253, description="Object acted on.")
+    reason: str = Field(max_length=1024, description="Why.")
+
+
+class DriftMonitorStatus(ResourceStatus):
+    """The observed state of the monitor."""
+
+    phase: DriftMonitorPhase | None = Field(default=None, description="Lifecycle phase.")
+    last_evaluation: Timestamp | None = Field(default=None, description="Latest evaluation.")
+    scores: list[FeatureScore] = Field(
+        default_factory=list, max_length=4096, description="Latest score per feature and metric."
+    )
+    actions: list[ActionRecord] = Field(
+        default_factory=list, max_length=100, description="Actions taken, newest last."
+    )
+
+
+DRIFTMONITOR = KindInfo(
+    kind="DriftMonitor",
+    plural="driftmonitors",
+    short_names=("dm",),
+    spec_model=DriftMonitorSpec,
+    status_model=DriftMonitorStatus,
+    description="Drift, bias and anomaly monitoring of a ModelServer's traffic, with actions.",
+    printer_columns=(
+        {"name": "Target", "type": "string", "jsonPath": ".spec.target.modelServer"},
+        {"name": "Drift", "type": "string",
+         "jsonPath": '.status.conditions[?(@.type=="DriftDetected")].status'},
+    ),
+)

@@ -1,0 +1,228 @@
+"""FineTuneJob: LoRA (or full) fine-tuning of a foundation model, as a Kubeflow pipeline run, a
+GPU Job on the cluster, or a local process, with evaluation and lineage."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from kubeforge_crds.base import (
+    CelRule,
+    KubeModel,
+    LabelName,
+    ResourceStatus,
+    Timestamp,
+    UriString,
+)
+from kubeforge_crds.common import ComputeResources, QueueName
+from kubeforge_crds.kind import KindInfo
+
+
+class ModelSource(KubeModel):
+    """The foundation model to start from."""
+
+    uri: UriString = Field(
+        description="Where the base model lives: s3://, gs://, pvc://, file:// or hf:// (resolved "
+        "from a mirror or cache; nothing is downloaded from a hub at run time)."
+    )
+
+
+class DatasetFormat(StrEnum):
+    JSONL = "jsonl"
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+class Dataset(KubeModel):
+    """The training data."""
+
+    uri: UriString = Field(description="Where the dataset lives: s3://, pvc:// or file://.")
+    format: DatasetFormat | None = Field(
+        default=None, description="File format. Inferred from the URI's extension when omitted."
+    )
+    text_field: str = Field(
+        default="text",
+        min_length=1,
+        max_length=128,
+        description="Column that holds the training text.",
+    )
+    data_connection: LabelName | None = Field(
+        default=None,
+        description="Name of a Secret with S3-style credentials to read the dataset with.",
+    )
+
+
+class MethodType(StrEnum):
+    LORA = "lora"
+    FULL = "full"
+
+
+class LoraConfig(KubeModel):
+    """LoRA adapter settings (peft.LoraConfig)."""
+
+    r: int = Field(default=8, ge=1, le=256, description="Rank of the update matrices.")
+    alpha: int = Field(default=16, ge=1, le=1024, description="LoRA scaling factor.")
+    dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the LoRA layers.")
+    target_modules: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Module names to adapt, e.g. [q_proj, v_proj]. Empty: the model's defaults.",
+    )
+
+
+class Method(KubeModel):
+    """How to fine-tune."""
+
+    type: MethodType = Field(
+        default=MethodType.LORA, description="lora trains an adapter; full trains all weights."
+    )
+    lora: LoraConfig | None = Field(
+        default=None, description="LoRA settings; only with type lora (defaults apply if omitted)."
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="self.type == 'lora' || !has(self.lora)",
+            message="lora settings are only allowed when type is lora",
+            check=lambda s: s.type == MethodType.LORA or s.lora is None,
+            field_path=".lora",
+        ),
+    )
+
+
+class Hyperparameters(KubeModel):
+    """Training hyperparameters."""
+
+    epochs: int = Field(default=1, ge=1, le=100, description="Passes over the training split.")
+    learning_rate: float = Field(default=2e-4, gt=0, le=1, description="Peak learning rate.")
+    batch_size: int = Field(default=8, ge=1, le=1024, description="Examples per device step.")
+    max_steps: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Stop after this many steps (overrides "
+        "epochs)."
+    )
+    max_seq_length: int = Field(
+        default=512, ge=8, le=131072, description="Tokens per example after truncation."
+    )
+    eval_fraction: float = Field(
+        default=0.1, gt=0, lt=0.5, description="Share of the dataset held out for evaluation."
+    )
+    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Random seed.")
+
+
+class TrainingResources(ComputeResources):
+    """Compute for each training pod, and how many pods (nodes)."""
+
+    nodes: int = Field(
+        default=1, ge=1, le=64, description="Number of nodes; more than 1 runs torchrun across "
+        "pods as a Kubeflow TrainJob."
+    )
+
+
+class Backend(StrEnum):
+    KFP = "kfp"
+    JOB = "job"
+    LOCAL = "local"
+
+
+class ModelOutput(KubeModel):
+    """Where the fine-tuned model version goes."""
+
+    uri: UriString = Field(description="Where to write the model version (adapter, model card, "
+                           "lineage).")
+    model_name: LabelName | None = Field(
+        default=None, description="Name of the model in the catalog. Defaults to the "
+        "FineTuneJob's name."
+    )
+    merge_adapter: bool = Field(
+        default=False, description="Also write the base model merged with the adapter."
+    )
+
+
+class FineTuneJobSpec(KubeModel):
+    """The desired fine-tuning run."""
+
+    base_model: ModelSource = Field(description="The foundation model to tune.")
+    dataset: Dataset = Field(description="The training data.")
+    method: Method = Field(
+        default_factory=Method, description="Fine-tuning method.",
+        json_schema_extra={"default": {}},
+    )
+    hyperparameters: Hyperparameters = Field(
+        default_factory=Hyperparameters, description="Training hyperparameters.",
+        json_schema_extra={"default": {}},
+    )
+    resources: TrainingResources = Field(
+        default_factory=TrainingResources, description="Compute for the training pods.",
+        json_schema_extra={"default": {}},
+    )
+    backend: Backend = Field(
+        default=Backend.JOB,
+        description="Where to run: kfp (a Kubeflow Pipelines run), job (a Kubernetes Job, or a "
+        "Kubeflow TrainJob for several nodes) or local (a process beside the operator, for "
+        "development).",
+    )
+    queue_name: QueueName | None = None
+    output: ModelOutput = Field(description="Where the model version is written.")
+
+    cel_rules = (
+        CelRule(
+            rule="self.resources.nodes == 1 || self.backend == 'job'",
+            message="more than one node needs backend job",
+            check=lambda s: s.resources.nodes == 1 or s.backend == Backend.JOB,
+            field_path=".resources.nodes",
+        ),
+        CelRule(
+            rule="self.backend != 'local' || !has(self.resources.accelerator)",
+            message="backend local runs on the operator's machine and cannot request GPUs",
+            check=lambda s: s.backend != Backend.LOCAL or s.resources.accelerator is None,
+            field_path=".resources.accelerator",
+        ),
+    )
+
+
+class FineTuneJobPhase(StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class ModelVersion(KubeModel):
+    """The model version a successful run registered."""
+
+    name: str = Field(max_length=253, description="Model name in the catalog.")
+    version: str = Field(max_length=64, description="Version of the model.")
+    uri: str = Field(max_length=2048, description="Where the version was written.")
+
+
+class FineTuneJobStatus(ResourceStatus):
+    """The observed state of the fine-tuning run."""
+
+    phase: FineTuneJobPhase | None = Field(default=None, description="Lifecycle phase.")
+    run_id: str | None = Field(default=None, description="Pipeline run or Job that ran it.")
+    start_time: Timestamp | None = Field(default=None, description="When training started.")
+    completion_time: Timestamp | None = Field(default=None, description="When it finished.")
+    gpus: int | None = Field(default=None, ge=0, description="GPUs held by the run now.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Evaluation metrics, e.g. loss and perplexity."
+    )
+    model: ModelVersion | None = Field(default=None, description="The registered model version.")
+    dataset_digest: str | None = Field(default=None, description="SHA-256 of the dataset.")
+
+
+FINETUNEJOB = KindInfo(
+    kind="FineTuneJob",
+    plural="finetunejobs",
+    short_names=("ftj",),
+    spec_model=FineTuneJobSpec,
+    status_model=FineTuneJobStatus,
+    description="A fine-tuning run of a foundation model, with evaluation and lineage.",
+    printer_columns=(
+        {"name": "Backend", "type": "string", "jsonPath": ".spec.backend"},
+        {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},
+        {"name": "Model", "type": "string", "jsonPath": ".status.model.version", "priority": 1},
+    ),
+)
