@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 GROUP = "kubeforge.io"
 VERSION = "v1alpha1"
@@ -76,8 +77,13 @@ class KubeModel(BaseModel):
     def _check_cel_rules(self) -> Self:
         for rule in type(self).cel_rules:
             if not rule.check(self):
-                where = f" (at {rule.field_path.lstrip('.')})" if rule.field_path else ""
-                raise ValueError(f"{rule.message}{where}")
+                # ctx carries the rule's field path so error messages can name the field the
+                # apiserver would name (see kubeforge_crds.errors.field_errors)
+                raise PydanticCustomError(
+                    "cel_rule",
+                    "{message}",
+                    {"message": rule.message, "field_path": rule.field_path},
+                )
         return self
 
     @classmethod
@@ -181,6 +187,19 @@ UriString = Annotated[
         examples=["s3://models/llama", "pvc://datasets/train.jsonl", "hf://gpt2"],
     ),
 ]
+
+
+def nested(model: type[KubeModel], description: str) -> Any:
+    """A sub-object that is always present, with its own defaults.
+
+    The CRD default is the model's defaults written out in full (not ``{}``): the apiserver checks
+    a default against the CEL rules without applying the nested defaults first.
+    """
+
+    def add_default(schema: dict[str, Any]) -> None:
+        schema["default"] = model().to_wire()
+
+    return Field(default_factory=model, description=description, json_schema_extra=add_default)
 
 
 def serialize_datetime(value: datetime) -> str:

@@ -16,6 +16,7 @@ from kubeforge_crds.base import (
     ResourceStatus,
     Timestamp,
     UriString,
+    nested,
 )
 from kubeforge_crds.finetunejob import FineTuneJobSpec
 from kubeforge_crds.kind import KindInfo
@@ -82,8 +83,10 @@ class MetricThreshold(KubeModel):
 
     name: DriftMetricName = Field(description="Which metric.")
     threshold: float = Field(
-        ge=0, le=1000, description="Alert when the metric crosses this value. For dir, the "
-        "alert fires below it; for every other metric, above it."
+        ge=0,
+        le=1000,
+        description="Alert when the metric crosses this value. For dir, the "
+        "alert fires below it; for every other metric, above it.",
     )
 
 
@@ -92,7 +95,9 @@ class Bias(KubeModel):
 
     protected_attribute: str = Field(min_length=1, max_length=256, description="Feature name.")
     privileged_values: list[Annotated[str, Field(max_length=256)]] = Field(
-        min_length=1, max_length=64, description="Values of the privileged group.",
+        min_length=1,
+        max_length=64,
+        description="Values of the privileged group.",
     )
     favourable_outcome: str = Field(
         min_length=1, max_length=256, description="The prediction counted as favourable."
@@ -126,14 +131,8 @@ class RetrainAction(KubeModel):
 class Actions(KubeModel):
     """What to do when drift is detected."""
 
-    alert: AlertAction = Field(
-        default_factory=AlertAction, description="Prometheus alerting.",
-        json_schema_extra={"default": {}},
-    )
-    retrain: RetrainAction = Field(
-        default_factory=RetrainAction, description="Automatic retraining.",
-        json_schema_extra={"default": {}},
-    )
+    alert: AlertAction = nested(AlertAction, "Prometheus alerting.")
+    retrain: RetrainAction = nested(RetrainAction, "Automatic retraining.")
     rollback: bool = Field(
         default=False, description="Roll back the ModelServer's rollout in progress on drift."
     )
@@ -150,10 +149,7 @@ class DriftMonitorSpec(KubeModel):
     """The desired monitoring of a ModelServer."""
 
     target: TargetRef = Field(description="The ModelServer to watch.")
-    reference: Reference = Field(
-        default_factory=Reference, description="The data to compare with.",
-        json_schema_extra={"default": {}},
-    )
+    reference: Reference = nested(Reference, "The data to compare with.")
     features: list[Feature] = Field(
         default_factory=list,
         max_length=1024,
@@ -172,21 +168,17 @@ class DriftMonitorSpec(KubeModel):
         },
     )
     bias: Bias | None = Field(default=None, description="Fairness metrics (spd, dir).")
-    window: Window = Field(
-        default_factory=Window, description="The sliding window.",
-        json_schema_extra={"default": {}},
-    )
-    actions: Actions = Field(
-        default_factory=Actions, description="What to do on drift.",
-        json_schema_extra={"default": {}},
-    )
+    window: Window = nested(Window, "The sliding window.")
+    actions: Actions = nested(Actions, "What to do on drift.")
 
     cel_rules = (
         CelRule(
             rule="has(self.bias) || !self.metrics.exists(m, m.name == 'spd' || m.name == 'dir')",
             message="metrics spd and dir need bias settings",
-            check=lambda s: s.bias is not None
-            or not any(m.name in (DriftMetricName.SPD, DriftMetricName.DIR) for m in s.metrics),
+            check=lambda s: (
+                s.bias is not None
+                or not any(m.name in (DriftMetricName.SPD, DriftMetricName.DIR) for m in s.metrics)
+            ),
             field_path=".bias",
             reason="FieldValueRequired",
         ),
@@ -237,7 +229,10 @@ DRIFTMONITOR = KindInfo(
     description="Drift, bias and anomaly monitoring of a ModelServer's traffic, with actions.",
     printer_columns=(
         {"name": "Target", "type": "string", "jsonPath": ".spec.target.modelServer"},
-        {"name": "Drift", "type": "string",
-         "jsonPath": '.status.conditions[?(@.type=="DriftDetected")].status'},
+        {
+            "name": "Drift",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="DriftDetected")].status',
+        },
     ),
 )

@@ -15,6 +15,7 @@ from kubeforge_crds.base import (
     ResourceStatus,
     Timestamp,
     UriString,
+    nested,
 )
 from kubeforge_crds.common import ComputeResources, QueueName
 from kubeforge_crds.kind import KindInfo
@@ -99,8 +100,10 @@ class Hyperparameters(KubeModel):
     learning_rate: float = Field(default=2e-4, gt=0, le=1, description="Peak learning rate.")
     batch_size: int = Field(default=8, ge=1, le=1024, description="Examples per device step.")
     max_steps: int | None = Field(
-        default=None, ge=1, le=10_000_000, description="Stop after this many steps (overrides "
-        "epochs)."
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Stop after this many steps (overrides epochs).",
     )
     max_seq_length: int = Field(
         default=512, ge=8, le=131072, description="Tokens per example after truncation."
@@ -115,8 +118,11 @@ class TrainingResources(ComputeResources):
     """Compute for each training pod, and how many pods (nodes)."""
 
     nodes: int = Field(
-        default=1, ge=1, le=64, description="Number of nodes; more than 1 runs torchrun across "
-        "pods as a Kubeflow TrainJob."
+        default=1,
+        ge=1,
+        le=64,
+        description="Number of nodes; more than 1 runs torchrun across "
+        "pods as a Kubeflow TrainJob.",
     )
 
 
@@ -129,11 +135,12 @@ class Backend(StrEnum):
 class ModelOutput(KubeModel):
     """Where the fine-tuned model version goes."""
 
-    uri: UriString = Field(description="Where to write the model version (adapter, model card, "
-                           "lineage).")
+    uri: UriString = Field(
+        description="Where to write the model version (adapter, model card, lineage)."
+    )
     model_name: LabelName | None = Field(
-        default=None, description="Name of the model in the catalog. Defaults to the "
-        "FineTuneJob's name."
+        default=None,
+        description="Name of the model in the catalog. Defaults to the FineTuneJob's name.",
     )
     merge_adapter: bool = Field(
         default=False, description="Also write the base model merged with the adapter."
@@ -145,18 +152,9 @@ class FineTuneJobSpec(KubeModel):
 
     base_model: ModelSource = Field(description="The foundation model to tune.")
     dataset: Dataset = Field(description="The training data.")
-    method: Method = Field(
-        default_factory=Method, description="Fine-tuning method.",
-        json_schema_extra={"default": {}},
-    )
-    hyperparameters: Hyperparameters = Field(
-        default_factory=Hyperparameters, description="Training hyperparameters.",
-        json_schema_extra={"default": {}},
-    )
-    resources: TrainingResources = Field(
-        default_factory=TrainingResources, description="Compute for the training pods.",
-        json_schema_extra={"default": {}},
-    )
+    method: Method = nested(Method, "Fine-tuning method.")
+    hyperparameters: Hyperparameters = nested(Hyperparameters, "Training hyperparameters.")
+    resources: TrainingResources = nested(TrainingResources, "Compute for the training pods.")
     backend: Backend = Field(
         default=Backend.JOB,
         description="Where to run: kfp (a Kubeflow Pipelines run), job (a Kubernetes Job, or a "

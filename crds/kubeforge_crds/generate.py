@@ -31,11 +31,33 @@ REFERENCE_DOC = REPO_ROOT / "docs" / "reference" / "crds.md"
 
 _DROP_KEYS = {"title", "examples"}
 _PASS_KEYS = {
-    "type", "description", "default", "enum", "format", "pattern", "minimum", "maximum",
-    "minLength", "maxLength", "minItems", "maxItems", "required", "properties", "items",
-    "additionalProperties", "nullable", "x-kubernetes-validations", "x-kubernetes-list-type",
-    "x-kubernetes-list-map-keys", "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields",
-    "anyOf", "exclusiveMinimum", "exclusiveMaximum", "minProperties", "maxProperties",
+    "type",
+    "description",
+    "default",
+    "enum",
+    "format",
+    "pattern",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "required",
+    "properties",
+    "items",
+    "additionalProperties",
+    "nullable",
+    "x-kubernetes-validations",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-preserve-unknown-fields",
+    "anyOf",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minProperties",
+    "maxProperties",
 }
 
 
@@ -191,10 +213,16 @@ def _constraints(node: dict[str, Any]) -> str:
     if lo is not None or hi is not None:
         lo_op = ">" if node.get("exclusiveMinimum") else "≥"
         hi_op = "<" if node.get("exclusiveMaximum") else "≤"
-        bounds = [f"{lo_op} {lo}" if lo is not None else "", f"{hi_op} {hi}" if hi is not None else ""]
+        bounds = [
+            f"{lo_op} {lo}" if lo is not None else "",
+            f"{hi_op} {hi}" if hi is not None else "",
+        ]
         parts.append(" and ".join(b for b in bounds if b))
-    for key, label in (("maxLength", "max length"), ("maxItems", "max items"),
-                       ("minItems", "min items")):
+    for key, label in (
+        ("maxLength", "max length"),
+        ("maxItems", "max items"),
+        ("minItems", "min items"),
+    ):
         if key in node:
             parts.append(f"{label} {node[key]}")
     if "pattern" in node and "enum" not in node and not node.get("x-kubernetes-int-or-string"):
@@ -208,8 +236,10 @@ def _rows(node: dict[str, Any], path: str, required: bool) -> list[str]:
     default = node.get("default")
     default_text = f"`{json.dumps(default)}`" if default is not None and default != {} else ""
     desc = " ".join(node.get("description", "").split()).replace("|", "\\|")
-    rows = [f"| `{path}` | {_type_of(node)} | {'yes' if required else ''} | {default_text} "
-            f"| {desc} | {_constraints(node)} |"]
+    rows = [
+        f"| `{path}` | {_type_of(node)} | {'yes' if required else ''} | {default_text} "
+        f"| {desc} | {_constraints(node)} |"
+    ]
     target = node.get("items", node) if node.get("type") == "array" else node
     suffix = "[]" if node.get("type") == "array" else ""
     req = set(target.get("required", []))
@@ -237,7 +267,8 @@ def build_reference() -> str:
             "",
             f"`kubectl get {kind.plural}` (short name `{', '.join(kind.short_names)}`, category "
             f"`{kind.categories[0]}`). Printer columns: "
-            + ", ".join(c["name"] for c in version["additionalPrinterColumns"]) + ".",
+            + ", ".join(c["name"] for c in version["additionalPrinterColumns"])
+            + ".",
             "",
             "| field | type | required | default | description | validation |",
             "|---|---|---|---|---|---|",

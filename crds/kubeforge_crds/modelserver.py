@@ -16,6 +16,7 @@ from kubeforge_crds.base import (
     ResourceStatus,
     Timestamp,
     UriString,
+    nested,
     parse_duration,
 )
 from kubeforge_crds.common import ComputeResources
@@ -87,7 +88,9 @@ class AnalysisMetric(KubeModel):
     """A metric checked at every analysis interval of a rollout."""
 
     name: str = Field(
-        min_length=1, max_length=63, pattern=r"^[a-zA-Z][a-zA-Z0-9_-]*$",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-zA-Z][a-zA-Z0-9_-]*$",
         description="Name of the check, shown in status and Events.",
     )
     type: MetricType = Field(
@@ -128,8 +131,9 @@ class FailureAction(StrEnum):
 def _default_metrics() -> list[AnalysisMetric]:
     return [
         AnalysisMetric(name="error-rate", type=MetricType.ERROR_RATE, max=0.05),
-        AnalysisMetric(name="latency-p95", type=MetricType.LATENCY_P95, max=1.5,
-                       relative_to_stable=True),
+        AnalysisMetric(
+            name="latency-p95", type=MetricType.LATENCY_P95, max=1.5, relative_to_stable=True
+        ),
     ]
 
 
@@ -195,22 +199,10 @@ class ModelServerSpec(KubeModel):
     """The desired serving endpoint."""
 
     model: ModelRef = Field(description="The model to serve.")
-    runtime: Runtime = Field(
-        default_factory=Runtime, description="How to serve it.",
-        json_schema_extra={"default": {}},
-    )
-    resources: ComputeResources = Field(
-        default_factory=ComputeResources, description="CPU, memory and GPUs of each replica.",
-        json_schema_extra={"default": {}},
-    )
-    replicas: Replicas = Field(
-        default_factory=Replicas, description="Autoscaling bounds.",
-        json_schema_extra={"default": {}},
-    )
-    rollout: RolloutPolicy = Field(
-        default_factory=RolloutPolicy, description="Canary rollout of new model versions.",
-        json_schema_extra={"default": {}},
-    )
+    runtime: Runtime = nested(Runtime, "How to serve it.")
+    resources: ComputeResources = nested(ComputeResources, "CPU, memory and GPUs of each replica.")
+    replicas: Replicas = nested(Replicas, "Autoscaling bounds.")
+    rollout: RolloutPolicy = nested(RolloutPolicy, "Canary rollout of new model versions.")
 
 
 class ModelServerPhase(StrEnum):
@@ -266,8 +258,12 @@ MODELSERVER = KindInfo(
     status_model=ModelServerStatus,
     description="A KServe endpoint with metric-gated canary rollout and automatic rollback.",
     printer_columns=(
-        {"name": "Traffic", "type": "string", "jsonPath": ".status.trafficSplit",
-         "description": "stable/canary traffic percentages"},
+        {
+            "name": "Traffic",
+            "type": "string",
+            "jsonPath": ".status.trafficSplit",
+            "description": "stable/canary traffic percentages",
+        },
         {"name": "Canary", "type": "integer", "jsonPath": ".status.canary.trafficPercent"},
         {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},
         {"name": "URL", "type": "string", "jsonPath": ".status.url", "priority": 1},

@@ -14,6 +14,7 @@ from kubeforge_crds.base import (
     Quantity,
     ResourceStatus,
     Timestamp,
+    nested,
     parse_duration,
 )
 from kubeforge_crds.common import ComputeResources, DataConnection, EnvVar, QueueName
@@ -79,16 +80,10 @@ class WorkbenchSpec(KubeModel):
         description="Name of an image in the notebook image catalog the platform team "
         "configures. Mutually exclusive with image.",
     )
-    resources: ComputeResources = Field(
-        default_factory=ComputeResources,
-        description="CPU, memory and GPUs of the notebook pod.",
-        json_schema_extra={"default": {}},
+    resources: ComputeResources = nested(
+        ComputeResources, "CPU, memory and GPUs of the notebook pod."
     )
-    storage: HomeStorage = Field(
-        default_factory=HomeStorage,
-        description="The persistent home volume.",
-        json_schema_extra={"default": {}},
-    )
+    storage: HomeStorage = nested(HomeStorage, "The persistent home volume.")
     env: list[EnvVar] = Field(
         default_factory=list,
         max_length=128,
@@ -105,11 +100,7 @@ class WorkbenchSpec(KubeModel):
         default=False,
         description="Stop the notebook server (its pod) but keep the home volume.",
     )
-    culling: Culling = Field(
-        default_factory=Culling,
-        description="Idle culling.",
-        json_schema_extra={"default": {}},
-    )
+    culling: Culling = nested(Culling, "Idle culling.")
     queue_name: QueueName | None = None
 
     cel_rules = (

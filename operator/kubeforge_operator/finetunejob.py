@@ -1,0 +1,12 @@
+"""FineTuneJob controller. For now it validates the spec and reports that the
+controller is not built yet; issue #4 fills it in."""
+
+from __future__ import annotations
+
+from kubeforge_crds.finetunejob import FineTuneJobSpec
+from kubeforge_operator.pending import not_implemented_outcome
+from kubeforge_operator.reconcile import Outcome, ReconcileContext
+
+
+def reconcile_finetunejob(ctx: ReconcileContext, spec: FineTuneJobSpec) -> Outcome:
+    return not_implemented_outcome(ctx, issue=4)

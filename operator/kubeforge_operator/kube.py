@@ -1,0 +1,122 @@
+"""The operator's access to the Kubernetes API: reading its objects, server-side apply of
+children, status writes and Events, all under one field manager."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError
+
+from kubeforge_crds import KindInfo
+from kubeforge_operator.constants import FIELD_MANAGER
+
+log = logging.getLogger(__name__)
+
+
+def load_config() -> client.ApiClient:
+    """In a pod: the service account. Elsewhere: $KUBECONFIG or ~/.kube/config."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class Kube:
+    """A thin facade over the kubernetes client for the calls the reconcilers make."""
+
+    def __init__(self, api: client.ApiClient | None = None) -> None:
+        self.api = api or load_config()
+        self.custom = client.CustomObjectsApi(self.api)
+        self.core = client.CoreV1Api(self.api)
+        self._dynamic: DynamicClient | None = None
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        if self._dynamic is None:  # discovery is slow; do it once, on first use
+            self._dynamic = DynamicClient(self.api)
+        return self._dynamic
+
+    def get(self, kind: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                kind.group, kind.version, namespace, kind.plural, name
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj
+
+    def patch_status(
+        self, kind: KindInfo, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            kind.group, kind.version, namespace, kind.plural, name, {"status": status}
+        )
+
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the operator's field manager; conflicts are forced because
+        the operator owns its children's desired state."""
+        resource = self.dynamic.resources.get(
+            api_version=manifest["apiVersion"], kind=manifest["kind"]
+        )
+        result = resource.server_side_apply(
+            body=manifest,
+            name=manifest["metadata"]["name"],
+            namespace=manifest["metadata"].get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+        return dict(result.to_dict())
+
+    def get_child(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        try:
+            return dict(resource.get(name=name, namespace=namespace).to_dict())
+        except NotFoundError:
+            return None
+
+    def list_children(
+        self, api_version: str, kind: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        items = resource.get(namespace=namespace, label_selector=label_selector).items
+        return [dict(i.to_dict()) for i in items]
+
+    def record_event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post a core/v1 Event about ``obj``; failures are logged, never raised."""
+        meta = obj["metadata"]
+        now = datetime.now(UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=obj["apiVersion"],
+                kind=obj["kind"],
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion"),
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component=FIELD_MANAGER),
+            reporting_component=FIELD_MANAGER,
+            reporting_instance=FIELD_MANAGER,
+        )
+        try:
+            self.core.create_namespaced_event(meta["namespace"], event)
+        except client.ApiException as exc:
+            log.warning("Could not post Event", extra={"reason": reason, "error": exc.reason})

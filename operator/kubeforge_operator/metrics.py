@@ -1,0 +1,55 @@
+"""The operator's Prometheus metrics: reconciles by kind and result, reconcile duration, and
+objects by kind and phase."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter as Tally
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+RECONCILES = Counter(
+    "kubeforge_reconcile_total",
+    "Reconciles done, by kind and result (success, invalid, error).",
+    ["kind", "result"],
+)
+RECONCILE_DURATION = Histogram(
+    "kubeforge_reconcile_duration_seconds",
+    "Time one reconcile took, by kind.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+class ObjectPhases(Collector):
+    """``kubeforge_objects{kind,phase}``: how many objects are in each phase, from the phase the
+    last reconcile of each object saw. Collected on scrape, so deleted objects drop out."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._phases: dict[tuple[str, str, str], str] = {}
+
+    def set(self, kind: str, namespace: str, name: str, phase: str) -> None:
+        with self._lock:
+            self._phases[(kind, namespace, name)] = phase
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        with self._lock:
+            self._phases.pop((kind, namespace, name), None)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            tally = Tally((kind, phase) for (kind, _, _), phase in self._phases.items())
+        family = GaugeMetricFamily(
+            "kubeforge_objects", "Objects by kind and phase.", labels=["kind", "phase"]
+        )
+        for (kind, phase), count in sorted(tally.items()):
+            family.add_metric([kind, phase], count)
+        yield family
+
+
+OBJECT_PHASES = ObjectPhases()
+REGISTRY.register(OBJECT_PHASES)

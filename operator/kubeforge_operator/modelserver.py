@@ -1,0 +1,12 @@
+"""ModelServer controller. For now it validates the spec and reports that the
+controller is not built yet; issue #5 fills it in."""
+
+from __future__ import annotations
+
+from kubeforge_crds.modelserver import ModelServerSpec
+from kubeforge_operator.pending import not_implemented_outcome
+from kubeforge_operator.reconcile import Outcome, ReconcileContext
+
+
+def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outcome:
+    return not_implemented_outcome(ctx, issue=5)

@@ -1,0 +1,167 @@
+"""The reconcile shape every kind shares (DESIGN.md "The reconcile shape").
+
+1. parse the spec into its model; a spec that cannot work gets Accepted=False and Ready=False with
+   reason InvalidSpec, naming each field, and no retry;
+2. the kind's reconciler builds and applies children and observes them, returning an
+   :class:`Outcome` (phase, condition observations, status fields);
+3. :func:`compute_status` (pure) merges that into the status with ``observedGeneration``;
+4. the status is written only when it changed, and an Event is posted when Ready changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from kubeforge_crds import ConditionStatus, KindInfo
+from kubeforge_crds.errors import field_errors
+from kubeforge_operator.conditions import (
+    Observation,
+    get_condition,
+    set_condition,
+    summarise_ready,
+)
+from kubeforge_operator.constants import READY, REASON_INVALID_SPEC
+from kubeforge_operator.kube import Kube
+from kubeforge_operator.metrics import OBJECT_PHASES, RECONCILE_DURATION, RECONCILES
+
+log = logging.getLogger(__name__)
+
+ACCEPTED = "Accepted"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a kind's reconciler observed."""
+
+    phase: str
+    dependents: list[Observation]
+    fields: dict[str, Any] = field(default_factory=dict)  # kind-specific status, wire names
+
+
+@dataclass
+class ReconcileContext:
+    kind: KindInfo
+    obj: dict[str, Any]
+    kube: Kube
+    now: datetime
+
+    @property
+    def namespace(self) -> str:
+        return str(self.obj["metadata"]["namespace"])
+
+    @property
+    def name(self) -> str:
+        return str(self.obj["metadata"]["name"])
+
+    @property
+    def generation(self) -> int | None:
+        gen = self.obj["metadata"].get("generation")
+        return int(gen) if gen is not None else None
+
+
+Reconciler = Callable[[ReconcileContext, Any], Outcome]
+
+
+def accepted() -> Observation:
+    return Observation(ACCEPTED, ConditionStatus.TRUE, "SpecValid", "the spec is valid")
+
+
+def invalid_spec_outcome(errors: list[str], failed_phase: str = "Failed") -> Outcome:
+    message = "; ".join(errors)
+    return Outcome(
+        phase=failed_phase,
+        dependents=[Observation(ACCEPTED, ConditionStatus.FALSE, REASON_INVALID_SPEC, message)],
+    )
+
+
+def compute_status(
+    kind: KindInfo,
+    current: dict[str, Any] | None,
+    outcome: Outcome,
+    generation: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The new status (wire form): the outcome's fields and phase, each dependent condition and
+    Ready set, observedGeneration advanced. Pure."""
+    status = kind.parse_status(current)
+    conditions = list(status.conditions)
+    for obs in [*outcome.dependents, summarise_ready(outcome.dependents)]:
+        conditions = set_condition(conditions, obs, generation, now)
+    wire = {**status.to_wire(), **outcome.fields}
+    wire["observedGeneration"] = generation
+    wire["phase"] = outcome.phase
+    wire["conditions"] = [c.to_wire() for c in conditions]
+    return {k: v for k, v in wire.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Report:
+    result: str  # success | invalid | error
+    status: dict[str, Any]
+    changed: bool
+
+
+def reconcile_object(
+    kind: KindInfo,
+    obj: dict[str, Any],
+    kube: Kube,
+    reconciler: Reconciler,
+    now: datetime | None = None,
+) -> Report:
+    """Run one reconcile of ``obj`` and write its status if it changed."""
+    started = time.perf_counter()
+    ctx = ReconcileContext(kind=kind, obj=obj, kube=kube, now=now or datetime.now(UTC))
+    result = "success"
+    try:
+        try:
+            spec = kind.parse_spec(obj.get("spec"))
+        except ValidationError as err:
+            result = "invalid"
+            outcome = invalid_spec_outcome(field_errors(err))
+        else:
+            outcome = reconciler(ctx, spec)
+        current = obj.get("status") or {}
+        status = compute_status(kind, current, outcome, ctx.generation, ctx.now)
+        changed = status != current
+        if changed:
+            kube.patch_status(kind, ctx.namespace, ctx.name, status)
+            _announce(ctx, current, status)
+        OBJECT_PHASES.set(kind.kind, ctx.namespace, ctx.name, outcome.phase)
+        log.info(
+            "Reconciled %s",
+            kind.kind,
+            extra={
+                "object": f"{ctx.namespace}/{ctx.name}",
+                "generation": ctx.generation,
+                "phase": outcome.phase,
+                "result": result,
+                "statusChanged": changed,
+            },
+        )
+        return Report(result=result, status=status, changed=changed)
+    except Exception:
+        result = "error"
+        raise
+    finally:
+        RECONCILES.labels(kind.kind, result).inc()
+        RECONCILE_DURATION.labels(kind.kind).observe(time.perf_counter() - started)
+
+
+def _announce(ctx: ReconcileContext, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Post an Event when Ready changes status or reason."""
+    kind = ctx.kind
+    before = get_condition(kind.parse_status(old).conditions, READY)
+    after = get_condition(kind.parse_status(new).conditions, READY)
+    if after is None or (
+        before is not None and (before.status, before.reason) == (after.status, after.reason)
+    ):
+        return
+    type_ = "Normal" if after.status != ConditionStatus.FALSE else "Warning"
+    ctx.kube.record_event(ctx.obj, type_, after.reason, after.message or after.reason)

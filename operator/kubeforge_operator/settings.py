@@ -1,0 +1,31 @@
+"""Operator settings, from environment variables prefixed KUBEFORGE_OPERATOR_."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KUBEFORGE_OPERATOR_", extra="ignore")
+
+    namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces to watch (glob patterns allowed). Empty: the whole cluster.",
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="Address of the /metrics server.")  # noqa: S104
+    metrics_port: int = Field(default=8080, ge=0, le=65535, description="Port of /metrics.")
+    liveness_host: str = Field(default="0.0.0.0", description="Address of /healthz.")  # noqa: S104
+    liveness_port: int = Field(default=8081, ge=1, le=65535, description="Port of /healthz.")
+    resync_seconds: float = Field(
+        default=60, gt=0, description="Every object is reconciled at least this often."
+    )
+    # kopf's watch streams can go silent without an error (kopf issues 585, 957, 1120); bounded
+    # server- and client-side timeouts make it re-list instead of waiting forever.
+    watch_server_timeout: int = Field(default=300, gt=0)
+    watch_client_timeout: int = Field(default=330, gt=0)
+    watch_connect_timeout: int = Field(default=30, gt=0)
+    log_format: Literal["json", "plain"] = Field(default="json")
+    log_level: Literal["DEBUG", "INFO", "WARNING"] = Field(default="INFO")
