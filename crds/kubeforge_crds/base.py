@@ -158,18 +158,24 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def _check_duration(value: Any) -> Any:
-    if isinstance(value, str):
-        parse_duration(value)
-    return value
-
-
-Duration = Annotated[
-    str,
-    BeforeValidator(_check_duration),
-    Field(pattern=DURATION_PATTERN, max_length=32),
-]
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 """A duration such as ``30s``, ``5m`` or ``1h30m``."""
+
+
+def min_duration_rule(field: str, wire_name: str, minimum: str) -> CelRule:
+    """``field`` (a Duration) is at least ``minimum``. The CEL side only parses values that match
+    the pattern, so a malformed value is reported once, by the pattern, not again by CEL."""
+    return CelRule(
+        rule=f"!self.{wire_name}.matches(r'{DURATION_PATTERN}') || "
+        f"duration(self.{wire_name}) >= duration('{minimum}')",
+        message=f"{wire_name} must be at least {minimum}",
+        check=lambda s: (
+            not _DURATION_RE.match(getattr(s, field))
+            or parse_duration(getattr(s, field)) >= parse_duration(minimum)
+        ),
+        field_path=f".{wire_name}",
+    )
+
 
 # RFC 1123 label (DNS_LABEL) and subdomain, as the apiserver validates object names.
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

@@ -3,6 +3,7 @@ spec and status models: names, printer columns and the top-level object model.""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,8 +66,9 @@ class KindInfo:
         return [READY_COLUMN, PHASE_COLUMN, *self.printer_columns, AGE_COLUMN]
 
     def parse_spec(self, spec: dict[str, Any] | None) -> KubeModel:
-        """Validate a spec as stored in Kubernetes; raises pydantic.ValidationError."""
-        return self.spec_model.model_validate(spec or {})
+        """Validate a spec as the apiserver would: JSON types, strictly (no "yes" for true, no
+        "2" for 2). Raises pydantic.ValidationError."""
+        return self.spec_model.model_validate_json(json.dumps(spec or {}), strict=True)
 
     def parse_status(self, status: dict[str, Any] | None) -> ResourceStatus:
         return self.status_model.model_validate(status or {})

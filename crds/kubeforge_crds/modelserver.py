@@ -16,8 +16,8 @@ from kubeforge_crds.base import (
     ResourceStatus,
     Timestamp,
     UriString,
+    min_duration_rule,
     nested,
-    parse_duration,
 )
 from kubeforge_crds.common import ComputeResources
 from kubeforge_crds.kind import KindInfo
@@ -186,12 +186,7 @@ class RolloutPolicy(KubeModel):
             check=lambda s: s.steps[-1] == 100,
             field_path=".steps",
         ),
-        CelRule(
-            rule=f"duration(self.interval) >= duration('{_MIN_INTERVAL}')",
-            message=f"interval must be at least {_MIN_INTERVAL}",
-            check=lambda s: parse_duration(s.interval) >= parse_duration(_MIN_INTERVAL),
-            field_path=".interval",
-        ),
+        min_duration_rule("interval", "interval", _MIN_INTERVAL),
     )
 
 

@@ -14,8 +14,8 @@ from kubeforge_crds.base import (
     Quantity,
     ResourceStatus,
     Timestamp,
+    min_duration_rule,
     nested,
-    parse_duration,
 )
 from kubeforge_crds.common import ComputeResources, DataConnection, EnvVar, QueueName
 from kubeforge_crds.kind import KindInfo
@@ -44,7 +44,7 @@ class Culling(KubeModel):
         description=f"How long without activity before the Workbench is stopped, e.g. 30m or 2h. "
         f"At least {_MIN_IDLE}.",
     )
-    probe_url: str | None = Field(
+    probe_path: str | None = Field(
         default=None,
         max_length=2048,
         pattern=r"^/.*$",
@@ -52,14 +52,7 @@ class Culling(KubeModel):
         "last_activity timestamp. Defaults to Jupyter's /api/status.",
     )
 
-    cel_rules = (
-        CelRule(
-            rule=f"duration(self.idleTimeout) >= duration('{_MIN_IDLE}')",
-            message=f"idleTimeout must be at least {_MIN_IDLE}",
-            check=lambda s: parse_duration(s.idle_timeout) >= parse_duration(_MIN_IDLE),
-            field_path=".idleTimeout",
-        ),
-    )
+    cel_rules = (min_duration_rule("idle_timeout", "idleTimeout", _MIN_IDLE),)
 
 
 class WorkbenchSpec(KubeModel):

@@ -1,0 +1,162 @@
+"""Shared test data: the examples, and a table of invalid objects per kind.
+
+The same table runs against the pydantic models (tests/unit) and against the real apiserver
+(tests/integration), so the CRD schema and the Python validation cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+
+
+def load_examples() -> list[dict[str, Any]]:
+    return [yaml.safe_load(p.read_text()) for p in EXAMPLES]
+
+
+def example(kind: str) -> dict[str, Any]:
+    return next(e for e in load_examples() if e["kind"] == kind)
+
+
+_DELETE = object()
+
+
+@dataclass(frozen=True)
+class Invalid:
+    kind: str
+    id: str
+    changes: dict[str, Any]  # dotted spec path -> new value (or DELETE)
+    field: str  # the field the rejection must name
+    message: str = ""  # a fragment both the apiserver and pydantic print, if any
+
+    def spec(self) -> dict[str, Any]:
+        spec = copy.deepcopy(example(self.kind)["spec"])
+        for path, value in self.changes.items():
+            *parents, leaf = path.split(".")
+            node = spec
+            for p in parents:
+                node = node.setdefault(p, {})
+            if value is _DELETE:
+                node.pop(leaf, None)
+            else:
+                node[leaf] = value
+        return spec
+
+    def object(self, name: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "kubeforge.io/v1alpha1",
+            "kind": self.kind,
+            "metadata": {"name": name},
+            "spec": self.spec(),
+        }
+
+
+DELETE = _DELETE
+
+INVALID: list[Invalid] = [
+    # Workbench
+    Invalid("Workbench", "image-and-catalog", {"catalogImage": "jupyter"}, "spec.image",
+            "exactly one of image or catalogImage"),
+    Invalid("Workbench", "no-image", {"image": DELETE}, "spec.image",
+            "exactly one of image or catalogImage"),
+    Invalid("Workbench", "cpu-not-quantity", {"resources.cpu": "two"}, "spec.resources.cpu"),
+    Invalid("Workbench", "memory-not-quantity", {"resources.memory": "4 GB"},
+            "spec.resources.memory"),
+    Invalid("Workbench", "too-many-gpus", {"resources.accelerator": {"count": 65}},
+            "spec.resources.accelerator.count"),
+    Invalid("Workbench", "profile-and-count",
+            {"resources.accelerator": {"count": 1, "profile": "a100"}},
+            "spec.resources.accelerator.profile", "not both"),
+    Invalid("Workbench", "product-without-count",
+            {"resources.accelerator": {"product": "NVIDIA-A100-SXM4-80GB"}},
+            "spec.resources.accelerator.product", "product needs a count"),
+    Invalid("Workbench", "idle-timeout-too-short", {"culling.idleTimeout": "1m"},
+            "spec.culling.idleTimeout", "at least 5m"),
+    Invalid("Workbench", "idle-timeout-not-duration", {"culling.idleTimeout": "soon"},
+            "spec.culling.idleTimeout"),
+    Invalid("Workbench", "env-name", {"env": [{"name": "1BAD", "value": "x"}]},
+            "spec.env[0].name"),
+    Invalid("Workbench", "secret-name", {"dataConnections": [{"name": "s3", "secretName": "Bad_"}]},
+            "spec.dataConnections[0].secretName"),
+    Invalid("Workbench", "unknown-field", {"gpu": 1}, "spec.gpu"),
+    Invalid("Workbench", "stopped-not-bool", {"stopped": "yes"}, "spec.stopped"),
+    Invalid("Workbench", "queue-name", {"queueName": "Team Queue"}, "spec.queueName"),
+    # FineTuneJob
+    Invalid("FineTuneJob", "no-base-model", {"baseModel": DELETE}, "spec.baseModel"),
+    Invalid("FineTuneJob", "no-output", {"output": DELETE}, "spec.output"),
+    Invalid("FineTuneJob", "base-model-scheme", {"baseModel.uri": "ftp://x/y"}, "spec.baseModel.uri"),
+    Invalid("FineTuneJob", "dataset-format", {"dataset.format": "xlsx"}, "spec.dataset.format"),
+    Invalid("FineTuneJob", "lora-rank-zero", {"method.lora.r": 0}, "spec.method.lora.r"),
+    Invalid("FineTuneJob", "lora-dropout-one", {"method.lora.dropout": 1.0},
+            "spec.method.lora.dropout"),
+    Invalid("FineTuneJob", "lora-with-full", {"method.type": "full"}, "spec.method.lora",
+            "lora settings are only allowed when type is lora"),
+    Invalid("FineTuneJob", "learning-rate-zero", {"hyperparameters.learningRate": 0},
+            "spec.hyperparameters.learningRate"),
+    Invalid("FineTuneJob", "epochs-too-many", {"hyperparameters.epochs": 1000},
+            "spec.hyperparameters.epochs"),
+    Invalid("FineTuneJob", "eval-fraction", {"hyperparameters.evalFraction": 0.9},
+            "spec.hyperparameters.evalFraction"),
+    Invalid("FineTuneJob", "backend", {"backend": "slurm"}, "spec.backend"),
+    Invalid("FineTuneJob", "multinode-kfp", {"resources.nodes": 4, "backend": "kfp"},
+            "spec.resources.nodes", "more than one node needs backend job"),
+    Invalid("FineTuneJob", "local-with-gpu", {"backend": "local"},
+            "spec.resources.accelerator", "backend local"),
+    # ModelServer
+    Invalid("ModelServer", "uri-and-job", {"model.uri": "s3://m/v1"}, "spec.model.uri",
+            "exactly one of uri or fineTuneJob"),
+    Invalid("ModelServer", "no-model-source", {"model.fineTuneJob": DELETE}, "spec.model.uri",
+            "exactly one of uri or fineTuneJob"),
+    Invalid("ModelServer", "format", {"runtime.modelFormat": "onnx"}, "spec.runtime.modelFormat"),
+    Invalid("ModelServer", "replicas-min-max", {"replicas": {"min": 3, "max": 2}},
+            "spec.replicas.min", "min must not exceed max"),
+    Invalid("ModelServer", "steps-not-increasing", {"rollout.steps": [50, 25, 100]},
+            "spec.rollout.steps", "strictly increasing"),
+    Invalid("ModelServer", "steps-repeat", {"rollout.steps": [10, 10, 100]},
+            "spec.rollout.steps", "strictly increasing"),
+    Invalid("ModelServer", "last-step", {"rollout.steps": [10, 50]}, "spec.rollout.steps",
+            "the last step must be 100"),
+    Invalid("ModelServer", "step-out-of-range", {"rollout.steps": [10, 200]},
+            "spec.rollout.steps[1]"),
+    Invalid("ModelServer", "interval-short", {"rollout.interval": "1s"}, "spec.rollout.interval",
+            "at least 10s"),
+    Invalid("ModelServer", "promql-without-query",
+            {"rollout.metrics": [{"name": "q", "type": "promql", "max": 1}]},
+            "spec.rollout.metrics[0].query", "query is required for type promql"),
+    Invalid("ModelServer", "negative-threshold",
+            {"rollout.metrics": [{"name": "e", "type": "errorRate", "max": -1}]},
+            "spec.rollout.metrics[0].max"),
+    Invalid("ModelServer", "on-failure", {"rollout.onFailure": "panic"}, "spec.rollout.onFailure"),
+    Invalid("ModelServer", "failure-threshold", {"rollout.failureThreshold": 0},
+            "spec.rollout.failureThreshold"),
+    # DriftMonitor
+    Invalid("DriftMonitor", "no-target", {"target": DELETE}, "spec.target"),
+    Invalid("DriftMonitor", "target-name", {"target.modelServer": "Support Bot"},
+            "spec.target.modelServer"),
+    Invalid("DriftMonitor", "uri-without-source", {"reference.uri": "s3://ref/data.csv"},
+            "spec.reference.uri", "uri is required for source uri"),
+    Invalid("DriftMonitor", "source-uri-missing", {"reference.source": "uri"},
+            "spec.reference.uri", "uri is required for source uri"),
+    Invalid("DriftMonitor", "unknown-metric", {"metrics": [{"name": "entropy", "threshold": 1}]},
+            "spec.metrics[0].name"),
+    Invalid("DriftMonitor", "negative-threshold", {"metrics": [{"name": "psi", "threshold": -0.1}]},
+            "spec.metrics[0].threshold"),
+    Invalid("DriftMonitor", "no-metrics", {"metrics": []}, "spec.metrics"),
+    Invalid("DriftMonitor", "bias-metric-without-bias",
+            {"metrics": [{"name": "spd", "threshold": 0.1}]}, "spec.bias",
+            "metrics spd and dir need bias settings"),
+    Invalid("DriftMonitor", "window-too-small", {"window.size": 5}, "spec.window.size"),
+    Invalid("DriftMonitor", "severity", {"actions.alert.severity": "page"},
+            "spec.actions.alert.severity"),
+    Invalid("DriftMonitor", "cooldown", {"actions.retrain.cooldown": "tomorrow"},
+            "spec.actions.retrain.cooldown"),
+    Invalid("DriftMonitor", "feature-type",
+            {"features": [{"name": "age", "type": "ordinal"}]}, "spec.features[0].type"),
+]

@@ -1,0 +1,158 @@
+"""Fixtures for tests against a real kube-apiserver: the embedded local control plane (started if
+needed) or, when KUBECONFIG points at a reachable cluster, that cluster."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from tests.cases import REPO
+
+LOCALCLUSTER = [sys.executable, str(REPO / "hack" / "localcluster.py")]
+
+
+@dataclass
+class Cluster:
+    kubeconfig: str
+    kubectl_bin: str
+    local: bool  # the embedded control plane (with its users and kwok nodes)
+    api: client.ApiClient
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True,
+                kubeconfig: str | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.kubectl_bin, "--kubeconfig", kubeconfig or self.kubeconfig, *args],
+            input=stdin, capture_output=True, text=True, timeout=120,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr}")
+        return proc
+
+    def user_kubeconfig(self, user: str) -> str:
+        return str(Path(self.kubeconfig).with_name(f"kubeconfig-{user}"))
+
+
+def _local_kubeconfig() -> str:
+    out = subprocess.run([*LOCALCLUSTER, "env"], capture_output=True, text=True, check=True)
+    for line in out.stdout.splitlines():
+        if line.startswith("export KUBECONFIG="):
+            return line.split("=", 1)[1]
+    raise RuntimeError("localcluster env printed no KUBECONFIG")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    local_cfg = _local_kubeconfig()
+    external = os.environ.get("KUBECONFIG")
+    bin_dir = subprocess.run([*LOCALCLUSTER, "bin-dir"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    kubectl_bin = str(Path(bin_dir) / "kubectl")
+    if external and Path(external).resolve() != Path(local_cfg).resolve():
+        probe = subprocess.run([kubectl_bin, "--kubeconfig", external, "version", "-o", "json"],
+                               capture_output=True, text=True, timeout=30)
+        if probe.returncode != 0:
+            pytest.exit(f"KUBECONFIG={external} is not reachable ({probe.stderr.strip()}); "
+                        "unset KUBECONFIG to use the embedded control plane", returncode=2)
+        cfg, local = external, False
+    else:
+        subprocess.run([*LOCALCLUSTER, "up"], check=True, timeout=1800)
+        cfg, local = local_cfg, True
+    api = config.new_client_from_config(config_file=cfg)
+    c = Cluster(kubeconfig=cfg, kubectl_bin=kubectl_bin, local=local, api=api)
+    c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "manifests"))
+    c.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+              *[f"crd/{p.stem.split('_', 1)[1]}.kubeforge.io"
+                for p in (REPO / "crds" / "manifests").glob("*.yaml")])
+    return c
+
+
+@pytest.fixture
+def local_cluster(cluster: Cluster) -> Cluster:
+    if not cluster.local:
+        pytest.skip("needs the embedded control plane (its kwok nodes and users)")
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def namespace(cluster: Cluster) -> Iterator[str]:
+    name = f"kf-test-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class OperatorProcess:
+    metrics_url: str
+    health_url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+        OperatorProcess]:
+    metrics, health = free_port(), free_port()
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    env = {
+        **os.environ,
+        "KUBECONFIG": cluster.kubeconfig,
+        "KUBEFORGE_OPERATOR_METRICS_HOST": "127.0.0.1",
+        "KUBEFORGE_OPERATOR_METRICS_PORT": str(metrics),
+        "KUBEFORGE_OPERATOR_LIVENESS_HOST": "127.0.0.1",
+        "KUBEFORGE_OPERATOR_LIVENESS_PORT": str(health),
+        "KUBEFORGE_OPERATOR_RESYNC_SECONDS": "5",
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "kubeforge_operator"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    op = OperatorProcess(f"http://127.0.0.1:{metrics}/metrics",
+                         f"http://127.0.0.1:{health}/healthz", proc, log)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(op.health_url, timeout=2) as resp:  # noqa: S310
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"operator did not become healthy:\n{log.read_text()[-3000:]}")
+        time.sleep(0.3)
+    yield op
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "operator.log").write_bytes(log.read_bytes())
+
+
+def wait_until(predicate, timeout: float = 60, interval: float = 0.5, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")

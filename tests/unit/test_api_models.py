@@ -1,0 +1,76 @@
+"""The pydantic models accept every example and reject every invalid object, naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubeforge_crds import KINDS, KINDS_BY_NAME
+from kubeforge_crds.base import parse_duration
+from kubeforge_crds.errors import field_errors
+from kubeforge_crds.modelserver import ModelServerSpec
+from kubeforge_crds.workbench import WorkbenchSpec
+from pydantic import ValidationError
+
+from tests.cases import INVALID, Invalid, load_examples
+
+
+@pytest.mark.parametrize("obj", load_examples(), ids=lambda o: o["metadata"]["name"])
+def test_examples_are_valid(obj: dict[str, Any]) -> None:
+    KINDS_BY_NAME[obj["kind"]].parse_spec(obj["spec"])
+
+
+def test_every_kind_has_at_least_ten_invalid_cases() -> None:
+    for kind in KINDS:
+        assert sum(c.kind == kind.kind for c in INVALID) >= 10, kind.kind
+
+
+@pytest.mark.parametrize("case", INVALID, ids=lambda c: f"{c.kind}-{c.id}")
+def test_invalid_objects_are_rejected_naming_the_field(case: Invalid) -> None:
+    with pytest.raises(ValidationError) as err:
+        KINDS_BY_NAME[case.kind].parse_spec(case.spec())
+    errors = field_errors(err.value)
+    matching = [e for e in errors if e.startswith(case.field)]
+    assert matching, f"no error names {case.field}: {errors}"
+    if case.message:
+        assert any(case.message in e for e in matching), errors
+
+
+def test_defaults_are_filled_in() -> None:
+    spec = WorkbenchSpec.model_validate({"image": "jupyter/minimal"})
+    assert spec.resources.cpu == "1"
+    assert spec.storage.size == "10Gi"
+    assert spec.culling.enabled is True
+    assert spec.culling.idle_timeout == "1h"
+    ms = ModelServerSpec.model_validate({"model": {"uri": "s3://models/a"}})
+    assert ms.rollout.steps == [10, 25, 50, 100]
+    assert [m.name for m in ms.rollout.metrics] == ["error-rate", "latency-p95"]
+
+
+def test_quantities_accept_numbers_and_strings() -> None:
+    spec = WorkbenchSpec.model_validate(
+        {"image": "x", "resources": {"cpu": 2, "memory": "512Mi"}}
+    )
+    assert spec.resources.cpu == "2"
+    assert spec.to_wire()["resources"]["cpu"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25)]
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "1d", "m5", "-5m"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(text)
+
+
+def test_wire_form_is_camel_case_without_nulls() -> None:
+    spec = WorkbenchSpec.model_validate({"image": "x", "queueName": "gpus"})
+    wire = spec.to_wire()
+    assert wire["queueName"] == "gpus"
+    assert "catalogImage" not in wire
+    assert wire["culling"]["idleTimeout"] == "1h"
