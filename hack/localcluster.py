@@ -142,11 +142,16 @@ def module_dir(module: str, version: str) -> Path:
     directory in the module cache."""
     proc = subprocess.run(
         ["go", "mod", "download", "-json", f"{module}@{version}"],
-        env=go_env(), capture_output=True, text=True, cwd=str(Path.home()),
+        env=go_env(),
+        capture_output=True,
+        text=True,
+        cwd=str(Path.home()),
     )
     info = json.loads(proc.stdout or "{}")
     if proc.returncode != 0 or "Dir" not in info:
-        raise ClusterError(f"cannot download {module}@{version}: {info.get('Error') or proc.stderr}")
+        raise ClusterError(
+            f"cannot download {module}@{version}: {info.get('Error') or proc.stderr}"
+        )
     return Path(info["Dir"])
 
 
@@ -216,8 +221,11 @@ class Proc:
         with self.logfile.open("ab") as logf:
             proc = subprocess.Popen(
                 [str(bin_dir() / self.name), *args],
-                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=STATE,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=STATE,
             )
         self.pidfile.write_text(str(proc.pid))
         # until the child has exec'd, /proc shows the Python parent's command line
@@ -259,7 +267,7 @@ def wait_for(component: str, check, timeout: float) -> None:  # type: ignore[no-
         try:
             if check():
                 return
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as exc:
             last = str(exc)
         time.sleep(0.25)
     raise fail(component, f"not ready after {timeout:.0f}s {last}")
@@ -289,11 +297,13 @@ def write_pki() -> None:
     if not (pki / "sa.key").exists():
         subprocess.run(
             ["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         subprocess.run(
             ["openssl", "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
     toks = tokens()
     with (STATE / "tokens.csv").open("w") as f:
@@ -314,18 +324,22 @@ def write_kubeconfig(user: str) -> Path:
     cfg = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{
-            "name": "kubeforge-local",
-            "cluster": {
-                "server": f"https://127.0.0.1:{APISERVER_PORT}",
-                "certificate-authority": str(ca_file()),
-            },
-        }],
+        "clusters": [
+            {
+                "name": "kubeforge-local",
+                "cluster": {
+                    "server": f"https://127.0.0.1:{APISERVER_PORT}",
+                    "certificate-authority": str(ca_file()),
+                },
+            }
+        ],
         "users": [{"name": user, "user": {"token": tokens()[user]}}],
-        "contexts": [{
-            "name": f"kubeforge-local-{user}".replace(":", "-"),
-            "context": {"cluster": "kubeforge-local", "user": user, "namespace": "default"},
-        }],
+        "contexts": [
+            {
+                "name": f"kubeforge-local-{user}".replace(":", "-"),
+                "context": {"cluster": "kubeforge-local", "user": user, "namespace": "default"},
+            }
+        ],
         "current-context": f"kubeforge-local-{user}".replace(":", "-"),
     }
     path.write_text(json.dumps(cfg, indent=2))  # JSON is YAML
@@ -362,9 +376,11 @@ def _node(name: str, cpu: str, memory: str, gpus: int) -> dict[str, object]:
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": name, "labels": labels,
-                     "annotations": {"kwok.x-k8s.io/node": "fake",
-                                     "node.alpha.kubernetes.io/ttl": "0"}},
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+        },
         "spec": spec,
         "status": {"capacity": capacity, "allocatable": capacity},
     }
@@ -374,13 +390,21 @@ def team_rbac() -> str:
     items: list[dict[str, object]] = []
     for ns, user in TEAMS.items():
         items.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-        items.append({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": f"{user}-edit", "namespace": ns},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "edit"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-        })
+        items.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": f"{user}-edit", "namespace": ns},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "edit",
+                },
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}
+                ],
+            }
+        )
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
 
 
@@ -403,7 +427,9 @@ def api_get(path: str, user: str = "admin", timeout: float = 5) -> tuple[int, st
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
     proc = subprocess.run(
         [str(bin_dir() / "kubectl"), "--kubeconfig", str(kubeconfig_path()), *args],
-        input=stdin, capture_output=True, text=True,
+        input=stdin,
+        capture_output=True,
+        text=True,
     )
     if check and proc.returncode != 0:
         raise ClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
@@ -442,75 +468,100 @@ def up() -> None:
     pki = STATE / "pki"
 
     etcd_url = f"http://127.0.0.1:{ETCD_PORT}"
-    Proc("etcd").start([
-        "--name=kubeforge", f"--data-dir={STATE / 'etcd'}",
-        f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-        f"--listen-peer-urls=http://127.0.0.1:{ETCD_PORT + 1}",
-        f"--initial-advertise-peer-urls=http://127.0.0.1:{ETCD_PORT + 1}",
-        f"--initial-cluster=kubeforge=http://127.0.0.1:{ETCD_PORT + 1}",
-        "--listen-metrics-urls=", "--unsafe-no-fsync=true", "--log-level=warn",
-    ])
-    wait_for("etcd", lambda: urllib.request.urlopen(f"{etcd_url}/health", timeout=2).status == 200,  # noqa: S310
-             30)
+    Proc("etcd").start(
+        [
+            "--name=kubeforge",
+            f"--data-dir={STATE / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{ETCD_PORT + 1}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{ETCD_PORT + 1}",
+            f"--initial-cluster=kubeforge=http://127.0.0.1:{ETCD_PORT + 1}",
+            "--listen-metrics-urls=",
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ]
+    )
+    wait_for(
+        "etcd",
+        lambda: urllib.request.urlopen(f"{etcd_url}/health", timeout=2).status == 200,  # noqa: S310
+        30,
+    )
 
-    Proc("kube-apiserver").start([
-        f"--etcd-servers={etcd_url}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-        f"--secure-port={APISERVER_PORT}",
-        f"--cert-dir={pki / 'apiserver'}",
-        f"--token-auth-file={STATE / 'tokens.csv'}",
-        "--authorization-mode=RBAC",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        f"--service-account-key-file={pki / 'sa.pub'}",
-        f"--service-account-signing-key-file={pki / 'sa.key'}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--allow-privileged=true",
-        "--profiling=false",
-        "--endpoint-reconciler-type=none",
-    ])
+    Proc("kube-apiserver").start(
+        [
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={APISERVER_PORT}",
+            f"--cert-dir={pki / 'apiserver'}",
+            f"--token-auth-file={STATE / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--endpoint-reconciler-type=none",
+        ]
+    )
     wait_for("kube-apiserver", lambda: ca_file().exists() and api_get("/readyz")[0] == 200, 90)
     for user in USERS:
         write_kubeconfig(user)
 
-    Proc("kube-controller-manager").start([
-        f"--kubeconfig={kubeconfig_path('system:kube-controller-manager')}",
-        f"--service-account-private-key-file={pki / 'sa.key'}",
-        f"--root-ca-file={ca_file()}",
-        "--use-service-account-credentials=true",
-        "--leader-elect=false", "--secure-port=0",
-        "--cluster-name=kubeforge-local",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
-    ])
-    Proc("kube-scheduler").start([
-        f"--kubeconfig={kubeconfig_path('system:kube-scheduler')}",
-        "--leader-elect=false", "--secure-port=0",
-    ])
+    Proc("kube-controller-manager").start(
+        [
+            f"--kubeconfig={kubeconfig_path('system:kube-controller-manager')}",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={ca_file()}",
+            "--use-service-account-credentials=true",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--cluster-name=kubeforge-local",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
+        ]
+    )
+    Proc("kube-scheduler").start(
+        [
+            f"--kubeconfig={kubeconfig_path('system:kube-scheduler')}",
+            "--leader-elect=false",
+            "--secure-port=0",
+        ]
+    )
     kwok_dir = module_dir("sigs.k8s.io/kwok", tool_version("kwok", "sigs.k8s.io/kwok"))
     stage_args = [f"--config={kwok_dir / s}" for s in KWOK_STAGES]
-    Proc("kwok").start([
-        f"--kubeconfig={kubeconfig_path('kwok')}",
-        "--manage-all-nodes=false",
-        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-        "--node-lease-duration-seconds=40",
-        "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1",
-        *stage_args,
-    ])
+    Proc("kwok").start(
+        [
+            f"--kubeconfig={kubeconfig_path('kwok')}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--node-lease-duration-seconds=40",
+            "--cidr=10.244.0.0/16",
+            "--node-ip=127.0.0.1",
+            *stage_args,
+        ]
+    )
 
-    kubectl("apply", "--server-side", "--field-manager=localcluster", "-f", "-",
-            stdin=kwok_nodes())
-    kubectl("apply", "--server-side", "--field-manager=localcluster", "-f", "-",
-            stdin=team_rbac())
+    kubectl("apply", "--server-side", "--field-manager=localcluster", "-f", "-", stdin=kwok_nodes())
+    kubectl("apply", "--server-side", "--field-manager=localcluster", "-f", "-", stdin=team_rbac())
 
     def nodes_ready() -> bool:
-        out = kubectl("get", "nodes", "-o",
-                      'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}'
-                      "{\"\\n\"}{end}")
+        out = kubectl(
+            "get",
+            "nodes",
+            "-o",
+            'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}',
+        )
         return out.split() == ["True"] * 4
 
     wait_for("kwok", nodes_ready, 60)
-    wait_for("kube-controller-manager",
-             lambda: api_get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200, 60)
+    wait_for(
+        "kube-controller-manager",
+        lambda: api_get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
+        60,
+    )
     for c in ("kube-scheduler", "kube-controller-manager"):
         if Proc(c).pid() is None:
             raise fail(c, "the process exited")
@@ -525,8 +576,12 @@ def install_thirdparty_crds() -> None:
     for f in files:
         args += ["-f", str(f)]
     kubectl(*args)
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", *[
-        f"crd/{json.loads(json.dumps(_crd_name(f)))}" for f in files])
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        *[f"crd/{json.loads(json.dumps(_crd_name(f)))}" for f in files],
+    )
     log(f"installed {len(files)} third-party CRDs")
 
 

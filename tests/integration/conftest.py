@@ -29,11 +29,19 @@ class Cluster:
     local: bool  # the embedded control plane (with its users and kwok nodes)
     api: client.ApiClient
 
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True,
-                kubeconfig: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self,
+        *args: str,
+        stdin: str | None = None,
+        check: bool = True,
+        kubeconfig: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [self.kubectl_bin, "--kubeconfig", kubeconfig or self.kubeconfig, *args],
-            input=stdin, capture_output=True, text=True, timeout=120,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr}")
@@ -55,15 +63,23 @@ def _local_kubeconfig() -> str:
 def cluster() -> Cluster:
     local_cfg = _local_kubeconfig()
     external = os.environ.get("KUBECONFIG")
-    bin_dir = subprocess.run([*LOCALCLUSTER, "bin-dir"], capture_output=True, text=True,
-                             check=True).stdout.strip()
+    bin_dir = subprocess.run(
+        [*LOCALCLUSTER, "bin-dir"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     kubectl_bin = str(Path(bin_dir) / "kubectl")
     if external and Path(external).resolve() != Path(local_cfg).resolve():
-        probe = subprocess.run([kubectl_bin, "--kubeconfig", external, "version", "-o", "json"],
-                               capture_output=True, text=True, timeout=30)
+        probe = subprocess.run(
+            [kubectl_bin, "--kubeconfig", external, "version", "-o", "json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if probe.returncode != 0:
-            pytest.exit(f"KUBECONFIG={external} is not reachable ({probe.stderr.strip()}); "
-                        "unset KUBECONFIG to use the embedded control plane", returncode=2)
+            pytest.exit(
+                f"KUBECONFIG={external} is not reachable ({probe.stderr.strip()}); "
+                "unset KUBECONFIG to use the embedded control plane",
+                returncode=2,
+            )
         cfg, local = external, False
     else:
         subprocess.run([*LOCALCLUSTER, "up"], check=True, timeout=1800)
@@ -71,9 +87,15 @@ def cluster() -> Cluster:
     api = config.new_client_from_config(config_file=cfg)
     c = Cluster(kubeconfig=cfg, kubectl_bin=kubectl_bin, local=local, api=api)
     c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "manifests"))
-    c.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-              *[f"crd/{p.stem.split('_', 1)[1]}.kubeforge.io"
-                for p in (REPO / "crds" / "manifests").glob("*.yaml")])
+    c.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        *[
+            f"crd/{p.stem.split('_', 1)[1]}.kubeforge.io"
+            for p in (REPO / "crds" / "manifests").glob("*.yaml")
+        ],
+    )
     return c
 
 
@@ -107,8 +129,9 @@ class OperatorProcess:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
-        OperatorProcess]:
+def operator(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     metrics, health = free_port(), free_port()
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     env = {
@@ -121,10 +144,15 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "KUBEFORGE_OPERATOR_RESYNC_SECONDS": "5",
     }
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "kubeforge_operator"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-    op = OperatorProcess(f"http://127.0.0.1:{metrics}/metrics",
-                         f"http://127.0.0.1:{health}/healthz", proc, log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kubeforge_operator"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    op = OperatorProcess(
+        f"http://127.0.0.1:{metrics}/metrics", f"http://127.0.0.1:{health}/healthz", proc, log
+    )
     deadline = time.monotonic() + 60
     while True:
         try:

@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from kubeforge_crds import KINDS, KINDS_BY_NAME
 from kubernetes import client
 
+from kubeforge_crds import KINDS, KINDS_BY_NAME
 from tests.cases import INVALID, Invalid, load_examples
 from tests.integration.conftest import Cluster
 
@@ -57,8 +57,7 @@ def test_third_party_schema_is_enforced(cluster: Cluster, namespace: str) -> Non
         "metadata": {"name": "bad-isvc", "namespace": namespace},
         "spec": {"predictor": {"minReplicas": "three"}},
     }
-    proc = cluster.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(isvc),
-                           check=False)
+    proc = cluster.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(isvc), check=False)
     assert proc.returncode != 0
     assert "spec.predictor.minReplicas" in proc.stderr
 
@@ -70,10 +69,16 @@ def test_examples_are_accepted(cluster: Cluster, namespace: str, obj: dict[str, 
 
 
 def test_defaults_are_applied_by_the_apiserver(cluster: Cluster, namespace: str) -> None:
-    created = _create(cluster, namespace, {
-        "apiVersion": "kubeforge.io/v1alpha1", "kind": "ModelServer",
-        "metadata": {"name": "defaults"}, "spec": {"model": {"uri": "s3://models/m"}},
-    })
+    created = _create(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "kubeforge.io/v1alpha1",
+            "kind": "ModelServer",
+            "metadata": {"name": "defaults"},
+            "spec": {"model": {"uri": "s3://models/m"}},
+        },
+    )
     rollout = created["spec"]["rollout"]
     assert rollout["steps"] == [10, 25, 50, 100]
     assert rollout["onFailure"] == "rollback"
@@ -104,17 +109,29 @@ def test_kubectl_explain_prints_field_descriptions(cluster: Cluster) -> None:
 
 
 def test_short_names_category_and_columns(cluster: Cluster, namespace: str) -> None:
-    _create(cluster, namespace, {
-        "apiVersion": "kubeforge.io/v1alpha1", "kind": "Workbench",
-        "metadata": {"name": "columns"}, "spec": {"image": "jupyter/minimal"},
-    })
+    _create(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "kubeforge.io/v1alpha1",
+            "kind": "Workbench",
+            "metadata": {"name": "columns"},
+            "spec": {"image": "jupyter/minimal"},
+        },
+    )
     out = cluster.kubectl("get", "kubeforge", "-n", namespace).stdout
     assert "workbench.kubeforge.io/columns" in out
     out = cluster.kubectl("get", "wb", "-n", namespace).stdout
     header = out.splitlines()[0].split()
-    assert header[:3] == ["NAME", "READY", "PHASE"] and "GPUS" in header
+    assert header[:3] == ["NAME", "READY", "PHASE"]
+    assert "GPUS" in header
     for short in ("ftj", "ms", "dm"):
         cluster.kubectl("get", short, "-n", namespace)
-    out = cluster.kubectl("get", "crd", "modelservers.kubeforge.io", "-o",
-                          "jsonpath={.spec.versions[0].additionalPrinterColumns[*].name}").stdout
+    out = cluster.kubectl(
+        "get",
+        "crd",
+        "modelservers.kubeforge.io",
+        "-o",
+        "jsonpath={.spec.versions[0].additionalPrinterColumns[*].name}",
+    ).stdout
     assert "Traffic" in out.split()

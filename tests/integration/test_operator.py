@@ -8,8 +8,8 @@ import urllib.request
 from typing import Any
 
 import pytest
-from kubeforge_crds import KINDS_BY_NAME
 
+from kubeforge_crds import KINDS_BY_NAME
 from tests.cases import load_examples
 from tests.integration.conftest import Cluster, OperatorProcess, wait_until
 
@@ -43,27 +43,50 @@ def test_every_example_gets_conditions_with_observed_generation(
     assert "Ready" in conds
     for c in conds.values():
         assert c["observedGeneration"] == o["metadata"]["generation"]
-        assert c["reason"] and c["lastTransitionTime"]
+        assert c["reason"]
+        assert c["lastTransitionTime"]
     assert o["status"]["phase"]
 
 
 def test_kubectl_wait_sees_the_ready_condition(cluster: Cluster, applied: str) -> None:
     # The FineTuneJob controller is not built yet: Ready is honestly False, with its reason.
-    cluster.kubectl("wait", "-n", applied, "--for=condition=Ready=False", "--timeout=60s",
-                    "finetunejob/support-bot-v1")
-    out = cluster.kubectl("get", "ftj", "support-bot-v1", "-n", applied, "-o",
-                          'jsonpath={.status.conditions[?(@.type=="Ready")].reason}').stdout
+    cluster.kubectl(
+        "wait",
+        "-n",
+        applied,
+        "--for=condition=Ready=False",
+        "--timeout=60s",
+        "finetunejob/support-bot-v1",
+    )
+    out = cluster.kubectl(
+        "get",
+        "ftj",
+        "support-bot-v1",
+        "-n",
+        applied,
+        "-o",
+        'jsonpath={.status.conditions[?(@.type=="Ready")].reason}',
+    ).stdout
     assert out == "ControllerNotImplemented"
 
 
 def test_a_spec_change_is_observed(cluster: Cluster, applied: str) -> None:
-    cluster.kubectl("patch", "ms", "support-bot", "-n", applied, "--type=merge",
-                    "-p", '{"spec":{"replicas":{"max":5}}}')
+    cluster.kubectl(
+        "patch",
+        "ms",
+        "support-bot",
+        "-n",
+        applied,
+        "--type=merge",
+        "-p",
+        '{"spec":{"replicas":{"max":5}}}',
+    )
 
     def caught_up() -> bool:
         o = _status(cluster, applied, "ModelServer", "support-bot")
-        return bool(o["metadata"]["generation"] == 2
-                    and o.get("status", {}).get("observedGeneration") == 2)
+        return bool(
+            o["metadata"]["generation"] == 2 and o.get("status", {}).get("observedGeneration") == 2
+        )
 
     wait_until(caught_up, 60, what="observedGeneration to follow the new generation")
 
@@ -71,21 +94,27 @@ def test_a_spec_change_is_observed(cluster: Cluster, applied: str) -> None:
 def test_ready_transitions_are_posted_as_events(cluster: Cluster, applied: str) -> None:
     def events() -> list[dict[str, Any]]:
         out = cluster.kubectl("get", "events", "-n", applied, "-o", "json").stdout
-        return [e for e in json.loads(out)["items"]
-                if e["involvedObject"]["name"] == "support-bot-drift"]
+        return [
+            e
+            for e in json.loads(out)["items"]
+            if e["involvedObject"]["name"] == "support-bot-drift"
+        ]
 
     found = wait_until(events, 60, what="an Event about the DriftMonitor")
     assert found[0]["source"]["component"] == "kubeforge-operator"
     assert found[0]["involvedObject"]["kind"] == "DriftMonitor"
 
 
-def test_metrics_show_the_reconciles(operator: OperatorProcess, applied: str,
-                                     cluster: Cluster) -> None:
+def test_metrics_show_the_reconciles(
+    operator: OperatorProcess, applied: str, cluster: Cluster
+) -> None:
     def scraped() -> str | None:
         with urllib.request.urlopen(operator.metrics_url, timeout=5) as resp:  # noqa: S310
             text = resp.read().decode()
-        wanted = [f'kubeforge_reconcile_total{{kind="{k}",result="success"}}'
-                  for k in ("Workbench", "FineTuneJob", "ModelServer", "DriftMonitor")]
+        wanted = [
+            f'kubeforge_reconcile_total{{kind="{k}",result="success"}}'
+            for k in ("Workbench", "FineTuneJob", "ModelServer", "DriftMonitor")
+        ]
         return text if all(w in text for w in wanted) else None
 
     text = wait_until(scraped, 60, what="reconcile counters for every kind")

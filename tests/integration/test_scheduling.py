@@ -17,11 +17,18 @@ GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSc
 
 def _pod(name: str, gpus: int) -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
         "spec": {
             "tolerations": [GPU_TOLERATION],
-            "containers": [{"name": "main", "image": "busybox",
-                            "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "busybox",
+                    "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+                }
+            ],
         },
     }
 
@@ -34,12 +41,14 @@ def test_nodes_have_gpus_labels_and_taints(cluster: Cluster) -> None:
     nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
     gpu = [n for n in nodes if "nvidia.com/gpu" in n["status"]["capacity"]]
     cpu = [n for n in nodes if "nvidia.com/gpu" not in n["status"]["capacity"]]
-    assert len(gpu) >= 2 and len(cpu) >= 2
+    assert len(gpu) >= 2
+    assert len(cpu) >= 2
     for n in gpu:
         assert n["status"]["capacity"]["nvidia.com/gpu"] == "8"
         assert n["metadata"]["labels"]["nvidia.com/gpu.product"]
-        assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in \
-            n["spec"]["taints"]
+        assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in n["spec"][
+            "taints"
+        ]
 
 
 def test_gpu_pod_lands_on_a_gpu_node_and_runs(cluster: Cluster, namespace: str) -> None:
@@ -73,11 +82,20 @@ def test_too_many_gpus_stays_pending_with_the_schedulers_reason(
 
 def test_a_job_runs_to_completion(cluster: Cluster, namespace: str) -> None:
     job = {
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "train"},
-        "spec": {"backoffLimit": 0, "template": {"spec": {
-            "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": "busybox"}]}}},
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "train"},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": "busybox"}],
+                }
+            },
+        },
     }
     cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(job))
-    cluster.kubectl("wait", "-n", namespace, "--for=condition=Complete", "--timeout=60s",
-                    "job/train")
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Complete", "--timeout=60s", "job/train"
+    )

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from kubeforge_crds import KINDS, KINDS_BY_NAME
 from kubeforge_crds.base import parse_duration
 from kubeforge_crds.errors import field_errors
 from kubeforge_crds.modelserver import ModelServerSpec
 from kubeforge_crds.workbench import WorkbenchSpec
-from pydantic import ValidationError
-
 from tests.cases import INVALID, Invalid, load_examples
 
 
@@ -48,9 +48,7 @@ def test_defaults_are_filled_in() -> None:
 
 
 def test_quantities_accept_numbers_and_strings() -> None:
-    spec = WorkbenchSpec.model_validate(
-        {"image": "x", "resources": {"cpu": 2, "memory": "512Mi"}}
-    )
+    spec = WorkbenchSpec.model_validate({"image": "x", "resources": {"cpu": 2, "memory": "512Mi"}})
     assert spec.resources.cpu == "2"
     assert spec.to_wire()["resources"]["cpu"] == "2"
 

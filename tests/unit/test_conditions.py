@@ -41,16 +41,19 @@ def test_other_conditions_keep_their_order() -> None:
 
 
 def test_ready_is_true_only_when_all_dependents_are() -> None:
-    assert summarise_ready([Observation("A", TRUE, "Ok"), Observation("B", TRUE, "Ok")]).status \
-        == TRUE
+    assert (
+        summarise_ready([Observation("A", TRUE, "Ok"), Observation("B", TRUE, "Ok")]).status == TRUE
+    )
     assert summarise_ready([]).status == TRUE
 
 
 def test_ready_takes_the_first_false_before_any_unknown() -> None:
-    ready = summarise_ready([
-        Observation("A", UNKNOWN, "Waiting"),
-        Observation("B", FALSE, "Unschedulable", "0/4 nodes"),
-    ])
+    ready = summarise_ready(
+        [
+            Observation("A", UNKNOWN, "Waiting"),
+            Observation("B", FALSE, "Unschedulable", "0/4 nodes"),
+        ]
+    )
     assert (ready.status, ready.reason, ready.message) == (FALSE, "Unschedulable", "0/4 nodes")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from kubeforge_crds import KINDS
 from kubeforge_crds.generate import SchemaError, build_crd, expected_files, structural
 
@@ -38,7 +39,9 @@ def test_crd_schema_is_structural_and_complete(kind: Any) -> None:
     assert names["categories"] == ["kubeforge"]
     assert names["shortNames"] == list(kind.short_names)
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns[:2] == ["Ready", "Phase"] and columns[-1] == "Age"
+    assert columns[:2] == ["Ready", "Phase"]
+    assert columns[-1] == "Age"
+
     # every spec field carries a description, so kubectl explain has something to say
     def undocumented(node: dict[str, Any], path: str) -> list[str]:
         out = [] if node.get("description") else [path]
@@ -51,8 +54,10 @@ def test_crd_schema_is_structural_and_complete(kind: Any) -> None:
 
 def test_modelserver_has_a_traffic_split_column() -> None:
     ms = next(k for k in KINDS if k.kind == "ModelServer")
-    cols = {c["name"]: c["jsonPath"] for c in build_crd(ms)["spec"]["versions"][0][
-        "additionalPrinterColumns"]}
+    cols = {
+        c["name"]: c["jsonPath"]
+        for c in build_crd(ms)["spec"]["versions"][0]["additionalPrinterColumns"]
+    }
     assert cols["Traffic"] == ".status.trafficSplit"
 
 
@@ -66,7 +71,8 @@ def test_optional_becomes_plain_type_and_defaults_of_none_vanish() -> None:
 def test_refs_are_inlined_with_the_sites_description() -> None:
     defs = {"Sub": {"type": "object", "description": "inner", "properties": {}}}
     node = structural({"$ref": "#/$defs/Sub", "description": "outer"}, defs)
-    assert node["description"] == "outer" and node["type"] == "object"
+    assert node["description"] == "outer"
+    assert node["type"] == "object"
 
 
 def test_numeric_exclusive_bounds_become_openapi_booleans() -> None:

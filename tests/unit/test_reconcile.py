@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from pydantic import ValidationError
+
 from kubeforge_crds import WORKBENCH, ConditionStatus
 from kubeforge_crds.errors import field_errors
 from kubeforge_operator.conditions import Observation
 from kubeforge_operator.reconcile import Outcome, accepted, compute_status, invalid_spec_outcome
-from pydantic import ValidationError
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

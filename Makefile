@@ -1,0 +1,86 @@
+# kubeforge developer entry points. `make` or `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOTSTRAP ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON_BOOTSTRAP) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON_BOOTSTRAP) not found)"; exit 1; }
+	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,lint]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv with kubeforge and its test and lint tools
+
+.PHONY: demo
+demo: $(STAMP) ## Run kubeforge on the embedded control plane (or KUBECONFIG) with the examples
+	$(PY) hack/demo.py
+
+.PHONY: demo-down
+demo-down: ## Stop everything `make demo` started
+	$(PY) hack/demo.py --down
+
+.PHONY: test
+test: $(STAMP) ## Unit and integration tests (starts the local control plane if needed)
+	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: $(STAMP) ## Unit tests only (no cluster)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: test-integration
+test-integration: $(STAMP) ## Integration tests against a real kube-apiserver
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: $(STAMP) ## ruff (lint and format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+.PHONY: fmt
+fmt: $(STAMP) ## Format and autofix with ruff
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+.PHONY: generate
+generate: $(STAMP) ## Regenerate CRD manifests and the CRD reference from the models
+	$(PY) -m kubeforge_crds.generate
+
+.PHONY: check-generated
+check-generated: $(STAMP) ## Fail if generated files are stale
+	$(PY) -m kubeforge_crds.generate --check
+
+.PHONY: cluster-build
+cluster-build: ## Build the control-plane binaries from pinned Go modules (cached)
+	python3 hack/localcluster.py build
+
+.PHONY: cluster-up
+cluster-up: ## Start the embedded local control plane (harmless if running)
+	python3 hack/localcluster.py up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local control plane and wipe its state (harmless if stopped)
+	python3 hack/localcluster.py down
+
+.PHONY: cluster-status
+cluster-status: ## Show the local control plane's components
+	python3 hack/localcluster.py status
+
+.PHONY: install-crds
+install-crds: ## Install kubeforge's CRDs into the current cluster
+	$$(python3 hack/localcluster.py bin-dir)/kubectl apply --server-side -f crds/manifests
+
+.PHONY: run-operator
+run-operator: $(STAMP) ## Run the operator in the foreground against KUBECONFIG
+	KUBEFORGE_OPERATOR_LOG_FORMAT=plain $(PY) -m kubeforge_operator

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""`make demo`: kubeforge on the embedded local control plane (or the cluster KUBECONFIG names),
+with the examples applied and reconciled.
+
+Brings up the control plane unless a cluster is configured, installs the CRDs, runs the operator,
+applies examples/ into the namespace kubeforge-demo, waits until each example reports status,
+prints `kubectl get kubeforge -A` and what to look at next, then keeps the operator running until
+Ctrl-C. `make demo-down` (this script with --down) stops whatever the demo started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import contextlib
+
+import localcluster as lc
+
+REPO = lc.REPO
+DEMO_DIR = REPO / ".cache" / "demo"
+NAMESPACE = "kubeforge-demo"
+
+
+def say(msg: str) -> None:
+    print(f"\033[1m==> {msg}\033[0m", flush=True)
+
+
+def kubectl(kubeconfig: str, *args: str, check: bool = True) -> str:
+    proc = subprocess.run(
+        [str(lc.bin_dir() / "kubectl"), "--kubeconfig", kubeconfig, *args],
+        capture_output=True,
+        text=True,
+    )
+    if check and proc.returncode != 0:
+        raise SystemExit(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
+    return proc.stdout
+
+
+def choose_cluster() -> tuple[str, bool]:
+    """(kubeconfig, started_local)."""
+    external = os.environ.get("KUBECONFIG")
+    if external and Path(external).resolve() != lc.kubeconfig_path().resolve():
+        say(f"Using the cluster in KUBECONFIG={external}")
+        lc.build()  # for kubectl
+        kubectl(external, "version")
+        return external, False
+    say("Starting the embedded local control plane (etcd, kube-apiserver, scheduler, kwok)")
+    was_up = lc.is_up()
+    lc.up()
+    return str(lc.kubeconfig_path()), not was_up
+
+
+def start_operator(kubeconfig: str) -> subprocess.Popen[bytes]:
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    log = (DEMO_DIR / "operator.log").open("wb")
+    env = {
+        **os.environ,
+        "KUBECONFIG": kubeconfig,
+        "KUBEFORGE_OPERATOR_LOG_FORMAT": "plain",
+        "KUBEFORGE_OPERATOR_METRICS_HOST": "127.0.0.1",
+        "KUBEFORGE_OPERATOR_METRICS_PORT": os.environ.get("DEMO_METRICS_PORT", "18080"),
+        "KUBEFORGE_OPERATOR_LIVENESS_HOST": "127.0.0.1",
+        "KUBEFORGE_OPERATOR_LIVENESS_PORT": os.environ.get("DEMO_HEALTH_PORT", "18081"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubeforge_operator"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (DEMO_DIR / "operator.pid").write_text(str(proc.pid))
+    return proc
+
+
+def wait_for_status(kubeconfig: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        items = json.loads(kubectl(kubeconfig, "get", "kubeforge", "-n", NAMESPACE, "-o", "json"))[
+            "items"
+        ]
+        pending = [
+            f"{i['kind']}/{i['metadata']['name']}"
+            for i in items
+            if i.get("status", {}).get("observedGeneration") != i["metadata"]["generation"]
+        ]
+        if items and not pending:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"no status after {timeout:.0f}s: {', '.join(pending)}; "
+                f"see {DEMO_DIR / 'operator.log'}"
+            )
+        time.sleep(1)
+
+
+def down() -> None:
+    pidfile = DEMO_DIR / "operator.pid"
+    if pidfile.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.killpg(int(pidfile.read_text()), signal.SIGTERM)
+        pidfile.unlink()
+        say("Stopped the operator")
+    marker = DEMO_DIR / "started-cluster"
+    if marker.exists():
+        lc.down()
+        marker.unlink()
+        say("Stopped the local control plane")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--down", action="store_true", help="stop what the demo started")
+    parser.add_argument(
+        "--once", action="store_true", help="stop after printing the result (used by the tests)"
+    )
+    args = parser.parse_args()
+    if args.down:
+        down()
+        return 0
+    started = time.monotonic()
+    try:
+        kubeconfig, started_local = choose_cluster()
+    except lc.ClusterError as err:
+        raise SystemExit(str(err)) from err
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    if started_local:
+        (DEMO_DIR / "started-cluster").touch()
+    say("Installing the kubeforge CRDs")
+    kubectl(
+        kubeconfig,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(REPO / "crds" / "manifests"),
+    )
+    kubectl(
+        kubeconfig,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=kubeforge",
+    )
+    say("Starting the operator (log: .cache/demo/operator.log)")
+    operator = start_operator(kubeconfig)
+    say(f"Applying examples/ into namespace {NAMESPACE}")
+    kubectl(kubeconfig, "create", "namespace", NAMESPACE, check=False)
+    print(kubectl(kubeconfig, "apply", "-n", NAMESPACE, "-f", str(REPO / "examples")), end="")
+    say("Waiting until every example reports status")
+    wait_for_status(kubeconfig)
+    say(f"kubectl get kubeforge -A   ({time.monotonic() - started:.0f}s after start)")
+    print(kubectl(kubeconfig, "get", "kubeforge", "-A"))
+    env_hint = 'eval "$(python3 hack/localcluster.py env)"' if started_local or lc.is_up() else ""
+    metrics = os.environ.get("DEMO_METRICS_PORT", "18080")
+    bad = json.dumps(
+        {
+            "apiVersion": "kubeforge.io/v1alpha1",
+            "kind": "Workbench",
+            "metadata": {"name": "bad"},
+            "spec": {"image": "x", "culling": {"idleTimeout": "1m"}},
+        }
+    )
+    print("What to look at next:")
+    if env_hint:
+        print(f"  {env_hint}")
+    print(f"  kubectl describe workbench notebook -n {NAMESPACE}   # conditions and Events")
+    print("  kubectl explain modelserver.spec.rollout              # every field is documented")
+    print(f"  curl -s 127.0.0.1:{metrics}/metrics | grep kubeforge_  # the operator's metrics")
+    print(f"  echo '{bad}' | kubectl apply -n {NAMESPACE} -f -")
+    print("      # rejected at admission, naming spec.culling.idleTimeout")
+    if args.once:
+        operator.terminate()
+        operator.wait(timeout=20)
+        down()
+        return 0
+    say("The operator keeps running; Ctrl-C (or `make demo-down` elsewhere) stops everything")
+    with contextlib.suppress(KeyboardInterrupt):
+        operator.wait()
+    down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
