@@ -75,6 +75,19 @@ USERS = {  # name -> groups; RBAC for user-a/user-b is created in their namespac
     "kwok": ["system:masters"],
 }
 TEAMS = {"team-a": "user-a", "team-b": "user-b"}
+# The default StorageClass: kube-controller-manager's own hostPath provisioner creates and deletes
+# the volumes (under /tmp/hostpath_pv), so PVCs bind and pods that mount them get scheduled.
+STORAGE_CLASS = {
+    "apiVersion": "storage.k8s.io/v1",
+    "kind": "StorageClass",
+    "metadata": {
+        "name": "standard",
+        "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+    },
+    "provisioner": "kubernetes.io/host-path",
+    "reclaimPolicy": "Delete",
+    "volumeBindingMode": "Immediate",
+}
 COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
 
 
@@ -521,6 +534,8 @@ def up() -> None:
             "--cluster-name=kubeforge-local",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
+            # real dynamic provisioning of PersistentVolumes (hostPath under /tmp), for development
+            "--enable-hostpath-provisioner=true",
         ]
     )
     Proc("kube-scheduler").start(
@@ -546,6 +561,14 @@ def up() -> None:
 
     kubectl("apply", "--server-side", "--field-manager=localcluster", "-f", "-", stdin=kwok_nodes())
     kubectl("apply", "--server-side", "--field-manager=localcluster", "-f", "-", stdin=team_rbac())
+    kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=localcluster",
+        "-f",
+        "-",
+        stdin=json.dumps(STORAGE_CLASS),
+    )
 
     def nodes_ready() -> bool:
         out = kubectl(

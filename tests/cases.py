@@ -21,8 +21,11 @@ def load_examples() -> list[dict[str, Any]]:
     return [yaml.safe_load(p.read_text()) for p in EXAMPLES]
 
 
-def example(kind: str) -> dict[str, Any]:
-    return next(e for e in load_examples() if e["kind"] == kind)
+def example(kind: str, name: str | None = None) -> dict[str, Any]:
+    """The example of ``kind`` (named ``name`` where a kind has several)."""
+    return next(
+        e for e in load_examples() if e["kind"] == kind and name in (None, e["metadata"]["name"])
+    )
 
 
 _DELETE = object()

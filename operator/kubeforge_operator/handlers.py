@@ -19,8 +19,8 @@ from kubeforge_operator.kube import Kube
 from kubeforge_operator.metrics import OBJECT_PHASES
 from kubeforge_operator.modelserver import reconcile_modelserver
 from kubeforge_operator.reconcile import Reconciler, reconcile_object
-from kubeforge_operator.settings import OperatorSettings
-from kubeforge_operator.workbench import reconcile_workbench
+from kubeforge_operator.settings import get_settings
+from kubeforge_operator.workbench import WORKBENCH_LABEL, reconcile_workbench
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ RECONCILERS: dict[str, tuple[KindInfo, Reconciler]] = {
 
 _kube: Kube | None = None
 _locks: defaultdict[tuple[str, str, str], threading.Lock] = defaultdict(threading.Lock)
-SETTINGS = OperatorSettings()
+SETTINGS = get_settings()
 
 
 def kube() -> Kube:
@@ -60,8 +60,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def _reconcile(kind_name: str, body: kopf.Body) -> None:
+    _reconcile_key(kind_name, body.metadata.namespace or "", body.metadata.name or "")
+
+
+def _reconcile_key(kind_name: str, namespace: str, name: str) -> None:
     kind, reconciler = RECONCILERS[kind_name]
-    key = (kind_name, body.metadata.namespace or "", body.metadata.name or "")
+    key = (kind_name, namespace, name)
     with _locks[key]:  # one reconcile per object at a time (timer and events may overlap)
         obj = kube().get(kind, key[1], key[2])  # the latest, not the event's possibly stale copy
         if obj is None:
@@ -93,3 +97,12 @@ def _register(kind: KindInfo) -> None:
 
 for _kind, _ in RECONCILERS.values():
     _register(_kind)
+
+
+@kopf.on.event("v1", "pods", labels={WORKBENCH_LABEL: kopf.PRESENT})
+def workbench_pod_changed(body: kopf.Body, **_: Any) -> None:
+    """A notebook pod was scheduled, became ready or went away: reconcile its Workbench now
+    rather than at the next resync."""
+    namespace = body.metadata.namespace or ""
+    owner = body.metadata.labels.get(WORKBENCH_LABEL, "")
+    _reconcile_key(WORKBENCH.kind, namespace, owner)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Literal
 
 from pydantic import Field
@@ -27,5 +28,15 @@ class OperatorSettings(BaseSettings):
     watch_server_timeout: int = Field(default=300, gt=0)
     watch_client_timeout: int = Field(default=330, gt=0)
     watch_connect_timeout: int = Field(default=30, gt=0)
+    notebook_images: dict[str, str] = Field(
+        default_factory=dict,
+        description="The notebook image catalog: name -> image, for Workbench spec.catalogImage.",
+    )
     log_format: Literal["json", "plain"] = Field(default="json")
     log_level: Literal["DEBUG", "INFO", "WARNING"] = Field(default="INFO")
+
+
+@cache
+def get_settings() -> OperatorSettings:
+    """The process's settings, read from the environment once."""
+    return OperatorSettings()

@@ -13,7 +13,6 @@ from typing import Any
 
 from kubeforge_crds import ConditionStatus
 from kubeforge_crds.workbench import WorkbenchPhase, WorkbenchSpec
-
 from kubeforge_operator.conditions import Observation
 from kubeforge_operator.constants import (
     LABEL_COMPONENT,
@@ -26,6 +25,7 @@ from kubeforge_operator.constants import (
     SCHEDULED,
 )
 from kubeforge_operator.reconcile import Outcome, ReconcileContext, accepted
+from kubeforge_operator.settings import get_settings
 
 WORKBENCH_LABEL = "kubeforge.io/workbench"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -135,7 +135,9 @@ def _container(spec: WorkbenchSpec, image: str) -> dict[str, Any]:
     }
     if spec.data_connections:
         # The Secrets hold AWS_* keys; exposed as they are (the last connection wins a clash)
-        container["envFrom"] = [{"secretRef": {"name": d.secret_name}} for d in spec.data_connections]
+        container["envFrom"] = [
+            {"secretRef": {"name": d.secret_name}} for d in spec.data_connections
+        ]
     return container
 
 
@@ -196,7 +198,9 @@ def _pod_condition(pod: dict[str, Any] | None, type_: str) -> dict[str, Any] | N
 
 def observe_scheduled(pod: dict[str, Any] | None, stopped: bool) -> Observation:
     if stopped:
-        return Observation(SCHEDULED, ConditionStatus.UNKNOWN, "Stopped", "the Workbench is stopped")
+        return Observation(
+            SCHEDULED, ConditionStatus.UNKNOWN, "Stopped", "the Workbench is stopped"
+        )
     cond = _pod_condition(pod, "PodScheduled")
     if cond is None:
         return Observation(SCHEDULED, ConditionStatus.UNKNOWN, "PodPending", "waiting for the pod")
@@ -213,9 +217,13 @@ def observe_scheduled(pod: dict[str, Any] | None, stopped: bool) -> Observation:
 
 def observe_server(pod: dict[str, Any] | None, stopped: bool) -> Observation:
     if stopped:
-        return Observation(SERVER_READY, ConditionStatus.FALSE, "Stopped", "the Workbench is stopped")
+        return Observation(
+            SERVER_READY, ConditionStatus.FALSE, "Stopped", "the Workbench is stopped"
+        )
     if pod is None:
         return Observation(SERVER_READY, ConditionStatus.UNKNOWN, "PodPending", "no pod yet")
+    if not (pod.get("spec") or {}).get("nodeName"):
+        return Observation(SERVER_READY, ConditionStatus.UNKNOWN, "PodPending", "not scheduled yet")
     if (pod.get("status") or {}).get("phase") == "Failed":
         return Observation(SERVER_READY, ConditionStatus.FALSE, "PodFailed", "the pod failed")
     cond = _pod_condition(pod, "Ready")
@@ -239,11 +247,10 @@ def decide_phase(
 
 
 def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
-    from kubeforge_operator.handlers import SETTINGS  # noqa: PLC0415 - settings live with kopf
-
-    image = resolve_image(spec, SETTINGS.notebook_images)
+    catalog = get_settings().notebook_images
+    image = resolve_image(spec, catalog)
     if image is None:
-        known = ", ".join(sorted(SETTINGS.notebook_images)) or "none configured"
+        known = ", ".join(sorted(catalog)) or "none configured"
         return Outcome(
             phase=WorkbenchPhase.FAILED,
             dependents=[

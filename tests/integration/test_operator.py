@@ -48,7 +48,13 @@ def test_every_example_gets_conditions_with_observed_generation(
     assert o["status"]["phase"]
 
 
-def test_kubectl_wait_sees_the_ready_condition(cluster: Cluster, applied: str) -> None:
+def test_kubectl_wait_for_ready_on_an_example(cluster: Cluster, applied: str) -> None:
+    cluster.kubectl(
+        "wait", "-n", applied, "--for=condition=Ready", "--timeout=90s", "workbench/notebook"
+    )
+
+
+def test_a_kind_without_its_controller_says_so(cluster: Cluster, applied: str) -> None:
     # The FineTuneJob controller is not built yet: Ready is honestly False, with its reason.
     cluster.kubectl(
         "wait",
@@ -118,7 +124,7 @@ def test_metrics_show_the_reconciles(
         return text if all(w in text for w in wanted) else None
 
     text = wait_until(scraped, 60, what="reconcile counters for every kind")
-    assert 'kubeforge_objects{kind="Workbench",phase="Pending"}' in text
+    assert 'kubeforge_objects{kind="FineTuneJob",phase="Pending"}' in text
     assert "kubeforge_reconcile_duration_seconds_bucket" in text
 
 

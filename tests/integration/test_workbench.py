@@ -1,0 +1,224 @@
+"""Workbench against the real apiserver, scheduler and controller manager: a notebook pod with a
+bound home volume, GPUs on GPU nodes, the scheduler's reason when none fits, stop and start that
+keep the data, image changes that roll the pod, and garbage collection on delete."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.cases import example
+from tests.integration.conftest import Cluster, wait_until
+
+pytestmark = [pytest.mark.usefixtures("operator", "local_cluster")]
+
+
+def _get(cluster: Cluster, ns: str, what: str, check: bool = True) -> dict[str, Any] | None:
+    proc = cluster.kubectl("get", what, "-n", ns, "-o", "json", check=check)
+    return dict(json.loads(proc.stdout)) if proc.returncode == 0 else None
+
+
+def _apply(cluster: Cluster, ns: str, obj: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(obj))
+
+
+def _conditions(wb: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in wb.get("status", {}).get("conditions", [])}
+
+
+def _phase(cluster: Cluster, ns: str, name: str) -> str | None:
+    wb = _get(cluster, ns, f"workbench/{name}")
+    return (wb or {}).get("status", {}).get("phase")
+
+
+def test_ready_workbench_has_a_pod_a_bound_home_and_a_service(
+    cluster: Cluster, namespace: str
+) -> None:
+    _apply(cluster, namespace, example("Workbench", "notebook"))
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=90s", "workbench/notebook"
+    )
+    pvc = _get(cluster, namespace, "pvc/notebook-home")
+    assert pvc is not None
+    assert pvc["status"]["phase"] == "Bound"
+    pod = _get(cluster, namespace, "pod/notebook-0")
+    assert pod is not None
+    assert pod["spec"]["nodeName"].startswith("kwok-cpu-")
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "notebook-home"
+    svc = _get(cluster, namespace, "service/notebook")
+    assert svc is not None
+    assert svc["spec"]["ports"][0]["targetPort"] == 8888
+    wb = _get(cluster, namespace, "workbench/notebook")
+    assert wb is not None
+    assert wb["status"]["phase"] == "Running"
+    assert wb["status"]["url"] == f"http://notebook.{namespace}.svc/"
+
+
+def test_gpu_workbench_lands_on_a_gpu_node_and_reports_its_gpus(
+    cluster: Cluster, namespace: str
+) -> None:
+    _apply(
+        cluster,
+        namespace,
+        example("Workbench", "notebook")
+        | {
+            "metadata": {"name": "gpu"},
+            "spec": {"image": "jupyter:1", "resources": {"accelerator": {"count": 2}}},
+        },
+    )
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=90s", "workbench/gpu"
+    )
+    pod = _get(cluster, namespace, "pod/gpu-0")
+    assert pod is not None
+    assert pod["spec"]["nodeName"].startswith("kwok-gpu-")
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    wb = _get(cluster, namespace, "workbench/gpu")
+    assert wb is not None
+    assert wb["status"]["gpus"] == 2
+
+
+def test_more_gpus_than_any_node_has_reports_the_schedulers_reason(
+    cluster: Cluster, namespace: str
+) -> None:
+    _apply(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "kubeforge.io/v1alpha1",
+            "kind": "Workbench",
+            "metadata": {"name": "greedy"},
+            "spec": {"image": "jupyter:1", "resources": {"accelerator": {"count": 12}}},
+        },
+    )
+
+    def unschedulable() -> dict[str, Any] | None:
+        wb = _get(cluster, namespace, "workbench/greedy")
+        cond = _conditions(wb or {}).get("Scheduled")
+        return cond if cond and cond["status"] == "False" else None
+
+    cond = wait_until(unschedulable, 90, what="Scheduled=False on the Workbench")
+    assert cond["reason"] == "Unschedulable"
+    assert "Insufficient nvidia.com/gpu" in cond["message"]
+    wb = _get(cluster, namespace, "workbench/greedy")
+    assert wb is not None
+    ready = _conditions(wb)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "Unschedulable")
+    assert wb["status"]["phase"] == "Pending"
+    assert wb["status"]["gpus"] == 0
+
+
+def test_stop_and_start_keep_the_home_volume(cluster: Cluster, namespace: str) -> None:
+    _apply(cluster, namespace, example("Workbench", "notebook") | {"metadata": {"name": "stopper"}})
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=90s", "workbench/stopper"
+    )
+    pvc = _get(cluster, namespace, "pvc/stopper-home")
+    assert pvc is not None
+    uid = pvc["metadata"]["uid"]
+
+    cluster.kubectl(
+        "patch",
+        "workbench",
+        "stopper",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"stopped":true}}',
+    )
+    wait_until(
+        lambda: _phase(cluster, namespace, "stopper") == "Stopped", 90, what="the Workbench to stop"
+    )
+    assert _get(cluster, namespace, "pod/stopper-0", check=False) is None
+    kept = _get(cluster, namespace, "pvc/stopper-home")
+    assert kept is not None
+    assert kept["metadata"]["uid"] == uid
+
+    cluster.kubectl(
+        "patch",
+        "workbench",
+        "stopper",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"stopped":false}}',
+    )
+    wait_until(
+        lambda: _phase(cluster, namespace, "stopper") == "Running",
+        90,
+        what="the Workbench to run again",
+    )
+    again = _get(cluster, namespace, "pvc/stopper-home")
+    assert again is not None
+    assert again["metadata"]["uid"] == uid
+
+
+def test_changing_the_image_rolls_the_pod(cluster: Cluster, namespace: str) -> None:
+    _apply(cluster, namespace, example("Workbench", "notebook") | {"metadata": {"name": "roller"}})
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=90s", "workbench/roller"
+    )
+    cluster.kubectl(
+        "patch",
+        "workbench",
+        "roller",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"image":"quay.io/jupyter/scipy-notebook:2025-10-20"}}',
+    )
+
+    def rolled() -> bool:
+        pod = _get(cluster, namespace, "pod/roller-0", check=False)
+        return bool(
+            pod
+            and pod["spec"]["containers"][0]["image"].endswith("scipy-notebook:2025-10-20")
+            and pod["status"].get("phase") == "Running"
+        )
+
+    wait_until(rolled, 120, what="the pod to run the new image")
+
+
+def test_deleting_the_workbench_removes_its_children(cluster: Cluster, namespace: str) -> None:
+    _apply(cluster, namespace, example("Workbench", "notebook") | {"metadata": {"name": "doomed"}})
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=90s", "workbench/doomed"
+    )
+    cluster.kubectl(
+        "delete", "workbench", "doomed", "-n", namespace, "--wait=true", "--timeout=60s"
+    )
+    for what in ("pvc/doomed-home", "statefulset/doomed", "service/doomed"):
+        wait_until(
+            lambda w=what: _get(cluster, namespace, w, check=False) is None,
+            90,
+            what=f"{what} to be garbage-collected",
+        )
+
+
+def test_unknown_catalog_image_is_reported_on_the_field(cluster: Cluster, namespace: str) -> None:
+    _apply(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "kubeforge.io/v1alpha1",
+            "kind": "Workbench",
+            "metadata": {"name": "catalog"},
+            "spec": {"catalogImage": "no-such-image"},
+        },
+    )
+
+    def rejected() -> dict[str, Any] | None:
+        cond = _conditions(_get(cluster, namespace, "workbench/catalog") or {}).get("Ready")
+        return cond if cond and cond["reason"] == "UnknownCatalogImage" else None
+
+    cond = wait_until(rejected, 60, what="Ready=False UnknownCatalogImage")
+    assert cond["status"] == "False"
+    assert (
+        "spec.catalogImage: 'no-such-image' is not in the notebook image catalog" in cond["message"]
+    )
+    assert _get(cluster, namespace, "statefulset/catalog", check=False) is None

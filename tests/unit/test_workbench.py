@@ -1,0 +1,181 @@
+"""Workbench builders and policies, without a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kubeforge_crds import ConditionStatus
+from kubeforge_crds.workbench import WorkbenchPhase, WorkbenchSpec
+from kubeforge_operator.workbench import (
+    build_home_pvc,
+    build_service,
+    build_statefulset,
+    decide_phase,
+    observe_scheduled,
+    observe_server,
+    resolve_image,
+)
+
+OWNER = {
+    "apiVersion": "kubeforge.io/v1alpha1",
+    "kind": "Workbench",
+    "metadata": {"name": "nb", "namespace": "team-a", "uid": "1234"},
+}
+
+
+def _spec(**kw: Any) -> WorkbenchSpec:
+    return WorkbenchSpec.model_validate({"image": "jupyter:1", **kw})
+
+
+def _pod_spec(sts: dict[str, Any]) -> dict[str, Any]:
+    return dict(sts["spec"]["template"]["spec"])
+
+
+def test_children_are_owned_and_named_deterministically() -> None:
+    for child in (
+        build_home_pvc(OWNER, _spec()),
+        build_service(OWNER),
+        build_statefulset(OWNER, _spec(), "jupyter:1"),
+    ):
+        ref = child["metadata"]["ownerReferences"][0]
+        assert ref["uid"] == "1234"
+        assert ref["controller"] is True
+        assert child["metadata"]["namespace"] == "team-a"
+    assert build_home_pvc(OWNER, _spec())["metadata"]["name"] == "nb-home"
+
+
+def test_stopped_means_zero_replicas_but_the_same_volume() -> None:
+    running = build_statefulset(OWNER, _spec(), "jupyter:1")
+    stopped = build_statefulset(OWNER, _spec(stopped=True), "jupyter:1")
+    assert running["spec"]["replicas"] == 1
+    assert stopped["spec"]["replicas"] == 0
+    assert _pod_spec(running)["volumes"] == _pod_spec(stopped)["volumes"]
+    assert _pod_spec(running)["volumes"][0]["persistentVolumeClaim"]["claimName"] == "nb-home"
+
+
+def test_gpus_become_limits_tolerations_and_a_node_selector() -> None:
+    spec = _spec(
+        resources={
+            "cpu": 4,
+            "memory": "16Gi",
+            "accelerator": {"count": 2, "product": "NVIDIA-A100-SXM4-80GB"},
+        }
+    )
+    pod = _pod_spec(build_statefulset(OWNER, spec, "img"))
+    limits = pod["containers"][0]["resources"]["limits"]
+    assert limits == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "2"}
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+
+
+def test_cpu_only_pod_has_no_gpu_scheduling_constraints() -> None:
+    pod = _pod_spec(build_statefulset(OWNER, _spec(), "img"))
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
+    assert "tolerations" not in pod
+    assert "nodeSelector" not in pod
+
+
+def test_pod_meets_the_restricted_pod_security_standard() -> None:
+    pod = _pod_spec(build_statefulset(OWNER, _spec(), "img"))
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    ctr = pod["containers"][0]["securityContext"]
+    assert ctr["allowPrivilegeEscalation"] is False
+    assert ctr["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_queue_label_env_and_data_connections() -> None:
+    spec = _spec(
+        queueName="team-gpus",
+        env=[{"name": "A", "value": "1"}],
+        dataConnections=[{"name": "s3", "secretName": "creds"}],
+    )
+    sts = build_statefulset(OWNER, spec, "img")
+    assert sts["spec"]["template"]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
+    ctr = _pod_spec(sts)["containers"][0]
+    assert ctr["env"] == [{"name": "A", "value": "1"}]
+    assert ctr["envFrom"] == [{"secretRef": {"name": "creds"}}]
+
+
+def test_service_selects_the_notebook_pod() -> None:
+    svc = build_service(OWNER)
+    sts = build_statefulset(OWNER, _spec(), "img")
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert all(labels[k] == v for k, v in svc["spec"]["selector"].items())
+
+
+def test_catalog_images_resolve_and_unknown_ones_do_not() -> None:
+    catalog = {"minimal": "quay.io/jupyter/minimal-notebook:1"}
+    spec = WorkbenchSpec.model_validate({"catalogImage": "minimal"})
+    assert resolve_image(spec, catalog) == "quay.io/jupyter/minimal-notebook:1"
+    assert resolve_image(WorkbenchSpec.model_validate({"catalogImage": "other"}), catalog) is None
+
+
+def _pod(phase: str, node: str | None, **conds: str) -> dict[str, Any]:
+    """A pod as the API returns it; each condition is given as "Status" or "Status:Reason"."""
+    conditions = []
+    for type_, value in conds.items():
+        status, _, reason = value.partition(":")
+        conditions.append(
+            {
+                "type": type_,
+                "status": status,
+                "reason": reason,
+                "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."
+                if reason == "Unschedulable"
+                else "",
+            }
+        )
+    return {
+        "spec": {"nodeName": node} if node else {},
+        "status": {"phase": phase, "conditions": conditions},
+    }
+
+
+NODE = "kwok-cpu-0"
+UNSCHEDULABLE = _pod("Pending", None, PodScheduled="False:Unschedulable")
+STARTING = _pod("Pending", NODE, PodScheduled="True", Ready="False:ContainersNotReady")
+RUNNING = _pod("Running", NODE, PodScheduled="True", Ready="True")
+FAILED = _pod("Failed", NODE, PodScheduled="True", Ready="False")
+
+
+@pytest.mark.parametrize(
+    ("pod", "stopped", "phase", "scheduled", "server"),
+    [
+        (None, False, WorkbenchPhase.PENDING, ConditionStatus.UNKNOWN, ConditionStatus.UNKNOWN),
+        (
+            UNSCHEDULABLE,
+            False,
+            WorkbenchPhase.PENDING,
+            ConditionStatus.FALSE,
+            ConditionStatus.UNKNOWN,
+        ),
+        (STARTING, False, WorkbenchPhase.STARTING, ConditionStatus.TRUE, ConditionStatus.UNKNOWN),
+        (RUNNING, False, WorkbenchPhase.RUNNING, ConditionStatus.TRUE, ConditionStatus.TRUE),
+        (FAILED, False, WorkbenchPhase.FAILED, ConditionStatus.TRUE, ConditionStatus.FALSE),
+        (RUNNING, True, WorkbenchPhase.STOPPING, ConditionStatus.UNKNOWN, ConditionStatus.FALSE),
+        (None, True, WorkbenchPhase.STOPPED, ConditionStatus.UNKNOWN, ConditionStatus.FALSE),
+    ],
+    ids=["no-pod", "unschedulable", "starting", "running", "failed", "stopping", "stopped"],
+)
+def test_phase_and_conditions_follow_the_pod(
+    pod: dict[str, Any] | None,
+    stopped: bool,
+    phase: WorkbenchPhase,
+    scheduled: ConditionStatus,
+    server: ConditionStatus,
+) -> None:
+    sched = observe_scheduled(pod, stopped)
+    serv = observe_server(pod, stopped)
+    assert (sched.status, serv.status) == (scheduled, server)
+    assert decide_phase(pod, stopped, sched, serv) == phase
+
+
+def test_unschedulable_carries_the_schedulers_reason() -> None:
+    obs = observe_scheduled(UNSCHEDULABLE, stopped=False)
+    assert obs.reason == "Unschedulable"
+    assert "Insufficient nvidia.com/gpu" in obs.message
