@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -462,6 +463,16 @@ def is_up() -> bool:
 
 
 def up() -> None:
+    """Start the control plane. A start that fails stops whatever it had started (the logs stay
+    in .cache/cluster/logs), so running it again is always safe."""
+    try:
+        _up()
+    except ClusterError:
+        down(purge=True)
+        raise
+
+
+def _up() -> None:
     started = time.monotonic()
     if is_up():
         log(f"already running; KUBECONFIG={kubeconfig_path()}")
@@ -517,6 +528,7 @@ def up() -> None:
             "--allow-privileged=true",
             "--profiling=false",
             "--endpoint-reconciler-type=none",
+            *shlex.split(os.environ.get("KUBEFORGE_APISERVER_EXTRA_ARGS", "")),
         ]
     )
     wait_for("kube-apiserver", lambda: ca_file().exists() and api_get("/readyz")[0] == 200, 90)

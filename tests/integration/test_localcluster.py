@@ -1,0 +1,57 @@
+"""The local control plane's own promises: starting twice and stopping a stopped cluster are
+harmless, and a failed start names the component, shows its log and leaves nothing running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cases import REPO
+from tests.integration.conftest import Cluster, free_port
+
+pytestmark = pytest.mark.usefixtures("local_cluster")
+SCRIPT = [sys.executable, str(REPO / "hack" / "localcluster.py")]
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_starting_a_running_cluster_is_harmless(cluster: Cluster) -> None:
+    proc = _run("up")
+    assert proc.returncode == 0, proc.stderr
+    assert "already running" in proc.stderr
+    assert _run("status").returncode == 0
+
+
+def test_stopping_a_stopped_cluster_is_harmless(tmp_path: Path) -> None:
+    env = {"KUBEFORGE_CLUSTER_DIR": str(tmp_path / "never-started")}
+    for _ in range(2):
+        proc = _run("down", env=env)
+        assert proc.returncode == 0, proc.stderr
+    assert _run("status", env=env).returncode == 1  # and status says it is not running
+
+
+def test_a_failed_start_names_the_component_and_cleans_up(tmp_path: Path) -> None:
+    env = {
+        "KUBEFORGE_CLUSTER_DIR": str(tmp_path / "broken"),
+        "KUBEFORGE_APISERVER_PORT": str(free_port()),
+        "KUBEFORGE_ETCD_PORT": str(free_port()),
+        "KUBEFORGE_APISERVER_EXTRA_ARGS": "--no-such-flag=1",
+    }
+    proc = _run("up", env=env)
+    assert proc.returncode == 1
+    assert "kube-apiserver failed to start" in proc.stderr
+    assert "unknown flag: --no-such-flag" in proc.stderr  # the end of its log
+    pids = list((tmp_path / "broken" / "run").glob("*.pid"))
+    assert pids == []  # etcd, started first, was stopped again
