@@ -1,0 +1,44 @@
+"""`make demo` does what the README says: examples applied and reconciled, the overview printed,
+and everything it started stopped again."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.cases import REPO
+from tests.integration.conftest import Cluster, free_port
+
+pytestmark = pytest.mark.usefixtures("local_cluster")
+
+
+def test_demo_applies_and_reconciles_the_examples(cluster: Cluster) -> None:
+    env = {
+        **os.environ,
+        "DEMO_METRICS_PORT": str(free_port()),
+        "DEMO_HEALTH_PORT": str(free_port()),
+    }
+    env.pop("KUBECONFIG", None)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "hack" / "demo.py"), "--once"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "kubectl get kubeforge -A" in out
+    for name in (
+        "workbench.kubeforge.io/notebook",
+        "finetunejob.kubeforge.io/support-bot-v1",
+        "modelserver.kubeforge.io/support-bot",
+        "driftmonitor.kubeforge.io/support-bot-drift",
+    ):
+        assert name in out
+    assert "What to look at next" in out
+    assert "Stopped the operator" in out
+    assert not (REPO / ".cache" / "demo" / "operator.pid").exists()
