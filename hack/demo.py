@@ -185,6 +185,13 @@ def main() -> int:
         down()
         return 0
     say("The operator keeps running; Ctrl-C (or `make demo-down` elsewhere) stops everything")
+
+    def interrupted(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # explicit handlers: a shell may have started us with SIGINT ignored, and `kill` sends TERM
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     with contextlib.suppress(KeyboardInterrupt):
         operator.wait()
     down()
