@@ -28,35 +28,22 @@ def set_condition(
     conditions: Iterable[Condition], new: Observation, generation: int | None, now: datetime
 ) -> list[Condition]:
     """Return the conditions with ``new`` set; order is kept, a new type goes last."""
-    out: list[Condition] = []
-    found = False
-    for cond in conditions:
-        if cond.type != new.type:
-            out.append(cond)
-            continue
-        found = True
-        changed = cond.status != new.status
-        out.append(
-            Condition(
-                type=new.type,
-                status=new.status,
-                reason=new.reason,
-                message=new.message,
-                last_transition_time=now if changed else cond.last_transition_time,
-                observed_generation=generation,
-            )
-        )
-    if not found:
-        out.append(
-            Condition(
-                type=new.type,
-                status=new.status,
-                reason=new.reason,
-                message=new.message,
-                last_transition_time=now,
-                observed_generation=generation,
-            )
-        )
+    out = list(conditions)
+    index = next((i for i, c in enumerate(out) if c.type == new.type), None)
+    previous = out[index] if index is not None else None
+    moved = previous is None or previous.status != new.status
+    condition = Condition(
+        type=new.type,
+        status=new.status,
+        reason=new.reason,
+        message=new.message,
+        last_transition_time=now if moved or previous is None else previous.last_transition_time,
+        observed_generation=generation,
+    )
+    if index is None:
+        out.append(condition)
+    else:
+        out[index] = condition
     return out
 
 

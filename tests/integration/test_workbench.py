@@ -24,6 +24,23 @@ def _apply(cluster: Cluster, ns: str, obj: dict[str, Any]) -> None:
     cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(obj))
 
 
+def _patch(cluster: Cluster, ns: str, name: str, patch: str) -> None:
+    cluster.kubectl("patch", "workbench", name, "-n", ns, "--type=merge", "-p", patch)
+
+
+def _apply_ready(cluster: Cluster, ns: str, obj: dict[str, Any]) -> None:
+    """Apply a Workbench and wait until it is Ready."""
+    _apply(cluster, ns, obj)
+    cluster.kubectl(
+        "wait",
+        "-n",
+        ns,
+        "--for=condition=Ready",
+        "--timeout=90s",
+        f"workbench/{obj['metadata']['name']}",
+    )
+
+
 def _conditions(wb: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in wb.get("status", {}).get("conditions", [])}
 
@@ -36,10 +53,7 @@ def _phase(cluster: Cluster, ns: str, name: str) -> str | None:
 def test_ready_workbench_has_a_pod_a_bound_home_and_a_service(
     cluster: Cluster, namespace: str
 ) -> None:
-    _apply(cluster, namespace, example("Workbench", "notebook"))
-    cluster.kubectl(
-        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=90s", "workbench/notebook"
-    )
+    _apply_ready(cluster, namespace, example("Workbench", "notebook"))
     pvc = _get(cluster, namespace, "pvc/notebook-home")
     assert pvc is not None
     assert pvc["status"]["phase"] == "Bound"
@@ -111,24 +125,14 @@ def test_more_gpus_than_any_node_has_reports_the_schedulers_reason(
 
 
 def test_stop_and_start_keep_the_home_volume(cluster: Cluster, namespace: str) -> None:
-    _apply(cluster, namespace, example("Workbench", "notebook") | {"metadata": {"name": "stopper"}})
-    cluster.kubectl(
-        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=90s", "workbench/stopper"
+    _apply_ready(
+        cluster, namespace, example("Workbench", "notebook") | {"metadata": {"name": "stopper"}}
     )
     pvc = _get(cluster, namespace, "pvc/stopper-home")
     assert pvc is not None
     uid = pvc["metadata"]["uid"]
 
-    cluster.kubectl(
-        "patch",
-        "workbench",
-        "stopper",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec":{"stopped":true}}',
-    )
+    _patch(cluster, namespace, "stopper", '{"spec":{"stopped":true}}')
     wait_until(
         lambda: _phase(cluster, namespace, "stopper") == "Stopped", 90, what="the Workbench to stop"
     )
@@ -137,16 +141,7 @@ def test_stop_and_start_keep_the_home_volume(cluster: Cluster, namespace: str) -
     assert kept is not None
     assert kept["metadata"]["uid"] == uid
 
-    cluster.kubectl(
-        "patch",
-        "workbench",
-        "stopper",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec":{"stopped":false}}',
-    )
+    _patch(cluster, namespace, "stopper", '{"spec":{"stopped":false}}')
     wait_until(
         lambda: _phase(cluster, namespace, "stopper") == "Running",
         90,
@@ -158,18 +153,13 @@ def test_stop_and_start_keep_the_home_volume(cluster: Cluster, namespace: str) -
 
 
 def test_changing_the_image_rolls_the_pod(cluster: Cluster, namespace: str) -> None:
-    _apply(cluster, namespace, example("Workbench", "notebook") | {"metadata": {"name": "roller"}})
-    cluster.kubectl(
-        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=90s", "workbench/roller"
+    _apply_ready(
+        cluster, namespace, example("Workbench", "notebook") | {"metadata": {"name": "roller"}}
     )
-    cluster.kubectl(
-        "patch",
-        "workbench",
-        "roller",
-        "-n",
+    _patch(
+        cluster,
         namespace,
-        "--type=merge",
-        "-p",
+        "roller",
         '{"spec":{"image":"quay.io/jupyter/scipy-notebook:2025-10-20"}}',
     )
 
@@ -185,9 +175,8 @@ def test_changing_the_image_rolls_the_pod(cluster: Cluster, namespace: str) -> N
 
 
 def test_deleting_the_workbench_removes_its_children(cluster: Cluster, namespace: str) -> None:
-    _apply(cluster, namespace, example("Workbench", "notebook") | {"metadata": {"name": "doomed"}})
-    cluster.kubectl(
-        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=90s", "workbench/doomed"
+    _apply_ready(
+        cluster, namespace, example("Workbench", "notebook") | {"metadata": {"name": "doomed"}}
     )
     cluster.kubectl(
         "delete", "workbench", "doomed", "-n", namespace, "--wait=true", "--timeout=60s"
