@@ -120,7 +120,8 @@ def bin_dir() -> Path:
 def go_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("GOTOOLCHAIN", "local")
-    env.setdefault("GOFLAGS", "-mod=mod")
+    # go.sum is committed: a missing checksum is an error, never a silent edit of hack/tools
+    env["GOFLAGS"] = "-mod=readonly -buildvcs=false"
     env["CGO_ENABLED"] = "0"
     return env
 
