@@ -28,6 +28,11 @@ class OperatorSettings(BaseSettings):
     watch_server_timeout: int = Field(default=300, gt=0)
     watch_client_timeout: int = Field(default=330, gt=0)
     watch_connect_timeout: int = Field(default=30, gt=0)
+    api_namespace: str = Field(
+        default="kubeforge-system",
+        description="Namespace of the kubeforge API, the one place outside a Workbench's own "
+        "namespace that may reach its notebook server.",
+    )
     notebook_images: dict[str, str] = Field(
         default_factory=dict,
         description="The notebook image catalog: name -> image, for Workbench spec.catalogImage.",

@@ -1,10 +1,11 @@
 """Workbench controller: a notebook server as a StatefulSet (0 or 1 replica), its Service and a
-home PersistentVolumeClaim that outlives stops.
+home PersistentVolumeClaim that outlives stops, and a NetworkPolicy that admits only the same
+namespace and the kubeforge API.
 
 Children come from pure ``build_*`` functions; their state is read back into conditions by pure
 policies (``observe_*``). The home PVC is owned by the Workbench, not by the StatefulSet, so
 stopping (replicas 0) keeps it and deleting the Workbench lets the garbage collector remove it.
-Still to come with issue #3: idle culling, the NetworkPolicy, hardware profiles and the portal.
+Still to come with issue #3: idle culling, hardware profiles and the portal.
 """
 
 from __future__ import annotations
@@ -104,6 +105,33 @@ def build_service(owner: dict[str, Any]) -> dict[str, Any]:
         "spec": {
             "selector": selector_labels(name),
             "ports": [{"name": "http", "port": 80, "targetPort": NOTEBOOK_PORT}],
+        },
+    }
+
+
+def build_network_policy(owner: dict[str, Any], api_namespace: str) -> dict[str, Any]:
+    """Only pods of the same namespace and the kubeforge API may reach the notebook server."""
+    name = owner["metadata"]["name"]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(owner, name),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": {}},
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": api_namespace}
+                            }
+                        },
+                    ],
+                    "ports": [{"protocol": "TCP", "port": NOTEBOOK_PORT}],
+                }
+            ],
         },
     }
 
@@ -247,7 +275,8 @@ def decide_phase(
 
 
 def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
-    catalog = get_settings().notebook_images
+    settings = get_settings()
+    catalog = settings.notebook_images
     image = resolve_image(spec, catalog)
     if image is None:
         known = ", ".join(sorted(catalog)) or "none configured"
@@ -267,6 +296,7 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
     for child in (
         build_home_pvc(obj, spec),
         build_service(obj),
+        build_network_policy(obj, settings.api_namespace),
         build_statefulset(obj, spec, image),
     ):
         ctx.kube.apply(child)

@@ -64,6 +64,9 @@ def test_ready_workbench_has_a_pod_a_bound_home_and_a_service(
     svc = _get(cluster, namespace, "service/notebook")
     assert svc is not None
     assert svc["spec"]["ports"][0]["targetPort"] == 8888
+    policy = _get(cluster, namespace, "networkpolicy/notebook")
+    assert policy is not None
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"kubeforge.io/workbench": "notebook"}
     wb = _get(cluster, namespace, "workbench/notebook")
     assert wb is not None
     assert wb["status"]["phase"] == "Running"
@@ -181,7 +184,7 @@ def test_deleting_the_workbench_removes_its_children(cluster: Cluster, namespace
     cluster.kubectl(
         "delete", "workbench", "doomed", "-n", namespace, "--wait=true", "--timeout=60s"
     )
-    for what in ("pvc/doomed-home", "statefulset/doomed", "service/doomed"):
+    for what in ("pvc/doomed-home", "statefulset/doomed", "service/doomed", "networkpolicy/doomed"):
         wait_until(
             lambda w=what: _get(cluster, namespace, w, check=False) is None,
             90,

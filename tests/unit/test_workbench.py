@@ -10,6 +10,7 @@ from kubeforge_crds import ConditionStatus
 from kubeforge_crds.workbench import WorkbenchPhase, WorkbenchSpec
 from kubeforge_operator.workbench import (
     build_home_pvc,
+    build_network_policy,
     build_service,
     build_statefulset,
     decide_phase,
@@ -179,3 +180,15 @@ def test_unschedulable_carries_the_schedulers_reason() -> None:
     obs = observe_scheduled(UNSCHEDULABLE, stopped=False)
     assert obs.reason == "Unschedulable"
     assert "Insufficient nvidia.com/gpu" in obs.message
+
+
+def test_network_policy_admits_the_namespace_and_the_api_only() -> None:
+    policy = build_network_policy(OWNER, "kubeforge-system")
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"kubeforge.io/workbench": "nb"}}
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {}} in peers
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeforge-system"}}
+    } in peers
+    assert len(peers) == 2
+    assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8888}]
