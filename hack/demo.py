@@ -168,7 +168,7 @@ def main() -> int:
             "apiVersion": "kubeforge.io/v1alpha1",
             "kind": "Workbench",
             "metadata": {"name": "bad"},
-            "spec": {"image": "x", "culling": {"idleTimeout": "1m"}},
+            "spec": {"image": "x", "culling": {"idleTimeout": "30s"}},
         }
     )
     print("What to look at next:")

@@ -106,9 +106,9 @@ INVALID: list[Invalid] = [
     Invalid(
         "Workbench",
         "idle-timeout-too-short",
-        {"culling.idleTimeout": "1m"},
+        {"culling.idleTimeout": "30s"},
         "spec.culling.idleTimeout",
-        "at least 5m",
+        "at least 1m",
     ),
     Invalid(
         "Workbench",

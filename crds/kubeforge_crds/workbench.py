@@ -20,7 +20,7 @@ from kubeforge_crds.base import (
 from kubeforge_crds.common import ComputeResources, DataConnection, EnvVar, QueueName
 from kubeforge_crds.kind import KindInfo
 
-_MIN_IDLE = "5m"
+_MIN_IDLE = "1m"
 
 
 class HomeStorage(KubeModel):

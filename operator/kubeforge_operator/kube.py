@@ -59,6 +59,16 @@ class Kube:
             kind.group, kind.version, namespace, kind.plural, name, {"status": status}
         )
 
+    def annotate(self, kind: KindInfo, namespace: str, name: str, key: str, value: str) -> None:
+        self.custom.patch_namespaced_custom_object(
+            kind.group,
+            kind.version,
+            namespace,
+            kind.plural,
+            name,
+            {"metadata": {"annotations": {key: value}}},
+        )
+
     def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply under the operator's field manager; conflicts are forced because
         the operator owns its children's desired state."""

@@ -41,8 +41,9 @@ class Outcome:
     """What a kind's reconciler observed."""
 
     phase: str
-    dependents: list[Observation]
+    dependents: list[Observation]  # conditions that Ready summarises
     fields: dict[str, Any] = field(default_factory=dict)  # kind-specific status, wire names
+    info: list[Observation] = field(default_factory=list)  # conditions outside Ready
 
 
 @dataclass
@@ -92,7 +93,7 @@ def compute_status(
     Ready set, observedGeneration advanced. Pure."""
     status = kind.parse_status(current)
     conditions = list(status.conditions)
-    for obs in [*outcome.dependents, summarise_ready(outcome.dependents)]:
+    for obs in [*outcome.dependents, *outcome.info, summarise_ready(outcome.dependents)]:
         conditions = set_condition(conditions, obs, generation, now)
     wire = {**status.to_wire(), **outcome.fields}
     wire["observedGeneration"] = generation

@@ -33,6 +33,11 @@ class OperatorSettings(BaseSettings):
         description="Namespace of the kubeforge API, the one place outside a Workbench's own "
         "namespace that may reach its notebook server.",
     )
+    activity_url_template: str = Field(
+        default="http://{name}.{namespace}.svc{path}",
+        description="Where the culler reads a Workbench's activity; {name}, {namespace} and "
+        "{path} (the probe path) are substituted.",
+    )
     notebook_images: dict[str, str] = Field(
         default_factory=dict,
         description="The notebook image catalog: name -> image, for Workbench spec.catalogImage.",

@@ -5,15 +5,18 @@ namespace and the kubeforge API.
 Children come from pure ``build_*`` functions; their state is read back into conditions by pure
 policies (``observe_*``). The home PVC is owned by the Workbench, not by the StatefulSet, so
 stopping (replicas 0) keeps it and deleting the Workbench lets the garbage collector remove it.
-Still to come with issue #3: idle culling, hardware profiles and the portal.
+Idle culling (``culling``) reads the server's activity once it is ready and stops it after the
+idle timeout. Still to come with issue #3: hardware profiles and the portal.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
-from kubeforge_crds import ConditionStatus
-from kubeforge_crds.workbench import WorkbenchPhase, WorkbenchSpec
+from kubeforge_crds import WORKBENCH, ConditionStatus
+from kubeforge_crds.base import parse_duration, serialize_datetime
+from kubeforge_crds.workbench import WorkbenchPhase, WorkbenchSpec, WorkbenchStatus
 from kubeforge_operator.conditions import Observation
 from kubeforge_operator.constants import (
     LABEL_COMPONENT,
@@ -24,6 +27,16 @@ from kubeforge_operator.constants import (
     MANAGED_BY,
     PART_OF,
     SCHEDULED,
+)
+from kubeforge_operator.culling import (
+    CULLED,
+    CULLED_ANNOTATION,
+    DEFAULT_PROBE_PATH,
+    ActivityReport,
+    culled_observation,
+    decide_cull,
+    parse_timestamp,
+    read_activity,
 )
 from kubeforge_operator.reconcile import Outcome, ReconcileContext, accepted
 from kubeforge_operator.settings import get_settings
@@ -136,6 +149,19 @@ def build_network_policy(owner: dict[str, Any], api_namespace: str) -> dict[str,
     }
 
 
+# The docker-stacks images start Jupyter with $NOTEBOOK_ARGS. Jupyter's own token is turned off:
+# only the namespace and the kubeforge API (which authenticates every caller) can reach the server
+# (see build_network_policy), and the culler must be able to read /api/status.
+NOTEBOOK_ARGS = "--IdentityProvider.token= --ServerApp.password= --ServerApp.ip=0.0.0.0"
+
+
+def _env(spec: WorkbenchSpec) -> list[dict[str, str]]:
+    env = [{"name": e.name, "value": e.value} for e in spec.env]
+    if not any(e.name == "NOTEBOOK_ARGS" for e in spec.env):
+        env.append({"name": "NOTEBOOK_ARGS", "value": NOTEBOOK_ARGS})
+    return env
+
+
 def _container(spec: WorkbenchSpec, image: str) -> dict[str, Any]:
     resources: dict[str, Any] = {
         "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
@@ -147,11 +173,11 @@ def _container(spec: WorkbenchSpec, image: str) -> dict[str, Any]:
         "name": "notebook",
         "image": image,
         "ports": [{"name": "http", "containerPort": NOTEBOOK_PORT}],
-        "env": [{"name": e.name, "value": e.value} for e in spec.env],
+        "env": _env(spec),
         "resources": resources,
         "volumeMounts": [{"name": "home", "mountPath": HOME}],
         "readinessProbe": {
-            "httpGet": {"path": spec.culling.probe_path or "/api/status", "port": "http"},
+            "httpGet": {"path": spec.culling.probe_path or DEFAULT_PROBE_PATH, "port": "http"},
             "periodSeconds": 10,
         },
         "securityContext": {
@@ -169,7 +195,10 @@ def _container(spec: WorkbenchSpec, image: str) -> dict[str, Any]:
     return container
 
 
-def build_statefulset(owner: dict[str, Any], spec: WorkbenchSpec, image: str) -> dict[str, Any]:
+def build_statefulset(
+    owner: dict[str, Any], spec: WorkbenchSpec, image: str, stopped: bool | None = None
+) -> dict[str, Any]:
+    """The notebook StatefulSet; ``stopped`` overrides spec.stopped (the culler stops too)."""
     name = owner["metadata"]["name"]
     pod_labels = labels(name)
     if spec.queue_name:
@@ -198,7 +227,7 @@ def build_statefulset(owner: dict[str, Any], spec: WorkbenchSpec, image: str) ->
         "kind": "StatefulSet",
         "metadata": _metadata(owner, name),
         "spec": {
-            "replicas": 0 if spec.stopped else 1,
+            "replicas": 0 if (spec.stopped if stopped is None else stopped) else 1,
             "serviceName": name,
             "selector": {"matchLabels": selector_labels(name)},
             "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
@@ -222,6 +251,14 @@ def _pod_condition(pod: dict[str, Any] | None, type_: str) -> dict[str, Any] | N
         if cond.get("type") == type_:
             return dict(cond)
     return None
+
+
+def ready_since(pod: dict[str, Any] | None) -> datetime | None:
+    """When the pod last became Ready, if it is."""
+    cond = _pod_condition(pod, "Ready")
+    if not cond or cond.get("status") != "True" or not cond.get("lastTransitionTime"):
+        return None
+    return parse_timestamp(str(cond["lastTransitionTime"]))
 
 
 def observe_scheduled(pod: dict[str, Any] | None, stopped: bool) -> Observation:
@@ -293,23 +330,60 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
             ],
         )
     obj = ctx.obj
+    culled_at = (obj["metadata"].get("annotations") or {}).get(CULLED_ANNOTATION)
+    stopped = spec.stopped or culled_at is not None
     for child in (
         build_home_pvc(obj, spec),
         build_service(obj),
         build_network_policy(obj, settings.api_namespace),
-        build_statefulset(obj, spec, image),
+        build_statefulset(obj, spec, image, stopped=stopped),
     ):
         ctx.kube.apply(child)
     pod = ctx.kube.get_child("v1", "Pod", ctx.namespace, f"{ctx.name}-0")
-    scheduled = observe_scheduled(pod, spec.stopped)
-    server = observe_server(pod, spec.stopped)
-    phase = decide_phase(pod, spec.stopped, scheduled, server)
+    server = observe_server(pod, stopped)
+    fields: dict[str, Any] = {"url": f"http://{ctx.name}.{ctx.namespace}.svc/"}
+
+    if culled_at is not None:
+        culled = culled_observation(culled_at)
+    elif spec.stopped:
+        culled = Observation(CULLED, ConditionStatus.FALSE, "Stopped", "stopped by spec.stopped")
+    elif server.status != ConditionStatus.TRUE:
+        culled = Observation(
+            CULLED, ConditionStatus.FALSE, "NotRunning", "activity is read once the server is ready"
+        )
+    else:
+        url = settings.activity_url_template.format(
+            name=ctx.name,
+            namespace=ctx.namespace,
+            path=spec.culling.probe_path or DEFAULT_PROBE_PATH,
+        )
+        status = cast(WorkbenchStatus, WORKBENCH.parse_status(obj.get("status")))
+        # a server that has just become ready counts as active then, so a restarted Workbench
+        # is never culled on the strength of the activity it had before it was stopped
+        floor = [t for t in (status.last_activity, ready_since(pod)) if t is not None]
+        decision = decide_cull(
+            spec.culling.enabled,
+            parse_duration(spec.culling.idle_timeout),
+            read_activity(url) if spec.culling.enabled else ActivityReport(),
+            max(floor) if floor else None,
+            ctx.now,
+        )
+        if decision.last_activity is not None:
+            fields["lastActivity"] = serialize_datetime(decision.last_activity)
+        culled = decision.observation
+        if decision.cull:
+            culled_at = serialize_datetime(ctx.now)
+            ctx.kube.annotate(WORKBENCH, ctx.namespace, ctx.name, CULLED_ANNOTATION, culled_at)
+            ctx.kube.record_event(obj, "Normal", "Culled", decision.observation.message)
+            stopped = True
+            ctx.kube.apply(build_statefulset(obj, spec, image, stopped=True))
+            culled = culled_observation(culled_at)
+            server = observe_server(pod, stopped)
+
+    scheduled = observe_scheduled(pod, stopped)
+    phase = decide_phase(pod, stopped, scheduled, server)
     holds_gpus = pod is not None and bool((pod.get("spec") or {}).get("nodeName"))
+    fields["gpus"] = gpu_count(spec) if holds_gpus and not stopped else 0
     return Outcome(
-        phase=phase,
-        dependents=[accepted(), scheduled, server],
-        fields={
-            "url": f"http://{ctx.name}.{ctx.namespace}.svc/",
-            "gpus": gpu_count(spec) if holds_gpus else 0,
-        },
+        phase=phase, dependents=[accepted(), scheduled, server], fields=fields, info=[culled]
     )

@@ -3,6 +3,7 @@ needed) or, when KUBECONFIG points at a reachable cluster, that cluster."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -128,9 +129,62 @@ class OperatorProcess:
     log: Path
 
 
+@dataclass
+class JupyterServer:
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    def touch(self) -> None:
+        """An authenticated API request: activity, as a person using the notebook makes."""
+        with urllib.request.urlopen(f"{self.url}/api/contents", timeout=5):  # noqa: S310
+            pass
+
+    def status(self) -> dict[str, object]:
+        with urllib.request.urlopen(f"{self.url}/api/status", timeout=5) as resp:  # noqa: S310
+            return dict(json.loads(resp.read()))
+
+
+@pytest.fixture(scope="session")
+def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
+    """A real jupyter_server, standing in for the notebook pods' servers (no container runs on
+    the local control plane): the operator's culler reads its /api/status."""
+    port = free_port()
+    root = tmp_path_factory.mktemp("jupyter")
+    log = (root / "jupyter.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            f"--ServerApp.root_dir={root}",
+            "--IdentityProvider.token=",
+            "--ServerApp.password=",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = JupyterServer(f"http://127.0.0.1:{port}", proc)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            server.status()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError((root / "jupyter.log").read_text()[-2000:]) from None
+            time.sleep(0.3)
+    yield server
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
 @pytest.fixture(scope="session")
 def operator(
-    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster, jupyter: JupyterServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     metrics, health = free_port(), free_port()
     log = tmp_path_factory.mktemp("operator") / "operator.log"
@@ -142,6 +196,8 @@ def operator(
         "KUBEFORGE_OPERATOR_LIVENESS_HOST": "127.0.0.1",
         "KUBEFORGE_OPERATOR_LIVENESS_PORT": str(health),
         "KUBEFORGE_OPERATOR_RESYNC_SECONDS": "5",
+        # every notebook's activity comes from the one real jupyter_server of the test session
+        "KUBEFORGE_OPERATOR_ACTIVITY_URL_TEMPLATE": jupyter.url + "{path}",
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.cases import example
-from tests.integration.conftest import Cluster, wait_until
+from tests.integration.conftest import Cluster, JupyterServer, wait_until
 
 pytestmark = [pytest.mark.usefixtures("operator", "local_cluster")]
 
@@ -214,3 +214,55 @@ def test_unknown_catalog_image_is_reported_on_the_field(cluster: Cluster, namesp
         "spec.catalogImage: 'no-such-image' is not in the notebook image catalog" in cond["message"]
     )
     assert _get(cluster, namespace, "statefulset/catalog", check=False) is None
+
+
+def test_an_idle_workbench_is_culled_and_an_unknown_activity_never_is(
+    cluster: Cluster, namespace: str, jupyter: JupyterServer
+) -> None:
+    idle = example("Workbench", "notebook") | {"metadata": {"name": "idle"}}
+    idle["spec"] = {**idle["spec"], "culling": {"idleTimeout": "1m"}}
+    blind = example("Workbench", "notebook") | {"metadata": {"name": "blind"}}
+    blind["spec"] = {
+        **blind["spec"],
+        "culling": {"idleTimeout": "1m", "probePath": "/no-such-endpoint"},
+    }
+    _apply_ready(cluster, namespace, idle)
+    _apply_ready(cluster, namespace, blind)
+    jupyter.touch()  # real activity on the real server, after the pods became ready
+
+    def culled() -> dict[str, Any] | None:
+        wb = _get(cluster, namespace, "workbench/idle")
+        return wb if wb and wb["status"].get("phase") == "Stopped" else None
+
+    wb = wait_until(culled, 150, interval=2, what="the idle Workbench to be culled")
+    assert "kubeforge.io/culled-at" in wb["metadata"]["annotations"]
+    cond = _conditions(wb)["Culled"]
+    assert (cond["status"], cond["reason"]) == ("True", "IdleTimeout")
+    # the activity recorded is the real server's, to the second
+    reported = str(jupyter.status()["last_activity"])
+    assert wb["status"]["lastActivity"] == reported[:19] + "Z"
+    assert _get(cluster, namespace, "pod/idle-0", check=False) is None
+    assert _get(cluster, namespace, "pvc/idle-home") is not None
+    events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)
+    assert any(
+        e["reason"] == "Culled" and e["involvedObject"]["name"] == "idle" for e in events["items"]
+    )
+
+    # the Workbench whose activity cannot be read is as old and still runs
+    other = _get(cluster, namespace, "workbench/blind")
+    assert other is not None
+    assert other["status"]["phase"] == "Running"
+    cond = _conditions(other)["Culled"]
+    assert (cond["status"], cond["reason"]) == ("False", "ActivityUnknown")
+    assert "404" in cond["message"]
+
+    # removing the annotation starts it again, with the same home volume
+    cluster.kubectl("annotate", "workbench", "idle", "-n", namespace, "kubeforge.io/culled-at-")
+    wait_until(
+        lambda: _phase(cluster, namespace, "idle") == "Running",
+        60,
+        what="the culled Workbench to start again",
+    )
+    restarted = _get(cluster, namespace, "workbench/idle")
+    assert restarted is not None
+    assert _conditions(restarted)["Culled"]["reason"] == "Active"

@@ -20,14 +20,14 @@ def _conds(status: dict) -> dict:
 
 def test_invalid_spec_sets_accepted_and_ready_false_naming_fields() -> None:
     try:
-        WORKBENCH.parse_spec({"image": "x", "culling": {"idleTimeout": "1m"}})
+        WORKBENCH.parse_spec({"image": "x", "culling": {"idleTimeout": "30s"}})
     except ValidationError as err:
         outcome = invalid_spec_outcome(field_errors(err))
     status = compute_status(WORKBENCH, {}, outcome, 4, T0)
     conds = _conds(status)
     assert conds["Ready"]["status"] == "False"
     assert conds["Ready"]["reason"] == "InvalidSpec"
-    assert "spec.culling.idleTimeout: idleTimeout must be at least 5m" in conds["Ready"]["message"]
+    assert "spec.culling.idleTimeout: idleTimeout must be at least 1m" in conds["Ready"]["message"]
     assert conds["Accepted"]["status"] == "False"
     assert status["observedGeneration"] == 4
     assert status["phase"] == "Failed"

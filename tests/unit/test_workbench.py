@@ -98,7 +98,8 @@ def test_queue_label_env_and_data_connections() -> None:
     sts = build_statefulset(OWNER, spec, "img")
     assert sts["spec"]["template"]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
     ctr = _pod_spec(sts)["containers"][0]
-    assert ctr["env"] == [{"name": "A", "value": "1"}]
+    assert ctr["env"][0] == {"name": "A", "value": "1"}
+    assert ctr["env"][1]["name"] == "NOTEBOOK_ARGS"
     assert ctr["envFrom"] == [{"secretRef": {"name": "creds"}}]
 
 
