@@ -3,7 +3,10 @@ children, status writes and Events, all under one field manager."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +37,9 @@ class Kube:
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
         self._dynamic: DynamicClient | None = None
+        # (apiVersion, kind, namespace, name) -> (manifest digest, resourceVersion after apply)
+        self._applied: dict[tuple[str, str, str, str], tuple[str, str]] = {}
+        self._lock = threading.Lock()
 
     @property
     def dynamic(self) -> DynamicClient:
@@ -69,20 +75,38 @@ class Kube:
             {"metadata": {"annotations": {key: value}}},
         )
 
-    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply under the operator's field manager; conflicts are forced because
-        the operator owns its children's desired state."""
+    def apply(self, manifest: dict[str, Any]) -> bool:
+        """Server-side apply under the operator's field manager, only when needed.
+
+        Conflicts are forced because the operator owns its children's desired state. The apply
+        is skipped when this process last applied the same manifest and the object has not
+        changed since (same resourceVersion): an idle cluster sees no writes from the operator,
+        while any edit or deletion of a child by someone else is put right on the next reconcile.
+        Returns whether an apply was sent.
+        """
+        meta = manifest["metadata"]
+        key = (manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"])
+        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
         resource = self.dynamic.resources.get(
             api_version=manifest["apiVersion"], kind=manifest["kind"]
         )
+        remembered = self._applied.get(key)
+        if remembered is not None and remembered[0] == digest:
+            current = self.get_child(
+                manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"]
+            )
+            if current is not None and current["metadata"]["resourceVersion"] == remembered[1]:
+                return False
         result = resource.server_side_apply(
             body=manifest,
-            name=manifest["metadata"]["name"],
-            namespace=manifest["metadata"].get("namespace"),
+            name=meta["name"],
+            namespace=meta.get("namespace"),
             field_manager=FIELD_MANAGER,
             force_conflicts=True,
         )
-        return dict(result.to_dict())
+        with self._lock:
+            self._applied[key] = (digest, result.metadata.resourceVersion)
+        return True
 
     def get_child(
         self, api_version: str, kind: str, namespace: str, name: str

@@ -21,6 +21,7 @@ from kubernetes import client, config
 from tests.cases import REPO
 
 LOCALCLUSTER = [sys.executable, str(REPO / "hack" / "localcluster.py")]
+OPERATOR_USER = "kubeforge-operator"
 
 
 @dataclass
@@ -50,6 +51,30 @@ class Cluster:
 
     def user_kubeconfig(self, user: str) -> str:
         return str(Path(self.kubeconfig).with_name(f"kubeconfig-{user}"))
+
+    @property
+    def audit_log(self) -> Path:
+        return Path(self.kubeconfig).parent / "logs" / "audit.log"
+
+    def audit_offset(self) -> int:
+        return self.audit_log.stat().st_size
+
+    def writes_since(self, offset: int, user: str, namespace: str | None = None) -> list[str]:
+        """``verb resource/name`` of each write ``user`` made after ``offset`` (the apiserver's
+        audit log records every create, update, patch and delete)."""
+        out = []
+        with self.audit_log.open() as f:
+            f.seek(offset)
+            for line in f:
+                event = json.loads(line)
+                ref = event.get("objectRef", {})
+                if event["user"]["username"] != user or event.get("stage") != "ResponseComplete":
+                    continue
+                if namespace is not None and ref.get("namespace") != namespace:
+                    continue
+                sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+                out.append(f"{event['verb']} {ref.get('resource')}{sub}/{ref.get('name')}")
+        return out
 
 
 def _local_kubeconfig() -> str:
@@ -190,7 +215,10 @@ def operator(
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     env = {
         **os.environ,
-        "KUBECONFIG": cluster.kubeconfig,
+        # on the local control plane the operator has a user of its own (see the audit log)
+        "KUBECONFIG": cluster.user_kubeconfig(OPERATOR_USER)
+        if cluster.local
+        else cluster.kubeconfig,
         "KUBEFORGE_OPERATOR_METRICS_HOST": "127.0.0.1",
         "KUBEFORGE_OPERATOR_METRICS_PORT": str(metrics),
         "KUBEFORGE_OPERATOR_LIVENESS_HOST": "127.0.0.1",

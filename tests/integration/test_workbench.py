@@ -5,12 +5,13 @@ keep the data, image changes that roll the pod, and garbage collection on delete
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
 from tests.cases import example
-from tests.integration.conftest import Cluster, JupyterServer, wait_until
+from tests.integration.conftest import OPERATOR_USER, Cluster, JupyterServer, wait_until
 
 pytestmark = [pytest.mark.usefixtures("operator", "local_cluster")]
 
@@ -266,3 +267,24 @@ def test_an_idle_workbench_is_culled_and_an_unknown_activity_never_is(
     restarted = _get(cluster, namespace, "workbench/idle")
     assert restarted is not None
     assert _conditions(restarted)["Culled"]["reason"] == "Active"
+    cluster.kubectl("delete", "workbench", "idle", "blind", "-n", namespace)
+
+
+def test_the_operator_writes_nothing_while_nothing_changes(
+    cluster: Cluster, namespace: str
+) -> None:
+    _apply_ready(
+        cluster, namespace, example("Workbench", "notebook") | {"metadata": {"name": "calm"}}
+    )
+    time.sleep(6)  # let the last status write of the start-up land
+    offset = cluster.audit_offset()
+    time.sleep(16)  # more than three resyncs (every 5 s in the tests)
+    assert cluster.writes_since(offset, OPERATOR_USER, namespace) == []
+    # while a change is written at once: stop it, and the writes are the ones that stopping needs
+    offset = cluster.audit_offset()
+    _patch(cluster, namespace, "calm", '{"spec":{"stopped":true}}')
+    wait_until(lambda: _phase(cluster, namespace, "calm") == "Stopped", 60, what="stopped")
+    writes = cluster.writes_since(offset, OPERATOR_USER, namespace)
+    assert "patch statefulsets/calm" in writes
+    assert "patch workbenches/status/calm" in writes
+    assert not any("persistentvolumeclaims" in w for w in writes)
