@@ -18,7 +18,9 @@ EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
 
 def load_examples() -> list[dict[str, Any]]:
-    return [yaml.safe_load(p.read_text()) for p in EXAMPLES]
+    """The kubeforge objects among the examples (not the Secrets they use)."""
+    docs = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
+    return [d for d in docs if d["apiVersion"].startswith("kubeforge.io/")]
 
 
 def example(kind: str, name: str | None = None) -> dict[str, Any]:
@@ -91,8 +93,14 @@ INVALID: list[Invalid] = [
     ),
     Invalid(
         "Workbench",
-        "profile-and-count",
-        {"resources.accelerator": {"count": 1, "profile": "a100"}},
+        "profile-and-product",
+        {
+            "resources.accelerator": {
+                "product": "NVIDIA-A100-SXM4-80GB",
+                "count": 1,
+                "profile": "a100",
+            }
+        },
         "spec.resources.accelerator.profile",
         "not both",
     ),
@@ -126,6 +134,13 @@ INVALID: list[Invalid] = [
     Invalid("Workbench", "unknown-field", {"gpu": 1}, "spec.gpu"),
     Invalid("Workbench", "stopped-not-bool", {"stopped": "yes"}, "spec.stopped"),
     Invalid("Workbench", "queue-name", {"queueName": "Team Queue"}, "spec.queueName"),
+    Invalid(
+        "Workbench",
+        "negative-gpus",
+        {"resources.accelerator": {"count": -1}},
+        "spec.resources.accelerator.count",
+    ),
+    Invalid("Workbench", "storage-size", {"storage.size": "lots"}, "spec.storage.size"),
     # FineTuneJob
     Invalid("FineTuneJob", "no-base-model", {"baseModel": DELETE}, "spec.baseModel"),
     Invalid("FineTuneJob", "no-output", {"output": DELETE}, "spec.output"),

@@ -13,14 +13,15 @@ _MAX_GPUS = 64
 
 
 class Accelerator(KubeModel):
-    """GPUs for the workload: either an explicit count (and optionally a product), or the name of
-    a hardware profile the platform team defines."""
+    """GPUs for the workload: a count and optionally a product, or the name of a hardware profile
+    the platform team defines (with a count within the profile's range, or its default)."""
 
     count: int | None = Field(
         default=None,
         ge=0,
         le=_MAX_GPUS,
-        description="Number of GPUs (nvidia.com/gpu) per pod. 0 means no GPU.",
+        description="Number of GPUs per pod. 0 means no GPU. With a profile, defaults to the "
+        "profile's default count and must lie within its range.",
     )
     product: str | None = Field(
         default=None,
@@ -32,14 +33,14 @@ class Accelerator(KubeModel):
     profile: LabelName | None = Field(
         default=None,
         description="Name of a hardware profile defined by the platform team (resource "
-        "identifiers, node selector, tolerations). Mutually exclusive with count and product.",
+        "identifiers, node selector, tolerations, queue). Mutually exclusive with product.",
     )
 
     cel_rules = (
         CelRule(
-            rule="!has(self.profile) || (!has(self.count) && !has(self.product))",
-            message="set either profile, or count and product, not both",
-            check=lambda s: s.profile is None or (s.count is None and s.product is None),
+            rule="!has(self.profile) || !has(self.product)",
+            message="a hardware profile chooses the product; set profile or product, not both",
+            check=lambda s: s.profile is None or s.product is None,
             field_path=".profile",
         ),
         CelRule(

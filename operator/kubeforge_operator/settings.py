@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -38,9 +39,10 @@ class OperatorSettings(BaseSettings):
         description="Where the culler reads a Workbench's activity; {name}, {namespace} and "
         "{path} (the probe path) are substituted.",
     )
-    notebook_images: dict[str, str] = Field(
-        default_factory=dict,
-        description="The notebook image catalog: name -> image, for Workbench spec.catalogImage.",
+    platform_config: Path | None = Field(
+        default=None,
+        description="YAML file with the notebook image catalog and the hardware profiles "
+        "(kubeforge_crds.platform.PlatformConfig); re-read when it changes.",
     )
     log_format: Literal["json", "plain"] = Field(default="json")
     log_level: Literal["DEBUG", "INFO", "WARNING"] = Field(default="INFO")

@@ -6,7 +6,8 @@ Children come from pure ``build_*`` functions; their state is read back into con
 policies (``observe_*``). The home PVC is owned by the Workbench, not by the StatefulSet, so
 stopping (replicas 0) keeps it and deleting the Workbench lets the garbage collector remove it.
 Idle culling (``culling``) reads the server's activity once it is ready and stops it after the
-idle timeout. Still to come with issue #3: hardware profiles and the portal.
+idle timeout. GPUs, node selector, tolerations and queue come from ``placement`` (an explicit
+count, or a hardware profile of the platform config).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, cast
 
 from kubeforge_crds import WORKBENCH, ConditionStatus
 from kubeforge_crds.base import parse_duration, serialize_datetime
+from kubeforge_crds.platform import PlatformConfig
 from kubeforge_crds.workbench import WorkbenchPhase, WorkbenchSpec, WorkbenchStatus
 from kubeforge_operator.conditions import Observation
 from kubeforge_operator.constants import (
@@ -38,13 +40,12 @@ from kubeforge_operator.culling import (
     parse_timestamp,
     read_activity,
 )
-from kubeforge_operator.reconcile import Outcome, ReconcileContext, accepted
+from kubeforge_operator.placement import Placement, SpecProblem, resolve_placement
+from kubeforge_operator.platform import PlatformConfigError, load_platform_config
+from kubeforge_operator.reconcile import ACCEPTED, Outcome, ReconcileContext, accepted
 from kubeforge_operator.settings import get_settings
 
 WORKBENCH_LABEL = "kubeforge.io/workbench"
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 NOTEBOOK_PORT = 8888
 HOME = "/home/jovyan"
 SERVER_READY = "ServerReady"
@@ -87,11 +88,6 @@ def _metadata(owner: dict[str, Any], name: str) -> dict[str, Any]:
 
 def home_pvc_name(name: str) -> str:
     return f"{name}-home"
-
-
-def gpu_count(spec: WorkbenchSpec) -> int:
-    acc = spec.resources.accelerator
-    return acc.count or 0 if acc else 0
 
 
 def build_home_pvc(owner: dict[str, Any], spec: WorkbenchSpec) -> dict[str, Any]:
@@ -162,13 +158,15 @@ def _env(spec: WorkbenchSpec) -> list[dict[str, str]]:
     return env
 
 
-def _container(spec: WorkbenchSpec, image: str) -> dict[str, Any]:
+def _container(spec: WorkbenchSpec, image: str, placement: Placement) -> dict[str, Any]:
     resources: dict[str, Any] = {
         "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
-        "limits": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
+        "limits": {
+            "cpu": spec.resources.cpu,
+            "memory": spec.resources.memory,
+            **placement.limits(),
+        },
     }
-    if gpus := gpu_count(spec):
-        resources["limits"][GPU_RESOURCE] = str(gpus)
     container: dict[str, Any] = {
         "name": "notebook",
         "image": image,
@@ -196,15 +194,17 @@ def _container(spec: WorkbenchSpec, image: str) -> dict[str, Any]:
 
 
 def build_statefulset(
-    owner: dict[str, Any], spec: WorkbenchSpec, image: str, stopped: bool | None = None
+    owner: dict[str, Any],
+    spec: WorkbenchSpec,
+    image: str,
+    placement: Placement,
+    stopped: bool | None = None,
 ) -> dict[str, Any]:
     """The notebook StatefulSet; ``stopped`` overrides spec.stopped (the culler stops too)."""
     name = owner["metadata"]["name"]
-    pod_labels = labels(name)
-    if spec.queue_name:
-        pod_labels[QUEUE_LABEL] = spec.queue_name
+    pod_labels = labels(name) | placement.pod_labels()
     pod_spec: dict[str, Any] = {
-        "containers": [_container(spec, image)],
+        "containers": [_container(spec, image, placement)],
         "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": home_pvc_name(name)}}],
         "securityContext": {
             "runAsNonRoot": True,
@@ -214,14 +214,8 @@ def build_statefulset(
         },
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
+        **placement.pod_fields(),
     }
-    acc = spec.resources.accelerator
-    if gpu_count(spec):
-        pod_spec["tolerations"] = [
-            {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
-        ]
-        if acc and acc.product:
-            pod_spec["nodeSelector"] = {GPU_PRODUCT_LABEL: acc.product}
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -235,10 +229,18 @@ def build_statefulset(
     }
 
 
-def resolve_image(spec: WorkbenchSpec, catalog: dict[str, str]) -> str | None:
+def resolve_image(spec: WorkbenchSpec, platform: PlatformConfig) -> str | SpecProblem:
     if spec.image:
         return spec.image
-    return catalog.get(spec.catalog_image or "")
+    entry = platform.image(spec.catalog_image or "")
+    if entry is None:
+        known = ", ".join(i.name for i in platform.notebook_images) or "none configured"
+        return SpecProblem(
+            "UnknownCatalogImage",
+            f"spec.catalogImage: {spec.catalog_image!r} is not in the notebook image catalog "
+            f"(known: {known})",
+        )
+    return entry.image
 
 
 # --- policies: observed pod -> conditions and phase ----------------------------------------------
@@ -311,24 +313,42 @@ def decide_phase(
     return WorkbenchPhase.PENDING
 
 
+DATA_CONNECTIONS = "DataConnectionsReady"
+
+
+def missing_secrets(ctx: ReconcileContext, spec: WorkbenchSpec) -> Observation | None:
+    """Data connections whose Secret does not exist: the pod would not start, so it is not
+    created, and the condition names each one."""
+    gone = [
+        f"spec.dataConnections[{i}].secretName: Secret {d.secret_name!r} not found"
+        for i, d in enumerate(spec.data_connections)
+        if ctx.kube.get_child("v1", "Secret", ctx.namespace, d.secret_name) is None
+    ]
+    if not gone:
+        return None
+    return Observation(DATA_CONNECTIONS, ConditionStatus.FALSE, "SecretNotFound", "; ".join(gone))
+
+
 def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
     settings = get_settings()
-    catalog = settings.notebook_images
-    image = resolve_image(spec, catalog)
-    if image is None:
-        known = ", ".join(sorted(catalog)) or "none configured"
+    try:
+        platform = load_platform_config(settings.platform_config)
+    except PlatformConfigError as err:
         return Outcome(
-            phase=WorkbenchPhase.FAILED,
+            phase=WorkbenchPhase.PENDING,
             dependents=[
-                Observation(
-                    "Accepted",
-                    ConditionStatus.FALSE,
-                    "UnknownCatalogImage",
-                    f"spec.catalogImage: {spec.catalog_image!r} is not in the notebook image "
-                    f"catalog (known: {known})",
-                )
+                Observation(ACCEPTED, ConditionStatus.UNKNOWN, "PlatformConfigInvalid", str(err))
             ],
         )
+    image = resolve_image(spec, platform)
+    placement = resolve_placement(spec.resources.accelerator, spec.queue_name, platform)
+    if isinstance(image, SpecProblem):
+        return Outcome(phase=WorkbenchPhase.FAILED, dependents=[image.observation()])
+    if isinstance(placement, SpecProblem):
+        return Outcome(phase=WorkbenchPhase.FAILED, dependents=[placement.observation()])
+    missing = missing_secrets(ctx, spec)
+    if missing:
+        return Outcome(phase=WorkbenchPhase.PENDING, dependents=[accepted(), missing])
     obj = ctx.obj
     culled_at = (obj["metadata"].get("annotations") or {}).get(CULLED_ANNOTATION)
     stopped = spec.stopped or culled_at is not None
@@ -336,7 +356,7 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
         build_home_pvc(obj, spec),
         build_service(obj),
         build_network_policy(obj, settings.api_namespace),
-        build_statefulset(obj, spec, image, stopped=stopped),
+        build_statefulset(obj, spec, image, placement, stopped=stopped),
     ):
         ctx.kube.apply(child)
     pod = ctx.kube.get_child("v1", "Pod", ctx.namespace, f"{ctx.name}-0")
@@ -376,14 +396,14 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
             ctx.kube.annotate(WORKBENCH, ctx.namespace, ctx.name, CULLED_ANNOTATION, culled_at)
             ctx.kube.record_event(obj, "Normal", "Culled", decision.observation.message)
             stopped = True
-            ctx.kube.apply(build_statefulset(obj, spec, image, stopped=True))
+            ctx.kube.apply(build_statefulset(obj, spec, image, placement, stopped=True))
             culled = culled_observation(culled_at)
             server = observe_server(pod, stopped)
 
     scheduled = observe_scheduled(pod, stopped)
     phase = decide_phase(pod, stopped, scheduled, server)
     holds_gpus = pod is not None and bool((pod.get("spec") or {}).get("nodeName"))
-    fields["gpus"] = gpu_count(spec) if holds_gpus and not stopped else 0
+    fields["gpus"] = placement.gpus if holds_gpus and not stopped else 0
     return Outcome(
         phase=phase, dependents=[accepted(), scheduled, server], fields=fields, info=[culled]
     )

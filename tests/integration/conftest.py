@@ -22,6 +22,27 @@ from tests.cases import REPO
 
 LOCALCLUSTER = [sys.executable, str(REPO / "hack" / "localcluster.py")]
 OPERATOR_USER = "kubeforge-operator"
+# What a platform team would configure; the operator of the test session reads it.
+PLATFORM_CONFIG = {
+    "notebookImages": [
+        {"name": "minimal", "image": "quay.io/jupyter/minimal-notebook:2025-10-20"},
+    ],
+    "hardwareProfiles": [
+        {
+            "name": "a100",
+            "accelerator": {
+                "identifier": "nvidia.com/gpu",
+                "minCount": 1,
+                "maxCount": 4,
+                "defaultCount": 1,
+            },
+            "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+        }
+    ],
+}
 
 
 @dataclass
@@ -212,7 +233,10 @@ def operator(
     cluster: Cluster, jupyter: JupyterServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     metrics, health = free_port(), free_port()
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    workdir = tmp_path_factory.mktemp("operator")
+    log = workdir / "operator.log"
+    platform = workdir / "platform.yaml"
+    platform.write_text(json.dumps(PLATFORM_CONFIG))
     env = {
         **os.environ,
         # on the local control plane the operator has a user of its own (see the audit log)
@@ -224,6 +248,7 @@ def operator(
         "KUBEFORGE_OPERATOR_LIVENESS_HOST": "127.0.0.1",
         "KUBEFORGE_OPERATOR_LIVENESS_PORT": str(health),
         "KUBEFORGE_OPERATOR_RESYNC_SECONDS": "5",
+        "KUBEFORGE_OPERATOR_PLATFORM_CONFIG": str(platform),
         # every notebook's activity comes from the one real jupyter_server of the test session
         "KUBEFORGE_OPERATOR_ACTIVITY_URL_TEMPLATE": jupyter.url + "{path}",
     }

@@ -288,3 +288,102 @@ def test_the_operator_writes_nothing_while_nothing_changes(
     assert "patch statefulsets/calm" in writes
     assert "patch workbenches/status/calm" in writes
     assert not any("persistentvolumeclaims" in w for w in writes)
+
+
+def _ready_condition(cluster: Cluster, ns: str, name: str, reason: str) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        cond = _conditions(_get(cluster, ns, f"workbench/{name}") or {}).get("Ready")
+        return cond if cond and cond["reason"] == reason else None
+
+    return dict(wait_until(found, 60, what=f"Ready reason {reason} on {name}"))
+
+
+def test_catalog_image_and_hardware_profile(cluster: Cluster, namespace: str) -> None:
+    _apply_ready(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "kubeforge.io/v1alpha1",
+            "kind": "Workbench",
+            "metadata": {"name": "profiled"},
+            "spec": {"catalogImage": "minimal", "resources": {"accelerator": {"profile": "a100"}}},
+        },
+    )
+    pod = _get(cluster, namespace, "pod/profiled-0")
+    assert pod is not None
+    assert pod["spec"]["containers"][0]["image"] == "quay.io/jupyter/minimal-notebook:2025-10-20"
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert pod["spec"]["nodeName"].startswith("kwok-gpu-")
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "reason", "message"),
+    [
+        (
+            {"profile": "a100", "count": 6},
+            "OutsideHardwareProfile",
+            "spec.resources.accelerator.count: 6 is outside what hardware profile 'a100' allows "
+            "(1 to 4 nvidia.com/gpu)",
+        ),
+        (
+            {"profile": "tpu-v5"},
+            "UnknownHardwareProfile",
+            "spec.resources.accelerator.profile: 'tpu-v5' is not a hardware profile (known: a100)",
+        ),
+    ],
+    ids=["too-many-for-profile", "unknown-profile"],
+)
+def test_bad_profile_requests_are_reported_on_the_field(
+    cluster: Cluster, namespace: str, accelerator: dict[str, Any], reason: str, message: str
+) -> None:
+    name = f"bad-{reason.lower()}"
+    _apply(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "kubeforge.io/v1alpha1",
+            "kind": "Workbench",
+            "metadata": {"name": name},
+            "spec": {"image": "jupyter:1", "resources": {"accelerator": accelerator}},
+        },
+    )
+    cond = _ready_condition(cluster, namespace, name, reason)
+    assert cond["status"] == "False"
+    assert cond["message"] == message
+    assert _get(cluster, namespace, f"statefulset/{name}", check=False) is None
+
+
+def test_a_missing_secret_holds_the_workbench_until_it_exists(
+    cluster: Cluster, namespace: str
+) -> None:
+    _apply(
+        cluster,
+        namespace,
+        example("Workbench", "notebook")
+        | {
+            "metadata": {"name": "connected"},
+            "spec": {
+                "image": "jupyter:1",
+                "dataConnections": [{"name": "s3", "secretName": "team-bucket"}],
+            },
+        },
+    )
+    cond = _ready_condition(cluster, namespace, "connected", "SecretNotFound")
+    assert cond["message"] == "spec.dataConnections[0].secretName: Secret 'team-bucket' not found"
+    assert _get(cluster, namespace, "statefulset/connected", check=False) is None
+    cluster.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "team-bucket",
+        "-n",
+        namespace,
+        "--from-literal=AWS_ACCESS_KEY_ID=placeholder",
+    )
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=60s", "workbench/connected"
+    )
+    pod = _get(cluster, namespace, "pod/connected-0")
+    assert pod is not None
+    assert pod["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "team-bucket"}}]

@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from kubeforge_crds import ConditionStatus
+from kubeforge_crds.platform import PlatformConfig
 from kubeforge_crds.workbench import WorkbenchPhase, WorkbenchSpec
+from kubeforge_operator.placement import Placement, SpecProblem, resolve_placement
 from kubeforge_operator.workbench import (
     build_home_pvc,
     build_network_policy,
@@ -30,6 +32,12 @@ def _spec(**kw: Any) -> WorkbenchSpec:
     return WorkbenchSpec.model_validate({"image": "jupyter:1", **kw})
 
 
+def _sts(spec: WorkbenchSpec, image: str = "img") -> dict[str, Any]:
+    placement = resolve_placement(spec.resources.accelerator, spec.queue_name, PlatformConfig())
+    assert isinstance(placement, Placement)
+    return build_statefulset(OWNER, spec, image, placement)
+
+
 def _pod_spec(sts: dict[str, Any]) -> dict[str, Any]:
     return dict(sts["spec"]["template"]["spec"])
 
@@ -38,7 +46,7 @@ def test_children_are_owned_and_named_deterministically() -> None:
     for child in (
         build_home_pvc(OWNER, _spec()),
         build_service(OWNER),
-        build_statefulset(OWNER, _spec(), "jupyter:1"),
+        _sts(_spec(), "jupyter:1"),
     ):
         ref = child["metadata"]["ownerReferences"][0]
         assert ref["uid"] == "1234"
@@ -48,8 +56,8 @@ def test_children_are_owned_and_named_deterministically() -> None:
 
 
 def test_stopped_means_zero_replicas_but_the_same_volume() -> None:
-    running = build_statefulset(OWNER, _spec(), "jupyter:1")
-    stopped = build_statefulset(OWNER, _spec(stopped=True), "jupyter:1")
+    running = _sts(_spec(), "jupyter:1")
+    stopped = _sts(_spec(stopped=True), "jupyter:1")
     assert running["spec"]["replicas"] == 1
     assert stopped["spec"]["replicas"] == 0
     assert _pod_spec(running)["volumes"] == _pod_spec(stopped)["volumes"]
@@ -64,7 +72,7 @@ def test_gpus_become_limits_tolerations_and_a_node_selector() -> None:
             "accelerator": {"count": 2, "product": "NVIDIA-A100-SXM4-80GB"},
         }
     )
-    pod = _pod_spec(build_statefulset(OWNER, spec, "img"))
+    pod = _pod_spec(_sts(spec, "img"))
     limits = pod["containers"][0]["resources"]["limits"]
     assert limits == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "2"}
     assert pod["tolerations"] == [
@@ -74,14 +82,14 @@ def test_gpus_become_limits_tolerations_and_a_node_selector() -> None:
 
 
 def test_cpu_only_pod_has_no_gpu_scheduling_constraints() -> None:
-    pod = _pod_spec(build_statefulset(OWNER, _spec(), "img"))
+    pod = _pod_spec(_sts(_spec(), "img"))
     assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
     assert "tolerations" not in pod
     assert "nodeSelector" not in pod
 
 
 def test_pod_meets_the_restricted_pod_security_standard() -> None:
-    pod = _pod_spec(build_statefulset(OWNER, _spec(), "img"))
+    pod = _pod_spec(_sts(_spec(), "img"))
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     ctr = pod["containers"][0]["securityContext"]
@@ -95,7 +103,7 @@ def test_queue_label_env_and_data_connections() -> None:
         env=[{"name": "A", "value": "1"}],
         dataConnections=[{"name": "s3", "secretName": "creds"}],
     )
-    sts = build_statefulset(OWNER, spec, "img")
+    sts = _sts(spec, "img")
     assert sts["spec"]["template"]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
     ctr = _pod_spec(sts)["containers"][0]
     assert ctr["env"][0] == {"name": "A", "value": "1"}
@@ -105,16 +113,22 @@ def test_queue_label_env_and_data_connections() -> None:
 
 def test_service_selects_the_notebook_pod() -> None:
     svc = build_service(OWNER)
-    sts = build_statefulset(OWNER, _spec(), "img")
+    sts = _sts(_spec(), "img")
     labels = sts["spec"]["template"]["metadata"]["labels"]
     assert all(labels[k] == v for k, v in svc["spec"]["selector"].items())
 
 
-def test_catalog_images_resolve_and_unknown_ones_do_not() -> None:
-    catalog = {"minimal": "quay.io/jupyter/minimal-notebook:1"}
+def test_catalog_images_resolve_and_unknown_ones_name_the_field() -> None:
+    platform = PlatformConfig.model_validate(
+        {"notebookImages": [{"name": "minimal", "image": "quay.io/jupyter/minimal-notebook:1"}]}
+    )
     spec = WorkbenchSpec.model_validate({"catalogImage": "minimal"})
-    assert resolve_image(spec, catalog) == "quay.io/jupyter/minimal-notebook:1"
-    assert resolve_image(WorkbenchSpec.model_validate({"catalogImage": "other"}), catalog) is None
+    assert resolve_image(spec, platform) == "quay.io/jupyter/minimal-notebook:1"
+    problem = resolve_image(WorkbenchSpec.model_validate({"catalogImage": "other"}), platform)
+    assert isinstance(problem, SpecProblem)
+    assert problem.reason == "UnknownCatalogImage"
+    assert problem.message.startswith("spec.catalogImage: 'other' is not in the notebook image")
+    assert "(known: minimal)" in problem.message
 
 
 def _pod(phase: str, node: str | None, **conds: str) -> dict[str, Any]:
