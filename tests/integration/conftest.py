@@ -228,12 +228,13 @@ def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]
     proc.wait(timeout=20)
 
 
-@pytest.fixture(scope="session")
-def operator(
-    cluster: Cluster, jupyter: JupyterServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
+ISOLATED_PREFIX = "kf-iso-"  # namespaces the session's operator leaves to a test's own operator
+
+
+def start_operator(cluster: Cluster, workdir: Path, **settings: str) -> OperatorProcess:
+    """Run ``python -m kubeforge_operator`` against the cluster and wait until it is healthy.
+    ``settings`` are KUBEFORGE_OPERATOR_* variables (lower-case names, without the prefix)."""
     metrics, health = free_port(), free_port()
-    workdir = tmp_path_factory.mktemp("operator")
     log = workdir / "operator.log"
     platform = workdir / "platform.yaml"
     platform.write_text(json.dumps(PLATFORM_CONFIG))
@@ -249,10 +250,9 @@ def operator(
         "KUBEFORGE_OPERATOR_LIVENESS_PORT": str(health),
         "KUBEFORGE_OPERATOR_RESYNC_SECONDS": "5",
         "KUBEFORGE_OPERATOR_PLATFORM_CONFIG": str(platform),
-        # every notebook's activity comes from the one real jupyter_server of the test session
-        "KUBEFORGE_OPERATOR_ACTIVITY_URL_TEMPLATE": jupyter.url + "{path}",
+        **{f"KUBEFORGE_OPERATOR_{k.upper()}": v for k, v in settings.items()},
     }
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kubeforge_operator"],
             env=env,
@@ -267,21 +267,38 @@ def operator(
         try:
             with urllib.request.urlopen(op.health_url, timeout=2) as resp:  # noqa: S310
                 if resp.status == 200:
-                    break
+                    return op
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"operator did not become healthy:\n{log.read_text()[-3000:]}")
         time.sleep(0.3)
-    yield op
-    proc.terminate()
+
+
+def stop_operator(op: OperatorProcess) -> None:
+    op.proc.terminate()
     try:
-        proc.wait(timeout=20)
+        op.proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        op.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: Cluster, jupyter: JupyterServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    op = start_operator(
+        cluster,
+        tmp_path_factory.mktemp("operator"),
+        # every notebook's activity comes from the one real jupyter_server of the test session
+        activity_url_template=jupyter.url + "{path}",
+        namespaces=json.dumps([f"!{ISOLATED_PREFIX}*"]),
+    )
+    yield op
+    stop_operator(op)
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
-    (artifacts / "operator.log").write_bytes(log.read_bytes())
+    (artifacts / "operator.log").write_bytes(op.log.read_bytes())
 
 
 def wait_until(predicate, timeout: float = 60, interval: float = 0.5, what: str = "condition"):  # type: ignore[no-untyped-def]
