@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from tests.integration.conftest import (
     ISOLATED_PREFIX,
@@ -69,12 +70,14 @@ def test_operator_killed_mid_way_converges_without_duplicates(
     }
     first = start_operator(cluster, tmp_path, namespaces=json.dumps([isolated]))
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps(workbenches))
-    # kill it (no chance to clean up) once some, but not all, children exist
+    # kill it (no chance to clean up) as soon as it has begun: it takes the operator about a
+    # second to get through all 50, so the poll uses the API directly rather than kubectl
+    apps = client.AppsV1Api(cluster.api)
     wait_until(
-        lambda: 5 <= len(_items(cluster, isolated, "statefulsets")) < COUNT,
+        lambda: len(apps.list_namespaced_stateful_set(isolated).items) > 0,
         120,
-        interval=0.1,
-        what="the operator to be part-way through",
+        interval=0.01,
+        what="the operator to begin",
     )
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait(timeout=10)
