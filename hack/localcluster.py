@@ -387,13 +387,13 @@ def kwok_nodes() -> str:
     """Two CPU nodes and two GPU nodes (8 x nvidia.com/gpu, product label, NoSchedule taint)."""
     docs = []
     for i in range(2):
-        docs.append(_node(f"kwok-cpu-{i}", cpu="16", memory="64Gi", gpus=0))
+        docs.append(node_manifest(f"kwok-cpu-{i}", cpu="16", memory="64Gi", gpus=0))
     for i in range(2):
-        docs.append(_node(f"kwok-gpu-{i}", cpu="64", memory="512Gi", gpus=8))
+        docs.append(node_manifest(f"kwok-gpu-{i}", cpu="64", memory="512Gi", gpus=8))
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
 
 
-def _node(name: str, cpu: str, memory: str, gpus: int) -> dict[str, object]:
+def node_manifest(name: str, cpu: str, memory: str, gpus: int) -> dict[str, object]:
     labels = {
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",

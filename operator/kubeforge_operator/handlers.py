@@ -1,12 +1,23 @@
-"""kopf glue: every kind is reconciled by the same level-based function on create, update,
-resume and a slow timer. The decorators stay thin; the work is in ``reconcile_object`` and each
-kind's ``reconcile_<kind>``."""
+"""kopf glue: every kind is reconciled by the same level-based function on every watch event and
+on a slow resync. The decorators stay thin; the work is in ``reconcile_object`` and each kind's
+``reconcile_<kind>``.
+
+Why watch events and an own resync loop instead of kopf's create/update/resume handlers and
+timers: those store kopf's progress and diff-base in annotations on every object (two writes per
+object), and kopf timers put a finalizer on every object, so that objects could not be deleted
+while the operator is away. A level-based reconcile needs neither: it reads the latest object and
+converges, whatever the event was. Nothing of ours needs cleaning up outside the cluster, so
+there is no finalizer; owner references let the garbage collector remove children.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -33,6 +44,7 @@ RECONCILERS: dict[str, tuple[KindInfo, Reconciler]] = {
 
 _kube: Kube | None = None
 _locks: defaultdict[tuple[str, str, str], threading.Lock] = defaultdict(threading.Lock)
+_stop = threading.Event()
 SETTINGS = get_settings()
 
 
@@ -43,8 +55,32 @@ def kube() -> Kube:
     return _kube
 
 
+def namespace_selected(namespace: str, patterns: Iterable[str]) -> bool:
+    """kopf's namespace pattern semantics: globs, ``!`` excludes, comma-separated parts, an
+    implied ``*`` before a leading exclusion; no patterns means every namespace."""
+    patterns = list(patterns)
+    if not patterns:
+        return True
+    for pattern in patterns:
+        parts = [p.strip() for p in pattern.split(",") if p.strip()]
+        if parts and parts[0].startswith("!"):
+            parts.insert(0, "*")
+        selected = False
+        for part in parts:
+            if part.startswith("!"):
+                if fnmatch.fnmatchcase(namespace, part[1:]):
+                    selected = False
+            elif fnmatch.fnmatchcase(namespace, part):
+                selected = True
+        if selected:
+            return True
+    return False
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # kopf stores nothing on our objects (no change handlers, no timers), but should a handler
+    # of that sort be added, its annotations and finalizer stay under kubeforge.io/
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=ANNOTATION_PREFIX
@@ -56,43 +92,66 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = SETTINGS.watch_client_timeout
     settings.watching.connect_timeout = SETTINGS.watch_connect_timeout
     settings.posting.level = logging.WARNING  # our own Events are posted by reconcile_object
-    settings.execution.max_workers = 8
+    settings.execution.max_workers = SETTINGS.max_workers
+    threading.Thread(target=_resync_forever, name="resync", daemon=True).start()
 
 
-def _reconcile(kind_name: str, body: kopf.Body) -> None:
-    _reconcile_key(kind_name, body.metadata.namespace or "", body.metadata.name or "")
+@kopf.on.cleanup()
+def stop_resync(**_: Any) -> None:
+    _stop.set()
 
 
 def _reconcile_key(kind_name: str, namespace: str, name: str) -> None:
     kind, reconciler = RECONCILERS[kind_name]
     key = (kind_name, namespace, name)
-    with _locks[key]:  # one reconcile per object at a time (timer and events may overlap)
-        obj = kube().get(kind, key[1], key[2])  # the latest, not the event's possibly stale copy
+    with _locks[key]:  # one reconcile per object at a time (resync and events may overlap)
+        obj = kube().get(kind, namespace, name)  # the latest, not an event's possibly stale copy
         if obj is None:
+            OBJECT_PHASES.forget(kind_name, namespace, name)
+            _locks.pop(key, None)
             return
         reconcile_object(kind, obj, kube(), reconciler)
 
 
+def _safely(kind_name: str, namespace: str, name: str) -> None:
+    try:
+        _reconcile_key(kind_name, namespace, name)
+    except Exception:
+        # the next event or resync tries again; the error is counted in kubeforge_reconcile_total
+        log.exception(
+            "Reconcile failed", extra={"object": f"{namespace}/{name}", "kind": kind_name}
+        )
+
+
+def _resync_forever() -> None:
+    """Every resync interval, reconcile every object of every kind (one LIST per kind)."""
+    with ThreadPoolExecutor(SETTINGS.max_workers, thread_name_prefix="resync") as pool:
+        while not _stop.wait(SETTINGS.resync_seconds):
+            for kind, _ in RECONCILERS.values():
+                try:
+                    items = kube().custom.list_cluster_custom_object(
+                        kind.group, kind.version, kind.plural
+                    )["items"]
+                except Exception:
+                    log.exception("Resync list failed", extra={"kind": kind.kind})
+                    continue
+                keys = [
+                    (i["metadata"]["namespace"], i["metadata"]["name"])
+                    for i in items
+                    if namespace_selected(i["metadata"]["namespace"], SETTINGS.namespaces)
+                ]
+                list(pool.map(lambda k, kn=kind.kind: _safely(kn, *k), keys))
+
+
 def _register(kind: KindInfo) -> None:
-    res = (kind.group, kind.version, kind.plural)
+    def on_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+        if type == "DELETED":
+            OBJECT_PHASES.forget(kind.kind, namespace, name)
+            return
+        _reconcile_key(kind.kind, namespace, name)
 
-    def reconcile(body: kopf.Body, **_: Any) -> None:
-        _reconcile(kind.kind, body)
-
-    def forget(body: kopf.Body, **_: Any) -> None:
-        OBJECT_PHASES.forget(kind.kind, body.metadata.namespace or "", body.metadata.name or "")
-
-    handler_id = f"reconcile-{kind.singular}"
-    kopf.on.create(*res, id=handler_id)(reconcile)
-    kopf.on.update(*res, id=handler_id)(reconcile)
-    kopf.on.resume(*res, id=handler_id)(reconcile)
-    kopf.timer(
-        *res,
-        id=f"resync-{kind.singular}",
-        interval=SETTINGS.resync_seconds,
-        initial_delay=SETTINGS.resync_seconds,
-    )(reconcile)
-    kopf.on.delete(*res, id=f"forget-{kind.singular}", optional=True)(forget)
+    kopf.on.event(kind.group, kind.version, kind.plural, id=f"reconcile-{kind.singular}")(on_event)
 
 
 for _kind, _ in RECONCILERS.values():

@@ -29,6 +29,22 @@ def load_config() -> client.ApiClient:
     return client.ApiClient()
 
 
+def holds(live: Any, desired: Any) -> bool:
+    """Whether ``live`` has every field of ``desired`` with the same value (extra fields, such
+    as defaults and status, are allowed; lists must match element by element)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(
+            k in live and holds(live[k], v) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(holds(a, b) for a, b in zip(live, desired, strict=True))
+        )
+    return bool(live == desired)
+
+
 class Kube:
     """A thin facade over the kubernetes client for the calls the reconcilers make."""
 
@@ -79,24 +95,29 @@ class Kube:
         """Server-side apply under the operator's field manager, only when needed.
 
         Conflicts are forced because the operator owns its children's desired state. The apply
-        is skipped when this process last applied the same manifest and the object has not
-        changed since (same resourceVersion): an idle cluster sees no writes from the operator,
-        while any edit or deletion of a child by someone else is put right on the next reconcile.
-        Returns whether an apply was sent.
+        is skipped when this process last applied the very same manifest and the object still
+        holds it: unchanged since (same resourceVersion), or changed only in ways that keep every
+        field we set (a status update, a controller filling in a field). An idle cluster thus
+        sees no writes from the operator, while an edit or deletion of a child by someone else
+        is put right on the next reconcile. A changed manifest is always applied, so fields we
+        stop setting are removed by server-side apply. Returns whether an apply was sent.
         """
         meta = manifest["metadata"]
-        key = (manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"])
+        namespace = meta.get("namespace", "")
+        key = (manifest["apiVersion"], manifest["kind"], namespace, meta["name"])
         digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-        resource = self.dynamic.resources.get(
-            api_version=manifest["apiVersion"], kind=manifest["kind"]
-        )
         remembered = self._applied.get(key)
         if remembered is not None and remembered[0] == digest:
             current = self.get_child(
-                manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"]
+                manifest["apiVersion"], manifest["kind"], namespace, meta["name"]
             )
-            if current is not None and current["metadata"]["resourceVersion"] == remembered[1]:
+            if current is not None and (
+                current["metadata"]["resourceVersion"] == remembered[1] or holds(current, manifest)
+            ):
                 return False
+        resource = self.dynamic.resources.get(
+            api_version=manifest["apiVersion"], kind=manifest["kind"]
+        )
         result = resource.server_side_apply(
             body=manifest,
             name=meta["name"],

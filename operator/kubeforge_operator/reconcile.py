@@ -156,13 +156,17 @@ def reconcile_object(
 
 
 def _announce(ctx: ReconcileContext, old: dict[str, Any], new: dict[str, Any]) -> None:
-    """Post an Event when Ready changes status or reason."""
+    """Post an Event when Ready changes status, or gives a new reason for being False."""
     kind = ctx.kind
     before = get_condition(kind.parse_status(old).conditions, READY)
     after = get_condition(kind.parse_status(new).conditions, READY)
-    if after is None or (
-        before is not None and (before.status, before.reason) == (after.status, after.reason)
-    ):
+    if after is None:
         return
+    if (
+        before is not None
+        and before.status == after.status
+        and (after.status != ConditionStatus.FALSE or before.reason == after.reason)
+    ):
+        return  # only a new status, or a new reason for not being ready, is worth an Event
     type_ = "Normal" if after.status != ConditionStatus.FALSE else "Warning"
     ctx.kube.record_event(ctx.obj, type_, after.reason, after.message or after.reason)

@@ -44,6 +44,9 @@ class OperatorSettings(BaseSettings):
         description="YAML file with the notebook image catalog and the hardware profiles "
         "(kubeforge_crds.platform.PlatformConfig); re-read when it changes.",
     )
+    max_workers: int = Field(
+        default=8, ge=1, le=256, description="Threads that run reconciles concurrently."
+    )
     log_format: Literal["json", "plain"] = Field(default="json")
     log_level: Literal["DEBUG", "INFO", "WARNING"] = Field(default="INFO")
 

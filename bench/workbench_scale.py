@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""Workbench scale benchmark on the embedded local control plane.
+
+Creates COUNT Workbenches across NAMESPACES namespaces and reports:
+
+- the seconds until all are Ready through the operator;
+- the baseline: the seconds a plain client needs to create the same children (PVC, Service,
+  NetworkPolicy, StatefulSet, built by the operator's own builders) at the same concurrency and
+  see every notebook pod ready, measured in the same run;
+- their ratio (target <= 1.5);
+- the operator's peak RSS (VmHWM; target <= 200 MB);
+- API write requests per Workbench, and API writes during an idle period afterwards (target: 0),
+  both counted from the apiserver's audit log by the operator's own user.
+
+    python bench/workbench_scale.py                      # 1000 Workbenches, 10 namespaces
+    python bench/workbench_scale.py --count 100 --idle-seconds 30
+
+Culling is off in the benchmark's Workbenches: no notebook server runs on the local control plane,
+and the activity reads would only measure DNS failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "hack"))
+import localcluster as lc  # noqa: E402
+from kubernetes import client, config  # noqa: E402
+
+from kubeforge_crds.platform import PlatformConfig  # noqa: E402
+from kubeforge_crds.workbench import WorkbenchSpec  # noqa: E402
+from kubeforge_operator.placement import Placement, resolve_placement  # noqa: E402
+from kubeforge_operator.workbench import (  # noqa: E402
+    build_home_pvc,
+    build_network_policy,
+    build_service,
+    build_statefulset,
+)
+
+OPERATOR_USER = "kubeforge-operator"
+SPEC = {
+    "image": "quay.io/jupyter/minimal-notebook:2025-10-20",
+    "resources": {"cpu": "10m", "memory": "64Mi"},
+    "storage": {"size": "1Gi"},
+    "culling": {"enabled": False},
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def bench_nodes(count: int) -> dict[str, Any]:
+    """Extra kwok nodes so that two runs of COUNT small notebook pods fit at once."""
+    pods_per_node = 250
+    items = []
+    for i in range(max(1, (2 * count) // pods_per_node + 1)):
+        node = lc.node_manifest(f"kwok-bench-{i}", cpu="64", memory="256Gi", gpus=0)
+        node["status"]["capacity"]["pods"] = str(pods_per_node)  # type: ignore[index]
+        node["status"]["allocatable"]["pods"] = str(pods_per_node)  # type: ignore[index]
+        node["metadata"]["labels"]["kubeforge.io/bench"] = "true"  # type: ignore[index]
+        items.append(node)
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def names(prefix: str, count: int, namespaces: int) -> list[tuple[str, str]]:
+    return [(f"{prefix}-{i % namespaces}", f"wb-{i:04d}") for i in range(count)]
+
+
+def run_parallel(fn: Any, jobs: list[Any], concurrency: int) -> None:
+    with ThreadPoolExecutor(concurrency) as pool:
+        for _ in pool.map(lambda job: fn(*job), jobs):
+            pass
+
+
+def wait_for(what: str, done: Any, timeout: float) -> float:
+    started = time.monotonic()
+    last = -1
+    while time.monotonic() - started < timeout:
+        n = done()
+        if n != last:
+            log(f"{what}: {n}")
+            last = n
+        if n is True or n == -1:
+            return time.monotonic() - started
+        time.sleep(1)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def baseline(api: client.ApiClient, pairs: list[tuple[str, str]], concurrency: int) -> float:
+    """Create the operator's children with a plain client and wait until every pod is ready."""
+    from kubernetes.dynamic import DynamicClient
+
+    dyn = DynamicClient(api)
+    spec = WorkbenchSpec.model_validate(SPEC)
+    placement = resolve_placement(None, None, PlatformConfig())
+    assert isinstance(placement, Placement)
+    resources: dict[str, Any] = {}
+
+    def create(ns: str, name: str) -> None:
+        owner = {
+            "apiVersion": "kubeforge.io/v1alpha1",
+            "kind": "Workbench",
+            "metadata": {"name": name, "namespace": ns, "uid": "none"},
+        }
+        for child in (
+            build_home_pvc(owner, spec),
+            build_service(owner),
+            build_network_policy(owner, "kubeforge-system"),
+            build_statefulset(owner, spec, SPEC["image"], placement),
+        ):
+            del child["metadata"]["ownerReferences"]  # no Workbench owns them here
+            key = (child["apiVersion"], child["kind"])
+            if key not in resources:
+                resources[key] = dyn.resources.get(api_version=key[0], kind=key[1])
+            resources[key].create(body=child, namespace=ns)
+
+    apps = client.AppsV1Api(api)
+    count = len(pairs)
+    started = time.monotonic()
+    run_parallel(create, pairs, concurrency)
+
+    def ready() -> int:
+        sets = apps.list_stateful_set_for_all_namespaces(
+            label_selector="app.kubernetes.io/name=workbench"
+        ).items
+        n = sum(
+            1
+            for s in sets
+            if s.metadata.namespace.startswith("bench-base-")
+            and (s.status.ready_replicas or 0) == 1
+        )
+        return -1 if n == count else n
+
+    wait_for("baseline pods ready", ready, 1800)
+    return time.monotonic() - started
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def operator_writes(offset: int) -> list[dict[str, Any]]:
+    out = []
+    with lc.audit_log().open() as f:
+        f.seek(offset)
+        for line in f:
+            event = json.loads(line)
+            if (
+                event["user"]["username"] == OPERATOR_USER
+                and event.get("stage") == "ResponseComplete"
+            ):
+                out.append(event)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--namespaces", type=int, default=10)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="client threads, and the operator's worker threads",
+    )
+    parser.add_argument("--idle-seconds", type=int, default=120)
+    parser.add_argument("--keep", action="store_true", help="leave the objects in place")
+    args = parser.parse_args()
+
+    lc.up()
+    api = config.new_client_from_config(config_file=str(lc.kubeconfig_path()))
+    lc.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "manifests")
+    )
+    lc.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=bench",
+        "-f",
+        "-",
+        stdin=json.dumps(bench_nodes(args.count)),
+    )
+    for prefix in ("bench-base", "bench-op"):
+        for i in range(args.namespaces):
+            lc.kubectl("create", "namespace", f"{prefix}-{i}", check=False)
+    log(
+        f"{args.count} Workbenches in {args.namespaces} namespaces, concurrency "
+        f"{args.concurrency}; {os.cpu_count()} CPUs"
+    )
+
+    base_pairs = names("bench-base", args.count, args.namespaces)
+    base_seconds = baseline(api, base_pairs, args.concurrency)
+    log(f"baseline: {base_seconds:.1f} s")
+
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(lc.kubeconfig_path(OPERATOR_USER)),
+        "KUBEFORGE_OPERATOR_NAMESPACES": json.dumps(["bench-op-*"]),
+        "KUBEFORGE_OPERATOR_METRICS_HOST": "127.0.0.1",
+        "KUBEFORGE_OPERATOR_METRICS_PORT": "0",
+        "KUBEFORGE_OPERATOR_LIVENESS_HOST": "127.0.0.1",
+        "KUBEFORGE_OPERATOR_LIVENESS_PORT": "18181",
+        "KUBEFORGE_OPERATOR_MAX_WORKERS": str(args.concurrency),
+        "KUBEFORGE_OPERATOR_LOG_LEVEL": "WARNING",
+    }
+    oplog = (REPO / ".cache" / "bench-operator.log").open("wb")
+    operator = subprocess.Popen(
+        [sys.executable, "-m", "kubeforge_operator"],
+        env=env,
+        stdout=oplog,
+        stderr=subprocess.STDOUT,
+    )
+    time.sleep(3)
+    custom = client.CustomObjectsApi(api)
+    offset = lc.audit_log().stat().st_size
+
+    def create_workbench(ns: str, name: str) -> None:
+        custom.create_namespaced_custom_object(
+            "kubeforge.io",
+            "v1alpha1",
+            ns,
+            "workbenches",
+            {
+                "apiVersion": "kubeforge.io/v1alpha1",
+                "kind": "Workbench",
+                "metadata": {"name": name},
+                "spec": SPEC,
+            },
+        )
+
+    op_pairs = names("bench-op", args.count, args.namespaces)
+    started = time.monotonic()
+    run_parallel(create_workbench, op_pairs, args.concurrency)
+
+    def ready() -> int:
+        items = custom.list_cluster_custom_object("kubeforge.io", "v1alpha1", "workbenches")
+        n = sum(
+            1
+            for wb in items["items"]
+            if wb["metadata"]["namespace"].startswith("bench-op-")
+            and any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in wb.get("status", {}).get("conditions", [])
+            )
+        )
+        return -1 if n == args.count else n
+
+    wait_for("Workbenches ready", ready, 1800)
+    op_seconds = time.monotonic() - started
+    writes = operator_writes(offset)
+    log(f"operator: {op_seconds:.1f} s, {len(writes)} writes")
+
+    idle_offset = lc.audit_log().stat().st_size
+    log(f"idle for {args.idle_seconds} s")
+    time.sleep(args.idle_seconds)
+    idle_writes = operator_writes(idle_offset)
+    rss = peak_rss_mb(operator.pid)
+    operator.terminate()
+    operator.wait(timeout=30)
+
+    by_kind: dict[str, int] = {}
+    for e in writes:
+        ref = e.get("objectRef", {})
+        key = f"{e['verb']} {ref.get('resource')}{'/' + ref['subresource'] if ref.get('subresource') else ''}"
+        by_kind[key] = by_kind.get(key, 0) + 1
+    ratio = op_seconds / base_seconds
+    print()
+    print(
+        f"workbenches                 {args.count} in {args.namespaces} namespaces "
+        f"(concurrency {args.concurrency}, {os.cpu_count()} CPUs)"
+    )
+    print(f"operator, all Ready         {op_seconds:8.1f} s")
+    print(f"baseline, plain client      {base_seconds:8.1f} s")
+    print(f"ratio operator/baseline     {ratio:8.2f}   (target <= 1.5)")
+    print(f"operator peak RSS           {rss:8.1f} MB (target <= 200)")
+    print(f"API writes per Workbench    {len(writes) / args.count:8.2f}")
+    for key, n in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+        print(f"    {key:38} {n / args.count:6.2f}")
+    print(f"API writes while idle       {len(idle_writes):8d}   ({args.idle_seconds} s; target 0)")
+
+    if not args.keep:
+        log("cleaning up")
+        for prefix in ("bench-base", "bench-op"):
+            for i in range(args.namespaces):
+                lc.kubectl("delete", "namespace", f"{prefix}-{i}", "--wait=false", check=False)
+        lc.kubectl("delete", "nodes", "-l", "kubeforge.io/bench=true", "--wait=false", check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
