@@ -274,7 +274,8 @@ def main() -> int:
     by_kind: dict[str, int] = {}
     for e in writes:
         ref = e.get("objectRef", {})
-        key = f"{e['verb']} {ref.get('resource')}{'/' + ref['subresource'] if ref.get('subresource') else ''}"
+        sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+        key = f"{e['verb']} {ref.get('resource')}{sub}"
         by_kind[key] = by_kind.get(key, 0) + 1
     ratio = op_seconds / base_seconds
     print()
