@@ -96,7 +96,9 @@ def wait_for(what: str, done: Any, timeout: float) -> float:
     raise SystemExit(f"timed out waiting for {what}")
 
 
-def baseline(api: client.ApiClient, pairs: list[tuple[str, str]], concurrency: int) -> float:
+def baseline(
+    api: client.ApiClient, pairs: list[tuple[str, str]], concurrency: int, prefix: str
+) -> float:
     """Create the operator's children with a plain client and wait until every pod is ready."""
     from kubernetes.dynamic import DynamicClient
 
@@ -136,7 +138,7 @@ def baseline(api: client.ApiClient, pairs: list[tuple[str, str]], concurrency: i
         n = sum(
             1
             for s in sets
-            if s.metadata.namespace.startswith("bench-base-")
+            if s.metadata.namespace.startswith(prefix)
             and (s.status.ready_replicas or 0) == 1
         )
         return -1 if n == count else n
@@ -193,22 +195,24 @@ def main() -> int:
         "-",
         stdin=json.dumps(bench_nodes(args.count)),
     )
-    for prefix in ("bench-base", "bench-op"):
+    run = f"bench-{int(time.time()) % 100000}"  # fresh namespaces, whatever earlier runs left
+    base_prefix, op_prefix = f"{run}-base", f"{run}-op"
+    for prefix in (base_prefix, op_prefix):
         for i in range(args.namespaces):
-            lc.kubectl("create", "namespace", f"{prefix}-{i}", check=False)
+            lc.kubectl("create", "namespace", f"{prefix}-{i}")
     log(
         f"{args.count} Workbenches in {args.namespaces} namespaces, concurrency "
         f"{args.concurrency}; {os.cpu_count()} CPUs"
     )
 
-    base_pairs = names("bench-base", args.count, args.namespaces)
-    base_seconds = baseline(api, base_pairs, args.concurrency)
+    base_pairs = names(base_prefix, args.count, args.namespaces)
+    base_seconds = baseline(api, base_pairs, args.concurrency, base_prefix)
     log(f"baseline: {base_seconds:.1f} s")
 
     env = {
         **os.environ,
         "KUBECONFIG": str(lc.kubeconfig_path(OPERATOR_USER)),
-        "KUBEFORGE_OPERATOR_NAMESPACES": json.dumps(["bench-op-*"]),
+        "KUBEFORGE_OPERATOR_NAMESPACES": json.dumps([f"{op_prefix}-*"]),
         "KUBEFORGE_OPERATOR_METRICS_HOST": "127.0.0.1",
         "KUBEFORGE_OPERATOR_METRICS_PORT": "0",
         "KUBEFORGE_OPERATOR_LIVENESS_HOST": "127.0.0.1",
@@ -241,7 +245,7 @@ def main() -> int:
             },
         )
 
-    op_pairs = names("bench-op", args.count, args.namespaces)
+    op_pairs = names(op_prefix, args.count, args.namespaces)
     started = time.monotonic()
     run_parallel(create_workbench, op_pairs, args.concurrency)
 
@@ -250,7 +254,7 @@ def main() -> int:
         n = sum(
             1
             for wb in items["items"]
-            if wb["metadata"]["namespace"].startswith("bench-op-")
+            if wb["metadata"]["namespace"].startswith(op_prefix)
             and any(
                 c["type"] == "Ready" and c["status"] == "True"
                 for c in wb.get("status", {}).get("conditions", [])
@@ -294,7 +298,7 @@ def main() -> int:
 
     if not args.keep:
         log("cleaning up")
-        for prefix in ("bench-base", "bench-op"):
+        for prefix in (base_prefix, op_prefix):
             for i in range(args.namespaces):
                 lc.kubectl("delete", "namespace", f"{prefix}-{i}", "--wait=false", check=False)
         lc.kubectl("delete", "nodes", "-l", "kubeforge.io/bench=true", "--wait=false", check=False)
