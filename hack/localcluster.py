@@ -574,6 +574,9 @@ def _up() -> None:
             "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
             # real dynamic provisioning of PersistentVolumes (hostPath under /tmp), for development
             "--enable-hostpath-provisioner=true",
+            # the defaults (20/30) throttle the PV controller to a handful of volumes a second
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
         ]
     )
     Proc("kube-scheduler").start(
