@@ -29,7 +29,7 @@ from kubeforge_operator.finetunejob import reconcile_finetunejob
 from kubeforge_operator.kube import Kube
 from kubeforge_operator.metrics import OBJECT_PHASES
 from kubeforge_operator.modelserver import reconcile_modelserver
-from kubeforge_operator.reconcile import Reconciler, reconcile_object
+from kubeforge_operator.reconcile import OWN_WRITES, Reconciler, reconcile_object
 from kubeforge_operator.settings import get_settings
 from kubeforge_operator.workbench import WORKBENCH_LABEL, reconcile_workbench
 
@@ -148,7 +148,10 @@ def _register(kind: KindInfo) -> None:
         namespace, name = body.metadata.namespace or "", body.metadata.name or ""
         if type == "DELETED":
             OBJECT_PHASES.forget(kind.kind, namespace, name)
+            OWN_WRITES.forget(kind.kind, namespace, name)
             return
+        if OWN_WRITES.is_own(kind.kind, namespace, name, body.metadata.get("resourceVersion")):
+            return  # the echo of our own status write: nothing new to converge on
         _reconcile_key(kind.kind, namespace, name)
 
     kopf.on.event(kind.group, kind.version, kind.plural, id=f"reconcile-{kind.singular}")(on_event)

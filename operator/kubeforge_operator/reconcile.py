@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,30 @@ class ReconcileContext:
 
 
 Reconciler = Callable[[ReconcileContext, Any], Outcome]
+
+
+class OwnWrites:
+    """The resourceVersion of each object's last status write by this process, so that the
+    watch event it causes does not start another (pointless) reconcile."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._versions: dict[tuple[str, str, str], str] = {}
+
+    def remember(self, kind: str, namespace: str, name: str, resource_version: str) -> None:
+        with self._lock:
+            self._versions[(kind, namespace, name)] = resource_version
+
+    def is_own(self, kind: str, namespace: str, name: str, resource_version: str | None) -> bool:
+        with self._lock:
+            return self._versions.get((kind, namespace, name)) == resource_version
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        with self._lock:
+            self._versions.pop((kind, namespace, name), None)
+
+
+OWN_WRITES = OwnWrites()
 
 
 def accepted() -> Observation:
@@ -132,7 +157,8 @@ def reconcile_object(
         status = compute_status(kind, current, outcome, ctx.generation, ctx.now)
         changed = status != current
         if changed:
-            kube.patch_status(kind, ctx.namespace, ctx.name, status)
+            written = kube.patch_status(kind, ctx.namespace, ctx.name, status)
+            OWN_WRITES.remember(kind.kind, ctx.namespace, ctx.name, written)
             _announce(ctx, current, status)
         OBJECT_PHASES.set(kind.kind, ctx.namespace, ctx.name, outcome.phase)
         log.info(
