@@ -138,8 +138,7 @@ def baseline(
         n = sum(
             1
             for s in sets
-            if s.metadata.namespace.startswith(prefix)
-            and (s.status.ready_replicas or 0) == 1
+            if s.metadata.namespace.startswith(prefix) and (s.status.ready_replicas or 0) == 1
         )
         return -1 if n == count else n
 
