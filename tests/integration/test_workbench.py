@@ -108,7 +108,7 @@ def test_more_gpus_than_any_node_has_reports_the_schedulers_reason(
             "apiVersion": "kubeforge.io/v1alpha1",
             "kind": "Workbench",
             "metadata": {"name": "greedy"},
-            "spec": {"image": "jupyter:1", "resources": {"accelerator": {"count": 12}}},
+            "spec": {"image": "jupyter:1", "resources": {"accelerator": {"count": 16}}},
         },
     )
 
