@@ -31,7 +31,7 @@ from kubeforge_operator.metrics import OBJECT_PHASES
 from kubeforge_operator.modelserver import reconcile_modelserver
 from kubeforge_operator.reconcile import OWN_WRITES, Reconciler, reconcile_object
 from kubeforge_operator.settings import get_settings
-from kubeforge_operator.workbench import WORKBENCH_LABEL, reconcile_workbench
+from kubeforge_operator.workbench import NOTEBOOK_PODS, WORKBENCH_LABEL, reconcile_workbench
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +101,15 @@ def stop_resync(**_: Any) -> None:
     _stop.set()
 
 
-def _reconcile_key(kind_name: str, namespace: str, name: str) -> None:
+def _reconcile_key(
+    kind_name: str, namespace: str, name: str, seen: dict[str, Any] | None = None
+) -> None:
+    """Reconcile one object: the copy a watch event just delivered (``seen``), or else the
+    latest from the API."""
     kind, reconciler = RECONCILERS[kind_name]
     key = (kind_name, namespace, name)
     with _locks[key]:  # one reconcile per object at a time (resync and events may overlap)
-        obj = kube().get(kind, namespace, name)  # the latest, not an event's possibly stale copy
+        obj = seen if seen is not None else kube().get(kind, namespace, name)
         if obj is None:
             OBJECT_PHASES.forget(kind_name, namespace, name)
             _locks.pop(key, None)
@@ -149,10 +153,12 @@ def _register(kind: KindInfo) -> None:
         if type == "DELETED":
             OBJECT_PHASES.forget(kind.kind, namespace, name)
             OWN_WRITES.forget(kind.kind, namespace, name)
+            kube().forget_owner(body.metadata.uid or "")
             return
         if OWN_WRITES.is_own(kind.kind, namespace, name, body.metadata.get("resourceVersion")):
             return  # the echo of our own status write: nothing new to converge on
-        _reconcile_key(kind.kind, namespace, name)
+        # kopf hands over each object's events in order, so the event's body is its latest state
+        _reconcile_key(kind.kind, namespace, name, seen=dict(body))
 
     kopf.on.event(kind.group, kind.version, kind.plural, id=f"reconcile-{kind.singular}")(on_event)
 
@@ -162,9 +168,12 @@ for _kind, _ in RECONCILERS.values():
 
 
 @kopf.on.event("v1", "pods", labels={WORKBENCH_LABEL: kopf.PRESENT})
-def workbench_pod_changed(body: kopf.Body, **_: Any) -> None:
-    """A notebook pod was scheduled, became ready or went away: reconcile its Workbench now
-    rather than at the next resync."""
+def workbench_pod_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """A notebook pod was scheduled, became ready or went away: remember it (so a reconcile
+    needs no GET for it) and reconcile its Workbench now rather than at the next resync."""
     namespace = body.metadata.namespace or ""
     owner = body.metadata.labels.get(WORKBENCH_LABEL, "")
+    NOTEBOOK_PODS.observe(
+        namespace, body.metadata.name or "", None if type == "DELETED" else dict(body)
+    )
     _reconcile_key(WORKBENCH.kind, namespace, owner)

@@ -52,8 +52,9 @@ class Kube:
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
         self._dynamic: DynamicClient | None = None
-        # (apiVersion, kind, namespace, name) -> (manifest digest, resourceVersion after apply)
-        self._applied: dict[tuple[str, str, str, str], tuple[str, str]] = {}
+        # (apiVersion, kind, namespace, name) -> (manifest digest, resourceVersion after apply,
+        # owner uid); entries go when their owner is deleted (forget_owner)
+        self._applied: dict[tuple[str, str, str, str], tuple[str, str, str]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -126,9 +127,16 @@ class Kube:
             field_manager=FIELD_MANAGER,
             force_conflicts=True,
         )
+        owners = meta.get("ownerReferences") or [{}]
         with self._lock:
-            self._applied[key] = (digest, result.metadata.resourceVersion)
+            self._applied[key] = (digest, result.metadata.resourceVersion, owners[0].get("uid", ""))
         return True
+
+    def forget_owner(self, uid: str) -> None:
+        """Drop what was remembered about the children of a deleted object."""
+        with self._lock:
+            for key in [k for k, v in self._applied.items() if v[2] == uid]:
+                del self._applied[key]
 
     def get_child(
         self, api_version: str, kind: str, namespace: str, name: str
