@@ -101,15 +101,11 @@ def stop_resync(**_: Any) -> None:
     _stop.set()
 
 
-def _reconcile_key(
-    kind_name: str, namespace: str, name: str, seen: dict[str, Any] | None = None
-) -> None:
-    """Reconcile one object: the copy a watch event just delivered (``seen``), or else the
-    latest from the API."""
+def _reconcile_key(kind_name: str, namespace: str, name: str) -> None:
     kind, reconciler = RECONCILERS[kind_name]
     key = (kind_name, namespace, name)
     with _locks[key]:  # one reconcile per object at a time (resync and events may overlap)
-        obj = seen if seen is not None else kube().get(kind, namespace, name)
+        obj = kube().get(kind, namespace, name)  # the latest, not an event's possibly stale copy
         if obj is None:
             OBJECT_PHASES.forget(kind_name, namespace, name)
             _locks.pop(key, None)
@@ -157,8 +153,9 @@ def _register(kind: KindInfo) -> None:
             return
         if OWN_WRITES.is_own(kind.kind, namespace, name, body.metadata.get("resourceVersion")):
             return  # the echo of our own status write: nothing new to converge on
-        # kopf hands over each object's events in order, so the event's body is its latest state
-        _reconcile_key(kind.kind, namespace, name, seen=dict(body))
+        # read the object afresh rather than use the event's body: the body can predate our own
+        # last status write, and a status computed from it would be written again for nothing
+        _reconcile_key(kind.kind, namespace, name)
 
     kopf.on.event(kind.group, kind.version, kind.plural, id=f"reconcile-{kind.singular}")(on_event)
 
