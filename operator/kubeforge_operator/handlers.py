@@ -31,7 +31,7 @@ from kubeforge_operator.metrics import OBJECT_PHASES
 from kubeforge_operator.modelserver import reconcile_modelserver
 from kubeforge_operator.reconcile import OWN_WRITES, Reconciler, reconcile_object
 from kubeforge_operator.settings import get_settings
-from kubeforge_operator.workbench import NOTEBOOK_PODS, WORKBENCH_LABEL, reconcile_workbench
+from kubeforge_operator.workbench import WORKBENCH_LABEL, reconcile_workbench
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +165,9 @@ for _kind, _ in RECONCILERS.values():
 
 
 @kopf.on.event("v1", "pods", labels={WORKBENCH_LABEL: kopf.PRESENT})
-def workbench_pod_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
-    """A notebook pod was scheduled, became ready or went away: remember it (so a reconcile
-    needs no GET for it) and reconcile its Workbench now rather than at the next resync."""
+def workbench_pod_changed(body: kopf.Body, **_: Any) -> None:
+    """A notebook pod was scheduled, became ready or went away: reconcile its Workbench now
+    rather than at the next resync."""
     namespace = body.metadata.namespace or ""
     owner = body.metadata.labels.get(WORKBENCH_LABEL, "")
-    NOTEBOOK_PODS.observe(
-        namespace, body.metadata.name or "", None if type == "DELETED" else dict(body)
-    )
     _reconcile_key(WORKBENCH.kind, namespace, owner)

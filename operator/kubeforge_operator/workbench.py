@@ -12,7 +12,6 @@ count, or a hardware profile of the platform config).
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime
 from typing import Any, cast
 
@@ -41,7 +40,6 @@ from kubeforge_operator.culling import (
     parse_timestamp,
     read_activity,
 )
-from kubeforge_operator.kube import Kube
 from kubeforge_operator.placement import Placement, SpecProblem, resolve_placement
 from kubeforge_operator.platform import PlatformConfigError, load_platform_config
 from kubeforge_operator.reconcile import ACCEPTED, Outcome, ReconcileContext, accepted
@@ -51,35 +49,6 @@ WORKBENCH_LABEL = "kubeforge.io/workbench"
 NOTEBOOK_PORT = 8888
 HOME = "/home/jovyan"
 SERVER_READY = "ServerReady"
-
-
-class PodCache:
-    """Notebook pods as the operator's pod watch last saw them, so that a reconcile needs no GET
-    for its pod. A pod not seen yet (the watch is still listing) is read from the API once."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pods: dict[tuple[str, str], dict[str, Any] | None] = {}
-
-    def observe(self, namespace: str, name: str, pod: dict[str, Any] | None) -> None:
-        """Record a pod from a watch event; None (deleted) forgets it."""
-        with self._lock:
-            if pod is None:
-                self._pods.pop((namespace, name), None)
-            else:
-                self._pods[(namespace, name)] = pod
-
-    def get(self, namespace: str, name: str, kube: Kube) -> dict[str, Any] | None:
-        with self._lock:
-            if (namespace, name) in self._pods:
-                return self._pods[(namespace, name)]
-        pod = kube.get_child("v1", "Pod", namespace, name)
-        with self._lock:
-            self._pods.setdefault((namespace, name), pod)
-        return pod
-
-
-NOTEBOOK_PODS = PodCache()
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -390,7 +359,7 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
         build_statefulset(obj, spec, image, placement, stopped=stopped),
     ):
         ctx.kube.apply(child)
-    pod = NOTEBOOK_PODS.get(ctx.namespace, f"{ctx.name}-0", ctx.kube)
+    pod = ctx.kube.get_child("v1", "Pod", ctx.namespace, f"{ctx.name}-0")
     server = observe_server(pod, stopped)
     fields: dict[str, Any] = {"url": f"http://{ctx.name}.{ctx.namespace}.svc/"}
 
