@@ -1,0 +1,206 @@
+"""The four steps as plain functions on local paths. The kfp components (``components``) call
+them, and so does the Job backend's container (``run_all``): the same code whichever way a
+FineTuneJob runs."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from kubeforge_pipelines import data, storage
+from kubeforge_pipelines.params import PipelineParams
+
+Progress = Callable[[dict[str, Any]], None]
+ERROR_FILE_ENV = "KUBEFORGE_ERROR_FILE"
+
+
+def report_error(step: str, err: BaseException) -> None:
+    """Leave the reason a step failed where the runner can find it (kfp's local runner only
+    says which task failed): ``$KUBEFORGE_ERROR_FILE``, if set."""
+    target = os.environ.get(ERROR_FILE_ENV)
+    if target:
+        Path(target).write_text(json.dumps({"step": step, "error": f"{type(err).__name__}: {err}"}))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reported(step: str) -> Callable[[F], F]:
+    def wrap(func: F) -> F:
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except Exception as err:
+                report_error(step, err)
+                raise
+
+        return cast(F, run)
+
+    return wrap
+
+
+@reported("prepare")
+def prepare(
+    dataset_uri: str,
+    dataset_format: str,
+    text_field: str,
+    eval_fraction: float,
+    seed: int,
+    train_path: Path,
+    eval_path: Path,
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="kubeforge-prepare-") as tmp:
+        source = storage.fetch_file(dataset_uri, Path(tmp))
+        prepared = data.prepare(source, dataset_format or None, text_field, eval_fraction, seed)
+    data.write_jsonl(prepared.train, train_path)
+    data.write_jsonl(prepared.eval, eval_path)
+    return {
+        "uri": dataset_uri,
+        "sha256": prepared.digest,
+        "rows": prepared.rows,
+        "trainRows": len(prepared.train),
+        "evalRows": len(prepared.eval),
+    }
+
+
+@reported("fine-tune")
+def fine_tune(
+    base_model_uri: str,
+    settings: dict[str, Any],
+    train_path: Path,
+    model_path: Path,
+    checkpoint_uri: str,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    from kubeforge_pipelines import train
+
+    with tempfile.TemporaryDirectory(prefix="kubeforge-train-") as tmp:
+        base = storage.fetch_dir(base_model_uri, Path(tmp))
+        ckpt = storage.parse_uri(checkpoint_uri).local if checkpoint_uri else Path(tmp) / "ckpt"
+        result = train.fine_tune(
+            base,
+            data.read_jsonl_texts(train_path),
+            model_path,
+            ckpt,
+            train.TrainSettings(**settings),
+            progress=progress,
+        )
+    return {
+        "steps": result.steps,
+        "tokens": result.tokens,
+        "seconds": round(result.seconds, 3),
+        "tokensPerSecond": round(result.tokens_per_second, 1),
+        "trainLoss": round(result.train_loss, 6),
+        "resumedFrom": result.resumed_from,
+    }
+
+
+@reported("evaluate")
+def evaluate(
+    base_model_uri: str, model_path: Path, eval_path: Path, max_seq_length: int
+) -> dict[str, Any]:
+    """Metrics of the tuned model and, for comparison, of the base model on the same split."""
+    from kubeforge_pipelines import train
+
+    texts = data.read_jsonl_texts(eval_path)
+    with tempfile.TemporaryDirectory(prefix="kubeforge-eval-") as tmp:
+        base = storage.fetch_dir(base_model_uri, Path(tmp))
+        before = train.evaluate_texts(*train.load_trained(base, None), texts, max_seq_length)
+        after = train.evaluate_texts(*train.load_trained(base, model_path), texts, max_seq_length)
+    return {"metrics": after, "metricsBefore": before}
+
+
+_COUNTS = ("rows", "trainRows", "evalRows")
+
+
+@reported("register")
+def register(
+    params: PipelineParams,
+    model_path: Path,
+    dataset: dict[str, Any],
+    evaluation: dict[str, Any],
+    run_id: str,
+) -> dict[str, Any]:
+    from kubeforge_pipelines import register as reg
+    from kubeforge_pipelines import train
+
+    method = str(params.settings.get("method", "lora"))
+    # kfp hands dict parameters over as protobuf Structs: counts arrive as floats
+    dataset = {k: int(v) if k in _COUNTS else v for k, v in dataset.items()}
+    with tempfile.TemporaryDirectory(prefix="kubeforge-merge-") as tmp:
+        merged = None
+        if params.merge_adapter and method == "lora":
+            base = storage.fetch_dir(params.base_model_uri, Path(tmp))
+            merged = train.merge_adapter(base, model_path, Path(tmp) / "merged")
+        return reg.register(
+            trained_dir=model_path,
+            output_uri=params.output_uri,
+            merged_dir=merged,
+            model_dir_name="adapter" if method == "lora" else "model",
+            lineage_fields={
+                "model_name": params.model_name,
+                "base_model": params.base_model_uri,
+                "dataset": dataset,
+                "method": method,
+                "hyperparameters": params.settings,
+                "metrics": evaluation["metrics"],
+                "metrics_before": evaluation["metricsBefore"],
+                "run": {**params.run_info, "id": run_id},
+            },
+        )
+
+
+def run_all(
+    params: PipelineParams, workdir: Path, run_id: str, progress: Progress | None = None
+) -> dict[str, Any]:
+    """prepare → fine-tune → evaluate → register in this process; returns the lineage."""
+    say = progress or (lambda _event: None)
+    train_path, eval_path = workdir / "data" / "train.jsonl", workdir / "data" / "eval.jsonl"
+    model_path = workdir / "model"
+    say({"step": "prepare"})
+    dataset = prepare(
+        params.dataset_uri,
+        params.dataset_format,
+        params.text_field,
+        params.eval_fraction,
+        params.seed,
+        train_path,
+        eval_path,
+    )
+    say({"step": "fine-tune", "dataset": dataset})
+    training = fine_tune(
+        params.base_model_uri,
+        params.settings,
+        train_path,
+        model_path,
+        params.checkpoint_uri,
+        progress=lambda e: say({"step": "fine-tune", **e}),
+    )
+    say({"step": "evaluate", "training": training})
+    evaluation = evaluate(
+        params.base_model_uri,
+        model_path,
+        eval_path,
+        int(params.settings.get("max_seq_length", 512)),
+    )
+    say({"step": "register", **evaluation})
+    lineage = register(params, model_path, dataset, evaluation, run_id)
+    lineage["training"] = training
+    return lineage
+
+
+def summary(lineage: dict[str, Any]) -> str:
+    """What the Job backend's container writes as its termination message (at most 4 KiB):
+    the operator copies it into the FineTuneJob's status."""
+    small = {
+        "model": lineage["model"],
+        "metrics": {k: v for k, v in lineage["metrics"].items() if k != "evalTokens"},
+        "datasetDigest": lineage["dataset"]["sha256"],
+    }
+    return json.dumps(small, sort_keys=True)[:4096]

@@ -1,0 +1,327 @@
+"""The fine-tune and evaluate steps: LoRA (peft) or full fine-tuning of a Hugging Face causal LM
+with the transformers Trainer, and loss/perplexity on the held-out split.
+
+What we add on top of a plain Trainer loop, and why:
+- **packing**: the tokenised texts (each ended by EOS) are concatenated and cut into blocks of
+  ``max_seq_length``, so no step computes on padding; tokens/s of real text is what counts
+  (``bench/finetune_throughput.py`` measures it against an unpacked Trainer + peft loop);
+- **checkpoints and resume**: checkpoints go to ``checkpoint_dir``; a restarted step carries on
+  from the newest one instead of starting over;
+- **checks before any compute**: a base model directory that is not a causal LM in the
+  Hugging Face format, or LoRA target modules the model does not have, fail with a message that
+  says so (:class:`ModelError`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TRAIN_INFO = "kubeforge-train.json"
+
+
+class ModelError(ValueError):
+    """A base model or method setting that cannot work, with the reason."""
+
+
+class TrainSettings(BaseModel):
+    """The fine-tune step's settings. Lax types: kfp passes dict parameters as protobuf
+    Structs, whose numbers arrive as floats (8.0 for 8)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = "lora"  # lora | full
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] = Field(default_factory=list)
+    epochs: int = 1
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    max_steps: int | None = None
+    max_seq_length: int = 512
+    seed: int = 42
+    packing: bool = True
+    save_steps: int = 50
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    tokens: int  # real (non-padding) tokens trained on
+    seconds: float
+    train_loss: float
+    resumed_from: str | None
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def check_base_model(model_dir: Path) -> dict[str, Any]:
+    """The model's config.json, after checking that transformers can load it as a causal LM."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    )
+
+    config_file = model_dir / "config.json"
+    if not config_file.is_file():
+        raise ModelError(
+            f"{model_dir} is not a Hugging Face model directory (no config.json); "
+            "kubeforge fine-tunes causal LMs saved with save_pretrained"
+        )
+    config: dict[str, Any] = json.loads(config_file.read_text())
+    model_type = config.get("model_type")
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ModelError(
+            f"unknown model format: model_type {model_type!r} in {config_file} is not a causal "
+            "language model that transformers can fine-tune"
+        )
+    if not any((model_dir / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        raise ModelError(f"{model_dir} has no tokenizer (tokenizer.json or tokenizer_config.json)")
+    return config
+
+
+def block_size(tokenizer: Any, model: Any, max_seq_length: int) -> int:
+    config = model.config
+    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    return min(max_seq_length, int(limit)) if limit else max_seq_length
+
+
+def pack(token_lists: list[list[int]], block: int) -> list[list[int]]:
+    """Concatenate the sequences and cut them into blocks of ``block`` tokens; the tail that
+    does not fill a block is dropped unless it is all there is."""
+    flat = [t for seq in token_lists for t in seq]
+    if len(flat) <= block:
+        return [flat] if flat else []
+    return [flat[i : i + block] for i in range(0, len(flat) - block + 1, block)]
+
+
+def tokenize(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    eos = tokenizer.eos_token_id
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [[*seq, eos] for seq in ids]
+
+
+def _lora_model(model: Any, settings: TrainSettings) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [m for m in settings.target_modules if m not in names]
+    if missing:
+        linear = sorted(
+            n.rsplit(".", 1)[-1]
+            for n, mod in model.named_modules()
+            if type(mod).__name__ in {"Linear", "Conv1D"}
+        )
+        raise ModelError(
+            f"LoRA target modules {missing} are not in the model "
+            f"(its linear layers: {', '.join(sorted(set(linear)))})"
+        )
+    config = LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=settings.target_modules or None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def load_for_training(base_dir: Path, settings: TrainSettings) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_base_model(base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    if settings.method == "lora":
+        model = _lora_model(model, settings)
+    elif settings.method != "full":
+        raise ModelError(f"unknown method {settings.method!r} (lora or full)")
+    return model, tokenizer
+
+
+class _Blocks:
+    """A torch-style dataset of equal-length token blocks (labels = inputs; the model shifts)."""
+
+    def __init__(self, blocks: list[list[int]]) -> None:
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return {"input_ids": self.blocks[i], "labels": self.blocks[i]}
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    found = [p for p in checkpoint_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+
+
+def training_arguments(
+    settings: TrainSettings, checkpoint_dir: Path, *, save: bool = True, log_every: int = 10
+) -> Any:
+    import torch
+    from transformers import TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=settings.batch_size,
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps or -1,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        save_strategy="steps" if save else "no",
+        save_steps=settings.save_steps,
+        save_total_limit=2,
+        logging_steps=log_every,
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        dataloader_pin_memory=cuda,
+        remove_unused_columns=False,
+    )
+
+
+def fine_tune(
+    base_dir: Path,
+    train_texts: list[str],
+    out_dir: Path,
+    checkpoint_dir: Path,
+    settings: TrainSettings,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train, save the adapter (lora) or the whole model (full) and the tokenizer to
+    ``out_dir``, and return what was done. Resumes from the newest checkpoint if one exists."""
+    from transformers import Trainer, TrainerCallback, default_data_collator, set_seed
+
+    set_seed(settings.seed)
+    model, tokenizer = load_for_training(base_dir, settings)
+    block = block_size(tokenizer, model, settings.max_seq_length)
+    blocks = pack(tokenize(tokenizer, train_texts), block)
+    if not blocks:
+        raise ModelError("the training split has no tokens")
+    tokens_per_step = sum(len(b) for b in blocks[: settings.batch_size])
+    started = time.perf_counter()
+
+    class _Report(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if progress and logs and "loss" in logs:
+                elapsed = time.perf_counter() - started
+                progress(
+                    {
+                        "step": state.global_step,
+                        "maxSteps": state.max_steps,
+                        "loss": round(float(logs["loss"]), 4),
+                        "tokensPerSecond": round(state.global_step * tokens_per_step / elapsed),
+                    }
+                )
+
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    resume = latest_checkpoint(checkpoint_dir)
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(settings, checkpoint_dir),
+        train_dataset=_Blocks(blocks),
+        data_collator=default_data_collator,
+        callbacks=[_Report()],
+    )
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - started
+    steps = int(output.global_step)
+    trained_steps = steps - (int(resume.name.split("-")[-1]) if resume else 0)
+    # every block is full of real tokens; count what this run computed on
+    per_epoch = sum(len(b) for b in blocks)
+    steps_per_epoch = max(1, math.ceil(len(blocks) / settings.batch_size))
+    tokens = round(per_epoch * trained_steps / steps_per_epoch)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    info = {"method": settings.method, "settings": settings.model_dump(), "steps": steps}
+    (out_dir / TRAIN_INFO).write_text(json.dumps(info, indent=2, sort_keys=True))
+    return TrainResult(
+        steps=steps,
+        tokens=tokens,
+        seconds=seconds,
+        train_loss=float(output.training_loss),
+        resumed_from=resume.name if resume else None,
+    )
+
+
+def load_trained(base_dir: Path, trained_dir: Path | None) -> tuple[Any, Any]:
+    """The model to evaluate or serve: the base with the adapter, or a fully tuned model; the
+    base alone when ``trained_dir`` is None."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if trained_dir is None:
+        return AutoModelForCausalLM.from_pretrained(base_dir), AutoTokenizer.from_pretrained(
+            base_dir
+        )
+    tokenizer = AutoTokenizer.from_pretrained(trained_dir)
+    if (trained_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(base_dir)
+        return PeftModel.from_pretrained(base, trained_dir), tokenizer
+    return AutoModelForCausalLM.from_pretrained(trained_dir), tokenizer
+
+
+def evaluate_texts(
+    model: Any, tokenizer: Any, texts: list[str], max_seq_length: int
+) -> dict[str, float]:
+    """Mean next-token loss over every token of the texts, its perplexity, and next-token
+    accuracy (the task metric for plain text)."""
+    import torch
+
+    model.eval()
+    block = block_size(tokenizer, model, max_seq_length)
+    total_loss = 0.0
+    total_tokens = 0
+    correct = 0
+    with torch.no_grad():
+        for seq in tokenize(tokenizer, texts):
+            seq = seq[:block]
+            if len(seq) < 2:
+                continue
+            ids = torch.tensor([seq])
+            logits = model(input_ids=ids).logits[0, :-1]
+            target = ids[0, 1:]
+            total_loss += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))
+            correct += int((logits.argmax(-1) == target).sum())
+            total_tokens += int(target.numel())
+    if total_tokens == 0:
+        raise ModelError("the evaluation split has no tokens")
+    loss = total_loss / total_tokens
+    return {
+        "loss": round(loss, 6),
+        "perplexity": round(math.exp(min(loss, 50.0)), 4),
+        "tokenAccuracy": round(correct / total_tokens, 6),
+        "evalTokens": float(total_tokens),
+    }
+
+
+def merge_adapter(base_dir: Path, trained_dir: Path, target: Path) -> Path:
+    """The base model with the adapter folded in, saved as a plain model."""
+    model, tokenizer = load_trained(base_dir, trained_dir)
+    merged = model.merge_and_unload()
+    merged.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
