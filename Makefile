@@ -56,10 +56,22 @@ fmt: $(STAMP) ## Format and autofix with ruff
 .PHONY: generate
 generate: $(STAMP) ## Regenerate CRD manifests and the CRD reference from the models
 	$(PY) -m kubeforge_crds.generate
+	$(PY) -m kubeforge_pipelines compile
 
 .PHONY: check-generated
 check-generated: $(STAMP) ## Fail if generated files are stale
 	$(PY) -m kubeforge_crds.generate --check
+	$(PY) -m kubeforge_pipelines compile --check
+
+FINETUNE_DIR := .cache/finetune-local
+
+.PHONY: finetune-local
+finetune-local: $(STAMP) ## Fine-tune the tiny model for real on the CPU with kfp's local runner
+	test -f $(FINETUNE_DIR)/base/config.json || $(PY) -m kubeforge_pipelines build-base-model $(FINETUNE_DIR)/base
+	test -f $(FINETUNE_DIR)/tickets.jsonl || $(PY) -m kubeforge_pipelines make-dataset $(FINETUNE_DIR)/tickets.jsonl
+	$(PY) -m kubeforge_pipelines run --workdir $(FINETUNE_DIR)/work \
+	  --params-file examples/pipelines/finetune-local.json --result $(FINETUNE_DIR)/lineage.json
+	@echo "model versions: $$(ls $(FINETUNE_DIR)/models/tickets)  lineage: $(FINETUNE_DIR)/lineage.json"
 
 .PHONY: cluster-build
 cluster-build: ## Build the control-plane binaries from pinned Go modules (cached)

@@ -4,9 +4,10 @@ module (no torch, no kfp) to build Job commands and pipeline arguments."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kubeforge_crds.finetunejob import FineTuneJobSpec
 
@@ -28,6 +29,12 @@ class PipelineParams(BaseModel):
     merge_adapter: bool = False
     checkpoint_uri: str = ""  # file/pvc directory for checkpoints; empty: no resume
     run_info: dict[str, Any] = Field(default_factory=dict)  # backend, FineTuneJob, trigger
+
+    @field_validator("base_model_uri", "dataset_uri", "output_uri", "checkpoint_uri")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        """A plain path becomes an absolute file:// URI, so lineage says where things were."""
+        return Path(value).resolve().as_uri() if value and "://" not in value else value
 
     def arguments(self) -> dict[str, Any]:
         """The pipeline's arguments (kfp parameters are these fields)."""

@@ -14,8 +14,8 @@ from pathlib import Path
 from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-# The image the components run in on a cluster (the kubeforge image, built from
-# build/Containerfile with this package and the ML extras installed).
+# The image the components run in on a cluster: the kubeforge image, with this package and its
+# ML extras installed (the same image the Job backend runs).
 IMAGE = "ghcr.io/kubeforge/kubeforge:0.1.0"
 COMPILED = Path(__file__).resolve().parents[1] / "compiled" / "finetune.yaml"
 PIPELINE_NAME = "kubeforge-finetune"

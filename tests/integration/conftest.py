@@ -310,3 +310,18 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.5, what: str 
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny GPT-2 the project builds itself (pretrained briefly on its general corpus)."""
+    from kubeforge_pipelines.tinymodel import build_base_model
+
+    return build_base_model(tmp_path_factory.mktemp("tiny-base") / "model")
+
+
+@pytest.fixture(scope="session")
+def tickets_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from kubeforge_pipelines.tinymodel import support_tickets, write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("data") / "tickets.jsonl", support_tickets(400, 1))

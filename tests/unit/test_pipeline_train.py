@@ -1,0 +1,140 @@
+"""Fine-tune, evaluate and register on a tiny model (built here, untrained): the checks that stop a
+bad model or method before any compute, packing, resume from a checkpoint, and the version layout
+with lineage and model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kubeforge_crds.finetunejob import FineTuneJobSpec
+from kubeforge_pipelines import register, train
+from kubeforge_pipelines.params import params_from_spec
+from kubeforge_pipelines.tinymodel import build_base_model, support_tickets
+
+TEXTS = [r["text"] for r in support_tickets(64, seed=3)]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_base_model(tmp_path_factory.mktemp("base") / "m", pretrain_steps=0)
+
+
+def test_pack_fills_blocks_with_real_tokens_only() -> None:
+    assert train.pack([[1, 2, 3], [4, 5], [6, 7, 8, 9]], 4) == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    assert train.pack([[1, 2]], 8) == [[1, 2]]
+    assert train.pack([], 8) == []
+
+
+def test_not_a_model_directory(tmp_path: Path) -> None:
+    with pytest.raises(train.ModelError, match=r"no config.json"):
+        train.check_base_model(tmp_path)
+
+
+def test_unknown_model_format(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "resnet"}))
+    with pytest.raises(train.ModelError, match="unknown model format: model_type 'resnet'"):
+        train.check_base_model(tmp_path)
+
+
+def test_missing_tokenizer(tmp_path: Path, base: Path) -> None:
+    (tmp_path / "config.json").write_text((base / "config.json").read_text())
+    with pytest.raises(train.ModelError, match="has no tokenizer"):
+        train.check_base_model(tmp_path)
+
+
+def test_unknown_lora_target_modules_name_the_real_ones(base: Path) -> None:
+    settings = train.TrainSettings(target_modules=["q_proj", "c_attn"])
+    with pytest.raises(train.ModelError) as err:
+        train.load_for_training(base, settings)
+    assert "['q_proj'] are not in the model" in str(err.value)
+    assert "c_attn" in str(err.value)
+
+
+def test_settings_accept_kfp_struct_numbers_and_reject_unknown_keys() -> None:
+    assert train.TrainSettings(batch_size=8.0, max_steps=3.0).batch_size == 8  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lora_rank"):
+        train.TrainSettings(lora_rank=4)  # type: ignore[call-arg]
+
+
+def test_lora_trains_only_the_adapter_and_resumes(base: Path, tmp_path: Path) -> None:
+    settings = train.TrainSettings(
+        max_steps=4, batch_size=4, max_seq_length=32, learning_rate=1e-2, save_steps=2
+    )
+    ckpt = tmp_path / "ckpt"
+    first = train.fine_tune(base, TEXTS, tmp_path / "out1", ckpt, settings)
+    assert first.steps == 4
+    assert first.resumed_from is None
+    assert first.tokens == 4 * 4 * 32  # packed: every position is a real token
+    assert (tmp_path / "out1" / "adapter_config.json").is_file()
+    assert not (tmp_path / "out1" / "model.safetensors").exists()
+    # a restart with more steps carries on from the newest checkpoint
+    more = settings.model_copy(update={"max_steps": 6})
+    second = train.fine_tune(base, TEXTS, tmp_path / "out2", ckpt, more)
+    assert second.resumed_from == "checkpoint-4"
+    assert second.steps == 6
+    assert second.tokens == 2 * 4 * 32
+
+
+def test_evaluation_reports_loss_perplexity_and_accuracy(base: Path) -> None:
+    model, tok = train.load_trained(base, None)
+    metrics = train.evaluate_texts(model, tok, TEXTS[:5], 64)
+    assert metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["loss"], rel=1e-3)
+    assert 0 <= metrics["tokenAccuracy"] <= 1
+    assert metrics["evalTokens"] > 0
+
+
+def test_next_version_counts_up() -> None:
+    assert register.next_version([]) == "v1"
+    assert register.next_version(["v1", "v10", "v2", "scratch"]) == "v11"
+
+
+def test_register_writes_weights_card_and_lineage(tmp_path: Path) -> None:
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    (trained / "adapter_config.json").write_text("{}")
+    fields = {
+        "model_name": "tickets",
+        "base_model": "file:///models/base",
+        "dataset": {"uri": "file:///d.jsonl", "sha256": "ab" * 32, "trainRows": 9, "evalRows": 1},
+        "method": "lora",
+        "hyperparameters": {"lora_r": 8},
+        "metrics": {"loss": 1.5, "perplexity": 4.48},
+        "metrics_before": {"loss": 3.0, "perplexity": 20.1},
+        "run": {"backend": "local", "id": "r1", "fineTuneJob": {"namespace": "a", "name": "b"}},
+    }
+    out = f"file://{tmp_path}/models/tickets"
+    first = register.register(trained_dir=trained, output_uri=out, lineage_fields=fields)
+    second = register.register(trained_dir=trained, output_uri=out, lineage_fields=fields)
+    assert (first["model"]["version"], second["model"]["version"]) == ("v1", "v2")
+    v2 = tmp_path / "models/tickets/v2"
+    lineage = json.loads((v2 / "lineage.json").read_text())
+    assert lineage["dataset"]["sha256"] == "ab" * 32
+    assert lineage["model"]["uri"] == f"{out}/v2"
+    assert (v2 / "adapter" / "adapter_config.json").is_file()
+    card = (v2 / "README.md").read_text()
+    assert "| loss | 3.0 | 1.5 |" in card
+    assert "FineTuneJob a/b" in card
+
+
+def test_params_from_spec_carry_every_setting() -> None:
+    spec = FineTuneJobSpec.model_validate(
+        {
+            "baseModel": {"uri": "pvc://models/base"},
+            "dataset": {"uri": "s3://data/t.csv", "textField": "body"},
+            "method": {"type": "lora", "lora": {"r": 4, "targetModules": ["c_attn"]}},
+            "hyperparameters": {"maxSteps": 10, "learningRate": 0.01},
+            "output": {"uri": "pvc://models/out", "mergeAdapter": True},
+        }
+    )
+    params = params_from_spec(spec, namespace="ns", name="ft", uid="u1", backend="job")
+    assert params.model_name == "ft"
+    assert params.text_field == "body"
+    assert params.merge_adapter is True
+    assert params.settings["lora_r"] == 4
+    assert params.settings["target_modules"] == ["c_attn"]
+    assert params.settings["max_steps"] == 10
+    assert params.run_info["fineTuneJob"] == {"namespace": "ns", "name": "ft", "uid": "u1"}
+    train.TrainSettings(**params.settings)  # the step accepts what the operator sends
