@@ -59,14 +59,15 @@ BINARIES: dict[str, tuple[str, str]] = {
     "helm": ("helm", "helm.sh/helm/v3/cmd/helm"),
 }
 # kwok's own stage definitions, taken from the pinned kwok module: nodes become Ready and keep a
-# lease; pods become Running, pods of Jobs then Succeeded, and deleted pods go away.
+# lease; pods become Running, and deleted pods go away.
 KWOK_STAGES = [
     "kustomize/stage/node/fast/node-initialize.yaml",
     "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
     "kustomize/stage/pod/fast/pod-ready.yaml",
-    "kustomize/stage/pod/fast/pod-complete.yaml",
     "kustomize/stage/pod/fast/pod-delete.yaml",
 ]
+# ours: pods of Jobs then Succeeded, or Failed when their container sets KWOK_SIMULATE_FAILURE
+PROJECT_STAGES = ["hack/kwok-stages/pod-complete.yaml"]
 USERS = {  # name -> groups; RBAC for user-a/user-b is created in their namespaces on start
     "admin": ["system:masters"],
     "user-a": ["kubeforge:users"],
@@ -588,6 +589,7 @@ def _up() -> None:
     )
     kwok_dir = module_dir("sigs.k8s.io/kwok", tool_version("kwok", "sigs.k8s.io/kwok"))
     stage_args = [f"--config={kwok_dir / s}" for s in KWOK_STAGES]
+    stage_args += [f"--config={REPO / s}" for s in PROJECT_STAGES]
     Proc("kwok").start(
         [
             f"--kubeconfig={kubeconfig_path('kwok')}",

@@ -17,7 +17,7 @@ from kubeforge_crds.base import (
     UriString,
     nested,
 )
-from kubeforge_crds.common import ComputeResources, QueueName
+from kubeforge_crds.common import ComputeResources, EnvVar, QueueName
 from kubeforge_crds.kind import KindInfo
 
 
@@ -163,6 +163,12 @@ class FineTuneJobSpec(KubeModel):
     )
     queue_name: QueueName | None = None
     output: ModelOutput = Field(description="Where the model version is written.")
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Environment variables for the training containers (e.g. HF_HOME); the "
+        "validation step does not get them.",
+    )
 
     cel_rules = (
         CelRule(
@@ -196,6 +202,23 @@ class ModelVersion(KubeModel):
     uri: str = Field(max_length=2048, description="Where the version was written.")
 
 
+class Lineage(KubeModel):
+    """Where the model version came from."""
+
+    base_model: str = Field(max_length=2048, description="URI of the base model.")
+    dataset_uri: str = Field(max_length=2048, description="URI of the training data.")
+    dataset_digest: str | None = Field(default=None, description="SHA-256 of the dataset.")
+    run_id: str | None = Field(default=None, description="The run that trained it.")
+    uri: str | None = Field(
+        default=None, max_length=2048, description="The full lineage record (lineage.json)."
+    )
+    trigger: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="What started this run, e.g. the DriftMonitor that detected drift.",
+    )
+
+
 class FineTuneJobStatus(ResourceStatus):
     """The observed state of the fine-tuning run."""
 
@@ -209,6 +232,7 @@ class FineTuneJobStatus(ResourceStatus):
     )
     model: ModelVersion | None = Field(default=None, description="The registered model version.")
     dataset_digest: str | None = Field(default=None, description="SHA-256 of the dataset.")
+    lineage: Lineage | None = Field(default=None, description="Where the model version came from.")
 
 
 FINETUNEJOB = KindInfo(
@@ -218,6 +242,8 @@ FINETUNEJOB = KindInfo(
     spec_model=FineTuneJobSpec,
     status_model=FineTuneJobStatus,
     description="A fine-tuning run of a foundation model, with evaluation and lineage.",
+    # a run is a record: what ran must stay what the object says (as with a Job's template)
+    immutable_spec=True,
     printer_columns=(
         {"name": "Backend", "type": "string", "jsonPath": ".spec.backend"},
         {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},

@@ -125,6 +125,12 @@ def build_crd(kind: KindInfo) -> dict[str, Any]:
     status = model_schema(kind.status_model)
     status["description"] = status.get("description", "").strip()
     spec["description"] = spec.get("description", "").strip()
+    if kind.immutable_spec:
+        rule = {
+            "rule": "self == oldSelf",
+            "message": f"spec is immutable; create a new {kind.kind} instead",
+        }
+        spec["x-kubernetes-validations"] = [rule, *spec.get("x-kubernetes-validations", [])]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

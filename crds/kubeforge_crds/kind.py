@@ -37,6 +37,7 @@ class KindInfo:
     status_model: type[ResourceStatus]
     description: str
     printer_columns: tuple[dict[str, Any], ...] = field(default=())
+    immutable_spec: bool = False  # a transition rule (self == oldSelf) on .spec
 
     @property
     def singular(self) -> str:

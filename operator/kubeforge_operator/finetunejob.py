@@ -1,12 +1,345 @@
-"""FineTuneJob controller. For now it validates the spec and reports that the
-controller is not built yet; issue #4 fills it in."""
+"""FineTuneJob controller: validate, run the fine-tuning pipeline on the chosen backend, and
+mirror the run into status (phase; Succeeded, Failed and Validated conditions; times; metrics;
+the registered model version and its lineage).
+
+A FineTuneJob is a record of one run: once it has Succeeded or Failed it is never run again
+(the spec is immutable), and its status stays even when its Jobs are cleaned up.
+
+Backends (``spec.backend``):
+- ``job``: a CPU-only validation Job, then the training Job or PyTorchJob (``training``);
+- ``local``: kfp's local runner in a subprocess beside the operator (``localruns``);
+- ``kfp``: a run on the Kubeflow Pipelines API named in the settings (``kfprun``).
+"""
 
 from __future__ import annotations
 
-from kubeforge_crds.finetunejob import FineTuneJobSpec
-from kubeforge_operator.pending import not_implemented_outcome
-from kubeforge_operator.reconcile import Outcome, ReconcileContext
+from typing import Any, cast
+from urllib.parse import urlparse
+
+from kubeforge_crds import FINETUNEJOB, ConditionStatus
+from kubeforge_crds.finetunejob import (
+    Backend,
+    FineTuneJobPhase,
+    FineTuneJobSpec,
+    FineTuneJobStatus,
+)
+from kubeforge_operator.conditions import Observation
+from kubeforge_operator.kfprun import KfpError, run_phase, submission, submit_or_adopt
+from kubeforge_operator.localruns import LOCAL_RUNS
+from kubeforge_operator.placement import Placement, SpecProblem, resolve_placement
+from kubeforge_operator.platform import PlatformConfigError, load_platform_config
+from kubeforge_operator.reconcile import ACCEPTED, Outcome, ReconcileContext, accepted
+from kubeforge_operator.settings import get_settings
+from kubeforge_operator.training import (
+    PYTORCHJOB_API,
+    RunState,
+    build_pytorchjob,
+    build_train_job,
+    build_validate_job,
+    job_name,
+    observe_job,
+    observe_pytorchjob,
+)
+from kubeforge_pipelines.params import PipelineParams, params_from_spec
+
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+VALIDATED = "Validated"
+DATA_CONNECTION = "DataConnectionReady"
+TRIGGER_ANNOTATION = "kubeforge.io/trigger"
+_TERMINAL = (FineTuneJobPhase.SUCCEEDED, FineTuneJobPhase.FAILED)
+
+
+# --- pure policies --------------------------------------------------------------------------------
+
+
+def run_outcome(
+    state: RunState | None,
+    placement: Placement,
+    validated: Observation | None,
+    extra: dict[str, Any] | None = None,
+) -> Outcome:
+    """The FineTuneJob's phase, conditions and fields for the state of its run."""
+    info: list[Observation] = [validated] if validated else []
+    fields: dict[str, Any] = dict(extra or {})
+    if state is None:
+        return Outcome(
+            phase=FineTuneJobPhase.PENDING,
+            dependents=[
+                accepted(),
+                Observation(SUCCEEDED, ConditionStatus.UNKNOWN, "Pending", "not started yet"),
+            ],
+            fields=fields | {"gpus": 0},
+            info=[*info, Observation(FAILED, ConditionStatus.FALSE, "Pending", "")],
+        )
+    if state.start_time:
+        fields["startTime"] = state.start_time
+    if state.completion_time:
+        fields["completionTime"] = state.completion_time
+    holding = state.state in ("Running", "Queued") and state.reason != "Suspended"
+    fields["gpus"] = placement.gpus if holding else 0
+    if state.state == "Succeeded":
+        fields |= result_fields(state.result)
+        succeeded = Observation(
+            SUCCEEDED, ConditionStatus.TRUE, state.reason, _model_message(fields)
+        )
+        failed = Observation(FAILED, ConditionStatus.FALSE, state.reason, "")
+    elif state.state == "Failed":
+        succeeded = Observation(SUCCEEDED, ConditionStatus.FALSE, state.reason, state.message)
+        failed = Observation(FAILED, ConditionStatus.TRUE, state.reason, state.message)
+    else:
+        succeeded = Observation(SUCCEEDED, ConditionStatus.UNKNOWN, state.reason, state.message)
+        failed = Observation(FAILED, ConditionStatus.FALSE, state.reason, "")
+    return Outcome(
+        phase=FineTuneJobPhase(state.state),
+        dependents=[accepted(), succeeded],
+        fields=fields,
+        info=[*info, failed],
+    )
+
+
+def _model_message(fields: dict[str, Any]) -> str:
+    model = fields.get("model")
+    if not model:
+        return "the run succeeded"
+    return f"registered {model['name']} {model['version']} at {model['uri']}"
+
+
+def result_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """Status fields from a run's result: the full lineage (local backend) or the summary a
+    Job's container left as its termination message."""
+    out: dict[str, Any] = {}
+    model = result.get("model")
+    if isinstance(model, dict) and {"name", "version", "uri"} <= model.keys():
+        out["model"] = {k: str(model[k]) for k in ("name", "version", "uri")}
+    metrics = result.get("metrics")
+    if isinstance(metrics, dict):
+        out["metrics"] = {
+            k: float(v)
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and k != "evalTokens"
+        }
+    before = result.get("metricsBefore")
+    if isinstance(before, dict) and "loss" in before:
+        out.setdefault("metrics", {})["baseLoss"] = float(before["loss"])
+    digest = result.get("datasetDigest") or (result.get("dataset") or {}).get("sha256")
+    if digest:
+        out["datasetDigest"] = str(digest)
+    return out
+
+
+def lineage_fields(
+    spec: FineTuneJobSpec,
+    run_id: str | None,
+    digest: str | None,
+    model_uri: str | None,
+    trigger: str | None,
+) -> dict[str, Any]:
+    lineage: dict[str, Any] = {"baseModel": spec.base_model.uri, "datasetUri": spec.dataset.uri}
+    if digest:
+        lineage["datasetDigest"] = digest
+    if run_id:
+        lineage["runId"] = run_id
+    if model_uri:
+        lineage["uri"] = f"{model_uri.rstrip('/')}/lineage.json"
+    if trigger:
+        lineage["trigger"] = trigger[:1024]
+    return lineage
+
+
+def checkpoint_uri(spec: FineTuneJobSpec, name: str, uid: str) -> str:
+    """Checkpoints beside the output on a volume, so a retried pod resumes; none on S3."""
+    out = spec.output.uri
+    if urlparse(out).scheme in ("pvc", "file"):
+        return f"{out.rstrip('/')}/.checkpoints/{name}-{uid[:8]}"
+    return ""
+
+
+# --- reconcile ------------------------------------------------------------------------------------
+
+
+def _terminal(status: FineTuneJobStatus) -> Outcome:
+    """A finished run keeps the conditions it finished with."""
+    keep = {c.type: c for c in status.conditions}
+
+    def obs(type_: str) -> list[Observation]:
+        c = keep.get(type_)
+        return [Observation(c.type, ConditionStatus(c.status), c.reason, c.message)] if c else []
+
+    return Outcome(
+        phase=str(status.phase),
+        dependents=[*obs(ACCEPTED), *obs(SUCCEEDED)],
+        info=[*obs(FAILED), *obs(VALIDATED)],
+    )
 
 
 def reconcile_finetunejob(ctx: ReconcileContext, spec: FineTuneJobSpec) -> Outcome:
-    return not_implemented_outcome(ctx, issue=4)
+    status = cast(FineTuneJobStatus, FINETUNEJOB.parse_status(ctx.obj.get("status")))
+    if status.phase in _TERMINAL and any(c.type == SUCCEEDED for c in status.conditions):
+        return _terminal(status)
+    settings = get_settings()
+    try:
+        platform = load_platform_config(settings.platform_config)
+    except PlatformConfigError as err:
+        return Outcome(
+            phase=FineTuneJobPhase.PENDING,
+            dependents=[
+                Observation(ACCEPTED, ConditionStatus.UNKNOWN, "PlatformConfigInvalid", str(err))
+            ],
+        )
+    placement = resolve_placement(spec.resources.accelerator, spec.queue_name, platform)
+    if isinstance(placement, SpecProblem):
+        return Outcome(phase=FineTuneJobPhase.FAILED, dependents=[placement.observation()])
+    if spec.dataset.data_connection and (
+        ctx.kube.get_child("v1", "Secret", ctx.namespace, spec.dataset.data_connection) is None
+    ):
+        missing = Observation(
+            DATA_CONNECTION,
+            ConditionStatus.FALSE,
+            "SecretNotFound",
+            f"spec.dataset.dataConnection: Secret {spec.dataset.data_connection!r} not found",
+        )
+        return Outcome(phase=FineTuneJobPhase.PENDING, dependents=[accepted(), missing])
+    meta = ctx.obj["metadata"]
+    uid = str(meta["uid"])
+    trigger = (meta.get("annotations") or {}).get(TRIGGER_ANNOTATION)
+    params = params_from_spec(
+        spec,
+        namespace=ctx.namespace,
+        name=ctx.name,
+        uid=uid,
+        backend=str(spec.backend),
+        checkpoint_uri=checkpoint_uri(spec, ctx.name, uid) if spec.backend == Backend.JOB else "",
+        trigger={"annotation": trigger} if trigger else None,
+    )
+    if spec.backend == Backend.LOCAL:
+        outcome, run_id = _local(ctx, params, placement)
+    elif spec.backend == Backend.KFP:
+        outcome, run_id = _kfp(ctx, params, placement, status)
+    else:
+        outcome, run_id = _job(ctx, spec, params, placement)
+    fields = dict(outcome.fields)
+    if run_id:
+        fields["runId"] = run_id
+    model_uri = (fields.get("model") or {}).get("uri")
+    fields["lineage"] = lineage_fields(
+        spec, run_id, fields.get("datasetDigest") or status.dataset_digest, model_uri, trigger
+    )
+    return Outcome(outcome.phase, outcome.dependents, fields, outcome.info)
+
+
+def _job(
+    ctx: ReconcileContext, spec: FineTuneJobSpec, params: PipelineParams, placement: Placement
+) -> tuple[Outcome, str | None]:
+    image = get_settings().trainer_image
+    ns = ctx.namespace
+    validate_name = job_name(ctx.name, "validate")
+    ctx.kube.apply(build_validate_job(ctx.obj, spec, params, image))
+    vjob = ctx.kube.get_child("batch/v1", "Job", ns, validate_name)
+    vpods = ctx.kube.list_children("v1", "Pod", ns, f"job-name={validate_name}") if vjob else []
+    vstate = observe_job(vjob, vpods)
+    if vstate is None or vstate.state in ("Queued", "Running"):
+        validated = Observation(
+            VALIDATED,
+            ConditionStatus.UNKNOWN,
+            "Validating",
+            "checking the dataset, model and method (no GPU yet)",
+        )
+        return run_outcome(None, placement, validated), None
+    if vstate.state == "Failed":
+        validated = Observation(VALIDATED, ConditionStatus.FALSE, "InvalidInput", vstate.message)
+        failed = RunState(
+            "Failed", "InvalidInput", vstate.message, vstate.start_time, vstate.completion_time
+        )
+        return run_outcome(failed, placement, validated), f"job/{ns}/{validate_name}"
+    digest = (vstate.result.get("dataset") or {}).get("sha256")
+    rows = (vstate.result.get("dataset") or {}).get("rows")
+    validated = Observation(
+        VALIDATED,
+        ConditionStatus.TRUE,
+        "InputValid",
+        f"{rows} rows, sha256 {digest}" if digest else "dataset and model checked",
+    )
+    multi = spec.resources.nodes > 1
+    train = (build_pytorchjob if multi else build_train_job)(
+        ctx.obj, spec, params, placement, image
+    )
+    api, kind = (PYTORCHJOB_API, "PyTorchJob") if multi else ("batch/v1", "Job")
+    train_name = train["metadata"]["name"]
+    existed = ctx.kube.get_child(api, kind, ns, train_name) is not None
+    ctx.kube.apply(train)
+    if not existed:
+        ctx.kube.record_event(
+            ctx.obj,
+            "Normal",
+            "TrainingStarted",
+            f"validated; created {kind} {train_name} with {placement.gpus} GPU(s)",
+        )
+    tjob = ctx.kube.get_child(api, kind, ns, train_name)
+    selector = f"training.kubeflow.org/job-name={train_name}" if multi else f"job-name={train_name}"
+    tpods = ctx.kube.list_children("v1", "Pod", ns, selector) if tjob else []
+    tstate = (observe_pytorchjob if multi else observe_job)(tjob, tpods)
+    extra = {"datasetDigest": digest} if digest else {}
+    return run_outcome(tstate, placement, validated, extra), f"{kind.lower()}/{ns}/{train_name}"
+
+
+def _local(
+    ctx: ReconcileContext, params: PipelineParams, placement: Placement
+) -> tuple[Outcome, str | None]:
+    settings = get_settings()
+    uid = str(ctx.obj["metadata"]["uid"])
+    state = LOCAL_RUNS.observe(
+        settings.local_runs_dir, ctx.namespace, ctx.name, uid, params, settings.local_python
+    )
+    status = cast(FineTuneJobStatus, FINETUNEJOB.parse_status(ctx.obj.get("status")))
+    start = status.start_time.strftime("%Y-%m-%dT%H:%M:%SZ") if status.start_time else None
+    now = ctx.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    finished = state.state in ("Succeeded", "Failed")
+    run = RunState(
+        state.state,
+        state.reason,
+        state.message,
+        start or now,
+        now if finished else None,
+        state.result or {},
+    )
+    run_id = (state.result or {}).get("run", {}).get("id") if state.result else None
+    return run_outcome(run, placement, None), f"local/{run_id}" if run_id else None
+
+
+def _kfp(
+    ctx: ReconcileContext, params: PipelineParams, placement: Placement, status: FineTuneJobStatus
+) -> tuple[Outcome, str | None]:
+    settings = get_settings()
+    if not settings.kfp_host:
+        problem = Observation(
+            ACCEPTED,
+            ConditionStatus.FALSE,
+            "KFPNotConfigured",
+            "spec.backend: kfp needs the operator setting "
+            "KUBEFORGE_OPERATOR_KFP_HOST (the Kubeflow Pipelines API URL); "
+            "use backend job or local, or ask the platform team to set it",
+        )
+        return Outcome(phase=FineTuneJobPhase.PENDING, dependents=[problem]), None
+    uid = str(ctx.obj["metadata"]["uid"])
+    sub = submission(params, ctx.namespace, ctx.name, uid, settings.kfp_experiment)
+    try:
+        run_id = status.run_id or submit_or_adopt(settings.kfp_host, sub)
+        phase, kfp_state = run_phase(settings.kfp_host, run_id)
+    except KfpError as err:
+        waiting = RunState("Queued", err.reason, str(err))
+        return run_outcome(waiting, placement, None), status.run_id
+    start = (
+        status.start_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if status.start_time
+        else ctx.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+    done = phase in ("Succeeded", "Failed")
+    run = RunState(
+        phase,
+        f"KFPRun{kfp_state.title() or 'Pending'}",
+        f"KFP run {run_id}: {kfp_state}",
+        start,
+        ctx.now.strftime("%Y-%m-%dT%H:%M:%SZ") if done else None,
+    )
+    return run_outcome(run, placement, None), run_id

@@ -27,10 +27,12 @@ from kubeforge_operator.constants import ANNOTATION_PREFIX, DIFFBASE_ANNOTATION,
 from kubeforge_operator.driftmonitor import reconcile_driftmonitor
 from kubeforge_operator.finetunejob import reconcile_finetunejob
 from kubeforge_operator.kube import Kube
+from kubeforge_operator.localruns import LOCAL_RUNS
 from kubeforge_operator.metrics import OBJECT_PHASES
 from kubeforge_operator.modelserver import reconcile_modelserver
 from kubeforge_operator.reconcile import OWN_WRITES, Reconciler, reconcile_object
 from kubeforge_operator.settings import get_settings
+from kubeforge_operator.training import FINETUNEJOB_LABEL
 from kubeforge_operator.workbench import WORKBENCH_LABEL, reconcile_workbench
 
 log = logging.getLogger(__name__)
@@ -150,6 +152,8 @@ def _register(kind: KindInfo) -> None:
             OBJECT_PHASES.forget(kind.kind, namespace, name)
             OWN_WRITES.forget(kind.kind, namespace, name)
             kube().forget_owner(body.metadata.uid or "")
+            if kind.kind == FINETUNEJOB.kind:
+                LOCAL_RUNS.stop(body.metadata.uid or "")  # a local run dies with its object
             return
         if OWN_WRITES.is_own(kind.kind, namespace, name, body.metadata.get("resourceVersion")):
             return  # the echo of our own status write: nothing new to converge on
@@ -162,6 +166,17 @@ def _register(kind: KindInfo) -> None:
 
 for _kind, _ in RECONCILERS.values():
     _register(_kind)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={FINETUNEJOB_LABEL: kopf.PRESENT})
+def finetune_job_changed(body: kopf.Body, **_: Any) -> None:
+    """A FineTuneJob's validation or training Job progressed: reconcile the FineTuneJob now."""
+    namespace = body.metadata.namespace or ""
+    _reconcile_key(FINETUNEJOB.kind, namespace, body.metadata.labels.get(FINETUNEJOB_LABEL, ""))
+
+
+# a local pipeline run that ends reconciles its FineTuneJob at once
+LOCAL_RUNS.on_exit = lambda namespace, name: _safely(FINETUNEJOB.kind, namespace, name)
 
 
 @kopf.on.event("v1", "pods", labels={WORKBENCH_LABEL: kopf.PRESENT})

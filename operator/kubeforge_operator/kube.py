@@ -160,6 +160,23 @@ class Kube:
             raise
         return dict(json.loads(response.data))
 
+    def list_children(
+        self, api_version: str, kind: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        """Objects of a kind in a namespace matching a label selector, as plain JSON."""
+        path = self.dynamic.resources.get(api_version=api_version, kind=kind).path(
+            namespace=namespace
+        )
+        response = self.api.call_api(
+            path,
+            "GET",
+            query_params=[("labelSelector", label_selector)],
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _return_http_data_only=True,
+        )
+        return list(json.loads(response.data).get("items") or [])
+
     def record_event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Post a core/v1 Event about ``obj``; failures are logged, never raised."""
         meta = obj["metadata"]

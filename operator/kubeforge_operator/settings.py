@@ -47,6 +47,23 @@ class OperatorSettings(BaseSettings):
     max_workers: int = Field(
         default=8, ge=1, le=256, description="Threads that run reconciles concurrently."
     )
+    trainer_image: str = Field(
+        default="ghcr.io/kubeforge/kubeforge:0.1.0",
+        description="Image of FineTuneJob pods (backend job): kubeforge with its ML extras.",
+    )
+    kfp_host: str | None = Field(
+        default=None,
+        description="URL of the Kubeflow Pipelines API for FineTuneJobs with backend kfp.",
+    )
+    kfp_experiment: str = Field(default="kubeforge", description="KFP experiment of the runs.")
+    local_runs_dir: Path = Field(
+        default=Path.home() / ".cache" / "kubeforge" / "finetune-runs",
+        description="Where backend local keeps each run's work directory, checkpoints and log.",
+    )
+    local_python: str | None = Field(
+        default=None,
+        description="Interpreter that runs backend local pipelines (default: the operator's).",
+    )
     log_format: Literal["json", "plain"] = Field(default="json")
     log_level: Literal["DEBUG", "INFO", "WARNING"] = Field(default="INFO")
 

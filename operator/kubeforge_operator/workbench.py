@@ -19,17 +19,14 @@ from kubeforge_crds import WORKBENCH, ConditionStatus
 from kubeforge_crds.base import parse_duration, serialize_datetime
 from kubeforge_crds.platform import PlatformConfig
 from kubeforge_crds.workbench import WorkbenchPhase, WorkbenchSpec, WorkbenchStatus
-from kubeforge_operator.conditions import Observation
-from kubeforge_operator.constants import (
-    LABEL_COMPONENT,
-    LABEL_INSTANCE,
-    LABEL_MANAGED_BY,
-    LABEL_NAME,
-    LABEL_PART_OF,
-    MANAGED_BY,
-    PART_OF,
-    SCHEDULED,
+from kubeforge_operator.children import (
+    child_metadata,
+    container_security_context,
+    pod_security_context,
+    standard_labels,
 )
+from kubeforge_operator.conditions import Observation
+from kubeforge_operator.constants import SCHEDULED
 from kubeforge_operator.culling import (
     CULLED,
     CULLED_ANNOTATION,
@@ -56,34 +53,11 @@ def selector_labels(name: str) -> dict[str, str]:
 
 
 def labels(name: str) -> dict[str, str]:
-    return {
-        LABEL_NAME: "workbench",
-        LABEL_INSTANCE: name,
-        LABEL_COMPONENT: "notebook",
-        LABEL_PART_OF: PART_OF,
-        LABEL_MANAGED_BY: MANAGED_BY,
-        **selector_labels(name),
-    }
-
-
-def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": owner["apiVersion"],
-        "kind": owner["kind"],
-        "name": owner["metadata"]["name"],
-        "uid": owner["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    return standard_labels("workbench", name, "notebook") | selector_labels(name)
 
 
 def _metadata(owner: dict[str, Any], name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "namespace": owner["metadata"]["namespace"],
-        "labels": labels(owner["metadata"]["name"]),
-        "ownerReferences": [owner_reference(owner)],
-    }
+    return child_metadata(owner, name, labels(owner["metadata"]["name"]))
 
 
 def home_pvc_name(name: str) -> str:
@@ -178,12 +152,7 @@ def _container(spec: WorkbenchSpec, image: str, placement: Placement) -> dict[st
             "httpGet": {"path": spec.culling.probe_path or DEFAULT_PROBE_PATH, "port": "http"},
             "periodSeconds": 10,
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security_context(),
     }
     if spec.data_connections:
         # The Secrets hold AWS_* keys; exposed as they are (the last connection wins a clash)
@@ -206,12 +175,7 @@ def build_statefulset(
     pod_spec: dict[str, Any] = {
         "containers": [_container(spec, image, placement)],
         "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": home_pvc_name(name)}}],
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "fsGroup": 100,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
         **placement.pod_fields(),

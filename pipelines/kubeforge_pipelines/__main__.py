@@ -132,6 +132,31 @@ def run(
     )
 
 
+@app.command("validate")
+def validate_cmd(
+    params_file: Annotated[Path | None, typer.Option(help="PipelineParams JSON file.")] = None,
+    params_json: Annotated[str | None, typer.Option(help="PipelineParams as JSON.")] = None,
+    termination_log: Annotated[
+        Path | None, typer.Option(help="Write the result here (a pod's termination log).")
+    ] = None,
+) -> None:
+    """Check the dataset, the base model and the method without training."""
+    from kubeforge_pipelines import steps
+
+    params = _load_params(params_file, params_json)
+    try:
+        result = steps.validate(params)
+    except Exception as err:
+        message = f"{type(err).__name__}: {err}"
+        if termination_log:
+            termination_log.write_text(json.dumps({"error": message})[:4096])
+        console.print(f"[red]invalid: {message}")
+        raise typer.Exit(1) from err
+    if termination_log:
+        termination_log.write_text(json.dumps(result, sort_keys=True)[:4096])
+    console.print_json(json.dumps(result))
+
+
 def main() -> None:
     app()
 

@@ -156,6 +156,33 @@ def register(
         )
 
 
+@reported("validate")
+def validate(params: PipelineParams) -> dict[str, Any]:
+    """Check the dataset and the model/method without training (and without a GPU): what the
+    Job backend runs before it asks for GPUs. Returns the dataset summary and model type."""
+    from kubeforge_pipelines import train
+
+    with tempfile.TemporaryDirectory(prefix="kubeforge-validate-") as tmp:
+        work = Path(tmp)
+        dataset = prepare(
+            params.dataset_uri,
+            params.dataset_format,
+            params.text_field,
+            params.eval_fraction,
+            params.seed,
+            work / "train.jsonl",
+            work / "eval.jsonl",
+        )
+        base = storage.fetch_dir(params.base_model_uri, work)
+        config = train.check_method(base, train.TrainSettings(**params.settings))
+    return {"dataset": dataset, "modelType": config.get("model_type")}
+
+
+def is_primary() -> bool:
+    """Rank 0 of a distributed (torchrun) run, or a single process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def run_all(
     params: PipelineParams, workdir: Path, run_id: str, progress: Progress | None = None
 ) -> dict[str, Any]:
@@ -182,6 +209,8 @@ def run_all(
         params.checkpoint_uri,
         progress=lambda e: say({"step": "fine-tune", **e}),
     )
+    if not is_primary():
+        return {"training": training}  # rank 0 evaluates and registers
     say({"step": "evaluate", "training": training})
     evaluation = evaluate(
         params.base_model_uri,
@@ -196,6 +225,8 @@ def run_all(
 
 
 def summary(lineage: dict[str, Any]) -> str:
+    if "model" not in lineage:  # a worker of a distributed run
+        return json.dumps({"training": lineage.get("training", {})})[:4096]
     """What the Job backend's container writes as its termination message (at most 4 KiB):
     the operator copies it into the FineTuneJob's status."""
     small = {

@@ -113,9 +113,7 @@ def tokenize(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return [[*seq, eos] for seq in ids]
 
 
-def _lora_model(model: Any, settings: TrainSettings) -> Any:
-    from peft import LoraConfig, get_peft_model
-
+def check_target_modules(model: Any, settings: TrainSettings) -> None:
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [m for m in settings.target_modules if m not in names]
     if missing:
@@ -128,6 +126,30 @@ def _lora_model(model: Any, settings: TrainSettings) -> Any:
             f"LoRA target modules {missing} are not in the model "
             f"(its linear layers: {', '.join(sorted(set(linear)))})"
         )
+
+
+def check_method(base_dir: Path, settings: TrainSettings) -> dict[str, Any]:
+    """Everything about the model and method that can be checked without loading weights: the
+    format, and the LoRA target modules (on a skeleton of the model on the meta device)."""
+    from accelerate import init_empty_weights  # type: ignore[import-untyped]
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = check_base_model(base_dir)
+    if settings.method not in ("lora", "full"):
+        raise ModelError(f"unknown method {settings.method!r} (lora or full)")
+    if settings.method == "lora" and settings.target_modules:
+        with init_empty_weights():
+            skeleton = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+                AutoConfig.from_pretrained(base_dir)
+            )
+        check_target_modules(skeleton, settings)
+    return config
+
+
+def _lora_model(model: Any, settings: TrainSettings) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    check_target_modules(model, settings)
     config = LoraConfig(
         r=settings.lora_r,
         lora_alpha=settings.lora_alpha,

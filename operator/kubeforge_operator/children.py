@@ -1,0 +1,65 @@
+"""Pieces every kind's child manifests share: owner references, the standard labels, and the
+restricted Pod Security Standard's security contexts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubeforge_operator.constants import (
+    LABEL_COMPONENT,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_PART_OF,
+    MANAGED_BY,
+    PART_OF,
+)
+
+
+def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def standard_labels(app: str, instance: str, component: str) -> dict[str, str]:
+    return {
+        LABEL_NAME: app,
+        LABEL_INSTANCE: instance,
+        LABEL_COMPONENT: component,
+        LABEL_PART_OF: PART_OF,
+        LABEL_MANAGED_BY: MANAGED_BY,
+    }
+
+
+def child_metadata(owner: dict[str, Any], name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner["metadata"]["namespace"],
+        "labels": labels,
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """The restricted Pod Security Standard, container level."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security_context(uid: int = 1000, fs_group: int = 100) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "fsGroup": fs_group,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }

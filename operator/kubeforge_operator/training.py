@@ -1,0 +1,335 @@
+"""Children of a FineTuneJob with backend ``job``, and how their state reads back.
+
+Two stages, so that a bad dataset or model is reported before any GPU is requested:
+
+1. ``<name>-validate``: a CPU-only Job that runs ``python -m kubeforge_pipelines validate``
+   (reads and checks every row, checks the model format and the LoRA target modules on a
+   meta-device skeleton) and exits;
+2. ``<name>-train``: once validation succeeded, a Job (one node) or a Kubeflow PyTorchJob
+   (several nodes, torchrun, training-operator's PET_* environment) with the GPUs, node selector,
+   tolerations and Kueue queue label, running ``python -m kubeforge_pipelines run --runner=steps``.
+
+Both run the pipeline's own step functions, and leave a JSON summary as the container's
+termination message, which the operator copies into status.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from kubeforge_crds.finetunejob import FineTuneJobSpec
+from kubeforge_operator.children import (
+    child_metadata,
+    container_security_context,
+    pod_security_context,
+    standard_labels,
+)
+from kubeforge_operator.placement import Placement
+from kubeforge_pipelines.params import PipelineParams
+
+FINETUNEJOB_LABEL = "kubeforge.io/finetunejob"
+STAGE_LABEL = "kubeforge.io/stage"
+PVC_ROOT = "/mnt/pvc"
+WORKDIR = "/workspace"
+TERMINATION_LOG = "/dev/termination-log"
+PYTORCHJOB_API = "kubeflow.org/v1"
+
+
+def job_name(owner_name: str, stage: str) -> str:
+    return f"{owner_name}-{stage}"
+
+
+def labels(owner_name: str, stage: str) -> dict[str, str]:
+    return standard_labels("finetunejob", owner_name, stage) | {
+        FINETUNEJOB_LABEL: owner_name,
+        STAGE_LABEL: stage,
+    }
+
+
+def claims(params: PipelineParams) -> list[str]:
+    """PersistentVolumeClaims named by the run's pvc:// URIs, in a stable order."""
+    uris = [params.base_model_uri, params.dataset_uri, params.output_uri, params.checkpoint_uri]
+    return sorted({urlparse(u).netloc for u in uris if u.startswith("pvc://")})
+
+
+def _volumes(params: PipelineParams) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "workspace", "mountPath": WORKDIR}]
+    for i, claim in enumerate(claims(params)):
+        volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_ROOT}/{claim}"})
+    return volumes, mounts
+
+
+def _container(
+    name: str,
+    spec: FineTuneJobSpec,
+    image: str,
+    command: list[str],
+    mounts: list[dict[str, Any]],
+    gpu_limits: dict[str, str],
+) -> dict[str, Any]:
+    res = spec.resources
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "command": command,
+        "env": [{"name": e.name, "value": e.value} for e in spec.env]
+        + [{"name": "KUBEFORGE_PVC_ROOT", "value": PVC_ROOT}, {"name": "HOME", "value": WORKDIR}],
+        "resources": {
+            "requests": {"cpu": res.cpu, "memory": res.memory},
+            "limits": {"cpu": res.cpu, "memory": res.memory, **gpu_limits},
+        },
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security_context(),
+    }
+    if spec.dataset.data_connection:
+        container["envFrom"] = [{"secretRef": {"name": spec.dataset.data_connection}}]
+    return container
+
+
+def _pipeline_args(params: PipelineParams, run_id: str) -> list[str]:
+    return [
+        f"--workdir={WORKDIR}",
+        f"--params-json={params.to_json()}",
+        f"--termination-log={TERMINATION_LOG}",
+        f"--run-id={run_id}",
+    ]
+
+
+def _pod_spec(
+    containers: list[dict[str, Any]], volumes: list[dict[str, Any]], placement: Placement | None
+) -> dict[str, Any]:
+    return {
+        "restartPolicy": "Never",
+        "containers": containers,
+        "volumes": volumes,
+        "securityContext": pod_security_context(),
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        **(placement.pod_fields() if placement else {}),
+    }
+
+
+def build_validate_job(
+    owner: dict[str, Any], spec: FineTuneJobSpec, params: PipelineParams, image: str
+) -> dict[str, Any]:
+    """The CPU-only check of dataset, model and method. No GPU, no queue: it is cheap and must
+    not wait behind training jobs for quota."""
+    name = owner["metadata"]["name"]
+    volumes, mounts = _volumes(params)
+    command = [
+        "python",
+        "-m",
+        "kubeforge_pipelines",
+        "validate",
+        f"--params-json={params.to_json()}",
+        f"--termination-log={TERMINATION_LOG}",
+    ]
+    container = _container("validate", spec, image, command, mounts, {})
+    # spec.env is for the training containers; validation only reads data (with the data
+    # connection's credentials) and model files
+    container["env"] = [e for e in container["env"] if e["name"] in ("KUBEFORGE_PVC_ROOT", "HOME")]
+    container["resources"] = {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"cpu": "1", "memory": "2Gi"},
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": child_metadata(owner, job_name(name, "validate"), labels(name, "validate")),
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": labels(name, "validate")},
+                "spec": _pod_spec([container], volumes, None),
+            },
+        },
+    }
+
+
+def build_train_job(
+    owner: dict[str, Any],
+    spec: FineTuneJobSpec,
+    params: PipelineParams,
+    placement: Placement,
+    image: str,
+) -> dict[str, Any]:
+    """One node: a batch/v1 Job holding the GPUs, queued by Kueue through its label."""
+    name = owner["metadata"]["name"]
+    job = job_name(name, "train")
+    volumes, mounts = _volumes(params)
+    command = [
+        "python",
+        "-m",
+        "kubeforge_pipelines",
+        "run",
+        "--runner=steps",
+        *_pipeline_args(params, f"job/{owner['metadata']['namespace']}/{job}"),
+    ]
+    container = _container("train", spec, image, command, mounts, placement.limits())
+    job_labels = labels(name, "train") | placement.pod_labels()
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": child_metadata(owner, job, job_labels),
+        "spec": {
+            # a retried pod resumes from the newest checkpoint when checkpoints are on a volume
+            "backoffLimit": 2,
+            "template": {
+                "metadata": {"labels": job_labels},
+                "spec": _pod_spec([container], volumes, placement),
+            },
+        },
+    }
+
+
+def build_pytorchjob(
+    owner: dict[str, Any],
+    spec: FineTuneJobSpec,
+    params: PipelineParams,
+    placement: Placement,
+    image: str,
+) -> dict[str, Any]:
+    """Several nodes: a Kubeflow PyTorchJob (training-operator), one Master and nodes-1
+    Workers; torchrun reads the PET_* variables the training-operator sets, every rank trains
+    and rank 0 evaluates and registers."""
+    name = owner["metadata"]["name"]
+    job = job_name(name, "train")
+    volumes, mounts = _volumes(params)
+    command = [
+        "torchrun",
+        "-m",
+        "kubeforge_pipelines",
+        "run",
+        "--runner=steps",
+        *_pipeline_args(params, f"pytorchjob/{owner['metadata']['namespace']}/{job}"),
+    ]
+    # the training-operator requires the container to be called "pytorch"
+    container = _container("pytorch", spec, image, command, mounts, placement.limits())
+    job_labels = labels(name, "train") | placement.pod_labels()
+
+    def replica(count: int) -> dict[str, Any]:
+        return {
+            "replicas": count,
+            "restartPolicy": "OnFailure",
+            "template": {
+                "metadata": {"labels": job_labels},
+                "spec": {**_pod_spec([container], volumes, placement), "restartPolicy": "Never"},
+            },
+        }
+
+    replicas: dict[str, Any] = {"Master": replica(1)}
+    if spec.resources.nodes > 1:
+        replicas["Worker"] = replica(spec.resources.nodes - 1)
+    return {
+        "apiVersion": PYTORCHJOB_API,
+        "kind": "PyTorchJob",
+        "metadata": child_metadata(owner, job, job_labels),
+        "spec": {
+            "nprocPerNode": str(max(placement.gpus, 1)),
+            "runPolicy": {"backoffLimit": 2, "cleanPodPolicy": "None"},
+            "pytorchReplicaSpecs": replicas,
+        },
+    }
+
+
+# --- reading state back ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Where a Job or PyTorchJob is, in FineTuneJob terms."""
+
+    state: str  # Queued | Running | Succeeded | Failed
+    reason: str
+    message: str = ""
+    start_time: str | None = None
+    completion_time: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)  # the termination message, parsed
+
+
+def _true_condition(obj: dict[str, Any], *types: str) -> dict[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in types and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def termination_result(pods: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON a step left as its termination message, from the newest terminated container
+    (``{}`` if none left one, e.g. on a simulated node)."""
+    found: list[tuple[str, str]] = []
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or {}
+            if term.get("message"):
+                found.append((str(term.get("finishedAt") or ""), str(term["message"])))
+    for _, message in sorted(found, reverse=True):
+        try:
+            value = json.loads(message)
+        except json.JSONDecodeError:
+            return {"error": message.strip()[-1000:]}  # FallbackToLogsOnError: the log's tail
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def observe_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> RunState | None:
+    """None while the Job does not exist yet."""
+    if job is None:
+        return None
+    status = job.get("status") or {}
+    start, end = status.get("startTime"), status.get("completionTime")
+    if _true_condition(job, "Complete", "SuccessCriteriaMet"):
+        return RunState("Succeeded", "JobComplete", "", start, end, termination_result(pods))
+    failed = _true_condition(job, "Failed", "FailureTarget")
+    if failed:
+        result = termination_result(pods)
+        message = result.get("error") or failed.get("message") or "the Job failed"
+        return RunState(
+            "Failed",
+            str(failed.get("reason") or "JobFailed"),
+            str(message),
+            start,
+            (failed.get("lastTransitionTime")),
+            result,
+        )
+    if (job.get("spec") or {}).get("suspend"):
+        return RunState("Queued", "Suspended", "waiting for quota (the Job is suspended)")
+    if status.get("active") or status.get("ready"):
+        return RunState("Running", "JobRunning", "", start)
+    return RunState("Queued", "PodsPending", "waiting for the Job's pod", start)
+
+
+def observe_pytorchjob(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> RunState | None:
+    if job is None:
+        return None
+    status = job.get("status") or {}
+    start, end = status.get("startTime"), status.get("completionTime")
+    if _true_condition(job, "Succeeded"):
+        return RunState(
+            "Succeeded", "PyTorchJobSucceeded", "", start, end, termination_result(pods)
+        )
+    failed = _true_condition(job, "Failed")
+    if failed:
+        result = termination_result(pods)
+        message = result.get("error") or failed.get("message") or "the PyTorchJob failed"
+        return RunState(
+            "Failed",
+            str(failed.get("reason") or "PyTorchJobFailed"),
+            str(message),
+            start,
+            end or failed.get("lastTransitionTime"),
+            result,
+        )
+    if _true_condition(job, "Suspended"):
+        return RunState("Queued", "Suspended", "waiting for quota (the PyTorchJob is suspended)")
+    if _true_condition(job, "Running"):
+        return RunState("Running", "PyTorchJobRunning", "", start)
+    return RunState("Queued", "PodsPending", "waiting for the PyTorchJob's pods", start)
