@@ -101,7 +101,7 @@ def run_outcome(
 def _model_message(fields: dict[str, Any]) -> str:
     model = fields.get("model")
     if not model:
-        return "the run succeeded"
+        return "the run succeeded but reported no model version (no termination message)"
     return f"registered {model['name']} {model['version']} at {model['uri']}"
 
 

@@ -250,6 +250,7 @@ def start_operator(cluster: Cluster, workdir: Path, **settings: str) -> Operator
         "KUBEFORGE_OPERATOR_LIVENESS_PORT": str(health),
         "KUBEFORGE_OPERATOR_RESYNC_SECONDS": "5",
         "KUBEFORGE_OPERATOR_PLATFORM_CONFIG": str(platform),
+        "KUBEFORGE_OPERATOR_LOCAL_RUNS_DIR": str(workdir / "finetune-runs"),
         **{f"KUBEFORGE_OPERATOR_{k.upper()}": v for k, v in settings.items()},
     }
     with log.open("ab") as out:

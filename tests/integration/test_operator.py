@@ -55,19 +55,19 @@ def test_kubectl_wait_for_ready_on_an_example(cluster: Cluster, applied: str) ->
 
 
 def test_a_kind_without_its_controller_says_so(cluster: Cluster, applied: str) -> None:
-    # The FineTuneJob controller is not built yet: Ready is honestly False, with its reason.
+    # The ModelServer controller is not built yet: Ready is honestly False, with its reason.
     cluster.kubectl(
         "wait",
         "-n",
         applied,
         "--for=condition=Ready=False",
         "--timeout=60s",
-        "finetunejob/support-bot-v1",
+        "modelserver/support-bot",
     )
     out = cluster.kubectl(
         "get",
-        "ftj",
-        "support-bot-v1",
+        "ms",
+        "support-bot",
         "-n",
         applied,
         "-o",
@@ -124,7 +124,8 @@ def test_metrics_show_the_reconciles(
         return text if all(w in text for w in wanted) else None
 
     text = wait_until(scraped, 60, what="reconcile counters for every kind")
-    assert 'kubeforge_objects{kind="FineTuneJob",phase="Pending"}' in text
+    assert 'kubeforge_objects{kind="ModelServer",phase="Pending"}' in text
+    assert 'kubeforge_objects{kind="FineTuneJob",phase=' in text
     assert "kubeforge_reconcile_duration_seconds_bucket" in text
 
 
