@@ -1,0 +1,266 @@
+"""The FineTuneJob controller's pure parts: child manifests, how Job and PyTorchJob state reads
+back, the status policy, and the KFP submission up to the client call."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from kubeforge_crds import ConditionStatus
+from kubeforge_crds.finetunejob import FineTuneJobSpec
+from kubeforge_operator.finetunejob import checkpoint_uri, result_fields, run_outcome
+from kubeforge_operator.kfprun import phase_of, submission
+from kubeforge_operator.placement import Placement
+from kubeforge_operator.training import (
+    RunState,
+    build_pytorchjob,
+    build_train_job,
+    build_validate_job,
+    claims,
+    observe_job,
+    observe_pytorchjob,
+    termination_result,
+)
+from kubeforge_pipelines.params import params_from_spec
+from tests.cases import example
+
+OWNER = {
+    "apiVersion": "kubeforge.io/v1alpha1",
+    "kind": "FineTuneJob",
+    "metadata": {"name": "ft", "namespace": "team-a", "uid": "0123456789abcdef"},
+}
+GPUS = Placement(
+    gpus=2,
+    tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    node_selector={"nvidia.com/gpu.product": "A100"},
+    queue_name="team-gpus",
+)
+
+
+def spec(**changes: Any) -> FineTuneJobSpec:
+    return FineTuneJobSpec.model_validate({**example("FineTuneJob")["spec"], **changes})
+
+
+def params(s: FineTuneJobSpec | None = None) -> Any:
+    s = s or spec()
+    return params_from_spec(s, namespace="team-a", name="ft", uid="0123456789abcdef", backend="job")
+
+
+def test_validation_job_asks_for_no_gpu_and_no_queue() -> None:
+    job = build_validate_job(OWNER, spec(), params(), "img:1")
+    pod = job["spec"]["template"]["spec"]
+    assert job["metadata"]["name"] == "ft-validate"
+    assert job["spec"]["backoffLimit"] == 0
+    assert "nvidia.com/gpu" not in json.dumps(pod)
+    assert "kueue.x-k8s.io/queue-name" not in json.dumps(job)
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "0123456789abcdef"
+
+
+def test_train_job_carries_gpus_placement_queue_and_volumes() -> None:
+    s = spec(env=[{"name": "HF_HOME", "value": "/x"}])
+    job = build_train_job(OWNER, s, params(s), GPUS, "img:1")
+    tmpl = job["spec"]["template"]
+    ctr = tmpl["spec"]["containers"][0]
+    assert ctr["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert ctr["resources"]["requests"] == {"cpu": "4", "memory": "16Gi"}
+    assert tmpl["spec"]["tolerations"] == GPUS.tolerations
+    assert tmpl["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "A100"}
+    assert tmpl["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
+    assert {"name": "HF_HOME", "value": "/x"} in ctr["env"]
+    claim_names = [v["persistentVolumeClaim"]["claimName"] for v in tmpl["spec"]["volumes"][1:]]
+    assert claim_names == ["datasets", "models"]
+    assert ctr["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
+    assert tmpl["spec"]["automountServiceAccountToken"] is False
+
+
+def test_data_connection_credentials_come_from_the_secret() -> None:
+    s = spec(dataset={"uri": "s3://data/t.jsonl", "dataConnection": "s3-creds"})
+    for job in (
+        build_validate_job(OWNER, s, params(s), "i"),
+        build_train_job(OWNER, s, params(s), GPUS, "i"),
+    ):
+        ctr = job["spec"]["template"]["spec"]["containers"][0]
+        assert ctr["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+
+
+def test_pytorchjob_has_a_master_and_workers_running_torchrun() -> None:
+    s = spec(resources={"nodes": 4, "accelerator": {"count": 8}})
+    job = build_pytorchjob(OWNER, s, params(s), Placement(gpus=8), "img:1")
+    replicas = job["spec"]["pytorchReplicaSpecs"]
+    assert replicas["Master"]["replicas"] == 1
+    assert replicas["Worker"]["replicas"] == 3
+    assert job["spec"]["nprocPerNode"] == "8"
+    ctr = replicas["Worker"]["template"]["spec"]["containers"][0]
+    assert ctr["name"] == "pytorch"
+    assert ctr["command"][0] == "torchrun"
+
+
+def test_claims_come_from_pvc_uris_only() -> None:
+    s = spec(output={"uri": "s3://bucket/models"})
+    assert claims(params(s)) == ["datasets", "models"]  # base model and dataset stay on PVCs
+    s = spec(
+        baseModel={"uri": "hf://gpt2"},
+        dataset={"uri": "s3://b/d.jsonl"},
+        output={"uri": "s3://b/m"},
+    )
+    assert claims(params(s)) == []
+
+
+def test_checkpoints_live_beside_a_volume_output_only() -> None:
+    assert (
+        checkpoint_uri(spec(), "ft", "0123456789abcdef")
+        == "pvc://models/support-bot/.checkpoints/ft-01234567"
+    )
+    assert checkpoint_uri(spec(output={"uri": "s3://b/m"}), "ft", "0123456789") == ""
+
+
+def _job(conditions: list[dict[str, Any]] | None = None, **status: Any) -> dict[str, Any]:
+    return {"spec": {}, "status": {"conditions": conditions or [], **status}}
+
+
+def _pod(message: str, finished: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+    term = {"exitCode": 1, "message": message, "finishedAt": finished}
+    return {"status": {"containerStatuses": [{"state": {"terminated": term}}]}}
+
+
+@pytest.mark.parametrize(
+    ("job", "state", "reason"),
+    [
+        (_job(), "Queued", "PodsPending"),
+        (_job(active=1, startTime="t0"), "Running", "JobRunning"),
+        ({"spec": {"suspend": True}, "status": {}}, "Queued", "Suspended"),
+        (
+            _job([{"type": "Complete", "status": "True"}], completionTime="t1"),
+            "Succeeded",
+            "JobComplete",
+        ),
+        (_job([{"type": "SuccessCriteriaMet", "status": "True"}]), "Succeeded", "JobComplete"),
+        (
+            _job([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]),
+            "Failed",
+            "BackoffLimitExceeded",
+        ),
+        (_job([{"type": "Failed", "status": "False"}], active=1), "Running", "JobRunning"),
+    ],
+)
+def test_job_state(job: dict[str, Any], state: str, reason: str) -> None:
+    observed = observe_job(job, [])
+    assert observed is not None
+    assert (observed.state, observed.reason) == (state, reason)
+
+
+def test_a_failed_job_reports_its_container_error() -> None:
+    failed = _job(
+        [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "limit"}]
+    )
+    pods = [
+        _pod('{"error": "old"}', "2026-01-01T00:00:00Z"),
+        _pod('{"error": "DatasetError: row 3"}', "2026-01-01T00:05:00Z"),
+    ]
+    observed = observe_job(failed, pods)
+    assert observed is not None
+    assert observed.message == "DatasetError: row 3"  # the newest attempt's
+    fallback = observe_job(failed, [])  # no pod left a message: the Job's own
+    assert fallback is not None
+    assert fallback.message == "limit"
+    assert observe_job(None, []) is None
+
+
+def test_termination_message_falls_back_to_the_log_tail() -> None:
+    assert termination_result([_pod("Traceback ...\nOSError: disk full\n")]) == {
+        "error": "Traceback ...\nOSError: disk full"
+    }
+    assert termination_result([{"status": {}}]) == {}
+
+
+def test_pytorchjob_state() -> None:
+    assert observe_pytorchjob({"status": {}}, []) == RunState(
+        "Queued", "PodsPending", "waiting for the PyTorchJob's pods"
+    )
+    running = {"status": {"conditions": [{"type": "Running", "status": "True"}]}}
+    assert observe_pytorchjob(running, []).state == "Running"  # type: ignore[union-attr]
+    failed = {
+        "status": {
+            "conditions": [{"type": "Failed", "status": "True", "reason": "X", "message": "m"}]
+        }
+    }
+    assert observe_pytorchjob(failed, []).message == "m"  # type: ignore[union-attr]
+
+
+def test_outcome_of_a_successful_run_carries_model_metrics_and_releases_gpus() -> None:
+    result = {
+        "model": {"name": "m", "version": "v2", "uri": "pvc://models/m/v2"},
+        "metrics": {"loss": 1.5, "perplexity": 4.5, "evalTokens": 100.0},
+        "metricsBefore": {"loss": 3.0},
+        "datasetDigest": "ab" * 32,
+    }
+    out = run_outcome(RunState("Succeeded", "JobComplete", "", "t0", "t1", result), GPUS, None)
+    assert out.phase == "Succeeded"
+    assert out.fields["gpus"] == 0
+    assert out.fields["model"]["version"] == "v2"
+    assert out.fields["metrics"] == {"loss": 1.5, "perplexity": 4.5, "baseLoss": 3.0}
+    assert out.fields["datasetDigest"] == "ab" * 32
+    succeeded = next(d for d in out.dependents if d.type == "Succeeded")
+    assert succeeded.status == ConditionStatus.TRUE
+    assert "registered m v2" in succeeded.message
+
+
+@pytest.mark.parametrize(
+    ("state", "gpus", "succeeded", "failed"),
+    [
+        (RunState("Running", "JobRunning"), 2, ConditionStatus.UNKNOWN, ConditionStatus.FALSE),
+        (RunState("Queued", "PodsPending"), 2, ConditionStatus.UNKNOWN, ConditionStatus.FALSE),
+        (RunState("Queued", "Suspended"), 0, ConditionStatus.UNKNOWN, ConditionStatus.FALSE),
+        (
+            RunState("Failed", "BackoffLimitExceeded", "boom"),
+            0,
+            ConditionStatus.FALSE,
+            ConditionStatus.TRUE,
+        ),
+    ],
+)
+def test_outcome_conditions_and_gpus_held(
+    state: RunState, gpus: int, succeeded: ConditionStatus, failed: ConditionStatus
+) -> None:
+    out = run_outcome(state, GPUS, None)
+    assert out.fields["gpus"] == gpus
+    assert next(d for d in out.dependents if d.type == "Succeeded").status == succeeded
+    assert next(i for i in out.info if i.type == "Failed").status == failed
+
+
+def test_result_fields_ignore_malformed_results() -> None:
+    assert result_fields({"model": {"name": "x"}, "metrics": {"loss": "high"}}) == {"metrics": {}}
+    assert result_fields({}) == {}
+
+
+def test_kfp_submission_up_to_the_client_call() -> None:
+    sub = submission(params(), "team-a", "ft", "0123456789abcdef", "kubeforge")
+    assert sub.run_name == "team-a.ft.01234567"
+    assert sub.package_path.endswith("pipelines/compiled/finetune.yaml")
+    # the arguments are exactly the compiled pipeline's inputs
+    ir = yaml.safe_load(open(sub.package_path))  # noqa: SIM115, PTH123
+    inputs = set(ir["root"]["inputDefinitions"]["parameters"])
+    assert set(sub.arguments) == inputs
+    assert sub.arguments["dataset_uri"] == "pvc://datasets/support-tickets.jsonl"
+    assert json.loads(str(sub.arguments["params_json"]))["model_name"] == "support-bot"
+
+
+@pytest.mark.parametrize(
+    ("state", "phase"),
+    [
+        ("PENDING", "Queued"),
+        ("RUNNING", "Running"),
+        ("SUCCEEDED", "Succeeded"),
+        ("FAILED", "Failed"),
+        ("CANCELED", "Failed"),
+        ("", "Queued"),
+        ("something-new", "Queued"),
+    ],
+)
+def test_kfp_states(state: str, phase: str) -> None:
+    assert phase_of(state) == phase
