@@ -69,6 +69,7 @@ def start_operator(kubeconfig: str) -> subprocess.Popen[bytes]:
         "KUBEFORGE_OPERATOR_METRICS_PORT": os.environ.get("DEMO_METRICS_PORT", "18080"),
         "KUBEFORGE_OPERATOR_LIVENESS_HOST": "127.0.0.1",
         "KUBEFORGE_OPERATOR_LIVENESS_PORT": os.environ.get("DEMO_HEALTH_PORT", "18081"),
+        "KUBEFORGE_OPERATOR_LOCAL_RUNS_DIR": str(DEMO_DIR / "finetune-runs"),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "kubeforge_operator"],
@@ -100,6 +101,68 @@ def wait_for_status(kubeconfig: str, timeout: float = 120) -> None:
                 f"see {DEMO_DIR / 'operator.log'}"
             )
         time.sleep(1)
+
+
+def finetune_for_real(kubeconfig: str, timeout: float = 300) -> None:
+    """A FineTuneJob with backend local: the tiny model the project builds is fine-tuned on the
+    CPU by kfp's local runner beside the operator, and the result lands in status."""
+    work = DEMO_DIR / "finetune"
+    base, data = work / "base", work / "tickets.jsonl"
+    if not (base / "config.json").is_file():
+        say("Building the tiny base model and the ticket dataset (once; .cache/demo/finetune)")
+        for args in (["build-base-model", str(base)], ["make-dataset", str(data)]):
+            subprocess.run([sys.executable, "-m", "kubeforge_pipelines", *args], check=True)
+    ftj = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "tickets-local"},
+        "spec": {
+            "baseModel": {"uri": base.as_uri()},
+            "dataset": {"uri": data.as_uri()},
+            "method": {"type": "lora", "lora": {"targetModules": ["c_attn", "c_proj", "c_fc"]}},
+            "hyperparameters": {
+                "maxSteps": 80,
+                "batchSize": 8,
+                "maxSeqLength": 64,
+                "learningRate": 0.002,
+            },
+            "backend": "local",
+            "output": {"uri": (work / "models" / "tickets").as_uri(), "modelName": "tickets"},
+        },
+    }
+    kubectl(kubeconfig, "delete", "ftj", "tickets-local", "-n", NAMESPACE, "--ignore-not-found")
+    say("Fine-tuning for real: FineTuneJob tickets-local (backend local, LoRA on the CPU)")
+    subprocess.run(
+        [
+            str(lc.bin_dir() / "kubectl"),
+            "--kubeconfig",
+            kubeconfig,
+            "apply",
+            "-n",
+            NAMESPACE,
+            "-f",
+            "-",
+        ],
+        input=json.dumps(ftj).encode(),
+        check=True,
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        obj = json.loads(
+            kubectl(kubeconfig, "get", "ftj", "tickets-local", "-n", NAMESPACE, "-o", "json")
+        )
+        phase = obj.get("status", {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"FineTuneJob tickets-local still {phase} after {timeout:.0f}s")
+        time.sleep(2)
+    status = obj["status"]
+    shown = {k: status.get(k) for k in ("phase", "model", "metrics", "datasetDigest", "lineage")}
+    print(json.dumps(shown, indent=2))
+    if phase != "Succeeded":
+        conds = {c["type"]: c for c in status.get("conditions", [])}
+        raise SystemExit(f"fine-tuning failed: {conds.get('Failed', {}).get('message')}")
 
 
 def down() -> None:
@@ -159,6 +222,7 @@ def main() -> int:
     print(kubectl(kubeconfig, "apply", "-n", NAMESPACE, "-f", str(REPO / "examples")), end="")
     say("Waiting until every example reports status")
     wait_for_status(kubeconfig)
+    finetune_for_real(kubeconfig)
     say(f"kubectl get kubeforge -A   ({time.monotonic() - started:.0f}s after start)")
     print(kubectl(kubeconfig, "get", "kubeforge", "-A"))
     env_hint = 'eval "$(python3 hack/localcluster.py env)"' if started_local or lc.is_up() else ""
@@ -175,6 +239,8 @@ def main() -> int:
     if env_hint:
         print(f"  {env_hint}")
     print(f"  kubectl describe workbench notebook -n {NAMESPACE}   # conditions and Events")
+    print(f"  kubectl get ftj tickets-local -n {NAMESPACE} -o yaml  # metrics, model, lineage")
+    print("  cat .cache/demo/finetune/models/tickets/v1/README.md   # the model card")
     print("  kubectl explain modelserver.spec.rollout              # every field is documented")
     print(f"  curl -s 127.0.0.1:{metrics}/metrics | grep kubeforge_  # the operator's metrics")
     print(f"  echo '{bad}' | kubectl apply -n {NAMESPACE} -f -")

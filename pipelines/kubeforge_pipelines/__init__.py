@@ -1,2 +1,4 @@
-"""The kfp v2 fine-tuning pipeline and its components (prepare, fine-tune, evaluate, register).
-Not built yet: see issue #4."""
+"""The kfp v2 fine-tuning pipeline (prepare, fine-tune, evaluate, register), its step functions
+and the tiny model and dataset the project builds for itself. See docs/finetuning.md.
+
+Importing this package (and ``params``) pulls in neither torch nor kfp: the operator uses it."""

@@ -40,5 +40,8 @@ def test_demo_applies_and_reconciles_the_examples(cluster: Cluster) -> None:
     ):
         assert name in out
     assert "What to look at next" in out
+    # the local FineTuneJob really trained and registered a version
+    assert '"phase": "Succeeded"' in out
+    assert '"version": "v' in out
     assert "Stopped the operator" in out
     assert not (REPO / ".cache" / "demo" / "operator.pid").exists()

@@ -138,3 +138,22 @@ def test_params_from_spec_carry_every_setting() -> None:
     assert params.settings["max_steps"] == 10
     assert params.run_info["fineTuneJob"] == {"namespace": "ns", "name": "ft", "uid": "u1"}
     train.TrainSettings(**params.settings)  # the step accepts what the operator sends
+
+
+def test_full_fine_tuning_saves_the_whole_model(base: Path, tmp_path: Path) -> None:
+    settings = train.TrainSettings(method="full", max_steps=2, batch_size=2, max_seq_length=32)
+    result = train.fine_tune(base, TEXTS, tmp_path / "out", tmp_path / "ckpt", settings)
+    assert result.steps == 2
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert not (tmp_path / "out" / "adapter_config.json").exists()
+    model, _ = train.load_trained(base, tmp_path / "out")
+    assert type(model).__name__ == "GPT2LMHeadModel"
+
+
+def test_check_method_finds_bad_target_modules_without_loading_weights(base: Path) -> None:
+    with pytest.raises(train.ModelError, match=r"\['wq'\] are not in the model"):
+        train.check_method(base, train.TrainSettings(target_modules=["wq"]))
+    assert (
+        train.check_method(base, train.TrainSettings(target_modules=["c_attn"]))["model_type"]
+        == "gpt2"
+    )
