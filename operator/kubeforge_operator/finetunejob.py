@@ -17,6 +17,7 @@ from typing import Any, cast
 from urllib.parse import urlparse
 
 from kubeforge_crds import FINETUNEJOB, ConditionStatus
+from kubeforge_crds.base import serialize_datetime
 from kubeforge_crds.finetunejob import (
     Backend,
     FineTuneJobPhase,
@@ -213,7 +214,7 @@ def reconcile_finetunejob(ctx: ReconcileContext, spec: FineTuneJobSpec) -> Outco
         trigger={"annotation": trigger} if trigger else None,
     )
     if spec.backend == Backend.LOCAL:
-        outcome, run_id = _local(ctx, params, placement)
+        outcome, run_id = _local(ctx, params, placement, status)
     elif spec.backend == Backend.KFP:
         outcome, run_id = _kfp(ctx, params, placement, status)
     else:
@@ -283,26 +284,23 @@ def _job(
     return run_outcome(tstate, placement, validated, extra), f"{kind.lower()}/{ns}/{train_name}"
 
 
+def _times(ctx: ReconcileContext, status: FineTuneJobStatus, done: bool) -> tuple[str, str | None]:
+    """Start (recorded, or now) and completion (now, once done) for runs that report neither."""
+    now = serialize_datetime(ctx.now)
+    start = serialize_datetime(status.start_time) if status.start_time else now
+    return start, now if done else None
+
+
 def _local(
-    ctx: ReconcileContext, params: PipelineParams, placement: Placement
+    ctx: ReconcileContext, params: PipelineParams, placement: Placement, status: FineTuneJobStatus
 ) -> tuple[Outcome, str | None]:
     settings = get_settings()
     uid = str(ctx.obj["metadata"]["uid"])
     state = LOCAL_RUNS.observe(
         settings.local_runs_dir, ctx.namespace, ctx.name, uid, params, settings.local_python
     )
-    status = cast(FineTuneJobStatus, FINETUNEJOB.parse_status(ctx.obj.get("status")))
-    start = status.start_time.strftime("%Y-%m-%dT%H:%M:%SZ") if status.start_time else None
-    now = ctx.now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    finished = state.state in ("Succeeded", "Failed")
-    run = RunState(
-        state.state,
-        state.reason,
-        state.message,
-        start or now,
-        now if finished else None,
-        state.result or {},
-    )
+    start, end = _times(ctx, status, state.state in ("Succeeded", "Failed"))
+    run = RunState(state.state, state.reason, state.message, start, end, state.result or {})
     run_id = (state.result or {}).get("run", {}).get("id") if state.result else None
     return run_outcome(run, placement, None), f"local/{run_id}" if run_id else None
 
@@ -329,17 +327,7 @@ def _kfp(
     except KfpError as err:
         waiting = RunState("Queued", err.reason, str(err))
         return run_outcome(waiting, placement, None), status.run_id
-    start = (
-        status.start_time.strftime("%Y-%m-%dT%H:%M:%SZ")
-        if status.start_time
-        else ctx.now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    )
-    done = phase in ("Succeeded", "Failed")
-    run = RunState(
-        phase,
-        f"KFPRun{kfp_state.title() or 'Pending'}",
-        f"KFP run {run_id}: {kfp_state}",
-        start,
-        ctx.now.strftime("%Y-%m-%dT%H:%M:%SZ") if done else None,
-    )
+    start, end = _times(ctx, status, phase in ("Succeeded", "Failed"))
+    reason = f"KFPRun{kfp_state.title() or 'Pending'}"
+    run = RunState(phase, reason, f"KFP run {run_id}: {kfp_state}", start, end)
     return run_outcome(run, placement, None), run_id

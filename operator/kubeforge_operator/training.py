@@ -153,6 +153,34 @@ def build_validate_job(
     }
 
 
+def _training_parts(
+    owner: dict[str, Any],
+    spec: FineTuneJobSpec,
+    params: PipelineParams,
+    placement: Placement,
+    image: str,
+    *,
+    launcher: list[str],
+    kind: str,
+    container: str,
+) -> tuple[str, dict[str, str], dict[str, Any], list[dict[str, Any]]]:
+    """What the training Job and PyTorchJob share: name, labels (with the queue), the container
+    running the pipeline's steps with the GPUs, and the volumes."""
+    name = owner["metadata"]["name"]
+    job = job_name(name, "train")
+    volumes, mounts = _volumes(params)
+    command = [
+        *launcher,
+        "-m",
+        "kubeforge_pipelines",
+        "run",
+        "--runner=steps",
+        *_pipeline_args(params, f"{kind}/{owner['metadata']['namespace']}/{job}"),
+    ]
+    ctr = _container(container, spec, image, command, mounts, placement.limits())
+    return job, labels(name, "train") | placement.pod_labels(), ctr, volumes
+
+
 def build_train_job(
     owner: dict[str, Any],
     spec: FineTuneJobSpec,
@@ -161,19 +189,9 @@ def build_train_job(
     image: str,
 ) -> dict[str, Any]:
     """One node: a batch/v1 Job holding the GPUs, queued by Kueue through its label."""
-    name = owner["metadata"]["name"]
-    job = job_name(name, "train")
-    volumes, mounts = _volumes(params)
-    command = [
-        "python",
-        "-m",
-        "kubeforge_pipelines",
-        "run",
-        "--runner=steps",
-        *_pipeline_args(params, f"job/{owner['metadata']['namespace']}/{job}"),
-    ]
-    container = _container("train", spec, image, command, mounts, placement.limits())
-    job_labels = labels(name, "train") | placement.pod_labels()
+    job, job_labels, container, volumes = _training_parts(
+        owner, spec, params, placement, image, launcher=["python"], kind="job", container="train"
+    )
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -199,20 +217,17 @@ def build_pytorchjob(
     """Several nodes: a Kubeflow PyTorchJob (training-operator), one Master and nodes-1
     Workers; torchrun reads the PET_* variables the training-operator sets, every rank trains
     and rank 0 evaluates and registers."""
-    name = owner["metadata"]["name"]
-    job = job_name(name, "train")
-    volumes, mounts = _volumes(params)
-    command = [
-        "torchrun",
-        "-m",
-        "kubeforge_pipelines",
-        "run",
-        "--runner=steps",
-        *_pipeline_args(params, f"pytorchjob/{owner['metadata']['namespace']}/{job}"),
-    ]
     # the training-operator requires the container to be called "pytorch"
-    container = _container("pytorch", spec, image, command, mounts, placement.limits())
-    job_labels = labels(name, "train") | placement.pod_labels()
+    job, job_labels, ctr, volumes = _training_parts(
+        owner,
+        spec,
+        params,
+        placement,
+        image,
+        launcher=["torchrun"],
+        kind="pytorchjob",
+        container="pytorch",
+    )
 
     def replica(count: int) -> dict[str, Any]:
         return {
@@ -220,7 +235,7 @@ def build_pytorchjob(
             "restartPolicy": "OnFailure",
             "template": {
                 "metadata": {"labels": job_labels},
-                "spec": {**_pod_spec([container], volumes, placement), "restartPolicy": "Never"},
+                "spec": {**_pod_spec([ctr], volumes, placement), "restartPolicy": "Never"},
             },
         }
 

@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from kubeforge_crds.base import serialize_datetime
 from kubeforge_pipelines import storage
 
 LINEAGE = "lineage.json"
@@ -67,7 +68,7 @@ def lineage_record(
         "metricsBefore": metrics_before,
         "run": run,
         "kubeforgeVersion": kubeforge_version(),
-        "createdAt": (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "createdAt": serialize_datetime(now or datetime.now(UTC)),
     }
 
 
