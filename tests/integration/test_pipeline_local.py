@@ -38,6 +38,30 @@ def params(base: Path, dataset: Path, out: Path, **extra: object) -> PipelinePar
     )
 
 
+def run_steps_cli(p: PipelineParams, workdir: Path, term: Path, *extra: str) -> int:
+    """The pipeline CLI as the Job backend's container runs it; its exit code."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubeforge_pipelines",
+            "run",
+            "--runner=steps",
+            f"--workdir={workdir}",
+            f"--params-json={p.to_json()}",
+            f"--termination-log={term}",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    if proc.returncode not in (0, 1):
+        raise AssertionError(proc.stderr[-3000:])
+    return proc.returncode
+
+
 def test_local_pipeline_trains_evaluates_and_registers(
     tiny_base_model: Path, tickets_dataset: Path, tmp_path: Path
 ) -> None:
@@ -79,24 +103,7 @@ def test_cli_runs_the_steps_in_process_as_the_job_backend_does(
 ) -> None:
     p = params(tiny_base_model, tickets_dataset, tmp_path / "models")
     term = tmp_path / "termination-log"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kubeforge_pipelines",
-            "run",
-            "--runner=steps",
-            f"--workdir={tmp_path / 'work'}",
-            f"--params-json={p.to_json()}",
-            f"--termination-log={term}",
-            "--run-id=job-abc",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert run_steps_cli(p, tmp_path / "work", term, "--run-id=job-abc") == 0, term.read_text()
     summary = json.loads(term.read_text())
     assert summary["model"]["version"] == "v1"
     assert summary["metrics"]["loss"] > 0
@@ -108,21 +115,5 @@ def test_cli_runs_the_steps_in_process_as_the_job_backend_does(
 def test_cli_failure_writes_the_reason_to_the_termination_log(tmp_path: Path) -> None:
     p = params(tmp_path / "no-model", tmp_path / "no-data.jsonl", tmp_path / "models")
     term = tmp_path / "termination-log"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kubeforge_pipelines",
-            "run",
-            "--runner=steps",
-            f"--workdir={tmp_path / 'work'}",
-            f"--params-json={p.to_json()}",
-            f"--termination-log={term}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 1
+    assert run_steps_cli(p, tmp_path / "work", term) == 1
     assert "no such file" in json.loads(term.read_text())["error"]
