@@ -266,6 +266,44 @@ INVALID: list[Invalid] = [
         {"rollout.failureThreshold": 0},
         "spec.rollout.failureThreshold",
     ),
+    Invalid(
+        "ModelServer",
+        "error-rate-not-a-share",
+        {"rollout.metrics": [{"name": "e", "type": "errorRate", "max": 5}]},
+        "spec.rollout.metrics[0].max",
+        "a share between 0 and 1",
+    ),
+    Invalid(
+        "ModelServer",
+        "promql-unknown-placeholder",
+        {
+            "rollout.metrics": [
+                {"name": "q", "type": "promql", "query": "sum(up{job='{{job}}'})", "max": 1}
+            ]
+        },
+        "spec.rollout.metrics[0].query",
+        "may only use the placeholders",
+    ),
+    Invalid(
+        "ModelServer",
+        "query-on-builtin-metric",
+        {"rollout.metrics": [{"name": "e", "type": "errorRate", "query": "up", "max": 0.1}]},
+        "spec.rollout.metrics[0].query",
+        "not allowed otherwise",
+    ),
+    Invalid(
+        "ModelServer",
+        "faults-with-serving-runtime",
+        {"runtime": {"servingRuntime": "vllm", "faultInjection": {"errorRate": 0.5}}},
+        "spec.runtime.faultInjection",
+        "built-in runtime only",
+    ),
+    Invalid(
+        "ModelServer",
+        "fault-rate-over-one",
+        {"runtime.faultInjection": {"errorRate": 1.5}},
+        "spec.runtime.faultInjection.errorRate",
+    ),
     # DriftMonitor
     Invalid("DriftMonitor", "no-target", {"target": DELETE}, "spec.target"),
     Invalid(

@@ -48,6 +48,18 @@ class ModelFormat(StrEnum):
     SKLEARN = "sklearn"
 
 
+class FaultInjection(KubeModel):
+    """Faults the built-in runtime injects into inference requests, for tests and demos: a canary
+    with errors shows the automatic rollback. Part of the revision: changing it starts a rollout."""
+
+    error_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Share of requests answered with HTTP 500."
+    )
+    extra_latency_seconds: float = Field(
+        default=0.0, ge=0.0, le=60.0, description="Latency added to every inference request."
+    )
+
+
 class Runtime(KubeModel):
     """How the model is served."""
 
@@ -57,8 +69,21 @@ class Runtime(KubeModel):
     )
     serving_runtime: ObjectName | None = Field(
         default=None,
-        description="Name of a KServe ServingRuntime (e.g. a vLLM runtime) to use instead of the "
-        "built-in runtime.",
+        description="Name of a KServe ServingRuntime or ClusterServingRuntime (e.g. a vLLM "
+        "runtime) to use instead of the built-in runtime.",
+    )
+    fault_injection: FaultInjection | None = Field(
+        default=None,
+        description="Built-in runtime only: inject errors or latency (tests and demos).",
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="!has(self.faultInjection) || !has(self.servingRuntime)",
+            message="faultInjection works with the built-in runtime only; unset servingRuntime",
+            check=lambda s: s.fault_injection is None or s.serving_runtime is None,
+            field_path=".faultInjection",
+        ),
     )
 
 
@@ -84,6 +109,15 @@ class MetricType(StrEnum):
     PROMQL = "promql"
 
 
+PROMQL_PLACEHOLDERS = ("namespace", "name", "revision", "window")
+
+
+def _unknown_placeholder(query: str) -> bool:
+    for p in PROMQL_PLACEHOLDERS:
+        query = query.replace("{{" + p + "}}", "")
+    return "{{" in query
+
+
 class AnalysisMetric(KubeModel):
     """A metric checked at every analysis interval of a rollout."""
 
@@ -101,8 +135,9 @@ class AnalysisMetric(KubeModel):
         default=None,
         min_length=1,
         max_length=4096,
-        description="PromQL template for type promql; {{namespace}}, {{name}} and {{revision}} "
-        "are substituted.",
+        description="PromQL template for type promql returning one number; {{namespace}}, "
+        "{{name}}, {{revision}} (the canary's or the stable's) and {{window}} (the rate range) "
+        "are substituted. Checked by Prometheus before a rollout starts.",
     )
     max: float = Field(
         ge=0,
@@ -119,6 +154,21 @@ class AnalysisMetric(KubeModel):
             message="query is required for type promql and not allowed otherwise",
             check=lambda s: (s.type == MetricType.PROMQL) == (s.query is not None),
             field_path=".query",
+        ),
+        CelRule(
+            rule="!has(self.query) || !self.query"
+            + "".join(f".replace('{{{{{p}}}}}', '')" for p in PROMQL_PLACEHOLDERS)
+            + ".contains('{{')",
+            message="query may only use the placeholders {{namespace}}, {{name}}, {{revision}} "
+            "and {{window}}",
+            check=lambda s: s.query is None or not _unknown_placeholder(s.query),
+            field_path=".query",
+        ),
+        CelRule(
+            rule="self.type != 'errorRate' || self.relativeToStable || self.max <= 1.0",
+            message="an absolute errorRate threshold is a share between 0 and 1",
+            check=lambda s: s.type != MetricType.ERROR_RATE or s.relative_to_stable or s.max <= 1,
+            field_path=".max",
         ),
     )
 
@@ -210,11 +260,45 @@ class ModelServerPhase(StrEnum):
 
 
 class Revision(KubeModel):
-    """A served model version."""
+    """A served model version: what the predictor of that version is built from."""
 
-    revision: str = Field(max_length=253, description="Revision identifier.")
+    revision: str = Field(
+        max_length=63,
+        description="Revision identifier (a digest of what is served); the runtime labels its "
+        "metrics with it.",
+    )
     uri: str = Field(max_length=2048, description="Storage URI of the model.")
     traffic_percent: int = Field(ge=0, le=100, description="Share of traffic it receives.")
+    model_format: ModelFormat = Field(
+        default=ModelFormat.TRANSFORMERS, description="Format, for the built-in runtime."
+    )
+    serving_runtime: str | None = Field(
+        default=None, max_length=253, description="KServe ServingRuntime, if not built in."
+    )
+    fault_injection: FaultInjection | None = Field(default=None, description="Injected faults.")
+    fine_tune_job: str | None = Field(
+        default=None, max_length=253, description="The FineTuneJob that produced the model."
+    )
+
+
+class RolloutProgress(KubeModel):
+    """Where the current rollout is; with it in status a restarted operator carries on."""
+
+    revision: str = Field(max_length=63, description="The canary's revision.")
+    step: int = Field(ge=0, description="Index into spec.rollout.steps of the canary's traffic.")
+    failures: int = Field(ge=0, description="Failed or inconclusive analyses so far.")
+    start_time: Timestamp = Field(description="When the rollout started.")
+    last_analysis_time: Timestamp | None = Field(
+        default=None, description="When the canary was last analysed."
+    )
+    next_analysis_time: Timestamp | None = Field(
+        default=None, description="When it is analysed next."
+    )
+    stable_baseline: dict[str, float] = Field(
+        default_factory=dict,
+        description="The stable version's last measured value per relative metric: what the "
+        "canary is compared with once the stable version gets no traffic (the 100% step).",
+    )
 
 
 class RolloutDecision(KubeModel):
@@ -222,7 +306,13 @@ class RolloutDecision(KubeModel):
 
     time: Timestamp = Field(description="When the decision was made.")
     step: int = Field(ge=0, description="Index of the step in spec.rollout.steps.")
-    action: str = Field(max_length=32, description="advance, hold, rollback or promote.")
+    action: str = Field(
+        max_length=32, description="start, advance, hold, rollback, promote or cancel."
+    )
+    revision: str | None = Field(default=None, max_length=63, description="The canary.")
+    traffic_split: str | None = Field(
+        default=None, max_length=16, description="stable/canary percentages after the decision."
+    )
     reason: str = Field(max_length=1024, description="Why.")
     measurements: dict[str, float] = Field(
         default_factory=dict, description="Measured value per metric name."
@@ -236,12 +326,21 @@ class ModelServerStatus(ResourceStatus):
     url: str | None = Field(default=None, description="Inference endpoint.")
     stable: Revision | None = Field(default=None, description="The stable version.")
     canary: Revision | None = Field(default=None, description="The canary, during a rollout.")
+    rollout: RolloutProgress | None = Field(default=None, description="The rollout under way.")
+    rolled_back: Revision | None = Field(
+        default=None,
+        description="The last revision rolled back; it is not rolled out again until the spec "
+        "names something else.",
+    )
     traffic_split: str | None = Field(
         default=None, description="Traffic split as stable/canary percentages, e.g. 90/10."
     )
     gpus: int | None = Field(default=None, ge=0, description="GPUs held by the replicas now.")
     decisions: list[RolloutDecision] = Field(
         default_factory=list, max_length=100, description="The latest rollout decisions."
+    )
+    inference_service: str | None = Field(
+        default=None, max_length=253, description="Name of the KServe InferenceService."
     )
 
 

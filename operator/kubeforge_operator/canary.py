@@ -71,6 +71,24 @@ class Decision:
         return {c.metric: c.value for c in self.checks if c.value is not None}
 
 
+def with_baseline(
+    measurements: dict[str, Measurement], baseline: dict[str, float]
+) -> tuple[dict[str, Measurement], dict[str, float]]:
+    """Fill a missing stable value from the last one measured (at the 100% step the stable
+    version serves nothing), and return the baseline updated with this interval's values."""
+    filled: dict[str, Measurement] = {}
+    updated = dict(baseline)
+    for name, m in measurements.items():
+        if m.error is None and m.stable is not None and math.isfinite(m.stable):
+            updated[name] = m.stable
+            filled[name] = m
+        elif m.error is None and name in baseline:
+            filled[name] = Measurement(canary=m.canary, stable=baseline[name])
+        else:
+            filled[name] = m
+    return filled, updated
+
+
 def check_metric(metric: AnalysisMetric, m: Measurement) -> Check:
     name = metric.name
     if m.error is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -101,6 +102,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.cleanup()
 def stop_resync(**_: Any) -> None:
     _stop.set()
+    REQUEUES.cancel_all()
 
 
 def _reconcile_key(kind_name: str, namespace: str, name: str) -> None:
@@ -112,7 +114,50 @@ def _reconcile_key(kind_name: str, namespace: str, name: str) -> None:
             OBJECT_PHASES.forget(kind_name, namespace, name)
             _locks.pop(key, None)
             return
-        reconcile_object(kind, obj, kube(), reconciler)
+        report = reconcile_object(kind, obj, kube(), reconciler)
+    if report.requeue_after is not None:
+        _requeue(kind_name, namespace, name, report.requeue_after)
+
+
+class _Requeues:
+    """One pending timer per object: the earliest time something asked to reconcile it again
+    (a ModelServer's next canary analysis). Watch events and the resync still come as well."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._timers: dict[tuple[str, str, str], tuple[float, threading.Timer]] = {}
+
+    def schedule(self, key: tuple[str, str, str], delay: float) -> None:
+        due = time.monotonic() + delay
+        with self._lock:
+            current = self._timers.get(key)
+            if current is not None and current[0] <= due:
+                return
+            if current is not None:
+                current[1].cancel()
+            timer = threading.Timer(delay, self._fire, (key,))
+            timer.daemon = True
+            self._timers[key] = (due, timer)
+            timer.start()
+
+    def _fire(self, key: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._timers.pop(key, None)
+        if not _stop.is_set():
+            _safely(*key)
+
+    def cancel_all(self) -> None:
+        with self._lock:
+            for _, timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
+
+
+REQUEUES = _Requeues()
+
+
+def _requeue(kind_name: str, namespace: str, name: str, delay: float) -> None:
+    REQUEUES.schedule((kind_name, namespace, name), delay)
 
 
 def _safely(kind_name: str, namespace: str, name: str) -> None:

@@ -45,6 +45,7 @@ class Outcome:
     dependents: list[Observation]  # conditions that Ready summarises
     fields: dict[str, Any] = field(default_factory=dict)  # kind-specific status, wire names
     info: list[Observation] = field(default_factory=list)  # conditions outside Ready
+    requeue_after: float | None = None  # reconcile again after this many seconds
 
 
 @dataclass
@@ -132,6 +133,7 @@ class Report:
     result: str  # success | invalid | error
     status: dict[str, Any]
     changed: bool
+    requeue_after: float | None = None
 
 
 def reconcile_object(
@@ -172,7 +174,7 @@ def reconcile_object(
                 "statusChanged": changed,
             },
         )
-        return Report(result=result, status=status, changed=changed)
+        return Report(result, status, changed, outcome.requeue_after)
     except Exception:
         result = "error"
         raise

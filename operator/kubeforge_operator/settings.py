@@ -64,6 +64,18 @@ class OperatorSettings(BaseSettings):
         default=None,
         description="Interpreter that runs backend local pipelines (default: the operator's).",
     )
+    prometheus_url: str | None = Field(
+        default=None,
+        description="Prometheus HTTP API the canary analysis queries, e.g. "
+        "http://prometheus-operated.monitoring:9090. Without it every analysis has no data, "
+        "so rollouts with metrics are rolled back.",
+    )
+    prometheus_scrape_interval: float = Field(
+        default=30,
+        gt=0,
+        description="Scrape interval of the runtimes' metrics (seconds): rate() ranges span at "
+        "least four, and a failed analysis is confirmed one scrape later.",
+    )
     log_format: Literal["json", "plain"] = Field(default="json")
     log_level: Literal["DEBUG", "INFO", "WARNING"] = Field(default="INFO")
 

@@ -1,0 +1,246 @@
+"""The models the built-in runtime serves, as ``kserve.Model`` subclasses: Hugging Face causal LMs
+(a fully tuned model, a merged model, or a peft adapter on its base) and scikit-learn estimators.
+
+``find_model`` reads the directory a FineTuneJob registers (``vN/`` with ``merged/``, ``model/``
+or ``adapter/`` and ``lineage.json``) or a plain model directory, and says what it found or why
+it cannot serve it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kserve import Model
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+
+class ModelDirError(ValueError):
+    """A model directory the runtime cannot serve, with what it expected."""
+
+
+@dataclass(frozen=True)
+class FoundModel:
+    format: str  # transformers | peft | sklearn
+    path: Path
+    base: str | None = None  # the base model URI of a peft adapter
+
+
+def _base_from_lineage(root: Path) -> str | None:
+    lineage = root / "lineage.json"
+    if lineage.is_file():
+        base = json.loads(lineage.read_text()).get("baseModel")
+        return str(base) if base else None
+    return None
+
+
+def find_model(root: Path, expected: str | None = None, base_uri: str | None = None) -> FoundModel:
+    """What ``root`` holds, preferring a merged model over an adapter. ``expected`` (the
+    ModelServer's spec.runtime.modelFormat) must agree with it when given."""
+    if not root.is_dir():
+        raise ModelDirError(f"model directory {root} does not exist")
+    found: FoundModel | None = None
+    if (root / "model.joblib").is_file():
+        found = FoundModel("sklearn", root / "model.joblib")
+    elif (root / "merged" / "config.json").is_file() and expected != "peft":
+        found = FoundModel("transformers", root / "merged")
+    elif (root / "model" / "config.json").is_file():
+        found = FoundModel("transformers", root / "model")
+    elif (root / "adapter" / "adapter_config.json").is_file():
+        found = FoundModel("peft", root / "adapter", base_uri or _base_from_lineage(root))
+    elif (root / "config.json").is_file():
+        found = FoundModel("transformers", root)
+    elif (root / "adapter_config.json").is_file():
+        found = FoundModel("peft", root, base_uri or _base_from_lineage(root.parent))
+    if found is None:
+        raise ModelDirError(
+            f"{root} holds no model: expected model.joblib (scikit-learn), config.json "
+            "(transformers), adapter_config.json (peft), or a registered version with merged/, "
+            "model/ or adapter/"
+        )
+    if (
+        expected
+        and expected != found.format
+        and not (
+            expected == "peft" and found.format == "transformers" and found.path.name == "merged"
+        )
+    ):
+        raise ModelDirError(
+            f"spec.runtime.modelFormat is {expected!r} but {root} holds a {found.format} "
+            f"model ({found.path.name})"
+        )
+    if found.format == "peft" and not found.base:
+        raise ModelDirError(
+            f"{found.path} is a peft adapter but its base model is unknown: no lineage.json "
+            "beside it; set the base model URI (KUBEFORGE_RUNTIME_BASE_MODEL_URI)"
+        )
+    return found
+
+
+def v1_body(payload: Any) -> dict[str, Any]:
+    """The v1 request body: kserve passes undecoded bytes when the client did not send
+    ``content-type: application/json``; those are decoded here rather than failing with 500."""
+    if isinstance(payload, bytes | str):
+        try:
+            payload = json.loads(payload)
+        except ValueError as err:
+            raise InvalidInput(f"the request body is not JSON: {err}") from err
+    if not isinstance(payload, dict):
+        raise InvalidInput('expected a JSON object with "instances"')
+    return payload
+
+
+def _texts(instances: Any) -> list[str]:
+    if not isinstance(instances, list) or not instances:
+        raise InvalidInput('expected "instances": a non-empty list of strings or {"text": ...}')
+    out = []
+    for i, item in enumerate(instances):
+        text = item.get("text") if isinstance(item, dict) else item
+        if not isinstance(text, str):
+            raise InvalidInput(f"instances[{i}]: expected a string or an object with 'text'")
+        out.append(text)
+    return out
+
+
+class CausalLM(Model):  # type: ignore[misc]
+    """Text generation with a causal LM: v1 ``instances`` of strings, v2 a BYTES input."""
+
+    def __init__(self, name: str, found: FoundModel, max_new_tokens: int = 32) -> None:
+        super().__init__(name)
+        self.found = found
+        self.max_new_tokens = max_new_tokens
+        self._lock = threading.Lock()  # one generation at a time per process
+        self.model: Any = None
+        self.tokenizer: Any = None
+
+    def load(self) -> bool:
+        from kubeforge_pipelines import storage
+        from kubeforge_pipelines.train import load_trained
+
+        if self.found.format == "peft":
+            base = storage.fetch_dir(str(self.found.base), Path("/tmp"))  # noqa: S108
+            self.model, self.tokenizer = load_trained(base, self.found.path)
+        else:
+            self.model, self.tokenizer = load_trained(self.found.path, None)
+        self.model.eval()
+        self.generate(["warm up"], 2)  # the first call is slow; no request should pay for it
+        self.ready = True
+        return True
+
+    def generate(self, texts: list[str], max_new_tokens: int | None = None) -> list[str]:
+        import torch
+
+        n = max(1, min(int(max_new_tokens or self.max_new_tokens), 512))
+        out = []
+        with self._lock, torch.no_grad():
+            for text in texts:
+                ids = self.tokenizer(text, return_tensors="pt")
+                gen = self.model.generate(
+                    **ids,
+                    max_new_tokens=n,
+                    do_sample=False,
+                    pad_token_id=self.tokenizer.eos_token_id,
+                )
+                new = gen[0, ids["input_ids"].shape[1] :]
+                out.append(self.tokenizer.decode(new, skip_special_tokens=True))
+        return out
+
+    async def predict(
+        self,
+        payload: dict[str, Any] | InferRequest,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any] | InferResponse:
+        if isinstance(payload, InferRequest):
+            if not payload.inputs:
+                raise InvalidInput("expected one BYTES input with the prompts")
+            inp = payload.inputs[0]
+            if inp.datatype != "BYTES":
+                raise InvalidInput(
+                    f"input {inp.name!r}: datatype must be BYTES, not {inp.datatype}"
+                )
+            texts = [t.decode() if isinstance(t, bytes) else str(t) for t in inp.data]
+            params = payload.parameters or {}
+            result = await asyncio.to_thread(self.generate, texts, params.get("max_new_tokens"))
+            output = InferOutput("generated_text", [len(result)], "BYTES", data=result)
+            return InferResponse(
+                response_id=payload.id or str(uuid.uuid4()),
+                model_name=self.name,
+                infer_outputs=[output],
+            )
+        payload = v1_body(payload)
+        texts = _texts(payload.get("instances"))
+        params = payload.get("parameters") or {}
+        result = await asyncio.to_thread(self.generate, texts, params.get("max_new_tokens"))
+        return {"predictions": result}
+
+
+class Sklearn(Model):  # type: ignore[misc]
+    """A scikit-learn estimator saved with joblib: v1 ``instances`` rows, v2 one FP32/FP64/INT
+    input of shape [rows, features]."""
+
+    def __init__(self, name: str, found: FoundModel) -> None:
+        super().__init__(name)
+        self.found = found
+        self.model: Any = None
+
+    def load(self) -> bool:
+        import joblib
+
+        self.model = joblib.load(self.found.path)
+        self.ready = True
+        return True
+
+    def _predict(self, rows: Any) -> list[Any]:
+        import numpy as np
+
+        try:
+            x = np.asarray(rows, dtype=float)
+            if x.ndim != 2:
+                raise ValueError(f"expected rows of features (2 dimensions), got {x.ndim}")
+            return list(self.model.predict(x).tolist())
+        except ValueError as err:
+            raise InvalidInput(str(err)) from err
+
+    async def predict(
+        self,
+        payload: dict[str, Any] | InferRequest,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any] | InferResponse:
+        if isinstance(payload, InferRequest):
+            if not payload.inputs:
+                raise InvalidInput("expected one input of shape [rows, features]")
+            result = self._predict(payload.inputs[0].as_numpy())
+            output = InferOutput("predict", [len(result)], _datatype(result), data=result)
+            return InferResponse(
+                response_id=payload.id or str(uuid.uuid4()),
+                model_name=self.name,
+                infer_outputs=[output],
+            )
+        instances = v1_body(payload).get("instances")
+        if not isinstance(instances, list) or not instances:
+            raise InvalidInput('expected "instances": a non-empty list of feature rows')
+        return {"predictions": self._predict(instances)}
+
+
+def _datatype(values: list[Any]) -> str:
+    if all(isinstance(v, bool) for v in values):
+        return "BOOL"
+    if all(isinstance(v, int) for v in values):
+        return "INT64"
+    if all(isinstance(v, int | float) for v in values):
+        return "FP64"
+    return "BYTES"
+
+
+def build_model(name: str, found: FoundModel, max_new_tokens: int = 32) -> Model:
+    if found.format == "sklearn":
+        return Sklearn(name, found)
+    return CausalLM(name, found, max_new_tokens)

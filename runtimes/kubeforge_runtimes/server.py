@@ -1,0 +1,172 @@
+"""The built-in runtime: one model served by kserve's ModelServer (v1 and v2 protocols, text
+generation), with the metrics the canary analysis reads.
+
+Metrics (on kserve's ``/metrics``), labelled with the ModelServer's namespace, name (``model``)
+and the revision the operator gave this predictor:
+
+- ``kubeforge_inference_requests_total{namespace, model, revision, protocol, code}``
+- ``kubeforge_inference_request_duration_seconds{namespace, model, revision, protocol}``
+
+The series for codes 200 and 500 exist from the start at 0, so the first request after a scrape
+already shows in ``rate()``: an analysis never waits a scrape for a baseline.
+
+Counting happens in an ASGI middleware around kserve's app, so requests kserve rejects (400 for a
+bad body, 500 for a model error) are counted with their real status code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kubeforge_runtimes.faults import FaultInjector, Faults
+
+REQUESTS = Counter(
+    "kubeforge_inference_requests",
+    "Inference requests by response code.",
+    ["namespace", "model", "revision", "protocol", "code"],
+)
+LATENCY = Histogram(
+    "kubeforge_inference_request_duration_seconds",
+    "Inference request latency, including injected latency.",
+    ["namespace", "model", "revision", "protocol"],
+    # geometric buckets 1.4x apart (5 ms to 30 s): a p95 read from them is within ~20% of the
+    # true value, where the usual 1-2.5-5 buckets are off by up to 2.5x and a relative latency
+    # check would compare bucket edges, not latencies
+    buckets=tuple(round(0.005 * 1.4**i, 6) for i in range(27)),
+)
+
+# /v1/models/NAME:predict, /v2/models/NAME[/versions/V]/infer, /v2/models/NAME/generate
+INFERENCE_PATH = re.compile(
+    r"^/(?:(?P<v1>v1)/models/[^/:]+:predict|(?P<v2>v2)/models/[^/]+(?:/versions/[^/]+)?/"
+    r"(?:infer|generate))$"
+)
+
+
+class RuntimeSettings(BaseSettings):
+    """From environment variables prefixed KUBEFORGE_RUNTIME_ (the operator sets them on the
+    predictor) or the command line."""
+
+    model_config = SettingsConfigDict(env_prefix="KUBEFORGE_RUNTIME_", extra="ignore")
+
+    model_dir: Path = Field(default=Path("/mnt/models"), description="Where KServe put the model.")
+    model_name: str = Field(default="model", description="Name in the inference URLs.")
+    model_format: str | None = Field(
+        default=None, description="transformers, peft or sklearn; found from the files if unset."
+    )
+    base_model_uri: str | None = Field(
+        default=None, description="Base model of a peft adapter (default: from lineage.json)."
+    )
+    namespace: str = Field(default="", description="The ModelServer's namespace (a label).")
+    revision: str = Field(default="", description="The revision label of every metric.")
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    max_new_tokens: int = Field(default=32, ge=1, le=512)
+    error_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="Injected 500s.")
+    extra_latency_seconds: float = Field(default=0.0, ge=0.0, le=60.0)
+    fault_control: bool = Field(
+        default=False, description="Allow PUT /kubeforge/faults to change faults while serving."
+    )
+    seed: int = 0
+
+
+class InferenceMetrics:
+    """ASGI middleware: counts and times inference requests, and injects faults into them."""
+
+    def __init__(self, app: Any, settings: RuntimeSettings, injector: FaultInjector) -> None:
+        self.app = app
+        self.labels = (settings.namespace, settings.model_name, settings.revision)
+        self.injector = injector
+        for protocol in ("v1", "v2"):
+            LATENCY.labels(*self.labels, protocol)
+            for code in ("200", "500"):
+                REQUESTS.labels(*self.labels, protocol, code)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        match = INFERENCE_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        protocol = "v1" if match.group("v1") else "v2"
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_counted(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = int(message["status"])
+            await send(message)
+
+        faults = self.injector.faults
+        try:
+            if faults.extra_latency_seconds:
+                await asyncio.sleep(faults.extra_latency_seconds)
+            if self.injector.fail_next():
+                await _json(send_counted, 500, b'{"error":"injected fault (fault injection)"}')
+            else:
+                await self.app(scope, receive, send_counted)
+        finally:
+            REQUESTS.labels(*self.labels, protocol, str(status["code"])).inc()
+            LATENCY.labels(*self.labels, protocol).observe(time.perf_counter() - started)
+
+
+async def _json(send: Any, code: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def add_routes(app: Any, model: Any, settings: RuntimeSettings, injector: FaultInjector) -> None:
+    """The generate extension for causal LMs and, when enabled, fault control."""
+    from fastapi import Body, HTTPException
+
+    name = settings.model_name
+
+    if hasattr(model, "generate"):
+
+        @app.post(f"/v2/models/{name}/generate")
+        async def generate(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+            text = body.get("text_input")
+            if not isinstance(text, str):
+                raise HTTPException(422, "text_input: a string is required")
+            params = body.get("parameters") or {}
+            out = await asyncio.to_thread(model.generate, [text], params.get("max_tokens"))
+            return {"model_name": name, "text_output": out[0]}
+
+    if settings.fault_control:
+
+        @app.get("/kubeforge/faults")
+        async def get_faults() -> dict[str, Any]:
+            return injector.faults.model_dump(by_alias=True)
+
+        @app.put("/kubeforge/faults")
+        async def put_faults(faults: Faults) -> dict[str, Any]:
+            injector.set(faults)
+            return faults.model_dump(by_alias=True)
+
+
+def serve(settings: RuntimeSettings) -> None:
+    """Load the model and serve it until SIGTERM (kserve's ModelServer handles signals)."""
+    from kserve import ModelServer
+    from kserve.model_server import app
+
+    from kubeforge_runtimes.models import build_model, find_model
+
+    found = find_model(settings.model_dir, settings.model_format, settings.base_model_uri)
+    model = build_model(settings.model_name, found, settings.max_new_tokens)
+    model.load()
+    injector = FaultInjector(
+        Faults(
+            error_rate=settings.error_rate,
+            extra_latency_seconds=settings.extra_latency_seconds,
+        ),
+        seed=settings.seed,
+    )
+    add_routes(app, model, settings, injector)
+    app.add_middleware(InferenceMetrics, settings=settings, injector=injector)
+    ModelServer(http_port=settings.http_port, enable_grpc=False, workers=1).start([model])

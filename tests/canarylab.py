@@ -1,0 +1,259 @@
+"""Real processes for canary tests and ``bench/canary_rollback.py``: Prometheus (Debian's
+package) scraping kubeforge's built-in runtime serving a real model on 127.0.0.1, a load
+generator that splits traffic between stable and canary the way KServe's router does, and a
+driver that runs the operator's own rollout code (``modelserver.plan_rollout`` /
+``apply_decision`` with ``canary.analyse`` on ``prometheus.Prometheus`` measurements).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kubeforge_crds.modelserver import ModelServerSpec, ModelServerStatus, Revision
+from kubeforge_operator.modelserver import Plan, plan_rollout, run_analysis
+from kubeforge_operator.prometheus import Prometheus, Target
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(
+    check: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, what: str, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.3)
+
+
+@dataclass
+class Proc:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_prometheus(workdir: Path, targets: list[str], scrape_interval: float) -> Proc:
+    """Prometheus scraping ``targets`` (host:port) every ``scrape_interval`` seconds."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "global": {"scrape_interval": f"{scrape_interval:g}s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "kubeforge-runtimes",
+                "scrape_interval": f"{scrape_interval:g}s",
+                "scrape_timeout": f"{min(scrape_interval, 5):g}s",
+                "static_configs": [{"targets": targets}],
+            }
+        ],
+    }
+    (workdir / "prometheus.yml").write_text(json.dumps(config))
+    port = free_port()
+    log = workdir / "prometheus.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--web.enable-lifecycle",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    p = Proc(url, proc, log)
+    _wait(
+        lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200,
+        proc,
+        log,
+        "Prometheus",
+        60,
+    )
+    return p
+
+
+def start_runtime(
+    workdir: Path,
+    model_dir: Path,
+    *,
+    name: str,
+    namespace: str,
+    revision: str,
+    error_rate: float = 0.0,
+    max_new_tokens: int = 4,
+) -> Proc:
+    """``python -m kubeforge_runtimes serve`` with fault control enabled."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = workdir / f"runtime-{revision}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kubeforge_runtimes",
+                "serve",
+                f"--model-dir={model_dir}",
+                f"--model-name={name}",
+                f"--namespace={namespace}",
+                f"--revision={revision}",
+                f"--http-port={port}",
+                f"--max-new-tokens={max_new_tokens}",
+                f"--error-rate={error_rate}",
+                "--fault-control",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    p = Proc(url, proc, log)
+    _wait(
+        lambda: httpx.get(f"{url}/v2/models/{name}/ready", timeout=2).status_code == 200,
+        proc,
+        log,
+        f"runtime {revision}",
+        120,
+    )
+    return p
+
+
+def set_faults(runtime: Proc, error_rate: float = 0.0, extra_latency: float = 0.0) -> None:
+    body = {"errorRate": error_rate, "extraLatencySeconds": extra_latency}
+    httpx.put(f"{runtime.url}/kubeforge/faults", json=body, timeout=5).raise_for_status()
+
+
+@dataclass
+class Router:
+    """Sends ``rate`` requests a second, each to the canary with probability canary%/100, as
+    KServe's (Knative's) traffic split does."""
+
+    stable: Proc
+    canary: Proc
+    name: str
+    rate: float = 10.0
+    canary_percent: int = 0
+    sent: dict[str, int] = field(default_factory=lambda: {"stable": 0, "canary": 0})
+    codes: dict[int, int] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self, workers: int = 4) -> None:
+        for i in range(workers):
+            t = threading.Thread(target=self._run, args=(i, workers), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _run(self, index: int, workers: int) -> None:
+        rng = random.Random(index)
+        period = workers / self.rate
+        body = {"instances": ["my printer does not print"], "parameters": {"max_new_tokens": 2}}
+        with httpx.Client(timeout=10) as client:
+            next_at = time.monotonic() + index * period / workers
+            while not self._stop.is_set():
+                to_canary = rng.random() * 100 < self.canary_percent
+                target = self.canary if to_canary else self.stable
+                try:
+                    r = client.post(f"{target.url}/v1/models/{self.name}:predict", json=body)
+                    self.codes[r.status_code] = self.codes.get(r.status_code, 0) + 1
+                except httpx.HTTPError:
+                    self.codes[0] = self.codes.get(0, 0) + 1
+                self.sent["canary" if to_canary else "stable"] += 1
+                next_at += period
+                self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=15)
+
+
+@dataclass
+class Outcome:
+    result: str  # promote | rollback | hold | timeout
+    decisions: list[dict[str, Any]]
+    finished_at: float  # time.monotonic() when the final decision was applied
+
+
+def drive_rollout(
+    spec: ModelServerSpec,
+    prom: Prometheus,
+    router: Router,
+    *,
+    namespace: str,
+    name: str,
+    stable: Revision,
+    canary: Revision,
+    scrape_interval: float,
+    timeout: float = 300,
+    on_decision: Callable[[Plan], None] | None = None,
+) -> Outcome:
+    """Run one rollout of ``canary`` over ``stable`` with the operator's rollout code, applying
+    each traffic split to ``router``; returns when it is promoted, rolled back or held."""
+    status = ModelServerStatus(stable=stable)
+    plan = plan_rollout(spec, status, canary, datetime.now(UTC))
+    assert isinstance(plan, Plan), "a new revision starts a rollout"
+    decisions = [d.to_wire() for d in plan.decisions]
+    router.canary_percent = plan.canary_percent or 0
+    status = ModelServerStatus.model_validate({**status.to_wire(), **plan.status})
+    due = plan.next_analysis
+    target = Target(namespace, name, canary=canary.revision, stable=stable.revision)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert due is not None
+        assert status.rollout is not None
+        time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+        plan = run_analysis(
+            spec, status, canary, status.rollout, prom, target, scrape_interval, datetime.now(UTC)
+        )
+        action = plan.decisions[-1].action
+        if action == "promote":
+            router.canary_percent = 100
+        elif action == "rollback":
+            router.canary_percent = 0
+        else:
+            router.canary_percent = plan.canary_percent or 0
+        applied = time.monotonic()
+        decisions += [d.to_wire() for d in plan.decisions]
+        if on_decision:
+            on_decision(plan)
+        status = ModelServerStatus.model_validate({**status.to_wire(), **plan.status})
+        if action in ("promote", "rollback"):
+            return Outcome(action, decisions, applied)
+        if plan.next_analysis is None:
+            return Outcome("hold", decisions, applied)
+        due = plan.next_analysis
+    return Outcome("timeout", decisions, time.monotonic())

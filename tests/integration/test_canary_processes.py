@@ -1,0 +1,156 @@
+"""The canary analysis against real processes: Prometheus (Debian's package) scrapes a stable and
+a canary runtime (``python -m kubeforge_runtimes serve``) serving the project's tiny GPT-2 under
+generated load on 127.0.0.1; the operator's own rollout code decides."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kubeforge_crds.modelserver import ModelServerSpec, Revision
+from kubeforge_operator.prometheus import Prometheus
+from tests.canarylab import (
+    Proc,
+    Router,
+    drive_rollout,
+    set_faults,
+    start_prometheus,
+    start_runtime,
+)
+
+NS, NAME, SCRAPE = "team-a", "tickets", 1.0
+
+
+@dataclass
+class Lab:
+    prom: Proc
+    stable: Proc
+    canary: Proc
+    model_dir: Path
+
+
+@pytest.fixture(scope="module")
+def lab(tiny_base_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    work = tmp_path_factory.mktemp("canary-lab")
+    stable = start_runtime(work, tiny_base_model, name=NAME, namespace=NS, revision="rstable")
+    canary = start_runtime(work, tiny_base_model, name=NAME, namespace=NS, revision="rcanary")
+    hosts = [s.url.removeprefix("http://") for s in (stable, canary)]
+    prom = start_prometheus(work / "prometheus", hosts, SCRAPE)
+    yield Lab(prom, stable, canary, tiny_base_model)
+    for p in (prom, stable, canary):
+        p.stop()
+
+
+def _spec(steps: list[int]) -> ModelServerSpec:
+    return ModelServerSpec.model_validate(
+        {
+            "model": {"uri": "file:///models/tickets"},
+            "rollout": {"steps": steps, "interval": "10s", "failureThreshold": 2},
+        }
+    )
+
+
+def _rev(revision: str) -> Revision:
+    return Revision(revision=revision, uri=f"file:///models/{revision}", traffic_percent=0)
+
+
+def _router(lab: Lab) -> Router:
+    router = Router(lab.stable, lab.canary, NAME, rate=12)
+    router.start()
+    time.sleep(3 * SCRAPE)  # the stable version has a baseline before the rollout starts
+    return router
+
+
+def test_runtime_serves_v1_v2_and_metrics(lab: Lab) -> None:
+    v1 = httpx.post(
+        f"{lab.stable.url}/v1/models/{NAME}:predict",
+        json={"instances": ["my printer"], "parameters": {"max_new_tokens": 3}},
+        timeout=30,
+    )
+    assert v1.status_code == 200, v1.text
+    assert isinstance(v1.json()["predictions"][0], str)
+    v2 = httpx.post(
+        f"{lab.stable.url}/v2/models/{NAME}/infer",
+        json={
+            "id": "req-1",
+            "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["login"]}],
+        },
+        timeout=30,
+    )
+    assert v2.status_code == 200, v2.text
+    assert v2.json()["id"] == "req-1"
+    assert v2.json()["outputs"][0]["name"] == "generated_text"
+    bad = httpx.post(
+        f"{lab.stable.url}/v1/models/{NAME}:predict", json={"instances": [42]}, timeout=30
+    )
+    assert bad.status_code == 400
+    assert "instances[0]" in bad.text
+    metrics = httpx.get(f"{lab.stable.url}/metrics", timeout=10).text
+    assert (
+        'kubeforge_inference_requests_total{code="400",model="tickets",namespace="team-a",'
+        'protocol="v1",revision="rstable"} 1.0'
+    ) in metrics
+
+
+def test_healthy_canary_is_promoted_through_every_step(lab: Lab) -> None:
+    router = _router(lab)
+    try:
+        outcome = drive_rollout(
+            _spec([25, 50, 100]),
+            Prometheus(lab.prom.url),
+            router,
+            namespace=NS,
+            name=NAME,
+            stable=_rev("rstable"),
+            canary=_rev("rcanary"),
+            scrape_interval=SCRAPE,
+            timeout=120,
+        )
+    finally:
+        router.stop()
+    actions = [d["action"] for d in outcome.decisions]
+    assert outcome.result == "promote", [(d["action"], d["reason"]) for d in outcome.decisions]
+    assert actions == ["start", "advance", "advance", "promote"], outcome.decisions
+    splits = [d["trafficSplit"] for d in outcome.decisions]
+    assert splits == ["75/25", "50/50", "0/100", "0/100"]
+    for d in outcome.decisions[1:]:
+        assert d["measurements"]["error-rate"] == 0.0
+        assert d["measurements"]["latency-p95"] > 0  # canary/stable ratio, measured
+    assert router.sent["canary"] > 20
+    assert router.codes.get(500, 0) == 0
+
+
+def test_canary_with_injected_errors_is_rolled_back(lab: Lab) -> None:
+    set_faults(lab.canary, error_rate=0.5)
+    router = _router(lab)
+    try:
+        outcome = drive_rollout(
+            _spec([10, 25, 50, 100]),
+            Prometheus(lab.prom.url),
+            router,
+            namespace=NS,
+            name=NAME,
+            stable=_rev("rstable"),
+            canary=_rev("rcanary"),
+            scrape_interval=SCRAPE,
+            timeout=120,
+        )
+        canary_after = router.sent["canary"]
+        time.sleep(2)
+        assert router.sent["canary"] == canary_after, "no traffic reaches a rolled-back canary"
+    finally:
+        router.stop()
+        set_faults(lab.canary, error_rate=0.0)
+    assert outcome.result == "rollback", [(d["action"], d["reason"]) for d in outcome.decisions]
+    actions = [d["action"] for d in outcome.decisions]
+    assert actions == ["start", "hold", "rollback"], outcome.decisions
+    last = outcome.decisions[-1]
+    assert last["trafficSplit"] == "100/0"
+    assert "error-rate" in last["reason"]
+    assert last["measurements"]["error-rate"] > 0.05
+    assert router.codes.get(500, 0) > 0
