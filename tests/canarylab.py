@@ -151,6 +151,23 @@ def start_runtime(
     return p
 
 
+def write_sklearn_model(directory: Path, seed: int = 0) -> Path:
+    """A real, tiny scikit-learn classifier (3 features) saved as the runtime loads it."""
+    import joblib
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(200, 3))
+    y = (x @ np.array([1.0, -2.0, 0.5]) > 0).astype(int)
+    directory.mkdir(parents=True, exist_ok=True)
+    joblib.dump(LogisticRegression().fit(x, y), directory / "model.joblib")
+    return directory
+
+
+SKLEARN_BODY: dict[str, Any] = {"instances": [[0.2, -0.1, 0.4], [1.0, 1.0, 1.0]]}
+
+
 def set_faults(runtime: Proc, error_rate: float = 0.0, extra_latency: float = 0.0) -> None:
     body = {"errorRate": error_rate, "extraLatencySeconds": extra_latency}
     httpx.put(f"{runtime.url}/kubeforge/faults", json=body, timeout=5).raise_for_status()
@@ -166,6 +183,12 @@ class Router:
     name: str
     rate: float = 10.0
     canary_percent: int = 0
+    body: dict[str, Any] = field(
+        default_factory=lambda: {
+            "instances": ["my printer does not print"],
+            "parameters": {"max_new_tokens": 2},
+        }
+    )
     sent: dict[str, int] = field(default_factory=lambda: {"stable": 0, "canary": 0})
     codes: dict[int, int] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -180,14 +203,13 @@ class Router:
     def _run(self, index: int, workers: int) -> None:
         rng = random.Random(index)
         period = workers / self.rate
-        body = {"instances": ["my printer does not print"], "parameters": {"max_new_tokens": 2}}
         with httpx.Client(timeout=10) as client:
             next_at = time.monotonic() + index * period / workers
             while not self._stop.is_set():
                 to_canary = rng.random() * 100 < self.canary_percent
                 target = self.canary if to_canary else self.stable
                 try:
-                    r = client.post(f"{target.url}/v1/models/{self.name}:predict", json=body)
+                    r = client.post(f"{target.url}/v1/models/{self.name}:predict", json=self.body)
                     self.codes[r.status_code] = self.codes.get(r.status_code, 0) + 1
                 except httpx.HTTPError:
                     self.codes[0] = self.codes.get(0, 0) + 1

@@ -128,6 +128,20 @@ def compute_status(
     return {k: v for k, v in wire.items() if v is not None}
 
 
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new``: a field ``new`` no
+    longer has is sent as null, or the apiserver would keep it. Pure."""
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            if value != before:
+                patch[key] = merge_patch(before, value)
+        elif value != before or key not in old:
+            patch[key] = value
+    return patch
+
+
 @dataclass(frozen=True)
 class Report:
     result: str  # success | invalid | error
@@ -159,7 +173,8 @@ def reconcile_object(
         status = compute_status(kind, current, outcome, ctx.generation, ctx.now)
         changed = status != current
         if changed:
-            written = kube.patch_status(kind, ctx.namespace, ctx.name, status)
+            patch = merge_patch(current, status)
+            written = kube.patch_status(kind, ctx.namespace, ctx.name, patch)
             OWN_WRITES.remember(kind.kind, ctx.namespace, ctx.name, written)
             _announce(ctx, current, status)
         OBJECT_PHASES.set(kind.kind, ctx.namespace, ctx.name, outcome.phase)
