@@ -437,7 +437,15 @@ def resolve_model(
             f"spec.model.fineTuneJob: FineTuneJob {name!r} failed; it has no model to serve",
         )
     uri = (status.get("model") or {}).get("uri")
-    if phase != FineTuneJobPhase.SUCCEEDED or not uri:
+    if phase == FineTuneJobPhase.SUCCEEDED and not uri:
+        return Observation(
+            MODEL_RESOLVED,
+            ConditionStatus.FALSE,
+            "FineTuneJobHasNoModel",
+            f"spec.model.fineTuneJob: FineTuneJob {name!r} succeeded but reported no model "
+            "version (status.model.uri is empty); serve its output with spec.model.uri",
+        )
+    if phase != FineTuneJobPhase.SUCCEEDED:
         return Observation(
             MODEL_RESOLVED,
             ConditionStatus.FALSE,

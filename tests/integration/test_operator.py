@@ -55,25 +55,51 @@ def test_kubectl_wait_for_ready_on_an_example(cluster: Cluster, applied: str) ->
 
 
 def test_a_kind_without_its_controller_says_so(cluster: Cluster, applied: str) -> None:
-    # The ModelServer controller is not built yet: Ready is honestly False, with its reason.
+    # The DriftMonitor controller is not built yet: Ready is honestly False, with its reason.
     cluster.kubectl(
         "wait",
         "-n",
         applied,
         "--for=condition=Ready=False",
         "--timeout=60s",
-        "modelserver/support-bot",
+        "driftmonitor/support-bot-drift",
     )
     out = cluster.kubectl(
         "get",
-        "ms",
-        "support-bot",
+        "dm",
+        "support-bot-drift",
         "-n",
         applied,
         "-o",
         'jsonpath={.status.conditions[?(@.type=="Ready")].reason}',
     ).stdout
     assert out == "ControllerNotImplemented"
+
+
+def test_the_example_model_server_waits_for_its_fine_tune_job(
+    cluster: Cluster, applied: str
+) -> None:
+    cluster.kubectl(
+        "wait",
+        "-n",
+        applied,
+        "--for=condition=ModelResolved=False",
+        "--timeout=60s",
+        "modelserver/support-bot",
+    )
+    reason = cluster.kubectl(
+        "get",
+        "ms",
+        "support-bot",
+        "-n",
+        applied,
+        "-o",
+        'jsonpath={.status.conditions[?(@.type=="ModelResolved")].reason}',
+    ).stdout
+    # the example FineTuneJob support-bot-v1 runs (or ran without a model) in kwok
+    assert reason in ("FineTuneJobNotSucceeded", "FineTuneJobHasNoModel", "FineTuneJobFailed")
+    isvc = cluster.kubectl("get", "inferenceservice", "support-bot", "-n", applied, check=False)
+    assert isvc.returncode != 0  # nothing is served before there is a model
 
 
 def test_a_spec_change_is_observed(cluster: Cluster, applied: str) -> None:
