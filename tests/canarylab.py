@@ -242,6 +242,7 @@ def drive_rollout(
     scrape_interval: float,
     timeout: float = 300,
     on_decision: Callable[[Plan], None] | None = None,
+    recheck_seconds: float | None = None,
 ) -> Outcome:
     """Run one rollout of ``canary`` over ``stable`` with the operator's rollout code, applying
     each traffic split to ``router``; returns when it is promoted, rolled back or held."""
@@ -259,7 +260,15 @@ def drive_rollout(
         assert status.rollout is not None
         time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
         plan = run_analysis(
-            spec, status, canary, status.rollout, prom, target, scrape_interval, datetime.now(UTC)
+            spec,
+            status,
+            canary,
+            status.rollout,
+            prom,
+            target,
+            scrape_interval,
+            datetime.now(UTC),
+            recheck_seconds,
         )
         action = plan.decisions[-1].action
         if action == "promote":

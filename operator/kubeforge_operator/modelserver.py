@@ -636,15 +636,17 @@ def run_analysis(
     target: Target,
     scrape_seconds: float,
     now: datetime,
+    recheck_seconds: float | None = None,
 ) -> Plan:
     """One analysis of the rollout: measure, decide (``canary.analyse``), and plan the result.
-    The operator's reconcile and ``tests/canarylab.py`` both run exactly this."""
+    The operator's reconcile and ``tests/canarylab.py`` both run exactly this. A failed analysis
+    is confirmed after ``recheck_seconds`` (default: one scrape interval)."""
     interval = parse_duration(spec.rollout.interval).total_seconds()
     measured = measurer.measure(spec.rollout.metrics, target, window(interval, scrape_seconds))
     measured, baseline = with_baseline(measured, rollout.stable_baseline)
     decision = analyse(
         spec.rollout, RolloutState(step=rollout.step, failures=rollout.failures), measured
     )
-    recheck = timedelta(seconds=max(1.0, scrape_seconds))
+    recheck = timedelta(seconds=max(1.0, recheck_seconds or scrape_seconds))
     progress = rollout.model_copy(update={"stable_baseline": baseline})
     return apply_decision(spec, status, desired, progress, decision, now, recheck)
