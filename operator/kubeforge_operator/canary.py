@@ -3,7 +3,8 @@ rollout is, and what Prometheus measured, to a decision (advance, hold, roll bac
 
 Rules (written down because they are the product's promise):
 - every metric of the policy is checked at every interval; a check passes when the measured value
-  (or, with ``relativeToStable``, the ratio canary/stable) is at most ``max``;
+  (or, with ``relativeToStable``, the ratio canary/stable) is at most ``max``; a relative
+  latency check counts latencies under 25 ms as 25 ms (jitter, not the model);
 - **no data is never a pass**: a metric without a canary sample, without the stable sample it is
   compared with, or whose query failed (Prometheus unreachable) makes the analysis inconclusive;
   the step is held and the analysis counts as failed;
@@ -23,7 +24,9 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from kubeforge_crds.modelserver import AnalysisMetric, FailureAction, RolloutPolicy
+from kubeforge_crds.modelserver import AnalysisMetric, FailureAction, MetricType, RolloutPolicy
+
+LATENCY_FLOOR_SECONDS = 0.025  # relative latency checks count faster responses as this fast
 
 
 class Action(StrEnum):
@@ -101,7 +104,12 @@ def check_metric(metric: AnalysisMetric, m: Measurement) -> Check:
         return Check(name, ok, value, f"{name} {value:.4g} {'<=' if ok else '>'} {metric.max:g}")
     if m.stable is None or not math.isfinite(m.stable):
         return Check(name, None, None, f"{name}: no data for the stable version")
-    value = _ratio(m.canary, m.stable)
+    canary, stable = m.canary, m.stable
+    if metric.type == MetricType.LATENCY_P95:
+        # below the floor a ratio measures scheduler jitter, not the model: 3 ms vs 5 ms is
+        # "1.7x slower" and would roll back a healthy canary
+        canary, stable = max(canary, LATENCY_FLOOR_SECONDS), max(stable, LATENCY_FLOOR_SECONDS)
+    value = _ratio(canary, stable)
     ok = value <= metric.max
     shown = "inf" if math.isinf(value) else f"{value:.4g}"
     return Check(

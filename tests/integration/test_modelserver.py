@@ -201,6 +201,9 @@ def env(
     e.router = router  # type: ignore[attr-defined]
     yield e
     stop_operator(e.op)
+    artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "operator-modelserver.log").write_bytes(e.op.log.read_bytes())
     standin.stop()
     router.stop()
     for p in [prom, *runtimes.values()]:
@@ -241,7 +244,11 @@ def test_healthy_new_version_is_promoted_step_by_step(env: Env) -> None:
         s = env.status()
         return s.get("phase") == "Ready" and s["stable"]["revision"] == env.revisions["v2"]  # type: ignore[attr-defined]
 
-    wait_until(promoted, 90, interval=0.3, what="v2 promoted")
+    try:
+        wait_until(promoted, 90, interval=0.3, what="v2 promoted")
+    except AssertionError as err:
+        decisions = [(d["action"], d["reason"]) for d in env.status().get("decisions", [])]
+        raise AssertionError(f"{err}; decisions: {decisions}") from None
     assert {25, 50} <= seen, seen  # the InferenceService went through the steps
     assert _served(_isvc(env)) == (_uri("v2"), None)
     actions = [(d["action"], d["trafficSplit"]) for d in env.status()["decisions"]]

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from kubeforge_crds.modelserver import RolloutPolicy
+from kubeforge_crds.modelserver import AnalysisMetric, RolloutPolicy
 from kubeforge_operator.canary import Action, Measurement, RolloutState, analyse, check_metric
 
 POLICY = RolloutPolicy()  # steps 10/25/50/100; error rate <= 5%; p95 <= 1.5x stable; threshold 2
@@ -91,9 +91,11 @@ def test_unreachable_prometheus_is_named_and_measures_nothing() -> None:
 def test_relative_check_edge_cases() -> None:
     (_, latency) = POLICY.metrics
     assert check_metric(latency, Measurement(canary=0.0, stable=0.0)).passed is True
-    worse = check_metric(latency, Measurement(canary=0.1, stable=0.0))
+    errors = AnalysisMetric(name="errors", type="errorRate", max=2, relative_to_stable=True)
+    worse = check_metric(errors, Measurement(canary=0.1, stable=0.0))
     assert worse.passed is False
     assert "canary/stable inf" in worse.reason
+    assert check_metric(latency, Measurement(canary=0.1, stable=0.0)).passed is False
     assert check_metric(latency, Measurement(canary=0.1)).passed is None
     assert check_metric(latency, Measurement(canary=math.nan, stable=0.1)).passed is None
 
@@ -101,3 +103,10 @@ def test_relative_check_edge_cases() -> None:
 def test_a_single_step_policy_promotes_on_the_first_pass() -> None:
     decision = analyse(RolloutPolicy(steps=[100]), RolloutState(), HEALTHY)
     assert (decision.action, decision.traffic) == (Action.PROMOTE, 100)
+
+
+def test_relative_latency_below_the_floor_is_jitter_not_a_failure() -> None:
+    metric = AnalysisMetric(name="p95", type="latencyP95", max=1.5, relative_to_stable=True)
+    assert check_metric(metric, Measurement(canary=0.005, stable=0.003)).passed is True
+    assert check_metric(metric, Measurement(canary=0.080, stable=0.003)).passed is False
+    assert check_metric(metric, Measurement(canary=0.060, stable=0.030)).passed is False
