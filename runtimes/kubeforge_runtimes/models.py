@@ -169,11 +169,7 @@ class CausalLM(Model):  # type: ignore[misc]
             params = payload.parameters or {}
             result = await asyncio.to_thread(self.generate, texts, params.get("max_new_tokens"))
             output = InferOutput("generated_text", [len(result)], "BYTES", data=result)
-            return InferResponse(
-                response_id=payload.id or str(uuid.uuid4()),
-                model_name=self.name,
-                infer_outputs=[output],
-            )
+            return _response(payload, self.name, output)
         payload = v1_body(payload)
         texts = _texts(payload.get("instances"))
         params = payload.get("parameters") or {}
@@ -219,15 +215,20 @@ class Sklearn(Model):  # type: ignore[misc]
                 raise InvalidInput("expected one input of shape [rows, features]")
             result = self._predict(payload.inputs[0].as_numpy())
             output = InferOutput("predict", [len(result)], _datatype(result), data=result)
-            return InferResponse(
-                response_id=payload.id or str(uuid.uuid4()),
-                model_name=self.name,
-                infer_outputs=[output],
-            )
+            return _response(payload, self.name, output)
         instances = v1_body(payload).get("instances")
         if not isinstance(instances, list) or not instances:
             raise InvalidInput('expected "instances": a non-empty list of feature rows')
         return {"predictions": self._predict(instances)}
+
+
+def _response(request: InferRequest, model_name: str, output: InferOutput) -> InferResponse:
+    """A v2 response to ``request`` (its id echoed, as the protocol requires)."""
+    return InferResponse(
+        response_id=request.id or str(uuid.uuid4()),
+        model_name=model_name,
+        infer_outputs=[output],
+    )
 
 
 def _datatype(values: list[Any]) -> str:
