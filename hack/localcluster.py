@@ -504,11 +504,15 @@ def _up() -> None:
         log("a previous start is partly running; stopping it first")
         down(purge=True)
     bins = build()
-    for port, what in ((APISERVER_PORT, "kube-apiserver"), (ETCD_PORT, "etcd")):
+    for port, what, setting in (
+        (APISERVER_PORT, "kube-apiserver", "APISERVER_PORT"),
+        (ETCD_PORT, "etcd", "ETCD_PORT"),
+        (ETCD_PORT + 1, "etcd's peer listener (the etcd port + 1)", "ETCD_PORT"),
+    ):
         if not port_free(port):
             raise ClusterError(
                 f"port {port} for {what} is taken by another program; stop it, or set "
-                f"KUBEFORGE_{'APISERVER' if what == 'kube-apiserver' else 'ETCD'}_PORT"
+                f"KUBEFORGE_{setting}"
             )
     STATE.mkdir(parents=True, exist_ok=True)
     write_pki()

@@ -4,6 +4,7 @@ harmless, and a failed start names the component, shows its log and leaves nothi
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -42,11 +43,24 @@ def test_stopping_a_stopped_cluster_is_harmless(tmp_path: Path) -> None:
     assert _run("status", env=env).returncode == 1  # and status says it is not running
 
 
+def _free_port_pair() -> int:
+    """A free port whose successor is free too: etcd listens for peers on port + 1."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two adjacent free ports")
+
+
 def test_a_failed_start_names_the_component_and_cleans_up(tmp_path: Path) -> None:
     env = {
         "KUBEFORGE_CLUSTER_DIR": str(tmp_path / "broken"),
         "KUBEFORGE_APISERVER_PORT": str(free_port()),
-        "KUBEFORGE_ETCD_PORT": str(free_port()),
+        "KUBEFORGE_ETCD_PORT": str(_free_port_pair()),
         "KUBEFORGE_APISERVER_EXTRA_ARGS": "--no-such-flag=1",
     }
     proc = _run("up", env=env)
