@@ -44,5 +44,78 @@ def serve_cmd(
         raise typer.Exit(2) from err
 
 
+drift_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The drift service.")
+app.add_typer(drift_app, name="drift")
+
+
+@drift_app.command("serve")
+def drift_serve_cmd(
+    config: Annotated[
+        Path, typer.Option(envvar="KUBEFORGE_DRIFT_CONFIG", help="Monitor configuration (JSON).")
+    ],
+    host: Annotated[str, typer.Option(envvar="KUBEFORGE_DRIFT_HOST")] = "0.0.0.0",  # noqa: S104
+    port: Annotated[int, typer.Option(envvar="KUBEFORGE_DRIFT_PORT")] = 8080,
+) -> None:
+    """Receive KServe logger CloudEvents and export drift, bias and anomaly scores."""
+    import logging
+
+    import uvicorn
+
+    from kubeforge_runtimes.drift.config import MonitorConfig
+    from kubeforge_runtimes.drift.service import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        cfg = MonitorConfig.model_validate_json(config.read_text())
+    except (OSError, ValueError) as err:
+        typer.echo(f"error: {config}: {err}", err=True)
+        raise typer.Exit(2) from err
+    uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning")
+
+
+def _thresholds(items: list[str]) -> dict[str, float]:
+    from kubeforge_runtimes.drift.config import ALL_METRICS
+
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in ALL_METRICS:
+            raise typer.BadParameter(
+                f"{item!r}: expected METRIC=THRESHOLD with METRIC one of {', '.join(ALL_METRICS)}",
+                param_hint="--metric",
+            )
+        try:
+            out[name] = float(value)
+        except ValueError as err:
+            raise typer.BadParameter(
+                f"{item!r}: {value!r} is not a number", param_hint="--metric"
+            ) from err
+    return out
+
+
+@drift_app.command("report")
+def drift_report_cmd(
+    reference: Annotated[Path, typer.Option(help="Reference dataset (JSONL, CSV, Parquet).")],
+    current: Annotated[Path, typer.Option(help="Current dataset with the same columns.")],
+    out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("drift-report.html"),
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(help="METRIC=THRESHOLD, repeatable (default psi=0.2 ks=0.1)."),
+    ] = None,
+) -> None:
+    """Write an HTML drift report of CURRENT against REFERENCE."""
+    from kubeforge_runtimes.drift.reference import ReferenceError
+    from kubeforge_runtimes.drift.report import ReportError, files_report_html
+
+    thresholds = _thresholds(metric or [])
+    try:
+        html = files_report_html(reference, current, thresholds or None)
+    except (ReportError, ReferenceError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    out.write_text(html)
+    typer.echo(f"wrote {out}")
+
+
 if __name__ == "__main__":
     app()

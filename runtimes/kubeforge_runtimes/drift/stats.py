@@ -23,6 +23,8 @@ import numpy.typing as npt
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency
 
+from kubeforge_runtimes.drift.config import CATEGORICAL_METRICS, NUMERIC_METRICS
+
 FloatArray = npt.NDArray[np.float64]
 
 # Bin proportions are floored at this value in PSI, so that an empty bin gives a large, finite
@@ -30,9 +32,6 @@ FloatArray = npt.NDArray[np.float64]
 PSI_FLOOR = 1e-4
 DEFAULT_BINS = 10
 
-NUMERIC_METRICS = ("psi", "ks", "jensenShannon", "wasserstein", "meanShift", "outOfRange")
-CATEGORICAL_METRICS = ("psi", "chiSquare", "jensenShannon", "unseenCategory")
-BIAS_METRICS = ("spd", "dir")
 # Metrics whose alert fires when the value falls *below* the threshold.
 LOWER_IS_WORSE = frozenset({"dir", "chiSquare"})
 

@@ -1,0 +1,238 @@
+"""One monitor's state: the sliding window of live feature rows (and of protected attribute and
+outcome pairs, joined from request and response events by their CloudEvent id), and the
+evaluation of that window against the reference summary. No I/O here; the service feeds it."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kubeforge_runtimes.drift import stats
+from kubeforge_runtimes.drift.config import (
+    BIAS_METRICS,
+    CATEGORICAL_METRICS,
+    NUMERIC_METRICS,
+    FeatureConfig,
+    MonitorConfig,
+)
+from kubeforge_runtimes.drift.payloads import PayloadError, request_rows, response_outputs
+from kubeforge_runtimes.drift.reference import Summary
+
+PENDING_LIMIT = 10_000  # request/response halves waiting for their other half
+
+
+@dataclass(frozen=True)
+class Score:
+    feature: str
+    metric: str
+    value: float
+    threshold: float
+    crossed: bool
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    time: float
+    rows: int
+    scores: list[Score]
+
+    @property
+    def drift(self) -> bool:
+        return any(s.crossed for s in self.scores if s.metric not in BIAS_METRICS)
+
+    @property
+    def bias(self) -> bool:
+        return any(s.crossed for s in self.scores if s.metric in BIAS_METRICS)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "time": self.time,
+            "rows": self.rows,
+            "driftDetected": self.drift,
+            "biasDetected": self.bias,
+            "scores": [
+                {**asdict(s), "value": None if math.isnan(s.value) else s.value}
+                for s in self.scores
+            ],
+        }
+
+
+def _label(value: Any) -> str:
+    """Outcome and category values as text; 1.0 and 1 are the same class."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _number(feature: str, value: Any) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PayloadError("bad_value", f"feature {feature!r}: {value!r} is not a number")
+    return float(value)
+
+
+@dataclass
+class Window:
+    """The latest ``size`` values of each feature."""
+
+    features: list[FeatureConfig]
+    size: int
+    columns: dict[str, deque[Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.columns = {f.name: deque(maxlen=self.size) for f in self.features}
+
+    def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append rows, all or none: a payload with one bad row is rejected whole."""
+        checked: list[list[Any]] = []
+        for i, row in enumerate(rows):
+            values = []
+            for f in self.features:
+                if f.name not in row:
+                    raise PayloadError(
+                        "missing_feature",
+                        f"row {i} has no feature {f.name!r} (has: {', '.join(map(str, row))})",
+                    )
+                raw = row[f.name]
+                values.append(_number(f.name, raw) if f.type == "numeric" else _label(raw))
+            checked.append(values)
+        for values in checked:
+            for f, v in zip(self.features, values, strict=True):
+                self.columns[f.name].append(v)
+
+    def __len__(self) -> int:
+        return min((len(c) for c in self.columns.values()), default=0)
+
+
+class Monitor:
+    """Thread-safe: the service adds rows from request handlers and evaluates in a worker."""
+
+    def __init__(self, config: MonitorConfig, features: list[FeatureConfig], summary: Summary):
+        self.config = config
+        self.features = features
+        self.summary = summary
+        self.window = Window(features, config.window_size)
+        bias = config.bias
+        self.bias_pairs: deque[tuple[str, str]] = deque(maxlen=config.window_size)
+        self._pending: OrderedDict[str, tuple[str, list[Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.history: deque[Evaluation] = deque(maxlen=config.history)
+        self._protected = bias.protected_attribute if bias else None
+        self._feature_names = [f.name for f in features]
+
+    # -- ingestion --------------------------------------------------------------------------
+
+    def add_request(self, event_id: str, body: Mapping[str, Any]) -> int:
+        names = self._feature_names
+        if self._protected and self._protected not in names:
+            names = [*names, self._protected]
+        rows = request_rows(body, names)
+        with self._lock:
+            self.window.add(rows)
+            if self._protected:
+                protected = [_label(r.get(self._protected)) for r in rows]
+                self._join(event_id, "request", protected)
+        return len(rows)
+
+    def add_response(self, event_id: str, body: Mapping[str, Any]) -> int:
+        outputs = [_label(v) for v in response_outputs(body)]
+        if self._protected:
+            with self._lock:
+                self._join(event_id, "response", outputs)
+        return len(outputs)
+
+    def _join(self, event_id: str, half: str, values: list[Any]) -> None:
+        other = self._pending.pop(event_id, None)
+        if other is None:
+            self._pending[event_id] = (half, values)
+            while len(self._pending) > PENDING_LIMIT:
+                self._pending.popitem(last=False)
+            return
+        if other[0] == half:  # the same half twice: keep the newer
+            self._pending[event_id] = (half, values)
+            return
+        protected, outcomes = (values, other[1]) if half == "request" else (other[1], values)
+        if len(protected) != len(outcomes):
+            raise PayloadError(
+                "shape_mismatch",
+                f"event {event_id}: {len(protected)} instances but {len(outcomes)} predictions",
+            )
+        self.bias_pairs.extend(zip(protected, outcomes, strict=True))
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def snapshot(self) -> tuple[dict[str, list[Any]], list[tuple[str, str]]]:
+        with self._lock:
+            return (
+                {name: list(col) for name, col in self.window.columns.items()},
+                list(self.bias_pairs),
+            )
+
+    def rows(self) -> int:
+        with self._lock:
+            return len(self.window)
+
+    def evaluate(self, now: float | None = None, force: bool = False) -> Evaluation | None:
+        """Scores of the window, or None while it is not yet full (unless ``force``)."""
+        columns, pairs = self.snapshot()
+        rows = min((len(c) for c in columns.values()), default=0)
+        if rows == 0 or (rows < self.config.window_size and not force):
+            return None
+        evaluation = Evaluation(
+            time=now if now is not None else time.time(),
+            rows=rows,
+            scores=score_columns(self.config, self.features, self.summary, columns, pairs),
+        )
+        self.history.append(evaluation)
+        return evaluation
+
+
+def score_columns(
+    config: MonitorConfig,
+    features: list[FeatureConfig],
+    summary: Summary,
+    columns: Mapping[str, Sequence[Any]],
+    pairs: Sequence[tuple[str, str]] = (),
+) -> list[Score]:
+    """Every configured metric for every feature it applies to (pure)."""
+    thresholds = config.metrics
+    numeric_wanted = [m for m in NUMERIC_METRICS if m in thresholds]
+    categorical_wanted = [m for m in CATEGORICAL_METRICS if m in thresholds]
+    scores: list[Score] = []
+    for f in features:
+        values = columns[f.name]
+        if f.type == "numeric":
+            got = stats.numeric_scores(
+                summary.numeric[f.name], np.asarray(values, dtype=np.float64), numeric_wanted
+            )
+        else:
+            got = stats.categorical_scores(summary.categorical[f.name], values, categorical_wanted)
+        for metric, value in got.items():
+            t = thresholds[metric]
+            scores.append(Score(f.name, metric, value, t, stats.crossed(metric, value, t)))
+    bias = config.bias
+    if bias and any(m in thresholds for m in BIAS_METRICS):
+        got = stats.bias_scores(
+            [p for p, _ in pairs],
+            [o for _, o in pairs],
+            bias.privileged_values,
+            bias.favourable_outcome,
+        )
+        for metric in BIAS_METRICS:
+            if metric in thresholds:
+                t = thresholds[metric]
+                value = got[metric]
+                scores.append(
+                    Score(
+                        bias.protected_attribute, metric, value, t, stats.crossed(metric, value, t)
+                    )
+                )
+    return scores

@@ -1,0 +1,314 @@
+"""The drift service (``python -m kubeforge_runtimes drift serve``): one per DriftMonitor.
+
+- ``POST /`` takes the CloudEvents KServe's logger sends (the InferenceService's
+  ``spec.predictor.logger.url`` points here); a payload it cannot read is answered 400 with the
+  reason, counted in ``kubeforge_drift_payloads_total{result="malformed"}`` and listed in the
+  status, never raised.
+- every ``intervalSeconds`` the full window is scored against the reference; the scores are
+  Prometheus gauges on ``/metrics`` and JSON on ``/status`` (``POST /evaluate`` scores now).
+- ``GET /report`` is the HTML report of the window against the reference; ``POST /report`` takes a
+  reference and a current file (multipart) and returns their report.
+
+It holds nothing it cannot rebuild: the reference is re-read at start, the window refills."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import tempfile
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+
+from kubeforge_runtimes.drift.config import MonitorConfig
+from kubeforge_runtimes.drift.monitor import Evaluation, Monitor
+from kubeforge_runtimes.drift.payloads import PayloadError, parse_event
+from kubeforge_runtimes.drift.reference import (
+    ReferenceError,
+    check_columns,
+    infer_features,
+    read_table,
+    summarise,
+)
+
+log = logging.getLogger(__name__)
+RECENT_ERRORS = 10
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self, config: MonitorConfig) -> None:
+        self.registry = CollectorRegistry()
+        self.base = {"namespace": config.namespace, "monitor": config.name}
+        labels = ["namespace", "monitor"]
+        per_score = [*labels, "feature", "metric"]
+        self.score = Gauge(
+            "kubeforge_drift_score",
+            "Latest score of a feature for a metric.",
+            per_score,
+            registry=self.registry,
+        )
+        self.threshold = Gauge(
+            "kubeforge_drift_threshold",
+            "The metric's threshold.",
+            per_score,
+            registry=self.registry,
+        )
+        self.detected = Gauge(
+            "kubeforge_drift_detected",
+            "1 when the latest score is past its threshold.",
+            per_score,
+            registry=self.registry,
+        )
+        self.rows = Gauge(
+            "kubeforge_drift_window_rows",
+            "Rows in the sliding window.",
+            labels,
+            registry=self.registry,
+        )
+        self.last = Gauge(
+            "kubeforge_drift_last_evaluation_timestamp_seconds",
+            "Time of the latest evaluation.",
+            labels,
+            registry=self.registry,
+        )
+        self.payloads = Counter(
+            "kubeforge_drift_payloads",
+            "Payloads received, by result (ok, malformed, not_ready).",
+            [*labels, "result"],
+            registry=self.registry,
+        )
+        self.malformed = Counter(
+            "kubeforge_drift_malformed_payloads",
+            "Malformed payloads by reason.",
+            [*labels, "reason"],
+            registry=self.registry,
+        )
+        self.reference_ready = Gauge(
+            "kubeforge_drift_reference_ready",
+            "1 when the reference was loaded.",
+            labels,
+            registry=self.registry,
+        )
+        for result in ("ok", "malformed", "not_ready"):
+            self.payloads.labels(**self.base, result=result)
+
+    def record(self, evaluation: Evaluation) -> None:
+        for s in evaluation.scores:
+            labels = {**self.base, "feature": s.feature, "metric": s.metric}
+            self.score.labels(**labels).set(s.value)
+            self.threshold.labels(**labels).set(s.threshold)
+            self.detected.labels(**labels).set(1.0 if s.crossed else 0.0)
+        self.last.labels(**self.base).set(evaluation.time)
+
+
+class DriftService:
+    def __init__(self, config: MonitorConfig) -> None:
+        self.config = config
+        self.metrics = Metrics(config)
+        self.monitor: Monitor | None = None
+        self.error: str | None = None
+        self.skipped_columns: list[str] = []
+        self.errors: deque[dict[str, Any]] = deque(maxlen=RECENT_ERRORS)
+        self.counts = {"ok": 0, "malformed": 0, "not_ready": 0}
+
+    def load(self) -> None:
+        """Read and summarise the reference; on failure the service reports why and is not
+        ready (it does not exit, so the reason stays visible in its status)."""
+        try:
+            frame = read_table(self.config.reference_uri, self.config.reference_format)
+            features = list(self.config.features)
+            if not features:
+                features, self.skipped_columns = infer_features(frame)
+                if not features:
+                    raise ReferenceError(
+                        f"the reference {self.config.reference_uri} has no column usable as a "
+                        "feature; list spec.features"
+                    )
+            check_columns(frame, features, self.config.reference_uri)
+            bias = self.config.bias
+            if bias and bias.protected_attribute not in frame.columns:
+                raise ReferenceError(
+                    f"the protected attribute {bias.protected_attribute!r} is not a column of "
+                    f"the reference (its columns: {', '.join(map(str, frame.columns))})"
+                )
+            self.monitor = Monitor(self.config, features, summarise(frame, features))
+            self.error = None
+            self.metrics.reference_ready.labels(**self.metrics.base).set(1)
+            log.info("reference loaded: %d rows, %d features", len(frame), len(features))
+        except ReferenceError as err:
+            self.error = str(err)
+            self.metrics.reference_ready.labels(**self.metrics.base).set(0)
+            log.error("reference not usable: %s", err)
+
+    def ingest(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        """Handle one CloudEvent: (HTTP status, response body)."""
+        monitor = self.monitor
+        if monitor is None:
+            self._count("not_ready")
+            return 503, {"error": f"not ready: {self.error or 'the reference is loading'}"}
+        try:
+            event = parse_event(headers, body)
+            if event.kind == "request":
+                n = monitor.add_request(event.id, event.body)
+            else:
+                n = monitor.add_response(event.id, event.body)
+        except PayloadError as err:
+            self._count("malformed")
+            self.metrics.malformed.labels(**self.metrics.base, reason=err.reason).inc()
+            self.errors.append({"time": time.time(), "reason": err.reason, "message": str(err)})
+            return 400, {"error": str(err), "reason": err.reason}
+        self._count("ok")
+        self.metrics.rows.labels(**self.metrics.base).set(monitor.rows())
+        return 202, {"accepted": n}
+
+    def _count(self, result: str) -> None:
+        self.counts[result] += 1
+        self.metrics.payloads.labels(**self.metrics.base, result=result).inc()
+
+    def evaluate(self, force: bool = False) -> Evaluation | None:
+        if self.monitor is None:
+            return None
+        evaluation = self.monitor.evaluate(force=force)
+        if evaluation is not None:
+            self.metrics.record(evaluation)
+        return evaluation
+
+    def status(self) -> dict[str, Any]:
+        monitor = self.monitor
+        latest = monitor.history[-1] if monitor and monitor.history else None
+        return {
+            "namespace": self.config.namespace,
+            "monitor": self.config.name,
+            "ready": monitor is not None,
+            "error": self.error,
+            "reference": {
+                "uri": self.config.reference_uri,
+                "rows": monitor.summary.rows if monitor else None,
+                "skippedColumns": self.skipped_columns,
+            },
+            "features": [f.model_dump() for f in monitor.features] if monitor else [],
+            "window": {
+                "size": self.config.window_size,
+                "rows": monitor.rows() if monitor else 0,
+                "biasPairs": len(monitor.bias_pairs) if monitor else 0,
+            },
+            "payloads": dict(self.counts),
+            "recentErrors": list(self.errors),
+            "latest": latest.to_json() if latest else None,
+        }
+
+
+def create_app(config: MonitorConfig) -> FastAPI:
+    service = DriftService(config)
+
+    async def evaluate_periodically() -> None:
+        while True:
+            await asyncio.sleep(config.interval_seconds)
+            try:
+                await asyncio.to_thread(service.evaluate)
+            except Exception:  # a failed evaluation must not stop the loop
+                log.exception("evaluation failed")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(service.load)
+        task = asyncio.create_task(evaluate_periodically())
+        yield
+        task.cancel()
+
+    app = FastAPI(title="kubeforge drift service", lifespan=lifespan)
+    app.state.service = service
+
+    @app.post("/")
+    async def receive(request: Request) -> JSONResponse:
+        code, body = service.ingest(dict(request.headers), await request.body())
+        return JSONResponse(body, status_code=code)
+
+    @app.post("/evaluate")
+    async def evaluate_now() -> JSONResponse:
+        if service.monitor is None:
+            raise HTTPException(503, f"not ready: {service.error or 'the reference is loading'}")
+        evaluation = await asyncio.to_thread(service.evaluate, True)
+        if evaluation is None:
+            raise HTTPException(409, "the window is empty: no inference has been received yet")
+        return JSONResponse(_finite(evaluation.to_json()))
+
+    @app.get("/status")
+    async def status() -> JSONResponse:
+        return JSONResponse(_finite(service.status()))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        if service.monitor is None:
+            return JSONResponse({"ready": False, "error": service.error}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/report", response_class=HTMLResponse)
+    async def window_report() -> HTMLResponse:
+        from kubeforge_runtimes.drift.report import monitor_report
+
+        if service.monitor is None:
+            raise HTTPException(503, f"not ready: {service.error or 'the reference is loading'}")
+        if service.monitor.rows() == 0:
+            raise HTTPException(409, "the window is empty: no inference has been received yet")
+        html = await asyncio.to_thread(monitor_report, service.monitor, config.reference_uri)
+        return HTMLResponse(html)
+
+    @app.post("/report", response_class=HTMLResponse)
+    async def files_report(
+        reference: Annotated[UploadFile, File(description="Reference (JSONL, CSV or Parquet).")],
+        current: Annotated[UploadFile, File(description="Current dataset, same columns.")],
+    ) -> HTMLResponse:
+        from kubeforge_runtimes.drift.report import ReportError, files_report_html
+
+        with tempfile.TemporaryDirectory(prefix="kubeforge-report-") as tmp:
+            paths = []
+            for upload, role in ((reference, "reference"), (current, "current")):
+                name = Path(upload.filename or role).name
+                path = Path(tmp) / f"{role}-{name}"
+                path.write_bytes(await upload.read())
+                paths.append(path)
+            try:
+                html = await asyncio.to_thread(
+                    files_report_html, paths[0], paths[1], config.metrics, None
+                )
+            except (ReportError, ReferenceError) as err:
+                raise HTTPException(422, str(err)) from err
+        return HTMLResponse(html)
+
+    return app
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
