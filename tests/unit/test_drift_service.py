@@ -247,7 +247,7 @@ def test_reference_columns_must_match_the_features() -> None:
 
     frame = pd.DataFrame({"product": ["vpn"], "priority": [1]})
     with pytest.raises(
-        ReferenceError, match="has no column 'tier'.*its columns: product, priority"
+        ReferenceError, match=r"has no column 'tier'.*its columns: product, priority"
     ):
         check_columns(frame, [FeatureConfig(name="tier", type="categorical")], "s3://b/ref.csv")
     with pytest.raises(ReferenceError, match="'product' is declared numeric"):
@@ -281,5 +281,5 @@ def test_files_report_names_missing_columns(tmp_path: Path) -> None:
 
     ref = _write_jsonl(tmp_path / "ref.jsonl", [{"product": "vpn", "tier": "gold"}] * 5)
     cur = _write_jsonl(tmp_path / "cur.jsonl", [{"product": "vpn"}] * 5)
-    with pytest.raises(ReportError, match="cur.jsonl has no column 'tier'"):
+    with pytest.raises(ReportError, match=r"cur\.jsonl has no column 'tier'"):
         files_report_html(ref, cur)

@@ -43,7 +43,8 @@ def read_table(uri: str, fmt: str | None = None) -> pd.DataFrame:
 
 def infer_features(frame: pd.DataFrame) -> tuple[list[FeatureConfig], list[str]]:
     """Features from a table's columns: numbers are numeric, strings and booleans categorical;
-    free-text columns and integer row identifiers (unique in every row) are left out. Returns the features and the columns left out."""
+    free text (more than MAX_CATEGORIES distinct strings) and integer row identifiers (unique in
+    every row) are left out. Returns the features and the columns left out."""
     features: list[FeatureConfig] = []
     skipped: list[str] = []
     for column in frame.columns:

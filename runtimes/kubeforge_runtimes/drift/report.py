@@ -2,7 +2,7 @@
 non-specialist can read: a verdict first, then what crossed which threshold in words, a table of
 every score, the reference and current distribution of each feature, and the scores over time.
 
-Plots are drawn with matplotlib (Agg backend)."""
+Plots are drawn with matplotlib's object API (no pyplot, no global backend)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,8 @@ from typing import Any
 
 import matplotlib
 import matplotlib.dates
-
-matplotlib.use("Agg")
-matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: smaller pages, searchable
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from kubeforge_runtimes.drift.config import FeatureConfig, MonitorConfig
 from kubeforge_runtimes.drift.monitor import Evaluation, Monitor, Score, score_columns
@@ -52,10 +49,11 @@ class ReportError(ValueError):
     """The datasets given cannot be compared."""
 
 
-def _svg(fig: Any) -> str:
+def _svg(fig: Figure) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
+    # text stays text: smaller pages, searchable
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight")
     text = buf.getvalue()
     return text[text.index("<svg") :]
 
@@ -69,7 +67,8 @@ def _fmt(value: float) -> str:
 
 
 def distribution_plot(feature: FeatureConfig, summary: Summary, current: Sequence[Any]) -> str:
-    fig, ax = plt.subplots(figsize=(5.2, 2.6))
+    fig = Figure(figsize=(5.2, 2.6))
+    ax = fig.subplots()
     if feature.type == "numeric":
         ref = summary.numeric[feature.name].sorted_values
         cur = np.asarray(current, dtype=np.float64)
@@ -114,7 +113,8 @@ def history_plot(history: Sequence[Evaluation], metric: str) -> str | None:
                 threshold = s.threshold
     if not points or threshold is None:
         return None
-    fig, ax = plt.subplots(figsize=(6.5, 2.6))
+    fig = Figure(figsize=(6.5, 2.6))
+    ax = fig.subplots()
     for feature, series in points.items():
         ax.plot([p[0] for p in series], [p[1] for p in series], marker="o", ms=3, label=feature)
     ax.axhline(threshold, color="#C44E52", linestyle="--", label=f"threshold {threshold:g}")
