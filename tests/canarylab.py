@@ -65,11 +65,18 @@ class Proc:
             self.proc.kill()
 
 
-def start_prometheus(workdir: Path, targets: list[str], scrape_interval: float) -> Proc:
-    """Prometheus scraping ``targets`` (host:port) every ``scrape_interval`` seconds."""
+def start_prometheus(
+    workdir: Path,
+    targets: list[str],
+    scrape_interval: float,
+    rule_files: list[Path] = (),  # type: ignore[assignment]
+) -> Proc:
+    """Prometheus scraping ``targets`` (host:port) every ``scrape_interval`` seconds, evaluating
+    ``rule_files`` every second."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = {
         "global": {"scrape_interval": f"{scrape_interval:g}s", "evaluation_interval": "1s"},
+        "rule_files": [str(p) for p in rule_files],
         "scrape_configs": [
             {
                 "job_name": "kubeforge-runtimes",

@@ -338,6 +338,20 @@ INVALID: list[Invalid] = [
         {"metrics": [{"name": "psi", "threshold": -0.1}]},
         "spec.metrics[0].threshold",
     ),
+    Invalid(
+        "DriftMonitor",
+        "ks-threshold-over-one",
+        {"metrics": [{"name": "ks", "threshold": 2}]},
+        "spec.metrics[0].threshold",
+        "this metric lies between 0 and 1",
+    ),
+    Invalid(
+        "DriftMonitor",
+        "chisquare-threshold-over-one",
+        {"metrics": [{"name": "psi", "threshold": 3}, {"name": "chiSquare", "threshold": 5}]},
+        "spec.metrics[1].threshold",
+        "this metric lies between 0 and 1",
+    ),
     Invalid("DriftMonitor", "no-metrics", {"metrics": []}, "spec.metrics"),
     Invalid(
         "DriftMonitor",

@@ -78,15 +78,46 @@ class DriftMetricName(StrEnum):
     UNSEEN_CATEGORY = "unseenCategory"
 
 
+# Metrics whose values lie in [0, 1] (spd in [-1, 1], compared in absolute value), so a
+# threshold above 1 could never be crossed.
+UNIT_RANGE_METRICS = (
+    "ks",
+    "jensenShannon",
+    "chiSquare",
+    "spd",
+    "dir",
+    "outOfRange",
+    "unseenCategory",
+)
+
+
 class MetricThreshold(KubeModel):
-    """A metric and the value past which it counts as drift (or bias, or anomaly)."""
+    """A metric and the value past which it counts as drift (or bias, or anomaly).
+
+    Numeric features: psi, ks, jensenShannon, wasserstein, meanShift (in reference standard
+    deviations), outOfRange (share outside the reference's range). Categorical features: psi,
+    chiSquare (p-value of the chi-square test), jensenShannon, unseenCategory (share of categories
+    the reference lacks). Bias (needs spec.bias): spd, dir."""
 
     name: DriftMetricName = Field(description="Which metric.")
     threshold: float = Field(
         ge=0,
         le=1000,
-        description="Alert when the metric crosses this value. For dir, the "
-        "alert fires below it; for every other metric, above it.",
+        description="Alert when the metric crosses this value. For dir and chiSquare (a p-value) "
+        "the alert fires below it; for spd when its absolute value is above it; for every other "
+        "metric above it. ks, jensenShannon, chiSquare, spd, dir, outOfRange and unseenCategory "
+        "take thresholds from 0 to 1.",
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="!(self.name in ["
+            + ", ".join(f"'{m}'" for m in UNIT_RANGE_METRICS)
+            + "]) || self.threshold <= 1.0",
+            message="this metric lies between 0 and 1: a threshold above 1 could never be crossed",
+            check=lambda s: s.name not in UNIT_RANGE_METRICS or s.threshold <= 1.0,
+            field_path=".threshold",
+        ),
     )
 
 
@@ -122,8 +153,8 @@ class RetrainAction(KubeModel):
     enabled: bool = Field(default=False, description="Start a FineTuneJob when drift is found.")
     template: FineTuneJobSpec | None = Field(
         default=None,
-        description="Spec of the retraining FineTuneJob. Omitted: a copy of the FineTuneJob "
-        "that produced the served model, with the drifted data added.",
+        description="Spec of the retraining FineTuneJob. Omitted: a copy of the spec of the "
+        "FineTuneJob that produced the served model.",
     )
     cooldown: Duration = Field(default="24h", description="Minimum time between retrainings.")
 
@@ -217,6 +248,16 @@ class DriftMonitorStatus(ResourceStatus):
     )
     actions: list[ActionRecord] = Field(
         default_factory=list, max_length=100, description="Actions taken, newest last."
+    )
+    reference_uri: str | None = Field(
+        default=None, max_length=2048, description="The reference dataset in use."
+    )
+    window_rows: int | None = Field(default=None, description="Rows in the sliding window.")
+    payloads: dict[str, int] | None = Field(
+        default=None, description="Payloads received by the drift service, by result."
+    )
+    service: str | None = Field(
+        default=None, max_length=2048, description="URL of the drift service (logger target)."
     )
 
 

@@ -68,6 +68,7 @@ class Decision:
     failures: int
     reason: str
     checks: list[Check] = field(default_factory=list)
+    cause: str | None = None  # the rollback's condition reason when not a metric check
 
     @property
     def measurements(self) -> dict[str, float]:

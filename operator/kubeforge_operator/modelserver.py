@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
+from kubernetes import client
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from kubeforge_crds import FINETUNEJOB, MODELSERVER, ConditionStatus
+from kubeforge_crds import DRIFTMONITOR, FINETUNEJOB, MODELSERVER, ConditionStatus
 from kubeforge_crds.base import parse_duration
 from kubeforge_crds.finetunejob import FineTuneJobPhase
 from kubeforge_crds.modelserver import (
@@ -124,9 +125,11 @@ def build_inference_service(
     placement: Placement,
     served: Revision,
     canary_percent: int | None,
+    logger_url: str | None = None,
 ) -> dict[str, Any]:
     """The InferenceService serving ``served``; with ``canary_percent``, as KServe's canary of
-    the last rolled-out revision."""
+    the last rolled-out revision; with ``logger_url``, logging every request and response there
+    (a DriftMonitor's drift service)."""
     name = owner["metadata"]["name"]
     resources = {"cpu": spec.resources.cpu, "memory": spec.resources.memory} | placement.limits()
     model: dict[str, Any] = {
@@ -144,6 +147,8 @@ def build_inference_service(
     }
     if canary_percent is not None and canary_percent < 100:
         predictor["canaryTrafficPercent"] = canary_percent
+    if logger_url:
+        predictor["logger"] = {"mode": "all", "url": logger_url}
     meta = child_metadata(owner, name, standard_labels("modelserver", name, "inference"))
     meta["annotations"] = {"serving.kserve.io/enable-prometheus-scraping": "true"}
     return {
@@ -383,8 +388,43 @@ def apply_decision(
     )
 
 
+def drift_rollback(obj: dict[str, Any], desired: Revision) -> Decision | None:
+    """A rollback a DriftMonitor asked for (``kubeforge.io/rollback-revision`` naming the canary
+    in progress); an annotation naming any other revision is stale and ignored."""
+    from kubeforge_operator.driftmonitor import ROLLBACK_ANNOTATION, ROLLBACK_REASON_ANNOTATION
+
+    annotations = obj["metadata"].get("annotations") or {}
+    if annotations.get(ROLLBACK_ANNOTATION) != desired.revision:
+        return None
+    reason = annotations.get(ROLLBACK_REASON_ANNOTATION) or "a DriftMonitor found drift"
+    return Decision(Action.ROLLBACK, 0, 0, 0, reason, cause="DriftDetected")
+
+
+def _drift_logger(ctx: ReconcileContext) -> str | None:
+    """The logger URL of the first DriftMonitor (by name) that targets this ModelServer."""
+    from kubeforge_operator.driftmonitor import logger_url
+
+    try:
+        listed = ctx.kube.custom.list_namespaced_custom_object(
+            DRIFTMONITOR.group, DRIFTMONITOR.version, ctx.namespace, DRIFTMONITOR.plural
+        )
+    except client.ApiException as exc:
+        if exc.status == 404:  # the DriftMonitor CRD is not installed
+            return None
+        raise
+    names = sorted(
+        item["metadata"]["name"]
+        for item in listed.get("items") or []
+        if ((item.get("spec") or {}).get("target") or {}).get("modelServer") == ctx.name
+        and not item["metadata"].get("deletionTimestamp")
+    )
+    return logger_url(ctx.namespace, names[0]) if names else None
+
+
 def rollback_reason(decision: Decision) -> str:
     """A CamelCase reason naming what failed first."""
+    if decision.cause:
+        return decision.cause
     for check in decision.checks:
         if check.passed is False:
             return {"error-rate": "ErrorRateExceeded", "latency-p95": "LatencyExceeded"}.get(
@@ -550,9 +590,15 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
         if problem is not None:  # refuse the rollout; the stable version keeps serving
             return Outcome(phase=str(status.phase or ModelServerPhase.READY), dependents=[problem])
     if isinstance(planned, RolloutProgress):
-        planned = _analyse_if_due(ctx, spec, status, desired, planned, prom)
+        requested = drift_rollback(ctx.obj, desired)
+        if requested is not None:
+            planned = apply_decision(
+                spec, status, desired, planned, requested, ctx.now, timedelta(seconds=1)
+            )
+        else:
+            planned = _analyse_if_due(ctx, spec, status, desired, planned, prom)
     isvc_manifest = build_inference_service(
-        ctx.obj, spec, placement, planned.served, planned.canary_percent
+        ctx.obj, spec, placement, planned.served, planned.canary_percent, _drift_logger(ctx)
     )
     try:
         ctx.kube.apply(isvc_manifest)

@@ -76,6 +76,16 @@ class OperatorSettings(BaseSettings):
         description="Scrape interval of the runtimes' metrics (seconds): rate() ranges span at "
         "least four, and a failed analysis is confirmed one scrape later.",
     )
+    drift_image: str = Field(
+        default="ghcr.io/kubeforge/kubeforge:0.1.0",
+        description="Image of the drift service (DriftMonitor): kubeforge with its data and "
+        "serving extras.",
+    )
+    drift_status_url_template: str = Field(
+        default="http://{service}.{namespace}.svc:8080",
+        description="Where the operator reads a drift service's /status; {service}, {name} and "
+        "{namespace} are substituted.",
+    )
     log_format: Literal["json", "plain"] = Field(default="json")
     log_level: Literal["DEBUG", "INFO", "WARNING"] = Field(default="INFO")
 

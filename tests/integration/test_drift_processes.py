@@ -1,0 +1,370 @@
+"""The drift service as real processes: inference payloads posted the way KServe's logger posts
+them, the gauges scraped by a real Prometheus evaluating the operator's own alert rules, the
+alerts firing on drift and bias, the rules checked by ``promtool test rules``, malformed
+payloads counted and reported, a reference that does not match the features refused."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from kubeforge_operator.driftmonitor import alert_rules
+from kubeforge_pipelines.tinymodel import support_tickets
+from kubeforge_runtimes.drift.config import MonitorConfig
+from tests.canarylab import Proc, start_prometheus
+from tests.driftlab import log_inference, logger_headers, start_drift_service, write_jsonl
+from tests.integration.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+NS, NAME = "team-a", "bot-drift"
+WINDOW = 200
+PRIVILEGED = ["gold", "platinum"]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    work = tmp_path_factory.mktemp("drift")
+    reference = write_jsonl(work / "reference.jsonl", support_tickets(3000, seed=1))
+    config = MonitorConfig(
+        namespace=NS,
+        name=NAME,
+        reference_uri=f"file://{reference}",
+        window_size=WINDOW,
+        interval_seconds=1,
+        metrics={
+            "psi": 0.2,
+            "ks": 0.15,
+            "chiSquare": 0.001,
+            "unseenCategory": 0.05,
+            "spd": 0.3,
+            "dir": 0.5,
+        },
+        bias={
+            "protectedAttribute": "tier",
+            "privilegedValues": PRIVILEGED,
+            "favourableOutcome": "1",
+        },
+    )
+    rules = work / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": alert_rules(NS, NAME, "warning", 1)}))
+    service = start_drift_service(work, config)
+    prom = start_prometheus(work / "prom", [service.url.removeprefix("http://")], 1, [rules])
+    try:
+        yield {
+            "work": work,
+            "service": service,
+            "prom": prom,
+            "rules": rules,
+            "reference": reference,
+        }
+    finally:
+        prom.stop()
+        service.stop()
+
+
+def _send(url: str, rows: list[dict[str, Any]], protocol: str, fair: bool) -> None:
+    with httpx.Client(timeout=10) as client:
+        for start in range(0, len(rows), 10):
+            batch = rows[start : start + 10]
+            if protocol == "v1":
+                request: dict[str, Any] = {"instances": batch}
+            else:  # v2, one input per feature
+                request = {
+                    "inputs": [
+                        {
+                            "name": "product",
+                            "shape": [len(batch)],
+                            "datatype": "BYTES",
+                            "data": [r["product"] for r in batch],
+                        },
+                        {
+                            "name": "tier",
+                            "shape": [len(batch)],
+                            "datatype": "BYTES",
+                            "data": [r["tier"] for r in batch],
+                        },
+                        {
+                            "name": "priority",
+                            "shape": [len(batch)],
+                            "datatype": "INT64",
+                            "data": [r["priority"] for r in batch],
+                        },
+                    ]
+                }
+            preds = [
+                int(r["priority"] >= 3) if fair or r["tier"] in PRIVILEGED else 0 for r in batch
+            ]
+            response = (
+                {"predictions": preds}
+                if protocol == "v1"
+                else {
+                    "outputs": [
+                        {"name": "p", "shape": [len(preds)], "datatype": "INT64", "data": preds}
+                    ]
+                }
+            )
+            for answer in log_inference(client, url, request, response):
+                assert answer.status_code == 202, answer.text
+
+
+def _status(service: Proc) -> dict[str, Any]:
+    return dict(httpx.get(f"{service.url}/status", timeout=5).json())
+
+
+def _alerts(prom: Proc) -> list[dict[str, Any]]:
+    data = httpx.get(f"{prom.url}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+    return [a for a in data if a["state"] == "firing"]
+
+
+def test_unshifted_traffic_raises_nothing(lab: dict[str, Any]) -> None:
+    service, prom = lab["service"], lab["prom"]
+    _send(service.url, support_tickets(WINDOW, seed=2), "v1", fair=True)
+
+    def evaluated() -> dict[str, Any] | None:
+        latest = _status(service)["latest"]
+        return latest if latest and latest["rows"] == WINDOW else None
+
+    latest = wait_until(evaluated, timeout=20, what="an evaluation of the full window")
+    crossed = [s for s in latest["scores"] if s["crossed"]]
+    assert crossed == [], crossed
+    metrics = {(s["feature"], s["metric"]) for s in latest["scores"]}
+    assert ("product", "chiSquare") in metrics
+    assert ("priority", "ks") in metrics
+    assert ("tier", "spd") in metrics
+    assert not any(f == "text" for f, _ in metrics)  # free text is not a feature
+
+    def scraped() -> bool:
+        q = f'kubeforge_drift_score{{namespace="{NS}", monitor="{NAME}", feature="product", metric="psi"}}'
+        result = httpx.get(f"{prom.url}/api/v1/query", params={"query": q}, timeout=5).json()
+        return bool(result["data"]["result"])
+
+    wait_until(scraped, timeout=20, what="Prometheus to scrape the drift scores")
+    assert _alerts(prom) == []
+
+
+def test_malformed_payloads_are_counted_and_reported(lab: dict[str, Any]) -> None:
+    service = lab["service"]
+    before = _status(service)["payloads"]["malformed"]
+    bad = [
+        ({"content-type": "application/json"}, b'{"instances": []}', "not_cloudevent"),
+        (logger_headers("org.kubeflow.serving.inference.request", "x1"), b"{oops", "not_json"),
+        (
+            logger_headers("org.kubeflow.serving.inference.request", "x2"),
+            b'{"instances": [[1, 2, 3, 4, 5]]}',
+            "shape_mismatch",
+        ),
+        (
+            logger_headers("org.kubeflow.serving.inference.request", "x3"),
+            b'{"instances": [{"product": "vpn", "tier": "gold", "priority": "high"}]}',
+            "bad_value",
+        ),
+    ]
+    for headers, body, reason in bad:
+        answer = httpx.post(service.url, content=body, headers=headers, timeout=5)
+        assert answer.status_code == 400
+        assert answer.json()["reason"] == reason
+    status = _status(service)
+    assert status["payloads"]["malformed"] == before + len(bad)
+    assert "'priority': 'high' is not a number" in status["recentErrors"][-1]["message"]
+    text = httpx.get(f"{service.url}/metrics", timeout=5).text
+    assert (
+        'kubeforge_drift_malformed_payloads_total{monitor="bot-drift",namespace="team-a",reason="bad_value"} 1.0'
+        in text
+    )
+    assert service.proc.poll() is None  # still serving
+
+
+def test_drift_and_bias_fire_the_alerts(lab: dict[str, Any]) -> None:
+    service, prom = lab["service"], lab["prom"]
+    shifted = support_tickets(WINDOW, seed=3, products=["vpn", "email"])
+    _send(service.url, shifted, "v2", fair=False)
+
+    # the window was already full: the periodic evaluations saw a mix while the events came in;
+    # this one sees only the shifted traffic
+    latest = httpx.post(f"{service.url}/evaluate", timeout=10).json()
+    assert latest["driftDetected"]
+    assert latest["biasDetected"]
+    crossed = {(s["feature"], s["metric"]) for s in latest["scores"] if s["crossed"]}
+    assert ("product", "psi") in crossed
+    assert ("product", "chiSquare") in crossed
+    assert ("tier", "spd") in crossed
+    assert ("tier", "dir") in crossed
+    assert ("tier", "psi") not in crossed  # only the product mix moved
+
+    def firing() -> set[tuple[str, str, str]] | None:
+        got = {
+            (a["labels"]["alertname"], a["labels"]["feature"], a["labels"]["metric"])
+            for a in _alerts(prom)
+        }
+        want = {
+            ("KubeforgeDriftDetected", "product", "psi"),
+            ("KubeforgeBiasDetected", "tier", "dir"),
+        }
+        return got if want <= got else None
+
+    got = wait_until(firing, timeout=30, what="the alerts to fire in Prometheus")
+    assert all(
+        name != "KubeforgeDriftDetected" or metric not in ("spd", "dir") for name, _, metric in got
+    )
+
+
+def test_reports_from_the_window_and_from_files(lab: dict[str, Any]) -> None:
+    service, work = lab["service"], lab["work"]
+    page = httpx.get(f"{service.url}/report", timeout=30)
+    assert page.status_code == 200
+    assert "Drift found" in page.text
+    assert "<b>product</b>: psi is" in page.text
+    assert "over time" in page.text  # the history of evaluations is plotted
+    current = write_jsonl(work / "current.jsonl", support_tickets(300, seed=5, products=["vpn"]))
+    with lab["reference"].open("rb") as ref, current.open("rb") as cur:
+        answer = httpx.post(
+            f"{service.url}/report", files={"reference": ref, "current": cur}, timeout=30
+        )
+    assert answer.status_code == 200
+    assert "Drift found" in answer.text
+    broken = write_jsonl(work / "broken.jsonl", [{"product": "vpn"}] * 20)
+    with lab["reference"].open("rb") as ref, broken.open("rb") as cur:
+        answer = httpx.post(
+            f"{service.url}/report", files={"reference": ref, "current": cur}, timeout=30
+        )
+    assert answer.status_code == 422
+    assert "has no column 'tier'" in answer.json()["detail"]
+
+
+def test_alert_rules_pass_promtool_tests(lab: dict[str, Any]) -> None:
+    sel = f'namespace="{NS}", monitor="{NAME}"'
+    tests = {
+        "rule_files": [str(lab["rules"])],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": f'kubeforge_drift_detected{{{sel}, feature="product", metric="psi"}}',
+                        "values": "0 0 1 1",
+                    },
+                    {
+                        "series": f'kubeforge_drift_detected{{{sel}, feature="tier", metric="dir"}}',
+                        "values": "0 0 0 1",
+                    },
+                    {
+                        "series": 'kubeforge_drift_detected{namespace="other", monitor="x", feature="a", metric="psi"}',
+                        "values": "1 1 1 1",
+                    },
+                    {
+                        "series": f"kubeforge_drift_last_evaluation_timestamp_seconds{{{sel}}}",
+                        "values": "0 60 120 180x20",
+                    },
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "1m", "alertname": "KubeforgeDriftDetected", "exp_alerts": []},
+                    {
+                        "eval_time": "2m",
+                        "alertname": "KubeforgeDriftDetected",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "kubeforge_monitor": NAME,
+                                    "namespace": NS,
+                                    "monitor": NAME,
+                                    "feature": "product",
+                                    "metric": "psi",
+                                },
+                                "exp_annotations": {
+                                    "summary": "Data drift: psi of product",
+                                    "description": f"DriftMonitor {NS}/{NAME}: psi of product crossed its threshold.",
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "3m",
+                        "alertname": "KubeforgeBiasDetected",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "kubeforge_monitor": NAME,
+                                    "namespace": NS,
+                                    "monitor": NAME,
+                                    "feature": "tier",
+                                    "metric": "dir",
+                                },
+                                "exp_annotations": {
+                                    "summary": "Bias: dir of tier",
+                                    "description": f"DriftMonitor {NS}/{NAME}: dir of tier (protected attribute) crossed its threshold.",
+                                },
+                            }
+                        ],
+                    },
+                    # last evaluation at 3m: stale from 9m (over 300 s), firing after 5 more minutes
+                    {
+                        "eval_time": "13m",
+                        "alertname": "KubeforgeDriftEvaluationStale",
+                        "exp_alerts": [],
+                    },
+                    {
+                        "eval_time": "14m",
+                        "alertname": "KubeforgeDriftEvaluationStale",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "kubeforge_monitor": NAME,
+                                    "namespace": NS,
+                                    "monitor": NAME,
+                                },
+                                "exp_annotations": {
+                                    "summary": "Drift scores are stale",
+                                    "description": f"DriftMonitor {NS}/{NAME} has not evaluated for more than 300s: too little traffic to fill the window, or the service is down.",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    test_file = lab["work"] / "rules_test.yaml"
+    test_file.write_text(yaml.safe_dump(tests))
+    done = subprocess.run(
+        ["promtool", "test", "rules", str(test_file)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout + done.stderr
+
+
+def test_reference_that_does_not_match_the_features_is_refused(lab: dict[str, Any]) -> None:
+    config = MonitorConfig(
+        namespace=NS,
+        name="mismatch",
+        reference_uri=f"file://{lab['reference']}",
+        features=[
+            {"name": "region", "type": "categorical"},
+            {"name": "product", "type": "categorical"},
+        ],
+    )
+    service = start_drift_service(lab["work"], config, ready=False)
+    try:
+        assert httpx.get(f"{service.url}/readyz", timeout=5).status_code == 503
+        status = _status(service)
+        assert status["ready"] is False
+        assert "has no column 'region'" in status["error"]
+        answer = httpx.post(
+            service.url,
+            content=b'{"instances": []}',
+            headers=logger_headers("org.kubeflow.serving.inference.request", "y"),
+            timeout=5,
+        )
+        assert answer.status_code == 503
+        assert _status(service)["payloads"]["not_ready"] == 1
+    finally:
+        service.stop()

@@ -1,0 +1,249 @@
+"""DriftMonitor controller, pure parts: the service configuration and children, the alert rules,
+reading the drift service's status into conditions, the retraining decision, and the
+ModelServer side (logger, rollback on request)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from kubeforge_crds.driftmonitor import DriftMonitorSpec
+from kubeforge_crds.modelserver import ModelFormat, Revision
+from kubeforge_operator import driftmonitor as dm
+from kubeforge_operator.modelserver import drift_rollback, rollback_reason
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+OWNER = {
+    "apiVersion": "kubeforge.io/v1alpha1",
+    "kind": "DriftMonitor",
+    "metadata": {"name": "bot-drift", "namespace": "team-a", "uid": "u-1"},
+}
+
+
+def spec(**over: Any) -> DriftMonitorSpec:
+    base: dict[str, Any] = {"target": {"modelServer": "bot"}}
+    base.update(over)
+    return DriftMonitorSpec.model_validate(base)
+
+
+def test_monitor_config_from_spec() -> None:
+    s = spec(
+        features=[{"name": "product", "type": "categorical"}],
+        metrics=[{"name": "psi", "threshold": 0.3}, {"name": "spd", "threshold": 0.1}],
+        bias={"protectedAttribute": "tier", "privilegedValues": ["gold"], "favourableOutcome": "1"},
+        window={"size": 200, "interval": "30s"},
+    )
+    cfg = dm.monitor_config("team-a", "bot-drift", s, "s3://data/tickets.jsonl")
+    assert cfg.metrics == {"psi": 0.3, "spd": 0.1}
+    assert cfg.window_size == 200
+    assert cfg.interval_seconds == 30
+    assert cfg.features[0].type == "categorical"
+    assert cfg.bias is not None
+    assert cfg.bias.privileged_values == ["gold"]
+
+
+def test_deployment_mounts_config_and_pvc_reference_and_restarts_on_change() -> None:
+    s = spec()
+    a = dm.build_deployment(
+        OWNER,
+        dm.monitor_config("team-a", "bot-drift", s, "pvc://data/ref.jsonl"),
+        "img:1",
+        "s3-creds",
+    )
+    b = dm.build_deployment(
+        OWNER, dm.monitor_config("team-a", "bot-drift", s, "pvc://data/other.jsonl"), "img:1"
+    )
+    pod = a["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"][-2:] == ["drift", "serve"]
+    assert {"name": "reference", "mountPath": "/mnt/pvc/data", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    digest = "kubeforge.io/config-digest"
+    assert (
+        a["spec"]["template"]["metadata"]["annotations"][digest]
+        != b["spec"]["template"]["metadata"]["annotations"][digest]
+    )
+    assert a["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+
+def test_service_monitor_selects_the_service() -> None:
+    svc = dm.build_service(OWNER)
+    mon = dm.build_service_monitor(OWNER, 300)
+    assert mon["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert mon["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+    assert mon["spec"]["endpoints"][0]["interval"] == "60s"
+
+
+def test_alert_rules_select_this_monitor_only() -> None:
+    groups = dm.alert_rules("team-a", "bot-drift", "critical", 60)
+    rules = {r["alert"]: r for r in groups[0]["rules"]}
+    assert set(rules) == {
+        "KubeforgeDriftDetected",
+        "KubeforgeBiasDetected",
+        "KubeforgeDriftEvaluationStale",
+        "KubeforgeDriftMalformedPayloads",
+    }
+    drift = rules["KubeforgeDriftDetected"]
+    assert 'namespace="team-a", monitor="bot-drift"' in drift["expr"]
+    assert drift["labels"]["severity"] == "critical"
+    assert "for" not in drift  # a window score is already an aggregate: fire at once
+    assert "> 300" in rules["KubeforgeDriftEvaluationStale"]["expr"]  # at least 5 minutes
+
+
+def _status(latest: dict[str, Any] | None, rows: int = 100) -> dict[str, Any]:
+    return {
+        "ready": True,
+        "window": {"size": 100, "rows": rows},
+        "payloads": {"ok": 7, "malformed": 1},
+        "latest": latest,
+    }
+
+
+def test_reading_a_filling_window() -> None:
+    r = dm.read_service_status(_status(None, rows=40), bias_configured=False)
+    assert r.drift.status == "Unknown"
+    assert r.drift.reason == "WindowFilling"
+    assert "40 of 100" in r.drift.message
+    assert r.bias.reason == "NotConfigured"
+    assert r.fields["payloads"] == {"ok": 7, "malformed": 1}
+    assert not r.detected
+
+
+def test_reading_drift_and_bias() -> None:
+    latest = {
+        "time": NOW.timestamp(),
+        "rows": 100,
+        "scores": [
+            {
+                "feature": "product",
+                "metric": "psi",
+                "value": 0.41,
+                "threshold": 0.2,
+                "crossed": True,
+            },
+            {
+                "feature": "priority",
+                "metric": "ks",
+                "value": 0.05,
+                "threshold": 0.1,
+                "crossed": False,
+            },
+            {"feature": "tier", "metric": "dir", "value": 0.5, "threshold": 0.8, "crossed": True},
+            {"feature": "age", "metric": "ks", "value": None, "threshold": 0.1, "crossed": False},
+        ],
+    }
+    r = dm.read_service_status(_status(latest), bias_configured=True)
+    assert r.drift.status == "True"
+    assert r.drift.message == "product psi 0.41 > 0.2"
+    assert r.bias.status == "True"
+    assert r.bias.message == "tier dir 0.5 < 0.8"
+    assert r.detected
+    assert r.fields["lastEvaluation"] == "2026-11-23T12:00:00Z"
+    assert [s["feature"] for s in r.fields["scores"]] == [
+        "product",
+        "priority",
+        "tier",
+    ]  # no-data dropped
+
+
+def _ftj(name: str, created: datetime, phase: str | None) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "metadata": {"name": name, "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    }
+    if phase:
+        obj["status"] = {"phase": phase}
+    return obj
+
+
+def test_plan_retrain_first_running_cooldown_and_next() -> None:
+    cool = timedelta(hours=1)
+    first = dm.plan_retrain("m", [], cool, NOW)
+    assert (first.action, first.name) == ("create", "m-retrain-1")
+    running = dm.plan_retrain(
+        "m", [_ftj("m-retrain-1", NOW - timedelta(hours=5), "Running")], cool, NOW
+    )
+    assert running.action == "running"
+    fresh = dm.plan_retrain(
+        "m", [_ftj("m-retrain-1", NOW - timedelta(minutes=10), "Succeeded")], cool, NOW
+    )
+    assert fresh.action == "cooldown"
+    assert "until 2026-11-23T12:50:00Z" in fresh.detail
+    later = dm.plan_retrain(
+        "m",
+        [
+            _ftj("m-retrain-1", NOW - timedelta(hours=3), "Failed"),
+            _ftj("m-retrain-2", NOW - timedelta(hours=2), "Succeeded"),
+        ],
+        cool,
+        NOW,
+    )
+    assert (later.action, later.name) == ("create", "m-retrain-3")
+
+
+def test_resolve_reference() -> None:
+    ms_uri = {"metadata": {"name": "bot"}, "spec": {"model": {"uri": "s3://m/v1"}}}
+    got = dm.resolve_reference(spec(), ms_uri, None, None)
+    assert not isinstance(got, tuple)
+    assert got.reason == "NoTrainingData"
+    assert "set spec.reference.source to uri" in got.message
+    assert dm.resolve_reference(
+        spec(reference={"source": "uri", "uri": "s3://r/x.csv"}), ms_uri, None, None
+    ) == ("s3://r/x.csv", None)
+    ftj = {
+        "spec": {"dataset": {"uri": "s3://d/spec.jsonl", "dataConnection": "creds"}},
+        "status": {"lineage": {"datasetUri": "s3://d/used.jsonl"}},
+    }
+    ms_ftj = {"metadata": {"name": "bot"}, "spec": {"model": {"fineTuneJob": "tune"}}}
+    assert dm.resolve_reference(spec(), ms_ftj, ftj, "tune") == ("s3://d/used.jsonl", "creds")
+    missing = dm.resolve_reference(spec(), ms_ftj, None, "tune")
+    assert not isinstance(missing, tuple)
+    assert missing.reason == "FineTuneJobNotFound"
+
+
+def test_drift_rollback_only_for_the_canary_named() -> None:
+    rev = Revision(
+        revision="rabc", uri="s3://m/v2", model_format=ModelFormat.SKLEARN, traffic_percent=10
+    )
+    obj = {
+        "metadata": {
+            "annotations": {
+                dm.ROLLBACK_ANNOTATION: "rabc",
+                dm.ROLLBACK_REASON_ANNOTATION: "DriftMonitor d: product psi 0.4 > 0.2",
+            }
+        }
+    }
+    decision = drift_rollback(obj, rev)
+    assert decision is not None
+    assert decision.action == "rollback"
+    assert rollback_reason(decision) == "DriftDetected"
+    assert "product psi" in decision.reason
+    stale = {"metadata": {"annotations": {dm.ROLLBACK_ANNOTATION: "rold"}}}
+    assert drift_rollback(stale, rev) is None
+    assert drift_rollback({"metadata": {}}, rev) is None
+
+
+@pytest.mark.parametrize("url", [None, "http://bot-drift-drift.team-a.svc.cluster.local:8080/"])
+def test_inference_service_logger(url: str | None) -> None:
+    from kubeforge_crds.modelserver import ModelServerSpec
+    from kubeforge_operator.modelserver import build_inference_service, desired_revision
+    from kubeforge_operator.placement import Placement
+
+    ms_spec = ModelServerSpec.model_validate({"model": {"uri": "s3://m/v1"}})
+    rev = desired_revision("s3://m/v1", ms_spec, None)
+    owner = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "ModelServer",
+        "metadata": {"name": "bot", "namespace": "team-a", "uid": "u"},
+    }
+    isvc = build_inference_service(owner, ms_spec, Placement(), rev, None, url)
+    predictor = isvc["spec"]["predictor"]
+    if url:
+        assert predictor["logger"] == {"mode": "all", "url": url}
+    else:
+        assert "logger" not in predictor
