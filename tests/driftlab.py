@@ -19,13 +19,15 @@ from kubeforge_runtimes.drift.payloads import REQUEST_TYPE, RESPONSE_TYPE
 from tests.canarylab import Proc, _wait, free_port
 
 
-def start_drift_service(workdir: Path, config: MonitorConfig, *, ready: bool = True) -> Proc:
+def start_drift_service(
+    workdir: Path, config: MonitorConfig, *, ready: bool = True, port: int | None = None
+) -> Proc:
     """The drift service with ``config``; waits until it answers (and, with ``ready``, until
     its reference is loaded)."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / f"{config.name}.json"
     cfg.write_text(config.model_dump_json(by_alias=True))
-    port = free_port()
+    port = port or free_port()
     log = workdir / f"drift-{config.name}.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
