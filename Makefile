@@ -73,6 +73,11 @@ finetune-local: $(STAMP) ## Fine-tune the tiny model for real on the CPU with kf
 	  --params-file examples/pipelines/finetune-local.json --result $(FINETUNE_DIR)/lineage.json
 	@echo "model versions: $$(ls $(FINETUNE_DIR)/models/tickets)  lineage: $(FINETUNE_DIR)/lineage.json"
 
+.PHONY: bench-drift
+bench-drift: $(STAMP) ## Drift scoring throughput against Evidently (installs the bench extra)
+	$(PY) -m pip install --quiet -e '.[test,lint,data,ml,serving,bench]'
+	$(PY) bench/drift_throughput.py
+
 .PHONY: cluster-build
 cluster-build: ## Build the control-plane binaries from pinned Go modules (cached)
 	python3 hack/localcluster.py build

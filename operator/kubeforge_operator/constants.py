@@ -21,4 +21,3 @@ SCHEDULED = "Scheduled"
 
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_RECONCILING = "Reconciling"
-REASON_NOT_IMPLEMENTED = "ControllerNotImplemented"
