@@ -165,6 +165,51 @@ def finetune_for_real(kubeconfig: str, timeout: float = 300) -> None:
         raise SystemExit(f"fine-tuning failed: {conds.get('Failed', {}).get('message')}")
 
 
+def drift_report() -> None:
+    """The drift report of "live traffic" whose product mix moved, against the tickets the model
+    was fine-tuned on: the same code the DriftMonitor's service runs."""
+    work = DEMO_DIR / "finetune"
+    live = DEMO_DIR / "live-traffic.jsonl"
+    say("Drift: live traffic (only vpn and email tickets) against the fine-tuning data")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubeforge_pipelines",
+            "make-dataset",
+            str(live),
+            "--rows",
+            "400",
+            "--products",
+            "vpn,email",
+            "--seed",
+            "7",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubeforge_runtimes",
+            "drift",
+            "report",
+            "--reference",
+            str(work / "tickets.jsonl"),
+            "--current",
+            str(live),
+            "--metric",
+            "psi=0.2",
+            "--metric",
+            "chiSquare=0.001",
+            "--out",
+            str(DEMO_DIR / "drift-report.html"),
+        ],
+        check=True,
+    )
+
+
 def down() -> None:
     pidfile = DEMO_DIR / "operator.pid"
     if pidfile.exists():
@@ -223,6 +268,7 @@ def main() -> int:
     say("Waiting until every example reports status")
     wait_for_status(kubeconfig)
     finetune_for_real(kubeconfig)
+    drift_report()
     say(f"kubectl get kubeforge -A   ({time.monotonic() - started:.0f}s after start)")
     print(kubectl(kubeconfig, "get", "kubeforge", "-A"))
     env_hint = 'eval "$(python3 hack/localcluster.py env)"' if started_local or lc.is_up() else ""
@@ -242,6 +288,7 @@ def main() -> int:
     print(f"  kubectl get ftj tickets-local -n {NAMESPACE} -o yaml  # metrics, model, lineage")
     print("  cat .cache/demo/finetune/models/tickets/v1/README.md   # the model card")
     print("  kubectl explain modelserver.spec.rollout              # every field is documented")
+    print("  open .cache/demo/drift-report.html                    # the drift report")
     print(f"  curl -s 127.0.0.1:{metrics}/metrics | grep kubeforge_  # the operator's metrics")
     print(f"  echo '{bad}' | kubectl apply -n {NAMESPACE} -f -")
     print("      # rejected at admission, naming spec.culling.idleTimeout")

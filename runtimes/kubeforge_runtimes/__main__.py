@@ -105,16 +105,24 @@ def drift_report_cmd(
 ) -> None:
     """Write an HTML drift report of CURRENT against REFERENCE."""
     from kubeforge_runtimes.drift.reference import ReferenceError
-    from kubeforge_runtimes.drift.report import ReportError, files_report_html
+    from kubeforge_runtimes.drift.report import ReportError, compare_files
 
     thresholds = _thresholds(metric or [])
     try:
-        html = files_report_html(reference, current, thresholds or None)
+        comparison = compare_files(reference, current, thresholds or None)
     except (ReportError, ReferenceError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
-    out.write_text(html)
-    typer.echo(f"wrote {out}")
+    out.write_text(comparison.html())
+    crossed = comparison.crossed()
+    checks = len(comparison.scores)
+    if crossed:
+        typer.echo(f"drift found: {len(crossed)} of {checks} checks crossed their threshold")
+        for line in crossed:
+            typer.echo(f"  {line}")
+    else:
+        typer.echo(f"no drift: all {checks} checks within their thresholds")
+    typer.echo(f"report: {out}")
 
 
 if __name__ == "__main__":

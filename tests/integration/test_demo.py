@@ -43,5 +43,9 @@ def test_demo_applies_and_reconciles_the_examples(cluster: Cluster) -> None:
     # the local FineTuneJob really trained and registered a version
     assert '"phase": "Succeeded"' in out
     assert '"version": "v' in out
+    # the drift report of shifted live traffic against the fine-tuning data
+    assert "drift found:" in out
+    assert "product: psi" in out
+    assert (REPO / ".cache" / "demo" / "drift-report.html").is_file()
     assert "Stopped the operator" in out
     assert not (REPO / ".cache" / "demo" / "operator.pid").exists()

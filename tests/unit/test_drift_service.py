@@ -283,3 +283,30 @@ def test_files_report_names_missing_columns(tmp_path: Path) -> None:
     cur = _write_jsonl(tmp_path / "cur.jsonl", [{"product": "vpn"}] * 5)
     with pytest.raises(ReportError, match=r"cur\.jsonl has no column 'tier'"):
         files_report_html(ref, cur)
+
+
+def test_report_cli(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kubeforge_pipelines.tinymodel import support_tickets
+    from kubeforge_runtimes.__main__ import app
+
+    ref = _write_jsonl(tmp_path / "ref.jsonl", support_tickets(2000, seed=1))
+    cur = _write_jsonl(tmp_path / "cur.jsonl", support_tickets(400, seed=2, products=["vpn"]))
+    out = tmp_path / "report.html"
+    runner = CliRunner()
+    args = ["drift", "report", "--reference", str(ref), "--current", str(cur), "--out", str(out)]
+    done = runner.invoke(app, [*args, "--metric", "psi=0.2", "--metric", "chiSquare=0.001"])
+    assert done.exit_code == 0, done.output
+    assert "drift found:" in done.output
+    assert "product: psi" in done.output
+    assert "Drift found" in out.read_text()
+    bad = runner.invoke(app, [*args, "--metric", "entropy=1"])
+    assert bad.exit_code == 2
+    assert "METRIC one of psi" in bad.output
+    broken = _write_jsonl(tmp_path / "broken.jsonl", [{"product": "vpn"}] * 5)
+    missing = runner.invoke(
+        app, ["drift", "report", "--reference", str(ref), "--current", str(broken)]
+    )
+    assert missing.exit_code == 2
+    assert "has no column 'tier'" in missing.output

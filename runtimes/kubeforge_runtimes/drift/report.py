@@ -10,6 +10,7 @@ import html
 import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -217,13 +218,38 @@ def monitor_report(monitor: Monitor, reference_uri: str) -> str:
     )
 
 
-def files_report_html(
+@dataclass(frozen=True)
+class Comparison:
+    """A current dataset scored against a reference dataset (both files)."""
+
+    subtitle: str
+    features: list[FeatureConfig]
+    summary: Summary
+    columns: dict[str, list[Any]]
+    scores: list[Score]
+
+    def html(self) -> str:
+        return render(
+            "Drift report", self.subtitle, self.features, self.summary, self.columns, self.scores
+        )
+
+    def crossed(self) -> list[str]:
+        """What crossed which threshold, one line each."""
+        return [
+            f"{s.feature}: {s.metric} {_fmt(s.value)} {DIRECTION.get(s.metric, 'above')} "
+            f"{s.threshold:g}"
+            for s in self.scores
+            if s.crossed
+        ]
+
+
+def compare_files(
     reference: Path,
     current: Path,
     metrics: Mapping[str, float] | None = None,
     features: list[FeatureConfig] | None = None,
-) -> str:
-    """The report of a current dataset against a reference dataset, both files."""
+) -> Comparison:
+    """Score a current dataset against a reference dataset, both files."""
     ref_frame = read_table(str(reference))
     cur_frame = read_table(str(current))
     if not features:
@@ -253,13 +279,21 @@ def files_report_html(
         )
         for f in features
     }
-    scores = score_columns(config, features, summary, columns)
-    return render(
-        "Drift report",
-        f"Reference {reference.name} ({len(ref_frame)} rows) against current {current.name} "
-        f"({len(cur_frame)} rows), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
-        features,
-        summary,
-        columns,
-        scores,
+    return Comparison(
+        subtitle=f"Reference {reference.name} ({len(ref_frame)} rows) against current "
+        f"{current.name} ({len(cur_frame)} rows), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
+        features=features,
+        summary=summary,
+        columns=columns,
+        scores=score_columns(config, features, summary, columns),
     )
+
+
+def files_report_html(
+    reference: Path,
+    current: Path,
+    metrics: Mapping[str, float] | None = None,
+    features: list[FeatureConfig] | None = None,
+) -> str:
+    """The report of a current dataset against a reference dataset, both files."""
+    return compare_files(reference, current, metrics, features).html()
