@@ -68,6 +68,7 @@ MONITORING_READY = "MonitoringConfigured"
 DRIFT_MONITOR_LABEL = f"{GROUP}/drift-monitor"
 ROLLBACK_ANNOTATION = f"{GROUP}/rollback-revision"
 ROLLBACK_REASON_ANNOTATION = f"{GROUP}/rollback-reason"
+LOGGER_REQUEST_ANNOTATION = f"{GROUP}/logger-requested-by"
 MONITORING_API = "monitoring.coreos.com/v1"
 SERVICE_PORT = 8080
 CONFIG_FILE = "/etc/kubeforge-drift/config.json"
@@ -598,6 +599,8 @@ def reconcile_driftmonitor(ctx: ReconcileContext, spec: DriftMonitorSpec) -> Out
         )
 
     logger = _logger_observation(ctx, target)
+    if logger.reason == "Waiting":
+        _nudge(ctx, model_server)
     fields: dict[str, Any] = {
         "referenceUri": reference,
         "service": logger_url(ctx.namespace, ctx.name),
@@ -654,6 +657,20 @@ def reconcile_driftmonitor(ctx: ReconcileContext, spec: DriftMonitorSpec) -> Out
         info=info,
         requeue_after=recheck,
     )
+
+
+def _nudge(ctx: ReconcileContext, model_server: dict[str, Any]) -> None:
+    """Annotate the ModelServer so that its watch event reconciles it now (it sets the logger)
+    instead of at its next resync; written once per monitor."""
+    annotations = model_server["metadata"].get("annotations") or {}
+    if annotations.get(LOGGER_REQUEST_ANNOTATION) != ctx.name:
+        ctx.kube.annotate(
+            MODELSERVER,
+            ctx.namespace,
+            model_server["metadata"]["name"],
+            LOGGER_REQUEST_ANNOTATION,
+            ctx.name,
+        )
 
 
 def _logger_observation(ctx: ReconcileContext, target: str) -> Observation:
