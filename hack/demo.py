@@ -251,6 +251,8 @@ def main() -> int:
         "-f",
         str(REPO / "crds" / "manifests"),
     )
+    # the aggregated ClusterRoles: whoever may edit a namespace may manage the four kinds there
+    kubectl(kubeconfig, "apply", "--server-side", "-f", str(REPO / "crds" / "rbac"))
     kubectl(
         kubeconfig,
         "wait",

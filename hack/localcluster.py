@@ -78,6 +78,9 @@ USERS = {  # name -> groups; RBAC for user-a/user-b is created in their namespac
     # the operator when it runs outside the cluster (tests, demo, benchmarks); a user of its own
     # so that the audit log tells its requests apart
     "kubeforge-operator": ["system:masters"],
+    # the REST API outside the cluster: it may only review tokens and impersonate (see
+    # team_rbac); everything else it does as the caller
+    "kubeforge-api": [],
 }
 TEAMS = {"team-a": "user-a", "team-b": "user-b"}
 # The default StorageClass: kube-controller-manager's own hostPath provisioner creates and deletes
@@ -302,9 +305,10 @@ def port_free(port: int) -> bool:
 
 def tokens() -> dict[str, str]:
     path = STATE / "tokens.json"
-    if path.exists():
-        return dict(json.loads(path.read_text()))
-    toks = {user: secrets.token_hex(16) for user in USERS}
+    toks: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    if all(user in toks for user in USERS):
+        return toks
+    toks |= {user: secrets.token_hex(16) for user in USERS if user not in toks}
     path.write_text(json.dumps(toks, indent=2))
     path.chmod(0o600)
     return toks
@@ -423,8 +427,43 @@ def node_manifest(name: str, cpu: str, memory: str, gpus: int) -> dict[str, obje
     }
 
 
+API_RBAC: list[dict[str, object]] = [
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "kubeforge-api-local"},
+        "rules": [
+            {
+                "apiGroups": ["authentication.k8s.io"],
+                "resources": ["tokenreviews"],
+                "verbs": ["create"],
+            },
+            {"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]},
+            {
+                "apiGroups": ["authentication.k8s.io"],
+                "resources": ["userextras/scopes", "uids"],
+                "verbs": ["impersonate"],
+            },
+        ],
+    },
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "kubeforge-api-local"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "kubeforge-api-local",
+        },
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "kubeforge-api"}
+        ],
+    },
+]
+
+
 def team_rbac() -> str:
-    items: list[dict[str, object]] = []
+    items: list[dict[str, object]] = list(API_RBAC)
     for ns, user in TEAMS.items():
         items.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         items.append(

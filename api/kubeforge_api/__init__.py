@@ -1,2 +1,2 @@
-"""The kubeforge REST API and web portal (FastAPI), acting as the caller through Kubernetes
-impersonation. Not built yet: see issue #7."""
+"""The kubeforge REST API (and, later, the web portal), acting as the caller through Kubernetes
+impersonation so that RBAC decides (issue #7)."""

@@ -23,10 +23,11 @@ from typing import Any
 
 import yaml
 
-from kubeforge_crds import KINDS, KindInfo
+from kubeforge_crds import GROUP, KINDS, KindInfo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST_DIR = REPO_ROOT / "crds" / "manifests"
+RBAC_DIR = REPO_ROOT / "crds" / "rbac"
 REFERENCE_DOC = REPO_ROOT / "docs" / "reference" / "crds.md"
 
 _DROP_KEYS = {"title", "examples"}
@@ -285,8 +286,62 @@ def build_reference() -> str:
     return "\n".join(lines)
 
 
+def build_user_roles() -> list[dict[str, Any]]:
+    """ClusterRoles that Kubernetes' aggregation adds to the built-in ``admin``, ``edit`` and
+    ``view`` roles, so that whoever may edit a namespace may manage kubeforge's kinds there (and
+    the REST API, acting as that user, may too)."""
+    plurals = [k.plural for k in KINDS]
+    labels = {"app.kubernetes.io/part-of": "kubeforge"}
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {
+                "name": "kubeforge-edit",
+                "labels": {
+                    **labels,
+                    "rbac.authorization.k8s.io/aggregate-to-admin": "true",
+                    "rbac.authorization.k8s.io/aggregate-to-edit": "true",
+                },
+            },
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "resources": plurals,
+                    "verbs": [
+                        "create",
+                        "delete",
+                        "deletecollection",
+                        "get",
+                        "list",
+                        "patch",
+                        "update",
+                        "watch",
+                    ],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {
+                "name": "kubeforge-view",
+                "labels": {**labels, "rbac.authorization.k8s.io/aggregate-to-view": "true"},
+            },
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "resources": [*plurals, *(f"{p}/status" for p in plurals)],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ],
+        },
+    ]
+
+
 def expected_files() -> dict[Path, str]:
     files = {manifest_path(k): dump_yaml(build_crd(k)) for k in KINDS}
+    files[RBAC_DIR / "user-roles.yaml"] = "---\n".join(dump_yaml(r) for r in build_user_roles())
     files[REFERENCE_DOC] = build_reference()
     return files
 

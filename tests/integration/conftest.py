@@ -134,6 +134,7 @@ def cluster() -> Cluster:
     api = config.new_client_from_config(config_file=cfg)
     c = Cluster(kubeconfig=cfg, kubectl_bin=kubectl_bin, local=local, api=api)
     c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "manifests"))
+    c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "rbac"))
     c.kubectl(
         "wait",
         "--for=condition=Established",

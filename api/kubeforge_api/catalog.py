@@ -1,0 +1,131 @@
+"""The model catalog, lineage and GPU use: pure views over the objects a caller may list (the
+routes list them as the caller; nothing here talks to the cluster)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+GPU_KINDS = ("Workbench", "FineTuneJob", "ModelServer")
+
+
+def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return {k: c.get(k) for k in ("status", "reason", "message")}
+    return None
+
+
+def _ftj_view(ftj: dict[str, Any]) -> dict[str, Any]:
+    status = ftj.get("status") or {}
+    return {
+        "name": ftj["metadata"]["name"],
+        "phase": status.get("phase"),
+        "model": status.get("model"),
+        "metrics": status.get("metrics"),
+        "lineage": status.get("lineage"),
+        "datasetDigest": status.get("datasetDigest"),
+        "trigger": (ftj["metadata"].get("annotations") or {}).get("kubeforge.io/trigger"),
+    }
+
+
+def _drift_view(dm: dict[str, Any]) -> dict[str, Any]:
+    status = dm.get("status") or {}
+    return {
+        "name": dm["metadata"]["name"],
+        "phase": status.get("phase"),
+        "drift": _condition(dm, "DriftDetected"),
+        "bias": _condition(dm, "BiasDetected"),
+        "lastEvaluation": status.get("lastEvaluation"),
+        "scores": status.get("scores") or [],
+        "actions": status.get("actions") or [],
+    }
+
+
+def catalog(
+    ftjs: list[dict[str, Any]], servers: list[dict[str, Any]], monitors: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Every model kubeforge knows in a namespace: the registered outputs of FineTuneJobs, and
+    what each ModelServer serves, with evaluation metrics, lineage, serving state, traffic split
+    and drift status."""
+    by_ftj = {f["metadata"]["name"]: f for f in ftjs}
+    drift_by_target: dict[str, list[dict[str, Any]]] = {}
+    for dm in monitors:
+        target = ((dm.get("spec") or {}).get("target") or {}).get("modelServer")
+        if target:
+            drift_by_target.setdefault(target, []).append(_drift_view(dm))
+    served_by: dict[str, list[str]] = {}
+    serving = []
+    for ms in servers:
+        spec, status = ms.get("spec") or {}, ms.get("status") or {}
+        source = (spec.get("model") or {}).get("fineTuneJob")
+        if source:
+            served_by.setdefault(source, []).append(ms["metadata"]["name"])
+        ftj = by_ftj.get(source) if source else None
+        serving.append(
+            {
+                "name": ms["metadata"]["name"],
+                "phase": status.get("phase"),
+                "ready": _condition(ms, "Ready"),
+                "url": status.get("url"),
+                "stable": status.get("stable"),
+                "canary": status.get("canary"),
+                "trafficSplit": status.get("trafficSplit"),
+                "rolledBack": status.get("rolledBack"),
+                "source": {"fineTuneJob": source}
+                if source
+                else {"uri": (spec.get("model") or {}).get("uri")},
+                "metrics": (ftj or {}).get("status", {}).get("metrics"),
+                "lineage": (ftj or {}).get("status", {}).get("lineage"),
+                "drift": drift_by_target.get(ms["metadata"]["name"], []),
+            }
+        )
+    models = [
+        {**_ftj_view(f), "servedBy": served_by.get(f["metadata"]["name"], [])}
+        for f in ftjs
+        if (f.get("status") or {}).get("model")
+    ]
+    return {"models": models, "modelServers": serving}
+
+
+def lineage(server: dict[str, Any], ftj: dict[str, Any] | None) -> dict[str, Any]:
+    """Where a ModelServer's model came from: its FineTuneJob, dataset digest, base model, run."""
+    spec, status = server.get("spec") or {}, server.get("status") or {}
+    source = (spec.get("model") or {}).get("fineTuneJob")
+    out: dict[str, Any] = {
+        "modelServer": {
+            "name": server["metadata"]["name"],
+            "stable": status.get("stable"),
+            "canary": status.get("canary"),
+            "decisions": status.get("decisions") or [],
+        },
+        "source": {"fineTuneJob": source}
+        if source
+        else {"uri": (spec.get("model") or {}).get("uri")},
+        "fineTuneJob": None,
+    }
+    if ftj is not None:
+        view = _ftj_view(ftj)
+        lin = view.get("lineage") or {}
+        out["fineTuneJob"] = view
+        out["baseModel"] = lin.get("baseModel")
+        out["dataset"] = {
+            "uri": lin.get("datasetUri"),
+            "digest": lin.get("datasetDigest") or view.get("datasetDigest"),
+        }
+        out["run"] = lin.get("runId")
+    return out
+
+
+def gpu_use(objects: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """GPUs held now per kind (from each object's ``status.gpus``)."""
+    by_kind: dict[str, int] = {}
+    held = []
+    for kind, items in objects.items():
+        total = 0
+        for obj in items:
+            gpus = int((obj.get("status") or {}).get("gpus") or 0)
+            if gpus:
+                held.append({"kind": kind, "name": obj["metadata"]["name"], "gpus": gpus})
+            total += gpus
+        by_kind[kind] = total
+    return {"total": sum(by_kind.values()), "byKind": by_kind, "objects": held}

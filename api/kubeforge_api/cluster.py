@@ -1,0 +1,172 @@
+"""The API's access to the apiserver: TokenReview to learn who the caller is, then every request
+as the caller through impersonation, so that Kubernetes RBAC decides.
+
+Written on httpx rather than the kubernetes client because impersonation needs one
+``Impersonate-Group`` header per group, and that client's default headers are a dict (one value
+per name). The connection details (server, CA, client credentials) come from the kubernetes
+client's own kubeconfig and in-cluster loaders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+
+@dataclass(frozen=True)
+class User:
+    """An authenticated caller, as a TokenReview describes them."""
+
+    name: str
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+    extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def impersonation(self) -> list[tuple[str, str]]:
+        headers = [("Impersonate-User", self.name)]
+        if self.uid:
+            headers.append(("Impersonate-Uid", self.uid))
+        headers += [("Impersonate-Group", g) for g in self.groups]
+        for key, values in self.extra.items():
+            # extra keys may hold '/' and other characters not allowed in a header name
+            name = f"Impersonate-Extra-{quote(key, safe='')}"
+            headers += [(name, v) for v in values]
+        return headers
+
+
+class UnauthenticatedError(Exception):
+    """The caller's token is missing or not valid (HTTP 401)."""
+
+
+class ApiserverError(Exception):
+    """The apiserver refused a request; ``status`` and ``body`` are its answer."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("message") or f"apiserver answered {status}")
+        self.status = status
+        self.body = body
+
+
+def _connection(kubeconfig: Path | None) -> k8s.Configuration:
+    cfg = k8s.Configuration()
+    if kubeconfig is None:
+        try:
+            k8s_config.load_incluster_config(client_configuration=cfg)
+            return cfg
+        except k8s_config.ConfigException:
+            pass
+    k8s_config.load_kube_config(
+        config_file=str(kubeconfig) if kubeconfig else None, client_configuration=cfg
+    )
+    return cfg
+
+
+class Cluster:
+    """One HTTP connection pool to the apiserver under the API's own identity."""
+
+    def __init__(
+        self,
+        kubeconfig: Path | None = None,
+        timeout: float = 30,
+        token_cache_seconds: float = 30,
+        forwarded_extras: tuple[str, ...] = ("scopes",),
+    ) -> None:
+        cfg = _connection(kubeconfig)
+        context = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert else None
+        if context is not None and cfg.cert_file:
+            context.load_cert_chain(cfg.cert_file, cfg.key_file)
+        headers = {}
+        auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+        if auth:
+            headers["Authorization"] = auth if auth.startswith("Bearer ") else f"Bearer {auth}"
+        self.http = httpx.Client(
+            base_url=cfg.host,
+            verify=context if context is not None else cfg.verify_ssl,
+            headers=headers,
+            timeout=timeout,
+        )
+        self.forwarded_extras = frozenset(forwarded_extras)
+        self._cache: dict[str, tuple[float, User]] = {}
+        self._ttl = token_cache_seconds
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def authenticate(self, token: str) -> User:
+        """Who ``token`` belongs to, by a TokenReview (cached for a short while, by digest)."""
+        key = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit and hit[0] > now:
+                return hit[1]
+        review = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token},
+        }
+        response = self.http.post("/apis/authentication.k8s.io/v1/tokenreviews", json=review)
+        if response.status_code >= 400:
+            raise ApiserverError(response.status_code, _body(response))
+        status = response.json().get("status") or {}
+        if not status.get("authenticated"):
+            reason = status.get("error") or "the apiserver does not know this token"
+            raise UnauthenticatedError(f"the bearer token was rejected by the cluster: {reason}")
+        info = status.get("user") or {}
+        user = User(
+            name=info.get("username", ""),
+            uid=info.get("uid", ""),
+            groups=tuple(info.get("groups") or ()),
+            # only the extras that change what RBAC or admission decide are passed on (each
+            # needs its own `impersonate userextras/<key>` permission); a service account
+            # token's credential-id and node bindings are not
+            extra={
+                k: tuple(v)
+                for k, v in (info.get("extra") or {}).items()
+                if k in self.forwarded_extras
+            },
+        )
+        with self._lock:
+            self._cache[key] = (now + self._ttl, user)
+        return user
+
+    def request(
+        self,
+        user: User,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """A request to the apiserver as ``user``; its error answers raise ApiserverError."""
+        headers = user.impersonation()
+        content = None
+        if body is not None:
+            headers.append(("Content-Type", content_type))
+            content = json.dumps(body)
+        response = self.http.request(method, path, content=content, params=params, headers=headers)
+        answer = _body(response)
+        if response.status_code >= 400:
+            raise ApiserverError(response.status_code, answer)
+        return answer
+
+
+def _body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {"message": response.text[:500]}
+    return data if isinstance(data, dict) else {"items": data}

@@ -1,0 +1,178 @@
+// kubeforge portal: plain JavaScript over the REST API (no build step). The token stays in this
+// tab's sessionStorage and goes with every request; the API acts as its owner.
+"use strict";
+
+const state = { token: sessionStorage.getItem("kubeforge-token") || "", tab: "workbenches", selected: null };
+const $ = (sel) => document.querySelector(sel);
+const ns = () => $("#namespace").value.trim();
+
+function esc(value) {
+  return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+
+async function api(method, path, body) {
+  const res = await fetch(path, {
+    method,
+    headers: { Authorization: `Bearer ${state.token}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) {
+    const err = new Error(typeof data.detail === "string" ? data.detail : `HTTP ${res.status}`);
+    err.status = res.status;
+    err.detail = data.detail;
+    throw err;
+  }
+  return data;
+}
+
+function condition(obj, type) {
+  return ((obj.status || {}).conditions || []).find((c) => c.type === type) || {};
+}
+
+function readyCell(obj) {
+  const c = condition(obj, "Ready");
+  return `<span class="${esc(c.status)}" title="${esc(c.message)}">${esc(c.status || "?")}</span> ${esc(c.reason || "")}`;
+}
+
+const rows = {
+  workbenches: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.gpus ?? 0, `<button data-delete="workbenches/${esc(o.metadata.name)}">delete</button>`],
+  finetunejobs: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.gpus ?? 0, o.status?.model ? `${esc(o.status.model.name)} ${esc(o.status.model.version)}` : ""],
+  modelservers: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.trafficSplit || "", `<button data-show="${esc(o.metadata.name)}">rollout and drift</button>`],
+  driftmonitors: (o) => [o.metadata.name, o.status?.phase, readyCell(o), `${esc(condition(o, "DriftDetected").status || "")} ${esc(condition(o, "DriftDetected").message || "")}`, o.spec?.target?.modelServer],
+};
+const raw = new Set([2, 4]);
+
+async function loadList(plural) {
+  const data = await api("GET", `/api/v1/namespaces/${encodeURIComponent(ns())}/${plural}`);
+  const body = $(`[data-testid="list-${plural}"] tbody`);
+  body.innerHTML = data.items
+    .map((o) => `<tr data-name="${esc(o.metadata.name)}">${rows[plural](o).map((v, i) => `<td>${raw.has(i) ? v ?? "" : esc(v)}</td>`).join("")}</tr>`)
+    .join("");
+}
+
+function scoreChart(scores) {
+  if (!scores.length) return "<p>No scores yet.</p>";
+  const max = Math.max(...scores.map((s) => Math.max(s.value, s.threshold)), 1e-9);
+  const h = 18, w = 260, left = 170;
+  const bars = scores.map((s, i) => {
+    const y = i * h;
+    const bw = Math.max(1, (w * s.value) / max), tx = left + (w * s.threshold) / max;
+    return `<text x="0" y="${y + 12}">${esc(s.feature)} ${esc(s.metric)}</text>` +
+      `<rect class="bar ${s.crossed ? "crossed" : ""}" x="${left}" y="${y + 2}" width="${bw}" height="${h - 6}"><title>${esc(s.value)}</title></rect>` +
+      `<line x1="${tx}" x2="${tx}" y1="${y}" y2="${y + h}" stroke="#333" stroke-dasharray="2,2"></line>` +
+      `<text x="${left + w + 8}" y="${y + 12}">${Number(s.value).toPrecision(3)} / ${s.threshold}</text>`;
+  });
+  return `<svg width="${left + w + 110}" height="${scores.length * h + 4}" role="img" aria-label="drift scores">${bars.join("")}</svg>`;
+}
+
+async function showModelServer(name) {
+  const base = `/api/v1/namespaces/${encodeURIComponent(ns())}`;
+  const [lin, cat] = await Promise.all([api("GET", `${base}/modelservers/${encodeURIComponent(name)}/lineage`), api("GET", `${base}/catalog`)]);
+  const server = cat.modelServers.find((m) => m.name === name) || { drift: [] };
+  const decisions = lin.modelServer.decisions
+    .map((d) => `<tr><td>${esc(d.time)}</td><td>${esc(d.action)}</td><td>${esc(d.revision)}</td><td>${esc(d.trafficSplit)}</td><td>${esc(d.reason)}</td></tr>`)
+    .join("");
+  const drift = server.drift
+    .map((dm) => `<h4>${esc(dm.name)}: ${esc(dm.drift?.status || "")} ${esc(dm.drift?.message || "")}</h4>${scoreChart(dm.scores)}`)
+    .join("") || "<p>No DriftMonitor watches this ModelServer.</p>";
+  $("#modelserver-detail").innerHTML =
+    `<h3>${esc(name)}</h3><p>source: ${esc(JSON.stringify(lin.source))}; base model ${esc(lin.baseModel || "-")}; dataset ${esc(lin.dataset?.digest || "-")}; run ${esc(lin.run || "-")}</p>` +
+    `<h4>Rollout history</h4><table data-testid="rollout-history"><thead><tr><th>time</th><th>action</th><th>revision</th><th>split</th><th>reason</th></tr></thead><tbody>${decisions || "<tr><td colspan=5>no decisions yet</td></tr>"}</tbody></table>` +
+    `<h4>Drift</h4>${drift}`;
+}
+
+async function loadCatalog() {
+  const data = await api("GET", `/api/v1/namespaces/${encodeURIComponent(ns())}/catalog`);
+  $("#catalog-models tbody").innerHTML = data.models
+    .map((m) => `<tr><td>${esc(m.name)}</td><td>${esc(m.model?.name)} ${esc(m.model?.version)}</td><td>${esc(m.metrics?.evalLoss ?? "")}</td><td>${esc(m.lineage?.baseModel ?? "")}</td><td>${esc((m.datasetDigest || "").slice(0, 19))}</td><td>${esc(m.servedBy.join(", "))}</td></tr>`)
+    .join("") || "<tr><td colspan=6>No registered models in this namespace.</td></tr>";
+  $("#catalog-servers tbody").innerHTML = data.modelServers
+    .map((s) => `<tr><td>${esc(s.name)}</td><td>${esc(s.phase)}</td><td>${esc(s.trafficSplit || "")}</td><td>${esc(JSON.stringify(s.source))}</td><td>${esc(s.drift.map((d) => `${d.name}: ${d.drift?.status || "?"}`).join(", "))}</td></tr>`)
+    .join("") || "<tr><td colspan=5>No ModelServers in this namespace.</td></tr>";
+}
+
+async function refresh() {
+  if (!state.token || !ns()) return;
+  try {
+    if (state.tab === "catalog") await loadCatalog();
+    else await loadList(state.tab);
+    if (state.tab === "modelservers" && state.selected) await showModelServer(state.selected);
+    $("#error").textContent = "";
+  } catch (err) {
+    $("#error").textContent = err.message;
+    if (err.status === 401) signOut();
+  }
+}
+
+async function signIn(token) {
+  state.token = token;
+  try {
+    const me = await api("GET", "/api/v1/whoami");
+    sessionStorage.setItem("kubeforge-token", token);
+    $("#who").textContent = `signed in as ${me.username}`;
+    $("#signin").hidden = true;
+    $("#app").hidden = false;
+    $("#signout").hidden = false;
+    $("#signin-error").textContent = "";
+    if (!ns()) $("#namespace").value = localStorage.getItem("kubeforge-namespace") || "default";
+    refresh();
+  } catch (err) {
+    state.token = "";
+    $("#signin-error").textContent = err.message;
+  }
+}
+
+function signOut() {
+  state.token = "";
+  sessionStorage.removeItem("kubeforge-token");
+  $("#signin").hidden = false;
+  $("#app").hidden = true;
+  $("#signout").hidden = true;
+  $("#who").textContent = "";
+}
+
+$("#signin-form").addEventListener("submit", (e) => { e.preventDefault(); signIn($("#token").value.trim()); });
+$("#signout").addEventListener("click", signOut);
+$("#namespace").addEventListener("change", () => { localStorage.setItem("kubeforge-namespace", ns()); state.selected = null; refresh(); });
+document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click", () => {
+  document.querySelectorAll("nav button").forEach((x) => x.classList.toggle("active", x === b));
+  document.querySelectorAll(".tab").forEach((t) => { t.hidden = t.id !== `tab-${b.dataset.tab}`; });
+  state.tab = b.dataset.tab;
+  refresh();
+}));
+document.addEventListener("click", async (e) => {
+  const del = e.target.closest("[data-delete]");
+  if (del && confirm(`Delete ${del.dataset.delete}?`)) {
+    try { await api("DELETE", `/api/v1/namespaces/${encodeURIComponent(ns())}/${del.dataset.delete}`); refresh(); } catch (err) { $("#error").textContent = err.message; }
+  }
+  const show = e.target.closest("[data-show]");
+  if (show) { state.selected = show.dataset.show; showModelServer(state.selected).catch((err) => { $("#error").textContent = err.message; }); }
+});
+$("#create-workbench").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const f = new FormData(e.target);
+  const gpus = Number(f.get("gpus") || 0);
+  const body = {
+    metadata: { name: f.get("name") },
+    spec: {
+      image: f.get("image"),
+      resources: { cpu: f.get("cpu"), memory: f.get("memory"), ...(gpus > 0 ? { accelerator: { count: gpus } } : {}) },
+      storage: { size: f.get("storage") },
+      culling: { idleTimeout: f.get("idleTimeout") },
+    },
+  };
+  const list = $("#create-errors");
+  list.innerHTML = "";
+  try {
+    await api("POST", `/api/v1/namespaces/${encodeURIComponent(ns())}/workbenches`, body);
+    e.target.reset();
+    refresh();
+  } catch (err) {
+    const items = Array.isArray(err.detail) ? err.detail.map((d) => `${d.field}: ${d.message}`) : [err.message];
+    list.innerHTML = items.map((i) => `<li>${esc(i)}</li>`).join("");
+  }
+});
+
+setInterval(refresh, 3000);
+if (state.token) signIn(state.token);

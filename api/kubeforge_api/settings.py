@@ -1,0 +1,30 @@
+"""API settings, from environment variables prefixed KUBEFORGE_API_."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KUBEFORGE_API_", extra="ignore")
+
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="Kubeconfig of the API's own identity (which may only review tokens and "
+        "impersonate). Unset: the in-cluster service account, else $KUBECONFIG.",
+    )
+    host: str = Field(default="0.0.0.0", description="Listen address.")  # noqa: S104
+    port: int = Field(default=8000, ge=1, le=65535, description="Listen port.")
+    token_cache_seconds: float = Field(
+        default=30, ge=0, description="How long a reviewed token's identity is reused."
+    )
+    request_timeout: float = Field(default=30, gt=0, description="Apiserver request timeout.")
+
+
+@cache
+def get_settings() -> ApiSettings:
+    return ApiSettings()

@@ -1,0 +1,162 @@
+"""The REST API against the real apiserver, as the local control plane's ordinary users: user-a
+may edit in team-a, user-b in team-b (the built-in ``edit`` role, to which kubeforge's
+aggregated ClusterRoles add the four kinds). The API runs with its own identity, which may only
+review tokens and impersonate; the audit log shows every write was made as the caller."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from kubeforge_api.app import create_app
+from kubeforge_api.settings import ApiSettings
+from kubeforge_crds import KINDS
+from tests.cases import example
+from tests.integration.conftest import Cluster
+
+pytestmark = [pytest.mark.usefixtures("local_cluster")]
+
+TEAMS = {"user-a": "team-a", "user-b": "team-b"}
+RUN = uuid.uuid4().hex[:5]
+
+
+def _tokens(cluster: Cluster) -> dict[str, str]:
+    return dict(json.loads((Path(cluster.kubeconfig).parent / "tokens.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def api(cluster: Cluster) -> Iterator[TestClient]:
+    settings = ApiSettings(kubeconfig=Path(cluster.user_kubeconfig("kubeforge-api")))
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def auth(cluster: Cluster) -> dict[str, dict[str, str]]:
+    return {u: {"Authorization": f"Bearer {t}"} for u, t in _tokens(cluster).items()}
+
+
+def _body(kind: str, name: str) -> dict[str, Any]:
+    spec = copy.deepcopy(example(kind)["spec"])
+    return {"metadata": {"name": name, "labels": {"test": RUN}}, "spec": spec}
+
+
+def _base(plural: str, ns: str) -> str:
+    return f"/api/v1/namespaces/{ns}/{plural}"
+
+
+def test_whoami_and_missing_or_bad_tokens(api: TestClient, auth: dict[str, dict[str, str]]) -> None:
+    me = api.get("/api/v1/whoami", headers=auth["user-a"])
+    assert me.status_code == 200
+    assert me.json()["username"] == "user-a"
+    assert "kubeforge:users" in me.json()["groups"]
+    none = api.get(_base("workbenches", "team-a"))
+    assert none.status_code == 401
+    assert "no bearer token" in none.json()["detail"]
+    assert none.headers["www-authenticate"] == "Bearer"
+    bad = api.get(_base("workbenches", "team-a"), headers={"Authorization": "Bearer nope"})
+    assert bad.status_code == 401
+    assert "rejected by the cluster" in bad.json()["detail"]
+
+
+@pytest.mark.parametrize("kind", [k.kind for k in KINDS])
+def test_each_user_manages_their_namespace_and_is_refused_the_other(
+    api: TestClient, auth: dict[str, dict[str, str]], cluster: Cluster, kind: str
+) -> None:
+    """The matrix: for every route and verb, the owner succeeds in their namespace, and the other
+    user gets 403 naming what RBAC refused, for an object that exists."""
+    plural = next(k.plural for k in KINDS if k.kind == kind)
+    name = f"api-{kind.lower()}-{RUN}"
+    offset = cluster.audit_offset()
+    for user, ns in TEAMS.items():
+        other = next(u for u in TEAMS if u != user)
+        h, oh = auth[user], auth[other]
+        base = _base(plural, ns)
+        # the other user, on everything in this namespace
+        assert api.post(base, json=_body(kind, name), headers=oh).status_code == 403
+        created = api.post(base, json=_body(kind, name), headers=h)
+        assert created.status_code == 201, created.text
+        assert created.json()["metadata"]["namespace"] == ns
+        refusals = {
+            "list": api.get(base, headers=oh),
+            "get": api.get(f"{base}/{name}", headers=oh),
+            "replace": api.put(f"{base}/{name}", json=_body(kind, name), headers=oh),
+            "events": api.get(f"{base}/{name}/events", headers=oh),
+            "delete": api.delete(f"{base}/{name}", headers=oh),
+        }
+        for verb, answer in refusals.items():
+            assert answer.status_code == 403, (verb, answer.text)
+            assert f'User "{other}" cannot' in answer.json()["detail"], verb
+        # the owner, on everything
+        listed = api.get(base, headers=h)
+        assert listed.status_code == 200
+        assert name in [o["metadata"]["name"] for o in listed.json()["items"]]
+        got = api.get(f"{base}/{name}", headers=h)
+        assert got.status_code == 200
+        changed = _body(kind, name)
+        changed["metadata"] = {"labels": {"test": RUN, "edited": "yes"}}
+        replaced = api.put(f"{base}/{name}", json=changed, headers=h)
+        assert replaced.status_code == 200, replaced.text
+        assert replaced.json()["metadata"]["labels"]["edited"] == "yes"
+        assert api.get(f"{base}/{name}/events", headers=h).status_code == 200
+        assert api.delete(f"{base}/{name}", headers=h).status_code == 200
+    # every write reached the apiserver as the caller, none as the API itself
+    writes = []
+    with cluster.audit_log.open() as f:
+        f.seek(offset)
+        for line in f:
+            event = json.loads(line)
+            ref = event.get("objectRef", {})
+            if ref.get("resource") == plural and event.get("stage") == "ResponseComplete":
+                writes.append(
+                    (
+                        event["user"]["username"],
+                        (event.get("impersonatedUser") or {}).get("username"),
+                        event["verb"],
+                        event["responseStatus"]["code"],
+                    )
+                )
+    api_writes = [w for w in writes if w[0] == "kubeforge-api"]
+    assert api_writes, "the API's writes are in the audit log"
+    assert all(w[1] in TEAMS for w in api_writes), api_writes  # always impersonating
+
+
+def test_errors_name_the_field_and_the_conflict(
+    api: TestClient, auth: dict[str, dict[str, str]]
+) -> None:
+    h = auth["user-a"]
+    base = _base("workbenches", "team-a")
+    bad = _body("Workbench", f"bad-{RUN}")
+    bad["spec"]["culling"] = {"idleTimeout": "30s"}
+    answer = api.post(base, json=bad, headers=h)
+    assert answer.status_code == 422
+    fields = [d["field"] for d in answer.json()["detail"]]
+    assert "spec.culling.idleTimeout" in fields, answer.json()
+    unknown = _body("Workbench", f"bad-{RUN}")
+    unknown["spec"]["gpu"] = 1
+    answer = api.post(base, json=unknown, headers=h)
+    assert answer.status_code == 422
+    assert any(d["field"] == "spec.gpu" for d in answer.json()["detail"])
+    assert (
+        api.post(base, json={"metadata": {"name": "Not_A_Name"}, "spec": {}}, headers=h).status_code
+        == 422
+    )
+    assert api.get(f"{base}/does-not-exist-{RUN}", headers=h).status_code == 404
+    name = f"dup-{RUN}"
+    assert api.post(base, json=_body("Workbench", name), headers=h).status_code == 201
+    again = api.post(base, json=_body("Workbench", name), headers=h)
+    assert again.status_code == 409
+    assert "already exists" in again.json()["detail"]
+    stale = _body("Workbench", name)
+    stale["metadata"] = {"resourceVersion": "1"}
+    conflict = api.put(f"{base}/{name}", json=stale, headers=h)
+    assert conflict.status_code == 409, conflict.text
+    assert api.delete(f"{base}/{name}", headers=h).status_code == 200
+    assert api.get("/api/v1/namespaces/Team_A/workbenches", headers=h).status_code == 422

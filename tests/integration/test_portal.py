@@ -1,0 +1,120 @@
+"""The web portal in a real browser: Playwright driving Debian's Chromium against the API as a
+real process (``python -m kubeforge_api``), on the local control plane with the session's
+operator. Screenshots are kept in test-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from tests.canarylab import Proc, _wait, free_port
+from tests.integration.conftest import Cluster, OperatorProcess
+
+pytestmark = [pytest.mark.usefixtures("local_cluster")]
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+RUN = uuid.uuid4().hex[:5]
+
+
+@pytest.fixture(scope="module")
+def api_url(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("api") / "api.log"
+    env = {
+        **os.environ,
+        "KUBEFORGE_API_KUBECONFIG": cluster.user_kubeconfig("kubeforge-api"),
+        "KUBEFORGE_API_HOST": "127.0.0.1",
+        "KUBEFORGE_API_PORT": str(port),
+    }
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kubeforge_api"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    _wait(
+        lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, proc, log, "the API", 60
+    )
+    yield url
+    Proc(url, proc, log).stop()
+
+
+@pytest.fixture(scope="module")
+def page() -> Iterator[Page]:
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        yield context.new_page()
+        browser.close()
+
+
+def _token(cluster: Cluster, user: str) -> str:
+    return str(json.loads((Path(cluster.kubeconfig).parent / "tokens.json").read_text())[user])
+
+
+def _shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"portal-{name}.png"), full_page=True)
+
+
+def test_sign_in_create_a_workbench_and_watch_it_become_ready(
+    page: Page, api_url: str, cluster: Cluster, operator: OperatorProcess
+) -> None:
+    page.goto(api_url)
+    page.get_by_test_id("token").fill("not-a-token")
+    page.get_by_test_id("signin").click()
+    expect(page.get_by_role("alert").first).to_contain_text("rejected by the cluster")
+    page.get_by_test_id("token").fill(_token(cluster, "user-a"))
+    page.get_by_test_id("signin").click()
+    expect(page.get_by_test_id("who")).to_have_text("signed in as user-a")
+    page.get_by_test_id("namespace").fill("team-a")
+    page.get_by_test_id("namespace").press("Enter")
+    page.get_by_test_id("namespace").dispatch_event("change")
+
+    form = page.get_by_test_id("create-workbench")
+    name = f"portal-{RUN}"
+    form.locator("input[name=name]").fill(name)
+    form.locator("input[name=idleTimeout]").fill("30s")
+    form.get_by_role("button", name="Create").click()
+    expect(page.get_by_test_id("create-errors")).to_contain_text("spec.culling.idleTimeout")
+    _shot(page, "create-rejected")
+
+    form.locator("input[name=name]").fill(name)
+    form.locator("input[name=idleTimeout]").fill("30m")
+    form.get_by_role("button", name="Create").click()
+    row = page.get_by_test_id("list-workbenches").locator(f"tr[data-name='{name}']")
+    expect(row).to_be_visible(timeout=15_000)
+    expect(row).to_contain_text("Running", timeout=90_000)
+    expect(row.locator(".True")).to_be_visible(timeout=30_000)
+    _shot(page, "workbench-ready")
+    created = cluster.kubectl("get", "workbench", name, "-n", "team-a", "-o", "json").stdout
+    assert json.loads(created)["spec"]["culling"]["idleTimeout"] == "30m"
+
+    page.get_by_role("button", name="Model catalog").click()
+    expect(page.get_by_test_id("catalog")).to_contain_text("Serving")
+    _shot(page, "catalog")
+    cluster.kubectl("delete", "workbench", name, "-n", "team-a", "--wait=false")
+
+
+def test_the_other_team_sees_refusals_not_data(page: Page, api_url: str, cluster: Cluster) -> None:
+    page.goto(api_url)
+    page.get_by_role("button", name="sign out").click()
+    page.get_by_test_id("token").fill(_token(cluster, "user-b"))
+    page.get_by_test_id("signin").click()
+    expect(page.get_by_test_id("who")).to_have_text("signed in as user-b")
+    page.get_by_test_id("namespace").fill("team-a")
+    page.get_by_test_id("namespace").dispatch_event("change")
+    expect(page.locator("#error")).to_contain_text('User "user-b" cannot list', timeout=10_000)
+    _shot(page, "forbidden")

@@ -1,0 +1,164 @@
+"""The API's pure parts: impersonation headers, field paths of validation errors, and the
+catalog, lineage and GPU views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubeforge_api.app import _field_error
+from kubeforge_api.catalog import catalog, gpu_use, lineage
+from kubeforge_api.cluster import User
+
+
+def test_impersonation_headers_carry_every_group_and_extra() -> None:
+    user = User(
+        "user-a",
+        "uid-1",
+        ("kubeforge:users", "system:authenticated"),
+        {"scopes": ("a", "b"), "example.com/team": ("x",)},
+    )
+    assert user.impersonation() == [
+        ("Impersonate-User", "user-a"),
+        ("Impersonate-Uid", "uid-1"),
+        ("Impersonate-Group", "kubeforge:users"),
+        ("Impersonate-Group", "system:authenticated"),
+        ("Impersonate-Extra-scopes", "a"),
+        ("Impersonate-Extra-scopes", "b"),
+        ("Impersonate-Extra-example.com%2Fteam", "x"),
+    ]
+
+
+def test_field_error_paths() -> None:
+    assert (
+        _field_error(
+            {
+                "loc": ("body", "spec", "resources", "accelerator", "count"),
+                "msg": "Input should be greater than or equal to 0",
+                "type": "greater_than_equal",
+            }
+        )["field"]
+        == "spec.resources.accelerator.count"
+    )
+    assert _field_error(
+        {"loc": ("body", "spec", "volumes", 2, "size"), "msg": "x", "type": "missing"}
+    ) == {"field": "spec.volumes[2].size", "message": "Required value", "type": "missing"}
+    cel = _field_error(
+        {
+            "loc": ("body", "spec", "reference"),
+            "msg": "uri is required",
+            "type": "cel_rule",
+            "ctx": {"field_path": ".uri"},
+        }
+    )
+    assert cel["field"] == "spec.reference.uri"
+    assert (
+        _field_error(
+            {"loc": ("path", "namespace"), "msg": "bad", "type": "string_pattern_mismatch"}
+        )["field"]
+        == "path.namespace"
+    )
+
+
+def _obj(
+    kind: str,
+    name: str,
+    spec: dict[str, Any] | None = None,
+    status: dict[str, Any] | None = None,
+    **meta: Any,
+) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "metadata": {"name": name, **meta},
+        "spec": spec or {},
+        "status": status or {},
+    }
+
+
+FTJ = _obj(
+    "FineTuneJob",
+    "tune-v2",
+    status={
+        "phase": "Succeeded",
+        "model": {"name": "bot", "version": "v2", "uri": "s3://m/bot/v2"},
+        "metrics": {"evalLoss": 4.2},
+        "lineage": {
+            "baseModel": "s3://m/base",
+            "datasetUri": "s3://d/t.jsonl",
+            "datasetDigest": "sha256:ab",
+            "runId": "run-7",
+        },
+        "gpus": 0,
+    },
+    annotations={"kubeforge.io/trigger": "drift:team-a/watch: product psi 0.4 > 0.2"},
+)
+RUNNING = _obj("FineTuneJob", "tune-v3", status={"phase": "Running", "gpus": 4})
+MS = _obj(
+    "ModelServer",
+    "bot",
+    spec={"model": {"fineTuneJob": "tune-v2"}},
+    status={
+        "phase": "Progressing",
+        "trafficSplit": "75/25",
+        "stable": {"revision": "r1"},
+        "canary": {"revision": "r2"},
+        "gpus": 2,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Ready"}],
+    },
+)
+DM = _obj(
+    "DriftMonitor",
+    "watch",
+    spec={"target": {"modelServer": "bot"}},
+    status={
+        "phase": "Drifted",
+        "conditions": [
+            {
+                "type": "DriftDetected",
+                "status": "True",
+                "reason": "DriftDetected",
+                "message": "product psi 0.4 > 0.2",
+            }
+        ],
+    },
+)
+
+
+def test_catalog_joins_models_servers_and_drift() -> None:
+    got = catalog([FTJ, RUNNING], [MS], [DM])
+    assert [m["name"] for m in got["models"]] == ["tune-v2"]  # only registered outputs
+    model = got["models"][0]
+    assert model["servedBy"] == ["bot"]
+    assert model["trigger"].startswith("drift:")
+    server = got["modelServers"][0]
+    assert server["trafficSplit"] == "75/25"
+    assert server["metrics"] == {"evalLoss": 4.2}
+    assert server["lineage"]["runId"] == "run-7"
+    assert server["drift"][0]["drift"] == {
+        "status": "True",
+        "reason": "DriftDetected",
+        "message": "product psi 0.4 > 0.2",
+    }
+
+
+def test_lineage_of_a_model_server() -> None:
+    got = lineage(MS, FTJ)
+    assert got["baseModel"] == "s3://m/base"
+    assert got["dataset"] == {"uri": "s3://d/t.jsonl", "digest": "sha256:ab"}
+    assert got["run"] == "run-7"
+    assert got["source"] == {"fineTuneJob": "tune-v2"}
+    uri_only = lineage(_obj("ModelServer", "x", spec={"model": {"uri": "s3://m/x"}}), None)
+    assert uri_only["source"] == {"uri": "s3://m/x"}
+    assert uri_only["fineTuneJob"] is None
+
+
+def test_gpu_use_by_kind() -> None:
+    got = gpu_use(
+        {
+            "Workbench": [_obj("Workbench", "nb", status={"gpus": 1})],
+            "FineTuneJob": [FTJ, RUNNING],
+            "ModelServer": [MS],
+        }
+    )
+    assert got["total"] == 7
+    assert got["byKind"] == {"Workbench": 1, "FineTuneJob": 4, "ModelServer": 2}
+    assert {"kind": "FineTuneJob", "name": "tune-v3", "gpus": 4} in got["objects"]
