@@ -59,6 +59,7 @@ class CreateMeta(_Wire):
 
 
 class UpdateMeta(_Wire):
+    name: str | None = Field(default=None, description="If given, the name in the URL.")
     resource_version: str | None = Field(
         default=None,
         description="The version the change is based on; a newer object answers 409.",
@@ -305,8 +306,20 @@ def _kind_routes(app: FastAPI, kind: KindInfo, call: Any) -> None:
         body: update_body,
         user: Caller,
     ) -> Any:
-        current = await call(request, user, "GET", _path(kind, namespace, name))
         meta = body.metadata  # type: ignore[attr-defined]
+        if meta.name is not None and meta.name != name:
+            return _problem(
+                422,
+                [
+                    {
+                        "field": "metadata.name",
+                        "message": f"{meta.name!r} is not the name in the URL ({name!r}); "
+                        "an object cannot be renamed",
+                        "type": "value_error",
+                    }
+                ],
+            )
+        current = await call(request, user, "GET", _path(kind, namespace, name))
         current["metadata"]["resourceVersion"] = (
             meta.resource_version or current["metadata"]["resourceVersion"]
         )
