@@ -439,6 +439,8 @@ API_RBAC: list[dict[str, object]] = [
                 "verbs": ["create"],
             },
             {"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]},
+            # namespace names, for the namespaces a caller may use (filtered per caller)
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]},
             {
                 "apiGroups": ["authentication.k8s.io"],
                 "resources": ["userextras/scopes", "uids"],

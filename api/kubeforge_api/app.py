@@ -21,7 +21,7 @@ from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, FastAPI, Path, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -41,6 +41,8 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 Namespace = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="Namespace.")]
 Name = Annotated[str, Path(pattern=DNS_SUBDOMAIN, max_length=253, description="Object name.")]
+
+MAX_NAMESPACES_REVIEWED = 500
 
 REQUESTS = Counter(
     "kubeforge_api_requests_total", "API requests by route and status code.", ["route", "code"]
@@ -82,6 +84,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def _path(kind: KindInfo, namespace: str, name: str | None = None) -> str:
     base = f"/apis/{kind.group}/{kind.version}/namespaces/{namespace}/{kind.plural}"
     return f"{base}/{name}" if name else base
+
+
+def gpu_hours_query(namespace: str, hours: float) -> str:
+    """PromQL for GPU-hours over the last ``hours``: the GPUs held, sampled every ``step``
+    seconds (a gap, such as before an object existed, counts as zero), summed and turned into
+    hours. ``namespace`` is a validated DNS label, safe inside the quotes."""
+    seconds = max(1, round(hours * 3600))
+    step = max(1, min(60, seconds // 200))
+    inner = f'sum by (kind) (kubeforge_gpus{{namespace="{namespace}"}})'
+    return f"sum_over_time(({inner})[{seconds}s:{step}s]) * {step} / 3600"
 
 
 def _problem(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -213,6 +225,44 @@ def create_app(settings: ApiSettings | None = None, cluster: Cluster | None = No
     for kind in KINDS:
         _kind_routes(app, kind, call)
 
+    @app.get("/api/v1/namespaces", tags=["identity"], responses=ERRORS)
+    async def namespaces(request: Request, user: Caller) -> dict[str, list[str]]:
+        """The namespaces where the caller may list Workbenches: all they may list, if they may
+        list namespaces; otherwise each namespace is checked with a SelfSubjectAccessReview made
+        as the caller."""
+        try:
+            listed = await call(request, user, "GET", "/api/v1/namespaces")
+            return {"items": [n["metadata"]["name"] for n in listed.get("items") or []]}
+        except ApiserverError as err:
+            if err.status != 403:
+                raise
+        cluster: Cluster = request.app.state.cluster
+        names = await run_in_threadpool(cluster.own_namespaces)
+        allowed = []
+        for name in names[:MAX_NAMESPACES_REVIEWED]:
+            review = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {
+                    "resourceAttributes": {
+                        "namespace": name,
+                        "verb": "list",
+                        "group": WORKBENCH.group,
+                        "resource": WORKBENCH.plural,
+                    }
+                },
+            }
+            answer = await call(
+                request,
+                user,
+                "POST",
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                body=review,
+            )
+            if (answer.get("status") or {}).get("allowed"):
+                allowed.append(name)
+        return {"items": allowed}
+
     async def list_items(request: Request, user: User, kind: KindInfo, ns: str) -> list[Any]:
         return list((await call(request, user, "GET", _path(kind, ns))).get("items") or [])
 
@@ -253,6 +303,40 @@ def create_app(settings: ApiSettings | None = None, cluster: Cluster | None = No
             for k in (WORKBENCH, FINETUNEJOB, MODELSERVER)
         }
         return gpu_use(objects)
+
+    @app.get("/api/v1/namespaces/{namespace}/gpu-hours", tags=["catalog"], responses=ERRORS)
+    async def gpu_hours(
+        request: Request,
+        namespace: Namespace,
+        user: Caller,
+        hours: Annotated[float, Query(gt=0, le=24 * 366, description="Period ending now.")] = 24,
+    ) -> Any:
+        """GPU-hours used in the namespace over the last ``hours``, by kind, from the operator's
+        ``kubeforge_gpus`` metric in Prometheus. The caller must be allowed to list the
+        namespace's Workbenches (checked as the caller first)."""
+        await call(request, user, "GET", _path(WORKBENCH, namespace), params={"limit": "1"})
+        if not settings.prometheus_url:
+            return _problem(
+                503, "GPU-hours need Prometheus: set KUBEFORGE_API_PROMETHEUS_URL on the API"
+            )
+        query = gpu_hours_query(namespace, hours)
+        async with httpx.AsyncClient(timeout=settings.request_timeout) as prom:
+            answer = await prom.get(
+                f"{settings.prometheus_url.rstrip('/')}/api/v1/query", params={"query": query}
+            )
+        if answer.status_code != 200:
+            return _problem(502, f"Prometheus answered {answer.status_code}: {answer.text[:300]}")
+        by_kind = {
+            r["metric"].get("kind", ""): float(r["value"][1])
+            for r in answer.json()["data"]["result"]
+        }
+        return {
+            "namespace": namespace,
+            "hours": hours,
+            "byKind": by_kind,
+            "total": sum(by_kind.values()),
+            "query": query,
+        }
 
     return app
 

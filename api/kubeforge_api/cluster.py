@@ -141,6 +141,14 @@ class Cluster:
             self._cache[key] = (now + self._ttl, user)
         return user
 
+    def own_namespaces(self) -> list[str]:
+        """Every namespace's name, read with the API's own identity (names only; the caller
+        sees those their own access review allows, see the namespaces route)."""
+        response = self.http.get("/api/v1/namespaces")
+        if response.status_code >= 400:
+            raise ApiserverError(response.status_code, _body(response))
+        return [str(n["metadata"]["name"]) for n in response.json().get("items") or []]
+
     def passthrough(self, user: User, path: str, params: dict[str, str] | None = None) -> bytes:
         """A GET as ``user`` whose JSON answer is passed on as it came (no parse and re-encode
         of a thousand-object list); error answers raise ApiserverError as in ``request``."""

@@ -22,6 +22,11 @@ class ApiSettings(BaseSettings):
     token_cache_seconds: float = Field(
         default=30, ge=0, description="How long a reviewed token's identity is reused."
     )
+    prometheus_url: str | None = Field(
+        default=None,
+        description="Prometheus that scrapes the operator (kubeforge_gpus): GPU-hours come "
+        "from it. Unset: the GPU-hours route answers 503 saying so.",
+    )
     request_timeout: float = Field(default=30, gt=0, description="Apiserver request timeout.")
 
 

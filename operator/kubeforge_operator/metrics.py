@@ -1,5 +1,5 @@
-"""The operator's Prometheus metrics: reconciles by kind and result, reconcile duration, and
-objects by kind and phase."""
+"""The operator's Prometheus metrics: reconciles by kind and result, reconcile duration, objects
+by kind and phase, and GPUs held by namespace and kind (the REST API's GPU-hours come from it)."""
 
 from __future__ import annotations
 
@@ -31,18 +31,35 @@ class ObjectPhases(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._phases: dict[tuple[str, str, str], str] = {}
+        self._gpus: dict[tuple[str, str, str], int] = {}
 
-    def set(self, kind: str, namespace: str, name: str, phase: str) -> None:
+    def set(self, kind: str, namespace: str, name: str, phase: str, gpus: int = 0) -> None:
         with self._lock:
             self._phases[(kind, namespace, name)] = phase
+            if gpus:
+                self._gpus[(kind, namespace, name)] = gpus
+            else:
+                self._gpus.pop((kind, namespace, name), None)
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         with self._lock:
             self._phases.pop((kind, namespace, name), None)
+            self._gpus.pop((kind, namespace, name), None)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
             tally = Tally((kind, phase) for (kind, _, _), phase in self._phases.items())
+            held: Tally[tuple[str, str]] = Tally()
+            for (kind, namespace, _), gpus in self._gpus.items():
+                held[(namespace, kind)] += gpus
+        gpus_family = GaugeMetricFamily(
+            "kubeforge_gpus",
+            "GPUs held now (status.gpus), by namespace and kind.",
+            labels=["namespace", "kind"],
+        )
+        for (namespace, kind), count in sorted(held.items()):
+            gpus_family.add_metric([namespace, kind], count)
+        yield gpus_family
         family = GaugeMetricFamily(
             "kubeforge_objects", "Objects by kind and phase.", labels=["kind", "phase"]
         )

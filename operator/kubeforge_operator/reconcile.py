@@ -177,7 +177,9 @@ def reconcile_object(
             written = kube.patch_status(kind, ctx.namespace, ctx.name, patch)
             OWN_WRITES.remember(kind.kind, ctx.namespace, ctx.name, written)
             _announce(ctx, current, status)
-        OBJECT_PHASES.set(kind.kind, ctx.namespace, ctx.name, outcome.phase)
+        OBJECT_PHASES.set(
+            kind.kind, ctx.namespace, ctx.name, outcome.phase, int(status.get("gpus") or 0)
+        )
         log.info(
             "Reconciled %s",
             kind.kind,

@@ -18,8 +18,9 @@ from fastapi.testclient import TestClient
 from kubeforge_api.app import create_app
 from kubeforge_api.settings import ApiSettings
 from kubeforge_crds import KINDS
+from tests.canarylab import start_prometheus
 from tests.cases import example
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, OperatorProcess, wait_until
 
 pytestmark = [pytest.mark.usefixtures("local_cluster")]
 
@@ -160,3 +161,75 @@ def test_errors_name_the_field_and_the_conflict(
     assert conflict.status_code == 409, conflict.text
     assert api.delete(f"{base}/{name}", headers=h).status_code == 200
     assert api.get("/api/v1/namespaces/Team_A/workbenches", headers=h).status_code == 422
+
+
+def test_gpu_hours_come_from_the_operators_metrics(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    auth: dict[str, dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    target = operator.metrics_url.removeprefix("http://").removesuffix("/metrics")
+    prom = start_prometheus(tmp_path / "prometheus", [target], 1)
+    settings = ApiSettings(
+        kubeconfig=Path(cluster.user_kubeconfig("kubeforge-api")), prometheus_url=prom.url
+    )
+    name = f"gpu-{RUN}"
+    base = _base("workbenches", "team-a")
+    try:
+        with TestClient(create_app(settings)) as api:
+            body = {
+                "metadata": {"name": name},
+                "spec": example("Workbench", "gpu-notebook")["spec"],
+            }
+            assert api.post(base, json=body, headers=auth["user-a"]).status_code == 201
+            wait_until(
+                lambda: (
+                    (
+                        api.get(f"{base}/{name}", headers=auth["user-a"]).json().get("status") or {}
+                    ).get("gpus")
+                    == 1
+                ),
+                90,
+                what="the GPU Workbench to hold its GPU",
+            )
+            now = api.get("/api/v1/namespaces/team-a/gpus", headers=auth["user-a"]).json()
+            assert {"kind": "Workbench", "name": name, "gpus": 1} in now["objects"]
+
+            def used() -> dict[str, Any] | None:
+                got = api.get(
+                    "/api/v1/namespaces/team-a/gpu-hours",
+                    params={"hours": 0.05},
+                    headers=auth["user-a"],
+                )
+                assert got.status_code == 200, got.text
+                data = dict(got.json())
+                return data if data["byKind"].get("Workbench", 0) > 0 else None
+
+            data = wait_until(used, 60, what="GPU-hours from Prometheus")
+            # at most one GPU over 3 minutes: a small, positive number of GPU-hours
+            assert 0 < data["byKind"]["Workbench"] <= 0.05 * (now["total"] + 1)
+            refused = api.get("/api/v1/namespaces/team-a/gpu-hours", headers=auth["user-b"])
+            assert refused.status_code == 403
+            unset = create_app(ApiSettings(kubeconfig=settings.kubeconfig))
+            with TestClient(unset) as bare:
+                answer = bare.get("/api/v1/namespaces/team-a/gpu-hours", headers=auth["user-a"])
+                assert answer.status_code == 503
+                assert "KUBEFORGE_API_PROMETHEUS_URL" in answer.json()["detail"]
+            api.delete(f"{base}/{name}", headers=auth["user-a"])
+    finally:
+        prom.stop()
+
+
+def test_each_user_sees_the_namespaces_they_may_use(
+    api: TestClient, auth: dict[str, dict[str, str]]
+) -> None:
+    for user, ns in TEAMS.items():
+        got = api.get("/api/v1/namespaces", headers=auth[user])
+        assert got.status_code == 200, got.text
+        names = got.json()["items"]
+        other = next(n for u, n in TEAMS.items() if u != user)
+        assert ns in names
+        assert other not in names
+    admin = api.get("/api/v1/namespaces", headers=auth["admin"]).json()["items"]
+    assert {"team-a", "team-b", "kube-system"} <= set(admin)  # may list them all

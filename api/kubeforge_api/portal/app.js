@@ -115,7 +115,9 @@ async function signIn(token) {
     $("#app").hidden = false;
     $("#signout").hidden = false;
     $("#signin-error").textContent = "";
-    if (!ns()) $("#namespace").value = localStorage.getItem("kubeforge-namespace") || "default";
+    const mine = await api("GET", "/api/v1/namespaces").catch(() => ({ items: [] }));
+    $("#namespaces").innerHTML = mine.items.map((n) => `<option value="${esc(n)}">`).join("");
+    if (!ns()) $("#namespace").value = localStorage.getItem("kubeforge-namespace") || mine.items[0] || "default";
     refresh();
   } catch (err) {
     state.token = "";
