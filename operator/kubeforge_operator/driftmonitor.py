@@ -171,6 +171,8 @@ def build_deployment(
         },
         "securityContext": {**container_security_context(), "readOnlyRootFilesystem": True},
         "volumeMounts": mounts,
+        # the root filesystem is read-only: matplotlib's cache goes to the /tmp emptyDir
+        "env": [{"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"}],  # noqa: S108
     }
     if secret:
         container["envFrom"] = [{"secretRef": {"name": secret}}]

@@ -102,10 +102,44 @@ def test_sign_in_create_a_workbench_and_watch_it_become_ready(
     created = cluster.kubectl("get", "workbench", name, "-n", "team-a", "-o", "json").stdout
     assert json.loads(created)["spec"]["culling"]["idleTimeout"] == "30m"
 
+    # a ModelServer watched by a DriftMonitor: its rollout history and drift view
+    server = f"portal-ms-{RUN}"
+    objects = [
+        {
+            "apiVersion": "kubeforge.io/v1alpha1",
+            "kind": "ModelServer",
+            "metadata": {"name": server},
+            "spec": {
+                "model": {"uri": "s3://models/portal/v1"},
+                "runtime": {"modelFormat": "sklearn"},
+            },
+        },
+        {
+            "apiVersion": "kubeforge.io/v1alpha1",
+            "kind": "DriftMonitor",
+            "metadata": {"name": f"{server}-watch"},
+            "spec": {
+                "target": {"modelServer": server},
+                "reference": {"source": "uri", "uri": "s3://data/ref.csv"},
+            },
+        },
+    ]
+    for obj in objects:
+        cluster.kubectl("apply", "-n", "team-a", "-f", "-", stdin=json.dumps(obj))
     page.get_by_role("button", name="Model catalog").click()
-    expect(page.get_by_test_id("catalog")).to_contain_text("Serving")
+    expect(page.get_by_test_id("catalog")).to_contain_text(server, timeout=15_000)
     _shot(page, "catalog")
+    page.get_by_role("button", name="ModelServers").click()
+    page.get_by_test_id("list-modelservers").locator(f"tr[data-name='{server}'] button").click()
+    detail = page.get_by_test_id("modelserver-detail")
+    expect(detail.get_by_test_id("rollout-history")).to_be_visible(timeout=15_000)
+    expect(detail).to_contain_text(f"{server}-watch")
+    _shot(page, "modelserver")
     cluster.kubectl("delete", "workbench", name, "-n", "team-a", "--wait=false")
+    for obj in objects:
+        cluster.kubectl(
+            "delete", obj["kind"].lower(), obj["metadata"]["name"], "-n", "team-a", "--wait=false"
+        )
 
 
 def test_the_other_team_sees_refusals_not_data(page: Page, api_url: str, cluster: Cluster) -> None:
