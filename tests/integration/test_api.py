@@ -178,10 +178,9 @@ def test_gpu_hours_come_from_the_operators_metrics(
     base = _base("workbenches", "team-a")
     try:
         with TestClient(create_app(settings)) as api:
-            body = {
-                "metadata": {"name": name},
-                "spec": example("Workbench", "gpu-notebook")["spec"],
-            }
+            spec = copy.deepcopy(example("Workbench", "gpu-notebook")["spec"])
+            spec.pop("dataConnections")  # no Secret here: the GPU is what this test is about
+            body = {"metadata": {"name": name}, "spec": spec}
             assert api.post(base, json=body, headers=auth["user-a"]).status_code == 201
             wait_until(
                 lambda: (
