@@ -88,10 +88,11 @@ def _path(kind: KindInfo, namespace: str, name: str | None = None) -> str:
 
 def gpu_hours_query(namespace: str, hours: float) -> str:
     """PromQL for GPU-hours over the last ``hours``: the GPUs held, sampled every ``step``
-    seconds (a gap, such as before an object existed, counts as zero), summed and turned into
-    hours. ``namespace`` is a validated DNS label, safe inside the quotes."""
+    seconds (a thousandth of the period, at least one; a gap, such as before an object existed,
+    counts as zero), summed and turned into hours. ``namespace`` is a validated DNS label, safe
+    inside the quotes."""
     seconds = max(1, round(hours * 3600))
-    step = max(1, min(60, seconds // 200))
+    step = max(1, -(-seconds // 1000))  # at most 1000 samples, whatever the period
     inner = f'sum by (kind) (kubeforge_gpus{{namespace="{namespace}"}})'
     return f"sum_over_time(({inner})[{seconds}s:{step}s]) * {step} / 3600"
 
@@ -320,9 +321,14 @@ def create_app(settings: ApiSettings | None = None, cluster: Cluster | None = No
                 503, "GPU-hours need Prometheus: set KUBEFORGE_API_PROMETHEUS_URL on the API"
             )
         query = gpu_hours_query(namespace, hours)
-        async with httpx.AsyncClient(timeout=settings.request_timeout) as prom:
-            answer = await prom.get(
-                f"{settings.prometheus_url.rstrip('/')}/api/v1/query", params={"query": query}
+        try:
+            async with httpx.AsyncClient(timeout=settings.request_timeout) as prom:
+                answer = await prom.get(
+                    f"{settings.prometheus_url.rstrip('/')}/api/v1/query", params={"query": query}
+                )
+        except httpx.HTTPError as err:
+            return _problem(
+                503, f"Prometheus at {settings.prometheus_url} cannot be reached: {err}"
             )
         if answer.status_code != 200:
             return _problem(502, f"Prometheus answered {answer.status_code}: {answer.text[:300]}")

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -150,15 +151,30 @@ _DURATION_RE = re.compile(DURATION_PATTERN)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+# Go's time.Duration is an int64 of nanoseconds: CEL's duration() fails beyond it.
+MAX_DURATION_SECONDS = (2**63 - 1) / 1e9
+
+
 def parse_duration(text: str) -> timedelta:
-    """Parse a Go-style duration (``90s``, ``1h30m``) as CEL's ``duration()`` does."""
+    """Parse a Go-style duration (``90s``, ``1h30m``) as CEL's ``duration()`` does, including
+    its range (about 292 years)."""
     if not _DURATION_RE.match(text):
         raise ValueError(f"{text!r} is not a duration (examples: '30s', '5m', '1h30m')")
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"{text!r} is out of range: a duration is at most 2562047h")
     return timedelta(seconds=seconds)
 
 
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+def _duration_in_range(text: str) -> str:
+    if _DURATION_RE.match(text):
+        parse_duration(text)
+    return text
+
+
+Duration = Annotated[
+    str, Field(pattern=DURATION_PATTERN, max_length=32), AfterValidator(_duration_in_range)
+]
 """A duration such as ``30s``, ``5m`` or ``1h30m``."""
 
 

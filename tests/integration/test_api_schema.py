@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 
 from kubeforge_api.app import create_app
 from kubeforge_api.settings import ApiSettings
+from tests.canarylab import start_prometheus
 from tests.integration.conftest import ISOLATED_PREFIX, Cluster
 from tests.integration.test_api import _tokens
 
@@ -48,13 +49,18 @@ def _exercise(operation: Any, label: str, headers: dict[str, str], codes: set[in
     check()
 
 
-def test_no_input_produces_a_server_error(cluster: Cluster) -> None:
+def test_no_input_produces_a_server_error(cluster: Cluster, tmp_path: Path) -> None:
     cluster.kubectl("create", "namespace", NS)
     cluster.kubectl(
         "create", "rolebinding", "user-a-edit", "--clusterrole=edit", "--user=user-a", "-n", NS
     )
     headers = {"Authorization": f"Bearer {_tokens(cluster)['user-a']}"}
-    app = create_app(ApiSettings(kubeconfig=Path(cluster.user_kubeconfig("kubeforge-api"))))
+    prom = start_prometheus(tmp_path / "prometheus", [], 5)  # for the GPU-hours route
+    app = create_app(
+        ApiSettings(
+            kubeconfig=Path(cluster.user_kubeconfig("kubeforge-api")), prometheus_url=prom.url
+        )
+    )
     seen: dict[str, set[int]] = {}
     try:
         with TestClient(app):  # one cluster connection for every call
@@ -64,6 +70,7 @@ def test_no_input_produces_a_server_error(cluster: Cluster) -> None:
                 label = f"{operation.method.upper()} {operation.path}"
                 _exercise(operation, label, headers, seen.setdefault(label, set()))
     finally:
+        prom.stop()
         cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
     assert len(seen) >= 25, seen  # every operation was exercised
     kinds_reached = [label for label, codes in seen.items() if codes & {200, 201}]

@@ -60,10 +60,22 @@ def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == seconds
 
 
-@pytest.mark.parametrize("text", ["", "5", "1d", "m5", "-5m"])
-def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(ValueError, match="is not a duration"):
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "is not a duration"),
+        ("5", "is not a duration"),
+        ("1d", "is not a duration"),
+        ("m5", "is not a duration"),
+        ("-5m", "is not a duration"),
+        ("100000000000000000ms", "out of range"),
+        ("2562048h", "out of range"),  # Go's limit is 2562047h47m16.854775807s
+    ],
+)
+def test_parse_duration_rejects(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
         parse_duration(text)
+    assert parse_duration("2562047h").days > 100_000  # the largest whole-hour duration is fine
 
 
 def test_wire_form_is_camel_case_without_nulls() -> None:
@@ -72,3 +84,17 @@ def test_wire_form_is_camel_case_without_nulls() -> None:
     assert wire["queueName"] == "gpus"
     assert "catalogImage" not in wire
     assert wire["culling"]["idleTimeout"] == "1h"
+
+
+def test_a_duration_beyond_gos_range_is_a_validation_error_not_a_crash() -> None:
+    """Found by schemathesis: '100000000000000000ms' overflowed timedelta (HTTP 500)."""
+    from pydantic import ValidationError
+
+    from kubeforge_crds import DRIFTMONITOR, WORKBENCH
+
+    with pytest.raises(ValidationError, match="out of range"):
+        WORKBENCH.parse_spec({"image": "x", "culling": {"idleTimeout": "100000000000000000ms"}})
+    with pytest.raises(ValidationError, match="out of range"):
+        DRIFTMONITOR.parse_spec(
+            {"target": {"modelServer": "m"}, "window": {"interval": "9999999999h"}}
+        )
