@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 import localcluster as lc  # noqa: E402
-from tests.canarylab import Proc, _wait, free_port  # noqa: E402
+from tests.canarylab import start_api  # noqa: E402
 
 NS = "bench-api"
 
@@ -38,47 +38,30 @@ def log(msg: str) -> None:
     print(f"[api_load] {msg}", flush=True)
 
 
-def kubectl(*args: str, stdin: str | None = None, user: str = "admin") -> str:
+def kubectl(*args: str, stdin: str | None = None, user: str = "admin", check: bool = True) -> str:
     cfg = lc.kubeconfig_path(user)
     done = subprocess.run(
         [str(lc.bin_dir() / "kubectl"), "--kubeconfig", str(cfg), *args],
         input=stdin,
         capture_output=True,
         text=True,
-        check=True,
+        check=check,
     )
     return done.stdout
 
 
 def populate(count: int) -> None:
-    subprocess.run(
-        [
-            str(lc.bin_dir() / "kubectl"),
-            "--kubeconfig",
-            str(lc.kubeconfig_path()),
-            "create",
-            "namespace",
-            NS,
-        ],
-        capture_output=True,
-        check=False,
-    )
+    kubectl("create", "namespace", NS, check=False)  # exists on a second run
     kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "manifests"))
     kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "rbac"))
-    subprocess.run(
-        [
-            str(lc.bin_dir() / "kubectl"),
-            "--kubeconfig",
-            str(lc.kubeconfig_path()),
-            "create",
-            "rolebinding",
-            "user-a-edit",
-            "--clusterrole=edit",
-            "--user=user-a",
-            "-n",
-            NS,
-        ],
-        capture_output=True,
+    kubectl(
+        "create",
+        "rolebinding",
+        "user-a-edit",
+        "--clusterrole=edit",
+        "--user=user-a",
+        "-n",
+        NS,
         check=False,
     )
     items = [
@@ -158,27 +141,8 @@ def main() -> int:
     populate(args.objects)
     token = lc.tokens()["user-a"]
     auth = {"Authorization": f"Bearer {token}"}
-    port = free_port()
-    logfile = lc.STATE / "logs" / "api-bench.log"
-    env = {
-        **os.environ,
-        "KUBEFORGE_API_KUBECONFIG": str(lc.kubeconfig_path("kubeforge-api")),
-        "KUBEFORGE_API_HOST": "127.0.0.1",
-        "KUBEFORGE_API_PORT": str(port),
-    }
-    with logfile.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kubeforge_api"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    _wait(
-        lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200,
-        proc,
-        logfile,
-        "the API",
-        60,
-    )
-    api = Proc(url, proc, logfile)
+    api = start_api(lc.kubeconfig_path("kubeforge-api"), lc.STATE / "logs" / "api-bench.log")
+    url = api.url
     try:
         client = httpx.Client(base_url=url, headers=auth, timeout=60)
         route = f"/api/v1/namespaces/{NS}/workbenches"

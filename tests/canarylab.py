@@ -8,6 +8,7 @@ driver that runs the operator's own rollout code (``modelserver.plan_rollout`` /
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import socket
@@ -156,6 +157,27 @@ def start_runtime(
         120,
     )
     return p
+
+
+def start_api(kubeconfig: str | Path, log: Path) -> Proc:
+    """``python -m kubeforge_api`` with its own identity from ``kubeconfig``, on 127.0.0.1."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "KUBEFORGE_API_KUBECONFIG": str(kubeconfig),
+        "KUBEFORGE_API_HOST": "127.0.0.1",
+        "KUBEFORGE_API_PORT": str(port),
+    }
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kubeforge_api"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    _wait(
+        lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, proc, log, "the API", 60
+    )
+    return Proc(url, proc, log)
 
 
 def write_sklearn_model(directory: Path, seed: int = 0) -> Path:

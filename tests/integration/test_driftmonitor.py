@@ -123,6 +123,13 @@ def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
+def _logger_url(env: Env) -> str | None:
+    """Where the ModelServer's InferenceService logs to, if anywhere."""
+    isvc = env.get(f"inferenceservice/{MS}") or {}
+    logger = isvc.get("spec", {}).get("predictor", {}).get("logger") or {}
+    return logger.get("url")
+
+
 def _send(url: str, rows: list[dict[str, Any]]) -> None:
     with httpx.Client(timeout=10) as client:
         for start in range(0, len(rows), 10):
@@ -173,16 +180,7 @@ def test_drift_acts_once_children_and_logger(env: Env) -> None:
 
     want = logger_url(env.ns, DM)
     wait_until(
-        lambda: (
-            (
-                (env.get(f"inferenceservice/{MS}") or {})
-                .get("spec", {})
-                .get("predictor", {})
-                .get("logger")
-                or {}
-            ).get("url")
-            == want
-        ),
+        lambda: _logger_url(env) == want,
         60,
         what="the InferenceService logger pointing at the drift service",
     )
@@ -248,16 +246,7 @@ def test_deleting_the_monitor_removes_the_logger(env: Env) -> None:
     # "no-data" targets the same ModelServer and is next by name: the logger moves to it
     want = logger_url(env.ns, "no-data")
     wait_until(
-        lambda: (
-            (
-                (env.get(f"inferenceservice/{MS}") or {})
-                .get("spec", {})
-                .get("predictor", {})
-                .get("logger")
-                or {}
-            ).get("url")
-            == want
-        ),
+        lambda: _logger_url(env) == want,
         60,
         what="the logger to move to the remaining DriftMonitor",
     )

@@ -5,18 +5,14 @@ operator. Screenshots are kept in test-artifacts/."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.canarylab import Proc, _wait, free_port
+from tests.canarylab import start_api
 from tests.integration.conftest import Cluster, OperatorProcess
 
 pytestmark = [pytest.mark.usefixtures("local_cluster")]
@@ -28,24 +24,11 @@ RUN = uuid.uuid4().hex[:5]
 
 @pytest.fixture(scope="module")
 def api_url(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("api") / "api.log"
-    env = {
-        **os.environ,
-        "KUBEFORGE_API_KUBECONFIG": cluster.user_kubeconfig("kubeforge-api"),
-        "KUBEFORGE_API_HOST": "127.0.0.1",
-        "KUBEFORGE_API_PORT": str(port),
-    }
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kubeforge_api"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    _wait(
-        lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, proc, log, "the API", 60
+    api = start_api(
+        cluster.user_kubeconfig("kubeforge-api"), tmp_path_factory.mktemp("api") / "api.log"
     )
-    yield url
-    Proc(url, proc, log).stop()
+    yield api.url
+    api.stop()
 
 
 @pytest.fixture(scope="module")
