@@ -117,6 +117,7 @@ def _tool_digest() -> str:
             h.update(f.relative_to(TOOLS).as_posix().encode())
             h.update(f.read_bytes())
     h.update(json.dumps(BINARIES, sort_keys=True).encode())
+    h.update(b"version-ldflags-2")  # binaries built before version_ldflags() are rebuilt
     return h.hexdigest()[:16]
 
 
@@ -147,7 +148,8 @@ def build(force: bool = False) -> Path:
     for name, (module, package) in BINARIES.items():
         log(f"building {name} ({package})")
         t0 = time.monotonic()
-        cmd = ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp / name), package]
+        ldflags = "-s -w " + version_ldflags(module)
+        cmd = ["go", "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(tmp / name), package]
         proc = subprocess.run(cmd, cwd=TOOLS / module, env=go_env(), capture_output=True, text=True)
         if proc.returncode != 0:
             raise ClusterError(f"building {name} failed:\n{proc.stderr[-4000:]}")
@@ -157,6 +159,39 @@ def build(force: bool = False) -> Path:
     (out / "BUILD_SECONDS").write_text(f"{time.monotonic() - started:.0f}\n")
     log(f"binaries ready in {out} ({time.monotonic() - started:.0f}s)")
     return out
+
+
+def version_ldflags(module: str) -> str:
+    """The Kubernetes binaries report the version they were built from (as release builds do),
+    not v0.0.0-master: `kubectl version`, discovery and Helm's kubeVersion checks read it.
+    Helm gets what its own Makefile sets: its version, and the Kubernetes version `helm template`
+    and `helm lint` assume (that of its client-go), without which they assume v1.20."""
+    if module == "helm":
+        helm = tool_version("helm", "helm.sh/helm/v3")
+        client_minor = tool_version("helm", "k8s.io/client-go").split(".")[1]
+        return " ".join(
+            [f"-X helm.sh/helm/v3/internal/version.version={helm}"]
+            + [
+                f"-X helm.sh/helm/v3/pkg/{pkg}.{key}={value}"
+                for pkg in ("lint/rules", "chartutil")
+                for key, value in (("k8sVersionMajor", "1"), ("k8sVersionMinor", client_minor))
+            ]
+        )
+    if module != "k8s":
+        return ""
+    version = tool_version("k8s", "k8s.io/kubernetes")
+    major, minor = version.lstrip("v").split(".")[:2]
+    base = "k8s.io/component-base/version"
+    return " ".join(
+        f"-X {pkg}.{key}={value}"
+        for pkg in (base, "k8s.io/client-go/pkg/version")
+        for key, value in (
+            ("gitVersion", version),
+            ("gitMajor", major),
+            ("gitMinor", minor),
+            ("gitTreeState", "clean"),
+        )
+    )
 
 
 def module_dir(module: str, version: str) -> Path:
@@ -180,6 +215,8 @@ def module_dir(module: str, version: str) -> Path:
 def tool_version(module_dir_name: str, module: str) -> str:
     for line in (TOOLS / module_dir_name / "go.mod").read_text().splitlines():
         parts = line.split("//", 1)[0].split()
+        if parts[:1] == ["require"]:  # a one-line require
+            parts = parts[1:]
         if len(parts) == 2 and parts[0] == module and parts[1].startswith("v"):
             return parts[1]
     raise ClusterError(f"{module} is not pinned in hack/tools/{module_dir_name}/go.mod")
@@ -315,12 +352,16 @@ def tokens() -> dict[str, str]:
 
 
 # Every write request (not reads) is logged with its user and object, at Metadata level: the
-# tests and benchmarks count the operator's writes from it.
+# tests and benchmarks count the operator's writes from it. Every request of the service accounts
+# of kubeforge-system (where the tests install the Helm chart) is logged, reads too: the chart's
+# RBAC test checks each of the operator's calls against its ClusterRole.
+CHART_NAMESPACE = "kubeforge-system"
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
     "omitStages": ["RequestReceived"],
     "rules": [
+        {"level": "Metadata", "userGroups": [f"system:serviceaccounts:{CHART_NAMESPACE}"]},
         {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
         {"level": "None"},
     ],
@@ -691,15 +732,21 @@ def install_thirdparty_crds() -> None:
         "wait",
         "--for=condition=Established",
         "--timeout=60s",
-        *[f"crd/{json.loads(json.dumps(_crd_name(f)))}" for f in files],
+        *[f"crd/{_crd_name(f)}" for f in files],
     )
     log(f"installed {len(files)} third-party CRDs")
 
 
 def _crd_name(path: Path) -> str:
-    # CRD files from controller-gen are named <group>_<plural>.yaml
-    group, plural = path.stem.split("_", 1)
-    return f"{plural}.{group}"
+    """The CRD's name, from the manifest's top-level metadata.name (files are not all named
+    <group>_<plural>.yaml); read without a YAML library, as this script uses only the stdlib."""
+    in_metadata = False
+    for line in path.read_text().splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            in_metadata = line.rstrip() == "metadata:"
+        elif in_metadata and line.startswith("  name: "):
+            return line.split(":", 1)[1].strip().strip("'\"")
+    raise ClusterError(f"{path}: no metadata.name")
 
 
 def down(purge: bool = True) -> None:

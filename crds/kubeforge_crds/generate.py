@@ -24,11 +24,17 @@ from typing import Any
 import yaml
 
 from kubeforge_crds import GROUP, KINDS, KindInfo
+from kubeforge_crds.platform import PlatformConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST_DIR = REPO_ROOT / "crds" / "manifests"
 RBAC_DIR = REPO_ROOT / "crds" / "rbac"
 REFERENCE_DOC = REPO_ROOT / "docs" / "reference" / "crds.md"
+CHART_DIR = REPO_ROOT / "charts" / "kubeforge"
+# Argo CD health checks, one health.lua per kind in Argo CD's resource_customizations layout;
+# the argocd-cm snippet that installs them is generated from these files
+HEALTH_DIR = CHART_DIR / "argocd"
+ARGOCD_CM = REPO_ROOT / "examples" / "gitops" / "argocd-cm-kubeforge-health.yaml"
 
 _DROP_KEYS = {"title", "examples"}
 _PASS_KEYS = {
@@ -343,7 +349,63 @@ def expected_files() -> dict[Path, str]:
     files = {manifest_path(k): dump_yaml(build_crd(k)) for k in KINDS}
     files[RBAC_DIR / "user-roles.yaml"] = "---\n".join(dump_yaml(r) for r in build_user_roles())
     files[REFERENCE_DOC] = build_reference()
+    # the chart ships the very same files: Helm installs crds/ before anything else (and never
+    # upgrades or deletes them, see docs/operations.md); the user roles are ordinary templates
+    for kind in KINDS:
+        files[CHART_DIR / "crds" / manifest_path(kind).name] = files[manifest_path(kind)]
+    files[CHART_DIR / "templates" / "user-roles.yaml"] = files[RBAC_DIR / "user-roles.yaml"]
+    files[ARGOCD_CM] = build_argocd_health_config()
+    files[CHART_DIR / "values.schema.json"] = build_values_schema()
     return files
+
+
+def build_values_schema() -> str:
+    """The chart's values.schema.json (written by hand) with its ``platform`` value's schema
+    generated from ``PlatformConfig``, so that Helm rejects a bad catalog or hardware profile at
+    install time rather than the operator at run time."""
+    path = CHART_DIR / "values.schema.json"
+    schema = json.loads(path.read_text())
+    platform = model_schema(PlatformConfig)
+    platform["description"] = "The notebook image catalog and hardware profiles."
+    schema["properties"]["platform"] = platform
+    return json.dumps(schema, indent=2) + "\n"
+
+
+def build_argocd_health_config() -> str:
+    """A patch for Argo CD's argocd-cm ConfigMap with the health checks of the four kinds."""
+    data = {
+        f"resource.customizations.health.{GROUP}_{kind.kind}": (
+            HEALTH_DIR / GROUP / kind.kind / "health.lua"
+        ).read_text()
+        for kind in KINDS
+    }
+    doc = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "argocd-cm",
+            "namespace": "argocd",
+            "labels": {"app.kubernetes.io/part-of": "argocd"},
+        },
+        "data": data,
+    }
+    header = (
+        "# Generated from charts/kubeforge/argocd/*/*/health.lua by `make generate`.\n"
+        "# Merge into Argo CD's argocd-cm (kubectl patch or your Argo CD kustomization).\n"
+    )
+    return header + yaml.dump(doc, Dumper=_LiteralDumper, sort_keys=False, width=100)
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    """Writes multi-line strings (the Lua scripts) as literal blocks, as a person would."""
+
+
+_LiteralDumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None
+    ),
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import threading
 from collections import Counter as Tally
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -21,6 +21,16 @@ RECONCILE_DURATION = Histogram(
     "Time one reconcile took, by kind.",
     ["kind"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+ROLLOUT_DECISIONS = Counter(
+    "kubeforge_rollout_decisions_total",
+    "Canary rollout decisions (start, promote, hold, rollback, ...), by ModelServer.",
+    ["namespace", "modelserver", "action"],
+)
+LEADER = Gauge(
+    "kubeforge_operator_leader",
+    "1 on the replica that holds the leader Lease and reconciles, 0 on a standby.",
 )
 
 

@@ -53,6 +53,7 @@ from kubeforge_operator.canary import (
 )
 from kubeforge_operator.children import child_metadata, standard_labels
 from kubeforge_operator.conditions import Observation
+from kubeforge_operator.metrics import ROLLOUT_DECISIONS
 from kubeforge_operator.placement import Placement, SpecProblem, resolve_placement
 from kubeforge_operator.platform import PlatformConfigError, load_platform_config
 from kubeforge_operator.prometheus import (
@@ -612,6 +613,7 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
         )
         return Outcome(phase=ModelServerPhase.PENDING, dependents=[problem])
     for d in planned.decisions:
+        ROLLOUT_DECISIONS.labels(ctx.namespace, ctx.name, d.action).inc()
         ctx.kube.record_event(
             ctx.obj,
             "Warning" if d.action in ("hold", "rollback") else "Normal",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -85,6 +87,30 @@ class OperatorSettings(BaseSettings):
         default="http://{service}.{namespace}.svc:8080",
         description="Where the operator reads a drift service's /status; {service}, {name} and "
         "{namespace} are substituted.",
+    )
+    leader_election: bool = Field(
+        default=False,
+        description="Run as one of several replicas: only the holder of the Lease "
+        "leader_election_namespace/leader_election_lease reconciles; the others wait to take "
+        "over. The Helm chart turns it on.",
+    )
+    leader_election_namespace: str = Field(
+        default="kubeforge-system",
+        description="Namespace of the leader Lease (the chart passes the pod's namespace).",
+    )
+    leader_election_lease: str = Field(default="kubeforge-operator", description="Lease name.")
+    leader_election_identity: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}_{os.getpid()}",
+        description="This replica's name in the Lease (the chart passes the pod's name).",
+    )
+    lease_seconds: int = Field(
+        default=15, ge=2, le=300, description="A silent leader is replaced after this long."
+    )
+    renew_deadline_seconds: float = Field(
+        default=10, gt=0, description="A leader that could not renew for this long exits."
+    )
+    retry_period_seconds: float = Field(
+        default=2, gt=0, description="How often leaders renew and standbys try to take over."
     )
     log_format: Literal["json", "plain"] = Field(default="json")
     log_level: Literal["DEBUG", "INFO", "WARNING"] = Field(default="INFO")

@@ -232,19 +232,21 @@ def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]
 ISOLATED_PREFIX = "kf-iso-"  # namespaces the session's operator leaves to a test's own operator
 
 
-def start_operator(cluster: Cluster, workdir: Path, **settings: str) -> OperatorProcess:
+def start_operator(
+    cluster: Cluster, workdir: Path, kubeconfig: str | None = None, **settings: str
+) -> OperatorProcess:
     """Run ``python -m kubeforge_operator`` against the cluster and wait until it is healthy.
-    ``settings`` are KUBEFORGE_OPERATOR_* variables (lower-case names, without the prefix)."""
+    ``settings`` are KUBEFORGE_OPERATOR_* variables (lower-case names, without the prefix);
+    ``kubeconfig`` replaces the operator's own local user (e.g. a ServiceAccount's token)."""
     metrics, health = free_port(), free_port()
-    log = workdir / "operator.log"
+    log = workdir / f"operator-{metrics}.log"
     platform = workdir / "platform.yaml"
     platform.write_text(json.dumps(PLATFORM_CONFIG))
     env = {
         **os.environ,
         # on the local control plane the operator has a user of its own (see the audit log)
-        "KUBECONFIG": cluster.user_kubeconfig(OPERATOR_USER)
-        if cluster.local
-        else cluster.kubeconfig,
+        "KUBECONFIG": kubeconfig
+        or (cluster.user_kubeconfig(OPERATOR_USER) if cluster.local else cluster.kubeconfig),
         "KUBEFORGE_OPERATOR_METRICS_HOST": "127.0.0.1",
         "KUBEFORGE_OPERATOR_METRICS_PORT": str(metrics),
         "KUBEFORGE_OPERATOR_LIVENESS_HOST": "127.0.0.1",
