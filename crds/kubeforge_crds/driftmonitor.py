@@ -157,6 +157,32 @@ class RetrainAction(KubeModel):
         "FineTuneJob that produced the served model.",
     )
     cooldown: Duration = Field(default="24h", description="Minimum time between retrainings.")
+    include_live_data: bool = Field(
+        default=False,
+        description="Train on the reference (the training data) plus the drifted live window: "
+        "the drift service writes both as one JSONL dataset under exportUri, and the "
+        "retraining run's spec.dataset.uri names it. Live rows keep the reference's columns "
+        "the requests carry.",
+    )
+    export_uri: UriString | None = Field(
+        default=None,
+        description="Where the drift service writes those datasets: pvc://<claim>/<dir> "
+        "(mounted read-write into the drift service) or file://<dir>.",
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="!self.includeLiveData || (has(self.exportUri) && "
+            "(self.exportUri.startsWith('pvc://') || self.exportUri.startsWith('file://')))",
+            message="includeLiveData needs exportUri, a pvc:// or file:// location",
+            check=lambda s: (
+                not s.include_live_data
+                or (s.export_uri is not None and s.export_uri.startswith(("pvc://", "file://")))
+            ),
+            field_path=".exportUri",
+            reason="FieldValueRequired",
+        ),
+    )
 
 
 class Actions(KubeModel):

@@ -12,6 +12,7 @@ from kubeforge_crds.base import (
     CelRule,
     Duration,
     KubeModel,
+    LabelName,
     ObjectName,
     ResourceStatus,
     Timestamp,
@@ -24,18 +25,27 @@ from kubeforge_crds.kind import KindInfo
 
 
 class ModelRef(KubeModel):
-    """What to serve: a storage URI, or the output of a FineTuneJob in the same namespace."""
+    """What to serve: a storage URI, the output of a FineTuneJob, or the newest version of a
+    model in this namespace's catalog."""
 
     uri: UriString | None = Field(default=None, description="Storage URI of the model.")
     fine_tune_job: ObjectName | None = Field(
         default=None, description="Name of a FineTuneJob whose registered model to serve."
     )
+    model_name: LabelName | None = Field(
+        default=None,
+        description="Name of a model in this namespace's catalog (a FineTuneJob's "
+        "spec.output.modelName): serve its newest version, the one registered last by a "
+        "Succeeded FineTuneJob. A new version, e.g. from a DriftMonitor's retraining run, is "
+        "rolled out as a canary when it is registered, with no change to this spec.",
+    )
 
     cel_rules = (
         CelRule(
-            rule="has(self.uri) != has(self.fineTuneJob)",
-            message="set exactly one of uri or fineTuneJob",
-            check=lambda s: (s.uri is None) != (s.fine_tune_job is None),
+            rule="[has(self.uri), has(self.fineTuneJob), has(self.modelName)]"
+            ".filter(x, x).size() == 1",
+            message="set exactly one of uri, fineTuneJob or modelName",
+            check=lambda s: [s.uri, s.fine_tune_job, s.model_name].count(None) == 2,
             field_path=".uri",
             reason="FieldValueRequired",
         ),

@@ -21,8 +21,10 @@ name but not owned by it: deleting the monitor keeps the training history.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -74,6 +76,7 @@ SERVICE_PORT = 8080
 CONFIG_FILE = "/etc/kubeforge-drift/config.json"
 KEEP_ACTIONS = 100
 STATUS_TIMEOUT_SECONDS = 5.0
+EXPORT_TIMEOUT_SECONDS = 60.0  # the reference is re-read and written out with the window
 MAX_RECHECK_SECONDS = 60.0
 
 
@@ -116,7 +119,24 @@ def monitor_config(
         ),
         window_size=spec.window.size,
         interval_seconds=parse_duration(spec.window.interval).total_seconds(),
+        export_dir=export_dir(spec),
+        export_uri=spec.actions.retrain.export_uri if export_dir(spec) else None,
     )
+
+
+EXPORT_MOUNT = "/mnt/export"
+
+
+def export_dir(spec: DriftMonitorSpec) -> str | None:
+    """Where the drift service writes live-data datasets: a pvc://<claim>/<dir> is mounted at
+    /mnt/export/<claim>; a file:// location is a path of the service's own machine."""
+    retrain = spec.actions.retrain
+    if not (retrain.enabled and retrain.include_live_data and retrain.export_uri):
+        return None
+    uri = retrain.export_uri
+    if uri.startswith("pvc://"):
+        return f"{EXPORT_MOUNT}/{uri.removeprefix('pvc://').strip('/')}"
+    return urllib.parse.urlparse(uri).path
 
 
 def _labels(name: str) -> dict[str, str]:
@@ -157,6 +177,10 @@ def build_deployment(
             {"name": "reference", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
         )
         mounts.append({"name": "reference", "mountPath": f"/mnt/pvc/{claim}", "readOnly": True})
+    if config.export_dir and config.export_dir.startswith(EXPORT_MOUNT + "/"):
+        claim = config.export_dir.removeprefix(EXPORT_MOUNT + "/").split("/", 1)[0]
+        volumes.append({"name": "export", "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": "export", "mountPath": f"{EXPORT_MOUNT}/{claim}"})
     container: dict[str, Any] = {
         "name": "drift",
         "image": image,
@@ -467,6 +491,9 @@ def _source_fine_tune_job(
     ctx: ReconcileContext, model_server: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, str | None]:
     ftj_name = ((model_server.get("spec") or {}).get("model") or {}).get("fineTuneJob")
+    if not ftj_name:  # spec.model.modelName: the FineTuneJob of the version serving now
+        stable = (model_server.get("status") or {}).get("stable") or {}
+        ftj_name = stable.get("fineTuneJob")
     if not ftj_name:
         return None, None
     return ctx.kube.get(FINETUNEJOB, ctx.namespace, ftj_name), ftj_name
@@ -789,16 +816,61 @@ def _retrain(
     if plan.action != "create" or plan.name is None:
         return
     trigger = f"drift:{ctx.namespace}/{ctx.name}: {summary}"
+    manifest = retrain_manifest(ctx.obj, plan.name, template, trigger)
+    if spec.actions.retrain.include_live_data:
+        try:
+            exported = export_live_data(ctx.namespace, ctx.name, plan.name)
+        except ExportFailed as err:
+            # no run without its data; the next reconcile tries again
+            log.warning(
+                "retrain: live data export failed",
+                extra={"object": f"{ctx.namespace}/{ctx.name}", "error": str(err)},
+            )
+            _record(ctx, actions, "retrain", f"FineTuneJob/{plan.name}", f"not started: {err}")
+            return
+        with_live_data(manifest, exported)
     try:
         ctx.kube.custom.create_namespaced_custom_object(
             FINETUNEJOB.group,
             FINETUNEJOB.version,
             ctx.namespace,
             FINETUNEJOB.plural,
-            retrain_manifest(ctx.obj, plan.name, template, trigger),
+            manifest,
         )
     except client.ApiException as exc:
         if exc.status == 409:
             return  # a concurrent reconcile created it
         raise
     _record(ctx, actions, "retrain", f"FineTuneJob/{plan.name}", summary)
+
+
+LIVE_DATA_ANNOTATION = f"{GROUP}/live-data"
+
+
+class ExportFailed(Exception):
+    pass
+
+
+def export_live_data(namespace: str, name: str, run: str) -> dict[str, Any]:
+    """Ask the monitor's drift service to write the reference plus its live window as the
+    dataset ``<exportUri>/<run>.jsonl``; what it wrote (uri, row counts, sha256)."""
+    url = status_url(namespace, name).rstrip("/") + "/export"
+    try:
+        response = httpx.post(url, json={"name": run}, timeout=EXPORT_TIMEOUT_SECONDS)
+    except httpx.HTTPError as err:
+        raise ExportFailed(f"drift service unreachable at {url}: {err}") from err
+    if response.status_code != 200:
+        detail = response.text[:300]
+        with contextlib.suppress(ValueError):
+            detail = str(response.json().get("detail", detail))
+        raise ExportFailed(f"drift service answered {response.status_code}: {detail}")
+    return dict(response.json())
+
+
+def with_live_data(manifest: dict[str, Any], exported: dict[str, Any]) -> None:
+    """Point the retraining run at the exported dataset and say what it holds."""
+    manifest["spec"]["dataset"]["uri"] = exported["uri"]
+    manifest["metadata"].setdefault("annotations", {})[LIVE_DATA_ANNOTATION] = (
+        f"{exported['referenceRows']} training rows + {exported['liveRows']} live rows, "
+        f"sha256 {exported['sha256']}"
+    )

@@ -205,8 +205,24 @@ def _register(kind: KindInfo) -> None:
         # read the object afresh rather than use the event's body: the body can predate our own
         # last status write, and a status computed from it would be written again for nothing
         _reconcile_key(kind.kind, namespace, name)
+        if kind.kind == FINETUNEJOB.kind:
+            _nudge_model_servers(namespace, body)
 
     kopf.on.event(kind.group, kind.version, kind.plural, id=f"reconcile-{kind.singular}")(on_event)
+
+
+def _nudge_model_servers(namespace: str, ftj: kopf.Body) -> None:
+    """A FineTuneJob registered a version: the ModelServers that serve the newest version of
+    that model (spec.model.modelName) roll it out now rather than at their next resync."""
+    model = (ftj.get("status") or {}).get("model") or {}
+    if not model.get("name") or (ftj.get("status") or {}).get("phase") != "Succeeded":
+        return
+    servers = kube().custom.list_namespaced_custom_object(
+        MODELSERVER.group, MODELSERVER.version, namespace, MODELSERVER.plural
+    )
+    for ms in servers.get("items") or []:
+        if ((ms.get("spec") or {}).get("model") or {}).get("modelName") == model["name"]:
+            _safely(MODELSERVER.kind, namespace, ms["metadata"]["name"])
 
 
 for _kind, _ in RECONCILERS.values():

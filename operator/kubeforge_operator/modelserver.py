@@ -459,6 +459,21 @@ def resolve_model(
     """The model URI (and its FineTuneJob), or why there is none to serve yet."""
     if spec.model.uri:
         return spec.model.uri, None
+    if spec.model.model_name:
+        listed = ctx.kube.custom.list_namespaced_custom_object(
+            FINETUNEJOB.group, FINETUNEJOB.version, ctx.namespace, FINETUNEJOB.plural
+        )
+        newest = newest_version(listed.get("items") or [], spec.model.model_name)
+        if newest is None:
+            return Observation(
+                MODEL_RESOLVED,
+                ConditionStatus.FALSE,
+                "NoModelVersion",
+                f"spec.model.modelName: no Succeeded FineTuneJob in {ctx.namespace} has "
+                f"registered a version of model {spec.model.model_name!r} yet (spec.output."
+                "modelName); serving starts when one has",
+            )
+        return newest
     name = cast(str, spec.model.fine_tune_job)
     ftj = ctx.kube.get(FINETUNEJOB, ctx.namespace, name)
     if ftj is None:
@@ -495,6 +510,26 @@ def resolve_model(
             "has Succeeded",
         )
     return str(uri), name
+
+
+def newest_version(finetunejobs: list[dict[str, Any]], model_name: str) -> tuple[str, str] | None:
+    """(URI, FineTuneJob) of the version of ``model_name`` registered last: among Succeeded
+    FineTuneJobs whose status.model names it, the latest completionTime (then name)."""
+    candidates = []
+    for ftj in finetunejobs:
+        status = ftj.get("status") or {}
+        model = status.get("model") or {}
+        if (
+            status.get("phase") == FineTuneJobPhase.SUCCEEDED
+            and model.get("name") == model_name
+            and model.get("uri")
+        ):
+            done = status.get("completionTime") or ftj["metadata"].get("creationTimestamp", "")
+            candidates.append((done, ftj["metadata"]["name"], str(model["uri"])))
+    if not candidates:
+        return None
+    _, name, uri = max(candidates)
+    return uri, name
 
 
 def _runtime_problem(ctx: ReconcileContext, spec: ModelServerSpec) -> Observation | None:

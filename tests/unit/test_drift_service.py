@@ -310,3 +310,54 @@ def test_report_cli(tmp_path: Path) -> None:
     )
     assert missing.exit_code == 2
     assert "has no column 'tier'" in missing.output
+
+
+def _service_with_window(tmp_path: Path, **config: Any) -> Any:
+    from kubeforge_runtimes.drift.service import DriftService
+
+    reference = _write_jsonl(
+        tmp_path / "train.jsonl",
+        [{"id": i, "text": f"t{i}", "product": "printer" if i % 2 else "vpn"} for i in range(40)],
+    )
+    service = DriftService(
+        MonitorConfig(name="m", reference_uri=reference.as_uri(), window_size=10, **config)
+    )
+    service.load()
+    assert service.monitor is not None
+    return service
+
+
+def test_export_writes_the_reference_then_the_live_window(tmp_path: Path) -> None:
+    from kubeforge_runtimes.drift.service import ExportError
+
+    out = tmp_path / "exports"
+    service = _service_with_window(tmp_path, export_dir=str(out), export_uri="pvc://data/exports")
+    with pytest.raises(ExportError, match="window is empty") as empty:
+        service.export("retrain-1")
+    assert empty.value.code == 409
+    for i in range(12):  # more than the window: the oldest two are gone
+        body = {"instances": [{"text": f"live {i}", "product": "vpn", "session": "x"}]}
+        service.monitor.add_request(f"e{i}", body)
+    result = service.export("retrain-1")
+    assert result["uri"] == "pvc://data/exports/retrain-1.jsonl"
+    assert (result["referenceRows"], result["liveRows"]) == (40, 10)
+    lines = (out / "retrain-1.jsonl").read_text().splitlines()
+    assert len(lines) == 50
+    assert json.loads(lines[0]) == {"id": 0, "text": "t0", "product": "vpn"}
+    # live rows keep the reference's columns they carry (no id, no session)
+    assert json.loads(lines[40]) == {"text": "live 2", "product": "vpn"}
+    import hashlib
+
+    digest = hashlib.sha256((out / "retrain-1.jsonl").read_bytes()).hexdigest()
+    assert result["sha256"] == digest
+    with pytest.raises(ExportError, match="DNS-1123"):
+        service.export("../etc/passwd")
+
+
+def test_export_without_a_location_says_which_field_to_set(tmp_path: Path) -> None:
+    from kubeforge_runtimes.drift.service import ExportError
+
+    service = _service_with_window(tmp_path)
+    with pytest.raises(ExportError, match="spec.actions.retrain.exportUri") as err:
+        service.export("retrain-1")
+    assert err.value.code == 501

@@ -247,3 +247,57 @@ def test_inference_service_logger(url: str | None) -> None:
         assert predictor["logger"] == {"mode": "all", "url": url}
     else:
         assert "logger" not in predictor
+
+
+def test_live_data_export_location_and_mount() -> None:
+    from kubeforge_crds.driftmonitor import DriftMonitorSpec
+    from kubeforge_operator.driftmonitor import (
+        build_deployment,
+        export_dir,
+        monitor_config,
+        with_live_data,
+    )
+
+    def spec(uri: str, include: bool = True) -> DriftMonitorSpec:
+        return DriftMonitorSpec.model_validate(
+            {
+                "target": {"modelServer": "bot"},
+                "actions": {
+                    "retrain": {"enabled": True, "includeLiveData": include, "exportUri": uri}
+                },
+            }
+        )
+
+    assert export_dir(spec("pvc://data/exports/bot")) == "/mnt/export/data/exports/bot"
+    assert export_dir(spec("file:///srv/exports")) == "/srv/exports"
+    assert export_dir(spec("pvc://data/x", include=False)) is None
+    owner = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "DriftMonitor",
+        "metadata": {"name": "watch", "namespace": "team-a", "uid": "u1"},
+    }
+    config = monitor_config("team-a", "watch", spec("pvc://data/exports"), "pvc://data/ref.jsonl")
+    assert (config.export_dir, config.export_uri) == (
+        "/mnt/export/data/exports",
+        "pvc://data/exports",
+    )
+    pod = build_deployment(owner, config, "img")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["export"] == {"name": "export", "mountPath": "/mnt/export/data"}
+    assert mounts["reference"]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["export"]["persistentVolumeClaim"] == {"claimName": "data"}
+    manifest = {"metadata": {"name": "watch-retrain-1"}, "spec": {"dataset": {"uri": "pvc://d/a"}}}
+    with_live_data(
+        manifest,
+        {
+            "uri": "pvc://data/exports/watch-retrain-1.jsonl",
+            "referenceRows": 600,
+            "liveRows": 150,
+            "sha256": "ab" * 32,
+        },
+    )
+    assert manifest["spec"]["dataset"]["uri"] == "pvc://data/exports/watch-retrain-1.jsonl"
+    assert manifest["metadata"]["annotations"]["kubeforge.io/live-data"] == (
+        "600 training rows + 150 live rows, sha256 " + "ab" * 32
+    )

@@ -381,3 +381,30 @@ def test_model_directory_errors_say_what_was_expected(tmp_path: Path) -> None:
 def test_only_inference_requests_are_counted(path: str, protocol: str | None) -> None:
     m = INFERENCE_PATH.match(path)
     assert (None if m is None else ("v1" if m.group("v1") else "v2")) == protocol
+
+
+def _ftj(name: str, model: str, version: str, done: str, phase: str = "Succeeded") -> dict:  # type: ignore[type-arg]
+    return {
+        "metadata": {"name": name, "creationTimestamp": "2026-11-01T00:00:00Z"},
+        "status": {
+            "phase": phase,
+            "completionTime": done,
+            "model": {"name": model, "version": version, "uri": f"file:///m/{model}/{version}"},
+        },
+    }
+
+
+def test_model_name_serves_the_version_registered_last() -> None:
+    from kubeforge_operator.modelserver import newest_version
+
+    jobs = [
+        _ftj("tickets-v1", "tickets", "1", "2026-11-23T10:00:00Z"),
+        _ftj("watch-retrain-1", "tickets", "2", "2026-11-23T12:00:00Z"),
+        _ftj("watch-retrain-2", "tickets", "3", "2026-11-23T13:00:00Z", phase="Failed"),
+        _ftj("other", "faq", "9", "2026-11-23T14:00:00Z"),
+        {"metadata": {"name": "running"}, "status": {"phase": "Running"}},
+        {"metadata": {"name": "new"}},
+    ]
+    assert newest_version(jobs, "tickets") == ("file:///m/tickets/2", "watch-retrain-1")
+    assert newest_version(jobs, "faq") == ("file:///m/faq/9", "other")
+    assert newest_version(jobs, "missing") is None

@@ -42,3 +42,11 @@ class MonitorConfig(_Model):
     window_size: int = Field(default=1000, ge=10)
     interval_seconds: float = Field(default=300, gt=0)
     history: int = Field(default=288, ge=1, description="Evaluations kept for reports.")
+    export_dir: str | None = Field(
+        default=None,
+        description="Where POST /export writes the reference plus the live window (a "
+        "directory of this process); unset: no export.",
+    )
+    export_uri: str | None = Field(
+        default=None, description="The URI export_dir is known by outside (file:// or pvc://)."
+    )

@@ -120,6 +120,9 @@ class Monitor:
         self.features = features
         self.summary = summary
         self.window = Window(features, config.window_size)
+        # the window's requests as the client sent them (every field, not only the features):
+        # what a retraining run is given as live data (POST /export)
+        self.raw: deque[Mapping[str, Any]] = deque(maxlen=config.window_size)
         bias = config.bias
         self.bias_pairs: deque[tuple[str, str]] = deque(maxlen=config.window_size)
         self._pending: OrderedDict[str, tuple[str, list[Any]]] = OrderedDict()
@@ -137,6 +140,7 @@ class Monitor:
         rows = request_rows(body, names)
         with self._lock:
             self.window.add(rows)
+            self.raw.extend(rows)
             if self._protected:
                 protected = [_label(r.get(self._protected)) for r in rows]
                 self._join(event_id, "request", protected)
@@ -179,6 +183,10 @@ class Monitor:
     def rows(self) -> int:
         with self._lock:
             return len(self.window)
+
+    def live_rows(self) -> list[Mapping[str, Any]]:
+        with self._lock:
+            return list(self.raw)
 
     def evaluate(self, now: float | None = None, force: bool = False) -> Evaluation | None:
         """Scores of the window, or None while it is not yet full (unless ``force``)."""

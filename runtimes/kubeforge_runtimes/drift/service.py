@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import math
+import re
 import tempfile
 import time
 from collections import deque
@@ -33,6 +36,7 @@ from prometheus_client import (
     Gauge,
     generate_latest,
 )
+from pydantic import BaseModel, Field
 
 from kubeforge_runtimes.drift.config import MonitorConfig
 from kubeforge_runtimes.drift.monitor import Evaluation, Monitor
@@ -189,6 +193,45 @@ class DriftService:
             self.metrics.record(evaluation)
         return evaluation
 
+    def export(self, name: str) -> dict[str, Any]:
+        """Write the reference (the training data) followed by the live window's requests as one
+        JSONL dataset, ``<export_dir>/<name>.jsonl``: the data a retraining run learns the new
+        traffic from. Live rows keep the reference's columns they have (a client does not send
+        ids or labels); other fields are dropped. Returns where it went and what it holds."""
+        monitor = self.monitor
+        if monitor is None:
+            raise ExportError(503, f"not ready: {self.error or 'the reference is loading'}")
+        if not self.config.export_dir or not self.config.export_uri:
+            raise ExportError(
+                501, "no export location: set spec.actions.retrain.exportUri on the DriftMonitor"
+            )
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name):
+            raise ExportError(422, f"name {name!r} is not a DNS-1123 name")
+        live = monitor.live_rows()
+        if not live:
+            raise ExportError(409, "the window is empty: no inference has been received yet")
+        frame = read_table(self.config.reference_uri, self.config.reference_format)
+        columns = [str(c) for c in frame.columns]
+        target = Path(self.config.export_dir) / f"{name}.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        partial = target.with_suffix(".jsonl.partial")
+        with partial.open("w", encoding="utf-8") as out:
+            for line in frame.to_json(orient="records", lines=True).splitlines():
+                out.write(line + "\n")
+                digest.update(line.encode() + b"\n")
+            for row in live:
+                line = json.dumps({c: row[c] for c in columns if c in row})
+                out.write(line + "\n")
+                digest.update(line.encode() + b"\n")
+        partial.replace(target)  # readers never see half a dataset
+        return {
+            "uri": f"{self.config.export_uri.rstrip('/')}/{name}.jsonl",
+            "referenceRows": len(frame),
+            "liveRows": len(live),
+            "sha256": digest.hexdigest(),
+        }
+
     def status(self) -> dict[str, Any]:
         monitor = self.monitor
         latest = monitor.history[-1] if monitor and monitor.history else None
@@ -212,6 +255,16 @@ class DriftService:
             "recentErrors": list(self.errors),
             "latest": latest.to_json() if latest else None,
         }
+
+
+class ExportError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ExportRequest(BaseModel):
+    name: str = Field(description="File name (without .jsonl): the retraining run's name.")
 
 
 def create_app(config: MonitorConfig) -> FastAPI:
@@ -248,6 +301,13 @@ def create_app(config: MonitorConfig) -> FastAPI:
         if evaluation is None:
             raise HTTPException(409, "the window is empty: no inference has been received yet")
         return JSONResponse(_finite(evaluation.to_json()))
+
+    @app.post("/export")
+    async def export(body: ExportRequest) -> JSONResponse:
+        try:
+            return JSONResponse(await asyncio.to_thread(service.export, body.name))
+        except ExportError as err:
+            raise HTTPException(err.code, str(err)) from err
 
     @app.get("/status")
     async def status() -> JSONResponse:
