@@ -33,6 +33,10 @@ $(CHECKOV):
 demo: $(STAMP) ## Run kubeforge on the embedded control plane (or KUBECONFIG) with the examples
 	$(PY) hack/demo.py
 
+.PHONY: loop-demo
+loop-demo: $(STAMP) ## The closed loop, hands-free: drift, retrain, canary, promote (and a faulty version rolled back)
+	$(PY) hack/loop.py --record .cache/loop/record.json
+
 .PHONY: demo-down
 demo-down: ## Stop everything `make demo` started
 	$(PY) hack/demo.py --down

@@ -50,9 +50,6 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 import localcluster as lc  # noqa: E402
 import yaml  # noqa: E402
-
-from kubeforge_pipelines.tinymodel import support_tickets  # noqa: E402
-from kubeforge_runtimes.drift.config import MonitorConfig  # noqa: E402
 from tests.canarylab import (  # noqa: E402
     Proc,
     free_port,
@@ -62,6 +59,9 @@ from tests.canarylab import (  # noqa: E402
     start_runtime,
 )
 from tests.driftlab import log_inference, start_drift_service  # noqa: E402
+
+from kubeforge_pipelines.tinymodel import support_tickets  # noqa: E402
+from kubeforge_runtimes.drift.config import MonitorConfig  # noqa: E402
 
 WORK = REPO / ".cache" / "loop"
 MODEL, MS, DM, FTJ = "tickets", "tickets", "tickets-drift", "tickets-v1"
@@ -90,8 +90,9 @@ class Timeline:
 
 
 class Cluster:
-    def __init__(self, kubeconfig: str) -> None:
+    def __init__(self, kubeconfig: str, api_kubeconfig: str) -> None:
         self.kubeconfig = kubeconfig
+        self.api_kubeconfig = api_kubeconfig  # the REST API's own user (review, impersonate)
         self.kubectl_bin = str(lc.bin_dir() / "kubectl")
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
@@ -186,7 +187,7 @@ class Traffic:
 
     rate: float = 8.0
     products: list[str] | None = None
-    rng: random.Random = field(default_factory=lambda: random.Random(11))
+    rng: random.Random = field(default_factory=lambda: random.Random(11))  # noqa: S311 - load, not secrets
     sent: int = 0
 
     def body(self) -> dict[str, Any]:
@@ -288,7 +289,7 @@ class KServeStandIn:
                 )
 
     def _load(self) -> None:
-        rng = random.Random(threading.get_ident())
+        rng = random.Random(threading.get_ident())  # noqa: S311 - load, not secrets
         period = 3 / self.traffic.rate
         with httpx.Client(timeout=15) as http:
             while not self._stop.wait(period * rng.uniform(0.8, 1.2)):
@@ -370,7 +371,7 @@ def run(cluster: Cluster, ns: str, faulty: bool, steps: int, api_token: str) -> 
     operator = start_operator(cluster, work / "operator", ns, prom.url, drift_port)
     procs.append(operator)
     rescrape(operator.url.removeprefix("http://"))
-    api = start_api(cluster.kubeconfig_for_api, work / "api.log")  # type: ignore[attr-defined]
+    api = start_api(cluster.api_kubeconfig, work / "api.log")
     procs.append(api)
     standin: KServeStandIn | None = None
     drift: Proc | None = None
@@ -513,7 +514,7 @@ def run(cluster: Cluster, ns: str, faulty: bool, steps: int, api_token: str) -> 
             "v1": v1["model"],
             "v2": v2["model"],
             "decisions": final["status"].get("decisions", []),
-            "requests": {rev: codes for rev, codes in standin.codes.items()},
+            "requests": dict(standin.codes),
             "lineage": lineage,
             "catalog": catalog,
             "operator_metrics": [
@@ -545,7 +546,7 @@ def model_server() -> dict[str, Any]:
             "resources": {"cpu": "1", "memory": "2Gi"},
             "rollout": {
                 "steps": [25, 50, 100],
-                "interval": "8s",
+                "interval": "20s",
                 "failureThreshold": 2,
                 "onFailure": "rollback",
             },
@@ -645,8 +646,8 @@ def main() -> int:
     args = parser.parse_args()
     say("Starting the embedded local control plane")
     lc.up()
-    cluster = Cluster(str(lc.kubeconfig_path()))
-    cluster.kubeconfig_for_api = str(lc.kubeconfig_path().with_name("kubeconfig-kubeforge-api"))  # type: ignore[attr-defined]
+    kubeconfig = lc.kubeconfig_path()
+    cluster = Cluster(str(kubeconfig), str(kubeconfig.with_name("kubeconfig-kubeforge-api")))
     for path in ("crds/manifests", "crds/rbac"):
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / path))
     token = json.loads((lc.STATE / "tokens.json").read_text())[USER]

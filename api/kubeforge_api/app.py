@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 
-from kubeforge_api.catalog import catalog, gpu_use, lineage
+from kubeforge_api.catalog import catalog, gpu_use, lineage, model_sources
 from kubeforge_api.cluster import ApiserverError, Cluster, UnauthenticatedError, User
 from kubeforge_api.settings import ApiSettings, get_settings
 from kubeforge_crds import DRIFTMONITOR, FINETUNEJOB, KINDS, MODELSERVER, WORKBENCH, KindInfo
@@ -286,15 +286,17 @@ def create_app(settings: ApiSettings | None = None, cluster: Cluster | None = No
     ) -> Any:
         """A ModelServer's lineage: its FineTuneJob, dataset digest, base model and run."""
         server = await call(request, user, "GET", _path(MODELSERVER, namespace, name))
-        source = ((server.get("spec") or {}).get("model") or {}).get("fineTuneJob")
-        ftj = None
-        if source:
+        _, source, versions = model_sources(server)
+        ftjs = {}
+        for ftj_name in sorted({n for n in (source, *versions.values()) if n}):
             try:
-                ftj = await call(request, user, "GET", _path(FINETUNEJOB, namespace, source))
+                ftjs[ftj_name] = await call(
+                    request, user, "GET", _path(FINETUNEJOB, namespace, ftj_name)
+                )
             except ApiserverError as err:
                 if err.status != 404:
                     raise
-        return lineage(server, ftj)
+        return lineage(server, ftjs)
 
     @app.get("/api/v1/namespaces/{namespace}/gpus", tags=["catalog"], responses=ERRORS)
     async def gpus(request: Request, namespace: Namespace, user: Caller) -> Any:

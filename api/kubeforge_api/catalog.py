@@ -3,6 +3,7 @@ routes list them as the caller; nothing here talks to the cluster)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 GPU_KINDS = ("Workbench", "FineTuneJob", "ModelServer")
@@ -25,7 +26,26 @@ def _ftj_view(ftj: dict[str, Any]) -> dict[str, Any]:
         "lineage": status.get("lineage"),
         "datasetDigest": status.get("datasetDigest"),
         "trigger": (ftj["metadata"].get("annotations") or {}).get("kubeforge.io/trigger"),
+        "liveData": (ftj["metadata"].get("annotations") or {}).get("kubeforge.io/live-data"),
     }
+
+
+def model_sources(server: dict[str, Any]) -> tuple[dict[str, Any], str | None, dict[str, str]]:
+    """What a ModelServer's spec asks for (uri, fineTuneJob or modelName), the FineTuneJob of
+    the version that answers for it (the named one, or for modelName the one serving now), and
+    the FineTuneJob of each revision in status (stable, canary, rolledBack)."""
+    asked = (server.get("spec") or {}).get("model") or {}
+    status = server.get("status") or {}
+    versions = {
+        role: str((status.get(role) or {}).get("fineTuneJob"))
+        for role in ("stable", "canary", "rolledBack")
+        if (status.get(role) or {}).get("fineTuneJob")
+    }
+    if asked.get("fineTuneJob"):
+        return {"fineTuneJob": asked["fineTuneJob"]}, str(asked["fineTuneJob"]), versions
+    if asked.get("modelName"):
+        return {"modelName": asked["modelName"]}, versions.get("stable"), versions
+    return {"uri": asked.get("uri")}, None, versions
 
 
 def _drift_view(dm: dict[str, Any]) -> dict[str, Any]:
@@ -56,10 +76,10 @@ def catalog(
     served_by: dict[str, list[str]] = {}
     serving = []
     for ms in servers:
-        spec, status = ms.get("spec") or {}, ms.get("status") or {}
-        source = (spec.get("model") or {}).get("fineTuneJob")
-        if source:
-            served_by.setdefault(source, []).append(ms["metadata"]["name"])
+        status = ms.get("status") or {}
+        asked, source, versions = model_sources(ms)
+        for name in sorted({n for n in (source, versions.get("canary")) if n}):
+            served_by.setdefault(name, []).append(ms["metadata"]["name"])
         ftj = by_ftj.get(source) if source else None
         serving.append(
             {
@@ -71,9 +91,7 @@ def catalog(
                 "canary": status.get("canary"),
                 "trafficSplit": status.get("trafficSplit"),
                 "rolledBack": status.get("rolledBack"),
-                "source": {"fineTuneJob": source}
-                if source
-                else {"uri": (spec.get("model") or {}).get("uri")},
+                "source": asked,
                 "metrics": (ftj or {}).get("status", {}).get("metrics"),
                 "lineage": (ftj or {}).get("status", {}).get("lineage"),
                 "drift": drift_by_target.get(ms["metadata"]["name"], []),
@@ -87,10 +105,13 @@ def catalog(
     return {"models": models, "modelServers": serving}
 
 
-def lineage(server: dict[str, Any], ftj: dict[str, Any] | None) -> dict[str, Any]:
-    """Where a ModelServer's model came from: its FineTuneJob, dataset digest, base model, run."""
-    spec, status = server.get("spec") or {}, server.get("status") or {}
-    source = (spec.get("model") or {}).get("fineTuneJob")
+def lineage(server: dict[str, Any], ftjs: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """Where a ModelServer's model came from: its FineTuneJob, dataset digest, base model, run,
+    and for each revision in status (stable, canary, rolled back) the FineTuneJob that made it,
+    with what triggered that run (e.g. a DriftMonitor's drift) and its live data. ``ftjs`` are
+    the FineTuneJobs by name (those that exist)."""
+    status = server.get("status") or {}
+    asked, source, versions = model_sources(server)
     out: dict[str, Any] = {
         "modelServer": {
             "name": server["metadata"]["name"],
@@ -98,11 +119,18 @@ def lineage(server: dict[str, Any], ftj: dict[str, Any] | None) -> dict[str, Any
             "canary": status.get("canary"),
             "decisions": status.get("decisions") or [],
         },
-        "source": {"fineTuneJob": source}
-        if source
-        else {"uri": (spec.get("model") or {}).get("uri")},
+        "source": asked,
         "fineTuneJob": None,
+        "versions": {
+            role: {
+                "revision": (status.get(role) or {}).get("revision"),
+                "uri": (status.get(role) or {}).get("uri"),
+                "fineTuneJob": _ftj_view(ftjs[name]) if name in ftjs else {"name": name},
+            }
+            for role, name in versions.items()
+        },
     }
+    ftj = ftjs.get(source) if source else None
     if ftj is not None:
         view = _ftj_view(ftj)
         lin = view.get("lineage") or {}

@@ -820,7 +820,7 @@ def _retrain(
     if spec.actions.retrain.include_live_data:
         try:
             exported = export_live_data(ctx.namespace, ctx.name, plan.name)
-        except ExportFailed as err:
+        except ExportFailedError as err:
             # no run without its data; the next reconcile tries again
             log.warning(
                 "retrain: live data export failed",
@@ -847,7 +847,7 @@ def _retrain(
 LIVE_DATA_ANNOTATION = f"{GROUP}/live-data"
 
 
-class ExportFailed(Exception):
+class ExportFailedError(Exception):
     pass
 
 
@@ -858,12 +858,12 @@ def export_live_data(namespace: str, name: str, run: str) -> dict[str, Any]:
     try:
         response = httpx.post(url, json={"name": run}, timeout=EXPORT_TIMEOUT_SECONDS)
     except httpx.HTTPError as err:
-        raise ExportFailed(f"drift service unreachable at {url}: {err}") from err
+        raise ExportFailedError(f"drift service unreachable at {url}: {err}") from err
     if response.status_code != 200:
         detail = response.text[:300]
         with contextlib.suppress(ValueError):
             detail = str(response.json().get("detail", detail))
-        raise ExportFailed(f"drift service answered {response.status_code}: {detail}")
+        raise ExportFailedError(f"drift service answered {response.status_code}: {detail}")
     return dict(response.json())
 
 

@@ -141,14 +141,50 @@ def test_catalog_joins_models_servers_and_drift() -> None:
 
 
 def test_lineage_of_a_model_server() -> None:
-    got = lineage(MS, FTJ)
+    got = lineage(MS, {"tune-v2": FTJ})
     assert got["baseModel"] == "s3://m/base"
     assert got["dataset"] == {"uri": "s3://d/t.jsonl", "digest": "sha256:ab"}
     assert got["run"] == "run-7"
     assert got["source"] == {"fineTuneJob": "tune-v2"}
-    uri_only = lineage(_obj("ModelServer", "x", spec={"model": {"uri": "s3://m/x"}}), None)
+    uri_only = lineage(_obj("ModelServer", "x", spec={"model": {"uri": "s3://m/x"}}), {})
     assert uri_only["source"] == {"uri": "s3://m/x"}
     assert uri_only["fineTuneJob"] is None
+
+
+def test_lineage_of_a_model_that_follows_its_newest_version() -> None:
+    """spec.model.modelName: the FineTuneJob is the stable revision's; the canary's run traces to
+    the drift that triggered it and the live data it learnt from."""
+    retrain = _obj(
+        "FineTuneJob",
+        "watch-retrain-1",
+        status={"phase": "Succeeded", "model": {"name": "bot", "version": "v2"}},
+    )
+    retrain["metadata"]["annotations"] = {
+        "kubeforge.io/trigger": "drift:team-a/watch: product psi 0.4 > 0.2",
+        "kubeforge.io/live-data": "600 training rows + 150 live rows, sha256 ab",
+    }
+    server = _obj(
+        "ModelServer",
+        "bot",
+        spec={"model": {"modelName": "bot"}},
+        status={
+            "stable": {"revision": "r1", "uri": "s3://m/bot/v1", "fineTuneJob": "tune-v2"},
+            "canary": {"revision": "r2", "uri": "s3://m/bot/v2", "fineTuneJob": "watch-retrain-1"},
+        },
+    )
+    got = lineage(server, {"tune-v2": FTJ, "watch-retrain-1": retrain})
+    assert got["source"] == {"modelName": "bot"}
+    assert got["fineTuneJob"]["name"] == "tune-v2"
+    assert got["dataset"]["digest"] == "sha256:ab"
+    canary = got["versions"]["canary"]
+    assert canary["revision"] == "r2"
+    assert canary["fineTuneJob"]["trigger"].startswith("drift:team-a/watch")
+    assert canary["fineTuneJob"]["liveData"].startswith("600 training rows + 150 live rows")
+    listed = catalog([FTJ, retrain], [server], [])
+    assert {m["name"]: m["servedBy"] for m in listed["models"]} == {
+        "tune-v2": ["bot"],
+        "watch-retrain-1": ["bot"],
+    }
 
 
 def test_gpu_use_by_kind() -> None:

@@ -358,6 +358,6 @@ def test_export_without_a_location_says_which_field_to_set(tmp_path: Path) -> No
     from kubeforge_runtimes.drift.service import ExportError
 
     service = _service_with_window(tmp_path)
-    with pytest.raises(ExportError, match="spec.actions.retrain.exportUri") as err:
+    with pytest.raises(ExportError, match=r"spec\.actions\.retrain\.exportUri") as err:
         service.export("retrain-1")
     assert err.value.code == 501

@@ -1,0 +1,120 @@
+"""The closed loop end to end (`make loop-demo`, hack/loop.py), as CI runs it: on the local
+control plane, with the operator, the REST API, Prometheus, real fine-tuning, real runtimes and
+the real drift service. Run 1: drift -> exactly one retraining run on the training data plus the
+live window -> version 2 registered -> canary promoted step by step. Run 2: the same with version
+2's runtime failing half its requests -> rolled back. Every step is checked where a user would
+look: status, Events, the operator's metrics, the API's catalog and lineage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import ISOLATED_PREFIX, REPO, Cluster
+
+pytestmark = [pytest.mark.usefixtures("local_cluster")]
+
+
+@pytest.fixture(scope="module")
+def records(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    out = tmp_path_factory.mktemp("loop") / "record.json"
+    prefix = f"{ISOLATED_PREFIX}loop"  # the session's operator leaves these namespaces alone
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "hack" / "loop.py"),
+            "--namespace-prefix",
+            prefix,
+            "--record",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "loop-demo.log").write_text(proc.stdout + proc.stderr)
+    for ns in (prefix, f"{prefix}-faulty"):
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    data: list[dict[str, Any]] = json.loads(out.read_text())
+    (artifacts / "loop-record.json").write_text(json.dumps(data, indent=2))
+    return data
+
+
+def steps(record: dict[str, Any]) -> dict[str, float]:
+    return {e["step"]: e["t"] for e in record["timeline"]}
+
+
+@pytest.mark.timeout(1800)
+def test_drift_retrains_and_version_2_is_promoted(records: list[dict[str, Any]]) -> None:
+    run = records[0]
+    assert run["outcome"] == "promoted"
+    t = steps(run)
+    assert (
+        t["v1 registered"]
+        < t["drift injected"]
+        <= t["drift detected"]
+        <= t["retrain started"]
+        < t["v2 registered"]
+        < t["canary start"]
+        < t["canary promote"]
+    )
+    assert "alert firing" in t
+    actions = [d["action"] for d in run["decisions"]]
+    assert actions[0] == "start"
+    assert actions[-1] == "promote"
+    assert "rollback" not in actions
+    assert [d["trafficSplit"] for d in run["decisions"] if d["action"] == "advance"] == [
+        "50/50",
+        "0/100",
+    ]
+    assert run["v1"]["version"] != run["v2"]["version"]
+    # exactly one retraining run, trained on the training data plus the live window
+    assert run["retrain"] == "tickets-drift-retrain-1"
+    lineage = run["lineage"]
+    assert lineage["source"] == {"modelName": "tickets"}
+    stable = lineage["versions"]["stable"]["fineTuneJob"]
+    assert stable["name"] == "tickets-drift-retrain-1"  # version 2 serves now
+    assert stable["trigger"].startswith(f"drift:{run['namespace']}/tickets-drift: product")
+    assert "training rows +" in stable["liveData"]
+    assert lineage["dataset"]["digest"] == stable["datasetDigest"]
+    catalog = {m["name"]: m for m in run["catalog"]["models"]}
+    assert catalog["tickets-drift-retrain-1"]["servedBy"] == ["tickets"]
+    assert catalog["tickets-v1"]["datasetDigest"] != stable["datasetDigest"]
+    assert any(
+        line.startswith("kubeforge_rollout_decisions_total")
+        and 'action="promote"' in line
+        and line.endswith(" 1.0")
+        for line in run["operator_metrics"]
+    )
+    for reason in ("ActionAlert", "ActionRetrain", "RolloutStart", "RolloutPromote"):
+        assert reason in run["events"]
+    # nothing failed while the versions changed hands
+    assert all(code == "200" for codes in run["requests"].values() for code in codes)
+
+
+@pytest.mark.timeout(1800)
+def test_a_faulty_version_2_is_rolled_back(records: list[dict[str, Any]]) -> None:
+    run = records[1]
+    assert run["outcome"] == "rolled back"
+    t = steps(run)
+    assert t["drift detected"] <= t["retrain started"] < t["v2 registered"] < t["canary rollback"]
+    last = run["decisions"][-1]
+    assert last["action"] == "rollback"
+    assert last["trafficSplit"] == "100/0"
+    assert "error-rate" in last["reason"]
+    assert last["measurements"]["error-rate"] > 0.05
+    v2_revision = last["revision"]
+    assert run["requests"][v2_revision].get("500", 0) > 0
+    lineage = run["lineage"]
+    assert lineage["versions"]["stable"]["fineTuneJob"]["name"] == "tickets-v1"
+    rolled_back = lineage["versions"]["rolledBack"]["fineTuneJob"]
+    assert rolled_back["name"] == "tickets-drift-retrain-1"
+    assert rolled_back["trigger"].startswith("drift:")
+    assert "RolloutRollback" in run["events"]
