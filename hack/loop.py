@@ -248,8 +248,8 @@ class KServeStandIn:
             )
             if self.faulty(revision):
                 set_faults(proc, error_rate=0.5)
+            self.on_runtime(revision, proc)  # scraped before it gets its first request
             self.runtimes[revision] = proc
-            self.on_runtime(revision, proc)
         return self.runtimes[revision]
 
     def _control(self) -> None:

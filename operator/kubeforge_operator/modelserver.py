@@ -450,6 +450,28 @@ def held_plan(status: ModelServerStatus, desired: Revision, rollout: RolloutProg
     )
 
 
+def postponed_plan(
+    spec: ModelServerSpec,
+    status: ModelServerStatus,
+    desired: Revision,
+    rollout: RolloutProgress,
+    now: datetime,
+) -> Plan:
+    """An analysis fell due while KServe has not reported the traffic split we applied as
+    Ready (the canary's pods are still starting): measuring now would judge a canary that had
+    little or no traffic. The interval starts again."""
+    canary = cast(Revision, status.canary)
+    due = now + parse_duration(spec.rollout.interval)
+    progress = rollout.model_copy(update={"next_analysis_time": due})
+    return Plan(
+        desired,
+        canary.traffic_percent,
+        {"rollout": progress.to_wire()},
+        phase=ModelServerPhase.PROGRESSING,
+        next_analysis=due,
+    )
+
+
 # --- reconcile -----------------------------------------------------------------------------------
 
 
@@ -697,6 +719,9 @@ def _analyse_if_due(
     due = rollout.next_analysis_time
     if due is None or ctx.now < due:
         return held_plan(status, desired, rollout)
+    isvc = ctx.kube.get_child(ISVC_API, "InferenceService", ctx.namespace, ctx.name)
+    if isvc_ready(isvc).status != ConditionStatus.TRUE:
+        return postponed_plan(spec, status, desired, rollout, ctx.now)
     settings = get_settings()
     return run_analysis(
         spec,

@@ -20,6 +20,7 @@ from kubeforge_operator.modelserver import (
     desired_revision,
     isvc_ready,
     plan_rollout,
+    postponed_plan,
     revision_id,
 )
 from kubeforge_operator.placement import Placement
@@ -157,6 +158,24 @@ def test_a_rollout_in_progress_needs_an_analysis() -> None:
     again = plan_rollout(spec("s3://m/v2"), status, rev("s3://m/v2"), NOW + timedelta(seconds=5))
     assert not isinstance(again, Plan)
     assert again.revision == rev("s3://m/v2").revision
+
+
+def test_an_analysis_due_before_kserve_is_ready_starts_the_interval_again() -> None:
+    """The canary's pods are still starting: no decision, the traffic split stays, and the
+    analysis is a whole interval later (the canary gets a full interval of traffic)."""
+    status = ModelServerStatus(stable=rev("s3://m/v1"))
+    started = plan_rollout(spec("s3://m/v2"), status, rev("s3://m/v2"), NOW)
+    assert isinstance(started, Plan)
+    status = ModelServerStatus.model_validate({**status.to_wire(), **started.status})
+    progress = plan_rollout(spec("s3://m/v2"), status, rev("s3://m/v2"), NOW)
+    assert not isinstance(progress, Plan)
+    late = NOW + timedelta(seconds=31)
+    plan = postponed_plan(spec("s3://m/v2"), status, rev("s3://m/v2"), progress, late)
+    assert plan.decisions == []
+    assert plan.canary_percent == 10
+    assert plan.next_analysis == late + timedelta(seconds=30)
+    assert plan.status["rollout"]["nextAnalysisTime"] == "2026-11-23T12:01:01Z"
+    assert plan.status["rollout"]["step"] == progress.step
 
 
 def test_going_back_to_the_stable_version_cancels_the_rollout() -> None:
