@@ -73,6 +73,23 @@ def run_helm(
     return proc
 
 
+def upgrade(helm: str, cluster: Cluster, *settings: str) -> None:
+    """`helm upgrade --reuse-values --wait` of the installed release with ``--set``s."""
+    sets = [arg for setting in settings for arg in ("--set", setting)]
+    run_helm(
+        helm,
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        "--reuse-values",
+        "--wait",
+        *sets,
+        kubeconfig=cluster.kubeconfig,
+    )
+
+
 def render_text(helm: str, *values: str) -> str:
     return run_helm(helm, "template", RELEASE, str(CHART), "-n", NAMESPACE, *values).stdout
 
@@ -419,19 +436,7 @@ def test_admission_policy_allows_only_listed_registries(installed: Cluster, helm
         assert admission(cluster, ns, ms) == ""
 
         # requireDigest: tags are refused, digests admitted
-        run_helm(
-            helm,
-            "upgrade",
-            RELEASE,
-            str(CHART),
-            "-n",
-            NAMESPACE,
-            "--reuse-values",
-            "--set",
-            "admissionPolicy.requireDigest=true",
-            "--wait",
-            kubeconfig=cluster.kubeconfig,
-        )
+        upgrade(helm, cluster, "admissionPolicy.requireDigest=true")
         tagged = workbench("quay.io/jupyter/minimal-notebook:2025-10-20")
         wait_until(
             lambda: "must be pinned by digest" in admission(cluster, ns, tagged),
@@ -441,19 +446,7 @@ def test_admission_policy_allows_only_listed_registries(installed: Cluster, helm
         pinned = workbench("quay.io/jupyter/minimal-notebook@sha256:" + "a" * 64)
         assert admission(cluster, ns, pinned) == ""
     finally:
-        run_helm(
-            helm,
-            "upgrade",
-            RELEASE,
-            str(CHART),
-            "-n",
-            NAMESPACE,
-            "--reuse-values",
-            "--set",
-            "admissionPolicy.requireDigest=false",
-            "--wait",
-            kubeconfig=cluster.kubeconfig,
-        )
+        upgrade(helm, cluster, "admissionPolicy.requireDigest=false")
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 
@@ -571,19 +564,7 @@ def test_operator_api_calls_and_its_cluster_role_agree(
     cluster = installed
     ns = isolated_namespace(cluster, "rbac")
     # the release as it would be for an operator that watches only this namespace
-    run_helm(
-        helm,
-        "upgrade",
-        RELEASE,
-        str(CHART),
-        "-n",
-        NAMESPACE,
-        "--reuse-values",
-        "--wait",
-        "--set",
-        f"operator.watchNamespaces={{{ns}}}",
-        kubeconfig=cluster.kubeconfig,
-    )
+    upgrade(helm, cluster, f"operator.watchNamespaces={{{ns}}}")
     offset = cluster.audit_offset()
     op = start_operator(
         cluster,
@@ -627,19 +608,7 @@ def test_operator_api_calls_and_its_cluster_role_agree(
     finally:
         stop_operator(op)
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
-        run_helm(
-            helm,
-            "upgrade",
-            RELEASE,
-            str(CHART),
-            "-n",
-            NAMESPACE,
-            "--reuse-values",
-            "--wait",
-            "--set",
-            "operator.watchNamespaces=null",
-            kubeconfig=cluster.kubeconfig,
-        )
+        upgrade(helm, cluster, "operator.watchNamespaces=null")
     events = []
     with cluster.audit_log.open() as f:
         f.seek(offset)
@@ -799,42 +768,14 @@ def test_upgrade_changes_the_release_and_uninstall_removes_it(
     installed: Cluster, helm: str
 ) -> None:
     cluster = installed
-    run_helm(
-        helm,
-        "upgrade",
-        RELEASE,
-        str(CHART),
-        "-n",
-        NAMESPACE,
-        "--reuse-values",
-        "--set",
-        "operator.replicas=3",
-        "--set",
-        "api.enabled=false",
-        "--wait",
-        kubeconfig=cluster.kubeconfig,
-    )
+    upgrade(helm, cluster, "operator.replicas=3", "api.enabled=false")
     deploys = json.loads(cluster.kubectl("get", "deploy", "-n", NAMESPACE, "-o", "json").stdout)
     assert {d["metadata"]["name"]: d["status"].get("readyReplicas") for d in deploys["items"]} == {
         f"{RELEASE}-operator": 3
     }
     history = run_helm(helm, "history", RELEASE, "-n", NAMESPACE, kubeconfig=cluster.kubeconfig)
     assert "deployed" in history.stdout.splitlines()[-1]
-    run_helm(
-        helm,
-        "upgrade",
-        RELEASE,
-        str(CHART),
-        "-n",
-        NAMESPACE,
-        "--reuse-values",
-        "--set",
-        "operator.replicas=2",
-        "--set",
-        "api.enabled=true",
-        "--wait",
-        kubeconfig=cluster.kubeconfig,
-    )
+    upgrade(helm, cluster, "operator.replicas=2", "api.enabled=true")
     run_helm(helm, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", kubeconfig=cluster.kubeconfig)
     left = cluster.kubectl(
         "get",
