@@ -110,14 +110,16 @@ async function signIn(token) {
   try {
     const me = await api("GET", "/api/v1/whoami");
     sessionStorage.setItem("kubeforge-token", token);
+    // Choose the namespace before the app is shown: filled in after, it could overwrite (or
+    // be appended to) what the user has started typing.
+    const mine = await api("GET", "/api/v1/namespaces").catch(() => ({ items: [] }));
+    $("#namespaces").innerHTML = mine.items.map((n) => `<option value="${esc(n)}">`).join("");
+    if (!ns()) $("#namespace").value = localStorage.getItem("kubeforge-namespace") || mine.items[0] || "default";
     $("#who").textContent = `signed in as ${me.username}`;
     $("#signin").hidden = true;
     $("#app").hidden = false;
     $("#signout").hidden = false;
     $("#signin-error").textContent = "";
-    const mine = await api("GET", "/api/v1/namespaces").catch(() => ({ items: [] }));
-    $("#namespaces").innerHTML = mine.items.map((n) => `<option value="${esc(n)}">`).join("");
-    if (!ns()) $("#namespace").value = localStorage.getItem("kubeforge-namespace") || mine.items[0] || "default";
     refresh();
   } catch (err) {
     state.token = "";
