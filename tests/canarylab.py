@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from kubeforge_crds.modelserver import ModelServerSpec, ModelServerStatus, Revision
-from kubeforge_operator.modelserver import Plan, plan_rollout, run_analysis
+from kubeforge_operator.modelserver import Plan, plan_rollout, record_full_load, run_analysis
 from kubeforge_operator.prometheus import Prometheus, Target
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -278,11 +278,12 @@ def drive_rollout(
     status = ModelServerStatus(stable=stable)
     plan = plan_rollout(spec, status, canary, datetime.now(UTC))
     assert isinstance(plan, Plan), "a new revision starts a rollout"
+    target = Target(namespace, name, canary=canary.revision, stable=stable.revision)
+    plan = record_full_load(spec, plan, prom, target, scrape_interval)
     decisions = [d.to_wire() for d in plan.decisions]
     router.canary_percent = plan.canary_percent or 0
     status = ModelServerStatus.model_validate({**status.to_wire(), **plan.status})
     due = plan.next_analysis
-    target = Target(namespace, name, canary=canary.revision, stable=stable.revision)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert due is not None

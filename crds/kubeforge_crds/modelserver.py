@@ -307,7 +307,14 @@ class RolloutProgress(KubeModel):
     stable_baseline: dict[str, float] = Field(
         default_factory=dict,
         description="The stable version's last measured value per relative metric: what the "
-        "canary is compared with once the stable version gets no traffic (the 100% step).",
+        "canary is compared with once the stable version gets no traffic and no full-load value "
+        "was measured.",
+    )
+    stable_full_load: dict[str, float] = Field(
+        default_factory=dict,
+        description="The stable version's value per relative metric over the interval before "
+        "the rollout started, when it served all the traffic: what the canary is compared with "
+        "at the 100% step, under the same load.",
     )
 
 

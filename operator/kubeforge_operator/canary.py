@@ -76,17 +76,32 @@ class Decision:
 
 
 def with_baseline(
-    measurements: dict[str, Measurement], baseline: dict[str, float]
+    measurements: dict[str, Measurement],
+    baseline: dict[str, float],
+    full_load: dict[str, float] | None = None,
+    canary_traffic: int = 0,
 ) -> tuple[dict[str, Measurement], dict[str, float]]:
-    """Fill a missing stable value from the last one measured (at the 100% step the stable
-    version serves nothing), and return the baseline updated with this interval's values."""
+    """The stable values the canary is compared with, and the baseline updated with this
+    interval's values.
+
+    At the 100% step the canary takes all the load and the stable version none; its value
+    measured before the rollout, when it took all the load (``full_load``), is the comparison
+    at equal load. A CPU-bound runtime's latency grows with its load: compared with the stable
+    version's value at 50 % of the load, a healthy canary measured 1.96x slower. Without a
+    full-load value (no traffic before the rollout), a missing stable value is filled from
+    the last one measured."""
     filled: dict[str, Measurement] = {}
     updated = dict(baseline)
     for name, m in measurements.items():
         if m.error is None and m.stable is not None and math.isfinite(m.stable):
             updated[name] = m.stable
+        if m.error is not None:
             filled[name] = m
-        elif m.error is None and name in baseline:
+        elif canary_traffic >= 100 and full_load and name in full_load:
+            filled[name] = Measurement(canary=m.canary, stable=full_load[name])
+        elif m.stable is not None and math.isfinite(m.stable):
+            filled[name] = m
+        elif name in baseline:
             filled[name] = Measurement(canary=m.canary, stable=baseline[name])
         else:
             filled[name] = m

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
@@ -647,6 +648,14 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
         problem = _promql_problem(spec, prom)
         if problem is not None:  # refuse the rollout; the stable version keeps serving
             return Outcome(phase=str(status.phase or ModelServerPhase.READY), dependents=[problem])
+        if prom is not None and status.stable is not None:
+            planned = record_full_load(
+                spec,
+                planned,
+                prom,
+                Target(ctx.namespace, ctx.name, desired.revision, status.stable.revision),
+                get_settings().prometheus_scrape_interval,
+            )
     if isinstance(planned, RolloutProgress):
         requested = drift_rollback(ctx.obj, desired)
         if requested is not None:
@@ -751,10 +760,52 @@ def run_analysis(
     is confirmed after ``recheck_seconds`` (default: one scrape interval)."""
     interval = parse_duration(spec.rollout.interval).total_seconds()
     measured = measurer.measure(spec.rollout.metrics, target, window(interval, scrape_seconds))
-    measured, baseline = with_baseline(measured, rollout.stable_baseline)
+    measured, baseline = with_baseline(
+        measured,
+        rollout.stable_baseline,
+        rollout.stable_full_load,
+        spec.rollout.steps[rollout.step],
+    )
     decision = analyse(
         spec.rollout, RolloutState(step=rollout.step, failures=rollout.failures), measured
     )
     recheck = timedelta(seconds=max(1.0, recheck_seconds or scrape_seconds))
     progress = rollout.model_copy(update={"stable_baseline": baseline})
     return apply_decision(spec, status, desired, progress, decision, now, recheck)
+
+
+def record_full_load(
+    spec: ModelServerSpec,
+    plan: Plan,
+    measurer: Measurer,
+    target: Target,
+    scrape_seconds: float,
+) -> Plan:
+    """At the start of a rollout, measure the stable version's relative metrics over the
+    interval before it, when it still took all the traffic: the 100% step compares the canary
+    with these, at the same load (``canary.with_baseline``). Nothing is recorded for a metric
+    without data (no traffic yet) or whose query failed; the rollout starts either way."""
+    relative = [m for m in spec.rollout.metrics if m.relative_to_stable]
+    rollout = plan.status.get("rollout")
+    if not relative or rollout is None:
+        return plan
+    interval = parse_duration(spec.rollout.interval).total_seconds()
+    # the stable revision measured as if it were the canary: one query per metric
+    as_absolute = [m.model_copy(update={"relative_to_stable": False}) for m in relative]
+    stable_only = Target(target.namespace, target.name, canary=target.stable, stable=target.stable)
+    measured = measurer.measure(as_absolute, stable_only, window(interval, scrape_seconds))
+    values = {
+        name: m.canary
+        for name, m in measured.items()
+        if m.error is None and m.canary is not None and math.isfinite(m.canary)
+    }
+    if not values:
+        return plan
+    rollout = {**rollout, "stableFullLoad": values}
+    decisions = [
+        d.model_copy(update={"measurements": {**d.measurements, **values}})
+        if d.action == "start"
+        else d
+        for d in plan.decisions
+    ]
+    return replace(plan, status={**plan.status, "rollout": rollout}, decisions=decisions)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kubeforge_crds.modelserver import ModelServerSpec, ModelServerStatus, Revision
+from kubeforge_crds.modelserver import AnalysisMetric, ModelServerSpec, ModelServerStatus, Revision
 from kubeforge_operator.canary import Action, Check, Decision, Measurement, with_baseline
 from kubeforge_operator.conditions import ConditionStatus
 from kubeforge_operator.modelserver import (
@@ -21,7 +21,9 @@ from kubeforge_operator.modelserver import (
     isvc_ready,
     plan_rollout,
     postponed_plan,
+    record_full_load,
     revision_id,
+    run_analysis,
 )
 from kubeforge_operator.placement import Placement
 from kubeforge_operator.prometheus import Target, metric_query, render_template, window
@@ -315,6 +317,75 @@ def test_baseline_stands_in_for_a_stable_version_without_traffic() -> None:
     assert baseline == {"latency": 0.15}
     failed, _ = with_baseline({"latency": Measurement(error="down")}, {"latency": 0.1})
     assert failed["latency"].error == "down"  # a failed query stays a failure
+
+
+def test_full_load_value_is_the_comparison_at_the_100_percent_step() -> None:
+    measured = {"latency": Measurement(canary=0.3, stable=None)}
+    full = {"latency": 0.25}
+    filled, _ = with_baseline(measured, {"latency": 0.1}, full, canary_traffic=100)
+    assert filled["latency"].stable == 0.25  # not the 0.1 measured at half the load
+    # below 100 % the stable version's own value this interval is the comparison
+    at_half = {"latency": Measurement(canary=0.3, stable=0.2)}
+    filled, baseline = with_baseline(at_half, {}, full, canary_traffic=50)
+    assert filled["latency"].stable == 0.2
+    assert baseline == {"latency": 0.2}
+    # without a full-load value the last measured one stands in, as before
+    filled, _ = with_baseline(measured, {"latency": 0.1}, {}, canary_traffic=100)
+    assert filled["latency"].stable == 0.1
+
+
+class FixedMeasurer:
+    """Prometheus's answers as a table: revision -> metric name -> value (pure stand-in for the
+    query layer, which tests/integration runs against the real Prometheus)."""
+
+    def __init__(self, values: dict[str, dict[str, float]]) -> None:
+        self.values = values
+        self.asked: list[tuple[str, str, bool]] = []
+
+    def measure(
+        self, metrics: list[AnalysisMetric], target: Target, win: str
+    ) -> dict[str, Measurement]:
+        out = {}
+        for m in metrics:
+            self.asked.append((m.name, target.canary, m.relative_to_stable))
+            stable = self.values[target.stable].get(m.name) if m.relative_to_stable else None
+            out[m.name] = Measurement(canary=self.values[target.canary].get(m.name), stable=stable)
+        return out
+
+
+def test_a_rollout_records_the_stable_version_at_full_load_and_compares_at_100() -> None:
+    s = spec("s3://m/v2")  # default checks: error rate <= 5 %, p95 latency <= 1.5x stable
+    v1, v2 = rev("s3://m/v1"), rev("s3://m/v2", s)
+    status = ModelServerStatus(stable=v1)
+    started = plan_rollout(s, status, v2, NOW)
+    assert isinstance(started, Plan)
+    target = Target("team-a", "bot", canary=v2.revision, stable=v1.revision)
+    before = FixedMeasurer({v1.revision: {"latency-p95": 0.4, "error-rate": 0.0}})
+    started = record_full_load(s, started, before, target, scrape_seconds=5)
+    assert before.asked == [("latency-p95", v1.revision, False)]  # one query, relative only
+    assert started.status["rollout"]["stableFullLoad"] == {"latency-p95": 0.4}
+    assert started.decisions[0].measurements == {"latency-p95": 0.4}
+    status = ModelServerStatus.model_validate({**status.to_wire(), **started.status})
+    assert status.rollout is not None
+    at_100 = status.rollout.model_copy(update={"step": 2, "stable_baseline": {"latency-p95": 0.2}})
+    # the canary under all the load: 0.5 s, 2.5x the stable at half load, 1.25x at full load
+    now_measured = FixedMeasurer(
+        {v2.revision: {"latency-p95": 0.5, "error-rate": 0.0}, v1.revision: {}}
+    )
+    plan = run_analysis(s, status, v2, at_100, now_measured, target, 5, NOW + timedelta(minutes=2))
+    assert plan.decisions[-1].action == "promote", plan.decisions[-1].reason
+    assert "0.5 vs 0.4" in plan.decisions[-1].reason
+
+
+def test_no_traffic_before_the_rollout_records_no_full_load_value() -> None:
+    s = spec("s3://m/v2")
+    v1, v2 = rev("s3://m/v1"), rev("s3://m/v2", s)
+    started = plan_rollout(s, ModelServerStatus(stable=v1), v2, NOW)
+    assert isinstance(started, Plan)
+    target = Target("team-a", "bot", canary=v2.revision, stable=v1.revision)
+    same = record_full_load(s, started, FixedMeasurer({v1.revision: {}}), target, 5)
+    assert not same.status["rollout"]["stableFullLoad"]
+    assert same.decisions[0].measurements == {}
 
 
 # --- Prometheus queries --------------------------------------------------------------------------
