@@ -50,6 +50,14 @@ ALL_ON = [
     "--set",
     "kserve.servingRuntime.enabled=true",
 ]
+INGRESS = [
+    "--set",
+    "api.ingress.enabled=true",
+    "--set",
+    "api.ingress.host=kubeforge.example.com",
+    "--set",
+    "api.ingress.tlsSecretName=kubeforge-tls",
+]
 
 
 @pytest.fixture(scope="module")
@@ -127,12 +135,32 @@ def test_lint_and_template(helm: str) -> None:
             "ValidatingAdmissionPolicyBinding",
         }
     )
-    everything = render(helm, *ALL_ON)
-    for kind in ("ServiceMonitor", "PrometheusRule", "ClusterServingRuntime"):
+    everything = render(helm, *ALL_ON, *INGRESS)
+    for kind in ("ServiceMonitor", "PrometheusRule", "ClusterServingRuntime", "Ingress"):
         find(everything, kind)
     dashboard = find(everything, "ConfigMap", f"{RELEASE}-dashboard")
     panels = json.loads(dashboard["data"]["kubeforge.json"])["panels"]
     assert {p["title"] for p in panels} >= {"Operator leader", "Rollout decisions"}
+
+
+def test_ingress_serves_the_api_and_portal_at_its_host(helm: str) -> None:
+    docs = render(helm, *INGRESS, "--set", "api.ingress.className=nginx")
+    ingress = find(docs, "Ingress", f"{RELEASE}-api")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [
+        {"hosts": ["kubeforge.example.com"], "secretName": "kubeforge-tls"}
+    ]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "kubeforge.example.com"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    service = find(docs, "Service", f"{RELEASE}-api")
+    assert backend["name"] == service["metadata"]["name"]
+    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    # no API, no Ingress; no Ingress by default
+    assert not [
+        d for d in render(helm, *INGRESS, "--set", "api.enabled=false") if d["kind"] == "Ingress"
+    ]
+    assert not [d for d in render(helm) if d["kind"] == "Ingress"]
 
 
 def test_chart_crds_and_user_roles_are_the_generated_ones() -> None:
@@ -152,6 +180,8 @@ def test_values_schema_names_the_bad_value(helm: str) -> None:
         ("--set", "image.digest=latest"): "digest",
         ("--set", "monitoring.prometheusRule.operatorDownFor=five"): "operatorDownFor",
         ("--set", "platform.hardwareProfiles[0].description=x"): "name",
+        ("--set", "api.ingress.enabled=true"): "/api/ingress/host",
+        ("--set", "api.ingress.host=https://kubeforge.example.com"): "/api/ingress/host",
     }
     for args, field in cases.items():
         proc = run_helm(helm, "template", RELEASE, str(CHART), *args, check=False)
@@ -256,7 +286,7 @@ def test_checkov_scan_has_no_finding_left_unexplained(helm: str, tmp_path: Path)
     reason and explained in docs/security.md."""
     rendered = tmp_path / "rendered.yaml"
     pinned = ("--set", "image.digest=sha256:" + "0" * 64)
-    rendered.write_text(render_text(helm, *ALL_ON[:6], *pinned))
+    rendered.write_text(render_text(helm, *ALL_ON[:6], *INGRESS, *pinned))
     results = checkov(rendered)
     failed = sorted({(c["check_id"], c["resource"]) for c in results["failed_checks"]})
     assert failed == [], failed
@@ -775,11 +805,18 @@ def test_upgrade_changes_the_release_and_uninstall_removes_it(
     }
     history = run_helm(helm, "history", RELEASE, "-n", NAMESPACE, kubeconfig=cluster.kubeconfig)
     assert "deployed" in history.stdout.splitlines()[-1]
-    upgrade(helm, cluster, "operator.replicas=2", "api.enabled=true")
+    upgrade(helm, cluster, "operator.replicas=2", "api.enabled=true", *INGRESS[1::2])
+    # the apiserver admitted the Ingress; NOTES gives its URL instead of a port-forward
+    ingress = json.loads(
+        cluster.kubectl("get", "ingress", f"{RELEASE}-api", "-n", NAMESPACE, "-o", "json").stdout
+    )
+    assert ingress["spec"]["rules"][0]["host"] == "kubeforge.example.com"
+    notes = run_helm(helm, "status", RELEASE, "-n", NAMESPACE, kubeconfig=cluster.kubeconfig)
+    assert "https://kubeforge.example.com/" in notes.stdout
     run_helm(helm, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", kubeconfig=cluster.kubeconfig)
     left = cluster.kubectl(
         "get",
-        "deploy,svc,sa,networkpolicy,role,rolebinding",
+        "deploy,svc,sa,networkpolicy,role,rolebinding,ingress",
         "-n",
         NAMESPACE,
         "-l",
