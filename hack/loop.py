@@ -549,15 +549,16 @@ def model_server() -> dict[str, Any]:
             "runtime": {"modelFormat": "peft"},
             "resources": {"cpu": "1", "memory": "2Gi"},
             "rollout": {
-                # p95 latency may triple: at 100 % one CPU-bound runtime takes all the load that
-                # two shared, on a 2-core machine that also runs everything else (measured up to
-                # 1.96x for a healthy version 2 in the test suite)
+                # p95 latency at most 2x the stable version's, not the default 1.5x: the 2-core
+                # machine also runs the control plane, Prometheus, the drift service and the
+                # load (at the 100 % step the comparison is with the stable version at full
+                # load, measured before the rollout: status.rollout.stableFullLoad)
                 "metrics": [
                     {"name": "error-rate", "type": "errorRate", "max": 0.05},
                     {
                         "name": "latency-p95",
                         "type": "latencyP95",
-                        "max": 3.0,
+                        "max": 2.0,
                         "relativeToStable": True,
                     },
                 ],

@@ -802,8 +802,13 @@ def record_full_load(
     if not values:
         return plan
     rollout = {**rollout, "stableFullLoad": values}
+    # said in the start decision's reason; its measurements stay what they are elsewhere (each
+    # check's value: a ratio for a relative check), not seconds under the same name
+    measured_at_full_load = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
     decisions = [
-        d.model_copy(update={"measurements": {**d.measurements, **values}})
+        d.model_copy(
+            update={"reason": f"{d.reason}; stable at full load: {measured_at_full_load}"[:1024]}
+        )
         if d.action == "start"
         else d
         for d in plan.decisions

@@ -8,6 +8,7 @@ look: status, Events, the operator's metrics, the API's catalog and lineage."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from typing import Any
@@ -76,6 +77,12 @@ def test_drift_retrains_and_version_2_is_promoted(records: list[dict[str, Any]])
         "50/50",
         "0/100",
     ]
+    # the 100% step compares version 2 with version 1 measured at full load before the rollout
+    full_load = re.search(
+        r"stable at full load: latency-p95 ([0-9.e-]+)", run["decisions"][0]["reason"]
+    )
+    assert full_load, run["decisions"][0]["reason"]
+    assert f"vs {float(full_load.group(1)):.4g})" in run["decisions"][-1]["reason"]
     assert run["v1"]["version"] != run["v2"]["version"]
     # exactly one retraining run, trained on the training data plus the live window
     assert run["retrain"] == "tickets-drift-retrain-1"

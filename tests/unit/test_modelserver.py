@@ -364,7 +364,7 @@ def test_a_rollout_records_the_stable_version_at_full_load_and_compares_at_100()
     started = record_full_load(s, started, before, target, scrape_seconds=5)
     assert before.asked == [("latency-p95", v1.revision, False)]  # one query, relative only
     assert started.status["rollout"]["stableFullLoad"] == {"latency-p95": 0.4}
-    assert started.decisions[0].measurements == {"latency-p95": 0.4}
+    assert started.decisions[0].reason == "canary at 10%; stable at full load: latency-p95 0.4"
     status = ModelServerStatus.model_validate({**status.to_wire(), **started.status})
     assert status.rollout is not None
     at_100 = status.rollout.model_copy(update={"step": 2, "stable_baseline": {"latency-p95": 0.2}})
@@ -385,7 +385,7 @@ def test_no_traffic_before_the_rollout_records_no_full_load_value() -> None:
     target = Target("team-a", "bot", canary=v2.revision, stable=v1.revision)
     same = record_full_load(s, started, FixedMeasurer({v1.revision: {}}), target, 5)
     assert not same.status["rollout"]["stableFullLoad"]
-    assert same.decisions[0].measurements == {}
+    assert same.decisions[0].reason == "canary at 10%"
 
 
 # --- Prometheus queries --------------------------------------------------------------------------
