@@ -58,6 +58,16 @@ INGRESS = [
     "--set",
     "api.ingress.tlsSecretName=kubeforge-tls",
 ]
+HTTP_ROUTE = [
+    "--set",
+    "api.httpRoute.enabled=true",
+    "--set",
+    "api.httpRoute.parentRefs[0].name=public",
+    "--set",
+    "api.httpRoute.parentRefs[0].namespace=gateways",
+    "--set",
+    "api.httpRoute.hostnames[0]=kubeforge.example.com",
+]
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +145,14 @@ def test_lint_and_template(helm: str) -> None:
             "ValidatingAdmissionPolicyBinding",
         }
     )
-    everything = render(helm, *ALL_ON, *INGRESS)
-    for kind in ("ServiceMonitor", "PrometheusRule", "ClusterServingRuntime", "Ingress"):
+    everything = render(helm, *ALL_ON, *INGRESS, *HTTP_ROUTE)
+    for kind in (
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ClusterServingRuntime",
+        "Ingress",
+        "HTTPRoute",
+    ):
         find(everything, kind)
     dashboard = find(everything, "ConfigMap", f"{RELEASE}-dashboard")
     panels = json.loads(dashboard["data"]["kubeforge.json"])["panels"]
@@ -163,6 +179,21 @@ def test_ingress_serves_the_api_and_portal_at_its_host(helm: str) -> None:
     assert not [d for d in render(helm) if d["kind"] == "Ingress"]
 
 
+def test_http_route_attaches_the_api_to_a_gateway(helm: str) -> None:
+    docs = render(helm, *HTTP_ROUTE)
+    route = find(docs, "HTTPRoute", f"{RELEASE}-api")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["spec"]["parentRefs"] == [{"name": "public", "namespace": "gateways"}]
+    assert route["spec"]["hostnames"] == ["kubeforge.example.com"]
+    (rule,) = route["spec"]["rules"]
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    service = find(docs, "Service", f"{RELEASE}-api")
+    assert rule["backendRefs"] == [
+        {"name": service["metadata"]["name"], "port": service["spec"]["ports"][0]["port"]}
+    ]
+    assert not [d for d in render(helm) if d["kind"] == "HTTPRoute"]
+
+
 def test_chart_crds_and_user_roles_are_the_generated_ones() -> None:
     manifests = sorted((REPO / "crds" / "manifests").glob("*.yaml"))
     assert [p.name for p in manifests] == sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
@@ -182,6 +213,11 @@ def test_values_schema_names_the_bad_value(helm: str) -> None:
         ("--set", "platform.hardwareProfiles[0].description=x"): "name",
         ("--set", "api.ingress.enabled=true"): "/api/ingress/host",
         ("--set", "api.ingress.host=https://kubeforge.example.com"): "/api/ingress/host",
+        ("--set", "api.httpRoute.enabled=true"): "/api/httpRoute/parentRefs",
+        (
+            "--set",
+            "api.httpRoute.hostnames[0]=kubeforge.example.com:443",
+        ): "/api/httpRoute/hostnames/0",
     }
     for args, field in cases.items():
         proc = run_helm(helm, "template", RELEASE, str(CHART), *args, check=False)
@@ -805,18 +841,36 @@ def test_upgrade_changes_the_release_and_uninstall_removes_it(
     }
     history = run_helm(helm, "history", RELEASE, "-n", NAMESPACE, kubeconfig=cluster.kubeconfig)
     assert "deployed" in history.stdout.splitlines()[-1]
-    upgrade(helm, cluster, "operator.replicas=2", "api.enabled=true", *INGRESS[1::2])
-    # the apiserver admitted the Ingress; NOTES gives its URL instead of a port-forward
-    ingress = json.loads(
-        cluster.kubectl("get", "ingress", f"{RELEASE}-api", "-n", NAMESPACE, "-o", "json").stdout
+    upgrade(
+        helm, cluster, "operator.replicas=2", "api.enabled=true", *INGRESS[1::2], *HTTP_ROUTE[1::2]
     )
-    assert ingress["spec"]["rules"][0]["host"] == "kubeforge.example.com"
+    # the apiserver admitted the Ingress and (Gateway API's own CRD and rules) the HTTPRoute;
+    # NOTES gives the Ingress's URL instead of a port-forward
+    for kind in ("ingress", "httproute"):
+        exposed = json.loads(
+            cluster.kubectl("get", kind, f"{RELEASE}-api", "-n", NAMESPACE, "-o", "json").stdout
+        )
+        assert "kubeforge.example.com" in json.dumps(exposed["spec"]), kind
     notes = run_helm(helm, "status", RELEASE, "-n", NAMESPACE, kubeconfig=cluster.kubeconfig)
     assert "https://kubeforge.example.com/" in notes.stdout
+    without_ingress = run_helm(
+        helm,
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        "--reuse-values",
+        "--dry-run",
+        "--set",
+        "api.ingress.enabled=false",
+        kubeconfig=cluster.kubeconfig,
+    )
+    assert f"HTTPRoute {RELEASE}-api on Gateway gateways/public" in without_ingress.stdout
     run_helm(helm, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", kubeconfig=cluster.kubeconfig)
     left = cluster.kubectl(
         "get",
-        "deploy,svc,sa,networkpolicy,role,rolebinding,ingress",
+        "deploy,svc,sa,networkpolicy,role,rolebinding,ingress,httproute",
         "-n",
         NAMESPACE,
         "-l",
