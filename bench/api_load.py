@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 import localcluster as lc  # noqa: E402
-from tests.canarylab import start_api  # noqa: E402
+
+from labs.canary import start_api  # noqa: E402
 
 NS = "bench-api"
 

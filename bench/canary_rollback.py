@@ -33,7 +33,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.canarylab import (
+from kubeforge_crds.modelserver import ModelServerSpec, Revision
+from kubeforge_operator.prometheus import Prometheus, window
+from labs.canary import (
     SKLEARN_BODY,
     Outcome,
     Router,
@@ -43,9 +45,6 @@ from tests.canarylab import (
     start_runtime,
     write_sklearn_model,
 )
-
-from kubeforge_crds.modelserver import ModelServerSpec, Revision
-from kubeforge_operator.prometheus import Prometheus, window
 
 NS, NAME = "bench", "scorer"
 

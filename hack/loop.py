@@ -50,7 +50,10 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 import localcluster as lc  # noqa: E402
 import yaml  # noqa: E402
-from tests.canarylab import (  # noqa: E402
+
+from kubeforge_pipelines.tinymodel import support_tickets  # noqa: E402
+from kubeforge_runtimes.drift.config import MonitorConfig  # noqa: E402
+from labs.canary import (  # noqa: E402
     Proc,
     free_port,
     set_faults,
@@ -58,10 +61,7 @@ from tests.canarylab import (  # noqa: E402
     start_prometheus,
     start_runtime,
 )
-from tests.driftlab import log_inference, start_drift_service  # noqa: E402
-
-from kubeforge_pipelines.tinymodel import support_tickets  # noqa: E402
-from kubeforge_runtimes.drift.config import MonitorConfig  # noqa: E402
+from labs.drift import log_inference, start_drift_service  # noqa: E402
 
 WORK = REPO / ".cache" / "loop"
 MODEL, MS, DM, FTJ = "tickets", "tickets", "tickets-drift", "tickets-v1"

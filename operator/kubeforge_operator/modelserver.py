@@ -756,7 +756,7 @@ def run_analysis(
     recheck_seconds: float | None = None,
 ) -> Plan:
     """One analysis of the rollout: measure, decide (``canary.analyse``), and plan the result.
-    The operator's reconcile and ``tests/canarylab.py`` both run exactly this. A failed analysis
+    The operator's reconcile and ``labs/canary.py`` both run exactly this. A failed analysis
     is confirmed after ``recheck_seconds`` (default: one scrape interval)."""
     interval = parse_duration(spec.rollout.interval).total_seconds()
     measured = measurer.measure(spec.rollout.metrics, target, window(interval, scrape_seconds))

@@ -14,7 +14,7 @@ import pytest
 
 from kubeforge_crds.modelserver import ModelServerSpec, Revision
 from kubeforge_operator.prometheus import Prometheus
-from tests.canarylab import (
+from labs.canary import (
     Proc,
     Router,
     drive_rollout,

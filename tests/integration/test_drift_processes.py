@@ -16,8 +16,8 @@ import yaml
 from kubeforge_operator.driftmonitor import alert_rules
 from kubeforge_pipelines.tinymodel import support_tickets
 from kubeforge_runtimes.drift.config import MonitorConfig
-from tests.canarylab import Proc, start_prometheus
-from tests.driftlab import log_inference, logger_headers, start_drift_service, write_jsonl
+from labs.canary import Proc, start_prometheus
+from labs.drift import log_inference, logger_headers, start_drift_service, write_jsonl
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration

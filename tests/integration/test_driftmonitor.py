@@ -25,8 +25,8 @@ from kubeforge_operator.driftmonitor import DRIFT_MONITOR_LABEL, logger_url
 from kubeforge_operator.finetunejob import TRIGGER_ANNOTATION
 from kubeforge_pipelines.tinymodel import support_tickets
 from kubeforge_runtimes.drift.config import MonitorConfig
-from tests.canarylab import Proc, free_port
-from tests.driftlab import log_inference, start_drift_service, write_jsonl
+from labs.canary import Proc, free_port
+from labs.drift import log_inference, start_drift_service, write_jsonl
 from tests.integration.conftest import (
     ISOLATED_PREFIX,
     Cluster,

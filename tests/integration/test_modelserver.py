@@ -23,7 +23,7 @@ from kubernetes import client, config
 
 from kubeforge_crds.modelserver import ModelServerSpec
 from kubeforge_operator.modelserver import desired_revision
-from tests.canarylab import (
+from labs.canary import (
     SKLEARN_BODY,
     Proc,
     Router,

@@ -16,7 +16,7 @@ import httpx
 
 from kubeforge_runtimes.drift.config import MonitorConfig
 from kubeforge_runtimes.drift.payloads import REQUEST_TYPE, RESPONSE_TYPE
-from tests.canarylab import Proc, _wait, free_port
+from labs.canary import Proc, _wait, free_port
 
 
 def start_drift_service(
