@@ -72,7 +72,9 @@ chart-scan: $(STAMP) $(CHECKOV) ## Render the Helm chart (all options on) and sc
 	mkdir -p _output
 	$(HELM) template kubeforge charts/kubeforge -n kubeforge-system --set image.digest=sha256:$$(printf '0%.0s' {1..64}) \
 	  --set monitoring.serviceMonitor.enabled=true --set monitoring.prometheusRule.enabled=true \
-	  --set monitoring.grafanaDashboard.enabled=true > _output/kubeforge-rendered.yaml
+	  --set monitoring.grafanaDashboard.enabled=true \
+	  --set api.ingress.enabled=true --set api.ingress.host=kubeforge.example.com \
+	  --set api.ingress.tlsSecretName=kubeforge-tls > _output/kubeforge-rendered.yaml
 	BC_SKIP_MAPPING=TRUE $(CHECKOV) -f _output/kubeforge-rendered.yaml --framework kubernetes --compact --quiet --skip-download
 
 .PHONY: generate
