@@ -91,10 +91,13 @@ def run_helm(
     return proc
 
 
-def upgrade(helm: str, cluster: Cluster, *settings: str) -> None:
-    """`helm upgrade --reuse-values --wait` of the installed release with ``--set``s."""
+def upgrade(
+    helm: str, cluster: Cluster, *settings: str, dry_run: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`helm upgrade --reuse-values --wait` of the installed release with ``--set``s (with
+    ``dry_run``: `--dry-run` instead of `--wait`, nothing changed; the output has the NOTES)."""
     sets = [arg for setting in settings for arg in ("--set", setting)]
-    run_helm(
+    return run_helm(
         helm,
         "upgrade",
         RELEASE,
@@ -102,7 +105,7 @@ def upgrade(helm: str, cluster: Cluster, *settings: str) -> None:
         "-n",
         NAMESPACE,
         "--reuse-values",
-        "--wait",
+        "--dry-run" if dry_run else "--wait",
         *sets,
         kubeconfig=cluster.kubeconfig,
     )
@@ -853,19 +856,7 @@ def test_upgrade_changes_the_release_and_uninstall_removes_it(
         assert "kubeforge.example.com" in json.dumps(exposed["spec"]), kind
     notes = run_helm(helm, "status", RELEASE, "-n", NAMESPACE, kubeconfig=cluster.kubeconfig)
     assert "https://kubeforge.example.com/" in notes.stdout
-    without_ingress = run_helm(
-        helm,
-        "upgrade",
-        RELEASE,
-        str(CHART),
-        "-n",
-        NAMESPACE,
-        "--reuse-values",
-        "--dry-run",
-        "--set",
-        "api.ingress.enabled=false",
-        kubeconfig=cluster.kubeconfig,
-    )
+    without_ingress = upgrade(helm, cluster, "api.ingress.enabled=false", dry_run=True)
     assert f"HTTPRoute {RELEASE}-api on Gateway gateways/public" in without_ingress.stdout
     run_helm(helm, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", kubeconfig=cluster.kubeconfig)
     left = cluster.kubectl(
