@@ -52,6 +52,31 @@ def _wait(
         time.sleep(0.3)
 
 
+def launch(
+    cmd: list[str],
+    log: Path,
+    port: int,
+    ready_path: str,
+    what: str,
+    timeout: float,
+    env: dict[str, str] | None = None,
+) -> Proc:
+    """Start ``cmd`` (output appended to ``log``), serving on 127.0.0.1:``port``; return once
+    GET ``ready_path`` answers 200, or raise with the log's tail if it exits or times out."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    _wait(
+        lambda: httpx.get(url + ready_path, timeout=2).status_code == 200,
+        proc,
+        log,
+        what,
+        timeout,
+    )
+    return Proc(url, proc, log)
+
+
 @dataclass
 class Proc:
     url: str
@@ -90,28 +115,20 @@ def start_prometheus(
     (workdir / "prometheus.yml").write_text(json.dumps(config))
     port = free_port()
     log = workdir / "prometheus.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={workdir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--web.enable-lifecycle",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    p = Proc(url, proc, log)
-    _wait(
-        lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200,
-        proc,
+    return launch(
+        [
+            PROMETHEUS,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+        ],
         log,
+        port,
+        "/-/ready",
         "Prometheus",
         60,
     )
-    return p
 
 
 def start_runtime(
@@ -128,35 +145,27 @@ def start_runtime(
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = workdir / f"runtime-{revision}.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kubeforge_runtimes",
-                "serve",
-                f"--model-dir={model_dir}",
-                f"--model-name={name}",
-                f"--namespace={namespace}",
-                f"--revision={revision}",
-                f"--http-port={port}",
-                f"--max-new-tokens={max_new_tokens}",
-                f"--error-rate={error_rate}",
-                "--fault-control",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    p = Proc(url, proc, log)
-    _wait(
-        lambda: httpx.get(f"{url}/v2/models/{name}/ready", timeout=2).status_code == 200,
-        proc,
+    return launch(
+        [
+            sys.executable,
+            "-m",
+            "kubeforge_runtimes",
+            "serve",
+            f"--model-dir={model_dir}",
+            f"--model-name={name}",
+            f"--namespace={namespace}",
+            f"--revision={revision}",
+            f"--http-port={port}",
+            f"--max-new-tokens={max_new_tokens}",
+            f"--error-rate={error_rate}",
+            "--fault-control",
+        ],
         log,
+        port,
+        f"/v2/models/{name}/ready",
         f"runtime {revision}",
         120,
     )
-    return p
 
 
 def start_api(kubeconfig: str | Path, log: Path) -> Proc:
@@ -168,16 +177,9 @@ def start_api(kubeconfig: str | Path, log: Path) -> Proc:
         "KUBEFORGE_API_HOST": "127.0.0.1",
         "KUBEFORGE_API_PORT": str(port),
     }
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kubeforge_api"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    _wait(
-        lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, proc, log, "the API", 60
+    return launch(
+        [sys.executable, "-m", "kubeforge_api"], log, port, "/healthz", "the API", 60, env
     )
-    return Proc(url, proc, log)
 
 
 def write_sklearn_model(directory: Path, seed: int = 0) -> Path:

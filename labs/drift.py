@@ -6,7 +6,6 @@ content mode, one ``ce-id`` for both)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 
 from kubeforge_runtimes.drift.config import MonitorConfig
 from kubeforge_runtimes.drift.payloads import REQUEST_TYPE, RESPONSE_TYPE
-from labs.canary import Proc, _wait, free_port
+from labs.canary import Proc, free_port, launch
 
 
 def start_drift_service(
@@ -29,30 +28,26 @@ def start_drift_service(
     cfg.write_text(config.model_dump_json(by_alias=True))
     port = port or free_port()
     log = workdir / f"drift-{config.name}.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kubeforge_runtimes",
-                "drift",
-                "serve",
-                "--config",
-                str(cfg),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    path = "/readyz" if ready else "/healthz"
-    _wait(
-        lambda: httpx.get(url + path, timeout=2).status_code == 200, proc, log, "drift service", 60
+    return launch(
+        [
+            sys.executable,
+            "-m",
+            "kubeforge_runtimes",
+            "drift",
+            "serve",
+            "--config",
+            str(cfg),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        log,
+        port,
+        "/readyz" if ready else "/healthz",
+        "drift service",
+        60,
     )
-    return Proc(url, proc, log)
 
 
 def logger_headers(
