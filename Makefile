@@ -54,10 +54,11 @@ test-integration: $(STAMP) $(CHECKOV) ## Integration tests against a real kube-a
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: $(STAMP) ## ruff (lint and format check) and mypy --strict
+lint: $(STAMP) ## ruff (lint and format check), mypy --strict and the import layers (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format and autofix with ruff

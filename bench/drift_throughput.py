@@ -32,7 +32,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kubeforge_runtimes.drift.config import (
+from kubeforge_crds.contracts.drift import (
     CATEGORICAL_METRICS,
     NUMERIC_METRICS,
     FeatureConfig,

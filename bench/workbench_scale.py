@@ -38,8 +38,8 @@ from kubernetes import client, config  # noqa: E402
 
 from kubeforge_crds.platform import PlatformConfig  # noqa: E402
 from kubeforge_crds.workbench import WorkbenchSpec  # noqa: E402
-from kubeforge_operator.placement import Placement, resolve_placement  # noqa: E402
-from kubeforge_operator.workbench import (  # noqa: E402
+from kubeforge_operator.runtime.placement import Placement, resolve_placement  # noqa: E402
+from kubeforge_operator.workbench.builders import (  # noqa: E402
     build_home_pvc,
     build_network_policy,
     build_service,

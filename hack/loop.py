@@ -51,8 +51,8 @@ import httpx  # noqa: E402
 import localcluster as lc  # noqa: E402
 import yaml  # noqa: E402
 
+from kubeforge_crds.contracts.drift import MonitorConfig  # noqa: E402
 from kubeforge_pipelines.tinymodel import support_tickets  # noqa: E402
-from kubeforge_runtimes.drift.config import MonitorConfig  # noqa: E402
 from labs.canary import (  # noqa: E402
     Proc,
     free_port,

@@ -25,8 +25,9 @@ from typing import Any
 import httpx
 
 from kubeforge_crds.modelserver import ModelServerSpec, ModelServerStatus, Revision
-from kubeforge_operator.modelserver import Plan, plan_rollout, record_full_load, run_analysis
-from kubeforge_operator.prometheus import Prometheus, Target
+from kubeforge_operator.modelserver.analysis import record_full_load, run_analysis
+from kubeforge_operator.modelserver.prometheus import Prometheus, Target
+from kubeforge_operator.modelserver.rollout import Plan, plan_rollout
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 

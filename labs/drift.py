@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from kubeforge_runtimes.drift.config import MonitorConfig
+from kubeforge_crds.contracts.drift import MonitorConfig
 from kubeforge_runtimes.drift.payloads import REQUEST_TYPE, RESPONSE_TYPE
 from labs.canary import Proc, free_port, launch
 

@@ -12,10 +12,10 @@ import kopf
 from kubernetes import client
 from prometheus_client import start_http_server
 
-from kubeforge_operator.kube import load_config
-from kubeforge_operator.leader import LeaderElector
-from kubeforge_operator.metrics import LEADER
-from kubeforge_operator.settings import OperatorSettings
+from kubeforge_operator.runtime.kube import load_config
+from kubeforge_operator.runtime.leader import LeaderElector
+from kubeforge_operator.runtime.metrics import LEADER
+from kubeforge_operator.runtime.settings import OperatorSettings
 
 log = logging.getLogger("kubeforge_operator")
 

@@ -24,17 +24,17 @@ from typing import Any
 import kopf
 
 from kubeforge_crds import DRIFTMONITOR, FINETUNEJOB, MODELSERVER, WORKBENCH, KindInfo
-from kubeforge_operator.constants import ANNOTATION_PREFIX, DIFFBASE_ANNOTATION, FINALIZER
+from kubeforge_crds.contracts.labels import FINETUNEJOB_LABEL, WORKBENCH_LABEL
 from kubeforge_operator.driftmonitor import reconcile_driftmonitor
 from kubeforge_operator.finetunejob import reconcile_finetunejob
-from kubeforge_operator.kube import Kube
-from kubeforge_operator.localruns import LOCAL_RUNS
-from kubeforge_operator.metrics import OBJECT_PHASES
+from kubeforge_operator.finetunejob.backends.local import LOCAL_RUNS
 from kubeforge_operator.modelserver import reconcile_modelserver
-from kubeforge_operator.reconcile import OWN_WRITES, Reconciler, reconcile_object
-from kubeforge_operator.settings import get_settings
-from kubeforge_operator.training import FINETUNEJOB_LABEL
-from kubeforge_operator.workbench import WORKBENCH_LABEL, reconcile_workbench
+from kubeforge_operator.runtime.constants import ANNOTATION_PREFIX, DIFFBASE_ANNOTATION, FINALIZER
+from kubeforge_operator.runtime.kube import Kube
+from kubeforge_operator.runtime.metrics import OBJECT_PHASES
+from kubeforge_operator.runtime.reconcile import OWN_WRITES, Reconciler, reconcile_object
+from kubeforge_operator.runtime.settings import get_settings
+from kubeforge_operator.workbench import reconcile_workbench
 
 log = logging.getLogger(__name__)
 

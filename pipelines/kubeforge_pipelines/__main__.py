@@ -63,7 +63,7 @@ def make_dataset(
 
 
 def _load_params(params_file: Path | None, params_json: str | None) -> Any:
-    from kubeforge_pipelines.params import PipelineParams
+    from kubeforge_crds.contracts.pipeline import PipelineParams
 
     if params_json:
         return PipelineParams.model_validate_json(params_json)

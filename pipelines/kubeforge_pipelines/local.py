@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kubeforge_pipelines.params import PipelineParams
+from kubeforge_crds.contracts.pipeline import PipelineParams
 
 
 class PipelineStepError(RuntimeError):

@@ -110,8 +110,8 @@ def register(
     import json
     from pathlib import Path
 
+    from kubeforge_crds.contracts.pipeline import PipelineParams
     from kubeforge_pipelines import steps
-    from kubeforge_pipelines.params import PipelineParams
 
     params = PipelineParams.model_validate_json(params_json)
     lineage = steps.register(params, Path(model.path), dataset, evaluation, run_id)
@@ -168,7 +168,7 @@ def finetune_pipeline(
 
 def pipeline_arguments(params_json: str) -> dict[str, object]:
     """The pipeline's arguments for one run, from PipelineParams JSON."""
-    from kubeforge_pipelines.params import PipelineParams
+    from kubeforge_crds.contracts.pipeline import PipelineParams
 
     p = PipelineParams.model_validate_json(params_json)
     return {

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from kubeforge_crds.contracts.pipeline import PipelineParams
 from kubeforge_pipelines import data, storage
-from kubeforge_pipelines.params import PipelineParams
 
 Progress = Callable[[dict[str, Any]], None]
 ERROR_FILE_ENV = "KUBEFORGE_ERROR_FILE"

@@ -61,7 +61,7 @@ def drift_serve_cmd(
 
     import uvicorn
 
-    from kubeforge_runtimes.drift.config import MonitorConfig
+    from kubeforge_crds.contracts.drift import MonitorConfig
     from kubeforge_runtimes.drift.service import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -74,7 +74,7 @@ def drift_serve_cmd(
 
 
 def _thresholds(items: list[str]) -> dict[str, float]:
-    from kubeforge_runtimes.drift.config import ALL_METRICS
+    from kubeforge_crds.contracts.drift import ALL_METRICS
 
     out: dict[str, float] = {}
     for item in items:

@@ -13,9 +13,9 @@ import httpx
 import pytest
 import yaml
 
-from kubeforge_operator.driftmonitor import alert_rules
+from kubeforge_crds.contracts.drift import MonitorConfig
+from kubeforge_operator.driftmonitor.alerts import alert_rules
 from kubeforge_pipelines.tinymodel import support_tickets
-from kubeforge_runtimes.drift.config import MonitorConfig
 from labs.canary import Proc, start_prometheus
 from labs.drift import log_inference, logger_headers, start_drift_service, write_jsonl
 from tests.integration.conftest import wait_until

@@ -21,10 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
-from kubeforge_operator.driftmonitor import DRIFT_MONITOR_LABEL, logger_url
-from kubeforge_operator.finetunejob import TRIGGER_ANNOTATION
+from kubeforge_crds.contracts.drift import MonitorConfig, logger_url
+from kubeforge_crds.contracts.labels import DRIFT_MONITOR_LABEL, TRIGGER_ANNOTATION
 from kubeforge_pipelines.tinymodel import support_tickets
-from kubeforge_runtimes.drift.config import MonitorConfig
 from labs.canary import Proc, free_port
 from labs.drift import log_inference, start_drift_service, write_jsonl
 from tests.integration.conftest import (

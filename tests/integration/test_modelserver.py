@@ -22,7 +22,7 @@ import pytest
 from kubernetes import client, config
 
 from kubeforge_crds.modelserver import ModelServerSpec
-from kubeforge_operator.modelserver import desired_revision
+from kubeforge_operator.modelserver.revisions import desired_revision
 from labs.canary import (
     SKLEARN_BODY,
     Proc,

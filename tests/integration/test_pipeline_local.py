@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from kubeforge_crds.contracts.pipeline import PipelineParams
 from kubeforge_pipelines.local import PipelineStepError, run_local
-from kubeforge_pipelines.params import PipelineParams
 
 SETTINGS = {
     "method": "lora",

@@ -8,7 +8,13 @@ import math
 import pytest
 
 from kubeforge_crds.modelserver import AnalysisMetric, RolloutPolicy
-from kubeforge_operator.canary import Action, Measurement, RolloutState, analyse, check_metric
+from kubeforge_operator.modelserver.canary import (
+    Action,
+    Measurement,
+    RolloutState,
+    analyse,
+    check_metric,
+)
 
 POLICY = RolloutPolicy()  # steps 10/25/50/100; error rate <= 5%; p95 <= 1.5x stable; threshold 2
 HEALTHY = {

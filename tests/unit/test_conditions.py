@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from kubeforge_crds import ConditionStatus
-from kubeforge_operator.conditions import Observation, set_condition, summarise_ready
+from kubeforge_operator.runtime.conditions import Observation, set_condition, summarise_ready
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from kubeforge_crds import ConditionStatus
-from kubeforge_operator.culling import ActivityReport, decide_cull, parse_activity
+from kubeforge_operator.workbench.culling import ActivityReport, decide_cull, parse_activity
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kubeforge_runtimes.drift.config import FeatureConfig, MonitorConfig
+from kubeforge_crds.contracts.drift import FeatureConfig, MonitorConfig
 from kubeforge_runtimes.drift.monitor import Monitor, Window
 from kubeforge_runtimes.drift.payloads import (
     REQUEST_TYPE,

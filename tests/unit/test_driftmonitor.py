@@ -9,10 +9,19 @@ from typing import Any
 
 import pytest
 
+from kubeforge_crds.contracts.labels import ROLLBACK_ANNOTATION, ROLLBACK_REASON_ANNOTATION
 from kubeforge_crds.driftmonitor import DriftMonitorSpec
 from kubeforge_crds.modelserver import ModelFormat, Revision
-from kubeforge_operator import driftmonitor as dm
-from kubeforge_operator.modelserver import drift_rollback, rollback_reason
+from kubeforge_operator.driftmonitor.actions import plan_retrain
+from kubeforge_operator.driftmonitor.alerts import alert_rules
+from kubeforge_operator.driftmonitor.builders import (
+    build_deployment,
+    build_service,
+    build_service_monitor,
+    monitor_config,
+)
+from kubeforge_operator.driftmonitor.reading import read_service_status, resolve_reference
+from kubeforge_operator.modelserver.rollout import drift_rollback, rollback_reason
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 OWNER = {
@@ -35,7 +44,7 @@ def test_monitor_config_from_spec() -> None:
         bias={"protectedAttribute": "tier", "privilegedValues": ["gold"], "favourableOutcome": "1"},
         window={"size": 200, "interval": "30s"},
     )
-    cfg = dm.monitor_config("team-a", "bot-drift", s, "s3://data/tickets.jsonl")
+    cfg = monitor_config("team-a", "bot-drift", s, "s3://data/tickets.jsonl")
     assert cfg.metrics == {"psi": 0.3, "spd": 0.1}
     assert cfg.window_size == 200
     assert cfg.interval_seconds == 30
@@ -46,14 +55,14 @@ def test_monitor_config_from_spec() -> None:
 
 def test_deployment_mounts_config_and_pvc_reference_and_restarts_on_change() -> None:
     s = spec()
-    a = dm.build_deployment(
+    a = build_deployment(
         OWNER,
-        dm.monitor_config("team-a", "bot-drift", s, "pvc://data/ref.jsonl"),
+        monitor_config("team-a", "bot-drift", s, "pvc://data/ref.jsonl"),
         "img:1",
         "s3-creds",
     )
-    b = dm.build_deployment(
-        OWNER, dm.monitor_config("team-a", "bot-drift", s, "pvc://data/other.jsonl"), "img:1"
+    b = build_deployment(
+        OWNER, monitor_config("team-a", "bot-drift", s, "pvc://data/other.jsonl"), "img:1"
     )
     pod = a["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -73,15 +82,15 @@ def test_deployment_mounts_config_and_pvc_reference_and_restarts_on_change() -> 
 
 
 def test_service_monitor_selects_the_service() -> None:
-    svc = dm.build_service(OWNER)
-    mon = dm.build_service_monitor(OWNER, 300)
+    svc = build_service(OWNER)
+    mon = build_service_monitor(OWNER, 300)
     assert mon["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     assert mon["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
     assert mon["spec"]["endpoints"][0]["interval"] == "60s"
 
 
 def test_alert_rules_select_this_monitor_only() -> None:
-    groups = dm.alert_rules("team-a", "bot-drift", "critical", 60)
+    groups = alert_rules("team-a", "bot-drift", "critical", 60)
     rules = {r["alert"]: r for r in groups[0]["rules"]}
     assert set(rules) == {
         "KubeforgeDriftDetected",
@@ -106,7 +115,7 @@ def _status(latest: dict[str, Any] | None, rows: int = 100) -> dict[str, Any]:
 
 
 def test_reading_a_filling_window() -> None:
-    r = dm.read_service_status(_status(None, rows=40), bias_configured=False)
+    r = read_service_status(_status(None, rows=40), bias_configured=False)
     assert r.drift.status == "Unknown"
     assert r.drift.reason == "WindowFilling"
     assert "40 of 100" in r.drift.message
@@ -138,7 +147,7 @@ def test_reading_drift_and_bias() -> None:
             {"feature": "age", "metric": "ks", "value": None, "threshold": 0.1, "crossed": False},
         ],
     }
-    r = dm.read_service_status(_status(latest), bias_configured=True)
+    r = read_service_status(_status(latest), bias_configured=True)
     assert r.drift.status == "True"
     assert r.drift.message == "product psi 0.41 > 0.2"
     assert r.bias.status == "True"
@@ -163,18 +172,18 @@ def _ftj(name: str, created: datetime, phase: str | None) -> dict[str, Any]:
 
 def test_plan_retrain_first_running_cooldown_and_next() -> None:
     cool = timedelta(hours=1)
-    first = dm.plan_retrain("m", [], cool, NOW)
+    first = plan_retrain("m", [], cool, NOW)
     assert (first.action, first.name) == ("create", "m-retrain-1")
-    running = dm.plan_retrain(
+    running = plan_retrain(
         "m", [_ftj("m-retrain-1", NOW - timedelta(hours=5), "Running")], cool, NOW
     )
     assert running.action == "running"
-    fresh = dm.plan_retrain(
+    fresh = plan_retrain(
         "m", [_ftj("m-retrain-1", NOW - timedelta(minutes=10), "Succeeded")], cool, NOW
     )
     assert fresh.action == "cooldown"
     assert "until 2026-11-23T12:50:00Z" in fresh.detail
-    later = dm.plan_retrain(
+    later = plan_retrain(
         "m",
         [
             _ftj("m-retrain-1", NOW - timedelta(hours=3), "Failed"),
@@ -188,11 +197,11 @@ def test_plan_retrain_first_running_cooldown_and_next() -> None:
 
 def test_resolve_reference() -> None:
     ms_uri = {"metadata": {"name": "bot"}, "spec": {"model": {"uri": "s3://m/v1"}}}
-    got = dm.resolve_reference(spec(), ms_uri, None, None)
+    got = resolve_reference(spec(), ms_uri, None, None)
     assert not isinstance(got, tuple)
     assert got.reason == "NoTrainingData"
     assert "set spec.reference.source to uri" in got.message
-    assert dm.resolve_reference(
+    assert resolve_reference(
         spec(reference={"source": "uri", "uri": "s3://r/x.csv"}), ms_uri, None, None
     ) == ("s3://r/x.csv", None)
     ftj = {
@@ -200,8 +209,8 @@ def test_resolve_reference() -> None:
         "status": {"lineage": {"datasetUri": "s3://d/used.jsonl"}},
     }
     ms_ftj = {"metadata": {"name": "bot"}, "spec": {"model": {"fineTuneJob": "tune"}}}
-    assert dm.resolve_reference(spec(), ms_ftj, ftj, "tune") == ("s3://d/used.jsonl", "creds")
-    missing = dm.resolve_reference(spec(), ms_ftj, None, "tune")
+    assert resolve_reference(spec(), ms_ftj, ftj, "tune") == ("s3://d/used.jsonl", "creds")
+    missing = resolve_reference(spec(), ms_ftj, None, "tune")
     assert not isinstance(missing, tuple)
     assert missing.reason == "FineTuneJobNotFound"
 
@@ -213,8 +222,8 @@ def test_drift_rollback_only_for_the_canary_named() -> None:
     obj = {
         "metadata": {
             "annotations": {
-                dm.ROLLBACK_ANNOTATION: "rabc",
-                dm.ROLLBACK_REASON_ANNOTATION: "DriftMonitor d: product psi 0.4 > 0.2",
+                ROLLBACK_ANNOTATION: "rabc",
+                ROLLBACK_REASON_ANNOTATION: "DriftMonitor d: product psi 0.4 > 0.2",
             }
         }
     }
@@ -223,7 +232,7 @@ def test_drift_rollback_only_for_the_canary_named() -> None:
     assert decision.action == "rollback"
     assert rollback_reason(decision) == "DriftDetected"
     assert "product psi" in decision.reason
-    stale = {"metadata": {"annotations": {dm.ROLLBACK_ANNOTATION: "rold"}}}
+    stale = {"metadata": {"annotations": {ROLLBACK_ANNOTATION: "rold"}}}
     assert drift_rollback(stale, rev) is None
     assert drift_rollback({"metadata": {}}, rev) is None
 
@@ -231,8 +240,9 @@ def test_drift_rollback_only_for_the_canary_named() -> None:
 @pytest.mark.parametrize("url", [None, "http://bot-drift-drift.team-a.svc.cluster.local:8080/"])
 def test_inference_service_logger(url: str | None) -> None:
     from kubeforge_crds.modelserver import ModelServerSpec
-    from kubeforge_operator.modelserver import build_inference_service, desired_revision
-    from kubeforge_operator.placement import Placement
+    from kubeforge_operator.modelserver.builders import build_inference_service
+    from kubeforge_operator.modelserver.revisions import desired_revision
+    from kubeforge_operator.runtime.placement import Placement
 
     ms_spec = ModelServerSpec.model_validate({"model": {"uri": "s3://m/v1"}})
     rev = desired_revision("s3://m/v1", ms_spec, None)
@@ -251,11 +261,11 @@ def test_inference_service_logger(url: str | None) -> None:
 
 def test_live_data_export_location_and_mount() -> None:
     from kubeforge_crds.driftmonitor import DriftMonitorSpec
-    from kubeforge_operator.driftmonitor import (
+    from kubeforge_operator.driftmonitor.actions import with_live_data
+    from kubeforge_operator.driftmonitor.builders import (
         build_deployment,
         export_dir,
         monitor_config,
-        with_live_data,
     )
 
     def spec(uri: str, include: bool = True) -> DriftMonitorSpec:

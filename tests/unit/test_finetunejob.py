@@ -10,11 +10,10 @@ import pytest
 import yaml
 
 from kubeforge_crds import ConditionStatus
+from kubeforge_crds.contracts.pipeline import params_from_spec
 from kubeforge_crds.finetunejob import FineTuneJobSpec
-from kubeforge_operator.finetunejob import checkpoint_uri, result_fields, run_outcome
-from kubeforge_operator.kfprun import phase_of, submission
-from kubeforge_operator.placement import Placement
-from kubeforge_operator.training import (
+from kubeforge_operator.finetunejob.backends.kfp import phase_of, submission
+from kubeforge_operator.finetunejob.builders import (
     RunState,
     build_pytorchjob,
     build_train_job,
@@ -24,7 +23,8 @@ from kubeforge_operator.training import (
     observe_pytorchjob,
     termination_result,
 )
-from kubeforge_pipelines.params import params_from_spec
+from kubeforge_operator.finetunejob.reconcile import checkpoint_uri, result_fields, run_outcome
+from kubeforge_operator.runtime.placement import Placement
 from tests.cases import example
 
 OWNER = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubeforge_operator.leader import LeaderElector, LeaseRecord, may_take
+from kubeforge_operator.runtime.leader import LeaderElector, LeaseRecord, may_take
 
 HELD = LeaseRecord(holder="replica-a", lease_seconds=15, transitions=3)
 

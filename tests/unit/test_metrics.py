@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kubeforge_operator.metrics import ObjectPhases
+from kubeforge_operator.runtime.metrics import ObjectPhases
 
 
 def _samples(collector: ObjectPhases, name: str) -> dict[tuple[str, ...], float]:

@@ -11,22 +11,26 @@ from typing import Any
 import pytest
 
 from kubeforge_crds.modelserver import AnalysisMetric, ModelServerSpec, ModelServerStatus, Revision
-from kubeforge_operator.canary import Action, Check, Decision, Measurement, with_baseline
-from kubeforge_operator.conditions import ConditionStatus
-from kubeforge_operator.modelserver import (
+from kubeforge_operator.modelserver.analysis import record_full_load, run_analysis
+from kubeforge_operator.modelserver.builders import build_inference_service
+from kubeforge_operator.modelserver.canary import (
+    Action,
+    Check,
+    Decision,
+    Measurement,
+    with_baseline,
+)
+from kubeforge_operator.modelserver.prometheus import Target, metric_query, render_template, window
+from kubeforge_operator.modelserver.revisions import desired_revision, revision_id
+from kubeforge_operator.modelserver.rollout import (
     Plan,
     apply_decision,
-    build_inference_service,
-    desired_revision,
-    isvc_ready,
     plan_rollout,
     postponed_plan,
-    record_full_load,
-    revision_id,
-    run_analysis,
 )
-from kubeforge_operator.placement import Placement
-from kubeforge_operator.prometheus import Target, metric_query, render_template, window
+from kubeforge_operator.modelserver.status import isvc_ready
+from kubeforge_operator.runtime.conditions import ConditionStatus
+from kubeforge_operator.runtime.placement import Placement
 from kubeforge_runtimes.models import ModelDirError, find_model
 from kubeforge_runtimes.server import INFERENCE_PATH
 
@@ -485,7 +489,7 @@ def _ftj(name: str, model: str, version: str, done: str, phase: str = "Succeeded
 
 
 def test_model_name_serves_the_version_registered_last() -> None:
-    from kubeforge_operator.modelserver import newest_version
+    from kubeforge_operator.modelserver.resolve import newest_version
 
     jobs = [
         _ftj("tickets-v1", "tickets", "1", "2026-11-23T10:00:00Z"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kubeforge_operator.handlers import namespace_selected
-from kubeforge_operator.kube import holds
+from kubeforge_operator.runtime.kube import holds
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from kubeforge_crds.contracts.pipeline import params_from_spec
 from kubeforge_crds.finetunejob import FineTuneJobSpec
 from kubeforge_pipelines import register, train
-from kubeforge_pipelines.params import params_from_spec
 from kubeforge_pipelines.tinymodel import build_base_model, support_tickets
 
 TEXTS = [r["text"] for r in support_tickets(64, seed=3)]

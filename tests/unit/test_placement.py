@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from kubeforge_crds.common import Accelerator
 from kubeforge_crds.platform import PlatformConfig
-from kubeforge_operator.placement import Placement, SpecProblem, resolve_placement
+from kubeforge_operator.runtime.placement import Placement, SpecProblem, resolve_placement
 
 PLATFORM = PlatformConfig.model_validate(
     {

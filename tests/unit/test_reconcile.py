@@ -8,8 +8,13 @@ from pydantic import ValidationError
 
 from kubeforge_crds import WORKBENCH, ConditionStatus
 from kubeforge_crds.errors import field_errors
-from kubeforge_operator.conditions import Observation
-from kubeforge_operator.reconcile import Outcome, accepted, compute_status, invalid_spec_outcome
+from kubeforge_operator.runtime.conditions import Observation
+from kubeforge_operator.runtime.reconcile import (
+    Outcome,
+    accepted,
+    compute_status,
+    invalid_spec_outcome,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kubeforge_operator.reconcile import merge_patch
+from kubeforge_operator.runtime.reconcile import merge_patch
 
 
 def apply_merge_patch(target: Any, patch: Any) -> Any:

@@ -9,17 +9,15 @@ import pytest
 from kubeforge_crds import ConditionStatus
 from kubeforge_crds.platform import PlatformConfig
 from kubeforge_crds.workbench import WorkbenchPhase, WorkbenchSpec
-from kubeforge_operator.placement import Placement, SpecProblem, resolve_placement
-from kubeforge_operator.workbench import (
+from kubeforge_operator.runtime.placement import Placement, SpecProblem, resolve_placement
+from kubeforge_operator.workbench.builders import (
     build_home_pvc,
     build_network_policy,
     build_service,
     build_statefulset,
-    decide_phase,
-    observe_scheduled,
-    observe_server,
     resolve_image,
 )
+from kubeforge_operator.workbench.status import decide_phase, observe_scheduled, observe_server
 
 OWNER = {
     "apiVersion": "kubeforge.io/v1alpha1",

@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from kubeforge_runtimes.drift import stats
-from kubeforge_runtimes.drift.config import (
+from kubeforge_crds.contracts.drift import (
     BIAS_METRICS,
     CATEGORICAL_METRICS,
     NUMERIC_METRICS,
     FeatureConfig,
     MonitorConfig,
 )
+from kubeforge_runtimes.drift import stats
 from kubeforge_runtimes.drift.payloads import PayloadError, request_rows, response_outputs
 from kubeforge_runtimes.drift.reference import Summary
 

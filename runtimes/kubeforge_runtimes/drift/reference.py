@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kubeforge_crds.contracts.drift import FeatureConfig
 from kubeforge_runtimes.drift import stats
-from kubeforge_runtimes.drift.config import FeatureConfig
 
 # A string column with more distinct values than this is free text or an identifier, not a
 # category: not monitored when features are inferred (list it in spec.features to monitor it).

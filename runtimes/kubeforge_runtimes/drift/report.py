@@ -20,7 +20,7 @@ import matplotlib.dates
 import numpy as np
 from matplotlib.figure import Figure
 
-from kubeforge_runtimes.drift.config import FeatureConfig, MonitorConfig
+from kubeforge_crds.contracts.drift import FeatureConfig, MonitorConfig
 from kubeforge_runtimes.drift.monitor import Evaluation, Monitor, Score, score_columns
 from kubeforge_runtimes.drift.reference import (
     Summary,

@@ -38,7 +38,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, Field
 
-from kubeforge_runtimes.drift.config import MonitorConfig
+from kubeforge_crds.contracts.drift import MonitorConfig
 from kubeforge_runtimes.drift.monitor import Evaluation, Monitor
 from kubeforge_runtimes.drift.payloads import PayloadError, parse_event
 from kubeforge_runtimes.drift.reference import (

@@ -24,7 +24,7 @@ import pandas as pd
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency
 
-from kubeforge_runtimes.drift.config import CATEGORICAL_METRICS, NUMERIC_METRICS
+from kubeforge_crds.contracts.drift import CATEGORICAL_METRICS, NUMERIC_METRICS
 
 FloatArray = npt.NDArray[np.float64]
 

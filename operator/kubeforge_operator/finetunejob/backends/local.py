@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubeforge_pipelines.params import PipelineParams
+from kubeforge_crds.contracts.pipeline import PipelineParams
 
 log = logging.getLogger(__name__)
 

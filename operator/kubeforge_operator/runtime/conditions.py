@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from kubeforge_crds import Condition, ConditionStatus
-from kubeforge_operator.constants import READY
+
+# Condition types and reasons every kind reports (CamelCase constants, as in cert-manager and
+# cluster-api); each kind declares its own beside its status code.
+READY = "Ready"
+ACCEPTED = "Accepted"
+REASON_INVALID_SPEC = "InvalidSpec"
+REASON_SPEC_VALID = "SpecValid"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kubeforge_pipelines.params import PipelineParams
+from kubeforge_crds.contracts.pipeline import PipelineParams
 
 # KFP v2beta1 runtime states -> FineTuneJob phases
 _STATES = {

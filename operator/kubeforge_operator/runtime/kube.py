@@ -14,7 +14,7 @@ from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
 
 from kubeforge_crds import KindInfo
-from kubeforge_operator.constants import FIELD_MANAGER
+from kubeforge_operator.runtime.constants import FIELD_MANAGER
 
 log = logging.getLogger(__name__)
 
@@ -94,29 +94,61 @@ class Kube:
         )
 
     def apply(self, manifest: dict[str, Any]) -> bool:
-        """Server-side apply under the operator's field manager, only when needed.
+        """Server-side apply under the operator's field manager, only when needed (see
+        :meth:`apply_observed`, which this calls after reading the child). Returns whether an
+        apply was sent."""
+        live = self._current_if_remembered(manifest)
+        return self._apply(manifest, live) is not None
 
-        Conflicts are forced because the operator owns its children's desired state. The apply
+    def apply_observed(
+        self, manifest: dict[str, Any], live: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Server-side apply of a child the reconcile has already read (``live``, None when it
+        does not exist), without reading it again; returns the child as it is now: the
+        apiserver's answer to the apply, or ``live`` when no apply was needed."""
+        applied = self._apply(manifest, live)
+        return applied if applied is not None else live
+
+    def _current_if_remembered(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """The live child, read only when this process applied the very same manifest before
+        (otherwise the apply is sent whatever the child holds)."""
+        meta = manifest["metadata"]
+        if self._remembered(manifest) is None:
+            return None
+        return self.get_child(
+            manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"]
+        )
+
+    def _key_digest(self, manifest: dict[str, Any]) -> tuple[tuple[str, str, str, str], str]:
+        meta = manifest["metadata"]
+        key = (manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"])
+        return key, hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+    def _remembered(self, manifest: dict[str, Any]) -> tuple[str, str, str] | None:
+        key, digest = self._key_digest(manifest)
+        remembered = self._applied.get(key)
+        return remembered if remembered is not None and remembered[0] == digest else None
+
+    def _apply(
+        self, manifest: dict[str, Any], live: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Conflicts are forced because the operator owns its children's desired state. The apply
         is skipped when this process last applied the very same manifest and the object still
         holds it: unchanged since (same resourceVersion), or changed only in ways that keep every
         field we set (a status update, a controller filling in a field). An idle cluster thus
         sees no writes from the operator, while an edit or deletion of a child by someone else
         is put right on the next reconcile. A changed manifest is always applied, so fields we
-        stop setting are removed by server-side apply. Returns whether an apply was sent.
-        """
+        stop setting are removed by server-side apply. Returns the applied object, or None when
+        no apply was needed."""
         meta = manifest["metadata"]
-        namespace = meta.get("namespace", "")
-        key = (manifest["apiVersion"], manifest["kind"], namespace, meta["name"])
-        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-        remembered = self._applied.get(key)
-        if remembered is not None and remembered[0] == digest:
-            current = self.get_child(
-                manifest["apiVersion"], manifest["kind"], namespace, meta["name"]
-            )
-            if current is not None and (
-                current["metadata"]["resourceVersion"] == remembered[1] or holds(current, manifest)
-            ):
-                return False
+        key, digest = self._key_digest(manifest)
+        remembered = self._remembered(manifest)
+        if (
+            remembered is not None
+            and live is not None
+            and (live["metadata"]["resourceVersion"] == remembered[1] or holds(live, manifest))
+        ):
+            return None
         resource = self.dynamic.resources.get(
             api_version=manifest["apiVersion"], kind=manifest["kind"]
         )
@@ -130,7 +162,7 @@ class Kube:
         owners = meta.get("ownerReferences") or [{}]
         with self._lock:
             self._applied[key] = (digest, result.metadata.resourceVersion, owners[0].get("uid", ""))
-        return True
+        return dict(result.to_dict())
 
     def forget_owner(self, uid: str) -> None:
         """Drop what was remembered about the children of a deleted object."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubeforge_operator.constants import (
+from kubeforge_crds.contracts.labels import (
     LABEL_COMPONENT,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,

@@ -6,9 +6,9 @@ A FineTuneJob is a record of one run: once it has Succeeded or Failed it is neve
 (the spec is immutable), and its status stays even when its Jobs are cleaned up.
 
 Backends (``spec.backend``):
-- ``job``: a CPU-only validation Job, then the training Job or PyTorchJob (``training``);
-- ``local``: kfp's local runner in a subprocess beside the operator (``localruns``);
-- ``kfp``: a run on the Kubeflow Pipelines API named in the settings (``kfprun``).
+- ``job``: a CPU-only validation Job, then the training Job or PyTorchJob (``builders``);
+- ``local``: kfp's local runner in a subprocess beside the operator (``backends.local``);
+- ``kfp``: a run on the Kubeflow Pipelines API named in the settings (``backends.kfp``).
 """
 
 from __future__ import annotations
@@ -18,20 +18,22 @@ from urllib.parse import urlparse
 
 from kubeforge_crds import FINETUNEJOB, ConditionStatus
 from kubeforge_crds.base import serialize_datetime
+from kubeforge_crds.contracts.labels import TRIGGER_ANNOTATION
+from kubeforge_crds.contracts.pipeline import PipelineParams, params_from_spec
 from kubeforge_crds.finetunejob import (
     Backend,
     FineTuneJobPhase,
     FineTuneJobSpec,
     FineTuneJobStatus,
 )
-from kubeforge_operator.conditions import Observation
-from kubeforge_operator.kfprun import KfpError, run_phase, submission, submit_or_adopt
-from kubeforge_operator.localruns import LOCAL_RUNS
-from kubeforge_operator.placement import Placement, SpecProblem, resolve_placement
-from kubeforge_operator.platform import PlatformConfigError, load_platform_config
-from kubeforge_operator.reconcile import ACCEPTED, Outcome, ReconcileContext, accepted
-from kubeforge_operator.settings import get_settings
-from kubeforge_operator.training import (
+from kubeforge_operator.finetunejob.backends.kfp import (
+    KfpError,
+    run_phase,
+    submission,
+    submit_or_adopt,
+)
+from kubeforge_operator.finetunejob.backends.local import LOCAL_RUNS
+from kubeforge_operator.finetunejob.builders import (
     PYTORCHJOB_API,
     RunState,
     build_pytorchjob,
@@ -41,13 +43,16 @@ from kubeforge_operator.training import (
     observe_job,
     observe_pytorchjob,
 )
-from kubeforge_pipelines.params import PipelineParams, params_from_spec
+from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
+from kubeforge_operator.runtime.placement import Placement
+from kubeforge_operator.runtime.policies import missing_secrets, placement_or_problem
+from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
+from kubeforge_operator.runtime.settings import get_settings
 
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 VALIDATED = "Validated"
 DATA_CONNECTION = "DataConnectionReady"
-TRIGGER_ANNOTATION = "kubeforge.io/trigger"
 _TERMINAL = (FineTuneJobPhase.SUCCEEDED, FineTuneJobPhase.FAILED)
 
 
@@ -178,29 +183,16 @@ def reconcile_finetunejob(ctx: ReconcileContext, spec: FineTuneJobSpec) -> Outco
     status = cast(FineTuneJobStatus, FINETUNEJOB.parse_status(ctx.obj.get("status")))
     if status.phase in _TERMINAL and any(c.type == SUCCEEDED for c in status.conditions):
         return _terminal(status)
-    settings = get_settings()
-    try:
-        platform = load_platform_config(settings.platform_config)
-    except PlatformConfigError as err:
-        return Outcome(
-            phase=FineTuneJobPhase.PENDING,
-            dependents=[
-                Observation(ACCEPTED, ConditionStatus.UNKNOWN, "PlatformConfigInvalid", str(err))
-            ],
-        )
-    placement = resolve_placement(spec.resources.accelerator, spec.queue_name, platform)
-    if isinstance(placement, SpecProblem):
-        return Outcome(phase=FineTuneJobPhase.FAILED, dependents=[placement.observation()])
-    if spec.dataset.data_connection and (
-        ctx.kube.get_child("v1", "Secret", ctx.namespace, spec.dataset.data_connection) is None
-    ):
-        missing = Observation(
-            DATA_CONNECTION,
-            ConditionStatus.FALSE,
-            "SecretNotFound",
-            f"spec.dataset.dataConnection: Secret {spec.dataset.data_connection!r} not found",
-        )
-        return Outcome(phase=FineTuneJobPhase.PENDING, dependents=[accepted(), missing])
+    placement = placement_or_problem(
+        spec.resources.accelerator, spec.queue_name, FineTuneJobPhase.PENDING
+    )
+    if isinstance(placement, Outcome):
+        return placement
+    if spec.dataset.data_connection:
+        refs = [("spec.dataset.dataConnection", spec.dataset.data_connection)]
+        missing = missing_secrets(ctx, DATA_CONNECTION, refs)
+        if missing:
+            return missing
     meta = ctx.obj["metadata"]
     uid = str(meta["uid"])
     trigger = (meta.get("annotations") or {}).get(TRIGGER_ANNOTATION)

@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 
 from kubeforge_crds import ConditionStatus
-from kubeforge_operator.conditions import Observation
+from kubeforge_crds.contracts.labels import CULLED_ANNOTATION
+from kubeforge_operator.runtime.conditions import Observation
 
 CULLED = "Culled"
-CULLED_ANNOTATION = "kubeforge.io/culled-at"
+
 DEFAULT_PROBE_PATH = "/api/status"
 
 

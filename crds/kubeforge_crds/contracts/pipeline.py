@@ -1,5 +1,6 @@
-"""The pipeline's parameters, derived from a FineTuneJob spec. Light: the operator imports this
-module (no torch, no kfp) to build Job commands and pipeline arguments."""
+"""The fine-tuning pipeline's parameters, derived from a FineTuneJob spec: the contract between
+the operator (which builds Job commands and pipeline arguments from them) and
+``kubeforge_pipelines`` (which runs them). Light: no torch, no kfp."""
 
 from __future__ import annotations
 

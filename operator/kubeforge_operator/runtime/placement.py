@@ -13,8 +13,7 @@ from typing import Any
 from kubeforge_crds import ConditionStatus
 from kubeforge_crds.common import Accelerator
 from kubeforge_crds.platform import PlatformConfig
-from kubeforge_operator.conditions import Observation
-from kubeforge_operator.reconcile import ACCEPTED
+from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"

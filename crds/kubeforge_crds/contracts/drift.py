@@ -1,13 +1,29 @@
-"""The drift service's configuration: what the operator renders from a DriftMonitor into the
-service's ConfigMap (``config.json``), or what a user passes to ``drift serve --config``. Only
-pydantic here, so the operator can import it without the data-plane libraries."""
+"""The drift service's contract: its configuration (what the operator renders from a DriftMonitor
+into the service's ConfigMap ``config.json``, or what a user passes to ``drift serve --config``)
+and where the service is reached. Only pydantic here: the operator imports it without the
+data-plane libraries, and the drift service (``kubeforge_runtimes.drift``) reads it."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+SERVICE_PORT: Final = 8080
+CONFIG_FILE: Final = "/etc/kubeforge-drift/config.json"
+EXPORT_MOUNT: Final = "/mnt/export"  # where a pvc:// export location is mounted
+
+
+def service_name(monitor: str) -> str:
+    """The drift service's Service, Deployment and ConfigMap of a DriftMonitor."""
+    return f"{monitor}-drift"
+
+
+def logger_url(namespace: str, monitor: str) -> str:
+    """Where an InferenceService's logger posts: the monitor's drift service, in the cluster."""
+    return f"http://{service_name(monitor)}.{namespace}.svc.cluster.local:{SERVICE_PORT}/"
+
 
 # Metrics per feature type, and the bias metrics (computed on the protected attribute).
 NUMERIC_METRICS = ("psi", "ks", "jensenShannon", "wasserstein", "meanShift", "outOfRange")

@@ -20,18 +20,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from kubeforge_crds.contracts.labels import FINETUNEJOB_LABEL, STAGE_LABEL
+from kubeforge_crds.contracts.pipeline import PipelineParams
 from kubeforge_crds.finetunejob import FineTuneJobSpec
-from kubeforge_operator.children import (
+from kubeforge_operator.runtime.children import (
     child_metadata,
     container_security_context,
     pod_security_context,
     standard_labels,
 )
-from kubeforge_operator.placement import Placement
-from kubeforge_pipelines.params import PipelineParams
+from kubeforge_operator.runtime.placement import Placement
 
-FINETUNEJOB_LABEL = "kubeforge.io/finetunejob"
-STAGE_LABEL = "kubeforge.io/stage"
 PVC_ROOT = "/mnt/pvc"
 WORKDIR = "/workspace"
 TERMINATION_LOG = "/dev/termination-log"

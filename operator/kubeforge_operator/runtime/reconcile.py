@@ -22,19 +22,20 @@ from pydantic import ValidationError
 
 from kubeforge_crds import ConditionStatus, KindInfo
 from kubeforge_crds.errors import field_errors
-from kubeforge_operator.conditions import (
+from kubeforge_operator.runtime.conditions import (
+    ACCEPTED,
+    READY,
+    REASON_INVALID_SPEC,
+    REASON_SPEC_VALID,
     Observation,
     get_condition,
     set_condition,
     summarise_ready,
 )
-from kubeforge_operator.constants import READY, REASON_INVALID_SPEC
-from kubeforge_operator.kube import Kube
-from kubeforge_operator.metrics import OBJECT_PHASES, RECONCILE_DURATION, RECONCILES
+from kubeforge_operator.runtime.kube import Kube
+from kubeforge_operator.runtime.metrics import OBJECT_PHASES, RECONCILE_DURATION, RECONCILES
 
 log = logging.getLogger(__name__)
-
-ACCEPTED = "Accepted"
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ OWN_WRITES = OwnWrites()
 
 
 def accepted() -> Observation:
-    return Observation(ACCEPTED, ConditionStatus.TRUE, "SpecValid", "the spec is valid")
+    return Observation(ACCEPTED, ConditionStatus.TRUE, REASON_SPEC_VALID, "the spec is valid")
 
 
 def invalid_spec_outcome(errors: list[str], failed_phase: str = "Failed") -> Outcome:

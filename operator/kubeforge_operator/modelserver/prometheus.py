@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import httpx
 
 from kubeforge_crds.modelserver import AnalysisMetric, MetricType
-from kubeforge_operator.canary import Measurement
+from kubeforge_operator.modelserver.canary import Measurement
 
 REQUESTS = "kubeforge_inference_requests_total"
 DURATION = "kubeforge_inference_request_duration_seconds_bucket"

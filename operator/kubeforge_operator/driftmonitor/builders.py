@@ -1,0 +1,189 @@
+"""The children a DriftMonitor becomes (pure): the drift service's ConfigMap, Deployment and
+Service, and its ServiceMonitor."""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.parse
+from typing import Any
+
+from kubeforge_crds import GROUP
+from kubeforge_crds.base import parse_duration
+from kubeforge_crds.contracts.drift import (
+    CONFIG_FILE,
+    EXPORT_MOUNT,
+    SERVICE_PORT,
+    BiasConfig,
+    FeatureConfig,
+    MonitorConfig,
+    service_name,
+)
+from kubeforge_crds.driftmonitor import (
+    DriftMonitorSpec,
+)
+from kubeforge_operator.runtime.children import (
+    child_metadata,
+    container_security_context,
+    pod_security_context,
+    standard_labels,
+)
+
+MONITORING_API = "monitoring.coreos.com/v1"
+
+
+def monitor_config(
+    namespace: str, name: str, spec: DriftMonitorSpec, reference: str
+) -> MonitorConfig:
+    bias = spec.bias
+    return MonitorConfig(
+        namespace=namespace,
+        name=name,
+        reference_uri=reference,
+        features=[FeatureConfig(name=f.name, type=str(f.type)) for f in spec.features],  # type: ignore[arg-type]
+        metrics={str(m.name): m.threshold for m in spec.metrics},
+        bias=(
+            BiasConfig(
+                protected_attribute=bias.protected_attribute,
+                privileged_values=list(bias.privileged_values),
+                favourable_outcome=bias.favourable_outcome,
+            )
+            if bias
+            else None
+        ),
+        window_size=spec.window.size,
+        interval_seconds=parse_duration(spec.window.interval).total_seconds(),
+        export_dir=export_dir(spec),
+        export_uri=spec.actions.retrain.export_uri if export_dir(spec) else None,
+    )
+
+
+def export_dir(spec: DriftMonitorSpec) -> str | None:
+    """Where the drift service writes live-data datasets: a pvc://<claim>/<dir> is mounted at
+    /mnt/export/<claim>; a file:// location is a path of the service's own machine."""
+    retrain = spec.actions.retrain
+    if not (retrain.enabled and retrain.include_live_data and retrain.export_uri):
+        return None
+    uri = retrain.export_uri
+    if uri.startswith("pvc://"):
+        return f"{EXPORT_MOUNT}/{uri.removeprefix('pvc://').strip('/')}"
+    return urllib.parse.urlparse(uri).path
+
+
+def drift_labels(name: str) -> dict[str, str]:
+    return standard_labels("driftmonitor", name, "drift-service")
+
+
+def build_config_map(owner: dict[str, Any], config: MonitorConfig) -> dict[str, Any]:
+    name = owner["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_metadata(owner, service_name(name), drift_labels(name)),
+        "data": {"config.json": config.model_dump_json(by_alias=True, indent=2)},
+    }
+
+
+def build_deployment(
+    owner: dict[str, Any],
+    config: MonitorConfig,
+    image: str,
+    secret: str | None = None,
+) -> dict[str, Any]:
+    name = owner["metadata"]["name"]
+    labels = drift_labels(name)
+    selector = {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+    digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": service_name(name)}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": CONFIG_FILE.rsplit("/", 1)[0], "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the reference is fetched here
+    ]
+    if config.reference_uri.startswith("pvc://"):
+        claim = config.reference_uri.removeprefix("pvc://").split("/", 1)[0]
+        volumes.append(
+            {"name": "reference", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
+        mounts.append({"name": "reference", "mountPath": f"/mnt/pvc/{claim}", "readOnly": True})
+    if config.export_dir and config.export_dir.startswith(EXPORT_MOUNT + "/"):
+        claim = config.export_dir.removeprefix(EXPORT_MOUNT + "/").split("/", 1)[0]
+        volumes.append({"name": "export", "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": "export", "mountPath": f"{EXPORT_MOUNT}/{claim}"})
+    container: dict[str, Any] = {
+        "name": "drift",
+        "image": image,
+        "command": ["python", "-m", "kubeforge_runtimes", "drift", "serve"],
+        "args": ["--config", CONFIG_FILE, "--port", str(SERVICE_PORT)],
+        "ports": [{"name": "http", "containerPort": SERVICE_PORT}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 10},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 20},
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "512Mi"},
+            "limits": {"memory": "2Gi"},
+        },
+        "securityContext": {**container_security_context(), "readOnlyRootFilesystem": True},
+        "volumeMounts": mounts,
+        # the root filesystem is read-only: matplotlib's cache goes to the /tmp emptyDir
+        "env": [{"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"}],  # noqa: S108
+    }
+    if secret:
+        container["envFrom"] = [{"secretRef": {"name": secret}}]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": child_metadata(owner, service_name(name), labels),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    # a new configuration restarts the service (its window refills)
+                    "annotations": {f"{GROUP}/config-digest": digest},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(),
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def build_service(owner: dict[str, Any]) -> dict[str, Any]:
+    name = owner["metadata"]["name"]
+    labels = drift_labels(name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(owner, service_name(name), labels),
+        "spec": {
+            "selector": {
+                k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")
+            },
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}],
+        },
+    }
+
+
+def build_service_monitor(owner: dict[str, Any], interval_seconds: float) -> dict[str, Any]:
+    name = owner["metadata"]["name"]
+    labels = drift_labels(name)
+    scrape = max(10, min(60, int(interval_seconds)))
+    return {
+        "apiVersion": MONITORING_API,
+        "kind": "ServiceMonitor",
+        "metadata": child_metadata(owner, service_name(name), labels),
+        "spec": {
+            "selector": {
+                "matchLabels": {
+                    k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")
+                }
+            },
+            "endpoints": [{"port": "http", "path": "/metrics", "interval": f"{scrape}s"}],
+        },
+    }

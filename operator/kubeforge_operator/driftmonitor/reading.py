@@ -1,0 +1,140 @@
+"""Reading what the drift service and the target say (pure): the reference to compare with,
+and the service's status as status fields and conditions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubeforge_crds import ConditionStatus
+from kubeforge_crds.driftmonitor import (
+    DriftMonitorSpec,
+    FeatureScore,
+    ReferenceSource,
+)
+from kubeforge_operator.driftmonitor.conditions import (
+    BIAS_DETECTED,
+    DRIFT_DETECTED,
+    REFERENCE_RESOLVED,
+)
+from kubeforge_operator.runtime.conditions import Observation
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the drift service's status says, as status fields and conditions."""
+
+    fields: dict[str, Any]
+    drift: Observation
+    bias: Observation
+    crossed: list[str]  # "feature metric value > threshold" of every crossed check
+
+    @property
+    def detected(self) -> bool:
+        return self.drift.status == ConditionStatus.TRUE or self.bias.status == ConditionStatus.TRUE
+
+
+def _describe(score: dict[str, Any]) -> str:
+    side = "<" if score["metric"] in ("dir", "chiSquare") else ">"
+    return (
+        f"{score['feature']} {score['metric']} {score['value']:.4g} {side} {score['threshold']:g}"
+    )
+
+
+def read_service_status(body: dict[str, Any], bias_configured: bool) -> Reading:
+    latest = body.get("latest")
+    window = body.get("window") or {}
+    fields: dict[str, Any] = {
+        "windowRows": int(window.get("rows") or 0),
+        "payloads": {k: int(v) for k, v in (body.get("payloads") or {}).items()},
+    }
+    no_bias = Observation(
+        BIAS_DETECTED, ConditionStatus.FALSE, "NotConfigured", "spec.bias is not set"
+    )
+    if not latest:
+        filling = Observation(
+            DRIFT_DETECTED,
+            ConditionStatus.UNKNOWN,
+            "WindowFilling",
+            f"collecting inferences: {fields['windowRows']} of {window.get('size')} in the window",
+        )
+        bias = (
+            no_bias
+            if not bias_configured
+            else Observation(
+                BIAS_DETECTED, ConditionStatus.UNKNOWN, "WindowFilling", filling.message
+            )
+        )
+        return Reading(fields, filling, bias, [])
+    scores = [s for s in latest.get("scores") or [] if s.get("value") is not None]
+    fields["scores"] = [
+        FeatureScore(
+            feature=s["feature"],
+            metric=s["metric"],
+            value=s["value"],
+            threshold=s["threshold"],
+            crossed=s["crossed"],
+        ).to_wire()
+        for s in scores
+    ]
+    fields["lastEvaluation"] = datetime.fromtimestamp(latest["time"], UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    drifted = [_describe(s) for s in scores if s["crossed"] and s["metric"] not in ("spd", "dir")]
+    biased = [_describe(s) for s in scores if s["crossed"] and s["metric"] in ("spd", "dir")]
+    rows = latest.get("rows")
+
+    def obs(type_: str, crossed: list[str], yes: str, no: str) -> Observation:
+        if crossed:
+            more = f" (and {len(crossed) - 5} more)" if len(crossed) > 5 else ""
+            return Observation(type_, ConditionStatus.TRUE, yes, "; ".join(crossed[:5]) + more)
+        return Observation(
+            type_,
+            ConditionStatus.FALSE,
+            no,
+            f"every check within its threshold over the latest {rows} inferences",
+        )
+
+    drift = obs(DRIFT_DETECTED, drifted, "DriftDetected", "NoDrift")
+    bias = obs(BIAS_DETECTED, biased, "BiasDetected", "NoBias") if bias_configured else no_bias
+    return Reading(fields, drift, bias, drifted + biased)
+
+
+def resolve_reference(
+    spec: DriftMonitorSpec,
+    model_server: dict[str, Any],
+    ftj: dict[str, Any] | None,
+    ftj_name: str | None,
+) -> tuple[str, str | None] | Observation:
+    """The reference URI (and the data connection Secret needed to read it)."""
+    if spec.reference.source == ReferenceSource.URI:
+        return str(spec.reference.uri), None
+    ms_name = model_server["metadata"]["name"]
+    if ftj_name is None:
+        return Observation(
+            REFERENCE_RESOLVED,
+            ConditionStatus.FALSE,
+            "NoTrainingData",
+            f"ModelServer {ms_name} serves spec.model.uri, not a FineTuneJob's model, so there is "
+            "no training data to compare with; set spec.reference.source to uri and "
+            "spec.reference.uri",
+        )
+    if ftj is None:
+        return Observation(
+            REFERENCE_RESOLVED,
+            ConditionStatus.FALSE,
+            "FineTuneJobNotFound",
+            f"FineTuneJob {ftj_name} (the source of ModelServer {ms_name}) does not exist",
+        )
+    status = ftj.get("status") or {}
+    dataset = (ftj.get("spec") or {}).get("dataset") or {}
+    uri = (status.get("lineage") or {}).get("datasetUri") or dataset.get("uri")
+    if not uri:
+        return Observation(
+            REFERENCE_RESOLVED,
+            ConditionStatus.FALSE,
+            "NoTrainingData",
+            f"FineTuneJob {ftj_name} names no dataset",
+        )
+    return str(uri), dataset.get("dataConnection")

@@ -1,0 +1,118 @@
+"""One analysis of a rollout: measure (Prometheus, or anything with ``measure``), decide with
+the pure ``canary.analyse``, and plan the result. The operator's reconcile and
+``labs/canary.py`` both run exactly this."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from kubeforge_crds.base import parse_duration
+from kubeforge_crds.modelserver import (
+    AnalysisMetric,
+    ModelServerSpec,
+    ModelServerStatus,
+    Revision,
+    RolloutProgress,
+)
+from kubeforge_operator.modelserver.canary import (
+    Measurement,
+    RolloutState,
+    analyse,
+    with_baseline,
+)
+from kubeforge_operator.modelserver.prometheus import (
+    Target,
+    window,
+)
+from kubeforge_operator.modelserver.rollout import Plan, apply_decision
+
+
+class Measurer(Protocol):
+    def measure(
+        self, metrics: list[AnalysisMetric], target: Target, win: str
+    ) -> dict[str, Measurement]: ...
+
+
+class NoPrometheus:
+    """Measurements when no Prometheus is configured: every query fails, saying so."""
+
+    def measure(
+        self, metrics: list[AnalysisMetric], target: Target, win: str
+    ) -> dict[str, Measurement]:
+        why = "no Prometheus configured (operator setting KUBEFORGE_OPERATOR_PROMETHEUS_URL)"
+        return {m.name: Measurement(error=why) for m in metrics}
+
+
+def run_analysis(
+    spec: ModelServerSpec,
+    status: ModelServerStatus,
+    desired: Revision,
+    rollout: RolloutProgress,
+    measurer: Measurer,
+    target: Target,
+    scrape_seconds: float,
+    now: datetime,
+    recheck_seconds: float | None = None,
+) -> Plan:
+    """One analysis of the rollout: measure, decide (``canary.analyse``), and plan the result.
+    The operator's reconcile and ``labs/canary.py`` both run exactly this. A failed analysis
+    is confirmed after ``recheck_seconds`` (default: one scrape interval)."""
+    interval = parse_duration(spec.rollout.interval).total_seconds()
+    measured = measurer.measure(spec.rollout.metrics, target, window(interval, scrape_seconds))
+    measured, baseline = with_baseline(
+        measured,
+        rollout.stable_baseline,
+        rollout.stable_full_load,
+        spec.rollout.steps[rollout.step],
+    )
+    decision = analyse(
+        spec.rollout, RolloutState(step=rollout.step, failures=rollout.failures), measured
+    )
+    recheck = timedelta(seconds=max(1.0, recheck_seconds or scrape_seconds))
+    progress = rollout.model_copy(update={"stable_baseline": baseline})
+    return apply_decision(spec, status, desired, progress, decision, now, recheck)
+
+
+def record_full_load(
+    spec: ModelServerSpec,
+    plan: Plan,
+    measurer: Measurer,
+    target: Target,
+    scrape_seconds: float,
+) -> Plan:
+    """At the start of a rollout, measure the stable version's relative metrics over the
+    interval before it, when it still took all the traffic: the 100% step compares the canary
+    with these, at the same load (``canary.with_baseline``). Nothing is recorded for a metric
+    without data (no traffic yet) or whose query failed; the rollout starts either way."""
+    relative = [m for m in spec.rollout.metrics if m.relative_to_stable]
+    rollout = plan.status.get("rollout")
+    if not relative or rollout is None:
+        return plan
+    interval = parse_duration(spec.rollout.interval).total_seconds()
+    # the stable revision measured as if it were the canary: one query per metric
+    as_absolute = [m.model_copy(update={"relative_to_stable": False}) for m in relative]
+    stable_only = Target(target.namespace, target.name, canary=target.stable, stable=target.stable)
+    measured = measurer.measure(as_absolute, stable_only, window(interval, scrape_seconds))
+    values = {
+        name: m.canary
+        for name, m in measured.items()
+        if m.error is None and m.canary is not None and math.isfinite(m.canary)
+    }
+    if not values:
+        return plan
+    rollout = {**rollout, "stableFullLoad": values}
+    # said in the start decision's reason; its measurements stay what they are elsewhere (each
+    # check's value: a ratio for a relative check), not seconds under the same name
+    measured_at_full_load = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+    decisions = [
+        d.model_copy(
+            update={"reason": f"{d.reason}; stable at full load: {measured_at_full_load}"[:1024]}
+        )
+        if d.action == "start"
+        else d
+        for d in plan.decisions
+    ]
+    return replace(plan, status={**plan.status, "rollout": rollout}, decisions=decisions)

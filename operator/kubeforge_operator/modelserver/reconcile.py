@@ -1,0 +1,169 @@
+"""The ModelServer reconcile: preconditions -> observe -> decide -> apply -> status, in that
+order. Every child is read once (``observe``); the decisions are pure (``rollout``,
+``analysis``); the apply answers with the InferenceService as it is now, so nothing is read
+twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import cast
+
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+from kubeforge_crds import MODELSERVER, ConditionStatus
+from kubeforge_crds.contracts.serving import ISVC_API
+from kubeforge_crds.modelserver import (
+    ModelServerPhase,
+    ModelServerSpec,
+    ModelServerStatus,
+    Revision,
+    RolloutProgress,
+)
+from kubeforge_operator.modelserver.analysis import NoPrometheus, record_full_load, run_analysis
+from kubeforge_operator.modelserver.builders import build_inference_service
+from kubeforge_operator.modelserver.observe import Observed, observe
+from kubeforge_operator.modelserver.prometheus import Prometheus, Target
+from kubeforge_operator.modelserver.resolve import promql_problem, resolve_model, runtime_problem
+from kubeforge_operator.modelserver.revisions import desired_revision
+from kubeforge_operator.modelserver.rollout import (
+    Plan,
+    apply_decision,
+    drift_rollback,
+    held_plan,
+    plan_rollout,
+    postponed_plan,
+)
+from kubeforge_operator.modelserver.status import isvc_ready, served_outcome
+from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
+from kubeforge_operator.runtime.metrics import ROLLOUT_DECISIONS
+from kubeforge_operator.runtime.placement import Placement
+from kubeforge_operator.runtime.policies import placement_or_problem
+from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
+from kubeforge_operator.runtime.settings import get_settings
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What the preconditions resolved: where the predictor runs and what it serves."""
+
+    placement: Placement
+    desired: Revision
+    uri: str
+
+
+def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outcome:
+    status = cast(ModelServerStatus, MODELSERVER.parse_status(ctx.obj.get("status")))
+    ready = preconditions(ctx, spec, status)
+    if isinstance(ready, Outcome):
+        return ready
+    seen = observe(ctx)
+    planned = decide(ctx, spec, status, ready.desired, seen)
+    if isinstance(planned, Outcome):
+        return planned
+    manifest = build_inference_service(
+        ctx.obj, spec, ready.placement, planned.served, planned.canary_percent, seen.logger_url
+    )
+    try:
+        isvc = ctx.kube.apply_observed(manifest, seen.isvc)
+    except ResourceNotFoundError:
+        problem = Observation(
+            ACCEPTED,
+            ConditionStatus.FALSE,
+            "KServeNotInstalled",
+            f"the InferenceService API ({ISVC_API}) is not served by this cluster; install KServe",
+        )
+        return Outcome(phase=ModelServerPhase.PENDING, dependents=[problem])
+    for d in planned.decisions:
+        ROLLOUT_DECISIONS.labels(ctx.namespace, ctx.name, d.action).inc()
+        ctx.kube.record_event(
+            ctx.obj,
+            "Warning" if d.action in ("hold", "rollback") else "Normal",
+            f"Rollout{d.action.title()}",
+            f"{d.revision} {d.traffic_split}: {d.reason}",
+        )
+    gpus = ready.placement.gpus * spec.replicas.min
+    return served_outcome(status, planned, isvc, ready.uri, gpus, ctx.now)
+
+
+def preconditions(
+    ctx: ReconcileContext, spec: ModelServerSpec, status: ModelServerStatus
+) -> Serving | Outcome:
+    """The platform config, the placement, the ServingRuntime and the model version, in that
+    order; the first that fails is the outcome (the InferenceService, if any, keeps serving)."""
+    placement = placement_or_problem(
+        spec.resources.accelerator, None, str(status.phase or "Pending")
+    )
+    if isinstance(placement, Outcome):
+        return placement
+    problem = runtime_problem(ctx, spec)
+    if problem is not None:
+        return Outcome(phase=str(status.phase or ModelServerPhase.FAILED), dependents=[problem])
+    resolved = resolve_model(ctx, spec)
+    if isinstance(resolved, Observation):
+        return Outcome(
+            phase=str(status.phase or ModelServerPhase.PENDING), dependents=[accepted(), resolved]
+        )
+    uri, ftj = resolved
+    return Serving(placement, desired_revision(uri, spec, ftj), uri)
+
+
+def decide(
+    ctx: ReconcileContext,
+    spec: ModelServerSpec,
+    status: ModelServerStatus,
+    desired: Revision,
+    seen: Observed,
+) -> Plan | Outcome:
+    """The plan of this pass: start, continue (analysis due, held or postponed), roll back on a
+    DriftMonitor's request, or refuse a rollout whose PromQL Prometheus rejects."""
+    prom = _prometheus()
+    planned = plan_rollout(spec, status, desired, ctx.now)
+    if isinstance(planned, Plan) and planned.decisions and planned.decisions[0].action == "start":
+        problem = promql_problem(spec, prom)
+        if problem is not None:  # refuse the rollout; the stable version keeps serving
+            return Outcome(phase=str(status.phase or ModelServerPhase.READY), dependents=[problem])
+        if prom is not None and status.stable is not None:
+            target = Target(ctx.namespace, ctx.name, desired.revision, status.stable.revision)
+            scrape = get_settings().prometheus_scrape_interval
+            planned = record_full_load(spec, planned, prom, target, scrape)
+    if isinstance(planned, Plan):
+        return planned
+    requested = drift_rollback(ctx.obj, desired)
+    if requested is not None:
+        return apply_decision(
+            spec, status, desired, planned, requested, ctx.now, timedelta(seconds=1)
+        )
+    return _analyse_if_due(ctx, spec, status, desired, planned, prom, seen)
+
+
+def _analyse_if_due(
+    ctx: ReconcileContext,
+    spec: ModelServerSpec,
+    status: ModelServerStatus,
+    desired: Revision,
+    rollout: RolloutProgress,
+    prom: Prometheus | None,
+    seen: Observed,
+) -> Plan:
+    due = rollout.next_analysis_time
+    if due is None or ctx.now < due:
+        return held_plan(status, desired, rollout)
+    if isvc_ready(seen.isvc).status != ConditionStatus.TRUE:
+        return postponed_plan(spec, status, desired, rollout, ctx.now)
+    stable = cast(Revision, status.stable)
+    return run_analysis(
+        spec,
+        status,
+        desired,
+        rollout,
+        prom or NoPrometheus(),
+        Target(ctx.namespace, ctx.name, canary=desired.revision, stable=stable.revision),
+        get_settings().prometheus_scrape_interval,
+        ctx.now,
+    )
+
+
+def _prometheus() -> Prometheus | None:
+    url = get_settings().prometheus_url
+    return Prometheus(url) if url else None

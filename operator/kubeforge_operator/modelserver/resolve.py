@@ -1,0 +1,146 @@
+"""Preconditions of serving, each a small policy returning why not (an Observation) or what
+to serve: the model version, the ServingRuntime, the PromQL of the rollout metrics."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+from kubeforge_crds import FINETUNEJOB, ConditionStatus
+from kubeforge_crds.contracts.serving import RUNTIME_API
+from kubeforge_crds.finetunejob import FineTuneJobPhase
+from kubeforge_crds.modelserver import (
+    MetricType,
+    ModelServerSpec,
+)
+from kubeforge_operator.modelserver.conditions import MODEL_RESOLVED
+from kubeforge_operator.modelserver.prometheus import (
+    Prometheus,
+    PrometheusError,
+    render_template,
+)
+from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
+from kubeforge_operator.runtime.reconcile import ReconcileContext
+
+
+def resolve_model(
+    ctx: ReconcileContext, spec: ModelServerSpec
+) -> tuple[str, str | None] | Observation:
+    """The model URI (and its FineTuneJob), or why there is none to serve yet."""
+    if spec.model.uri:
+        return spec.model.uri, None
+    if spec.model.model_name:
+        listed = ctx.kube.custom.list_namespaced_custom_object(
+            FINETUNEJOB.group, FINETUNEJOB.version, ctx.namespace, FINETUNEJOB.plural
+        )
+        newest = newest_version(listed.get("items") or [], spec.model.model_name)
+        if newest is None:
+            return Observation(
+                MODEL_RESOLVED,
+                ConditionStatus.FALSE,
+                "NoModelVersion",
+                f"spec.model.modelName: no Succeeded FineTuneJob in {ctx.namespace} has "
+                f"registered a version of model {spec.model.model_name!r} yet (spec.output."
+                "modelName); serving starts when one has",
+            )
+        return newest
+    name = cast(str, spec.model.fine_tune_job)
+    ftj = ctx.kube.get(FINETUNEJOB, ctx.namespace, name)
+    if ftj is None:
+        return Observation(
+            MODEL_RESOLVED,
+            ConditionStatus.FALSE,
+            "FineTuneJobNotFound",
+            f"spec.model.fineTuneJob: FineTuneJob {name!r} not found in {ctx.namespace}",
+        )
+    status = ftj.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase == FineTuneJobPhase.FAILED:
+        return Observation(
+            MODEL_RESOLVED,
+            ConditionStatus.FALSE,
+            "FineTuneJobFailed",
+            f"spec.model.fineTuneJob: FineTuneJob {name!r} failed; it has no model to serve",
+        )
+    uri = (status.get("model") or {}).get("uri")
+    if phase == FineTuneJobPhase.SUCCEEDED and not uri:
+        return Observation(
+            MODEL_RESOLVED,
+            ConditionStatus.FALSE,
+            "FineTuneJobHasNoModel",
+            f"spec.model.fineTuneJob: FineTuneJob {name!r} succeeded but reported no model "
+            "version (status.model.uri is empty); serve its output with spec.model.uri",
+        )
+    if phase != FineTuneJobPhase.SUCCEEDED:
+        return Observation(
+            MODEL_RESOLVED,
+            ConditionStatus.FALSE,
+            "FineTuneJobNotSucceeded",
+            f"spec.model.fineTuneJob: FineTuneJob {name!r} is {phase}; serving starts when it "
+            "has Succeeded",
+        )
+    return str(uri), name
+
+
+def newest_version(finetunejobs: list[dict[str, Any]], model_name: str) -> tuple[str, str] | None:
+    """(URI, FineTuneJob) of the version of ``model_name`` registered last: among Succeeded
+    FineTuneJobs whose status.model names it, the latest completionTime (then name)."""
+    candidates = []
+    for ftj in finetunejobs:
+        status = ftj.get("status") or {}
+        model = status.get("model") or {}
+        if (
+            status.get("phase") == FineTuneJobPhase.SUCCEEDED
+            and model.get("name") == model_name
+            and model.get("uri")
+        ):
+            done = status.get("completionTime") or ftj["metadata"].get("creationTimestamp", "")
+            candidates.append((done, ftj["metadata"]["name"], str(model["uri"])))
+    if not candidates:
+        return None
+    _, name, uri = max(candidates)
+    return uri, name
+
+
+def runtime_problem(ctx: ReconcileContext, spec: ModelServerSpec) -> Observation | None:
+    name = spec.runtime.serving_runtime
+    if name is None:
+        return None
+    try:
+        found = ctx.kube.get_child(RUNTIME_API, "ServingRuntime", ctx.namespace, name)
+        found = found or ctx.kube.get_child(RUNTIME_API, "ClusterServingRuntime", "", name)
+    except ResourceNotFoundError:
+        found = None
+    if found is None:
+        return Observation(
+            ACCEPTED,
+            ConditionStatus.FALSE,
+            "UnknownRuntime",
+            f"spec.runtime.servingRuntime: no ServingRuntime or ClusterServingRuntime named "
+            f"{name!r}; unset it to use kubeforge's built-in runtime",
+        )
+    return None
+
+
+def promql_problem(spec: ModelServerSpec, prom: Prometheus | None) -> Observation | None:
+    """Prometheus's parse error for a promql metric, checked before a rollout starts."""
+    if prom is None:
+        return None
+    for metric in spec.rollout.metrics:
+        if metric.type != MetricType.PROMQL or metric.query is None:
+            continue
+        query = render_template(metric.query, "ns", "name", "r0", "1m")
+        try:
+            error = prom.check(query)
+        except PrometheusError:
+            return None  # cannot check now; the analysis will say it has no data
+        if error:
+            i = spec.rollout.metrics.index(metric)
+            return Observation(
+                ACCEPTED,
+                ConditionStatus.FALSE,
+                "InvalidPromQL",
+                f"spec.rollout.metrics[{i}].query: Prometheus rejects it: {error}",
+            )
+    return None

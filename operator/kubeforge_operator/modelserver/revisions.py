@@ -1,0 +1,44 @@
+"""Revisions: what is served (model URI, format, runtime, injected faults), named by a digest
+(``r<10 hex>``). The same inputs always give the same revision; resources and replicas are not
+part of it (they apply in place)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from kubeforge_crds.modelserver import (
+    ModelServerSpec,
+    Revision,
+)
+
+
+def revision_id(uri: str, spec: ModelServerSpec) -> str:
+    """Digest of what is served; the same inputs always give the same revision."""
+    what = {
+        "uri": uri,
+        "modelFormat": str(spec.runtime.model_format),
+        "servingRuntime": spec.runtime.serving_runtime,
+        "faults": spec.runtime.fault_injection.to_wire() if spec.runtime.fault_injection else None,
+    }
+    return "r" + hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def desired_revision(uri: str, spec: ModelServerSpec, fine_tune_job: str | None) -> Revision:
+    return Revision(
+        revision=revision_id(uri, spec),
+        uri=uri,
+        traffic_percent=0,
+        model_format=spec.runtime.model_format,
+        serving_runtime=spec.runtime.serving_runtime,
+        fault_injection=spec.runtime.fault_injection,
+        fine_tune_job=fine_tune_job,
+    )
+
+
+def with_traffic(rev: Revision, traffic: int) -> Revision:
+    return rev.model_copy(update={"traffic_percent": traffic})
+
+
+def traffic_split(stable: int, canary: int | None) -> str:
+    return f"{stable}/{canary}" if canary is not None else f"{stable}/0"

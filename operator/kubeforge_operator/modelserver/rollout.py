@@ -1,0 +1,286 @@
+"""The rollout state machine (pure): the first deployment, a cancelled or refused rollout, the
+start of a new one, and the plan after each analysis's decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from kubeforge_crds import ConditionStatus
+from kubeforge_crds.base import parse_duration
+from kubeforge_crds.contracts.labels import ROLLBACK_ANNOTATION, ROLLBACK_REASON_ANNOTATION
+from kubeforge_crds.modelserver import (
+    FailureAction,
+    ModelServerPhase,
+    ModelServerSpec,
+    ModelServerStatus,
+    Revision,
+    RolloutDecision,
+    RolloutProgress,
+)
+from kubeforge_operator.modelserver.canary import (
+    Action,
+    Decision,
+)
+from kubeforge_operator.modelserver.conditions import ROLLED_BACK
+from kubeforge_operator.modelserver.revisions import traffic_split, with_traffic
+from kubeforge_operator.runtime.conditions import Observation
+
+KEEP_DECISIONS = 20
+
+
+@dataclass
+class Plan:
+    """What the reconcile applies and records."""
+
+    served: Revision  # the predictor in the InferenceService
+    canary_percent: int | None
+    status: dict[str, Any]  # status fields (wire names)
+    decisions: list[RolloutDecision] = field(default_factory=list)
+    phase: str = ModelServerPhase.READY
+    rolled_back: Observation | None = None
+    next_analysis: datetime | None = None
+
+
+def _decision(
+    now: datetime, step: int, action: str, revision: str, split: str, reason: str, values: Any
+) -> RolloutDecision:
+    return RolloutDecision(
+        time=now,
+        step=step,
+        action=action,
+        revision=revision,
+        traffic_split=split,
+        reason=reason[:1024],
+        measurements=dict(values or {}),
+    )
+
+
+def _steady(rev: Revision, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "stable": with_traffic(rev, 100).to_wire(),
+        "canary": None,
+        "rollout": None,
+        "trafficSplit": "100/0",
+        **(extra or {}),
+    }
+
+
+def plan_rollout(
+    spec: ModelServerSpec,
+    status: ModelServerStatus,
+    desired: Revision,
+    now: datetime,
+) -> Plan | RolloutProgress:
+    """Everything decided without measuring: first deployment, a cancelled or refused rollout,
+    the start of a new one. Returns the rollout in progress when it needs an analysis (or is
+    held) instead."""
+    policy = spec.rollout
+    stable = status.stable
+    if stable is None:
+        return Plan(desired, None, _steady(desired))
+    if desired.revision == stable.revision:
+        plan = Plan(with_traffic(desired, 100), None, _steady(desired))
+        if status.rollout is not None:
+            plan.decisions.append(
+                _decision(
+                    now,
+                    status.rollout.step,
+                    "cancel",
+                    status.rollout.revision,
+                    "100/0",
+                    "the spec names the stable revision again: rollout cancelled",
+                    None,
+                )
+            )
+        return plan
+    if status.rolled_back is not None and desired.revision == status.rolled_back.revision:
+        return Plan(stable, None, _steady(stable), phase=ModelServerPhase.ROLLED_BACK)
+    if status.rollout is None or status.rollout.revision != desired.revision:
+        first = policy.steps[0]
+        interval = parse_duration(policy.interval)
+        rollout = RolloutProgress(
+            revision=desired.revision,
+            step=0,
+            failures=0,
+            start_time=now,
+            next_analysis_time=now + interval,
+        )
+        canary = with_traffic(desired, first)
+        split = traffic_split(100 - first, first)
+        return Plan(
+            desired,
+            first,
+            {
+                "stable": with_traffic(stable, 100 - first).to_wire(),
+                "canary": canary.to_wire(),
+                "rollout": rollout.to_wire(),
+                "trafficSplit": split,
+            },
+            [_decision(now, 0, "start", desired.revision, split, f"canary at {first}%", None)],
+            phase=ModelServerPhase.PROGRESSING,
+            next_analysis=now + interval,
+        )
+    return status.rollout
+
+
+def apply_decision(
+    spec: ModelServerSpec,
+    status: ModelServerStatus,
+    desired: Revision,
+    rollout: RolloutProgress,
+    decision: Decision,
+    now: datetime,
+    recheck: timedelta,
+) -> Plan:
+    """The plan after an analysis decided ``decision``."""
+    stable = cast(Revision, status.stable)
+    policy = spec.rollout
+    interval = parse_duration(policy.interval)
+    step = decision.step
+    if decision.action == Action.PROMOTE:
+        split = "0/100"
+        return Plan(
+            with_traffic(desired, 100),
+            None,
+            _steady(desired, {"rolledBack": None}),
+            [
+                _decision(
+                    now,
+                    step,
+                    "promote",
+                    desired.revision,
+                    split,
+                    decision.reason,
+                    decision.measurements,
+                )
+            ],
+        )
+    if decision.action == Action.ROLLBACK:
+        plan = Plan(
+            stable,
+            None,
+            _steady(stable, {"rolledBack": with_traffic(desired, 0).to_wire()}),
+            [
+                _decision(
+                    now,
+                    step,
+                    "rollback",
+                    desired.revision,
+                    "100/0",
+                    decision.reason,
+                    decision.measurements,
+                )
+            ],
+            phase=ModelServerPhase.ROLLED_BACK,
+        )
+        plan.rolled_back = Observation(
+            ROLLED_BACK, ConditionStatus.TRUE, rollback_reason(decision), decision.reason
+        )
+        return plan
+    traffic = decision.traffic
+    split = traffic_split(100 - traffic, traffic)
+    final_hold = (
+        decision.action == Action.HOLD
+        and decision.failures >= policy.failure_threshold
+        and policy.on_failure == FailureAction.HOLD
+    )
+    if decision.action == Action.ADVANCE:
+        due: datetime | None = now + interval
+    elif final_hold:
+        due = None
+    else:
+        due = now + recheck  # confirm a failure after one more scrape, not a whole interval
+    progress = rollout.model_copy(
+        update={
+            "step": step,
+            "failures": decision.failures,
+            "last_analysis_time": now,
+            "next_analysis_time": due,
+        }
+    )
+    return Plan(
+        desired,
+        traffic,
+        {
+            "stable": with_traffic(stable, 100 - traffic).to_wire(),
+            "canary": with_traffic(desired, traffic).to_wire(),
+            "rollout": progress.to_wire(),
+            "trafficSplit": split,
+        },
+        [
+            _decision(
+                now,
+                step,
+                str(decision.action),
+                desired.revision,
+                split,
+                decision.reason,
+                decision.measurements,
+            )
+        ],
+        phase=ModelServerPhase.HELD if final_hold else ModelServerPhase.PROGRESSING,
+        next_analysis=due,
+    )
+
+
+def drift_rollback(obj: dict[str, Any], desired: Revision) -> Decision | None:
+    """A rollback a DriftMonitor asked for (``kubeforge.io/rollback-revision`` naming the canary
+    in progress); an annotation naming any other revision is stale and ignored."""
+
+    annotations = obj["metadata"].get("annotations") or {}
+    if annotations.get(ROLLBACK_ANNOTATION) != desired.revision:
+        return None
+    reason = annotations.get(ROLLBACK_REASON_ANNOTATION) or "a DriftMonitor found drift"
+    return Decision(Action.ROLLBACK, 0, 0, 0, reason, cause="DriftDetected")
+
+
+def held_plan(status: ModelServerStatus, desired: Revision, rollout: RolloutProgress) -> Plan:
+    canary = cast(Revision, status.canary)
+    traffic = canary.traffic_percent
+    return Plan(
+        desired,
+        traffic,
+        {},
+        phase=ModelServerPhase.HELD
+        if rollout.next_analysis_time is None
+        else ModelServerPhase.PROGRESSING,
+        next_analysis=rollout.next_analysis_time,
+    )
+
+
+def postponed_plan(
+    spec: ModelServerSpec,
+    status: ModelServerStatus,
+    desired: Revision,
+    rollout: RolloutProgress,
+    now: datetime,
+) -> Plan:
+    """An analysis fell due while KServe has not reported the traffic split we applied as
+    Ready (the canary's pods are still starting): measuring now would judge a canary that had
+    little or no traffic. The interval starts again."""
+    canary = cast(Revision, status.canary)
+    due = now + parse_duration(spec.rollout.interval)
+    progress = rollout.model_copy(update={"next_analysis_time": due})
+    return Plan(
+        desired,
+        canary.traffic_percent,
+        {"rollout": progress.to_wire()},
+        phase=ModelServerPhase.PROGRESSING,
+        next_analysis=due,
+    )
+
+
+def rollback_reason(decision: Decision) -> str:
+    """A CamelCase reason naming what failed first."""
+    if decision.cause:
+        return decision.cause
+    for check in decision.checks:
+        if check.passed is False:
+            return {"error-rate": "ErrorRateExceeded", "latency-p95": "LatencyExceeded"}.get(
+                check.metric, "MetricThresholdExceeded"
+            )
+    if any("query failed" in c.reason for c in decision.checks):
+        return "MetricsUnavailable"
+    return "NoMetricData"

@@ -1,0 +1,122 @@
+"""The Workbench reconcile: preconditions (platform, image, placement, Secrets) -> apply the
+children -> observe the pod -> idle culling -> status."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from kubeforge_crds import WORKBENCH, ConditionStatus
+from kubeforge_crds.base import parse_duration, serialize_datetime
+from kubeforge_crds.contracts.labels import CULLED_ANNOTATION
+from kubeforge_crds.workbench import WorkbenchPhase, WorkbenchSpec, WorkbenchStatus
+from kubeforge_operator.runtime.conditions import Observation
+from kubeforge_operator.runtime.placement import SpecProblem
+from kubeforge_operator.runtime.policies import (
+    missing_secrets,
+    placement_or_problem,
+    platform_or_problem,
+)
+from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
+from kubeforge_operator.runtime.settings import get_settings
+from kubeforge_operator.workbench.builders import (
+    build_home_pvc,
+    build_network_policy,
+    build_service,
+    build_statefulset,
+    resolve_image,
+)
+from kubeforge_operator.workbench.culling import (
+    CULLED,
+    DEFAULT_PROBE_PATH,
+    ActivityReport,
+    culled_observation,
+    decide_cull,
+    read_activity,
+)
+from kubeforge_operator.workbench.status import (
+    DATA_CONNECTIONS,
+    decide_phase,
+    observe_scheduled,
+    observe_server,
+    ready_since,
+)
+
+
+def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
+    settings = get_settings()
+    platform = platform_or_problem(WorkbenchPhase.PENDING)
+    if isinstance(platform, Outcome):
+        return platform
+    image = resolve_image(spec, platform)
+    if isinstance(image, SpecProblem):
+        return Outcome(phase=WorkbenchPhase.FAILED, dependents=[image.observation()])
+    placement = placement_or_problem(
+        spec.resources.accelerator, spec.queue_name, WorkbenchPhase.PENDING, platform
+    )
+    if isinstance(placement, Outcome):
+        return placement
+    refs = [
+        (f"spec.dataConnections[{i}].secretName", d.secret_name)
+        for i, d in enumerate(spec.data_connections)
+    ]
+    missing = missing_secrets(ctx, DATA_CONNECTIONS, refs)
+    if missing:
+        return missing
+    obj = ctx.obj
+    culled_at = (obj["metadata"].get("annotations") or {}).get(CULLED_ANNOTATION)
+    stopped = spec.stopped or culled_at is not None
+    for child in (
+        build_home_pvc(obj, spec),
+        build_service(obj),
+        build_network_policy(obj, settings.api_namespace),
+        build_statefulset(obj, spec, image, placement, stopped=stopped),
+    ):
+        ctx.kube.apply(child)
+    pod = ctx.kube.get_child("v1", "Pod", ctx.namespace, f"{ctx.name}-0")
+    server = observe_server(pod, stopped)
+    fields: dict[str, Any] = {"url": f"http://{ctx.name}.{ctx.namespace}.svc/"}
+
+    if culled_at is not None:
+        culled = culled_observation(culled_at)
+    elif spec.stopped:
+        culled = Observation(CULLED, ConditionStatus.FALSE, "Stopped", "stopped by spec.stopped")
+    elif server.status != ConditionStatus.TRUE:
+        culled = Observation(
+            CULLED, ConditionStatus.FALSE, "NotRunning", "activity is read once the server is ready"
+        )
+    else:
+        url = settings.activity_url_template.format(
+            name=ctx.name,
+            namespace=ctx.namespace,
+            path=spec.culling.probe_path or DEFAULT_PROBE_PATH,
+        )
+        status = cast(WorkbenchStatus, WORKBENCH.parse_status(obj.get("status")))
+        # a server that has just become ready counts as active then, so a restarted Workbench
+        # is never culled on the strength of the activity it had before it was stopped
+        floor = [t for t in (status.last_activity, ready_since(pod)) if t is not None]
+        decision = decide_cull(
+            spec.culling.enabled,
+            parse_duration(spec.culling.idle_timeout),
+            read_activity(url) if spec.culling.enabled else ActivityReport(),
+            max(floor) if floor else None,
+            ctx.now,
+        )
+        if decision.last_activity is not None:
+            fields["lastActivity"] = serialize_datetime(decision.last_activity)
+        culled = decision.observation
+        if decision.cull:
+            culled_at = serialize_datetime(ctx.now)
+            ctx.kube.annotate(WORKBENCH, ctx.namespace, ctx.name, CULLED_ANNOTATION, culled_at)
+            ctx.kube.record_event(obj, "Normal", "Culled", decision.observation.message)
+            stopped = True
+            ctx.kube.apply(build_statefulset(obj, spec, image, placement, stopped=True))
+            culled = culled_observation(culled_at)
+            server = observe_server(pod, stopped)
+
+    scheduled = observe_scheduled(pod, stopped)
+    phase = decide_phase(pod, stopped, scheduled, server)
+    holds_gpus = pod is not None and bool((pod.get("spec") or {}).get("nodeName"))
+    fields["gpus"] = placement.gpus if holds_gpus and not stopped else 0
+    return Outcome(
+        phase=phase, dependents=[accepted(), scheduled, server], fields=fields, info=[culled]
+    )

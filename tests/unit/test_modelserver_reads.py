@@ -1,0 +1,156 @@
+"""One ModelServer reconcile reads each child at most once: a recording client stands in for the
+Kubernetes calls (the reconcile's own code runs unchanged) and counts every read by object."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from kubeforge_crds import MODELSERVER
+from kubeforge_crds.contracts.drift import logger_url
+from kubeforge_crds.contracts.serving import ISVC_API
+from kubeforge_operator.modelserver import reconcile_modelserver
+from kubeforge_operator.modelserver.revisions import desired_revision
+from kubeforge_operator.runtime.reconcile import ReconcileContext
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+NS, NAME = "team-a", "bot"
+
+
+class RecordingCustom:
+    """The CustomObjectsApi calls the reconcile makes (lists of DriftMonitors, FineTuneJobs)."""
+
+    def __init__(self, kube: RecordingKube) -> None:
+        self.kube = kube
+
+    def list_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str
+    ) -> dict[str, Any]:
+        self.kube.reads[("list", plural, namespace)] += 1
+        return {"items": copy.deepcopy(self.kube.lists.get(plural, []))}
+
+
+class RecordingKube:
+    """Serves objects from dicts and counts each read by (verb, kind, name)."""
+
+    def __init__(self, children: dict[tuple[str, str], dict[str, Any]]) -> None:
+        self.children = children
+        self.lists: dict[str, list[dict[str, Any]]] = {}
+        self.reads: Counter[tuple[str, str, str]] = Counter()
+        self.applied: list[dict[str, Any]] = []
+        self.events: list[str] = []
+        self.custom = RecordingCustom(self)
+
+    def get(self, kind: Any, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads[("get", kind.kind, name)] += 1
+        return None
+
+    def get_child(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        self.reads[("get", kind, name)] += 1
+        found = self.children.get((kind, name))
+        return copy.deepcopy(found) if found else None
+
+    def apply_observed(
+        self, manifest: dict[str, Any], live: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """As the apiserver answers a server-side apply: the object with a new generation
+        when the spec changed; KServe has not reported on that generation yet."""
+        self.applied.append(manifest)
+        generation = int((live or {}).get("metadata", {}).get("generation") or 0)
+        changed = live is None or live.get("spec") != manifest["spec"]
+        result = copy.deepcopy(manifest)
+        result["metadata"]["generation"] = generation + 1 if changed else generation
+        result["status"] = copy.deepcopy((live or {}).get("status") or {})
+        self.children[(manifest["kind"], manifest["metadata"]["name"])] = result
+        return result
+
+    def record_event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self.events.append(reason)
+
+
+def _model_server(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": MODELSERVER.api_version,
+        "kind": "ModelServer",
+        "metadata": {"name": NAME, "namespace": NS, "uid": "u-1", "generation": 1},
+        "spec": {
+            "model": {"uri": "s3://m/v2"},
+            "rollout": {"steps": [10, 100], "interval": "30s"},
+            **spec,
+        },
+        "status": status or {},
+    }
+
+
+def _ready_isvc(generation: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": ISVC_API,
+        "kind": "InferenceService",
+        "metadata": {"name": NAME, "namespace": NS, "generation": generation},
+        "spec": {"predictor": {}},
+        "status": {
+            "observedGeneration": generation,
+            "url": f"http://{NAME}.{NS}.example",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+
+
+def _reconcile(kube: RecordingKube, obj: dict[str, Any]) -> Any:
+    ctx = ReconcileContext(kind=MODELSERVER, obj=obj, kube=kube, now=NOW)  # type: ignore[arg-type]
+    return reconcile_modelserver(ctx, MODELSERVER.parse_spec(obj["spec"]))
+
+
+def _assert_each_read_once(kube: RecordingKube) -> None:
+    twice = {key: n for key, n in kube.reads.items() if n > 1}
+    assert not twice, f"read more than once in one reconcile: {twice}"
+
+
+def test_first_deployment_reads_the_inference_service_once() -> None:
+    kube = RecordingKube({})
+    outcome = _reconcile(kube, _model_server())
+    assert kube.reads[("get", "InferenceService", NAME)] == 1
+    _assert_each_read_once(kube)
+    assert len(kube.applied) == 1
+    # the apply's answer is the observation: KServe has not reported on the new generation
+    isvc_ready = next(o for o in outcome.dependents if o.type == "InferenceServiceReady")
+    assert isvc_ready.reason == "WaitingForKServe"
+
+
+@pytest.mark.parametrize("with_monitor", [False, True])
+def test_an_analysis_in_a_rollout_reads_each_child_once(with_monitor: bool) -> None:
+    spec = MODELSERVER.parse_spec(_model_server()["spec"])
+    stable = desired_revision("s3://m/v1", spec, None).model_copy(update={"traffic_percent": 90})
+    canary = desired_revision("s3://m/v2", spec, None).model_copy(update={"traffic_percent": 10})
+    due = NOW - timedelta(seconds=1)
+    status = {
+        "stable": stable.to_wire(),
+        "canary": canary.to_wire(),
+        "rollout": {
+            "revision": canary.revision,
+            "step": 0,
+            "failures": 0,
+            "startTime": (NOW - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "nextAnalysisTime": due.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    }
+    kube = RecordingKube({("InferenceService", NAME): _ready_isvc()})
+    if with_monitor:
+        kube.lists["driftmonitors"] = [
+            {"metadata": {"name": "watch"}, "spec": {"target": {"modelServer": NAME}}}
+        ]
+    outcome = _reconcile(kube, _model_server(status))
+    # the analysis ran (no Prometheus configured: it holds, saying so) on the one read
+    assert kube.reads[("get", "InferenceService", NAME)] == 1
+    assert kube.reads[("list", "driftmonitors", NS)] == 1
+    _assert_each_read_once(kube)
+    assert kube.events, "the analysis recorded a decision"
+    logger = kube.applied[-1]["spec"]["predictor"].get("logger")
+    assert (logger or {}).get("url") == (logger_url(NS, "watch") if with_monitor else None)
+    assert outcome.fields["inferenceService"] == NAME
