@@ -34,7 +34,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kubeforge_crds.modelserver import ModelServerSpec, Revision
-from kubeforge_operator.modelserver.prometheus import Prometheus, window
+from kubeforge_operator.modelserver.prometheus import window
+from kubeforge_operator.runtime.prometheus import Prometheus
 from labs.canary import (
     SKLEARN_BODY,
     Outcome,

@@ -2,7 +2,7 @@
 package) scraping kubeforge's built-in runtime serving a real model on 127.0.0.1, a load
 generator that splits traffic between stable and canary the way KServe's router does, and a
 driver that runs the operator's own rollout code (``modelserver.plan_rollout`` /
-``apply_decision`` with ``canary.analyse`` on ``prometheus.Prometheus`` measurements).
+``apply_decision`` with ``canary.analyse`` on ``prometheus.PrometheusMeasurer`` measurements).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import httpx
 
 from kubeforge_crds.modelserver import ModelServerSpec, ModelServerStatus, Revision
 from kubeforge_operator.modelserver.analysis import record_full_load, run_analysis
-from kubeforge_operator.modelserver.prometheus import Prometheus, Target
+from kubeforge_operator.modelserver.prometheus import PrometheusMeasurer, Target
 from kubeforge_operator.modelserver.rollout import Plan, plan_rollout
+from kubeforge_operator.runtime.prometheus import Prometheus
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
@@ -282,7 +283,8 @@ def drive_rollout(
     plan = plan_rollout(spec, status, canary, datetime.now(UTC))
     assert isinstance(plan, Plan), "a new revision starts a rollout"
     target = Target(namespace, name, canary=canary.revision, stable=stable.revision)
-    plan = record_full_load(spec, plan, prom, target, scrape_interval)
+    measurer = PrometheusMeasurer(prom)
+    plan = record_full_load(spec, plan, measurer, target, scrape_interval)
     decisions = [d.to_wire() for d in plan.decisions]
     router.canary_percent = plan.canary_percent or 0
     status = ModelServerStatus.model_validate({**status.to_wire(), **plan.status})
@@ -297,7 +299,7 @@ def drive_rollout(
             status,
             canary,
             status.rollout,
-            prom,
+            measurer,
             target,
             scrape_interval,
             datetime.now(UTC),

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from kubeforge_crds.modelserver import ModelServerSpec, Revision
-from kubeforge_operator.modelserver.prometheus import Prometheus
+from kubeforge_operator.runtime.prometheus import Prometheus
 from labs.canary import (
     Proc,
     Router,

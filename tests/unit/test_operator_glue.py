@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubeforge_operator.handlers import namespace_selected
+from kubeforge_operator.runtime.controller import namespace_selected
 from kubeforge_operator.runtime.kube import holds
 
 

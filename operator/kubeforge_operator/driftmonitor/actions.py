@@ -208,7 +208,7 @@ def _retrain(
     manifest = retrain_manifest(ctx.obj, plan.name, template, trigger)
     if spec.actions.retrain.include_live_data:
         try:
-            exported = export_live_data(ctx.namespace, ctx.name, plan.name)
+            exported = export_live_data(status_url(ctx), plan.name)
         except ExportFailedError as err:
             # no run without its data; the next reconcile tries again
             log.warning(
@@ -237,10 +237,10 @@ class ExportFailedError(Exception):
     pass
 
 
-def export_live_data(namespace: str, name: str, run: str) -> dict[str, Any]:
+def export_live_data(service_url: str, run: str) -> dict[str, Any]:
     """Ask the monitor's drift service to write the reference plus its live window as the
     dataset ``<exportUri>/<run>.jsonl``; what it wrote (uri, row counts, sha256)."""
-    url = status_url(namespace, name).rstrip("/") + "/export"
+    url = service_url.rstrip("/") + "/export"
     try:
         response = httpx.post(url, json={"name": run}, timeout=EXPORT_TIMEOUT_SECONDS)
     except httpx.HTTPError as err:

@@ -17,15 +17,14 @@ from kubeforge_crds.contracts.serving import ISVC_API
 from kubeforge_operator.driftmonitor.conditions import LOGGER_CONFIGURED
 from kubeforge_operator.runtime.conditions import Observation
 from kubeforge_operator.runtime.reconcile import ReconcileContext
-from kubeforge_operator.runtime.settings import get_settings
 
 STATUS_TIMEOUT_SECONDS = 5.0
 
 
-def status_url(namespace: str, name: str) -> str:
+def status_url(ctx: ReconcileContext) -> str:
     """Where the operator reads the drift service's status (settings can redirect it)."""
-    template = get_settings().drift_status_url_template
-    return template.format(namespace=namespace, name=name, service=service_name(name))
+    template = ctx.settings.drift_status_url_template
+    return template.format(namespace=ctx.namespace, name=ctx.name, service=service_name(ctx.name))
 
 
 def source_fine_tune_job(

@@ -3,6 +3,7 @@ monitoring -> read the service -> act -> status."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
@@ -42,17 +43,66 @@ from kubeforge_operator.driftmonitor.observe import (
 from kubeforge_operator.driftmonitor.reading import read_service_status, resolve_reference
 from kubeforge_operator.runtime.conditions import Observation
 from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
-from kubeforge_operator.runtime.settings import get_settings
 
 MAX_RECHECK_SECONDS = 60.0
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """The preconditions met: the target, its source FineTuneJob, the reference to compare with
+    (and the data connection Secret that reads it), and the conditions saying so."""
+
+    model_server: dict[str, Any]
+    ftj: dict[str, Any] | None
+    reference: str
+    secret: str | None
+    met: list[Observation]
+
+
 def reconcile_driftmonitor(ctx: ReconcileContext, spec: DriftMonitorSpec) -> Outcome:
     status = cast(DriftMonitorStatus, ctx.kind.parse_status(ctx.obj.get("status")))
-    settings = get_settings()
-    interval = parse_duration(spec.window.interval).total_seconds()
-    recheck = min(interval, MAX_RECHECK_SECONDS)
-    phase = str(status.phase or DriftMonitorPhase.PENDING)
+    recheck = min(parse_duration(spec.window.interval).total_seconds(), MAX_RECHECK_SECONDS)
+    resolved = preconditions(ctx, spec)
+    if isinstance(resolved, list):
+        return Outcome(phase=DriftMonitorPhase.PENDING, dependents=resolved, requeue_after=recheck)
+    info = apply_children(ctx, spec, resolved)
+    logger = logger_observation(ctx, spec.target.model_server)
+    if logger.reason == "Waiting":
+        nudge(ctx, resolved.model_server)
+    fields: dict[str, Any] = {
+        "referenceUri": resolved.reference,
+        "service": logger_url(ctx.namespace, ctx.name),
+    }
+    service, body = read_service(ctx, resolved.reference)
+    if body is None:
+        failed = service.reason == "ReferenceMismatch"
+        return Outcome(
+            phase=DriftMonitorPhase.FAILED if failed else DriftMonitorPhase.PENDING,
+            dependents=[*resolved.met, service, logger],
+            fields=fields,
+            info=info,
+            requeue_after=recheck,
+        )
+    reading = read_service_status(body, spec.bias is not None)
+    fields.update(reading.fields)
+    info += [reading.drift, reading.bias]
+    actions = list(status.actions)
+    if reading.detected:
+        act(ctx, spec, status, resolved.model_server, resolved.ftj, reading, actions)
+    if len(actions) != len(status.actions):
+        fields["actions"] = [a.to_wire() for a in actions[-KEEP_ACTIONS:]]
+    return Outcome(
+        phase=DriftMonitorPhase.DRIFTED if reading.detected else DriftMonitorPhase.MONITORING,
+        dependents=[*resolved.met, service, logger],
+        fields=fields,
+        info=info,
+        requeue_after=recheck,
+    )
+
+
+def preconditions(ctx: ReconcileContext, spec: DriftMonitorSpec) -> Resolved | list[Observation]:
+    """The target ModelServer must exist and the reference must resolve; otherwise the
+    conditions that say what is missing."""
     target = spec.target.model_server
     model_server = ctx.kube.get(MODELSERVER, ctx.namespace, target)
     if model_server is None:
@@ -62,43 +112,36 @@ def reconcile_driftmonitor(ctx: ReconcileContext, spec: DriftMonitorSpec) -> Out
             "ModelServerNotFound",
             f"ModelServer {target} does not exist in namespace {ctx.namespace}",
         )
-        return Outcome(
-            phase=DriftMonitorPhase.PENDING, dependents=[accepted(), missing], requeue_after=recheck
-        )
+        return [accepted(), missing]
     found = Observation(TARGET_FOUND, ConditionStatus.TRUE, "Found", f"ModelServer {target}")
     ftj, ftj_name = source_fine_tune_job(ctx, model_server)
     resolved = resolve_reference(spec, model_server, ftj, ftj_name)
     if isinstance(resolved, Observation):
-        return Outcome(
-            phase=DriftMonitorPhase.PENDING,
-            dependents=[accepted(), found, resolved],
-            requeue_after=recheck,
-        )
+        return [accepted(), found, resolved]
     reference, secret = resolved
     reference_ok = Observation(REFERENCE_RESOLVED, ConditionStatus.TRUE, "Resolved", reference)
+    return Resolved(model_server, ftj, reference, secret, [accepted(), found, reference_ok])
 
-    config = monitor_config(ctx.namespace, ctx.name, spec, reference)
+
+def apply_children(
+    ctx: ReconcileContext, spec: DriftMonitorSpec, resolved: Resolved
+) -> list[Observation]:
+    """The drift service (ConfigMap, Deployment, Service), then its ServiceMonitor and, with
+    alerts on, its PrometheusRule; the MonitoringConfigured condition says which went in."""
+    interval = parse_duration(spec.window.interval).total_seconds()
+    config = monitor_config(ctx.namespace, ctx.name, spec, resolved.reference)
     for manifest in (
         build_config_map(ctx.obj, config),
-        build_deployment(ctx.obj, config, settings.drift_image, secret),
+        build_deployment(ctx.obj, config, ctx.settings.drift_image, resolved.secret),
         build_service(ctx.obj),
     ):
         ctx.kube.apply(manifest)
-    info: list[Observation] = []
     try:
         ctx.kube.apply(build_service_monitor(ctx.obj, interval))
         if spec.actions.alert.enabled:
             ctx.kube.apply(build_prometheus_rule(ctx.obj, spec.actions.alert.severity, interval))
-        info.append(
-            Observation(
-                MONITORING_READY,
-                ConditionStatus.TRUE,
-                "Applied",
-                "ServiceMonitor" + (" and PrometheusRule" if spec.actions.alert.enabled else ""),
-            )
-        )
     except ResourceNotFoundError:
-        info.append(
+        return [
             Observation(
                 MONITORING_READY,
                 ConditionStatus.FALSE,
@@ -106,64 +149,30 @@ def reconcile_driftmonitor(ctx: ReconcileContext, spec: DriftMonitorSpec) -> Out
                 "monitoring.coreos.com/v1 (ServiceMonitor, PrometheusRule) is not served by this "
                 "cluster; the scores are still on the drift service's /metrics and in this status",
             )
-        )
+        ]
+    applied = "ServiceMonitor" + (" and PrometheusRule" if spec.actions.alert.enabled else "")
+    return [Observation(MONITORING_READY, ConditionStatus.TRUE, "Applied", applied)]
 
-    logger = logger_observation(ctx, target)
-    if logger.reason == "Waiting":
-        nudge(ctx, model_server)
-    fields: dict[str, Any] = {
-        "referenceUri": reference,
-        "service": logger_url(ctx.namespace, ctx.name),
-    }
-    body = fetch_status(status_url(ctx.namespace, ctx.name))
+
+def read_service(
+    ctx: ReconcileContext, reference: str
+) -> tuple[Observation, dict[str, Any] | None]:
+    """The drift service's status body when it is ready, with the ServiceReady condition; an
+    unreachable service or an unusable reference gives the condition and no body."""
+    body = fetch_status(status_url(ctx))
     if isinstance(body, str):
-        service = Observation(
+        return Observation(
             SERVICE_READY,
             ConditionStatus.FALSE,
             "ServiceUnreachable",
             f"the drift service does not answer: {body}",
-        )
-        return Outcome(
-            phase=DriftMonitorPhase.PENDING,
-            dependents=[accepted(), found, reference_ok, service, logger],
-            fields=fields,
-            info=info,
-            requeue_after=recheck,
-        )
+        ), None
     if not body.get("ready"):
         error = str(body.get("error") or "the reference is loading")
         reason = "ReferenceMismatch" if "column" in error else "ReferenceUnavailable"
-        service = Observation(SERVICE_READY, ConditionStatus.FALSE, reason, error)
-        return Outcome(
-            phase=DriftMonitorPhase.FAILED
-            if reason == "ReferenceMismatch"
-            else DriftMonitorPhase.PENDING,
-            dependents=[accepted(), found, reference_ok, service, logger],
-            fields=fields,
-            info=info,
-            requeue_after=recheck,
-        )
-    service = Observation(
-        SERVICE_READY,
-        ConditionStatus.TRUE,
-        "Ready",
-        f"reference {reference}: {(body.get('reference') or {}).get('rows')} rows",
+        return Observation(SERVICE_READY, ConditionStatus.FALSE, reason, error), None
+    rows = (body.get("reference") or {}).get("rows")
+    ready = Observation(
+        SERVICE_READY, ConditionStatus.TRUE, "Ready", f"reference {reference}: {rows} rows"
     )
-
-    reading = read_service_status(body, spec.bias is not None)
-    fields.update(reading.fields)
-    info += [reading.drift, reading.bias]
-    actions = list(status.actions)
-    before = len(actions)
-    if reading.detected:
-        act(ctx, spec, status, model_server, ftj, reading, actions)
-    if len(actions) != before:
-        fields["actions"] = [a.to_wire() for a in actions[-KEEP_ACTIONS:]]
-    phase = DriftMonitorPhase.DRIFTED if reading.detected else DriftMonitorPhase.MONITORING
-    return Outcome(
-        phase=phase,
-        dependents=[accepted(), found, reference_ok, service, logger],
-        fields=fields,
-        info=info,
-        requeue_after=recheck,
-    )
+    return ready, body

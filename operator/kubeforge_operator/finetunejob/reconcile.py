@@ -47,7 +47,6 @@ from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
 from kubeforge_operator.runtime.placement import Placement
 from kubeforge_operator.runtime.policies import missing_secrets, placement_or_problem
 from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
-from kubeforge_operator.runtime.settings import get_settings
 
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
@@ -184,7 +183,7 @@ def reconcile_finetunejob(ctx: ReconcileContext, spec: FineTuneJobSpec) -> Outco
     if status.phase in _TERMINAL and any(c.type == SUCCEEDED for c in status.conditions):
         return _terminal(status)
     placement = placement_or_problem(
-        spec.resources.accelerator, spec.queue_name, FineTuneJobPhase.PENDING
+        ctx, spec.resources.accelerator, spec.queue_name, FineTuneJobPhase.PENDING
     )
     if isinstance(placement, Outcome):
         return placement
@@ -224,7 +223,7 @@ def reconcile_finetunejob(ctx: ReconcileContext, spec: FineTuneJobSpec) -> Outco
 def _job(
     ctx: ReconcileContext, spec: FineTuneJobSpec, params: PipelineParams, placement: Placement
 ) -> tuple[Outcome, str | None]:
-    image = get_settings().trainer_image
+    image = ctx.settings.trainer_image
     ns = ctx.namespace
     validate_name = job_name(ctx.name, "validate")
     ctx.kube.apply(build_validate_job(ctx.obj, spec, params, image))
@@ -286,7 +285,7 @@ def _times(ctx: ReconcileContext, status: FineTuneJobStatus, done: bool) -> tupl
 def _local(
     ctx: ReconcileContext, params: PipelineParams, placement: Placement, status: FineTuneJobStatus
 ) -> tuple[Outcome, str | None]:
-    settings = get_settings()
+    settings = ctx.settings
     uid = str(ctx.obj["metadata"]["uid"])
     state = LOCAL_RUNS.observe(
         settings.local_runs_dir, ctx.namespace, ctx.name, uid, params, settings.local_python
@@ -300,7 +299,7 @@ def _local(
 def _kfp(
     ctx: ReconcileContext, params: PipelineParams, placement: Placement, status: FineTuneJobStatus
 ) -> tuple[Outcome, str | None]:
-    settings = get_settings()
+    settings = ctx.settings
     if not settings.kfp_host:
         problem = Observation(
             ACCEPTED,

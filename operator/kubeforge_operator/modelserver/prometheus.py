@@ -9,10 +9,8 @@ the canary and the stable version are told apart by label, wherever they run.
 - promql: the user's template with ``{{namespace}}``, ``{{name}}``, ``{{revision}}`` and
   ``{{window}}`` substituted; it must return one number.
 
-No traffic gives NaN (0/0), which the analysis treats as no data, never as a pass.
-
-The HTTP API client is a few lines of httpx on purpose: the Python Prometheus clients on PyPI are
-either unmaintained or pull in pandas/matplotlib for what is one GET.
+No traffic gives NaN (0/0), which the analysis treats as no data, never as a pass. The HTTP
+client is ``runtime.prometheus``.
 """
 
 from __future__ import annotations
@@ -21,17 +19,11 @@ import math
 import re
 from dataclasses import dataclass
 
-import httpx
-
+from kubeforge_crds.contracts.serving import DURATION_BUCKET_METRIC as DURATION
+from kubeforge_crds.contracts.serving import REQUESTS_METRIC as REQUESTS
 from kubeforge_crds.modelserver import AnalysisMetric, MetricType
 from kubeforge_operator.modelserver.canary import Measurement
-
-REQUESTS = "kubeforge_inference_requests_total"
-DURATION = "kubeforge_inference_request_duration_seconds_bucket"
-
-
-class PrometheusError(Exception):
-    """A query that did not give an answer: Prometheus unreachable, or it rejected the query."""
+from kubeforge_operator.runtime.prometheus import Prometheus, PrometheusError
 
 
 @dataclass(frozen=True)
@@ -77,51 +69,12 @@ def metric_query(metric: AnalysisMetric, namespace: str, name: str, revision: st
     return render_template(metric.query, namespace, name, revision, win)
 
 
-class Prometheus:
-    """Instant queries against Prometheus's HTTP API."""
+class PrometheusMeasurer:
+    """Measures a rollout's metrics with a Prometheus client (the ``analysis.Measurer`` that
+    the operator uses; the process labs and the benchmark use it too)."""
 
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-
-    def query(self, promql: str) -> float | None:
-        """The single number the query returns; None when it returns no sample."""
-        try:
-            response = httpx.get(
-                f"{self.url}/api/v1/query", params={"query": promql}, timeout=self.timeout
-            )
-        except httpx.HTTPError as err:
-            raise PrometheusError(f"Prometheus at {self.url} unreachable: {err}") from err
-        try:
-            body = response.json()
-        except ValueError as err:
-            raise PrometheusError(f"HTTP {response.status_code} from {self.url}") from err
-        if body.get("status") != "success":
-            raise PrometheusError(f"{body.get('errorType', 'error')}: {body.get('error', '')}")
-        data = body["data"]
-        if data["resultType"] == "scalar":
-            return float(data["result"][1])
-        result = data["result"]
-        if not result:
-            return None
-        if len(result) > 1:
-            raise PrometheusError(
-                f"the query returned {len(result)} series; aggregate it to one number"
-            )
-        return float(result[0]["value"][1])
-
-    def check(self, promql: str) -> str | None:
-        """Prometheus's parse error for ``promql``, or None when it parses."""
-        try:
-            response = httpx.get(
-                f"{self.url}/api/v1/format_query", params={"query": promql}, timeout=self.timeout
-            )
-            body = response.json()
-        except (httpx.HTTPError, ValueError) as err:
-            raise PrometheusError(f"Prometheus at {self.url} unreachable: {err}") from err
-        if body.get("status") == "success":
-            return None
-        return str(body.get("error", "invalid query"))
+    def __init__(self, client: Prometheus) -> None:
+        self.client = client
 
     def measure(
         self, metrics: list[AnalysisMetric], target: Target, win: str
@@ -131,12 +84,12 @@ class Prometheus:
         out: dict[str, Measurement] = {}
         for metric in metrics:
             try:
-                canary = self.query(
+                canary = self.client.query(
                     metric_query(metric, target.namespace, target.name, target.canary, win)
                 )
                 stable = None
                 if metric.relative_to_stable:
-                    stable = self.query(
+                    stable = self.client.query(
                         metric_query(metric, target.namespace, target.name, target.stable, win)
                     )
             except PrometheusError as err:

@@ -23,7 +23,7 @@ from kubeforge_crds.modelserver import (
 from kubeforge_operator.modelserver.analysis import NoPrometheus, record_full_load, run_analysis
 from kubeforge_operator.modelserver.builders import build_inference_service
 from kubeforge_operator.modelserver.observe import Observed, observe
-from kubeforge_operator.modelserver.prometheus import Prometheus, Target
+from kubeforge_operator.modelserver.prometheus import PrometheusMeasurer, Target
 from kubeforge_operator.modelserver.resolve import promql_problem, resolve_model, runtime_problem
 from kubeforge_operator.modelserver.revisions import desired_revision
 from kubeforge_operator.modelserver.rollout import (
@@ -40,7 +40,6 @@ from kubeforge_operator.runtime.metrics import ROLLOUT_DECISIONS
 from kubeforge_operator.runtime.placement import Placement
 from kubeforge_operator.runtime.policies import placement_or_problem
 from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
-from kubeforge_operator.runtime.settings import get_settings
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ def preconditions(
     """The platform config, the placement, the ServingRuntime and the model version, in that
     order; the first that fails is the outcome (the InferenceService, if any, keeps serving)."""
     placement = placement_or_problem(
-        spec.resources.accelerator, None, str(status.phase or "Pending")
+        ctx, spec.resources.accelerator, None, str(status.phase or "Pending")
     )
     if isinstance(placement, Outcome):
         return placement
@@ -117,15 +116,15 @@ def decide(
 ) -> Plan | Outcome:
     """The plan of this pass: start, continue (analysis due, held or postponed), roll back on a
     DriftMonitor's request, or refuse a rollout whose PromQL Prometheus rejects."""
-    prom = _prometheus()
+    prom = PrometheusMeasurer(ctx.prometheus) if ctx.prometheus else None
     planned = plan_rollout(spec, status, desired, ctx.now)
     if isinstance(planned, Plan) and planned.decisions and planned.decisions[0].action == "start":
-        problem = promql_problem(spec, prom)
+        problem = promql_problem(spec, ctx.prometheus)
         if problem is not None:  # refuse the rollout; the stable version keeps serving
             return Outcome(phase=str(status.phase or ModelServerPhase.READY), dependents=[problem])
         if prom is not None and status.stable is not None:
             target = Target(ctx.namespace, ctx.name, desired.revision, status.stable.revision)
-            scrape = get_settings().prometheus_scrape_interval
+            scrape = ctx.settings.prometheus_scrape_interval
             planned = record_full_load(spec, planned, prom, target, scrape)
     if isinstance(planned, Plan):
         return planned
@@ -143,7 +142,7 @@ def _analyse_if_due(
     status: ModelServerStatus,
     desired: Revision,
     rollout: RolloutProgress,
-    prom: Prometheus | None,
+    prom: PrometheusMeasurer | None,
     seen: Observed,
 ) -> Plan:
     due = rollout.next_analysis_time
@@ -159,11 +158,6 @@ def _analyse_if_due(
         rollout,
         prom or NoPrometheus(),
         Target(ctx.namespace, ctx.name, canary=desired.revision, stable=stable.revision),
-        get_settings().prometheus_scrape_interval,
+        ctx.settings.prometheus_scrape_interval,
         ctx.now,
     )
-
-
-def _prometheus() -> Prometheus | None:
-    url = get_settings().prometheus_url
-    return Prometheus(url) if url else None

@@ -15,12 +15,9 @@ from kubeforge_crds.modelserver import (
     ModelServerSpec,
 )
 from kubeforge_operator.modelserver.conditions import MODEL_RESOLVED
-from kubeforge_operator.modelserver.prometheus import (
-    Prometheus,
-    PrometheusError,
-    render_template,
-)
+from kubeforge_operator.modelserver.prometheus import render_template
 from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
+from kubeforge_operator.runtime.prometheus import Prometheus, PrometheusError
 from kubeforge_operator.runtime.reconcile import ReconcileContext
 
 

@@ -15,23 +15,25 @@ from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
 from kubeforge_operator.runtime.placement import Placement, SpecProblem, resolve_placement
 from kubeforge_operator.runtime.platform import PlatformConfigError, load_platform_config
 from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
-from kubeforge_operator.runtime.settings import get_settings
 
 FAILED = "Failed"
 PENDING = "Pending"
 
 
-def platform_or_problem(waiting_phase: str = PENDING) -> PlatformConfig | Outcome:
-    """The platform config; an unreadable one holds the object (Accepted=Unknown) in
-    ``waiting_phase`` until it is fixed."""
+def platform_or_problem(
+    ctx: ReconcileContext, waiting_phase: str = PENDING
+) -> PlatformConfig | Outcome:
+    """The platform config (re-read when its file changes); an unreadable one holds the object
+    (Accepted=Unknown) in ``waiting_phase`` until it is fixed."""
     try:
-        return load_platform_config(get_settings().platform_config)
+        return load_platform_config(ctx.settings.platform_config)
     except PlatformConfigError as err:
         invalid = Observation(ACCEPTED, ConditionStatus.UNKNOWN, "PlatformConfigInvalid", str(err))
         return Outcome(phase=waiting_phase, dependents=[invalid])
 
 
 def placement_or_problem(
+    ctx: ReconcileContext,
     accelerator: Accelerator | None,
     queue_name: str | None,
     waiting_phase: str = PENDING,
@@ -39,7 +41,7 @@ def placement_or_problem(
 ) -> Placement | Outcome:
     """Where the pods run; a spec the platform cannot place fails (Accepted=False)."""
     if platform is None:
-        loaded = platform_or_problem(waiting_phase)
+        loaded = platform_or_problem(ctx, waiting_phase)
         if isinstance(loaded, Outcome):
             return loaded
         platform = loaded

@@ -34,6 +34,8 @@ from kubeforge_operator.runtime.conditions import (
 )
 from kubeforge_operator.runtime.kube import Kube
 from kubeforge_operator.runtime.metrics import OBJECT_PHASES, RECONCILE_DURATION, RECONCILES
+from kubeforge_operator.runtime.prometheus import Prometheus
+from kubeforge_operator.runtime.settings import OperatorSettings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +53,16 @@ class Outcome:
 
 @dataclass
 class ReconcileContext:
+    """What a kind's reconciler gets: the object, the cluster, the time of this pass, the
+    operator's settings and its Prometheus client (None when none is configured). Reconcilers
+    use these and nothing global, so a test hands them its own."""
+
     kind: KindInfo
     obj: dict[str, Any]
     kube: Kube
     now: datetime
+    settings: OperatorSettings = field(default_factory=get_settings)
+    prometheus: Prometheus | None = None
 
     @property
     def namespace(self) -> str:
@@ -157,10 +165,19 @@ def reconcile_object(
     kube: Kube,
     reconciler: Reconciler,
     now: datetime | None = None,
+    settings: OperatorSettings | None = None,
+    prometheus: Prometheus | None = None,
 ) -> Report:
     """Run one reconcile of ``obj`` and write its status if it changed."""
     started = time.perf_counter()
-    ctx = ReconcileContext(kind=kind, obj=obj, kube=kube, now=now or datetime.now(UTC))
+    ctx = ReconcileContext(
+        kind=kind,
+        obj=obj,
+        kube=kube,
+        now=now or datetime.now(UTC),
+        settings=settings or get_settings(),
+        prometheus=prometheus,
+    )
     result = "success"
     try:
         try:

@@ -17,7 +17,6 @@ from kubeforge_operator.runtime.policies import (
     platform_or_problem,
 )
 from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
-from kubeforge_operator.runtime.settings import get_settings
 from kubeforge_operator.workbench.builders import (
     build_home_pvc,
     build_network_policy,
@@ -43,15 +42,15 @@ from kubeforge_operator.workbench.status import (
 
 
 def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
-    settings = get_settings()
-    platform = platform_or_problem(WorkbenchPhase.PENDING)
+    settings = ctx.settings
+    platform = platform_or_problem(ctx, WorkbenchPhase.PENDING)
     if isinstance(platform, Outcome):
         return platform
     image = resolve_image(spec, platform)
     if isinstance(image, SpecProblem):
         return Outcome(phase=WorkbenchPhase.FAILED, dependents=[image.observation()])
     placement = placement_or_problem(
-        spec.resources.accelerator, spec.queue_name, WorkbenchPhase.PENDING, platform
+        ctx, spec.resources.accelerator, spec.queue_name, WorkbenchPhase.PENDING, platform
     )
     if isinstance(placement, Outcome):
         return placement
