@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubeforge_api.app import _field_error
 from kubeforge_api.catalog import catalog, gpu_use, lineage
 from kubeforge_api.cluster import User
+from kubeforge_api.errors import field_error
 
 
 def test_impersonation_headers_carry_every_group_and_extra() -> None:
@@ -30,7 +30,7 @@ def test_impersonation_headers_carry_every_group_and_extra() -> None:
 
 def test_field_error_paths() -> None:
     assert (
-        _field_error(
+        field_error(
             {
                 "loc": ("body", "spec", "resources", "accelerator", "count"),
                 "msg": "Input should be greater than or equal to 0",
@@ -39,10 +39,10 @@ def test_field_error_paths() -> None:
         )["field"]
         == "spec.resources.accelerator.count"
     )
-    assert _field_error(
+    assert field_error(
         {"loc": ("body", "spec", "volumes", 2, "size"), "msg": "x", "type": "missing"}
     ) == {"field": "spec.volumes[2].size", "message": "Required value", "type": "missing"}
-    cel = _field_error(
+    cel = field_error(
         {
             "loc": ("body", "spec", "reference"),
             "msg": "uri is required",
@@ -52,7 +52,7 @@ def test_field_error_paths() -> None:
     )
     assert cel["field"] == "spec.reference.uri"
     assert (
-        _field_error(
+        field_error(
             {"loc": ("path", "namespace"), "msg": "bad", "type": "string_pattern_mismatch"}
         )["field"]
         == "path.namespace"

@@ -1,0 +1,82 @@
+"""The routes' dependencies, as ``Annotated`` types: the settings, the cluster connection, the
+caller (TokenReview of the bearer token) and the apiserver *as the caller* (impersonation). A
+test replaces any of them with ``app.dependency_overrides``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Path, Request
+from starlette.concurrency import run_in_threadpool
+
+from kubeforge_api.cluster import Cluster, UnauthenticatedError, User
+from kubeforge_api.settings import ApiSettings
+from kubeforge_crds import KindInfo
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+Namespace = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="Namespace.")]
+Name = Annotated[str, Path(pattern=DNS_SUBDOMAIN, max_length=253, description="Object name.")]
+
+
+def get_settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.settings
+    return settings
+
+
+def get_cluster(request: Request) -> Cluster:
+    cluster: Cluster = request.app.state.cluster
+    return cluster
+
+
+Settings = Annotated[ApiSettings, Depends(get_settings)]
+ClusterDep = Annotated[Cluster, Depends(get_cluster)]
+
+
+async def caller(request: Request, cluster: ClusterDep) -> User:
+    """Who sent the request: the bearer token, reviewed by the cluster (TokenReview)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthenticatedError(
+            "no bearer token: send 'Authorization: Bearer <token>' with a token the cluster "
+            "accepts (kubectl's own, or a service account token)"
+        )
+    return await run_in_threadpool(cluster.authenticate, token.strip())
+
+
+Caller = Annotated[User, Depends(caller)]
+
+
+def object_path(kind: KindInfo, namespace: str, name: str | None = None) -> str:
+    base = f"/apis/{kind.group}/{kind.version}/namespaces/{namespace}/{kind.plural}"
+    return f"{base}/{name}" if name else base
+
+
+class Apiserver:
+    """The apiserver as the caller: every request impersonates them, so RBAC decides."""
+
+    def __init__(self, cluster: Cluster, user: User) -> None:
+        self.cluster = cluster
+        self.user = user
+
+    async def call(self, method: str, path: str, **kw: Any) -> Any:
+        return await run_in_threadpool(self.cluster.request, self.user, method, path, **kw)
+
+    async def passthrough(self, path: str) -> bytes:
+        """The apiserver's answer unparsed (a list of a thousand objects is not re-encoded)."""
+        return await run_in_threadpool(self.cluster.passthrough, self.user, path)
+
+    async def items(self, kind: KindInfo, namespace: str) -> list[Any]:
+        return list((await self.call("GET", object_path(kind, namespace))).get("items") or [])
+
+    async def own_namespaces(self) -> list[str]:
+        """The namespaces the API's own identity can see (to review the caller's access)."""
+        return await run_in_threadpool(self.cluster.own_namespaces)
+
+
+def as_caller(cluster: ClusterDep, user: Caller) -> Apiserver:
+    return Apiserver(cluster, user)
+
+
+AsCaller = Annotated[Apiserver, Depends(as_caller)]

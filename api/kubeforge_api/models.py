@@ -1,0 +1,191 @@
+"""The API's request and response models. Request bodies and returned objects carry each kind's
+own spec and status models (``kubeforge_crds``), so the OpenAPI, the CRD schemas and the
+operator agree; the views (catalog, lineage, GPUs) are named here."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.alias_generators import to_camel
+
+from kubeforge_api.deps import DNS_SUBDOMAIN
+from kubeforge_crds import KindInfo
+from kubeforge_crds.modelserver import Revision, RolloutDecision
+
+
+class Wire(BaseModel):
+    """camelCase on the wire; unknown fields refused (as kubectl's strict validation does)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Answer(BaseModel):
+    """An answer built from the apiserver's objects: camelCase, more fields allowed."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+
+class CreateMeta(Wire):
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253, description="Object name.")
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class UpdateMeta(Wire):
+    name: str | None = Field(default=None, description="If given, the name in the URL.")
+    resource_version: str | None = Field(
+        default=None,
+        description="The version the change is based on; a newer object answers 409.",
+    )
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class ObjectMeta(Answer):
+    """The object's metadata as the apiserver keeps it (the common fields named)."""
+
+    name: str
+    namespace: str | None = None
+    uid: str | None = None
+    resource_version: str | None = None
+    generation: int | None = None
+    creation_timestamp: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+def create_body(kind: KindInfo) -> type[BaseModel]:
+    return create_model(
+        f"{kind.kind}Create",
+        __base__=Wire,
+        metadata=(CreateMeta, ...),
+        spec=(kind.spec_model, ...),
+    )
+
+
+def update_body(kind: KindInfo) -> type[BaseModel]:
+    return create_model(
+        f"{kind.kind}Update",
+        __base__=Wire,
+        metadata=(UpdateMeta, Field(default_factory=UpdateMeta)),
+        spec=(kind.spec_model, ...),
+    )
+
+
+_OBJECT_MODELS: dict[str, type[BaseModel]] = {}
+
+
+def object_model(kind: KindInfo) -> type[BaseModel]:
+    """A kind's object as the apiserver returns it: its spec and status models (one model per
+    kind, shared by the routes that answer with it)."""
+    if kind.kind in _OBJECT_MODELS:
+        return _OBJECT_MODELS[kind.kind]
+    model = create_model(
+        kind.kind,
+        __base__=Answer,
+        api_version=(str, ...),
+        kind=(str, ...),
+        metadata=(ObjectMeta, ...),
+        spec=(kind.spec_model, ...),
+        status=(Optional[kind.status_model], None),  # type: ignore[arg-type]  # noqa: UP045
+    )
+    _OBJECT_MODELS[kind.kind] = model
+    return model
+
+
+def list_model(kind: KindInfo) -> type[BaseModel]:
+    return create_model(
+        f"{kind.kind}List",
+        __base__=Answer,
+        api_version=(str, ...),
+        kind=(str, ...),
+        metadata=(dict[str, Any], Field(default_factory=dict)),
+        items=(list[object_model(kind)], ...),  # type: ignore[arg-type,misc]
+    )
+
+
+class Events(Answer):
+    items: list[dict[str, Any]] = Field(description="core/v1 Events about the object.")
+
+
+class WhoAmI(Answer):
+    username: str
+    groups: list[str]
+
+
+class Namespaces(Answer):
+    items: list[str]
+
+
+class Health(Answer):
+    status: str
+
+
+class ModelVersionView(Answer):
+    """A FineTuneJob's registered output, its metrics, lineage and the servers that serve it."""
+
+    name: str
+    phase: str | None = None
+    model: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    lineage: dict[str, Any] | None = None
+    trigger: str | None = None
+    live_data: str | None = None
+    served_by: list[str] = Field(default_factory=list)
+
+
+class ServingView(Answer):
+    """A ModelServer: its state, the revisions it serves and the drift seen on them."""
+
+    name: str
+    phase: str | None = None
+    url: str | None = None
+    stable: Revision | None = None
+    canary: Revision | None = None
+    traffic_split: str | None = None
+    rolled_back: Revision | None = None
+    source: dict[str, Any]
+    drift: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Catalog(Answer):
+    models: list[ModelVersionView]
+    model_servers: list[ServingView]
+
+
+class LineageServer(Answer):
+    name: str
+    stable: Revision | None = None
+    canary: Revision | None = None
+    decisions: list[RolloutDecision] = Field(default_factory=list)
+
+
+class Lineage(Answer):
+    model_server: LineageServer
+    source: dict[str, Any]
+    fine_tune_job: dict[str, Any] | None = None
+    versions: dict[str, dict[str, Any]]
+    base_model: str | None = None
+    dataset: dict[str, Any] | None = None
+    run: str | None = None
+
+
+class GpuHeld(Answer):
+    kind: str
+    name: str
+    gpus: int
+
+
+class GpuUse(Answer):
+    total: int
+    by_kind: dict[str, int]
+    objects: list[GpuHeld]
+
+
+class GpuHours(Answer):
+    namespace: str
+    hours: float
+    by_kind: dict[str, float]
+    total: float
+    query: str = Field(description="The PromQL that measured it.")

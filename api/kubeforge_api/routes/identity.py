@@ -1,0 +1,58 @@
+"""Who the caller is, and the namespaces they may use."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from kubeforge_api.cluster import ApiserverError
+from kubeforge_api.deps import AsCaller, Caller
+from kubeforge_api.errors import ERRORS
+from kubeforge_api.models import Namespaces, WhoAmI
+from kubeforge_crds import WORKBENCH
+
+MAX_NAMESPACES_REVIEWED = 500
+
+router = APIRouter(prefix="/api/v1", tags=["identity"], responses=ERRORS)
+
+
+@router.get("/whoami", response_model=WhoAmI)
+async def whoami(user: Caller) -> WhoAmI:
+    """Who the bearer token belongs to, as the cluster says."""
+    return WhoAmI(username=user.name, groups=list(user.groups))
+
+
+@router.get("/namespaces", response_model=Namespaces)
+async def namespaces(api: AsCaller) -> Namespaces:
+    """The namespaces where the caller may list Workbenches: all they may list, if they may
+    list namespaces; otherwise each namespace is checked with a SelfSubjectAccessReview made as
+    the caller."""
+    try:
+        listed = await api.call("GET", "/api/v1/namespaces")
+        return Namespaces(items=[n["metadata"]["name"] for n in listed.get("items") or []])
+    except ApiserverError as err:
+        if err.status != 403:
+            raise
+    allowed = []
+    for name in (await api.own_namespaces())[:MAX_NAMESPACES_REVIEWED]:
+        if await _may_list_workbenches(api, name):
+            allowed.append(name)
+    return Namespaces(items=allowed)
+
+
+async def _may_list_workbenches(api: AsCaller, namespace: str) -> bool:
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {
+            "resourceAttributes": {
+                "namespace": namespace,
+                "verb": "list",
+                "group": WORKBENCH.group,
+                "resource": WORKBENCH.plural,
+            }
+        },
+    }
+    answer = await api.call(
+        "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=review
+    )
+    return bool((answer.get("status") or {}).get("allowed"))

@@ -1,0 +1,187 @@
+"""The API's routes without a cluster: the caller and the apiserver-as-the-caller are replaced
+with ``app.dependency_overrides``, so each route's own logic (bodies, errors, views and their
+documented models) is tested alone. The real apiserver is the integration tests' business."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from kubeforge_api import deps
+from kubeforge_api.app import create_app
+from kubeforge_api.cluster import ApiserverError, User
+from kubeforge_api.models import Catalog, Lineage, object_model
+from kubeforge_api.settings import ApiSettings
+from kubeforge_crds import MODELSERVER, WORKBENCH
+from tests.cases import example
+
+NS = "team-a"
+USER = User("user-a", "uid-1", ("kubeforge:users",))
+
+
+class FakeApiserver:
+    """Objects by path; every call recorded; ``refuse`` makes the next call fail."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.refuse: ApiserverError | None = None
+
+    async def call(self, method: str, path: str, **kw: Any) -> Any:
+        self.calls.append((method, path))
+        if self.refuse is not None:
+            raise self.refuse
+        if method == "POST":
+            return {**kw["body"], "metadata": {**kw["body"]["metadata"], "uid": "new"}}
+        if method == "PUT":
+            return kw["body"]
+        if path in self.objects:
+            return copy.deepcopy(self.objects[path])
+        listed = [o for p, o in self.objects.items() if p.rsplit("/", 1)[0] == path]
+        if listed or (method == "GET" and path.endswith(("s", "events"))):
+            return {"items": listed}
+        raise ApiserverError(404, {"message": f"{path} not found"})
+
+    async def items(self, kind: Any, namespace: str) -> list[Any]:
+        return list((await self.call("GET", deps.object_path(kind, namespace)))["items"])
+
+
+@pytest.fixture
+def api() -> FakeApiserver:
+    return FakeApiserver()
+
+
+@pytest.fixture
+def client(api: FakeApiserver) -> Iterator[TestClient]:
+    app = create_app(ApiSettings(), cluster=object())  # type: ignore[arg-type]
+    app.dependency_overrides[deps.caller] = lambda: USER
+    app.dependency_overrides[deps.as_caller] = lambda: api
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def _model_server(name: str = "bot") -> dict[str, Any]:
+    obj = copy.deepcopy(example("ModelServer"))
+    obj["metadata"] = {"name": name, "namespace": NS, "uid": "u-ms"}
+    revision = {"revision": "r1", "uri": "s3://m/v1", "trafficPercent": 100, "modelFormat": "peft"}
+    obj["status"] = {"phase": "Ready", "stable": revision, "trafficSplit": "100/0", "gpus": 1}
+    return obj
+
+
+def test_whoami_is_the_caller(client: TestClient) -> None:
+    answer = client.get("/api/v1/whoami")
+    assert answer.status_code == 200
+    assert answer.json() == {"username": "user-a", "groups": ["kubeforge:users"]}
+
+
+def test_no_bearer_token_is_401_saying_how(api: FakeApiserver) -> None:
+    app = create_app(ApiSettings(), cluster=object())  # type: ignore[arg-type]
+    with TestClient(app) as client:  # the real caller dependency; no token ever reaches it
+        answer = client.get(f"/api/v1/namespaces/{NS}/workbenches/x")
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == "Bearer"
+    assert "Authorization: Bearer" in answer.json()["detail"]
+    assert api.calls == []  # nothing reached the apiserver
+
+
+def test_a_create_with_a_bad_field_is_422_naming_it(client: TestClient, api: FakeApiserver) -> None:
+    spec = copy.deepcopy(example("Workbench")["spec"])
+    spec["resources"]["gpuz"] = 1
+    answer = client.post(
+        f"/api/v1/namespaces/{NS}/workbenches", json={"metadata": {"name": "nb"}, "spec": spec}
+    )
+    assert answer.status_code == 422
+    assert [(e["field"], e["message"]) for e in answer.json()["detail"]] == [
+        ("spec.resources.gpuz", "unknown field")
+    ]
+    assert api.calls == []
+
+
+def test_a_create_goes_to_the_namespace_of_the_url(client: TestClient, api: FakeApiserver) -> None:
+    body = {
+        "metadata": {"name": "nb", "labels": {"team": "a"}},
+        "spec": example("Workbench")["spec"],
+    }
+    answer = client.post(f"/api/v1/namespaces/{NS}/workbenches", json=body)
+    assert answer.status_code == 201
+    created = answer.json()
+    assert created["metadata"]["namespace"] == NS
+    assert created["kind"] == "Workbench"
+    assert api.calls == [("POST", deps.object_path(WORKBENCH, NS))]
+    object_model(WORKBENCH).model_validate(created)  # what the OpenAPI documents
+
+
+def test_a_replace_cannot_rename(client: TestClient, api: FakeApiserver) -> None:
+    api.objects[deps.object_path(MODELSERVER, NS, "bot")] = _model_server()
+    body = {"metadata": {"name": "other"}, "spec": example("ModelServer")["spec"]}
+    answer = client.put(f"/api/v1/namespaces/{NS}/modelservers/bot", json=body)
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["field"] == "metadata.name"
+    assert ("PUT", deps.object_path(MODELSERVER, NS, "bot")) not in api.calls
+
+
+def test_a_replace_keeps_the_resource_version_it_was_based_on(
+    client: TestClient, api: FakeApiserver
+) -> None:
+    current = _model_server()
+    current["metadata"]["resourceVersion"] = "7"
+    api.objects[deps.object_path(MODELSERVER, NS, "bot")] = current
+    body = {"metadata": {"resourceVersion": "5"}, "spec": example("ModelServer")["spec"]}
+    answer = client.put(f"/api/v1/namespaces/{NS}/modelservers/bot", json=body)
+    assert answer.status_code == 200
+    sent = answer.json()
+    assert sent["metadata"]["resourceVersion"] == "5"  # the apiserver answers 409 if stale
+    assert "status" not in sent
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (403, {"message": "forbidden: user-a cannot get"}, 403),
+        (409, {"message": "the object has been modified"}, 409),
+        (500, {"message": "etcd is down"}, 502),
+    ],
+)
+def test_apiserver_refusals_are_passed_on(
+    client: TestClient, api: FakeApiserver, status: int, body: dict[str, Any], expected: int
+) -> None:
+    api.refuse = ApiserverError(status, body)
+    answer = client.get(f"/api/v1/namespaces/{NS}/workbenches/nb")
+    assert answer.status_code == expected
+    assert body["message"] in answer.json()["detail"]
+
+
+def test_apiserver_field_causes_become_field_errors(client: TestClient, api: FakeApiserver) -> None:
+    cause = {"field": "spec.image", "message": "Required value", "reason": "FieldValueRequired"}
+    api.refuse = ApiserverError(422, {"message": "invalid", "details": {"causes": [cause]}})
+    body = {"metadata": {"name": "nb"}, "spec": example("Workbench")["spec"]}
+    answer = client.post(f"/api/v1/namespaces/{NS}/workbenches", json=body)
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == [
+        {"field": "spec.image", "message": "Required value", "type": "FieldValueRequired"}
+    ]
+
+
+def test_catalog_and_lineage_answer_what_their_models_document(
+    client: TestClient, api: FakeApiserver
+) -> None:
+    api.objects[deps.object_path(MODELSERVER, NS, "bot")] = _model_server()
+    got = client.get(f"/api/v1/namespaces/{NS}/catalog")
+    assert got.status_code == 200
+    catalog = Catalog.model_validate(got.json())
+    assert [s.name for s in catalog.model_servers] == ["bot"]
+    assert catalog.model_servers[0].stable is not None
+    assert catalog.model_servers[0].stable.revision == "r1"
+    lineage = client.get(f"/api/v1/namespaces/{NS}/modelservers/bot/lineage")
+    assert lineage.status_code == 200
+    assert Lineage.model_validate(lineage.json()).model_server.name == "bot"
+
+
+def test_gpu_hours_without_prometheus_says_which_setting(client: TestClient) -> None:
+    answer = client.get(f"/api/v1/namespaces/{NS}/gpu-hours")
+    assert answer.status_code == 503
+    assert "KUBEFORGE_API_PROMETHEUS_URL" in answer.json()["detail"]
