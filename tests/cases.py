@@ -40,6 +40,7 @@ class Invalid:
     changes: dict[str, Any]  # dotted spec path -> new value (or DELETE)
     field: str  # the field the rejection must name
     message: str = ""  # a fragment both the apiserver and pydantic print, if any
+    name: str | None = None  # the object's name, when the name is what is wrong
 
     def spec(self) -> dict[str, Any]:
         spec = copy.deepcopy(example(self.kind)["spec"])
@@ -58,7 +59,7 @@ class Invalid:
         return {
             "apiVersion": "kubeforge.io/v1alpha1",
             "kind": self.kind,
-            "metadata": {"name": name},
+            "metadata": {"name": self.name or name},
             "spec": self.spec(),
         }
 
@@ -406,4 +407,20 @@ INVALID: list[Invalid] = [
         {"features": [{"name": "age", "type": "ordinal"}]},
         "spec.features[0].type",
     ),
+    # Names that are valid for the custom resource but not for the children made from it, and
+    # quantities that make no sense (the same rules in CEL and in Python)
+    Invalid("Workbench", "name-too-long", {}, "metadata.name", "at most 52", name="n" * 53),
+    Invalid("Workbench", "name-digit-first", {}, "metadata.name", "DNS-1035", name="1notebook"),
+    Invalid("Workbench", "name-with-dot", {}, "metadata.name", "DNS-1035", name="team.notebook"),
+    Invalid("Workbench", "negative-memory", {"resources.memory": "-4Gi"}, "spec.resources.memory"),
+    Invalid("Workbench", "zero-cpu", {"resources.cpu": 0}, "spec.resources.cpu", "above zero"),
+    Invalid("Workbench", "zero-storage", {"storage.size": "0Gi"}, "spec.storage.size"),
+    Invalid("FineTuneJob", "name-too-long", {}, "metadata.name", "at most 48", name="f" * 49),
+    Invalid("FineTuneJob", "name-digit-first", {}, "metadata.name", "DNS-1035", name="2024-run"),
+    Invalid("FineTuneJob", "zero-memory", {"resources.memory": "0"}, "spec.resources.memory"),
+    Invalid("ModelServer", "name-too-long", {}, "metadata.name", "at most 45", name="m" * 46),
+    Invalid("ModelServer", "name-digit-first", {}, "metadata.name", "DNS-1035", name="7bot"),
+    Invalid("ModelServer", "negative-cpu", {"resources.cpu": -2}, "spec.resources.cpu"),
+    Invalid("DriftMonitor", "name-too-long", {}, "metadata.name", "at most 36", name="d" * 37),
+    Invalid("DriftMonitor", "name-digit-first", {}, "metadata.name", "DNS-1035", name="9watch"),
 ]

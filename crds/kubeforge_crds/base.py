@@ -144,6 +144,47 @@ Quantity = Annotated[
 ]
 """A Kubernetes resource quantity: ``2``, ``"500m"``, ``"4Gi"``."""
 
+# A quantity above zero: no sign, and a non-zero digit before the suffix. The apiserver checks
+# the pattern on strings and the CEL rule of ``positive_quantity_rule`` on integers.
+POSITIVE_QUANTITY_PATTERN = (
+    r"^(([0-9]*[1-9][0-9]*(\.[0-9]*)?)|([0-9]*\.[0-9]*[1-9][0-9]*))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"
+)
+_POSITIVE_QUANTITY_RE = re.compile(POSITIVE_QUANTITY_PATTERN)
+
+
+def _to_positive_quantity(value: Any) -> Any:
+    quantity = _to_quantity(value)
+    if isinstance(quantity, str) and not _POSITIVE_QUANTITY_RE.match(quantity):
+        raise ValueError(f"{value!r} must be a quantity above zero (examples: '1', '500m', '4Gi')")
+    return quantity
+
+
+PositiveQuantity = Annotated[
+    str,
+    BeforeValidator(_to_positive_quantity),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": POSITIVE_QUANTITY_PATTERN,
+            "x-kubernetes-int-or-string": True,
+        }
+    ),
+]
+"""A resource quantity above zero (CPU, memory, a volume's size)."""
+
+
+def positive_quantity_rule(wire_name: str) -> CelRule:
+    """The integer form of a PositiveQuantity is above zero (the pattern covers strings; in
+    Python the type itself refuses both)."""
+    return CelRule(
+        rule=f"!has(self.{wire_name}) || type(self.{wire_name}) != int || self.{wire_name} > 0",
+        message=f"{wire_name} must be a quantity above zero",
+        check=lambda _: True,
+        field_path=f".{wire_name}",
+    )
+
+
 # Go's time.ParseDuration grammar restricted to the units that make sense here.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")

@@ -7,7 +7,14 @@ from typing import Annotated
 
 from pydantic import Field
 
-from kubeforge_crds.base import CelRule, KubeModel, LabelName, ObjectName, Quantity
+from kubeforge_crds.base import (
+    CelRule,
+    KubeModel,
+    LabelName,
+    ObjectName,
+    PositiveQuantity,
+    positive_quantity_rule,
+)
 
 _MAX_GPUS = 64
 
@@ -55,11 +62,13 @@ class Accelerator(KubeModel):
 class ComputeResources(KubeModel):
     """CPU and memory for each pod; requests equal limits (Guaranteed QoS) unless stated."""
 
-    cpu: Quantity = Field(default="1", description="CPU for the pod, e.g. 2 or 500m.")
-    memory: Quantity = Field(default="2Gi", description="Memory for the pod, e.g. 8Gi.")
+    cpu: PositiveQuantity = Field(default="1", description="CPU for the pod, e.g. 2 or 500m.")
+    memory: PositiveQuantity = Field(default="2Gi", description="Memory for the pod, e.g. 8Gi.")
     accelerator: Accelerator | None = Field(
         default=None, description="GPUs for the pod. Omit for a CPU-only pod."
     )
+
+    cel_rules = (positive_quantity_rule("cpu"), positive_quantity_rule("memory"))
 
 
 class EnvVar(KubeModel):

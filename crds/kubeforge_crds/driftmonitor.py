@@ -19,7 +19,8 @@ from kubeforge_crds.base import (
     nested,
 )
 from kubeforge_crds.finetunejob import FineTuneJobSpec
-from kubeforge_crds.kind import KindInfo
+from kubeforge_crds.health import PhaseHealth
+from kubeforge_crds.kind import KindInfo, NameRule
 
 
 class TargetRef(KubeModel):
@@ -301,5 +302,16 @@ DRIFTMONITOR = KindInfo(
             "type": "string",
             "jsonPath": '.status.conditions[?(@.type=="DriftDetected")].status',
         },
+    ),
+    name_rule=NameRule(
+        36,
+        "so that its drift service (<name>-drift) and the FineTuneJobs it starts to retrain "
+        "(<name>-retrain-<n>, themselves at most 48) fit",
+        dns1035=True,
+    ),
+    health=(
+        PhaseHealth("Monitoring", "Healthy", "Monitoring"),
+        PhaseHealth("Drifted", "Degraded", "Drift detected"),
+        PhaseHealth("Failed", "Degraded", "Failed"),
     ),
 )

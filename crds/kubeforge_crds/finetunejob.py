@@ -18,7 +18,8 @@ from kubeforge_crds.base import (
     nested,
 )
 from kubeforge_crds.common import ComputeResources, EnvVar, QueueName
-from kubeforge_crds.kind import KindInfo
+from kubeforge_crds.health import PhaseHealth
+from kubeforge_crds.kind import KindInfo, NameRule
 
 
 class ModelSource(KubeModel):
@@ -248,5 +249,23 @@ FINETUNEJOB = KindInfo(
         {"name": "Backend", "type": "string", "jsonPath": ".spec.backend"},
         {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},
         {"name": "Model", "type": "string", "jsonPath": ".status.model.version", "priority": 1},
+    ),
+    name_rule=NameRule(
+        48,
+        "so that the run's Jobs (<name>-validate, <name>-train) and a multi-node run's "
+        "Services (<name>-train-worker-<n>) fit 63",
+        dns1035=True,
+    ),
+    health=(
+        PhaseHealth(
+            "Succeeded",
+            "Healthy",
+            "Model version registered",
+            plain=True,
+            lua_message='(st.model ~= nil and st.model.name ~= nil) and ("Model " .. st.model.name'
+            ' .. " version " .. tostring(st.model.version) .. " registered") or nil',
+        ),
+        PhaseHealth("Failed", "Degraded", "Failed"),
+        PhaseHealth("Queued", "Suspended", "Queued for quota"),
     ),
 )

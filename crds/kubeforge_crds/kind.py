@@ -4,12 +4,15 @@ spec and status models: names, printer columns and the top-level object model.""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubeforge_crds.base import API_VERSION, CATEGORY, GROUP, VERSION, KubeModel, ResourceStatus
+from kubeforge_crds.errors import field_errors
+from kubeforge_crds.health import PhaseHealth
 
 READY_COLUMN = {
     "name": "Ready",
@@ -26,6 +29,61 @@ PHASE_COLUMN = {
 AGE_COLUMN = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
 
+class InvalidObjectError(ValueError):
+    """An object the models refuse: ``errors`` name each field (``metadata.name: ...``,
+    ``spec.culling.idleTimeout: ...``)."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+DNS1035_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+_DNS1035_RE = re.compile(DNS1035_PATTERN)
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """What an object's name must be so that the children made from it are valid: at most
+    ``max_length`` characters (the longest suffixed child name, or a label value, still fits
+    63), and with ``dns1035`` a DNS-1035 label (it names a Service: it starts with a letter).
+    Written once as CEL for the apiserver (a rule on the object's root, where ``metadata.name``
+    may be read) and once as Python (the operator, for objects admitted before the rule)."""
+
+    max_length: int
+    why: str
+    dns1035: bool = False
+
+    def cel_rules(self) -> list[dict[str, str]]:
+        rules = [
+            {
+                "rule": f"self.metadata.name.size() <= {self.max_length}",
+                "message": f"metadata.name: at most {self.max_length} characters, {self.why}",
+            }
+        ]
+        if self.dns1035:
+            rules.append(
+                {
+                    "rule": f"self.metadata.name.matches('{DNS1035_PATTERN}')",
+                    "message": "metadata.name: must be a DNS-1035 label (a lower-case letter "
+                    "first, then lower-case letters, digits and '-'): it names a Service",
+                }
+            )
+        return rules
+
+    def problems(self, name: str) -> list[str]:
+        """The same checks in Python: each a message naming metadata.name."""
+        return [
+            r["message"]
+            for r, ok in zip(
+                self.cel_rules(),
+                (len(name) <= self.max_length, bool(_DNS1035_RE.match(name))),
+                strict=False,
+            )
+            if not ok
+        ]
+
+
 @dataclass(frozen=True)
 class KindInfo:
     """One custom resource kind of the kubeforge.io API."""
@@ -38,6 +96,8 @@ class KindInfo:
     description: str
     printer_columns: tuple[dict[str, Any], ...] = field(default=())
     immutable_spec: bool = False  # a transition rule (self == oldSelf) on .spec
+    name_rule: NameRule = NameRule(253, "the apiserver's own limit")
+    health: tuple[PhaseHealth, ...] = ()  # phase -> Argo CD health (kubeforge_crds.health)
 
     @property
     def singular(self) -> str:
@@ -70,6 +130,18 @@ class KindInfo:
         """Validate a spec as the apiserver would: JSON types, strictly (no "yes" for true, no
         "2" for 2). Raises pydantic.ValidationError."""
         return self.spec_model.model_validate_json(json.dumps(spec or {}), strict=True)
+
+    def parse_object(self, obj: dict[str, Any]) -> KubeModel:
+        """The object's spec, once its name and spec are both valid; otherwise
+        :class:`InvalidObjectError` with every problem, each naming its field."""
+        errors = self.name_rule.problems(str((obj.get("metadata") or {}).get("name") or ""))
+        try:
+            spec = self.parse_spec(obj.get("spec"))
+        except ValidationError as err:
+            errors += field_errors(err)
+        if errors:
+            raise InvalidObjectError(errors)
+        return spec
 
     def parse_status(self, status: dict[str, Any] | None) -> ResourceStatus:
         return self.status_model.model_validate(status or {})

@@ -21,7 +21,8 @@ from kubeforge_crds.base import (
     nested,
 )
 from kubeforge_crds.common import ComputeResources
-from kubeforge_crds.kind import KindInfo
+from kubeforge_crds.health import PhaseHealth
+from kubeforge_crds.kind import KindInfo, NameRule
 
 
 class ModelRef(KubeModel):
@@ -378,5 +379,17 @@ MODELSERVER = KindInfo(
         {"name": "Canary", "type": "integer", "jsonPath": ".status.canary.trafficPercent"},
         {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},
         {"name": "URL", "type": "string", "jsonPath": ".status.url", "priority": 1},
+    ),
+    name_rule=NameRule(
+        45,
+        "so that KServe's names for the InferenceService's children "
+        "(<name>-predictor, its canary and its Service) fit 63",
+        dns1035=True,
+    ),
+    health=(
+        PhaseHealth("Ready", "Healthy", "Serving", needs_ready=True),
+        PhaseHealth("Held", "Suspended", "Canary held for a decision"),
+        PhaseHealth("RolledBack", "Degraded", "RolledBack"),
+        PhaseHealth("Failed", "Degraded", "Failed"),
     ),
 )

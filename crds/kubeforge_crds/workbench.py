@@ -11,14 +11,16 @@ from kubeforge_crds.base import (
     CelRule,
     Duration,
     KubeModel,
-    Quantity,
+    PositiveQuantity,
     ResourceStatus,
     Timestamp,
     min_duration_rule,
     nested,
+    positive_quantity_rule,
 )
 from kubeforge_crds.common import ComputeResources, DataConnection, EnvVar, QueueName
-from kubeforge_crds.kind import KindInfo
+from kubeforge_crds.health import PhaseHealth
+from kubeforge_crds.kind import KindInfo, NameRule
 
 _MIN_IDLE = "1m"
 
@@ -27,12 +29,16 @@ class HomeStorage(KubeModel):
     """The persistent home volume, mounted at /home/jovyan (kept while the Workbench is stopped,
     removed only when it is deleted)."""
 
-    size: Quantity = Field(default="10Gi", description="Size of the home volume, e.g. 20Gi.")
+    size: PositiveQuantity = Field(
+        default="10Gi", description="Size of the home volume, e.g. 20Gi."
+    )
     storage_class_name: str | None = Field(
         default=None,
         max_length=253,
         description="StorageClass of the home volume. Omit for the cluster's default class.",
     )
+
+    cel_rules = (positive_quantity_rule("size"),)
 
 
 class Culling(KubeModel):
@@ -137,5 +143,16 @@ WORKBENCH = KindInfo(
     printer_columns=(
         {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},
         {"name": "URL", "type": "string", "jsonPath": ".status.url", "priority": 1},
+    ),
+    name_rule=NameRule(
+        52,
+        "so that the notebook's StatefulSet, its pod and the controller-revision-hash label "
+        "(<name>-<10 characters>) fit 63; it also names the Workbench's Service",
+        dns1035=True,
+    ),
+    health=(
+        PhaseHealth("Running", "Healthy", "Notebook server running", needs_ready=True, plain=True),
+        PhaseHealth("Stopped", "Suspended", "Stopped"),
+        PhaseHealth("Failed", "Degraded", "Failed"),
     ),
 )

@@ -14,6 +14,7 @@ from kubeforge_operator.runtime.reconcile import (
     accepted,
     compute_status,
     invalid_spec_outcome,
+    reconcile_object,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -62,3 +63,42 @@ def test_observed_generation_and_fields_follow_the_outcome() -> None:
     conds = _conds(after)
     assert conds["Ready"]["reason"] == "Unschedulable"
     assert all(c["observedGeneration"] == 2 for c in after["conditions"])
+
+
+class _StatusOnlyKube:
+    """Takes the status write of one reconcile; any other call would be a bug here."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict] = []
+        self.events: list[str] = []
+
+    def patch_status(self, kind: object, namespace: str, name: str, status: dict) -> str:
+        self.patches.append(status)
+        return "2"
+
+    def record_event(self, obj: dict, type_: str, reason: str, message: str) -> None:
+        self.events.append(reason)
+
+
+def test_a_name_admitted_before_the_rule_gets_ready_false_not_a_retry() -> None:
+    """An object whose name its children cannot carry (created before the CRD had the rule)
+    is reported at once, naming metadata.name; the reconciler is never called."""
+    obj = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "Workbench",
+        "metadata": {"name": "1-" + "n" * 60, "namespace": "a", "generation": 1},
+        "spec": {"image": "jupyter/minimal"},
+    }
+    kube = _StatusOnlyKube()
+
+    def never(*_: object) -> Outcome:
+        raise AssertionError("the kind's reconciler ran on an invalid object")
+
+    report = reconcile_object(WORKBENCH, obj, kube, never, now=T0)  # type: ignore[arg-type]
+    assert report.result == "invalid"
+    ready = _conds(report.status)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "metadata.name: at most 52 characters" in ready["message"]
+    assert "metadata.name: must be a DNS-1035 label" in ready["message"]
+    assert kube.patches
+    assert kube.events == ["InvalidSpec"]

@@ -1,7 +1,8 @@
 """The reconcile shape every kind shares (DESIGN.md "The reconcile shape").
 
-1. parse the spec into its model; a spec that cannot work gets Accepted=False and Ready=False with
-   reason InvalidSpec, naming each field, and no retry;
+1. parse the object into its model; a name or spec that cannot work (admitted before the CRD
+   had the rule that refuses it) gets Accepted=False and Ready=False with reason InvalidSpec,
+   naming each field, and no retry;
 2. the kind's reconciler builds and applies children and observes them, returning an
    :class:`Outcome` (phase, condition observations, status fields);
 3. :func:`compute_status` (pure) merges that into the status with ``observedGeneration``;
@@ -18,10 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from kubeforge_crds import ConditionStatus, KindInfo
-from kubeforge_crds.errors import field_errors
+from kubeforge_crds.kind import InvalidObjectError
 from kubeforge_operator.runtime.conditions import (
     ACCEPTED,
     READY,
@@ -181,10 +180,10 @@ def reconcile_object(
     result = "success"
     try:
         try:
-            spec = kind.parse_spec(obj.get("spec"))
-        except ValidationError as err:
+            spec = kind.parse_object(obj)
+        except InvalidObjectError as err:
             result = "invalid"
-            outcome = invalid_spec_outcome(field_errors(err))
+            outcome = invalid_spec_outcome(err.errors)
         else:
             outcome = reconciler(ctx, spec)
         current = obj.get("status") or {}
