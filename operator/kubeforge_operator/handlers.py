@@ -20,23 +20,27 @@ import kopf
 
 from kubeforge_crds import DRIFTMONITOR, FINETUNEJOB, MODELSERVER, WORKBENCH, KindInfo
 from kubeforge_crds.contracts.labels import FINETUNEJOB_LABEL, WORKBENCH_LABEL
+from kubeforge_operator import driftmonitor, finetunejob, modelserver, workbench
 from kubeforge_operator.driftmonitor import reconcile_driftmonitor
 from kubeforge_operator.finetunejob import reconcile_finetunejob
 from kubeforge_operator.finetunejob.backends.local import LOCAL_RUNS
 from kubeforge_operator.modelserver import reconcile_modelserver
 from kubeforge_operator.runtime.constants import ANNOTATION_PREFIX, DIFFBASE_ANNOTATION, FINALIZER
-from kubeforge_operator.runtime.controller import Controller
-from kubeforge_operator.runtime.reconcile import OWN_WRITES, Reconciler
+from kubeforge_operator.runtime.controller import Controller, Registration
+from kubeforge_operator.runtime.reconcile import OWN_WRITES
 from kubeforge_operator.runtime.settings import get_settings
 from kubeforge_operator.workbench import reconcile_workbench
 
 log = logging.getLogger(__name__)
 
-RECONCILERS: dict[str, tuple[KindInfo, Reconciler]] = {
-    WORKBENCH.kind: (WORKBENCH, reconcile_workbench),
-    FINETUNEJOB.kind: (FINETUNEJOB, reconcile_finetunejob),
-    MODELSERVER.kind: (MODELSERVER, reconcile_modelserver),
-    DRIFTMONITOR.kind: (DRIFTMONITOR, reconcile_driftmonitor),
+RECONCILERS: dict[str, Registration] = {
+    r.kind.kind: r
+    for r in (
+        Registration(WORKBENCH, reconcile_workbench, workbench.OWNED),
+        Registration(FINETUNEJOB, reconcile_finetunejob, finetunejob.OWNED),
+        Registration(MODELSERVER, reconcile_modelserver, modelserver.OWNED),
+        Registration(DRIFTMONITOR, reconcile_driftmonitor, driftmonitor.OWNED),
+    )
 }
 SETTINGS = get_settings()
 CONTROLLER = Controller(RECONCILERS, SETTINGS)
@@ -99,8 +103,8 @@ def _nudge_model_servers(namespace: str, ftj: kopf.Body) -> None:
             CONTROLLER.safely(MODELSERVER.kind, namespace, ms["metadata"]["name"])
 
 
-for _kind, _ in RECONCILERS.values():
-    _register(_kind)
+for _registered in RECONCILERS.values():
+    _register(_registered.kind)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={FINETUNEJOB_LABEL: kopf.PRESENT})

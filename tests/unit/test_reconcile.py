@@ -102,3 +102,30 @@ def test_a_name_admitted_before_the_rule_gets_ready_false_not_a_retry() -> None:
     assert "metadata.name: must be a DNS-1035 label" in ready["message"]
     assert kube.patches
     assert kube.events == ["InvalidSpec"]
+
+
+def test_an_owned_condition_a_pass_did_not_reach_is_unknown_not_stale() -> None:
+    """A pass that stops early (here: a Secret went missing) leaves no condition of an earlier
+    pass standing as if it were still true; one the outcome keeps on purpose stays."""
+    running = Outcome(
+        "Running",
+        [
+            accepted(),
+            Observation("Scheduled", ConditionStatus.TRUE, "Scheduled", ""),
+            Observation("ServerReady", ConditionStatus.TRUE, "Ready", ""),
+        ],
+        info=[Observation("Culled", ConditionStatus.FALSE, "Active", "")],
+    )
+    owned = ("Ready", "Accepted", "Scheduled", "ServerReady", "Culled")
+    before = compute_status(WORKBENCH, {}, running, 1, T0, owned)
+    missing = Observation("DataConnectionsReady", ConditionStatus.FALSE, "SecretNotFound", "s3")
+    stopped_early = Outcome("Pending", [accepted(), missing], kept=("Culled",))
+    after = _conds(compute_status(WORKBENCH, before, stopped_early, 2, T0, owned))
+    for stale in ("Scheduled", "ServerReady"):
+        assert after[stale]["status"] == "Unknown"
+        assert after[stale]["reason"] == "NotReached"
+        assert after[stale]["message"] == "not evaluated on this pass: SecretNotFound"
+        assert after[stale]["observedGeneration"] == 2
+    assert after["Culled"]["reason"] == "Active"  # kept
+    assert after["Culled"]["observedGeneration"] == 1
+    assert after["Ready"]["reason"] == "SecretNotFound"

@@ -23,6 +23,7 @@ Where to look: ``builders`` (the drift service's children), ``alerts`` (the Prom
 (alert, rollback, retrain), ``reconcile`` (the order of it all).
 """
 
+from kubeforge_operator.driftmonitor.conditions import OWNED
 from kubeforge_operator.driftmonitor.reconcile import reconcile_driftmonitor
 
-__all__ = ["reconcile_driftmonitor"]
+__all__ = ["OWNED", "reconcile_driftmonitor"]

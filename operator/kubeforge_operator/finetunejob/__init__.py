@@ -15,6 +15,6 @@ their state back), ``backends/`` (``local``: kfp's local runner in a subprocess;
 API), ``reconcile`` (preconditions -> run on the backend -> status).
 """
 
-from kubeforge_operator.finetunejob.reconcile import reconcile_finetunejob
+from kubeforge_operator.finetunejob.reconcile import OWNED, reconcile_finetunejob
 
-__all__ = ["reconcile_finetunejob"]
+__all__ = ["OWNED", "reconcile_finetunejob"]

@@ -43,15 +43,17 @@ from kubeforge_operator.finetunejob.builders import (
     observe_job,
     observe_pytorchjob,
 )
-from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
+from kubeforge_operator.runtime.conditions import ACCEPTED, READY, Observation
 from kubeforge_operator.runtime.placement import Placement
-from kubeforge_operator.runtime.policies import missing_secrets, placement_or_problem
+from kubeforge_operator.runtime.policies import data_connections, placement_or_problem
 from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
 
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 VALIDATED = "Validated"
-DATA_CONNECTION = "DataConnectionReady"
+DATA_CONNECTION = "DataConnectionReady"  # only when the spec names a data connection
+# Set on every pass (Unknown when a pass stops before them); Validated only with backend job.
+OWNED = (READY, ACCEPTED, SUCCEEDED, FAILED)
 _TERMINAL = (FineTuneJobPhase.SUCCEEDED, FineTuneJobPhase.FAILED)
 
 
@@ -187,11 +189,11 @@ def reconcile_finetunejob(ctx: ReconcileContext, spec: FineTuneJobSpec) -> Outco
     )
     if isinstance(placement, Outcome):
         return placement
-    if spec.dataset.data_connection:
-        refs = [("spec.dataset.dataConnection", spec.dataset.data_connection)]
-        missing = missing_secrets(ctx, DATA_CONNECTION, refs)
-        if missing:
-            return missing
+    connection = spec.dataset.data_connection
+    refs = [("spec.dataset.dataConnection", connection)] if connection else []
+    secrets = data_connections(ctx, DATA_CONNECTION, refs)
+    if isinstance(secrets, Outcome):
+        return secrets
     meta = ctx.obj["metadata"]
     uid = str(meta["uid"])
     trigger = (meta.get("annotations") or {}).get(TRIGGER_ANNOTATION)
@@ -217,7 +219,8 @@ def reconcile_finetunejob(ctx: ReconcileContext, spec: FineTuneJobSpec) -> Outco
     fields["lineage"] = lineage_fields(
         spec, run_id, fields.get("datasetDigest") or status.dataset_digest, model_uri, trigger
     )
-    return Outcome(outcome.phase, outcome.dependents, fields, outcome.info)
+    checked = [secrets] if secrets is not None else []
+    return Outcome(outcome.phase, outcome.dependents, fields, [*outcome.info, *checked])
 
 
 def _job(

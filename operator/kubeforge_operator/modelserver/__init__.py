@@ -23,6 +23,7 @@ state machine), ``canary`` and ``analysis`` (the decision on measurements), ``pr
 queries), ``status`` (conditions), ``reconcile`` (observe -> decide -> apply -> status).
 """
 
+from kubeforge_operator.modelserver.conditions import OWNED
 from kubeforge_operator.modelserver.reconcile import reconcile_modelserver
 
-__all__ = ["reconcile_modelserver"]
+__all__ = ["OWNED", "reconcile_modelserver"]

@@ -56,12 +56,15 @@ def served_outcome(
     if url:
         fields["url"] = url
     if planned.decisions:
-        kept = [*status.decisions, *planned.decisions][-KEEP_DECISIONS:]
-        fields["decisions"] = [d.to_wire() for d in kept]
+        decisions = [*status.decisions, *planned.decisions][-KEEP_DECISIONS:]
+        fields["decisions"] = [d.to_wire() for d in decisions]
     info = []
+    kept: tuple[str, ...] = ()
     if planned.rolled_back is not None:
         info.append(planned.rolled_back)
-    elif planned.phase != ModelServerPhase.ROLLED_BACK:  # a rolled-back state keeps its reason
+    elif planned.phase == ModelServerPhase.ROLLED_BACK:
+        kept = (ROLLED_BACK,)  # a rolled-back state keeps the reason it was rolled back for
+    else:
         info.append(Observation(ROLLED_BACK, ConditionStatus.FALSE, "NoRollback", ""))
     phase = planned.phase
     if phase == ModelServerPhase.READY and ready.status != ConditionStatus.TRUE:
@@ -76,4 +79,5 @@ def served_outcome(
         fields=fields,
         info=info,
         requeue_after=requeue,
+        kept=kept,
     )

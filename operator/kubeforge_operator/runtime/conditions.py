@@ -18,6 +18,7 @@ READY = "Ready"
 ACCEPTED = "Accepted"
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_SPEC_VALID = "SpecValid"
+REASON_NOT_REACHED = "NotReached"  # an owned condition a pass stopped before evaluating
 
 
 @dataclass(frozen=True)

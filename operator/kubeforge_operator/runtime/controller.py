@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from kubeforge_crds import KindInfo
 from kubeforge_operator.runtime.kube import Kube
@@ -23,6 +24,16 @@ from kubeforge_operator.runtime.settings import OperatorSettings
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # kind, namespace, name
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A kind the controller reconciles: its API, its reconciler and the conditions the
+    reconciler owns (each set on every pass, Unknown when a pass stops before it)."""
+
+    kind: KindInfo
+    reconcile: Reconciler
+    owned: tuple[str, ...] = ()
 
 
 def namespace_selected(namespace: str, patterns: Iterable[str]) -> bool:
@@ -88,7 +99,7 @@ class Controller:
 
     def __init__(
         self,
-        reconcilers: dict[str, tuple[KindInfo, Reconciler]],
+        reconcilers: dict[str, Registration],
         settings: OperatorSettings,
         kube: Callable[[], Kube] = Kube,
     ) -> None:
@@ -108,7 +119,8 @@ class Controller:
         return self._kube
 
     def reconcile(self, kind_name: str, namespace: str, name: str) -> None:
-        kind, reconciler = self.reconcilers[kind_name]
+        registered = self.reconcilers[kind_name]
+        kind = registered.kind
         key = (kind_name, namespace, name)
         with self._locks[key]:  # one reconcile per object at a time (resync and events overlap)
             obj = self.kube.get(kind, namespace, name)  # the latest, not an event's stale copy
@@ -120,9 +132,10 @@ class Controller:
                 kind,
                 obj,
                 self.kube,
-                reconciler,
+                registered.reconcile,
                 settings=self.settings,
                 prometheus=self.prometheus,
+                owned=registered.owned,
             )
         if report.requeue_after is not None:
             self.requeues.schedule(key, report.requeue_after)
@@ -147,9 +160,10 @@ class Controller:
         workers = self.settings.max_workers
         with ThreadPoolExecutor(workers, thread_name_prefix="resync") as pool:
             while not self.stopped.wait(self.settings.resync_seconds):
-                for kind, _ in self.reconcilers.values():
-                    keys = self._selected(kind)
-                    list(pool.map(lambda k, kn=kind.kind: self.safely(kn, *k), keys))
+                for registered in self.reconcilers.values():
+                    keys = self._selected(registered.kind)
+                    kind_name = registered.kind.kind
+                    list(pool.map(lambda k, kn=kind_name: self.safely(kn, *k), keys))
 
     def _selected(self, kind: KindInfo) -> list[tuple[str, str]]:
         try:

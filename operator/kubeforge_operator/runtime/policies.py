@@ -51,18 +51,23 @@ def placement_or_problem(
     return placement
 
 
-def missing_secrets(
+def data_connections(
     ctx: ReconcileContext, condition: str, refs: Iterable[tuple[str, str]]
-) -> Outcome | None:
+) -> Outcome | Observation | None:
     """``refs`` are (field path, Secret name). A Secret that does not exist would keep the pod
-    from starting, so nothing is created: the object waits (Pending) and ``condition`` names each
-    missing Secret with its field."""
+    from starting, so nothing is created: the Outcome holds the object (Pending) and
+    ``condition`` names each missing Secret with its field. When all exist, ``condition`` is
+    True (so that a Secret created later clears it); None when the spec names none."""
+    refs = list(refs)
+    if not refs:
+        return None
     gone = [
         f"{path}: Secret {name!r} not found"
         for path, name in refs
         if ctx.kube.get_child("v1", "Secret", ctx.namespace, name) is None
     ]
     if not gone:
-        return None
+        names = ", ".join(sorted({name for _, name in refs}))
+        return Observation(condition, ConditionStatus.TRUE, "SecretsFound", names)
     missing = Observation(condition, ConditionStatus.FALSE, "SecretNotFound", "; ".join(gone))
     return Outcome(phase=PENDING, dependents=[accepted(), missing])

@@ -25,6 +25,7 @@ from kubeforge_operator.runtime.conditions import (
     ACCEPTED,
     READY,
     REASON_INVALID_SPEC,
+    REASON_NOT_REACHED,
     REASON_SPEC_VALID,
     Observation,
     get_condition,
@@ -48,6 +49,7 @@ class Outcome:
     fields: dict[str, Any] = field(default_factory=dict)  # kind-specific status, wire names
     info: list[Observation] = field(default_factory=list)  # conditions outside Ready
     requeue_after: float | None = None  # reconcile again after this many seconds
+    kept: tuple[str, ...] = ()  # owned conditions deliberately left as they are this pass
 
 
 @dataclass
@@ -122,12 +124,24 @@ def compute_status(
     outcome: Outcome,
     generation: int | None,
     now: datetime,
+    owned: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The new status (wire form): the outcome's fields and phase, each dependent condition and
-    Ready set, observedGeneration advanced. Pure."""
+    Ready set, observedGeneration advanced. Every ``owned`` condition the pass did not reach
+    (an early return) is set Unknown, so none is left stale from an earlier pass, unless the
+    outcome keeps it on purpose. Pure."""
     status = kind.parse_status(current)
     conditions = list(status.conditions)
-    for obs in [*outcome.dependents, *outcome.info, summarise_ready(outcome.dependents)]:
+    ready = summarise_ready(outcome.dependents)
+    observed = [*outcome.dependents, *outcome.info, ready]
+    reached = {o.type for o in observed} | set(outcome.kept)
+    why = f"not evaluated on this pass: {ready.reason}"
+    observed += [
+        Observation(t, ConditionStatus.UNKNOWN, REASON_NOT_REACHED, why)
+        for t in owned
+        if t not in reached
+    ]
+    for obs in observed:
         conditions = set_condition(conditions, obs, generation, now)
     wire = {**status.to_wire(), **outcome.fields}
     wire["observedGeneration"] = generation
@@ -166,6 +180,7 @@ def reconcile_object(
     now: datetime | None = None,
     settings: OperatorSettings | None = None,
     prometheus: Prometheus | None = None,
+    owned: tuple[str, ...] = (),
 ) -> Report:
     """Run one reconcile of ``obj`` and write its status if it changed."""
     started = time.perf_counter()
@@ -187,7 +202,7 @@ def reconcile_object(
         else:
             outcome = reconciler(ctx, spec)
         current = obj.get("status") or {}
-        status = compute_status(kind, current, outcome, ctx.generation, ctx.now)
+        status = compute_status(kind, current, outcome, ctx.generation, ctx.now, owned)
         changed = status != current
         if changed:
             patch = merge_patch(current, status)

@@ -11,5 +11,6 @@ count, or a hardware profile of the platform config).
 """
 
 from kubeforge_operator.workbench.reconcile import reconcile_workbench
+from kubeforge_operator.workbench.status import OWNED
 
-__all__ = ["reconcile_workbench"]
+__all__ = ["OWNED", "reconcile_workbench"]

@@ -3,6 +3,7 @@ children -> observe the pod -> idle culling -> status."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
 from kubeforge_crds import WORKBENCH, ConditionStatus
@@ -10,9 +11,9 @@ from kubeforge_crds.base import parse_duration, serialize_datetime
 from kubeforge_crds.contracts.labels import CULLED_ANNOTATION
 from kubeforge_crds.workbench import WorkbenchPhase, WorkbenchSpec, WorkbenchStatus
 from kubeforge_operator.runtime.conditions import Observation
-from kubeforge_operator.runtime.placement import SpecProblem
+from kubeforge_operator.runtime.placement import Placement, SpecProblem
 from kubeforge_operator.runtime.policies import (
-    missing_secrets,
+    data_connections,
     placement_or_problem,
     platform_or_problem,
 )
@@ -41,8 +42,58 @@ from kubeforge_operator.workbench.status import (
 )
 
 
+@dataclass(frozen=True)
+class Ready:
+    """What the preconditions resolved: the image, where the pod runs, and the data
+    connections' condition (None when the spec names none)."""
+
+    image: str
+    placement: Placement
+    secrets: Observation | None
+
+
 def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
-    settings = ctx.settings
+    ready = preconditions(ctx, spec)
+    if isinstance(ready, Outcome):
+        return ready
+    obj = ctx.obj
+    culled_at = (obj["metadata"].get("annotations") or {}).get(CULLED_ANNOTATION)
+    stopped = spec.stopped or culled_at is not None
+    for child in (
+        build_home_pvc(obj, spec),
+        build_service(obj),
+        build_network_policy(obj, ctx.settings.api_namespace),
+        build_statefulset(obj, spec, ready.image, ready.placement, stopped=stopped),
+    ):
+        ctx.kube.apply(child)
+    pod = ctx.kube.get_child("v1", "Pod", ctx.namespace, f"{ctx.name}-0")
+    fields: dict[str, Any] = {"url": f"http://{ctx.name}.{ctx.namespace}.svc/"}
+    if culled_at is not None:
+        culled = culled_observation(culled_at)
+    elif spec.stopped:
+        culled = Observation(CULLED, ConditionStatus.FALSE, "Stopped", "stopped by spec.stopped")
+    elif observe_server(pod, stopped).status != ConditionStatus.TRUE:
+        culled = Observation(
+            CULLED, ConditionStatus.FALSE, "NotRunning", "activity is read once the server is ready"
+        )
+    else:
+        culled, stopped = cull_if_idle(ctx, spec, ready, pod, fields)
+    server = observe_server(pod, stopped)
+    scheduled = observe_scheduled(pod, stopped)
+    holds_gpus = pod is not None and bool((pod.get("spec") or {}).get("nodeName"))
+    fields["gpus"] = ready.placement.gpus if holds_gpus and not stopped else 0
+    checked = [ready.secrets] if ready.secrets is not None else []
+    return Outcome(
+        phase=decide_phase(pod, stopped, scheduled, server),
+        dependents=[accepted(), *checked, scheduled, server],
+        fields=fields,
+        info=[culled],
+    )
+
+
+def preconditions(ctx: ReconcileContext, spec: WorkbenchSpec) -> Ready | Outcome:
+    """The platform config, the image, the placement and the data connections' Secrets, in
+    that order; the first that fails is the outcome, and nothing is created."""
     platform = platform_or_problem(ctx, WorkbenchPhase.PENDING)
     if isinstance(platform, Outcome):
         return platform
@@ -58,64 +109,42 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
         (f"spec.dataConnections[{i}].secretName", d.secret_name)
         for i, d in enumerate(spec.data_connections)
     ]
-    missing = missing_secrets(ctx, DATA_CONNECTIONS, refs)
-    if missing:
-        return missing
-    obj = ctx.obj
-    culled_at = (obj["metadata"].get("annotations") or {}).get(CULLED_ANNOTATION)
-    stopped = spec.stopped or culled_at is not None
-    for child in (
-        build_home_pvc(obj, spec),
-        build_service(obj),
-        build_network_policy(obj, settings.api_namespace),
-        build_statefulset(obj, spec, image, placement, stopped=stopped),
-    ):
-        ctx.kube.apply(child)
-    pod = ctx.kube.get_child("v1", "Pod", ctx.namespace, f"{ctx.name}-0")
-    server = observe_server(pod, stopped)
-    fields: dict[str, Any] = {"url": f"http://{ctx.name}.{ctx.namespace}.svc/"}
+    secrets = data_connections(ctx, DATA_CONNECTIONS, refs)
+    if isinstance(secrets, Outcome):
+        return secrets
+    return Ready(image, placement, secrets)
 
-    if culled_at is not None:
-        culled = culled_observation(culled_at)
-    elif spec.stopped:
-        culled = Observation(CULLED, ConditionStatus.FALSE, "Stopped", "stopped by spec.stopped")
-    elif server.status != ConditionStatus.TRUE:
-        culled = Observation(
-            CULLED, ConditionStatus.FALSE, "NotRunning", "activity is read once the server is ready"
-        )
-    else:
-        url = settings.activity_url_template.format(
-            name=ctx.name,
-            namespace=ctx.namespace,
-            path=spec.culling.probe_path or DEFAULT_PROBE_PATH,
-        )
-        status = cast(WorkbenchStatus, WORKBENCH.parse_status(obj.get("status")))
-        # a server that has just become ready counts as active then, so a restarted Workbench
-        # is never culled on the strength of the activity it had before it was stopped
-        floor = [t for t in (status.last_activity, ready_since(pod)) if t is not None]
-        decision = decide_cull(
-            spec.culling.enabled,
-            parse_duration(spec.culling.idle_timeout),
-            read_activity(url) if spec.culling.enabled else ActivityReport(),
-            max(floor) if floor else None,
-            ctx.now,
-        )
-        if decision.last_activity is not None:
-            fields["lastActivity"] = serialize_datetime(decision.last_activity)
-        culled = decision.observation
-        if decision.cull:
-            culled_at = serialize_datetime(ctx.now)
-            ctx.kube.annotate(WORKBENCH, ctx.namespace, ctx.name, CULLED_ANNOTATION, culled_at)
-            ctx.kube.record_event(obj, "Normal", "Culled", decision.observation.message)
-            stopped = True
-            ctx.kube.apply(build_statefulset(obj, spec, image, placement, stopped=True))
-            culled = culled_observation(culled_at)
-            server = observe_server(pod, stopped)
 
-    scheduled = observe_scheduled(pod, stopped)
-    phase = decide_phase(pod, stopped, scheduled, server)
-    holds_gpus = pod is not None and bool((pod.get("spec") or {}).get("nodeName"))
-    fields["gpus"] = placement.gpus if holds_gpus and not stopped else 0
-    return Outcome(
-        phase=phase, dependents=[accepted(), scheduled, server], fields=fields, info=[culled]
+def cull_if_idle(
+    ctx: ReconcileContext,
+    spec: WorkbenchSpec,
+    ready: Ready,
+    pod: dict[str, Any] | None,
+    fields: dict[str, Any],
+) -> tuple[Observation, bool]:
+    """Read the running server's activity and stop the Workbench after the idle timeout (the
+    culled-at annotation, an Event, the StatefulSet at 0). Returns the Culled condition and
+    whether the Workbench is now stopped; records lastActivity in ``fields``."""
+    url = ctx.settings.activity_url_template.format(
+        name=ctx.name, namespace=ctx.namespace, path=spec.culling.probe_path or DEFAULT_PROBE_PATH
     )
+    status = cast(WorkbenchStatus, WORKBENCH.parse_status(ctx.obj.get("status")))
+    # a server that has just become ready counts as active then, so a restarted Workbench is
+    # never culled on the strength of the activity it had before it was stopped
+    floor = [t for t in (status.last_activity, ready_since(pod)) if t is not None]
+    decision = decide_cull(
+        spec.culling.enabled,
+        parse_duration(spec.culling.idle_timeout),
+        read_activity(url) if spec.culling.enabled else ActivityReport(),
+        max(floor) if floor else None,
+        ctx.now,
+    )
+    if decision.last_activity is not None:
+        fields["lastActivity"] = serialize_datetime(decision.last_activity)
+    if not decision.cull:
+        return decision.observation, False
+    culled_at = serialize_datetime(ctx.now)
+    ctx.kube.annotate(WORKBENCH, ctx.namespace, ctx.name, CULLED_ANNOTATION, culled_at)
+    ctx.kube.record_event(ctx.obj, "Normal", "Culled", decision.observation.message)
+    ctx.kube.apply(build_statefulset(ctx.obj, spec, ready.image, ready.placement, stopped=True))
+    return culled_observation(culled_at), True

@@ -8,8 +8,9 @@ from typing import Any
 
 from kubeforge_crds import ConditionStatus
 from kubeforge_crds.workbench import WorkbenchPhase
-from kubeforge_operator.runtime.conditions import Observation
+from kubeforge_operator.runtime.conditions import ACCEPTED, READY, Observation
 from kubeforge_operator.workbench.culling import (
+    CULLED,
     parse_timestamp,
 )
 
@@ -19,7 +20,7 @@ SCHEDULED = "Scheduled"
 SERVER_READY = "ServerReady"
 
 
-DATA_CONNECTIONS = "DataConnectionsReady"
+DATA_CONNECTIONS = "DataConnectionsReady"  # only when the spec names data connections
 
 
 def _pod_condition(pod: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
@@ -87,3 +88,7 @@ def decide_phase(
     if scheduled.status == ConditionStatus.TRUE:
         return WorkbenchPhase.STARTING
     return WorkbenchPhase.PENDING
+
+
+# Set on every pass (Unknown when a pass stops before them).
+OWNED = (READY, ACCEPTED, SCHEDULED, SERVER_READY, CULLED)
