@@ -129,6 +129,9 @@ def model_schema(model: type[Any]) -> dict[str, Any]:
 
 
 def build_crd(kind: KindInfo) -> dict[str, Any]:
+    """The CustomResourceDefinition of ``kind``.
+
+    Long on purpose: one literal manifest around the generated schemas."""
     spec = model_schema(kind.spec_model)
     status = model_schema(kind.status_model)
     status["description"] = status.get("description", "").strip()

@@ -88,7 +88,9 @@ def build_base_model(
 ) -> Path:
     """Write a tokenizer and a small GPT-2 to ``target``; returns ``target``. The model is
     pretrained (fully, with the pipeline's own fine-tune step) for ``pretrain_steps`` on the
-    general corpus, so that it knows the words but not the tickets' structure."""
+    general corpus, so that it knows the words but not the tickets' structure.
+
+    Long on purpose: the tokenizer, the model and its pretraining are one recipe, read in order."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast

@@ -232,7 +232,9 @@ def fine_tune(
     progress: Progress | None = None,
 ) -> TrainResult:
     """Train, save the adapter (lora) or the whole model (full) and the tokenizer to
-    ``out_dir``, and return what was done. Resumes from the newest checkpoint if one exists."""
+    ``out_dir``, and return what was done. Resumes from the newest checkpoint if one exists.
+
+    Long on purpose: the Trainer's set-up, its progress callback and the save are one run."""
     from transformers import Trainer, TrainerCallback, default_data_collator, set_seed
 
     set_seed(settings.seed)

@@ -62,7 +62,7 @@ def drift_serve_cmd(
     import uvicorn
 
     from kubeforge_crds.contracts.drift import MonitorConfig
-    from kubeforge_runtimes.drift.service import create_app
+    from kubeforge_runtimes.drift.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:

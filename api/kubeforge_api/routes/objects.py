@@ -64,7 +64,9 @@ def replaced(current: dict[str, Any], name: str, body: Any) -> dict[str, Any]:
 
 
 def kind_router(kind: KindInfo) -> APIRouter:
-    """The six routes of one kind under ``/api/v1/namespaces/{namespace}/<plural>``."""
+    """The six routes of one kind under ``/api/v1/namespaces/{namespace}/<plural>``.
+
+    Long on purpose: six short route functions that close over the kind and its models."""
     router = APIRouter(prefix=f"/api/v1/namespaces/{{namespace}}/{kind.plural}", tags=[kind.kind])
     create_model, update_model = create_body(kind), update_body(kind)
     one, many = object_model(kind), list_model(kind)

@@ -17,7 +17,9 @@ def alert_rules(
     namespace: str, name: str, severity: str, interval_seconds: float
 ) -> list[dict[str, Any]]:
     """The monitor's Prometheus rule groups (a PrometheusRule's ``spec.groups``, which is also
-    the rule file format ``promtool test rules`` reads)."""
+    the rule file format ``promtool test rules`` reads).
+
+    Long on purpose: four rules as literal data, each read as Prometheus will evaluate it."""
     sel = f'namespace="{namespace}", monitor="{name}"'
     detected = "kubeforge_drift_detected"
     by_check = "max by (namespace, monitor, feature, metric)"

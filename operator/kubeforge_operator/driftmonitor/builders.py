@@ -89,6 +89,10 @@ def build_deployment(
     image: str,
     secret: str | None = None,
 ) -> dict[str, Any]:
+    """The drift service's Deployment: its config, reference and export volumes, probes and
+    the restricted security context.
+
+    Long on purpose: one literal manifest, read top to bottom as kubectl would show it."""
     name = owner["metadata"]["name"]
     labels = drift_labels(name)
     selector = {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}

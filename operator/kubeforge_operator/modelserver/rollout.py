@@ -134,95 +134,78 @@ def apply_decision(
     now: datetime,
     recheck: timedelta,
 ) -> Plan:
-    """The plan after an analysis decided ``decision``."""
+    """The plan after an analysis decided ``decision``: promoted, rolled back, or the next
+    split (advanced, or held to confirm a failure, or held for good)."""
     stable = cast(Revision, status.stable)
-    policy = spec.rollout
-    interval = parse_duration(policy.interval)
-    step = decision.step
+
+    def record(action: str, split: str) -> list[RolloutDecision]:
+        return [
+            _decision(
+                now,
+                decision.step,
+                action,
+                desired.revision,
+                split,
+                decision.reason,
+                decision.measurements,
+            )
+        ]
+
     if decision.action == Action.PROMOTE:
-        split = "0/100"
-        return Plan(
-            with_traffic(desired, 100),
-            None,
-            _steady(desired, {"rolledBack": None}),
-            [
-                _decision(
-                    now,
-                    step,
-                    "promote",
-                    desired.revision,
-                    split,
-                    decision.reason,
-                    decision.measurements,
-                )
-            ],
-        )
+        steady = _steady(desired, {"rolledBack": None})
+        return Plan(with_traffic(desired, 100), None, steady, record("promote", "0/100"))
     if decision.action == Action.ROLLBACK:
-        plan = Plan(
-            stable,
-            None,
-            _steady(stable, {"rolledBack": with_traffic(desired, 0).to_wire()}),
-            [
-                _decision(
-                    now,
-                    step,
-                    "rollback",
-                    desired.revision,
-                    "100/0",
-                    decision.reason,
-                    decision.measurements,
-                )
-            ],
-            phase=ModelServerPhase.ROLLED_BACK,
-        )
+        steady = _steady(stable, {"rolledBack": with_traffic(desired, 0).to_wire()})
+        plan = Plan(stable, None, steady, record("rollback", "100/0"))
+        plan.phase = ModelServerPhase.ROLLED_BACK
         plan.rolled_back = Observation(
             ROLLED_BACK, ConditionStatus.TRUE, rollback_reason(decision), decision.reason
         )
         return plan
     traffic = decision.traffic
     split = traffic_split(100 - traffic, traffic)
-    final_hold = (
-        decision.action == Action.HOLD
-        and decision.failures >= policy.failure_threshold
-        and policy.on_failure == FailureAction.HOLD
-    )
-    if decision.action == Action.ADVANCE:
-        due: datetime | None = now + interval
-    elif final_hold:
-        due = None
-    else:
-        due = now + recheck  # confirm a failure after one more scrape, not a whole interval
+    held_for_good, due = _next_analysis(spec, decision, now, recheck)
     progress = rollout.model_copy(
         update={
-            "step": step,
+            "step": decision.step,
             "failures": decision.failures,
             "last_analysis_time": now,
             "next_analysis_time": due,
         }
     )
+    fields = {
+        "stable": with_traffic(stable, 100 - traffic).to_wire(),
+        "canary": with_traffic(desired, traffic).to_wire(),
+        "rollout": progress.to_wire(),
+        "trafficSplit": split,
+    }
     return Plan(
         desired,
         traffic,
-        {
-            "stable": with_traffic(stable, 100 - traffic).to_wire(),
-            "canary": with_traffic(desired, traffic).to_wire(),
-            "rollout": progress.to_wire(),
-            "trafficSplit": split,
-        },
-        [
-            _decision(
-                now,
-                step,
-                str(decision.action),
-                desired.revision,
-                split,
-                decision.reason,
-                decision.measurements,
-            )
-        ],
-        phase=ModelServerPhase.HELD if final_hold else ModelServerPhase.PROGRESSING,
+        fields,
+        record(str(decision.action), split),
+        phase=ModelServerPhase.HELD if held_for_good else ModelServerPhase.PROGRESSING,
         next_analysis=due,
     )
+
+
+def _next_analysis(
+    spec: ModelServerSpec, decision: Decision, now: datetime, recheck: timedelta
+) -> tuple[bool, datetime | None]:
+    """Whether the rollout is now held for good (failures reached the threshold and the policy
+    holds rather than rolls back), and when the next analysis is due: an interval after an
+    advance, one scrape after a failure (to confirm it quickly), never when held for good."""
+    policy = spec.rollout
+    held_for_good = (
+        decision.action == Action.HOLD
+        and decision.failures >= policy.failure_threshold
+        and policy.on_failure == FailureAction.HOLD
+    )
+    if decision.action == Action.ADVANCE:
+        return held_for_good, now + parse_duration(policy.interval)
+    if held_for_good:
+        return True, None
+    return False, now + recheck
 
 
 def drift_rollback(obj: dict[str, Any], desired: Revision) -> Decision | None:

@@ -13,30 +13,21 @@ It holds nothing it cannot rebuild: the reference is re-read at start, the windo
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import math
 import re
-import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, File, HTTPException, Request, UploadFile
-from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
-    generate_latest,
 )
-from pydantic import BaseModel, Field
 
 from kubeforge_crds.contracts.drift import MonitorConfig
 from kubeforge_runtimes.drift.monitor import Evaluation, Monitor
@@ -263,112 +254,12 @@ class ExportError(Exception):
         self.code = code
 
 
-class ExportRequest(BaseModel):
-    name: str = Field(description="File name (without .jsonl): the retraining run's name.")
-
-
-def create_app(config: MonitorConfig) -> FastAPI:
-    service = DriftService(config)
-
-    async def evaluate_periodically() -> None:
-        while True:
-            await asyncio.sleep(config.interval_seconds)
-            try:
-                await asyncio.to_thread(service.evaluate)
-            except Exception:  # a failed evaluation must not stop the loop
-                log.exception("evaluation failed")
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(service.load)
-        task = asyncio.create_task(evaluate_periodically())
-        yield
-        task.cancel()
-
-    app = FastAPI(title="kubeforge drift service", lifespan=lifespan)
-    app.state.service = service
-
-    @app.post("/")
-    async def receive(request: Request) -> JSONResponse:
-        code, body = service.ingest(dict(request.headers), await request.body())
-        return JSONResponse(body, status_code=code)
-
-    @app.post("/evaluate")
-    async def evaluate_now() -> JSONResponse:
-        if service.monitor is None:
-            raise HTTPException(503, f"not ready: {service.error or 'the reference is loading'}")
-        evaluation = await asyncio.to_thread(service.evaluate, True)
-        if evaluation is None:
-            raise HTTPException(409, "the window is empty: no inference has been received yet")
-        return JSONResponse(_finite(evaluation.to_json()))
-
-    @app.post("/export")
-    async def export(body: ExportRequest) -> JSONResponse:
-        try:
-            return JSONResponse(await asyncio.to_thread(service.export, body.name))
-        except ExportError as err:
-            raise HTTPException(err.code, str(err)) from err
-
-    @app.get("/status")
-    async def status() -> JSONResponse:
-        return JSONResponse(_finite(service.status()))
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        if service.monitor is None:
-            return JSONResponse({"ready": False, "error": service.error}, status_code=503)
-        return JSONResponse({"ready": True})
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/report", response_class=HTMLResponse)
-    async def window_report() -> HTMLResponse:
-        from kubeforge_runtimes.drift.report import monitor_report
-
-        if service.monitor is None:
-            raise HTTPException(503, f"not ready: {service.error or 'the reference is loading'}")
-        if service.monitor.rows() == 0:
-            raise HTTPException(409, "the window is empty: no inference has been received yet")
-        html = await asyncio.to_thread(monitor_report, service.monitor, config.reference_uri)
-        return HTMLResponse(html)
-
-    @app.post("/report", response_class=HTMLResponse)
-    async def files_report(
-        reference: Annotated[UploadFile, File(description="Reference (JSONL, CSV or Parquet).")],
-        current: Annotated[UploadFile, File(description="Current dataset, same columns.")],
-    ) -> HTMLResponse:
-        from kubeforge_runtimes.drift.report import ReportError, files_report_html
-
-        with tempfile.TemporaryDirectory(prefix="kubeforge-report-") as tmp:
-            paths = []
-            for upload, role in ((reference, "reference"), (current, "current")):
-                name = Path(upload.filename or role).name
-                path = Path(tmp) / f"{role}-{name}"
-                path.write_bytes(await upload.read())
-                paths.append(path)
-            try:
-                html = await asyncio.to_thread(
-                    files_report_html, paths[0], paths[1], config.metrics, None
-                )
-            except (ReportError, ReferenceError) as err:
-                raise HTTPException(422, str(err)) from err
-        return HTMLResponse(html)
-
-    return app
-
-
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no NaN or infinity: they become null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
