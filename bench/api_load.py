@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,8 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 import localcluster as lc  # noqa: E402
 
-from labs.canary import start_api  # noqa: E402
+from kubeforge_labs import kit  # noqa: E402
+from kubeforge_labs.canary import start_api  # noqa: E402
 
 NS = "bench-api"
 
@@ -40,15 +40,14 @@ def log(msg: str) -> None:
 
 
 def kubectl(*args: str, stdin: str | None = None, user: str = "admin", check: bool = True) -> str:
-    cfg = lc.kubeconfig_path(user)
-    done = subprocess.run(
-        [str(lc.bin_dir() / "kubectl"), "--kubeconfig", str(cfg), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
+    """``kit.kubectl`` as one of the local cluster's users."""
+    return kit.kubectl(
+        *args,
+        kubeconfig=lc.kubeconfig_path(user),
+        binary=lc.bin_dir() / "kubectl",
+        stdin=stdin,
         check=check,
     )
-    return done.stdout
 
 
 def populate(count: int) -> None:

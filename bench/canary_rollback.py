@@ -34,9 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kubeforge_crds.modelserver import ModelServerSpec, Revision
-from kubeforge_operator.modelserver.prometheus import window
-from kubeforge_operator.runtime.prometheus import Prometheus
-from labs.canary import (
+from kubeforge_labs.canary import (
     SKLEARN_BODY,
     Outcome,
     Router,
@@ -46,6 +44,8 @@ from labs.canary import (
     start_runtime,
     write_sklearn_model,
 )
+from kubeforge_operator.modelserver.prometheus import window
+from kubeforge_operator.runtime.prometheus import Prometheus
 
 NS, NAME = "bench", "scorer"
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,10 +33,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack"))
 import localcluster as lc  # noqa: E402
+
+sys.path.insert(0, str(REPO))
 from kubernetes import client, config  # noqa: E402
 
 from kubeforge_crds.platform import PlatformConfig  # noqa: E402
 from kubeforge_crds.workbench import WorkbenchSpec  # noqa: E402
+from kubeforge_labs import kit  # noqa: E402
 from kubeforge_operator.runtime.placement import Placement, resolve_placement  # noqa: E402
 from kubeforge_operator.workbench.builders import (  # noqa: E402
     build_home_pvc,
@@ -219,14 +221,17 @@ def main() -> int:
         "KUBEFORGE_OPERATOR_MAX_WORKERS": str(args.concurrency),
         "KUBEFORGE_OPERATOR_LOG_LEVEL": "WARNING",
     }
-    oplog = (REPO / ".cache" / "bench-operator.log").open("wb")
-    operator = subprocess.Popen(
+    oplog = REPO / ".cache" / "bench-operator.log"
+    oplog.unlink(missing_ok=True)
+    launched = kit.launch(
+        "the operator",
         [sys.executable, "-m", "kubeforge_operator"],
+        oplog,
         env=env,
-        stdout=oplog,
-        stderr=subprocess.STDOUT,
+        ready=lambda: kit.http_ok("http://127.0.0.1:18181/healthz"),
+        timeout=60,
     )
-    time.sleep(3)
+    operator = launched.proc
     custom = client.CustomObjectsApi(api)
     offset = lc.audit_log().stat().st_size
 
@@ -271,8 +276,7 @@ def main() -> int:
     time.sleep(args.idle_seconds)
     idle_writes = operator_writes(idle_offset)
     rss = peak_rss_mb(operator.pid)
-    operator.terminate()
-    operator.wait(timeout=30)
+    launched.stop(timeout=30)
 
     by_kind: dict[str, int] = {}
     for e in writes:

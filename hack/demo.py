@@ -11,6 +11,7 @@ Ctrl-C. `make demo-down` (this script with --down) stops whatever the demo start
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -20,9 +21,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import contextlib
-
 import localcluster as lc
+
+sys.path.insert(0, str(lc.REPO))
+from kubeforge_labs import kit
 
 REPO = lc.REPO
 DEMO_DIR = REPO / ".cache" / "demo"
@@ -34,14 +36,13 @@ def say(msg: str) -> None:
 
 
 def kubectl(kubeconfig: str, *args: str, check: bool = True) -> str:
-    proc = subprocess.run(
-        [str(lc.bin_dir() / "kubectl"), "--kubeconfig", kubeconfig, *args],
-        capture_output=True,
-        text=True,
-    )
-    if check and proc.returncode != 0:
-        raise SystemExit(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
-    return proc.stdout
+    """``kit.kubectl``; a failure ends the demo with kubectl's message."""
+    try:
+        return kit.kubectl(
+            *args, kubeconfig=kubeconfig, binary=lc.bin_dir() / "kubectl", check=check
+        )
+    except kit.KubectlError as err:
+        raise SystemExit(str(err)) from None
 
 
 def choose_cluster() -> tuple[str, bool]:
@@ -59,8 +60,10 @@ def choose_cluster() -> tuple[str, bool]:
 
 
 def start_operator(kubeconfig: str) -> subprocess.Popen[bytes]:
+    """The operator, left running after the demo script ends (``make demo-down`` stops it)."""
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
-    log = (DEMO_DIR / "operator.log").open("wb")
+    log = DEMO_DIR / "operator.log"
+    log.unlink(missing_ok=True)
     env = {
         **os.environ,
         "KUBECONFIG": kubeconfig,
@@ -71,13 +74,14 @@ def start_operator(kubeconfig: str) -> subprocess.Popen[bytes]:
         "KUBEFORGE_OPERATOR_LIVENESS_PORT": os.environ.get("DEMO_HEALTH_PORT", "18081"),
         "KUBEFORGE_OPERATOR_LOCAL_RUNS_DIR": str(DEMO_DIR / "finetune-runs"),
     }
-    proc = subprocess.Popen(
+    proc = kit.launch(
+        "the operator",
         [sys.executable, "-m", "kubeforge_operator"],
+        log,
         env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+        new_session=True,
+        keep=True,
+    ).proc
     (DEMO_DIR / "operator.pid").write_text(str(proc.pid))
     return proc
 

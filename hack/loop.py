@@ -52,16 +52,18 @@ import localcluster as lc  # noqa: E402
 import yaml  # noqa: E402
 
 from kubeforge_crds.contracts.drift import MonitorConfig  # noqa: E402
-from kubeforge_pipelines.tinymodel import support_tickets  # noqa: E402
-from labs.canary import (  # noqa: E402
-    Proc,
+from kubeforge_labs import kit  # noqa: E402
+from kubeforge_labs.canary import (  # noqa: E402
     free_port,
     set_faults,
     start_api,
     start_prometheus,
     start_runtime,
 )
-from labs.drift import log_inference, start_drift_service  # noqa: E402
+from kubeforge_labs.drift import log_inference, start_drift_service  # noqa: E402
+from kubeforge_labs.kit import Proc  # noqa: E402
+from kubeforge_labs.kserve import KServeStandIn, Predictor  # noqa: E402
+from kubeforge_pipelines.tinymodel import support_tickets  # noqa: E402
 
 WORK = REPO / ".cache" / "loop"
 MODEL, MS, DM, FTJ = "tickets", "tickets", "tickets-drift", "tickets-v1"
@@ -96,21 +98,14 @@ class Cluster:
         self.kubectl_bin = str(lc.bin_dir() / "kubectl")
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        proc = subprocess.run(
-            [self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
+        return kit.kubectl(
+            *args, kubeconfig=self.kubeconfig, binary=self.kubectl_bin, stdin=stdin, check=check
         )
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr}")
-        return proc.stdout
 
     def get(self, what: str, ns: str) -> dict[str, Any] | None:
         try:
             return dict(json.loads(self.kubectl("get", what, "-n", ns, "-o", "json")))
-        except RuntimeError:
+        except kit.KubectlError:
             return None
 
     def apply(self, ns: str, obj: dict[str, Any]) -> None:
@@ -118,15 +113,11 @@ class Cluster:
 
 
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(Exception):
-            value = predicate()
-            if value:
-                return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    """``kit.wait_for``; a time-out ends the demo, saying what it waited for."""
+    try:
+        return kit.wait_for(what, predicate, timeout, interval)
+    except kit.WaitTimeoutError as err:
+        raise SystemExit(str(err)) from None
 
 
 def condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any]:
@@ -167,17 +158,16 @@ def start_operator(
         # the drift service of this run's one monitor is a local process on this port
         "KUBEFORGE_OPERATOR_DRIFT_STATUS_URL_TEMPLATE": f"http://127.0.0.1:{drift_port}",
     }
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kubeforge_operator"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{metrics}"
-    wait_for("the operator", lambda: httpx.get(f"http://127.0.0.1:{health}/healthz").is_success, 60)
-    return Proc(url, proc, log)
+    return kit.launch(
+        "the operator",
+        [sys.executable, "-m", "kubeforge_operator"],
+        log,
+        env=env,
+        url=f"http://127.0.0.1:{metrics}",
+        ready=lambda: kit.http_ok(f"http://127.0.0.1:{health}/healthz"),
+        timeout=60,
+        new_session=True,
+    )
 
 
 @dataclass
@@ -197,11 +187,12 @@ class Traffic:
         return {"instances": [ticket], "parameters": {"max_new_tokens": 2}}
 
 
-class KServeStandIn:
-    """What KServe would do with the operator's InferenceService, and nothing more: start a
-    runtime per revision it names (the model from the revision's storageUri), report it Ready,
-    route ``traffic`` by canaryTrafficPercent, and post each request/response as CloudEvents to
-    the predictor's logger URL (the KServe agent's job)."""
+class Serving:
+    """The serving side of the loop: KServe's part is played by ``kubeforge_labs.kserve``'s
+    stand-in (KServe's controller cannot run here yet); for each revision it reports, this starts
+    a real runtime (the model from the revision's storageUri), routes ``traffic`` by
+    canaryTrafficPercent, and posts each request/response as CloudEvents to the predictor's
+    logger URL (the KServe agent's job)."""
 
     def __init__(
         self,
@@ -213,9 +204,7 @@ class KServeStandIn:
         on_runtime: Callable[[str, Proc], None],
         faulty: Callable[[str], bool],
     ) -> None:
-        from kubernetes import client, config
-
-        self.api = client.CustomObjectsApi(config.new_client_from_config(cluster.kubeconfig))
+        self.kserve = KServeStandIn(cluster.kubeconfig, ns, MS, self._serve)
         self.ns, self.workdir, self.traffic, self.drift_url = ns, workdir, traffic, drift_url
         self.on_runtime, self.faulty = on_runtime, faulty
         self.runtimes: dict[str, Proc] = {}
@@ -228,12 +217,14 @@ class KServeStandIn:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        for target in (self._control, *([self._load] * 3)):
-            t = threading.Thread(target=target, daemon=True)
+        self.kserve.start()
+        for _ in range(3):
+            t = threading.Thread(target=self._load, daemon=True)
             t.start()
             self._threads.append(t)
 
     def stop(self) -> None:
+        self.kserve.stop()
         self._stop.set()
         for t in self._threads:
             t.join(timeout=15)
@@ -252,41 +243,13 @@ class KServeStandIn:
             self.runtimes[revision] = proc
         return self.runtimes[revision]
 
-    def _control(self) -> None:
-        from kubernetes import client
-
-        while not self._stop.wait(0.3):
-            try:
-                isvc = self.api.get_namespaced_custom_object(
-                    "serving.kserve.io", "v1beta1", self.ns, "inferenceservices", MS
-                )
-            except client.ApiException:
-                continue
-            predictor = isvc["spec"]["predictor"]
-            env = {e["name"]: e.get("value") for e in predictor["model"].get("env", [])}
-            revision = env["KUBEFORGE_RUNTIME_REVISION"]
-            self._runtime(revision, predictor["model"]["storageUri"])
-            percent = predictor.get("canaryTrafficPercent")
-            if percent is None or self.stable is None:
-                self.stable, self.canary, self.canary_percent = revision, None, 0
-            elif revision != self.stable:
-                self.canary, self.canary_percent = revision, int(percent)
-            self.logger = (predictor.get("logger") or {}).get("url")
-            gen = isvc["metadata"]["generation"]
-            if (isvc.get("status") or {}).get("observedGeneration") != gen:
-                status = {
-                    "observedGeneration": gen,
-                    "url": f"http://{MS}.{self.ns}.example.com",
-                    "conditions": [{"type": "Ready", "status": "True"}],
-                }
-                self.api.patch_namespaced_custom_object_status(
-                    "serving.kserve.io",
-                    "v1beta1",
-                    self.ns,
-                    "inferenceservices",
-                    MS,
-                    {"status": status},
-                )
+    def _serve(self, predictor: Predictor) -> None:
+        self._runtime(predictor.revision, predictor.storage_uri)
+        if predictor.canary_percent is None or self.stable is None:
+            self.stable, self.canary, self.canary_percent = predictor.revision, None, 0
+        elif predictor.revision != self.stable:
+            self.canary, self.canary_percent = predictor.revision, predictor.canary_percent
+        self.logger = predictor.logger_url
 
     def _load(self) -> None:
         rng = random.Random(threading.get_ident())  # noqa: S311 - load, not secrets
@@ -373,7 +336,7 @@ def run(cluster: Cluster, ns: str, faulty: bool, steps: int, api_token: str) -> 
     rescrape(operator.url.removeprefix("http://"))
     api = start_api(cluster.api_kubeconfig, work / "api.log")
     procs.append(api)
-    standin: KServeStandIn | None = None
+    standin: Serving | None = None
     drift: Proc | None = None
     try:
         # 1. version 1, fine-tuned for real
@@ -402,7 +365,7 @@ def run(cluster: Cluster, ns: str, faulty: bool, steps: int, api_token: str) -> 
             rescrape(proc.url.removeprefix("http://"))
             revisions[revision] = proc.url
 
-        standin = KServeStandIn(
+        standin = Serving(
             cluster,
             ns,
             work / "runtimes",

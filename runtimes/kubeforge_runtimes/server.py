@@ -152,9 +152,9 @@ def add_routes(app: Any, model: Any, settings: RuntimeSettings, injector: FaultI
 
 def serve(settings: RuntimeSettings) -> None:
     """Load the model and serve it until SIGTERM (kserve's ModelServer handles signals)."""
-    from kserve import ModelServer
     from kserve.model_server import app
 
+    from kserve import ModelServer
     from kubeforge_runtimes.models import build_model, find_model
 
     found = find_model(settings.model_dir, settings.model_format, settings.base_model_uri)

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -18,6 +16,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from kubeforge_labs import kit
+from kubeforge_labs.kit import free_port
 from tests.cases import REPO
 
 LOCALCLUSTER = [sys.executable, str(REPO / "hack" / "localcluster.py")]
@@ -59,12 +59,8 @@ class Cluster:
         check: bool = True,
         kubeconfig: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [self.kubectl_bin, "--kubeconfig", kubeconfig or self.kubeconfig, *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
+        proc = kit.run_kubectl(
+            *args, kubeconfig=kubeconfig or self.kubeconfig, binary=self.kubectl_bin, stdin=stdin
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr}")
@@ -162,24 +158,25 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class OperatorProcess:
     metrics_url: str
     health_url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
+    launched: kit.Proc
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.launched.proc
+
+    @property
+    def log(self) -> Path:
+        return self.launched.log
 
 
 @dataclass
 class JupyterServer:
     url: str
-    proc: subprocess.Popen[bytes]
+    launched: kit.Proc
 
     def touch(self) -> None:
         """An authenticated API request: activity, as a person using the notebook makes."""
@@ -197,8 +194,9 @@ def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]
     the local control plane): the operator's culler reads its /api/status."""
     port = free_port()
     root = tmp_path_factory.mktemp("jupyter")
-    log = (root / "jupyter.log").open("wb")
-    proc = subprocess.Popen(
+    url = f"http://127.0.0.1:{port}"
+    launched = kit.launch(
+        "jupyter_server",
         [
             sys.executable,
             "-m",
@@ -211,22 +209,13 @@ def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]
             "--IdentityProvider.token=",
             "--ServerApp.password=",
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        root / "jupyter.log",
+        url=url,
+        ready=lambda: kit.http_ok(f"{url}/api/status"),
+        timeout=60,
     )
-    server = JupyterServer(f"http://127.0.0.1:{port}", proc)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            server.status()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError((root / "jupyter.log").read_text()[-2000:]) from None
-            time.sleep(0.3)
-    yield server
-    proc.terminate()
-    proc.wait(timeout=20)
+    yield JupyterServer(url, launched)
+    launched.stop()
 
 
 ISOLATED_PREFIX = "kf-iso-"  # namespaces the session's operator leaves to a test's own operator
@@ -256,35 +245,21 @@ def start_operator(
         "KUBEFORGE_OPERATOR_LOCAL_RUNS_DIR": str(workdir / "finetune-runs"),
         **{f"KUBEFORGE_OPERATOR_{k.upper()}": v for k, v in settings.items()},
     }
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kubeforge_operator"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    op = OperatorProcess(
-        f"http://127.0.0.1:{metrics}/metrics", f"http://127.0.0.1:{health}/healthz", proc, log
+    health_url = f"http://127.0.0.1:{health}/healthz"
+    launched = kit.launch(
+        "the operator",
+        [sys.executable, "-m", "kubeforge_operator"],
+        log,
+        env=env,
+        ready=lambda: kit.http_ok(health_url),
+        timeout=60,
+        new_session=True,  # its local pipeline runs are stopped with it
     )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(op.health_url, timeout=2) as resp:  # noqa: S310
-                if resp.status == 200:
-                    return op
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"operator did not become healthy:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
+    return OperatorProcess(f"http://127.0.0.1:{metrics}/metrics", health_url, launched)
 
 
 def stop_operator(op: OperatorProcess) -> None:
-    op.proc.terminate()
-    try:
-        op.proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        op.proc.kill()
+    op.launched.stop()
 
 
 @pytest.fixture(scope="session")
@@ -306,14 +281,11 @@ def operator(
 
 
 def wait_until(predicate, timeout: float = 60, interval: float = 0.5, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+    """``kit.wait_for``, failing the test (AssertionError) when it times out."""
+    try:
+        return kit.wait_for(what, predicate, timeout, interval)
+    except kit.WaitTimeoutError as err:
+        raise AssertionError(str(err)) from None
 
 
 @pytest.fixture(scope="session")

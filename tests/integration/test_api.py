@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from kubeforge_api.app import create_app
 from kubeforge_api.settings import ApiSettings
 from kubeforge_crds import KINDS
-from labs.canary import start_prometheus
+from kubeforge_labs.canary import start_prometheus
 from tests.cases import example
 from tests.integration.conftest import Cluster, OperatorProcess, wait_until
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 
 from kubeforge_api.app import create_app
 from kubeforge_api.settings import ApiSettings
-from labs.canary import start_prometheus
+from kubeforge_labs.canary import start_prometheus
 from tests.integration.conftest import ISOLATED_PREFIX, Cluster
 from tests.integration.test_api import _tokens
 

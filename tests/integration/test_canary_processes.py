@@ -13,15 +13,15 @@ import httpx
 import pytest
 
 from kubeforge_crds.modelserver import ModelServerSpec, Revision
-from kubeforge_operator.runtime.prometheus import Prometheus
-from labs.canary import (
-    Proc,
+from kubeforge_labs.canary import (
     Router,
     drive_rollout,
     set_faults,
     start_prometheus,
     start_runtime,
 )
+from kubeforge_labs.kit import Proc
+from kubeforge_operator.runtime.prometheus import Prometheus
 
 NS, NAME, SCRAPE = "team-a", "tickets", 1.0
 

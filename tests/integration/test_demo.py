@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
+from kubeforge_labs.kit import free_port
 from tests.cases import REPO
-from tests.integration.conftest import Cluster, free_port
+from tests.integration.conftest import Cluster
 
 pytestmark = pytest.mark.usefixtures("local_cluster")
 

@@ -14,10 +14,11 @@ import pytest
 import yaml
 
 from kubeforge_crds.contracts.drift import MonitorConfig
+from kubeforge_labs.canary import start_prometheus
+from kubeforge_labs.drift import log_inference, logger_headers, start_drift_service, write_jsonl
+from kubeforge_labs.kit import Proc
 from kubeforge_operator.driftmonitor.alerts import alert_rules
 from kubeforge_pipelines.tinymodel import support_tickets
-from labs.canary import Proc, start_prometheus
-from labs.drift import log_inference, logger_headers, start_drift_service, write_jsonl
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration

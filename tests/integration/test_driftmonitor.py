@@ -23,9 +23,9 @@ import pytest
 
 from kubeforge_crds.contracts.drift import MonitorConfig, logger_url
 from kubeforge_crds.contracts.labels import DRIFT_MONITOR_LABEL, TRIGGER_ANNOTATION
+from kubeforge_labs.drift import log_inference, start_drift_service, write_jsonl
+from kubeforge_labs.kit import Proc, free_port
 from kubeforge_pipelines.tinymodel import support_tickets
-from labs.canary import Proc, free_port
-from labs.drift import log_inference, start_drift_service, write_jsonl
 from tests.integration.conftest import (
     ISOLATED_PREFIX,
     Cluster,

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from kubeforge_labs.kit import free_port
 from tests.cases import REPO
-from tests.integration.conftest import Cluster, free_port
+from tests.integration.conftest import Cluster
 
 pytestmark = pytest.mark.usefixtures("local_cluster")
 SCRIPT = [sys.executable, str(REPO / "hack" / "localcluster.py")]

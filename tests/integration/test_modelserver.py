@@ -12,18 +12,15 @@ the predictor's env. Prometheus scrapes those processes; the operator queries Pr
 from __future__ import annotations
 
 import json
-import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config
 
 from kubeforge_crds.modelserver import ModelServerSpec
-from kubeforge_operator.modelserver.revisions import desired_revision
-from labs.canary import (
+from kubeforge_labs.canary import (
     SKLEARN_BODY,
     Proc,
     Router,
@@ -31,6 +28,8 @@ from labs.canary import (
     start_runtime,
     write_sklearn_model,
 )
+from kubeforge_labs.kserve import KServeStandIn, Predictor
+from kubeforge_operator.modelserver.revisions import desired_revision
 from tests.integration.conftest import (
     ISOLATED_PREFIX,
     Cluster,
@@ -46,58 +45,19 @@ NAME = "scorer"
 SCRAPE = 1.0
 
 
-class KServeStandIn:
-    """What KServe would do with our InferenceService, and no more: Ready for the applied
-    generation, and traffic split per canaryTrafficPercent between revisions."""
+def serve_with(runtimes: dict[str, Proc], router: Router) -> Callable[[Predictor], None]:
+    """Route traffic as KServe would for the predictor the stand-in reports: all of it to a
+    revision without canaryTrafficPercent, that share to the canary otherwise."""
 
-    def __init__(self, cluster: Cluster, ns: str, runtimes: dict[str, Proc], router: Router):
-        self.api = client.CustomObjectsApi(config.new_client_from_config(cluster.kubeconfig))
-        self.ns, self.runtimes, self.router = ns, runtimes, router
-        self.rolled_out: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    def route(predictor: Predictor) -> None:
+        if predictor.canary_percent is None:
+            router.stable = runtimes[predictor.revision]
+            router.canary_percent = 0
+        else:
+            router.canary = runtimes[predictor.revision]
+            router.canary_percent = predictor.canary_percent
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.3):
-            try:
-                isvc = self.api.get_namespaced_custom_object(
-                    "serving.kserve.io", "v1beta1", self.ns, "inferenceservices", NAME
-                )
-            except client.ApiException:
-                continue
-            predictor = isvc["spec"]["predictor"]
-            env = {e["name"]: e["value"] for e in predictor["model"].get("env", [])}
-            revision = env["KUBEFORGE_RUNTIME_REVISION"]
-            percent = predictor.get("canaryTrafficPercent")
-            if percent is None:
-                self.rolled_out = revision
-                self.router.stable = self.runtimes[revision]
-                self.router.canary_percent = 0
-            else:
-                self.router.canary = self.runtimes[revision]
-                self.router.canary_percent = int(percent)
-            gen = isvc["metadata"]["generation"]
-            if (isvc.get("status") or {}).get("observedGeneration") != gen:
-                status = {
-                    "observedGeneration": gen,
-                    "url": f"http://{NAME}.{self.ns}.example.com",
-                    "conditions": [{"type": "Ready", "status": "True"}],
-                }
-                self.api.patch_namespaced_custom_object_status(
-                    "serving.kserve.io",
-                    "v1beta1",
-                    self.ns,
-                    "inferenceservices",
-                    NAME,
-                    {"status": status},
-                )
+    return route
 
 
 def _uri(version: str) -> str:
@@ -187,7 +147,7 @@ def env(
         runtimes[revisions["v1"]], runtimes[revisions["v1"]], NAME, rate=10, body=SKLEARN_BODY
     )
     router.start()
-    standin = KServeStandIn(cluster, ns, runtimes, router)
+    standin = KServeStandIn(cluster.kubeconfig, ns, NAME, serve_with(runtimes, router))
     standin.start()
     op = start_operator(
         cluster,

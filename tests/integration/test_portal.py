@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from labs.canary import start_api
+from kubeforge_labs.canary import start_api
 from tests.integration.conftest import Cluster, OperatorProcess
 
 pytestmark = [pytest.mark.usefixtures("local_cluster")]

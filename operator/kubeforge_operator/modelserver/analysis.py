@@ -1,6 +1,6 @@
 """One analysis of a rollout: measure (Prometheus, or anything with ``measure``), decide with
 the pure ``canary.analyse``, and plan the result. The operator's reconcile and
-``labs/canary.py`` both run exactly this."""
+``kubeforge_labs/canary.py`` both run exactly this."""
 
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ def run_analysis(
     recheck_seconds: float | None = None,
 ) -> Plan:
     """One analysis of the rollout: measure, decide (``canary.analyse``), and plan the result.
-    The operator's reconcile and ``labs/canary.py`` both run exactly this. A failed analysis
-    is confirmed after ``recheck_seconds`` (default: one scrape interval)."""
+    The operator's reconcile and ``kubeforge_labs/canary.py`` both run exactly this. A failed
+    analysis is confirmed after ``recheck_seconds`` (default: one scrape interval)."""
     interval = parse_duration(spec.rollout.interval).total_seconds()
     measured = measurer.measure(spec.rollout.metrics, target, window(interval, scrape_seconds))
     measured, baseline = with_baseline(

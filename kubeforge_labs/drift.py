@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 
 from kubeforge_crds.contracts.drift import MonitorConfig
+from kubeforge_labs.canary import launch
+from kubeforge_labs.kit import Proc, free_port
 from kubeforge_runtimes.drift.payloads import REQUEST_TYPE, RESPONSE_TYPE
-from labs.canary import Proc, free_port, launch
 
 
 def start_drift_service(

@@ -11,8 +11,6 @@ import json
 import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -25,33 +23,14 @@ from typing import Any
 import httpx
 
 from kubeforge_crds.modelserver import ModelServerSpec, ModelServerStatus, Revision
+from kubeforge_labs import kit
+from kubeforge_labs.kit import Proc, free_port, http_ok
 from kubeforge_operator.modelserver.analysis import record_full_load, run_analysis
 from kubeforge_operator.modelserver.prometheus import PrometheusMeasurer, Target
 from kubeforge_operator.modelserver.rollout import Plan, plan_rollout
 from kubeforge_operator.runtime.prometheus import Prometheus
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(
-    check: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, what: str, timeout: float
-) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
 
 
 def launch(
@@ -63,34 +42,12 @@ def launch(
     timeout: float,
     env: dict[str, str] | None = None,
 ) -> Proc:
-    """Start ``cmd`` (output appended to ``log``), serving on 127.0.0.1:``port``; return once
-    GET ``ready_path`` answers 200, or raise with the log's tail if it exits or times out."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    """Start ``cmd`` serving on 127.0.0.1:``port`` (``kit.launch``: reaped with the rest even
+    if a later step fails); return once GET ``ready_path`` answers 200."""
     url = f"http://127.0.0.1:{port}"
-    _wait(
-        lambda: httpx.get(url + ready_path, timeout=2).status_code == 200,
-        proc,
-        log,
-        what,
-        timeout,
+    return kit.launch(
+        what, cmd, log, env=env, url=url, ready=lambda: http_ok(url + ready_path), timeout=timeout
     )
-    return Proc(url, proc, log)
-
-
-@dataclass
-class Proc:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def start_prometheus(

@@ -1,0 +1,317 @@
+"""Up, down and status of the control plane: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok started in order, each waited for; a failed start stops what it had
+started."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from kfcluster.binaries import bin_dir, build, module_dir, thirdparty_crd_files, tool_version
+from kfcluster.files import (
+    ca_file,
+    kubeconfig_path,
+    kwok_nodes,
+    team_rbac,
+    tokens,
+    write_kubeconfig,
+    write_pki,
+)
+from kfcluster.processes import Proc, fail, port_free, wait_for
+from kfcluster.settings import (
+    APISERVER_PORT,
+    COMPONENTS,
+    ETCD_PORT,
+    KWOK_STAGES,
+    PROJECT_STAGES,
+    REPO,
+    SERVICE_CIDR,
+    STATE,
+    STORAGE_CLASS,
+    TEAMS,
+    USERS,
+    ClusterError,
+    log,
+)
+from kubeforge_labs import kit
+
+
+def api_get(path: str, user: str = "admin", timeout: float = 5) -> tuple[int, str]:
+    ctx = ssl.create_default_context(cafile=str(ca_file()))
+    req = urllib.request.Request(
+        f"https://127.0.0.1:{APISERVER_PORT}{path}",
+        headers={"Authorization": f"Bearer {tokens()[user]}"},
+    )
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=timeout) as resp:  # noqa: S310
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+
+
+def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
+    """kubectl as the local cluster's admin (``kit.kubectl``); a failure is a ClusterError."""
+    try:
+        return kit.kubectl(
+            *args,
+            kubeconfig=kubeconfig_path(),
+            binary=bin_dir() / "kubectl",
+            stdin=stdin,
+            check=check,
+        )
+    except kit.KubectlError as err:
+        raise ClusterError(str(err)) from None
+
+
+def is_up() -> bool:
+    if any(Proc(c).pid() is None for c in COMPONENTS):
+        return False
+    try:
+        return api_get("/readyz")[0] == 200
+    except OSError:
+        return False
+
+
+def up() -> None:
+    """Start the control plane. A start that fails stops whatever it had started (the logs stay
+    in .cache/cluster/logs), so running it again is always safe."""
+    try:
+        _up()
+    except ClusterError:
+        down(purge=True)
+        raise
+
+
+def _up() -> None:
+    started = time.monotonic()
+    if is_up():
+        log(f"already running; KUBECONFIG={kubeconfig_path()}")
+        return
+    if any(Proc(c).pid() is not None for c in COMPONENTS):
+        log("a previous start is partly running; stopping it first")
+        down(purge=True)
+    bins = build()
+    for port, what, setting in (
+        (APISERVER_PORT, "kube-apiserver", "APISERVER_PORT"),
+        (ETCD_PORT, "etcd", "ETCD_PORT"),
+        (ETCD_PORT + 1, "etcd's peer listener (the etcd port + 1)", "ETCD_PORT"),
+    ):
+        if not port_free(port):
+            raise ClusterError(
+                f"port {port} for {what} is taken by another program; stop it, or set "
+                f"KUBEFORGE_{setting}"
+            )
+    STATE.mkdir(parents=True, exist_ok=True)
+    write_pki()
+    pki = STATE / "pki"
+    start_etcd()
+    start_apiserver(pki)
+    start_controllers(pki)
+    start_kwok()
+    apply_base_objects()
+    for c in ("kube-scheduler", "kube-controller-manager"):
+        if Proc(c).pid() is None:
+            raise fail(c, "the process exited")
+    install_thirdparty_crds()
+    log(f"up in {time.monotonic() - started:.1f}s; binaries {bins}")
+    log(f'use it with: eval "$({sys.executable} hack/localcluster.py env)"')
+
+
+def start_etcd() -> None:
+    etcd_url = f"http://127.0.0.1:{ETCD_PORT}"
+    Proc("etcd").start(
+        [
+            "--name=kubeforge",
+            f"--data-dir={STATE / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{ETCD_PORT + 1}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{ETCD_PORT + 1}",
+            f"--initial-cluster=kubeforge=http://127.0.0.1:{ETCD_PORT + 1}",
+            "--listen-metrics-urls=",
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ]
+    )
+    wait_for(
+        "etcd",
+        lambda: urllib.request.urlopen(f"{etcd_url}/health", timeout=2).status == 200,  # noqa: S310
+        30,
+    )
+
+
+def start_apiserver(pki: Path) -> None:
+    etcd_url = f"http://127.0.0.1:{ETCD_PORT}"
+    Proc("kube-apiserver").start(
+        [
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={APISERVER_PORT}",
+            f"--cert-dir={pki / 'apiserver'}",
+            f"--token-auth-file={STATE / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
+            "--profiling=false",
+            f"--audit-policy-file={STATE / 'audit-policy.json'}",
+            f"--audit-log-path={STATE / 'logs' / 'audit.log'}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=200",
+            "--endpoint-reconciler-type=none",
+            *shlex.split(os.environ.get("KUBEFORGE_APISERVER_EXTRA_ARGS", "")),
+        ]
+    )
+    wait_for("kube-apiserver", lambda: ca_file().exists() and api_get("/readyz")[0] == 200, 90)
+    for user in USERS:
+        write_kubeconfig(user)
+
+
+def start_controllers(pki: Path) -> None:
+    Proc("kube-controller-manager").start(
+        [
+            f"--kubeconfig={kubeconfig_path('system:kube-controller-manager')}",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={ca_file()}",
+            "--use-service-account-credentials=true",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--cluster-name=kubeforge-local",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
+            # real dynamic provisioning of PersistentVolumes (hostPath under /tmp), for development
+            "--enable-hostpath-provisioner=true",
+            # the defaults (20/30) throttle the PV controller to a handful of volumes a second
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+        ]
+    )
+    Proc("kube-scheduler").start(
+        [
+            f"--kubeconfig={kubeconfig_path('system:kube-scheduler')}",
+            "--leader-elect=false",
+            "--secure-port=0",
+        ]
+    )
+
+
+def start_kwok() -> None:
+    kwok_dir = module_dir("sigs.k8s.io/kwok", tool_version("kwok", "sigs.k8s.io/kwok"))
+    stage_args = [f"--config={kwok_dir / s}" for s in KWOK_STAGES]
+    stage_args += [f"--config={REPO / s}" for s in PROJECT_STAGES]
+    Proc("kwok").start(
+        [
+            f"--kubeconfig={kubeconfig_path('kwok')}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--node-lease-duration-seconds=40",
+            "--cidr=10.244.0.0/16",
+            "--node-ip=127.0.0.1",
+            *stage_args,
+        ]
+    )
+
+
+def apply_base_objects() -> None:
+    """The kwok nodes, the teams' RBAC and the storage class; then wait until the nodes are
+    Ready and the controller manager has made the default ServiceAccount."""
+    kubectl("apply", "--server-side", "--field-manager=localcluster", "-f", "-", stdin=kwok_nodes())
+    kubectl("apply", "--server-side", "--field-manager=localcluster", "-f", "-", stdin=team_rbac())
+    kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=localcluster",
+        "-f",
+        "-",
+        stdin=json.dumps(STORAGE_CLASS),
+    )
+
+    def nodes_ready() -> bool:
+        out = kubectl(
+            "get",
+            "nodes",
+            "-o",
+            'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}',
+        )
+        return out.split() == ["True"] * 4
+
+    wait_for("kwok", nodes_ready, 60)
+    wait_for(
+        "kube-controller-manager",
+        lambda: api_get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
+        60,
+    )
+
+
+def install_thirdparty_crds() -> None:
+    files = thirdparty_crd_files()
+    args = ["apply", "--server-side", "--force-conflicts", "--field-manager=localcluster"]
+    for f in files:
+        args += ["-f", str(f)]
+    kubectl(*args)
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        *[f"crd/{_crd_name(f)}" for f in files],
+    )
+    log(f"installed {len(files)} third-party CRDs")
+
+
+def _crd_name(path: Path) -> str:
+    """The CRD's name, from the manifest's top-level metadata.name (files are not all named
+    <group>_<plural>.yaml); read without a YAML library, as this script uses only the stdlib."""
+    in_metadata = False
+    for line in path.read_text().splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            in_metadata = line.rstrip() == "metadata:"
+        elif in_metadata and line.startswith("  name: "):
+            return line.split(":", 1)[1].strip().strip("'\"")
+    raise ClusterError(f"{path}: no metadata.name")
+
+
+def down(purge: bool = True) -> None:
+    for c in reversed(COMPONENTS):
+        Proc(c).stop()
+    if purge:
+        for sub in ("etcd", "pki", "run", "tokens.json", "tokens.csv"):
+            p = STATE / sub
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        for f in STATE.glob("kubeconfig*"):
+            f.unlink()
+    log("stopped")
+
+
+def status() -> int:
+    ok = True
+    for c in COMPONENTS:
+        pid = Proc(c).pid()
+        ok &= pid is not None
+        print(f"{c:26} {'running pid ' + str(pid) if pid else 'stopped'}")
+    ready = ok and is_up()
+    print(f"{'apiserver /readyz':26} {'ok' if ready else 'not ready'}")
+    return 0 if ready else 1
+
+
+def env() -> None:
+    toks = tokens() if (STATE / "tokens.json").exists() else {}
+    print(f"export KUBECONFIG={kubeconfig_path()}")
+    print(f'export PATH="{bin_dir()}:$PATH"')
+    for user in TEAMS.values():
+        var = user.upper().replace("-", "_")
+        if user in toks:
+            print(f"export KUBEFORGE_TOKEN_{var}={toks[user]}")

@@ -1,0 +1,187 @@
+"""The control plane's configuration files: PKI, tokens, kubeconfigs, the audit policy, the
+kwok nodes, the teams' RBAC and the REST API's own RBAC."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from pathlib import Path
+
+from kfcluster.settings import (
+    APISERVER_PORT,
+    AUDIT_POLICY,
+    STATE,
+    TEAMS,
+    USERS,
+)
+
+
+def tokens() -> dict[str, str]:
+    path = STATE / "tokens.json"
+    toks: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    if all(user in toks for user in USERS):
+        return toks
+    toks |= {user: secrets.token_hex(16) for user in USERS if user not in toks}
+    path.write_text(json.dumps(toks, indent=2))
+    path.chmod(0o600)
+    return toks
+
+
+def audit_log() -> Path:
+    return STATE / "logs" / "audit.log"
+
+
+def write_pki() -> None:
+    pki = STATE / "pki"
+    pki.mkdir(parents=True, exist_ok=True)
+    if not (pki / "sa.key").exists():
+        subprocess.run(
+            ["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            ["openssl", "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")],
+            check=True,
+            capture_output=True,
+        )
+    (STATE / "audit-policy.json").write_text(json.dumps(AUDIT_POLICY))
+    toks = tokens()
+    with (STATE / "tokens.csv").open("w") as f:
+        for i, (user, groups) in enumerate(USERS.items()):
+            f.write(f'{toks[user]},{user},uid-{i},"{",".join(groups)}"\n')
+
+
+def ca_file() -> Path:
+    return STATE / "pki" / "apiserver" / "apiserver.crt"
+
+
+def kubeconfig_path(user: str = "admin") -> Path:
+    return STATE / ("kubeconfig" if user == "admin" else f"kubeconfig-{user}")
+
+
+def write_kubeconfig(user: str) -> Path:
+    path = kubeconfig_path(user)
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "kubeforge-local",
+                "cluster": {
+                    "server": f"https://127.0.0.1:{APISERVER_PORT}",
+                    "certificate-authority": str(ca_file()),
+                },
+            }
+        ],
+        "users": [{"name": user, "user": {"token": tokens()[user]}}],
+        "contexts": [
+            {
+                "name": f"kubeforge-local-{user}".replace(":", "-"),
+                "context": {"cluster": "kubeforge-local", "user": user, "namespace": "default"},
+            }
+        ],
+        "current-context": f"kubeforge-local-{user}".replace(":", "-"),
+    }
+    path.write_text(json.dumps(cfg, indent=2))  # JSON is YAML
+    path.chmod(0o600)
+    return path
+
+
+def kwok_nodes() -> str:
+    """Two CPU nodes and two GPU nodes (8 x nvidia.com/gpu, product label, NoSchedule taint)."""
+    docs = []
+    for i in range(2):
+        docs.append(node_manifest(f"kwok-cpu-{i}", cpu="16", memory="64Gi", gpus=0))
+    for i in range(2):
+        docs.append(node_manifest(f"kwok-gpu-{i}", cpu="64", memory="512Gi", gpus=8))
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+
+
+def node_manifest(name: str, cpu: str, memory: str, gpus: int) -> dict[str, object]:
+    labels = {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "type": "kwok",
+        "node.kubernetes.io/instance-type": "gpu-a100x8" if gpus else "cpu-16",
+    }
+    capacity = {"cpu": cpu, "memory": memory, "pods": "110", "ephemeral-storage": "200Gi"}
+    spec: dict[str, object] = {}
+    if gpus:
+        labels["nvidia.com/gpu.present"] = "true"
+        labels["nvidia.com/gpu.product"] = "NVIDIA-A100-SXM4-80GB"
+        labels["nvidia.com/gpu.count"] = str(gpus)
+        capacity["nvidia.com/gpu"] = str(gpus)
+        spec["taints"] = [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+        },
+        "spec": spec,
+        "status": {"capacity": capacity, "allocatable": capacity},
+    }
+
+
+API_RBAC: list[dict[str, object]] = [
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "kubeforge-api-local"},
+        "rules": [
+            {
+                "apiGroups": ["authentication.k8s.io"],
+                "resources": ["tokenreviews"],
+                "verbs": ["create"],
+            },
+            {"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]},
+            # namespace names, for the namespaces a caller may use (filtered per caller)
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]},
+            {
+                "apiGroups": ["authentication.k8s.io"],
+                "resources": ["userextras/scopes", "uids"],
+                "verbs": ["impersonate"],
+            },
+        ],
+    },
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "kubeforge-api-local"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "kubeforge-api-local",
+        },
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "kubeforge-api"}
+        ],
+    },
+]
+
+
+def team_rbac() -> str:
+    items: list[dict[str, object]] = list(API_RBAC)
+    for ns, user in TEAMS.items():
+        items.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        items.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": f"{user}-edit", "namespace": ns},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "edit",
+                },
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}
+                ],
+            }
+        )
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})

@@ -1,0 +1,124 @@
+"""Where the local control plane lives and what it is made of: paths, ports, the binaries and
+their modules, kwok's stages, the users and teams, the storage class, the components."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+HACK = REPO / "hack"
+
+
+TOOLS = HACK / "tools"
+
+
+CACHE = Path(
+    os.environ.get("KUBEFORGE_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kubeforge"
+)
+
+
+STATE = Path(os.environ.get("KUBEFORGE_CLUSTER_DIR", REPO / ".cache" / "cluster"))
+
+
+APISERVER_PORT = int(os.environ.get("KUBEFORGE_APISERVER_PORT", "16443"))
+
+
+ETCD_PORT = int(os.environ.get("KUBEFORGE_ETCD_PORT", "12379"))
+
+
+SERVICE_CIDR = "10.96.0.0/16"
+
+
+# binary -> (tool module under hack/tools, Go package)
+BINARIES: dict[str, tuple[str, str]] = {
+    "etcd": ("etcd", "go.etcd.io/etcd/server/v3"),
+    "kube-apiserver": ("k8s", "k8s.io/kubernetes/cmd/kube-apiserver"),
+    "kube-controller-manager": ("k8s", "k8s.io/kubernetes/cmd/kube-controller-manager"),
+    "kube-scheduler": ("k8s", "k8s.io/kubernetes/cmd/kube-scheduler"),
+    "kubectl": ("k8s", "k8s.io/kubernetes/cmd/kubectl"),
+    "kwok": ("kwok", "sigs.k8s.io/kwok/cmd/kwok"),
+    "helm": ("helm", "helm.sh/helm/v3/cmd/helm"),
+}
+
+
+# kwok's own stage definitions, taken from the pinned kwok module: nodes become Ready and keep a
+# lease; pods become Running, and deleted pods go away.
+KWOK_STAGES = [
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+]
+
+
+# ours: pods of Jobs then Succeeded, or Failed when their container sets KWOK_SIMULATE_FAILURE
+PROJECT_STAGES = ["hack/kwok-stages/pod-complete.yaml"]
+
+
+USERS = {  # name -> groups; RBAC for user-a/user-b is created in their namespaces on start
+    "admin": ["system:masters"],
+    "user-a": ["kubeforge:users"],
+    "user-b": ["kubeforge:users"],
+    "system:kube-controller-manager": [],
+    "system:kube-scheduler": [],
+    "kwok": ["system:masters"],
+    # the operator when it runs outside the cluster (tests, demo, benchmarks); a user of its own
+    # so that the audit log tells its requests apart
+    "kubeforge-operator": ["system:masters"],
+    # the REST API outside the cluster: it may only review tokens and impersonate (see
+    # team_rbac); everything else it does as the caller
+    "kubeforge-api": [],
+}
+
+
+TEAMS = {"team-a": "user-a", "team-b": "user-b"}
+
+
+# The default StorageClass: kube-controller-manager's own hostPath provisioner creates and deletes
+# the volumes (under /tmp/hostpath_pv), so PVCs bind and pods that mount them get scheduled.
+STORAGE_CLASS = {
+    "apiVersion": "storage.k8s.io/v1",
+    "kind": "StorageClass",
+    "metadata": {
+        "name": "standard",
+        "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+    },
+    "provisioner": "kubernetes.io/host-path",
+    "reclaimPolicy": "Delete",
+    "volumeBindingMode": "Immediate",
+}
+
+
+COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[localcluster] {msg}", file=sys.stderr, flush=True)
+
+
+# Every write request (not reads) is logged with its user and object, at Metadata level: the
+# tests and benchmarks count the operator's writes from it. Every request of the service accounts
+# of kubeforge-system (where the tests install the Helm chart) is logged, reads too: the chart's
+# RBAC test checks each of the operator's calls against its ClusterRole.
+CHART_NAMESPACE = "kubeforge-system"
+
+
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "Metadata", "userGroups": [f"system:serviceaccounts:{CHART_NAMESPACE}"]},
+        {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+        {"level": "None"},
+    ],
+}
