@@ -1,15 +1,6 @@
-"""FineTuneJob controller: validate, run the fine-tuning pipeline on the chosen backend, and
-mirror the run into status (phase; Succeeded, Failed and Validated conditions; times; metrics;
-the registered model version and its lineage).
-
-A FineTuneJob is a record of one run: once it has Succeeded or Failed it is never run again
-(the spec is immutable), and its status stays even when its Jobs are cleaned up.
-
-Backends (``spec.backend``):
-- ``job``: a CPU-only validation Job, then the training Job or PyTorchJob (``builders``);
-- ``local``: kfp's local runner in a subprocess beside the operator (``backends.local``);
-- ``kfp``: a run on the Kubeflow Pipelines API named in the settings (``backends.kfp``).
-"""
+"""The FineTuneJob reconcile: a finished run is left as it is; otherwise the placement and the
+data connection, then the run on the chosen backend (``builders`` for ``job``,
+``backends.local``, ``backends.kfp``), mirrored into status with its lineage."""
 
 from __future__ import annotations
 
