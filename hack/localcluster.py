@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+# its parts are beside it (also when a test loads this file by path)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kfcluster.binaries import bin_dir, build
 from kfcluster.components import (
     api_get,
@@ -31,7 +34,14 @@ from kfcluster.components import (
     status,
     up,
 )
-from kfcluster.files import API_RBAC, audit_log, ca_file, kubeconfig_path, node_manifest, tokens
+from kfcluster.files import (
+    API_RBAC,
+    audit_log,
+    ca_file,
+    kubeconfig_path,
+    node_manifest,
+    tokens,
+)
 from kfcluster.settings import APISERVER_PORT, REPO, STATE, ClusterError, log
 
 # what the demo, the loop, the benchmarks and the tests use (``import localcluster as lc``)
