@@ -7,7 +7,9 @@ the canary and the stable version are told apart by label, wherever they run.
 - errorRate: share of 5xx responses over the window;
 - latencyP95: the 95th percentile of request latency over the window, from the histogram;
 - promql: the user's template with ``{{namespace}}``, ``{{name}}``, ``{{revision}}`` and
-  ``{{window}}`` substituted; it must return one number.
+  ``{{window}}`` substituted, then confined to the ModelServer's namespace (``runtime.promql``:
+  every selector gets ``namespace="<ns>"``; one naming another namespace is refused); it must
+  return one number.
 
 No traffic gives NaN (0/0), which the analysis treats as no data, never as a pass. The HTTP
 client is ``runtime.prometheus``.
@@ -24,6 +26,7 @@ from kubeforge_crds.contracts.serving import REQUESTS_METRIC as REQUESTS
 from kubeforge_crds.modelserver import AnalysisMetric, MetricType
 from kubeforge_operator.modelserver.canary import Measurement
 from kubeforge_operator.runtime.prometheus import Prometheus, PrometheusError
+from kubeforge_operator.runtime.promql import confine
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ def metric_query(metric: AnalysisMetric, namespace: str, name: str, revision: st
         sel = _selector(namespace, name, revision)
         return f"histogram_quantile(0.95, sum by (le) (rate({DURATION}{sel}[{win}])))"
     assert metric.query is not None  # the model's rule: promql needs a query
-    return render_template(metric.query, namespace, name, revision, win)
+    # the user's template, confined to the ModelServer's namespace (PromQLError if it cannot be)
+    return confine(render_template(metric.query, namespace, name, revision, win), namespace)
 
 
 class PrometheusMeasurer:

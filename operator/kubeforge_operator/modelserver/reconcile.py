@@ -24,7 +24,12 @@ from kubeforge_operator.modelserver.analysis import NoPrometheus, record_full_lo
 from kubeforge_operator.modelserver.builders import build_inference_service
 from kubeforge_operator.modelserver.observe import Observed, observe
 from kubeforge_operator.modelserver.prometheus import PrometheusMeasurer, Target
-from kubeforge_operator.modelserver.resolve import promql_problem, resolve_model, runtime_problem
+from kubeforge_operator.modelserver.resolve import (
+    confinement_problem,
+    promql_problem,
+    resolve_model,
+    runtime_problem,
+)
 from kubeforge_operator.modelserver.revisions import desired_revision
 from kubeforge_operator.modelserver.rollout import (
     Plan,
@@ -95,7 +100,7 @@ def preconditions(
     )
     if isinstance(placement, Outcome):
         return placement
-    problem = runtime_problem(ctx, spec)
+    problem = confinement_problem(spec, ctx.namespace) or runtime_problem(ctx, spec)
     if problem is not None:
         return Outcome(phase=str(status.phase or ModelServerPhase.FAILED), dependents=[problem])
     resolved = resolve_model(ctx, spec)
@@ -119,7 +124,7 @@ def decide(
     prom = PrometheusMeasurer(ctx.prometheus) if ctx.prometheus else None
     planned = plan_rollout(spec, status, desired, ctx.now)
     if isinstance(planned, Plan) and planned.decisions and planned.decisions[0].action == "start":
-        problem = promql_problem(spec, ctx.prometheus)
+        problem = promql_problem(spec, ctx.namespace, ctx.prometheus)
         if problem is not None:  # refuse the rollout; the stable version keeps serving
             return Outcome(phase=str(status.phase or ModelServerPhase.READY), dependents=[problem])
         if prom is not None and status.stable is not None:

@@ -18,6 +18,7 @@ from kubeforge_operator.modelserver.conditions import MODEL_RESOLVED
 from kubeforge_operator.modelserver.prometheus import render_template
 from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
 from kubeforge_operator.runtime.prometheus import Prometheus, PrometheusError
+from kubeforge_operator.runtime.promql import PromQLError, confine
 from kubeforge_operator.runtime.reconcile import ReconcileContext
 
 
@@ -120,14 +121,36 @@ def runtime_problem(ctx: ReconcileContext, spec: ModelServerSpec) -> Observation
     return None
 
 
-def promql_problem(spec: ModelServerSpec, prom: Prometheus | None) -> Observation | None:
+def confinement_problem(spec: ModelServerSpec, namespace: str) -> Observation | None:
+    """A promql metric that is not valid PromQL or reads outside the ModelServer's namespace
+    (the operator runs it with its own identity and writes the value into status, where the
+    owner reads it): refused, naming the metric."""
+    for i, metric in enumerate(spec.rollout.metrics):
+        if metric.type != MetricType.PROMQL or metric.query is None:
+            continue
+        try:
+            confine(render_template(metric.query, namespace, "name", "r0", "1m"), namespace)
+        except PromQLError as err:
+            outside = "reads only its own namespace" in str(err)
+            return Observation(
+                ACCEPTED,
+                ConditionStatus.FALSE,
+                "PromQLOutsideNamespace" if outside else "InvalidPromQL",
+                f"spec.rollout.metrics[{i}].query: {err}",
+            )
+    return None
+
+
+def promql_problem(
+    spec: ModelServerSpec, namespace: str, prom: Prometheus | None
+) -> Observation | None:
     """Prometheus's parse error for a promql metric, checked before a rollout starts."""
     if prom is None:
         return None
     for metric in spec.rollout.metrics:
         if metric.type != MetricType.PROMQL or metric.query is None:
             continue
-        query = render_template(metric.query, "ns", "name", "r0", "1m")
+        query = confine(render_template(metric.query, namespace, "name", "r0", "1m"), namespace)
         try:
             error = prom.check(query)
         except PrometheusError:
