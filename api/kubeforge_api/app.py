@@ -18,10 +18,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from prometheus_client import Counter, Histogram
 
 from kubeforge_api import errors
 from kubeforge_api.cluster import Cluster
+from kubeforge_api.guard import Guard
 from kubeforge_api.routes import catalog, identity, objects, operations
 from kubeforge_api.settings import ApiSettings, get_settings
 
@@ -41,24 +43,33 @@ def create_app(settings: ApiSettings | None = None, cluster: Cluster | None = No
         own = getattr(app.state, "cluster", None) is None
         if own:
             app.state.cluster = Cluster(
-                settings.kubeconfig, settings.request_timeout, settings.token_cache_seconds
+                settings.kubeconfig,
+                settings.request_timeout,
+                settings.token_cache_seconds,
+                failed_token_cache_seconds=settings.failed_token_cache_seconds,
             )
         yield
         if own:  # a connection someone else made (or an outer lifespan) stays theirs
             app.state.cluster.close()
             app.state.cluster = None
 
-    app = FastAPI(
+    # the docs' assets are served from here, not a CDN: they work on an offline cluster and
+    # load no third-party script on the origin where the portal keeps its token
+    app = FastAPIOffline(
         title="kubeforge API",
         version="v1",
         description="Workbenches, FineTuneJobs, ModelServers and DriftMonitors per namespace, "
         "as the caller (Kubernetes RBAC decides).",
         lifespan=lifespan,
+        redirect_slashes=False,  # a redirect would echo the Host header into Location
     )
     app.state.settings = settings
     app.state.cluster = cluster
     errors.install(app)
     app.middleware("http")(_measure)
+    app.add_middleware(
+        Guard, max_body_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes
+    )
     app.mount("/portal", StaticFiles(directory=operations.PORTAL), name="portal")
     for router in (operations.router, identity.router, *objects.ROUTERS, catalog.router):
         app.include_router(router)

@@ -32,7 +32,9 @@ class User:
     groups: tuple[str, ...] = ()
     extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def impersonation(self) -> list[tuple[str, str]]:
+    def impersonation(self) -> list[tuple[bytes, bytes]]:
+        """The impersonation headers; values are UTF-8 (the apiserver reads them as Go strings,
+        so a user or group name that is not ASCII is passed on as it is)."""
         headers = [("Impersonate-User", self.name)]
         if self.uid:
             headers.append(("Impersonate-Uid", self.uid))
@@ -41,7 +43,10 @@ class User:
             # extra keys may hold '/' and other characters not allowed in a header name
             name = f"Impersonate-Extra-{quote(key, safe='')}"
             headers += [(name, v) for v in values]
-        return headers
+        return [(name.encode(), value.encode()) for name, value in headers]
+
+
+MAX_CACHED_TOKENS = 10_000
 
 
 class UnauthenticatedError(Exception):
@@ -80,6 +85,7 @@ class Cluster:
         timeout: float = 30,
         token_cache_seconds: float = 30,
         forwarded_extras: tuple[str, ...] = ("scopes",),
+        failed_token_cache_seconds: float = 10,
     ) -> None:
         cfg = _connection(kubeconfig)
         context = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert else None
@@ -96,8 +102,9 @@ class Cluster:
             timeout=timeout,
         )
         self.forwarded_extras = frozenset(forwarded_extras)
-        self._cache: dict[str, tuple[float, User]] = {}
+        self._cache: dict[str, tuple[float, User | UnauthenticatedError]] = {}
         self._ttl = token_cache_seconds
+        self._failed_ttl = failed_token_cache_seconds
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -110,6 +117,8 @@ class Cluster:
         with self._lock:
             hit = self._cache.get(key)
             if hit and hit[0] > now:
+                if isinstance(hit[1], UnauthenticatedError):
+                    raise hit[1]  # a rejected token is not reviewed again for a while
                 return hit[1]
         review = {
             "apiVersion": "authentication.k8s.io/v1",
@@ -122,7 +131,11 @@ class Cluster:
         status = response.json().get("status") or {}
         if not status.get("authenticated"):
             reason = status.get("error") or "the apiserver does not know this token"
-            raise UnauthenticatedError(f"the bearer token was rejected by the cluster: {reason}")
+            rejected = UnauthenticatedError(
+                f"the bearer token was rejected by the cluster: {reason}"
+            )
+            self._remember(key, now + self._failed_ttl, rejected)
+            raise rejected
         info = status.get("user") or {}
         user = User(
             name=info.get("username", ""),
@@ -137,9 +150,20 @@ class Cluster:
                 if k in self.forwarded_extras
             },
         )
-        with self._lock:
-            self._cache[key] = (now + self._ttl, user)
+        self._remember(key, now + self._ttl, user)
         return user
+
+    def _remember(self, key: str, until: float, answer: User | UnauthenticatedError) -> None:
+        """Keep a review's answer until ``until``; the cache is bounded (the oldest go first), so
+        a stream of random tokens cannot grow it."""
+        with self._lock:
+            if len(self._cache) >= MAX_CACHED_TOKENS:
+                now = time.monotonic()
+                for k in [k for k, v in self._cache.items() if v[0] <= now] or list(self._cache)[
+                    :1000
+                ]:
+                    self._cache.pop(k, None)
+            self._cache[key] = (until, answer)
 
     def own_namespaces(self) -> list[str]:
         """Every namespace's name, read with the API's own identity (names only; the caller
@@ -171,7 +195,7 @@ class Cluster:
         headers = user.impersonation()
         content = None
         if body is not None:
-            headers.append(("Content-Type", content_type))
+            headers.append((b"Content-Type", content_type.encode()))
             content = json.dumps(body)
         response = self.http.request(method, path, content=content, params=params, headers=headers)
         answer = _body(response)

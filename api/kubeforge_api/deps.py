@@ -34,7 +34,11 @@ ClusterDep = Annotated[Cluster, Depends(get_cluster)]
 
 
 async def caller(request: Request, cluster: ClusterDep) -> User:
-    """Who sent the request: the bearer token, reviewed by the cluster (TokenReview)."""
+    """Who sent the request: the bearer token, reviewed by the cluster (TokenReview) in the
+    front door (``guard``) before the body was read, or here."""
+    reviewed: User | None = getattr(request.state, "user", None)
+    if reviewed is not None:
+        return reviewed
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

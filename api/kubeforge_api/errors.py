@@ -77,6 +77,8 @@ def apiserver_problem(err: ApiserverError) -> JSONResponse:
             for c in causes
         ] or str(err)
         return problem(422, detail)
+    if err.status == 413 or "too large" in str(err):
+        return problem(413, f"the object is too large to store: {err}")
     if err.status in (400, 401, 403, 404, 409, 410, 429):
         return problem(err.status, str(err))
     return problem(502, f"the apiserver failed: {err}")

@@ -36,7 +36,9 @@ class UpdateMeta(Wire):
     name: str | None = Field(default=None, description="If given, the name in the URL.")
     resource_version: str | None = Field(
         default=None,
-        description="The version the change is based on; a newer object answers 409.",
+        pattern=r"^[0-9]{1,20}$",
+        description="The version the change is based on (metadata.resourceVersion as read); a "
+        "newer object answers 409.",
     )
     labels: dict[str, str] | None = None
     annotations: dict[str, str] | None = None

@@ -28,6 +28,17 @@ class ApiSettings(BaseSettings):
         "from it. Unset: the GPU-hours route answers 503 saying so.",
     )
     request_timeout: float = Field(default=30, gt=0, description="Apiserver request timeout.")
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, description="Larger request bodies are refused (413)."
+    )
+    max_header_bytes: int = Field(
+        default=16 << 10, ge=1024, description="Larger request headers are refused (431)."
+    )
+    failed_token_cache_seconds: float = Field(
+        default=10,
+        ge=0,
+        description="How long a token the cluster rejected is refused without asking again.",
+    )
 
 
 @cache

@@ -70,6 +70,7 @@ class KubeModel(BaseModel):
         extra="forbid",
         use_enum_values=True,
         validate_default=True,
+        allow_inf_nan=False,  # JSON (and so the apiserver) has no Infinity or NaN
     )
 
     cel_rules: ClassVar[tuple[CelRule, ...]] = ()

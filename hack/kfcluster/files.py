@@ -4,6 +4,7 @@ kwok nodes, the teams' RBAC and the REST API's own RBAC."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 from pathlib import Path
@@ -48,9 +49,12 @@ def write_pki() -> None:
         )
     (STATE / "audit-policy.json").write_text(json.dumps(AUDIT_POLICY))
     toks = tokens()
-    with (STATE / "tokens.csv").open("w") as f:
+    # the apiserver's token file holds every user's token: readable by its owner only
+    fd = os.open(STATE / "tokens.csv", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
         for i, (user, groups) in enumerate(USERS.items()):
             f.write(f'{toks[user]},{user},uid-{i},"{",".join(groups)}"\n')
+    (STATE / "tokens.csv").chmod(0o600)  # a file from an earlier start keeps its old mode
 
 
 def ca_file() -> Path:
@@ -139,7 +143,13 @@ API_RBAC: list[dict[str, object]] = [
                 "resources": ["tokenreviews"],
                 "verbs": ["create"],
             },
-            {"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]},
+            # a service account caller (system:serviceaccount:<ns>:<name>) is impersonated as
+            # that service account, which the apiserver authorises on `serviceaccounts`
+            {
+                "apiGroups": [""],
+                "resources": ["users", "groups", "serviceaccounts"],
+                "verbs": ["impersonate"],
+            },
             # namespace names, for the namespaces a caller may use (filtered per caller)
             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]},
             {

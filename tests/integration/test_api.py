@@ -232,3 +232,43 @@ def test_each_user_sees_the_namespaces_they_may_use(
         assert other not in names
     admin = api.get("/api/v1/namespaces", headers=auth["admin"]).json()["items"]
     assert {"team-a", "team-b", "kube-system"} <= set(admin)  # may list them all
+
+
+def test_a_service_account_token_works_within_its_rbac(api: TestClient, cluster: Cluster) -> None:
+    """A token from `kubectl create token` (a CI system's, a pipeline's) is the service account:
+    it may do what its RoleBinding allows in its namespace, and nothing in another."""
+    sa = f"ci-{RUN}"
+    cluster.kubectl("create", "serviceaccount", sa, "-n", "team-a")
+    cluster.kubectl(
+        "create",
+        "rolebinding",
+        sa,
+        "--clusterrole=edit",
+        f"--serviceaccount=team-a:{sa}",
+        "-n",
+        "team-a",
+    )
+    try:
+        token = cluster.kubectl("create", "token", sa, "-n", "team-a").stdout.strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        me = api.get("/api/v1/whoami", headers=headers)
+        assert me.json()["username"] == f"system:serviceaccount:team-a:{sa}"
+        mine = wait_until(
+            lambda: (
+                (r := api.get(_base("workbenches", "team-a"), headers=headers)).status_code == 200
+                and r
+            ),
+            30,
+            what="the RoleBinding to take effect",
+        )
+        assert mine.json()["kind"] == "WorkbenchList"
+        created = api.post(
+            _base("workbenches", "team-a"), json=_body("Workbench", sa), headers=headers
+        )
+        assert created.status_code == 201, created.text
+        theirs = api.get(_base("workbenches", "team-b"), headers=headers)
+        assert theirs.status_code == 403
+        assert f"system:serviceaccount:team-a:{sa}" in theirs.json()["detail"]
+    finally:
+        cluster.kubectl("delete", "workbench", sa, "-n", "team-a", "--wait=false", check=False)
+        cluster.kubectl("delete", "rolebinding,serviceaccount", sa, "-n", "team-a", check=False)

@@ -70,3 +70,14 @@ def test_a_failed_start_names_the_component_and_cleans_up(tmp_path: Path) -> Non
     assert "unknown flag: --no-such-flag" in proc.stderr  # the end of its log
     pids = list((tmp_path / "broken" / "run").glob("*.pid"))
     assert pids == []  # etcd, started first, was stopped again
+
+
+def test_credentials_are_readable_by_their_owner_only(cluster: Cluster) -> None:
+    """The apiserver's token file and every kubeconfig hold credentials: mode 0600."""
+    if not cluster.local:
+        pytest.skip("the embedded control plane's files; this run uses another cluster")
+    state = Path(cluster.kubeconfig).parent
+    files = [state / "tokens.csv", state / "tokens.json", *state.glob("kubeconfig*")]
+    assert len(files) > 3
+    for path in files:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"

@@ -18,14 +18,29 @@ def test_impersonation_headers_carry_every_group_and_extra() -> None:
         {"scopes": ("a", "b"), "example.com/team": ("x",)},
     )
     assert user.impersonation() == [
-        ("Impersonate-User", "user-a"),
-        ("Impersonate-Uid", "uid-1"),
-        ("Impersonate-Group", "kubeforge:users"),
-        ("Impersonate-Group", "system:authenticated"),
-        ("Impersonate-Extra-scopes", "a"),
-        ("Impersonate-Extra-scopes", "b"),
-        ("Impersonate-Extra-example.com%2Fteam", "x"),
+        (b"Impersonate-User", b"user-a"),
+        (b"Impersonate-Uid", b"uid-1"),
+        (b"Impersonate-Group", b"kubeforge:users"),
+        (b"Impersonate-Group", b"system:authenticated"),
+        (b"Impersonate-Extra-scopes", b"a"),
+        (b"Impersonate-Extra-scopes", b"b"),
+        (b"Impersonate-Extra-example.com%2Fteam", b"x"),
     ]
+
+
+def test_identities_that_are_not_ascii_are_passed_on_as_utf8() -> None:
+    """A user or group named outside ASCII (an OIDC name such as Zoë) is impersonated as it is:
+    the apiserver reads header values as bytes (Go strings)."""
+    user = User("zoë@example.com", groups=("équipe-a",))
+    assert user.impersonation() == [
+        (b"Impersonate-User", "zoë@example.com".encode()),
+        (b"Impersonate-Group", "équipe-a".encode()),
+    ]
+    import httpx
+
+    request = httpx.Request("GET", "https://apiserver/api", headers=user.impersonation())
+    raw = dict(request.headers.raw)
+    assert raw[b"Impersonate-Group"] == "équipe-a".encode()  # sent as UTF-8 bytes
 
 
 def test_field_error_paths() -> None:

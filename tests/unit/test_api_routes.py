@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from kubeforge_api import deps
 from kubeforge_api.app import create_app
-from kubeforge_api.cluster import ApiserverError, User
+from kubeforge_api.cluster import ApiserverError, UnauthenticatedError, User
 from kubeforge_api.models import Catalog, Lineage, object_model
 from kubeforge_api.settings import ApiSettings
 from kubeforge_crds import MODELSERVER, WORKBENCH
@@ -55,12 +55,27 @@ def api() -> FakeApiserver:
     return FakeApiserver()
 
 
+class FakeReviews:
+    """The token reviews the front door makes: one token is user-a's, every other is rejected."""
+
+    def __init__(self) -> None:
+        self.reviews = 0
+
+    def authenticate(self, token: str) -> User:
+        self.reviews += 1
+        if token != TOKEN:
+            raise UnauthenticatedError("the bearer token was rejected by the cluster: unknown")
+        return USER
+
+
+TOKEN = "t-user-a"
+
+
 @pytest.fixture
 def client(api: FakeApiserver) -> Iterator[TestClient]:
-    app = create_app(ApiSettings(), cluster=object())  # type: ignore[arg-type]
-    app.dependency_overrides[deps.caller] = lambda: USER
+    app = create_app(ApiSettings(), cluster=FakeReviews())  # type: ignore[arg-type]
     app.dependency_overrides[deps.as_caller] = lambda: api
-    with TestClient(app) as test_client:
+    with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as test_client:
         yield test_client
 
 
@@ -79,8 +94,8 @@ def test_whoami_is_the_caller(client: TestClient) -> None:
 
 
 def test_no_bearer_token_is_401_saying_how(api: FakeApiserver) -> None:
-    app = create_app(ApiSettings(), cluster=object())  # type: ignore[arg-type]
-    with TestClient(app) as client:  # the real caller dependency; no token ever reaches it
+    app = create_app(ApiSettings(), cluster=FakeReviews())  # type: ignore[arg-type]
+    with TestClient(app) as client:
         answer = client.get(f"/api/v1/namespaces/{NS}/workbenches/x")
     assert answer.status_code == 401
     assert answer.headers["www-authenticate"] == "Bearer"
@@ -185,3 +200,113 @@ def test_gpu_hours_without_prometheus_says_which_setting(client: TestClient) -> 
     answer = client.get(f"/api/v1/namespaces/{NS}/gpu-hours")
     assert answer.status_code == 503
     assert "KUBEFORGE_API_PROMETHEUS_URL" in answer.json()["detail"]
+
+
+def test_a_large_body_is_refused_before_it_is_read_or_the_token_checked() -> None:
+    reviews = FakeReviews()
+    app = create_app(ApiSettings(max_body_bytes=4096), cluster=reviews)  # type: ignore[arg-type]
+    with TestClient(app) as client:
+        big = client.post(f"/api/v1/namespaces/{NS}/workbenches", content=b"{" + b" " * 10_000)
+        assert big.status_code == 413
+        assert "over 4096 bytes" in big.json()["detail"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the body is counted as it comes
+            for _ in range(10):
+                yield b" " * 1000
+
+        streamed = client.post(
+            f"/api/v1/namespaces/{NS}/workbenches",
+            content=chunks(),
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert streamed.status_code == 413
+        anonymous = client.post(f"/api/v1/namespaces/{NS}/workbenches", content=b"{}")
+        assert anonymous.status_code == 401
+    assert reviews.reviews == 1  # only the request that had a token was reviewed
+
+
+def test_oversized_headers_are_refused(client: TestClient) -> None:
+    answer = client.get("/api/v1/whoami", headers={"X-Padding": "x" * 20_000})
+    assert answer.status_code == 431
+
+
+def test_every_answer_carries_the_browser_security_headers(client: TestClient) -> None:
+    for path in ("/", "/portal/app.js", "/api/v1/whoami", "/healthz", "/nowhere"):
+        answer = client.get(path)
+        csp = answer.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp, path
+        assert "default-src 'self'" in csp, path
+        assert "unsafe-inline" not in csp, path
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["referrer-policy"] == "no-referrer"
+
+
+def test_the_docs_load_nothing_from_elsewhere(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower()
+    assert "https://" not in page.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert client.get(f"/static-offline-docs/{asset}").status_code == 200
+
+
+def test_no_redirect_echoes_the_host_header(client: TestClient) -> None:
+    answer = client.get("/api/v1/whoami/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert answer.status_code == 404
+    assert "location" not in answer.headers
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"metadata": {"resourceVersion": "abc"}}, "metadata.resourceVersion"),
+        (
+            {"spec": {"rollout": {"metrics": [{"name": "x", "type": "errorRate", "max": "inf"}]}}},
+            "spec.rollout.metrics[0].max",
+        ),
+    ],
+)
+def test_values_the_apiserver_cannot_take_are_422_naming_the_field(
+    client: TestClient, api: FakeApiserver, body: dict[str, Any], field: str
+) -> None:
+    api.objects[deps.object_path(MODELSERVER, NS, "bot")] = _model_server()
+    full = {
+        "metadata": body.get("metadata", {}),
+        "spec": copy.deepcopy(example("ModelServer")["spec"]),
+    }
+    full["spec"].update(body.get("spec", {}))
+    answer = client.put(f"/api/v1/namespaces/{NS}/modelservers/bot", json=full)
+    assert answer.status_code == 422, answer.text
+    assert field in [e["field"] for e in answer.json()["detail"]]
+    assert not [c for c in api.calls if c[0] == "PUT"]
+
+
+def test_gpu_hours_from_a_prometheus_that_answers_html_is_502_without_its_address(
+    api: FakeApiserver,
+) -> None:
+    import http.server
+    import threading
+
+    class Html(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>login page of a proxy</html>")
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    app = create_app(ApiSettings(prometheus_url=url), cluster=FakeReviews())  # type: ignore[arg-type]
+    app.dependency_overrides[deps.as_caller] = lambda: api
+    try:
+        with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+            answer = client.get(f"/api/v1/namespaces/{NS}/gpu-hours")
+    finally:
+        server.shutdown()
+    assert answer.status_code == 502
+    assert "something other than a result" in answer.json()["detail"]
+    assert "127.0.0.1" not in answer.text

@@ -30,24 +30,27 @@ function condition(obj, type) {
   return ((obj.status || {}).conditions || []).find((c) => c.type === type) || {};
 }
 
+// markup built here from escaped parts; every other cell value is escaped when it is rendered
+const html = (markup) => ({ html: markup });
+const cell = (value) => (value && value.html !== undefined ? value.html : esc(value));
+
 function readyCell(obj) {
   const c = condition(obj, "Ready");
-  return `<span class="${esc(c.status)}" title="${esc(c.message)}">${esc(c.status || "?")}</span> ${esc(c.reason || "")}`;
+  return html(`<span class="${esc(c.status)}" title="${esc(c.message)}">${esc(c.status || "?")}</span> ${esc(c.reason || "")}`);
 }
 
 const rows = {
-  workbenches: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.gpus ?? 0, `<button data-delete="workbenches/${esc(o.metadata.name)}">delete</button>`],
-  finetunejobs: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.gpus ?? 0, o.status?.model ? `${esc(o.status.model.name)} ${esc(o.status.model.version)}` : ""],
-  modelservers: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.trafficSplit || "", `<button data-show="${esc(o.metadata.name)}">rollout and drift</button>`],
-  driftmonitors: (o) => [o.metadata.name, o.status?.phase, readyCell(o), `${esc(condition(o, "DriftDetected").status || "")} ${esc(condition(o, "DriftDetected").message || "")}`, o.spec?.target?.modelServer],
+  workbenches: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.gpus ?? 0, html(`<button data-delete="workbenches/${esc(o.metadata.name)}">delete</button>`)],
+  finetunejobs: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.gpus ?? 0, o.status?.model ? `${o.status.model.name} ${o.status.model.version}` : ""],
+  modelservers: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.trafficSplit || "", html(`<button data-show="${esc(o.metadata.name)}">rollout and drift</button>`)],
+  driftmonitors: (o) => [o.metadata.name, o.status?.phase, readyCell(o), `${condition(o, "DriftDetected").status || ""} ${condition(o, "DriftDetected").message || ""}`, o.spec?.target?.modelServer],
 };
-const raw = new Set([2, 4]);
 
 async function loadList(plural) {
   const data = await api("GET", `/api/v1/namespaces/${encodeURIComponent(ns())}/${plural}`);
   const body = $(`[data-testid="list-${plural}"] tbody`);
   body.innerHTML = data.items
-    .map((o) => `<tr data-name="${esc(o.metadata.name)}">${rows[plural](o).map((v, i) => `<td>${raw.has(i) ? v ?? "" : esc(v)}</td>`).join("")}</tr>`)
+    .map((o) => `<tr data-name="${esc(o.metadata.name)}">${rows[plural](o).map((v) => `<td>${cell(v)}</td>`).join("")}</tr>`)
     .join("");
 }
 
@@ -61,7 +64,7 @@ function scoreChart(scores) {
     return `<text x="0" y="${y + 12}">${esc(s.feature)} ${esc(s.metric)}</text>` +
       `<rect class="bar ${s.crossed ? "crossed" : ""}" x="${left}" y="${y + 2}" width="${bw}" height="${h - 6}"><title>${esc(s.value)}</title></rect>` +
       `<line x1="${tx}" x2="${tx}" y1="${y}" y2="${y + h}" stroke="#333" stroke-dasharray="2,2"></line>` +
-      `<text x="${left + w + 8}" y="${y + 12}">${Number(s.value).toPrecision(3)} / ${s.threshold}</text>`;
+      `<text x="${left + w + 8}" y="${y + 12}">${esc(Number(s.value).toPrecision(3))} / ${esc(s.threshold)}</text>`;
   });
   return `<svg width="${left + w + 110}" height="${scores.length * h + 4}" role="img" aria-label="drift scores">${bars.join("")}</svg>`;
 }

@@ -97,8 +97,12 @@ async def _query_by_kind(prometheus_url: str, query: str, timeout: float) -> dic
                 f"{prometheus_url.rstrip('/')}/api/v1/query", params={"query": query}
             )
     except httpx.HTTPError as err:
-        raise ProblemError(503, f"Prometheus at {prometheus_url} cannot be reached: {err}") from err
+        # the message names the failure, not the internal address
+        raise ProblemError(503, f"Prometheus cannot be reached: {type(err).__name__}") from err
     if answer.status_code != 200:
-        raise ProblemError(502, f"Prometheus answered {answer.status_code}: {answer.text[:300]}")
-    result: list[dict[str, Any]] = answer.json()["data"]["result"]
-    return {r["metric"].get("kind", ""): float(r["value"][1]) for r in result}
+        raise ProblemError(502, f"Prometheus answered HTTP {answer.status_code}")
+    try:
+        result: list[dict[str, Any]] = answer.json()["data"]["result"]
+        return {r["metric"].get("kind", ""): float(r["value"][1]) for r in result}
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        raise ProblemError(502, "Prometheus answered with something other than a result") from err

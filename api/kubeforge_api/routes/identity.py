@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
 
 from kubeforge_api.cluster import ApiserverError
@@ -11,6 +13,8 @@ from kubeforge_api.models import Namespaces, WhoAmI
 from kubeforge_crds import WORKBENCH
 
 MAX_NAMESPACES_REVIEWED = 500
+NAMESPACES_CACHE_SECONDS = 30.0
+_NAMESPACES: dict[tuple[str, tuple[str, ...]], tuple[float, Namespaces]] = {}
 
 router = APIRouter(prefix="/api/v1", tags=["identity"], responses=ERRORS)
 
@@ -25,7 +29,20 @@ async def whoami(user: Caller) -> WhoAmI:
 async def namespaces(api: AsCaller) -> Namespaces:
     """The namespaces where the caller may list Workbenches: all they may list, if they may
     list namespaces; otherwise each namespace is checked with a SelfSubjectAccessReview made as
-    the caller."""
+    the caller. Answers are kept per caller for ``NAMESPACES_CACHE_SECONDS``."""
+    key = (api.user.name, api.user.groups)
+    now = time.monotonic()
+    cached = _NAMESPACES.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    answer = await _namespaces(api)
+    if len(_NAMESPACES) > 10_000:
+        _NAMESPACES.clear()
+    _NAMESPACES[key] = (now + NAMESPACES_CACHE_SECONDS, answer)
+    return answer
+
+
+async def _namespaces(api: AsCaller) -> Namespaces:
     try:
         listed = await api.call("GET", "/api/v1/namespaces")
         return Namespaces(items=[n["metadata"]["name"] for n in listed.get("items") or []])
