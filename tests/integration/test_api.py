@@ -272,3 +272,41 @@ def test_a_service_account_token_works_within_its_rbac(api: TestClient, cluster:
     finally:
         cluster.kubectl("delete", "workbench", sa, "-n", "team-a", "--wait=false", check=False)
         cluster.kubectl("delete", "rolebinding,serviceaccount", sa, "-n", "team-a", check=False)
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_anonymous_large_bodies_cost_the_running_api_nothing(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The API as it runs (uvicorn): 10 MB of JSON without a token is refused before it is
+    read, and the process does not grow; a bad token is reviewed once, not once per request."""
+    import httpx
+
+    from kubeforge_labs.canary import start_api
+
+    api = start_api(cluster.user_kubeconfig("kubeforge-api"), tmp_path / "api.log")
+    try:
+        url = f"{api.url}/api/v1/namespaces/team-a/workbenches"
+        with httpx.Client(timeout=30) as http:
+            http.get(f"{api.url}/healthz")
+            before = _rss_kib(api.proc.pid)
+            big = b'{"metadata": {"name": "x"}, "spec": {"image": "' + b"a" * (10 << 20) + b'"}}'
+            for _ in range(3):
+                refused = http.post(url, content=big, headers={"Content-Type": "application/json"})
+                assert refused.status_code == 413
+            grown = _rss_kib(api.proc.pid) - before
+            assert grown < 5 * 1024, f"the API grew by {grown} KiB"
+            offset = cluster.audit_offset()
+            for _ in range(5):
+                bad = http.get(url, headers={"Authorization": "Bearer not-a-token"})
+                assert bad.status_code == 401
+        reviews = [w for w in cluster.writes_since(offset, "kubeforge-api") if "tokenreviews" in w]
+        assert len(reviews) == 1, reviews
+    finally:
+        api.stop()
