@@ -51,7 +51,7 @@ def write_pki() -> None:
     toks = tokens()
     # the apiserver's token file holds every user's token: readable by its owner only
     fd = os.open(STATE / "tokens.csv", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         for i, (user, groups) in enumerate(USERS.items()):
             f.write(f'{toks[user]},{user},uid-{i},"{",".join(groups)}"\n')
     (STATE / "tokens.csv").chmod(0o600)  # a file from an earlier start keeps its old mode
@@ -194,4 +194,19 @@ def team_rbac() -> str:
                 ],
             }
         )
+    items.append(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "equipe-a-view", "namespace": "team-a"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "view",
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "équipe-a"}
+            ],
+        }
+    )
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})

@@ -73,6 +73,9 @@ USERS = {  # name -> groups; RBAC for user-a/user-b is created in their namespac
     # the REST API outside the cluster: it may only review tokens and impersonate (see
     # team_rbac); everything else it does as the caller
     "kubeforge-api": [],
+    # a person whose user and group names are not ASCII (as OIDC providers send them): may view
+    # team-a through their group
+    "zoë": ["kubeforge:users", "équipe-a"],
 }
 
 

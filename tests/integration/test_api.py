@@ -310,3 +310,16 @@ def test_anonymous_large_bodies_cost_the_running_api_nothing(
         assert len(reviews) == 1, reviews
     finally:
         api.stop()
+
+
+def test_a_caller_whose_names_are_not_ascii(api: TestClient, cluster: Cluster) -> None:
+    """zoë (group équipe-a, which may view team-a) is impersonated with her names as they are."""
+    headers = {"Authorization": f"Bearer {_tokens(cluster)['zoë']}"}
+    me = api.get("/api/v1/whoami", headers=headers)
+    assert me.status_code == 200
+    assert me.json()["username"] == "zoë"
+    assert "équipe-a" in me.json()["groups"]
+    assert api.get(_base("workbenches", "team-a"), headers=headers).status_code == 200
+    refused = api.get(_base("workbenches", "team-b"), headers=headers)
+    assert refused.status_code == 403
+    assert "zoë" in refused.json()["detail"]
