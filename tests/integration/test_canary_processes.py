@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -46,13 +47,26 @@ def lab(tiny_base_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         p.stop()
 
 
-def _spec(steps: list[int]) -> ModelServerSpec:
-    return ModelServerSpec.model_validate(
+def _spec(steps: list[int], *extra_metrics: dict[str, Any]) -> ModelServerSpec:
+    spec = ModelServerSpec.model_validate(
         {
             "model": {"uri": "file:///models/tickets"},
             "rollout": {"steps": steps, "interval": "10s", "failureThreshold": 2},
         }
     )
+    wire = spec.to_wire()
+    wire["rollout"]["metrics"] += list(extra_metrics)
+    return ModelServerSpec.model_validate(wire)
+
+
+# a user's own query: confined to the ModelServer's namespace before it is sent
+SERVER_ERRORS = {
+    "name": "server-errors",
+    "type": "promql",
+    "query": 'sum(rate(kubeforge_inference_requests_total{model="{{name}}",'
+    'revision="{{revision}}",code=~"5.."}[{{window}}])) or vector(0)',
+    "max": 1,
+}
 
 
 def _rev(revision: str) -> Revision:
@@ -101,7 +115,7 @@ def test_healthy_canary_is_promoted_through_every_step(lab: Lab) -> None:
     router = _router(lab)
     try:
         outcome = drive_rollout(
-            _spec([25, 50, 100]),
+            _spec([25, 50, 100], SERVER_ERRORS),
             Prometheus(lab.prom.url),
             router,
             namespace=NS,
@@ -120,6 +134,7 @@ def test_healthy_canary_is_promoted_through_every_step(lab: Lab) -> None:
     assert splits == ["75/25", "50/50", "0/100", "0/100"]
     for d in outcome.decisions[1:]:
         assert d["measurements"]["error-rate"] == 0.0
+        assert d["measurements"]["server-errors"] == 0.0  # the confined user query answered
         assert d["measurements"]["latency-p95"] > 0  # canary/stable ratio, measured
     assert router.sent["canary"] > 20
     assert router.codes.get(500, 0) == 0

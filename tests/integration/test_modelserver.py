@@ -304,6 +304,25 @@ def test_bad_inputs_leave_the_served_version_alone(env: Env) -> None:
     )
     assert "spec.rollout.metrics[0].query" in accepted["message"]
     assert "parse error" in accepted["message"]
+    # a query reading another team's namespace is refused, not run with the operator's identity
+    spec["rollout"]["metrics"] = [
+        {
+            "name": "theirs",
+            "type": "promql",
+            "query": 'sum(kubeforge_gpus{namespace="team-b"})',
+            "max": 1,
+        }
+    ]
+    env.apply(spec)
+    accepted = wait_until(
+        lambda: (
+            (c := env.conditions().get("Accepted"))
+            and c["reason"] == "PromQLOutsideNamespace"
+            and c
+        ),
+        30,
+    )
+    assert 'spec.rollout.metrics[0].query: it selects namespace="team-b"' in accepted["message"]
     assert _served(_isvc(env)) == served
     assert env.status().get("rollout") is None
 

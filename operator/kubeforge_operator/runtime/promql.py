@@ -81,7 +81,7 @@ def confine(query: str, namespace: str) -> str:
     try:
         expr = promql.parse(query)
     except ValueError as err:
-        raise PromQLError(f"not valid PromQL: {err}") from None
+        raise PromQLError(f"not valid PromQL (parse error: {err})") from None
     confined = promql.transform(
         expr,
         lambda node: (
