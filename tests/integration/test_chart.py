@@ -561,7 +561,7 @@ NOT_EXERCISED: dict[tuple[str, str, str], str] = {
 }
 # Beyond the examples: the paths of a multi-node run reading S3 with a data connection, a model
 # served from a URI (an InferenceService at once), a named ServingRuntime, and a DriftMonitor on
-# that model (the ModelServer is annotated so that it adds the logger).
+# that model (LATE_MONITOR, below).
 MORE_PATHS: dict[str, Any] = {
     "apiVersion": "v1",
     "kind": "List",
@@ -611,16 +611,19 @@ MORE_PATHS: dict[str, Any] = {
                 "runtime": {"modelFormat": "transformers", "servingRuntime": "vllm"},
             },
         },
-        {
-            "apiVersion": "kubeforge.io/v1alpha1",
-            "kind": "DriftMonitor",
-            "metadata": {"name": "by-uri-drift"},
-            "spec": {
-                "target": {"modelServer": "by-uri"},
-                "reference": {"source": "uri", "uri": "pvc://datasets/reference.jsonl"},
-            },
-        },
     ],
+}
+# Created once the ModelServer's InferenceService exists: the monitor then finds it without its
+# logger and annotates the ModelServer (the `modelservers patch` path). Created together, the
+# ModelServer could see the monitor first and set the logger itself, and the path would not run.
+LATE_MONITOR: dict[str, Any] = {
+    "apiVersion": "kubeforge.io/v1alpha1",
+    "kind": "DriftMonitor",
+    "metadata": {"name": "by-uri-drift"},
+    "spec": {
+        "target": {"modelServer": "by-uri"},
+        "reference": {"source": "uri", "uri": "pvc://datasets/reference.jsonl"},
+    },
 }
 
 
@@ -648,6 +651,15 @@ def test_operator_api_calls_and_its_cluster_role_agree(
         for example in ("workbench", "finetunejob", "modelserver", "driftmonitor"):
             cluster.kubectl("apply", "-n", ns, "-f", str(REPO / "examples" / f"{example}.yaml"))
         cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(MORE_PATHS))
+        wait_until(
+            lambda: (
+                cluster.kubectl("get", "inferenceservice/by-uri", "-n", ns, check=False).returncode
+                == 0
+            ),
+            timeout=60,
+            what="inferenceservice/by-uri",
+        )
+        cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(LATE_MONITOR))
         for resource, name in (
             ("workbench", "notebook"),
             ("finetunejob", "support-bot-v1"),
