@@ -19,7 +19,7 @@ console = Console(stderr=True)
 def compile(
     check: Annotated[bool, typer.Option(help="Fail if the committed IR is stale.")] = False,
 ) -> None:
-    """Compile the pipeline to pipelines/compiled/finetune.yaml."""
+    """Compile the pipeline to kubeforge_pipelines/compiled/finetune.yaml."""
     import tempfile
 
     from kubeforge_pipelines.pipeline import COMPILED, compile_pipeline

@@ -3,8 +3,8 @@ over the functions of :mod:`kubeforge_pipelines.steps`.
 
 The components are kfp "lightweight" Python components whose image is the kubeforge image (it
 has this package installed), so their bodies only import and call ``steps``. The compiled IR is
-committed at ``pipelines/compiled/finetune.yaml``; ``python -m kubeforge_pipelines compile
---check`` fails when it is stale.
+committed at ``kubeforge_pipelines/compiled/finetune.yaml`` (package data);
+``python -m kubeforge_pipelines compile --check`` fails when it is stale.
 
 No ``from __future__ import annotations`` here: kfp reads the real annotation objects.
 """
@@ -17,7 +17,8 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 # The image the components run in on a cluster: the kubeforge image, with this package and its
 # ML extras installed (the same image the Job backend runs).
 IMAGE = "ghcr.io/kubeforge/kubeforge:0.1.0"
-COMPILED = Path(__file__).resolve().parents[1] / "compiled" / "finetune.yaml"
+# inside the package, so that every install of it (the images' too) carries the IR it submits
+COMPILED = Path(__file__).resolve().parent / "compiled" / "finetune.yaml"
 PIPELINE_NAME = "kubeforge-finetune"
 
 

@@ -241,7 +241,7 @@ def test_result_fields_ignore_malformed_results() -> None:
 def test_kfp_submission_up_to_the_client_call() -> None:
     sub = submission(params(), "team-a", "ft", "0123456789abcdef", "kubeforge")
     assert sub.run_name == "team-a.ft.01234567"
-    assert sub.package_path.endswith("pipelines/compiled/finetune.yaml")
+    assert sub.package_path.endswith("kubeforge_pipelines/compiled/finetune.yaml")
     # the arguments are exactly the compiled pipeline's inputs
     ir = yaml.safe_load(open(sub.package_path))  # noqa: SIM115, PTH123
     inputs = set(ir["root"]["inputDefinitions"]["parameters"])
