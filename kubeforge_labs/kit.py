@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,6 @@ class Proc:
     proc: subprocess.Popen[bytes]
     log: Path
     url: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:

@@ -53,6 +53,17 @@ class UnauthenticatedError(Exception):
     """The caller's token is missing or not valid (HTTP 401)."""
 
 
+def bearer_token(authorization: str) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header; UnauthenticatedError without."""
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthenticatedError(
+            "no bearer token: send 'Authorization: Bearer <token>' with a token the cluster "
+            "accepts (kubectl's own, or a service account token)"
+        )
+    return token.strip()
+
+
 class ApiserverError(Exception):
     """The apiserver refused a request; ``status`` and ``body`` are its answer."""
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 
-from kubeforge_api.cluster import Cluster, UnauthenticatedError, User
+from kubeforge_api.cluster import Cluster, User, bearer_token
 from kubeforge_api.settings import ApiSettings
 from kubeforge_crds import KindInfo
 
@@ -39,14 +39,8 @@ async def caller(request: Request, cluster: ClusterDep) -> User:
     reviewed: User | None = getattr(request.state, "user", None)
     if reviewed is not None:
         return reviewed
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise UnauthenticatedError(
-            "no bearer token: send 'Authorization: Bearer <token>' with a token the cluster "
-            "accepts (kubectl's own, or a service account token)"
-        )
-    return await run_in_threadpool(cluster.authenticate, token.strip())
+    token = bearer_token(request.headers.get("authorization", ""))
+    return await run_in_threadpool(cluster.authenticate, token)
 
 
 Caller = Annotated[User, Depends(caller)]

@@ -22,7 +22,7 @@ import httpx
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kubeforge_api.cluster import ApiserverError, Cluster, UnauthenticatedError
+from kubeforge_api.cluster import ApiserverError, Cluster, UnauthenticatedError, bearer_token
 
 PORTAL_CSP = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
@@ -117,16 +117,11 @@ class Guard:
         return False
 
     async def _authenticate(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> Any:
-        scheme, _, token = dict(headers).get(b"authorization", b"").decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise UnauthenticatedError(
-                "no bearer token: send 'Authorization: Bearer <token>' with a token the cluster "
-                "accepts (kubectl's own, or a service account token)"
-            )
+        token = bearer_token(dict(headers).get(b"authorization", b"").decode("latin-1"))
         cluster: Cluster | None = scope["app"].state.cluster
         if cluster is None:
             return None  # no cluster (a unit test's app): the routes' dependency decides
-        return await run_in_threadpool(cluster.authenticate, token.strip())
+        return await run_in_threadpool(cluster.authenticate, token)
 
     def _bounded(self, receive: Receive, over: dict[str, bool]) -> Receive:
         """``receive`` that stops a body at the limit: the rest is not read, and the app gets

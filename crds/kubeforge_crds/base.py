@@ -132,17 +132,18 @@ def _to_quantity(value: Any) -> Any:
     return value
 
 
-Quantity = Annotated[
-    str,
-    BeforeValidator(_to_quantity),
-    WithJsonSchema(
+def _quantity_schema(pattern: str) -> WithJsonSchema:
+    """An int-or-string field whose strings match ``pattern`` (as the apiserver checks it)."""
+    return WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "pattern": QUANTITY_PATTERN,
+            "pattern": pattern,
             "x-kubernetes-int-or-string": True,
         }
-    ),
-]
+    )
+
+
+Quantity = Annotated[str, BeforeValidator(_to_quantity), _quantity_schema(QUANTITY_PATTERN)]
 """A Kubernetes resource quantity: ``2``, ``"500m"``, ``"4Gi"``."""
 
 # A quantity above zero: no sign, and a non-zero digit before the suffix. The apiserver checks
@@ -162,15 +163,7 @@ def _to_positive_quantity(value: Any) -> Any:
 
 
 PositiveQuantity = Annotated[
-    str,
-    BeforeValidator(_to_positive_quantity),
-    WithJsonSchema(
-        {
-            "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "pattern": POSITIVE_QUANTITY_PATTERN,
-            "x-kubernetes-int-or-string": True,
-        }
-    ),
+    str, BeforeValidator(_to_positive_quantity), _quantity_schema(POSITIVE_QUANTITY_PATTERN)
 ]
 """A resource quantity above zero (CPU, memory, a volume's size)."""
 
