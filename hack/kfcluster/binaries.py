@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,9 +46,11 @@ def build(force: bool = False) -> Path:
         return out
     if shutil.which("go") is None:
         raise ClusterError("Go is needed to build the control plane; install Go 1.25 or newer")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    # a folder of this process's own: two checkouts building at once never share one; the last
+    # to finish finds the set already there and drops its copy
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)
     started = time.monotonic()
     for name, (module, package) in BINARIES.items():
         log(f"building {name} ({package})")
@@ -56,11 +59,16 @@ def build(force: bool = False) -> Path:
         cmd = ["go", "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(tmp / name), package]
         proc = subprocess.run(cmd, cwd=TOOLS / module, env=go_env(), capture_output=True, text=True)
         if proc.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
             raise ClusterError(f"building {name} failed:\n{proc.stderr[-4000:]}")
         log(f"built {name} in {time.monotonic() - t0:.0f}s")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    (out / "BUILD_SECONDS").write_text(f"{time.monotonic() - started:.0f}\n")
+    (tmp / "BUILD_SECONDS").write_text(f"{time.monotonic() - started:.0f}\n")
+    if force:
+        shutil.rmtree(out, ignore_errors=True)
+    try:
+        tmp.rename(out)
+    except OSError:  # another build finished first: its binaries are the same
+        shutil.rmtree(tmp, ignore_errors=True)
     log(f"binaries ready in {out} ({time.monotonic() - started:.0f}s)")
     return out
 

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from kfcluster import node
 from kfcluster.binaries import bin_dir, build, module_dir, thirdparty_crd_files, tool_version
 from kfcluster.files import (
     ca_file,
@@ -121,6 +122,8 @@ def _up() -> None:
         if Proc(c).pid() is None:
             raise fail(c, "the process exited")
     install_thirdparty_crds()
+    if node.wanted():
+        node.up()
     log(f"up in {time.monotonic() - started:.1f}s; binaries {bins}")
     log(f'use it with: eval "$({sys.executable} hack/localcluster.py env)"')
 
@@ -158,7 +161,12 @@ def start_apiserver(pki: Path) -> None:
             f"--secure-port={APISERVER_PORT}",
             f"--cert-dir={pki / 'apiserver'}",
             f"--token-auth-file={STATE / 'tokens.csv'}",
-            "--authorization-mode=RBAC",
+            # Node: the real node's kubelet may touch only its own node and the pods bound to it
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -241,6 +249,8 @@ def apply_base_objects() -> None:
         out = kubectl(
             "get",
             "nodes",
+            "-l",
+            "type=kwok",
             "-o",
             'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}',
         )
@@ -282,6 +292,7 @@ def _crd_name(path: Path) -> str:
 
 
 def down(purge: bool = True) -> None:
+    node.down()
     for c in reversed(COMPONENTS):
         Proc(c).stop()
     if purge:
@@ -302,6 +313,8 @@ def status() -> int:
         pid = Proc(c).pid()
         ok &= pid is not None
         print(f"{c:26} {'running pid ' + str(pid) if pid else 'stopped'}")
+    for name, pid in node.status():
+        print(f"{name:26} {'running pid ' + str(pid) if pid else 'stopped'}")
     ready = ok and is_up()
     print(f"{'apiserver /readyz':26} {'ok' if ready else 'not ready'}")
     return 0 if ready else 1

@@ -47,6 +47,7 @@ def write_pki() -> None:
             check=True,
             capture_output=True,
         )
+    write_kubelet_client_pki(pki)
     (STATE / "audit-policy.json").write_text(json.dumps(AUDIT_POLICY))
     toks = tokens()
     # the apiserver's token file holds every user's token: readable by its owner only
@@ -55,6 +56,65 @@ def write_pki() -> None:
         for i, (user, groups) in enumerate(USERS.items()):
             f.write(f'{toks[user]},{user},uid-{i},"{",".join(groups)}"\n')
     (STATE / "tokens.csv").chmod(0o600)  # a file from an earlier start keeps its old mode
+
+
+def write_kubelet_client_pki(pki: Path) -> None:
+    """A CA the real node's kubelet trusts for clients, and the apiserver's client certificate
+    from it (logs, exec, port-forward): the kubelet serves nobody without one."""
+    ca_key, ca_crt = pki / "kubelet-client-ca.key", pki / "kubelet-client-ca.crt"
+    key, csr, crt = (pki / f"apiserver-kubelet-client.{ext}" for ext in ("key", "csr", "crt"))
+    if crt.exists():
+        return
+    for cmd in (
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "365",
+            "-keyout",
+            str(ca_key),
+            "-out",
+            str(ca_crt),
+            "-subj",
+            "/CN=kubeforge-kubelet-client-ca",
+        ],
+        [
+            "openssl",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
+            "-subj",
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
+        ],
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca_crt),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-days",
+            "365",
+            "-out",
+            str(crt),
+        ],
+    ):
+        subprocess.run(cmd, check=True, capture_output=True)
+    for f in (ca_key, key):
+        f.chmod(0o600)
 
 
 def ca_file() -> Path:
@@ -209,4 +269,38 @@ def team_rbac() -> str:
             ],
         }
     )
+    items += NODE_RBAC
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+# CoreDNS on the real node reads Services, EndpointSlices, namespaces and pods
+NODE_RBAC: list[dict[str, object]] = [
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "kubeforge-local-coredns"},
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["services", "pods", "namespaces"],
+                "verbs": ["list", "watch"],
+            },
+            {
+                "apiGroups": ["discovery.k8s.io"],
+                "resources": ["endpointslices"],
+                "verbs": ["list", "watch"],
+            },
+        ],
+    },
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "kubeforge-local-coredns"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "kubeforge-local-coredns",
+        },
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "coredns"}],
+    },
+]

@@ -20,6 +20,12 @@ from kubeforge_labs import kit
 @dataclass
 class Proc:
     name: str
+    # a host program (Debian's containerd, socat); by default the cache's binary of that name
+    exe: str | None = None
+
+    @property
+    def program(self) -> Path:
+        return Path(self.exe) if self.exe else bin_dir() / self.name
 
     @property
     def pidfile(self) -> Path:
@@ -46,7 +52,9 @@ class Proc:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             return None
-        if stat.split(")")[-1].split()[0] == "Z" or not cmdline.endswith(self.name.encode()):
+        if stat.split(")")[-1].split()[0] == "Z" or not cmdline.endswith(
+            self.program.name.encode()
+        ):
             return None
         return pid
 
@@ -55,7 +63,7 @@ class Proc:
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
         with self.logfile.open("ab") as logf:
             proc = subprocess.Popen(
-                [str(bin_dir() / self.name), *args],
+                [str(self.program), *args],
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +35,29 @@ ETCD_PORT = int(os.environ.get("KUBEFORGE_ETCD_PORT", "12379"))
 SERVICE_CIDR = "10.96.0.0/16"
 
 
+@dataclass(frozen=True)
+class RealNode:
+    """The real node's names and addresses (hack/kfcluster/node.py)."""
+
+    name: str = "kf-node-0"
+    bridge: str = "kubeforge0"
+    pod_subnet: str = "10.88.0.0/24"
+    gateway: str = "10.88.0.1"  # the bridge's address on the host: CoreDNS and the apiserver relay
+    prefix: int = 24
+    # the node's InternalIP, where the kubelet listens and the apiserver reaches it: the bridge's
+    # address (a loopback address is not taken as a node address)
+    node_ip: str = "10.88.0.1"
+    kubelet_port: int = int(os.environ.get("KUBEFORGE_KUBELET_PORT", "10250"))
+    cgroup_root: str = "kubeforge"
+
+    @property
+    def user(self) -> str:
+        return f"system:node:{self.name}"
+
+
+NODE = RealNode()
+
+
 # binary -> (tool module under hack/tools, Go package)
 BINARIES: dict[str, tuple[str, str]] = {
     "etcd": ("etcd", "go.etcd.io/etcd/server/v3"),
@@ -41,6 +65,9 @@ BINARIES: dict[str, tuple[str, str]] = {
     "kube-controller-manager": ("k8s", "k8s.io/kubernetes/cmd/kube-controller-manager"),
     "kube-scheduler": ("k8s", "k8s.io/kubernetes/cmd/kube-scheduler"),
     "kubectl": ("k8s", "k8s.io/kubernetes/cmd/kubectl"),
+    "kubelet": ("k8s", "k8s.io/kubernetes/cmd/kubelet"),
+    "kube-proxy": ("k8s", "k8s.io/kubernetes/cmd/kube-proxy"),
+    "coredns": ("coredns", "github.com/coredns/coredns"),
     "kwok": ("kwok", "sigs.k8s.io/kwok/cmd/kwok"),
     "helm": ("helm", "helm.sh/helm/v3/cmd/helm"),
 }
@@ -76,6 +103,11 @@ USERS = {  # name -> groups; RBAC for user-a/user-b is created in their namespac
     # a person whose user and group names are not ASCII (as OIDC providers send them): may view
     # team-a through their group
     "zoë": ["kubeforge:users", "équipe-a"],
+    # the real node: its kubelet (the Node authorizer and NodeRestriction confine it to its own
+    # node and pods), kube-proxy (bound to system:node-proxier by the bootstrap RBAC) and CoreDNS
+    NODE.user: ["system:nodes"],
+    "system:kube-proxy": [],
+    "coredns": [],
 }
 
 

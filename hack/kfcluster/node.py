@@ -1,0 +1,341 @@
+"""The real node: containerd and runc (Debian's), CNI bridge networking, a kubelet and kube-proxy
+built from the pinned kubernetes module, and CoreDNS for Service names, beside kwok's simulated
+nodes. Containers really run on it.
+
+It is tainted ``kubeforge.io/node=real:NoSchedule`` and labelled ``kubeforge.io/node=real``: only
+pods that ask for it land there (the demo and the e2e tests steer their workloads to it through
+the platform config); everything else keeps landing on kwok's nodes.
+
+Nothing listens beyond loopback and the pod bridge: the kubelet, kube-proxy's health and metrics
+and containerd's streaming server bind 127.0.0.1; CoreDNS and the relay that lets pods reach the
+apiserver (which listens on 127.0.0.1 only) bind the bridge's address. ``down`` undoes what the
+node changed on the host: it restores the sysctls the kubelet and the bridge set, and removes
+iptables chains, the bridge, network namespaces, mounts, cgroups and the node's state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from kfcluster.files import kubeconfig_path
+from kfcluster.hostchanges import (
+    kill_processes,
+    make_cgroups,
+    remove_cgroups,
+    remove_iptables_chains,
+    remove_netns,
+    restore_sysctls,
+    save_sysctls,
+    unmount_all,
+)
+from kfcluster.images import node_images
+from kfcluster.nodeconfig import (
+    KUBE_PROXY_HEALTHZ,
+    NODE_STATE,
+    SOCKET,
+    cni_config,
+    containerd_config,
+    kube_proxy_config,
+    kubelet_config,
+)
+from kfcluster.processes import Proc, wait_for
+from kfcluster.settings import (
+    APISERVER_PORT,
+    NODE,
+    ClusterError,
+    log,
+)
+
+# what the host must have (Debian package names) and why
+HOST_PROGRAMS = {
+    "/usr/bin/containerd": "containerd",
+    "/usr/bin/ctr": "containerd",
+    "/usr/sbin/runc": "runc",
+    "/usr/lib/cni/bridge": "containernetworking-plugins",
+    "/usr/sbin/iptables": "iptables",
+    "/usr/sbin/conntrack": "conntrack",
+    "/usr/bin/socat": "socat",
+    "/usr/bin/mmdebstrap": "mmdebstrap",
+    "/usr/bin/gcc": "gcc",
+}
+NODE_PACKAGES = sorted(set(HOST_PROGRAMS.values()) | {"libc6-dev"})
+
+
+# (name, program): the node's processes in start order; None means the cache's binary of that name
+PROCESSES: list[tuple[str, str | None]] = [
+    ("containerd", "/usr/bin/containerd"),
+    ("apiserver-relay", "/usr/bin/socat"),
+    ("coredns", None),
+    ("kubelet", None),
+    ("kube-proxy", None),
+]
+
+
+def proc(name: str) -> Proc:
+    return Proc(name, exe=dict(PROCESSES)[name])
+
+
+def missing_programs() -> list[str]:
+    return [
+        f"{path} (Debian package {pkg})"
+        for path, pkg in HOST_PROGRAMS.items()
+        if not Path(path).exists()
+    ]
+
+
+def wanted() -> bool:
+    """Whether ``up`` starts the real node: KUBEFORGE_REAL_NODE=0 turns it off, =1 requires it;
+    unset, it starts where the host can run it (root, Linux, the Debian packages installed)."""
+    setting = os.environ.get("KUBEFORGE_REAL_NODE", "auto")
+    if setting == "0":
+        return False
+    problems = ([] if os.geteuid() == 0 else ["root (it runs containers)"]) + missing_programs()
+    if not problems:
+        return True
+    if setting == "1":
+        raise ClusterError(
+            "the real node needs "
+            + ", ".join(problems)
+            + f"; install with: apt-get install {' '.join(NODE_PACKAGES)}"
+        )
+    log("no real node (needs " + ", ".join(problems) + "); pods run on kwok's simulated nodes only")
+    return False
+
+
+def is_running() -> bool:
+    return proc("kubelet").pid() is not None
+
+
+# ---------------------------------------------------------------------------------------- start
+
+
+def up() -> None:
+    started = time.monotonic()
+    save_sysctls()
+    NODE_STATE.mkdir(parents=True, exist_ok=True)
+    for sub in ("containerd", "kubelet", "cni/net.d", "cni/ipam", "pod-logs"):
+        (NODE_STATE / sub).mkdir(parents=True, exist_ok=True)
+    make_cgroups()
+    make_bridge()
+    start_containerd()
+    import_images()
+    start_relay()
+    start_coredns()
+    start_kubelet()
+    start_kube_proxy()
+    log(f"real node {NODE.name} ready in {time.monotonic() - started:.1f}s")
+
+
+def make_bridge() -> None:
+    if subprocess.run(["ip", "link", "show", NODE.bridge], capture_output=True).returncode != 0:
+        run(["ip", "link", "add", NODE.bridge, "type", "bridge"])
+        run(["ip", "addr", "add", f"{NODE.gateway}/{NODE.prefix}", "dev", NODE.bridge])
+    run(["ip", "link", "set", NODE.bridge, "up"])
+
+
+def start_containerd() -> None:
+    config = NODE_STATE / "containerd" / "config.toml"
+    config.write_text(containerd_config())
+    conflist = NODE_STATE / "cni" / "net.d" / "10-kubeforge.conflist"
+    conflist.write_text(json.dumps(cni_config(), indent=2))
+    proc("containerd").start(["--config", str(config)])
+    wait_for(
+        "containerd",
+        lambda: ctr("version", check=False).returncode == 0,
+        30,
+    )
+
+
+def ctr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc_ = subprocess.run(
+        ["/usr/bin/ctr", "--address", str(SOCKET), "--namespace", "k8s.io", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and proc_.returncode != 0:
+        raise ClusterError(f"ctr {' '.join(args)} failed: {proc_.stderr.strip()}")
+    return proc_
+
+
+def import_images(paths: list[Path] | None = None) -> None:
+    for path in paths if paths is not None else node_images():
+        t0 = time.monotonic()
+        ctr("images", "import", str(path))
+        log(f"imported {path.name} in {time.monotonic() - t0:.1f}s")
+
+
+def start_relay() -> None:
+    """Pods reach the apiserver at the ``kubernetes`` Service (10.96.0.1:443); its endpoint is
+    the bridge's address, where this relay passes TCP (TLS untouched) to the apiserver on
+    loopback. The apiserver's certificate already names 10.96.0.1 and kubernetes.default.svc."""
+    proc("apiserver-relay").start(
+        [
+            f"TCP-LISTEN:{APISERVER_PORT},bind={NODE.gateway},fork,reuseaddr",
+            f"TCP:127.0.0.1:{APISERVER_PORT}",
+        ]
+    )
+    from kfcluster.components import kubectl  # the control plane's kubectl (imports node)
+
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=localcluster",
+        "-f",
+        "-",
+        stdin=json.dumps(apiserver_endpoints()),
+    )
+
+
+def apiserver_endpoints() -> dict[str, object]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {
+                "kubernetes.io/service-name": "kubernetes",
+                "endpointslice.kubernetes.io/managed-by": "localcluster.kubeforge.io",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [NODE.gateway], "conditions": {"ready": True}}],
+        "ports": [{"name": "https", "port": APISERVER_PORT, "protocol": "TCP"}],
+    }
+
+
+def start_coredns() -> None:
+    corefile = NODE_STATE / "Corefile"
+    corefile.write_text(
+        f"""cluster.local:53 {{
+    bind {NODE.gateway}
+    errors
+    kubernetes cluster.local {{
+        kubeconfig {kubeconfig_path("coredns")}
+        pods insecure
+    }}
+    cache 5
+}}
+.:53 {{
+    bind {NODE.gateway}
+    errors
+    forward . /etc/resolv.conf
+    cache 30
+}}
+"""
+    )
+    proc("coredns").start(["-conf", str(corefile), "-dns.port", "53"])
+    wait_for("coredns", lambda: _tcp_open(NODE.gateway, 53), 30)
+
+
+def start_kubelet() -> None:
+    config = NODE_STATE / "kubelet" / "config.json"
+    config.write_text(json.dumps(kubelet_config(), indent=2))
+    proc("kubelet").start(
+        [
+            f"--config={config}",
+            f"--kubeconfig={kubeconfig_path(NODE.user)}",
+            f"--root-dir={NODE_STATE / 'kubelet'}",
+            f"--cert-dir={NODE_STATE / 'kubelet' / 'pki'}",
+            f"--hostname-override={NODE.name}",
+            f"--node-ip={NODE.node_ip}",
+            "--node-labels=kubeforge.io/node=real,type=real",
+            "--v=1",
+        ]
+    )
+
+    def ready() -> bool:
+        from kfcluster.components import kubectl
+
+        out = kubectl(
+            "get",
+            "node",
+            NODE.name,
+            "--ignore-not-found",
+            "-o",
+            'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+        )
+        return out.strip() == "True"
+
+    wait_for("kubelet", ready, 90)
+
+
+def start_kube_proxy() -> None:
+    config = NODE_STATE / "kube-proxy.json"
+    config.write_text(json.dumps(kube_proxy_config(kubeconfig_path("system:kube-proxy")), indent=2))
+    proc("kube-proxy").start([f"--config={config}"])
+    healthz = f"http://{KUBE_PROXY_HEALTHZ}/healthz"
+    wait_for(
+        "kube-proxy",
+        lambda: urllib.request.urlopen(healthz, timeout=2).status == 200,
+        60,
+    )
+
+
+def _tcp_open(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, port)) == 0
+
+
+def run(cmd: list[str]) -> None:
+    proc_ = subprocess.run(cmd, capture_output=True, text=True)
+    if proc_.returncode != 0:
+        raise ClusterError(f"{' '.join(cmd)} failed: {proc_.stderr.strip()}")
+
+
+# ----------------------------------------------------------------------------------------- stop
+
+
+def down() -> None:
+    """Stop the node and undo what it changed on the host. Safe to run when nothing is running
+    and after a start that failed half-way."""
+    for name in ("kube-proxy", "kubelet"):
+        proc(name).stop()
+    kill_processes(shim_pids)
+    for name in ("coredns", "apiserver-relay", "containerd"):
+        proc(name).stop()
+    leftovers = unmount_all(NODE_STATE)
+    remove_netns()
+    remove_cgroups()
+    subprocess.run(["ip", "link", "delete", NODE.bridge], capture_output=True)
+    remove_iptables_chains()
+    restore_sysctls()
+    if leftovers:
+        raise ClusterError(
+            f"these mounts under {NODE_STATE} could not be removed, so its files are kept: "
+            + ", ".join(leftovers)
+        )
+    shutil.rmtree(NODE_STATE, ignore_errors=True)
+
+
+def shim_pids() -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            cmdline
+            and cmdline[0].endswith(b"containerd-shim-runc-v2")
+            and str(SOCKET).encode() in cmdline
+        ):
+            out.append(int(entry.name))
+    return out
+
+
+def status() -> list[tuple[str, int | None]]:
+    return [(name, proc(name).pid()) for name, _ in PROCESSES]

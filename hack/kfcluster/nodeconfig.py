@@ -1,0 +1,144 @@
+"""The real node's configuration documents: containerd's (CRI plugin, runc, CNI), the CNI bridge
+network's, the kubelet's and kube-proxy's. Each setting that departs from the defaults says why."""
+
+from __future__ import annotations
+
+from kfcluster.images import PAUSE_IMAGE
+from kfcluster.settings import NODE, STATE
+
+NODE_STATE = STATE / "node"
+SOCKET = NODE_STATE / "containerd" / "containerd.sock"
+KUBE_PROXY_HEALTHZ = "127.0.0.1:10256"
+
+
+def containerd_config() -> str:
+    root = NODE_STATE / "containerd"
+    cni = NODE_STATE / "cni"
+    return f"""version = 2
+root = "{root / "root"}"
+state = "{root / "state"}"
+
+[grpc]
+  address = "{SOCKET}"
+
+[ttrpc]
+  address = "{SOCKET}.ttrpc"
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{root / "opt"}"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  # root here lacks CAP_SYS_RESOURCE: the pause container's -998 score makes runc fail
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_cdi = false
+
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "/usr/sbin/runc"
+        SystemdCgroup = false
+
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni / "net.d"}"
+"""
+
+
+def cni_config() -> dict[str, object]:
+    return {
+        "cniVersion": "0.4.0",
+        "name": "kubeforge",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": NODE.bridge,
+                "isGateway": True,
+                "ipMasq": True,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": NODE.pod_subnet, "gateway": NODE.gateway}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(NODE_STATE / "cni" / "ipam"),
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+
+
+def kubelet_config() -> dict[str, object]:
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": NODE.node_ip,
+        "port": NODE.kubelet_port,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": NODE.kubelet_port + 8,
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(STATE / "pki" / "kubelet-client-ca.crt")},
+        },
+        "authorization": {"mode": "Webhook"},
+        "containerRuntimeEndpoint": f"unix://{SOCKET}",
+        # the VM has cgroup v1 (a hybrid cgroup2 holds only hugetlb); 1.35 refuses it by default
+        "failCgroupV1": False,
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": f"/{NODE.cgroup_root}",
+        "clusterDNS": [NODE.gateway],
+        "clusterDomain": "cluster.local",
+        "podLogsDir": str(NODE_STATE / "pod-logs"),
+        "registerWithTaints": [
+            {"key": "kubeforge.io/node", "value": "real", "effect": "NoSchedule"}
+        ],
+        # imported images cannot be pulled again: the image GC must never remove them
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "evictionHard": {
+            "memory.available": "200Mi",
+            "nodefs.available": "1%",
+            "imagefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+        },
+        "serializeImagePulls": False,
+        "resolvConf": "/etc/resolv.conf",
+        "shutdownGracePeriod": "0s",
+        "maxPods": 60,
+    }
+
+
+def kube_proxy_config(kubeconfig: object) -> dict[str, object]:
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "hostnameOverride": NODE.name,
+        # the node's IP, known without waiting for the Node object
+        "bindAddress": NODE.node_ip,
+        "mode": "iptables",
+        "clusterCIDR": NODE.pod_subnet,
+        "healthzBindAddress": KUBE_PROXY_HEALTHZ,
+        "metricsBindAddress": "127.0.0.1:10249",
+        "nodePortAddresses": [f"{NODE.gateway}/32"],
+        # leave the host's conntrack and route_localnet settings alone
+        "conntrack": {
+            "maxPerCore": 0,
+            "min": 0,
+            "tcpEstablishedTimeout": "0s",
+            "tcpCloseWaitTimeout": "0s",
+        },
+        "iptables": {"localhostNodePorts": False, "masqueradeAll": False},
+    }
