@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,lint,data,ml,serving]'
 	rm -f $(VENV)/.installed-* && touch $@
 
+.PHONY: deps
+deps: ## Install the Debian packages the demo and tests need (as root), or name the missing ones
+	@python3 hack/deps.py
+
 .PHONY: venv
 venv: $(STAMP) $(CHECKOV) ## Create .venv with kubeforge and its test and lint tools
 
@@ -30,7 +34,7 @@ $(CHECKOV):
 	$(dir $(CHECKOV))pip install --quiet checkov==$(CHECKOV_VERSION)
 
 .PHONY: demo
-demo: $(STAMP) ## Run kubeforge on the embedded control plane (or KUBECONFIG) with the examples
+demo: deps $(STAMP) ## Run kubeforge on the embedded control plane (or KUBECONFIG) with the examples
 	$(PY) hack/demo.py
 
 .PHONY: loop-demo
@@ -42,16 +46,28 @@ demo-down: ## Stop everything `make demo` started
 	$(PY) hack/demo.py --down
 
 .PHONY: test
-test: $(STAMP) $(CHECKOV) ## Unit and integration tests (starts the local control plane if needed)
-	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+test: deps $(STAMP) $(CHECKOV) ## Unit, integration and e2e tests but the slow scenarios (starts the local cluster)
+	$(PY) -m pytest tests/unit tests/integration tests/e2e -m "not slow" $(PYTEST_ARGS)
+
+.PHONY: test-slow
+test-slow: deps $(STAMP) $(CHECKOV) ## The slow scenarios (the closed loop, the demo), which CI runs after make test
+	$(PY) -m pytest tests/unit tests/integration tests/e2e -m slow $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## Unit tests only (no cluster)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test-integration
-test-integration: $(STAMP) $(CHECKOV) ## Integration tests against a real kube-apiserver
+test-integration: deps $(STAMP) $(CHECKOV) ## Integration tests against a real kube-apiserver
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+.PHONY: test-e2e
+test-e2e: deps $(STAMP) ## e2e tests: kubeforge from its chart, workloads in real containers on the real node
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+.PHONY: images
+images: $(STAMP) ## Build kubeforge's images for the real node (and import them if it runs)
+	$(PY) hack/localcluster.py images
 
 .PHONY: lint
 lint: $(STAMP) ## ruff (lint and format check), mypy --strict and the import layers (import-linter)

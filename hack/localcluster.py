@@ -23,6 +23,7 @@ from pathlib import Path
 
 # its parts are beside it (also when a test loads this file by path)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kfcluster import node
 from kfcluster.binaries import bin_dir, build
 from kfcluster.components import (
     api_get,
@@ -42,6 +43,7 @@ from kfcluster.files import (
     node_manifest,
     tokens,
 )
+from kfcluster.images import TARGETS, kubeforge_image
 from kfcluster.settings import APISERVER_PORT, REPO, STATE, ClusterError, log
 
 # what the demo, the loop, the benchmarks and the tests use (``import localcluster as lc``)
@@ -78,6 +80,9 @@ def main() -> int:
     sub.add_parser("env", help="print shell exports for KUBECONFIG, PATH and tokens")
     sub.add_parser("bin-dir", help="print where the binaries are")
     sub.add_parser("crds", help="(re)install the third-party CRDs")
+    i = sub.add_parser("images", help="build kubeforge's images for the real node (needs .venv)")
+    i.add_argument("targets", nargs="*", default=sorted(TARGETS), help="default: all")
+    i.add_argument("--python", type=Path, default=REPO / ".venv" / "bin" / "python")
     args = parser.parse_args()
     try:
         if args.cmd == "build":
@@ -94,6 +99,11 @@ def main() -> int:
             print(bin_dir())
         elif args.cmd == "crds":
             install_thirdparty_crds()
+        elif args.cmd == "images":
+            built = [kubeforge_image(t, args.python) for t in args.targets]
+            if node.is_running():
+                node.import_images(built)
+            print("\n".join(map(str, built)))
     except ClusterError as err:
         log(f"error: {err}")
         return 1

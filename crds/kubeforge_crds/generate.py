@@ -373,7 +373,9 @@ def build_values_schema() -> str:
     path = CHART_DIR / "values.schema.json"
     schema = json.loads(path.read_text())
     platform = model_schema(PlatformConfig)
-    platform["description"] = "The notebook image catalog and hardware profiles."
+    platform["description"] = (
+        "The notebook image catalog, the hardware profiles and where CPU workloads run."
+    )
     schema["properties"]["platform"] = platform
     return json.dumps(schema, indent=2) + "\n"
 

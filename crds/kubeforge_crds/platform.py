@@ -13,6 +13,8 @@ Example::
         nodeSelector: {nvidia.com/gpu.product: NVIDIA-A100-SXM4-80GB}
         tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
         queueName: gpu-queue
+    defaultPlacement:            # pods that ask for no accelerator
+      nodeSelector: {pool: general}
 """
 
 from __future__ import annotations
@@ -86,11 +88,28 @@ class HardwareProfile(KubeModel):
     )
 
 
+class DefaultPlacement(KubeModel):
+    """Where the pods of workloads that ask for no accelerator run."""
+
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the pods must match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=16, description="Taints the pods tolerate."
+    )
+
+
 class PlatformConfig(KubeModel):
     """The platform team's configuration."""
 
     notebook_images: list[NotebookImage] = Field(default_factory=list, max_length=256)
     hardware_profiles: list[HardwareProfile] = Field(default_factory=list, max_length=256)
+    default_placement: DefaultPlacement = Field(
+        default_factory=DefaultPlacement,
+        description="Node labels and tolerations of the pods of CPU workloads (no accelerator): "
+        "notebooks, CPU training, model servers and drift services. A pool of general nodes, "
+        "or, on the local cluster, its real node.",
+    )
 
     def image(self, name: str) -> NotebookImage | None:
         return next((i for i in self.notebook_images if i.name == name), None)

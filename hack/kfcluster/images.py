@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kfcluster.binaries import module_dir, tool_version
-from kfcluster.settings import CACHE, ClusterError, log
+from kfcluster.settings import CACHE, REPO, ClusterError, log
 
 IMAGES = CACHE / "images"
 
@@ -33,7 +33,7 @@ PAUSE_VERSION = "3.10.1"  # the kubelet's default sandbox image of the pinned ku
 PAUSE_IMAGE = f"registry.k8s.io/pause:{PAUSE_VERSION}"
 BASE_IMAGE = "localhost/kubeforge/base:bookworm"
 # Debian's Python and what pods of the base image need to run a Python program
-BASE_PACKAGES = ["python3", "python3-venv", "ca-certificates"]
+BASE_PACKAGES = ["python3", "python-is-python3", "ca-certificates"]
 
 
 @dataclass(frozen=True)
@@ -105,9 +105,16 @@ def write_archive(out: Path, tag: str, layers: list[Layer], config: ImageConfig)
 
 
 def _cached(name: str, inputs: str) -> Path:
+    """Where the archive of ``name`` built from ``inputs`` is cached; older builds of ``name``
+    (other inputs) are removed once this one exists."""
     key = hashlib.sha256(inputs.encode()).hexdigest()[:16]
     IMAGES.mkdir(parents=True, exist_ok=True)
-    return IMAGES / f"{name}-{key}.tar"
+    out = IMAGES / f"{name}-{key}.tar"
+    if out.exists():
+        for old in IMAGES.glob(f"{name}-*.tar"):
+            if old != out and len(old.name) == len(out.name):
+                old.unlink(missing_ok=True)
+    return out
 
 
 def pause_image() -> Path:
@@ -192,5 +199,157 @@ def base_image() -> Path:
 
 
 def node_images() -> list[Path]:
-    """Every image the real node starts with."""
-    return [pause_image(), base_image()]
+    """Every image the real node starts with: pause, the base, and kubeforge's images that were
+    built (``localcluster.py images``) for the current sources and environment."""
+    return [pause_image(), base_image(), *current_images()]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of kubeforge's images, as images/Containerfile's target of that name describes it:
+    kubeforge with some extras (``app``), or other distributions of the environment alone."""
+
+    tag: str
+    requirements: list[str]
+    cmd: list[str]
+    app: bool = True
+    env: list[str] = field(default_factory=list)
+
+
+# the home volume is the Workbench's /home/jovyan (as in Jupyter's own images)
+JUPYTER_ARGS = (
+    "--ServerApp.port=8888 --ServerApp.root_dir=/home/jovyan --ServerApp.open_browser=False"
+)
+
+
+# The images/Containerfile targets, built here from the development environment (`make venv`):
+# the same distributions, at the same versions, that the tests ran against.
+TARGETS = {
+    "core": Target(
+        "localhost/kubeforge/kubeforge:dev", ["kubeforge"], ["python", "-m", "kubeforge_operator"]
+    ),
+    "runtime": Target(
+        "localhost/kubeforge/kubeforge-runtime:dev",
+        ["kubeforge[serving,data]"],
+        ["python", "-m", "kubeforge_runtimes", "serve"],
+    ),
+    # a real Jupyter server (the Workbench's notebook); NOTEBOOK_ARGS as jupyter's images read it
+    "notebook": Target(
+        "localhost/kubeforge/notebook:dev",
+        ["jupyter-server"],
+        ["sh", "-c", f"exec python -m jupyter_server {JUPYTER_ARGS} $NOTEBOOK_ARGS"],
+        app=False,
+        env=["HOME=/home/jovyan", "JUPYTER_RUNTIME_DIR=/tmp/jupyter-runtime"],
+    ),
+}
+APP_PACKAGES = {
+    "crds": "kubeforge_crds",
+    "operator": "kubeforge_operator",
+    "api": "kubeforge_api",
+    "pipelines": "kubeforge_pipelines",
+    "runtimes": "kubeforge_runtimes",
+}
+PREFIX = "opt/kubeforge"
+
+
+def kubeforge_image(name: str, python: Path) -> Path:
+    """Build (or find in the cache) one target: the base, a layer of its dependencies copied from
+    the environment of ``python``, and a layer of kubeforge's own packages from the sources."""
+    target = TARGETS[name]
+    request = {"requirements": target.requirements, "own": "kubeforge"}
+    proc = subprocess.run(
+        [str(python), str(Path(__file__).with_name("distfiles.py")), json.dumps(request)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise ClusterError(f"resolving the {name} image's distributions failed: {proc.stderr}")
+    found = json.loads(proc.stdout)
+    site = Path(found["site"])
+    deps = _cached_layer(
+        f"deps-{name}",
+        json.dumps(found["dists"]),
+        [(site / f, f"{PREFIX}/site-packages/{f}") for f in found["files"]],
+    )
+    layers = [Layer(_base_layer()), Layer(deps)]
+    if target.app:
+        sources = [
+            (f, f"{PREFIX}/app/{f.relative_to(REPO / folder).as_posix()}")
+            for folder, package in APP_PACKAGES.items()
+            for f in sorted((REPO / folder / package).rglob("*"))
+            if f.is_file() and "__pycache__" not in f.parts
+        ]
+        digest = hashlib.sha256()
+        for path, arcname in sources:
+            digest.update(arcname.encode() + b"\0" + path.read_bytes())
+        layers.append(Layer(_cached_layer("app", digest.hexdigest(), sources)))
+    config = ImageConfig(
+        cmd=target.cmd,
+        user="65532:65532",
+        env=[
+            f"PATH=/{PREFIX}/bin:/usr/local/bin:/usr/bin:/bin",
+            f"PYTHONPATH=/{PREFIX}/app:/{PREFIX}/site-packages",
+            "PYTHONDONTWRITEBYTECODE=1",
+            "PYTHONUNBUFFERED=1",
+            "HOME=/tmp",
+            "MPLCONFIGDIR=/tmp/matplotlib",
+            "HF_HOME=/tmp/huggingface",
+            *target.env,
+        ],
+    )
+    key = json.dumps(
+        [target.tag, [str(layer.path) for layer in layers], config.as_json([]).decode()]
+    )
+    out = _cached(name, key)
+    if not out.exists():
+        write_archive(out, target.tag, layers, config)
+        log(f"built {target.tag} ({out.stat().st_size >> 20} MiB)")
+    (IMAGES / f"{name}.current").write_text(str(out))
+    return out
+
+
+def current_images() -> list[Path]:
+    """The kubeforge images last built, where their archives still exist."""
+    paths = [Path(p.read_text().strip()) for p in sorted(IMAGES.glob("*.current"))]
+    return [p for p in paths if p.exists()]
+
+
+def _base_layer() -> Path:
+    """The base image's layer, kept beside its archive (the other images are built on it)."""
+    archive = base_image()
+    layer = archive.with_suffix(".layer.tar")
+    if not layer.exists():
+        with tarfile.open(archive) as tar:
+            manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+            member = tar.extractfile(manifest[0]["Layers"][0])
+            assert member is not None
+            tmp = layer.with_name(layer.name + ".tmp")
+            with tmp.open("wb") as f:
+                shutil.copyfileobj(member, f)
+            tmp.rename(layer)
+    return layer
+
+
+def _cached_layer(name: str, inputs: str, files: list[tuple[Path, str]]) -> Path:
+    """A layer of ``files`` (path, name in the image), owned by root, world-readable, with fixed
+    times: the same inputs give the same layer."""
+    out = _cached(f"layer-{name}", inputs)
+    if out.exists():
+        return out
+    tmp = out.with_name(f"{out.name}.{time.monotonic_ns()}.tmp")
+    dirs = sorted({p for _, arc in files for p in Path(arc).parents if str(p) != "."})
+    with tarfile.open(tmp, "w") as tar:
+        for d in dirs:
+            info = tarfile.TarInfo(d.as_posix())
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for path, arcname in files:
+            info = tar.gettarinfo(str(path), arcname=arcname)
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mtime = 0
+            info.mode = 0o755 if info.mode & 0o100 else 0o644
+            with path.open("rb") as f:
+                tar.addfile(info, f)
+    tmp.rename(out)
+    return out

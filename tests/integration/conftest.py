@@ -45,6 +45,26 @@ PLATFORM_CONFIG = {
 }
 
 
+def helm_binary() -> str:
+    bin_dir = subprocess.run(
+        [*LOCALCLUSTER, "bin-dir"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return str(Path(bin_dir) / "helm")
+
+
+def run_helm(
+    helm: str, *args: str, kubeconfig: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HELM_CACHE_HOME": "/tmp/kubeforge-helm/cache"}
+    env["HELM_CONFIG_HOME"] = "/tmp/kubeforge-helm/config"
+    if kubeconfig:
+        env["KUBECONFIG"] = kubeconfig
+    proc = subprocess.run([helm, *args], capture_output=True, text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
 @dataclass
 class Cluster:
     kubeconfig: str

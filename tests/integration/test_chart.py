@@ -28,10 +28,11 @@ import yaml
 
 from kubeforge_crds import KINDS
 from tests.integration.conftest import (
-    LOCALCLUSTER,
     REPO,
     Cluster,
     OperatorProcess,
+    helm_binary,
+    run_helm,
     start_operator,
     stop_operator,
     wait_until,
@@ -72,23 +73,7 @@ HTTP_ROUTE = [
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    bin_dir = subprocess.run(
-        [*LOCALCLUSTER, "bin-dir"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    return str(Path(bin_dir) / "helm")
-
-
-def run_helm(
-    helm: str, *args: str, kubeconfig: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HELM_CACHE_HOME": "/tmp/kubeforge-helm/cache"}
-    env["HELM_CONFIG_HOME"] = "/tmp/kubeforge-helm/config"
-    if kubeconfig:
-        env["KUBECONFIG"] = kubeconfig
-    proc = subprocess.run([helm, *args], capture_output=True, text=True, env=env, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return helm_binary()
 
 
 def upgrade(

@@ -13,7 +13,8 @@ from kubeforge_labs.kit import free_port
 from tests.cases import REPO
 from tests.integration.conftest import Cluster
 
-pytestmark = pytest.mark.usefixtures("local_cluster")
+# the whole demo, fine-tuning included: the slow tier (make test-slow)
+pytestmark = [pytest.mark.usefixtures("local_cluster"), pytest.mark.slow]
 
 
 @pytest.mark.timeout(900)  # it fine-tunes for real; the default 300 s is for ordinary tests

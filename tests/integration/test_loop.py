@@ -17,7 +17,8 @@ import pytest
 
 from tests.integration.conftest import ISOLATED_PREFIX, REPO, Cluster
 
-pytestmark = [pytest.mark.usefixtures("local_cluster")]
+# minutes of real training, serving and canary steps: the slow tier (make test-slow)
+pytestmark = [pytest.mark.usefixtures("local_cluster"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

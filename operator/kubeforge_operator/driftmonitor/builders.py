@@ -27,6 +27,7 @@ from kubeforge_operator.runtime.children import (
     pod_security_context,
     standard_labels,
 )
+from kubeforge_operator.runtime.placement import Placement
 
 MONITORING_API = "monitoring.coreos.com/v1"
 
@@ -88,6 +89,7 @@ def build_deployment(
     config: MonitorConfig,
     image: str,
     secret: str | None = None,
+    placement: Placement | None = None,
 ) -> dict[str, Any]:
     """The drift service's Deployment: its config, reference and export volumes, probes and
     the restricted security context.
@@ -152,6 +154,7 @@ def build_deployment(
                     "securityContext": pod_security_context(),
                     "containers": [container],
                     "volumes": volumes,
+                    **(placement.pod_fields() if placement else {}),
                 },
             },
         },

@@ -25,6 +25,7 @@ from kubeforge_operator.driftmonitor.builders import (
     build_deployment,
     build_service,
     build_service_monitor,
+    drift_labels,
     monitor_config,
 )
 from kubeforge_operator.driftmonitor.conditions import (
@@ -41,7 +42,11 @@ from kubeforge_operator.driftmonitor.observe import (
     status_url,
 )
 from kubeforge_operator.driftmonitor.reading import read_service_status, resolve_reference
+from kubeforge_operator.runtime.children import with_pull_policy
 from kubeforge_operator.runtime.conditions import Observation
+from kubeforge_operator.runtime.placement import Placement
+from kubeforge_operator.runtime.pods import IMAGE_REASONS, PodProblem, first_problem
+from kubeforge_operator.runtime.policies import placement_or_problem
 from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
 
 MAX_RECHECK_SECONDS = 60.0
@@ -57,6 +62,7 @@ class Resolved:
     reference: str
     secret: str | None
     met: list[Observation]
+    placement: Placement
 
 
 def reconcile_driftmonitor(ctx: ReconcileContext, spec: DriftMonitorSpec) -> Outcome:
@@ -75,7 +81,7 @@ def reconcile_driftmonitor(ctx: ReconcileContext, spec: DriftMonitorSpec) -> Out
     }
     service, body = read_service(ctx, resolved.reference)
     if body is None:
-        failed = service.reason == "ReferenceMismatch"
+        failed = service.reason == "ReferenceMismatch" or service.reason in IMAGE_REASONS
         return Outcome(
             phase=DriftMonitorPhase.FAILED if failed else DriftMonitorPhase.PENDING,
             dependents=[*resolved.met, service, logger],
@@ -103,6 +109,9 @@ def reconcile_driftmonitor(ctx: ReconcileContext, spec: DriftMonitorSpec) -> Out
 def preconditions(ctx: ReconcileContext, spec: DriftMonitorSpec) -> Resolved | list[Observation]:
     """The target ModelServer must exist and the reference must resolve; otherwise the
     conditions that say what is missing."""
+    placement = placement_or_problem(ctx, None, None)  # the service runs where CPU pods run
+    if isinstance(placement, Outcome):
+        return list(placement.dependents)
     target = spec.target.model_server
     model_server = ctx.kube.get(MODELSERVER, ctx.namespace, target)
     if model_server is None:
@@ -120,7 +129,8 @@ def preconditions(ctx: ReconcileContext, spec: DriftMonitorSpec) -> Resolved | l
         return [accepted(), found, resolved]
     reference, secret = resolved
     reference_ok = Observation(REFERENCE_RESOLVED, ConditionStatus.TRUE, "Resolved", reference)
-    return Resolved(model_server, ftj, reference, secret, [accepted(), found, reference_ok])
+    met = [accepted(), found, reference_ok]
+    return Resolved(model_server, ftj, reference, secret, met, placement)
 
 
 def apply_children(
@@ -130,9 +140,12 @@ def apply_children(
     alerts on, its PrometheusRule; the MonitoringConfigured condition says which went in."""
     interval = parse_duration(spec.window.interval).total_seconds()
     config = monitor_config(ctx.namespace, ctx.name, spec, resolved.reference)
+    deployment = build_deployment(
+        ctx.obj, config, ctx.settings.drift_image, resolved.secret, resolved.placement
+    )
     for manifest in (
         build_config_map(ctx.obj, config),
-        build_deployment(ctx.obj, config, ctx.settings.drift_image, resolved.secret),
+        with_pull_policy(deployment, ctx.settings.image_pull_policy),
         build_service(ctx.obj),
     ):
         ctx.kube.apply(manifest)
@@ -154,6 +167,14 @@ def apply_children(
     return [Observation(MONITORING_READY, ConditionStatus.TRUE, "Applied", applied)]
 
 
+def service_pod_problem(ctx: ReconcileContext) -> PodProblem | None:
+    labels = drift_labels(ctx.name)
+    selector = ",".join(
+        f"{k}={labels[k]}" for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")
+    )
+    return first_problem(ctx.kube.list_children("v1", "Pod", ctx.namespace, selector))
+
+
 def read_service(
     ctx: ReconcileContext, reference: str
 ) -> tuple[Observation, dict[str, Any] | None]:
@@ -161,6 +182,11 @@ def read_service(
     unreachable service or an unusable reference gives the condition and no body."""
     body = fetch_status(status_url(ctx))
     if isinstance(body, str):
+        problem = service_pod_problem(ctx)
+        if problem is not None:  # the kubelet's reason: a bad image, a crash loop, an OOM kill
+            return Observation(
+                SERVICE_READY, ConditionStatus.FALSE, problem.reason, problem.message
+            ), None
         return Observation(
             SERVICE_READY,
             ConditionStatus.FALSE,

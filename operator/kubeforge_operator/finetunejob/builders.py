@@ -30,6 +30,7 @@ from kubeforge_operator.runtime.children import (
     standard_labels,
 )
 from kubeforge_operator.runtime.placement import Placement
+from kubeforge_operator.runtime.pods import PodProblem, first_problem
 
 PVC_ROOT = "/mnt/pvc"
 WORKDIR = "/workspace"
@@ -116,10 +117,15 @@ def _pod_spec(
 
 
 def build_validate_job(
-    owner: dict[str, Any], spec: FineTuneJobSpec, params: PipelineParams, image: str
+    owner: dict[str, Any],
+    spec: FineTuneJobSpec,
+    params: PipelineParams,
+    image: str,
+    placement: Placement | None = None,
 ) -> dict[str, Any]:
     """The CPU-only check of dataset, model and method. No GPU, no queue: it is cheap and must
-    not wait behind training jobs for quota."""
+    not wait behind training jobs for quota. ``placement``: where CPU pods run (the platform's
+    default placement)."""
     name = owner["metadata"]["name"]
     volumes, mounts = _volumes(params)
     command = [
@@ -146,7 +152,7 @@ def build_validate_job(
             "backoffLimit": 0,
             "template": {
                 "metadata": {"labels": labels(name, "validate")},
-                "spec": _pod_spec([container], volumes, None),
+                "spec": _pod_spec([container], volumes, placement),
             },
         },
     }
@@ -294,6 +300,28 @@ def termination_result(pods: list[dict[str, Any]]) -> dict[str, Any]:
     return {}
 
 
+def _failed_run(
+    failed: dict[str, Any],
+    default_reason: str,
+    default_message: str,
+    pods: list[dict[str, Any]],
+    problem: PodProblem | None,
+    start: str | None,
+    end: str | None,
+) -> RunState:
+    """A failed run's state: an OOM kill is named as such (the Job itself only says its backoff
+    limit was reached); otherwise the program's own error, or the Job's message."""
+    result = termination_result(pods)
+    if problem is not None and problem.reason == "OOMKilled":
+        reason, message = problem.reason, problem.message
+    else:
+        reason = str(failed.get("reason") or default_reason)
+        message = str(result.get("error") or failed.get("message") or default_message)
+    return RunState(
+        "Failed", reason, message, start, end or failed.get("lastTransitionTime"), result
+    )
+
+
 def observe_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> RunState | None:
     """None while the Job does not exist yet."""
     if job is None:
@@ -303,19 +331,13 @@ def observe_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> RunSt
     if _true_condition(job, "Complete", "SuccessCriteriaMet"):
         return RunState("Succeeded", "JobComplete", "", start, end, termination_result(pods))
     failed = _true_condition(job, "Failed", "FailureTarget")
+    problem = first_problem(pods)
     if failed:
-        result = termination_result(pods)
-        message = result.get("error") or failed.get("message") or "the Job failed"
-        return RunState(
-            "Failed",
-            str(failed.get("reason") or "JobFailed"),
-            str(message),
-            start,
-            (failed.get("lastTransitionTime")),
-            result,
-        )
+        return _failed_run(failed, "JobFailed", "the Job failed", pods, problem, start, None)
     if (job.get("spec") or {}).get("suspend"):
         return RunState("Queued", "Suspended", "waiting for quota (the Job is suspended)")
+    if problem is not None:  # the kubelet's reason: a bad image, a crash loop, an OOM kill
+        return RunState("Queued", problem.reason, problem.message, start)
     if status.get("active") or status.get("ready"):
         return RunState("Running", "JobRunning", "", start)
     return RunState("Queued", "PodsPending", "waiting for the Job's pod", start)
@@ -331,19 +353,15 @@ def observe_pytorchjob(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -
             "Succeeded", "PyTorchJobSucceeded", "", start, end, termination_result(pods)
         )
     failed = _true_condition(job, "Failed")
+    problem = first_problem(pods)
     if failed:
-        result = termination_result(pods)
-        message = result.get("error") or failed.get("message") or "the PyTorchJob failed"
-        return RunState(
-            "Failed",
-            str(failed.get("reason") or "PyTorchJobFailed"),
-            str(message),
-            start,
-            end or failed.get("lastTransitionTime"),
-            result,
+        return _failed_run(
+            failed, "PyTorchJobFailed", "the PyTorchJob failed", pods, problem, start, end
         )
     if _true_condition(job, "Suspended"):
         return RunState("Queued", "Suspended", "waiting for quota (the PyTorchJob is suspended)")
+    if problem is not None:
+        return RunState("Queued", problem.reason, problem.message, start)
     if _true_condition(job, "Running"):
         return RunState("Running", "PyTorchJobRunning", "", start)
     return RunState("Queued", "PodsPending", "waiting for the PyTorchJob's pods", start)

@@ -34,6 +34,7 @@ from kubeforge_operator.finetunejob.builders import (
     observe_job,
     observe_pytorchjob,
 )
+from kubeforge_operator.runtime.children import with_pull_policy
 from kubeforge_operator.runtime.conditions import ACCEPTED, READY, Observation
 from kubeforge_operator.runtime.placement import Placement
 from kubeforge_operator.runtime.policies import data_connections, placement_or_problem
@@ -217,10 +218,14 @@ def reconcile_finetunejob(ctx: ReconcileContext, spec: FineTuneJobSpec) -> Outco
 def _job(
     ctx: ReconcileContext, spec: FineTuneJobSpec, params: PipelineParams, placement: Placement
 ) -> tuple[Outcome, str | None]:
-    image = ctx.settings.trainer_image
+    image, pull_policy = ctx.settings.trainer_image, ctx.settings.image_pull_policy
     ns = ctx.namespace
     validate_name = job_name(ctx.name, "validate")
-    ctx.kube.apply(build_validate_job(ctx.obj, spec, params, image))
+    cpu = placement_or_problem(ctx, None, None)  # validation runs where CPU workloads run
+    if isinstance(cpu, Outcome):
+        return cpu, None
+    validate = build_validate_job(ctx.obj, spec, params, image, cpu)
+    ctx.kube.apply(with_pull_policy(validate, pull_policy))
     vjob = ctx.kube.get_child("batch/v1", "Job", ns, validate_name)
     vpods = ctx.kube.list_children("v1", "Pod", ns, f"job-name={validate_name}") if vjob else []
     vstate = observe_job(vjob, vpods)
@@ -253,7 +258,7 @@ def _job(
     api, kind = (PYTORCHJOB_API, "PyTorchJob") if multi else ("batch/v1", "Job")
     train_name = train["metadata"]["name"]
     existed = ctx.kube.get_child(api, kind, ns, train_name) is not None
-    ctx.kube.apply(train)
+    ctx.kube.apply(with_pull_policy(train, pull_policy))
     if not existed:
         ctx.kube.record_event(
             ctx.obj,

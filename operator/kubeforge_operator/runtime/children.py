@@ -63,3 +63,26 @@ def pod_security_context(uid: int = 1000, fs_group: int = 100) -> dict[str, Any]
         "fsGroup": fs_group,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def with_pull_policy(manifest: dict[str, Any], policy: str | None) -> dict[str, Any]:
+    """``manifest`` with ``imagePullPolicy: policy`` on every container of every pod template
+    in it (a Deployment's, a Job's, each replica type of a PyTorchJob); unchanged when policy
+    is None (Kubernetes' default applies)."""
+    if policy is None:
+        return manifest
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            for key in ("containers", "initContainers"):
+                for container in node.get(key) or []:
+                    if isinstance(container, dict) and "image" in container:
+                        container["imagePullPolicy"] = policy
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(manifest)
+    return manifest

@@ -62,7 +62,12 @@ def resolve_placement(
     path: str = "spec.resources.accelerator",
 ) -> Placement | SpecProblem:
     if accelerator is None or (accelerator.profile is None and not accelerator.count):
-        return Placement(queue_name=queue_name)
+        default = platform.default_placement
+        return Placement(
+            node_selector=dict(default.node_selector),
+            tolerations=[t.to_wire() for t in default.tolerations],
+            queue_name=queue_name,
+        )
     if accelerator.profile is None:
         gpus = accelerator.count or 0
         return Placement(

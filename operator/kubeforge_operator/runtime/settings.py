@@ -83,6 +83,12 @@ class OperatorSettings(BaseSettings):
         description="Image of the drift service (DriftMonitor): kubeforge with its data and "
         "serving extras.",
     )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None,
+        description="imagePullPolicy of the containers kubeforge runs (notebooks, training, "
+        "drift services); unset, Kubernetes' default. Never where images are imported into "
+        "the nodes instead of pulled (the local cluster's real node has no registry).",
+    )
     drift_status_url_template: str = Field(
         default="http://{service}.{namespace}.svc:8080",
         description="Where the operator reads a drift service's /status; {service}, {name} and "

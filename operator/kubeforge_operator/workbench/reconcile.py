@@ -10,6 +10,7 @@ from kubeforge_crds import WORKBENCH, ConditionStatus
 from kubeforge_crds.base import parse_duration, serialize_datetime
 from kubeforge_crds.contracts.labels import CULLED_ANNOTATION
 from kubeforge_crds.workbench import WorkbenchPhase, WorkbenchSpec, WorkbenchStatus
+from kubeforge_operator.runtime.children import with_pull_policy
 from kubeforge_operator.runtime.conditions import Observation
 from kubeforge_operator.runtime.placement import Placement, SpecProblem
 from kubeforge_operator.runtime.policies import (
@@ -63,7 +64,10 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
         build_home_pvc(obj, spec),
         build_service(obj),
         build_network_policy(obj, ctx.settings.api_namespace),
-        build_statefulset(obj, spec, ready.image, ready.placement, stopped=stopped),
+        with_pull_policy(
+            build_statefulset(obj, spec, ready.image, ready.placement, stopped=stopped),
+            ctx.settings.image_pull_policy,
+        ),
     ):
         ctx.kube.apply(child)
     pod = ctx.kube.get_child("v1", "Pod", ctx.namespace, f"{ctx.name}-0")
@@ -146,5 +150,6 @@ def cull_if_idle(
     culled_at = serialize_datetime(ctx.now)
     ctx.kube.annotate(WORKBENCH, ctx.namespace, ctx.name, CULLED_ANNOTATION, culled_at)
     ctx.kube.record_event(ctx.obj, "Normal", "Culled", decision.observation.message)
-    ctx.kube.apply(build_statefulset(ctx.obj, spec, ready.image, ready.placement, stopped=True))
+    stopped = build_statefulset(ctx.obj, spec, ready.image, ready.placement, stopped=True)
+    ctx.kube.apply(with_pull_policy(stopped, ctx.settings.image_pull_policy))
     return culled_observation(culled_at), True

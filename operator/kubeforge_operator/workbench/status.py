@@ -9,6 +9,7 @@ from typing import Any
 from kubeforge_crds import ConditionStatus
 from kubeforge_crds.workbench import WorkbenchPhase
 from kubeforge_operator.runtime.conditions import ACCEPTED, READY, Observation
+from kubeforge_operator.runtime.pods import IMAGE_REASONS, pod_problem
 from kubeforge_operator.workbench.culling import (
     CULLED,
     parse_timestamp,
@@ -70,6 +71,9 @@ def observe_server(pod: dict[str, Any] | None, stopped: bool) -> Observation:
         return Observation(SERVER_READY, ConditionStatus.UNKNOWN, "PodPending", "not scheduled yet")
     if (pod.get("status") or {}).get("phase") == "Failed":
         return Observation(SERVER_READY, ConditionStatus.FALSE, "PodFailed", "the pod failed")
+    problem = pod_problem(pod)
+    if problem is not None:  # the kubelet's reason: a bad image, a crash loop, an OOM kill
+        return Observation(SERVER_READY, ConditionStatus.FALSE, problem.reason, problem.message)
     cond = _pod_condition(pod, "Ready")
     if cond and cond.get("status") == "True":
         return Observation(SERVER_READY, ConditionStatus.TRUE, "NotebookReady", "serving")
@@ -81,7 +85,7 @@ def decide_phase(
 ) -> WorkbenchPhase:
     if stopped:
         return WorkbenchPhase.STOPPING if pod is not None else WorkbenchPhase.STOPPED
-    if server.reason == "PodFailed":
+    if server.reason == "PodFailed" or server.reason in IMAGE_REASONS:
         return WorkbenchPhase.FAILED
     if server.status == ConditionStatus.TRUE:
         return WorkbenchPhase.RUNNING

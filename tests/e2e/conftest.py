@@ -1,0 +1,150 @@
+"""Fixtures of the e2e tier: kubeforge installed by its Helm chart on the local cluster's real
+node (operator and API in pods of the images built here), and workloads whose containers really
+run. Needs the embedded control plane with its real node (root and the Debian packages that
+``make deps`` installs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tests.cases import REPO
+from tests.integration.conftest import (
+    LOCALCLUSTER,
+    Cluster,
+    cluster,
+    helm_binary,
+    run_helm,
+    wait_until,
+)
+
+__all__ = ["cluster"]  # the session's cluster fixture, shared with the integration tier
+
+REAL_NODE = "kf-node-0"
+RELEASE, SYSTEM = "kubeforge-e2e", "kf-iso-e2e-system"
+WATCHED = "kf-iso-e2e-"  # the integration tier's operator leaves kf-iso-* alone
+VALUES = REPO / "hack" / "values-local.yaml"
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: Cluster) -> str:
+    if not cluster.local:
+        pytest.fail("the e2e tier runs on the embedded control plane's real node; unset KUBECONFIG")
+    ready = cluster.kubectl(
+        "get",
+        "node",
+        REAL_NODE,
+        "--ignore-not-found",
+        "-o",
+        'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+    ).stdout
+    if ready != "True":
+        pytest.fail(
+            f"node {REAL_NODE} is not there or not Ready: the real node needs root and Debian's "
+            "containerd, runc, containernetworking-plugins, iptables, conntrack, socat, "
+            "mmdebstrap and gcc (`make deps` installs them); see .cache/cluster/logs/"
+        )
+    return REAL_NODE
+
+
+@pytest.fixture(scope="session")
+def images(real_node: str) -> None:
+    """kubeforge's images for the current sources, built and imported into the node."""
+    subprocess.run(
+        [*LOCALCLUSTER, "images", "core", "runtime", "notebook"], check=True, timeout=1200
+    )
+
+
+@pytest.fixture(scope="session")
+def kubeforge(cluster: Cluster, images: None) -> Iterator[str]:
+    """The chart installed with hack/values-local.yaml: the operator and API run as pods on the
+    real node and reconcile the kf-iso-e2e-* namespaces."""
+    helm = helm_binary()
+    run_helm(
+        helm,
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(REPO / "charts" / "kubeforge"),
+        "-n",
+        SYSTEM,
+        "--create-namespace",
+        "-f",
+        str(VALUES),
+        "--set",
+        f"operator.watchNamespaces={{{WATCHED}*}}",
+        "--wait",
+        "--timeout=5m",
+        kubeconfig=cluster.kubeconfig,
+    )
+    yield SYSTEM
+    logs = cluster.kubectl(
+        "logs",
+        "-n",
+        SYSTEM,
+        "-l",
+        "app.kubernetes.io/component=operator",
+        "--tail=-1",
+        check=False,
+    )
+    (REPO / "test-artifacts").mkdir(exist_ok=True)
+    (REPO / "test-artifacts" / "e2e-operator.log").write_text(logs.stdout + logs.stderr)
+    run_helm(
+        helm,
+        "uninstall",
+        RELEASE,
+        "-n",
+        SYSTEM,
+        "--wait",
+        kubeconfig=cluster.kubeconfig,
+        check=False,
+    )
+    cluster.kubectl("delete", "namespace", SYSTEM, "--wait=false", check=False)
+
+
+@pytest.fixture
+def e2e_namespace(cluster: Cluster, kubeforge: str) -> Iterator[str]:
+    name = f"{WATCHED}{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def get(cluster: Cluster, kind: str, namespace: str, name: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return {}
+
+
+def wait_for_condition(
+    cluster: Cluster,
+    kind: str,
+    namespace: str,
+    name: str,
+    type_: str,
+    reason: str | None = None,
+    status: str | None = None,
+    timeout: float = 180,
+) -> dict[str, Any]:
+    """Wait until ``kind/name`` has condition ``type_`` with that reason (and status); return
+    the object. A timeout fails with the object's conditions."""
+
+    def matches() -> dict[str, Any] | None:
+        obj = get(cluster, kind, namespace, name)
+        cond = condition(obj, type_)
+        ok = (reason is None or cond.get("reason") == reason) and (
+            status is None or cond.get("status") == status
+        )
+        return obj if cond and ok else None
+
+    return wait_until(matches, timeout, 1, f"{kind}/{name} {type_} reason={reason} status={status}")

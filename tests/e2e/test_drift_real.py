@@ -1,0 +1,143 @@
+"""A DriftMonitor's drift service as a real pod on the real node: it loads its reference from a
+PVC, receives inference events the way KServe's logger posts them (from another pod, through the
+Service's DNS name), and the operator, itself a pod, reads its verdict."""
+
+from __future__ import annotations
+
+import json
+
+from tests.e2e.conftest import condition, get, wait_for_condition
+from tests.integration.conftest import Cluster, wait_until
+
+from kubeforge_pipelines.tinymodel import support_tickets
+
+REAL = {
+    "nodeSelector": {"kubeforge.io/node": "real"},
+    "tolerations": [
+        {"key": "kubeforge.io/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}
+    ],
+}
+WINDOW = 60
+
+# Posts rows as KServe's logger does: a request and a response CloudEvent per inference.
+SENDER = """
+import json, sys, urllib.request, uuid
+url, rows = sys.argv[1], [json.loads(line) for line in sys.stdin if line.strip()]
+base = {"ce-specversion": "1.0", "ce-source": "http://e2e/", "ce-inferenceservicename": "bot",
+        "ce-namespace": "e2e", "ce-component": "predictor", "ce-endpoint": "bot-predictor",
+        "content-type": "application/json"}
+for start in range(0, len(rows), 10):
+    batch, event = rows[start:start + 10], str(uuid.uuid4())
+    answer = {"predictions": [1] * len(batch)}
+    for kind, body in (("request", {"instances": batch}), ("response", answer)):
+        kind = "org.kubeflow.serving.inference." + kind
+        headers = {**base, "ce-id": event, "ce-type": kind}
+        req = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+        assert urllib.request.urlopen(req, timeout=10).status == 202
+print("sent", len(rows))
+"""
+
+
+def jsonl(rows: list[dict[str, object]]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def apply(cluster: Cluster, namespace: str, *docs: dict[str, object]) -> None:
+    body = {"apiVersion": "v1", "kind": "List", "items": list(docs)}
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(body))
+
+
+def test_drift_service_pod_detects_drift(cluster: Cluster, e2e_namespace: str) -> None:
+    ns = e2e_namespace
+    # the reference data on a volume, written by a pod of the base image
+    apply(
+        cluster,
+        ns,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "client"},
+            "spec": {
+                **REAL,
+                "containers": [
+                    {
+                        "name": "client",
+                        "image": "localhost/kubeforge/base:bookworm",
+                        "imagePullPolicy": "Never",
+                        "command": ["sleep", "3600"],
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                    }
+                ],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+            },
+        },
+    )
+    cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "pod/client", "--timeout=120s")
+    cluster.kubectl(
+        "exec",
+        "-i",
+        "-n",
+        ns,
+        "client",
+        "--",
+        "sh",
+        "-c",
+        "cat > /data/reference.jsonl && chmod a+r /data/reference.jsonl",
+        stdin=jsonl(support_tickets(1500, seed=1)),
+    )
+    model_server = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "ModelServer",
+        "metadata": {"name": "bot"},
+        "spec": {"model": {"uri": "pvc://data/model"}, "runtime": {"modelFormat": "transformers"}},
+    }
+    monitor = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "DriftMonitor",
+        "metadata": {"name": "bot-drift"},
+        "spec": {
+            "target": {"modelServer": "bot"},
+            "reference": {"source": "uri", "uri": "pvc://data/reference.jsonl"},
+            "metrics": [
+                {"name": "psi", "threshold": 0.2},
+                {"name": "chiSquare", "threshold": 0.001},
+            ],
+            "window": {"size": WINDOW, "interval": "5s"},
+        },
+    }
+    apply(cluster, ns, model_server, monitor)
+    ready = wait_for_condition(
+        cluster, "driftmonitor", ns, "bot-drift", "ServiceReady", status="True", timeout=240
+    )
+    assert "1500 rows" in condition(ready, "ServiceReady")["message"]
+    pods = json.loads(
+        cluster.kubectl(
+            "get", "pods", "-n", ns, "-l", "app.kubernetes.io/instance=bot-drift", "-o", "json"
+        ).stdout
+    )["items"]
+    assert [p["spec"]["nodeName"] for p in pods] == ["kf-node-0"]
+
+    url = f"http://bot-drift-drift.{ns}.svc:8080/"
+    send = ["exec", "-i", "-n", ns, "client", "--", "python3", "-c", SENDER, url]
+    cluster.kubectl(*send, stdin=jsonl(support_tickets(WINDOW, seed=2)))
+    wait_for_condition(cluster, "driftmonitor", ns, "bot-drift", "DriftDetected", reason="NoDrift")
+    cluster.kubectl(*send, stdin=jsonl(support_tickets(WINDOW, seed=3, products=["vpn", "email"])))
+    drifted = wait_for_condition(
+        cluster, "driftmonitor", ns, "bot-drift", "DriftDetected", reason="DriftDetected"
+    )
+    assert drifted["status"]["phase"] == "Drifted"
+    wait_until(
+        lambda: get(cluster, "driftmonitor", ns, "bot-drift")["status"].get("scores"),
+        60,
+        1,
+        "per-feature scores in the status",
+    )

@@ -1,0 +1,101 @@
+"""Workbenches on the real node: a real Jupyter server answering through its Service, its home
+volume surviving a stop and a start, culling after real inactivity, and each way a container
+fails to start reported with the kubelet's reason."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from tests.e2e.conftest import condition, get, wait_for_condition
+from tests.integration.conftest import Cluster, wait_until
+
+
+def workbench(name: str, namespace: str, **spec: Any) -> str:
+    body = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "Workbench",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"resources": {"cpu": "200m", "memory": "512Mi"}}
+        | ({} if "image" in spec else {"catalogImage": "jupyter"})
+        | spec,
+    }
+    return json.dumps(body)
+
+
+def in_pod(cluster: Cluster, namespace: str, pod: str, *command: str) -> str:
+    return cluster.kubectl("exec", "-n", namespace, pod, "--", *command).stdout
+
+
+def test_jupyter_serves_keeps_home_and_is_culled(cluster: Cluster, e2e_namespace: str) -> None:
+    ns = e2e_namespace
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=workbench("nb", ns, culling={"enabled": True, "idleTimeout": "1m"}),
+    )
+    obj = wait_for_condition(cluster, "workbench", ns, "nb", "Ready", status="True", timeout=240)
+    assert obj["status"]["phase"] == "Running"
+    pod = get(cluster, "pod", ns, "nb-0")
+    assert pod["spec"]["nodeName"] == "kf-node-0"  # a real container, not a kwok pod
+    # the server answers through its Service, from another pod (cluster DNS and kube-proxy)
+    status = in_pod(
+        cluster,
+        ns,
+        "nb-0",
+        "python",
+        "-c",
+        f"import urllib.request; print(urllib.request.urlopen('http://nb.{ns}.svc/api/status').read().decode())",
+    )
+    assert "last_activity" in json.loads(status)
+    # a file in the home volume outlives a stop and a start
+    in_pod(cluster, ns, "nb-0", "sh", "-c", "echo kept > /home/jovyan/notes.txt")
+    cluster.kubectl(
+        "patch", "workbench", "nb", "-n", ns, "--type=merge", "-p", '{"spec":{"stopped":true}}'
+    )
+    wait_until(
+        lambda: get(cluster, "workbench", ns, "nb")["status"]["phase"] == "Stopped",
+        120,
+        1,
+        "stopped",
+    )
+    cluster.kubectl(
+        "patch", "workbench", "nb", "-n", ns, "--type=merge", "-p", '{"spec":{"stopped":false}}'
+    )
+    wait_for_condition(cluster, "workbench", ns, "nb", "Ready", status="True", timeout=180)
+    assert in_pod(cluster, ns, "nb-0", "cat", "/home/jovyan/notes.txt").strip() == "kept"
+    # nobody uses it: the culler reads the server's own activity and stops it after 1m
+    culled = wait_for_condition(
+        cluster, "workbench", ns, "nb", "Culled", status="True", timeout=240
+    )
+    assert culled["status"]["phase"] in ("Stopping", "Stopped")
+    assert "idle" in condition(culled, "Culled")["message"]
+
+
+@pytest.mark.parametrize(
+    ("case", "spec", "reason"),
+    [
+        ("missing", {"image": "localhost/kubeforge/no-such-notebook:1"}, "ErrImageNeverPull"),
+        ("invalid", {"image": "localhost/kubeforge/Not_Valid:1"}, "InvalidImageName"),
+        # the base image's command (python3 without a terminal) exits at once, again and again
+        ("crash", {"image": "localhost/kubeforge/base:bookworm"}, "CrashLoopBackOff"),
+        # Jupyter does not fit in 40Mi
+        ("oom", {"resources": {"cpu": "200m", "memory": "40Mi"}}, "OOMKilled"),
+    ],
+)
+def test_container_failures_reach_the_status(
+    cluster: Cluster, e2e_namespace: str, case: str, spec: dict[str, Any], reason: str
+) -> None:
+    cluster.kubectl("apply", "-f", "-", stdin=workbench(case, e2e_namespace, **spec))
+    obj = wait_for_condition(
+        cluster, "workbench", e2e_namespace, case, "ServerReady", reason=reason, timeout=240
+    )
+    cond = condition(obj, "ServerReady")
+    assert cond["status"] == "False"
+    assert f"pod {case}-0" in cond["message"]
+    ready = condition(obj, "Ready")
+    assert ready["status"] == "False"
+    if reason in ("ErrImageNeverPull", "InvalidImageName"):
+        assert obj["status"]["phase"] == "Failed"
