@@ -34,6 +34,13 @@ PAUSE_IMAGE = f"registry.k8s.io/pause:{PAUSE_VERSION}"
 BASE_IMAGE = "localhost/kubeforge/base:bookworm"
 # Debian's Python and what pods of the base image need to run a Python program
 BASE_PACKAGES = ["python3", "python-is-python3", "ca-certificates"]
+# The users kubeforge's pods run as have names: Python's getpass (kopf's identity, Jupyter) looks
+# the uid up and fails without one. 65532: kubeforge's images; 1000 (group users): notebooks.
+BASE_USERS = [
+    "kubeforge:x:65532:65532:kubeforge:/tmp:/usr/sbin/nologin",
+    "jovyan:x:1000:100:notebook user:/home/jovyan:/bin/sh",
+]
+BASE_GROUPS = ["kubeforge:x:65532:"]
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,7 @@ def pause_image() -> Path:
 
 def base_image() -> Path:
     """Debian bookworm (minbase) with Python, made by mmdebstrap from Debian's packages."""
-    out = _cached("base", json.dumps(BASE_PACKAGES))
+    out = _cached("base", json.dumps([BASE_PACKAGES, BASE_USERS, BASE_GROUPS]))
     if out.exists():
         return out
     if shutil.which("mmdebstrap") is None:
@@ -177,6 +184,8 @@ def base_image() -> Path:
                 f"--include={','.join(BASE_PACKAGES)}",
                 # no apt lists or caches in the image
                 "--customize-hook=rm -rf $1/var/lib/apt/lists/* $1/var/cache/apt/*",
+                *(f"--customize-hook=echo '{u}' >> $1/etc/passwd" for u in BASE_USERS),
+                *(f"--customize-hook=echo '{g}' >> $1/etc/group" for g in BASE_GROUPS),
                 "bookworm",
                 str(layer),
             ],

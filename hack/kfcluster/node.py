@@ -38,11 +38,13 @@ from kfcluster.images import node_images
 from kfcluster.nodeconfig import (
     KUBE_PROXY_HEALTHZ,
     NODE_STATE,
+    REAL_NODE_STORAGE_CLASS,
     SOCKET,
     cni_config,
     containerd_config,
     kube_proxy_config,
     kubelet_config,
+    local_volume,
 )
 from kfcluster.processes import Proc, wait_for
 from kfcluster.settings import (
@@ -129,6 +131,7 @@ def up() -> None:
     start_coredns()
     start_kubelet()
     start_kube_proxy()
+    make_local_volumes()
     log(f"real node {NODE.name} ready in {time.monotonic() - started:.1f}s")
 
 
@@ -266,6 +269,29 @@ def start_kubelet() -> None:
         return out.strip() == "True"
 
     wait_for("kubelet", ready, 90)
+
+
+def make_local_volumes() -> None:
+    """The real node's storage: ``local`` PersistentVolumes of StorageClass ``real-node`` (folders
+    under the node's state), as bare-metal clusters offer node-local disks. Unlike the default
+    class's hostPath volumes, the kubelet applies a pod's fsGroup to them, so a notebook running
+    as its own user can write its home. Statically made (no provisioner): a released volume is
+    kept, not reused."""
+    from kfcluster.components import kubectl
+
+    items: list[dict[str, object]] = [REAL_NODE_STORAGE_CLASS]
+    for i in range(NODE.volumes):
+        path = NODE_STATE / "volumes" / f"pv-{i:02d}"
+        path.mkdir(parents=True, exist_ok=True)
+        items.append(local_volume(f"{NODE.name}-pv-{i:02d}", path))
+    kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=localcluster",
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+    )
 
 
 def start_kube_proxy() -> None:

@@ -3,6 +3,8 @@ network's, the kubelet's and kube-proxy's. Each setting that departs from the de
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from kfcluster.images import PAUSE_IMAGE
 from kfcluster.settings import NODE, STATE
 
@@ -141,4 +143,44 @@ def kube_proxy_config(kubeconfig: object) -> dict[str, object]:
             "tcpCloseWaitTimeout": "0s",
         },
         "iptables": {"localhostNodePorts": False, "masqueradeAll": False},
+    }
+
+
+REAL_NODE_STORAGE_CLASS: dict[str, object] = {
+    "apiVersion": "storage.k8s.io/v1",
+    "kind": "StorageClass",
+    "metadata": {"name": "real-node"},
+    "provisioner": "kubernetes.io/no-provisioner",
+    "volumeBindingMode": "WaitForFirstConsumer",
+    "reclaimPolicy": "Retain",
+}
+
+
+def local_volume(name: str, path: Path) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": {"kubeforge.io/node": "real"}},
+        "spec": {
+            "capacity": {"storage": "10Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "real-node",
+            "local": {"path": str(path)},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {
+                                    "key": "kubernetes.io/hostname",
+                                    "operator": "In",
+                                    "values": [NODE.name],
+                                }
+                            ]
+                        }
+                    ]
+                }
+            },
+        },
     }

@@ -49,6 +49,7 @@ class RealNode:
     node_ip: str = "10.88.0.1"
     kubelet_port: int = int(os.environ.get("KUBEFORGE_KUBELET_PORT", "10250"))
     cgroup_root: str = "kubeforge"
+    volumes: int = 24  # local PersistentVolumes of StorageClass real-node
 
     @property
     def user(self) -> str:

@@ -6,6 +6,7 @@ run. Needs the embedded control plane with its real node (root and the Debian pa
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ REAL_NODE = "kf-node-0"
 RELEASE, SYSTEM = "kubeforge-e2e", "kf-iso-e2e-system"
 WATCHED = "kf-iso-e2e-"  # the integration tier's operator leaves kf-iso-* alone
 VALUES = REPO / "hack" / "values-local.yaml"
+# KUBEFORGE_E2E_KEEP=1 leaves the release and the test namespaces in place, to look at them
+KEEP = os.environ.get("KUBEFORGE_E2E_KEEP") == "1"
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +67,8 @@ def kubeforge(cluster: Cluster, images: None) -> Iterator[str]:
     """The chart installed with hack/values-local.yaml: the operator and API run as pods on the
     real node and reconcile the kf-iso-e2e-* namespaces."""
     helm = helm_binary()
+    # the session applied crds/rbac with kubectl; Helm adopts nothing it did not create
+    cluster.kubectl("delete", "-f", str(REPO / "crds" / "rbac"), "--ignore-not-found")
     run_helm(
         helm,
         "upgrade",
@@ -82,6 +87,8 @@ def kubeforge(cluster: Cluster, images: None) -> Iterator[str]:
         kubeconfig=cluster.kubeconfig,
     )
     yield SYSTEM
+    if KEEP:
+        return
     logs = cluster.kubectl(
         "logs",
         "-n",
@@ -111,7 +118,8 @@ def e2e_namespace(cluster: Cluster, kubeforge: str) -> Iterator[str]:
     name = f"{WATCHED}{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
     yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    if not KEEP:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def get(cluster: Cluster, kind: str, namespace: str, name: str) -> dict[str, Any]:
@@ -147,4 +155,13 @@ def wait_for_condition(
         )
         return obj if cond and ok else None
 
-    return wait_until(matches, timeout, 1, f"{kind}/{name} {type_} reason={reason} status={status}")
+    try:
+        return wait_until(
+            matches, timeout, 1, f"{kind}/{name} {type_} {reason or ''} {status or ''}"
+        )
+    except AssertionError as err:
+        conditions = (get(cluster, kind, namespace, name).get("status") or {}).get("conditions")
+        pods = cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
+        raise AssertionError(
+            f"{err}\nconditions: {json.dumps(conditions, indent=1)}\npods:\n{pods}"
+        ) from None

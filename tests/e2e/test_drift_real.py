@@ -91,7 +91,8 @@ def test_drift_service_pod_detects_drift(cluster: Cluster, e2e_namespace: str) -
         "--",
         "sh",
         "-c",
-        "cat > /data/reference.jsonl && chmod a+r /data/reference.jsonl",
+        # the volume is the pod user's (root here); the drift service runs as another user
+        "cat > /data/reference.jsonl && chmod a+rx /data && chmod a+r /data/reference.jsonl",
         stdin=jsonl(support_tickets(1500, seed=1)),
     )
     model_server = {

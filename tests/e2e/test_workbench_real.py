@@ -17,7 +17,12 @@ def workbench(name: str, namespace: str, **spec: Any) -> str:
         "apiVersion": "kubeforge.io/v1alpha1",
         "kind": "Workbench",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"resources": {"cpu": "200m", "memory": "512Mi"}}
+        # the real node's local volumes: the kubelet applies the pod's fsGroup to them (the
+        # default class's hostPath volumes are root's alone), so the notebook writes its home
+        "spec": {
+            "resources": {"cpu": "200m", "memory": "512Mi"},
+            "storage": {"size": "1Gi", "storageClassName": "real-node"},
+        }
         | ({} if "image" in spec else {"catalogImage": "jupyter"})
         | spec,
     }
