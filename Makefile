@@ -114,6 +114,10 @@ finetune-local: $(STAMP) ## Fine-tune the tiny model for real on the CPU with kf
 	  --params-file examples/pipelines/finetune-local.json --result $(FINETUNE_DIR)/lineage.json
 	@echo "model versions: $$(ls $(FINETUNE_DIR)/models/tickets)  lineage: $(FINETUNE_DIR)/lineage.json"
 
+.PHONY: bench-pods
+bench-pods: $(STAMP) ## Pod start latency on the real node (ratio to kwok) and its components' memory
+	$(PY) bench/pod_start.py
+
 .PHONY: bench-drift
 bench-drift: $(STAMP) ## Drift scoring throughput against Evidently (installs the bench extra)
 	$(PY) -m pip install --quiet -e '.[test,lint,data,ml,serving,bench]'

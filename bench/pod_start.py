@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Pod start latency on the local cluster's real node, and what its components cost.
+
+Applies COUNT pods one after the other (the Debian base image running ``sleep``, as a Job or a
+notebook's first container would) and measures apply → Ready for each: median and max. The
+baseline, in the same run: the same pods on a kwok node, where no container starts (what the
+control plane alone costs: admission, scheduling, status updates). The ratio is what a real
+container adds. Also the resident memory of the node's processes (kubelet, containerd, the shims,
+kube-proxy, CoreDNS, the relay).
+
+    python bench/pod_start.py             # 20 pods each
+    python bench/pod_start.py --count 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "hack"))
+import localcluster as lc  # noqa: E402
+from kfcluster import node  # noqa: E402
+from kfcluster.images import BASE_IMAGE  # noqa: E402
+
+REAL = {
+    "nodeSelector": {"kubeforge.io/node": "real"},
+    "tolerations": [{"key": "kubeforge.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+}
+KWOK = {"nodeSelector": {"type": "kwok", "node.kubernetes.io/instance-type": "cpu-16"}}
+
+
+def pod(name: str, placement: dict[str, object]) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            **placement,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": BASE_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["sleep", "600"],
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                }
+            ],
+        },
+    }
+
+
+def start_latencies(namespace: str, placement: dict[str, object], count: int) -> list[float]:
+    """apply → Ready of each pod, one at a time."""
+    out = []
+    for i in range(count):
+        name = f"p{i}"
+        t0 = time.monotonic()
+        lc.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(pod(name, placement)))
+        lc.kubectl(
+            "wait", "-n", namespace, "--for=condition=Ready", f"pod/{name}", "--timeout=120s"
+        )
+        out.append(time.monotonic() - t0)
+    lc.kubectl("delete", "pods", "--all", "-n", namespace, "--wait=false")
+    return out
+
+
+def rss_mb() -> dict[str, float]:
+    """Resident memory of the node's processes (the shims together), MB."""
+    out: dict[str, float] = {}
+    for name, pid in node.status():
+        if pid is not None:
+            out[name] = _rss(pid)
+    shims = node.shim_pids()
+    out[f"containerd shims ({len(shims)})"] = sum(_rss(p) for p in shims)
+    return out
+
+
+def _rss(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=20)
+    args = parser.parse_args()
+    lc.up()
+    if not node.is_running():
+        print("the real node is not running (see `make deps`)", file=sys.stderr)
+        return 1
+    ns = f"bench-pods-{uuid.uuid4().hex[:6]}"
+    lc.kubectl("create", "namespace", ns)
+    try:
+        real = start_latencies(ns, REAL, args.count)
+        memory = rss_mb()  # with the last real pod still running
+        kwok = start_latencies(ns, KWOK, args.count)
+    finally:
+        lc.kubectl("delete", "namespace", ns, "--wait=false")
+    result = {
+        "count": args.count,
+        "real_node_s": {"median": statistics.median(real), "max": max(real)},
+        "kwok_baseline_s": {"median": statistics.median(kwok), "max": max(kwok)},
+        "ratio_median": statistics.median(real) / statistics.median(kwok),
+        "rss_mb": {k: round(v, 1) for k, v in memory.items()},
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
