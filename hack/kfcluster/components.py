@@ -72,6 +72,22 @@ def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
         raise ClusterError(str(err)) from None
 
 
+def apply_objects(objects: str | dict[str, object] | list[dict[str, object]]) -> None:
+    """Server-side apply as localcluster: a manifest (JSON text), an object or a list of them."""
+    if isinstance(objects, list):
+        objects = {"apiVersion": "v1", "kind": "List", "items": objects}
+    text = objects if isinstance(objects, str) else json.dumps(objects)
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=localcluster",
+        "-f",
+        "-",
+        stdin=text,
+    )
+
+
 def is_up() -> bool:
     if any(Proc(c).pid() is None for c in COMPONENTS):
         return False
@@ -234,16 +250,9 @@ def start_kwok() -> None:
 def apply_base_objects() -> None:
     """The kwok nodes, the teams' RBAC and the storage class; then wait until the nodes are
     Ready and the controller manager has made the default ServiceAccount."""
-    kubectl("apply", "--server-side", "--field-manager=localcluster", "-f", "-", stdin=kwok_nodes())
-    kubectl("apply", "--server-side", "--field-manager=localcluster", "-f", "-", stdin=team_rbac())
-    kubectl(
-        "apply",
-        "--server-side",
-        "--field-manager=localcluster",
-        "-f",
-        "-",
-        stdin=json.dumps(STORAGE_CLASS),
-    )
+    apply_objects(kwok_nodes())
+    apply_objects(team_rbac())
+    apply_objects(STORAGE_CLASS)
 
     def nodes_ready() -> bool:
         out = kubectl(

@@ -184,17 +184,9 @@ def start_relay() -> None:
             f"TCP:127.0.0.1:{APISERVER_PORT}",
         ]
     )
-    from kfcluster.components import kubectl  # the control plane's kubectl (imports node)
+    from kfcluster.components import apply_objects  # (components imports this module)
 
-    kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=localcluster",
-        "-f",
-        "-",
-        stdin=json.dumps(apiserver_endpoints()),
-    )
+    apply_objects(apiserver_endpoints())
 
 
 def apiserver_endpoints() -> dict[str, object]:
@@ -277,21 +269,14 @@ def make_local_volumes() -> None:
     class's hostPath volumes, the kubelet applies a pod's fsGroup to them, so a notebook running
     as its own user can write its home. Statically made (no provisioner): a released volume is
     kept, not reused."""
-    from kfcluster.components import kubectl
+    from kfcluster.components import apply_objects  # (components imports this module)
 
     items: list[dict[str, object]] = [REAL_NODE_STORAGE_CLASS]
     for i in range(NODE.volumes):
         path = NODE_STATE / "volumes" / f"pv-{i:02d}"
         path.mkdir(parents=True, exist_ok=True)
         items.append(local_volume(f"{NODE.name}-pv-{i:02d}", path))
-    kubectl(
-        "apply",
-        "--server-side",
-        "--field-manager=localcluster",
-        "-f",
-        "-",
-        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
-    )
+    apply_objects(items)
 
 
 def start_kube_proxy() -> None:

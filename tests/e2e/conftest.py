@@ -5,11 +5,14 @@ run. Needs the embedded control plane with its real node (root and the Debian pa
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -31,6 +34,12 @@ WATCHED = "kf-iso-e2e-"  # the integration tier's operator leaves kf-iso-* alone
 VALUES = REPO / "hack" / "values-local.yaml"
 # KUBEFORGE_E2E_KEEP=1 leaves the release and the test namespaces in place, to look at them
 KEEP = os.environ.get("KUBEFORGE_E2E_KEEP") == "1"
+
+
+def node_control() -> ModuleType:
+    """hack/kfcluster/node.py: the real node's processes (stop and start its kubelet)."""
+    sys.path.insert(0, str(REPO / "hack"))
+    return importlib.import_module("kfcluster.node")
 
 
 @pytest.fixture(scope="session")

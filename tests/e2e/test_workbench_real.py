@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from tests.e2e.conftest import condition, get, wait_for_condition
+from tests.e2e.conftest import condition, get, node_control, wait_for_condition
 from tests.integration.conftest import Cluster, wait_until
 
 
@@ -104,3 +104,25 @@ def test_container_failures_reach_the_status(
     assert ready["status"] == "False"
     if reason in ("ErrImageNeverPull", "InvalidImageName"):
         assert obj["status"]["phase"] == "Failed"
+
+
+def test_a_stopped_kubelet_is_reported_on_the_workbench(
+    cluster: Cluster, e2e_namespace: str
+) -> None:
+    """The node's kubelet stops: the node controller marks the node and its pods not ready, and
+    the Workbench says why. Started again, the notebook is Ready again."""
+    ns = e2e_namespace
+    cluster.kubectl("apply", "-f", "-", stdin=workbench("lost", ns, culling={"enabled": False}))
+    wait_for_condition(cluster, "workbench", ns, "lost", "Ready", status="True", timeout=240)
+    node = node_control()
+    kubelet = node.proc("kubelet")
+    kubelet.stop()
+    try:
+        obj = wait_for_condition(
+            cluster, "workbench", ns, "lost", "ServerReady", reason="NodeNotReady", timeout=180
+        )
+        assert "kf-node-0" in condition(obj, "ServerReady")["message"]
+    finally:
+        if kubelet.pid() is None:
+            node.start_kubelet()
+    wait_for_condition(cluster, "workbench", ns, "lost", "Ready", status="True", timeout=180)

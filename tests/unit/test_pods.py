@@ -11,7 +11,7 @@ from kubeforge_crds.platform import PlatformConfig
 from kubeforge_operator.finetunejob.builders import observe_job
 from kubeforge_operator.runtime.children import with_pull_policy
 from kubeforge_operator.runtime.placement import resolve_placement
-from kubeforge_operator.runtime.pods import first_problem, node_problem, pod_problem
+from kubeforge_operator.runtime.pods import first_problem, node_problem, pod_problem, unready_node
 
 
 def pod(*statuses: dict[str, Any], node: str = "kf-node-0", **status: Any) -> dict[str, Any]:
@@ -168,3 +168,21 @@ def test_default_placement_applies_to_cpu_workloads_only() -> None:
     assert fields["nodeSelector"] == {"kubeforge.io/node": "real"}
     assert fields["tolerations"][0]["key"] == "kubeforge.io/node"
     assert PlatformConfig().default_placement.node_selector == {}
+
+
+def test_the_node_is_read_only_for_a_pod_that_is_not_ready() -> None:
+    reads: list[str] = []
+
+    def get_node(name: str) -> dict[str, Any] | None:
+        reads.append(name)
+        return {"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}
+
+    ready = pod(conditions=[{"type": "Ready", "status": "True"}])
+    assert unready_node(ready, get_node) is None
+    assert reads == []
+    unready = pod(conditions=[{"type": "Ready", "status": "False"}])
+    problem = unready_node(unready, get_node)
+    assert problem is not None
+    assert problem.reason == "NodeNotReady"
+    assert reads == ["kf-node-0"]
+    assert unready_node(pod(node=""), get_node) is None  # not scheduled: no node to ask

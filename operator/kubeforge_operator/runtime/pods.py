@@ -6,7 +6,7 @@ in its status instead of a silent Pending.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,24 @@ def node_problem(pod: dict[str, Any] | None, node: dict[str, Any] | None) -> Pod
                 f"{cond.get('message') or cond.get('reason') or 'no heartbeat'}",
             )
     return None
+
+
+def unready_node(
+    pod: dict[str, Any] | None, get_node: Callable[[str], dict[str, Any] | None]
+) -> PodProblem | None:
+    """For a scheduled pod that is not ready, whether its node is the cause (gone, or its kubelet
+    silent): ``get_node`` reads the node, only then (a ready pod costs no read)."""
+    node_name = ((pod or {}).get("spec") or {}).get("nodeName")
+    if not node_name or pod_ready(pod):
+        return None
+    return node_problem(pod, get_node(str(node_name)))
+
+
+def pod_ready(pod: dict[str, Any] | None) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in ((pod or {}).get("status") or {}).get("conditions") or []
+    )
 
 
 def pod_name(pod: dict[str, Any] | None) -> str:

@@ -13,6 +13,7 @@ from kubeforge_crds.workbench import WorkbenchPhase, WorkbenchSpec, WorkbenchSta
 from kubeforge_operator.runtime.children import with_pull_policy
 from kubeforge_operator.runtime.conditions import Observation
 from kubeforge_operator.runtime.placement import Placement, SpecProblem
+from kubeforge_operator.runtime.pods import unready_node
 from kubeforge_operator.runtime.policies import (
     data_connections,
     placement_or_problem,
@@ -82,7 +83,8 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
         )
     else:
         culled, stopped = cull_if_idle(ctx, spec, ready, pod, fields)
-    server = observe_server(pod, stopped)
+    node = unready_node(pod, lambda name: ctx.kube.get_child("v1", "Node", "", name))
+    server = observe_server(pod, stopped, node)
     scheduled = observe_scheduled(pod, stopped)
     holds_gpus = pod is not None and bool((pod.get("spec") or {}).get("nodeName"))
     fields["gpus"] = ready.placement.gpus if holds_gpus and not stopped else 0

@@ -9,7 +9,7 @@ from typing import Any
 from kubeforge_crds import ConditionStatus
 from kubeforge_crds.workbench import WorkbenchPhase
 from kubeforge_operator.runtime.conditions import ACCEPTED, READY, Observation
-from kubeforge_operator.runtime.pods import IMAGE_REASONS, pod_problem
+from kubeforge_operator.runtime.pods import IMAGE_REASONS, PodProblem, pod_problem
 from kubeforge_operator.workbench.culling import (
     CULLED,
     parse_timestamp,
@@ -60,7 +60,10 @@ def observe_scheduled(pod: dict[str, Any] | None, stopped: bool) -> Observation:
     )
 
 
-def observe_server(pod: dict[str, Any] | None, stopped: bool) -> Observation:
+def observe_server(
+    pod: dict[str, Any] | None, stopped: bool, node: PodProblem | None = None
+) -> Observation:
+    """``node``: the pod's node is gone or not ready (``unready_node``)."""
     if stopped:
         return Observation(
             SERVER_READY, ConditionStatus.FALSE, "Stopped", "the Workbench is stopped"
@@ -71,7 +74,7 @@ def observe_server(pod: dict[str, Any] | None, stopped: bool) -> Observation:
         return Observation(SERVER_READY, ConditionStatus.UNKNOWN, "PodPending", "not scheduled yet")
     if (pod.get("status") or {}).get("phase") == "Failed":
         return Observation(SERVER_READY, ConditionStatus.FALSE, "PodFailed", "the pod failed")
-    problem = pod_problem(pod)
+    problem = node or pod_problem(pod)
     if problem is not None:  # the kubelet's reason: a bad image, a crash loop, an OOM kill
         return Observation(SERVER_READY, ConditionStatus.FALSE, problem.reason, problem.message)
     cond = _pod_condition(pod, "Ready")
