@@ -168,9 +168,16 @@ def ctr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def import_images(paths: list[Path] | None = None) -> None:
+    """Import image archives into the node's containerd, each once per node (archives are named
+    by the digest of their inputs: one already imported is skipped)."""
+    done = NODE_STATE / "imported"
+    done.mkdir(parents=True, exist_ok=True)
     for path in paths if paths is not None else node_images():
+        if (done / path.name).exists():
+            continue
         t0 = time.monotonic()
         ctr("images", "import", str(path))
+        (done / path.name).touch()
         log(f"imported {path.name} in {time.monotonic() - t0:.1f}s")
 
 

@@ -66,9 +66,7 @@ def real_node(cluster: Cluster) -> str:
 @pytest.fixture(scope="session")
 def images(real_node: str) -> None:
     """kubeforge's images for the current sources, built and imported into the node."""
-    subprocess.run(
-        [*LOCALCLUSTER, "images", "core", "runtime", "notebook"], check=True, timeout=1200
-    )
+    subprocess.run([*LOCALCLUSTER, "images"], check=True, timeout=1200)
 
 
 @pytest.fixture(scope="session")
