@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kfcluster.settings import BINARIES, CACHE, HACK, TOOLS, ClusterError, log
+from kfcluster.settings import BINARIES, BUILD_TAGS, CACHE, HACK, TOOLS, ClusterError, log
 
 
 def _tool_digest() -> str:
@@ -21,7 +21,7 @@ def _tool_digest() -> str:
         for f in (mod, mod.with_name("go.sum")):
             h.update(f.relative_to(TOOLS).as_posix().encode())
             h.update(f.read_bytes())
-    h.update(json.dumps(BINARIES, sort_keys=True).encode())
+    h.update(json.dumps([BINARIES, BUILD_TAGS], sort_keys=True).encode())
     h.update(b"version-ldflags-2")  # binaries built before version_ldflags() are rebuilt
     return h.hexdigest()[:16]
 
@@ -56,7 +56,17 @@ def build(force: bool = False) -> Path:
         log(f"building {name} ({package})")
         t0 = time.monotonic()
         ldflags = "-s -w " + version_ldflags(module)
-        cmd = ["go", "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(tmp / name), package]
+        tags = [f"-tags={BUILD_TAGS[name]}"] if name in BUILD_TAGS else []
+        cmd = [
+            "go",
+            "build",
+            "-trimpath",
+            *tags,
+            f"-ldflags={ldflags}",
+            "-o",
+            str(tmp / name),
+            package,
+        ]
         proc = subprocess.run(cmd, cwd=TOOLS / module, env=go_env(), capture_output=True, text=True)
         if proc.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from kfcluster import node
+from kfcluster import monitoring, node
 from kfcluster.binaries import bin_dir, build, module_dir, thirdparty_crd_files, tool_version
 from kfcluster.files import (
     ca_file,
@@ -140,6 +140,7 @@ def _up() -> None:
     install_thirdparty_crds()
     if node.wanted():
         node.up()
+        monitoring.up()
     log(f"up in {time.monotonic() - started:.1f}s; binaries {bins}")
     log(f'use it with: eval "$({sys.executable} hack/localcluster.py env)"')
 

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kfcluster.binaries import module_dir, tool_version
+from kfcluster.binaries import bin_dir, module_dir, tool_version
 from kfcluster.settings import CACHE, REPO, ClusterError, log
 
 IMAGES = CACHE / "images"
@@ -208,9 +208,34 @@ def base_image() -> Path:
 
 
 def node_images() -> list[Path]:
-    """Every image the real node starts with: pause, the base, and kubeforge's images that were
-    built (``localcluster.py images``) for the current sources and environment."""
-    return [pause_image(), base_image(), *current_images()]
+    """Every image the real node starts with: pause, the base, Prometheus and its operator, and
+    kubeforge's images that were built (``localcluster.py images``) for the current sources and
+    environment."""
+    binaries = [binary_image(tag, *spec) for tag, spec in BINARY_IMAGES.items()]
+    return [pause_image(), base_image(), *binaries, *current_images()]
+
+
+PROMETHEUS_VERSION = "v3.16.0"  # github.com/prometheus/prometheus v0.316.0 (hack/tools/prometheus)
+OPERATOR_IMAGE = "localhost/kubeforge/prometheus-operator:dev"
+RELOADER_IMAGE = "localhost/kubeforge/prometheus-config-reloader:dev"
+PROMETHEUS_IMAGE = f"localhost/kubeforge/prometheus:{PROMETHEUS_VERSION}"
+# tag -> (binary in the cache, its path in the image): one static binary on the base image
+BINARY_IMAGES = {
+    OPERATOR_IMAGE: ("prometheus-operator", "bin/operator"),
+    RELOADER_IMAGE: ("prometheus-config-reloader", "bin/prometheus-config-reloader"),
+    PROMETHEUS_IMAGE: ("prometheus-kubernetes", "bin/prometheus"),
+}
+
+
+def binary_image(tag: str, binary: str, path: str) -> Path:
+    source = bin_dir() / binary
+    layer = _cached_layer(f"bin-{binary}", bin_dir().name, [(source, path)])
+    config = ImageConfig(entrypoint=[f"/{path}"], user="65532:65532")
+    out = _cached(f"img-{binary}", json.dumps([tag, str(layer), config.as_json([]).decode()]))
+    if not out.exists():
+        write_archive(out, tag, [Layer(_base_layer()), Layer(layer)], config)
+        log(f"built {tag}")
+    return out
 
 
 @dataclass(frozen=True)

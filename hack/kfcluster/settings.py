@@ -69,9 +69,24 @@ BINARIES: dict[str, tuple[str, str]] = {
     "kubelet": ("k8s", "k8s.io/kubernetes/cmd/kubelet"),
     "kube-proxy": ("k8s", "k8s.io/kubernetes/cmd/kube-proxy"),
     "coredns": ("coredns", "github.com/coredns/coredns"),
+    "prometheus-operator": (
+        "prometheus-operator",
+        "github.com/prometheus-operator/prometheus-operator/cmd/operator",
+    ),
+    "prometheus-config-reloader": (
+        "prometheus-operator",
+        "github.com/prometheus-operator/prometheus-operator/cmd/prometheus-config-reloader",
+    ),
+    # with Kubernetes service discovery (the configuration prometheus-operator writes uses it);
+    # not named prometheus: the tests' labs run Debian's from PATH
+    "prometheus-kubernetes": ("prometheus", "github.com/prometheus/prometheus/cmd/prometheus"),
     "kwok": ("kwok", "sigs.k8s.io/kwok/cmd/kwok"),
     "helm": ("helm", "helm.sh/helm/v3/cmd/helm"),
 }
+
+
+# Go build tags of some binaries
+BUILD_TAGS = {"prometheus-kubernetes": "remove_all_sd,enable_kubernetes_sd"}
 
 
 # kwok's own stage definitions, taken from the pinned kwok module: nodes become Ready and keep a

@@ -36,10 +36,11 @@ VALUES = REPO / "hack" / "values-local.yaml"
 KEEP = os.environ.get("KUBEFORGE_E2E_KEEP") == "1"
 
 
-def node_control() -> ModuleType:
-    """hack/kfcluster/node.py: the real node's processes (stop and start its kubelet)."""
+def node_control(part: str = "node") -> ModuleType:
+    """A part of the local cluster (hack/kfcluster): ``node``, the real node's processes (stop
+    and start its kubelet); ``monitoring``, its Prometheus."""
     sys.path.insert(0, str(REPO / "hack"))
-    return importlib.import_module("kfcluster.node")
+    return importlib.import_module(f"kfcluster.{part}")
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,10 @@ Service's DNS name), and the operator, itself a pod, reads its verdict."""
 from __future__ import annotations
 
 import json
+import urllib.request
+from typing import Any
 
-from tests.e2e.conftest import condition, get, wait_for_condition
+from tests.e2e.conftest import condition, get, node_control, wait_for_condition
 from tests.integration.conftest import Cluster, wait_until
 
 from kubeforge_pipelines.tinymodel import support_tickets
@@ -142,3 +144,20 @@ def test_drift_service_pod_detects_drift(cluster: Cluster, e2e_namespace: str) -
         1,
         "per-feature scores in the status",
     )
+    # the Prometheus that prometheus-operator runs read the monitor's ServiceMonitor and
+    # PrometheusRule: it scrapes the service's pod and the drift alert fires
+    prometheus = node_control("monitoring").api_url()
+
+    def firing() -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"{prometheus}/api/v1/alerts", timeout=5) as resp:  # noqa: S310
+            alerts = json.loads(resp.read())["data"]["alerts"]
+        return [
+            a
+            for a in alerts
+            if a["labels"].get("alertname") == "KubeforgeDriftDetected"
+            and a["labels"].get("namespace") == ns
+            and a["state"] == "firing"
+        ]
+
+    alerts = wait_until(firing, 120, 2, "KubeforgeDriftDetected firing in Prometheus")
+    assert alerts[0]["labels"]["kubeforge_monitor"] == "bot-drift"

@@ -543,6 +543,8 @@ NOT_EXERCISED: dict[tuple[str, str, str], str] = {
     "(tests/integration/test_workbench.py culls one, with the operator's local user)",
     ("kubeforge.io", "finetunejobs", "create"): "a DriftMonitor's retraining run: drifted "
     "traffic through a running drift service (tests/integration/test_driftmonitor.py)",
+    ("", "nodes", "get"): "the node of a notebook pod that is not ready: a stopped kubelet "
+    "(tests/e2e/test_workbench_real.py stops the real node's, with the chart's operator)",
 }
 # Beyond the examples: the paths of a multi-node run reading S3 with a data connection, a model
 # served from a URI (an InferenceService at once), a named ServingRuntime, and a DriftMonitor on
