@@ -248,8 +248,6 @@ class Target:
     cmd: list[str]
     app: bool = True
     env: list[str] = field(default_factory=list)
-    # top-level folders of site-packages left out (prefixes)
-    leave_out: tuple[str, ...] = ()
 
 
 # the home volume is the Workbench's /home/jovyan (as in Jupyter's own images)
@@ -263,14 +261,6 @@ JUPYTER_ARGS = (
 TARGETS = {
     "core": Target(
         "localhost/kubeforge/kubeforge:dev", ["kubeforge"], ["python", "-m", "kubeforge_operator"]
-    ),
-    # training on the real node's CPU: torch without the CUDA libraries (nvidia-*, triton), which
-    # the node has no GPU for (3.4 of 5.2 GB); torch loads and trains on the CPU without them
-    "trainer": Target(
-        "localhost/kubeforge/kubeforge-trainer:dev",
-        ["kubeforge[ml,data]"],
-        ["python", "-m", "kubeforge_pipelines", "--help"],
-        leave_out=("nvidia", "triton", "cuda"),
     ),
     "runtime": Target(
         "localhost/kubeforge/kubeforge-runtime:dev",
@@ -310,11 +300,10 @@ def kubeforge_image(name: str, python: Path) -> Path:
         raise ClusterError(f"resolving the {name} image's distributions failed: {proc.stderr}")
     found = json.loads(proc.stdout)
     site = Path(found["site"])
-    files = [f for f in found["files"] if not f.split("/", 1)[0].startswith(target.leave_out)]
     deps = _cached_layer(
         f"deps-{name}",
-        json.dumps([found["dists"], target.leave_out]),
-        [(site / f, f"{PREFIX}/site-packages/{f}") for f in files],
+        json.dumps(found["dists"]),
+        [(site / f, f"{PREFIX}/site-packages/{f}") for f in found["files"]],
     )
     layers = [Layer(_base_layer()), Layer(deps)]
     if target.app:

@@ -106,6 +106,7 @@ def test_container_failures_reach_the_status(
         assert obj["status"]["phase"] == "Failed"
 
 
+@pytest.mark.slow  # the node controller waits 40 s before it marks the node: a slow scenario
 def test_a_stopped_kubelet_is_reported_on_the_workbench(
     cluster: Cluster, e2e_namespace: str
 ) -> None:
