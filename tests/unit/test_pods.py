@@ -11,7 +11,13 @@ from kubeforge_crds.platform import PlatformConfig
 from kubeforge_operator.finetunejob.builders import observe_job
 from kubeforge_operator.runtime.children import with_pull_policy
 from kubeforge_operator.runtime.placement import resolve_placement
-from kubeforge_operator.runtime.pods import first_problem, node_problem, pod_problem, unready_node
+from kubeforge_operator.runtime.pods import (
+    first_problem,
+    node_problem,
+    pod_problem,
+    running_not_ready,
+    unready_node,
+)
 
 
 def pod(*statuses: dict[str, Any], node: str = "kf-node-0", **status: Any) -> dict[str, Any]:
@@ -186,3 +192,16 @@ def test_the_node_is_read_only_for_a_pod_that_is_not_ready() -> None:
     assert problem.reason == "NodeNotReady"
     assert reads == ["kf-node-0"]
     assert unready_node(pod(node=""), get_node) is None  # not scheduled: no node to ask
+
+
+def test_a_running_pod_that_is_not_ready_points_at_its_log() -> None:
+    running = {"name": "drift", "state": {"running": {"startedAt": "2026-11-30T10:00:00Z"}}}
+    p = pod(running, phase="Running", conditions=[{"type": "Ready", "status": "False"}])
+    p["metadata"]["namespace"] = "team-a"
+    problem = running_not_ready(p)
+    assert problem is not None
+    assert problem.reason == "PodNotReady"
+    assert "kubectl logs -n team-a p-0" in problem.message
+    p["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    assert running_not_ready(p) is None
+    assert running_not_ready(pod(waiting("ContainerCreating"), phase="Pending")) is None

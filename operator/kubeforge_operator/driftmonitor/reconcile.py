@@ -45,7 +45,12 @@ from kubeforge_operator.driftmonitor.reading import read_service_status, resolve
 from kubeforge_operator.runtime.children import with_pull_policy
 from kubeforge_operator.runtime.conditions import Observation
 from kubeforge_operator.runtime.placement import Placement
-from kubeforge_operator.runtime.pods import IMAGE_REASONS, PodProblem, first_problem
+from kubeforge_operator.runtime.pods import (
+    IMAGE_REASONS,
+    PodProblem,
+    first_problem,
+    running_not_ready,
+)
 from kubeforge_operator.runtime.policies import placement_or_problem
 from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
 
@@ -172,7 +177,8 @@ def service_pod_problem(ctx: ReconcileContext) -> PodProblem | None:
     selector = ",".join(
         f"{k}={labels[k]}" for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")
     )
-    return first_problem(ctx.kube.list_children("v1", "Pod", ctx.namespace, selector))
+    pods = ctx.kube.list_children("v1", "Pod", ctx.namespace, selector)
+    return first_problem(pods) or next(filter(None, map(running_not_ready, pods)), None)
 
 
 def read_service(

@@ -118,6 +118,23 @@ def pod_ready(pod: dict[str, Any] | None) -> bool:
     )
 
 
+def running_not_ready(pod: dict[str, Any] | None) -> PodProblem | None:
+    """A pod whose containers run but that is not ready: its readiness probe fails, and only the
+    program's own log says why (an unreadable file, a bad configuration)."""
+    status = (pod or {}).get("status") or {}
+    statuses = status.get("containerStatuses") or []
+    running = statuses and all("running" in (cs.get("state") or {}) for cs in statuses)
+    if status.get("phase") != "Running" or not running or pod_ready(pod):
+        return None
+    meta = (pod or {}).get("metadata") or {}
+    name, namespace = meta.get("name", ""), meta.get("namespace", "")
+    return PodProblem(
+        "PodNotReady",
+        f"pod {name} runs but is not ready (its readiness probe fails); its log says why: "
+        f"kubectl logs -n {namespace} {name}",
+    )
+
+
 def pod_name(pod: dict[str, Any] | None) -> str:
     return str(((pod or {}).get("metadata") or {}).get("name", ""))
 
