@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import tarfile
@@ -50,10 +51,16 @@ class Layer:
     path: Path
 
     def digest(self) -> str:
+        """Hashed once and kept beside the layer (cached layers never change; the trainer's
+        dependencies are 4 GB, read again by every build of an image on them otherwise)."""
+        kept = self.path.with_name(self.path.name + ".sha256")
+        if kept.exists() and kept.stat().st_mtime >= self.path.stat().st_mtime:
+            return kept.read_text().strip()
         h = hashlib.sha256()
         with self.path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
+        kept.write_text(h.hexdigest())
         return h.hexdigest()
 
 
@@ -121,6 +128,7 @@ def _cached(name: str, inputs: str) -> Path:
         for old in IMAGES.glob(f"{name}-*.tar"):
             if old != out and len(old.name) == len(out.name):
                 old.unlink(missing_ok=True)
+                old.with_name(old.name + ".sha256").unlink(missing_ok=True)
     return out
 
 
@@ -248,6 +256,11 @@ class Target:
     cmd: list[str]
     app: bool = True
     env: list[str] = field(default_factory=list)
+    # top-level folders of site-packages whose shared libraries go in only where another library
+    # of the image links them (see linked_only)
+    linked_only: tuple[str, ...] = ()
+    # top-level folders of site-packages left out
+    leave_out: tuple[str, ...] = ()
 
 
 # the home volume is the Workbench's /home/jovyan (as in Jupyter's own images)
@@ -261,6 +274,16 @@ JUPYTER_ARGS = (
 TARGETS = {
     "core": Target(
         "localhost/kubeforge/kubeforge:dev", ["kubeforge"], ["python", "-m", "kubeforge_operator"]
+    ),
+    # fine-tuning on the real node's CPU. PyPI's torch is the CUDA build: importing it loads the
+    # CUDA libraries it links (the nvidia-* wheels), so those go in; the ones it only opens when a
+    # GPU computes (cuDNN's engines, ...) and triton (GPU kernels) do not: 3.6 of 5.2 GB.
+    "trainer": Target(
+        "localhost/kubeforge/kubeforge-trainer:dev",
+        ["kubeforge[ml,data]"],
+        ["python", "-m", "kubeforge_pipelines", "--help"],
+        linked_only=("nvidia",),
+        leave_out=("triton",),
     ),
     "runtime": Target(
         "localhost/kubeforge/kubeforge-runtime:dev",
@@ -300,10 +323,13 @@ def kubeforge_image(name: str, python: Path) -> Path:
         raise ClusterError(f"resolving the {name} image's distributions failed: {proc.stderr}")
     found = json.loads(proc.stdout)
     site = Path(found["site"])
+    files = [f for f in found["files"] if f.split("/", 1)[0] not in target.leave_out]
+    if target.linked_only:
+        files = linked_only(site, files, target.linked_only)
     deps = _cached_layer(
         f"deps-{name}",
-        json.dumps(found["dists"]),
-        [(site / f, f"{PREFIX}/site-packages/{f}") for f in found["files"]],
+        json.dumps([found["dists"], target.leave_out, target.linked_only]),
+        [(site / f, f"{PREFIX}/site-packages/{f}") for f in files],
     )
     layers = [Layer(_base_layer()), Layer(deps)]
     if target.app:
@@ -340,6 +366,40 @@ def kubeforge_image(name: str, python: Path) -> Path:
         log(f"built {target.tag} ({out.stat().st_size >> 20} MiB)")
     (IMAGES / f"{name}.current").write_text(str(out))
     return out
+
+
+def _is_shared_library(name: str) -> bool:
+    return ".so" in name or name.endswith(".a")
+
+
+def _needed(path: Path) -> list[str]:
+    """The sonames an ELF file links (its DT_NEEDED entries), by binutils' readelf."""
+    out = subprocess.run(
+        ["readelf", "--dynamic", "--wide", str(path)], capture_output=True, text=True
+    ).stdout
+    return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out)
+
+
+def linked_only(site: Path, files: list[str], folders: tuple[str, ...]) -> list[str]:
+    """``files`` without the shared libraries under ``folders`` that no other shared library of
+    ``files`` links, directly or through one that is kept: what the dynamic loader would load
+    when the rest is imported. Libraries opened later with dlopen (only on a GPU) are left out;
+    so are headers and static archives there."""
+    pruned = {f for f in files if f.split("/", 1)[0] in folders}
+    by_soname = {Path(f).name: f for f in pruned if _is_shared_library(Path(f).name)}
+    todo = [f for f in files if f not in pruned and _is_shared_library(Path(f).name)]
+    kept: set[str] = set()
+    while todo:
+        for soname in _needed(site / todo.pop()):
+            lib = by_soname.get(soname)
+            if lib is not None and lib not in kept:
+                kept.add(lib)
+                todo.append(lib)
+    return [
+        f
+        for f in files
+        if f not in pruned or f in kept or (f.endswith(".py") and "/include/" not in f)
+    ]
 
 
 def current_images() -> list[Path]:

@@ -225,13 +225,17 @@ def run_all(
 
 
 def summary(lineage: dict[str, Any]) -> str:
+    """What the Job backend's container writes as its termination message (at most 4 KiB):
+    the operator copies it into the FineTuneJob's status, as it does the local backend's full
+    lineage (the base model's loss included, so that both report what training gained)."""
     if "model" not in lineage:  # a worker of a distributed run
         return json.dumps({"training": lineage.get("training", {})})[:4096]
-    """What the Job backend's container writes as its termination message (at most 4 KiB):
-    the operator copies it into the FineTuneJob's status."""
     small = {
         "model": lineage["model"],
         "metrics": {k: v for k, v in lineage["metrics"].items() if k != "evalTokens"},
         "datasetDigest": lineage["dataset"]["sha256"],
     }
+    before = lineage.get("metricsBefore") or {}
+    if "loss" in before:
+        small["metricsBefore"] = {"loss": before["loss"]}
     return json.dumps(small, sort_keys=True)[:4096]

@@ -264,3 +264,19 @@ def test_kfp_submission_up_to_the_client_call() -> None:
 )
 def test_kfp_states(state: str, phase: str) -> None:
     assert phase_of(state) == phase
+
+
+def test_the_job_backends_summary_reports_the_base_loss_as_the_local_backend_does() -> None:
+    from kubeforge_pipelines.steps import summary
+
+    lineage = {
+        "model": {"name": "tickets", "version": "v1", "uri": "pvc://work/models/v1"},
+        "metrics": {"loss": 1.5, "perplexity": 4.5, "evalTokens": 900},
+        "metricsBefore": {"loss": 3.25, "perplexity": 25.8},
+        "dataset": {"sha256": "abc"},
+    }
+    from_job = result_fields(json.loads(summary(lineage)))
+    assert from_job["metrics"] == {"loss": 1.5, "perplexity": 4.5, "baseLoss": 3.25}
+    assert from_job == result_fields({**lineage, "datasetDigest": "abc"})
+    without = {k: v for k, v in lineage.items() if k != "metricsBefore"}
+    assert "baseLoss" not in result_fields(json.loads(summary(without)))["metrics"]
