@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""`make demo`: kubeforge on the embedded local control plane (or the cluster KUBECONFIG names),
-with the examples applied and reconciled.
+"""`make demo`: kubeforge on the embedded local cluster (or the cluster KUBECONFIG names), with
+the examples applied and reconciled.
 
-Brings up the control plane unless a cluster is configured, installs the CRDs, runs the operator,
+With the local cluster's real node (root and `make deps`), demo_real.py installs kubeforge by its
+chart and runs examples/local in real containers, then leaves it running (`make demo-down`
+removes it). Otherwise (another cluster, or no real node) it runs the operator on this host,
 applies examples/ into the namespace kubeforge-demo, waits until each example reports status,
-prints `kubectl get kubeforge -A` and what to look at next, then keeps the operator running until
-Ctrl-C. `make demo-down` (this script with --down) stops whatever the demo started.
+fine-tunes with the local backend, prints `kubectl get kubeforge -A` and what to look at next,
+then keeps the operator running until Ctrl-C. `make demo-down` (this script with --down) stops
+whatever the demo started.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import demo_real
 import localcluster as lc
 
 sys.path.insert(0, str(lc.REPO))
@@ -28,7 +32,10 @@ from kubeforge_labs import kit
 
 REPO = lc.REPO
 DEMO_DIR = REPO / ".cache" / "demo"
-NAMESPACE = "kubeforge-demo"
+NAMESPACE = os.environ.get("DEMO_NAMESPACE", "kubeforge-demo")
+# the chart's release namespace when kubeforge runs on the real node (demo_real.py)
+SYSTEM = os.environ.get("DEMO_SYSTEM_NAMESPACE", "kubeforge-system")
+RELEASE_MARKER = DEMO_DIR / "installed-release"
 
 
 def say(msg: str) -> None:
@@ -215,6 +222,10 @@ def drift_report() -> None:
 
 
 def down() -> None:
+    if RELEASE_MARKER.exists():
+        demo_real.down(RELEASE_MARKER.read_text().strip(), NAMESPACE, SYSTEM)
+        RELEASE_MARKER.unlink()
+        say(f"Deleted namespace {NAMESPACE} and uninstalled kubeforge from {SYSTEM}")
     pidfile = DEMO_DIR / "operator.pid"
     if pidfile.exists():
         with contextlib.suppress(ProcessLookupError, ValueError):
@@ -265,6 +276,25 @@ def main() -> int:
         "crd",
         "-l",
         "app.kubernetes.io/part-of=kubeforge",
+    )
+    if demo_real.available(kubeconfig):
+        RELEASE_MARKER.write_text(kubeconfig)
+        demo = demo_real.Demo(kubeconfig, NAMESPACE, SYSTEM, say)
+        modelserver = demo.run()
+        say(
+            f"kubectl get kubeforge -n {NAMESPACE}   "
+            f"({time.monotonic() - started:.0f}s after start)"
+        )
+        print(kubectl(kubeconfig, "get", "kubeforge", "-n", NAMESPACE))
+        demo.next_steps(modelserver)
+        if args.once:
+            down()
+            return 0
+        say("kubeforge keeps running on the real node; `make demo-down` stops everything")
+        return 0
+    say(
+        "No real node here (it needs root and `make deps`): the operator runs on this host "
+        "and kwok's pods run no container"
     )
     say("Starting the operator (log: .cache/demo/operator.log)")
     operator = start_operator(kubeconfig)

@@ -90,3 +90,30 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+_SENDER = """
+import json, sys, urllib.request, uuid
+url, rows = sys.argv[1], [json.loads(line) for line in sys.stdin if line.strip()]
+base = json.loads(sys.argv[2])
+for start in range(0, len(rows), 10):
+    batch, event = rows[start:start + 10], str(uuid.uuid4())
+    answer = {"predictions": [1] * len(batch)}
+    for kind, body in ((%r, {"instances": batch}), (%r, answer)):
+        headers = {**base, "ce-id": event, "ce-type": kind}
+        req = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+        assert urllib.request.urlopen(req, timeout=10).status == 202
+print("sent", len(rows))
+"""
+
+
+def in_pod_sender(url: str, isvc: str = "support-bot", namespace: str = "default") -> list[str]:
+    """A command for a pod with Python (standard library only) that posts the JSONL rows on its
+    stdin to the drift service at ``url`` as KServe's logger does, ten rows an inference: for
+    ``kubectl exec -i POD -- <command>``, where the service is reachable by its cluster DNS."""
+    base = {
+        k: v
+        for k, v in logger_headers("", "", isvc, namespace).items()
+        if k not in ("ce-id", "ce-type")
+    }
+    return ["python3", "-c", _SENDER % (REQUEST_TYPE, RESPONSE_TYPE), url, json.dumps(base)]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -22,16 +23,16 @@ from tests.integration.conftest import (
     Cluster,
     cluster,
     helm_binary,
-    run_helm,
     wait_until,
 )
+
+from kubeforge_labs import helm
 
 __all__ = ["cluster"]  # the session's cluster fixture, shared with the integration tier
 
 REAL_NODE = "kf-node-0"
 RELEASE, SYSTEM = "kubeforge-e2e", "kf-iso-e2e-system"
 WATCHED = "kf-iso-e2e-"  # the integration tier's operator leaves kf-iso-* alone
-VALUES = REPO / "hack" / "values-local.yaml"
 # KUBEFORGE_E2E_KEEP=1 leaves the release and the test namespaces in place, to look at them
 KEEP = os.environ.get("KUBEFORGE_E2E_KEEP") == "1"
 
@@ -74,26 +75,8 @@ def images(real_node: str) -> None:
 def kubeforge(cluster: Cluster, images: None) -> Iterator[str]:
     """The chart installed with hack/values-local.yaml: the operator and API run as pods on the
     real node and reconcile the kf-iso-e2e-* namespaces."""
-    helm = helm_binary()
-    # the session applied crds/rbac with kubectl; Helm adopts nothing it did not create
-    cluster.kubectl("delete", "-f", str(REPO / "crds" / "rbac"), "--ignore-not-found")
-    run_helm(
-        helm,
-        "upgrade",
-        "--install",
-        RELEASE,
-        str(REPO / "charts" / "kubeforge"),
-        "-n",
-        SYSTEM,
-        "--create-namespace",
-        "-f",
-        str(VALUES),
-        "--set",
-        f"operator.watchNamespaces={{{WATCHED}*}}",
-        "--wait",
-        "--timeout=5m",
-        kubeconfig=cluster.kubeconfig,
-    )
+    bin_dir = Path(helm_binary()).parent
+    helm.install_local(bin_dir, cluster.kubeconfig, RELEASE, SYSTEM, f"{WATCHED}*")
     yield SYSTEM
     if KEEP:
         return
@@ -108,17 +91,7 @@ def kubeforge(cluster: Cluster, images: None) -> Iterator[str]:
     )
     (REPO / "test-artifacts").mkdir(exist_ok=True)
     (REPO / "test-artifacts" / "e2e-operator.log").write_text(logs.stdout + logs.stderr)
-    run_helm(
-        helm,
-        "uninstall",
-        RELEASE,
-        "-n",
-        SYSTEM,
-        "--wait",
-        kubeconfig=cluster.kubeconfig,
-        check=False,
-    )
-    cluster.kubectl("delete", "namespace", SYSTEM, "--wait=false", check=False)
+    helm.uninstall_local(bin_dir, cluster.kubeconfig, RELEASE, SYSTEM)
 
 
 @pytest.fixture

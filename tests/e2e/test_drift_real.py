@@ -11,6 +11,7 @@ from typing import Any
 from tests.e2e.conftest import condition, get, node_control, wait_for_condition
 from tests.integration.conftest import Cluster, wait_until
 
+from kubeforge_labs.drift import in_pod_sender
 from kubeforge_pipelines.tinymodel import support_tickets
 
 REAL = {
@@ -20,24 +21,6 @@ REAL = {
     ],
 }
 WINDOW = 60
-
-# Posts rows as KServe's logger does: a request and a response CloudEvent per inference.
-SENDER = """
-import json, sys, urllib.request, uuid
-url, rows = sys.argv[1], [json.loads(line) for line in sys.stdin if line.strip()]
-base = {"ce-specversion": "1.0", "ce-source": "http://e2e/", "ce-inferenceservicename": "bot",
-        "ce-namespace": "e2e", "ce-component": "predictor", "ce-endpoint": "bot-predictor",
-        "content-type": "application/json"}
-for start in range(0, len(rows), 10):
-    batch, event = rows[start:start + 10], str(uuid.uuid4())
-    answer = {"predictions": [1] * len(batch)}
-    for kind, body in (("request", {"instances": batch}), ("response", answer)):
-        kind = "org.kubeflow.serving.inference." + kind
-        headers = {**base, "ce-id": event, "ce-type": kind}
-        req = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
-        assert urllib.request.urlopen(req, timeout=10).status == 202
-print("sent", len(rows))
-"""
 
 
 def jsonl(rows: list[dict[str, object]]) -> str:
@@ -130,7 +113,7 @@ def test_drift_service_pod_detects_drift(cluster: Cluster, e2e_namespace: str) -
     assert [p["spec"]["nodeName"] for p in pods] == ["kf-node-0"]
 
     url = f"http://bot-drift-drift.{ns}.svc:8080/"
-    send = ["exec", "-i", "-n", ns, "client", "--", "python3", "-c", SENDER, url]
+    send = ["exec", "-i", "-n", ns, "client", "--", *in_pod_sender(url, "bot", ns)]
     cluster.kubectl(*send, stdin=jsonl(support_tickets(WINDOW, seed=2)))
     wait_for_condition(cluster, "driftmonitor", ns, "bot-drift", "DriftDetected", reason="NoDrift")
     cluster.kubectl(*send, stdin=jsonl(support_tickets(WINDOW, seed=3, products=["vpn", "email"])))

@@ -17,8 +17,11 @@ import pytest
 from kubernetes import client, config
 
 from kubeforge_labs import kit
+from kubeforge_labs.helm import run_helm
 from kubeforge_labs.kit import free_port
 from tests.cases import REPO
+
+__all__ = ["run_helm"]  # the tiers' one way to run Helm (kubeforge_labs.helm)
 
 LOCALCLUSTER = [sys.executable, str(REPO / "hack" / "localcluster.py")]
 OPERATOR_USER = "kubeforge-operator"
@@ -50,19 +53,6 @@ def helm_binary() -> str:
         [*LOCALCLUSTER, "bin-dir"], capture_output=True, text=True, check=True
     ).stdout.strip()
     return str(Path(bin_dir) / "helm")
-
-
-def run_helm(
-    helm: str, *args: str, kubeconfig: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HELM_CACHE_HOME": "/tmp/kubeforge-helm/cache"}
-    env["HELM_CONFIG_HOME"] = "/tmp/kubeforge-helm/config"
-    if kubeconfig:
-        env["KUBECONFIG"] = kubeconfig
-    proc = subprocess.run([helm, *args], capture_output=True, text=True, env=env, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @dataclass

@@ -1,0 +1,61 @@
+"""`make demo` does what the README says, on the real node: kubeforge installed by its chart, the
+local examples running in real containers (a Jupyter server, a training Job, a drift service that
+finds drift and whose alert fires), the ModelServer's honest reason, and everything it started
+removed again by `make demo-down`."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from tests.cases import REPO
+from tests.integration.conftest import Cluster
+
+# the whole demo, fine-tuning included: the slow tier (make test-slow)
+pytestmark = pytest.mark.slow
+
+NAMESPACE, SYSTEM = "kf-iso-demo", "kf-iso-demo-system"  # left alone by the tests' operator
+
+
+@pytest.mark.timeout(1200)
+def test_demo_runs_the_examples_on_real_containers(cluster: Cluster, real_node: str) -> None:
+    env = {**os.environ, "DEMO_NAMESPACE": NAMESPACE, "DEMO_SYSTEM_NAMESPACE": SYSTEM}
+    env.pop("KUBECONFIG", None)
+    demo = [sys.executable, str(REPO / "hack" / "demo.py")]
+    try:
+        proc = subprocess.run(
+            [*demo, "--once"], capture_output=True, text=True, timeout=1100, env=env
+        )
+    finally:
+        # whatever happened, the demo's release must not outlive the test
+        subprocess.run([*demo, "--down"], capture_output=True, timeout=400, env=env, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert f"release kubeforge in {SYSTEM}" in out
+    for name in (
+        "workbench.kubeforge.io/notebook",
+        "finetunejob.kubeforge.io/support-bot-v1",
+        "modelserver.kubeforge.io/support-bot",
+        "driftmonitor.kubeforge.io/support-bot-drift",
+    ):
+        assert name in out
+    # trained in a real pod: a version on the volume, loss below the base model's
+    base_loss = float(re.search(r'"baseLoss": ([0-9.]+)', out)[1])  # type: ignore[index]
+    loss = float(re.search(r'"loss": ([0-9.]+)', out)[1])  # type: ignore[index]
+    assert loss < base_loss
+    assert '"uri": "pvc://models/support-bot/v1"' in out
+    # the drift service pod found the shifted traffic, and Prometheus fires the alert
+    assert '"phase": "Drifted"' in out
+    assert "KubeforgeDriftDetected firing for support-bot-drift" in out
+    # the pods ran on the real node; the ModelServer says plainly why it is not served
+    assert re.search(r"notebook-0 +1/1 +Running .* kf-node-0", out)
+    assert "ModelServer support-bot is not served here: Ready=Unknown (WaitingForKServe" in out
+    assert "What to look at next" in out
+    # --once ends with demo-down: the namespace and the release are gone
+    assert f"Deleted namespace {NAMESPACE} and uninstalled kubeforge from {SYSTEM}" in out
+    left = cluster.kubectl("get", "namespace", NAMESPACE, "--ignore-not-found", "-o", "name")
+    assert left.stdout.strip() == ""
+    assert not (REPO / ".cache" / "demo" / "installed-release").exists()
