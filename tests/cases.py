@@ -15,11 +15,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+# the same kinds on the local cluster's real node (what `make demo` applies)
+LOCAL_EXAMPLES = sorted((REPO / "examples" / "local").glob("*.yaml"))
 
 
-def load_examples() -> list[dict[str, Any]]:
-    """The kubeforge objects among the examples (not the Secrets they use)."""
-    docs = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
+def load_examples(paths: list[Path] = EXAMPLES) -> list[dict[str, Any]]:
+    """The kubeforge objects among the examples (not the Secrets, volumes and Jobs they use)."""
+    docs = [d for p in paths for d in yaml.safe_load_all(p.read_text()) if d]
     return [d for d in docs if d["apiVersion"].startswith("kubeforge.io/")]
 
 

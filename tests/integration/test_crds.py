@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client
 
 from kubeforge_crds import KINDS, KINDS_BY_NAME
-from tests.cases import INVALID, Invalid, load_examples
+from tests.cases import INVALID, LOCAL_EXAMPLES, Invalid, load_examples
 from tests.integration.conftest import Cluster
 
 THIRD_PARTY = [
@@ -62,9 +62,17 @@ def test_third_party_schema_is_enforced(cluster: Cluster, namespace: str) -> Non
     assert "spec.predictor.minReplicas" in proc.stderr
 
 
-@pytest.mark.parametrize("obj", load_examples(), ids=lambda o: o["metadata"]["name"])
-def test_examples_are_accepted(cluster: Cluster, namespace: str, obj: dict[str, Any]) -> None:
-    created = _create(cluster, namespace, obj)
+@pytest.mark.parametrize(
+    ("obj", "suffix"),
+    [(o, "") for o in load_examples()] + [(o, "-local") for o in load_examples(LOCAL_EXAMPLES)],
+    ids=lambda o: o["metadata"]["name"] if isinstance(o, dict) else o,
+)
+def test_examples_are_accepted(
+    cluster: Cluster, namespace: str, obj: dict[str, Any], suffix: str
+) -> None:
+    # examples/local reuses the names of examples/ (one namespace here)
+    renamed = {**obj, "metadata": {**obj["metadata"], "name": obj["metadata"]["name"] + suffix}}
+    created = _create(cluster, namespace, renamed)
     assert created["metadata"]["uid"]
 
 

@@ -12,10 +12,14 @@ from kubeforge_crds.base import parse_duration
 from kubeforge_crds.kind import InvalidObjectError
 from kubeforge_crds.modelserver import ModelServerSpec
 from kubeforge_crds.workbench import WorkbenchSpec
-from tests.cases import INVALID, Invalid, load_examples
+from tests.cases import INVALID, LOCAL_EXAMPLES, Invalid, load_examples
 
 
-@pytest.mark.parametrize("obj", load_examples(), ids=lambda o: o["metadata"]["name"])
+@pytest.mark.parametrize(
+    "obj",
+    load_examples() + load_examples(LOCAL_EXAMPLES),
+    ids=lambda o: o["metadata"]["name"],
+)
 def test_examples_are_valid(obj: dict[str, Any]) -> None:
     KINDS_BY_NAME[obj["kind"]].parse_spec(obj["spec"])
 
