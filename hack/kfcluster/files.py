@@ -192,6 +192,17 @@ def node_manifest(name: str, cpu: str, memory: str, gpus: int) -> dict[str, obje
     }
 
 
+def cluster_role_binding(role: str, subject: dict[str, str], name: str = "") -> dict[str, object]:
+    """A ClusterRoleBinding of ``role`` to one subject (named ``name``, or as the role)."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name or role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [subject],
+    }
+
+
 API_RBAC: list[dict[str, object]] = [
     {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -219,19 +230,10 @@ API_RBAC: list[dict[str, object]] = [
             },
         ],
     },
-    {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": "kubeforge-api-local"},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "kubeforge-api-local",
-        },
-        "subjects": [
-            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "kubeforge-api"}
-        ],
-    },
+    cluster_role_binding(
+        "kubeforge-api-local",
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "kubeforge-api"},
+    ),
 ]
 
 
@@ -292,15 +294,8 @@ NODE_RBAC: list[dict[str, object]] = [
             },
         ],
     },
-    {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": "kubeforge-local-coredns"},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "kubeforge-local-coredns",
-        },
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "coredns"}],
-    },
+    cluster_role_binding(
+        "kubeforge-local-coredns",
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "coredns"},
+    ),
 ]

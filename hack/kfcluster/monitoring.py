@@ -13,6 +13,7 @@ import urllib.request
 from typing import Any
 
 from kfcluster.binaries import module_dir, tool_version
+from kfcluster.files import cluster_role_binding
 from kfcluster.images import OPERATOR_IMAGE, PROMETHEUS_IMAGE, PROMETHEUS_VERSION, RELOADER_IMAGE
 from kfcluster.settings import ClusterError, log
 from kubeforge_labs import kit
@@ -92,14 +93,9 @@ def _service_account(name: str) -> dict[str, Any]:
     }
 
 
-def _cluster_role_binding(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": f"localcluster-{name}"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}],
-    }
+def _cluster_role_binding(name: str) -> dict[str, object]:
+    subject = {"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}
+    return cluster_role_binding(name, subject, f"localcluster-{name}")
 
 
 def operator_deployment() -> dict[str, Any]:

@@ -46,7 +46,7 @@ from kfcluster.nodeconfig import (
     kubelet_config,
     local_volume,
 )
-from kfcluster.processes import Proc, wait_for
+from kfcluster.processes import Proc, tcp_open, wait_for
 from kfcluster.settings import (
     APISERVER_PORT,
     NODE,
@@ -235,7 +235,7 @@ def start_coredns() -> None:
 """
     )
     proc("coredns").start(["-conf", str(corefile), "-dns.port", "53"])
-    wait_for("coredns", lambda: _tcp_open(NODE.gateway, 53), 30)
+    wait_for("coredns", lambda: tcp_open(NODE.gateway, 53), 30)
 
 
 def start_kubelet() -> None:
@@ -296,14 +296,6 @@ def start_kube_proxy() -> None:
         lambda: urllib.request.urlopen(healthz, timeout=2).status == 200,
         60,
     )
-
-
-def _tcp_open(host: str, port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex((host, port)) == 0
 
 
 def run(cmd: list[str]) -> None:

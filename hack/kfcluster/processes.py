@@ -116,6 +116,12 @@ def wait_for(component: str, check, timeout: float) -> None:  # type: ignore[no-
         raise fail(component, str(err)) from None
 
 
-def port_free(port: int) -> bool:
+def tcp_open(host: str, port: int) -> bool:
+    """Whether something accepts connections on ``host:port``."""
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
+        s.settimeout(1)
+        return s.connect_ex((host, port)) == 0
+
+
+def port_free(port: int) -> bool:
+    return not tcp_open("127.0.0.1", port)
