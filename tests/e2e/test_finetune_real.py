@@ -11,6 +11,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import pytest
 from tests.e2e.conftest import get, wait_for_condition
 from tests.integration.conftest import Cluster
 
@@ -33,6 +34,8 @@ def packed(*folders: tuple[Path, str]) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+# training for real (about 2 minutes with the trainer image's start): the slow tier
+@pytest.mark.slow
 def test_job_backend_trains_in_real_pods(
     cluster: Cluster, e2e_namespace: str, tmp_path: Path
 ) -> None:
