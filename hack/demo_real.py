@@ -173,7 +173,8 @@ class Demo:
             ('eval "$(python3 hack/localcluster.py env)"', ""),
             (f"kubectl get pods -n {self.system}", "kubeforge's own pods"),
             (f"kubectl logs -n {ns} job/support-bot-v1-train", "the training run"),
-            (f"kubectl port-forward -n {ns} svc/notebook 8888:80", "then http://127.0.0.1:8888"),
+            (f"kubectl port-forward -n {ns} svc/notebook 8888:80", "Jupyter Server's API:"),
+            ("curl http://127.0.0.1:8888/api/status", "its last activity (no web UI in it)"),
             (f"kubectl describe driftmonitor support-bot-drift -n {ns}", "scores and Events"),
             (f"kubectl exec -n {ns} notebook-0 -- ls /home/jovyan", "the notebook's home"),
         ]
