@@ -292,10 +292,11 @@ def main() -> int:
             return 0
         say("kubeforge keeps running on the real node; `make demo-down` stops everything")
         return 0
-    say(
-        "No real node here (it needs root and `make deps`): the operator runs on this host "
-        "and kwok's pods run no container"
-    )
+    if Path(kubeconfig).resolve() == lc.kubeconfig_path().resolve():
+        say(
+            "No real node here (it needs root and `make deps`): the operator runs on this host "
+            "and kwok's pods run no container"
+        )
     say("Starting the operator (log: .cache/demo/operator.log)")
     operator = start_operator(kubeconfig)
     say(f"Applying examples/ into namespace {NAMESPACE}")
