@@ -31,6 +31,13 @@ from kubeforge_labs import helm
 __all__ = ["cluster"]  # the session's cluster fixture, shared with the integration tier
 
 REAL_NODE = "kf-node-0"
+# what steers a pod to the real node (its label and taint)
+ON_REAL_NODE: dict[str, Any] = {
+    "nodeSelector": {"kubeforge.io/node": "real"},
+    "tolerations": [
+        {"key": "kubeforge.io/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}
+    ],
+}
 RELEASE, SYSTEM = "kubeforge-e2e", "kf-iso-e2e-system"
 WATCHED = "kf-iso-e2e-"  # the integration tier's operator leaves kf-iso-* alone
 # KUBEFORGE_E2E_KEEP=1 leaves the release and the test namespaces in place, to look at them
@@ -146,3 +153,56 @@ def wait_for_condition(
         raise AssertionError(
             f"{err}\nconditions: {json.dumps(conditions, indent=1)}\npods:\n{pods}"
         ) from None
+
+
+def apply(cluster: Cluster, namespace: str, *docs: dict[str, Any]) -> None:
+    body = {"apiVersion": "v1", "kind": "List", "items": list(docs)}
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(body))
+
+
+def volume_with_client(
+    cluster: Cluster,
+    namespace: str,
+    claim: str,
+    mount: str,
+    storage_class: str | None = None,
+    security_context: dict[str, Any] | None = None,
+) -> None:
+    """A volume and a pod ``client`` of the base image on the real node that mounts it at
+    ``mount`` (for ``kubectl exec``: writing a test's data, reading what a workload wrote);
+    waits until the pod is Ready."""
+    volume: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "1Gi"}},
+    }
+    if storage_class:
+        volume["storageClassName"] = storage_class
+    pod: dict[str, Any] = {
+        **ON_REAL_NODE,
+        "containers": [
+            {
+                "name": "client",
+                "image": "localhost/kubeforge/base:bookworm",
+                "imagePullPolicy": "Never",
+                "command": ["sleep", "3600"],
+                "volumeMounts": [{"name": claim, "mountPath": mount}],
+            }
+        ],
+        "volumes": [{"name": claim, "persistentVolumeClaim": {"claimName": claim}}],
+    }
+    if security_context:
+        pod["securityContext"] = security_context
+    apply(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim},
+            "spec": volume,
+        },
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"}, "spec": pod},
+    )
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "pod/client", "--timeout=120s"
+    )

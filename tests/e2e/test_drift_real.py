@@ -8,18 +8,19 @@ import json
 import urllib.request
 from typing import Any
 
-from tests.e2e.conftest import condition, get, node_control, wait_for_condition
+from tests.e2e.conftest import (
+    apply,
+    condition,
+    get,
+    node_control,
+    volume_with_client,
+    wait_for_condition,
+)
 from tests.integration.conftest import Cluster, wait_until
 
 from kubeforge_labs.drift import in_pod_sender
 from kubeforge_pipelines.tinymodel import support_tickets
 
-REAL = {
-    "nodeSelector": {"kubeforge.io/node": "real"},
-    "tolerations": [
-        {"key": "kubeforge.io/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}
-    ],
-}
 WINDOW = 60
 
 
@@ -27,46 +28,10 @@ def jsonl(rows: list[dict[str, object]]) -> str:
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
-def apply(cluster: Cluster, namespace: str, *docs: dict[str, object]) -> None:
-    body = {"apiVersion": "v1", "kind": "List", "items": list(docs)}
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(body))
-
-
 def test_drift_service_pod_detects_drift(cluster: Cluster, e2e_namespace: str) -> None:
     ns = e2e_namespace
     # the reference data on a volume, written by a pod of the base image
-    apply(
-        cluster,
-        ns,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "data"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "client"},
-            "spec": {
-                **REAL,
-                "containers": [
-                    {
-                        "name": "client",
-                        "image": "localhost/kubeforge/base:bookworm",
-                        "imagePullPolicy": "Never",
-                        "command": ["sleep", "3600"],
-                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                    }
-                ],
-                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
-            },
-        },
-    )
-    cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "pod/client", "--timeout=120s")
+    volume_with_client(cluster, ns, "data", "/data")
     cluster.kubectl(
         "exec",
         "-i",

@@ -12,17 +12,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import get, wait_for_condition
+from tests.e2e.conftest import get, volume_with_client, wait_for_condition
 from tests.integration.conftest import Cluster
 
 from kubeforge_pipelines.tinymodel import build_base_model, support_tickets, write_dataset
-
-REAL = {
-    "nodeSelector": {"kubeforge.io/node": "real"},
-    "tolerations": [
-        {"key": "kubeforge.io/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}
-    ],
-}
 
 
 def packed(*folders: tuple[Path, str]) -> str:
@@ -42,45 +35,16 @@ def test_job_backend_trains_in_real_pods(
     ns = e2e_namespace
     base = build_base_model(tmp_path / "base")
     dataset = write_dataset(tmp_path / "data" / "tickets.jsonl", support_tickets(300, 1))
-    volume_and_client = {
-        "apiVersion": "v1",
-        "kind": "List",
-        "items": [
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": "work"},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": "real-node",
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            },
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "client"},
-                "spec": {
-                    **REAL,
-                    # the user and group kubeforge's training pods run as: a local volume gets
-                    # its group (fsGroup) from the first pod that mounts it on the node
-                    "securityContext": {"runAsUser": 1000, "runAsGroup": 100, "fsGroup": 100},
-                    "containers": [
-                        {
-                            "name": "client",
-                            "image": "localhost/kubeforge/base:bookworm",
-                            "imagePullPolicy": "Never",
-                            "command": ["sleep", "3600"],
-                            "volumeMounts": [{"name": "work", "mountPath": "/work"}],
-                        }
-                    ],
-                    "volumes": [{"name": "work", "persistentVolumeClaim": {"claimName": "work"}}],
-                },
-            },
-        ],
-    }
-    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(volume_and_client))
-    cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "pod/client", "--timeout=120s")
+    volume_with_client(
+        cluster,
+        ns,
+        "work",
+        "/work",
+        storage_class="real-node",
+        # the user and group kubeforge's training pods run as: a local volume gets its group
+        # (fsGroup) from the first pod that mounts it on the node
+        security_context={"runAsUser": 1000, "runAsGroup": 100, "fsGroup": 100},
+    )
     upload = ["exec", "-i", "-n", ns, "client", "--", "sh", "-c", "base64 -d | tar -xz -C /work"]
     cluster.kubectl(*upload, stdin=packed((base, "base"), (dataset.parent, "data")))
     ftj = {
