@@ -34,7 +34,7 @@ REPO = lc.REPO
 DEMO_DIR = REPO / ".cache" / "demo"
 NAMESPACE = os.environ.get("DEMO_NAMESPACE", "kubeforge-demo")
 # the chart's release namespace when kubeforge runs on the real node (demo_real.py)
-SYSTEM = os.environ.get("DEMO_SYSTEM_NAMESPACE", "kubeforge-system")
+SYSTEM = os.environ.get("DEMO_SYSTEM_NAMESPACE", "kubeforge-demo-system")
 RELEASE_MARKER = DEMO_DIR / "installed-release"
 
 
@@ -223,9 +223,12 @@ def drift_report() -> None:
 
 def down() -> None:
     if RELEASE_MARKER.exists():
-        demo_real.down(RELEASE_MARKER.read_text().strip(), NAMESPACE, SYSTEM)
+        # what the demo installed, whatever DEMO_NAMESPACE says now
+        installed = json.loads(RELEASE_MARKER.read_text())
+        ns, system = installed["namespace"], installed["system"]
+        demo_real.down(installed["kubeconfig"], ns, system)
         RELEASE_MARKER.unlink()
-        say(f"Deleted namespace {NAMESPACE} and uninstalled kubeforge from {SYSTEM}")
+        say(f"Deleted namespace {ns} and uninstalled kubeforge from {system}")
     pidfile = DEMO_DIR / "operator.pid"
     if pidfile.exists():
         with contextlib.suppress(ProcessLookupError, ValueError):
@@ -278,7 +281,9 @@ def main() -> int:
         "app.kubernetes.io/part-of=kubeforge",
     )
     if demo_real.available(kubeconfig):
-        RELEASE_MARKER.write_text(kubeconfig)
+        RELEASE_MARKER.write_text(
+            json.dumps({"kubeconfig": kubeconfig, "namespace": NAMESPACE, "system": SYSTEM})
+        )
         demo = demo_real.Demo(kubeconfig, NAMESPACE, SYSTEM, say)
         modelserver = demo.run()
         say(

@@ -23,8 +23,10 @@ from kubeforge_labs import helm, kit
 
 REPO = lc.REPO
 LOCAL_EXAMPLES = REPO / "examples" / "local"
-RELEASE = "kubeforge"
+# a release of the demo's own: never one a user installed as `kubeforge` (values-local.yaml)
+RELEASE = "kubeforge-demo"
 REAL_NODE = "kf-node-0"
+DRIFT_ALERT = "KubeforgeDriftDetected"  # the PrometheusRule the operator writes per monitor
 
 
 def available(kubeconfig: str) -> bool:
@@ -72,6 +74,7 @@ class Demo:
         except helm.HelmError as err:
             raise SystemExit(f"{err}\nsee: kubectl get pods -n {self.system}") from None
         self.kubectl("create", "namespace", self.namespace, check=False)
+        node.recycle_volumes()  # volumes an earlier demo or test released
         self.say(
             "Seeding the volumes: the tiny GPT-2 and the ticket dataset "
             "(examples/local/00-data.yaml)"
@@ -121,19 +124,22 @@ class Demo:
             names = [
                 a["labels"]["alertname"]
                 for a in alerts
-                if a["labels"].get("namespace") == self.namespace and a["state"] == "firing"
+                if a["labels"].get("namespace") == self.namespace
+                and a["labels"].get("alertname") == DRIFT_ALERT
+                and a["labels"].get("kubeforge_monitor") == "support-bot-drift"
+                and a["state"] == "firing"
             ]
             return names[0] if names else None
 
-        return kit.wait_for("the drift alert firing in Prometheus", firing, timeout, 2)
+        return kit.wait_for(f"{DRIFT_ALERT} firing in Prometheus", firing, timeout, 2)
 
     def wait_job(self, name: str, timeout: float = 300) -> None:
         def done() -> bool | None:
-            job = self.get("job", name)["status"]
-            if job.get("failed"):
+            job = self.get("job", name)
+            if condition(job, "Failed").get("status") == "True":  # its retries used up
                 logs = self.kubectl("logs", "-n", self.namespace, f"job/{name}", check=False)
-                raise SystemExit(f"Job {name} failed:\n{logs}")
-            return job.get("succeeded") or None
+                raise SystemExit(f"Job {name} failed ({reason_of(job, 'Failed')}):\n{logs}")
+            return condition(job, "Complete").get("status") == "True" or None
 
         kit.wait_for(f"Job {name} complete", done, timeout, 1)
 
@@ -212,3 +218,5 @@ def down(kubeconfig: str, namespace: str, system: str) -> None:
         kubeconfig=kubeconfig, binary=lc.bin_dir() / "kubectl", check=False, timeout=240,
     )  # fmt: skip
     helm.uninstall_local(lc.bin_dir(), kubeconfig, RELEASE, system)
+    if node.is_running():
+        node.recycle_volumes(released_by=namespace)

@@ -1,7 +1,7 @@
 """Helm as hack/demo.py and the tests run it: the binary the local cluster builds from Helm's
 module, with caches of its own, and the chart installed on the real node (hack/values-local.yaml).
 
-Standard library only, as the rest of kubeforge_labs.
+Standard library only (hack/demo.py imports it).
 """
 
 from __future__ import annotations

@@ -277,7 +277,7 @@ TARGETS = {
     ),
     # fine-tuning on the real node's CPU. PyPI's torch is the CUDA build: importing it loads the
     # CUDA libraries it links (the nvidia-* wheels), so those go in; the ones it only opens when a
-    # GPU computes (cuDNN's engines, ...) and triton (GPU kernels) do not: 3.6 of 5.2 GB.
+    # GPU computes (cuDNN's engines, ...) and triton (GPU kernels) do not: 3.7 of 5.2 GB.
     "trainer": Target(
         "localhost/kubeforge/kubeforge-trainer:dev",
         ["kubeforge[ml,data]"],
@@ -328,7 +328,8 @@ def kubeforge_image(name: str, python: Path) -> Path:
         files = linked_only(site, files, target.linked_only)
     deps = _cached_layer(
         f"deps-{name}",
-        json.dumps([found["dists"], target.leave_out, target.linked_only]),
+        # (linked-2: the pruning's own version, so that a change to it rebuilds the layer)
+        json.dumps([found["dists"], target.leave_out, target.linked_only, "linked-2"]),
         [(site / f, f"{PREFIX}/site-packages/{f}") for f in files],
     )
     layers = [Layer(_base_layer()), Layer(deps)]

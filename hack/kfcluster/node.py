@@ -22,6 +22,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from kfcluster.files import kubeconfig_path
 from kfcluster.hostchanges import (
@@ -53,6 +54,7 @@ from kfcluster.settings import (
     ClusterError,
     log,
 )
+from kubeforge_labs import kit
 
 # what the host must have (Debian package names) and why
 HOST_PROGRAMS = {
@@ -274,8 +276,8 @@ def make_local_volumes() -> None:
     """The real node's storage: ``local`` PersistentVolumes of StorageClass ``real-node`` (folders
     under the node's state), as bare-metal clusters offer node-local disks. Unlike the default
     class's hostPath volumes, the kubelet applies a pod's fsGroup to them, so a notebook running
-    as its own user can write its home. Statically made (no provisioner): a released volume is
-    kept, not reused."""
+    as its own user can write its home. Statically made (no provisioner): a released volume keeps
+    its data until ``recycle_volumes`` empties it and makes it available again."""
     from kfcluster.components import apply_objects  # (components imports this module)
 
     items: list[dict[str, object]] = [REAL_NODE_STORAGE_CLASS]
@@ -284,6 +286,48 @@ def make_local_volumes() -> None:
         path.mkdir(parents=True, exist_ok=True)
         items.append(local_volume(f"{NODE.name}-pv-{i:02d}", path))
     apply_objects(items)
+
+
+def recycle_volumes(released_by: str = "", timeout: float = 60) -> list[str]:
+    """Make the real node's Released volumes (their claim deleted, with its namespace or alone)
+    Available again, emptied: what a provisioner's deleter would do. Run before workloads that
+    need volumes (the demo, the e2e tier) and after deleting namespace ``released_by`` (then it
+    first waits until the volume controller has released that namespace's volumes); returns the
+    names of the volumes recycled."""
+    from kfcluster.components import kubectl  # (components imports this module)
+
+    def volumes() -> list[dict[str, Any]]:
+        out = kubectl("get", "pv", "-l", "kubeforge.io/node=real", "-o", "json")
+        return list(json.loads(out)["items"])
+
+    def released() -> bool:
+        return not [
+            pv
+            for pv in volumes()
+            if pv["spec"].get("claimRef", {}).get("namespace") == released_by
+            and pv.get("status", {}).get("phase") == "Bound"
+        ]
+
+    if released_by:
+        kit.wait_for(f"the volumes of namespace {released_by} released", released, timeout, 1)
+    recycled = []
+    for pv in volumes():
+        if pv.get("status", {}).get("phase") != "Released":
+            continue
+        path = Path(pv["spec"]["local"]["path"])
+        if path.is_relative_to(NODE_STATE / "volumes") and path.is_dir():
+            for child in path.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        name = pv["metadata"]["name"]
+        patch = '[{"op": "remove", "path": "/spec/claimRef"}]'
+        kubectl("patch", "pv", name, "--type=json", "-p", patch)
+        recycled.append(name)
+    if recycled:
+        log(f"recycled {len(recycled)} released volume(s) of the real node")
+    return recycled
 
 
 def start_kube_proxy() -> None:

@@ -83,6 +83,7 @@ def kubeforge(cluster: Cluster, images: None) -> Iterator[str]:
     """The chart installed with hack/values-local.yaml: the operator and API run as pods on the
     real node and reconcile the kf-iso-e2e-* namespaces."""
     bin_dir = Path(helm_binary()).parent
+    node_control("node").recycle_volumes()  # volumes earlier runs' namespaces released
     helm.install_local(bin_dir, cluster.kubeconfig, RELEASE, SYSTEM, f"{WATCHED}*")
     yield SYSTEM
     if KEEP:

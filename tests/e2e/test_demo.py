@@ -5,6 +5,7 @@ removed again by `make demo-down`."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -12,7 +13,7 @@ import sys
 
 import pytest
 from tests.cases import REPO
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, helm_binary, run_helm
 
 # the whole demo, fine-tuning included: the slow tier (make test-slow)
 pytestmark = pytest.mark.slow
@@ -34,7 +35,7 @@ def test_demo_runs_the_examples_on_real_containers(cluster: Cluster, real_node: 
         subprocess.run([*demo, "--down"], capture_output=True, timeout=400, env=env, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert f"release kubeforge in {SYSTEM}" in out
+    assert f"release kubeforge-demo in {SYSTEM}" in out
     for name in (
         "workbench.kubeforge.io/notebook",
         "finetunejob.kubeforge.io/support-bot-v1",
@@ -58,4 +59,14 @@ def test_demo_runs_the_examples_on_real_containers(cluster: Cluster, real_node: 
     assert f"Deleted namespace {NAMESPACE} and uninstalled kubeforge from {SYSTEM}" in out
     left = cluster.kubectl("get", "namespace", NAMESPACE, "--ignore-not-found", "-o", "name")
     assert left.stdout.strip() == ""
+    # the release went with it, the user roles are back, and its volumes are available again
+    releases = json.loads(
+        run_helm(helm_binary(), "list", "-A", "-o", "json", kubeconfig=cluster.kubeconfig).stdout
+    )
+    assert "kubeforge-demo" not in [r["name"] for r in releases]
+    cluster.kubectl("get", "clusterrole", "kubeforge-edit", "kubeforge-view")
+    volumes = json.loads(
+        cluster.kubectl("get", "pv", "-l", "kubeforge.io/node=real", "-o", "json").stdout
+    )["items"]
+    assert not [v for v in volumes if v["status"]["phase"] == "Released"]
     assert not (REPO / ".cache" / "demo" / "installed-release").exists()
