@@ -23,7 +23,7 @@ from pathlib import Path
 
 # its parts are beside it (also when a test loads this file by path)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kfcluster import node
+from kfcluster import kserve, node
 from kfcluster.binaries import bin_dir, build
 from kfcluster.components import (
     api_get,
@@ -80,6 +80,8 @@ def main() -> int:
     sub.add_parser("env", help="print shell exports for KUBECONFIG, PATH and tokens")
     sub.add_parser("bin-dir", help="print where the binaries are")
     sub.add_parser("crds", help="(re)install the third-party CRDs")
+    k = sub.add_parser("kserve", help="install (up) or remove (down) KServe's real controller")
+    k.add_argument("action", choices=["up", "down"])
     i = sub.add_parser("images", help="build kubeforge's images for the real node (needs .venv)")
     i.add_argument("targets", nargs="*", default=sorted(TARGETS), help="default: all")
     i.add_argument("--python", type=Path, default=REPO / ".venv" / "bin" / "python")
@@ -99,6 +101,8 @@ def main() -> int:
             print(bin_dir())
         elif args.cmd == "crds":
             install_thirdparty_crds()
+        elif args.cmd == "kserve":
+            kserve.up() if args.action == "up" else kserve.down()
         elif args.cmd == "images":
             built = [kubeforge_image(t, args.python) for t in args.targets]
             if node.is_running():

@@ -227,11 +227,16 @@ PROMETHEUS_VERSION = "v3.16.0"  # github.com/prometheus/prometheus v0.316.0 (hac
 OPERATOR_IMAGE = "localhost/kubeforge/prometheus-operator:dev"
 RELOADER_IMAGE = "localhost/kubeforge/prometheus-config-reloader:dev"
 PROMETHEUS_IMAGE = f"localhost/kubeforge/prometheus:{PROMETHEUS_VERSION}"
+KSERVE_VERSION = "v0.20.0"  # github.com/kserve/kserve (hack/tools/kserve)
+KSERVE_CONTROLLER_IMAGE = f"localhost/kubeforge/kserve-controller:{KSERVE_VERSION}"
+KSERVE_AGENT_IMAGE = f"localhost/kubeforge/kserve-agent:{KSERVE_VERSION}"
 # tag -> (binary in the cache, its path in the image): one static binary on the base image
 BINARY_IMAGES = {
     OPERATOR_IMAGE: ("prometheus-operator", "bin/operator"),
     RELOADER_IMAGE: ("prometheus-config-reloader", "bin/prometheus-config-reloader"),
     PROMETHEUS_IMAGE: ("prometheus-kubernetes", "bin/prometheus"),
+    KSERVE_CONTROLLER_IMAGE: ("kserve-manager", "manager"),
+    KSERVE_AGENT_IMAGE: ("kserve-agent", "agent"),
 }
 
 

@@ -80,6 +80,9 @@ BINARIES: dict[str, tuple[str, str]] = {
     # with Kubernetes service discovery (the configuration prometheus-operator writes uses it);
     # not named prometheus: the tests' labs run Debian's from PATH
     "prometheus-kubernetes": ("prometheus", "github.com/prometheus/prometheus/cmd/prometheus"),
+    # KServe's controller manager (with its webhooks) and its agent (the request logger sidecar)
+    "kserve-manager": ("kserve", "github.com/kserve/kserve/cmd/manager"),
+    "kserve-agent": ("kserve", "github.com/kserve/kserve/cmd/agent"),
     "kwok": ("kwok", "sigs.k8s.io/kwok/cmd/kwok"),
     "helm": ("helm", "helm.sh/helm/v3/cmd/helm"),
 }

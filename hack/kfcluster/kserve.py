@@ -1,0 +1,300 @@
+"""KServe's own controller on the real node: the manager of ``github.com/kserve/kserve`` (the
+version pinned in hack/tools/kserve, whose CRDs hack/thirdparty-crds.txt installs), built from
+its Go module into a local image, runs as a pod in namespace ``kserve`` with its webhooks; its
+agent (the request logger sidecar its pod mutator injects) is an image from the same module.
+
+What is upstream's is taken from the module: the ClusterRole, the ServiceAccount and binding,
+the webhook Service and the webhook configurations (``config/``), and the
+``inferenceservice-config`` ConfigMap of its rendered install (``install/<version>/kserve.yaml``),
+of which only what a cluster without Knative, Istio and cert-manager must change is changed:
+Standard deployment mode, Gateway API ingress, the images built here. cert-manager's part (a
+serving certificate and the webhooks' caBundle) is done with openssl and a CA of this cluster.
+
+On demand (``localcluster.py kserve up|down``, the e2e tests' ``kserve`` fixture): the tests of
+the process labs still use a stand-in of KServe (kubeforge_labs.kserve) on the same cluster, and
+the real controller would answer for the same InferenceServices.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from kfcluster.binaries import module_dir, tool_version
+from kfcluster.images import KSERVE_AGENT_IMAGE, KSERVE_CONTROLLER_IMAGE
+from kfcluster.monitoring import ON_REAL_NODE, RESTRICTED
+from kfcluster.settings import STATE, ClusterError, log
+from kubeforge_labs import kit
+
+NAMESPACE = "kserve"
+MODULE = "github.com/kserve/kserve"
+WEBHOOK_SERVICE = "kserve-webhook-server-service"
+CERT_SECRET = "kserve-webhook-server-cert"  # noqa: S105 (a Secret's name)
+MANAGER = "kserve-controller-manager"
+# The Gateway KServe's routes (and kubeforge's) attach to, in upstream's default place.
+GATEWAY = ("kserve", "kserve-ingress-gateway")
+INGRESS_DOMAIN = "example.com"
+FINALIZER = "inferenceservice.finalizers"
+
+
+def version() -> str:
+    return tool_version("kserve", MODULE)
+
+
+def source() -> Path:
+    return module_dir(MODULE, version())
+
+
+def _yaml_documents(path: Path, substitutions: dict[str, str] | None = None) -> list[Any]:
+    import yaml  # PyYAML: KServe's manifests are YAML; the e2e tests and `make kserve` have it
+
+    text = path.read_text()
+    for key, value in (substitutions or {}).items():
+        text = text.replace(key, value)
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def upstream_config() -> dict[str, str]:
+    """The ``inferenceservice-config`` data of KServe's rendered install, as released."""
+    install = source() / "install" / version() / "kserve.yaml"
+    for doc in _yaml_documents(install):
+        if doc.get("kind") == "ConfigMap" and doc["metadata"]["name"] == "inferenceservice-config":
+            return {k: v for k, v in doc["data"].items() if k != "_example"}
+    raise ClusterError(f"{install}: no ConfigMap inferenceservice-config")
+
+
+def config_data() -> dict[str, str]:
+    """Upstream's configuration with what this cluster needs changed: Standard mode (no
+    Knative), Gateway API ingress to ``GATEWAY`` (no Istio), the images built here, and no
+    Istio virtual hosts."""
+    data = upstream_config()
+
+    def patch(key: str, **changes: Any) -> None:
+        data[key] = json.dumps(json.loads(data[key]) | changes, indent=2)
+
+    patch("deploy", defaultDeploymentMode="Standard")
+    patch(
+        "ingress",
+        enableGatewayApi=True,
+        kserveIngressGateway="/".join(GATEWAY),
+        ingressDomain=INGRESS_DOMAIN,
+        disableIstioVirtualHost=True,
+    )
+    for key in ("agent", "logger", "batcher"):
+        patch(key, image=KSERVE_AGENT_IMAGE)
+    patch("metricsAggregator", enablePrometheusScraping="true")
+    return data
+
+
+def _webhook_pki() -> tuple[bytes, bytes, bytes]:
+    """A CA for this cluster's webhooks and the webhook Service's serving certificate from it
+    (what cert-manager's Issuer and Certificate do in upstream's install): CA, cert, key."""
+    pki = STATE / "pki" / "webhooks"
+    pki.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_crt = pki / "ca.key", pki / "ca.crt"
+    key, crt = pki / f"{NAMESPACE}.key", pki / f"{NAMESPACE}.crt"
+    host = f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc"
+    if not crt.exists():
+        for cmd in (
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365",
+             "-keyout", str(ca_key), "-out", str(ca_crt), "-subj", "/CN=kubeforge-webhook-ca"],
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365",
+             "-CA", str(ca_crt), "-CAkey", str(ca_key), "-keyout", str(key), "-out", str(crt),
+             "-subj", f"/CN={host}",
+             "-addext", f"subjectAltName=DNS:{host},DNS:{host}.cluster.local",
+             "-addext", "basicConstraints=critical,CA:FALSE",
+             "-addext", "extendedKeyUsage=serverAuth"],
+        ):  # fmt: skip
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise ClusterError(f"openssl failed: {proc.stderr.strip()}")
+        for f in (ca_key, key):
+            f.chmod(0o600)
+    return ca_crt.read_bytes(), crt.read_bytes(), key.read_bytes()
+
+
+def webhook_configurations(ca: bytes) -> list[dict[str, Any]]:
+    """Upstream's webhook configurations with the Service's namespace and the CA filled in."""
+    docs = _yaml_documents(
+        source() / "config" / "webhook" / "manifests.yaml",
+        {"$(webhookServiceName)": WEBHOOK_SERVICE, "$(kserveNamespace)": NAMESPACE},
+    )
+    bundle = base64.b64encode(ca).decode()
+    for doc in docs:
+        doc["metadata"].pop("creationTimestamp", None)
+        for hook in doc.get("webhooks") or []:
+            hook["clientConfig"]["caBundle"] = bundle
+    return docs
+
+
+def rbac() -> list[dict[str, Any]]:
+    folder = source() / "config" / "rbac"
+    docs = []
+    for name in ("role.yaml", "service_account.yaml", "role_binding.yaml"):
+        for doc in _yaml_documents(folder / name):
+            if doc["kind"] == "ServiceAccount":
+                doc["metadata"]["namespace"] = NAMESPACE
+            for subject in doc.get("subjects") or []:
+                subject["namespace"] = NAMESPACE
+            docs.append(doc)
+    return docs
+
+
+def manifests() -> list[dict[str, Any]]:
+    _, crt, key = _webhook_pki()
+    service = _yaml_documents(source() / "config" / "webhook" / "service.yaml")[0]
+    service["metadata"]["namespace"] = NAMESPACE
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            # upstream's label: the pod mutator leaves this namespace's pods alone
+            "metadata": {"name": NAMESPACE, "labels": {"control-plane": MANAGER}},
+        },
+        *rbac(),
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "inferenceservice-config", "namespace": NAMESPACE},
+            "data": config_data(),
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": CERT_SECRET, "namespace": NAMESPACE},
+            "data": {
+                "tls.crt": base64.b64encode(crt).decode(),
+                "tls.key": base64.b64encode(key).decode(),
+            },
+        },
+        service,
+        manager_deployment(),
+    ]
+
+
+def manager_deployment() -> dict[str, Any]:
+    labels = {"control-plane": MANAGER, "app.kubernetes.io/name": "kserve-controller-manager"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": MANAGER, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"control-plane": MANAGER}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    **ON_REAL_NODE,
+                    "serviceAccountName": MANAGER,
+                    "securityContext": RESTRICTED,
+                    "containers": [
+                        {
+                            "name": "manager",
+                            "image": KSERVE_CONTROLLER_IMAGE,
+                            "imagePullPolicy": "Never",
+                            "args": ["--metrics-addr=:8080", "--health-probe-addr=:8081"],
+                            "env": [
+                                {
+                                    "name": "POD_NAMESPACE",
+                                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                                }
+                            ],
+                            "ports": [
+                                {"name": "webhook-server", "containerPort": 9443},
+                                {"name": "metrics", "containerPort": 8080},
+                            ],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/readyz", "port": 8081},
+                                "periodSeconds": 2,
+                            },
+                            "volumeMounts": [
+                                {
+                                    "name": "cert",
+                                    # controller-runtime's default: $TMPDIR/k8s-webhook-server
+                                    "mountPath": "/tmp/k8s-webhook-server/serving-certs",  # noqa: S108
+                                    "readOnly": True,
+                                }
+                            ],
+                            "resources": {
+                                "requests": {"cpu": "100m", "memory": "200Mi"},
+                                "limits": {"memory": "500Mi"},
+                            },
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                                "readOnlyRootFilesystem": True,
+                            },
+                        }
+                    ],
+                    "volumes": [{"name": "cert", "secret": {"secretName": CERT_SECRET}}],
+                },
+            },
+        },
+    }
+
+
+def up() -> None:
+    """Install KServe's controller and wait until its webhooks answer (no-op when running)."""
+    from kfcluster.components import apply_objects, kubectl  # (components imports node)
+
+    apply_objects(manifests())
+    # the webhooks only once their server is ready: until then they would refuse every write
+    try:
+        kubectl("rollout", "status", f"deployment/{MANAGER}", "-n", NAMESPACE, "--timeout=120s")
+    except ClusterError as err:
+        raise ClusterError(
+            f"KServe's controller did not become ready: {err}; see kubectl -n {NAMESPACE} "
+            f"logs deploy/{MANAGER}"
+        ) from None
+    apply_objects(webhook_configurations(_webhook_pki()[0]))
+    kit.wait_for("KServe's webhooks", _webhooks_answer, 60, interval=1)
+    log(f"KServe {version()} controller running in {NAMESPACE} (Standard mode, Gateway API)")
+
+
+def _webhooks_answer() -> bool:
+    """A server-side dry run of an InferenceService passes through the validating webhook."""
+    from kfcluster.components import kubectl
+
+    probe = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "webhook-probe", "namespace": NAMESPACE},
+        "spec": {
+            "predictor": {
+                "model": {"modelFormat": {"name": "sklearn"}, "storageUri": "pvc://probe/m"}
+            }
+        },
+    }
+    try:
+        kubectl("create", "--dry-run=server", "-f", "-", "-o", "name", stdin=json.dumps(probe))
+    except ClusterError:
+        return False
+    return True
+
+
+def down() -> None:
+    """Remove the webhooks first (their server goes next), then the controller, and KServe's
+    finalizer from InferenceServices left behind (nothing would ever remove it: their
+    children go with them by owner reference). KServe's CRDs stay (the cluster installs them)."""
+    from kfcluster.components import kubectl
+
+    for doc in webhook_configurations(b""):
+        kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found")
+    kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=120s")
+    for doc in rbac():
+        if doc["kind"] != "ServiceAccount":
+            kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found")
+    listed = json.loads(kubectl("get", "inferenceservices", "-A", "-o", "json"))
+    for isvc in listed["items"]:
+        meta = isvc["metadata"]
+        kept = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+        if kept != (meta.get("finalizers") or []):
+            kubectl(
+                "patch", "inferenceservice", meta["name"], "-n", meta["namespace"],
+                "--type=merge", "-p", json.dumps({"metadata": {"finalizers": kept or None}}),
+            )  # fmt: skip
+    log("KServe's controller removed")
