@@ -16,6 +16,7 @@ from kubeforge_crds.contracts.serving import ISVC_API
 from kubeforge_operator.modelserver import reconcile_modelserver
 from kubeforge_operator.modelserver.revisions import desired_revision
 from kubeforge_operator.runtime.reconcile import ReconcileContext
+from kubeforge_operator.runtime.settings import OperatorSettings
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 NS, NAME = "team-a", "bot"
@@ -98,12 +99,17 @@ def _ready_isvc(generation: int = 1) -> dict[str, Any]:
             "observedGeneration": generation,
             "url": f"http://{NAME}.{NS}.example",
             "conditions": [{"type": "Ready", "status": "True"}],
+            "canaryStatuses": [{"name": "canary", "ready": True, "trafficPercent": 10}],
         },
     }
 
 
-def _reconcile(kube: RecordingKube, obj: dict[str, Any]) -> Any:
-    ctx = ReconcileContext(kind=MODELSERVER, obj=obj, kube=kube, now=NOW)  # type: ignore[arg-type]
+MODES = ["Serverless", "Standard"]
+
+
+def _reconcile(kube: RecordingKube, obj: dict[str, Any], mode: str = "Serverless") -> Any:
+    settings = OperatorSettings(kserve_mode=mode)
+    ctx = ReconcileContext(kind=MODELSERVER, obj=obj, kube=kube, now=NOW, settings=settings)  # type: ignore[arg-type]
     return reconcile_modelserver(ctx, MODELSERVER.parse_spec(obj["spec"]))
 
 
@@ -112,19 +118,24 @@ def _assert_each_read_once(kube: RecordingKube) -> None:
     assert not twice, f"read more than once in one reconcile: {twice}"
 
 
-def test_first_deployment_reads_the_inference_service_once() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_first_deployment_reads_the_inference_service_once(mode: str) -> None:
     kube = RecordingKube({})
-    outcome = _reconcile(kube, _model_server())
+    outcome = _reconcile(kube, _model_server(), mode)
     assert kube.reads[("get", "InferenceService", NAME)] == 1
     _assert_each_read_once(kube)
-    assert len(kube.applied) == 1
+    # Standard mode: kubeforge's route (before the InferenceService), read once too
+    expected = ["HTTPRoute", "InferenceService"] if mode == "Standard" else ["InferenceService"]
+    assert [a["kind"] for a in kube.applied] == expected
+    assert kube.reads[("get", "HTTPRoute", NAME)] == (mode == "Standard")
     # the apply's answer is the observation: KServe has not reported on the new generation
     isvc_ready = next(o for o in outcome.dependents if o.type == "InferenceServiceReady")
     assert isvc_ready.reason == "WaitingForKServe"
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("with_monitor", [False, True])
-def test_an_analysis_in_a_rollout_reads_each_child_once(with_monitor: bool) -> None:
+def test_an_analysis_in_a_rollout_reads_each_child_once(with_monitor: bool, mode: str) -> None:
     spec = MODELSERVER.parse_spec(_model_server()["spec"])
     stable = desired_revision("s3://m/v1", spec, None).model_copy(update={"traffic_percent": 90})
     canary = desired_revision("s3://m/v2", spec, None).model_copy(update={"traffic_percent": 10})
@@ -145,12 +156,13 @@ def test_an_analysis_in_a_rollout_reads_each_child_once(with_monitor: bool) -> N
         kube.lists["driftmonitors"] = [
             {"metadata": {"name": "watch"}, "spec": {"target": {"modelServer": NAME}}}
         ]
-    outcome = _reconcile(kube, _model_server(status))
+    outcome = _reconcile(kube, _model_server(status), mode)
     # the analysis ran (no Prometheus configured: it holds, saying so) on the one read
     assert kube.reads[("get", "InferenceService", NAME)] == 1
     assert kube.reads[("list", "driftmonitors", NS)] == 1
     _assert_each_read_once(kube)
     assert kube.events, "the analysis recorded a decision"
-    logger = kube.applied[-1]["spec"]["predictor"].get("logger")
+    isvc = next(a for a in kube.applied if a["kind"] == "InferenceService")
+    logger = isvc["spec"]["predictor"].get("logger")
     assert (logger or {}).get("url") == (logger_url(NS, "watch") if with_monitor else None)
     assert outcome.fields["inferenceService"] == NAME

@@ -9,6 +9,12 @@ from kubeforge_crds.modelserver import (
     ModelServerSpec,
     Revision,
 )
+from kubeforge_operator.modelserver.traffic import (
+    CANARY_NAME,
+    MODE_ANNOTATION,
+    VISIBILITY_LABEL,
+    Mode,
+)
 from kubeforge_operator.runtime.children import child_metadata, standard_labels
 from kubeforge_operator.runtime.placement import Placement
 
@@ -32,6 +38,17 @@ def _env(rev: Revision) -> list[dict[str, str]]:
     return env
 
 
+def _model(spec: ModelServerSpec, placement: Placement, rev: Revision) -> dict[str, Any]:
+    resources = {"cpu": spec.resources.cpu, "memory": spec.resources.memory} | placement.limits()
+    return {
+        "modelFormat": {"name": str(rev.model_format)},
+        "runtime": rev.serving_runtime or BUILTIN_RUNTIME,
+        "storageUri": rev.uri,
+        "env": _env(rev),
+        "resources": {"requests": dict(resources), "limits": dict(resources)},
+    }
+
+
 def build_inference_service(
     owner: dict[str, Any],
     spec: ModelServerSpec,
@@ -39,34 +56,38 @@ def build_inference_service(
     served: Revision,
     canary_percent: int | None,
     logger_url: str | None = None,
+    mode: Mode = Mode.SERVERLESS,
+    stable: Revision | None = None,
 ) -> dict[str, Any]:
-    """The InferenceService serving ``served``; with ``canary_percent``, as KServe's canary of
-    the last rolled-out revision; with ``logger_url``, logging every request and response there
-    (a DriftMonitor's drift service)."""
+    """The InferenceService serving ``served``; with ``canary_percent``, ``served`` is a canary
+    of ``stable``: in Serverless mode the predictor with canaryTrafficPercent (Knative keeps
+    the last rolled-out revision for the rest), in Standard mode ``spec.canary`` beside the
+    stable predictor (kubeforge's HTTPRoute splits the traffic, so the InferenceService is
+    cluster-local). With ``logger_url``, every request and response is logged there (a
+    DriftMonitor's drift service)."""
     name = owner["metadata"]["name"]
-    resources = {"cpu": spec.resources.cpu, "memory": spec.resources.memory} | placement.limits()
-    model: dict[str, Any] = {
-        "modelFormat": {"name": str(served.model_format)},
-        "runtime": served.serving_runtime or BUILTIN_RUNTIME,
-        "storageUri": served.uri,
-        "env": _env(served),
-        "resources": {"requests": dict(resources), "limits": dict(resources)},
-    }
+    in_canary = canary_percent is not None and canary_percent < 100
+    first = stable if mode == Mode.STANDARD and in_canary and stable is not None else served
     predictor: dict[str, Any] = {
         "minReplicas": spec.replicas.min,
         "maxReplicas": spec.replicas.max,
-        "model": model,
+        "model": _model(spec, placement, first),
         **placement.pod_fields(),
     }
-    if canary_percent is not None and canary_percent < 100:
-        predictor["canaryTrafficPercent"] = canary_percent
     if logger_url:
         predictor["logger"] = {"mode": "all", "url": logger_url}
+    body: dict[str, Any] = {"predictor": predictor}
     meta = child_metadata(owner, name, standard_labels("modelserver", name, "inference"))
-    meta["annotations"] = {"serving.kserve.io/enable-prometheus-scraping": "true"}
-    return {
-        "apiVersion": ISVC_API,
-        "kind": "InferenceService",
-        "metadata": meta,
-        "spec": {"predictor": predictor},
+    meta["annotations"] = {
+        "serving.kserve.io/enable-prometheus-scraping": "true",
+        MODE_ANNOTATION: str(mode),
     }
+    if mode == Mode.SERVERLESS:
+        if in_canary:
+            predictor["canaryTrafficPercent"] = canary_percent
+    else:
+        meta["labels"][VISIBILITY_LABEL] = "cluster-local"  # kubeforge's HTTPRoute is the way in
+        if first is not served:
+            canary = {"name": CANARY_NAME, "model": _model(spec, placement, served)}
+            body["canary"] = [{"predictor": canary, "trafficPercent": canary_percent}]
+    return {"apiVersion": ISVC_API, "kind": "InferenceService", "metadata": meta, "spec": body}

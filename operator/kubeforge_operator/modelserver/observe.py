@@ -3,15 +3,31 @@ into one typed observation that the decisions and the status are computed from."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes import client
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from kubeforge_crds import DRIFTMONITOR
 from kubeforge_crds.contracts.drift import logger_url
 from kubeforge_crds.contracts.serving import ISVC_API
+from kubeforge_operator.modelserver.traffic import (
+    DEFAULT_DOMAIN,
+    ROUTE_API,
+    KServeDefaults,
+    Mode,
+    deployment_mode,
+    kserve_defaults,
+    parse_gateway,
+)
 from kubeforge_operator.runtime.reconcile import ReconcileContext
+
+KSERVE_CONFIG = "inferenceservice-config"
+# KServe's configuration is read at most this often (seconds), not on every reconcile
+KSERVE_CONFIG_TTL = 30.0
+_kserve_config: dict[str, tuple[float, KServeDefaults]] = {}
 
 
 @dataclass(frozen=True)
@@ -21,13 +37,52 @@ class Observed:
 
     isvc: dict[str, Any] | None
     logger_url: str | None
+    mode: Mode = Mode.SERVERLESS
+    domain: str = DEFAULT_DOMAIN
+    gateway: tuple[str, str] = ("", "")
+    # Standard mode: the ModelServer's HTTPRoute (None: not created yet), whether the cluster
+    # serves Gateway API's HTTPRoute at all, and whether the Gateway exists (None: unknown)
+    route: dict[str, Any] | None = None
+    route_api: bool = True
+    gateway_exists: bool | None = None
 
 
 def observe(ctx: ReconcileContext) -> Observed:
-    return Observed(
+    defaults = kserve_config(ctx)
+    mode = deployment_mode(ctx.settings.kserve_mode, defaults)
+    seen = Observed(
         isvc=ctx.kube.get_child(ISVC_API, "InferenceService", ctx.namespace, ctx.name),
         logger_url=drift_logger(ctx),
+        mode=mode,
+        domain=ctx.settings.ingress_domain or defaults.domain or DEFAULT_DOMAIN,
+        gateway=parse_gateway(ctx.settings.gateway),
     )
+    if mode != Mode.STANDARD:
+        return seen
+    try:
+        route = ctx.kube.get_child(ROUTE_API, "HTTPRoute", ctx.namespace, ctx.name)
+        gateway = ctx.kube.get_child(ROUTE_API, "Gateway", *seen.gateway)
+    except ResourceNotFoundError:  # Gateway API's CRDs are not installed
+        return replace(seen, route_api=False)
+    return replace(seen, route=route, gateway_exists=gateway is not None)
+
+
+def kserve_config(ctx: ReconcileContext) -> KServeDefaults:
+    """KServe's default mode and domain, from its ConfigMap (cached for a while); nothing when
+    it is not there or not readable (the operator's settings and defaults apply)."""
+    namespace = ctx.settings.kserve_namespace
+    cached = _kserve_config.get(namespace)
+    if cached is not None and time.monotonic() - cached[0] < KSERVE_CONFIG_TTL:
+        return cached[1]
+    try:
+        cm = ctx.kube.get_child("v1", "ConfigMap", namespace, KSERVE_CONFIG)
+    except client.ApiException as exc:
+        if exc.status not in (401, 403):
+            raise
+        cm = None  # not allowed to read it: the defaults
+    defaults = kserve_defaults((cm or {}).get("data"))
+    _kserve_config[namespace] = (time.monotonic(), defaults)
+    return defaults
 
 
 def drift_logger(ctx: ReconcileContext) -> str | None:

@@ -5,7 +5,7 @@ twice."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import cast
 
@@ -22,6 +22,7 @@ from kubeforge_crds.modelserver import (
 )
 from kubeforge_operator.modelserver.analysis import NoPrometheus, record_full_load, run_analysis
 from kubeforge_operator.modelserver.builders import build_inference_service
+from kubeforge_operator.modelserver.conditions import TRAFFIC_ROUTED
 from kubeforge_operator.modelserver.observe import Observed, observe
 from kubeforge_operator.modelserver.prometheus import PrometheusMeasurer, Target
 from kubeforge_operator.modelserver.resolve import (
@@ -40,6 +41,16 @@ from kubeforge_operator.modelserver.rollout import (
     postponed_plan,
 )
 from kubeforge_operator.modelserver.status import isvc_ready, served_outcome
+from kubeforge_operator.modelserver.traffic import (
+    ROUTE_API,
+    Mode,
+    build_route,
+    canary_ready,
+    canary_weight,
+    hostname,
+    route_observation,
+)
+from kubeforge_operator.runtime.children import standard_labels
 from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
 from kubeforge_operator.runtime.metrics import ROLLOUT_DECISIONS
 from kubeforge_operator.runtime.placement import Placement
@@ -66,8 +77,17 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
     if isinstance(planned, Outcome):
         return planned
     manifest = build_inference_service(
-        ctx.obj, spec, ready.placement, planned.served, planned.canary_percent, seen.logger_url
+        ctx.obj,
+        spec,
+        ready.placement,
+        planned.served,
+        planned.canary_percent,
+        seen.logger_url,
+        seen.mode,
+        status.stable,
     )
+    # the route first: a rollback takes the canary's traffic away before KServe removes it
+    routed = route_traffic(ctx, seen, planned) if seen.mode == Mode.STANDARD else None
     try:
         isvc = ctx.kube.apply_observed(manifest, seen.isvc)
     except ResourceNotFoundError:
@@ -87,7 +107,35 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
             f"{d.revision} {d.traffic_split}: {d.reason}",
         )
     gpus = ready.placement.gpus * spec.replicas.min
-    return served_outcome(status, planned, isvc, ready.uri, gpus, ctx.now)
+    url = f"http://{hostname(ctx.name, ctx.namespace, seen.domain)}" if routed else None
+    outcome = served_outcome(
+        status, planned, isvc, ready.uri, gpus, ctx.now, seen.mode, routed, url
+    )
+    if seen.mode == Mode.STANDARD and planned.canary_percent and not canary_ready(isvc):
+        # KServe is starting the canary: the route gives it traffic once it is ready
+        outcome = replace(outcome, requeue_after=min(outcome.requeue_after or 2.0, 2.0))
+    return outcome
+
+
+def route_traffic(ctx: ReconcileContext, seen: Observed, planned: Plan) -> Observation:
+    """Apply the ModelServer's HTTPRoute (Standard mode): the planned canary share once KServe
+    reports the canary ready, none before; report whether the Gateway accepted it."""
+    if not seen.route_api:
+        return Observation(
+            TRAFFIC_ROUTED,
+            ConditionStatus.FALSE,
+            "GatewayAPINotInstalled",
+            "KServe in Standard mode splits no traffic itself and this cluster does not serve "
+            f"{ROUTE_API} HTTPRoute: install Gateway API and an implementation of it, or use "
+            "KServe's Serverless mode (operator setting kserveMode)",
+        )
+    weight = canary_weight(seen.isvc, planned.canary_percent)
+    labels = standard_labels("modelserver", ctx.name, "inference")
+    host = hostname(ctx.name, ctx.namespace, seen.domain)
+    route = ctx.kube.apply_observed(
+        build_route(ctx.obj, labels, seen.gateway, host, weight), seen.route
+    )
+    return route_observation(route, seen.gateway, seen.gateway_exists)
 
 
 def preconditions(
@@ -153,7 +201,8 @@ def _analyse_if_due(
     due = rollout.next_analysis_time
     if due is None or ctx.now < due:
         return held_plan(status, desired, rollout)
-    if isvc_ready(seen.isvc).status != ConditionStatus.TRUE:
+    not_ready = isvc_ready(seen.isvc, seen.mode).status != ConditionStatus.TRUE
+    if not_ready or (seen.mode == Mode.STANDARD and not canary_ready(seen.isvc)):
         return postponed_plan(spec, status, desired, rollout, ctx.now)
     stable = cast(Revision, status.stable)
     return run_analysis(

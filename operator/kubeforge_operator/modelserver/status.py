@@ -8,18 +8,32 @@ from typing import Any
 
 from kubeforge_crds import ConditionStatus
 from kubeforge_crds.modelserver import ModelServerPhase, ModelServerStatus
-from kubeforge_operator.modelserver.conditions import ISVC_READY, MODEL_RESOLVED, ROLLED_BACK
+from kubeforge_operator.modelserver.conditions import (
+    CANARY_READY,
+    ISVC_READY,
+    MODEL_RESOLVED,
+    ROLLED_BACK,
+    TRAFFIC_ROUTED,
+)
 from kubeforge_operator.modelserver.rollout import KEEP_DECISIONS, Plan
+from kubeforge_operator.modelserver.traffic import Mode
 from kubeforge_operator.runtime.conditions import Observation
 from kubeforge_operator.runtime.reconcile import Outcome, accepted
 
 
-def isvc_ready(isvc: dict[str, Any] | None) -> Observation:
-    """KServe's Ready condition for the generation we last applied."""
+def isvc_ready(isvc: dict[str, Any] | None, mode: Mode = Mode.SERVERLESS) -> Observation:
+    """KServe's Ready condition for the spec we last applied; when not ready, the reason of the
+    first of KServe's own conditions that is not (PredictorReady, IngressReady, ...).
+
+    In Serverless mode status.observedGeneration is the InferenceService's; in Standard mode
+    KServe (v0.20) copies the predictor Deployment's there, so it says nothing about the
+    InferenceService's generation and is not compared."""
     if isvc is None:
         return Observation(ISVC_READY, ConditionStatus.UNKNOWN, "Creating", "")
     status = isvc.get("status") or {}
-    if status.get("observedGeneration") != isvc["metadata"].get("generation"):
+    if mode == Mode.SERVERLESS and status.get("observedGeneration") != isvc["metadata"].get(
+        "generation"
+    ):
         return Observation(
             ISVC_READY,
             ConditionStatus.UNKNOWN,
@@ -27,14 +41,53 @@ def isvc_ready(isvc: dict[str, Any] | None) -> Observation:
             f"KServe has not reported on InferenceService {isvc['metadata']['name']} generation "
             f"{isvc['metadata'].get('generation')} yet",
         )
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "Ready":
-            state = ConditionStatus(cond.get("status", "Unknown"))
-            reason = cond.get("reason") or (
-                "Ready" if state == ConditionStatus.TRUE else "NotReady"
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    ready = conditions.get("Ready")
+    if ready is None:
+        return Observation(ISVC_READY, ConditionStatus.UNKNOWN, "WaitingForKServe", "no Ready yet")
+    state = ConditionStatus(ready.get("status", "Unknown"))
+    if state == ConditionStatus.TRUE:
+        return Observation(ISVC_READY, state, ready.get("reason") or "Ready", "")
+    for type_ in KSERVE_CONDITIONS:
+        cond = conditions.get(type_)
+        if cond is not None and cond.get("status") != "True":
+            reason = cond.get("reason") or f"{type_}{cond.get('status')}"
+            return Observation(
+                ISVC_READY,
+                state,
+                _camel(reason),
+                f"KServe {type_}={cond.get('status')}: {reason}: {cond.get('message') or ''}".rstrip(
+                    ": "
+                ),
             )
-            return Observation(ISVC_READY, state, reason, cond.get("message") or "")
-    return Observation(ISVC_READY, ConditionStatus.UNKNOWN, "WaitingForKServe", "no Ready yet")
+    return Observation(
+        ISVC_READY, state, ready.get("reason") or "NotReady", ready.get("message") or ""
+    )
+
+
+# KServe's conditions that Ready summarises, in the order a failure is looked for
+KSERVE_CONDITIONS = ("PredictorReady", "IngressReady", "TransformerReady", "ExplainerReady")
+
+
+def _camel(reason: str) -> str:
+    """KServe's reasons are sometimes phrases ("predictor Deployment NotReady"): a condition
+    reason is CamelCase."""
+    if " " not in reason:
+        return reason
+    return "".join(w[:1].upper() + w[1:] for w in reason.replace("-", " ").split())
+
+
+def canary_observation(isvc: dict[str, Any] | None) -> Observation | None:
+    """KServe's CanaryPredictorReady while a canary is deployed (None without one)."""
+    for cond in ((isvc or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "CanaryPredictorReady" and cond.get("status") != "True":
+            return Observation(
+                CANARY_READY,
+                ConditionStatus(cond.get("status", "Unknown")),
+                _camel(cond.get("reason") or "NotReady"),
+                cond.get("message") or "",
+            )
+    return None
 
 
 def served_outcome(
@@ -44,15 +97,22 @@ def served_outcome(
     model_uri: str,
     gpus: int,
     now: datetime,
+    mode: Mode = Mode.SERVERLESS,
+    routed: Observation | None = None,
+    url: str | None = None,
 ) -> Outcome:
     """The status after the InferenceService was applied: the plan's fields and decisions (the
     last ``KEEP_DECISIONS`` kept), KServe's readiness and URL, the rollback condition, and when
-    to come back for the next analysis. Pure."""
-    ready = isvc_ready(isvc)
+    to come back for the next analysis. In Standard mode the address is kubeforge's route
+    (``url``) and whether the Gateway routes it (``routed``) is part of Ready. Pure."""
+    ready = isvc_ready(isvc, mode)
+    routed = routed or Observation(
+        TRAFFIC_ROUTED, ConditionStatus.TRUE, "KServeRoutes", f"{mode} mode: KServe's own route"
+    )
     fields: dict[str, Any] = dict(planned.status)
     fields["inferenceService"] = isvc["metadata"]["name"] if isvc else None
     fields["gpus"] = gpus
-    url = ((isvc or {}).get("status") or {}).get("url")
+    url = url or ((isvc or {}).get("status") or {}).get("url")
     if url:
         fields["url"] = url
     if planned.decisions:
@@ -66,8 +126,17 @@ def served_outcome(
         kept = (ROLLED_BACK,)  # a rolled-back state keeps the reason it was rolled back for
     else:
         info.append(Observation(ROLLED_BACK, ConditionStatus.FALSE, "NoRollback", ""))
+    if planned.canary_percent is None:
+        info.append(Observation(CANARY_READY, ConditionStatus.FALSE, "NoCanary", ""))
+    else:
+        info.append(
+            canary_observation(isvc)
+            or Observation(CANARY_READY, ConditionStatus.TRUE, "CanaryReady", "")
+        )
     phase = planned.phase
-    if phase == ModelServerPhase.READY and ready.status != ConditionStatus.TRUE:
+    if phase == ModelServerPhase.READY and any(
+        o.status != ConditionStatus.TRUE for o in (ready, routed)
+    ):
         phase = ModelServerPhase.PENDING
     requeue = None
     if planned.next_analysis is not None:
@@ -75,7 +144,7 @@ def served_outcome(
     model_ok = Observation(MODEL_RESOLVED, ConditionStatus.TRUE, "Resolved", model_uri)
     return Outcome(
         phase=phase,
-        dependents=[accepted(), model_ok, ready],
+        dependents=[accepted(), model_ok, ready, routed],
         fields=fields,
         info=info,
         requeue_after=requeue,

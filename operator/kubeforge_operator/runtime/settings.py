@@ -78,6 +78,26 @@ class OperatorSettings(BaseSettings):
         description="Scrape interval of the runtimes' metrics (seconds): rate() ranges span at "
         "least four, and a failed analysis is confirmed one scrape later.",
     )
+    kserve_mode: Literal["auto", "Standard", "Serverless"] = Field(
+        default="auto",
+        description="KServe deployment mode of ModelServers. Standard: kubeforge splits a "
+        "canary's traffic with its own Gateway API HTTPRoute; Serverless: KServe (Knative) "
+        "does, with canaryTrafficPercent. auto: KServe's own default "
+        "(deploy.defaultDeploymentMode in its inferenceservice-config), Standard if unreadable.",
+    )
+    kserve_namespace: str = Field(
+        default="kserve", description="Namespace of KServe's inferenceservice-config."
+    )
+    gateway: str = Field(
+        default="kserve/kserve-ingress-gateway",
+        description="namespace/name of the Gateway the ModelServers' HTTPRoutes attach to "
+        "(Standard mode); KServe's default ingress Gateway.",
+    )
+    ingress_domain: str | None = Field(
+        default=None,
+        description="Domain of the ModelServers' hosts (<name>-<namespace>.<domain>); unset, "
+        "KServe's ingressDomain, else example.com.",
+    )
     drift_image: str = Field(
         default="ghcr.io/kubeforge/kubeforge:0.1.0",
         description="Image of the drift service (DriftMonitor): kubeforge with its data and "

@@ -1,0 +1,224 @@
+"""The traffic split of a ModelServer (pure): KServe's mode, the InferenceService in each mode,
+the operator's HTTPRoute and what its status says."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from kubeforge_crds import MODELSERVER, ConditionStatus
+from kubeforge_operator.modelserver.builders import build_inference_service
+from kubeforge_operator.modelserver.revisions import desired_revision
+from kubeforge_operator.modelserver.status import canary_observation, isvc_ready
+from kubeforge_operator.modelserver.traffic import (
+    KServeDefaults,
+    Mode,
+    build_route,
+    canary_weight,
+    deployment_mode,
+    kserve_defaults,
+    parse_gateway,
+    route_observation,
+)
+from kubeforge_operator.runtime.placement import Placement
+
+OWNER = {
+    "apiVersion": "kubeforge.io/v1alpha1",
+    "kind": "ModelServer",
+    "metadata": {"name": "bot", "namespace": "team-a", "uid": "u-1"},
+}
+GATEWAY = ("kserve", "kserve-ingress-gateway")
+SPEC = MODELSERVER.parse_spec({"model": {"uri": "pvc://m/v2"}, "replicas": {"min": 2, "max": 3}})
+STABLE = desired_revision("pvc://m/v1", SPEC, None)
+CANARY = desired_revision("pvc://m/v2", SPEC, None)
+
+
+def _config(mode: str, **ingress: Any) -> dict[str, str]:
+    return {"deploy": json.dumps({"defaultDeploymentMode": mode}), "ingress": json.dumps(ingress)}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Standard", Mode.STANDARD),
+        ("RawDeployment", Mode.STANDARD),
+        ("Serverless", Mode.SERVERLESS),
+        ("Knative", Mode.SERVERLESS),
+    ],
+)
+def test_kserve_modes_old_and_new_names(name: str, expected: Mode) -> None:
+    assert deployment_mode("auto", kserve_defaults(_config(name))) == expected
+
+
+def test_the_operator_setting_wins_over_kserve() -> None:
+    defaults = kserve_defaults(_config("Serverless"))
+    assert deployment_mode("Standard", defaults) == Mode.STANDARD
+    assert deployment_mode("auto", defaults) == Mode.SERVERLESS
+
+
+@pytest.mark.parametrize(
+    "data",
+    [None, {}, {"deploy": "not json"}, {"deploy": '["a list"]'}, _config("ModelMesh")],
+)
+def test_unreadable_kserve_config_means_standard(data: dict[str, str] | None) -> None:
+    """Where KServe's config says nothing usable, Standard: the mode in which a canary gets only
+    the traffic the operator's route gives it."""
+    assert deployment_mode("auto", kserve_defaults(data)) == Mode.STANDARD
+
+
+def test_kserve_domain_is_read() -> None:
+    defaults = kserve_defaults(_config("Standard", ingressDomain="models.corp"))
+    assert defaults.domain == "models.corp"
+    assert kserve_defaults(None) == KServeDefaults(None, None, None)
+
+
+def test_unknown_mode_setting_and_gateway_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown KServe deployment mode"):
+        deployment_mode("Turbo", kserve_defaults(None))
+    with pytest.raises(ValueError, match="not namespace/name"):
+        parse_gateway("just-a-name")
+    assert parse_gateway("kserve/gw") == ("kserve", "gw")
+
+
+def _isvc(mode: Mode, canary_percent: int | None) -> dict[str, Any]:
+    return build_inference_service(
+        OWNER, SPEC, Placement(), CANARY, canary_percent, None, mode, STABLE
+    )
+
+
+def _uri(predictor: dict[str, Any]) -> str:
+    return str(predictor["model"]["storageUri"])
+
+
+def test_standard_mode_canary_is_kserve_spec_canary_beside_the_stable_predictor() -> None:
+    isvc = _isvc(Mode.STANDARD, 10)
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    # kubeforge's route is the way in: KServe makes none for it
+    assert isvc["metadata"]["labels"]["networking.kserve.io/visibility"] == "cluster-local"
+    predictor = isvc["spec"]["predictor"]
+    assert _uri(predictor) == "pvc://m/v1"
+    assert "canaryTrafficPercent" not in predictor  # ignored by KServe in Standard mode
+    [canary] = isvc["spec"]["canary"]
+    assert canary["trafficPercent"] == 10
+    assert canary["predictor"]["name"] == "canary"
+    assert _uri(canary["predictor"]) == "pvc://m/v2"
+    # KServe refuses replica settings on a canary (they come from the stable predictor)
+    assert not {"minReplicas", "maxReplicas"} & set(canary["predictor"])
+
+
+def test_standard_mode_without_a_rollout_serves_one_predictor() -> None:
+    isvc = _isvc(Mode.STANDARD, None)
+    assert _uri(isvc["spec"]["predictor"]) == "pvc://m/v2"
+    assert "canary" not in isvc["spec"]
+
+
+def test_serverless_mode_canary_is_canary_traffic_percent() -> None:
+    isvc = _isvc(Mode.SERVERLESS, 10)
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert "networking.kserve.io/visibility" not in isvc["metadata"]["labels"]
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert _uri(isvc["spec"]["predictor"]) == "pvc://m/v2"
+    assert "canary" not in isvc["spec"]
+
+
+def test_route_weights_and_owner() -> None:
+    route = build_route(OWNER, {"a": "b"}, GATEWAY, "bot-team-a.example.com", 30)
+    assert route["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    [parent] = route["spec"]["parentRefs"]
+    assert (parent["namespace"], parent["name"], parent["kind"]) == (*GATEWAY, "Gateway")
+    assert route["spec"]["hostnames"] == ["bot-team-a.example.com"]
+    backends = route["spec"]["rules"][0]["backendRefs"]
+    assert [(b["name"], b["weight"]) for b in backends] == [
+        ("bot-predictor", 70),
+        ("bot-canary-predictor", 30),
+    ]
+
+
+def test_route_without_canary_share_has_only_the_stable_backend() -> None:
+    route = build_route(OWNER, {}, GATEWAY, "h", 0)
+    assert [b["name"] for b in route["spec"]["rules"][0]["backendRefs"]] == ["bot-predictor"]
+
+
+def _with_canary(ready: bool) -> dict[str, Any]:
+    return {"status": {"canaryStatuses": [{"name": "canary", "ready": ready}]}}
+
+
+def test_canary_gets_traffic_only_once_kserve_reports_it_ready() -> None:
+    assert canary_weight(_with_canary(False), 10) == 0
+    assert canary_weight(None, 10) == 0
+    assert canary_weight(_with_canary(True), 10) == 10
+    assert canary_weight(_with_canary(True), None) == 0  # no rollout (or rolled back)
+
+
+def _route(*conditions: tuple[str, str, str]) -> dict[str, Any]:
+    return {
+        "status": {
+            "parents": [
+                {
+                    "parentRef": {"namespace": "kserve", "name": "kserve-ingress-gateway"},
+                    "conditions": [
+                        {"type": t, "status": s, "reason": r, "message": f"{t} says {r}"}
+                        for t, s, r in conditions
+                    ],
+                }
+            ]
+        }
+    }
+
+
+def test_route_observations() -> None:
+    ok = route_observation(
+        _route(("Accepted", "True", "Accepted"), ("ResolvedRefs", "True", "ResolvedRefs")),
+        GATEWAY,
+        True,
+    )
+    assert (ok.status, ok.reason) == (ConditionStatus.TRUE, "Accepted")
+    refused = route_observation(
+        _route(("Accepted", "True", "Accepted"), ("ResolvedRefs", "False", "BackendNotFound")),
+        GATEWAY,
+        True,
+    )
+    assert (refused.status, refused.reason) == (ConditionStatus.FALSE, "BackendNotFound")
+    assert "ResolvedRefs=False" in refused.message
+    missing = route_observation(None, GATEWAY, False)
+    assert (missing.status, missing.reason) == (ConditionStatus.FALSE, "GatewayNotFound")
+    assert "kserve/kserve-ingress-gateway" in missing.message
+    waiting = route_observation({"status": {}}, GATEWAY, True)
+    assert (waiting.status, waiting.reason) == (ConditionStatus.UNKNOWN, "WaitingForGateway")
+
+
+def _kserve_status(**conditions: tuple[str, str, str]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "bot", "generation": 3},
+        "status": {
+            "observedGeneration": 1,  # KServe v0.20 Standard: the Deployment's generation
+            "conditions": [
+                {"type": t, "status": s, "reason": r, "message": m}
+                for t, (s, r, m) in conditions.items()
+            ],
+        },
+    }
+
+
+def test_kserve_conditions_reach_the_modelserver() -> None:
+    isvc = _kserve_status(
+        Ready=("False", "", ""),
+        PredictorReady=("False", "ProgressDeadlineExceeded", "pods crash"),
+        IngressReady=("True", "", ""),
+        CanaryPredictorReady=("False", "predictor Deployment NotReady", "canary not ready"),
+    )
+    ready = isvc_ready(isvc, Mode.STANDARD)
+    assert (ready.status, ready.reason) == (ConditionStatus.FALSE, "ProgressDeadlineExceeded")
+    assert "PredictorReady=False" in ready.message and "pods crash" in ready.message
+    canary = canary_observation(isvc)
+    assert canary is not None
+    assert (canary.status, canary.reason) == (ConditionStatus.FALSE, "PredictorDeploymentNotReady")
+
+
+def test_standard_mode_ignores_kserves_observed_generation() -> None:
+    isvc = _kserve_status(Ready=("True", "", ""))
+    assert isvc_ready(isvc, Mode.STANDARD).status == ConditionStatus.TRUE
+    # Serverless: observedGeneration is the InferenceService's own, and it is behind
+    assert isvc_ready(isvc, Mode.SERVERLESS).reason == "WaitingForKServe"
