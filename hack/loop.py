@@ -153,6 +153,8 @@ def start_operator(
         "KUBEFORGE_OPERATOR_RESYNC_SECONDS": "3",
         "KUBEFORGE_OPERATOR_LOG_FORMAT": "plain",
         "KUBEFORGE_OPERATOR_LOCAL_RUNS_DIR": str(workdir / "finetune-runs"),
+        # the stand-in of KServe (kubeforge_labs.kserve) plays its Serverless mode
+        "KUBEFORGE_OPERATOR_KSERVE_MODE": "Serverless",
         "KUBEFORGE_OPERATOR_PROMETHEUS_URL": prom_url,
         "KUBEFORGE_OPERATOR_PROMETHEUS_SCRAPE_INTERVAL": str(SCRAPE),
         # the drift service of this run's one monitor is a local process on this port

@@ -230,6 +230,7 @@ PROMETHEUS_IMAGE = f"localhost/kubeforge/prometheus:{PROMETHEUS_VERSION}"
 KSERVE_VERSION = "v0.20.0"  # github.com/kserve/kserve (hack/tools/kserve)
 KSERVE_CONTROLLER_IMAGE = f"localhost/kubeforge/kserve-controller:{KSERVE_VERSION}"
 KSERVE_AGENT_IMAGE = f"localhost/kubeforge/kserve-agent:{KSERVE_VERSION}"
+TRAEFIK_IMAGE = "localhost/kubeforge/traefik:v3.6.12"  # github.com/traefik/traefik/v3 (hack/tools)
 # tag -> (binary in the cache, its path in the image): one static binary on the base image
 BINARY_IMAGES = {
     OPERATOR_IMAGE: ("prometheus-operator", "bin/operator"),
@@ -237,6 +238,7 @@ BINARY_IMAGES = {
     PROMETHEUS_IMAGE: ("prometheus-kubernetes", "bin/prometheus"),
     KSERVE_CONTROLLER_IMAGE: ("kserve-manager", "manager"),
     KSERVE_AGENT_IMAGE: ("kserve-agent", "agent"),
+    TRAEFIK_IMAGE: ("traefik", "traefik"),
 }
 
 

@@ -23,8 +23,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from kfcluster import gateway
 from kfcluster.binaries import module_dir, tool_version
-from kfcluster.images import KSERVE_AGENT_IMAGE, KSERVE_CONTROLLER_IMAGE
+from kfcluster.images import (
+    BINARY_IMAGES,
+    KSERVE_AGENT_IMAGE,
+    KSERVE_CONTROLLER_IMAGE,
+    TRAEFIK_IMAGE,
+    binary_image,
+)
 from kfcluster.monitoring import ON_REAL_NODE, RESTRICTED
 from kfcluster.settings import STATE, ClusterError, log
 from kubeforge_labs import kit
@@ -239,8 +246,12 @@ def manager_deployment() -> dict[str, Any]:
 
 def up() -> None:
     """Install KServe's controller and wait until its webhooks answer (no-op when running)."""
+    from kfcluster import node
     from kfcluster.components import apply_objects, kubectl  # (components imports node)
 
+    # a node started before these images existed imports them now (each once per node)
+    tags = (KSERVE_CONTROLLER_IMAGE, KSERVE_AGENT_IMAGE, TRAEFIK_IMAGE)
+    node.import_images([binary_image(tag, *BINARY_IMAGES[tag]) for tag in tags])
     apply_objects(manifests())
     # the webhooks only once their server is ready: until then they would refuse every write
     try:
@@ -252,7 +263,22 @@ def up() -> None:
         ) from None
     apply_objects(webhook_configurations(_webhook_pki()[0]))
     kit.wait_for("KServe's webhooks", _webhooks_answer, 60, interval=1)
-    log(f"KServe {version()} controller running in {NAMESPACE} (Standard mode, Gateway API)")
+    apply_objects(gateway.manifests())
+    try:
+        kubectl("rollout", "status", "deployment/traefik", "-n", NAMESPACE, "--timeout=120s")
+        kubectl(
+            "wait", "--for=condition=Programmed", "--timeout=60s", "-n", NAMESPACE,
+            f"gateway/{gateway.NAME}",
+        )  # fmt: skip
+    except ClusterError as err:
+        raise ClusterError(
+            f"the Gateway {NAMESPACE}/{gateway.NAME} is not programmed: {err}; see kubectl -n "
+            f"{NAMESPACE} logs deploy/traefik"
+        ) from None
+    log(
+        f"KServe {version()} controller running in {NAMESPACE} (Standard mode), Gateway "
+        f"{NAMESPACE}/{gateway.NAME} programmed by Traefik"
+    )
 
 
 def _webhooks_answer() -> bool:
@@ -288,6 +314,8 @@ def down() -> None:
     for doc in rbac():
         if doc["kind"] != "ServiceAccount":
             kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found")
+    for kind, name in gateway.down_objects():
+        kubectl("delete", kind, name, "--ignore-not-found")
     listed = json.loads(kubectl("get", "inferenceservices", "-A", "-o", "json"))
     for isvc in listed["items"]:
         meta = isvc["metadata"]

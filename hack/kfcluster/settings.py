@@ -83,6 +83,8 @@ BINARIES: dict[str, tuple[str, str]] = {
     # KServe's controller manager (with its webhooks) and its agent (the request logger sidecar)
     "kserve-manager": ("kserve", "github.com/kserve/kserve/cmd/manager"),
     "kserve-agent": ("kserve", "github.com/kserve/kserve/cmd/agent"),
+    # the Gateway API implementation (controller and data plane in one binary)
+    "traefik": ("traefik", "github.com/traefik/traefik/v3/cmd/traefik"),
     "kwok": ("kwok", "sigs.k8s.io/kwok/cmd/kwok"),
     "helm": ("helm", "helm.sh/helm/v3/cmd/helm"),
 }

@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kubeforge_runtimes.faults import FaultInjector, Faults
 
+REVISION_HEADER = b"x-kubeforge-revision"
 REQUESTS = Counter(
     "kubeforge_inference_requests",
     "Inference requests by response code.",
@@ -82,6 +83,7 @@ class InferenceMetrics:
     def __init__(self, app: Any, settings: RuntimeSettings, injector: FaultInjector) -> None:
         self.app = app
         self.labels = (settings.namespace, settings.model_name, settings.revision)
+        self.revision = settings.revision.encode()
         self.injector = injector
         for protocol in ("v1", "v2"):
             LATENCY.labels(*self.labels, protocol)
@@ -100,6 +102,9 @@ class InferenceMetrics:
         async def send_counted(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = int(message["status"])
+                # which version answered: a client (or a test of a traffic split) can tell
+                headers = [*message.get("headers", []), (REVISION_HEADER, self.revision)]
+                message = {**message, "headers": headers}
             await send(message)
 
         faults = self.injector.faults

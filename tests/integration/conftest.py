@@ -253,6 +253,9 @@ def start_operator(
         "KUBEFORGE_OPERATOR_RESYNC_SECONDS": "5",
         "KUBEFORGE_OPERATOR_PLATFORM_CONFIG": str(platform),
         "KUBEFORGE_OPERATOR_LOCAL_RUNS_DIR": str(workdir / "finetune-runs"),
+        # this tier's InferenceServices are answered by a stand-in of KServe's Serverless mode
+        # (kubeforge_labs.kserve); the e2e tier runs KServe's real controller in Standard mode
+        "KUBEFORGE_OPERATOR_KSERVE_MODE": "Serverless",
         **{f"KUBEFORGE_OPERATOR_{k.upper()}": v for k, v in settings.items()},
     }
     health_url = f"http://127.0.0.1:{health}/healthz"

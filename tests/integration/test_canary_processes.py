@@ -88,6 +88,7 @@ def test_runtime_serves_v1_v2_and_metrics(lab: Lab) -> None:
     )
     assert v1.status_code == 200, v1.text
     assert isinstance(v1.json()["predictions"][0], str)
+    assert v1.headers["x-kubeforge-revision"] == "rstable"  # which version answered
     v2 = httpx.post(
         f"{lab.stable.url}/v2/models/{NAME}/infer",
         json={

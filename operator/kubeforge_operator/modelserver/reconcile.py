@@ -5,10 +5,12 @@ twice."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import cast
 
+from kubernetes import client
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from kubeforge_crds import MODELSERVER, ConditionStatus
@@ -22,7 +24,7 @@ from kubeforge_crds.modelserver import (
 )
 from kubeforge_operator.modelserver.analysis import NoPrometheus, record_full_load, run_analysis
 from kubeforge_operator.modelserver.builders import build_inference_service
-from kubeforge_operator.modelserver.conditions import TRAFFIC_ROUTED
+from kubeforge_operator.modelserver.conditions import ISVC_READY, TRAFFIC_ROUTED
 from kubeforge_operator.modelserver.observe import Observed, observe
 from kubeforge_operator.modelserver.prometheus import PrometheusMeasurer, Target
 from kubeforge_operator.modelserver.resolve import (
@@ -98,6 +100,16 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
             f"the InferenceService API ({ISVC_API}) is not served by this cluster; install KServe",
         )
         return Outcome(phase=ModelServerPhase.PENDING, dependents=[problem])
+    except client.ApiException as exc:
+        if exc.status not in (400, 403, 422):
+            raise
+        # refused: by KServe's validating webhook, or the schema; the stable version (if any)
+        # keeps serving, and the pass ends here, so no analysis is made
+        refused = Observation(
+            ISVC_READY, ConditionStatus.FALSE, "RefusedByKServe", api_refusal(exc)
+        )
+        phase = str(status.phase or ModelServerPhase.FAILED)
+        return Outcome(phase=phase, dependents=[accepted(), refused])
     for d in planned.decisions:
         ROLLOUT_DECISIONS.labels(ctx.namespace, ctx.name, d.action).inc()
         ctx.kube.record_event(
@@ -115,6 +127,16 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
         # KServe is starting the canary: the route gives it traffic once it is ready
         outcome = replace(outcome, requeue_after=min(outcome.requeue_after or 2.0, 2.0))
     return outcome
+
+
+def api_refusal(exc: client.ApiException) -> str:
+    """The apiserver's message of a refused write (a webhook's denial names the webhook and
+    its reason), without the response's JSON around it."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (json.JSONDecodeError, AttributeError):
+        message = None
+    return str(message or exc.reason or exc)[:1024]
 
 
 def route_traffic(ctx: ReconcileContext, seen: Observed, planned: Plan) -> Observation:

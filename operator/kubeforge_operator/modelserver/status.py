@@ -52,14 +52,10 @@ def isvc_ready(isvc: dict[str, Any] | None, mode: Mode = Mode.SERVERLESS) -> Obs
         cond = conditions.get(type_)
         if cond is not None and cond.get("status") != "True":
             reason = cond.get("reason") or f"{type_}{cond.get('status')}"
-            return Observation(
-                ISVC_READY,
-                state,
-                _camel(reason),
-                f"KServe {type_}={cond.get('status')}: {reason}: {cond.get('message') or ''}".rstrip(
-                    ": "
-                ),
-            )
+            said = f"KServe {type_}={cond.get('status')}: {reason}"
+            if cond.get("message"):
+                said += f": {cond['message']}"
+            return Observation(ISVC_READY, state, _camel(reason), said)
     return Observation(
         ISVC_READY, state, ready.get("reason") or "NotReady", ready.get("message") or ""
     )
