@@ -154,7 +154,7 @@ def model_server(uri: str, error_rate: float = 0.0) -> dict[str, Any]:
             "replicas": {"min": 1, "max": 1},
             "rollout": {
                 "steps": [30, 60, 100],
-                "interval": "30s",
+                "interval": "20s",
                 # the error rate only: latency ratios of sub-millisecond models are noise
                 "metrics": [{"name": "error-rate", "type": "errorRate", "max": 0.05}],
                 "failureThreshold": 1,
@@ -164,7 +164,7 @@ def model_server(uri: str, error_rate: float = 0.0) -> dict[str, Any]:
     }
 
 
-def start_load(cluster: Cluster, ns: str, rate: float = 15) -> None:
+def start_load(cluster: Cluster, ns: str, rate: float = 20) -> None:
     exec_in(cluster, ns, "sh", "-c", "cat > /tmp/load.py", stdin=LOAD)
     host = f"{NAME}-{ns}.example.com"
     url = f"{GATEWAY_URL}/v1/models/{NAME}:predict"
@@ -233,6 +233,7 @@ def test_first_version_served_through_the_gateway(cluster: Cluster, served: str)
     assert {(rev, code) for rev, code in got} == {(status["stable"]["revision"], 200)}
 
 
+@pytest.mark.timeout(600)
 def test_canary_steps_split_real_traffic_and_survive_an_operator_restart(
     cluster: Cluster, served: str, kubeforge: str
 ) -> None:
@@ -258,7 +259,7 @@ def test_canary_steps_split_real_traffic_and_survive_an_operator_restart(
     ms = get(cluster, "modelserver", ns, NAME)
     canary = ms["status"]["stable"]["revision"]
     actions = [d["action"] for d in ms["status"]["decisions"] if d["revision"] == canary]
-    assert actions == ["start", "advance", "promote"], ms["status"]["decisions"]
+    assert actions == ["start", "advance", "advance", "promote"], ms["status"]["decisions"]
     assert restarted, "the operator was restarted while the canary had 30%"
     weights = [w for _, w in changes]
     assert weights[-1] == 0, changes
@@ -267,7 +268,7 @@ def test_canary_steps_split_real_traffic_and_survive_an_operator_restart(
     ends = [t for t, _ in changes[1:]] + [time.time()]
     report = []
     for (since, weight), until in zip(changes, ends, strict=True):
-        if weight not in (30, 60):
+        if weight not in (30, 60, 100):
             continue
         got = answers(cluster, ns, since + SETTLE, until)
         share = 100 * sum(rev == canary for rev, _ in got) / max(1, len(got))
@@ -282,6 +283,7 @@ def test_canary_steps_split_real_traffic_and_survive_an_operator_restart(
     assert {rev for rev, _ in got} == {canary}, got
 
 
+@pytest.mark.timeout(400)
 def test_faulty_version_rolled_back_and_traffic_back_on_stable(
     cluster: Cluster, served: str
 ) -> None:
@@ -316,7 +318,7 @@ def test_canary_that_cannot_load_gets_no_traffic_and_no_analysis(
 
     ms = wait_until(canary_not_ready, 180, 1, "CanaryReady=False")
     assert condition(ms, "CanaryReady")["reason"], ms["status"]["conditions"]
-    time.sleep(35)  # past an analysis interval: postponed, not judged
+    time.sleep(25)  # past an analysis interval: postponed, not judged
     ms = get(cluster, "modelserver", ns, NAME)
     assert canary_weight(cluster, ns) == 0
     actions = [d["action"] for d in ms["status"]["decisions"]][-1:]

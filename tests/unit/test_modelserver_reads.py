@@ -4,11 +4,13 @@ Kubernetes calls (the reconcile's own code runs unchanged) and counts every read
 from __future__ import annotations
 
 import copy
+import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from kubeforge_crds import MODELSERVER
 from kubeforge_crds.contracts.drift import logger_url
@@ -166,3 +168,63 @@ def test_an_analysis_in_a_rollout_reads_each_child_once(with_monitor: bool, mode
     logger = isvc["spec"]["predictor"].get("logger")
     assert (logger or {}).get("url") == (logger_url(NS, "watch") if with_monitor else None)
     assert outcome.fields["inferenceService"] == NAME
+
+
+class RefusingKube(RecordingKube):
+    """KServe's validating webhook refuses the InferenceService."""
+
+    def apply_observed(
+        self, manifest: dict[str, Any], live: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        if manifest["kind"] == "InferenceService":
+            body = {
+                "kind": "Status",
+                "message": 'admission webhook "inferenceservice.kserve-webhook-server.validator" '
+                "denied the request: the canary minReplicas must not exceed the stable's",
+            }
+            exc = client.ApiException(status=400, reason="Bad Request")
+            exc.body = json.dumps(body)
+            raise exc
+        return super().apply_observed(manifest, live)
+
+
+def test_a_refusal_by_kserves_webhook_is_reported_and_nothing_is_analysed() -> None:
+    kube = RefusingKube({})
+    outcome = _reconcile(kube, _model_server(), "Standard")
+    refused = next(o for o in outcome.dependents if o.type == "InferenceServiceReady")
+    assert refused.reason == "RefusedByKServe"
+    assert refused.message.startswith('admission webhook "inferenceservice.kserve-webhook')
+    assert not kube.events  # no rollout decision recorded
+
+
+def test_a_steps_interval_starts_when_the_canary_gets_its_traffic() -> None:
+    """Standard mode: KServe reports the canary ready only after its pods started; the route
+    gives it its share then, and the analysis is an interval after that, not after the start."""
+    spec = MODELSERVER.parse_spec(_model_server()["spec"])
+    stable = desired_revision("s3://m/v1", spec, None).model_copy(update={"traffic_percent": 90})
+    canary = desired_revision("s3://m/v2", spec, None).model_copy(update={"traffic_percent": 10})
+    started = NOW - timedelta(seconds=25)
+    status = {
+        "stable": stable.to_wire(),
+        "canary": canary.to_wire(),
+        "rollout": {
+            "revision": canary.revision,
+            "step": 0,
+            "failures": 0,
+            "startTime": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "nextAnalysisTime": (started + timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    }
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": NAME, "namespace": NS},
+        "spec": {"rules": [{"backendRefs": [{"name": f"{NAME}-predictor", "weight": 100}]}]},
+    }
+    kube = RecordingKube({("InferenceService", NAME): _ready_isvc(), ("HTTPRoute", NAME): route})
+    outcome = _reconcile(kube, _model_server(status), "Standard")
+    applied = next(a for a in kube.applied if a["kind"] == "HTTPRoute")
+    weights = {b["name"]: b["weight"] for b in applied["spec"]["rules"][0]["backendRefs"]}
+    assert weights == {f"{NAME}-predictor": 90, f"{NAME}-canary-predictor": 10}
+    assert outcome.fields["rollout"]["nextAnalysisTime"] == "2026-11-30T12:00:30Z"  # NOW + 30s
+    assert outcome.requeue_after == 30

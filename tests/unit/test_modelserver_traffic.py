@@ -211,7 +211,8 @@ def test_kserve_conditions_reach_the_modelserver() -> None:
     )
     ready = isvc_ready(isvc, Mode.STANDARD)
     assert (ready.status, ready.reason) == (ConditionStatus.FALSE, "ProgressDeadlineExceeded")
-    assert "PredictorReady=False" in ready.message and "pods crash" in ready.message
+    assert "PredictorReady=False" in ready.message
+    assert "pods crash" in ready.message
     canary = canary_observation(isvc)
     assert canary is not None
     assert (canary.status, canary.reason) == (ConditionStatus.FALSE, "PredictorDeploymentNotReady")
@@ -222,3 +223,16 @@ def test_standard_mode_ignores_kserves_observed_generation() -> None:
     assert isvc_ready(isvc, Mode.STANDARD).status == ConditionStatus.TRUE
     # Serverless: observedGeneration is the InferenceService's own, and it is behind
     assert isvc_ready(isvc, Mode.SERVERLESS).reason == "WaitingForKServe"
+
+
+def test_standard_mode_canary_at_its_last_step_stays_beside_the_stable_predictor() -> None:
+    """At 100% the route sends the canary everything; it is promoted (and the stable predictor
+    re-pointed) only after that step's analysis."""
+    isvc = _isvc(Mode.STANDARD, 100)
+    assert _uri(isvc["spec"]["predictor"]) == "pvc://m/v1"
+    assert isvc["spec"]["canary"][0]["trafficPercent"] == 100
+    route = build_route(OWNER, {}, GATEWAY, "h", 100)
+    assert [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]] == [
+        ("bot-predictor", 0),
+        ("bot-canary-predictor", 100),
+    ]

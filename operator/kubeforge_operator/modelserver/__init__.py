@@ -7,9 +7,11 @@ runtime labels its metrics with it, so the analysis can tell canary from stable.
 replicas are not part of it: they apply in place.
 
 The rollout lives in status (``stable``, ``canary``, ``rollout``, ``rolledBack``, ``decisions``):
-a restarted operator carries on from there. KServe's own canary does the traffic split: during a
-rollout the predictor is the canary's with ``canaryTrafficPercent``; KServe keeps the last
-rolled-out revision serving the rest. A rollback puts the stable predictor back; the rolled-back
+a restarted operator carries on from there. Who splits the traffic depends on KServe's mode
+(``traffic``): in Standard mode KServe (v0.20) runs the canary beside the stable predictor
+(``spec.canary``) and the operator's HTTPRoute weighs the two; in Serverless mode the predictor is
+the canary's with ``canaryTrafficPercent`` and Knative keeps the last rolled-out revision serving
+the rest. A rollback puts the stable predictor back; the rolled-back
 revision is remembered and not rolled out again until the spec names something else, so the
 ModelServer shows ``RolledBack`` instead of fighting a GitOps tool that keeps applying the spec.
 
@@ -18,6 +20,7 @@ confirm a failure quickly) queries Prometheus (``prometheus``) and the pure ``ca
 decides.
 
 Where to look: ``revisions`` (what a revision is), ``builders`` (the InferenceService),
+``traffic`` (KServe's mode, the HTTPRoute),
 ``observe`` (each child read once per reconcile), ``resolve`` (preconditions), ``rollout`` (the
 state machine), ``canary`` and ``analysis`` (the decision on measurements), ``prometheus`` (the
 queries), ``status`` (conditions), ``reconcile`` (observe -> decide -> apply -> status).

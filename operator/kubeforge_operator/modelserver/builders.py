@@ -67,7 +67,15 @@ def build_inference_service(
     DriftMonitor's drift service)."""
     name = owner["metadata"]["name"]
     in_canary = canary_percent is not None and canary_percent < 100
-    first = stable if mode == Mode.STANDARD and in_canary and stable is not None else served
+    # Standard mode keeps the canary beside the stable predictor up to its last step (100%:
+    # the route sends it everything) until the analysis promotes it
+    standard_canary = (
+        mode == Mode.STANDARD
+        and canary_percent is not None
+        and stable is not None
+        and stable.revision != served.revision
+    )
+    first = stable if standard_canary and stable is not None else served
     predictor: dict[str, Any] = {
         "minReplicas": spec.replicas.min,
         "maxReplicas": spec.replicas.max,

@@ -41,6 +41,7 @@ from kubeforge_operator.modelserver.rollout import (
     held_plan,
     plan_rollout,
     postponed_plan,
+    traffic_started,
 )
 from kubeforge_operator.modelserver.status import isvc_ready, served_outcome
 from kubeforge_operator.modelserver.traffic import (
@@ -50,6 +51,7 @@ from kubeforge_operator.modelserver.traffic import (
     canary_ready,
     canary_weight,
     hostname,
+    route_canary_weight,
     route_observation,
 )
 from kubeforge_operator.runtime.children import standard_labels
@@ -90,6 +92,9 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
     )
     # the route first: a rollback takes the canary's traffic away before KServe removes it
     routed = route_traffic(ctx, seen, planned) if seen.mode == Mode.STANDARD else None
+    weight = canary_weight(seen.isvc, planned.canary_percent)
+    if routed and weight and weight != route_canary_weight(seen.route):
+        planned = traffic_started(spec, status, planned, ctx.now)
     try:
         isvc = ctx.kube.apply_observed(manifest, seen.isvc)
     except ResourceNotFoundError:

@@ -267,3 +267,23 @@ def rollback_reason(decision: Decision) -> str:
     if any("query failed" in c.reason for c in decision.checks):
         return "MetricsUnavailable"
     return "NoMetricData"
+
+
+def traffic_started(
+    spec: ModelServerSpec, status: ModelServerStatus, planned: Plan, now: datetime
+) -> Plan:
+    """The canary's share of traffic begins only now (Standard mode: the route gives it its
+    weight once KServe reports its pods ready), so the step's interval starts now: an analysis
+    judges an interval of the step's traffic, not the minutes its pods took to start."""
+    wire = planned.status.get("rollout")
+    if wire is not None:
+        progress = RolloutProgress.model_validate(wire)
+    elif status.rollout is not None:
+        progress = status.rollout
+    else:
+        return planned
+    due = now + parse_duration(spec.rollout.interval)
+    progress = progress.model_copy(update={"next_analysis_time": due})
+    planned.status = {**planned.status, "rollout": progress.to_wire()}
+    planned.next_analysis = due
+    return planned

@@ -112,6 +112,17 @@ def canary_weight(isvc: dict[str, Any] | None, planned: int | None) -> int:
     return planned if canary_ready(isvc) else 0
 
 
+def route_canary_weight(route: dict[str, Any] | None) -> int:
+    """The canary's weight in an HTTPRoute as it is (0 without one)."""
+    rules = ((route or {}).get("spec") or {}).get("rules") or []
+    return sum(
+        int(b.get("weight", 1))
+        for rule in rules
+        for b in rule.get("backendRefs") or []
+        if str(b.get("name", "")).endswith(f"-{CANARY_NAME}-predictor")
+    )
+
+
 def canary_ready(isvc: dict[str, Any] | None) -> bool:
     for canary in ((isvc or {}).get("status") or {}).get("canaryStatuses") or []:
         if canary.get("name") == CANARY_NAME:
