@@ -216,11 +216,18 @@ def base_image() -> Path:
 
 
 def node_images() -> list[Path]:
-    """Every image the real node starts with: pause, the base, Prometheus and its operator, and
-    kubeforge's images that were built (``localcluster.py images``) for the current sources and
-    environment."""
+    """Every image the real node starts with: pause, the base, Prometheus and its operator,
+    KServe's and the Gateway's, and kubeforge's images that were built (``localcluster.py
+    images``) for the current sources and environment, but those imported on demand (``LAZY``:
+    ``localcluster.py images trainer`` imports it when something needs it)."""
     binaries = [binary_image(tag, *spec) for tag, spec in BINARY_IMAGES.items()]
-    return [pause_image(), base_image(), *binaries, *current_images()]
+    ours = [p for p in current_images() if not p.name.startswith(tuple(f"{t}-" for t in LAZY))]
+    return [pause_image(), base_image(), *binaries, *ours]
+
+
+# kubeforge's images not imported when the node starts: the trainer (4 GB, about 50 s to
+# import) is needed only by training on the real node (the slow tier, `make demo`)
+LAZY = ("trainer",)
 
 
 PROMETHEUS_VERSION = "v3.16.0"  # github.com/prometheus/prometheus v0.316.0 (hack/tools/prometheus)

@@ -74,8 +74,17 @@ def real_node(cluster: Cluster) -> str:
 
 @pytest.fixture(scope="session")
 def images(real_node: str) -> None:
-    """kubeforge's images for the current sources, built and imported into the node."""
-    subprocess.run([*LOCALCLUSTER, "images"], check=True, timeout=1200)
+    """kubeforge's images for the current sources, built and imported into the node; the
+    trainer only for the tests that ask for it (``trainer_image``)."""
+    subprocess.run(
+        [*LOCALCLUSTER, "images", "core", "runtime", "notebook"], check=True, timeout=1200
+    )
+
+
+@pytest.fixture(scope="session")
+def trainer_image(images: None) -> None:
+    """The trainer image (4 GB) built and imported: training on the real node."""
+    subprocess.run([*LOCALCLUSTER, "images", "trainer"], check=True, timeout=1200)
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ def packed(*folders: tuple[Path, str]) -> str:
 # training for real (about 2 minutes with the trainer image's start): the slow tier
 @pytest.mark.slow
 def test_job_backend_trains_in_real_pods(
-    cluster: Cluster, e2e_namespace: str, tmp_path: Path
+    cluster: Cluster, e2e_namespace: str, trainer_image: None, tmp_path: Path
 ) -> None:
     ns = e2e_namespace
     base = build_base_model(tmp_path / "base")

@@ -109,6 +109,24 @@ def _ready_isvc(generation: int = 1) -> dict[str, Any]:
 MODES = ["Serverless", "Standard"]
 
 
+def _route(canary_weight: int, minutes: float) -> dict[str, Any]:
+    """The operator's HTTPRoute, its weights applied ``minutes`` ago."""
+    since = (NOW - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    backends = [{"name": f"{NAME}-predictor", "weight": 100 - canary_weight}]
+    if canary_weight:
+        backends.append({"name": f"{NAME}-canary-predictor", "weight": canary_weight})
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": NAME,
+            "namespace": NS,
+            "annotations": {"kubeforge.io/weights-since": since},
+        },
+        "spec": {"rules": [{"backendRefs": backends}]},
+    }
+
+
 def _reconcile(kube: RecordingKube, obj: dict[str, Any], mode: str = "Serverless") -> Any:
     settings = OperatorSettings(kserve_mode=mode)
     ctx = ReconcileContext(kind=MODELSERVER, obj=obj, kube=kube, now=NOW, settings=settings)  # type: ignore[arg-type]
@@ -153,7 +171,9 @@ def test_an_analysis_in_a_rollout_reads_each_child_once(with_monitor: bool, mode
             "nextAnalysisTime": due.strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
     }
-    kube = RecordingKube({("InferenceService", NAME): _ready_isvc()})
+    kube = RecordingKube(
+        {("InferenceService", NAME): _ready_isvc(), ("HTTPRoute", NAME): _route(10, minutes=1)}
+    )
     if with_monitor:
         kube.lists["driftmonitors"] = [
             {"metadata": {"name": "watch"}, "spec": {"target": {"modelServer": NAME}}}
@@ -215,12 +235,7 @@ def test_a_steps_interval_starts_when_the_canary_gets_its_traffic() -> None:
             "nextAnalysisTime": (started + timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
     }
-    route = {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": NAME, "namespace": NS},
-        "spec": {"rules": [{"backendRefs": [{"name": f"{NAME}-predictor", "weight": 100}]}]},
-    }
+    route = _route(0, minutes=1)
     kube = RecordingKube({("InferenceService", NAME): _ready_isvc(), ("HTTPRoute", NAME): route})
     outcome = _reconcile(kube, _model_server(status), "Standard")
     applied = next(a for a in kube.applied if a["kind"] == "HTTPRoute")
@@ -228,3 +243,28 @@ def test_a_steps_interval_starts_when_the_canary_gets_its_traffic() -> None:
     assert weights == {f"{NAME}-predictor": 90, f"{NAME}-canary-predictor": 10}
     assert outcome.fields["rollout"]["nextAnalysisTime"] == "2026-11-30T12:00:30Z"  # NOW + 30s
     assert outcome.requeue_after == 30
+
+
+def test_no_analysis_before_the_route_carried_the_steps_weight_for_an_interval() -> None:
+    """Whatever status says (a restarted operator may have lost a write), the route's own
+    record of when its weights changed decides: 10 s of a 30 s interval is not enough."""
+    spec = MODELSERVER.parse_spec(_model_server()["spec"])
+    stable = desired_revision("s3://m/v1", spec, None).model_copy(update={"traffic_percent": 90})
+    canary = desired_revision("s3://m/v2", spec, None).model_copy(update={"traffic_percent": 10})
+    status = {
+        "stable": stable.to_wire(),
+        "canary": canary.to_wire(),
+        "rollout": {
+            "revision": canary.revision,
+            "step": 0,
+            "failures": 0,
+            "startTime": (NOW - timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "nextAnalysisTime": (NOW - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    }
+    kube = RecordingKube(
+        {("InferenceService", NAME): _ready_isvc(), ("HTTPRoute", NAME): _route(10, 10 / 60)}
+    )
+    outcome = _reconcile(kube, _model_server(status), "Standard")
+    assert not kube.events  # no decision
+    assert outcome.fields["rollout"]["nextAnalysisTime"] == "2026-11-30T12:00:20Z"

@@ -4,6 +4,7 @@ the operator's HTTPRoute and what its status says."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from kubeforge_operator.modelserver.traffic import (
     kserve_defaults,
     parse_gateway,
     route_observation,
+    weights_since,
 )
 from kubeforge_operator.runtime.placement import Placement
 
@@ -30,6 +32,7 @@ OWNER = {
     "metadata": {"name": "bot", "namespace": "team-a", "uid": "u-1"},
 }
 GATEWAY = ("kserve", "kserve-ingress-gateway")
+SINCE = "2026-11-30T12:00:00Z"
 SPEC = MODELSERVER.parse_spec({"model": {"uri": "pvc://m/v2"}, "replicas": {"min": 2, "max": 3}})
 STABLE = desired_revision("pvc://m/v1", SPEC, None)
 CANARY = desired_revision("pvc://m/v2", SPEC, None)
@@ -124,8 +127,9 @@ def test_serverless_mode_canary_is_canary_traffic_percent() -> None:
 
 
 def test_route_weights_and_owner() -> None:
-    route = build_route(OWNER, {"a": "b"}, GATEWAY, "bot-team-a.example.com", 30)
+    route = build_route(OWNER, {"a": "b"}, GATEWAY, "bot-team-a.example.com", 30, SINCE)
     assert route["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert weights_since(route) == datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     [parent] = route["spec"]["parentRefs"]
     assert (parent["namespace"], parent["name"], parent["kind"]) == (*GATEWAY, "Gateway")
     assert route["spec"]["hostnames"] == ["bot-team-a.example.com"]
@@ -137,7 +141,7 @@ def test_route_weights_and_owner() -> None:
 
 
 def test_route_without_canary_share_has_only_the_stable_backend() -> None:
-    route = build_route(OWNER, {}, GATEWAY, "h", 0)
+    route = build_route(OWNER, {}, GATEWAY, "h", 0, SINCE)
     assert [b["name"] for b in route["spec"]["rules"][0]["backendRefs"]] == ["bot-predictor"]
 
 
@@ -231,7 +235,7 @@ def test_standard_mode_canary_at_its_last_step_stays_beside_the_stable_predictor
     isvc = _isvc(Mode.STANDARD, 100)
     assert _uri(isvc["spec"]["predictor"]) == "pvc://m/v1"
     assert isvc["spec"]["canary"][0]["trafficPercent"] == 100
-    route = build_route(OWNER, {}, GATEWAY, "h", 100)
+    route = build_route(OWNER, {}, GATEWAY, "h", 100, SINCE)
     assert [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]] == [
         ("bot-predictor", 0),
         ("bot-canary-predictor", 100),

@@ -14,6 +14,7 @@ from kubernetes import client
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from kubeforge_crds import MODELSERVER, ConditionStatus
+from kubeforge_crds.base import parse_duration, serialize_datetime
 from kubeforge_crds.contracts.serving import ISVC_API
 from kubeforge_crds.modelserver import (
     ModelServerPhase,
@@ -53,6 +54,7 @@ from kubeforge_operator.modelserver.traffic import (
     hostname,
     route_canary_weight,
     route_observation,
+    weights_since,
 )
 from kubeforge_operator.runtime.children import standard_labels
 from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
@@ -159,9 +161,11 @@ def route_traffic(ctx: ReconcileContext, seen: Observed, planned: Plan) -> Obser
     weight = canary_weight(seen.isvc, planned.canary_percent)
     labels = standard_labels("modelserver", ctx.name, "inference")
     host = hostname(ctx.name, ctx.namespace, seen.domain)
-    route = ctx.kube.apply_observed(
-        build_route(ctx.obj, labels, seen.gateway, host, weight), seen.route
-    )
+    since = weights_since(seen.route)
+    if since is None or weight != route_canary_weight(seen.route):
+        since = ctx.now
+    manifest = build_route(ctx.obj, labels, seen.gateway, host, weight, serialize_datetime(since))
+    route = ctx.kube.apply_observed(manifest, seen.route)
     return route_observation(route, seen.gateway, seen.gateway_exists)
 
 
@@ -229,8 +233,19 @@ def _analyse_if_due(
     if due is None or ctx.now < due:
         return held_plan(status, desired, rollout)
     not_ready = isvc_ready(seen.isvc, seen.mode).status != ConditionStatus.TRUE
-    if not_ready or (seen.mode == Mode.STANDARD and not canary_ready(seen.isvc)):
+    if not_ready:
         return postponed_plan(spec, status, desired, rollout, ctx.now)
+    if seen.mode == Mode.STANDARD:
+        # the route must have carried the step's weight for an interval (not the time the
+        # canary's pods took to start, nor a status write a restart lost)
+        canary = cast(Revision, status.canary)
+        since = weights_since(seen.route)
+        live = route_canary_weight(seen.route)
+        if not canary_ready(seen.isvc) or live != canary.traffic_percent or since is None:
+            return postponed_plan(spec, status, desired, rollout, ctx.now)
+        flowed = since + parse_duration(spec.rollout.interval)
+        if ctx.now < flowed:
+            return postponed_plan(spec, status, desired, rollout, ctx.now, flowed)
     stable = cast(Revision, status.stable)
     return run_analysis(
         spec,

@@ -239,12 +239,14 @@ def postponed_plan(
     desired: Revision,
     rollout: RolloutProgress,
     now: datetime,
+    due: datetime | None = None,
 ) -> Plan:
     """An analysis fell due while KServe has not reported the traffic split we applied as
-    Ready (the canary's pods are still starting): measuring now would judge a canary that had
-    little or no traffic. The interval starts again."""
+    Ready (the canary's pods are still starting), or before the step's traffic has flowed for
+    an interval: measuring now would judge a canary that had little or no traffic. The
+    interval starts again (or the analysis waits until ``due``)."""
     canary = cast(Revision, status.canary)
-    due = now + parse_duration(spec.rollout.interval)
+    due = due or now + parse_duration(spec.rollout.interval)
     progress = rollout.model_copy(update={"next_analysis_time": due})
     return Plan(
         desired,

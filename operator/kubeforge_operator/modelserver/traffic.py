@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -33,6 +34,9 @@ ROUTE_API = "gateway.networking.k8s.io/v1"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 CANARY_NAME = "canary"  # spec.canary[0].predictor.name
 DEFAULT_DOMAIN = "example.com"  # KServe's default ingressDomain
+# when the route's weights last changed: an analysis judges an interval of the step's traffic
+# from then (kept on the route itself, written with the weights, so a restarted operator knows)
+WEIGHTS_SINCE = "kubeforge.io/weights-since"
 
 
 class Mode(StrEnum):
@@ -123,6 +127,15 @@ def route_canary_weight(route: dict[str, Any] | None) -> int:
     )
 
 
+def weights_since(route: dict[str, Any] | None) -> datetime | None:
+    """When the route's current weights were applied (None: unknown)."""
+    value = (((route or {}).get("metadata") or {}).get("annotations") or {}).get(WEIGHTS_SINCE)
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
 def canary_ready(isvc: dict[str, Any] | None) -> bool:
     for canary in ((isvc or {}).get("status") or {}).get("canaryStatuses") or []:
         if canary.get("name") == CANARY_NAME:
@@ -136,9 +149,11 @@ def build_route(
     gateway: tuple[str, str],
     host: str,
     canary_percent: int,
+    since: str,
 ) -> dict[str, Any]:
     """The ModelServer's HTTPRoute: every request for ``host`` to the stable predictor, and
-    ``canary_percent`` of them to the canary's (a weight of 0 keeps the canary out)."""
+    ``canary_percent`` of them to the canary's (a weight of 0 keeps the canary out), with the
+    time these weights were first applied (``since``, RFC 3339)."""
     name = owner["metadata"]["name"]
     backends = [
         {"name": predictor_service(name), "port": 80, "weight": 100 - canary_percent},
@@ -147,10 +162,12 @@ def build_route(
         backends.append(
             {"name": predictor_service(name, canary=True), "port": 80, "weight": canary_percent}
         )
+    meta = child_metadata(owner, name, labels)
+    meta["annotations"] = {WEIGHTS_SINCE: since}
     return {
         "apiVersion": ROUTE_API,
         "kind": "HTTPRoute",
-        "metadata": child_metadata(owner, name, labels),
+        "metadata": meta,
         "spec": {
             "parentRefs": [
                 {
