@@ -193,7 +193,8 @@ def canary_weight(cluster: Cluster, ns: str) -> int:
 def watch_rollout(
     cluster: Cluster, ns: str, done: Any, timeout: float, on_weight: Any = None
 ) -> list[tuple[float, int]]:
-    """The route's canary weight over time, [(since, weight)], until ``done(modelserver)``."""
+    """The route's canary weight over time, [(since, weight)], until
+    ``done(modelserver, weight)``."""
     changes: list[tuple[float, int]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -203,7 +204,7 @@ def watch_rollout(
             if on_weight:
                 on_weight(weight)
         ms = get(cluster, "modelserver", ns, NAME)
-        if done(ms):
+        if done(ms, weight):
             return changes
         time.sleep(0.5)
     raise AssertionError(f"rollout did not finish in {timeout}s; weights {changes}; {ms}")
@@ -252,8 +253,11 @@ def test_canary_steps_split_real_traffic_and_survive_an_operator_restart(
 
     changes = watch_rollout(
         cluster, ns,
-        lambda ms: (ms.get("status") or {}).get("stable", {}).get("revision") not in (None, stable)
-        and (ms.get("status") or {}).get("canary") is None,
+        # promoted, and the route handed over to the stable predictor's (rolled) pods
+        lambda ms, weight: (ms.get("status") or {}).get("stable", {}).get("revision")
+        not in (None, stable)
+        and (ms.get("status") or {}).get("canary") is None
+        and weight == 0,
         timeout=300, on_weight=restart_operator_once,
     )  # fmt: skip
     ms = get(cluster, "modelserver", ns, NAME)
@@ -277,8 +281,10 @@ def test_canary_steps_split_real_traffic_and_survive_an_operator_restart(
         assert abs(share - weight) <= TOLERANCE, report
         assert all(code == 200 for _, code in got), report
     print("measured canary shares (weight, requests, share %):", report)
-    # promoted: the new version answers everything
-    got = answers(cluster, ns, time.time() - 3, time.time())
+    # promoted: the new version answers everything, during the hand-over to the stable
+    # predictor's pods and after it
+    promoted = next(t for t, w in changes if w == 100)
+    got = answers(cluster, ns, promoted + SETTLE, time.time())
     assert got
     assert {rev for rev, _ in got} == {canary}, got
 
@@ -291,7 +297,7 @@ def test_faulty_version_rolled_back_and_traffic_back_on_stable(
     stable = get(cluster, "modelserver", ns, NAME)["status"]["stable"]["revision"]
     apply(cluster, ns, model_server("pvc://models/m1", error_rate=0.5))
     changes = watch_rollout(
-        cluster, ns, lambda ms: (ms.get("status") or {}).get("phase") == "RolledBack",
+        cluster, ns, lambda ms, weight: (ms.get("status") or {}).get("phase") == "RolledBack",
         timeout=240,
     )  # fmt: skip
     ms = get(cluster, "modelserver", ns, NAME)

@@ -19,6 +19,7 @@ from kubeforge_operator.modelserver.traffic import (
     build_route,
     canary_weight,
     deployment_mode,
+    hands_over,
     kserve_defaults,
     parse_gateway,
     route_observation,
@@ -240,3 +241,40 @@ def test_standard_mode_canary_at_its_last_step_stays_beside_the_stable_predictor
         ("bot-predictor", 0),
         ("bot-canary-predictor", 100),
     ]
+
+
+def _deployment(revision: str, updated: int, available: int) -> dict[str, Any]:
+    env = [{"name": "KUBEFORGE_RUNTIME_REVISION", "value": revision}]
+    return {
+        "metadata": {"generation": 2},
+        "spec": {
+            "replicas": 1,
+            "template": {"spec": {"containers": [{"name": "kserve-container", "env": env}]}},
+        },
+        "status": {
+            "observedGeneration": 2,
+            "updatedReplicas": updated,
+            "availableReplicas": available,
+        },
+    }
+
+
+def test_after_a_promotion_the_canary_keeps_the_traffic_until_the_stable_pods_rolled() -> None:
+    """Re-pointing the stable predictor restarts its pods: until they run the promoted
+    version, its old pods would answer, so the canary (the same version) keeps everything."""
+    isvc = _isvc(Mode.STANDARD, 30)  # the canary runs CANARY
+    rev = CANARY.revision
+    rolling = _deployment(STABLE.revision, updated=0, available=1)
+    assert hands_over(isvc, rolling, rev, None)
+    assert hands_over(isvc, _deployment(rev, updated=1, available=0), rev, None)
+    assert not hands_over(isvc, _deployment(rev, updated=1, available=1), rev, None)
+    # a rollback (served is the stable version, not the canary's) hands nothing over
+    assert not hands_over(isvc, rolling, STABLE.revision, None)
+    # during a rollout the canary has its step's share, not a hand-over
+    assert not hands_over(isvc, rolling, rev, 30)
+    handing = build_inference_service(
+        OWNER, SPEC, Placement(), CANARY, None, None, Mode.STANDARD, CANARY, hand_over=True
+    )
+    assert _uri(handing["spec"]["predictor"]) == "pvc://m/v2"
+    assert handing["spec"]["canary"][0]["trafficPercent"] == 100
+    assert _uri(handing["spec"]["canary"][0]["predictor"]) == "pvc://m/v2"

@@ -58,13 +58,16 @@ def build_inference_service(
     logger_url: str | None = None,
     mode: Mode = Mode.SERVERLESS,
     stable: Revision | None = None,
+    hand_over: bool = False,
 ) -> dict[str, Any]:
     """The InferenceService serving ``served``; with ``canary_percent``, ``served`` is a canary
     of ``stable``: in Serverless mode the predictor with canaryTrafficPercent (Knative keeps
     the last rolled-out revision for the rest), in Standard mode ``spec.canary`` beside the
     stable predictor (kubeforge's HTTPRoute splits the traffic, so the InferenceService is
-    cluster-local). With ``logger_url``, every request and response is logged there (a
-    DriftMonitor's drift service)."""
+    cluster-local). With ``hand_over`` (Standard mode, just promoted), the stable predictor
+    serves ``served`` and the canary, the same version, keeps the traffic until KServe has rolled
+    the stable predictor's pods. With ``logger_url``, every request and response is logged there
+    (a DriftMonitor's drift service)."""
     name = owner["metadata"]["name"]
     in_canary = canary_percent is not None and canary_percent < 100
     # Standard mode keeps the canary beside the stable predictor up to its last step (100%:
@@ -95,7 +98,8 @@ def build_inference_service(
             predictor["canaryTrafficPercent"] = canary_percent
     else:
         meta["labels"][VISIBILITY_LABEL] = "cluster-local"  # kubeforge's HTTPRoute is the way in
-        if first is not served:
+        if first is not served or hand_over:
             canary = {"name": CANARY_NAME, "model": _model(spec, placement, served)}
-            body["canary"] = [{"predictor": canary, "trafficPercent": canary_percent}]
+            share = 100 if hand_over else canary_percent
+            body["canary"] = [{"predictor": canary, "trafficPercent": share}]
     return {"apiVersion": ISVC_API, "kind": "InferenceService", "metadata": meta, "spec": body}

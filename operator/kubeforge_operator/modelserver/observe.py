@@ -21,6 +21,7 @@ from kubeforge_operator.modelserver.traffic import (
     deployment_mode,
     kserve_defaults,
     parse_gateway,
+    predictor_service,
 )
 from kubeforge_operator.runtime.reconcile import ReconcileContext
 
@@ -45,6 +46,8 @@ class Observed:
     route: dict[str, Any] | None = None
     route_api: bool = True
     gateway_exists: bool | None = None
+    # Standard mode: KServe's Deployment of the stable predictor (is a promotion rolled out?)
+    stable_deployment: dict[str, Any] | None = None
 
 
 def observe(ctx: ReconcileContext) -> Observed:
@@ -59,6 +62,12 @@ def observe(ctx: ReconcileContext) -> Observed:
     )
     if mode != Mode.STANDARD:
         return seen
+    seen = replace(
+        seen,
+        stable_deployment=ctx.kube.get_child(
+            "apps/v1", "Deployment", ctx.namespace, predictor_service(ctx.name)
+        ),
+    )
     try:
         route = ctx.kube.get_child(ROUTE_API, "HTTPRoute", ctx.namespace, ctx.name)
         gateway = ctx.kube.get_child(ROUTE_API, "Gateway", *seen.gateway)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import cast
+from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
@@ -51,6 +51,7 @@ from kubeforge_operator.modelserver.traffic import (
     build_route,
     canary_ready,
     canary_weight,
+    hands_over,
     hostname,
     route_canary_weight,
     route_observation,
@@ -82,6 +83,9 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
     planned = decide(ctx, spec, status, ready.desired, seen)
     if isinstance(planned, Outcome):
         return planned
+    hand_over = seen.mode == Mode.STANDARD and hands_over(
+        seen.isvc, seen.stable_deployment, planned.served.revision, planned.canary_percent
+    )
     manifest = build_inference_service(
         ctx.obj,
         spec,
@@ -91,32 +95,17 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
         seen.logger_url,
         seen.mode,
         status.stable,
+        hand_over,
     )
+    share = 100 if hand_over else planned.canary_percent
     # the route first: a rollback takes the canary's traffic away before KServe removes it
-    routed = route_traffic(ctx, seen, planned) if seen.mode == Mode.STANDARD else None
-    weight = canary_weight(seen.isvc, planned.canary_percent)
+    routed = route_traffic(ctx, seen, share) if seen.mode == Mode.STANDARD else None
+    weight = canary_weight(seen.isvc, share)
     if routed and weight and weight != route_canary_weight(seen.route):
         planned = traffic_started(spec, status, planned, ctx.now)
-    try:
-        isvc = ctx.kube.apply_observed(manifest, seen.isvc)
-    except ResourceNotFoundError:
-        problem = Observation(
-            ACCEPTED,
-            ConditionStatus.FALSE,
-            "KServeNotInstalled",
-            f"the InferenceService API ({ISVC_API}) is not served by this cluster; install KServe",
-        )
-        return Outcome(phase=ModelServerPhase.PENDING, dependents=[problem])
-    except client.ApiException as exc:
-        if exc.status not in (400, 403, 422):
-            raise
-        # refused: by KServe's validating webhook, or the schema; the stable version (if any)
-        # keeps serving, and the pass ends here, so no analysis is made
-        refused = Observation(
-            ISVC_READY, ConditionStatus.FALSE, "RefusedByKServe", api_refusal(exc)
-        )
-        phase = str(status.phase or ModelServerPhase.FAILED)
-        return Outcome(phase=phase, dependents=[accepted(), refused])
+    isvc = apply_inference_service(ctx, manifest, seen, status)
+    if isinstance(isvc, Outcome):
+        return isvc
     for d in planned.decisions:
         ROLLOUT_DECISIONS.labels(ctx.namespace, ctx.name, d.action).inc()
         ctx.kube.record_event(
@@ -130,10 +119,39 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
     outcome = served_outcome(
         status, planned, isvc, ready.uri, gpus, ctx.now, seen.mode, routed, url
     )
-    if seen.mode == Mode.STANDARD and planned.canary_percent and not canary_ready(isvc):
-        # KServe is starting the canary: the route gives it traffic once it is ready
+    if hand_over or (
+        seen.mode == Mode.STANDARD and planned.canary_percent and not canary_ready(isvc)
+    ):
+        # KServe is starting the canary (the route gives it traffic once it is ready), or
+        # rolling the promoted version out to the stable predictor's pods
         outcome = replace(outcome, requeue_after=min(outcome.requeue_after or 2.0, 2.0))
     return outcome
+
+
+def apply_inference_service(
+    ctx: ReconcileContext, manifest: dict[str, Any], seen: Observed, status: ModelServerStatus
+) -> dict[str, Any] | Outcome | None:
+    """Apply the InferenceService; a cluster without KServe or a refusal (KServe's validating
+    webhook, the schema) is the outcome instead: the stable version, if any, keeps serving and
+    the pass ends there, so no analysis is made."""
+    try:
+        return ctx.kube.apply_observed(manifest, seen.isvc)
+    except ResourceNotFoundError:
+        problem = Observation(
+            ACCEPTED,
+            ConditionStatus.FALSE,
+            "KServeNotInstalled",
+            f"the InferenceService API ({ISVC_API}) is not served by this cluster; install KServe",
+        )
+        return Outcome(phase=ModelServerPhase.PENDING, dependents=[problem])
+    except client.ApiException as exc:
+        if exc.status not in (400, 403, 422):
+            raise
+        refused = Observation(
+            ISVC_READY, ConditionStatus.FALSE, "RefusedByKServe", api_refusal(exc)
+        )
+        phase = str(status.phase or ModelServerPhase.FAILED)
+        return Outcome(phase=phase, dependents=[accepted(), refused])
 
 
 def api_refusal(exc: client.ApiException) -> str:
@@ -146,7 +164,7 @@ def api_refusal(exc: client.ApiException) -> str:
     return str(message or exc.reason or exc)[:1024]
 
 
-def route_traffic(ctx: ReconcileContext, seen: Observed, planned: Plan) -> Observation:
+def route_traffic(ctx: ReconcileContext, seen: Observed, share: int | None) -> Observation:
     """Apply the ModelServer's HTTPRoute (Standard mode): the planned canary share once KServe
     reports the canary ready, none before; report whether the Gateway accepted it."""
     if not seen.route_api:
@@ -158,7 +176,7 @@ def route_traffic(ctx: ReconcileContext, seen: Observed, planned: Plan) -> Obser
             f"{ROUTE_API} HTTPRoute: install Gateway API and an implementation of it, or use "
             "KServe's Serverless mode (operator setting kserveMode)",
         )
-    weight = canary_weight(seen.isvc, planned.canary_percent)
+    weight = canary_weight(seen.isvc, share)
     labels = standard_labels("modelserver", ctx.name, "inference")
     host = hostname(ctx.name, ctx.namespace, seen.domain)
     since = weights_since(seen.route)

@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from kubeforge_crds import ConditionStatus
+from kubeforge_crds.contracts.serving import ENV_REVISION
 from kubeforge_operator.modelserver.conditions import TRAFFIC_ROUTED
 from kubeforge_operator.runtime.children import child_metadata
 from kubeforge_operator.runtime.conditions import Observation
@@ -134,6 +135,54 @@ def weights_since(route: dict[str, Any] | None) -> datetime | None:
         return datetime.fromisoformat(value) if value else None
     except ValueError:
         return None
+
+
+def canary_revision(isvc: dict[str, Any] | None) -> str | None:
+    """The revision of the canary predictor the InferenceService has (None: no canary)."""
+    for canary in ((isvc or {}).get("spec") or {}).get("canary") or []:
+        model = (canary.get("predictor") or {}).get("model") or {}
+        for env in model.get("env") or []:
+            if env.get("name") == ENV_REVISION:
+                return str(env.get("value"))
+    return None
+
+
+def deployment_serves(deployment: dict[str, Any] | None, revision: str) -> bool:
+    """Whether a predictor Deployment has rolled out ``revision`` to all its replicas."""
+    if deployment is None:
+        return False
+    containers = deployment["spec"]["template"]["spec"].get("containers") or []
+    revisions = {
+        env.get("value")
+        for c in containers
+        for env in c.get("env") or []
+        if env.get("name") == ENV_REVISION
+    }
+    status = deployment.get("status") or {}
+    replicas = int(deployment["spec"].get("replicas") or 1)
+    return (
+        revisions == {revision}
+        and status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+        and int(status.get("updatedReplicas") or 0) >= replicas
+        and int(status.get("availableReplicas") or 0) >= replicas
+        and not status.get("unavailableReplicas")
+    )
+
+
+def hands_over(
+    isvc: dict[str, Any] | None,
+    stable_deployment: dict[str, Any] | None,
+    served: str,
+    canary_percent: int | None,
+) -> bool:
+    """After a promotion, whether the canary's pods must keep all the traffic a while: the
+    stable predictor now names the promoted revision, but its Deployment has not rolled it
+    out yet (its pods would answer with the old version)."""
+    return (
+        canary_percent is None
+        and canary_revision(isvc) == served
+        and not deployment_serves(stable_deployment, served)
+    )
 
 
 def canary_ready(isvc: dict[str, Any] | None) -> bool:
