@@ -19,6 +19,7 @@ from kubeforge_operator.modelserver.traffic import (
     build_route,
     canary_weight,
     deployment_mode,
+    drained,
     hands_over,
     kserve_defaults,
     parse_gateway,
@@ -278,3 +279,22 @@ def test_after_a_promotion_the_canary_keeps_the_traffic_until_the_stable_pods_ro
     assert _uri(handing["spec"]["predictor"]) == "pvc://m/v2"
     assert handing["spec"]["canary"][0]["trafficPercent"] == 100
     assert _uri(handing["spec"]["canary"][0]["predictor"]) == "pvc://m/v2"
+
+
+def test_a_canary_that_lost_its_traffic_is_drained_before_kserve_removes_it() -> None:
+    """The Gateway applies a route change a moment after it is written: the canary's pods
+    stay (as they are) until the route has sent them nothing for DRAIN_SECONDS."""
+    now = datetime(2026, 11, 30, 12, 0, 30, tzinfo=UTC)
+    just_now = build_route(OWNER, {}, GATEWAY, "h", 0, "2026-11-30T12:00:25Z")
+    long_ago = build_route(OWNER, {}, GATEWAY, "h", 0, "2026-11-30T12:00:00Z")
+    still_sending = build_route(OWNER, {}, GATEWAY, "h", 30, "2026-11-30T12:00:00Z")
+    assert not drained(just_now, now)
+    assert drained(long_ago, now)
+    assert not drained(still_sending, now)
+    assert not drained(None, now)
+    canary = _isvc(Mode.STANDARD, 30)["spec"]["canary"]
+    kept = build_inference_service(
+        OWNER, SPEC, Placement(), STABLE, None, None, Mode.STANDARD, STABLE, draining=canary
+    )
+    assert kept["spec"]["canary"] == canary
+    assert _uri(kept["spec"]["predictor"]) == "pvc://m/v1"

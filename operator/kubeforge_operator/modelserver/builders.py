@@ -59,6 +59,7 @@ def build_inference_service(
     mode: Mode = Mode.SERVERLESS,
     stable: Revision | None = None,
     hand_over: bool = False,
+    draining: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The InferenceService serving ``served``; with ``canary_percent``, ``served`` is a canary
     of ``stable``: in Serverless mode the predictor with canaryTrafficPercent (Knative keeps
@@ -66,8 +67,9 @@ def build_inference_service(
     stable predictor (kubeforge's HTTPRoute splits the traffic, so the InferenceService is
     cluster-local). With ``hand_over`` (Standard mode, just promoted), the stable predictor
     serves ``served`` and the canary, the same version, keeps the traffic until KServe has rolled
-    the stable predictor's pods. With ``logger_url``, every request and response is logged there
-    (a DriftMonitor's drift service)."""
+    the stable predictor's pods; ``draining`` is a canary that just lost its traffic, kept as
+    it is until the Gateway has surely stopped sending it requests. With ``logger_url``, every
+    request and response is logged there (a DriftMonitor's drift service)."""
     name = owner["metadata"]["name"]
     in_canary = canary_percent is not None and canary_percent < 100
     # Standard mode keeps the canary beside the stable predictor up to its last step (100%:
@@ -102,4 +104,6 @@ def build_inference_service(
             canary = {"name": CANARY_NAME, "model": _model(spec, placement, served)}
             share = 100 if hand_over else canary_percent
             body["canary"] = [{"predictor": canary, "trafficPercent": share}]
+        elif draining:
+            body["canary"] = draining
     return {"apiVersion": ISVC_API, "kind": "InferenceService", "metadata": meta, "spec": body}

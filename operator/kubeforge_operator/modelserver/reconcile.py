@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from kubernetes import client
@@ -50,7 +50,9 @@ from kubeforge_operator.modelserver.traffic import (
     Mode,
     build_route,
     canary_ready,
+    canary_revision,
     canary_weight,
+    drained,
     hands_over,
     hostname,
     route_canary_weight,
@@ -86,6 +88,7 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
     hand_over = seen.mode == Mode.STANDARD and hands_over(
         seen.isvc, seen.stable_deployment, planned.served.revision, planned.canary_percent
     )
+    draining = None if hand_over else draining_canary(seen, planned, ctx.now)
     manifest = build_inference_service(
         ctx.obj,
         spec,
@@ -96,6 +99,7 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
         seen.mode,
         status.stable,
         hand_over,
+        draining,
     )
     share = 100 if hand_over else planned.canary_percent
     # the route first: a rollback takes the canary's traffic away before KServe removes it
@@ -119,13 +123,25 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
     outcome = served_outcome(
         status, planned, isvc, ready.uri, gpus, ctx.now, seen.mode, routed, url
     )
-    if hand_over or (
-        seen.mode == Mode.STANDARD and planned.canary_percent and not canary_ready(isvc)
+    if (
+        hand_over
+        or draining
+        or (seen.mode == Mode.STANDARD and planned.canary_percent and not canary_ready(isvc))
     ):
         # KServe is starting the canary (the route gives it traffic once it is ready), or
         # rolling the promoted version out to the stable predictor's pods
         outcome = replace(outcome, requeue_after=min(outcome.requeue_after or 2.0, 2.0))
     return outcome
+
+
+def draining_canary(seen: Observed, planned: Plan, now: datetime) -> list[Any] | None:
+    """Standard mode, no canary planned (promoted, rolled back): the InferenceService's canary
+    as it is, until the route has sent it nothing for a while (``traffic.drained``)."""
+    if seen.mode != Mode.STANDARD or planned.canary_percent is not None:
+        return None
+    if canary_revision(seen.isvc) is None or drained(seen.route, now):
+        return None
+    return list(((seen.isvc or {}).get("spec") or {}).get("canary") or []) or None
 
 
 def apply_inference_service(

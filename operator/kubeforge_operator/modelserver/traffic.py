@@ -38,6 +38,10 @@ DEFAULT_DOMAIN = "example.com"  # KServe's default ingressDomain
 # when the route's weights last changed: an analysis judges an interval of the step's traffic
 # from then (kept on the route itself, written with the weights, so a restarted operator knows)
 WEIGHTS_SINCE = "kubeforge.io/weights-since"
+# how long a canary that lost its traffic is kept before KServe is told to remove it: a
+# Gateway applies a route change a moment after it is written (Traefik batches changes for
+# 2 s), and requests still on their way to the canary's pods must find them there
+DRAIN_SECONDS = 10
 
 
 class Mode(StrEnum):
@@ -183,6 +187,14 @@ def hands_over(
         and canary_revision(isvc) == served
         and not deployment_serves(stable_deployment, served)
     )
+
+
+def drained(route: dict[str, Any] | None, now: datetime) -> bool:
+    """Whether the route has sent the canary nothing for ``DRAIN_SECONDS``."""
+    since = weights_since(route)
+    if route_canary_weight(route) != 0 or since is None:
+        return False
+    return (now - since).total_seconds() >= DRAIN_SECONDS
 
 
 def canary_ready(isvc: dict[str, Any] | None) -> bool:
