@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from kfcluster.settings import (
     APISERVER_PORT,
@@ -299,3 +300,55 @@ NODE_RBAC: list[dict[str, object]] = [
         {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "coredns"},
     ),
 ]
+
+
+# what steers a system pod to the real node (its label and taint), and the restricted Pod
+# Security Standard's pod-level settings of the system pods run there
+ON_REAL_NODE: dict[str, Any] = {
+    "nodeSelector": {"kubeforge.io/node": "real"},
+    "tolerations": [
+        {"key": "kubeforge.io/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}
+    ],
+}
+RESTRICTED = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532}
+
+
+def system_deployment(
+    name: str,
+    namespace: str,
+    labels: dict[str, str],
+    container: dict[str, Any],
+    service_account: str = "",
+    volumes: list[dict[str, Any]] | None = None,
+    selector: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One replica of a system component on the real node: its image imported (never pulled),
+    restricted, read-only root filesystem, no capabilities."""
+    pod: dict[str, Any] = {
+        **ON_REAL_NODE,
+        "serviceAccountName": service_account or name,
+        "securityContext": RESTRICTED,
+        "containers": [
+            {
+                "imagePullPolicy": "Never",
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                    "readOnlyRootFilesystem": True,
+                },
+                **container,
+            }
+        ],
+    }
+    if volumes:
+        pod["volumes"] = volumes
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector or labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }

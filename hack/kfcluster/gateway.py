@@ -15,9 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from kfcluster.binaries import module_dir, tool_version
-from kfcluster.files import cluster_role_binding
+from kfcluster.files import cluster_role_binding, system_deployment
 from kfcluster.images import TRAEFIK_IMAGE
-from kfcluster.monitoring import ON_REAL_NODE, RESTRICTED
 
 MODULE = "github.com/traefik/traefik/v3"
 NAMESPACE = "kserve"
@@ -76,58 +75,7 @@ def manifests() -> list[dict[str, Any]]:
                 ],
             },
         },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "traefik", "namespace": NAMESPACE, "labels": labels},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        **ON_REAL_NODE,
-                        "serviceAccountName": "traefik",
-                        "securityContext": RESTRICTED,
-                        "containers": [
-                            {
-                                "name": "traefik",
-                                "image": TRAEFIK_IMAGE,
-                                "imagePullPolicy": "Never",
-                                "args": [
-                                    "--providers.kubernetesgateway=true",
-                                    f"--entrypoints.web.address=:{PORT}",
-                                    "--entrypoints.ping.address=:8082",
-                                    "--ping.entrypoint=ping",
-                                    "--global.checknewversion=false",
-                                    "--global.sendanonymoususage=false",
-                                    f"--providers.kubernetesgateway.statusaddress.service.name={SERVICE}",
-                                    f"--providers.kubernetesgateway.statusaddress.service.namespace={NAMESPACE}",
-                                    "--log.level=INFO",
-                                ],
-                                "ports": [
-                                    {"name": "web", "containerPort": PORT},
-                                    {"name": "ping", "containerPort": 8082},
-                                ],
-                                "readinessProbe": {
-                                    "httpGet": {"path": "/ping", "port": 8082},
-                                    "periodSeconds": 2,
-                                },
-                                "resources": {
-                                    "requests": {"cpu": "100m", "memory": "100Mi"},
-                                    "limits": {"memory": "300Mi"},
-                                },
-                                "securityContext": {
-                                    "allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]},
-                                    "readOnlyRootFilesystem": True,
-                                },
-                            }
-                        ],
-                    },
-                },
-            },
-        },
+        system_deployment("traefik", NAMESPACE, labels, proxy()),
         {
             "apiVersion": "v1",
             "kind": "Service",
@@ -138,6 +86,32 @@ def manifests() -> list[dict[str, Any]]:
             },
         },
     ]
+
+
+def proxy() -> dict[str, Any]:
+    """Traefik's container: the Gateway API provider, the Gateway's listener as its entry
+    point, its ping for readiness, and the Service it writes into routes' status."""
+    return {
+        "name": "traefik",
+        "image": TRAEFIK_IMAGE,
+        "args": [
+            "--providers.kubernetesgateway=true",
+            f"--entrypoints.web.address=:{PORT}",
+            "--entrypoints.ping.address=:8082",
+            "--ping.entrypoint=ping",
+            "--global.checknewversion=false",
+            "--global.sendanonymoususage=false",
+            f"--providers.kubernetesgateway.statusaddress.service.name={SERVICE}",
+            f"--providers.kubernetesgateway.statusaddress.service.namespace={NAMESPACE}",
+            "--log.level=INFO",
+        ],
+        "ports": [{"name": "web", "containerPort": PORT}, {"name": "ping", "containerPort": 8082}],
+        "readinessProbe": {"httpGet": {"path": "/ping", "port": 8082}, "periodSeconds": 2},
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "100Mi"},
+            "limits": {"memory": "300Mi"},
+        },
+    }
 
 
 def down_objects() -> list[tuple[str, str]]:

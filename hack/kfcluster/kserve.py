@@ -25,6 +25,7 @@ from typing import Any
 
 from kfcluster import gateway
 from kfcluster.binaries import module_dir, tool_version
+from kfcluster.files import system_deployment
 from kfcluster.images import (
     BINARY_IMAGES,
     KSERVE_AGENT_IMAGE,
@@ -32,7 +33,6 @@ from kfcluster.images import (
     TRAEFIK_IMAGE,
     binary_image,
 )
-from kfcluster.monitoring import ON_REAL_NODE, RESTRICTED
 from kfcluster.settings import STATE, ClusterError, log
 from kubeforge_labs import kit
 
@@ -184,64 +184,40 @@ def manifests() -> list[dict[str, Any]]:
 
 
 def manager_deployment() -> dict[str, Any]:
-    labels = {"control-plane": MANAGER, "app.kubernetes.io/name": "kserve-controller-manager"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": MANAGER, "namespace": NAMESPACE, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"control-plane": MANAGER}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    **ON_REAL_NODE,
-                    "serviceAccountName": MANAGER,
-                    "securityContext": RESTRICTED,
-                    "containers": [
-                        {
-                            "name": "manager",
-                            "image": KSERVE_CONTROLLER_IMAGE,
-                            "imagePullPolicy": "Never",
-                            "args": ["--metrics-addr=:8080", "--health-probe-addr=:8081"],
-                            "env": [
-                                {
-                                    "name": "POD_NAMESPACE",
-                                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
-                                }
-                            ],
-                            "ports": [
-                                {"name": "webhook-server", "containerPort": 9443},
-                                {"name": "metrics", "containerPort": 8080},
-                            ],
-                            "readinessProbe": {
-                                "httpGet": {"path": "/readyz", "port": 8081},
-                                "periodSeconds": 2,
-                            },
-                            "volumeMounts": [
-                                {
-                                    "name": "cert",
-                                    # controller-runtime's default: $TMPDIR/k8s-webhook-server
-                                    "mountPath": "/tmp/k8s-webhook-server/serving-certs",  # noqa: S108
-                                    "readOnly": True,
-                                }
-                            ],
-                            "resources": {
-                                "requests": {"cpu": "100m", "memory": "200Mi"},
-                                "limits": {"memory": "500Mi"},
-                            },
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                                "readOnlyRootFilesystem": True,
-                            },
-                        }
-                    ],
-                    "volumes": [{"name": "cert", "secret": {"secretName": CERT_SECRET}}],
-                },
-            },
+    container = {
+        "name": "manager",
+        "image": KSERVE_CONTROLLER_IMAGE,
+        "args": ["--metrics-addr=:8080", "--health-probe-addr=:8081"],
+        "env": [
+            {
+                "name": "POD_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            }
+        ],
+        "ports": [
+            {"name": "webhook-server", "containerPort": 9443},
+            {"name": "metrics", "containerPort": 8080},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8081}, "periodSeconds": 2},
+        # controller-runtime's default: $TMPDIR/k8s-webhook-server/serving-certs
+        "volumeMounts": [
+            {
+                "name": "cert",
+                "mountPath": "/tmp/k8s-webhook-server/serving-certs",  # noqa: S108
+                "readOnly": True,
+            }
+        ],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "200Mi"},
+            "limits": {"memory": "500Mi"},
         },
     }
+    labels = {"control-plane": MANAGER, "app.kubernetes.io/name": "kserve-controller-manager"}
+    volumes = [{"name": "cert", "secret": {"secretName": CERT_SECRET}}]
+    selector = {"control-plane": MANAGER}  # upstream's, which its webhook Service selects
+    return system_deployment(
+        MANAGER, NAMESPACE, labels, container, volumes=volumes, selector=selector
+    )
 
 
 def up() -> None:

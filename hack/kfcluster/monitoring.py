@@ -13,20 +13,13 @@ import urllib.request
 from typing import Any
 
 from kfcluster.binaries import module_dir, tool_version
-from kfcluster.files import cluster_role_binding
+from kfcluster.files import ON_REAL_NODE, RESTRICTED, cluster_role_binding, system_deployment
 from kfcluster.images import OPERATOR_IMAGE, PROMETHEUS_IMAGE, PROMETHEUS_VERSION, RELOADER_IMAGE
 from kfcluster.settings import ClusterError, log
 from kubeforge_labs import kit
 
 NAMESPACE = "monitoring"
 OPERATOR_MODULE = "github.com/prometheus-operator/prometheus-operator"
-ON_REAL_NODE: dict[str, Any] = {
-    "nodeSelector": {"kubeforge.io/node": "real"},
-    "tolerations": [
-        {"key": "kubeforge.io/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}
-    ],
-}
-RESTRICTED = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532}
 
 
 def up() -> None:
@@ -99,42 +92,18 @@ def _cluster_role_binding(name: str) -> dict[str, object]:
 
 
 def operator_deployment() -> dict[str, Any]:
-    labels = {"app.kubernetes.io/name": "prometheus-operator"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "prometheus-operator", "namespace": NAMESPACE, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    **ON_REAL_NODE,
-                    "serviceAccountName": "prometheus-operator",
-                    "securityContext": RESTRICTED,
-                    "containers": [
-                        {
-                            "name": "prometheus-operator",
-                            "image": OPERATOR_IMAGE,
-                            "imagePullPolicy": "Never",
-                            "args": [
-                                f"--prometheus-config-reloader={RELOADER_IMAGE}",
-                                "--kubelet-service=",
-                                "--log-level=warn",
-                            ],
-                            "resources": {"limits": {"memory": "200Mi"}},
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                                "readOnlyRootFilesystem": True,
-                            },
-                        }
-                    ],
-                },
-            },
-        },
+    container = {
+        "name": "prometheus-operator",
+        "image": OPERATOR_IMAGE,
+        "args": [
+            f"--prometheus-config-reloader={RELOADER_IMAGE}",
+            "--kubelet-service=",
+            "--log-level=warn",
+        ],
+        "resources": {"limits": {"memory": "200Mi"}},
     }
+    labels = {"app.kubernetes.io/name": "prometheus-operator"}
+    return system_deployment("prometheus-operator", NAMESPACE, labels, container)
 
 
 def prometheus() -> dict[str, Any]:

@@ -109,6 +109,19 @@ def _ready_isvc(generation: int = 1) -> dict[str, Any]:
 MODES = ["Serverless", "Standard"]
 
 
+def _canary_deployment(uri: str = "s3://m/v2") -> dict[str, Any]:
+    """KServe's Deployment of the canary predictor, rolled out with the revision of ``uri``."""
+    spec = MODELSERVER.parse_spec(_model_server()["spec"])
+    env = [
+        {"name": "KUBEFORGE_RUNTIME_REVISION", "value": desired_revision(uri, spec, None).revision}
+    ]
+    return {
+        "metadata": {"name": f"{NAME}-canary-predictor", "generation": 1},
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"env": env}]}}},
+        "status": {"observedGeneration": 1, "updatedReplicas": 1, "availableReplicas": 1},
+    }
+
+
 def _route(canary_weight: int, minutes: float) -> dict[str, Any]:
     """The operator's HTTPRoute, its weights applied ``minutes`` ago."""
     since = (NOW - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -124,6 +137,24 @@ def _route(canary_weight: int, minutes: float) -> dict[str, Any]:
             "annotations": {"kubeforge.io/weights-since": since},
         },
         "spec": {"rules": [{"backendRefs": backends}]},
+    }
+
+
+def _rollout_status(started: datetime, due: datetime) -> dict[str, Any]:
+    """A ModelServer's status in a rollout of s3://m/v2 at 10% over s3://m/v1."""
+    spec = MODELSERVER.parse_spec(_model_server()["spec"])
+    stable = desired_revision("s3://m/v1", spec, None).model_copy(update={"traffic_percent": 90})
+    canary = desired_revision("s3://m/v2", spec, None).model_copy(update={"traffic_percent": 10})
+    return {
+        "stable": stable.to_wire(),
+        "canary": canary.to_wire(),
+        "rollout": {
+            "revision": canary.revision,
+            "step": 0,
+            "failures": 0,
+            "startTime": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "nextAnalysisTime": due.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
     }
 
 
@@ -156,23 +187,14 @@ def test_first_deployment_reads_the_inference_service_once(mode: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("with_monitor", [False, True])
 def test_an_analysis_in_a_rollout_reads_each_child_once(with_monitor: bool, mode: str) -> None:
-    spec = MODELSERVER.parse_spec(_model_server()["spec"])
-    stable = desired_revision("s3://m/v1", spec, None).model_copy(update={"traffic_percent": 90})
-    canary = desired_revision("s3://m/v2", spec, None).model_copy(update={"traffic_percent": 10})
     due = NOW - timedelta(seconds=1)
-    status = {
-        "stable": stable.to_wire(),
-        "canary": canary.to_wire(),
-        "rollout": {
-            "revision": canary.revision,
-            "step": 0,
-            "failures": 0,
-            "startTime": (NOW - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "nextAnalysisTime": due.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        },
-    }
+    status = _rollout_status(NOW - timedelta(minutes=1), due)
     kube = RecordingKube(
-        {("InferenceService", NAME): _ready_isvc(), ("HTTPRoute", NAME): _route(10, minutes=1)}
+        {
+            ("InferenceService", NAME): _ready_isvc(),
+            ("HTTPRoute", NAME): _route(10, minutes=1),
+            ("Deployment", f"{NAME}-canary-predictor"): _canary_deployment(),
+        }
     )
     if with_monitor:
         kube.lists["driftmonitors"] = [
@@ -220,23 +242,16 @@ def test_a_refusal_by_kserves_webhook_is_reported_and_nothing_is_analysed() -> N
 def test_a_steps_interval_starts_when_the_canary_gets_its_traffic() -> None:
     """Standard mode: KServe reports the canary ready only after its pods started; the route
     gives it its share then, and the analysis is an interval after that, not after the start."""
-    spec = MODELSERVER.parse_spec(_model_server()["spec"])
-    stable = desired_revision("s3://m/v1", spec, None).model_copy(update={"traffic_percent": 90})
-    canary = desired_revision("s3://m/v2", spec, None).model_copy(update={"traffic_percent": 10})
     started = NOW - timedelta(seconds=25)
-    status = {
-        "stable": stable.to_wire(),
-        "canary": canary.to_wire(),
-        "rollout": {
-            "revision": canary.revision,
-            "step": 0,
-            "failures": 0,
-            "startTime": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "nextAnalysisTime": (started + timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        },
-    }
+    status = _rollout_status(started, started + timedelta(seconds=30))
     route = _route(0, minutes=1)
-    kube = RecordingKube({("InferenceService", NAME): _ready_isvc(), ("HTTPRoute", NAME): route})
+    kube = RecordingKube(
+        {
+            ("InferenceService", NAME): _ready_isvc(),
+            ("HTTPRoute", NAME): route,
+            ("Deployment", f"{NAME}-canary-predictor"): _canary_deployment(),
+        }
+    )
     outcome = _reconcile(kube, _model_server(status), "Standard")
     applied = next(a for a in kube.applied if a["kind"] == "HTTPRoute")
     weights = {b["name"]: b["weight"] for b in applied["spec"]["rules"][0]["backendRefs"]}
@@ -248,22 +263,13 @@ def test_a_steps_interval_starts_when_the_canary_gets_its_traffic() -> None:
 def test_no_analysis_before_the_route_carried_the_steps_weight_for_an_interval() -> None:
     """Whatever status says (a restarted operator may have lost a write), the route's own
     record of when its weights changed decides: 10 s of a 30 s interval is not enough."""
-    spec = MODELSERVER.parse_spec(_model_server()["spec"])
-    stable = desired_revision("s3://m/v1", spec, None).model_copy(update={"traffic_percent": 90})
-    canary = desired_revision("s3://m/v2", spec, None).model_copy(update={"traffic_percent": 10})
-    status = {
-        "stable": stable.to_wire(),
-        "canary": canary.to_wire(),
-        "rollout": {
-            "revision": canary.revision,
-            "step": 0,
-            "failures": 0,
-            "startTime": (NOW - timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "nextAnalysisTime": (NOW - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        },
-    }
+    status = _rollout_status(NOW - timedelta(minutes=2), NOW - timedelta(minutes=1))
     kube = RecordingKube(
-        {("InferenceService", NAME): _ready_isvc(), ("HTTPRoute", NAME): _route(10, 10 / 60)}
+        {
+            ("InferenceService", NAME): _ready_isvc(),
+            ("HTTPRoute", NAME): _route(10, 10 / 60),
+            ("Deployment", f"{NAME}-canary-predictor"): _canary_deployment(),
+        }
     )
     outcome = _reconcile(kube, _model_server(status), "Standard")
     assert not kube.events  # no decision

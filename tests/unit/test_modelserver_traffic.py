@@ -151,11 +151,18 @@ def _with_canary(ready: bool) -> dict[str, Any]:
     return {"status": {"canaryStatuses": [{"name": "canary", "ready": ready}]}}
 
 
-def test_canary_gets_traffic_only_once_kserve_reports_it_ready() -> None:
-    assert canary_weight(_with_canary(False), 10) == 0
-    assert canary_weight(None, 10) == 0
-    assert canary_weight(_with_canary(True), 10) == 10
-    assert canary_weight(_with_canary(True), None) == 0  # no rollout (or rolled back)
+def test_canary_gets_traffic_only_once_its_pods_run_its_version() -> None:
+    rev = CANARY.revision
+    rolled = _deployment(rev, updated=1, available=1)
+    assert canary_weight(_with_canary(False), rolled, rev, 10) == 0  # KServe: not ready
+    assert canary_weight(None, rolled, rev, 10) == 0
+    assert canary_weight(_with_canary(True), rolled, rev, 10) == 10
+    assert canary_weight(_with_canary(True), rolled, rev, None) == 0  # no rollout, rolled back
+    # KServe still reports the previous canary ready, but its pods run another version
+    previous = _deployment(STABLE.revision, updated=1, available=1)
+    assert canary_weight(_with_canary(True), previous, rev, 10) == 0
+    assert canary_weight(_with_canary(True), _deployment(rev, 1, 0), rev, 10) == 0
+    assert canary_weight(_with_canary(True), None, rev, 10) == 0
 
 
 def _route(*conditions: tuple[str, str, str]) -> dict[str, Any]:

@@ -48,6 +48,7 @@ class Observed:
     gateway_exists: bool | None = None
     # Standard mode: KServe's Deployment of the stable predictor (is a promotion rolled out?)
     stable_deployment: dict[str, Any] | None = None
+    canary_deployment: dict[str, Any] | None = None
 
 
 def observe(ctx: ReconcileContext) -> Observed:
@@ -66,6 +67,9 @@ def observe(ctx: ReconcileContext) -> Observed:
         seen,
         stable_deployment=ctx.kube.get_child(
             "apps/v1", "Deployment", ctx.namespace, predictor_service(ctx.name)
+        ),
+        canary_deployment=ctx.kube.get_child(
+            "apps/v1", "Deployment", ctx.namespace, predictor_service(ctx.name, canary=True)
         ),
     )
     try:

@@ -102,9 +102,11 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
         draining,
     )
     share = 100 if hand_over else planned.canary_percent
+    served = planned.served.revision
+    standard = seen.mode == Mode.STANDARD
     # the route first: a rollback takes the canary's traffic away before KServe removes it
-    routed = route_traffic(ctx, seen, share) if seen.mode == Mode.STANDARD else None
-    weight = canary_weight(seen.isvc, share)
+    routed = route_traffic(ctx, seen, served, share) if standard else None
+    weight = canary_weight(seen.isvc, seen.canary_deployment, served, share)
     if routed and weight and weight != route_canary_weight(seen.route):
         planned = traffic_started(spec, status, planned, ctx.now)
     isvc = apply_inference_service(ctx, manifest, seen, status)
@@ -123,11 +125,8 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
     outcome = served_outcome(
         status, planned, isvc, ready.uri, gpus, ctx.now, seen.mode, routed, url
     )
-    if (
-        hand_over
-        or draining
-        or (seen.mode == Mode.STANDARD and planned.canary_percent and not canary_ready(isvc))
-    ):
+    starting = planned.canary_percent and not canary_ready(isvc, seen.canary_deployment, served)
+    if hand_over or draining or (standard and starting):
         # KServe is starting the canary (the route gives it traffic once it is ready), or
         # rolling the promoted version out to the stable predictor's pods
         outcome = replace(outcome, requeue_after=min(outcome.requeue_after or 2.0, 2.0))
@@ -180,7 +179,9 @@ def api_refusal(exc: client.ApiException) -> str:
     return str(message or exc.reason or exc)[:1024]
 
 
-def route_traffic(ctx: ReconcileContext, seen: Observed, share: int | None) -> Observation:
+def route_traffic(
+    ctx: ReconcileContext, seen: Observed, served: str, share: int | None
+) -> Observation:
     """Apply the ModelServer's HTTPRoute (Standard mode): the planned canary share once KServe
     reports the canary ready, none before; report whether the Gateway accepted it."""
     if not seen.route_api:
@@ -192,7 +193,7 @@ def route_traffic(ctx: ReconcileContext, seen: Observed, share: int | None) -> O
             f"{ROUTE_API} HTTPRoute: install Gateway API and an implementation of it, or use "
             "KServe's Serverless mode (operator setting kserveMode)",
         )
-    weight = canary_weight(seen.isvc, share)
+    weight = canary_weight(seen.isvc, seen.canary_deployment, served, share)
     labels = standard_labels("modelserver", ctx.name, "inference")
     host = hostname(ctx.name, ctx.namespace, seen.domain)
     since = weights_since(seen.route)
@@ -275,7 +276,8 @@ def _analyse_if_due(
         canary = cast(Revision, status.canary)
         since = weights_since(seen.route)
         live = route_canary_weight(seen.route)
-        if not canary_ready(seen.isvc) or live != canary.traffic_percent or since is None:
+        ready = canary_ready(seen.isvc, seen.canary_deployment, desired.revision)
+        if not ready or live != canary.traffic_percent or since is None:
             return postponed_plan(spec, status, desired, rollout, ctx.now)
         flowed = since + parse_duration(spec.rollout.interval)
         if ctx.now < flowed:

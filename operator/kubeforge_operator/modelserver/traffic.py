@@ -113,12 +113,18 @@ def parse_gateway(ref: str) -> tuple[str, str]:
     return namespace, name
 
 
-def canary_weight(isvc: dict[str, Any] | None, planned: int | None) -> int:
-    """The canary's share the route may carry now: the planned one once KServe reports the
-    canary predictor ready, none before (a Service without ready pods would fail requests)."""
+def canary_weight(
+    isvc: dict[str, Any] | None,
+    deployment: dict[str, Any] | None,
+    revision: str,
+    planned: int | None,
+) -> int:
+    """The canary's share the route may carry now: the planned one once the canary runs
+    ``revision`` on all its pods (``canary_ready``), none before (a Service without ready pods
+    would fail requests, and older pods would answer for a version they are not)."""
     if not planned:
         return 0
-    return planned if canary_ready(isvc) else 0
+    return planned if canary_ready(isvc, deployment, revision) else 0
 
 
 def route_canary_weight(route: dict[str, Any] | None) -> int:
@@ -197,11 +203,16 @@ def drained(route: dict[str, Any] | None, now: datetime) -> bool:
     return (now - since).total_seconds() >= DRAIN_SECONDS
 
 
-def canary_ready(isvc: dict[str, Any] | None) -> bool:
-    for canary in ((isvc or {}).get("status") or {}).get("canaryStatuses") or []:
-        if canary.get("name") == CANARY_NAME:
-            return bool(canary.get("ready"))
-    return False
+def canary_ready(
+    isvc: dict[str, Any] | None, deployment: dict[str, Any] | None, revision: str
+) -> bool:
+    """KServe reports the canary predictor ready and its Deployment has rolled ``revision`` out
+    to every pod (KServe's report alone can be about the canary's previous version)."""
+    reported = any(
+        canary.get("name") == CANARY_NAME and canary.get("ready")
+        for canary in ((isvc or {}).get("status") or {}).get("canaryStatuses") or []
+    )
+    return reported and deployment_serves(deployment, revision)
 
 
 def build_route(
