@@ -538,6 +538,11 @@ def reconciled(cluster: Cluster, ns: str, resource: str, name: str) -> bool:
 # Rules of the operator's ClusterRole that the scenario below does not reach, and why. Each is a
 # call in the code on a path that needs more than the local control plane has (a Kueue queue, a
 # GPU cluster's PyTorchJobs, a drifted model) or a spec this scenario does not use.
+STANDARD_MODE = (
+    "KServe's Standard mode: the ModelServer's HTTPRoute and its Gateway (this tier's operator "
+    "plays against the stand-in of KServe's Serverless mode); tests/e2e/test_modelserver_real.py "
+    "exercises them with the chart's operator and KServe's real controller"
+)
 NOT_EXERCISED: dict[tuple[str, str, str], str] = {
     ("kubeforge.io", "workbenches", "patch"): "the culled-at annotation: an idle notebook "
     "(tests/integration/test_workbench.py culls one, with the operator's local user)",
@@ -545,6 +550,15 @@ NOT_EXERCISED: dict[tuple[str, str, str], str] = {
     "traffic through a running drift service (tests/integration/test_driftmonitor.py)",
     ("", "nodes", "get"): "the node of a notebook pod that is not ready: a stopped kubelet "
     "(tests/e2e/test_workbench_real.py stops the real node's, with the chart's operator)",
+    **{
+        ("gateway.networking.k8s.io", resource, verb): STANDARD_MODE
+        for resource, verb in (
+            ("httproutes", "get"),
+            ("httproutes", "create"),
+            ("httproutes", "patch"),
+            ("gateways", "get"),
+        )
+    },
 }
 # Beyond the examples: the paths of a multi-node run reading S3 with a data connection, a model
 # served from a URI (an InferenceService at once), a named ServingRuntime, and a DriftMonitor on
