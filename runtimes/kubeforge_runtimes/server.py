@@ -1,5 +1,6 @@
 """The built-in runtime: one model served by kserve's ModelServer (v1 and v2 protocols, text
-generation), with the metrics the canary analysis reads.
+generation, and for causal LMs the OpenAI-compatible API of ``openai_api``), with the metrics
+the canary analysis reads (and, for causal LMs, vLLM's token metrics: ``generation``).
 
 Metrics (on kserve's ``/metrics``), labelled with the ModelServer's namespace, name (``model``)
 and the revision the operator gave this predictor:
@@ -44,11 +45,13 @@ LATENCY = Histogram(
     buckets=tuple(round(0.005 * 1.4**i, 6) for i in range(27)),
 )
 
-# /v1/models/NAME:predict, /v2/models/NAME[/versions/V]/infer, /v2/models/NAME/generate
+# /v1/models/NAME:predict, /v2/models/NAME[/versions/V]/infer, /v2/models/NAME/generate,
+# /openai/v1/completions, /openai/v1/chat/completions
 INFERENCE_PATH = re.compile(
     r"^/(?:(?P<v1>v1)/models/[^/:]+:predict|(?P<v2>v2)/models/[^/]+(?:/versions/[^/]+)?/"
-    r"(?:infer|generate))$"
+    r"(?:infer|generate)|(?P<openai>openai)/v1/(?:chat/)?completions)$"
 )
+PROTOCOLS = ("v1", "v2", "openai")
 
 
 class RuntimeSettings(BaseSettings):
@@ -85,7 +88,7 @@ class InferenceMetrics:
         self.labels = (settings.namespace, settings.model_name, settings.revision)
         self.revision = settings.revision.encode()
         self.injector = injector
-        for protocol in ("v1", "v2"):
+        for protocol in PROTOCOLS:
             LATENCY.labels(*self.labels, protocol)
             for code in ("200", "500"):
                 REQUESTS.labels(*self.labels, protocol, code)
@@ -95,7 +98,7 @@ class InferenceMetrics:
         if match is None:
             await self.app(scope, receive, send)
             return
-        protocol = "v1" if match.group("v1") else "v2"
+        protocol = next(p for p in PROTOCOLS if match.group(p))
         started = time.perf_counter()
         status = {"code": 500}
 
@@ -173,5 +176,11 @@ def serve(settings: RuntimeSettings) -> None:
         seed=settings.seed,
     )
     add_routes(app, model, settings, injector)
+    if hasattr(model, "generate"):  # a causal LM: the OpenAI-compatible API too
+        from kubeforge_runtimes.generation import TokenMetrics
+        from kubeforge_runtimes.openai_api import OpenAIServer, add_openai_routes
+
+        metrics = TokenMetrics(settings.namespace, settings.model_name, settings.revision)
+        add_openai_routes(app, OpenAIServer(model, metrics))
     app.add_middleware(InferenceMetrics, settings=settings, injector=injector)
     ModelServer(http_port=settings.http_port, enable_grpc=False, workers=1).start([model])

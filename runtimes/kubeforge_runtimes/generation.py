@@ -1,0 +1,218 @@
+"""Token-by-token generation for the OpenAI-compatible API: a causal LM's ``generate`` in a
+thread, its tokens handed to the request's coroutine as they come (transformers' streamer
+interface), stopped when the client goes away, with the token metrics vLLM exports.
+
+The metric names and meanings are vLLM's (``vllm:time_to_first_token_seconds`` and the rest), so
+that one set of canary gates reads the built-in runtime and a vLLM ServingRuntime alike; the
+labels add the ModelServer's namespace and the predictor's revision to vLLM's ``model_name``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LABELS = ["namespace", "model_name", "revision"]
+# vLLM's own buckets for the time to the first token and between tokens (seconds)
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+                7.5, 10.0, 20.0, 40.0, 80.0)  # fmt: skip
+ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0,
+               7.5, 10.0, 20.0, 40.0, 80.0)  # fmt: skip
+E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
+               120.0, 240.0, 480.0)  # fmt: skip
+
+TTFT = Histogram(
+    "vllm:time_to_first_token_seconds", "Time to the first generated token.", LABELS,
+    buckets=TTFT_BUCKETS,
+)  # fmt: skip
+ITL = Histogram(
+    "vllm:inter_token_latency_seconds", "Time between two generated tokens.", LABELS,
+    buckets=ITL_BUCKETS,
+)  # fmt: skip
+E2E = Histogram(
+    "vllm:e2e_request_latency_seconds", "Time from the request to its last token.", LABELS,
+    buckets=E2E_BUCKETS,
+)  # fmt: skip
+PROMPT_TOKENS = Counter("vllm:prompt_tokens", "Prompt tokens processed.", LABELS)
+GENERATION_TOKENS = Counter("vllm:generation_tokens", "Tokens generated.", LABELS)
+RUNNING = Gauge("vllm:num_requests_running", "Requests generating now.", LABELS)
+
+
+class TokenMetrics:
+    """The token metrics of one predictor (its labels fixed); series exist from the start."""
+
+    def __init__(self, namespace: str, model: str, revision: str) -> None:
+        self.labels = (namespace, model, revision)
+        for metric in (TTFT, ITL, E2E, PROMPT_TOKENS, GENERATION_TOKENS, RUNNING):
+            metric.labels(*self.labels)
+
+    def started(self, prompt_tokens: int) -> None:
+        PROMPT_TOKENS.labels(*self.labels).inc(prompt_tokens)
+        RUNNING.labels(*self.labels).inc()
+
+    def token(self, since_start: float, since_last: float | None) -> None:
+        GENERATION_TOKENS.labels(*self.labels).inc()
+        if since_last is None:
+            TTFT.labels(*self.labels).observe(since_start)
+        else:
+            ITL.labels(*self.labels).observe(since_last)
+
+    def finished(self, seconds: float) -> None:
+        RUNNING.labels(*self.labels).dec()
+        E2E.labels(*self.labels).observe(seconds)
+
+
+@dataclass
+class Sampling:
+    """How to pick tokens: greedy when ``temperature`` is 0 (the same answer every time)."""
+
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: Sequence[str] = ()
+    seed: int | None = None
+
+
+@dataclass
+class Generated:
+    """What a generation produced so far; ``finish_reason`` once it ended."""
+
+    prompt_tokens: int
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+def stop_at(text: str, stops: Sequence[str]) -> int | None:
+    """Where the first stop sequence in ``text`` begins, if any (the answer ends before it)."""
+    found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return min(found) if found else None
+
+
+def held_back(text: str, stops: Sequence[str]) -> int:
+    """How many characters at the end of ``text`` could be the start of a stop sequence: a
+    stream keeps them until the next token says whether they are."""
+    longest = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:n]):
+                longest = max(longest, n)
+                break
+    return longest
+
+
+class _TokenQueue:
+    """transformers' streamer interface (``put`` / ``end``): the first ``put`` is the prompt,
+    every later one the next token of the single sequence."""
+
+    def __init__(self) -> None:
+        self.tokens: queue.Queue[int | None] = queue.Queue()
+        self._prompt = True
+
+    def put(self, value: Any) -> None:
+        if self._prompt:
+            self._prompt = False
+            return
+        for token in value.reshape(-1).tolist():
+            self.tokens.put(int(token))
+
+    def end(self) -> None:
+        self.tokens.put(None)
+
+
+async def stream_tokens(
+    model: Any, tokenizer: Any, lock: threading.Lock, prompt_ids: Any, sampling: Sampling
+) -> AsyncGenerator[int, None]:
+    """The generated token ids as the model produces them. Closing the iterator (the client
+    went away) stops the generation at the next token and frees the model."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    cancelled = threading.Event()
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
+
+    streamer = _TokenQueue()
+    options: dict[str, Any] = {"do_sample": sampling.temperature > 0}
+    if sampling.temperature > 0:
+        options |= {"temperature": sampling.temperature, "top_p": sampling.top_p}
+
+    def run() -> None:
+        try:
+            with lock, torch.no_grad():
+                if sampling.seed is not None:
+                    torch.manual_seed(sampling.seed)
+                model.generate(
+                    input_ids=prompt_ids,
+                    attention_mask=torch.ones_like(prompt_ids),
+                    max_new_tokens=sampling.max_tokens,
+                    pad_token_id=tokenizer.eos_token_id,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([Cancelled()]),
+                    **options,
+                )
+        finally:
+            streamer.end()
+
+    worker = threading.Thread(target=run, name="generate", daemon=True)
+    worker.start()
+    try:
+        while (token := await asyncio.to_thread(streamer.tokens.get)) is not None:
+            yield token
+    finally:
+        cancelled.set()
+
+
+async def generate(
+    model: Any,
+    tokenizer: Any,
+    lock: threading.Lock,
+    prompt_ids: Any,
+    sampling: Sampling,
+    metrics: TokenMetrics,
+) -> AsyncIterator[tuple[str, Generated]]:
+    """(new text, state so far) per step: text is released only when it cannot be the start of
+    a stop sequence or half of a multi-byte character; the last step has ``finish_reason``."""
+    state = Generated(prompt_tokens=int(prompt_ids.shape[1]))
+    started = last = time.perf_counter()
+    first = True
+    sent = 0
+    metrics.started(state.prompt_tokens)
+    tokens = stream_tokens(model, tokenizer, lock, prompt_ids, sampling)
+    try:
+        async for token in tokens:
+            now = time.perf_counter()
+            metrics.token(now - started, None if first else now - last)
+            first, last = False, now
+            state.token_ids.append(token)
+            if token == tokenizer.eos_token_id:
+                state.token_ids.pop()
+                state.finish_reason = "stop"
+                break
+            text = tokenizer.decode(state.token_ids, skip_special_tokens=True)
+            cut = stop_at(text, sampling.stop)
+            if cut is not None:
+                state.text, state.finish_reason = text[:cut], "stop"
+                break
+            state.text = text
+            ready = len(text) - held_back(text, sampling.stop)
+            if text.endswith("\ufffd"):  # a character whose bytes have not all come yet
+                ready = min(ready, len(text) - 1)
+            if ready > sent:
+                yield text[sent:ready], state
+                sent = ready
+        if state.finish_reason is None:
+            state.finish_reason = "length"
+        yield state.text[sent:], state
+    finally:
+        await tokens.aclose()
+        metrics.finished(time.perf_counter() - started)

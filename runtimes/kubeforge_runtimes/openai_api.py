@@ -1,0 +1,300 @@
+"""The OpenAI-compatible API of the built-in runtime for causal LMs, under ``/openai/v1/`` as
+KServe's Hugging Face runtime serves it: ``completions``, ``chat/completions`` (the model's chat
+template, or a plain one for models without), ``models``; streaming as server-sent events;
+``usage``; errors in OpenAI's error shape.
+
+Written here rather than taken from KServe: KServe's own OpenAI layer
+(``kserve.protocol.rest.openai``, v0.21) imports its request and response types from vLLM, which
+needs a GPU build of its own and cannot be installed beside this CPU torch. The response bodies
+are the ``openai`` package's own models, so what the client parses is what the server wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+# (at module level: FastAPI resolves the handlers' annotations in this module's globals)
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from openai.types import Completion, CompletionChoice, CompletionUsage
+from openai.types import Model as ModelCard
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice as ChatChoice
+from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kubeforge_runtimes.generation import Generated, Sampling, TokenMetrics, generate
+
+PREFIX = "/openai/v1"
+MAX_TOKENS_LIMIT = 4096  # far beyond any context here: a larger value is a mistake
+
+
+class OpenAIError(Exception):
+    """An error answered in OpenAI's shape: ``{"error": {message, type, param, code}}``."""
+
+    def __init__(
+        self, status: int, message: str, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+    def body(self) -> dict[str, Any]:
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        error = {"message": self.message, "type": kind, "param": self.param, "code": self.code}
+        return {"error": error}
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    max_tokens: int | None = None
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    n: int = 1
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    seed: int | None = None
+
+
+class CompletionRequest(_Request):
+    prompt: str
+    max_tokens: int | None = 16  # OpenAI's default for completions
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[dict[str, Any]]
+
+
+class ChatRequest(_Request):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = None
+
+
+def parse(model: type[BaseModel], body: Any) -> Any:
+    """The request, or a 400 naming the first field that is wrong."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        param = ".".join(str(p) for p in first["loc"])
+        raise OpenAIError(400, f"{param}: {first['msg']}", param=param) from None
+
+
+def message_text(message: Message, index: int) -> str:
+    if isinstance(message.content, str):
+        return message.content
+    parts = []
+    for i, part in enumerate(message.content):
+        if part.get("type") != "text" or not isinstance(part.get("text"), str):
+            raise OpenAIError(
+                400,
+                f"messages[{index}].content[{i}]: only text parts are supported by this model",
+                param=f"messages.{index}.content",
+            )
+        parts.append(part["text"])
+    return "".join(parts)
+
+
+def chat_prompt(tokenizer: Any, messages: list[Message]) -> str:
+    """The model's chat template applied to ``messages``; for a model without one (a base model
+    or a fine-tuned completion model) a plain transcript that ends with the assistant's turn."""
+    turns = [{"role": m.role, "content": message_text(m, i)} for i, m in enumerate(messages)]
+    if getattr(tokenizer, "chat_template", None):
+        return str(tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True))
+    return "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant:"
+
+
+def sampling(request: _Request, prompt_tokens: int, context: int, default: int) -> Sampling:
+    """The request's sampling, with its token budget checked against the model's context."""
+    asked = getattr(request, "max_completion_tokens", None) or request.max_tokens
+    param = (
+        "max_completion_tokens"
+        if getattr(request, "max_completion_tokens", None)
+        else ("max_tokens")
+    )
+    if request.n != 1:
+        raise OpenAIError(400, "n: only one choice per request is supported", param="n")
+    if asked is not None and not 1 <= asked <= MAX_TOKENS_LIMIT:
+        raise OpenAIError(
+            400, f"{param} must be between 1 and {MAX_TOKENS_LIMIT}, got {asked}", param=param
+        )
+    room = context - prompt_tokens
+    wanted = asked if asked is not None else min(default, room)
+    if room < 1 or wanted > room:
+        raise OpenAIError(
+            400,
+            f"This model's maximum context length is {context} tokens. However, you requested "
+            f"{prompt_tokens + wanted} tokens ({prompt_tokens} in the prompt, {wanted} in the "
+            "completion). Please reduce the prompt or the completion length.",
+            param="messages" if isinstance(request, ChatRequest) else "prompt",
+            code="context_length_exceeded",
+        )
+    stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
+    return Sampling(wanted, request.temperature, request.top_p, stop, request.seed)
+
+
+def usage(state: Generated) -> CompletionUsage:
+    n = len(state.token_ids)
+    return CompletionUsage(
+        prompt_tokens=state.prompt_tokens, completion_tokens=n, total_tokens=state.prompt_tokens + n
+    )
+
+
+class OpenAIServer:
+    """The three routes for one loaded causal LM (``models.CausalLM``)."""
+
+    def __init__(self, lm: Any, metrics: TokenMetrics) -> None:
+        self.lm, self.metrics = lm, metrics
+        self.created = int(time.time())
+        config = lm.model.config
+        self.context = int(getattr(config, "max_position_embeddings", None) or config.n_positions)
+
+    def models(self) -> dict[str, Any]:
+        card = ModelCard(
+            id=self.lm.name, created=self.created, object="model", owned_by="kubeforge"
+        )
+        return {"object": "list", "data": [card.model_dump()]}
+
+    def _check_model(self, name: str) -> None:
+        if name != self.lm.name:
+            raise OpenAIError(
+                404,
+                f"The model `{name}` does not exist; this server serves `{self.lm.name}`.",
+                param="model",
+                code="model_not_found",
+            )
+
+    def _prepare(self, request: _Request, prompt: str) -> tuple[Any, Sampling]:
+        self._check_model(request.model)
+        ids = self.lm.tokenizer(prompt, return_tensors="pt")["input_ids"]
+        if ids.shape[1] == 0:
+            raise OpenAIError(400, "the prompt is empty", param="prompt")
+        return ids, sampling(request, int(ids.shape[1]), self.context, self.lm.max_new_tokens)
+
+    def _generate(self, ids: Any, params: Sampling) -> AsyncIterator[tuple[str, Generated]]:
+        lock: threading.Lock = self.lm._lock
+        return generate(self.lm.model, self.lm.tokenizer, lock, ids, params, self.metrics)
+
+    async def completion(self, body: Any) -> Completion | AsyncIterator[str]:
+        request = parse(CompletionRequest, body)
+        ids, params = self._prepare(request, request.prompt)
+        rid = f"cmpl-{uuid.uuid4().hex}"
+        if request.stream:
+            return self._stream_completion(rid, request, ids, params)
+        state = await _last(self._generate(ids, params))
+        choice = CompletionChoice(
+            index=0, text=state.text, finish_reason=state.finish_reason or "stop", logprobs=None
+        )
+        return Completion(
+            id=rid, object="text_completion", created=int(time.time()), model=request.model,
+            choices=[choice], usage=usage(state),
+        )  # fmt: skip
+
+    async def _stream_completion(
+        self, rid: str, request: CompletionRequest, ids: Any, params: Sampling
+    ) -> AsyncIterator[str]:
+        created, state = int(time.time()), None
+        async for text, state in self._generate(ids, params):
+            # a chunk's finish_reason is null until the last one (the openai package's model
+            # types it for whole answers, so chunks are built without its validation)
+            fields: dict[str, Any] = {
+                "index": 0,
+                "text": text,
+                "finish_reason": state.finish_reason,
+            }
+            choice = CompletionChoice.model_construct(**fields, logprobs=None)
+            chunk = Completion(
+                id=rid, object="text_completion", created=created, model=request.model,
+                choices=[choice],
+            )  # fmt: skip
+            yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+        if state is not None and (request.stream_options or {}).get("include_usage"):
+            tail = Completion(
+                id=rid, object="text_completion", created=created, model=request.model,
+                choices=[], usage=usage(state),
+            )  # fmt: skip
+            yield f"data: {tail.model_dump_json(exclude_none=True)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    async def chat(self, body: Any) -> ChatCompletion | AsyncIterator[str]:
+        request = parse(ChatRequest, body)
+        self._check_model(request.model)
+        ids, params = self._prepare(request, chat_prompt(self.lm.tokenizer, request.messages))
+        rid = f"chatcmpl-{uuid.uuid4().hex}"
+        if request.stream:
+            return self._stream_chat(rid, request, ids, params)
+        state = await _last(self._generate(ids, params))
+        message = ChatCompletionMessage(role="assistant", content=state.text)
+        choice = ChatChoice(index=0, message=message, finish_reason=state.finish_reason or "stop")
+        return ChatCompletion(
+            id=rid, object="chat.completion", created=int(time.time()), model=request.model,
+            choices=[choice], usage=usage(state),
+        )  # fmt: skip
+
+    async def _stream_chat(
+        self, rid: str, request: ChatRequest, ids: Any, params: Sampling
+    ) -> AsyncIterator[str]:
+        created, state = int(time.time()), None
+
+        def chunk(choices: list[ChunkChoice], **extra: Any) -> str:
+            body = ChatCompletionChunk(
+                id=rid, object="chat.completion.chunk", created=created, model=request.model,
+                choices=choices, **extra,
+            )  # fmt: skip
+            return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+
+        yield chunk([ChunkChoice(index=0, delta=ChoiceDelta(role="assistant", content=""))])
+        async for text, state in self._generate(ids, params):
+            delta = ChoiceDelta(content=text)
+            yield chunk([ChunkChoice(index=0, delta=delta, finish_reason=state.finish_reason)])
+        if state is not None and (request.stream_options or {}).get("include_usage"):
+            yield chunk([], usage=usage(state))
+        yield "data: [DONE]\n\n"
+
+
+async def _last(steps: AsyncIterator[tuple[str, Generated]]) -> Generated:
+    last = None
+    async for _, state in steps:
+        last = state
+    assert last is not None  # generate() always yields a last step
+    return last
+
+
+def add_openai_routes(app: FastAPI, server: OpenAIServer) -> None:
+    """``/openai/v1/models``, ``/openai/v1/completions`` and ``/openai/v1/chat/completions``."""
+
+    async def answer(handler: Any, request: Request) -> Any:
+        try:
+            try:
+                body = await request.json()
+            except (ValueError, UnicodeDecodeError) as err:
+                raise OpenAIError(400, f"the request body is not JSON: {err}") from None
+            result = await handler(body)
+        except OpenAIError as err:
+            return JSONResponse(err.body(), status_code=err.status)
+        if isinstance(result, BaseModel):
+            return JSONResponse(json.loads(result.model_dump_json(exclude_none=True)))
+        return StreamingResponse(result, media_type="text/event-stream")
+
+    @app.get(f"{PREFIX}/models")
+    async def models() -> dict[str, Any]:
+        return server.models()
+
+    @app.post(f"{PREFIX}/completions")
+    async def completions(request: Request) -> Any:
+        return await answer(server.completion, request)
+
+    @app.post(f"{PREFIX}/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        return await answer(server.chat, request)

@@ -1,0 +1,177 @@
+"""The built-in runtime's OpenAI-compatible API, driven by the real ``openai`` client: a runtime
+process serving the project's tiny GPT-2 (``python -m kubeforge_runtimes serve``), completions
+and chat completions with and without streaming, usage, errors in OpenAI's shape, a stream the
+client abandons, and vLLM's token metrics on /metrics."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from kubeforge_labs.canary import start_runtime
+from kubeforge_labs.kit import Proc
+
+NAME, NS, REVISION = "chat-bot", "team-a", "r0penai"
+PROMPT = "ticket: the vpn fails after the update. resolution:"
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_base_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    work = tmp_path_factory.mktemp("openai-runtime")
+    proc = start_runtime(
+        work, tiny_base_model, name=NAME, namespace=NS, revision=REVISION, max_new_tokens=8
+    )
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def client(runtime: Proc) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{runtime.url}/openai/v1", api_key="unused", max_retries=0)
+
+
+def metric(runtime: Proc, name: str) -> float:
+    """The value of ``name`` for this runtime's labels on its /metrics."""
+    text = httpx.get(f"{runtime.url}/metrics").text
+    labels = f'model_name="{NAME}",namespace="{NS}",revision="{REVISION}"'
+    pattern = rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$"
+    found = re.search(pattern, text, re.M)
+    assert found, f"{name} with {labels} not on /metrics"
+    return float(found[1])
+
+
+def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
+    assert [m.id for m in client.models.list()] == [NAME]
+
+
+def test_completion_with_usage_and_the_same_text_when_streamed(client: openai.OpenAI) -> None:
+    whole = client.completions.create(model=NAME, prompt=PROMPT, max_tokens=6, temperature=0)
+    [choice] = whole.choices
+    assert choice.text.strip()
+    assert choice.finish_reason in ("length", "stop")
+    assert whole.usage is not None
+    assert whole.usage.prompt_tokens > 5
+    assert 1 <= whole.usage.completion_tokens <= 6
+    assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+    chunks = list(
+        client.completions.create(
+            model=NAME, prompt=PROMPT, max_tokens=6, temperature=0, stream=True,
+            stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    streamed = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert streamed == choice.text  # greedy: the same tokens, delivered piece by piece
+    assert len([c for c in chunks if c.choices]) > 1
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_chat_completion_plain_template_streamed_and_not(client: openai.OpenAI) -> None:
+    """The tiny GPT-2 has no chat template: the plain transcript ending with the assistant's
+    turn is used, the same with and without streaming."""
+    messages: list[dict[str, str]] = [
+        {"role": "system", "content": "You answer support tickets."},
+        {"role": "user", "content": "the vpn fails after the update"},
+    ]
+    whole = client.chat.completions.create(
+        model=NAME,
+        messages=messages,
+        max_tokens=5,
+        temperature=0,  # type: ignore[arg-type]
+    )
+    assert whole.choices[0].message.role == "assistant"
+    assert whole.choices[0].message.content
+    assert whole.usage is not None
+    assert whole.usage.completion_tokens <= 5
+    stream = client.chat.completions.create(
+        model=NAME, messages=messages, max_tokens=5, temperature=0, stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+
+
+def test_stop_sequence_ends_the_answer_before_it(client: openai.OpenAI) -> None:
+    free = client.completions.create(model=NAME, prompt=PROMPT, max_tokens=8, temperature=0)
+    text = free.choices[0].text
+    stop = text.strip()[:2]  # something the greedy answer is certain to contain
+    cut = client.completions.create(
+        model=NAME, prompt=PROMPT, max_tokens=8, temperature=0, stop=[stop]
+    )
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].text == text[: text.index(stop)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param", "words"),
+    [
+        ({"max_tokens": 0}, "max_tokens", "between 1 and 4096"),
+        ({"max_tokens": 100000}, "max_tokens", "between 1 and 4096"),
+        ({"prompt": "word " * 300}, "prompt", "maximum context length is 256 tokens"),
+        ({"temperature": 7}, "temperature", "less than or equal to 2"),
+    ],
+)
+def test_bad_requests_are_400_in_openai_shape(
+    client: openai.OpenAI, kwargs: dict[str, object], param: str, words: str
+) -> None:
+    body = {"model": NAME, "prompt": PROMPT, **kwargs}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(**body)  # type: ignore[call-overload]
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["param"] == param
+    assert words in error["message"]
+    assert error["type"] == "invalid_request_error"
+
+
+def test_unknown_model_is_404_naming_the_served_one(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError, match=f"serves `{NAME}`"):
+        client.completions.create(model="gpt-4", prompt=PROMPT, max_tokens=2)
+
+
+def test_an_abandoned_stream_frees_the_model(runtime: Proc, client: openai.OpenAI) -> None:
+    """The client reads one chunk of a long answer and goes away: the generation stops (no
+    request left running) and the next request is answered at once."""
+    before = metric(runtime, "vllm:generation_tokens_total")
+    stream = client.completions.create(
+        model=NAME, prompt=PROMPT, max_tokens=200, temperature=0, stream=True
+    )
+    next(iter(stream))
+    stream.close()
+    deadline = time.monotonic() + 10
+    while metric(runtime, "vllm:num_requests_running") > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metric(runtime, "vllm:num_requests_running") == 0
+    assert metric(runtime, "vllm:generation_tokens_total") - before < 200
+    answer = client.completions.create(model=NAME, prompt=PROMPT, max_tokens=2, temperature=0)
+    assert answer.usage is not None
+    assert answer.usage.completion_tokens >= 1
+
+
+def test_token_metrics_are_vllm_s(runtime: Proc, client: openai.OpenAI) -> None:
+    before = metric(runtime, "vllm:generation_tokens_total")
+    prompt_before = metric(runtime, "vllm:prompt_tokens_total")
+    answer = client.completions.create(model=NAME, prompt=PROMPT, max_tokens=4, temperature=0)
+    assert answer.usage is not None
+    generated = metric(runtime, "vllm:generation_tokens_total") - before
+    # the counter counts every token the model produced (an end-of-text token too)
+    assert generated >= answer.usage.completion_tokens
+    assert metric(runtime, "vllm:prompt_tokens_total") - prompt_before == answer.usage.prompt_tokens
+    assert metric(runtime, "vllm:time_to_first_token_seconds_count") >= 1
+    assert metric(runtime, "vllm:inter_token_latency_seconds_count") >= 1
+    assert metric(runtime, "vllm:e2e_request_latency_seconds_count") >= 1
+    # the runtime's own request metrics count the OpenAI routes too (the canary analysis)
+    text = httpx.get(f"{runtime.url}/metrics").text
+    assert re.search(
+        r'kubeforge_inference_requests_total\{[^}]*protocol="openai"[^}]*\} [1-9]', text
+    )

@@ -1,0 +1,101 @@
+"""The OpenAI-compatible API's pure parts: requests checked field by field, the token budget
+against the context, the plain chat transcript, stop sequences in a stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kubeforge_runtimes.generation import held_back, stop_at
+from kubeforge_runtimes.openai_api import (
+    ChatRequest,
+    CompletionRequest,
+    Message,
+    OpenAIError,
+    chat_prompt,
+    parse,
+    sampling,
+)
+
+
+class _NoTemplate:
+    chat_template = None
+
+
+def test_fields_are_named_in_errors() -> None:
+    with pytest.raises(OpenAIError) as caught:
+        parse(CompletionRequest, {"model": "m"})
+    assert caught.value.status == 400
+    assert caught.value.param == "prompt"
+    with pytest.raises(OpenAIError, match="messages"):
+        parse(ChatRequest, {"model": "m", "messages": []})
+    with pytest.raises(OpenAIError) as caught:
+        parse(ChatRequest, {"model": "m", "messages": [{"role": "wizard", "content": "hi"}]})
+    assert caught.value.param == "messages.0.role"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"max_tokens": 0}, "max_tokens must be between 1 and 4096, got 0"),
+        ({"max_tokens": -3}, "max_tokens must be between 1 and 4096, got -3"),
+        ({"max_tokens": 5000}, "between 1 and 4096"),
+        ({"max_tokens": 200}, "maximum context length is 256 tokens. However, you requested 300"),
+        ({"n": 2}, "only one choice"),
+    ],
+)
+def test_token_budget_is_checked_against_the_context(body: dict[str, Any], message: str) -> None:
+    request = parse(CompletionRequest, {"model": "m", "prompt": "p", **body})
+    with pytest.raises(OpenAIError, match=message) as caught:
+        sampling(request, prompt_tokens=100, context=256, default=32)
+    assert caught.value.status == 400
+
+
+def test_without_max_tokens_a_chat_gets_what_fits() -> None:
+    chat = parse(ChatRequest, {"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    assert sampling(chat, prompt_tokens=250, context=256, default=32).max_tokens == 6
+    assert sampling(chat, prompt_tokens=10, context=256, default=32).max_tokens == 32
+    newer = parse(
+        ChatRequest,
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 7},
+    )
+    assert sampling(newer, prompt_tokens=10, context=256, default=32).max_tokens == 7
+    with pytest.raises(OpenAIError, match="maximum context length") as caught:
+        sampling(chat, prompt_tokens=256, context=256, default=32)
+    assert caught.value.param == "messages"
+    assert caught.value.code == "context_length_exceeded"
+
+
+def test_stop_is_a_list_whatever_the_request_sent() -> None:
+    one = parse(CompletionRequest, {"model": "m", "prompt": "p", "stop": "\n"})
+    assert list(sampling(one, 1, 256, 8).stop) == ["\n"]
+    several = parse(CompletionRequest, {"model": "m", "prompt": "p", "stop": ["a", "b"]})
+    assert list(sampling(several, 1, 256, 8).stop) == ["a", "b"]
+
+
+def test_plain_transcript_for_a_model_without_a_chat_template() -> None:
+    messages = [
+        Message(role="system", content="Be brief."),
+        Message(
+            role="user",
+            content=[{"type": "text", "text": "vpn "}, {"type": "text", "text": "down"}],
+        ),
+    ]
+    assert chat_prompt(_NoTemplate(), messages) == "system: Be brief.\nuser: vpn down\nassistant:"
+
+
+def test_a_non_text_part_is_refused_naming_it() -> None:
+    image = Message(role="user", content=[{"type": "image_url", "image_url": {"url": "x"}}])
+    with pytest.raises(OpenAIError, match=r"messages\[0\].content\[0\]: only text parts"):
+        chat_prompt(_NoTemplate(), [image])
+
+
+def test_stop_sequences() -> None:
+    assert stop_at("hello world", ["wor", "lo"]) == 3
+    assert stop_at("hello", ["x"]) is None
+    assert stop_at("hello", [""]) is None
+    # a stream keeps back what could still become a stop sequence
+    assert held_back("the end", ["END", "nd."]) == 2
+    assert held_back("the en", ["end"]) == 2
+    assert held_back("the", ["xyz"]) == 0
