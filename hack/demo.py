@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_real
 import localcluster as lc
+from kfcluster import kserve
 
 sys.path.insert(0, str(lc.REPO))
 from kubeforge_labs import kit
@@ -226,7 +227,7 @@ def down() -> None:
         # what the demo installed, whatever DEMO_NAMESPACE says now
         installed = json.loads(RELEASE_MARKER.read_text())
         ns, system = installed["namespace"], installed["system"]
-        demo_real.down(installed["kubeconfig"], ns, system)
+        demo_real.down(installed["kubeconfig"], ns, system, installed.get("kserve", False))
         RELEASE_MARKER.unlink()
         say(f"Deleted namespace {ns} and uninstalled kubeforge from {system}")
     pidfile = DEMO_DIR / "operator.pid"
@@ -281,9 +282,9 @@ def main() -> int:
         "app.kubernetes.io/part-of=kubeforge",
     )
     if demo_real.available(kubeconfig):
-        RELEASE_MARKER.write_text(
-            json.dumps({"kubeconfig": kubeconfig, "namespace": NAMESPACE, "system": SYSTEM})
-        )
+        installed = {"kubeconfig": kubeconfig, "namespace": NAMESPACE, "system": SYSTEM}
+        # KServe goes with the demo only where the demo started it
+        RELEASE_MARKER.write_text(json.dumps(installed | {"kserve": not kserve.is_up()}))
         demo = demo_real.Demo(kubeconfig, NAMESPACE, SYSTEM, say)
         modelserver = demo.run()
         say(

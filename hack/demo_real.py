@@ -3,8 +3,8 @@ operator and the API as pods of the images built here), examples/local applied, 
 followed until its pods really run: a Jupyter server, a CPU fine-tuning Job, a drift service that
 receives shifted traffic and whose alert fires in the Prometheus that prometheus-operator runs.
 
-The ModelServer is the exception, and the demo says so: KServe's controller does not run on the
-embedded cluster yet, so its InferenceService is written but never reconciled.
+and a ModelServer that KServe's own controller (v0.20, Standard mode) serves behind a real
+Gateway (Traefik), answering a prompt sent through the Gateway.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 import urllib.request
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import localcluster as lc
 from kfcluster import monitoring, node
@@ -27,6 +28,24 @@ LOCAL_EXAMPLES = REPO / "examples" / "local"
 RELEASE = "kubeforge-demo"
 REAL_NODE = "kf-node-0"
 DRIFT_ALERT = "KubeforgeDriftDetected"  # the PrometheusRule the operator writes per monitor
+GATEWAY_URL = "http://kserve-ingress-gateway.kserve.svc"  # localcluster.py kserve up
+LOCALCLUSTER = [sys.executable, str(REPO / "hack" / "localcluster.py")]
+
+# Posts the JSON rows on stdin to the Gateway with the InferenceService's host, ten instances a
+# request (KServe's agent logs each request and response to the drift service); prints what
+# was sent, the revision that answered and the last answer.
+SEND = """
+import json, sys, urllib.request
+url, host = sys.argv[1:3]
+rows = [json.loads(line) for line in sys.stdin if line.strip()]
+headers = {"Host": host, "content-type": "application/json"}
+for start in range(0, len(rows), 10):
+    body = json.dumps({"instances": rows[start:start + 10]}).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=120) as resp:
+        revision = resp.headers.get("x-kubeforge-revision")
+        answers = json.loads(resp.read())["predictions"]
+print(json.dumps({"sent": len(rows), "revision": revision, "answer": answers[-1]}))
+"""
 
 
 def available(kubeconfig: str) -> bool:
@@ -70,9 +89,13 @@ class Demo:
             f"the operator and the API as pods, reconciling namespace {self.namespace}"
         )
         try:
-            helm.install_local(lc.bin_dir(), self.kubeconfig, RELEASE, self.system, self.namespace)
+            helm.install_local(
+                lc.bin_dir(), self.kubeconfig, RELEASE, self.system, self.namespace,
+                sets=["kserve.servingRuntime.enabled=true"],
+            )  # fmt: skip
         except helm.HelmError as err:
             raise SystemExit(f"{err}\nsee: kubectl get pods -n {self.system}") from None
+        self.start_kserve()
         self.kubectl("create", "namespace", self.namespace, check=False)
         node.recycle_volumes()  # volumes an earlier demo or test released
         self.say(
@@ -92,26 +115,60 @@ class Demo:
         self.say("FineTuneJob support-bot-v1: trained in a real pod, version registered")
         print(json.dumps(shown, indent=2))
         self.wait_condition("driftmonitor", "support-bot-drift", "ServiceReady", 300)
-        self.shifted_traffic()
-        return self.get("modelserver", "support-bot")
+        served = self.serve()
+        self.shifted_traffic(urlsplit(served["status"]["url"]).netloc)
+        return served
 
-    def shifted_traffic(self) -> None:
-        from kubeforge_labs.drift import in_pod_sender
+    def start_kserve(self) -> None:
+        self.say(
+            "Starting KServe's controller (v0.20, Standard mode) and a Gateway API data plane "
+            "(Traefik) on the real node"
+        )
+        subprocess.run([*LOCALCLUSTER, "kserve", "up"], check=True)
+
+    def serve(self) -> dict[str, Any]:
+        """The ModelServer once KServe reports it ready with the drift service's logger on
+        its predictor, and a ticket through the Gateway."""
+        self.wait_condition("modelserver", "support-bot", "Ready", 420)
+        self.wait_for("inferenceservice", "support-bot", 120, logs_requests)
+        self.kubectl(
+            "rollout", "status", "deployment/support-bot-predictor", "-n", self.namespace,
+            "--timeout=300s",
+        )  # fmt: skip
+        served = self.get("modelserver", "support-bot")
+        self.say(
+            f"ModelServer support-bot served by KServe at {served['status']['url']}; a ticket "
+            "through the Gateway (from the notebook's pod):"
+        )
+        from kubeforge_pipelines.tinymodel import support_tickets
+
+        ticket = support_tickets(1, 7, products=["vpn"])[0]
+        ticket["text"] = ticket["text"].split("resolution:")[0] + "resolution:"
+        answer = self.send(urlsplit(served["status"]["url"]).netloc, [ticket])
+        print(json.dumps({"prompt": ticket["text"], **answer}, indent=2))
+        return served
+
+    def send(self, host: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        url = f"{GATEWAY_URL}/v1/models/support-bot:predict"
+        out = self.kubectl(
+            "exec", "-i", "-n", self.namespace, "notebook-0", "--", "python3", "-c", SEND, url,
+            host, stdin="".join(json.dumps(r) + "\n" for r in rows),
+        )  # fmt: skip
+        return dict(json.loads(out))
+
+    def shifted_traffic(self, host: str) -> None:
         from kubeforge_pipelines.tinymodel import support_tickets
 
         self.say(
-            "Drift: 200 tickets of only vpn and email sent to the drift service (from the "
-            "notebook's pod, as KServe's logger would post them)"
+            "Drift: 200 tickets of only vpn and email sent to the model through the Gateway; "
+            "KServe's agent logs each request to the drift service"
         )
-        url = f"http://support-bot-drift-drift.{self.namespace}.svc:8080/"
-        rows = "".join(
-            json.dumps(r) + "\n" for r in support_tickets(200, 3, products=["vpn", "email"])
-        )
-        sender = in_pod_sender(url, "support-bot", self.namespace)
-        self.kubectl("exec", "-i", "-n", self.namespace, "notebook-0", "--", *sender, stdin=rows)
+        sent = self.send(host, support_tickets(200, 3, products=["vpn", "email"]))
+        print(json.dumps(sent, indent=2))
         drifted = self.wait_for("driftmonitor", "support-bot-drift", 180, has_drifted)
-        scores = drifted["status"].get("scores") or {}
-        print(json.dumps({"phase": drifted["status"]["phase"], "scores": scores}, indent=2))
+        status = drifted["status"]
+        shown = {k: status.get(k) for k in ("phase", "scores", "payloads")}
+        print(json.dumps(shown, indent=2))
         alert = self.firing_alert(120)
         self.say(f"Prometheus (prometheus-operator's): {alert} firing for support-bot-drift")
 
@@ -166,19 +223,19 @@ class Demo:
 
     def next_steps(self, modelserver: dict[str, Any]) -> None:
         ns = self.namespace
-        ready = condition(modelserver, "Ready")
-        print(
-            "ModelServer support-bot is not served here: "
-            f"Ready={ready.get('status')} ({ready.get('reason')}: {ready.get('message')}).\n"
-            "  KServe's controller does not run on the embedded cluster yet, so the "
-            "InferenceService the\n  operator wrote is never reconciled; `make loop-demo` shows "
-            "the canary with a KServe stand-in."
-        )
+        host = urlsplit(modelserver["status"]["url"]).netloc
         print(self.kubectl("get", "pods", "-n", ns, "-o", "wide"), end="")
         hints = [
             ('eval "$(python3 hack/localcluster.py env)"', ""),
             (f"kubectl get pods -n {self.system}", "kubeforge's own pods"),
             (f"kubectl logs -n {ns} job/support-bot-v1-train", "the training run"),
+            (f"kubectl get inferenceservice,httproute -n {ns}", "what KServe and the route say"),
+            ("kubectl port-forward -n kserve svc/kserve-ingress-gateway 8000:80", "the Gateway:"),
+            (
+                f"curl -H 'Host: {host}' -d '{{\"instances\": [\"ticket: the vpn fails\"]}}' "
+                "http://127.0.0.1:8000/v1/models/support-bot:predict",
+                "a prompt",
+            ),
             (f"kubectl port-forward -n {ns} svc/notebook 8888:80", "Jupyter Server's API:"),
             ("curl http://127.0.0.1:8888/api/status", "its last activity (no web UI in it)"),
             (f"kubectl describe driftmonitor support-bot-drift -n {ns}", "scores and Events"),
@@ -206,17 +263,23 @@ def finished(obj: dict[str, Any]) -> bool:
     return obj.get("status", {}).get("phase") in ("Succeeded", "Failed")
 
 
+def logs_requests(isvc: dict[str, Any]) -> bool:
+    return bool(isvc["spec"]["predictor"].get("logger", {}).get("url"))
+
+
 def has_drifted(obj: dict[str, Any]) -> bool:
     return obj.get("status", {}).get("phase") == "Drifted"
 
 
-def down(kubeconfig: str, namespace: str, system: str) -> None:
-    """The demo's namespace (while the operator still runs to release its objects), then the
-    release."""
+def down(kubeconfig: str, namespace: str, system: str, started_kserve: bool) -> None:
+    """The demo's namespace (while the operator still runs to release its objects), the
+    release, and KServe when the demo started it."""
     kit.kubectl(
         "delete", "namespace", namespace, "--ignore-not-found", "--timeout=180s",
         kubeconfig=kubeconfig, binary=lc.bin_dir() / "kubectl", check=False, timeout=240,
     )  # fmt: skip
     helm.uninstall_local(lc.bin_dir(), kubeconfig, RELEASE, system)
+    if started_kserve:
+        subprocess.run([*LOCALCLUSTER, "kserve", "down"], check=False)
     if node.is_running():
         node.recycle_volumes(released_by=namespace)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from kubeforge_labs import kit
@@ -47,6 +48,7 @@ def install_local(
     namespace: str,
     watch: str,
     timeout: str = "5m",
+    sets: Sequence[str] = (),
 ) -> None:
     """The chart as release ``release`` in ``namespace`` with hack/values-local.yaml, its
     operator reconciling the namespaces matching ``watch``; waits until its pods are ready.
@@ -74,6 +76,7 @@ def install_local(
         str(LOCAL_VALUES),
         "--set",
         f"operator.watchNamespaces={{{watch}}}",
+        *(arg for value in sets for arg in ("--set", value)),
         "--wait",
         f"--timeout={timeout}",
         kubeconfig=kubeconfig,

@@ -290,6 +290,12 @@ class Revision(KubeModel):
     fine_tune_job: str | None = Field(
         default=None, max_length=253, description="The FineTuneJob that produced the model."
     )
+    base_model: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="Base model URI of the FineTuneJob that produced the model (what a PEFT "
+        "adapter is loaded on); a base on a volume (pvc://) is mounted read-only beside the model.",
+    )
 
 
 class RolloutProgress(KubeModel):

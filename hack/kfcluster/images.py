@@ -119,16 +119,16 @@ def write_archive(out: Path, tag: str, layers: list[Layer], config: ImageConfig)
 
 
 def _cached(name: str, inputs: str) -> Path:
-    """Where the archive of ``name`` built from ``inputs`` is cached; older builds of ``name``
-    (other inputs) are removed once this one exists."""
+    """Where the archive of ``name`` built from ``inputs`` is cached. Older builds of ``name``
+    (other inputs) are removed before this one is built: a trainer archive is 4 GB, and a disk
+    that fills up puts the real node under disk pressure (its pods are then not scheduled)."""
     key = hashlib.sha256(inputs.encode()).hexdigest()[:16]
     IMAGES.mkdir(parents=True, exist_ok=True)
     out = IMAGES / f"{name}-{key}.tar"
-    if out.exists():
-        for old in IMAGES.glob(f"{name}-*.tar"):
-            if old != out and len(old.name) == len(out.name):
-                old.unlink(missing_ok=True)
-                old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+    for old in IMAGES.glob(f"{name}-*.tar"):
+        if old != out and len(old.name) == len(out.name):
+            old.unlink(missing_ok=True)
+            old.with_name(old.name + ".sha256").unlink(missing_ok=True)
     return out
 
 
@@ -289,12 +289,13 @@ TARGETS = {
     "core": Target(
         "localhost/kubeforge/kubeforge:dev", ["kubeforge"], ["python", "-m", "kubeforge_operator"]
     ),
-    # fine-tuning on the real node's CPU. PyPI's torch is the CUDA build: importing it loads the
+    # fine-tuning on the real node's CPU, and serving what it trained (the chart's
+    # ClusterServingRuntime kubeforge-llm). PyPI's torch is the CUDA build: importing it loads the
     # CUDA libraries it links (the nvidia-* wheels), so those go in; the ones it only opens when a
     # GPU computes (cuDNN's engines, ...) and triton (GPU kernels) do not: 3.7 of 5.2 GB.
     "trainer": Target(
         "localhost/kubeforge/kubeforge-trainer:dev",
-        ["kubeforge[ml,data]"],
+        ["kubeforge[ml,serving,data]"],
         ["python", "-m", "kubeforge_pipelines", "--help"],
         linked_only=("nvidia",),
         leave_out=("triton",),

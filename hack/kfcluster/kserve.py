@@ -220,6 +220,17 @@ def manager_deployment() -> dict[str, Any]:
     )
 
 
+def is_up() -> bool:
+    """Whether KServe's controller is installed (``up`` ran and ``down`` did not)."""
+    from kfcluster.components import kubectl
+
+    try:
+        kubectl("get", "deployment", MANAGER, "-n", NAMESPACE, "-o", "name")
+    except ClusterError:
+        return False
+    return True
+
+
 def up() -> None:
     """Install KServe's controller and wait until its webhooks answer (no-op when running)."""
     from kfcluster import node

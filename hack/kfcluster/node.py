@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -171,15 +172,21 @@ def ctr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def import_images(paths: list[Path] | None = None) -> None:
     """Import image archives into the node's containerd, each once per node (archives are named
-    by the digest of their inputs: one already imported is skipped)."""
+    by the digest of their inputs: one already imported is skipped), unless containerd lost its
+    images since: under disk pressure the kubelet removes images no running pod uses, and an
+    imported image cannot be pulled again."""
     done = NODE_STATE / "imported"
     done.mkdir(parents=True, exist_ok=True)
+    present = set(ctr("images", "ls", "-q").stdout.split())
     for path in paths if paths is not None else node_images():
-        if (done / path.name).exists():
+        marker = done / path.name
+        refs = marker.read_text().split() if marker.exists() else []
+        if refs and present.issuperset(refs):
             continue
         t0 = time.monotonic()
-        ctr("images", "import", str(path))
-        (done / path.name).touch()
+        out = ctr("images", "import", str(path)).stdout
+        # "unpacking <ref> (sha256:...)...done" per image in the archive
+        marker.write_text("\n".join(re.findall(r"unpacking (\S+) \(", out)))
         log(f"imported {path.name} in {time.monotonic() - t0:.1f}s")
 
 

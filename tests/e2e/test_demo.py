@@ -50,10 +50,22 @@ def test_demo_runs_the_examples_on_real_containers(cluster: Cluster, real_node: 
     assert '"uri": "pvc://models/support-bot/v1"' in out
     # the drift service pod found the shifted traffic, and Prometheus fires the alert
     assert '"phase": "Drifted"' in out
+    assert '"sent": 200' in out
     assert "KubeforgeDriftDetected firing for support-bot-drift" in out
-    # the pods ran on the real node; the ModelServer says plainly why it is not served
+    # the pods ran on the real node, the model's predictor too: KServe's controller made it
+    # from the operator's InferenceService, and it answered a prompt through the Gateway
     assert re.search(r"notebook-0 +1/1 +Running .* kf-node-0", out)
-    assert "ModelServer support-bot is not served here: Ready=Unknown (WaitingForKServe" in out
+    assert re.search(r"support-bot-predictor-\S+ +(\d)/\1 +Running .* kf-node-0", out), out
+    assert "ModelServer support-bot served by KServe at http://support-bot-" in out
+    answer = json.loads(re.search(r'(\{\n  "prompt".*?\n\})', out, re.S)[1])  # type: ignore[index]
+    assert answer["revision"].startswith("r")
+    assert answer["answer"].strip()
+    # the drift service got the traffic from KServe's agent (nothing else sends it any): a
+    # request and a response event per request, at least the 100 rows of its window (ten
+    # tickets a request) when it reported drift, none malformed
+    drift = json.loads(re.search(r'(\{\n  "phase".*?\n\})', out, re.S)[1])  # type: ignore[index]
+    assert drift["payloads"]["ok"] >= 20, drift
+    assert drift["payloads"].get("malformed", 0) == 0, drift
     assert "What to look at next" in out
     # --once ends with demo-down: the namespace and the release are gone
     assert f"Deleted namespace {NAMESPACE} and uninstalled kubeforge from {SYSTEM}" in out
@@ -70,3 +82,6 @@ def test_demo_runs_the_examples_on_real_containers(cluster: Cluster, real_node: 
     )["items"]
     assert not [v for v in volumes if v["status"]["phase"] == "Released"]
     assert not (REPO / ".cache" / "demo" / "installed-release").exists()
+    # KServe went with the demo that started it
+    kserve = cluster.kubectl("get", "namespace", "kserve", "--ignore-not-found", "-o", "name")
+    assert kserve.stdout.strip() == ""

@@ -88,7 +88,7 @@ def kserve(cluster: Cluster, kubeforge: str) -> Iterator[None]:
     cluster.kubectl("apply", "-f", "-", stdin=runtime)
     yield
     if not KEEP:
-        cluster.kubectl("delete", "clusterservingruntime", "kubeforge", "--ignore-not-found")
+        cluster.kubectl("delete", "-f", "-", "--ignore-not-found", stdin=runtime)
         subprocess.run([*LOCALCLUSTER, "kserve", "down"], check=True, timeout=600)
 
 

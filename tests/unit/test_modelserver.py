@@ -86,7 +86,7 @@ def test_inference_service_carries_revision_runtime_gpus_and_canary_share() -> N
     assert predictor["maxReplicas"] == 3
     assert predictor["tolerations"][0]["key"] == "nvidia.com/gpu"
     model = predictor["model"]
-    assert model["runtime"] == "kubeforge"
+    assert model["runtime"] == "kubeforge-llm"  # PEFT: the runtime of the ML image
     assert model["modelFormat"] == {"name": "peft"}
     assert model["storageUri"] == "s3://m/v2"
     assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"

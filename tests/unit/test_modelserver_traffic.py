@@ -305,3 +305,58 @@ def test_a_canary_that_lost_its_traffic_is_drained_before_kserve_removes_it() ->
     )
     assert kept["spec"]["canary"] == canary
     assert _uri(kept["spec"]["predictor"]) == "pvc://m/v1"
+
+
+def test_a_peft_base_on_a_volume_is_mounted_read_only_where_the_runtime_looks() -> None:
+    """KServe mounts only the claim of storageUri; the adapter's base (the FineTuneJob's
+    spec.baseModel) on a claim is mounted under /mnt/pvc/<claim>, on the canary too."""
+    peft = MODELSERVER.parse_spec(
+        {"model": {"fineTuneJob": "bot-v2"}, "runtime": {"modelFormat": "peft"}}
+    )
+    stable = desired_revision("pvc://models/bot/v1", peft, "bot-v1", "pvc://models/tiny-gpt2")
+    canary = desired_revision("pvc://models/bot/v2", peft, "bot-v2", "pvc://bases/gpt2/")
+    isvc = build_inference_service(
+        OWNER, peft, Placement(), canary, 10, None, Mode.STANDARD, stable
+    )
+    for predictor, claim in (
+        (isvc["spec"]["predictor"], "models"),
+        (isvc["spec"]["canary"][0]["predictor"], "bases"),
+    ):
+        [volume] = predictor["volumes"]
+        assert volume["persistentVolumeClaim"] == {"claimName": claim, "readOnly": True}
+        [mount] = predictor["model"]["volumeMounts"]
+        assert mount == {"name": volume["name"], "mountPath": f"/mnt/pvc/{claim}", "readOnly": True}
+
+
+@pytest.mark.parametrize("base", [None, "hf://sshleifer/tiny-gpt2", "s3://bucket/gpt2"])
+def test_a_base_elsewhere_mounts_nothing(base: str | None) -> None:
+    served = desired_revision("pvc://models/bot/v1", SPEC, "bot-v1", base)
+    predictor = build_inference_service(OWNER, SPEC, Placement(), served, None)["spec"]["predictor"]
+    assert "volumes" not in predictor
+    assert "volumeMounts" not in predictor["model"]
+
+
+@pytest.mark.parametrize(
+    ("model_format", "runtime"),
+    [("sklearn", "kubeforge"), ("transformers", "kubeforge-llm"), ("peft", "kubeforge-llm")],
+)
+def test_each_format_goes_to_the_built_in_runtime_whose_image_can_load_it(
+    model_format: str, runtime: str
+) -> None:
+    """scikit-learn models on the slim runtime image; LMs and adapters where torch is."""
+    spec = MODELSERVER.parse_spec(
+        {"model": {"uri": "pvc://m/v1"}, "runtime": {"modelFormat": model_format}}
+    )
+    served = desired_revision("pvc://m/v1", spec, None)
+    isvc = build_inference_service(OWNER, spec, Placement(), served, None)
+    assert isvc["spec"]["predictor"]["model"]["runtime"] == runtime
+    named = MODELSERVER.parse_spec(
+        {
+            "model": {"uri": "pvc://m/v1"},
+            "runtime": {"modelFormat": model_format, "servingRuntime": "vllm"},
+        }
+    )
+    mine = build_inference_service(
+        OWNER, named, Placement(), desired_revision("pvc://m/v1", named, None), None
+    )
+    assert mine["spec"]["predictor"]["model"]["runtime"] == "vllm"

@@ -8,7 +8,18 @@ from typing import Final
 
 ISVC_API: Final = "serving.kserve.io/v1beta1"
 RUNTIME_API: Final = "serving.kserve.io/v1alpha1"
-BUILTIN_RUNTIME: Final = "kubeforge"  # the ClusterServingRuntime of kubeforge_runtimes
+# The ClusterServingRuntimes of kubeforge_runtimes (the chart's kserve.servingRuntime), one per
+# image as KServe ships its own: scikit-learn from the slim runtime image, causal LMs and PEFT
+# adapters from the ML image (torch, transformers, peft).
+BUILTIN_RUNTIME: Final = "kubeforge"
+BUILTIN_LLM_RUNTIME: Final = "kubeforge-llm"
+LLM_FORMATS: Final = frozenset({"transformers", "peft"})
+
+
+def builtin_runtime(model_format: str) -> str:
+    """The built-in ClusterServingRuntime that serves ``model_format``."""
+    return BUILTIN_LLM_RUNTIME if model_format in LLM_FORMATS else BUILTIN_RUNTIME
+
 
 # The built-in runtime's settings are environment variables with this prefix
 # (kubeforge_runtimes.server.RuntimeSettings); the operator sets these on the predictor.

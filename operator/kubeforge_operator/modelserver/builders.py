@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
-from kubeforge_crds.contracts.serving import BUILTIN_RUNTIME, ISVC_API
+from kubeforge_crds.contracts.serving import ISVC_API, builtin_runtime
 from kubeforge_crds.modelserver import (
     ModelServerSpec,
     Revision,
@@ -17,6 +18,9 @@ from kubeforge_operator.modelserver.traffic import (
 )
 from kubeforge_operator.runtime.children import child_metadata, standard_labels
 from kubeforge_operator.runtime.placement import Placement
+
+BASE_VOLUME = "kubeforge-base-model"
+PVC_ROOT = "/mnt/pvc"  # where the runtime (and the training Job) find pvc:// URIs
 
 
 def _env(rev: Revision) -> list[dict[str, str]]:
@@ -38,15 +42,35 @@ def _env(rev: Revision) -> list[dict[str, str]]:
     return env
 
 
-def _model(spec: ModelServerSpec, placement: Placement, rev: Revision) -> dict[str, Any]:
+def base_claim(rev: Revision) -> str | None:
+    """The claim of a base model on a volume (``pvc://claim/path``). KServe mounts only the
+    claim of ``storageUri``; a PEFT adapter's base may live on another claim or another path
+    of the same one, where the runtime looks for it as the training Job does (under
+    ``/mnt/pvc/<claim>``, the runtime's ``KUBEFORGE_PVC_ROOT``)."""
+    if not rev.base_model:
+        return None
+    parts = urlsplit(rev.base_model)
+    return parts.netloc or None if parts.scheme == "pvc" else None
+
+
+def _predictor(spec: ModelServerSpec, placement: Placement, rev: Revision) -> dict[str, Any]:
+    """The fields of a predictor (stable or canary) that its revision decides."""
     resources = {"cpu": spec.resources.cpu, "memory": spec.resources.memory} | placement.limits()
-    return {
+    model: dict[str, Any] = {
         "modelFormat": {"name": str(rev.model_format)},
-        "runtime": rev.serving_runtime or BUILTIN_RUNTIME,
+        "runtime": rev.serving_runtime or builtin_runtime(str(rev.model_format)),
         "storageUri": rev.uri,
         "env": _env(rev),
         "resources": {"requests": dict(resources), "limits": dict(resources)},
     }
+    claim = base_claim(rev)
+    if claim is None:
+        return {"model": model}
+    model["volumeMounts"] = [
+        {"name": BASE_VOLUME, "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True}
+    ]
+    volume = {"name": BASE_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+    return {"model": model, "volumes": [volume]}
 
 
 def build_inference_service(
@@ -84,7 +108,7 @@ def build_inference_service(
     predictor: dict[str, Any] = {
         "minReplicas": spec.replicas.min,
         "maxReplicas": spec.replicas.max,
-        "model": _model(spec, placement, first),
+        **_predictor(spec, placement, first),
         **placement.pod_fields(),
     }
     if logger_url:
@@ -101,7 +125,12 @@ def build_inference_service(
     else:
         meta["labels"][VISIBILITY_LABEL] = "cluster-local"  # kubeforge's HTTPRoute is the way in
         if first is not served or hand_over:
-            canary = {"name": CANARY_NAME, "model": _model(spec, placement, served)}
+            # the canary lands where the stable predictor does (a GPU node for a GPU model)
+            canary = {
+                "name": CANARY_NAME,
+                **_predictor(spec, placement, served),
+                **placement.pod_fields(),
+            }
             share = 100 if hand_over else canary_percent
             body["canary"] = [{"predictor": canary, "trafficPercent": share}]
         elif draining:

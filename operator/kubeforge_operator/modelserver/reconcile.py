@@ -222,8 +222,8 @@ def preconditions(
         return Outcome(
             phase=str(status.phase or ModelServerPhase.PENDING), dependents=[accepted(), resolved]
         )
-    uri, ftj = resolved
-    return Serving(placement, desired_revision(uri, spec, ftj), uri)
+    revision = desired_revision(resolved.uri, spec, resolved.fine_tune_job, resolved.base_model)
+    return Serving(placement, revision, resolved.uri)
 
 
 def decide(

@@ -3,7 +3,7 @@ to serve: the model version, the ServingRuntime, the PromQL of the rollout metri
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
@@ -22,17 +22,30 @@ from kubeforge_operator.runtime.promql import PromQLError, confine
 from kubeforge_operator.runtime.reconcile import ReconcileContext
 
 
-def resolve_model(
-    ctx: ReconcileContext, spec: ModelServerSpec
-) -> tuple[str, str | None] | Observation:
+class Resolved(NamedTuple):
+    """What a ModelServer serves: the model version and, when a FineTuneJob made it, that
+    FineTuneJob and its base model."""
+
+    uri: str
+    fine_tune_job: str | None = None
+    base_model: str | None = None
+
+
+def base_model_of(ftj: dict[str, Any]) -> str | None:
+    uri = ((ftj.get("spec") or {}).get("baseModel") or {}).get("uri")
+    return str(uri) if uri else None
+
+
+def resolve_model(ctx: ReconcileContext, spec: ModelServerSpec) -> Resolved | Observation:
     """The model URI (and its FineTuneJob), or why there is none to serve yet."""
     if spec.model.uri:
-        return spec.model.uri, None
+        return Resolved(spec.model.uri)
     if spec.model.model_name:
         listed = ctx.kube.custom.list_namespaced_custom_object(
             FINETUNEJOB.group, FINETUNEJOB.version, ctx.namespace, FINETUNEJOB.plural
         )
-        newest = newest_version(listed.get("items") or [], spec.model.model_name)
+        items = listed.get("items") or []
+        newest = newest_version(items, spec.model.model_name)
         if newest is None:
             return Observation(
                 MODEL_RESOLVED,
@@ -42,7 +55,8 @@ def resolve_model(
                 f"registered a version of model {spec.model.model_name!r} yet (spec.output."
                 "modelName); serving starts when one has",
             )
-        return newest
+        made_by = next(f for f in items if f["metadata"]["name"] == newest[1])
+        return Resolved(*newest, base_model_of(made_by))
     name = cast(str, spec.model.fine_tune_job)
     ftj = ctx.kube.get(FINETUNEJOB, ctx.namespace, name)
     if ftj is None:
@@ -78,7 +92,7 @@ def resolve_model(
             f"spec.model.fineTuneJob: FineTuneJob {name!r} is {phase}; serving starts when it "
             "has Succeeded",
         )
-    return str(uri), name
+    return Resolved(str(uri), name, base_model_of(ftj))
 
 
 def newest_version(finetunejobs: list[dict[str, Any]], model_name: str) -> tuple[str, str] | None:

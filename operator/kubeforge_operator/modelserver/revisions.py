@@ -24,7 +24,11 @@ def revision_id(uri: str, spec: ModelServerSpec) -> str:
     return "r" + hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def desired_revision(uri: str, spec: ModelServerSpec, fine_tune_job: str | None) -> Revision:
+def desired_revision(
+    uri: str, spec: ModelServerSpec, fine_tune_job: str | None, base_model: str | None = None
+) -> Revision:
+    """The revision of ``uri``; ``base_model`` (the FineTuneJob's base) is not part of its
+    digest: the version's own lineage names it already."""
     return Revision(
         revision=revision_id(uri, spec),
         uri=uri,
@@ -33,6 +37,7 @@ def desired_revision(uri: str, spec: ModelServerSpec, fine_tune_job: str | None)
         serving_runtime=spec.runtime.serving_runtime,
         fault_injection=spec.runtime.fault_injection,
         fine_tune_job=fine_tune_job,
+        base_model=base_model,
     )
 
 
