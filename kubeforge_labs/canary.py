@@ -158,8 +158,14 @@ def write_sklearn_model(directory: Path, seed: int = 0) -> Path:
 SKLEARN_BODY: dict[str, Any] = {"instances": [[0.2, -0.1, 0.4], [1.0, 1.0, 1.0]]}
 
 
-def set_faults(runtime: Proc, error_rate: float = 0.0, extra_latency: float = 0.0) -> None:
-    body = {"errorRate": error_rate, "extraLatencySeconds": extra_latency}
+def set_faults(
+    runtime: Proc, error_rate: float = 0.0, extra_latency: float = 0.0, token_latency: float = 0.0
+) -> None:
+    body = {
+        "errorRate": error_rate,
+        "extraLatencySeconds": extra_latency,
+        "tokenLatencySeconds": token_latency,
+    }
     httpx.put(f"{runtime.url}/kubeforge/faults", json=body, timeout=5).raise_for_status()
 
 
@@ -179,6 +185,8 @@ class Router:
             "parameters": {"max_new_tokens": 2},
         }
     )
+    # where ``body`` goes, after the runtime's URL (``{name}``: the model's name)
+    path: str = "/v1/models/{name}:predict"
     sent: dict[str, int] = field(default_factory=lambda: {"stable": 0, "canary": 0})
     codes: dict[int, int] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -199,7 +207,8 @@ class Router:
                 to_canary = rng.random() * 100 < self.canary_percent
                 target = self.canary if to_canary else self.stable
                 try:
-                    r = client.post(f"{target.url}/v1/models/{self.name}:predict", json=self.body)
+                    path = self.path.format(name=self.name)
+                    r = client.post(f"{target.url}{path}", json=self.body)
                     self.codes[r.status_code] = self.codes.get(r.status_code, 0) + 1
                 except httpx.HTTPError:
                     self.codes[0] = self.codes.get(0, 0) + 1

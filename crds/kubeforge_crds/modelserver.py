@@ -69,6 +69,12 @@ class FaultInjection(KubeModel):
     extra_latency_seconds: float = Field(
         default=0.0, ge=0.0, le=60.0, description="Latency added to every inference request."
     )
+    token_latency_seconds: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=10.0,
+        description="Latency added before every token the OpenAI-compatible API generates.",
+    )
 
 
 class Runtime(KubeModel):
@@ -117,6 +123,8 @@ class Replicas(KubeModel):
 class MetricType(StrEnum):
     ERROR_RATE = "errorRate"
     LATENCY_P95 = "latencyP95"
+    TIME_TO_FIRST_TOKEN_P95 = "timeToFirstTokenP95"  # noqa: S105 - a metric, not a secret
+    INTER_TOKEN_LATENCY_P95 = "interTokenLatencyP95"  # noqa: S105
     PROMQL = "promql"
 
 
@@ -139,8 +147,10 @@ class AnalysisMetric(KubeModel):
         description="Name of the check, shown in status and Events.",
     )
     type: MetricType = Field(
-        description="errorRate (share of 5xx responses), latencyP95 (seconds), or promql (a "
-        "query template returning one number)."
+        description="errorRate (share of 5xx responses), latencyP95 (seconds), "
+        "timeToFirstTokenP95 and interTokenLatencyP95 (seconds, from the token metrics of "
+        "OpenAI-compatible requests to a causal LM), or promql (a query template returning one "
+        "number)."
     )
     query: str | None = Field(
         default=None,

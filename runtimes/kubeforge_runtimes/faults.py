@@ -1,7 +1,7 @@
 """Fault injection for tests and demos: a share of inference requests answered with HTTP 500,
-and extra latency added to each. Changing it while the runtime serves (``PUT
-/kubeforge/faults``, when enabled) is how ``bench/canary_rollback.py`` and the canary tests make a
-healthy canary go bad at a known moment."""
+extra latency added to each, and latency added to each generated token. Changing it while the
+runtime serves (``PUT /kubeforge/faults``, when enabled) is how ``bench/canary_rollback.py`` and
+the canary tests make a healthy canary go bad at a known moment."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ class Faults(BaseModel):
         le=60.0,
         alias="extraLatencySeconds",
         description="Added to every inference request.",
+    )
+    token_latency_seconds: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=10.0,
+        alias="tokenLatencySeconds",
+        description="Added before every generated token of the OpenAI-compatible API (a slower "
+        "model: time to first token and inter-token latency grow).",
     )
 
 

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from kubeforge_crds.contracts.serving import ITL_METRIC, TTFT_METRIC
+
 LABELS = ["namespace", "model_name", "revision"]
 # vLLM's own buckets for the time to the first token and between tokens (seconds)
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
@@ -29,11 +31,11 @@ E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 4
                120.0, 240.0, 480.0)  # fmt: skip
 
 TTFT = Histogram(
-    "vllm:time_to_first_token_seconds", "Time to the first generated token.", LABELS,
+    TTFT_METRIC, "Time to the first generated token.", LABELS,
     buckets=TTFT_BUCKETS,
 )  # fmt: skip
 ITL = Histogram(
-    "vllm:inter_token_latency_seconds", "Time between two generated tokens.", LABELS,
+    ITL_METRIC, "Time between two generated tokens.", LABELS,
     buckets=ITL_BUCKETS,
 )  # fmt: skip
 E2E = Histogram(
@@ -179,9 +181,11 @@ async def generate(
     prompt_ids: Any,
     sampling: Sampling,
     metrics: TokenMetrics,
+    token_delay: float = 0.0,
 ) -> AsyncIterator[tuple[str, Generated]]:
     """(new text, state so far) per step: text is released only when it cannot be the start of
-    a stop sequence or half of a multi-byte character; the last step has ``finish_reason``."""
+    a stop sequence or half of a multi-byte character; the last step has ``finish_reason``.
+    ``token_delay`` (injected faults) is waited before each token is handed on."""
     state = Generated(prompt_tokens=int(prompt_ids.shape[1]))
     started = last = time.perf_counter()
     first = True
@@ -190,6 +194,8 @@ async def generate(
     tokens = stream_tokens(model, tokenizer, lock, prompt_ids, sampling)
     try:
         async for token in tokens:
+            if token_delay:
+                await asyncio.sleep(token_delay)
             now = time.perf_counter()
             metrics.token(now - started, None if first else now - last)
             first, last = False, now

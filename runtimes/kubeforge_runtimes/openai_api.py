@@ -29,6 +29,7 @@ from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kubeforge_runtimes.faults import FaultInjector
 from kubeforge_runtimes.generation import Generated, Sampling, TokenMetrics, generate
 
 PREFIX = "/openai/v1"
@@ -154,8 +155,8 @@ def usage(state: Generated) -> CompletionUsage:
 class OpenAIServer:
     """The three routes for one loaded causal LM (``models.CausalLM``)."""
 
-    def __init__(self, lm: Any, metrics: TokenMetrics) -> None:
-        self.lm, self.metrics = lm, metrics
+    def __init__(self, lm: Any, metrics: TokenMetrics, injector: FaultInjector) -> None:
+        self.lm, self.metrics, self.injector = lm, metrics, injector
         self.created = int(time.time())
         config = lm.model.config
         self.context = int(getattr(config, "max_position_embeddings", None) or config.n_positions)
@@ -184,7 +185,8 @@ class OpenAIServer:
 
     def _generate(self, ids: Any, params: Sampling) -> AsyncIterator[tuple[str, Generated]]:
         lock: threading.Lock = self.lm._lock
-        return generate(self.lm.model, self.lm.tokenizer, lock, ids, params, self.metrics)
+        delay = self.injector.faults.token_latency_seconds
+        return generate(self.lm.model, self.lm.tokenizer, lock, ids, params, self.metrics, delay)
 
     async def completion(self, body: Any) -> Completion | AsyncIterator[str]:
         request = parse(CompletionRequest, body)

@@ -74,6 +74,7 @@ class RuntimeSettings(BaseSettings):
     max_new_tokens: int = Field(default=32, ge=1, le=512)
     error_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="Injected 500s.")
     extra_latency_seconds: float = Field(default=0.0, ge=0.0, le=60.0)
+    token_latency_seconds: float = Field(default=0.0, ge=0.0, le=10.0)
     fault_control: bool = Field(
         default=False, description="Allow PUT /kubeforge/faults to change faults while serving."
     )
@@ -172,6 +173,7 @@ def serve(settings: RuntimeSettings) -> None:
         Faults(
             error_rate=settings.error_rate,
             extra_latency_seconds=settings.extra_latency_seconds,
+            token_latency_seconds=settings.token_latency_seconds,
         ),
         seed=settings.seed,
     )
@@ -181,6 +183,6 @@ def serve(settings: RuntimeSettings) -> None:
         from kubeforge_runtimes.openai_api import OpenAIServer, add_openai_routes
 
         metrics = TokenMetrics(settings.namespace, settings.model_name, settings.revision)
-        add_openai_routes(app, OpenAIServer(model, metrics))
+        add_openai_routes(app, OpenAIServer(model, metrics, injector))
     app.add_middleware(InferenceMetrics, settings=settings, injector=injector)
     ModelServer(http_port=settings.http_port, enable_grpc=False, workers=1).start([model])

@@ -170,3 +170,53 @@ def test_canary_with_injected_errors_is_rolled_back(lab: Lab) -> None:
     assert "error-rate" in last["reason"]
     assert last["measurements"]["error-rate"] > 0.05
     assert router.codes.get(500, 0) > 0
+
+
+# the OpenAI-compatible API under load: the canary gate reads vLLM's time-to-first-token histogram
+TTFT_GATE = {
+    "name": "ttft-p95",
+    "type": "timeToFirstTokenP95",
+    # identical processes differ by a bucket at most (2x); a slower model by far more
+    "max": 3.0,
+    "relativeToStable": True,
+}
+
+
+def _openai_router(lab: Lab) -> Router:
+    body = {"model": NAME, "prompt": "my printer does not print", "max_tokens": 3, "temperature": 0}
+    router = Router(lab.stable, lab.canary, NAME, rate=12, body=body, path="/openai/v1/completions")
+    router.start()
+    time.sleep(3 * SCRAPE)
+    return router
+
+
+@pytest.mark.parametrize(("token_latency", "result"), [(0.0, "promote"), (0.25, "rollback")])
+def test_canary_gated_on_time_to_first_token(lab: Lab, token_latency: float, result: str) -> None:
+    """A canary whose tokens come 250 ms later each is rolled back on its time to first token
+    (relative to the stable version's); the same model at the same speed is promoted."""
+    set_faults(lab.canary, token_latency=token_latency)
+    router = _openai_router(lab)
+    try:
+        outcome = drive_rollout(
+            _spec([50, 100], TTFT_GATE),
+            Prometheus(lab.prom.url),
+            router,
+            namespace=NS,
+            name=NAME,
+            stable=_rev("rstable"),
+            canary=_rev("rcanary"),
+            scrape_interval=SCRAPE,
+            timeout=120,
+        )
+    finally:
+        router.stop()
+        set_faults(lab.canary)
+    decisions = [(d["action"], d["reason"], d["measurements"]) for d in outcome.decisions]
+    assert outcome.result == result, decisions
+    measured = [d["measurements"]["ttft-p95"] for d in outcome.decisions[1:]]
+    assert all(m > 0 for m in measured), decisions  # canary/stable ratio, measured each time
+    if result == "rollback":
+        assert "ttft-p95" in outcome.decisions[-1]["reason"]
+        assert measured[-1] > 3.0
+    assert router.codes.get(200, 0) > 20
+    assert set(router.codes) == {200}

@@ -408,6 +408,25 @@ def test_queries_select_the_revision_and_window() -> None:
     assert metric_query(lat, "team-a", "bot", "rs", "1m").startswith("histogram_quantile(0.95")
 
 
+@pytest.mark.parametrize(
+    ("kind", "histogram"),
+    [
+        ("timeToFirstTokenP95", "time_to_first_token_seconds_bucket"),
+        ("interTokenLatencyP95", "inter_token_latency_seconds_bucket"),
+    ],
+)
+def test_token_gates_read_vllm_histograms_by_model_name(kind: str, histogram: str) -> None:
+    """vLLM's label for the model is model_name; its colon may be stored as an underscore."""
+    metric = AnalysisMetric.model_validate({"name": "t", "type": kind, "max": 2})
+    q = metric_query(metric, "team-a", "bot", "rc", "20s")
+    assert q.startswith("histogram_quantile(0.95, sum by (le) (rate({")
+    assert f'__name__=~"vllm[:_]{histogram}"' in q
+    assert 'model_name="bot"' in q
+    assert 'revision="rc"' in q
+    assert 'namespace="team-a"' in q
+    assert "[20s]" in q
+
+
 def test_template_substitution_and_quoting() -> None:
     assert (
         render_template("x{ns='{{namespace}}',r='{{revision}}'}[{{window}}]", "a", "b", "r1", "40s")

@@ -28,7 +28,12 @@ ENV_REVISION: Final = f"{RUNTIME_ENV_PREFIX}REVISION"
 ENV_MODEL_FORMAT: Final = f"{RUNTIME_ENV_PREFIX}MODEL_FORMAT"
 ENV_ERROR_RATE: Final = f"{RUNTIME_ENV_PREFIX}ERROR_RATE"
 ENV_EXTRA_LATENCY: Final = f"{RUNTIME_ENV_PREFIX}EXTRA_LATENCY_SECONDS"
+ENV_TOKEN_LATENCY: Final = f"{RUNTIME_ENV_PREFIX}TOKEN_LATENCY_SECONDS"
 
 # The runtime's inference metrics (labels: namespace, model, revision, code).
 REQUESTS_METRIC: Final = "kubeforge_inference_requests_total"
 DURATION_BUCKET_METRIC: Final = "kubeforge_inference_request_duration_seconds_bucket"
+# The runtime's token metrics for causal LMs, named as vLLM names them (labels: namespace,
+# model_name, revision): kubeforge_runtimes.generation exports them.
+TTFT_METRIC: Final = "vllm:time_to_first_token_seconds"
+ITL_METRIC: Final = "vllm:inter_token_latency_seconds"

@@ -38,6 +38,10 @@ def _env(rev: Revision) -> list[dict[str, str]]:
                 "name": "KUBEFORGE_RUNTIME_EXTRA_LATENCY_SECONDS",
                 "value": f"{rev.fault_injection.extra_latency_seconds:g}",
             },
+            {
+                "name": "KUBEFORGE_RUNTIME_TOKEN_LATENCY_SECONDS",
+                "value": f"{rev.fault_injection.token_latency_seconds:g}",
+            },
         ]
     return env
 

@@ -6,6 +6,8 @@ the canary and the stable version are told apart by label, wherever they run.
 
 - errorRate: share of 5xx responses over the window;
 - latencyP95: the 95th percentile of request latency over the window, from the histogram;
+- timeToFirstTokenP95 / interTokenLatencyP95: the same of vLLM's token histograms (the runtime's
+  OpenAI-compatible API exports them with ``model_name`` where the others have ``model``);
 - promql: the user's template with ``{{namespace}}``, ``{{name}}``, ``{{revision}}`` and
   ``{{window}}`` substituted, then confined to the ModelServer's namespace (``runtime.promql``:
   every selector gets ``namespace="<ns>"``; one naming another namespace is refused); it must
@@ -22,6 +24,7 @@ import re
 from dataclasses import dataclass
 
 from kubeforge_crds.contracts.serving import DURATION_BUCKET_METRIC as DURATION
+from kubeforge_crds.contracts.serving import ITL_METRIC, TTFT_METRIC
 from kubeforge_crds.contracts.serving import REQUESTS_METRIC as REQUESTS
 from kubeforge_crds.modelserver import AnalysisMetric, MetricType
 from kubeforge_operator.modelserver.canary import Measurement
@@ -47,9 +50,20 @@ def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _selector(namespace: str, name: str, revision: str, extra: str = "") -> str:
-    labels = f'namespace="{_quote(namespace)}",model="{_quote(name)}",revision="{_quote(revision)}"'
+def _selector(
+    namespace: str, name: str, revision: str, extra: str = "", model_label: str = "model"
+) -> str:
+    labels = (
+        f'namespace="{_quote(namespace)}",{model_label}="{_quote(name)}",'
+        f'revision="{_quote(revision)}"'
+    )
     return "{" + labels + extra + "}"
+
+
+TOKEN_HISTOGRAMS = {
+    MetricType.TIME_TO_FIRST_TOKEN_P95: TTFT_METRIC,
+    MetricType.INTER_TOKEN_LATENCY_P95: ITL_METRIC,
+}
 
 
 def render_template(template: str, namespace: str, name: str, revision: str, win: str) -> str:
@@ -68,6 +82,13 @@ def metric_query(metric: AnalysisMetric, namespace: str, name: str, revision: st
     if metric.type == MetricType.LATENCY_P95:
         sel = _selector(namespace, name, revision)
         return f"histogram_quantile(0.95, sum by (le) (rate({DURATION}{sel}[{win}])))"
+    if metric.type in TOKEN_HISTOGRAMS:
+        # vLLM's names have a colon, which a Prometheus 3 scrape may store as an underscore
+        # (its name escaping, negotiated with the client library): either is matched
+        bucket = re.escape(f"{TOKEN_HISTOGRAMS[metric.type]}_bucket").replace(":", "[:_]")
+        sel = _selector(namespace, name, revision, model_label="model_name")
+        sel = "{" + f'__name__=~"{bucket}",' + sel[1:]
+        return f"histogram_quantile(0.95, sum by (le) (rate({sel}[{win}])))"
     assert metric.query is not None  # the model's rule: promql needs a query
     # the user's template, confined to the ModelServer's namespace (PromQLError if it cannot be)
     return confine(render_template(metric.query, namespace, name, revision, win), namespace)
