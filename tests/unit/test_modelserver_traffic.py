@@ -326,6 +326,9 @@ def test_a_peft_base_on_a_volume_is_mounted_read_only_where_the_runtime_looks() 
         assert volume["persistentVolumeClaim"] == {"claimName": claim, "readOnly": True}
         [mount] = predictor["model"]["volumeMounts"]
         assert mount == {"name": volume["name"], "mountPath": f"/mnt/pvc/{claim}", "readOnly": True}
+        # as every kubeforge pod: what the training Job wrote there (group users) is readable
+        assert predictor["securityContext"]["fsGroup"] == 100
+        assert predictor["securityContext"]["runAsUser"] == 1000
 
 
 @pytest.mark.parametrize("base", [None, "hf://sshleifer/tiny-gpt2", "s3://bucket/gpt2"])

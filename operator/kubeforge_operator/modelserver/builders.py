@@ -16,7 +16,11 @@ from kubeforge_operator.modelserver.traffic import (
     VISIBILITY_LABEL,
     Mode,
 )
-from kubeforge_operator.runtime.children import child_metadata, standard_labels
+from kubeforge_operator.runtime.children import (
+    child_metadata,
+    pod_security_context,
+    standard_labels,
+)
 from kubeforge_operator.runtime.placement import Placement
 
 BASE_VOLUME = "kubeforge-base-model"
@@ -67,14 +71,17 @@ def _predictor(spec: ModelServerSpec, placement: Placement, rev: Revision) -> di
         "env": _env(rev),
         "resources": {"requests": dict(resources), "limits": dict(resources)},
     }
+    # kubeforge's pods all run as uid 1000 with group 100 (Jupyter's jovyan and users): what a
+    # training Job or a notebook wrote on a volume is readable by the model server too
+    fields: dict[str, Any] = {"model": model, "securityContext": pod_security_context()}
     claim = base_claim(rev)
     if claim is None:
-        return {"model": model}
+        return fields
     model["volumeMounts"] = [
         {"name": BASE_VOLUME, "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True}
     ]
     volume = {"name": BASE_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
-    return {"model": model, "volumes": [volume]}
+    return fields | {"volumes": [volume]}
 
 
 def build_inference_service(
