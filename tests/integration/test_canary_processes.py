@@ -190,6 +190,7 @@ def _openai_router(lab: Lab) -> Router:
     return router
 
 
+@pytest.mark.slow  # two rollouts, a minute: make test-slow (CI runs it)
 @pytest.mark.parametrize(("token_latency", "result"), [(0.0, "promote"), (0.25, "rollback")])
 def test_canary_gated_on_time_to_first_token(lab: Lab, token_latency: float, result: str) -> None:
     """A canary whose tokens come 250 ms later each is rolled back on its time to first token
