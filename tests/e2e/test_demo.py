@@ -33,6 +33,10 @@ def test_demo_runs_the_examples_on_real_containers(cluster: Cluster, real_node: 
     finally:
         # whatever happened, the demo's release must not outlive the test
         subprocess.run([*demo, "--down"], capture_output=True, timeout=400, env=env, check=False)
+    # what the demo printed, for whoever reads the run afterwards (CI keeps test-artifacts/)
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "demo.log").write_text(proc.stdout + proc.stderr)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert f"release kubeforge-demo in {SYSTEM}" in out
