@@ -10,7 +10,6 @@ labels add the ModelServer's namespace and the predictor's revision to vLLM's ``
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -80,6 +79,7 @@ class Sampling:
     top_p: float = 1.0
     stop: Sequence[str] = ()
     seed: int | None = None
+    min_tokens: int = 0
 
 
 @dataclass
@@ -111,29 +111,40 @@ def held_back(text: str, stops: Sequence[str]) -> int:
 
 
 class _TokenQueue:
-    """transformers' streamer interface (``put`` / ``end``): the first ``put`` is the prompt,
-    every later one the next token of the single sequence."""
+    """transformers' streamer interface (``put`` / ``end``), called in the generating thread:
+    the first ``put`` is the prompt, every later one the next token of the single sequence,
+    handed to the request's event loop with the time it was made (``delay``: injected
+    latency, waited here so that the model really is that much slower)."""
 
-    def __init__(self) -> None:
-        self.tokens: queue.Queue[int | None] = queue.Queue()
-        self._prompt = True
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float = 0.0) -> None:
+        self.tokens: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
+        self._loop, self._delay, self._prompt = loop, delay, True
 
     def put(self, value: Any) -> None:
         if self._prompt:
             self._prompt = False
             return
         for token in value.reshape(-1).tolist():
-            self.tokens.put(int(token))
+            if self._delay:
+                time.sleep(self._delay)
+            item = (int(token), time.perf_counter())
+            self._loop.call_soon_threadsafe(self.tokens.put_nowait, item)
 
     def end(self) -> None:
-        self.tokens.put(None)
+        self._loop.call_soon_threadsafe(self.tokens.put_nowait, None)
 
 
 async def stream_tokens(
-    model: Any, tokenizer: Any, lock: threading.Lock, prompt_ids: Any, sampling: Sampling
-) -> AsyncGenerator[int, None]:
-    """The generated token ids as the model produces them. Closing the iterator (the client
-    went away) stops the generation at the next token and frees the model."""
+    model: Any,
+    tokenizer: Any,
+    lock: threading.Lock,
+    prompt_ids: Any,
+    sampling: Sampling,
+    token_delay: float = 0.0,
+) -> AsyncGenerator[list[tuple[int, float]], None]:
+    """The generated token ids, with when each was made, in batches of what has come since the
+    last one (one token each when the reader keeps up). Closing the iterator (the client went
+    away) stops the generation at the next token and frees the model."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -143,7 +154,7 @@ async def stream_tokens(
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
 
-    streamer = _TokenQueue()
+    streamer = _TokenQueue(asyncio.get_running_loop(), token_delay)
     options: dict[str, Any] = {"do_sample": sampling.temperature > 0}
     if sampling.temperature > 0:
         options |= {"temperature": sampling.temperature, "top_p": sampling.top_p}
@@ -157,6 +168,7 @@ async def stream_tokens(
                     input_ids=prompt_ids,
                     attention_mask=torch.ones_like(prompt_ids),
                     max_new_tokens=sampling.max_tokens,
+                    min_new_tokens=sampling.min_tokens,
                     pad_token_id=tokenizer.eos_token_id,
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([Cancelled()]),
@@ -165,11 +177,17 @@ async def stream_tokens(
         finally:
             streamer.end()
 
-    worker = threading.Thread(target=run, name="generate", daemon=True)
-    worker.start()
+    threading.Thread(target=run, name="generate", daemon=True).start()
     try:
-        while (token := await asyncio.to_thread(streamer.tokens.get)) is not None:
-            yield token
+        done = False
+        while not done:
+            batch = [await streamer.tokens.get()]
+            while not streamer.tokens.empty():
+                batch.append(streamer.tokens.get_nowait())
+            done = batch[-1] is None
+            tokens = [t for t in batch if t is not None]
+            if tokens:
+                yield tokens
     finally:
         cancelled.set()
 
@@ -185,31 +203,29 @@ async def generate(
 ) -> AsyncIterator[tuple[str, Generated]]:
     """(new text, state so far) per step: text is released only when it cannot be the start of
     a stop sequence or half of a multi-byte character; the last step has ``finish_reason``.
-    ``token_delay`` (injected faults) is waited before each token is handed on."""
+    ``token_delay`` (injected faults) is added before each token."""
     state = Generated(prompt_tokens=int(prompt_ids.shape[1]))
-    started = last = time.perf_counter()
-    first = True
+    started = time.perf_counter()
+    last: float | None = None
     sent = 0
     metrics.started(state.prompt_tokens)
-    tokens = stream_tokens(model, tokenizer, lock, prompt_ids, sampling)
+    batches = stream_tokens(model, tokenizer, lock, prompt_ids, sampling, token_delay)
     try:
-        async for token in tokens:
-            if token_delay:
-                await asyncio.sleep(token_delay)
-            now = time.perf_counter()
-            metrics.token(now - started, None if first else now - last)
-            first, last = False, now
-            state.token_ids.append(token)
-            if token == tokenizer.eos_token_id:
-                state.token_ids.pop()
-                state.finish_reason = "stop"
-                break
+        async for batch in batches:
+            for token, made in batch:
+                metrics.token(made - started, None if last is None else made - last)
+                last = made
+                if token == tokenizer.eos_token_id:
+                    state.finish_reason = "stop"
+                    break
+                state.token_ids.append(token)
             text = tokenizer.decode(state.token_ids, skip_special_tokens=True)
             cut = stop_at(text, sampling.stop)
             if cut is not None:
-                state.text, state.finish_reason = text[:cut], "stop"
-                break
+                text, state.finish_reason = text[:cut], "stop"
             state.text = text
+            if state.finish_reason is not None:
+                break
             ready = len(text) - held_back(text, sampling.stop)
             if text.endswith("\ufffd"):  # a character whose bytes have not all come yet
                 ready = min(ready, len(text) - 1)
@@ -220,5 +236,5 @@ async def generate(
             state.finish_reason = "length"
         yield state.text[sent:], state
     finally:
-        await tokens.aclose()
+        await batches.aclose()
         metrics.finished(time.perf_counter() - started)

@@ -63,6 +63,8 @@ class _Request(BaseModel):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     seed: int | None = None
+    # vLLM's extension: at least this many tokens before the end-of-text token may end it
+    min_tokens: int = Field(default=0, ge=0)
 
 
 class CompletionRequest(_Request):
@@ -141,8 +143,16 @@ def sampling(request: _Request, prompt_tokens: int, context: int, default: int) 
             param="messages" if isinstance(request, ChatRequest) else "prompt",
             code="context_length_exceeded",
         )
+    if request.min_tokens > wanted:
+        raise OpenAIError(
+            400,
+            f"min_tokens ({request.min_tokens}) is more than the {wanted} tokens asked for",
+            param="min_tokens",
+        )
     stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
-    return Sampling(wanted, request.temperature, request.top_p, stop, request.seed)
+    return Sampling(
+        wanted, request.temperature, request.top_p, stop, request.seed, request.min_tokens
+    )
 
 
 def usage(state: Generated) -> CompletionUsage:
@@ -207,26 +217,21 @@ class OpenAIServer:
         self, rid: str, request: CompletionRequest, ids: Any, params: Sampling
     ) -> AsyncIterator[str]:
         created, state = int(time.time()), None
+
+        def chunk(choices: list[CompletionChoice], **extra: Any) -> str:
+            body = Completion(
+                id=rid, object="text_completion", created=created, model=request.model,
+                choices=choices, **extra,
+            )  # fmt: skip
+            return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+
         async for text, state in self._generate(ids, params):
             # a chunk's finish_reason is null until the last one (the openai package's model
             # types it for whole answers, so chunks are built without its validation)
-            fields: dict[str, Any] = {
-                "index": 0,
-                "text": text,
-                "finish_reason": state.finish_reason,
-            }
-            choice = CompletionChoice.model_construct(**fields, logprobs=None)
-            chunk = Completion(
-                id=rid, object="text_completion", created=created, model=request.model,
-                choices=[choice],
-            )  # fmt: skip
-            yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+            fields: dict[str, Any] = {"text": text, "finish_reason": state.finish_reason}
+            yield chunk([CompletionChoice.model_construct(index=0, logprobs=None, **fields)])
         if state is not None and (request.stream_options or {}).get("include_usage"):
-            tail = Completion(
-                id=rid, object="text_completion", created=created, model=request.model,
-                choices=[], usage=usage(state),
-            )  # fmt: skip
-            yield f"data: {tail.model_dump_json(exclude_none=True)}\n\n"
+            yield chunk([], usage=usage(state))
         yield "data: [DONE]\n\n"
 
     async def chat(self, body: Any) -> ChatCompletion | AsyncIterator[str]:

@@ -15,6 +15,7 @@ import pytest
 
 from kubeforge_crds.modelserver import ModelServerSpec, Revision
 from kubeforge_labs.canary import (
+    Outcome,
     Router,
     drive_rollout,
     set_faults,
@@ -80,6 +81,22 @@ def _router(lab: Lab) -> Router:
     return router
 
 
+def _rollout(lab: Lab, spec: ModelServerSpec, router: Router) -> Outcome:
+    """The operator's rollout of the canary over the stable version, decided on ``lab``'s
+    Prometheus while ``router`` sends the load."""
+    return drive_rollout(
+        spec,
+        Prometheus(lab.prom.url),
+        router,
+        namespace=NS,
+        name=NAME,
+        stable=_rev("rstable"),
+        canary=_rev("rcanary"),
+        scrape_interval=SCRAPE,
+        timeout=120,
+    )
+
+
 def test_runtime_serves_v1_v2_and_metrics(lab: Lab) -> None:
     v1 = httpx.post(
         f"{lab.stable.url}/v1/models/{NAME}:predict",
@@ -115,17 +132,7 @@ def test_runtime_serves_v1_v2_and_metrics(lab: Lab) -> None:
 def test_healthy_canary_is_promoted_through_every_step(lab: Lab) -> None:
     router = _router(lab)
     try:
-        outcome = drive_rollout(
-            _spec([25, 50, 100], SERVER_ERRORS),
-            Prometheus(lab.prom.url),
-            router,
-            namespace=NS,
-            name=NAME,
-            stable=_rev("rstable"),
-            canary=_rev("rcanary"),
-            scrape_interval=SCRAPE,
-            timeout=120,
-        )
+        outcome = _rollout(lab, _spec([25, 50, 100], SERVER_ERRORS), router)
     finally:
         router.stop()
     actions = [d["action"] for d in outcome.decisions]
@@ -145,17 +152,7 @@ def test_canary_with_injected_errors_is_rolled_back(lab: Lab) -> None:
     set_faults(lab.canary, error_rate=0.5)
     router = _router(lab)
     try:
-        outcome = drive_rollout(
-            _spec([10, 25, 50, 100]),
-            Prometheus(lab.prom.url),
-            router,
-            namespace=NS,
-            name=NAME,
-            stable=_rev("rstable"),
-            canary=_rev("rcanary"),
-            scrape_interval=SCRAPE,
-            timeout=120,
-        )
+        outcome = _rollout(lab, _spec([10, 25, 50, 100]), router)
         canary_after = router.sent["canary"]
         time.sleep(2)
         assert router.sent["canary"] == canary_after, "no traffic reaches a rolled-back canary"
@@ -198,17 +195,7 @@ def test_canary_gated_on_time_to_first_token(lab: Lab, token_latency: float, res
     set_faults(lab.canary, token_latency=token_latency)
     router = _openai_router(lab)
     try:
-        outcome = drive_rollout(
-            _spec([50, 100], TTFT_GATE),
-            Prometheus(lab.prom.url),
-            router,
-            namespace=NS,
-            name=NAME,
-            stable=_rev("rstable"),
-            canary=_rev("rcanary"),
-            scrape_interval=SCRAPE,
-            timeout=120,
-        )
+        outcome = _rollout(lab, _spec([50, 100], TTFT_GATE), router)
     finally:
         router.stop()
         set_faults(lab.canary)

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Generation speed of the built-in runtime's OpenAI-compatible API against a plain transformers
+``generate`` loop on the same model and prompts.
+
+The runtime: ``python -m kubeforge_runtimes serve`` on 127.0.0.1, asked by the ``openai``
+client with ``stream=True`` one prompt after the other (time to first token: from sending the
+request to the first chunk with text; throughput: completion tokens from ``usage`` over the wall
+time). The baseline, in the same run: ``model.generate`` in this process, greedy, with a
+streamer that timestamps the first token. Both decode greedily exactly ``max_tokens`` tokens
+(``min_tokens``, vLLM's extension, on the runtime's side), so both produce the same tokens.
+Medians over the rounds.
+
+Targets (issue #23): throughput ratio >= 1.0, time to first token no worse.
+
+    python bench/generation.py                       # the tiny GPT-2, 12 prompts x 32 tokens x 3
+    python bench/generation.py --model-dir DIR --max-tokens 64 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kubeforge_labs.canary import start_runtime
+from kubeforge_pipelines.tinymodel import build_base_model, support_tickets
+
+NAME = "bench-lm"
+
+
+def prompts(n: int) -> list[str]:
+    return [t["text"].split("resolution:")[0] + "resolution:" for t in support_tickets(n, 5)]
+
+
+def baseline(model_dir: Path, texts: list[str], max_tokens: int) -> dict[str, float]:
+    """Tokens/s and median time to first token of a plain greedy ``generate`` loop."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    first: list[float] = []
+
+    class FirstToken:
+        """transformers' streamer interface: the first put is the prompt, the next the first
+        generated token."""
+
+        def __init__(self) -> None:
+            self.started, self.puts = time.perf_counter(), 0
+
+        def put(self, value: Any) -> None:
+            self.puts += 1
+            if self.puts == 2:
+                first.append(time.perf_counter() - self.started)
+
+        def end(self) -> None:
+            pass
+
+    tokens = 0
+    began = time.perf_counter()
+    with torch.no_grad():
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt")
+            out = model.generate(
+                **ids, max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False,
+                pad_token_id=tokenizer.eos_token_id, streamer=FirstToken(),
+            )  # fmt: skip
+            new = out[0, ids["input_ids"].shape[1] :].tolist()
+            eos = tokenizer.eos_token_id
+            tokens += len(new) - (1 if new and new[-1] == eos else 0)
+    wall = time.perf_counter() - began
+    return {"tokens_per_s": tokens / wall, "ttft_s": statistics.median(first), "tokens": tokens}
+
+
+def runtime(url: str, texts: list[str], max_tokens: int) -> dict[str, float]:
+    """The same through the runtime's /openai/v1/completions, streamed."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{url}/openai/v1", api_key="unused", max_retries=0)
+    first: list[float] = []
+    tokens = 0
+    began = time.perf_counter()
+    for text in texts:
+        sent = time.perf_counter()
+        seen = False
+        stream = client.completions.create(
+            model=NAME, prompt=text, max_tokens=max_tokens, temperature=0, stream=True,
+            stream_options={"include_usage": True}, extra_body={"min_tokens": max_tokens},
+        )  # fmt: skip
+        for chunk in stream:
+            if not seen and chunk.choices and chunk.choices[0].text:
+                first.append(time.perf_counter() - sent)
+                seen = True
+            if chunk.usage is not None:
+                tokens += chunk.usage.completion_tokens
+    wall = time.perf_counter() - began
+    return {"tokens_per_s": tokens / wall, "ttft_s": statistics.median(first), "tokens": tokens}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, help="a causal LM (default: the tiny GPT-2)")
+    parser.add_argument("--prompts", type=int, default=12)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="kubeforge-bench-gen-"))
+    model_dir = args.model_dir or build_base_model(work / "model")
+    texts = prompts(args.prompts)
+    proc = start_runtime(
+        work, model_dir, name=NAME, namespace="bench", revision="rbench",
+        max_new_tokens=args.max_tokens,
+    )  # fmt: skip
+    rounds: list[dict[str, dict[str, float]]] = []
+    try:
+        runtime(proc.url, texts[:2], 4)  # warm both paths once
+        baseline(model_dir, texts[:2], 4)
+        for _ in range(args.rounds):
+            rounds.append(
+                {
+                    "runtime": runtime(proc.url, texts, args.max_tokens),
+                    "baseline": baseline(model_dir, texts, args.max_tokens),
+                }
+            )
+    finally:
+        proc.stop()
+
+    def med(side: str, key: str) -> float:
+        return statistics.median(r[side][key] for r in rounds)
+
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
+        "prompts": len(texts),
+        "max_tokens": args.max_tokens,
+        "rounds": args.rounds,
+        "tokens": {side: rounds[0][side]["tokens"] for side in ("runtime", "baseline")},
+        "tokens_per_s": {side: med(side, "tokens_per_s") for side in ("runtime", "baseline")},
+        "ttft_s": {side: med(side, "ttft_s") for side in ("runtime", "baseline")},
+    }
+    result["throughput_ratio"] = (
+        result["tokens_per_s"]["runtime"] / result["tokens_per_s"]["baseline"]
+    )
+    result["ttft_ratio"] = result["ttft_s"]["runtime"] / result["ttft_s"]["baseline"]
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
