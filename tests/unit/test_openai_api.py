@@ -99,3 +99,14 @@ def test_stop_sequences() -> None:
     assert held_back("the end", ["END", "nd."]) == 2
     assert held_back("the en", ["end"]) == 2
     assert held_back("the", ["xyz"]) == 0
+
+
+def test_min_tokens_beyond_the_budget_is_refused() -> None:
+    request = parse(
+        CompletionRequest, {"model": "m", "prompt": "p", "max_tokens": 4, "min_tokens": 9}
+    )
+    with pytest.raises(OpenAIError, match=r"min_tokens \(9\) is more than the 4 tokens") as caught:
+        sampling(request, prompt_tokens=3, context=256, default=8)
+    assert caught.value.param == "min_tokens"
+    fine = parse(CompletionRequest, {"model": "m", "prompt": "p", "max_tokens": 4, "min_tokens": 4})
+    assert sampling(fine, prompt_tokens=3, context=256, default=8).min_tokens == 4
