@@ -283,8 +283,11 @@ def main() -> int:
     )
     if demo_real.available(kubeconfig):
         installed = {"kubeconfig": kubeconfig, "namespace": NAMESPACE, "system": SYSTEM}
-        # KServe goes with the demo only where the demo started it
-        RELEASE_MARKER.write_text(json.dumps(installed | {"kserve": not kserve.is_up()}))
+        # KServe goes with the demo only where a demo started it (this one, or the one before
+        # that was not taken down)
+        before = json.loads(RELEASE_MARKER.read_text()) if RELEASE_MARKER.exists() else {}
+        started_kserve = before.get("kserve", False) or not kserve.is_up()
+        RELEASE_MARKER.write_text(json.dumps(installed | {"kserve": started_kserve}))
         demo = demo_real.Demo(kubeconfig, NAMESPACE, SYSTEM, say)
         modelserver = demo.run()
         say(

@@ -84,6 +84,8 @@ class Demo:
         subprocess.run(
             [sys.executable, str(REPO / "hack" / "localcluster.py"), "images"], check=True
         )
+        # KServe first: its webhooks check the ClusterServingRuntimes the chart installs
+        self.start_kserve()
         self.say(
             f"Installing kubeforge with its Helm chart: release {RELEASE} in {self.system}, "
             f"the operator and the API as pods, reconciling namespace {self.namespace}"
@@ -95,7 +97,6 @@ class Demo:
             )  # fmt: skip
         except helm.HelmError as err:
             raise SystemExit(f"{err}\nsee: kubectl get pods -n {self.system}") from None
-        self.start_kserve()
         self.kubectl("create", "namespace", self.namespace, check=False)
         node.recycle_volumes()  # volumes an earlier demo or test released
         self.say(

@@ -173,21 +173,28 @@ def ctr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def import_images(paths: list[Path] | None = None) -> None:
     """Import image archives into the node's containerd, each once per node (archives are named
     by the digest of their inputs: one already imported is skipped), unless containerd lost its
-    images since: under disk pressure the kubelet removes images no running pod uses, and an
-    imported image cannot be pulled again."""
+    images since or a tag now names another build: under disk pressure the kubelet removes
+    images no running pod uses, and an imported image cannot be pulled again."""
     done = NODE_STATE / "imported"
     done.mkdir(parents=True, exist_ok=True)
-    present = set(ctr("images", "ls", "-q").stdout.split())
+    present = set(_image_digests())
     for path in paths if paths is not None else node_images():
         marker = done / path.name
-        refs = marker.read_text().split() if marker.exists() else []
-        if refs and present.issuperset(refs):
+        images = marker.read_text().split() if marker.exists() else []
+        if images and present.issuperset(images):
             continue
         t0 = time.monotonic()
         out = ctr("images", "import", str(path)).stdout
         # "unpacking <ref> (sha256:...)...done" per image in the archive
-        marker.write_text("\n".join(re.findall(r"unpacking (\S+) \(", out)))
+        found = re.findall(r"unpacking (\S+) \((sha256:[0-9a-f]+)\)", out)
+        marker.write_text("\n".join(f"{ref}@{digest}" for ref, digest in found))
         log(f"imported {path.name} in {time.monotonic() - t0:.1f}s")
+
+
+def _image_digests() -> list[str]:
+    """``ref@digest`` of every image containerd holds (``ctr images ls``: REF TYPE DIGEST ...)."""
+    lines = ctr("images", "ls").stdout.splitlines()[1:]
+    return [f"{cols[0]}@{cols[2]}" for cols in (line.split() for line in lines) if len(cols) > 2]
 
 
 def start_relay() -> None:

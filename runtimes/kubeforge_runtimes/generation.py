@@ -10,9 +10,10 @@ labels add the ModelServer's namespace and the predictor's revision to vLLM's ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -110,15 +111,24 @@ def held_back(text: str, stops: Sequence[str]) -> int:
     return longest
 
 
+class GenerationError(RuntimeError):
+    """The model failed while generating (the request gets a 500 naming it)."""
+
+
 class _TokenQueue:
     """transformers' streamer interface (``put`` / ``end``), called in the generating thread:
     the first ``put`` is the prompt, every later one the next token of the single sequence,
     handed to the request's event loop with the time it was made (``delay``: injected
-    latency, waited here so that the model really is that much slower)."""
+    latency, waited here so that the model really is that much slower). ``end`` carries the
+    error the generation failed with, if any."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float = 0.0) -> None:
-        self.tokens: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
+        self.tokens: asyncio.Queue[tuple[int, float] | BaseException | None] = asyncio.Queue()
         self._loop, self._delay, self._prompt = loop, delay, True
+
+    def _hand_over(self, item: tuple[int, float] | BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+            self._loop.call_soon_threadsafe(self.tokens.put_nowait, item)
 
     def put(self, value: Any) -> None:
         if self._prompt:
@@ -127,11 +137,20 @@ class _TokenQueue:
         for token in value.reshape(-1).tolist():
             if self._delay:
                 time.sleep(self._delay)
-            item = (int(token), time.perf_counter())
-            self._loop.call_soon_threadsafe(self.tokens.put_nowait, item)
+            self._hand_over((int(token), time.perf_counter()))
 
-    def end(self) -> None:
-        self._loop.call_soon_threadsafe(self.tokens.put_nowait, None)
+    def end(self, error: BaseException | None = None) -> None:
+        self._hand_over(error)
+
+
+def end_tokens(model: Any, tokenizer: Any) -> frozenset[int]:
+    """The ids that end an answer: the generation config's (a list for many chat models, e.g.
+    Llama 3's end-of-turn) and the tokenizer's end-of-text."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ends = set(ids if isinstance(ids, list) else [] if ids is None else [ids])
+    if tokenizer.eos_token_id is not None:
+        ends.add(tokenizer.eos_token_id)
+    return frozenset(int(i) for i in ends)
 
 
 async def stream_tokens(
@@ -144,7 +163,8 @@ async def stream_tokens(
 ) -> AsyncGenerator[list[tuple[int, float]], None]:
     """The generated token ids, with when each was made, in batches of what has come since the
     last one (one token each when the reader keeps up). Closing the iterator (the client went
-    away) stops the generation at the next token and frees the model."""
+    away) stops the generation at the next token and frees the model; a request that leaves
+    while waiting for the model never starts. A failure of the model is a GenerationError."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -160,8 +180,11 @@ async def stream_tokens(
         options |= {"temperature": sampling.temperature, "top_p": sampling.top_p}
 
     def run() -> None:
+        error: BaseException | None = None
         try:
             with lock, torch.no_grad():
+                if cancelled.is_set():
+                    return
                 if sampling.seed is not None:
                     torch.manual_seed(sampling.seed)
                 model.generate(
@@ -174,8 +197,10 @@ async def stream_tokens(
                     stopping_criteria=StoppingCriteriaList([Cancelled()]),
                     **options,
                 )
+        except Exception as err:
+            error = err
         finally:
-            streamer.end()
+            streamer.end(error)
 
     threading.Thread(target=run, name="generate", daemon=True).start()
     try:
@@ -184,10 +209,13 @@ async def stream_tokens(
             batch = [await streamer.tokens.get()]
             while not streamer.tokens.empty():
                 batch.append(streamer.tokens.get_nowait())
-            done = batch[-1] is None
-            tokens = [t for t in batch if t is not None]
+            last = batch[-1]
+            done = not isinstance(last, tuple)
+            tokens = [t for t in batch if isinstance(t, tuple)]
             if tokens:
                 yield tokens
+            if isinstance(last, BaseException):
+                raise GenerationError(f"the model failed while generating: {last}") from last
     finally:
         cancelled.set()
 
@@ -200,11 +228,13 @@ async def generate(
     sampling: Sampling,
     metrics: TokenMetrics,
     token_delay: float = 0.0,
-) -> AsyncIterator[tuple[str, Generated]]:
+) -> AsyncGenerator[tuple[str, Generated], None]:
     """(new text, state so far) per step: text is released only when it cannot be the start of
-    a stop sequence or half of a multi-byte character; the last step has ``finish_reason``.
-    ``token_delay`` (injected faults) is added before each token."""
+    a stop sequence or half of a multi-byte character; the last step has ``finish_reason``
+    (``stop`` at an end token or a stop sequence, else ``length``; the tokens after a stop
+    sequence are not counted). ``token_delay`` (injected faults) is added before each token."""
     state = Generated(prompt_tokens=int(prompt_ids.shape[1]))
+    ends = end_tokens(model, tokenizer)
     started = time.perf_counter()
     last: float | None = None
     sent = 0
@@ -215,17 +245,18 @@ async def generate(
             for token, made in batch:
                 metrics.token(made - started, None if last is None else made - last)
                 last = made
-                if token == tokenizer.eos_token_id:
+                if token in ends:
                     state.finish_reason = "stop"
                     break
                 state.token_ids.append(token)
-            text = tokenizer.decode(state.token_ids, skip_special_tokens=True)
-            cut = stop_at(text, sampling.stop)
-            if cut is not None:
-                text, state.finish_reason = text[:cut], "stop"
-            state.text = text
+                state.text = tokenizer.decode(state.token_ids, skip_special_tokens=True)
+                cut = stop_at(state.text, sampling.stop)
+                if cut is not None:
+                    state.text, state.finish_reason = state.text[:cut], "stop"
+                    break
             if state.finish_reason is not None:
                 break
+            text = state.text
             ready = len(text) - held_back(text, sampling.stop)
             if text.endswith("\ufffd"):  # a character whose bytes have not all come yet
                 ready = min(ready, len(text) - 1)

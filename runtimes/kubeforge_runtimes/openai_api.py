@@ -11,11 +11,12 @@ are the ``openai`` package's own models, so what the client parses is what the s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Literal
 
 # (at module level: FastAPI resolves the handlers' annotations in this module's globals)
@@ -30,7 +31,13 @@ from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubeforge_runtimes.faults import FaultInjector
-from kubeforge_runtimes.generation import Generated, Sampling, TokenMetrics, generate
+from kubeforge_runtimes.generation import (
+    Generated,
+    GenerationError,
+    Sampling,
+    TokenMetrics,
+    generate,
+)
 
 PREFIX = "/openai/v1"
 MAX_TOKENS_LIMIT = 4096  # far beyond any context here: a larger value is a mistake
@@ -62,7 +69,7 @@ class _Request(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, lt=1 << 63)  # what torch can seed with
     # vLLM's extension: at least this many tokens before the end-of-text token may end it
     min_tokens: int = Field(default=0, ge=0)
 
@@ -114,7 +121,16 @@ def chat_prompt(tokenizer: Any, messages: list[Message]) -> str:
     or a fine-tuned completion model) a plain transcript that ends with the assistant's turn."""
     turns = [{"role": m.role, "content": message_text(m, i)} for i, m in enumerate(messages)]
     if getattr(tokenizer, "chat_template", None):
-        return str(tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True))
+        try:
+            return str(
+                tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+            )
+        except Exception as err:
+            # a template that refuses the conversation (roles that do not alternate, a system
+            # role it does not take) refuses the request, not the server
+            raise OpenAIError(
+                400, f"messages: the model's chat template refused them: {err}", "messages"
+            ) from None
     return "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant:"
 
 
@@ -169,7 +185,11 @@ class OpenAIServer:
         self.lm, self.metrics, self.injector = lm, metrics, injector
         self.created = int(time.time())
         config = lm.model.config
-        self.context = int(getattr(config, "max_position_embeddings", None) or config.n_positions)
+        # the context: the config's, else the tokenizer's (configs name it differently)
+        context = getattr(config, "max_position_embeddings", None) or getattr(
+            config, "n_positions", None
+        )
+        self.context = int(context or min(lm.tokenizer.model_max_length, 1 << 20))
 
     def models(self) -> dict[str, Any]:
         card = ModelCard(
@@ -193,7 +213,7 @@ class OpenAIServer:
             raise OpenAIError(400, "the prompt is empty", param="prompt")
         return ids, sampling(request, int(ids.shape[1]), self.context, self.lm.max_new_tokens)
 
-    def _generate(self, ids: Any, params: Sampling) -> AsyncIterator[tuple[str, Generated]]:
+    def _generate(self, ids: Any, params: Sampling) -> AsyncGenerator[tuple[str, Generated], None]:
         lock: threading.Lock = self.lm._lock
         delay = self.injector.faults.token_latency_seconds
         return generate(self.lm.model, self.lm.tokenizer, lock, ids, params, self.metrics, delay)
@@ -213,10 +233,10 @@ class OpenAIServer:
             choices=[choice], usage=usage(state),
         )  # fmt: skip
 
-    async def _stream_completion(
+    def _stream_completion(
         self, rid: str, request: CompletionRequest, ids: Any, params: Sampling
     ) -> AsyncIterator[str]:
-        created, state = int(time.time()), None
+        created = int(time.time())
 
         def chunk(choices: list[CompletionChoice], **extra: Any) -> str:
             body = Completion(
@@ -225,14 +245,17 @@ class OpenAIServer:
             )  # fmt: skip
             return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
 
-        async for text, state in self._generate(ids, params):
+        def piece(text: str, state: Generated) -> str:
             # a chunk's finish_reason is null until the last one (the openai package's model
             # types it for whole answers, so chunks are built without its validation)
             fields: dict[str, Any] = {"text": text, "finish_reason": state.finish_reason}
-            yield chunk([CompletionChoice.model_construct(index=0, logprobs=None, **fields)])
-        if state is not None and (request.stream_options or {}).get("include_usage"):
-            yield chunk([], usage=usage(state))
-        yield "data: [DONE]\n\n"
+            return chunk([CompletionChoice.model_construct(index=0, logprobs=None, **fields)])
+
+        def tail(state: Generated) -> str:
+            return chunk([], usage=usage(state))
+
+        wants_usage = (request.stream_options or {}).get("include_usage")
+        return _events(self._generate(ids, params), piece, tail if wants_usage else None)
 
     async def chat(self, body: Any) -> ChatCompletion | AsyncIterator[str]:
         request = parse(ChatRequest, body)
@@ -252,7 +275,7 @@ class OpenAIServer:
     async def _stream_chat(
         self, rid: str, request: ChatRequest, ids: Any, params: Sampling
     ) -> AsyncIterator[str]:
-        created, state = int(time.time()), None
+        created = int(time.time())
 
         def chunk(choices: list[ChunkChoice], **extra: Any) -> str:
             body = ChatCompletionChunk(
@@ -261,19 +284,47 @@ class OpenAIServer:
             )  # fmt: skip
             return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
 
-        yield chunk([ChunkChoice(index=0, delta=ChoiceDelta(role="assistant", content=""))])
-        async for text, state in self._generate(ids, params):
+        def piece(text: str, state: Generated) -> str:
             delta = ChoiceDelta(content=text)
-            yield chunk([ChunkChoice(index=0, delta=delta, finish_reason=state.finish_reason)])
-        if state is not None and (request.stream_options or {}).get("include_usage"):
-            yield chunk([], usage=usage(state))
-        yield "data: [DONE]\n\n"
+            return chunk([ChunkChoice(index=0, delta=delta, finish_reason=state.finish_reason)])
+
+        def tail(state: Generated) -> str:
+            return chunk([], usage=usage(state))
+
+        yield chunk([ChunkChoice(index=0, delta=ChoiceDelta(role="assistant", content=""))])
+        wants_usage = (request.stream_options or {}).get("include_usage")
+        async for event in _events(
+            self._generate(ids, params), piece, tail if wants_usage else None
+        ):
+            yield event
 
 
-async def _last(steps: AsyncIterator[tuple[str, Generated]]) -> Generated:
+async def _events(
+    steps: AsyncGenerator[tuple[str, Generated], None],
+    piece: Callable[[str, Generated], str],
+    tail: Callable[[Generated], str] | None,
+) -> AsyncIterator[str]:
+    """The server-sent events of a stream: one per step, ``tail`` (the usage) after the last,
+    then ``[DONE]``. The model failing midway is an error event in OpenAI's shape (the status
+    line went out with the first event), which the openai client raises as an APIError."""
+    state = None
+    try:
+        async with contextlib.aclosing(steps):
+            async for text, state in steps:
+                yield piece(text, state)
+    except GenerationError as err:
+        yield f"data: {json.dumps(OpenAIError(500, str(err)).body())}\n\n"
+        return
+    if state is not None and tail is not None:
+        yield tail(state)
+    yield "data: [DONE]\n\n"
+
+
+async def _last(steps: AsyncGenerator[tuple[str, Generated], None]) -> Generated:
     last = None
-    async for _, state in steps:
-        last = state
+    async with contextlib.aclosing(steps):
+        async for _, state in steps:
+            last = state
     assert last is not None  # generate() always yields a last step
     return last
 
@@ -290,6 +341,8 @@ def add_openai_routes(app: FastAPI, server: OpenAIServer) -> None:
             result = await handler(body)
         except OpenAIError as err:
             return JSONResponse(err.body(), status_code=err.status)
+        except GenerationError as err:
+            return JSONResponse(OpenAIError(500, str(err)).body(), status_code=500)
         if isinstance(result, BaseModel):
             return JSONResponse(json.loads(result.model_dump_json(exclude_none=True)))
         return StreamingResponse(result, media_type="text/event-stream")

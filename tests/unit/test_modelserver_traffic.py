@@ -363,3 +363,64 @@ def test_each_format_goes_to_the_built_in_runtime_whose_image_can_load_it(
         OWNER, named, Placement(), desired_revision("pvc://m/v1", named, None), None
     )
     assert mine["spec"]["predictor"]["model"]["runtime"] == "vllm"
+
+
+def test_revisions_keep_their_digest_across_the_token_latency_field() -> None:
+    """The digest as the operator computed it before tokenLatencySeconds existed: upgrading
+    the operator must not start a rollout of an unchanged model."""
+    import hashlib
+
+    from kubeforge_operator.modelserver.revisions import revision_id
+
+    faulty = MODELSERVER.parse_spec(
+        {"model": {"uri": "pvc://m/v1"}, "runtime": {"faultInjection": {"errorRate": 0.5}}}
+    )
+    before = {
+        "uri": "pvc://m/v1",
+        "modelFormat": "transformers",
+        "servingRuntime": None,
+        "faults": {"errorRate": 0.5, "extraLatencySeconds": 0.0},
+    }
+    digest = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:10]
+    assert revision_id("pvc://m/v1", faulty) == "r" + digest
+    slower = MODELSERVER.parse_spec(
+        {
+            "model": {"uri": "pvc://m/v1"},
+            "runtime": {"faultInjection": {"tokenLatencySeconds": 0.1}},
+        }
+    )
+    assert revision_id("pvc://m/v1", slower) != revision_id("pvc://m/v1", faulty)
+
+
+def test_a_canary_without_a_base_does_not_keep_the_stable_s_claim() -> None:
+    """KServe lays the canary's non-empty fields over a copy of the stable predictor: a canary
+    served from a plain model URI mounts an empty directory where the stable has its base."""
+    peft = MODELSERVER.parse_spec({"model": {"uri": "pvc://models/bot/v2"}})
+    stable = desired_revision("pvc://models/bot/v1", peft, "bot-v1", "pvc://models/tiny-gpt2")
+    canary = desired_revision("pvc://models/bot/v2", peft, None)
+    isvc = build_inference_service(
+        OWNER, peft, Placement(), canary, 10, None, Mode.STANDARD, stable
+    )
+    predictor = isvc["spec"]["canary"][0]["predictor"]
+    [volume] = predictor["volumes"]
+    assert volume == {"name": "kubeforge-base-model", "emptyDir": {}}
+    assert predictor["model"]["volumeMounts"][0]["name"] == "kubeforge-base-model"
+    # with no base anywhere, nothing is mounted
+    plain = build_inference_service(
+        OWNER, peft, Placement(), canary, 10, None, Mode.STANDARD, desired_revision(
+            "pvc://models/bot/v1", peft, None
+        ),
+    )  # fmt: skip
+    assert "volumes" not in plain["spec"]["canary"][0]["predictor"]
+
+
+def test_another_serving_runtime_keeps_the_user_its_image_expects() -> None:
+    vllm = MODELSERVER.parse_spec(
+        {"model": {"uri": "pvc://m/v1"}, "runtime": {"servingRuntime": "vllm"}}
+    )
+    isvc = build_inference_service(
+        OWNER, vllm, Placement(), desired_revision("pvc://m/v1", vllm, None), None
+    )
+    assert "securityContext" not in isvc["spec"]["predictor"]
+    builtin = build_inference_service(OWNER, SPEC, Placement(), STABLE, None)
+    assert builtin["spec"]["predictor"]["securityContext"]["runAsUser"] == 1000

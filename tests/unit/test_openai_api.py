@@ -110,3 +110,53 @@ def test_min_tokens_beyond_the_budget_is_refused() -> None:
     assert caught.value.param == "min_tokens"
     fine = parse(CompletionRequest, {"model": "m", "prompt": "p", "max_tokens": 4, "min_tokens": 4})
     assert sampling(fine, prompt_tokens=3, context=256, default=8).min_tokens == 4
+
+
+def test_a_seed_torch_cannot_take_is_a_400() -> None:
+    with pytest.raises(OpenAIError) as caught:
+        parse(CompletionRequest, {"model": "m", "prompt": "p", "seed": 1 << 70})
+    assert caught.value.param == "seed"
+
+
+class _Tokenizer:
+    eos_token_id = 0
+
+
+class _FailingModel:
+    generation_config = None
+
+    def generate(self, **kwargs: Any) -> None:
+        raise ValueError("out of memory (as the device says)")
+
+
+class _ChatModel:
+    def __init__(self) -> None:
+        # shaped as transformers' GenerationConfig: Llama 3 style, two end tokens
+        self.generation_config = type("GenerationConfig", (), {"eos_token_id": [7, 9]})()
+
+
+def test_a_model_failing_midway_is_a_generation_error_and_frees_the_lock() -> None:
+    import asyncio
+    import threading
+
+    import torch
+
+    from kubeforge_runtimes.generation import GenerationError, Sampling, stream_tokens
+
+    lock = threading.Lock()
+
+    async def drain() -> None:
+        ids = torch.tensor([[1, 2, 3]])
+        async for _ in stream_tokens(_FailingModel(), _Tokenizer(), lock, ids, Sampling(4)):
+            pass
+
+    with pytest.raises(GenerationError, match="out of memory"):
+        asyncio.run(drain())
+    assert lock.acquire(timeout=5)  # the next request gets the model
+
+
+def test_every_end_token_of_the_generation_config_ends_an_answer() -> None:
+    from kubeforge_runtimes.generation import end_tokens
+
+    assert end_tokens(_ChatModel(), _Tokenizer()) == {0, 7, 9}
+    assert end_tokens(_FailingModel(), _Tokenizer()) == {0}

@@ -61,8 +61,13 @@ def base_claim(rev: Revision) -> str | None:
     return parts.netloc or None if parts.scheme == "pvc" else None
 
 
-def _predictor(spec: ModelServerSpec, placement: Placement, rev: Revision) -> dict[str, Any]:
-    """The fields of a predictor (stable or canary) that its revision decides."""
+def _predictor(
+    spec: ModelServerSpec, placement: Placement, rev: Revision, shadow_base: bool = False
+) -> dict[str, Any]:
+    """The fields of a predictor (stable or canary) that its revision decides. KServe builds
+    the canary's pod from a copy of the stable predictor with the canary's non-empty fields
+    over it: ``shadow_base`` (a canary without a base beside a stable one with it) mounts an
+    empty directory instead, or the canary would keep the stable's claim."""
     resources = {"cpu": spec.resources.cpu, "memory": spec.resources.memory} | placement.limits()
     model: dict[str, Any] = {
         "modelFormat": {"name": str(rev.model_format)},
@@ -71,17 +76,23 @@ def _predictor(spec: ModelServerSpec, placement: Placement, rev: Revision) -> di
         "env": _env(rev),
         "resources": {"requests": dict(resources), "limits": dict(resources)},
     }
-    # kubeforge's pods all run as uid 1000 with group 100 (Jupyter's jovyan and users): what a
-    # training Job or a notebook wrote on a volume is readable by the model server too
-    fields: dict[str, Any] = {"model": model, "securityContext": pod_security_context()}
+    fields: dict[str, Any] = {"model": model}
+    if rev.serving_runtime is None:
+        # the built-in runtimes run as kubeforge's pods do, uid 1000 with group 100 (Jupyter's
+        # jovyan and users): what a training Job or a notebook wrote on a volume is readable;
+        # another ServingRuntime keeps the user its image expects
+        fields["securityContext"] = pod_security_context()
     claim = base_claim(rev)
-    if claim is None:
+    if claim is None and not shadow_base:
         return fields
-    model["volumeMounts"] = [
-        {"name": BASE_VOLUME, "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True}
-    ]
-    volume = {"name": BASE_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
-    return fields | {"volumes": [volume]}
+    path = f"{PVC_ROOT}/{claim}" if claim else f"{PVC_ROOT}/.no-base-model"
+    model["volumeMounts"] = [{"name": BASE_VOLUME, "mountPath": path, "readOnly": True}]
+    source = (
+        {"persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        if claim
+        else {"emptyDir": {}}
+    )
+    return fields | {"volumes": [{"name": BASE_VOLUME, **source}]}
 
 
 def build_inference_service(
@@ -137,9 +148,10 @@ def build_inference_service(
         meta["labels"][VISIBILITY_LABEL] = "cluster-local"  # kubeforge's HTTPRoute is the way in
         if first is not served or hand_over:
             # the canary lands where the stable predictor does (a GPU node for a GPU model)
+            shadow = base_claim(first) is not None
             canary = {
                 "name": CANARY_NAME,
-                **_predictor(spec, placement, served),
+                **_predictor(spec, placement, served, shadow_base=shadow),
                 **placement.pod_fields(),
             }
             share = 100 if hand_over else canary_percent
