@@ -134,14 +134,17 @@ def test_lint_and_template(helm: str) -> None:
         }
     )
     everything = render(helm, *ALL_ON, *INGRESS, *HTTP_ROUTE)
-    for kind in (
-        "ServiceMonitor",
-        "PrometheusRule",
-        "ClusterServingRuntime",
-        "Ingress",
-        "HTTPRoute",
-    ):
+    for kind in ("ServiceMonitor", "PrometheusRule", "Ingress", "HTTPRoute"):
         find(everything, kind)
+    # one runtime per image: scikit-learn from the slim runtime image, LLMs from the ML image
+    sklearn = find(everything, "ClusterServingRuntime", "kubeforge")
+    llm = find(everything, "ClusterServingRuntime", "kubeforge-llm")
+    assert [f["name"] for f in sklearn["spec"]["supportedModelFormats"]] == ["sklearn"]
+    assert [f["name"] for f in llm["spec"]["supportedModelFormats"]] == ["transformers", "peft"]
+    assert "kubeforge-trainer" in llm["spec"]["containers"][0]["image"]
+    assert "kubeforge-runtime" in sklearn["spec"]["containers"][0]["image"]
+    for runtime in (sklearn, llm):  # a read-only root: torch and transformers write to /tmp
+        assert {"name": "tmp", "emptyDir": {}} in runtime["spec"]["volumes"]
     dashboard = find(everything, "ConfigMap", f"{RELEASE}-dashboard")
     panels = json.loads(dashboard["data"]["kubeforge.json"])["panels"]
     assert {p["title"] for p in panels} >= {"Operator leader", "Rollout decisions"}
