@@ -563,6 +563,9 @@ NOT_EXERCISED: dict[tuple[str, str, str], str] = {
         )
     },
 }
+# Of those, the calls that a slow machine may still make in this scenario: a notebook pod that is
+# briefly not ready (kwok marks it Ready a moment after it starts) sends the operator to its node.
+TIMING_DEPENDENT = {("", "nodes", "get")}
 # Beyond the examples: the paths of a multi-node run reading S3 with a data connection, a model
 # served from a URI (an InferenceService at once), a named ServingRuntime, and a DriftMonitor on
 # that model (LATE_MONITOR, below).
@@ -725,11 +728,12 @@ def test_operator_api_calls_and_its_cluster_role_agree(
     )
     assert used <= granted, f"used but not granted: {sorted(used - granted)}"
     unused = granted - used
-    assert unused == set(NOT_EXERCISED), (
-        f"granted but never used (least privilege: drop them, or say why): "
-        f"{sorted(unused - set(NOT_EXERCISED))}; listed but used: "
-        f"{sorted(set(NOT_EXERCISED) - unused)}"
+    never_used = unused - set(NOT_EXERCISED)
+    listed_but_used = set(NOT_EXERCISED) - unused - TIMING_DEPENDENT
+    assert not never_used, (
+        f"granted but never used (least privilege: drop them, or say why): {sorted(never_used)}"
     )
+    assert not listed_but_used, f"listed as never used but used: {sorted(listed_but_used)}"
 
 
 def test_two_replicas_one_leads_and_the_other_takes_over_within_30s(
