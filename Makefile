@@ -10,16 +10,26 @@ PYTEST_ARGS ?=
 # checkov (the chart's security scan) has its own environment: its pins are not ours
 CHECKOV_VERSION := 3.3.30
 CHECKOV := .cache/tools/checkov-$(CHECKOV_VERSION)/bin/checkov
+# uv installs the environments: from its cache (outside the clone) a fresh clone's .venv takes
+# seconds where pip took minutes; the resolver picks the same versions pip does
+UV_VERSION := 0.13.9
+UV := $(HOME)/.cache/kubeforge/tools/uv-$(UV_VERSION)/bin/uv
+# mypy's cache outside the clone: a fresh clone checks in seconds, not 40 s (mypy compares the
+# hashes of files whose mtimes differ, so a clone's new mtimes do not make it stale)
+export MYPY_CACHE_DIR ?= $(HOME)/.cache/kubeforge/mypy
 
 .PHONY: help
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+$(UV):
 	@command -v $(PYTHON_BOOTSTRAP) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON_BOOTSTRAP) not found)"; exit 1; }
-	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lint,data,ml,serving]'
+	$(PYTHON_BOOTSTRAP) -m venv $(dir $(UV))..
+	$(dir $(UV))pip install --quiet uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml | $(UV)
+	test -x $(PY) || $(UV) venv --quiet --python $(PYTHON_BOOTSTRAP) $(VENV)
+	$(UV) pip install --quiet --python $(PY) -e '.[test,lint,data,ml,serving]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 .PHONY: deps
@@ -29,9 +39,9 @@ deps: ## Install the Debian packages the demo and tests need (as root), or name 
 .PHONY: venv
 venv: $(STAMP) $(CHECKOV) ## Create .venv with kubeforge and its test and lint tools
 
-$(CHECKOV):
-	$(PYTHON_BOOTSTRAP) -m venv $(dir $(CHECKOV))..
-	$(dir $(CHECKOV))pip install --quiet checkov==$(CHECKOV_VERSION)
+$(CHECKOV): | $(UV)
+	$(UV) venv --quiet --python $(PYTHON_BOOTSTRAP) $(dir $(CHECKOV))..
+	$(UV) pip install --quiet --python $(dir $(CHECKOV))python checkov==$(CHECKOV_VERSION)
 
 .PHONY: demo
 demo: deps $(STAMP) ## Run kubeforge on the embedded control plane (or KUBECONFIG) with the examples
@@ -120,7 +130,7 @@ bench-pods: $(STAMP) ## Pod start latency on the real node (ratio to kwok) and i
 
 .PHONY: bench-drift
 bench-drift: $(STAMP) ## Drift scoring throughput against Evidently (installs the bench extra)
-	$(PY) -m pip install --quiet -e '.[test,lint,data,ml,serving,bench]'
+	$(UV) pip install --quiet --python $(PY) -e '.[test,lint,data,ml,serving,bench]'
 	$(PY) bench/drift_throughput.py
 
 .PHONY: cluster-build
