@@ -1,9 +1,11 @@
 """The closed loop end to end (`make loop-demo`, hack/loop.py), as CI runs it: on the local
 control plane, with the operator, the REST API, Prometheus, real fine-tuning, real runtimes and
-the real drift service. Run 1: drift -> exactly one retraining run on the training data plus the
-live window -> version 2 registered -> canary promoted step by step. Run 2: the same with version
-2's runtime failing half its requests -> rolled back. Every step is checked where a user would
-look: status, Events, the operator's metrics, the API's catalog and lineage."""
+the real drift service: drift -> exactly one retraining run on the training data plus the live
+window -> version 2 registered -> canary promoted step by step. Every step is checked where a user
+would look: status, Events, the operator's metrics, the API's catalog and lineage. The loop's
+second run (`--only rollback`: version 2 failing half its requests, rolled back) is not run here:
+tests/e2e/test_modelserver_real.py rolls a faulty version back on KServe's real controller with
+real traffic, and tests/integration/test_modelserver.py the rollback's status and lineage."""
 
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ def records(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> list[
             prefix,
             "--record",
             str(out),
+            "--only",
+            "promote",
         ],
         capture_output=True,
         text=True,
@@ -107,24 +111,3 @@ def test_drift_retrains_and_version_2_is_promoted(records: list[dict[str, Any]])
         assert reason in run["events"]
     # nothing failed while the versions changed hands
     assert all(code == "200" for codes in run["requests"].values() for code in codes)
-
-
-@pytest.mark.timeout(1800)
-def test_a_faulty_version_2_is_rolled_back(records: list[dict[str, Any]]) -> None:
-    run = records[1]
-    assert run["outcome"] == "rolled back"
-    t = steps(run)
-    assert t["drift detected"] <= t["retrain started"] < t["v2 registered"] < t["canary rollback"]
-    last = run["decisions"][-1]
-    assert last["action"] == "rollback"
-    assert last["trafficSplit"] == "100/0"
-    assert "error-rate" in last["reason"]
-    assert last["measurements"]["error-rate"] > 0.05
-    v2_revision = last["revision"]
-    assert run["requests"][v2_revision].get("500", 0) > 0
-    lineage = run["lineage"]
-    assert lineage["versions"]["stable"]["fineTuneJob"]["name"] == "tickets-v1"
-    rolled_back = lineage["versions"]["rolledBack"]["fineTuneJob"]
-    assert rolled_back["name"] == "tickets-drift-retrain-1"
-    assert rolled_back["trigger"].startswith("drift:")
-    assert "RolloutRollback" in run["events"]
