@@ -44,12 +44,8 @@ $(CHECKOV): | $(UV)
 	$(UV) pip install --quiet --python $(dir $(CHECKOV))python checkov==$(CHECKOV_VERSION)
 
 .PHONY: demo
-demo: deps $(STAMP) ## Run kubeforge on the embedded control plane (or KUBECONFIG) with the examples
+demo: deps $(STAMP) ## kubeforge on the embedded control plane (or KUBECONFIG): the examples, and the closed loop on the real node
 	$(PY) hack/demo.py
-
-.PHONY: loop-demo
-loop-demo: $(STAMP) ## The closed loop, hands-free: drift, retrain, canary, promote (and a faulty version rolled back)
-	$(PY) hack/loop.py --record .cache/loop/record.json
 
 .PHONY: demo-down
 demo-down: ## Stop everything `make demo` started
@@ -57,10 +53,10 @@ demo-down: ## Stop everything `make demo` started
 
 .PHONY: test
 test: deps $(STAMP) $(CHECKOV) ## Unit, integration and e2e tests but the slow scenarios (starts the local cluster)
-	$(PY) -m pytest tests/unit tests/integration tests/e2e -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/integration tests/e2e -m "not slow" -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 .PHONY: test-slow
-test-slow: deps $(STAMP) $(CHECKOV) ## The slow scenarios (the closed loop, the demo), which CI runs after make test
+test-slow: deps $(STAMP) $(CHECKOV) ## The slow scenarios (the demo and its closed loop, serving on KServe), which CI runs after make test
 	$(PY) -m pytest tests/unit tests/integration tests/e2e -m slow $(PYTEST_ARGS)
 
 .PHONY: test-unit

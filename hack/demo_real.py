@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import localcluster as lc
 from kfcluster import monitoring, node
 
+from kubeforge_crds.contracts.labels import LIVE_DATA_ANNOTATION, TRIGGER_ANNOTATION
 from kubeforge_labs import helm, kit
 
 REPO = lc.REPO
@@ -27,6 +29,7 @@ LOCAL_EXAMPLES = REPO / "examples" / "local"
 # a release of the demo's own: never one a user installed as `kubeforge` (values-local.yaml)
 RELEASE = "kubeforge-demo"
 REAL_NODE = "kf-node-0"
+DRIFT_MONITOR = "support-bot-drift"
 DRIFT_ALERT = "KubeforgeDriftDetected"  # the PrometheusRule the operator writes per monitor
 GATEWAY_URL = "http://kserve-ingress-gateway.kserve.svc"  # localcluster.py kserve up
 LOCALCLUSTER = [sys.executable, str(REPO / "hack" / "localcluster.py")]
@@ -45,6 +48,29 @@ for start in range(0, len(rows), 10):
         revision = resp.headers.get("x-kubeforge-revision")
         answers = json.loads(resp.read())["predictions"]
 print(json.dumps({"sent": len(rows), "revision": revision, "answer": answers[-1]}))
+"""
+
+# Requests through the Gateway at a steady rate, one ticket each (from stdin, in turn), for at
+# most SECONDS; one line per answer: time, the revision that answered, HTTP status.
+LOAD = """
+import json, sys, time, urllib.error, urllib.request
+url, host, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+rows = [json.loads(line) for line in sys.stdin if line.strip()]
+headers = {"Host": host, "content-type": "application/json"}
+end, i = time.time() + seconds, 0
+while time.time() < end:
+    started = time.time()
+    body = json.dumps({"instances": [rows[i % len(rows)]]}).encode()
+    i += 1
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=30) as r:
+            code, rev = r.status, r.headers.get("x-kubeforge-revision", "-")
+    except urllib.error.HTTPError as err:
+        code, rev = err.code, err.headers.get("x-kubeforge-revision", "-")
+    except OSError:
+        code, rev = 0, "-"
+    print(f"{started:.3f} {rev} {code}", flush=True)
+    time.sleep(max(0.0, 1 / rate - (time.time() - started)))
 """
 
 
@@ -117,8 +143,9 @@ class Demo:
         print(json.dumps(shown, indent=2))
         self.wait_condition("driftmonitor", "support-bot-drift", "ServiceReady", 300)
         served = self.serve()
-        self.shifted_traffic(urlsplit(served["status"]["url"]).netloc)
-        return served
+        host = urlsplit(served["status"]["url"]).netloc
+        self.shifted_traffic(host)
+        return self.close_the_loop(host, served["status"]["stable"]["revision"])
 
     def start_kserve(self) -> None:
         self.say(
@@ -173,6 +200,69 @@ class Demo:
         alert = self.firing_alert(120)
         self.say(f"Prometheus (prometheus-operator's): {alert} firing for support-bot-drift")
 
+    def close_the_loop(self, host: str, v1: str) -> dict[str, Any]:
+        """The DriftMonitor's retraining run, the version it registers, and that version's
+        canary through the Gateway under steady load until KServe serves it alone."""
+        name = f"{DRIFT_MONITOR}-retrain-1"  # the monitor numbers its runs
+        self.say(
+            f"Closing the loop: the DriftMonitor started FineTuneJob {name} (the training data "
+            "plus the drifted window); a client in the notebook's pod sends 2 tickets/s meanwhile"
+        )
+        with tempfile.TemporaryFile("w+") as log:
+            load = self.start_load(host, log)
+            try:
+                ftj = self.wait_for("finetunejob", name, 600, finished, missing_ok=True)
+                if ftj["status"].get("phase") != "Succeeded":
+                    raise SystemExit(f"FineTuneJob {name} failed: {reason_of(ftj, 'Succeeded')}")
+                version = ftj["status"]["model"]["version"]
+                self.say(
+                    f"Version {version} registered; ModelServer support-bot rolls it out as a "
+                    "canary, each step gated on Prometheus"
+                )
+                served = self.wait_for("modelserver", "support-bot", 600, rollout_ended(v1))
+            finally:
+                load.terminate()
+                load.wait(30)
+            log.seek(0)
+            answered = answers_by_revision(log.read())
+        status = served["status"]
+        annotations = ftj["metadata"].get("annotations", {})
+        print(
+            json.dumps(
+                {
+                    "retrain": name,
+                    "trigger": annotations.get(TRIGGER_ANNOTATION),
+                    "liveData": annotations.get(LIVE_DATA_ANNOTATION),
+                    "version": version,
+                    "stable": {"before": v1, "after": status["stable"]["revision"]},
+                    "decisions": [decision_line(d) for d in status.get("decisions", [])],
+                    "answers": answered,
+                },
+                indent=2,
+            )
+        )
+        if status["stable"]["revision"] == v1:
+            raise SystemExit(f"version {version} was not promoted: see the decisions above")
+        self.say(f"Version {version} promoted: KServe serves it alone, the loop is closed")
+        return served
+
+    def start_load(self, host: str, log: IO[str]) -> subprocess.Popen[str]:
+        from kubeforge_pipelines.tinymodel import support_tickets
+
+        url = f"{GATEWAY_URL}/v1/models/support-bot:predict"
+        load = subprocess.Popen(
+            [
+                str(lc.bin_dir() / "kubectl"), "--kubeconfig", self.kubeconfig, "exec", "-i",
+                "-n", self.namespace, "notebook-0", "--", "python3", "-c", LOAD, url, host,
+                "2", "900",
+            ],
+            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert load.stdin is not None
+        load.stdin.write("".join(json.dumps(r) + "\n" for r in support_tickets(50, 11)))
+        load.stdin.close()
+        return load
+
     def firing_alert(self, timeout: float) -> str:
         url = f"{monitoring.api_url()}/api/v1/alerts"
 
@@ -202,15 +292,25 @@ class Demo:
         kit.wait_for(f"Job {name} complete", done, timeout, 1)
 
     def wait_for(
-        self, kind: str, name: str, timeout: float, test: Callable[[dict[str, Any]], bool]
+        self,
+        kind: str,
+        name: str,
+        timeout: float,
+        test: Callable[[dict[str, Any]], bool],
+        missing_ok: bool = False,
     ) -> dict[str, Any]:
+        """``kind/name`` once ``test`` holds (with ``missing_ok``, waiting for it to exist)."""
+
+        def passed() -> dict[str, Any] | None:
+            if missing_ok and not self.kubectl(
+                "get", kind, name, "-n", self.namespace, "--ignore-not-found", "-o", "name"
+            ):
+                return None
+            obj = self.get(kind, name)
+            return obj if test(obj) else None
+
         try:
-            return kit.wait_for(
-                f"{kind} {name}",
-                lambda: obj if test(obj := self.get(kind, name)) else None,
-                timeout,
-                2,
-            )
+            return kit.wait_for(f"{kind} {name}", passed, timeout, 2)
         except kit.WaitTimeoutError:
             obj = self.get(kind, name)
             raise SystemExit(
@@ -270,6 +370,34 @@ def logs_requests(isvc: dict[str, Any]) -> bool:
 
 def has_drifted(obj: dict[str, Any]) -> bool:
     return obj.get("status", {}).get("phase") == "Drifted"
+
+
+def rollout_ended(stable: str) -> Callable[[dict[str, Any]], bool]:
+    """Whether a ModelServer serving ``stable`` has promoted a new version or rolled it back."""
+
+    def ended(obj: dict[str, Any]) -> bool:
+        status = obj.get("status") or {}
+        actions = [d.get("action") for d in status.get("decisions", [])]
+        promoted = (status.get("stable") or {}).get("revision") not in (None, stable)
+        return not status.get("canary") and (promoted or "rollback" in actions)
+
+    return ended
+
+
+def decision_line(decision: dict[str, Any]) -> str:
+    split = decision.get("trafficSplit")
+    return f"{decision.get('action')}{f' {split}' if split else ''}: {decision.get('reason')}"
+
+
+def answers_by_revision(log: str) -> dict[str, dict[str, int]]:
+    """{revision: {HTTP status: requests}} from the load's lines."""
+    counts: dict[str, dict[str, int]] = {}
+    for line in log.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            by_code = counts.setdefault(parts[1], {})
+            by_code[parts[2]] = by_code.get(parts[2], 0) + 1
+    return counts
 
 
 def down(kubeconfig: str, namespace: str, system: str, started_kserve: bool) -> None:

@@ -1,7 +1,8 @@
 """`make demo` does what the README says, on the real node: kubeforge installed by its chart, the
-local examples running in real containers (a Jupyter server, a training Job, a drift service that
-finds drift and whose alert fires), the ModelServer's honest reason, and everything it started
-removed again by `make demo-down`."""
+local examples running in real containers (a Jupyter server, a training Job, a model served by
+KServe's controller behind the Gateway, a drift service that finds drift and whose alert fires),
+the closed loop (the retraining run it starts, the new version's canary promoted under real
+traffic), and everything it started removed again by `make demo-down`."""
 
 from __future__ import annotations
 
@@ -70,6 +71,23 @@ def test_demo_runs_the_examples_on_real_containers(cluster: Cluster, real_node: 
     drift = json.loads(re.search(r'(\{\n  "phase".*?\n\})', out, re.S)[1])  # type: ignore[index]
     assert drift["payloads"]["ok"] >= 20, drift
     assert drift["payloads"].get("malformed", 0) == 0, drift
+    # the loop closed: the monitor's one retraining run learnt from the training data plus the
+    # drifted window, and its version went out as a canary under real traffic through the
+    # Gateway, gated on Prometheus, and was promoted without a failed request
+    loop = json.loads(re.search(r'(\{\n  "retrain".*?\n\})', out, re.S)[1])  # type: ignore[index]
+    assert loop["retrain"] == "support-bot-drift-retrain-1"
+    assert loop["trigger"].startswith(f"drift:{NAMESPACE}/support-bot-drift: product")
+    assert "training rows +" in loop["liveData"], loop
+    assert loop["version"] == "v2"
+    v1, v2 = loop["stable"]["before"], loop["stable"]["after"]
+    assert v2 != v1
+    actions = [d.split(":")[0].split()[0] for d in loop["decisions"]]
+    assert (actions[0], actions[-1]) == ("start", "promote"), loop
+    assert "rollback" not in actions, loop
+    assert loop["answers"][v1].get("200", 0) > 0, loop
+    assert loop["answers"][v2].get("200", 0) > 0, loop
+    assert {code for codes in loop["answers"].values() for code in codes} == {"200"}, loop
+    assert "Version v2 promoted" in out
     assert "What to look at next" in out
     # --once ends with demo-down: the namespace and the release are gone
     assert f"Deleted namespace {NAMESPACE} and uninstalled kubeforge from {SYSTEM}" in out
