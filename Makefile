@@ -53,7 +53,7 @@ demo-down: ## Stop everything `make demo` started
 
 .PHONY: test
 test: deps $(STAMP) $(CHECKOV) ## Unit, integration and e2e tests but the slow scenarios (starts the local cluster)
-	$(PY) -m pytest tests/unit tests/integration tests/e2e -m "not slow" -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/integration tests/e2e -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: test-slow
 test-slow: deps $(STAMP) $(CHECKOV) ## The slow scenarios (the demo and its closed loop, serving on KServe), which CI runs after make test

@@ -3,7 +3,6 @@ needed) or, when KUBECONFIG points at a reachable cluster, that cluster."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
@@ -136,13 +135,7 @@ def cluster() -> Cluster:
             )
         cfg, local = external, False
     else:
-        # pytest-xdist's workers each start the session: one brings the cluster up, the
-        # other waits for it
-        lock = REPO / ".cache" / "cluster-up.lock"
-        lock.parent.mkdir(exist_ok=True)
-        with lock.open("w") as held:
-            fcntl.flock(held, fcntl.LOCK_EX)
-            subprocess.run([*LOCALCLUSTER, "up"], check=True, timeout=1800)
+        subprocess.run([*LOCALCLUSTER, "up"], check=True, timeout=1800)
         cfg, local = local_cfg, True
     api = config.new_client_from_config(config_file=cfg)
     c = Cluster(kubeconfig=cfg, kubectl_bin=kubectl_bin, local=local, api=api)
