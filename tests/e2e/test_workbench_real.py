@@ -33,6 +33,7 @@ def in_pod(cluster: Cluster, namespace: str, pod: str, *command: str) -> str:
     return cluster.kubectl("exec", "-n", namespace, pod, "--", *command).stdout
 
 
+@pytest.mark.slow  # a minute of real inactivity before the culler may act: a slow scenario
 def test_jupyter_serves_keeps_home_and_is_culled(cluster: Cluster, e2e_namespace: str) -> None:
     ns = e2e_namespace
     cluster.kubectl(
