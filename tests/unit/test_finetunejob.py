@@ -23,7 +23,12 @@ from kubeforge_operator.finetunejob.builders import (
     observe_pytorchjob,
     termination_result,
 )
-from kubeforge_operator.finetunejob.reconcile import checkpoint_uri, result_fields, run_outcome
+from kubeforge_operator.finetunejob.reconcile import (
+    checkpoint_uri,
+    result_fields,
+    run_outcome,
+    validation_pending,
+)
 from kubeforge_operator.runtime.placement import Placement
 from tests.cases import example
 
@@ -169,6 +174,45 @@ def test_a_failed_job_reports_its_container_error() -> None:
     assert fallback is not None
     assert fallback.message == "limit"
     assert observe_job(None, []) is None
+
+
+UNSCHEDULED = {
+    "metadata": {"name": "ft-train-x"},
+    "status": {
+        "phase": "Pending",
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/5 nodes are available: 1 Insufficient cpu.",
+            }
+        ],
+    },
+}
+
+
+def test_a_pod_no_node_fits_is_queued_with_the_schedulers_reason_not_running() -> None:
+    # the Job counts the pending pod as active: without the pod's condition it would say Running
+    for observed in (
+        observe_job(_job(active=1, startTime="t0"), [UNSCHEDULED]),
+        observe_pytorchjob({"status": {"conditions": []}}, [UNSCHEDULED]),
+    ):
+        assert observed is not None
+        assert (observed.state, observed.reason) == ("Queued", "Unschedulable")
+        assert observed.message == (
+            "pod ft-train-x is not scheduled (Unschedulable): 0/5 nodes are available: "
+            "1 Insufficient cpu."
+        )
+    # the validation Job's pod: the FineTuneJob's Validated condition says why it waits
+    waits = validation_pending(observe_job(_job(active=1), [UNSCHEDULED]))
+    assert (waits.status, waits.reason) == (ConditionStatus.UNKNOWN, "Unschedulable")
+    assert waits.message.startswith("the validation Job waits: pod ft-train-x is not scheduled")
+    assert validation_pending(observe_job(_job(), [])).reason == "Validating"
+    scheduled = {"status": {"conditions": [{"type": "PodScheduled", "status": "True"}]}}
+    running = observe_job(_job(active=1), [scheduled])
+    assert running is not None
+    assert running.state == "Running"
 
 
 def test_termination_message_falls_back_to_the_log_tail() -> None:

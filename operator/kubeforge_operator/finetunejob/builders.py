@@ -30,7 +30,7 @@ from kubeforge_operator.runtime.children import (
     standard_labels,
 )
 from kubeforge_operator.runtime.placement import Placement
-from kubeforge_operator.runtime.pods import PodProblem, first_problem
+from kubeforge_operator.runtime.pods import PodProblem, first_problem, unscheduled
 
 PVC_ROOT = "/mnt/pvc"
 WORKDIR = "/workspace"
@@ -338,6 +338,8 @@ def observe_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> RunSt
         return RunState("Queued", "Suspended", "waiting for quota (the Job is suspended)")
     if problem is not None:  # the kubelet's reason: a bad image, a crash loop, an OOM kill
         return RunState("Queued", problem.reason, problem.message, start)
+    if (waiting := unscheduled(pods)) is not None:  # the scheduler's: no node fits
+        return RunState("Queued", waiting.reason, waiting.message, start)
     if status.get("active") or status.get("ready"):
         return RunState("Running", "JobRunning", "", start)
     return RunState("Queued", "PodsPending", "waiting for the Job's pod", start)
@@ -362,6 +364,8 @@ def observe_pytorchjob(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -
         return RunState("Queued", "Suspended", "waiting for quota (the PyTorchJob is suspended)")
     if problem is not None:
         return RunState("Queued", problem.reason, problem.message, start)
+    if (waiting := unscheduled(pods)) is not None:
+        return RunState("Queued", waiting.reason, waiting.message, start)
     if _true_condition(job, "Running"):
         return RunState("Running", "PyTorchJobRunning", "", start)
     return RunState("Queued", "PodsPending", "waiting for the PyTorchJob's pods", start)

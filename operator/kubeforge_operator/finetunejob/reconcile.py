@@ -97,6 +97,24 @@ def run_outcome(
     )
 
 
+def validation_pending(vstate: RunState | None) -> Observation:
+    """Validated=Unknown while the validation Job runs, or waits with the scheduler's or the
+    kubelet's reason why its pod does not run (no node fits, a bad image)."""
+    if vstate is not None and vstate.state == "Queued" and vstate.reason != "PodsPending":
+        return Observation(
+            VALIDATED,
+            ConditionStatus.UNKNOWN,
+            vstate.reason,
+            f"the validation Job waits: {vstate.message}",
+        )
+    return Observation(
+        VALIDATED,
+        ConditionStatus.UNKNOWN,
+        "Validating",
+        "checking the dataset, model and method (no GPU yet)",
+    )
+
+
 def _model_message(fields: dict[str, Any]) -> str:
     model = fields.get("model")
     if not model:
@@ -230,12 +248,7 @@ def _job(
     vpods = ctx.kube.list_children("v1", "Pod", ns, f"job-name={validate_name}") if vjob else []
     vstate = observe_job(vjob, vpods)
     if vstate is None or vstate.state in ("Queued", "Running"):
-        validated = Observation(
-            VALIDATED,
-            ConditionStatus.UNKNOWN,
-            "Validating",
-            "checking the dataset, model and method (no GPU yet)",
-        )
+        validated = validation_pending(vstate)
         return run_outcome(None, placement, validated), None
     if vstate.state == "Failed":
         validated = Observation(VALIDATED, ConditionStatus.FALSE, "InvalidInput", vstate.message)

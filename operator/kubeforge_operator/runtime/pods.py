@@ -139,6 +139,22 @@ def pod_name(pod: dict[str, Any] | None) -> str:
     return str(((pod or {}).get("metadata") or {}).get("name", ""))
 
 
+def unscheduled(pods: Iterable[dict[str, Any]]) -> PodProblem | None:
+    """The first pod the scheduler could not place, with its reason (e.g. "0/5 nodes are
+    available: 1 Insufficient cpu"): a Job counts such a pod as active, yet nothing runs."""
+    for pod in pods:
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                name = (pod.get("metadata") or {}).get("name", "")
+                reason = cond.get("reason") or "Unschedulable"
+                detail = (cond.get("message") or "").strip()
+                return PodProblem(
+                    reason,
+                    f"pod {name} is not scheduled ({reason})" + (f": {detail}" if detail else ""),
+                )
+    return None
+
+
 def first_problem(pods: Iterable[dict[str, Any]]) -> PodProblem | None:
     for pod in pods:
         problem = pod_problem(pod)
