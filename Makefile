@@ -28,7 +28,7 @@ $(UV):
 	$(dir $(UV))pip install --quiet uv==$(UV_VERSION)
 
 $(STAMP): pyproject.toml | $(UV)
-	test -x $(PY) || $(UV) venv --quiet --python $(PYTHON_BOOTSTRAP) $(VENV)
+	test -x $(PY) || $(UV) venv --quiet --allow-existing --python $(PYTHON_BOOTSTRAP) $(VENV)
 	$(UV) pip install --quiet --python $(PY) -e '.[test,lint,data,ml,serving]'
 	rm -f $(VENV)/.installed-* && touch $@
 
@@ -40,7 +40,7 @@ deps: ## Install the Debian packages the demo and tests need (as root), or name 
 venv: $(STAMP) $(CHECKOV) ## Create .venv with kubeforge and its test and lint tools
 
 $(CHECKOV): | $(UV)
-	$(UV) venv --quiet --python $(PYTHON_BOOTSTRAP) $(dir $(CHECKOV))..
+	$(UV) venv --quiet --allow-existing --python $(PYTHON_BOOTSTRAP) $(dir $(CHECKOV))..
 	$(UV) pip install --quiet --python $(dir $(CHECKOV))python checkov==$(CHECKOV_VERSION)
 
 .PHONY: demo

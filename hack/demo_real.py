@@ -1,10 +1,10 @@
 """`make demo` on the embedded cluster's real node: kubeforge installed by its Helm chart (the
 operator and the API as pods of the images built here), examples/local applied, and each kind
-followed until its pods really run: a Jupyter server, a CPU fine-tuning Job, a drift service that
-receives shifted traffic and whose alert fires in the Prometheus that prometheus-operator runs.
-
-and a ModelServer that KServe's own controller (v0.20, Standard mode) serves behind a real
-Gateway (Traefik), answering a prompt sent through the Gateway.
+followed until its pods really run: a Jupyter server, a CPU fine-tuning Job, a ModelServer that
+KServe's own controller (v0.20, Standard mode) serves behind a real Gateway (Traefik), and a
+drift service that receives shifted traffic through the Gateway and whose alert fires in the
+Prometheus that prometheus-operator runs. Then the closed loop: the DriftMonitor's retraining
+run, and its version rolled out as a canary under live traffic and promoted.
 """
 
 from __future__ import annotations
@@ -71,6 +71,21 @@ while time.time() < end:
         code, rev = 0, "-"
     print(f"{started:.3f} {rev} {code}", flush=True)
     time.sleep(max(0.0, 1 / rate - (time.time() - started)))
+"""
+
+
+# The load's last argument, by which STOP_LOAD finds it among the pod's processes (STOP_LOAD's
+# own command line holds the marker only in two halves).
+LOAD_MARKER = "kubeforge-demo-load"
+STOP_LOAD = """
+import os, signal
+marker = b"kubeforge-demo-" + b"load"
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if marker in open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0"):
+            os.kill(int(pid), signal.SIGTERM)
+    except OSError:
+        pass
 """
 
 
@@ -204,27 +219,28 @@ class Demo:
         """The DriftMonitor's retraining run, the version it registers, and that version's
         canary through the Gateway under steady load until KServe serves it alone."""
         name = f"{DRIFT_MONITOR}-retrain-1"  # the monitor numbers its runs
+        if self.exists("finetunejob", name):
+            self.say(
+                f"The loop closed in an earlier run of the demo (FineTuneJob {name} exists); "
+                "`make demo-down` starts over"
+            )
+            return self.get("modelserver", "support-bot")
+        self.wait_retrain(name)
         self.say(
             f"Closing the loop: the DriftMonitor started FineTuneJob {name} (the training data "
-            "plus the drifted window); a client in the notebook's pod sends 2 tickets/s meanwhile"
+            "plus the drifted window); a client in the notebook's pod sends 2 tickets/s from now"
         )
-        with tempfile.TemporaryFile("w+") as log:
-            load = self.start_load(host, log)
+        with tempfile.TemporaryFile("w+") as log, tempfile.TemporaryFile("w+") as errors:
+            load = self.start_load(host, log, errors)
             try:
-                ftj = self.wait_for("finetunejob", name, 600, finished, missing_ok=True)
-                if ftj["status"].get("phase") != "Succeeded":
-                    raise SystemExit(f"FineTuneJob {name} failed: {reason_of(ftj, 'Succeeded')}")
-                version = ftj["status"]["model"]["version"]
-                self.say(
-                    f"Version {version} registered; ModelServer support-bot rolls it out as a "
-                    "canary, each step gated on Prometheus"
-                )
-                served = self.wait_for("modelserver", "support-bot", 600, rollout_ended(v1))
+                ftj, served = self.roll_out(name, v1)
             finally:
-                load.terminate()
-                load.wait(30)
+                self.stop_load(load)
             log.seek(0)
             answered = answers_by_revision(log.read())
+            if not answered:
+                errors.seek(0)
+                print(f"the client got no answer: {errors.read()[-2000:]}", file=sys.stderr)
         status = served["status"]
         annotations = ftj["metadata"].get("annotations", {})
         print(
@@ -233,7 +249,7 @@ class Demo:
                     "retrain": name,
                     "trigger": annotations.get(TRIGGER_ANNOTATION),
                     "liveData": annotations.get(LIVE_DATA_ANNOTATION),
-                    "version": version,
+                    "version": ftj["status"]["model"]["version"],
                     "stable": {"before": v1, "after": status["stable"]["revision"]},
                     "decisions": [decision_line(d) for d in status.get("decisions", [])],
                     "answers": answered,
@@ -241,12 +257,52 @@ class Demo:
                 indent=2,
             )
         )
-        if status["stable"]["revision"] == v1:
-            raise SystemExit(f"version {version} was not promoted: see the decisions above")
-        self.say(f"Version {version} promoted: KServe serves it alone, the loop is closed")
         return served
 
-    def start_load(self, host: str, log: IO[str]) -> subprocess.Popen[str]:
+    def roll_out(self, name: str, v1: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The retraining run until it registers its version, and the ModelServer until that
+        version is promoted and its stable predictor serves it (the hand-over)."""
+        ftj = self.wait_for("finetunejob", name, 600, finished)
+        if ftj["status"].get("phase") != "Succeeded":
+            raise SystemExit(f"FineTuneJob {name} failed: {reason_of(ftj, 'Succeeded')}")
+        version = ftj["status"]["model"]["version"]
+        self.say(
+            f"Version {version} registered; ModelServer support-bot rolls it out as a canary, "
+            "each step gated on Prometheus"
+        )
+        served = self.wait_for("modelserver", "support-bot", 600, rollout_ended(v1))
+        if served["status"]["stable"]["revision"] == v1:
+            decisions = [decision_line(d) for d in served["status"].get("decisions", [])]
+            raise SystemExit(f"version {version} was not promoted:\n" + "\n".join(decisions))
+        # the canary keeps the traffic until KServe has rolled the stable predictor over
+        self.wait_for("httproute", "support-bot", 300, lambda r: route_canary_weight(r) == 0)
+        self.say(
+            f"Version {version} promoted: KServe's stable predictor serves it, the loop closed"
+        )
+        return ftj, served
+
+    def exists(self, kind: str, name: str) -> bool:
+        return bool(
+            self.kubectl(
+                "get", kind, name, "-n", self.namespace, "--ignore-not-found", "-o", "name"
+            ).strip()
+        )
+
+    def wait_retrain(self, name: str) -> None:
+        """The retraining run the DriftMonitor creates on drift; if it does not, what the
+        monitor recorded (a failed export of the live data, its cool-down)."""
+        try:
+            kit.wait_for(f"FineTuneJob {name}", lambda: self.exists("finetunejob", name), 120, 2)
+        except kit.WaitTimeoutError:
+            monitor = self.get("driftmonitor", DRIFT_MONITOR)
+            actions = (monitor.get("status") or {}).get("actions", [])[-3:]
+            raise SystemExit(
+                f"the DriftMonitor started no retraining run; its last actions: "
+                f"{json.dumps(actions, indent=2)}\n"
+                f"see: kubectl describe driftmonitor {DRIFT_MONITOR} -n {self.namespace}"
+            ) from None
+
+    def start_load(self, host: str, log: IO[str], errors: IO[str]) -> subprocess.Popen[str]:
         from kubeforge_pipelines.tinymodel import support_tickets
 
         url = f"{GATEWAY_URL}/v1/models/support-bot:predict"
@@ -254,14 +310,27 @@ class Demo:
             [
                 str(lc.bin_dir() / "kubectl"), "--kubeconfig", self.kubeconfig, "exec", "-i",
                 "-n", self.namespace, "notebook-0", "--", "python3", "-c", LOAD, url, host,
-                "2", "900",
+                "2", "1800", LOAD_MARKER,
             ],
-            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.DEVNULL, text=True,
+            stdin=subprocess.PIPE, stdout=log, stderr=errors, text=True,
         )  # fmt: skip
         assert load.stdin is not None
         load.stdin.write("".join(json.dumps(r) + "\n" for r in support_tickets(50, 11)))
         load.stdin.close()
         return load
+
+    def stop_load(self, load: subprocess.Popen[str]) -> None:
+        """The local kubectl and the client in the pod (which may outlive its exec session)."""
+        load.terminate()
+        try:
+            load.wait(30)
+        except subprocess.TimeoutExpired:
+            load.kill()
+            load.wait()
+        self.kubectl(
+            "exec", "-n", self.namespace, "notebook-0", "--", "python3", "-c", STOP_LOAD,
+            check=False,
+        )  # fmt: skip
 
     def firing_alert(self, timeout: float) -> str:
         url = f"{monitoring.api_url()}/api/v1/alerts"
@@ -292,25 +361,15 @@ class Demo:
         kit.wait_for(f"Job {name} complete", done, timeout, 1)
 
     def wait_for(
-        self,
-        kind: str,
-        name: str,
-        timeout: float,
-        test: Callable[[dict[str, Any]], bool],
-        missing_ok: bool = False,
+        self, kind: str, name: str, timeout: float, test: Callable[[dict[str, Any]], bool]
     ) -> dict[str, Any]:
-        """``kind/name`` once ``test`` holds (with ``missing_ok``, waiting for it to exist)."""
-
-        def passed() -> dict[str, Any] | None:
-            if missing_ok and not self.kubectl(
-                "get", kind, name, "-n", self.namespace, "--ignore-not-found", "-o", "name"
-            ):
-                return None
-            obj = self.get(kind, name)
-            return obj if test(obj) else None
-
         try:
-            return kit.wait_for(f"{kind} {name}", passed, timeout, 2)
+            return kit.wait_for(
+                f"{kind} {name}",
+                lambda: obj if test(obj := self.get(kind, name)) else None,
+                timeout,
+                2,
+            )
         except kit.WaitTimeoutError:
             obj = self.get(kind, name)
             raise SystemExit(
@@ -382,6 +441,16 @@ def rollout_ended(stable: str) -> Callable[[dict[str, Any]], bool]:
         return not status.get("canary") and (promoted or "rollback" in actions)
 
     return ended
+
+
+def route_canary_weight(route: dict[str, Any]) -> int:
+    """The weight of the canary predictor's Service on the ModelServer's HTTPRoute."""
+    rules = (route.get("spec") or {}).get("rules") or [{}]
+    return sum(
+        int(ref.get("weight", 1))
+        for ref in rules[0].get("backendRefs") or []
+        if str(ref.get("name", "")).endswith("-canary-predictor")
+    )
 
 
 def decision_line(decision: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
-"""A stand-in for KServe's controller, for the process labs, the closed-loop demo and the tests
-only. KServe's real controller cannot run on the embedded control plane yet (no container
-runs there; issue #25 brings it), so this plays its part and no more: it reads the
-InferenceService the operator writes, reports the predictor it names (revision, model URI,
+"""A stand-in for KServe's controller, for the process labs and the integration tier's
+ModelServer tests only, which run their runtimes as local processes (the e2e tier and `make
+demo` run KServe's real controller on the real node). It plays KServe's part and no more: it
+reads the InferenceService the operator writes, reports the predictor it names (revision, model URI,
 canary share, logger URL) to a callback that routes real traffic to real runtime processes, and
 marks the InferenceService Ready for the generation it saw, with a URL.
 
