@@ -219,12 +219,13 @@ class Demo:
         """The DriftMonitor's retraining run, the version it registers, and that version's
         canary through the Gateway under steady load until KServe serves it alone."""
         name = f"{DRIFT_MONITOR}-retrain-1"  # the monitor numbers its runs
-        if self.exists("finetunejob", name):
+        served = self.get("modelserver", "support-bot")
+        if (served["status"].get("stable") or {}).get("fineTuneJob") == name:
             self.say(
-                f"The loop closed in an earlier run of the demo (FineTuneJob {name} exists); "
+                f"The loop closed in an earlier run of the demo (version of {name} serving); "
                 "`make demo-down` starts over"
             )
-            return self.get("modelserver", "support-bot")
+            return served
         self.wait_retrain(name)
         self.say(
             f"Closing the loop: the DriftMonitor started FineTuneJob {name} (the training data "
