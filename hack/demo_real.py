@@ -23,6 +23,7 @@ from kfcluster import monitoring, node
 
 from kubeforge_crds.contracts.labels import LIVE_DATA_ANNOTATION, TRIGGER_ANNOTATION
 from kubeforge_labs import helm, kit
+from kubeforge_operator.modelserver.traffic import route_canary_weight
 
 REPO = lc.REPO
 LOCAL_EXAMPLES = REPO / "examples" / "local"
@@ -442,16 +443,6 @@ def rollout_ended(stable: str) -> Callable[[dict[str, Any]], bool]:
         return not status.get("canary") and (promoted or "rollback" in actions)
 
     return ended
-
-
-def route_canary_weight(route: dict[str, Any]) -> int:
-    """The weight of the canary predictor's Service on the ModelServer's HTTPRoute."""
-    rules = (route.get("spec") or {}).get("rules") or [{}]
-    return sum(
-        int(ref.get("weight", 1))
-        for ref in rules[0].get("backendRefs") or []
-        if str(ref.get("name", "")).endswith("-canary-predictor")
-    )
 
 
 def decision_line(decision: dict[str, Any]) -> str:
