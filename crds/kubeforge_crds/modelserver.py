@@ -75,6 +75,12 @@ class FaultInjection(KubeModel):
         le=10.0,
         description="Latency added before every token the OpenAI-compatible API generates.",
     )
+    control: bool = Field(
+        default=False,
+        description="Let PUT /kubeforge/faults on a predictor pod change these faults while it "
+        "serves (anyone who reaches the pod can): how a benchmark makes a canary go bad at a "
+        "moment of its choosing. Never on a production model.",
+    )
 
 
 class Runtime(KubeModel):

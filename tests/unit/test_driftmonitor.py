@@ -291,12 +291,26 @@ def test_live_data_export_location_and_mount() -> None:
         "/mnt/export/data/exports",
         "pvc://data/exports",
     )
+    # the reference and the exports on one claim: one volume, mounted read-only and writable
+    pod = build_deployment(owner, config, "img")["spec"]["template"]["spec"]
+    mounts = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "reference"]
+    assert mounts == [
+        {"name": "reference", "mountPath": "/mnt/pvc/data", "readOnly": True},
+        {"name": "reference", "mountPath": "/mnt/export/data"},
+    ]
+    claims = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [{"name": "reference", "persistentVolumeClaim": {"claimName": "data"}}]
+    # on two claims: the reference's read-only, the exports' writable
+    config = monitor_config("team-a", "watch", spec("pvc://data/exports"), "pvc://ref/ref.jsonl")
     pod = build_deployment(owner, config, "img")["spec"]["template"]["spec"]
     mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
     assert mounts["export"] == {"name": "export", "mountPath": "/mnt/export/data"}
     assert mounts["reference"]["readOnly"] is True
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["export"]["persistentVolumeClaim"] == {"claimName": "data"}
+    claims = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert {v["name"]: v["persistentVolumeClaim"] for v in claims} == {
+        "reference": {"claimName": "ref", "readOnly": True},
+        "export": {"claimName": "data"},
+    }
     manifest = {"metadata": {"name": "watch-retrain-1"}, "spec": {"dataset": {"uri": "pvc://d/a"}}}
     with_live_data(
         manifest,

@@ -93,7 +93,18 @@ def test_inference_service_carries_revision_runtime_gpus_and_canary_share() -> N
     env = {e["name"]: e["value"] for e in model["env"]}
     assert env["KUBEFORGE_RUNTIME_REVISION"] == r.revision
     assert env["KUBEFORGE_RUNTIME_ERROR_RATE"] == "0.25"
+    assert "KUBEFORGE_RUNTIME_FAULT_CONTROL" not in env  # PUT /kubeforge/faults: opt-in only
     assert isvc["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    controlled = ModelServerSpec.model_validate(
+        {"model": {"uri": "s3://m/v2"}, "runtime": {"faultInjection": {"control": True}}}
+    )
+    r2 = desired_revision("s3://m/v2", controlled, None)
+    model = build_inference_service(OWNER, controlled, placement, r2, None)["spec"]["predictor"]
+    env = {e["name"]: e["value"] for e in model["model"]["env"]}
+    assert (env["KUBEFORGE_RUNTIME_FAULT_CONTROL"], env["KUBEFORGE_RUNTIME_ERROR_RATE"]) == (
+        "true",
+        "0",
+    )
     stable = build_inference_service(OWNER, s, placement, r, None)
     assert "canaryTrafficPercent" not in stable["spec"]["predictor"]
 

@@ -107,16 +107,26 @@ def build_deployment(
         {"name": "config", "mountPath": CONFIG_FILE.rsplit("/", 1)[0], "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the reference is fetched here
     ]
+    # one volume per claim: a claim that holds both the reference and the exports is mounted
+    # twice from the same volume (read-only and writable), not declared as two volumes
+    claims: dict[str, str] = {}
     if config.reference_uri.startswith("pvc://"):
         claim = config.reference_uri.removeprefix("pvc://").split("/", 1)[0]
-        volumes.append(
-            {"name": "reference", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
-        )
+        claims[claim] = "reference"
         mounts.append({"name": "reference", "mountPath": f"/mnt/pvc/{claim}", "readOnly": True})
     if config.export_dir and config.export_dir.startswith(EXPORT_MOUNT + "/"):
         claim = config.export_dir.removeprefix(EXPORT_MOUNT + "/").split("/", 1)[0]
-        volumes.append({"name": "export", "persistentVolumeClaim": {"claimName": claim}})
-        mounts.append({"name": "export", "mountPath": f"{EXPORT_MOUNT}/{claim}"})
+        volume = claims.setdefault(claim, "export")
+        mounts.append({"name": volume, "mountPath": f"{EXPORT_MOUNT}/{claim}"})
+    written = {mount["name"] for mount in mounts if not mount.get("readOnly")}
+    volumes += [
+        {
+            "name": volume,
+            "persistentVolumeClaim": {"claimName": claim}
+            | ({} if volume in written else {"readOnly": True}),
+        }
+        for claim, volume in claims.items()
+    ]
     container: dict[str, Any] = {
         "name": "drift",
         "image": image,

@@ -47,6 +47,8 @@ def _env(rev: Revision) -> list[dict[str, str]]:
                 "value": f"{rev.fault_injection.token_latency_seconds:g}",
             },
         ]
+        if rev.fault_injection.control:
+            env.append({"name": "KUBEFORGE_RUNTIME_FAULT_CONTROL", "value": "true"})
     return env
 
 
