@@ -27,17 +27,12 @@ from tests.integration.conftest import (
 )
 
 from kubeforge_labs import helm
+from kubeforge_labs.gateway import ON_REAL_NODE
 
 __all__ = ["cluster"]  # the session's cluster fixture, shared with the integration tier
 
 REAL_NODE = "kf-node-0"
 # what steers a pod to the real node (its label and taint)
-ON_REAL_NODE: dict[str, Any] = {
-    "nodeSelector": {"kubeforge.io/node": "real"},
-    "tolerations": [
-        {"key": "kubeforge.io/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}
-    ],
-}
 RELEASE, SYSTEM = "kubeforge-e2e", "kf-iso-e2e-system"
 WATCHED = "kf-iso-e2e-"  # the integration tier's operator leaves kf-iso-* alone
 # KUBEFORGE_E2E_KEEP=1 leaves the release and the test namespaces in place, to look at them

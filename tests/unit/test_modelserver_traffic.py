@@ -390,6 +390,13 @@ def test_revisions_keep_their_digest_across_the_token_latency_field() -> None:
         }
     )
     assert revision_id("pvc://m/v1", slower) != revision_id("pvc://m/v1", faulty)
+    controlled = MODELSERVER.parse_spec(
+        {
+            "model": {"uri": "pvc://m/v1"},
+            "runtime": {"faultInjection": {"errorRate": 0.5, "control": True}},
+        }
+    )
+    assert revision_id("pvc://m/v1", controlled) != revision_id("pvc://m/v1", faulty)
 
 
 def test_a_canary_without_a_base_does_not_keep_the_stable_s_claim() -> None:

@@ -16,10 +16,11 @@ from kubeforge_crds.modelserver import (
 def revision_id(uri: str, spec: ModelServerSpec) -> str:
     """Digest of what is served; the same inputs always give the same revision."""
     faults = spec.runtime.fault_injection.to_wire() if spec.runtime.fault_injection else None
-    if faults is not None and not faults.get("tokenLatencySeconds"):
-        # added later: without it, a revision keeps the digest it had (no rollout of the same
-        # model when the operator is upgraded)
-        faults.pop("tokenLatencySeconds", None)
+    for added_later in ("tokenLatencySeconds", "control"):
+        if faults is not None and not faults.get(added_later):
+            # unset, a field added later leaves the digest as it was (no rollout of the same
+            # model when the operator is upgraded)
+            faults.pop(added_later, None)
     what = {
         "uri": uri,
         "modelFormat": str(spec.runtime.model_format),
