@@ -60,7 +60,7 @@ def set_up() -> None:
 
 def tear_down(namespaces: list[str]) -> None:
     for ns in namespaces:
-        lc.kubectl("delete", "namespace", ns, "--ignore-not-found", "--timeout=180s", check=False)
+        lc.kubectl("delete", "namespace", ns, "--ignore-not-found", "--timeout=100s", check=False)
     helm.uninstall_local(lc.bin_dir(), lc.kubeconfig_path(), RELEASE, SYSTEM)
     node.recycle_volumes()
 

@@ -9,6 +9,7 @@ container runs. See docs/local-control-plane.md.
     python3 hack/localcluster.py build     # build the binaries once into the cache
     python3 hack/localcluster.py up        # start (harmless if already running)
     python3 hack/localcluster.py down      # stop and wipe (harmless if stopped)
+    python3 hack/localcluster.py down --images   # and the real node's image store
     python3 hack/localcluster.py status
     eval "$(python3 hack/localcluster.py env)"   # KUBECONFIG, PATH and the users' tokens
 
@@ -76,6 +77,10 @@ def main() -> int:
     sub.add_parser("up", help="start the control plane (no-op if running)")
     d = sub.add_parser("down", help="stop the control plane (no-op if stopped)")
     d.add_argument("--keep-data", action="store_true", help="keep etcd data and credentials")
+    d.add_argument(
+        "--images", action="store_true",
+        help="also remove the real node's image store (imported again at the next up)",
+    )  # fmt: skip
     sub.add_parser("status", help="show each component")
     sub.add_parser("env", help="print shell exports for KUBECONFIG, PATH and tokens")
     sub.add_parser("bin-dir", help="print where the binaries are")
@@ -92,7 +97,7 @@ def main() -> int:
         elif args.cmd == "up":
             up()
         elif args.cmd == "down":
-            down(purge=not args.keep_data)
+            down(purge=not args.keep_data, images=args.images)
         elif args.cmd == "status":
             return status()
         elif args.cmd == "env":

@@ -301,8 +301,8 @@ def _crd_name(path: Path) -> str:
     raise ClusterError(f"{path}: no metadata.name")
 
 
-def down(purge: bool = True) -> None:
-    node.down()
+def down(purge: bool = True, images: bool = False) -> None:
+    node.down(images=images)
     for c in reversed(COMPONENTS):
         Proc(c).stop()
     if purge:

@@ -38,6 +38,7 @@ from kfcluster.hostchanges import (
 )
 from kfcluster.images import node_images
 from kfcluster.nodeconfig import (
+    IMAGE_STORE,
     KUBE_PROXY_HEALTHZ,
     NODE_STATE,
     REAL_NODE_STORAGE_CLASS,
@@ -128,7 +129,10 @@ def up() -> None:
         (NODE_STATE / sub).mkdir(parents=True, exist_ok=True)
     make_cgroups()
     make_bridge()
+    IMAGE_STORE.mkdir(parents=True, exist_ok=True)
+    unmount_all(IMAGE_STORE)  # a node that was not stopped by `down`
     start_containerd()
+    forget_containers()
     import_images()
     start_relay()
     start_coredns()
@@ -158,6 +162,24 @@ def start_containerd() -> None:
     )
 
 
+def forget_containers() -> None:
+    """Containers an earlier node left in the image store (one `down` did not stop): removed, and
+    containerd restarted so that its CRI plugin does not hand their pods to the kubelet."""
+    if remove_containers():
+        proc("containerd").stop()
+        start_containerd()
+
+
+def remove_containers() -> list[str]:
+    """Remove the (stopped) containers and sandboxes containerd holds; the images stay."""
+    ids = ctr("containers", "ls", "-q").stdout.split()
+    for cid in ids:
+        ctr("tasks", "delete", "--force", cid, check=False)
+    if ids:
+        ctr("containers", "delete", *ids, check=False)
+    return ids
+
+
 def ctr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc_ = subprocess.run(
         ["/usr/bin/ctr", "--address", str(SOCKET), "--namespace", "k8s.io", *args],
@@ -175,7 +197,7 @@ def import_images(paths: list[Path] | None = None) -> None:
     by the digest of their inputs: one already imported is skipped), unless containerd lost its
     images since or a tag now names another build: under disk pressure the kubelet removes
     images no running pod uses, and an imported image cannot be pulled again."""
-    done = NODE_STATE / "imported"
+    done = IMAGE_STORE.parent / "node-containerd-imported"
     done.mkdir(parents=True, exist_ok=True)
     present = set(_image_digests())
     for path in paths if paths is not None else node_images():
@@ -365,15 +387,18 @@ def run(cmd: list[str]) -> None:
 # ----------------------------------------------------------------------------------------- stop
 
 
-def down() -> None:
-    """Stop the node and undo what it changed on the host. Safe to run when nothing is running
-    and after a start that failed half-way."""
+def down(images: bool = False) -> None:
+    """Stop the node and undo what it changed on the host; its images stay in the image store
+    for the next start unless ``images``. Safe to run when nothing is running and after a
+    start that failed half-way."""
     for name in ("kube-proxy", "kubelet"):
         proc(name).stop()
     kill_processes(shim_pids)
+    if proc("containerd").pid() is not None:
+        remove_containers()
     for name in ("coredns", "apiserver-relay", "containerd"):
         proc(name).stop()
-    leftovers = unmount_all(NODE_STATE)
+    leftovers = unmount_all(NODE_STATE) + unmount_all(IMAGE_STORE)
     remove_netns()
     remove_cgroups()
     subprocess.run(["ip", "link", "delete", NODE.bridge], capture_output=True)
@@ -381,10 +406,13 @@ def down() -> None:
     restore_sysctls()
     if leftovers:
         raise ClusterError(
-            f"these mounts under {NODE_STATE} could not be removed, so its files are kept: "
-            + ", ".join(leftovers)
+            f"these mounts under {NODE_STATE} or {IMAGE_STORE} could not be removed, so the "
+            "node's files are kept: " + ", ".join(leftovers)
         )
     shutil.rmtree(NODE_STATE, ignore_errors=True)
+    if images:
+        shutil.rmtree(IMAGE_STORE, ignore_errors=True)
+        shutil.rmtree(IMAGE_STORE.parent / "node-containerd-imported", ignore_errors=True)
 
 
 def shim_pids() -> list[int]:

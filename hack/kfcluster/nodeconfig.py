@@ -6,10 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from kfcluster.images import PAUSE_IMAGE
-from kfcluster.settings import NODE, STATE
+from kfcluster.settings import CACHE, NODE, STATE
 
 NODE_STATE = STATE / "node"
 SOCKET = NODE_STATE / "containerd" / "containerd.sock"
+# containerd's root (its content store, unpacked snapshots and metadata) outlives the node, like
+# the image archives it is filled from: an image is imported and unpacked once per machine, not
+# at every start (the node's images take about a minute to import, the trainer's another). `down`
+# removes the containers it holds; `localcluster.py down --purge` removes it.
+IMAGE_STORE = CACHE / "node-containerd"
 KUBE_PROXY_HEALTHZ = "127.0.0.1:10256"
 
 
@@ -17,7 +22,7 @@ def containerd_config() -> str:
     root = NODE_STATE / "containerd"
     cni = NODE_STATE / "cni"
     return f"""version = 2
-root = "{root / "root"}"
+root = "{IMAGE_STORE}"
 state = "{root / "state"}"
 
 [grpc]
