@@ -20,6 +20,7 @@ from tests.integration.conftest import LOCALCLUSTER, Cluster, helm_binary, wait_
 
 from kubeforge_labs import gateway, helm
 from kubeforge_labs.gateway import GatewayClient
+from kubeforge_operator.modelserver.observe import KSERVE_CONFIG_TTL
 
 pytestmark = pytest.mark.slow
 
@@ -180,21 +181,42 @@ def test_canary_that_cannot_load_gets_no_traffic_and_no_analysis(served: Gateway
     assert {(a.revision, a.code) for a in got} == {(stable, 200)}
 
 
-def test_a_name_kserve_refuses_is_reported(served: GatewayClient) -> None:
-    """KServe's validating webhook wants InferenceService names that start with a letter (a
-    DNS-1035 label); a ModelServer's name may start with a digit. The refusal, in KServe's
-    words, reaches the ModelServer, and nothing else of it is made."""
-    refused = gateway.model_server("2bot", "pvc://models/m1", steps=[50, 100], interval=20)
-    served.apply(refused)
+def test_a_kserve_webhook_refusal_is_reported_and_the_stable_keeps_serving(
+    cluster: Cluster, served: GatewayClient
+) -> None:
+    """KServe's validating webhook refuses to change an InferenceService's deployment mode. A
+    platform team that switches KServe's default mode to Serverless (the operator follows
+    KServe's default: kserveMode auto) turns the operator's next write into such a change: the
+    refusal, in KServe's words, reaches the ModelServer, and the stable version keeps serving
+    through the Gateway. (A name KServe's webhook would refuse never reaches it: the
+    ModelServer's own admission refuses it first, naming metadata.name.)"""
+    cm = ["configmap", "inferenceservice-config", "-n", "kserve"]
+    deploy = json.loads(cluster.kubectl("get", *cm, "-o", "json").stdout)["data"]["deploy"]
 
-    def reported() -> dict[str, Any] | None:
-        ms = served.get("modelserver", "2bot")
-        return ms if condition(ms, "InferenceServiceReady").get("reason") else None
+    def set_deploy(value: str) -> None:
+        patch = json.dumps({"data": {"deploy": value}})
+        cluster.kubectl("patch", *cm, "--type=merge", "-p", patch)
 
-    ms = wait_until(reported, 60, 1, "the refusal on ModelServer 2bot")
-    cond = condition(ms, "InferenceServiceReady")
-    assert (cond["status"], cond["reason"]) == ("False", "RefusedByKServe"), cond
-    assert "admission webhook" in cond["message"], cond
-    assert "2bot" in cond["message"], cond
-    assert served.get("inferenceservice", "2bot") == {}
-    served.kubectl("delete", "modelserver", "2bot", "-n", served.namespace)
+    stable = served.get("modelserver")["status"]["stable"]["revision"]
+    set_deploy(json.dumps({**json.loads(deploy), "defaultDeploymentMode": "Serverless"}))
+    try:
+        time.sleep(KSERVE_CONFIG_TTL + 1)  # the operator reads KServe's configuration again
+        served.apply(model_server("pvc://models/m1"))  # a new version: the operator writes
+
+        def refused() -> dict[str, Any] | None:
+            ms = served.get("modelserver")
+            reason = condition(ms, "InferenceServiceReady").get("reason")
+            return ms if reason == "RefusedByKServe" else None
+
+        ms = wait_until(refused, 90, 1, "RefusedByKServe on the ModelServer")
+        cond = condition(ms, "InferenceServiceReady")
+        assert cond["status"] == "False", cond
+        assert "admission webhook" in cond["message"], cond
+        assert "deploymentMode cannot be changed" in cond["message"], cond
+        assert ms["status"]["stable"]["revision"] == stable
+        assert served.canary_weight() == 0
+        got = served.answers(time.time() - 10, time.time())
+        assert got
+        assert {(a.revision, a.code) for a in got} == {(stable, 200)}
+    finally:
+        set_deploy(deploy)
