@@ -113,12 +113,13 @@ class Series:
         injected = time.time()
         for ip in self.pod_ips(canary):
             self.client.set_faults(ip, self.args.error_rate)
+        faulty = time.time()  # every canary pod fails from here on
         changes = self.client.watch_rollout(
             lambda ms, weight: _phase(ms) == "RolledBack" and weight == 0, timeout=240
         )
         time.sleep(SETTLE + 4)
-        got = self.client.answers(injected - 1)
-        errors = [a.at for a in got if a.code >= 500]
+        got = self.client.answers(injected)
+        errors = [a.at for a in got if a.code >= 500 and a.revision == canary]
         last_canary = max((a.at for a in got if a.revision == canary), default=injected)
         after = [a for a in got if a.at > last_canary]
         if not errors or not after:
@@ -126,6 +127,7 @@ class Series:
         return {
             "result": _phase(self.client.get("modelserver")).lower(),
             "to_stable_s": round(after[0].at - errors[0], 2),
+            "from_faults_on_s": round(after[0].at - faulty, 2),
             "to_route_weight_0_s": round(changes[-1][0] - errors[0], 2),
             "answers_after": len(after),
             "not_stable_200_after": sum((a.revision, a.code) != (stable, 200) for a in after),
@@ -192,7 +194,7 @@ def run(args: Any) -> dict[str, Any]:
             errors.append(err)
             log(f"{kind} series stopped: {err!r}")
 
-    threads = [threading.Thread(target=drive, args=(k,)) for k in series]
+    threads = [threading.Thread(target=drive, args=(k,), daemon=True) for k in series]
     try:
         for t in threads:
             t.start()
@@ -201,6 +203,8 @@ def run(args: Any) -> dict[str, Any]:
     finally:
         if not args.keep:
             tear_down([s.client.namespace for s in series.values()])
+    results = {kind: s.results for kind, s in series.items()}
     if errors:
+        print("partial results: " + json.dumps(results), file=sys.stderr)
         raise errors[0]
-    return {kind: s.results for kind, s in series.items()}
+    return results

@@ -14,7 +14,7 @@ Target: max <= 2*I + S and no false rollbacks over 20 healthy canaries.
 
 With ``--real``, the same measure on the real stack (``bench/canary_real.py``): KServe's
 controller, predictor pods on the local cluster's real node, the Gateway, the chart's operator
-and Prometheus (S = 5 s, the chart's local PodMonitor interval); about 40 minutes on 2 cores.
+and Prometheus (S = 5 s, the chart's local PodMonitor interval); about 32 minutes on 2 cores.
 
     python bench/canary_rollback.py                     # I=10s, S=1s, 20 + 20 runs
     python bench/canary_rollback.py --runs 5 --baseline-runs 2
@@ -83,7 +83,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--real", action="store_true", help="on the real stack (see above)")
-    parser.add_argument("--keep", action="store_true", help="--real: leave the namespaces")
+    parser.add_argument("--keep", action="store_true", help="--real: keep namespaces, release")
     args = parser.parse_args()
     if args.real:
         return real(args)

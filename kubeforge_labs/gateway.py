@@ -140,7 +140,11 @@ class GatewayClient:
         return dict(json.loads(out)) if out else {}
 
     def exec(self, *cmd: str, stdin: str | None = None) -> str:
-        return self.kubectl("exec", "-i", "-n", self.namespace, "client", "--", *cmd, stdin=stdin)
+        # -i only with input: kubectl would read the terminal (or stop, in the background)
+        interactive = ["-i"] if stdin is not None else []
+        return self.kubectl(
+            "exec", *interactive, "-n", self.namespace, "client", "--", *cmd, stdin=stdin
+        )
 
     def create(self, models: int = 2) -> None:
         """The namespace's ``models`` claim and client pod, and models m1..m<models> on it."""

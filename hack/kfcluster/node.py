@@ -129,6 +129,7 @@ def up() -> None:
         (NODE_STATE / sub).mkdir(parents=True, exist_ok=True)
     make_cgroups()
     make_bridge()
+    refuse_if_another_node_runs()
     IMAGE_STORE.mkdir(parents=True, exist_ok=True)
     unmount_all(IMAGE_STORE)  # a node that was not stopped by `down`
     start_containerd()
@@ -162,6 +163,35 @@ def start_containerd() -> None:
     )
 
 
+def another_node() -> int | None:
+    """The pid of a containerd that another checkout's node runs on the machine's image store
+    (each checkout has its own node state but shares the store)."""
+    ours = str(NODE_STATE / "containerd" / "config.toml").encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            cmdline[0].endswith(b"containerd")
+            and b"--config" in cmdline
+            and any(a.endswith(b"/node/containerd/config.toml") and a != ours for a in cmdline)
+        ):
+            return int(entry.name)
+    return None
+
+
+def refuse_if_another_node_runs() -> None:
+    pid = another_node()
+    if pid is not None:
+        raise ClusterError(
+            f"another checkout's real node runs on the image store {IMAGE_STORE} (containerd pid "
+            f"{pid}): stop it with its own `localcluster.py down` first"
+        )
+
+
 def forget_containers() -> None:
     """Containers an earlier node left in the image store (one `down` did not stop): removed, and
     containerd restarted so that its CRI plugin does not hand their pods to the kubelet."""
@@ -170,22 +200,23 @@ def forget_containers() -> None:
         start_containerd()
 
 
-def remove_containers() -> list[str]:
-    """Remove the (stopped) containers and sandboxes containerd holds; the images stay."""
-    ids = ctr("containers", "ls", "-q").stdout.split()
+def remove_containers(timeout: float = 300) -> list[str]:
+    """Remove the (stopped) containers and sandboxes containerd holds; the images stay. Returns
+    the containers there were."""
+    ids = ctr("containers", "ls", "-q", timeout=timeout).stdout.split()
     for cid in ids:
-        ctr("tasks", "delete", "--force", cid, check=False)
+        ctr("tasks", "delete", "--force", cid, check=False, timeout=timeout)
     if ids:
-        ctr("containers", "delete", *ids, check=False)
+        ctr("containers", "delete", *ids, check=False, timeout=timeout)
     return ids
 
 
-def ctr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def ctr(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     proc_ = subprocess.run(
         ["/usr/bin/ctr", "--address", str(SOCKET), "--namespace", "k8s.io", *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     if check and proc_.returncode != 0:
         raise ClusterError(f"ctr {' '.join(args)} failed: {proc_.stderr.strip()}")
@@ -395,7 +426,14 @@ def down(images: bool = False) -> None:
         proc(name).stop()
     kill_processes(shim_pids)
     if proc("containerd").pid() is not None:
-        remove_containers()
+        # never a reason to stop half-way: the next `up` removes what is left
+        try:
+            remove_containers(timeout=20)
+            left = ctr("containers", "ls", "-q", check=False, timeout=20).stdout.split()
+            if left:
+                log(f"{len(left)} container(s) left in the image store; the next up removes them")
+        except (ClusterError, subprocess.TimeoutExpired) as err:
+            log(f"containerd did not answer ({err}); the next up removes its containers")
     for name in ("coredns", "apiserver-relay", "containerd"):
         proc(name).stop()
     leftovers = unmount_all(NODE_STATE) + unmount_all(IMAGE_STORE)
@@ -411,6 +449,7 @@ def down(images: bool = False) -> None:
         )
     shutil.rmtree(NODE_STATE, ignore_errors=True)
     if images:
+        refuse_if_another_node_runs()
         shutil.rmtree(IMAGE_STORE, ignore_errors=True)
         shutil.rmtree(IMAGE_STORE.parent / "node-containerd-imported", ignore_errors=True)
 

@@ -13,7 +13,7 @@ SOCKET = NODE_STATE / "containerd" / "containerd.sock"
 # containerd's root (its content store, unpacked snapshots and metadata) outlives the node, like
 # the image archives it is filled from: an image is imported and unpacked once per machine, not
 # at every start (the node's images take about a minute to import, the trainer's another). `down`
-# removes the containers it holds; `localcluster.py down --purge` removes it.
+# removes the containers it holds; `localcluster.py down --images` removes it.
 IMAGE_STORE = CACHE / "node-containerd"
 KUBE_PROXY_HEALTHZ = "127.0.0.1:10256"
 
