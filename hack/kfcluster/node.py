@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,18 @@ def another_node() -> int | None:
     """The pid of a containerd that another checkout's node runs on the machine's image store
     (each checkout has its own node state but shares the store)."""
     ours = str(NODE_STATE / "containerd" / "config.toml").encode()
+    for pid, cmdline in command_lines():
+        if (
+            cmdline[0].endswith(b"containerd")
+            and b"--config" in cmdline
+            and any(a.endswith(b"/node/containerd/config.toml") and a != ours for a in cmdline)
+        ):
+            return pid
+    return None
+
+
+def command_lines() -> Iterator[tuple[int, list[bytes]]]:
+    """(pid, argv) of every process that can be read."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -174,13 +187,8 @@ def another_node() -> int | None:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if (
-            cmdline[0].endswith(b"containerd")
-            and b"--config" in cmdline
-            and any(a.endswith(b"/node/containerd/config.toml") and a != ours for a in cmdline)
-        ):
-            return int(entry.name)
-    return None
+        if cmdline and cmdline[0]:
+            yield int(entry.name), cmdline
 
 
 def refuse_if_another_node_runs() -> None:
@@ -455,21 +463,12 @@ def down(images: bool = False) -> None:
 
 
 def shim_pids() -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if (
-            cmdline
-            and cmdline[0].endswith(b"containerd-shim-runc-v2")
-            and str(SOCKET).encode() in cmdline
-        ):
-            out.append(int(entry.name))
-    return out
+    socket = str(SOCKET).encode()
+    return [
+        pid
+        for pid, cmdline in command_lines()
+        if cmdline[0].endswith(b"containerd-shim-runc-v2") and socket in cmdline
+    ]
 
 
 def status() -> list[tuple[str, int | None]]:
