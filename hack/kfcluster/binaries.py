@@ -99,6 +99,8 @@ def version_ldflags(module: str) -> str:
                 for key, value in (("k8sVersionMajor", "1"), ("k8sVersionMinor", client_minor))
             ]
         )
+    if module == "kueue":  # as its Makefile does: the version its metrics and logs report
+        return f"-X sigs.k8s.io/kueue/pkg/version.GitVersion={tool_version('kueue', 'sigs.k8s.io/kueue')}"
     if module != "k8s":
         return ""
     version = tool_version("k8s", "k8s.io/kubernetes")

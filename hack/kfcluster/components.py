@@ -18,6 +18,7 @@ from pathlib import Path
 from kfcluster import monitoring, node
 from kfcluster.binaries import bin_dir, build, module_dir, thirdparty_crd_files, tool_version
 from kfcluster.files import (
+    FRONT_PROXY_CLIENT,
     ca_file,
     kubeconfig_path,
     kwok_nodes,
@@ -184,6 +185,18 @@ def start_apiserver(pki: Path) -> None:
             "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
             f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            # the aggregation layer, for extension API servers (Kueue's visibility API)
+            f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki / f'{FRONT_PROXY_CLIENT}.crt'}",
+            f"--proxy-client-key-file={pki / f'{FRONT_PROXY_CLIENT}.key'}",
+            # to the Service's ready endpoints (pod IPs on the node's bridge), not its cluster
+            # IP: a connection opened before kube-proxy has the Service's rule would leave by
+            # the default route and, kept alive, answer 404 for good
+            "--enable-aggregator-routing=true",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",

@@ -49,6 +49,7 @@ def write_pki() -> None:
             capture_output=True,
         )
     write_kubelet_client_pki(pki)
+    write_front_proxy_pki(pki)
     (STATE / "audit-policy.json").write_text(json.dumps(AUDIT_POLICY))
     toks = tokens()
     # the apiserver's token file holds every user's token: readable by its owner only
@@ -62,57 +63,35 @@ def write_pki() -> None:
 def write_kubelet_client_pki(pki: Path) -> None:
     """A CA the real node's kubelet trusts for clients, and the apiserver's client certificate
     from it (logs, exec, port-forward): the kubelet serves nobody without one."""
-    ca_key, ca_crt = pki / "kubelet-client-ca.key", pki / "kubelet-client-ca.crt"
-    key, csr, crt = (pki / f"apiserver-kubelet-client.{ext}" for ext in ("key", "csr", "crt"))
+    _client_pki(
+        pki, "kubelet-client-ca", "apiserver-kubelet-client",
+        "/O=system:masters/CN=kube-apiserver-kubelet-client",
+    )  # fmt: skip
+
+
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
+
+def write_front_proxy_pki(pki: Path) -> None:
+    """The aggregation layer's: a CA that extension API servers (Kueue's visibility API) trust
+    for the requests kube-apiserver proxies to them, and the apiserver's client certificate."""
+    _client_pki(pki, "front-proxy-ca", FRONT_PROXY_CLIENT, f"/CN={FRONT_PROXY_CLIENT}")
+
+
+def _client_pki(pki: Path, ca: str, client: str, subject: str) -> None:
+    """A CA ``<ca>.crt`` and a client certificate ``<client>.crt`` it signed (openssl)."""
+    ca_key, ca_crt = pki / f"{ca}.key", pki / f"{ca}.crt"
+    key, csr, crt = (pki / f"{client}.{ext}" for ext in ("key", "csr", "crt"))
     if crt.exists():
         return
     for cmd in (
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "365",
-            "-keyout",
-            str(ca_key),
-            "-out",
-            str(ca_crt),
-            "-subj",
-            "/CN=kubeforge-kubelet-client-ca",
-        ],
-        [
-            "openssl",
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(csr),
-            "-subj",
-            "/O=system:masters/CN=kube-apiserver-kubelet-client",
-        ],
-        [
-            "openssl",
-            "x509",
-            "-req",
-            "-in",
-            str(csr),
-            "-CA",
-            str(ca_crt),
-            "-CAkey",
-            str(ca_key),
-            "-CAcreateserial",
-            "-days",
-            "365",
-            "-out",
-            str(crt),
-        ],
-    ):
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365",
+         "-keyout", str(ca_key), "-out", str(ca_crt), "-subj", f"/CN=kubeforge-{ca}"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(csr), "-subj", subject],
+        ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-days", "365", "-out", str(crt)],
+    ):  # fmt: skip
         subprocess.run(cmd, check=True, capture_output=True)
     for f in (ca_key, key):
         f.chmod(0o600)

@@ -237,6 +237,7 @@ PROMETHEUS_IMAGE = f"localhost/kubeforge/prometheus:{PROMETHEUS_VERSION}"
 KSERVE_VERSION = "v0.20.0"  # github.com/kserve/kserve (hack/tools/kserve)
 KSERVE_CONTROLLER_IMAGE = f"localhost/kubeforge/kserve-controller:{KSERVE_VERSION}"
 KSERVE_AGENT_IMAGE = f"localhost/kubeforge/kserve-agent:{KSERVE_VERSION}"
+KUEUE_IMAGE = "localhost/kubeforge/kueue:v0.17.0"  # sigs.k8s.io/kueue (hack/tools/kueue)
 TRAEFIK_IMAGE = "localhost/kubeforge/traefik:v3.6.12"  # github.com/traefik/traefik/v3 (hack/tools)
 # tag -> (binary in the cache, its path in the image): one static binary on the base image
 BINARY_IMAGES = {
@@ -246,6 +247,7 @@ BINARY_IMAGES = {
     KSERVE_CONTROLLER_IMAGE: ("kserve-manager", "manager"),
     KSERVE_AGENT_IMAGE: ("kserve-agent", "agent"),
     TRAEFIK_IMAGE: ("traefik", "traefik"),
+    KUEUE_IMAGE: ("kueue", "manager"),  # /manager, as in Kueue's own image
 }
 
 

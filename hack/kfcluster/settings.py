@@ -85,6 +85,8 @@ BINARIES: dict[str, tuple[str, str]] = {
     "kserve-agent": ("kserve", "github.com/kserve/kserve/cmd/agent"),
     # the Gateway API implementation (controller and data plane in one binary)
     "traefik": ("traefik", "github.com/traefik/traefik/v3/cmd/traefik"),
+    # Kueue's controller manager: quota, admission and preemption (localcluster.py kueue up)
+    "kueue": ("kueue", "sigs.k8s.io/kueue/cmd/kueue"),
     "kwok": ("kwok", "sigs.k8s.io/kwok/cmd/kwok"),
     "helm": ("helm", "helm.sh/helm/v3/cmd/helm"),
 }

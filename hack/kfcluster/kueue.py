@@ -1,0 +1,213 @@
+"""Kueue's own controller on the real node: the manager of ``sigs.k8s.io/kueue`` (the version
+pinned in hack/tools/kueue), built from its Go module into a local image, installed by rendering
+the Helm chart the same module publishes (``charts/kueue``) with ``helm template``.
+
+Only what this cluster needs is set in the chart's values: the image built here (imported, never
+pulled), the pod on the real node with smaller requests, and the integrations kubeforge's
+workloads use. The rest is upstream's install as released: its CRDs (v1beta2 stored, with the
+conversion webhook), RBAC, webhooks, and its internal certificate management (Kueue's own
+cert-controller makes the webhook certificate and fills in the webhooks' and CRDs' caBundle, as it
+does on any cluster without cert-manager). Its visibility API (queue positions of pending
+workloads) is served through the control plane's aggregation layer.
+
+On demand (``localcluster.py kueue up|down``, the e2e tests' ``kueue`` fixture): with Kueue's
+pod webhook installed, a pod with a queue label cannot be created while Kueue is down, so the
+cluster does not carry it unless asked.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from kfcluster.binaries import bin_dir, module_dir, tool_version
+from kfcluster.files import ON_REAL_NODE
+from kfcluster.images import BINARY_IMAGES, KUEUE_IMAGE, binary_image
+from kfcluster.settings import ClusterError, log
+from kubeforge_labs import kit
+
+NAMESPACE = "kueue-system"
+MODULE = "sigs.k8s.io/kueue"
+RELEASE = "kueue"
+MANAGER = f"{RELEASE}-controller-manager"
+# Kueue's finalizers: on what it manages (pods of the pod integration, Workloads) and on the
+# queue objects in use; nothing removes them once Kueue is gone
+FINALIZERS = ("kueue.x-k8s.io/managed", "kueue.x-k8s.io/resource-in-use")
+# the workload types kubeforge creates: Workbenches (StatefulSet), single-node FineTuneJobs
+# (Job), multi-node ones (PyTorchJob), ModelServer predictors (Deployment) and plain pods.
+# Not Trainer's TrainJob: its integration needs all of Trainer's CRDs (TrainingRuntime too)
+# and refuses to start without them
+FRAMEWORKS = ["batch/job", "pod", "statefulset", "deployment", "kubeflow.org/pytorchjob"]
+
+
+def version() -> str:
+    return tool_version("kueue", MODULE)
+
+
+def chart() -> Path:
+    return module_dir(MODULE, version()) / "charts" / "kueue"
+
+
+def manager_config() -> dict[str, Any]:
+    """controller_manager_config.yaml: upstream's defaults with kubeforge's integrations."""
+    return {
+        "apiVersion": "config.kueue.x-k8s.io/v1beta2",
+        "kind": "Configuration",
+        "health": {"healthProbeBindAddress": ":8081"},
+        "metrics": {"bindAddress": ":8443"},
+        "webhook": {"port": 9443},
+        "leaderElection": {"leaderElect": True, "resourceName": "c1f6bfd2.kueue.x-k8s.io"},
+        "clientConnection": {"qps": 50, "burst": 100},
+        "integrations": {"frameworks": FRAMEWORKS},
+    }
+
+
+def values() -> dict[str, Any]:
+    repository, tag = KUEUE_IMAGE.rsplit(":", 1)
+    return {
+        "controllerManager": {
+            "manager": {
+                "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "128Mi"},
+                    "limits": {"memory": "512Mi"},
+                },
+            },
+            "nodeSelector": ON_REAL_NODE["nodeSelector"],
+            "tolerations": ON_REAL_NODE["tolerations"],
+            "readinessProbe": {"initialDelaySeconds": 1, "periodSeconds": 2},
+        },
+        "managerConfig": {"controllerManagerConfigYaml": json.dumps(manager_config())},
+    }
+
+
+def manifests() -> list[dict[str, Any]]:
+    """``helm template`` of Kueue's chart with ``values()``, as objects."""
+    import yaml  # PyYAML: Helm renders YAML; the e2e tests and `make kueue` have it
+
+    proc = subprocess.run(
+        [str(bin_dir() / "helm"), "template", RELEASE, str(chart()), "--namespace", NAMESPACE,
+         "--values", "-"],
+        input=json.dumps(values()), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise ClusterError(f"helm template of Kueue's chart failed: {proc.stderr.strip()}")
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def is_up() -> bool:
+    """Whether Kueue's controller is installed (``up`` ran and ``down`` did not)."""
+    from kfcluster.components import kubectl
+
+    try:
+        kubectl("get", "deployment", MANAGER, "-n", NAMESPACE, "-o", "name")
+    except ClusterError:
+        return False
+    return True
+
+
+def up() -> None:
+    """Install Kueue and wait until its webhooks and its visibility API answer (no-op when
+    running)."""
+    from kfcluster import node
+    from kfcluster.components import apply_objects, kubectl
+
+    node.import_images([binary_image(KUEUE_IMAGE, *BINARY_IMAGES[KUEUE_IMAGE])])
+    docs = manifests()
+    apply_objects([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}])
+    apply_objects(docs)
+    try:
+        kubectl("rollout", "status", f"deployment/{MANAGER}", "-n", NAMESPACE, "--timeout=180s")
+    except ClusterError as err:
+        raise ClusterError(
+            f"Kueue's controller did not become ready: {err}; see kubectl -n {NAMESPACE} "
+            f"logs deploy/{MANAGER}"
+        ) from None
+    kit.wait_for("Kueue's webhooks", _webhooks_answer, 90, interval=1)
+    kit.wait_for("Kueue's visibility API", _visibility_answers, 90, interval=1)
+    log(f"Kueue {version()} controller running in {NAMESPACE}")
+
+
+def _webhooks_answer() -> bool:
+    """A server-side dry run of a ResourceFlavor passes through Kueue's webhooks."""
+    from kfcluster.components import kubectl
+
+    probe = {
+        "apiVersion": "kueue.x-k8s.io/v1beta2",
+        "kind": "ResourceFlavor",
+        "metadata": {"name": "webhook-probe"},
+    }
+    try:
+        kubectl("create", "--dry-run=server", "-f", "-", "-o", "name", stdin=json.dumps(probe))
+    except ClusterError:
+        return False
+    return True
+
+
+def _visibility_answers() -> bool:
+    from kfcluster.components import api_get
+
+    path = "/apis/visibility.kueue.x-k8s.io/v1beta2"
+    try:
+        return api_get(path)[0] == 200
+    except OSError:
+        return False
+
+
+def down() -> None:
+    """Remove the webhooks and the APIServices first (their server goes next), then the
+    controller and its cluster objects, and Kueue's finalizers from what it leaves behind
+    (nothing would ever remove them). The CRDs go back to the cluster's own (no conversion
+    webhook: its server is gone)."""
+    from kfcluster.components import install_thirdparty_crds, kubectl
+
+    docs = manifests()
+    order = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "APIService")
+    for kind in order:
+        for doc in docs:
+            if doc["kind"] == kind:
+                kubectl("delete", kind.lower(), doc["metadata"]["name"], "--ignore-not-found")
+    kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=120s")
+    for doc in docs:
+        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found")
+        elif doc["kind"] in ("Role", "RoleBinding") and doc["metadata"].get("namespace") not in (
+            None,
+            NAMESPACE,
+        ):
+            kubectl(
+                "delete", doc["kind"].lower(), doc["metadata"]["name"],
+                "-n", doc["metadata"]["namespace"], "--ignore-not-found",
+            )  # fmt: skip
+    for resource in ("pods", "workloads.kueue.x-k8s.io", "localqueues.kueue.x-k8s.io"):
+        _drop_finalizers(resource, namespaced=True)
+    for resource in ("clusterqueues.kueue.x-k8s.io", "resourceflavors.kueue.x-k8s.io"):
+        _drop_finalizers(resource, namespaced=False)
+    none = json.dumps({"spec": {"conversion": {"strategy": "None", "webhook": None}}})
+    for doc in docs:
+        if doc["kind"] == "CustomResourceDefinition":
+            kubectl("patch", "crd", doc["metadata"]["name"], "--type=merge", "-p", none)
+    install_thirdparty_crds()
+    log("Kueue's controller removed")
+
+
+def _drop_finalizers(resource: str, namespaced: bool) -> None:
+    from kfcluster.components import kubectl
+
+    try:
+        listed = json.loads(kubectl("get", resource, *(["-A"] if namespaced else []), "-o", "json"))
+    except ClusterError:  # the CRD is not there
+        return
+    for item in listed["items"]:
+        meta = item["metadata"]
+        finalizers = meta.get("finalizers") or []
+        kept = [f for f in finalizers if f not in FINALIZERS]
+        if kept == finalizers:
+            continue
+        where = ["-n", meta["namespace"]] if namespaced else []
+        kubectl(
+            "patch", resource, meta["name"], *where, "--type=merge",
+            "-p", json.dumps({"metadata": {"finalizers": kept or None}}),
+        )  # fmt: skip
