@@ -13,6 +13,7 @@ from kubeforge_crds.base import (
     LabelName,
     ObjectName,
     PositiveQuantity,
+    StatusModel,
     positive_quantity_rule,
 )
 
@@ -99,3 +100,27 @@ QueueName = Annotated[
         "the kueue.x-k8s.io/queue-name label and waits for quota."
     ),
 ]
+
+
+class QueueStatus(StatusModel):
+    """Where a workload waits for quota, as Kueue reports it: set while Kueue has not admitted
+    it, absent once it runs."""
+
+    local_queue: str = Field(description="The LocalQueue the workload was submitted to.")
+    cluster_queue: str | None = Field(
+        default=None, description="The ClusterQueue behind it (absent when the LocalQueue is)."
+    )
+    workload: str | None = Field(default=None, description="Kueue's Workload object.")
+    position: int | None = Field(
+        default=None,
+        ge=1,
+        description="Place among the LocalQueue's pending workloads (1: next), from Kueue's "
+        "visibility API.",
+    )
+    position_in_cluster_queue: int | None = Field(
+        default=None, ge=1, description="Place among the ClusterQueue's pending workloads."
+    )
+    reason: str | None = Field(
+        default=None, description="Kueue's reason (Pending, Inadmissible, ...)."
+    )
+    message: str | None = Field(default=None, description="Kueue's message: what is short.")

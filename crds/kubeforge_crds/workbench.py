@@ -18,7 +18,13 @@ from kubeforge_crds.base import (
     nested,
     positive_quantity_rule,
 )
-from kubeforge_crds.common import ComputeResources, DataConnection, EnvVar, QueueName
+from kubeforge_crds.common import (
+    ComputeResources,
+    DataConnection,
+    EnvVar,
+    QueueName,
+    QueueStatus,
+)
 from kubeforge_crds.health import PhaseHealth
 from kubeforge_crds.kind import KindInfo, NameRule
 
@@ -115,6 +121,7 @@ class WorkbenchSpec(KubeModel):
 
 class WorkbenchPhase(StrEnum):
     PENDING = "Pending"
+    QUEUED = "Queued"  # waiting for Kueue to admit it (status.queue says where and why)
     STARTING = "Starting"
     RUNNING = "Running"
     STOPPING = "Stopping"
@@ -131,6 +138,10 @@ class WorkbenchStatus(ResourceStatus):
         default=None, description="Last activity the notebook server reported."
     )
     gpus: int | None = Field(default=None, ge=0, description="GPUs the Workbench holds now.")
+    queue: QueueStatus | None = Field(
+        default=None,
+        description="Set while the Workbench waits for quota in its Kueue queue (phase Queued).",
+    )
 
 
 WORKBENCH = KindInfo(
@@ -154,5 +165,6 @@ WORKBENCH = KindInfo(
         PhaseHealth("Running", "Healthy", "Notebook server running", needs_ready=True, plain=True),
         PhaseHealth("Stopped", "Suspended", "Stopped"),
         PhaseHealth("Failed", "Degraded", "Failed"),
+        PhaseHealth("Queued", "Suspended", "Queued for quota"),
     ),
 )

@@ -100,7 +100,8 @@ def version_ldflags(module: str) -> str:
             ]
         )
     if module == "kueue":  # as its Makefile does: the version its metrics and logs report
-        return f"-X sigs.k8s.io/kueue/pkg/version.GitVersion={tool_version('kueue', 'sigs.k8s.io/kueue')}"
+        kueue = tool_version("kueue", "sigs.k8s.io/kueue")
+        return f"-X sigs.k8s.io/kueue/pkg/version.GitVersion={kueue}"
     if module != "k8s":
         return ""
     version = tool_version("k8s", "k8s.io/kubernetes")

@@ -178,6 +178,11 @@ class Kube:
         path = self.dynamic.resources.get(api_version=api_version, kind=kind).path(
             name=name, namespace=namespace
         )
+        return self.get_path(path)
+
+    def get_path(self, path: str) -> dict[str, Any] | None:
+        """GET an API path as plain JSON (an aggregated API the dynamic client does not
+        discover, say); None when it is not found."""
         try:
             response = self.api.call_api(
                 path,

@@ -157,10 +157,15 @@ def build_statefulset(
         "automountServiceAccountToken": False,
         **placement.pod_fields(),
     }
+    metadata = _metadata(owner, name)
+    # Kueue's StatefulSet integration reads the queue from the StatefulSet's own labels: it
+    # then holds the pod until the workload is admitted, and a stopped Workbench (0 replicas)
+    # gives the quota back
+    metadata["labels"] = metadata["labels"] | placement.pod_labels()
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": _metadata(owner, name),
+        "metadata": metadata,
         "spec": {
             "replicas": 0 if (spec.stopped if stopped is None else stopped) else 1,
             "serviceName": name,

@@ -19,6 +19,7 @@ from kubeforge_operator.runtime.policies import (
     placement_or_problem,
     platform_or_problem,
 )
+from kubeforge_operator.runtime.queueing import QUEUE_POLL_SECONDS, queued_observation, read_queue
 from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
 from kubeforge_operator.workbench.builders import (
     build_home_pvc,
@@ -37,6 +38,7 @@ from kubeforge_operator.workbench.culling import (
 )
 from kubeforge_operator.workbench.status import (
     DATA_CONNECTIONS,
+    SCHEDULED,
     decide_phase,
     observe_scheduled,
     observe_server,
@@ -86,14 +88,20 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
     node = unready_node(pod, lambda name: ctx.kube.get_child("v1", "Node", "", name))
     server = observe_server(pod, stopped, node)
     scheduled = observe_scheduled(pod, stopped)
+    queue = read_queue(ctx.kube, pod) if pod is not None and not stopped else None
+    fields["queue"] = queue.to_wire() if queue else None
+    if queue:
+        scheduled = queued_observation(SCHEDULED, queue)
     holds_gpus = pod is not None and bool((pod.get("spec") or {}).get("nodeName"))
     fields["gpus"] = ready.placement.gpus if holds_gpus and not stopped else 0
     checked = [ready.secrets] if ready.secrets is not None else []
     return Outcome(
-        phase=decide_phase(pod, stopped, scheduled, server),
+        phase=WorkbenchPhase.QUEUED if queue else decide_phase(pod, stopped, scheduled, server),
         dependents=[accepted(), *checked, scheduled, server],
         fields=fields,
         info=[culled],
+        # the position moves as others are admitted or leave, which no event of ours tells
+        requeue_after=QUEUE_POLL_SECONDS if queue else None,
     )
 
 

@@ -33,6 +33,9 @@ elseif phase == "Stopped" then
 elseif phase == "Failed" then
   hs.status = "Degraded"
   hs.message = "Failed" .. why
+elseif phase == "Queued" then
+  hs.status = "Suspended"
+  hs.message = "Queued for quota" .. why
 else
   hs.status = "Progressing"
   hs.message = phase .. why
