@@ -85,7 +85,7 @@ def gpu_workbench(cluster: Cluster, ns: str, name: str, gpus: int = 1, queue: st
         "metadata": {"name": name, "namespace": ns},
         # on a kwok GPU node: the quota is the subject here, not the container
         "spec": {
-            "image": "jupyter:1",
+            "catalogImage": "jupyter",
             "resources": {"cpu": "500m", "memory": "1Gi", "accelerator": {"count": gpus}},
             "queueName": queue,
         },

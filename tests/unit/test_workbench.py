@@ -103,6 +103,9 @@ def test_queue_label_env_and_data_connections() -> None:
     )
     sts = _sts(spec, "img")
     assert sts["spec"]["template"]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
+    # Kueue's StatefulSet integration reads it from the StatefulSet itself
+    assert sts["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
+    assert "kueue.x-k8s.io/queue-name" not in _sts(_spec(), "img")["metadata"]["labels"]
     ctr = _pod_spec(sts)["containers"][0]
     assert ctr["env"][0] == {"name": "A", "value": "1"}
     assert ctr["env"][1]["name"] == "NOTEBOOK_ARGS"
