@@ -24,6 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kubeforge_pipelines import checkpoints
+
 TRAIN_INFO = "kubeforge-train.json"
 
 
@@ -59,6 +61,8 @@ class TrainResult:
     seconds: float
     train_loss: float
     resumed_from: str | None
+    resumed_from_step: int = 0
+    restart_reason: str | None = None  # why existing checkpoints were not used
 
     @property
     def tokens_per_second(self) -> float:
@@ -188,11 +192,6 @@ class _Blocks:
         return {"input_ids": self.blocks[i], "labels": self.blocks[i]}
 
 
-def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    found = [p for p in checkpoint_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
-
-
 def training_arguments(
     settings: TrainSettings, checkpoint_dir: Path, *, save: bool = True, log_every: int = 10
 ) -> Any:
@@ -230,9 +229,11 @@ def fine_tune(
     checkpoint_dir: Path,
     settings: TrainSettings,
     progress: Progress | None = None,
+    _reason: str | None = None,
 ) -> TrainResult:
     """Train, save the adapter (lora) or the whole model (full) and the tokenizer to
-    ``out_dir``, and return what was done. Resumes from the newest checkpoint if one exists.
+    ``out_dir``, and return what was done. Resumes from the newest usable checkpoint of the same
+    run (``checkpoints``); raises ``checkpoints.Preempted`` when SIGTERM stopped it.
 
     Long on purpose: the Trainer's set-up, its progress callback and the save are one run."""
     from transformers import Trainer, TrainerCallback, default_data_collator, set_seed
@@ -259,19 +260,31 @@ def fine_tune(
                     }
                 )
 
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    resume = latest_checkpoint(checkpoint_dir)
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(settings, checkpoint_dir),
-        train_dataset=_Blocks(blocks),
-        data_collator=default_data_collator,
-        callbacks=[_Report()],
-    )
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    digest = checkpoints.fingerprint(base_dir, train_texts, settings.model_dump())
+    point = checkpoints.resume_point(checkpoint_dir, digest)
+    with checkpoints.StopOnSignal() as stop:
+        trainer = Trainer(
+            model=model,
+            args=training_arguments(settings, checkpoint_dir),
+            train_dataset=_Blocks(blocks),
+            data_collator=default_data_collator,
+            callbacks=[_Report(), stop.callback()],
+        )
+        try:
+            resume = str(point.checkpoint) if point.checkpoint else None
+            output = trainer.train(resume_from_checkpoint=resume)
+        except Exception as err:  # noqa: BLE001 - whatever a bad checkpoint raises on load
+            if point.checkpoint is None or stop.stepped:  # not the checkpoint's fault
+                raise
+            # the checkpoint would not load: drop it and run again from the one before it
+            reason = checkpoints.discard(point, err)
+            return fine_tune(base_dir, train_texts, out_dir, checkpoint_dir, settings, progress,
+                             _reason=_join(point.restart_reason, reason))  # fmt: skip
+    if stop.requested:
+        raise checkpoints.Preempted(int(output.global_step))
     seconds = time.perf_counter() - started
     steps = int(output.global_step)
-    trained_steps = steps - (int(resume.name.split("-")[-1]) if resume else 0)
+    trained_steps = steps - point.step
     # every block is full of real tokens; count what this run computed on
     per_epoch = sum(len(b) for b in blocks)
     steps_per_epoch = max(1, math.ceil(len(blocks) / settings.batch_size))
@@ -286,8 +299,14 @@ def fine_tune(
         tokens=tokens,
         seconds=seconds,
         train_loss=float(output.training_loss),
-        resumed_from=resume.name if resume else None,
+        resumed_from=point.checkpoint.name if point.checkpoint else None,
+        resumed_from_step=point.step,
+        restart_reason=_join(_reason, point.restart_reason),
     )
+
+
+def _join(*reasons: str | None) -> str | None:
+    return "; ".join(r for r in reasons if r) or None
 
 
 def load_trained(base_dir: Path, trained_dir: Path | None) -> tuple[Any, Any]:
