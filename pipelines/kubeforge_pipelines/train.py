@@ -273,7 +273,7 @@ def fine_tune(
         try:
             resume = str(point.checkpoint) if point.checkpoint else None
             output = trainer.train(resume_from_checkpoint=resume)
-        except Exception as err:  # noqa: BLE001 - whatever a bad checkpoint raises on load
+        except Exception as err:  # whatever a bad checkpoint raises on load
             if point.checkpoint is None or stop.stepped:  # not the checkpoint's fault
                 raise
             # the checkpoint would not load: drop it and run again from the one before it
