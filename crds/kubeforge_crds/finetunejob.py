@@ -13,11 +13,12 @@ from kubeforge_crds.base import (
     KubeModel,
     LabelName,
     ResourceStatus,
+    StatusModel,
     Timestamp,
     UriString,
     nested,
 )
-from kubeforge_crds.common import ComputeResources, EnvVar, QueueName
+from kubeforge_crds.common import ComputeResources, EnvVar, QueueName, QueueStatus
 from kubeforge_crds.health import PhaseHealth
 from kubeforge_crds.kind import KindInfo, NameRule
 
@@ -163,6 +164,12 @@ class FineTuneJobSpec(KubeModel):
         "development).",
     )
     queue_name: QueueName | None = None
+    priority_class: LabelName | None = Field(
+        default=None,
+        description="Kueue WorkloadPriorityClass of the run. Under quota a higher-priority "
+        "workload preempts a lower-priority one: the run saves a checkpoint and resumes from it "
+        "when admitted again (status.training.resumedFromStep, status.preemptions).",
+    )
     output: ModelOutput = Field(description="Where the model version is written.")
     env: list[EnvVar] = Field(
         default_factory=list,
@@ -220,6 +227,22 @@ class Lineage(KubeModel):
     )
 
 
+class TrainingRecord(StatusModel):
+    """How the run trained: how far, and where it resumed after a preemption."""
+
+    steps: int | None = Field(default=None, ge=0, description="Optimizer steps in all.")
+    resumed_from_step: int | None = Field(
+        default=None,
+        ge=0,
+        description="The checkpoint's step the last attempt resumed from (0: from the start).",
+    )
+    restart_reason: str | None = Field(
+        default=None,
+        description="Why checkpoints that were there were not resumed (another spec, cut short "
+        "while saving, would not load).",
+    )
+
+
 class FineTuneJobStatus(ResourceStatus):
     """The observed state of the fine-tuning run."""
 
@@ -234,6 +257,16 @@ class FineTuneJobStatus(ResourceStatus):
     model: ModelVersion | None = Field(default=None, description="The registered model version.")
     dataset_digest: str | None = Field(default=None, description="SHA-256 of the dataset.")
     lineage: Lineage | None = Field(default=None, description="Where the model version came from.")
+    queue: QueueStatus | None = Field(
+        default=None, description="Set while the run waits for quota in its Kueue queue."
+    )
+    preemptions: int | None = Field(
+        default=None,
+        ge=0,
+        description="Times Kueue preempted the run for a higher-priority workload; each resumes "
+        "from its last checkpoint.",
+    )
+    training: TrainingRecord | None = Field(default=None, description="How the run trained.")
 
 
 FINETUNEJOB = KindInfo(

@@ -13,6 +13,8 @@ from rich.console import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
+# a run stopped by SIGTERM (preempted), its checkpoint saved: as a shell reports a SIGTERM
+PREEMPTED_EXIT = 143
 
 
 @app.command()
@@ -93,7 +95,7 @@ def run(
     run_id: Annotated[str, typer.Option(help="Run id recorded in lineage.")] = "",
 ) -> None:
     """Run the fine-tuning pipeline once; exits non-zero with the reason on failure."""
-    from kubeforge_pipelines import steps
+    from kubeforge_pipelines import checkpoints, steps
 
     params = _load_params(params_file, params_json)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -108,6 +110,11 @@ def run(
             lineage = run_local(params, workdir)
         else:
             raise typer.BadParameter(f"unknown runner {runner!r} (kfp-local or steps)")
+    except checkpoints.Preempted as stop:  # the pod is going away; its checkpoint stays
+        if termination_log:
+            termination_log.write_text(json.dumps({"preempted": {"step": stop.step}}))
+        console.print(f"[yellow]preempted: {stop}")
+        raise typer.Exit(PREEMPTED_EXIT) from stop
     except Exception as err:  # every failure ends as one clear line for status
         message = f"{type(err).__name__}: {err}"
         if result:

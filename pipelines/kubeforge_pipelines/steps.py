@@ -98,6 +98,8 @@ def fine_tune(
         "tokensPerSecond": round(result.tokens_per_second, 1),
         "trainLoss": round(result.train_loss, 6),
         "resumedFrom": result.resumed_from,
+        "resumedFromStep": result.resumed_from_step,
+        "restartReason": result.restart_reason,
     }
 
 
@@ -126,7 +128,10 @@ def register(
     dataset: dict[str, Any],
     evaluation: dict[str, Any],
     run_id: str,
+    training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``training``: the fine-tune step's record, kept in the lineage's run (where it resumed
+    after a preemption, and why it started over)."""
     from kubeforge_pipelines import register as reg
     from kubeforge_pipelines import train
 
@@ -151,7 +156,8 @@ def register(
                 "hyperparameters": params.settings,
                 "metrics": evaluation["metrics"],
                 "metrics_before": evaluation["metricsBefore"],
-                "run": {**params.run_info, "id": run_id},
+                "run": {**params.run_info, "id": run_id}
+                | ({"training": training} if training else {}),
             },
         )
 
@@ -219,9 +225,13 @@ def run_all(
         int(params.settings.get("max_seq_length", 512)),
     )
     say({"step": "register", **evaluation})
-    lineage = register(params, model_path, dataset, evaluation, run_id)
+    lineage = register(params, model_path, dataset, evaluation, run_id, training)
     lineage["training"] = training
     return lineage
+
+
+# what status.training shows of a run: how far it went, and where it resumed and why not
+TRAINING_SUMMARY = ("steps", "resumedFromStep", "restartReason")
 
 
 def summary(lineage: dict[str, Any]) -> str:
@@ -238,4 +248,6 @@ def summary(lineage: dict[str, Any]) -> str:
     before = lineage.get("metricsBefore") or {}
     if "loss" in before:
         small["metricsBefore"] = {"loss": before["loss"]}
+    training = lineage.get("training") or {}
+    small["training"] = {k: training[k] for k in TRAINING_SUMMARY if training.get(k) is not None}
     return json.dumps(small, sort_keys=True)[:4096]

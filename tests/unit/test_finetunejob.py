@@ -324,3 +324,20 @@ def test_the_job_backends_summary_reports_the_base_loss_as_the_local_backend_doe
     assert from_job == result_fields({**lineage, "datasetDigest": "abc"})
     without = {k: v for k, v in lineage.items() if k != "metricsBefore"}
     assert "baseLoss" not in result_fields(json.loads(summary(without)))["metrics"]
+
+
+def test_result_fields_carry_where_training_resumed_and_why_it_started_over() -> None:
+    summary = {
+        "training": {
+            "steps": 40,
+            "resumedFromStep": 12,
+            "restartReason": "checkpoint-14 is incomplete (stopped while saving), not used",
+            "tokens": 123,  # the local backend's full record has more; status keeps these
+        }
+    }
+    assert result_fields(summary)["training"] == {
+        "steps": 40,
+        "resumedFromStep": 12,
+        "restartReason": "checkpoint-14 is incomplete (stopped while saving), not used",
+    }
+    assert "training" not in result_fields({"training": {}})

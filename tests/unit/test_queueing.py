@@ -13,6 +13,7 @@ from kubeforge_operator.runtime.queueing import (
     INADMISSIBLE,
     exceeds_quota,
     held_by_kueue,
+    preemptions,
     queue_status,
     queued_observation,
     workload_name,
@@ -150,3 +151,17 @@ def test_a_resource_the_cluster_queue_does_not_cover_is_named() -> None:
         "asks for amd.com/gpu, which ClusterQueue team-a does not cover: ask the platform team "
         "to add it, or do not request it"
     )
+
+
+def test_preemptions_count_only_kueues_preempted_evictions() -> None:
+    w = workload()
+    w["status"]["schedulingStats"] = {
+        "evictions": [
+            {"reason": "Preempted", "underlyingCause": "InCohortReclamation", "count": 1},
+            {"reason": "Preempted", "underlyingCause": "InClusterQueue", "count": 2},
+            {"reason": "PodsReadyTimeout", "underlyingCause": "", "count": 5},
+        ]
+    }
+    assert preemptions(w) == 3
+    assert preemptions(workload()) == 0
+    assert preemptions(None) == 0

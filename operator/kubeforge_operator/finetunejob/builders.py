@@ -158,6 +158,12 @@ def build_validate_job(
     }
 
 
+# Kueue's label naming a WorkloadPriorityClass
+PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+# a preempted training pod gets SIGTERM: time to finish its step and save a checkpoint
+PREEMPTIBLE = {"terminationGracePeriodSeconds": 120}
+
+
 def _training_parts(
     owner: dict[str, Any],
     spec: FineTuneJobSpec,
@@ -183,7 +189,10 @@ def _training_parts(
         *_pipeline_args(params, f"{kind}/{owner['metadata']['namespace']}/{job}"),
     ]
     ctr = _container(container, spec, image, command, mounts, placement.limits())
-    return job, labels(name, "train") | placement.pod_labels(), ctr, volumes
+    job_labels = labels(name, "train") | placement.pod_labels()
+    if spec.priority_class:
+        job_labels[PRIORITY_LABEL] = spec.priority_class
+    return job, job_labels, ctr, volumes
 
 
 def build_train_job(
@@ -206,7 +215,7 @@ def build_train_job(
             "backoffLimit": 2,
             "template": {
                 "metadata": {"labels": job_labels},
-                "spec": _pod_spec([container], volumes, placement),
+                "spec": _pod_spec([container], volumes, placement) | PREEMPTIBLE,
             },
         },
     }
@@ -240,7 +249,9 @@ def build_pytorchjob(
             "restartPolicy": "OnFailure",
             "template": {
                 "metadata": {"labels": job_labels},
-                "spec": {**_pod_spec([ctr], volumes, placement), "restartPolicy": "Never"},
+                "spec": _pod_spec([ctr], volumes, placement)
+                | PREEMPTIBLE
+                | {"restartPolicy": "Never"},
             },
         }
 

@@ -16,6 +16,7 @@ from kubeforge_crds.finetunejob import (
     FineTuneJobPhase,
     FineTuneJobSpec,
     FineTuneJobStatus,
+    TrainingRecord,
 )
 from kubeforge_operator.finetunejob.backends.kfp import (
     KfpError,
@@ -36,8 +37,15 @@ from kubeforge_operator.finetunejob.builders import (
 )
 from kubeforge_operator.runtime.children import with_pull_policy
 from kubeforge_operator.runtime.conditions import ACCEPTED, READY, Observation
-from kubeforge_operator.runtime.placement import Placement
+from kubeforge_operator.runtime.placement import QUEUE_LABEL, Placement
 from kubeforge_operator.runtime.policies import data_connections, placement_or_problem
+from kubeforge_operator.runtime.queueing import (
+    QUEUE_POLL_SECONDS,
+    job_workload,
+    preemptions,
+    queued_observation,
+    read_workload_queue,
+)
 from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
 
 SUCCEEDED = "Succeeded"
@@ -142,6 +150,10 @@ def result_fields(result: dict[str, Any]) -> dict[str, Any]:
     digest = result.get("datasetDigest") or (result.get("dataset") or {}).get("sha256")
     if digest:
         out["datasetDigest"] = str(digest)
+    training = result.get("training")
+    record = TrainingRecord.model_validate(training).to_wire() if isinstance(training, dict) else {}
+    if record:
+        out["training"] = record
     return out
 
 
@@ -230,7 +242,11 @@ def reconcile_finetunejob(ctx: ReconcileContext, spec: FineTuneJobSpec) -> Outco
         spec, run_id, fields.get("datasetDigest") or status.dataset_digest, model_uri, trigger
     )
     checked = [secrets] if secrets is not None else []
-    return Outcome(outcome.phase, outcome.dependents, fields, [*outcome.info, *checked])
+    # a queued run's position moves as others are admitted or leave, which no event tells
+    requeue = QUEUE_POLL_SECONDS if fields.get("queue") else None
+    return Outcome(
+        outcome.phase, outcome.dependents, fields, [*outcome.info, *checked], requeue_after=requeue
+    )
 
 
 def _job(
@@ -284,7 +300,40 @@ def _job(
     tpods = ctx.kube.list_children("v1", "Pod", ns, selector) if tjob else []
     tstate = (observe_pytorchjob if multi else observe_job)(tjob, tpods)
     extra = {"datasetDigest": digest} if digest else {}
+    if tjob is not None:
+        tstate, kueue = kueue_account(ctx, tjob, tstate)
+        extra |= kueue
     return run_outcome(tstate, placement, validated, extra), f"{kind.lower()}/{ns}/{train_name}"
+
+
+def kueue_account(
+    ctx: ReconcileContext, job: dict[str, Any], state: RunState | None
+) -> tuple[RunState | None, dict[str, Any]]:
+    """Kueue's side of a training job: while it is suspended for quota, where it waits and
+    why (status.queue); the preemptions so far, with an Event for each new one."""
+    workload = job_workload(ctx.kube, job)
+    fields: dict[str, Any] = {"queue": None}
+    if workload is None:  # no Kueue, or not yet
+        return state, fields
+    count = preemptions(workload)
+    if count:
+        fields["preemptions"] = count
+    if count > int((ctx.obj.get("status") or {}).get("preemptions") or 0):
+        ctx.kube.record_event(
+            ctx.obj,
+            "Warning",
+            "Preempted",
+            f"Kueue preempted the run for a higher-priority workload ({count} time(s) so far); "
+            "it saved a checkpoint and resumes from it when admitted again",
+        )
+    if state is not None and state.state == "Queued" and state.reason == "Suspended":
+        queue_name = (job["metadata"].get("labels") or {}).get(QUEUE_LABEL, "")
+        name = workload["metadata"]["name"]
+        queue = read_workload_queue(ctx.kube, ctx.namespace, queue_name, name, workload)
+        fields["queue"] = queue.to_wire()
+        waiting = queued_observation(SUCCEEDED, queue)
+        state = RunState("Queued", waiting.reason, waiting.message, state.start_time)
+    return state, fields
 
 
 def _times(ctx: ReconcileContext, status: FineTuneJobStatus, done: bool) -> tuple[str, str | None]:

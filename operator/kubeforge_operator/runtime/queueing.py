@@ -28,6 +28,7 @@ ADMISSION_GATE = "kueue.x-k8s.io/admission"
 # the Workload of a pod group (StatefulSet, pod groups) and of a plain pod
 WORKLOAD_LABELS = ("kueue.x-k8s.io/prebuilt-workload-name", "kueue.x-k8s.io/pod-group-name")
 KUEUE = "kueue.x-k8s.io/v1beta2"
+JOB_UID = "kueue.x-k8s.io/job-uid"  # the label on a job's Workload
 VISIBILITY = "/apis/visibility.kueue.x-k8s.io/v1beta2"
 QUEUED = "Queued"
 QUEUE_POLL_SECONDS = 10.0  # how often a queued workload's position is read again
@@ -159,14 +160,42 @@ def queued_observation(condition_type: str, status: QueueStatus) -> Observation:
     )
 
 
+def preemptions(workload: dict[str, Any] | None) -> int:
+    """How many times Kueue preempted the workload (its scheduling statistics)."""
+    stats = ((workload or {}).get("status") or {}).get("schedulingStats") or {}
+    return sum(
+        int(e.get("count", 0))
+        for e in stats.get("evictions") or []
+        if e.get("reason") == "Preempted"
+    )
+
+
+def job_workload(kube: Kube, job: dict[str, Any]) -> dict[str, Any] | None:
+    """The Workload Kueue made for a Job (or another job kind it integrates)."""
+    meta = job["metadata"]
+    found = kube.list_children(KUEUE, "Workload", meta["namespace"], f"{JOB_UID}={meta['uid']}")
+    return found[0] if found else None
+
+
 def read_queue(kube: Kube, pod: dict[str, Any]) -> QueueStatus | None:
     """Kueue's account of a pod it holds back; None when it holds it not."""
     if not held_by_kueue(pod):
         return None
-    namespace = pod["metadata"]["namespace"]
-    local_queue = (pod["metadata"].get("labels") or {}).get(QUEUE_LABEL, "")
     name = workload_name(pod)
+    namespace = pod["metadata"]["namespace"]
     workload = kube.get_child(KUEUE, "Workload", namespace, name) if name else None
+    local_queue = (pod["metadata"].get("labels") or {}).get(QUEUE_LABEL, "")
+    return read_workload_queue(kube, namespace, local_queue, name, workload)
+
+
+def read_workload_queue(
+    kube: Kube,
+    namespace: str,
+    local_queue: str,
+    name: str | None,
+    workload: dict[str, Any] | None,
+) -> QueueStatus:
+    """Kueue's account of a workload waiting in ``local_queue``."""
     lq = kube.get_child(KUEUE, "LocalQueue", namespace, local_queue) if local_queue else None
     cq_name = (lq or {}).get("spec", {}).get("clusterQueue")
     cluster_queue = kube.get_child(KUEUE, "ClusterQueue", "", cq_name) if cq_name else None
