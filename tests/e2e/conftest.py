@@ -5,11 +5,14 @@ run. Needs the embedded control plane with its real node (root and the Debian pa
 
 from __future__ import annotations
 
+import base64
 import importlib
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,3 +214,58 @@ def volume_with_client(
     cluster.kubectl(
         "wait", "-n", namespace, "--for=condition=Ready", "pod/client", "--timeout=120s"
     )
+
+
+def _packed(*folders: tuple[Path, str]) -> str:
+    """The folders as a gzipped tar, base64 (kubectl exec's stdin is text)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path, name in folders:
+            tar.add(path, arcname=name)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def training_volume(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    """The volume ``work`` on the real node with a tiny base model (``base``) and a dataset
+    (``data/tickets.jsonl``), and the ``client`` pod that mounts it at /work."""
+    from kubeforge_pipelines.tinymodel import build_base_model, support_tickets, write_dataset
+
+    base = build_base_model(tmp_path / "base")
+    dataset = write_dataset(tmp_path / "data" / "tickets.jsonl", support_tickets(300, 1))
+    volume_with_client(
+        cluster,
+        namespace,
+        "work",
+        "/work",
+        storage_class="real-node",
+        # the user and group kubeforge's training pods run as: a local volume gets its group
+        # (fsGroup) from the first pod that mounts it on the node
+        security_context={"runAsUser": 1000, "runAsGroup": 100, "fsGroup": 100},
+    )
+    upload = ["exec", "-i", "-n", namespace, "client", "--", "sh", "-c",
+              "base64 -d | tar -xz -C /work"]  # fmt: skip
+    cluster.kubectl(*upload, stdin=_packed((base, "base"), (dataset.parent, "data")))
+
+
+def finetunejob(name: str, max_steps: int, cpu: str = "1", **spec: Any) -> dict[str, Any]:
+    """A LoRA FineTuneJob of the ``job`` backend on ``training_volume``'s model and data."""
+    return {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name},
+        "spec": {
+            "baseModel": {"uri": "pvc://work/base"},
+            "dataset": {"uri": "pvc://work/data/tickets.jsonl"},
+            "method": {"type": "lora", "lora": {"targetModules": ["c_attn", "c_proj", "c_fc"]}},
+            "hyperparameters": {
+                "maxSteps": max_steps,
+                "batchSize": 8,
+                "maxSeqLength": 64,
+                "learningRate": 0.002,
+            },
+            "resources": {"cpu": cpu, "memory": "2Gi"},
+            "backend": "job",
+            "output": {"uri": f"pvc://work/models/{name}", "modelName": name},
+        }
+        | spec,
+    }

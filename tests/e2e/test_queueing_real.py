@@ -1,18 +1,29 @@
-"""GPU quota enforced by Kueue's real controller (built from its module, on the real node):
-Workbenches over a team's quota wait with their place in the queue and Kueue's reason, and run
-when a stopped one gives its GPUs back; a queue that does not exist and a request no quota can
-ever hold are said, not waited on."""
+"""Quota enforced by Kueue's real controller (built from its module, on the real node):
+Workbenches over a team's GPU quota wait with their place in the queue and Kueue's reason, and
+run when a stopped one gives its GPUs back; a queue that does not exist and a request no quota
+can ever hold are said, not waited on; a FineTuneJob preempted by a higher-priority one saves a
+checkpoint, waits, and resumes from it to the same end as an uninterrupted run."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.conftest import KEEP, condition, get, wait_for_condition
+from tests.e2e.conftest import (
+    KEEP,
+    condition,
+    finetunejob,
+    get,
+    training_volume,
+    wait_for_condition,
+)
 from tests.integration.conftest import LOCALCLUSTER, Cluster, wait_until
+
+from kubeforge_labs.gateway import ON_REAL_NODE
 
 KUEUE = "kueue.x-k8s.io/v1beta2"
 FLAVOR = "kf-e2e-a100"
@@ -29,50 +40,66 @@ def kueue(cluster: Cluster, kubeforge: str) -> Iterator[None]:
         subprocess.run([*LOCALCLUSTER, "kueue", "down"], check=True, timeout=600)
 
 
+def queue_objects(
+    ns: str,
+    flavor: str,
+    node_labels: dict[str, str],
+    tolerations: list[dict[str, str]],
+    quota: list[tuple[str, str]],
+    local_queue: str,
+    **spec: Any,
+) -> list[dict[str, Any]]:
+    """A ResourceFlavor, a ClusterQueue named after the namespace (only it may use it; no
+    cohort: nothing to borrow) with ``quota`` in that flavor, and the namespace's LocalQueue."""
+    return [
+        {
+            "apiVersion": KUEUE,
+            "kind": "ResourceFlavor",
+            "metadata": {"name": flavor},
+            "spec": {"nodeLabels": node_labels, "tolerations": tolerations},
+        },
+        {
+            "apiVersion": KUEUE,
+            "kind": "ClusterQueue",
+            "metadata": {"name": ns},
+            "spec": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                "resourceGroups": [
+                    {
+                        "coveredResources": [r for r, _ in quota],
+                        "flavors": [
+                            {
+                                "name": flavor,
+                                "resources": [{"name": r, "nominalQuota": q} for r, q in quota],
+                            }
+                        ],
+                    }
+                ],
+            }
+            | spec,
+        },
+        {
+            "apiVersion": KUEUE,
+            "kind": "LocalQueue",
+            "metadata": {"name": local_queue, "namespace": ns},
+            "spec": {"clusterQueue": ns},
+        },
+    ]
+
+
+def apply_all(cluster: Cluster, items: list[dict[str, Any]]) -> None:
+    listed = {"apiVersion": "v1", "kind": "List", "items": items}
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(listed))
+
+
 @pytest.fixture
 def team_queue(cluster: Cluster, kueue: None, e2e_namespace: str) -> Iterator[str]:
-    """A ClusterQueue of 2 A100s for the test's namespace (no cohort: nothing to borrow), its
-    ResourceFlavor on the kwok GPU nodes, and the LocalQueue ``gpu``."""
+    """2 A100s of the kwok GPU nodes for the test's namespace, LocalQueue ``gpu``."""
     ns = e2e_namespace
     tolerate = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    flavor = {
-        "apiVersion": KUEUE,
-        "kind": "ResourceFlavor",
-        "metadata": {"name": FLAVOR},
-        "spec": {
-            "nodeLabels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
-            "tolerations": tolerate,
-        },
-    }
     quota = [("cpu", "16"), ("memory", "64Gi"), ("nvidia.com/gpu", str(GPUS))]
-    cluster_queue = {
-        "apiVersion": KUEUE,
-        "kind": "ClusterQueue",
-        "metadata": {"name": ns},
-        "spec": {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
-            "resourceGroups": [
-                {
-                    "coveredResources": [r for r, _ in quota],
-                    "flavors": [
-                        {
-                            "name": FLAVOR,
-                            "resources": [{"name": r, "nominalQuota": q} for r, q in quota],
-                        }
-                    ],
-                }
-            ],
-        },
-    }
-    local_queue = {
-        "apiVersion": KUEUE,
-        "kind": "LocalQueue",
-        "metadata": {"name": "gpu", "namespace": ns},
-        "spec": {"clusterQueue": ns},
-    }
-    items = [flavor, cluster_queue, local_queue]
-    cluster.kubectl("apply", "-f", "-", stdin=json.dumps({"kind": "List", "apiVersion": "v1",
-                                                          "items": items}))  # fmt: skip
+    a100 = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    apply_all(cluster, queue_objects(ns, FLAVOR, a100, tolerate, quota, "gpu"))
     yield ns
     if not KEEP:
         cluster.kubectl("delete", "clusterqueue", ns, "--wait=false", check=False)
@@ -175,3 +202,91 @@ def test_a_missing_queue_and_a_request_no_quota_can_hold_are_said(
         in (condition(big, "Scheduled")["message"])
     )
     assert condition(big, "Ready")["status"] == "False"
+
+
+# one training run at a time on the real node's CPU: room for one 1-CPU Job in the quota
+TRAIN_QUOTA = [("cpu", "1"), ("memory", "4Gi")]
+PRIORITIES = {"kf-e2e-low": 100, "kf-e2e-high": 1000}
+LONG_RUN = 300  # steps: long enough to be preempted partway
+
+
+@pytest.fixture
+def train_queue(cluster: Cluster, kueue: None, e2e_namespace: str) -> Iterator[str]:
+    """One CPU of the real node for the test's namespace (LocalQueue ``train``), a lower
+    priority preempted within it, and WorkloadPriorityClasses low and high."""
+    ns = e2e_namespace
+    real = ON_REAL_NODE["nodeSelector"]
+    objects = queue_objects(
+        ns, "kf-e2e-real-node", real, ON_REAL_NODE["tolerations"], TRAIN_QUOTA, "train",
+        preemption={"withinClusterQueue": "LowerPriority"},
+    )  # fmt: skip
+    priorities = [
+        {"apiVersion": KUEUE, "kind": "WorkloadPriorityClass", "metadata": {"name": name},
+         "value": value, "description": f"kubeforge e2e: {name}"}
+        for name, value in PRIORITIES.items()
+    ]  # fmt: skip
+    apply_all(cluster, objects + priorities)
+    yield ns
+    if not KEEP:
+        cluster.kubectl("delete", "clusterqueue", ns, "--wait=false", check=False)
+
+
+def ftj_status(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+    return dict(get(cluster, "finetunejob", ns, name).get("status") or {})
+
+
+def training_logs(cluster: Cluster, ns: str, name: str) -> str:
+    out = cluster.kubectl(
+        "logs", "-n", ns, "-l", f"job-name={name}-train", "--tail=-1", check=False
+    )
+    return out.stdout
+
+
+@pytest.mark.slow  # three real training runs on the real node
+def test_a_preempted_finetunejob_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_run(
+    cluster: Cluster, train_queue: str, trainer_image: None, tmp_path: Path
+) -> None:
+    ns = train_queue
+    training_volume(cluster, ns, tmp_path)
+    run = {"queueName": "train"}
+    low = finetunejob("low", LONG_RUN, priorityClass="kf-e2e-low", **run)
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(low))
+    # the low-priority run trains (its first progress line: step 10) ...
+    wait_until(lambda: '"loss"' in training_logs(cluster, ns, "low"), 300, 2, "low trains")
+    # ... until a high-priority one needs its CPU: Kueue preempts it, it checkpoints and waits
+    high = finetunejob("high", 20, priorityClass="kf-e2e-high", **run)
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(high))
+    wait_until(lambda: ftj_status(cluster, ns, "low").get("preemptions") == 1, 300, 1, "preempted")
+    queued = wait_until(
+        lambda: (s := ftj_status(cluster, ns, "low")).get("queue") and s, 120, 1, "low queued"
+    )
+    assert queued["phase"] == "Queued"
+    assert (queued["queue"]["localQueue"], queued["queue"]["clusterQueue"]) == ("train", ns)
+    events = cluster.kubectl(
+        "get", "events", "-n", ns, "--field-selector", "reason=Preempted,involvedObject.name=low",
+        "-o", "jsonpath={.items[*].message}",
+    ).stdout  # fmt: skip
+    assert "resumes from it when admitted again" in events
+
+    done = wait_for_condition(cluster, "finetunejob", ns, "high", "Succeeded", status="True",
+                              timeout=420)  # fmt: skip
+    assert "preemptions" not in done["status"]
+    resumed = wait_for_condition(cluster, "finetunejob", ns, "low", "Succeeded", status="True",
+                                 timeout=600)["status"]  # fmt: skip
+    step = resumed["training"]["resumedFromStep"]
+    assert 10 <= step < LONG_RUN  # from the checkpoint saved at the signal, not from zero
+    assert resumed["training"]["steps"] == LONG_RUN
+    assert resumed["preemptions"] == 1
+    assert "queue" not in resumed
+    lineage = json.loads(cluster.kubectl(
+        "exec", "-n", ns, "client", "--", "cat", "/work/models/low/v1/lineage.json"
+    ).stdout)  # fmt: skip
+    assert lineage["run"]["training"]["resumedFromStep"] == step
+
+    # the same run without a preemption: the same steps, and a final loss within 5 %
+    ref = finetunejob("ref", LONG_RUN, priorityClass="kf-e2e-low", **run)
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(ref))
+    whole = wait_for_condition(cluster, "finetunejob", ns, "ref", "Succeeded", status="True",
+                               timeout=600)["status"]  # fmt: skip
+    assert whole["training"] == {"steps": LONG_RUN, "resumedFromStep": 0}
+    assert resumed["metrics"]["loss"] == pytest.approx(whole["metrics"]["loss"], rel=0.05)
