@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.cases import REPO
 from tests.e2e.conftest import (
     KEEP,
     condition,
@@ -289,4 +290,12 @@ def test_a_preempted_finetunejob_resumes_from_its_checkpoint_and_ends_like_an_un
     whole = wait_for_condition(cluster, "finetunejob", ns, "ref", "Succeeded", status="True",
                                timeout=600)["status"]  # fmt: skip
     assert whole["training"] == {"steps": LONG_RUN, "resumedFromStep": 0}
+    figures = {
+        "steps": LONG_RUN,
+        "resumedFromStep": step,
+        "preemptedLoss": resumed["metrics"]["loss"],
+        "uninterruptedLoss": whole["metrics"]["loss"],
+    }
+    (REPO / "test-artifacts").mkdir(exist_ok=True)
+    (REPO / "test-artifacts" / "e2e-preemption.json").write_text(json.dumps(figures, indent=1))
     assert resumed["metrics"]["loss"] == pytest.approx(whole["metrics"]["loss"], rel=0.05)
