@@ -32,6 +32,7 @@ NAMESPACE = "kueue-system"
 MODULE = "sigs.k8s.io/kueue"
 RELEASE = "kueue"
 MANAGER = f"{RELEASE}-controller-manager"
+CHART_SELECTOR = f"app.kubernetes.io/name=kueue,app.kubernetes.io/instance={RELEASE}"
 # Kueue's finalizers: on what it manages (pods of the pod integration, Workloads) and on the
 # queue objects in use; nothing removes them once Kueue is gone
 FINALIZERS = ("kueue.x-k8s.io/managed", "kueue.x-k8s.io/resource-in-use")
@@ -159,37 +160,37 @@ def _visibility_answers() -> bool:
 def down() -> None:
     """Remove the webhooks and the APIServices first (their server goes next), then the
     controller and its cluster objects, and Kueue's finalizers from what it leaves behind
-    (nothing would ever remove them). The CRDs go back to the cluster's own (no conversion
-    webhook: its server is gone)."""
-    from kfcluster.components import install_thirdparty_crds, kubectl
+    (nothing would ever remove them). The CRDs stay, without the conversion webhook (its server
+    is gone): the stored version (v1beta2) is the one the cluster's own CRDs store."""
+    from kfcluster.components import kubectl
 
     docs = manifests()
-    order = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "APIService")
-    for kind in order:
-        for doc in docs:
-            if doc["kind"] == kind:
-                kubectl("delete", kind.lower(), doc["metadata"]["name"], "--ignore-not-found")
-    kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=120s")
+    by_kind: dict[str, list[str]] = {}
     for doc in docs:
-        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
-            kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found")
-        elif doc["kind"] in ("Role", "RoleBinding") and doc["metadata"].get("namespace") not in (
-            None,
-            NAMESPACE,
-        ):
+        by_kind.setdefault(doc["kind"], []).append(doc["metadata"]["name"])
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "APIService"):
+        kubectl("delete", kind.lower(), *by_kind.get(kind, []), "--ignore-not-found")
+    # the controller stops at once (its state is in the API objects), then its namespace goes
+    kubectl("delete", "deployment", MANAGER, "-n", NAMESPACE, "--ignore-not-found",
+            "--grace-period=1")  # fmt: skip
+    kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=120s")
+    # 50 of them, by the chart's labels in one call each, not one by one
+    kubectl("delete", "clusterrole,clusterrolebinding", "-l", CHART_SELECTOR, "--wait=false")
+    for doc in docs:  # its Roles in other namespaces (kube-system's authentication reader)
+        namespace = doc["metadata"].get("namespace")
+        if doc["kind"] in ("Role", "RoleBinding") and namespace not in (None, NAMESPACE):
             kubectl(
-                "delete", doc["kind"].lower(), doc["metadata"]["name"],
-                "-n", doc["metadata"]["namespace"], "--ignore-not-found",
+                "delete", doc["kind"].lower(), doc["metadata"]["name"], "-n", namespace,
+                "--ignore-not-found",
             )  # fmt: skip
     for resource in ("pods", "workloads.kueue.x-k8s.io", "localqueues.kueue.x-k8s.io"):
         _drop_finalizers(resource, namespaced=True)
     for resource in ("clusterqueues.kueue.x-k8s.io", "resourceflavors.kueue.x-k8s.io"):
         _drop_finalizers(resource, namespaced=False)
+    # the CRDs as the cluster installs them: no conversion webhook (its server is gone)
     none = json.dumps({"spec": {"conversion": {"strategy": "None", "webhook": None}}})
-    for doc in docs:
-        if doc["kind"] == "CustomResourceDefinition":
-            kubectl("patch", "crd", doc["metadata"]["name"], "--type=merge", "-p", none)
-    install_thirdparty_crds()
+    for name in by_kind.get("CustomResourceDefinition", []):
+        kubectl("patch", "crd", name, "--type=merge", "-p", none)
     log("Kueue's controller removed")
 
 
