@@ -563,6 +563,17 @@ NOT_EXERCISED: dict[tuple[str, str, str], str] = {
         )
     },
 }
+KUEUE = (
+    "Kueue's account of a workload it holds back (its Workload, LocalQueue, ClusterQueue and the "
+    "visibility API's position): no Kueue runs in this tier; tests/e2e/test_queueing_real.py "
+    "exercises them with the chart's operator and Kueue's real controller"
+)
+NOT_EXERCISED |= {
+    ("kueue.x-k8s.io", "workloads", "get"): KUEUE,
+    ("kueue.x-k8s.io", "localqueues", "get"): KUEUE,
+    ("kueue.x-k8s.io", "clusterqueues", "get"): KUEUE,
+    ("visibility.kueue.x-k8s.io", "localqueues/pendingworkloads", "get"): KUEUE,
+}
 # Of those, the calls that a slow machine may still make in this scenario: a notebook pod that is
 # briefly not ready (kwok marks it Ready a moment after it starts) sends the operator to its node.
 TIMING_DEPENDENT = {("", "nodes", "get")}
