@@ -184,6 +184,15 @@ class Cluster:
             raise ApiserverError(response.status_code, _body(response))
         return [str(n["metadata"]["name"]) for n in response.json().get("items") or []]
 
+    def own_get(self, path: str) -> dict[str, Any] | None:
+        """A GET with the API's own identity; None on 404."""
+        response = self.http.get(path)
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise ApiserverError(response.status_code, _body(response))
+        return _body(response)
+
     def passthrough(self, user: User, path: str, params: dict[str, str] | None = None) -> bytes:
         """A GET as ``user`` whose JSON answer is passed on as it came (no parse and re-encode
         of a thousand-object list); error answers raise ApiserverError as in ``request``."""

@@ -68,6 +68,11 @@ class Apiserver:
     async def items(self, kind: KindInfo, namespace: str) -> list[Any]:
         return list((await self.call("GET", object_path(kind, namespace))).get("items") or [])
 
+    async def cluster_object(self, path: str) -> dict[str, Any] | None:
+        """A cluster-scoped object read with the API's own identity (a Kueue ClusterQueue a
+        LocalQueue of the caller names); None when it does not exist."""
+        return await run_in_threadpool(self.cluster.own_get, path)
+
     async def own_namespaces(self) -> list[str]:
         """The namespaces the API's own identity can see (to review the caller's access)."""
         return await run_in_threadpool(self.cluster.own_namespaces)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic.alias_generators import to_camel
 
 from kubeforge_api.deps import DNS_SUBDOMAIN
@@ -191,3 +191,84 @@ class GpuHours(Answer):
     by_kind: dict[str, float]
     total: float
     query: str = Field(description="The PromQL that measured it.")
+
+
+class QuotaRow(Answer):
+    flavor: str
+    resource: str
+    nominal: float
+    borrowing_limit: float | None = Field(
+        description="What it may borrow from its cohort; null: no limit (all the cohort has "
+        "unused)."
+    )
+    used: float = Field(description="In use by the ClusterQueue's admitted workloads.")
+    borrowed: float
+    used_by_this_queue: float
+
+
+class PendingWorkload(Answer):
+    workload: str
+    owner: str | None = Field(description="What it runs, e.g. StatefulSet/notebook.")
+    priority: int
+    position: int = Field(description="Place in the LocalQueue, 1: next.")
+    position_in_cluster_queue: int
+
+
+class QueueView(Answer):
+    name: str
+    cluster_queue: str
+    cohort: str | None
+    admitted_workloads: int
+    pending_workloads: int
+    quota: list[QuotaRow]
+    pending: list[PendingWorkload] | None = Field(
+        description="null when Kueue's visibility API did not answer."
+    )
+    problem: str | None = None
+
+
+class Queues(Answer):
+    namespace: str
+    queues: list[QueueView]
+
+
+def _quantities(requests: dict[str, str]) -> dict[str, str]:
+    from kubernetes.utils.quantity import parse_quantity
+
+    for resource, quantity in requests.items():
+        try:
+            if parse_quantity(quantity) < 0:
+                raise ValueError
+        except ValueError:
+            example = "e.g. 500m, 2Gi, 1"
+            raise ValueError(
+                f"requests.{resource}: {quantity!r} is not a Kubernetes quantity ({example})"
+            ) from None
+    return requests
+
+
+class FitRequest(Wire):
+    requests: dict[str, str] = Field(
+        min_length=1,
+        max_length=16,
+        description='What the workload asks for, e.g. {"nvidia.com/gpu": "1", "cpu": "4"}.',
+    )
+
+    @field_validator("requests")
+    @classmethod
+    def _check(cls, value: dict[str, str]) -> dict[str, str]:
+        return _quantities(value)
+
+
+class Shortfall(Answer):
+    resource: str
+    requested: float
+    free: float
+
+
+class FitAnswer(Answer):
+    fits: bool
+    cluster_queue: str
+    flavor: str | None = Field(description="The flavor it fits in, or comes closest to.")
+    short: list[Shortfall]
+    problem: str | None = None

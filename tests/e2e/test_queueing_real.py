@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ import pytest
 from tests.cases import REPO
 from tests.e2e.conftest import (
     KEEP,
+    SYSTEM,
     condition,
     finetunejob,
     get,
+    node_control,
     training_volume,
     wait_for_condition,
 )
@@ -130,6 +133,22 @@ def wait_phase(cluster: Cluster, ns: str, name: str, want: str, timeout: float =
     return get(cluster, "workbench", ns, name)
 
 
+def call_api(cluster: Cluster, path: str, body: dict[str, Any] | None = None) -> Any:
+    """kubeforge's REST API (the chart's pod, reached at its pod IP) as the cluster's admin."""
+    ip = cluster.kubectl(
+        "get", "pods", "-n", SYSTEM, "-l", "app.kubernetes.io/component=api",
+        "-o", "jsonpath={.items[0].status.podIP}",
+    ).stdout  # fmt: skip
+    token = node_control("files").tokens()["admin"]
+    request = urllib.request.Request(
+        f"http://{ip}:8000{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - the pod's address
+        return json.loads(resp.read())
+
+
 def gpu_usage(cluster: Cluster, cq: str) -> float:
     status = json.loads(cluster.kubectl("get", "clusterqueue", cq, "-o", "json").stdout)["status"]
     for flavor in status.get("flavorsUsage") or []:
@@ -171,6 +190,19 @@ def test_the_third_gpu_workbench_queues_with_its_position_then_runs_when_one_sto
     pod = get(cluster, "pod", ns, "wb3-0")
     assert not pod["spec"].get("nodeName")
     assert {"name": "kueue.x-k8s.io/admission"} in pod["spec"]["schedulingGates"]
+
+    # the REST API shows the same numbers as Kueue's ClusterQueue, and the dry run what is short
+    queues = call_api(cluster, f"/api/v1/namespaces/{ns}/queues")["queues"]
+    assert [q["name"] for q in queues] == ["gpu"]
+    gpu_row = next(r for r in queues[0]["quota"] if r["resource"] == "nvidia.com/gpu")
+    assert (gpu_row["nominal"], gpu_row["used"]) == (GPUS, gpu_usage(cluster, ns))
+    assert (queues[0]["admittedWorkloads"], queues[0]["pendingWorkloads"]) == (2, 1)
+    assert [(p["owner"], p["position"]) for p in queues[0]["pending"]] == [("StatefulSet/wb3", 1)]
+    answer = call_api(
+        cluster, f"/api/v1/namespaces/{ns}/queues/gpu/fit", {"requests": {"nvidia.com/gpu": "1"}}
+    )
+    assert answer["fits"] is False
+    assert answer["short"] == [{"resource": "nvidia.com/gpu", "requested": 1.0, "free": 0.0}]
 
     # a stopped Workbench gives its GPU back and the queued one is admitted
     cluster.kubectl(
