@@ -13,6 +13,7 @@ import json
 import ssl
 import threading
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,29 @@ def _connection(kubeconfig: Path | None) -> k8s.Configuration:
     return cfg
 
 
+class _OwnToken(httpx.Auth):
+    """The API's own bearer token as the kubernetes client's configuration holds it. In a pod
+    that is the service account token the kubelet rotates: the client's in-cluster loader
+    re-reads it (its refresh hook, run here before each request), and writes it with a
+    lower-case ``bearer`` scheme, which the apiserver does not accept from us as is."""
+
+    def __init__(self, cfg: k8s.Configuration) -> None:
+        self.cfg = cfg
+        self.lock = threading.Lock()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        with self.lock:
+            if self.cfg.refresh_api_key_hook is not None:
+                self.cfg.refresh_api_key_hook(self.cfg)
+            keys = self.cfg.api_key or {}
+            key = str(keys.get("authorization") or keys.get("BearerToken") or "")
+        if key:
+            scheme, _, token = key.partition(" ")
+            bearer = token if scheme.lower() == "bearer" and token else key
+            request.headers["Authorization"] = f"Bearer {bearer}"
+        yield request
+
+
 class Cluster:
     """One HTTP connection pool to the apiserver under the API's own identity."""
 
@@ -102,14 +126,10 @@ class Cluster:
         context = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert else None
         if context is not None and cfg.cert_file:
             context.load_cert_chain(cfg.cert_file, cfg.key_file)
-        headers = {}
-        auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
-        if auth:
-            headers["Authorization"] = auth if auth.startswith("Bearer ") else f"Bearer {auth}"
         self.http = httpx.Client(
             base_url=cfg.host,
             verify=context if context is not None else cfg.verify_ssl,
-            headers=headers,
+            auth=_OwnToken(cfg),
             timeout=timeout,
         )
         self.forwarded_extras = frozenset(forwarded_extras)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,8 +146,11 @@ def call_api(cluster: Cluster, path: str, body: dict[str, Any] | None = None) ->
         data=json.dumps(body).encode() if body is not None else None,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - the pod's address
-        return json.loads(resp.read())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - the pod's IP
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        raise AssertionError(f"{path}: HTTP {err.code}: {err.read().decode()}") from None
 
 
 def gpu_usage(cluster: Cluster, cq: str) -> float:
@@ -168,7 +172,8 @@ def test_the_third_gpu_workbench_queues_with_its_position_then_runs_when_one_sto
         running = wait_phase(cluster, ns, name, "Running")
         assert running["status"]["gpus"] == 1
         assert "queue" not in running["status"]
-    assert gpu_usage(cluster, ns) == GPUS
+    # Kueue's ClusterQueue status catches up a moment after the admissions
+    wait_until(lambda: gpu_usage(cluster, ns) == GPUS, 30, 1, "the ClusterQueue's GPU usage")
 
     gpu_workbench(cluster, ns, "wb3")
     queued = wait_for_condition(cluster, "workbench", ns, "wb3", "Scheduled", reason="Queued")
@@ -213,7 +218,8 @@ def test_the_third_gpu_workbench_queues_with_its_position_then_runs_when_one_sto
     assert "queue" not in admitted["status"]
     assert condition(admitted, "Scheduled")["reason"] == "Scheduled"
     assert wait_phase(cluster, ns, "wb1", "Stopped")["status"]["gpus"] == 0
-    assert gpu_usage(cluster, ns) == GPUS
+    # Kueue's ClusterQueue status catches up a moment after the admissions
+    wait_until(lambda: gpu_usage(cluster, ns) == GPUS, 30, 1, "the ClusterQueue's GPU usage")
 
 
 @pytest.mark.slow

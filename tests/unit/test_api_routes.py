@@ -310,3 +310,23 @@ def test_gpu_hours_from_a_prometheus_that_answers_html_is_502_without_its_addres
     assert answer.status_code == 502
     assert "something other than a result" in answer.json()["detail"]
     assert "127.0.0.1" not in answer.text
+
+
+def test_the_apis_own_token_is_sent_as_bearer_and_refreshed_as_the_client_loader_does() -> None:
+    """In a pod the kubernetes client's in-cluster loader keeps the service account token as
+    ``bearer <token>`` (lower case) and re-reads it through its refresh hook."""
+    import httpx
+    from kubernetes import client as k8s
+
+    from kubeforge_api.cluster import _OwnToken
+
+    cfg = k8s.Configuration()
+    tokens = iter(["first", "rotated"])
+
+    def refresh(c: k8s.Configuration) -> None:
+        c.api_key = {"authorization": f"bearer {next(tokens)}"}
+
+    cfg.refresh_api_key_hook = refresh
+    auth = _OwnToken(cfg)
+    sent = [next(auth.auth_flow(httpx.Request("GET", "https://apiserver/"))) for _ in range(2)]
+    assert [r.headers["Authorization"] for r in sent] == ["Bearer first", "Bearer rotated"]
