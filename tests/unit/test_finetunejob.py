@@ -341,3 +341,28 @@ def test_result_fields_carry_where_training_resumed_and_why_it_started_over() ->
         "restartReason": "checkpoint-14 is incomplete (stopped while saving), not used",
     }
     assert "training" not in result_fields({"training": {}})
+
+
+def test_a_run_waiting_in_kueues_queue_holds_no_gpus() -> None:
+    """Kueue's reason replaces 'Suspended' while it waits: it still holds nothing."""
+    waiting = RunState("Queued", "Queued", "waiting for quota in LocalQueue gpu, position 2")
+    out = run_outcome(waiting, GPUS, None, {"queue": {"localQueue": "gpu", "position": 2}})
+    assert out.fields["gpus"] == 0
+    assert out.phase == "Queued"
+    running = run_outcome(RunState("Running", "JobRunning", ""), GPUS, None, {"queue": None})
+    assert running.fields["gpus"] == GPUS.gpus
+
+
+def test_a_job_without_a_queue_or_a_cluster_without_kueue_has_no_workload() -> None:
+    from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+    from kubeforge_operator.runtime.queueing import job_workload
+
+    class NoKueue:
+        def list_children(self, *args: Any) -> list[dict[str, Any]]:
+            raise ResourceNotFoundError("no kueue.x-k8s.io/v1beta2 Workload")
+
+    job = {"metadata": {"name": "t", "namespace": "ns", "uid": "u1", "labels": {}}}
+    assert job_workload(NoKueue(), job) is None  # type: ignore[arg-type]
+    job["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "gpu"}
+    assert job_workload(NoKueue(), job) is None  # type: ignore[arg-type]

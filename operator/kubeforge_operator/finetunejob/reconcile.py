@@ -83,7 +83,9 @@ def run_outcome(
         fields["startTime"] = state.start_time
     if state.completion_time:
         fields["completionTime"] = state.completion_time
-    holding = state.state in ("Running", "Queued") and state.reason != "Suspended"
+    # a Job suspended for quota holds nothing (its reason then is Kueue's: Queued, ...)
+    suspended = state.reason == "Suspended" or bool(fields.get("queue"))
+    holding = state.state in ("Running", "Queued") and not suspended
     fields["gpus"] = placement.gpus if holding else 0
     if state.state == "Succeeded":
         fields |= result_fields(state.result)
@@ -323,8 +325,8 @@ def kueue_account(
             ctx.obj,
             "Warning",
             "Preempted",
-            f"Kueue preempted the run for a higher-priority workload ({count} time(s) so far); "
-            "it saved a checkpoint and resumes from it when admitted again",
+            f"Kueue preempted the run ({count} time(s) so far): it saved a checkpoint and "
+            "resumes from it when admitted again",
         )
     if state is not None and state.state == "Queued" and state.reason == "Suspended":
         queue_name = (job["metadata"].get("labels") or {}).get(QUEUE_LABEL, "")

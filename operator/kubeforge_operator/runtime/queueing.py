@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from kubernetes import client
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.utils.quantity import parse_quantity
 
 from kubeforge_crds import ConditionStatus
@@ -171,9 +172,16 @@ def preemptions(workload: dict[str, Any] | None) -> int:
 
 
 def job_workload(kube: Kube, job: dict[str, Any]) -> dict[str, Any] | None:
-    """The Workload Kueue made for a Job (or another job kind it integrates)."""
+    """The Workload Kueue made for a Job (or another job kind it integrates); None for a job
+    without a queue, or on a cluster without Kueue's CRDs."""
     meta = job["metadata"]
-    found = kube.list_children(KUEUE, "Workload", meta["namespace"], f"{JOB_UID}={meta['uid']}")
+    if not (meta.get("labels") or {}).get(QUEUE_LABEL):
+        return None
+    selector = f"{JOB_UID}={meta['uid']}"
+    try:
+        found = kube.list_children(KUEUE, "Workload", meta["namespace"], selector)
+    except ResourceNotFoundError:  # Kueue is not installed
+        return None
     return found[0] if found else None
 
 
