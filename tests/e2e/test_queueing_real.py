@@ -221,6 +221,24 @@ def test_the_third_gpu_workbench_queues_with_its_position_then_runs_when_one_sto
     # Kueue's ClusterQueue status catches up a moment after the admissions
     wait_until(lambda: gpu_usage(cluster, ns) == GPUS, 30, 1, "the ClusterQueue's GPU usage")
 
+    # a new pod shape Kueue's webhook will not take in place: the StatefulSet is recreated
+    cluster.kubectl(
+        "patch", "workbench", "wb2", "-n", ns, "--type=merge",
+        "-p", '{"spec":{"resources":{"cpu":"600m"}}}',
+    )  # fmt: skip
+
+    def wb2_cpu() -> str | None:
+        containers = get(cluster, "pod", ns, "wb2-0").get("spec", {}).get("containers") or [{}]
+        return containers[0].get("resources", {}).get("requests", {}).get("cpu")
+
+    wait_until(lambda: wb2_cpu() == "600m", 120, 1, "wb2's pod recreated with 600m")
+    wait_phase(cluster, ns, "wb2", "Running")
+    events = cluster.kubectl(
+        "get", "events", "-n", ns, "--field-selector", "reason=Recreating,involvedObject.name=wb2",
+        "-o", "jsonpath={.items[*].message}",
+    ).stdout  # fmt: skip
+    assert "recreating it (the home volume is kept)" in events
+
 
 @pytest.mark.slow
 def test_a_missing_queue_and_a_request_no_quota_can_hold_are_said(

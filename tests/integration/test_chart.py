@@ -573,6 +573,9 @@ NOT_EXERCISED |= {
     ("kueue.x-k8s.io", "localqueues", "get"): KUEUE,
     ("kueue.x-k8s.io", "clusterqueues", "get"): KUEUE,
     ("visibility.kueue.x-k8s.io", "localqueues/pendingworkloads", "get"): KUEUE,
+    ("apps", "statefulsets", "delete"): "a notebook StatefulSet Kueue's webhook refuses to "
+    "change in place: no Kueue runs in this tier; tests/e2e/test_queueing_real.py changes a "
+    "queued Workbench's resources with Kueue's real controller",
 }
 # Of those, the calls that a slow machine may still make in this scenario: a notebook pod that is
 # briefly not ready (kwok marks it Ready a moment after it starts) sends the operator to its node.

@@ -180,6 +180,17 @@ class Kube:
         )
         return self.get_path(path)
 
+    def delete_child(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        """Delete one object (its dependents in the background); gone already is fine."""
+        resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        try:
+            resource.delete(
+                name=name, namespace=namespace, body={"propagationPolicy": "Background"}
+            )
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
     def get_path(self, path: str) -> dict[str, Any] | None:
         """GET an API path as plain JSON (an aggregated API the dynamic client does not
         discover, say); None when it is not found."""

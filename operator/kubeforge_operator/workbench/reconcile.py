@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
+from kubernetes import client
+
 from kubeforge_crds import WORKBENCH, ConditionStatus
 from kubeforge_crds.base import parse_duration, serialize_datetime
 from kubeforge_crds.contracts.labels import CULLED_ANNOTATION
@@ -67,12 +69,15 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
         build_home_pvc(obj, spec),
         build_service(obj),
         build_network_policy(obj, ctx.settings.api_namespace),
-        with_pull_policy(
-            build_statefulset(obj, spec, ready.image, ready.placement, stopped=stopped),
-            ctx.settings.image_pull_policy,
-        ),
     ):
         ctx.kube.apply(child)
+    notebook = with_pull_policy(
+        build_statefulset(obj, spec, ready.image, ready.placement, stopped=stopped),
+        ctx.settings.image_pull_policy,
+    )
+    refused = apply_notebook(ctx, notebook)
+    if refused is not None:
+        return refused
     pod = ctx.kube.get_child("v1", "Pod", ctx.namespace, f"{ctx.name}-0")
     fields: dict[str, Any] = {"url": f"http://{ctx.name}.{ctx.namespace}.svc/"}
     if culled_at is not None:
@@ -102,6 +107,36 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
         info=[culled],
         # the position moves as others are admitted or leave, which no event of ours tells
         requeue_after=QUEUE_POLL_SECONDS if queue else None,
+    )
+
+
+# Kueue's StatefulSet webhook: it refuses, in place, a new queue while pods are ready and any
+# change of the pod's shape (requests, node selector, tolerations, ...) while it has a queue
+KUEUE_STATEFULSET_WEBHOOK = "vstatefulset.kb.io"
+
+
+def apply_notebook(ctx: ReconcileContext, statefulset: dict[str, Any]) -> Outcome | None:
+    """Apply the notebook's StatefulSet; when Kueue's webhook refuses the change in place,
+    delete it to be created anew on the next pass (the home volume is a claim of its own and
+    stays), and say so."""
+    try:
+        ctx.kube.apply(statefulset)
+        return None
+    except client.ApiException as exc:
+        refusal = str(exc.body or "")
+        if exc.status not in (400, 403, 422) or KUEUE_STATEFULSET_WEBHOOK not in refusal:
+            raise
+    ctx.kube.delete_child("apps/v1", "StatefulSet", ctx.namespace, ctx.name)
+    why = (
+        "Kueue does not let the notebook's StatefulSet change its queue or its pod's resources "
+        "in place: recreating it (the home volume is kept)"
+    )
+    ctx.kube.record_event(ctx.obj, "Normal", "Recreating", why)
+    return Outcome(
+        phase=WorkbenchPhase.PENDING,
+        dependents=[accepted(), Observation(SCHEDULED, ConditionStatus.UNKNOWN, "Recreating", why)],
+        fields={"queue": None, "gpus": 0},
+        requeue_after=2.0,
     )
 
 
