@@ -99,6 +99,7 @@ def run(
 
     params = _load_params(params_file, params_json)
     workdir.mkdir(parents=True, exist_ok=True)
+    checkpoints.watch_sigterm()
     try:
         if runner == "steps":
             lineage = steps.run_all(

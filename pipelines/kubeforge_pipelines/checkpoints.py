@@ -119,15 +119,29 @@ def discard(point: ResumePoint, error: BaseException) -> str:
     return f"{point.checkpoint.name} could not be loaded ({type(error).__name__}: {error})"
 
 
+_SIGNALLED = threading.Event()  # SIGTERM came (recorded by watch_sigterm's handler)
+
+
+def watch_sigterm() -> None:
+    """Record SIGTERM for the whole run (the container's PID 1 would otherwise ignore it):
+    before training starts, training then stops after its first step with a checkpoint;
+    during evaluation and registration, the run finishes what it is writing."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: _SIGNALLED.set())
+
+
 class StopOnSignal:
-    """While active, SIGTERM makes the Trainer save a checkpoint and stop after the current
-    step (``callback()``); ``requested`` tells whether it came. Only in the main thread, where
-    Python delivers signals; elsewhere it does nothing."""
+    """While active, SIGTERM (or one that came before) makes the Trainer save a checkpoint and
+    stop after the current step (``callback()``); ``stopped_at`` is that step, None when
+    training ran to its end. Only in the main thread, where Python delivers signals."""
 
     def __init__(self) -> None:
-        self.requested = False
         self.stepped = False  # a training step began (an error before it is the checkpoint's)
+        self.stopped_at: int | None = None
         self._previous: Any = None
+
+    @property
+    def requested(self) -> bool:
+        return _SIGNALLED.is_set()
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
@@ -139,7 +153,7 @@ class StopOnSignal:
             signal.signal(signal.SIGTERM, self._previous)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
+        _SIGNALLED.set()
 
     def callback(self) -> Any:
         from transformers import TrainerCallback
@@ -154,5 +168,7 @@ class StopOnSignal:
                 if stopper.requested:
                     control.should_save = True
                     control.should_training_stop = True
+                    stopper.stopped_at = int(state.global_step)
+                    _SIGNALLED.clear()  # acted on: a later run in this process starts clean
 
         return _Stop()

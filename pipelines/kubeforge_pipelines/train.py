@@ -274,14 +274,15 @@ def fine_tune(
             resume = str(point.checkpoint) if point.checkpoint else None
             output = trainer.train(resume_from_checkpoint=resume)
         except Exception as err:  # whatever a bad checkpoint raises on load
-            if point.checkpoint is None or stop.stepped:  # not the checkpoint's fault
-                raise
+            if point.checkpoint is None or stop.stepped or "out of memory" in str(err).lower():
+                raise  # not the checkpoint's fault
             # the checkpoint would not load: drop it and run again from the one before it
             reason = checkpoints.discard(point, err)
+            del trainer, model  # before the next attempt loads its own
             return fine_tune(base_dir, train_texts, out_dir, checkpoint_dir, settings, progress,
                              _reason=_join(point.restart_reason, reason))  # fmt: skip
-    if stop.requested:
-        raise checkpoints.Preempted(int(output.global_step))
+    if stop.stopped_at is not None:
+        raise checkpoints.Preempted(stop.stopped_at)
     seconds = time.perf_counter() - started
     steps = int(output.global_step)
     trained_steps = steps - point.step

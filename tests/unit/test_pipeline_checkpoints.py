@@ -125,3 +125,20 @@ def test_a_corrupt_checkpoint_is_dropped_and_the_run_starts_over(
     assert result.steps == 8
     assert (result.resumed_from, result.resumed_from_step) == (None, 0)
     assert (result.restart_reason or "").startswith("checkpoint-3 could not be loaded (")
+
+
+def test_a_signal_before_training_stops_it_after_its_first_step(base: Path, tmp_path: Path) -> None:
+    """SIGTERM while the data is prepared or the model loads (PID 1 would ignore it): recorded,
+    and training saves and stops after one step instead of running to the grace period's end."""
+    original = signal.getsignal(signal.SIGTERM)
+    try:
+        checkpoints.watch_sigterm()
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(checkpoints.Preempted) as stopped:
+            train.fine_tune(base, TEXTS, tmp_path / "x", tmp_path / "c", SETTINGS)
+        assert stopped.value.step == 1
+        assert (tmp_path / "c" / "checkpoint-1" / checkpoints.STATE).is_file()
+    finally:
+        signal.signal(signal.SIGTERM, original)
+    # the signal was acted on: the next run in this process trains to its end
+    assert train.fine_tune(base, TEXTS, tmp_path / "y", tmp_path / "c", SETTINGS).steps == 8
