@@ -114,6 +114,14 @@ class Hyperparameters(KubeModel):
         default=0.1, gt=0, lt=0.5, description="Share of the dataset held out for evaluation."
     )
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Random seed.")
+    save_steps: int = Field(
+        default=50,
+        ge=1,
+        le=10_000_000,
+        description="Save a checkpoint every this many steps (backend job, output on a volume). "
+        "A preempted run also saves one when it is stopped, so this bounds only what a crash "
+        "loses.",
+    )
 
 
 class TrainingResources(ComputeResources):

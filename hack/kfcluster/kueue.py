@@ -158,10 +158,11 @@ def _visibility_answers() -> bool:
 
 
 def down() -> None:
-    """Remove the webhooks and the APIServices first (their server goes next), then the
-    controller and its cluster objects, and Kueue's finalizers from what it leaves behind
-    (nothing would ever remove them). The CRDs stay, without the conversion webhook (its server
-    is gone): the stored version (v1beta2) is the one the cluster's own CRDs store."""
+    """Remove the webhooks and the APIServices first, then the controller and its cluster
+    objects, and Kueue's finalizers from what it leaves behind (nothing would ever remove them).
+    The CRDs stay, without the conversion webhook (its server is gone): the stored version
+    (v1beta2) is the one the cluster's own CRDs store. For the local cluster's tests: pods it
+    still gates and Jobs it suspended stay so (their namespaces are deleted with them)."""
     from kfcluster.components import kubectl
 
     docs = manifests()
@@ -170,10 +171,12 @@ def down() -> None:
         by_kind.setdefault(doc["kind"], []).append(doc["metadata"]["name"])
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "APIService"):
         kubectl("delete", kind.lower(), *by_kind.get(kind, []), "--ignore-not-found")
-    # the controller stops at once (its state is in the API objects), then its namespace goes
+    # the controller stops at once (its state is in the API objects), before its finalizers
+    # are taken off what it would put them back on
     kubectl("delete", "deployment", MANAGER, "-n", NAMESPACE, "--ignore-not-found",
             "--grace-period=1")  # fmt: skip
-    kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=120s")
+    kubectl("wait", "--for=delete", "pod", "-l", CHART_SELECTOR, "-n", NAMESPACE,
+            "--timeout=60s")  # fmt: skip
     # 50 of them, by the chart's labels in one call each, not one by one
     kubectl("delete", "clusterrole,clusterrolebinding", "-l", CHART_SELECTOR, "--wait=false")
     for doc in docs:  # its Roles in other namespaces (kube-system's authentication reader)
@@ -183,6 +186,7 @@ def down() -> None:
                 "delete", doc["kind"].lower(), doc["metadata"]["name"], "-n", namespace,
                 "--ignore-not-found",
             )  # fmt: skip
+    # first what nothing else would undo: finalizers, and the CRDs' conversion webhook
     for resource in ("pods", "workloads.kueue.x-k8s.io", "localqueues.kueue.x-k8s.io"):
         _drop_finalizers(resource, namespaced=True)
     for resource in ("clusterqueues.kueue.x-k8s.io", "resourceflavors.kueue.x-k8s.io"):
@@ -191,6 +195,7 @@ def down() -> None:
     none = json.dumps({"spec": {"conversion": {"strategy": "None", "webhook": None}}})
     for name in by_kind.get("CustomResourceDefinition", []):
         kubectl("patch", "crd", name, "--type=merge", "-p", none)
+    kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=90s")
     log("Kueue's controller removed")
 
 

@@ -247,7 +247,9 @@ def training_volume(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
     cluster.kubectl(*upload, stdin=_packed((base, "base"), (dataset.parent, "data")))
 
 
-def finetunejob(name: str, max_steps: int, cpu: str = "1", **spec: Any) -> dict[str, Any]:
+def finetunejob(
+    name: str, max_steps: int, cpu: str = "1", save_steps: int = 50, **spec: Any
+) -> dict[str, Any]:
     """A LoRA FineTuneJob of the ``job`` backend on ``training_volume``'s model and data."""
     return {
         "apiVersion": "kubeforge.io/v1alpha1",
@@ -262,6 +264,7 @@ def finetunejob(name: str, max_steps: int, cpu: str = "1", **spec: Any) -> dict[
                 "batchSize": 8,
                 "maxSeqLength": 64,
                 "learningRate": 0.002,
+                "saveSteps": save_steps,
             },
             "resources": {"cpu": cpu, "memory": "2Gi"},
             "backend": "job",

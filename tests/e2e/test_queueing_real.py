@@ -306,7 +306,8 @@ def test_a_preempted_finetunejob_resumes_from_its_checkpoint_and_ends_like_an_un
     ns = train_queue
     training_volume(cluster, ns, tmp_path)
     run = {"queueName": "train"}
-    low = finetunejob("low", LONG_RUN, priorityClass="kf-e2e-low", **run)
+    # no checkpoint at an interval: the one it resumes from can only be the one saved at SIGTERM
+    low = finetunejob("low", LONG_RUN, priorityClass="kf-e2e-low", save_steps=LONG_RUN, **run)
     cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(low))
     # the low-priority run trains (its first progress line: step 10) ...
     wait_until(lambda: '"loss"' in training_logs(cluster, ns, "low"), 300, 2, "low trains")
@@ -341,7 +342,7 @@ def test_a_preempted_finetunejob_resumes_from_its_checkpoint_and_ends_like_an_un
     assert lineage["run"]["training"]["resumedFromStep"] == step
 
     # the same run without a preemption: the same steps, and a final loss within 5 %
-    ref = finetunejob("ref", LONG_RUN, priorityClass="kf-e2e-low", **run)
+    ref = finetunejob("ref", LONG_RUN, priorityClass="kf-e2e-low", save_steps=LONG_RUN, **run)
     cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(ref))
     whole = wait_for_condition(cluster, "finetunejob", ns, "ref", "Succeeded", status="True",
                                timeout=600)["status"]  # fmt: skip

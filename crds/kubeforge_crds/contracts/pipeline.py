@@ -65,6 +65,7 @@ def params_from_spec(
         "max_steps": hp.max_steps,
         "max_seq_length": hp.max_seq_length,
         "seed": hp.seed,
+        "save_steps": hp.save_steps,
     }
     if spec.method.type == "lora":
         settings |= {
