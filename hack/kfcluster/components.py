@@ -89,6 +89,24 @@ def apply_objects(objects: str | dict[str, object] | list[dict[str, object]]) ->
     )
 
 
+def deployment_exists(namespace: str, name: str) -> bool:
+    try:
+        kubectl("get", "deployment", name, "-n", namespace, "-o", "name")
+    except ClusterError:
+        return False
+    return True
+
+
+def wait_rollout(namespace: str, name: str, what: str, timeout: str = "180s") -> None:
+    """Wait until a system Deployment is ready; its logs are named when it is not."""
+    try:
+        kubectl("rollout", "status", f"deployment/{name}", "-n", namespace, f"--timeout={timeout}")
+    except ClusterError as err:
+        raise ClusterError(
+            f"{what} did not become ready: {err}; see kubectl -n {namespace} logs deploy/{name}"
+        ) from None
+
+
 def is_up() -> bool:
     if any(Proc(c).pid() is None for c in COMPONENTS):
         return False

@@ -222,32 +222,22 @@ def manager_deployment() -> dict[str, Any]:
 
 def is_up() -> bool:
     """Whether KServe's controller is installed (``up`` ran and ``down`` did not)."""
-    from kfcluster.components import kubectl
+    from kfcluster.components import deployment_exists
 
-    try:
-        kubectl("get", "deployment", MANAGER, "-n", NAMESPACE, "-o", "name")
-    except ClusterError:
-        return False
-    return True
+    return deployment_exists(NAMESPACE, MANAGER)
 
 
 def up() -> None:
     """Install KServe's controller and wait until its webhooks answer (no-op when running)."""
     from kfcluster import node
-    from kfcluster.components import apply_objects, kubectl  # (components imports node)
+    from kfcluster.components import apply_objects, kubectl, wait_rollout  # (imports node)
 
     # a node started before these images existed imports them now (each once per node)
     tags = (KSERVE_CONTROLLER_IMAGE, KSERVE_AGENT_IMAGE, TRAEFIK_IMAGE)
     node.import_images([binary_image(tag, *BINARY_IMAGES[tag]) for tag in tags])
     apply_objects(manifests())
     # the webhooks only once their server is ready: until then they would refuse every write
-    try:
-        kubectl("rollout", "status", f"deployment/{MANAGER}", "-n", NAMESPACE, "--timeout=120s")
-    except ClusterError as err:
-        raise ClusterError(
-            f"KServe's controller did not become ready: {err}; see kubectl -n {NAMESPACE} "
-            f"logs deploy/{MANAGER}"
-        ) from None
+    wait_rollout(NAMESPACE, MANAGER, "KServe's controller", timeout="120s")
     apply_objects(webhook_configurations(_webhook_pki()[0]))
     kit.wait_for("KServe's webhooks", _webhooks_answer, 60, interval=1)
     apply_objects(gateway.manifests())

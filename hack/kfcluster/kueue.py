@@ -100,32 +100,22 @@ def manifests() -> list[dict[str, Any]]:
 
 def is_up() -> bool:
     """Whether Kueue's controller is installed (``up`` ran and ``down`` did not)."""
-    from kfcluster.components import kubectl
+    from kfcluster.components import deployment_exists
 
-    try:
-        kubectl("get", "deployment", MANAGER, "-n", NAMESPACE, "-o", "name")
-    except ClusterError:
-        return False
-    return True
+    return deployment_exists(NAMESPACE, MANAGER)
 
 
 def up() -> None:
     """Install Kueue and wait until its webhooks and its visibility API answer (no-op when
     running)."""
     from kfcluster import node
-    from kfcluster.components import apply_objects, kubectl
+    from kfcluster.components import apply_objects, wait_rollout
 
     node.import_images([binary_image(KUEUE_IMAGE, *BINARY_IMAGES[KUEUE_IMAGE])])
     docs = manifests()
     apply_objects([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}])
     apply_objects(docs)
-    try:
-        kubectl("rollout", "status", f"deployment/{MANAGER}", "-n", NAMESPACE, "--timeout=180s")
-    except ClusterError as err:
-        raise ClusterError(
-            f"Kueue's controller did not become ready: {err}; see kubectl -n {NAMESPACE} "
-            f"logs deploy/{MANAGER}"
-        ) from None
+    wait_rollout(NAMESPACE, MANAGER, "Kueue's controller")
     kit.wait_for("Kueue's webhooks", _webhooks_answer, 90, interval=1)
     kit.wait_for("Kueue's visibility API", _visibility_answers, 90, interval=1)
     log(f"Kueue {version()} controller running in {NAMESPACE}")
