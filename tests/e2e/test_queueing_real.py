@@ -299,7 +299,9 @@ def training_logs(cluster: Cluster, ns: str, name: str) -> str:
     return out.stdout
 
 
-@pytest.mark.slow  # three real training runs on the real node
+# three real training runs on the real node (the job backend's validation and training Jobs in
+# the trainer image, torch on the CPU, the model registered on a volume with its lineage)
+@pytest.mark.slow
 def test_a_preempted_finetunejob_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_run(
     cluster: Cluster, train_queue: str, trainer_image: None, tmp_path: Path
 ) -> None:
@@ -347,6 +349,17 @@ def test_a_preempted_finetunejob_resumes_from_its_checkpoint_and_ends_like_an_un
     whole = wait_for_condition(cluster, "finetunejob", ns, "ref", "Succeeded", status="True",
                                timeout=600)["status"]  # fmt: skip
     assert whole["training"] == {"steps": LONG_RUN, "resumedFromStep": 0}
+    assert whole["metrics"]["loss"] < whole["metrics"]["baseLoss"]  # training helped
+    assert whole["model"]["uri"] == "pvc://work/models/ref/v1"
+    assert whole["datasetDigest"]
+    # every validation and training pod ran on the real node, as the trainer image's container
+    pods = json.loads(
+        cluster.kubectl("get", "pods", "-n", ns, "-l", "job-name", "-o", "json").stdout
+    )["items"]
+    assert len(pods) >= 6
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == "kf-node-0"
+        assert pod["spec"]["containers"][0]["image"] == "localhost/kubeforge/kubeforge-trainer:dev"
     figures = {
         "steps": LONG_RUN,
         "resumedFromStep": step,
