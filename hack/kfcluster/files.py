@@ -203,6 +203,8 @@ API_RBAC: list[dict[str, object]] = [
             },
             # namespace names, for the namespaces a caller may use (filtered per caller)
             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]},
+            # the Kueue ClusterQueue behind a LocalQueue the caller can read (cluster-scoped)
+            {"apiGroups": ["kueue.x-k8s.io"], "resources": ["clusterqueues"], "verbs": ["get"]},
             {
                 "apiGroups": ["authentication.k8s.io"],
                 "resources": ["userextras/scopes", "uids"],
