@@ -300,7 +300,8 @@ def build_reference() -> str:
 def build_user_roles() -> list[dict[str, Any]]:
     """ClusterRoles that Kubernetes' aggregation adds to the built-in ``admin``, ``edit`` and
     ``view`` roles, so that whoever may edit a namespace may manage kubeforge's kinds there (and
-    the REST API, acting as that user, may too)."""
+    the REST API, acting as that user, may too), and whoever may view it may read its Kueue
+    queues."""
     plurals = [k.plural for k in KINDS]
     labels = {"app.kubernetes.io/part-of": "kubeforge"}
     return [
@@ -329,7 +330,8 @@ def build_user_roles() -> list[dict[str, Any]]:
                         "update",
                         "watch",
                     ],
-                }
+                },
+                *QUEUE_READING,  # edit is not view's aggregate: said again here
             ],
         },
         {
@@ -344,10 +346,23 @@ def build_user_roles() -> list[dict[str, Any]]:
                     "apiGroups": [GROUP],
                     "resources": [*plurals, *(f"{p}/status" for p in plurals)],
                     "verbs": ["get", "list", "watch"],
-                }
+                },
+                *QUEUE_READING,
             ],
         },
     ]
+
+
+# whoever may use a namespace may see its Kueue queues and where their workloads wait (the
+# REST API's quota view reads them as the caller)
+QUEUE_READING: list[dict[str, Any]] = [
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["localqueues"], "verbs": ["get", "list"]},
+    {
+        "apiGroups": ["visibility.kueue.x-k8s.io"],
+        "resources": ["localqueues/pendingworkloads"],
+        "verbs": ["get"],
+    },
+]
 
 
 def expected_files() -> dict[Path, str]:

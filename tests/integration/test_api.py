@@ -323,3 +323,55 @@ def test_a_caller_whose_names_are_not_ascii(api: TestClient, cluster: Cluster) -
     refused = api.get(_base("workbenches", "team-b"), headers=headers)
     assert refused.status_code == 403
     assert "zoë" in refused.json()["detail"]
+
+
+def test_a_team_sees_its_queues_quota_and_whether_a_request_fits(
+    api: TestClient, auth: dict[str, dict[str, str]], cluster: Cluster
+) -> None:
+    """Kueue's objects as a platform team writes them (no Kueue controller in this tier: no
+    usage yet, and no visibility API, so positions are null, never guessed). user-a reads
+    team-a's queue through its own roles; the ClusterQueue behind it with the API's identity;
+    user-b is refused."""
+    cq = f"api-{RUN}"
+    quota = [{"name": "cpu", "nominalQuota": "8"}, {"name": "nvidia.com/gpu", "nominalQuota": "2"}]
+    group = {"coveredResources": ["cpu", "nvidia.com/gpu"],
+             "flavors": [{"name": "a100", "resources": quota}]}  # fmt: skip
+    objects = [
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": cq},
+         "spec": {"namespaceSelector": {}, "resourceGroups": [group]}},
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+         "metadata": {"name": cq, "namespace": "team-a"}, "spec": {"clusterQueue": cq}},
+    ]  # fmt: skip
+    listed = {"apiVersion": "v1", "kind": "List", "items": objects}
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(listed))
+    try:
+        answer = api.get("/api/v1/namespaces/team-a/queues", headers=auth["user-a"])
+        assert answer.status_code == 200, answer.text
+        mine = next(q for q in answer.json()["queues"] if q["name"] == cq)
+        assert mine["clusterQueue"] == cq
+        assert mine["pending"] is None  # Kueue's visibility API is not served here
+        assert [(r["resource"], r["nominal"], r["used"]) for r in mine["quota"]] == [
+            ("cpu", 8.0, 0.0),
+            ("nvidia.com/gpu", 2.0, 0.0),
+        ]
+        fit = f"/api/v1/namespaces/team-a/queues/{cq}/fit"
+        small = api.post(fit, json={"requests": {"nvidia.com/gpu": "2"}}, headers=auth["user-a"])
+        assert small.json() == {"fits": True, "clusterQueue": cq, "flavor": "a100", "short": []}
+        big = api.post(fit, json={"requests": {"nvidia.com/gpu": "3"}}, headers=auth["user-a"])
+        assert big.json()["short"] == [
+            {"resource": "nvidia.com/gpu", "requested": 3.0, "free": 2.0}
+        ]
+        bad = api.post(fit, json={"requests": {"cpu": "lots"}}, headers=auth["user-a"])
+        assert bad.status_code == 422
+        assert "requests.cpu: 'lots' is not a Kubernetes quantity" in bad.text
+        missing = api.post(
+            "/api/v1/namespaces/team-a/queues/nope/fit",
+            json={"requests": {"cpu": "1"}},
+            headers=auth["user-a"],
+        )
+        assert missing.status_code == 404
+        assert "LocalQueue nope does not exist in team-a" in missing.text
+        other = api.get("/api/v1/namespaces/team-a/queues", headers=auth["user-b"])
+        assert other.status_code == 403
+    finally:
+        cluster.kubectl("delete", "-f", "-", "--ignore-not-found", stdin=json.dumps(listed))

@@ -48,7 +48,12 @@ async def queues(namespace: Namespace, api: AsCaller) -> JSONResponse:
     return JSONResponse({"namespace": namespace, "queues": views})
 
 
-@router.post("/queues/{name}/fit", response_model=FitAnswer, responses=NOT_FOUND)
+@router.post(
+    "/queues/{name}/fit",
+    response_model=FitAnswer,
+    response_model_exclude_none=True,
+    responses=NOT_FOUND,
+)
 async def fits_now(namespace: Namespace, name: Name, body: FitRequest, api: AsCaller) -> FitAnswer:
     """Would a workload of these requests be admitted now by the queue's ClusterQueue within its
     nominal quota, and if not, what is short (the cohort's unused quota is not counted)."""
