@@ -16,16 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from kubeforge_labs import kit
+from kubeforge_labs.kit import ON_REAL_NODE
 from kubeforge_operator.modelserver.traffic import route_canary_weight
 
 GATEWAY_URL = "http://kserve-ingress-gateway.kserve.svc"  # localcluster.py kserve up
 RUNTIME_IMAGE = "localhost/kubeforge/kubeforge-runtime:dev"
-ON_REAL_NODE: dict[str, Any] = {
-    "nodeSelector": {"kubeforge.io/node": "real"},
-    "tolerations": [
-        {"key": "kubeforge.io/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}
-    ],
-}
 LOAD_LOG = "/tmp/load.log"  # noqa: S108 - in the client pod
 
 # Trains and saves scikit-learn models m1..mN on the volume (the runtime image has sklearn);

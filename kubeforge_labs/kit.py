@@ -26,6 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# what steers a pod to the local cluster's real node (its label and taint)
+ON_REAL_NODE: dict[str, Any] = {
+    "nodeSelector": {"kubeforge.io/node": "real"},
+    "tolerations": [
+        {"key": "kubeforge.io/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}
+    ],
+}
+
 
 class WaitTimeoutError(TimeoutError):
     """``wait_for`` gave up: the message says what it waited for and the last error seen."""

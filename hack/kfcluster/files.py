@@ -17,6 +17,7 @@ from kfcluster.settings import (
     TEAMS,
     USERS,
 )
+from kubeforge_labs.kit import ON_REAL_NODE
 
 
 def tokens() -> dict[str, str]:
@@ -283,14 +284,8 @@ NODE_RBAC: list[dict[str, object]] = [
 ]
 
 
-# what steers a system pod to the real node (its label and taint), and the restricted Pod
-# Security Standard's pod-level settings of the system pods run there
-ON_REAL_NODE: dict[str, Any] = {
-    "nodeSelector": {"kubeforge.io/node": "real"},
-    "tolerations": [
-        {"key": "kubeforge.io/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}
-    ],
-}
+# the restricted Pod Security Standard's pod-level settings of the system pods on the real node
+# (ON_REAL_NODE, from kubeforge_labs.kit, steers them there)
 RESTRICTED = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532}
 
 
