@@ -39,8 +39,12 @@ SYSTEM = os.environ.get("DEMO_SYSTEM_NAMESPACE", "kubeforge-demo-system")
 RELEASE_MARKER = DEMO_DIR / "installed-release"
 
 
+_STARTED = time.monotonic()
+
+
 def say(msg: str) -> None:
-    print(f"\033[1m==> {msg}\033[0m", flush=True)
+    """A step, with the seconds since the demo started (where a run spends its time)."""
+    print(f"\033[1m==> {msg}\033[0m  [{time.monotonic() - _STARTED:.0f}s]", flush=True)
 
 
 def kubectl(kubeconfig: str, *args: str, check: bool = True) -> str:

@@ -68,10 +68,15 @@ def logger_headers(
 
 
 def log_inference(
-    client: httpx.Client, url: str, request: dict[str, Any], response: dict[str, Any] | None = None
+    client: httpx.Client,
+    url: str,
+    request: dict[str, Any],
+    response: dict[str, Any] | None = None,
+    event_id: str | None = None,
 ) -> list[httpx.Response]:
-    """Post one inference's request (and response) events; returns the service's answers."""
-    event_id = str(uuid.uuid4())
+    """Post one inference's request (and response) events, with ``event_id`` as their ce-id (a
+    new one by default); returns the service's answers."""
+    event_id = event_id or str(uuid.uuid4())
     answers = [
         client.post(
             url, content=json.dumps(request), headers=logger_headers(REQUEST_TYPE, event_id)

@@ -393,6 +393,61 @@ INVALID: list[Invalid] = [
     Invalid("DriftMonitor", "window-too-small", {"window.size": 5}, "spec.window.size"),
     Invalid(
         "DriftMonitor",
+        "ground-truth-metric-of-the-other-task",
+        {
+            "groundTruth": {
+                "task": "regression",
+                "metrics": [
+                    {"name": "mae", "threshold": 2},
+                    {"name": "accuracy", "threshold": 0.9},
+                ],
+            }
+        },
+        "spec.groundTruth.metrics",
+        "accuracy, precision, recall and f1 are for task classification",
+    ),
+    Invalid(
+        "DriftMonitor",
+        "ground-truth-accuracy-over-one",
+        {"groundTruth": {"task": "classification", "metrics": [{"name": "f1", "threshold": 80}]}},
+        "spec.groundTruth.metrics[0].threshold",
+        "lie between 0 and 1",
+    ),
+    Invalid(
+        "DriftMonitor",
+        "ground-truth-min-labels-over-window",
+        {
+            "groundTruth": {
+                "task": "classification",
+                "metrics": [{"name": "accuracy", "threshold": 0.9}],
+                "window": 100,
+                "minLabels": 200,
+            }
+        },
+        "spec.groundTruth.minLabels",
+        "minLabels cannot exceed window",
+    ),
+    Invalid(
+        "DriftMonitor",
+        "ground-truth-positive-class-for-regression",
+        {
+            "groundTruth": {
+                "task": "regression",
+                "metrics": [{"name": "rmse", "threshold": 3}],
+                "positiveClass": "1",
+            }
+        },
+        "spec.groundTruth.positiveClass",
+        "positiveClass is for task classification",
+    ),
+    Invalid(
+        "DriftMonitor",
+        "ground-truth-without-task",
+        {"groundTruth": {"metrics": [{"name": "accuracy", "threshold": 0.9}]}},
+        "spec.groundTruth.task",
+    ),
+    Invalid(
+        "DriftMonitor",
         "severity",
         {"actions.alert.severity": "page"},
         "spec.actions.alert.severity",

@@ -1,5 +1,5 @@
-"""DriftMonitor: drift, bias and anomaly metrics on a ModelServer's live traffic, exported to
-Prometheus, with alerts and actions (retrain, roll back)."""
+"""DriftMonitor: drift, bias and model quality (from ground truth) on a ModelServer's live
+traffic, exported to Prometheus, with alerts and actions (retrain, roll back)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from kubeforge_crds.base import (
     UriString,
     nested,
 )
+from kubeforge_crds.contracts.drift import CLASSIFICATION_METRICS
 from kubeforge_crds.finetunejob import FineTuneJobSpec
 from kubeforge_crds.health import PhaseHealth
 from kubeforge_crds.kind import KindInfo, NameRule
@@ -136,6 +137,112 @@ class Bias(KubeModel):
     )
 
 
+class QualityMetricName(StrEnum):
+    ACCURACY = "accuracy"
+    PRECISION = "precision"
+    RECALL = "recall"
+    F1 = "f1"
+    MAE = "mae"
+    RMSE = "rmse"
+
+
+class QualityThreshold(KubeModel):
+    """A quality metric and its threshold: accuracy, precision, recall and f1 (task
+    classification) alert below it; mae and rmse (task regression) above it."""
+
+    name: QualityMetricName = Field(description="Which metric.")
+    threshold: float = Field(
+        ge=0,
+        le=1e12,
+        description="accuracy, precision, recall and f1: the lowest acceptable value (0 to 1); "
+        "mae and rmse: the highest acceptable error, in the model's output unit.",
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="!(self.name in ["
+            + ", ".join(f"'{m}'" for m in CLASSIFICATION_METRICS)
+            + "]) || self.threshold <= 1.0",
+            message="accuracy, precision, recall and f1 lie between 0 and 1",
+            check=lambda s: s.name not in CLASSIFICATION_METRICS or s.threshold <= 1.0,
+            field_path=".threshold",
+        ),
+    )
+
+
+class Task(StrEnum):
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+
+
+class GroundTruth(KubeModel):
+    """Model quality from the true outcomes of logged predictions: sent later, by inference id
+    (the ce-id KServe's logger gives each request), to the REST API's
+    ``.../driftmonitors/<name>/groundtruth`` or the drift service's ``POST /groundtruth``."""
+
+    task: Task = Field(
+        description="classification (accuracy, precision, recall, f1) or regression (mae, rmse)."
+    )
+    metrics: list[QualityThreshold] = Field(
+        min_length=1,
+        max_length=6,
+        description="Quality metrics and thresholds; crossing one is acted on like drift.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    window: int = Field(
+        default=500,
+        ge=10,
+        le=100_000,
+        description="Labelled predictions the metrics are computed over (the newest).",
+    )
+    min_labels: int = Field(
+        default=30,
+        ge=1,
+        le=100_000,
+        description="Below this many labelled predictions in the window there is no verdict "
+        "(status says the labels are insufficient): no alert, no action.",
+    )
+    retention: Duration = Field(
+        default="24h",
+        description="How long a logged prediction waits for its label; a later label is "
+        "counted as expired.",
+    )
+    positive_class: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Classification: precision, recall and f1 of this class against the rest. "
+        "Omitted: their average over the classes (macro).",
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="self.metrics.all(m, (m.name in ["
+            + ", ".join(f"'{m}'" for m in CLASSIFICATION_METRICS)
+            + "]) == (self.task == 'classification'))",
+            message="accuracy, precision, recall and f1 are for task classification; mae and "
+            "rmse for task regression",
+            check=lambda s: all(
+                (m.name in CLASSIFICATION_METRICS) == (s.task == Task.CLASSIFICATION)
+                for m in s.metrics
+            ),
+            field_path=".metrics",
+        ),
+        CelRule(
+            rule="self.minLabels <= self.window",
+            message="minLabels cannot exceed window: the window would never hold enough labels",
+            check=lambda s: s.min_labels <= s.window,
+            field_path=".minLabels",
+        ),
+        CelRule(
+            rule="!has(self.positiveClass) || self.task == 'classification'",
+            message="positiveClass is for task classification",
+            check=lambda s: s.positive_class is None or s.task == Task.CLASSIFICATION,
+            field_path=".positiveClass",
+        ),
+    )
+
+
 class Window(KubeModel):
     """The sliding window of live traffic compared with the reference."""
 
@@ -226,6 +333,11 @@ class DriftMonitorSpec(KubeModel):
         },
     )
     bias: Bias | None = Field(default=None, description="Fairness metrics (spd, dir).")
+    ground_truth: GroundTruth | None = Field(
+        default=None,
+        description="Model quality from labels sent after the predictions (accuracy, F1, MAE, "
+        "...), with thresholds acted on like drift.",
+    )
     window: Window = nested(Window, "The sliding window.")
     actions: Actions = nested(Actions, "What to do on drift.")
 
@@ -247,6 +359,7 @@ class DriftMonitorPhase(StrEnum):
     PENDING = "Pending"
     MONITORING = "Monitoring"
     DRIFTED = "Drifted"
+    DEGRADED = "Degraded"  # model quality past a threshold (ground truth)
     FAILED = "Failed"
 
 
@@ -256,6 +369,30 @@ class FeatureScore(KubeModel):
     value: float = Field(description="Latest value.")
     threshold: float = Field(description="Threshold it is compared with.")
     crossed: bool = Field(description="Whether the value is past the threshold.")
+
+
+class QualityScore(KubeModel):
+    metric: str = Field(max_length=64, description="Quality metric.")
+    value: float = Field(description="Latest value.")
+    threshold: float = Field(description="Threshold it is compared with.")
+    crossed: bool = Field(description="Whether the value is past the threshold.")
+
+
+class QualityStatus(KubeModel):
+    """Model quality from ground truth, as the drift service last scored it."""
+
+    labels: int = Field(description="Labelled predictions in the window.")
+    min_labels: int = Field(description="Labels needed for a verdict.")
+    pending: int = Field(description="Logged predictions still waiting for their label.")
+    scores: list[QualityScore] = Field(
+        default_factory=list, max_length=6, description="Latest value per metric."
+    )
+    received: dict[str, int] = Field(
+        default_factory=dict,
+        description="Labels received, by result: accepted, replaced (a later label for the "
+        "same prediction: the last wins), unknown_id, expired, invalid_label.",
+    )
+    last_evaluation: Timestamp | None = Field(default=None, description="When it was scored.")
 
 
 class ActionRecord(KubeModel):
@@ -286,6 +423,9 @@ class DriftMonitorStatus(ResourceStatus):
     service: str | None = Field(
         default=None, max_length=2048, description="URL of the drift service (logger target)."
     )
+    quality: QualityStatus | None = Field(
+        default=None, description="Model quality from ground truth (spec.groundTruth)."
+    )
 
 
 DRIFTMONITOR = KindInfo(
@@ -302,6 +442,11 @@ DRIFTMONITOR = KindInfo(
             "type": "string",
             "jsonPath": '.status.conditions[?(@.type=="DriftDetected")].status',
         },
+        {
+            "name": "Quality",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="QualityDegraded")].reason',
+        },
     ),
     name_rule=NameRule(
         36,
@@ -312,6 +457,7 @@ DRIFTMONITOR = KindInfo(
     health=(
         PhaseHealth("Monitoring", "Healthy", "Monitoring"),
         PhaseHealth("Drifted", "Degraded", "Drift detected"),
+        PhaseHealth("Degraded", "Degraded", "Model quality below its threshold"),
         PhaseHealth("Failed", "Degraded", "Failed"),
     ),
 )

@@ -1,7 +1,8 @@
 """The drift service as real processes: inference payloads posted the way KServe's logger posts
 them, the gauges scraped by a real Prometheus evaluating the operator's own alert rules, the
 alerts firing on drift and bias, the rules checked by ``promtool test rules``, malformed
-payloads counted and reported, a reference that does not match the features refused."""
+payloads counted and reported, a reference that does not match the features refused; model
+quality from labels sent after the predictions, its alert firing when accuracy falls."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.integration
 NS, NAME = "team-a", "bot-drift"
 WINDOW = 200
 PRIVILEGED = ["gold", "platinum"]
+LABELS_NEEDED = 40
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "protectedAttribute": "tier",
             "privilegedValues": PRIVILEGED,
             "favourableOutcome": "1",
+        },
+        ground_truth={
+            "task": "classification",
+            "metrics": {"accuracy": 0.8, "f1": 0.6},
+            "minLabels": LABELS_NEEDED,
+            "positiveClass": "1",
         },
     )
     rules = work / "rules.yaml"
@@ -215,6 +223,60 @@ def test_drift_and_bias_fire_the_alerts(lab: dict[str, Any]) -> None:
     )
 
 
+def _labelled_traffic(url: str, n: int, right: float, seed: int) -> list[dict[str, Any]]:
+    """``n`` inferences of one ticket each (prediction: priority >= 3), and the labels that
+    make a share ``right`` of them correct, as a client sends them later."""
+    labels = []
+    with httpx.Client(timeout=10) as client:
+        for i, row in enumerate(support_tickets(n, seed=seed)):
+            event_id, predicted = f"gt-{seed}-{i}", int(row["priority"] >= 3)
+            request, response = {"instances": [row]}, {"predictions": [predicted]}
+            for answer in log_inference(client, url, request, response, event_id=event_id):
+                assert answer.status_code == 202, answer.text
+            truth = predicted if i < round(n * right) else 1 - predicted
+            labels.append({"id": event_id, "label": truth})
+    return labels
+
+
+def test_accuracy_from_late_labels_fires_the_quality_alert(lab: dict[str, Any]) -> None:
+    service, prom = lab["service"], lab["prom"]
+    url = service.url
+    good = _labelled_traffic(url, LABELS_NEEDED, right=1.0, seed=7)
+    # too few labels for a verdict: none on the metrics, "insufficient" in the status
+    answer = httpx.post(f"{url}/groundtruth", json={"labels": good[:10]}, timeout=10)
+    assert (answer.status_code, answer.json()["accepted"]) == (200, 10)
+    quality = httpx.post(f"{url}/evaluate", timeout=10).json()["groundTruth"]
+    assert (quality["labels"], quality["sufficient"], quality["scores"]) == (10, False, [])
+    assert "kubeforge_model_quality{" not in httpx.get(f"{url}/metrics", timeout=5).text
+
+    answer = httpx.post(f"{url}/groundtruth", json={"labels": good[10:]}, timeout=10)
+    assert answer.json()["windowLabels"] == LABELS_NEEDED
+    quality = httpx.post(f"{url}/evaluate", timeout=10).json()["groundTruth"]
+    assert quality["degraded"] is False
+    assert {s["metric"]: s["value"] for s in quality["scores"]} == {"accuracy": 1.0, "f1": 1.0}
+
+    # the model goes wrong: 40 more predictions, a quarter of them right (the window keeps 500)
+    bad = _labelled_traffic(url, LABELS_NEEDED, right=0.25, seed=8)
+    bad.append({"id": "never-logged", "label": 1})
+    answer = httpx.post(f"{url}/groundtruth", json={"labels": bad}, timeout=10).json()
+    assert answer["accepted"] == LABELS_NEEDED
+    assert [(r["item"], r["reason"]) for r in answer["rejected"]] == [(40, "unknown_id")]
+    quality = httpx.post(f"{url}/evaluate", timeout=10).json()["groundTruth"]
+    scores = {s["metric"]: s for s in quality["scores"]}
+    assert scores["accuracy"]["value"] == pytest.approx((40 + 10) / 80)
+    assert scores["accuracy"]["crossed"]
+    status = _status(service)["groundTruth"]
+    assert status["labels"]["unknown_id"] == 1
+    assert status["pendingPredictions"] >= 2 * LABELS_NEEDED
+
+    def firing() -> list[dict[str, Any]] | None:
+        got = [a for a in _alerts(prom) if a["labels"]["alertname"] == "KubeforgeModelQualityLow"]
+        return got or None
+
+    alerts = wait_until(firing, timeout=30, what="KubeforgeModelQualityLow to fire")
+    assert {a["labels"]["metric"] for a in alerts} >= {"accuracy"}
+
+
 def test_reports_from_the_window_and_from_files(lab: dict[str, Any]) -> None:
     service, work = lab["service"], lab["work"]
     page = httpx.get(f"{service.url}/report", timeout=30)
@@ -263,9 +325,65 @@ def test_alert_rules_pass_promtool_tests(lab: dict[str, Any]) -> None:
                         "series": f"kubeforge_drift_last_evaluation_timestamp_seconds{{{sel}}}",
                         "values": "0 60 120 180x20",
                     },
+                    {
+                        "series": f'kubeforge_model_quality_degraded{{{sel}, metric="accuracy"}}',
+                        "values": "0 1 1 1",
+                    },
+                    {
+                        "series": f'kubeforge_ground_truth_labels_total{{{sel}, result="accepted"}}',
+                        "values": "0+10x30",
+                    },
+                    {
+                        "series": f'kubeforge_ground_truth_labels_total{{{sel}, result="unknown_id"}}',
+                        "values": "0+5x30",
+                    },
                 ],
                 "alert_rule_test": [
                     {"eval_time": "1m", "alertname": "KubeforgeDriftDetected", "exp_alerts": []},
+                    {"eval_time": "0m", "alertname": "KubeforgeModelQualityLow", "exp_alerts": []},
+                    {
+                        "eval_time": "1m",
+                        "alertname": "KubeforgeModelQualityLow",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "kubeforge_monitor": NAME,
+                                    "namespace": NS,
+                                    "monitor": NAME,
+                                    "metric": "accuracy",
+                                },
+                                "exp_annotations": {
+                                    "summary": "Model quality: accuracy past its threshold",
+                                    "description": f"DriftMonitor {NS}/{NAME}: the accuracy of the model's predictions against their ground truth crossed its threshold.",
+                                },
+                            }
+                        ],
+                    },
+                    # a third of the labels unmatched, for 15 minutes
+                    {
+                        "eval_time": "10m",
+                        "alertname": "KubeforgeGroundTruthUnmatched",
+                        "exp_alerts": [],
+                    },
+                    {
+                        "eval_time": "25m",
+                        "alertname": "KubeforgeGroundTruthUnmatched",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "kubeforge_monitor": NAME,
+                                    "namespace": NS,
+                                    "monitor": NAME,
+                                },
+                                "exp_annotations": {
+                                    "summary": "Over 10% of ground-truth labels match no logged prediction",
+                                    "description": f"DriftMonitor {NS}/{NAME} cannot join 33.33% of the labels it is sent (unknown or expired inference ids); see its status.quality.received.",
+                                },
+                            }
+                        ],
+                    },
                     {
                         "eval_time": "2m",
                         "alertname": "KubeforgeDriftDetected",

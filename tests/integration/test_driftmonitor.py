@@ -92,9 +92,16 @@ class Env:
 
         return dict(wait_until(check, timeout, what=f"{what} {type_}={status} {reason or ''}"))
 
-    def retrain_jobs(self) -> list[dict[str, Any]]:
+    def retrain_jobs(self, monitor: str = DM) -> list[dict[str, Any]]:
         proc = self.cluster.kubectl(
-            "get", "finetunejobs", "-n", self.ns, "-l", f"{DRIFT_MONITOR_LABEL}={DM}", "-o", "json"
+            "get",
+            "finetunejobs",
+            "-n",
+            self.ns,
+            "-l",
+            f"{DRIFT_MONITOR_LABEL}={monitor}",
+            "-o",
+            "json",
         )
         return list(json.loads(proc.stdout)["items"])
 
@@ -261,3 +268,71 @@ def test_deleting_the_monitor_removes_the_logger(env: Env) -> None:
         what="the logger to be removed",
     )
     assert len(env.retrain_jobs()) == 1  # the retraining history stays
+
+
+def test_degraded_quality_from_late_labels_retrains_once(env: Env) -> None:
+    """spec.groundTruth: labels sent after the predictions, joined by inference id; too few
+    give no verdict; accuracy below its threshold is Degraded and starts one retraining run."""
+    for service in env.services:  # the first monitor's service held the operator's address
+        service.stop()
+    env.services.clear()
+    name = "bot-quality"
+    reference = write_jsonl(env.work / "reference-q.jsonl", support_tickets(3000, seed=1))
+    env.apply(
+        "DriftMonitor",
+        name,
+        {
+            "target": {"modelServer": MS},
+            "reference": {"source": "uri", "uri": f"file://{reference}"},
+            "window": {"size": WINDOW, "interval": "1s"},
+            "groundTruth": {
+                "task": "classification",
+                "metrics": [{"name": "accuracy", "threshold": 0.8}],
+                "minLabels": 20,
+            },
+            "actions": {"retrain": {"enabled": True, "template": TEMPLATE, "cooldown": "1h"}},
+        },
+    )
+    cm = wait_until(
+        lambda: env.get(f"configmap/{name}-drift"), 60, what="the drift service ConfigMap"
+    )
+    config = MonitorConfig.model_validate_json(cm["data"]["config.json"])
+    assert config.ground_truth is not None
+    assert (config.ground_truth.min_labels, config.ground_truth.metrics) == (20, {"accuracy": 0.8})
+    rule = env.get(f"prometheusrule/{name}-drift") or {}
+    assert "KubeforgeModelQualityLow" in {r["alert"] for r in rule["spec"]["groups"][0]["rules"]}
+    service = start_drift_service(env.work, config, port=env.port)
+    env.services.append(service)
+    what = f"driftmonitor/{name}"
+    waiting = env.wait_condition(what, "QualityDegraded", "Unknown", "InsufficientLabels")
+    assert "0 labelled predictions in the window, 20 needed" in waiting["message"]
+
+    # 100 predictions of class 1; a day later (here: now) the truth for 30 of them, 10 right
+    ids = [f"q-{i}" for i in range(WINDOW)]
+    with httpx.Client(timeout=10) as client:
+        for event_id, row in zip(ids, support_tickets(WINDOW, seed=2), strict=True):
+            for answer in log_inference(
+                client, service.url, {"instances": [row]}, {"predictions": [1]}, event_id
+            ):
+                assert answer.status_code == 202, answer.text
+    labels = [{"id": ids[i], "label": 1 if i < 10 else 0} for i in range(30)]
+    answer = httpx.post(f"{service.url}/groundtruth", json={"labels": labels}, timeout=10)
+    assert answer.status_code == 200, answer.text
+
+    degraded = env.wait_condition(what, "QualityDegraded", "True", "QualityDegraded")
+    assert degraded["message"] == "accuracy 0.3333 < 0.8"
+    status = env.status(what)
+    assert status["phase"] == "Degraded"
+    assert status["quality"]["labels"] == 30
+    assert status["quality"]["received"]["accepted"] == 30
+    assert status["quality"]["pending"] == WINDOW
+    jobs = wait_until(
+        lambda: env.retrain_jobs(name), 30, what="the retraining FineTuneJob of the quality monitor"
+    )
+    assert [j["metadata"]["name"] for j in jobs] == [f"{name}-retrain-1"]
+    trigger = jobs[0]["metadata"]["annotations"][TRIGGER_ANNOTATION]
+    assert trigger.startswith(f"quality:{env.ns}/{name}: accuracy 0.3333 < 0.8")
+    time.sleep(5)  # several evaluations later, still degraded: still one run (cool-down)
+    assert len(env.retrain_jobs(name)) == 1
+    assert sorted(a["type"] for a in env.status(what)["actions"]) == ["alert", "retrain"]
+    env.cluster.kubectl("delete", "driftmonitor", name, "-n", env.ns)

@@ -189,7 +189,7 @@ def test_monitor_scores_a_full_window_and_joins_responses_for_bias() -> None:
             for j in range(10)
         ]
         # the response may arrive before its request
-        preds = {"predictions": [1 if r["group"] == "a" else 0 for r in rows]}
+        preds = [1 if r["group"] == "a" else 0 for r in rows]
         if i % 2:
             monitor.add_response(f"e{i}", preds)
             monitor.add_request(f"e{i}", {"instances": rows})
@@ -218,7 +218,7 @@ def test_monitor_join_rejects_mismatched_response() -> None:
     monitor = _monitor(config, np.random.default_rng(1))
     monitor.add_request("x", {"instances": [{"age": 1, "tier": "gold", "group": "a"}]})
     with pytest.raises(PayloadError, match="1 instances but 2 predictions"):
-        monitor.add_response("x", {"predictions": [1, 0]})
+        monitor.add_response("x", [1, 0])
 
 
 def test_infer_features_skips_text_and_ids() -> None:

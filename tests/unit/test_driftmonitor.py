@@ -21,6 +21,7 @@ from kubeforge_operator.driftmonitor.builders import (
     monitor_config,
 )
 from kubeforge_operator.driftmonitor.reading import read_service_status, resolve_reference
+from kubeforge_operator.driftmonitor.reconcile import phase
 from kubeforge_operator.modelserver.rollout import drift_rollback, rollback_reason
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -97,6 +98,8 @@ def test_alert_rules_select_this_monitor_only() -> None:
         "KubeforgeBiasDetected",
         "KubeforgeDriftEvaluationStale",
         "KubeforgeDriftMalformedPayloads",
+        "KubeforgeModelQualityLow",
+        "KubeforgeGroundTruthUnmatched",
     }
     drift = rules["KubeforgeDriftDetected"]
     assert 'namespace="team-a", monitor="bot-drift"' in drift["expr"]
@@ -159,6 +162,45 @@ def test_reading_drift_and_bias() -> None:
         "priority",
         "tier",
     ]  # no-data dropped
+
+
+def _truth(latest: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "task": "regression",
+        "pendingPredictions": 12,
+        "windowLabels": (latest or {}).get("labels", 0),
+        "labels": {"accepted": 40, "replaced": 2, "unknown_id": 3},
+        "latest": latest,
+    }
+
+
+def test_reading_quality_insufficient_degraded_and_ok() -> None:
+    body = _status(None, rows=40)
+    assert read_service_status(body, False).quality.reason == "NotConfigured"
+    few = {"time": NOW.timestamp(), "labels": 5, "minLabels": 30, "sufficient": False}
+    r = read_service_status(body | {"groundTruth": _truth(few | {"scores": []})}, False, True)
+    assert (r.quality.status, r.quality.reason) == ("Unknown", "InsufficientLabels")
+    assert r.quality.message.startswith("insufficient labels: 5 labelled predictions")
+    assert "(12 predictions waiting for their label)" in r.quality.message
+    assert not r.detected  # no verdict, no action
+    scores = [
+        {"metric": "mae", "value": 2.5, "threshold": 1.0, "crossed": True},
+        {"metric": "rmse", "value": 3.0, "threshold": 5.0, "crossed": False},
+    ]
+    bad = few | {"labels": 40, "sufficient": True, "scores": scores}
+    r = read_service_status(body | {"groundTruth": _truth(bad)}, False, True)
+    assert (r.quality.status, r.quality.message) == ("True", "mae 2.5 > 1")
+    assert r.detected and r.degraded
+    assert r.crossed == ["mae 2.5 > 1"]
+    assert phase(r) == "Degraded"  # outranks the drift window's filling
+    quality = r.fields["quality"]
+    assert (quality["labels"], quality["pending"], quality["minLabels"]) == (40, 12, 30)
+    assert quality["received"]["replaced"] == 2
+    assert quality["lastEvaluation"] == "2026-11-23T12:00:00Z"
+    good = bad | {"scores": [dict(scores[0], value=0.5, crossed=False)]}
+    r = read_service_status(body | {"groundTruth": _truth(good)}, False, True)
+    assert (r.quality.status, r.quality.reason) == ("False", "QualityOK")
+    assert phase(r) == "Monitoring"
 
 
 def _ftj(name: str, created: datetime, phase: str | None) -> dict[str, Any]:

@@ -30,6 +30,16 @@ NUMERIC_METRICS = ("psi", "ks", "jensenShannon", "wasserstein", "meanShift", "ou
 CATEGORICAL_METRICS = ("psi", "chiSquare", "jensenShannon", "unseenCategory")
 BIAS_METRICS = ("spd", "dir")
 ALL_METRICS = tuple(dict.fromkeys(NUMERIC_METRICS + CATEGORICAL_METRICS + BIAS_METRICS))
+# Model quality from ground truth, per task; the classification metrics alert below their
+# threshold, the regression errors above it.
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1")
+REGRESSION_METRICS = ("mae", "rmse")
+QUALITY_METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS
+
+
+def quality_crossed(metric: str, value: float, threshold: float) -> bool:
+    """Whether a quality metric is past its threshold: a score below it, an error above it."""
+    return value > threshold if metric in REGRESSION_METRICS else value < threshold
 
 
 class _Model(BaseModel):
@@ -47,6 +57,23 @@ class BiasConfig(_Model):
     favourable_outcome: str
 
 
+class GroundTruthConfig(_Model):
+    """Model quality from labels sent after the predictions (``POST /groundtruth``)."""
+
+    task: Literal["classification", "regression"]
+    metrics: dict[str, float] = Field(description="Quality metric -> threshold.")
+    window_size: int = Field(default=500, ge=1, description="Labelled predictions scored.")
+    min_labels: int = Field(default=30, ge=1, description="Fewer labels: no verdict.")
+    retention_seconds: float = Field(
+        default=86400, gt=0, description="How long a logged prediction waits for its label."
+    )
+    max_pending: int = Field(default=100_000, ge=1, description="Predictions kept waiting.")
+    positive_class: str | None = Field(
+        default=None,
+        description="Precision, recall and F1 of this class; unset: macro-averaged over classes.",
+    )
+
+
 class MonitorConfig(_Model):
     namespace: str = "default"
     name: str
@@ -55,6 +82,7 @@ class MonitorConfig(_Model):
     features: list[FeatureConfig] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=lambda: {"psi": 0.2, "ks": 0.1})
     bias: BiasConfig | None = None
+    ground_truth: GroundTruthConfig | None = None
     window_size: int = Field(default=1000, ge=10)
     interval_seconds: float = Field(default=300, gt=0)
     history: int = Field(default=288, ge=1, description="Evaluations kept for reports.")

@@ -1,6 +1,6 @@
-"""What a DriftMonitor does about drift: an alert record, a rollback request on the target's
-canary, a retraining FineTuneJob (planned purely: never while one runs, never within the
-cool-down), trained on the reference plus the exported live window."""
+"""What a DriftMonitor does about drift or degraded quality: an alert record, a rollback request
+on the target's canary, a retraining FineTuneJob (planned purely: never while one runs, never
+within the cool-down), trained on the reference plus the exported live window."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from kubeforge_crds.finetunejob import FineTuneJobSpec
 from kubeforge_operator.driftmonitor.conditions import (
     BIAS_DETECTED,
     DRIFT_DETECTED,
+    QUALITY_DEGRADED,
 )
 from kubeforge_operator.driftmonitor.observe import status_url
 from kubeforge_operator.driftmonitor.reading import Reading
@@ -87,7 +88,7 @@ def plan_retrain(
         if o["metadata"]["name"].rsplit("-", 1)[-1].isdigit()
     ]
     name = f"{monitor}-retrain-{max(numbers, default=0) + 1}"
-    return RetrainPlan("create", "drift detected", name)
+    return RetrainPlan("create", "drift or degraded quality", name)
 
 
 def retrain_manifest(
@@ -136,18 +137,19 @@ def act(
     actions: list[ActionRecord],
 ) -> None:
     summary = "; ".join(reading.crossed[:3])
-    previous = get_condition(status.conditions, DRIFT_DETECTED)
-    previous_bias = get_condition(status.conditions, BIAS_DETECTED)
-    newly = not (
-        (previous and previous.status == ConditionStatus.TRUE)
-        or (previous_bias and previous_bias.status == ConditionStatus.TRUE)
+    newly = not any(
+        (previous := get_condition(status.conditions, type_)) is not None
+        and previous.status == ConditionStatus.TRUE
+        for type_ in (DRIFT_DETECTED, BIAS_DETECTED, QUALITY_DEGRADED)
     )
     if spec.actions.alert.enabled and newly:
         _record(ctx, actions, "alert", service_name(ctx.name), f"PrometheusRule fires: {summary}")
     if spec.actions.rollback:
         _rollback(ctx, model_server, summary, actions)
     if spec.actions.retrain.enabled:
-        _retrain(ctx, spec, ftj, summary, actions)
+        # what the retraining run's trigger says started it: the model's measured quality, or
+        # the drift (or bias) of its inputs
+        _retrain(ctx, spec, ftj, "quality" if reading.degraded else "drift", summary, actions)
 
 
 def _rollback(
@@ -183,6 +185,7 @@ def _retrain(
     ctx: ReconcileContext,
     spec: DriftMonitorSpec,
     ftj: dict[str, Any] | None,
+    cause: str,
     summary: str,
     actions: list[ActionRecord],
 ) -> None:
@@ -204,7 +207,7 @@ def _retrain(
     plan = plan_retrain(ctx.name, existing, parse_duration(spec.actions.retrain.cooldown), ctx.now)
     if plan.action != "create" or plan.name is None:
         return
-    trigger = f"drift:{ctx.namespace}/{ctx.name}: {summary}"
+    trigger = f"{cause}:{ctx.namespace}/{ctx.name}: {summary}"
     manifest = retrain_manifest(ctx.obj, plan.name, template, trigger)
     if spec.actions.retrain.include_live_data:
         try:

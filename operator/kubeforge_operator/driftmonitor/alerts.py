@@ -19,7 +19,7 @@ def alert_rules(
     """The monitor's Prometheus rule groups (a PrometheusRule's ``spec.groups``, which is also
     the rule file format ``promtool test rules`` reads).
 
-    Long on purpose: four rules as literal data, each read as Prometheus will evaluate it."""
+    Long on purpose: the rules as literal data, each read as Prometheus will evaluate it."""
     sel = f'namespace="{namespace}", monitor="{name}"'
     detected = "kubeforge_drift_detected"
     by_check = "max by (namespace, monitor, feature, metric)"
@@ -30,6 +30,7 @@ def alert_rules(
     warning = {**labels, "severity": "warning"}
     stale_after = int(max(3 * interval_seconds, 300))
     payloads = f"kubeforge_drift_payloads_total{{{sel}"
+    labelled = f"kubeforge_ground_truth_labels_total{{{sel}"
     return [
         {
             "name": f"kubeforge-drift-{namespace}-{name}",
@@ -51,6 +52,30 @@ def alert_rules(
                         "summary": "Bias: " + check,
                         "description": f"{who}: {check} (protected attribute) crossed its "
                         "threshold.",
+                    },
+                },
+                {
+                    "alert": "KubeforgeModelQualityLow",
+                    "expr": "max by (namespace, monitor, metric) "
+                    f"(kubeforge_model_quality_degraded{{{sel}}}) > 0",
+                    "labels": labels,
+                    "annotations": {
+                        "summary": "Model quality: {{ $labels.metric }} past its threshold",
+                        "description": f"{who}: the {{{{ $labels.metric }}}} of the model's "
+                        "predictions against their ground truth crossed its threshold.",
+                    },
+                },
+                {
+                    "alert": "KubeforgeGroundTruthUnmatched",
+                    "expr": f'{by_monitor} (rate({labelled}, result=~"unknown_id|expired"}}[15m]))'
+                    f" / {by_monitor} (rate({labelled}}}[15m])) > 0.1",
+                    "for": "15m",
+                    "labels": warning,
+                    "annotations": {
+                        "summary": "Over 10% of ground-truth labels match no logged prediction",
+                        "description": f"{who} cannot join "
+                        "{{ $value | humanizePercentage }} of the labels it is sent (unknown "
+                        "or expired inference ids); see its status.quality.received.",
                     },
                 },
                 {

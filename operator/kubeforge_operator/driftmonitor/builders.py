@@ -15,6 +15,7 @@ from kubeforge_crds.contracts.drift import (
     SERVICE_PORT,
     BiasConfig,
     FeatureConfig,
+    GroundTruthConfig,
     MonitorConfig,
     service_name,
 )
@@ -51,10 +52,25 @@ def monitor_config(
             if bias
             else None
         ),
+        ground_truth=ground_truth_config(spec),
         window_size=spec.window.size,
         interval_seconds=parse_duration(spec.window.interval).total_seconds(),
         export_dir=export_dir(spec),
         export_uri=spec.actions.retrain.export_uri if export_dir(spec) else None,
+    )
+
+
+def ground_truth_config(spec: DriftMonitorSpec) -> GroundTruthConfig | None:
+    truth = spec.ground_truth
+    if truth is None:
+        return None
+    return GroundTruthConfig(
+        task=str(truth.task),  # type: ignore[arg-type]
+        metrics={str(m.name): m.threshold for m in truth.metrics},
+        window_size=truth.window,
+        min_labels=truth.min_labels,
+        retention_seconds=parse_duration(truth.retention).total_seconds(),
+        positive_class=truth.positive_class,
     )
 
 

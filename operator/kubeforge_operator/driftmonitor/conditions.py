@@ -1,6 +1,6 @@
 """The conditions the DriftMonitor controller owns, declared once. Ready summarises Accepted,
-TargetFound, ReferenceResolved, ServiceReady and LoggerConfigured; DriftDetected, BiasDetected
-and MonitoringConfigured are reported beside it."""
+TargetFound, ReferenceResolved, ServiceReady and LoggerConfigured; DriftDetected, BiasDetected,
+QualityDegraded and MonitoringConfigured are reported beside it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ SERVICE_READY = "ServiceReady"
 LOGGER_CONFIGURED = "LoggerConfigured"
 DRIFT_DETECTED = "DriftDetected"
 BIAS_DETECTED = "BiasDetected"
+QUALITY_DEGRADED = "QualityDegraded"
 MONITORING_READY = "MonitoringConfigured"
 OWNED = (
     READY,
@@ -23,4 +24,5 @@ OWNED = (
     MONITORING_READY,
     DRIFT_DETECTED,
     BIAS_DETECTED,
+    QUALITY_DEGRADED,
 )

@@ -3,19 +3,23 @@ and the service's status as status fields and conditions."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from kubeforge_crds import ConditionStatus
+from kubeforge_crds.contracts.drift import REGRESSION_METRICS
 from kubeforge_crds.driftmonitor import (
     DriftMonitorSpec,
     FeatureScore,
+    QualityScore,
+    QualityStatus,
     ReferenceSource,
 )
 from kubeforge_operator.driftmonitor.conditions import (
     BIAS_DETECTED,
     DRIFT_DETECTED,
+    QUALITY_DEGRADED,
     REFERENCE_RESOLVED,
 )
 from kubeforge_operator.runtime.conditions import Observation
@@ -29,10 +33,89 @@ class Reading:
     drift: Observation
     bias: Observation
     crossed: list[str]  # "feature metric value > threshold" of every crossed check
+    quality: Observation = field(
+        default_factory=lambda: Observation(
+            QUALITY_DEGRADED, ConditionStatus.FALSE, "NotConfigured", NO_GROUND_TRUTH
+        )
+    )
+
+    @property
+    def degraded(self) -> bool:
+        return self.quality.status == ConditionStatus.TRUE
 
     @property
     def detected(self) -> bool:
-        return self.drift.status == ConditionStatus.TRUE or self.bias.status == ConditionStatus.TRUE
+        return any(o.status == ConditionStatus.TRUE for o in (self.drift, self.bias, self.quality))
+
+
+NO_GROUND_TRUTH = "spec.groundTruth is not set"
+
+
+def read_quality(body: dict[str, Any] | None, configured: bool) -> tuple[Observation, list[str]]:
+    """The QualityDegraded condition from the service's ``groundTruth`` status, and the crossed
+    checks; puts ``quality`` into ``fields``. Too few labels is no verdict (Unknown)."""
+    if not configured:
+        return Observation(
+            QUALITY_DEGRADED, ConditionStatus.FALSE, "NotConfigured", NO_GROUND_TRUTH
+        ), []
+    latest = (body or {}).get("latest")
+    if body is None or latest is None:
+        labels = (body or {}).get("windowLabels", 0)
+        return Observation(
+            QUALITY_DEGRADED,
+            ConditionStatus.UNKNOWN,
+            "NotEvaluated",
+            f"waiting for the drift service's first evaluation ({labels} labels so far)",
+        ), []
+    if not latest["sufficient"]:
+        return Observation(
+            QUALITY_DEGRADED,
+            ConditionStatus.UNKNOWN,
+            "InsufficientLabels",
+            f"insufficient labels: {latest['labels']} labelled predictions in the window, "
+            f"{latest['minLabels']} needed for a verdict ({body.get('pendingPredictions', 0)} "
+            "predictions waiting for their label)",
+        ), []
+    crossed = [
+        f"{s['metric']} {s['value']:.4g} {'>' if s['metric'] in REGRESSION_METRICS else '<'} "
+        f"{s['threshold']:g}"
+        for s in latest["scores"]
+        if s["crossed"]
+    ]
+    if crossed:
+        return Observation(
+            QUALITY_DEGRADED, ConditionStatus.TRUE, "QualityDegraded", "; ".join(crossed)
+        ), crossed
+    return Observation(
+        QUALITY_DEGRADED,
+        ConditionStatus.FALSE,
+        "QualityOK",
+        f"every quality metric within its threshold over the latest {latest['labels']} "
+        "labelled predictions",
+    ), []
+
+
+def quality_fields(body: dict[str, Any]) -> dict[str, Any]:
+    latest = body.get("latest") or {}
+    status = QualityStatus(
+        labels=int(body.get("windowLabels") or 0),
+        min_labels=int(latest.get("minLabels") or 0),
+        pending=int(body.get("pendingPredictions") or 0),
+        scores=[
+            QualityScore(
+                metric=s["metric"], value=s["value"], threshold=s["threshold"], crossed=s["crossed"]
+            )
+            for s in latest.get("scores") or []
+            if s.get("value") is not None
+        ],
+        received={k: int(v) for k, v in (body.get("labels") or {}).items()},
+        last_evaluation=_timestamp(latest["time"]) if latest.get("time") else None,
+    )
+    return status.to_wire()
+
+
+def _timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _describe(score: dict[str, Any]) -> str:
@@ -42,7 +125,21 @@ def _describe(score: dict[str, Any]) -> str:
     )
 
 
-def read_service_status(body: dict[str, Any], bias_configured: bool) -> Reading:
+def read_service_status(
+    body: dict[str, Any], bias_configured: bool, ground_truth_configured: bool = False
+) -> Reading:
+    """Drift, bias and (with spec.groundTruth) model quality, as status fields and
+    conditions."""
+    reading = _read_drift(body, bias_configured)
+    truth = body.get("groundTruth")
+    quality, crossed = read_quality(truth, ground_truth_configured)
+    fields = dict(reading.fields)
+    if ground_truth_configured and truth is not None:
+        fields["quality"] = quality_fields(truth)
+    return Reading(fields, reading.drift, reading.bias, reading.crossed + crossed, quality)
+
+
+def _read_drift(body: dict[str, Any], bias_configured: bool) -> Reading:
     latest = body.get("latest")
     window = body.get("window") or {}
     fields: dict[str, Any] = {
@@ -78,9 +175,7 @@ def read_service_status(body: dict[str, Any], bias_configured: bool) -> Reading:
         ).to_wire()
         for s in scores
     ]
-    fields["lastEvaluation"] = datetime.fromtimestamp(latest["time"], UTC).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
+    fields["lastEvaluation"] = _timestamp(latest["time"])
     drifted = [_describe(s) for s in scores if s["crossed"] and s["metric"] not in ("spd", "dir")]
     biased = [_describe(s) for s in scores if s["crossed"] and s["metric"] in ("spd", "dir")]
     rows = latest.get("rows")

@@ -41,7 +41,11 @@ from kubeforge_operator.driftmonitor.observe import (
     source_fine_tune_job,
     status_url,
 )
-from kubeforge_operator.driftmonitor.reading import read_service_status, resolve_reference
+from kubeforge_operator.driftmonitor.reading import (
+    Reading,
+    read_service_status,
+    resolve_reference,
+)
 from kubeforge_operator.runtime.children import with_pull_policy
 from kubeforge_operator.runtime.conditions import Observation
 from kubeforge_operator.runtime.placement import Placement
@@ -94,21 +98,28 @@ def reconcile_driftmonitor(ctx: ReconcileContext, spec: DriftMonitorSpec) -> Out
             info=info,
             requeue_after=recheck,
         )
-    reading = read_service_status(body, spec.bias is not None)
+    reading = read_service_status(body, spec.bias is not None, spec.ground_truth is not None)
     fields.update(reading.fields)
-    info += [reading.drift, reading.bias]
+    info += [reading.drift, reading.bias, reading.quality]
     actions = list(status.actions)
     if reading.detected:
         act(ctx, spec, status, resolved.model_server, resolved.ftj, reading, actions)
     if len(actions) != len(status.actions):
         fields["actions"] = [a.to_wire() for a in actions[-KEEP_ACTIONS:]]
     return Outcome(
-        phase=DriftMonitorPhase.DRIFTED if reading.detected else DriftMonitorPhase.MONITORING,
+        phase=phase(reading),
         dependents=[*resolved.met, service, logger],
         fields=fields,
         info=info,
         requeue_after=recheck,
     )
+
+
+def phase(reading: Reading) -> DriftMonitorPhase:
+    """Degraded (the model's answers are measurably worse) outranks Drifted (its inputs moved)."""
+    if reading.degraded:
+        return DriftMonitorPhase.DEGRADED
+    return DriftMonitorPhase.DRIFTED if reading.detected else DriftMonitorPhase.MONITORING
 
 
 def preconditions(ctx: ReconcileContext, spec: DriftMonitorSpec) -> Resolved | list[Observation]:

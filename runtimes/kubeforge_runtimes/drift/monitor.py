@@ -22,7 +22,7 @@ from kubeforge_crds.contracts.drift import (
     MonitorConfig,
 )
 from kubeforge_runtimes.drift import stats
-from kubeforge_runtimes.drift.payloads import PayloadError, request_rows, response_outputs
+from kubeforge_runtimes.drift.payloads import PayloadError, request_rows
 from kubeforge_runtimes.drift.reference import Summary
 
 PENDING_LIMIT = 10_000  # request/response halves waiting for their other half
@@ -146,8 +146,10 @@ class Monitor:
                 self._join(event_id, "request", protected)
         return len(rows)
 
-    def add_response(self, event_id: str, body: Mapping[str, Any]) -> int:
-        outputs = [_label(v) for v in response_outputs(body)]
+    def add_response(self, event_id: str, predictions: Sequence[Any]) -> int:
+        """A response's predictions (``payloads.response_outputs``), joined with its request's
+        protected attribute."""
+        outputs = [_label(v) for v in predictions]
         if self._protected:
             with self._lock:
                 self._join(event_id, "response", outputs)

@@ -30,8 +30,9 @@ from prometheus_client import (
 )
 
 from kubeforge_crds.contracts.drift import MonitorConfig
+from kubeforge_runtimes.drift.groundtruth import RESULTS, GroundTruth, LabelError, Quality
 from kubeforge_runtimes.drift.monitor import Evaluation, Monitor
-from kubeforge_runtimes.drift.payloads import PayloadError, parse_event
+from kubeforge_runtimes.drift.payloads import PayloadError, parse_event, response_outputs
 from kubeforge_runtimes.drift.reference import (
     ReferenceError,
     check_columns,
@@ -102,6 +103,41 @@ class Metrics:
         )
         for result in ("ok", "malformed", "not_ready"):
             self.payloads.labels(**self.base, result=result)
+        self.quality = Gauge(
+            "kubeforge_model_quality",
+            "Latest quality of the model's predictions against their ground truth (accuracy, "
+            "precision, recall, f1, mae, rmse); absent while too few labels arrived.",
+            [*labels, "metric"],
+            registry=self.registry,
+        )
+        self.quality_threshold = Gauge(
+            "kubeforge_model_quality_threshold",
+            "The quality metric's threshold.",
+            [*labels, "metric"],
+            registry=self.registry,
+        )
+        self.quality_degraded = Gauge(
+            "kubeforge_model_quality_degraded",
+            "1 when the quality metric is past its threshold (a score below, an error above).",
+            [*labels, "metric"],
+            registry=self.registry,
+        )
+        self.labelled = Gauge(
+            "kubeforge_ground_truth_window_labels",
+            "Labelled predictions in the quality window.",
+            labels,
+            registry=self.registry,
+        )
+        self.labels_received = Counter(
+            "kubeforge_ground_truth_labels",
+            "Ground-truth labels received, by result (accepted, replaced, unknown_id, expired, "
+            "invalid_label).",
+            [*labels, "result"],
+            registry=self.registry,
+        )
+        if config.ground_truth:
+            for result in RESULTS:
+                self.labels_received.labels(**self.base, result=result)
 
     def record(self, evaluation: Evaluation) -> None:
         for s in evaluation.scores:
@@ -111,12 +147,24 @@ class Metrics:
             self.detected.labels(**labels).set(1.0 if s.crossed else 0.0)
         self.last.labels(**self.base).set(evaluation.time)
 
+    def record_quality(self, quality: Quality) -> None:
+        self.labelled.labels(**self.base).set(quality.labels)
+        for gauge in (self.quality, self.quality_threshold, self.quality_degraded):
+            gauge.clear()  # too few labels now: no verdict, so nothing to alert on
+        for s in quality.scores:
+            labels = {**self.base, "metric": s.metric}
+            self.quality.labels(**labels).set(s.value)
+            self.quality_threshold.labels(**labels).set(s.threshold)
+            self.quality_degraded.labels(**labels).set(1.0 if s.crossed else 0.0)
+
 
 class DriftService:
     def __init__(self, config: MonitorConfig) -> None:
         self.config = config
         self.metrics = Metrics(config)
         self.monitor: Monitor | None = None
+        truth = config.ground_truth
+        self.ground_truth = GroundTruth(truth) if truth else None
         self.error: str | None = None
         self.skipped_columns: list[str] = []
         self.errors: deque[dict[str, Any]] = deque(maxlen=RECENT_ERRORS)
@@ -162,7 +210,10 @@ class DriftService:
             if event.kind == "request":
                 n = monitor.add_request(event.id, event.body)
             else:
-                n = monitor.add_response(event.id, event.body)
+                outputs = response_outputs(event.body)
+                n = monitor.add_response(event.id, outputs)
+                if self.ground_truth is not None:
+                    self.ground_truth.record_predictions(event.id, outputs)
         except PayloadError as err:
             self._count("malformed")
             self.metrics.malformed.labels(**self.metrics.base, reason=err.reason).inc()
@@ -177,12 +228,41 @@ class DriftService:
         self.metrics.payloads.labels(**self.metrics.base, result=result).inc()
 
     def evaluate(self, force: bool = False) -> Evaluation | None:
+        """Score the drift window (once full, or now with ``force``) and the labelled
+        predictions."""
         if self.monitor is None:
             return None
+        if self.ground_truth is not None:
+            self.metrics.record_quality(self.ground_truth.evaluate())
         evaluation = self.monitor.evaluate(force=force)
         if evaluation is not None:
             self.metrics.record(evaluation)
         return evaluation
+
+    def add_labels(self, items: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+        """Ground truth for logged predictions (``POST /groundtruth``): each item joined or
+        refused with its reason. 200 when any was taken, 422 when none was."""
+        truth = self.ground_truth
+        if truth is None:
+            return 409, {
+                "error": "this monitor takes no ground truth: set spec.groundTruth on the "
+                "DriftMonitor (the task and the quality metrics)"
+            }
+        results = dict.fromkeys(("accepted", "replaced"), 0)
+        rejected: list[dict[str, Any]] = []
+        for i, item in enumerate(items):
+            label = item["labels"] if item.get("labels") is not None else item.get("label")
+            try:
+                results[truth.add_label(item["id"], label, item.get("index"))] += 1
+            except LabelError as err:
+                rejected.append(
+                    {"item": i, "id": item["id"], "reason": err.reason, "message": str(err)}
+                )
+                self.metrics.labels_received.labels(**self.metrics.base, result=err.reason).inc()
+        for result, n in results.items():
+            self.metrics.labels_received.labels(**self.metrics.base, result=result).inc(n)
+        body = {**results, "rejected": rejected, "windowLabels": truth.labelled()}
+        return (200 if results["accepted"] + results["replaced"] else 422), body
 
     def export(self, name: str) -> dict[str, Any]:
         """Write the reference (the training data) followed by the live window's requests as one
@@ -245,6 +325,19 @@ class DriftService:
             "payloads": dict(self.counts),
             "recentErrors": list(self.errors),
             "latest": latest.to_json() if latest else None,
+            "groundTruth": self._ground_truth_status(),
+        }
+
+    def _ground_truth_status(self) -> dict[str, Any] | None:
+        truth = self.ground_truth
+        if truth is None:
+            return None
+        return {
+            "task": truth.config.task,
+            "pendingPredictions": truth.pending(),
+            "windowLabels": truth.labelled(),
+            "labels": dict(truth.counts),
+            "latest": truth.latest.to_json() if truth.latest else None,
         }
 
 

@@ -30,6 +30,9 @@ if phase == "Monitoring" then
 elseif phase == "Drifted" then
   hs.status = "Degraded"
   hs.message = "Drift detected" .. why
+elseif phase == "Degraded" then
+  hs.status = "Degraded"
+  hs.message = "Model quality below its threshold" .. why
 elseif phase == "Failed" then
   hs.status = "Degraded"
   hs.message = "Failed" .. why
