@@ -24,7 +24,7 @@ from prometheus_client import Counter, Histogram
 from kubeforge_api import errors
 from kubeforge_api.cluster import Cluster
 from kubeforge_api.guard import Guard
-from kubeforge_api.routes import catalog, identity, objects, operations, queues
+from kubeforge_api.routes import catalog, groundtruth, identity, objects, operations, queues
 from kubeforge_api.settings import ApiSettings, get_settings
 
 REQUESTS = Counter(
@@ -71,7 +71,14 @@ def create_app(settings: ApiSettings | None = None, cluster: Cluster | None = No
         Guard, max_body_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes
     )
     app.mount("/portal", StaticFiles(directory=operations.PORTAL), name="portal")
-    routers = (operations.router, identity.router, *objects.ROUTERS, catalog.router, queues.router)
+    routers = (
+        operations.router,
+        identity.router,
+        *objects.ROUTERS,
+        groundtruth.router,
+        catalog.router,
+        queues.router,
+    )
     for router in routers:
         app.include_router(router)
     return app

@@ -65,6 +65,23 @@ class Apiserver:
         """The apiserver's answer unparsed (a list of a thousand objects is not re-encoded)."""
         return await run_in_threadpool(self.cluster.passthrough, self.user, path)
 
+    async def may(
+        self, verb: str, namespace: str, kind: KindInfo, subresource: str = "", name: str = ""
+    ) -> bool:
+        """Whether RBAC lets the caller do ``verb`` (a SelfSubjectAccessReview made as them);
+        a subresource no apiserver serves is reviewed like any other."""
+        attributes = {"namespace": namespace, "verb": verb, "group": kind.group}
+        attributes |= {"resource": kind.plural, "subresource": subresource, "name": name}
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {k: v for k, v in attributes.items() if v}},
+        }
+        answer = await self.call(
+            "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=review
+        )
+        return bool((answer.get("status") or {}).get("allowed"))
+
     async def items(self, kind: KindInfo, namespace: str) -> list[Any]:
         return list((await self.call("GET", object_path(kind, namespace))).get("items") or [])
 

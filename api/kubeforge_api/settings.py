@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kubeforge_crds.contracts.drift import SERVICE_PORT
+
 
 class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KUBEFORGE_API_", extra="ignore")
@@ -28,6 +30,11 @@ class ApiSettings(BaseSettings):
         "from it. Unset: the GPU-hours route answers 503 saying so.",
     )
     request_timeout: float = Field(default=30, gt=0, description="Apiserver request timeout.")
+    drift_url_template: str = Field(
+        default=f"http://{{service}}.{{namespace}}.svc.cluster.local:{SERVICE_PORT}",
+        description="Where the API reaches a DriftMonitor's drift service to pass ground truth "
+        "on; {service}, {name} and {namespace} are filled in.",
+    )
     max_body_bytes: int = Field(
         default=1 << 20, ge=1024, description="Larger request bodies are refused (413)."
     )

@@ -18,7 +18,6 @@ from kubeforge_crds.base import (
     UriString,
     nested,
 )
-from kubeforge_crds.contracts.drift import CLASSIFICATION_METRICS
 from kubeforge_crds.finetunejob import FineTuneJobSpec
 from kubeforge_crds.health import PhaseHealth
 from kubeforge_crds.kind import KindInfo, NameRule
@@ -144,6 +143,12 @@ class QualityMetricName(StrEnum):
     F1 = "f1"
     MAE = "mae"
     RMSE = "rmse"
+
+
+# Model quality from ground truth, per task; the classification metrics alert below their
+# threshold, the regression errors above it.
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1")
+REGRESSION_METRICS = ("mae", "rmse")
 
 
 class QualityThreshold(KubeModel):

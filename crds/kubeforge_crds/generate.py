@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from kubeforge_crds import GROUP, KINDS, KindInfo
+from kubeforge_crds import DRIFTMONITOR, GROUP, KINDS, KindInfo
+from kubeforge_crds.contracts.drift import GROUND_TRUTH_SUBRESOURCE
 from kubeforge_crds.health import health_lua
 from kubeforge_crds.platform import PlatformConfig
 
@@ -332,6 +333,13 @@ def build_user_roles() -> list[dict[str, Any]]:
                     ],
                 },
                 *QUEUE_READING,  # edit is not view's aggregate: said again here
+                # a subresource no apiserver serves, reviewed by the REST API before it passes
+                # labels on to the monitor's drift service: who may send a model's ground truth
+                {
+                    "apiGroups": [GROUP],
+                    "resources": [f"{DRIFTMONITOR.plural}/{GROUND_TRUTH_SUBRESOURCE}"],
+                    "verbs": ["create"],
+                },
             ],
         },
         {

@@ -12,13 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from kubeforge_api.app import create_app
 from kubeforge_api.settings import ApiSettings
 from kubeforge_crds import KINDS
+from kubeforge_crds.contracts.drift import MonitorConfig
 from kubeforge_labs.canary import start_prometheus
+from kubeforge_labs.drift import log_inference, start_drift_service, write_jsonl
+from kubeforge_pipelines.tinymodel import support_tickets
 from tests.cases import example
 from tests.integration.conftest import Cluster, OperatorProcess, wait_until
 
@@ -375,3 +379,69 @@ def test_a_team_sees_its_queues_quota_and_whether_a_request_fits(
         assert other.status_code == 403
     finally:
         cluster.kubectl("delete", "-f", "-", "--ignore-not-found", stdin=json.dumps(listed))
+
+
+def test_ground_truth_reaches_the_monitor_from_its_team_only(
+    cluster: Cluster, auth: dict[str, dict[str, str]], tmp_path: Path
+) -> None:
+    """Labels through the API, as the caller: RBAC reviewed on driftmonitors/groundtruth, then
+    passed on to the monitor's drift service (a real one, with the DriftMonitor's settings)."""
+    name, ns = f"gt-{RUN}", "team-a"
+    reference = write_jsonl(tmp_path / "reference.jsonl", support_tickets(200, seed=1))
+    truth = {"task": "classification", "metrics": [{"name": "accuracy", "threshold": 0.8}]}
+    spec = {
+        "target": {"modelServer": "bot"},
+        "reference": {"source": "uri", "uri": f"file://{reference}"},
+        "groundTruth": truth | {"minLabels": 1},
+    }
+    config = MonitorConfig(
+        namespace=ns,
+        name=name,
+        reference_uri=f"file://{reference}",
+        ground_truth={"task": "classification", "metrics": {"accuracy": 0.8}, "minLabels": 1},
+    )
+    service = start_drift_service(tmp_path, config)
+    settings = ApiSettings(
+        kubeconfig=Path(cluster.user_kubeconfig("kubeforge-api")), drift_url_template=service.url
+    )
+    base, a = _base("driftmonitors", ns), auth["user-a"]
+    try:
+        with TestClient(create_app(settings)) as api:
+            body = {"metadata": {"name": name}, "spec": spec}
+            assert api.post(base, json=body, headers=a).status_code == 201
+            without = {k: v for k, v in spec.items() if k != "groundTruth"}
+            plain = {"metadata": {"name": f"{name}-plain"}, "spec": without}
+            assert api.post(base, json=plain, headers=a).status_code == 201
+            row = support_tickets(1, seed=2)[0]
+            with httpx.Client(timeout=10) as client:
+                for answer in log_inference(
+                    client, service.url, {"instances": [row]}, {"predictions": [1]}, "p-1"
+                ):
+                    assert answer.status_code == 202
+            url = f"{base}/{name}/groundtruth"
+            labels = [{"id": "p-1", "label": 1}, {"id": "nope", "label": 0}]
+            taken = api.post(url, json={"labels": labels}, headers=a)
+            assert taken.status_code == 200, taken.text
+            assert (taken.json()["accepted"], taken.json()["windowLabels"]) == (1, 1)
+            assert [r["reason"] for r in taken.json()["rejected"]] == ["unknown_id"]
+            none = api.post(url, json={"labels": labels[1:]}, headers=a)
+            assert none.status_code == 422
+            assert "no prediction logged with id 'nope'" in none.json()["rejected"][0]["message"]
+            malformed = api.post(url, json={"labels": [{"id": "p-1"}]}, headers=a)
+            assert malformed.status_code == 422
+            assert "exactly one of label and labels" in malformed.text
+            refused = api.post(url, json={"labels": labels}, headers=auth["user-b"])
+            assert refused.status_code == 403
+            assert "create on driftmonitors/groundtruth" in refused.json()["detail"]
+            missing = api.post(f"{base}/nope/groundtruth", json={"labels": labels}, headers=a)
+            assert missing.status_code == 404
+            unset = api.post(f"{base}/{name}-plain/groundtruth", json={"labels": labels}, headers=a)
+            assert unset.status_code == 409
+            assert "set its spec.groundTruth" in unset.json()["detail"]
+            service.stop()
+            down = api.post(url, json={"labels": labels}, headers=a)
+            assert down.status_code == 503
+            assert f"the drift service of DriftMonitor {name} does not answer" in down.text
+    finally:
+        service.stop()
+        cluster.kubectl("delete", "driftmonitor", name, f"{name}-plain", "-n", ns, check=False)

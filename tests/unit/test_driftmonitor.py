@@ -190,7 +190,8 @@ def test_reading_quality_insufficient_degraded_and_ok() -> None:
     bad = few | {"labels": 40, "sufficient": True, "scores": scores}
     r = read_service_status(body | {"groundTruth": _truth(bad)}, False, True)
     assert (r.quality.status, r.quality.message) == ("True", "mae 2.5 > 1")
-    assert r.detected and r.degraded
+    assert r.detected
+    assert r.degraded
     assert r.crossed == ["mae 2.5 > 1"]
     assert phase(r) == "Degraded"  # outranks the drift window's filling
     quality = r.fields["quality"]

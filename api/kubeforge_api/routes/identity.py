@@ -51,25 +51,6 @@ async def _namespaces(api: AsCaller) -> Namespaces:
             raise
     allowed = []
     for name in (await api.own_namespaces())[:MAX_NAMESPACES_REVIEWED]:
-        if await _may_list_workbenches(api, name):
+        if await api.may("list", name, WORKBENCH):
             allowed.append(name)
     return Namespaces(items=allowed)
-
-
-async def _may_list_workbenches(api: AsCaller, namespace: str) -> bool:
-    review = {
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SelfSubjectAccessReview",
-        "spec": {
-            "resourceAttributes": {
-                "namespace": namespace,
-                "verb": "list",
-                "group": WORKBENCH.group,
-                "resource": WORKBENCH.plural,
-            }
-        },
-    }
-    answer = await api.call(
-        "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=review
-    )
-    return bool((answer.get("status") or {}).get("allowed"))

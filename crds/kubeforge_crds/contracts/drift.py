@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
+from kubeforge_crds.driftmonitor import REGRESSION_METRICS
 
 SERVICE_PORT: Final = 8080
 CONFIG_FILE: Final = "/etc/kubeforge-drift/config.json"
@@ -30,11 +32,6 @@ NUMERIC_METRICS = ("psi", "ks", "jensenShannon", "wasserstein", "meanShift", "ou
 CATEGORICAL_METRICS = ("psi", "chiSquare", "jensenShannon", "unseenCategory")
 BIAS_METRICS = ("spd", "dir")
 ALL_METRICS = tuple(dict.fromkeys(NUMERIC_METRICS + CATEGORICAL_METRICS + BIAS_METRICS))
-# Model quality from ground truth, per task; the classification metrics alert below their
-# threshold, the regression errors above it.
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1")
-REGRESSION_METRICS = ("mae", "rmse")
-QUALITY_METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS
 
 
 def quality_crossed(metric: str, value: float, threshold: float) -> bool:
@@ -94,3 +91,65 @@ class MonitorConfig(_Model):
     export_uri: str | None = Field(
         default=None, description="The URI export_dir is known by outside (file:// or pvc://)."
     )
+
+
+# Ground truth as clients send it: to the drift service (POST /groundtruth) or through the REST
+# API, which first reviews the caller's ``create`` on this subresource of the DriftMonitor.
+GROUND_TRUTH_SUBRESOURCE: Final = "groundtruth"
+MAX_LABELS_PER_REQUEST: Final = 10_000
+Label = str | int | float | bool
+
+
+class GroundTruthLabel(BaseModel):
+    """The true outcome of one logged prediction, or of each instance of its request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(
+        min_length=1,
+        max_length=256,
+        description="The inference's id: the CloudEvent ce-id KServe's logger gave the request.",
+    )
+    label: Label | None = Field(
+        default=None,
+        description="The true class (classification) or value (regression); for a request of "
+        "several instances, with index.",
+    )
+    labels: list[Label] | None = Field(
+        default=None,
+        max_length=MAX_LABELS_PER_REQUEST,
+        description="One label per instance of the request, in order (instead of label).",
+    )
+    index: int | None = Field(
+        default=None, ge=0, description="The instance of a batch request that label is for."
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> GroundTruthLabel:
+        if (self.label is None) == (self.labels is None):
+            raise ValueError("give exactly one of label and labels")
+        return self
+
+
+class GroundTruthLabels(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    labels: list[GroundTruthLabel] = Field(min_length=1, max_length=MAX_LABELS_PER_REQUEST)
+
+
+class RejectedLabel(BaseModel):
+    item: int = Field(description="Position of the label in the request.")
+    id: str
+    reason: Literal["unknown_id", "expired", "invalid_label"]
+    message: str
+
+
+class GroundTruthAnswer(BaseModel):
+    accepted: int = Field(description="Labels joined with their prediction.")
+    replaced: int = Field(description="Labels that replaced an earlier one (the last wins).")
+    rejected: list[RejectedLabel] = Field(description="Labels refused, each with its reason.")
+    window_labels: int = Field(
+        alias="windowLabels", description="Labelled predictions now in the window."
+    )
+
+    model_config = ConfigDict(populate_by_name=True)

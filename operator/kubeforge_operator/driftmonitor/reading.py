@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubeforge_crds import ConditionStatus
-from kubeforge_crds.contracts.drift import REGRESSION_METRICS
 from kubeforge_crds.driftmonitor import (
+    REGRESSION_METRICS,
     DriftMonitorSpec,
     FeatureScore,
     QualityScore,
@@ -109,7 +109,7 @@ def quality_fields(body: dict[str, Any]) -> dict[str, Any]:
             if s.get("value") is not None
         ],
         received={k: int(v) for k, v in (body.get("labels") or {}).items()},
-        last_evaluation=_timestamp(latest["time"]) if latest.get("time") else None,
+        last_evaluation=datetime.fromtimestamp(latest["time"], UTC) if latest.get("time") else None,
     )
     return status.to_wire()
 

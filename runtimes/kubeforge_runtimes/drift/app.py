@@ -11,14 +11,14 @@ import logging
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
-from kubeforge_crds.contracts.drift import MonitorConfig
+from kubeforge_crds.contracts.drift import GroundTruthLabels, MonitorConfig
 from kubeforge_runtimes.drift.service import DriftService, ExportError, json_safe
 
 router = APIRouter()
@@ -31,38 +31,6 @@ def get_service(request: Request) -> DriftService:
 
 
 Service = Annotated[DriftService, Depends(get_service)]
-
-
-MAX_LABELS_PER_REQUEST = 10_000
-
-
-class Label(BaseModel):
-    """The true outcome of one logged prediction (or of each instance of its request)."""
-
-    id: str = Field(
-        min_length=1,
-        max_length=256,
-        description="The inference's id: the CloudEvent ce-id KServe's logger sent.",
-    )
-    label: str | int | float | bool | None = Field(
-        default=None, description="The true class (classification) or value (regression)."
-    )
-    labels: list[str | int | float | bool] | None = Field(
-        default=None, max_length=10_000, description="One per instance of the request, in order."
-    )
-    index: int | None = Field(
-        default=None, ge=0, description="The instance of a batch request that label is for."
-    )
-
-    @model_validator(mode="after")
-    def one_of(self) -> Label:
-        if (self.label is None) == (self.labels is None):
-            raise ValueError("give exactly one of label and labels")
-        return self
-
-
-class Labels(BaseModel):
-    labels: list[Label] = Field(min_length=1, max_length=MAX_LABELS_PER_REQUEST)
 
 
 class ExportRequest(BaseModel):
@@ -81,7 +49,7 @@ async def receive(request: Request, service: Service) -> JSONResponse:
 
 
 @router.post("/groundtruth")
-async def ground_truth(body: Labels, service: Service) -> JSONResponse:
+async def ground_truth(body: GroundTruthLabels, service: Service) -> JSONResponse:
     """Labels for logged predictions, joined by inference id (last label wins)."""
     _ready(service)
     items = [label.model_dump() for label in body.labels]
@@ -96,7 +64,7 @@ async def evaluate_now(service: Service) -> JSONResponse:
     truth = service.ground_truth
     if evaluation is None and truth is None:
         raise HTTPException(409, "the window is empty: no inference has been received yet")
-    body = evaluation.to_json() if evaluation else {"rows": 0}
+    body: dict[str, Any] = evaluation.to_json() if evaluation else {"rows": 0}
     if truth is not None and truth.latest is not None:
         body["groundTruth"] = truth.latest.to_json()
     return JSONResponse(json_safe(body))

@@ -103,6 +103,10 @@ class Metrics:
         )
         for result in ("ok", "malformed", "not_ready"):
             self.payloads.labels(**self.base, result=result)
+        self._quality_metrics(labels, config)
+
+    def _quality_metrics(self, labels: list[str], config: MonitorConfig) -> None:
+        """The model's quality from ground truth, and the labels received."""
         self.quality = Gauge(
             "kubeforge_model_quality",
             "Latest quality of the model's predictions against their ground truth (accuracy, "
