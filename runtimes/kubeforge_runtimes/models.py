@@ -177,6 +177,14 @@ class CausalLM(Model):  # type: ignore[misc]
         result = await asyncio.to_thread(self.generate, texts, params.get("max_new_tokens"))
         return {"predictions": result}
 
+    async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        from kubeforge_runtimes.explain import NotExplainableError
+
+        raise NotExplainableError(
+            "text models are not explained yet: token attributions are planned (#17); "
+            "scikit-learn models served by this runtime are"
+        )
+
 
 class Sklearn(Model):  # type: ignore[misc]
     """A scikit-learn estimator saved with joblib: v1 ``instances`` rows, v2 one FP32/FP64/INT
@@ -186,6 +194,7 @@ class Sklearn(Model):  # type: ignore[misc]
         super().__init__(name)
         self.found = found
         self.model: Any = None
+        self._explainer: Any = None
 
     def load(self) -> bool:
         import joblib
@@ -194,16 +203,43 @@ class Sklearn(Model):  # type: ignore[misc]
         self.ready = True
         return True
 
-    def _predict(self, rows: Any) -> list[Any]:
+    def _rows(self, rows: Any) -> Any:
         import numpy as np
 
         try:
             x = np.asarray(rows, dtype=float)
-            if x.ndim != 2:
-                raise ValueError(f"expected rows of features (2 dimensions), got {x.ndim}")
-            return list(self.model.predict(x).tolist())
         except ValueError as err:
             raise InvalidInput(str(err)) from err
+        if x.ndim != 2:
+            raise InvalidInput(f"expected rows of features (2 dimensions), got {x.ndim}")
+        return x
+
+    def _predict(self, rows: Any) -> list[Any]:
+        from kubeforge_runtimes.explain import as_input
+
+        try:
+            return list(self.model.predict(as_input(self.model, self._rows(rows))).tolist())
+        except ValueError as err:
+            raise InvalidInput(str(err)) from err
+
+    async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """SHAP attributions of each instance (``kubeforge_runtimes.explain``); 501 with the
+        reason for a model that cannot be explained."""
+        from kubeforge_runtimes.explain import build_explainer, explain_rows
+
+        instances = v1_body(payload).get("instances")
+        if not isinstance(instances, list) or not instances:
+            raise InvalidInput('expected "instances": a non-empty list of feature rows')
+        x = self._rows(instances)
+        if self._explainer is None:
+            self._explainer = await asyncio.to_thread(
+                build_explainer, self.model, self.found.path.parent
+            )
+        try:
+            explained = await asyncio.to_thread(explain_rows, self.model, self._explainer, x)
+        except ValueError as err:
+            raise InvalidInput(str(err)) from err
+        return {"explanations": explained}
 
     async def predict(
         self,

@@ -175,3 +175,11 @@ def test_token_metrics_are_vllm_s(runtime: Proc, client: openai.OpenAI) -> None:
     assert re.search(
         r'kubeforge_inference_requests_total\{[^}]*protocol="openai"[^}]*\} [1-9]', text
     )
+
+
+def test_a_text_model_says_it_cannot_be_explained_yet(runtime: Proc) -> None:
+    answer = httpx.post(
+        f"{runtime.url}/v1/models/{NAME}:explain", json={"instances": ["hello"]}, timeout=30
+    )
+    assert answer.status_code == 501
+    assert "text models are not explained yet" in answer.json()["error"]
