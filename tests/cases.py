@@ -442,6 +442,13 @@ INVALID: list[Invalid] = [
     ),
     Invalid(
         "DriftMonitor",
+        "anomaly-rate-below-the-ordinary-share",
+        {"anomalies": {"quantile": 0.9, "rateThreshold": 0.05}},
+        "spec.anomalies.rateThreshold",
+        "rateThreshold must be above 1 - quantile",
+    ),
+    Invalid(
+        "DriftMonitor",
         "ground-truth-without-task",
         {"groundTruth": {"metrics": [{"name": "accuracy", "threshold": 0.9}]}},
         "spec.groundTruth.task",

@@ -248,6 +248,39 @@ class GroundTruth(KubeModel):
     )
 
 
+class Anomalies(KubeModel):
+    """Anomalous requests: each request of the window scored by an isolation forest trained on
+    the reference; a number outside the reference's range or a category it never had is
+    anomalous whatever the forest says."""
+
+    quantile: float = Field(
+        default=0.99,
+        ge=0.5,
+        lt=1,
+        description="A request is anomalous when it is stranger than this share of the "
+        "reference's own rows: 0.99 counts about 1% of requests like the reference's.",
+    )
+    rate_threshold: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="Alert when more than this share of the window's requests are anomalous.",
+    )
+    top: int = Field(
+        default=5, ge=0, le=50, description="The strangest recent requests shown in status."
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="self.rateThreshold > 1.0 - self.quantile",
+            message="rateThreshold must be above 1 - quantile, the share of ordinary requests "
+            "counted as anomalous, or ordinary traffic would alert",
+            check=lambda s: s.rate_threshold > 1.0 - s.quantile,
+            field_path=".rateThreshold",
+        ),
+    )
+
+
 class Window(KubeModel):
     """The sliding window of live traffic compared with the reference."""
 
@@ -343,6 +376,12 @@ class DriftMonitorSpec(KubeModel):
         description="Model quality from labels sent after the predictions (accuracy, F1, MAE, "
         "...), with thresholds acted on like drift.",
     )
+    anomalies: Anomalies | None = Field(
+        default=None,
+        description="Anomalous requests: the share of strange requests in the window, with "
+        "the strangest shown; crossing rateThreshold alerts and rolls back like drift (it does "
+        "not retrain).",
+    )
     window: Window = nested(Window, "The sliding window.")
     actions: Actions = nested(Actions, "What to do on drift.")
 
@@ -400,6 +439,25 @@ class QualityStatus(KubeModel):
     last_evaluation: Timestamp | None = Field(default=None, description="When it was scored.")
 
 
+class AnomalousRequest(KubeModel):
+    score: float = Field(description="Anomaly score, 0 to 1 (1: a value the reference lacks).")
+    reasons: list[Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=list, max_length=16, description="What is strange about it."
+    )
+    request: str = Field(max_length=600, description="The request's features, as JSON.")
+
+
+class AnomalyStatus(KubeModel):
+    """The window's anomalous requests, as the drift service last scored them."""
+
+    rate: float = Field(description="Share of the window's requests that are anomalous.")
+    threshold: float = Field(description="The rate's threshold.")
+    rows: int = Field(description="Requests scored.")
+    top: list[AnomalousRequest] = Field(
+        default_factory=list, max_length=50, description="The strangest, strangest first."
+    )
+
+
 class ActionRecord(KubeModel):
     time: Timestamp = Field(description="When the action was taken.")
     type: str = Field(max_length=32, description="alert, retrain or rollback.")
@@ -430,6 +488,9 @@ class DriftMonitorStatus(ResourceStatus):
     )
     quality: QualityStatus | None = Field(
         default=None, description="Model quality from ground truth (spec.groundTruth)."
+    )
+    anomalies: AnomalyStatus | None = Field(
+        default=None, description="Anomalous requests in the window (spec.anomalies)."
     )
 
 

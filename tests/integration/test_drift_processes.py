@@ -2,7 +2,8 @@
 them, the gauges scraped by a real Prometheus evaluating the operator's own alert rules, the
 alerts firing on drift and bias, the rules checked by ``promtool test rules``, malformed
 payloads counted and reported, a reference that does not match the features refused; model
-quality from labels sent after the predictions, its alert firing when accuracy falls."""
+quality from labels sent after the predictions, its alert firing when accuracy falls; the
+anomaly rate rising on injected outliers, and its alert."""
 
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "minLabels": LABELS_NEEDED,
             "positiveClass": "1",
         },
+        anomalies={"quantile": 0.99, "rateThreshold": 0.05},
     )
     rules = work / "rules.yaml"
     rules.write_text(yaml.safe_dump({"groups": alert_rules(NS, NAME, "warning", 1)}))
@@ -275,6 +277,32 @@ def test_accuracy_from_late_labels_fires_the_quality_alert(lab: dict[str, Any]) 
 
     alerts = wait_until(firing, timeout=30, what="KubeforgeModelQualityLow to fire")
     assert {a["labels"]["metric"] for a in alerts} >= {"accuracy"}
+
+
+def test_injected_outliers_raise_the_anomaly_rate_and_its_alert(lab: dict[str, Any]) -> None:
+    service, prom = lab["service"], lab["prom"]
+    _send(service.url, support_tickets(WINDOW, seed=11), "v1", fair=True)
+    calm = httpx.post(f"{service.url}/evaluate", timeout=30).json()["anomalies"]
+    assert calm["rate"] <= 0.05, calm
+    assert not calm["detected"]
+    outliers = [
+        {"id": 1, "text": "?", "product": "quantum", "tier": "gold", "priority": 3},
+        {"id": 2, "text": "?", "product": "vpn", "tier": "gold", "priority": 99},
+    ] * 20
+    _send(service.url, support_tickets(WINDOW - 40, seed=12) + outliers, "v1", fair=True)
+    found = httpx.post(f"{service.url}/evaluate", timeout=30).json()["anomalies"]
+    assert found["rate"] >= 40 / WINDOW
+    assert found["detected"]
+    reasons = {r for t in found["top"] for r in t["reasons"]}
+    assert "product 'quantum' never appears in the reference" in reasons
+    assert any(r.startswith("priority 99 is outside the reference's") for r in reasons)
+
+    def firing() -> list[dict[str, Any]] | None:
+        got = [a for a in _alerts(prom) if a["labels"]["alertname"] == "KubeforgeAnomalyRateHigh"]
+        return got or None
+
+    alerts = wait_until(firing, timeout=30, what="KubeforgeAnomalyRateHigh to fire")
+    assert alerts[0]["labels"]["monitor"] == NAME
 
 
 def test_reports_from_the_window_and_from_files(lab: dict[str, Any]) -> None:

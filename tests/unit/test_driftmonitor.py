@@ -99,6 +99,7 @@ def test_alert_rules_select_this_monitor_only() -> None:
         "KubeforgeDriftEvaluationStale",
         "KubeforgeDriftMalformedPayloads",
         "KubeforgeModelQualityLow",
+        "KubeforgeAnomalyRateHigh",
         "KubeforgeGroundTruthUnmatched",
     }
     drift = rules["KubeforgeDriftDetected"]
@@ -202,6 +203,35 @@ def test_reading_quality_insufficient_degraded_and_ok() -> None:
     r = read_service_status(body | {"groundTruth": _truth(good)}, False, True)
     assert (r.quality.status, r.quality.reason) == ("False", "QualityOK")
     assert phase(r) == "Monitoring"
+
+
+def test_reading_anomalies_alerts_and_rolls_back_but_does_not_retrain() -> None:
+    body = _status(None, rows=40)
+    r = read_service_status(body, False, anomalies_configured=True)
+    assert (r.anomalies.status, r.anomalies.reason) == ("Unknown", "WindowFilling")
+    top = [
+        {
+            "score": 1.0,
+            "reasons": ["product 'quantum' never appears in the reference"],
+            "request": '{"product": "quantum"}',
+        }
+    ]
+    found = {"rows": 200, "anomalous": 30, "rate": 0.15, "threshold": 0.05, "detected": True}
+    latest = {"time": NOW.timestamp(), "rows": 200, "scores": [], "anomalies": found | {"top": top}}
+    r = read_service_status(_status(latest), False, anomalies_configured=True)
+    assert (r.anomalies.status, r.anomalies.reason) == ("True", "AnomaliesDetected")
+    assert r.anomalies.message == (
+        "15.0% of the latest 200 requests are anomalous, above 5.0%; the strangest: "
+        "product 'quantum' never appears in the reference"
+    )
+    assert r.detected
+    assert not r.retrain_worthy  # strange requests are no training data
+    assert phase(r) == "Drifted"
+    assert r.fields["anomalies"]["top"][0]["request"] == '{"product": "quantum"}'
+    calm = latest | {"anomalies": found | {"anomalous": 2, "rate": 0.01, "detected": False}}
+    r = read_service_status(_status(calm), False, anomalies_configured=True)
+    assert (r.anomalies.status, r.anomalies.reason) == ("False", "NoAnomalies")
+    assert read_service_status(_status(calm), False).anomalies.reason == "NotConfigured"
 
 
 def _ftj(name: str, created: datetime, phase: str | None) -> dict[str, Any]:

@@ -71,6 +71,21 @@ class GroundTruthConfig(_Model):
     )
 
 
+class AnomalyConfig(_Model):
+    """Anomalous requests: an isolation forest trained on the reference."""
+
+    quantile: float = Field(
+        default=0.99,
+        ge=0.5,
+        lt=1,
+        description="A request is anomalous when stranger than this share of reference rows.",
+    )
+    rate_threshold: float = Field(
+        default=0.05, gt=0, le=1, description="Alert above this share of anomalous requests."
+    )
+    top: int = Field(default=5, ge=0, le=50, description="The strangest requests kept.")
+
+
 class MonitorConfig(_Model):
     namespace: str = "default"
     name: str
@@ -80,6 +95,7 @@ class MonitorConfig(_Model):
     metrics: dict[str, float] = Field(default_factory=lambda: {"psi": 0.2, "ks": 0.1})
     bias: BiasConfig | None = None
     ground_truth: GroundTruthConfig | None = None
+    anomalies: AnomalyConfig | None = None
     window_size: int = Field(default=1000, ge=10)
     interval_seconds: float = Field(default=300, gt=0)
     history: int = Field(default=288, ge=1, description="Evaluations kept for reports.")

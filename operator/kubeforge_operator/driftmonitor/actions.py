@@ -32,6 +32,7 @@ from kubeforge_crds.driftmonitor import (
 )
 from kubeforge_crds.finetunejob import FineTuneJobSpec
 from kubeforge_operator.driftmonitor.conditions import (
+    ANOMALIES_DETECTED,
     BIAS_DETECTED,
     DRIFT_DETECTED,
     QUALITY_DEGRADED,
@@ -140,13 +141,13 @@ def act(
     newly = not any(
         (previous := get_condition(status.conditions, type_)) is not None
         and previous.status == ConditionStatus.TRUE
-        for type_ in (DRIFT_DETECTED, BIAS_DETECTED, QUALITY_DEGRADED)
+        for type_ in (DRIFT_DETECTED, BIAS_DETECTED, QUALITY_DEGRADED, ANOMALIES_DETECTED)
     )
     if spec.actions.alert.enabled and newly:
         _record(ctx, actions, "alert", service_name(ctx.name), f"PrometheusRule fires: {summary}")
     if spec.actions.rollback:
         _rollback(ctx, model_server, summary, actions)
-    if spec.actions.retrain.enabled:
+    if spec.actions.retrain.enabled and reading.retrain_worthy:
         # what the retraining run's trigger says started it: the model's measured quality, or
         # the drift (or bias) of its inputs
         _retrain(ctx, spec, ftj, "quality" if reading.degraded else "drift", summary, actions)

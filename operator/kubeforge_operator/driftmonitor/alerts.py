@@ -66,6 +66,17 @@ def alert_rules(
                     },
                 },
                 {
+                    "alert": "KubeforgeAnomalyRateHigh",
+                    "expr": f"{by_monitor} (kubeforge_anomaly_detected{{{sel}}}) > 0",
+                    "labels": labels,
+                    "annotations": {
+                        "summary": "Many anomalous requests",
+                        "description": f"{who}: more of the window's requests than its "
+                        "threshold look like nothing in the reference; see its "
+                        "status.anomalies for the strangest.",
+                    },
+                },
+                {
                     "alert": "KubeforgeGroundTruthUnmatched",
                     "expr": f'{by_monitor} (rate({labelled}, result=~"unknown_id|expired"}}[15m]))'
                     f" / {by_monitor} (rate({labelled}}}[15m])) > 0.1",

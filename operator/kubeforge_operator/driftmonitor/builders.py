@@ -13,6 +13,7 @@ from kubeforge_crds.contracts.drift import (
     CONFIG_FILE,
     EXPORT_MOUNT,
     SERVICE_PORT,
+    AnomalyConfig,
     BiasConfig,
     FeatureConfig,
     GroundTruthConfig,
@@ -53,6 +54,15 @@ def monitor_config(
             else None
         ),
         ground_truth=ground_truth_config(spec),
+        anomalies=(
+            AnomalyConfig(
+                quantile=spec.anomalies.quantile,
+                rate_threshold=spec.anomalies.rate_threshold,
+                top=spec.anomalies.top,
+            )
+            if spec.anomalies
+            else None
+        ),
         window_size=spec.window.size,
         interval_seconds=parse_duration(spec.window.interval).total_seconds(),
         export_dir=export_dir(spec),

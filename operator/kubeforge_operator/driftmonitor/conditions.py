@@ -1,6 +1,6 @@
 """The conditions the DriftMonitor controller owns, declared once. Ready summarises Accepted,
 TargetFound, ReferenceResolved, ServiceReady and LoggerConfigured; DriftDetected, BiasDetected,
-QualityDegraded and MonitoringConfigured are reported beside it."""
+QualityDegraded, AnomaliesDetected and MonitoringConfigured are reported beside it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ LOGGER_CONFIGURED = "LoggerConfigured"
 DRIFT_DETECTED = "DriftDetected"
 BIAS_DETECTED = "BiasDetected"
 QUALITY_DEGRADED = "QualityDegraded"
+ANOMALIES_DETECTED = "AnomaliesDetected"
 MONITORING_READY = "MonitoringConfigured"
 OWNED = (
     READY,
@@ -25,4 +26,5 @@ OWNED = (
     DRIFT_DETECTED,
     BIAS_DETECTED,
     QUALITY_DEGRADED,
+    ANOMALIES_DETECTED,
 )

@@ -10,6 +10,8 @@ from typing import Any
 from kubeforge_crds import ConditionStatus
 from kubeforge_crds.driftmonitor import (
     REGRESSION_METRICS,
+    AnomalousRequest,
+    AnomalyStatus,
     DriftMonitorSpec,
     FeatureScore,
     QualityScore,
@@ -17,6 +19,7 @@ from kubeforge_crds.driftmonitor import (
     ReferenceSource,
 )
 from kubeforge_operator.driftmonitor.conditions import (
+    ANOMALIES_DETECTED,
     BIAS_DETECTED,
     DRIFT_DETECTED,
     QUALITY_DEGRADED,
@@ -38,17 +41,89 @@ class Reading:
             QUALITY_DEGRADED, ConditionStatus.FALSE, "NotConfigured", NO_GROUND_TRUTH
         )
     )
+    anomalies: Observation = field(
+        default_factory=lambda: Observation(
+            ANOMALIES_DETECTED, ConditionStatus.FALSE, "NotConfigured", NO_ANOMALIES
+        )
+    )
 
     @property
     def degraded(self) -> bool:
         return self.quality.status == ConditionStatus.TRUE
 
     @property
-    def detected(self) -> bool:
+    def retrain_worthy(self) -> bool:
+        """Drift, bias or degraded quality: what retraining can answer (a surge of strange
+        requests is for people and the rollback to look at, not for new training data)."""
         return any(o.status == ConditionStatus.TRUE for o in (self.drift, self.bias, self.quality))
+
+    @property
+    def detected(self) -> bool:
+        return self.retrain_worthy or self.anomalies.status == ConditionStatus.TRUE
 
 
 NO_GROUND_TRUTH = "spec.groundTruth is not set"
+NO_ANOMALIES = "spec.anomalies is not set"
+
+
+def read_anomalies(
+    latest: dict[str, Any] | None, configured: bool, filling: str
+) -> tuple[Observation, list[str], dict[str, Any] | None]:
+    """The AnomaliesDetected condition, the crossed check and the status field, from the latest
+    evaluation's ``anomalies``."""
+    if not configured:
+        return (
+            Observation(ANOMALIES_DETECTED, ConditionStatus.FALSE, "NotConfigured", NO_ANOMALIES),
+            [],
+            None,
+        )
+    if latest is None:
+        return (
+            Observation(ANOMALIES_DETECTED, ConditionStatus.UNKNOWN, "WindowFilling", filling),
+            [],
+            None,
+        )
+    found = latest.get("anomalies")
+    if found is None:
+        return (
+            Observation(
+                ANOMALIES_DETECTED,
+                ConditionStatus.UNKNOWN,
+                "NotReported",
+                "the drift service reported no anomaly scores (an image older than "
+                "spec.anomalies?)",
+            ),
+            [],
+            None,
+        )
+    status = AnomalyStatus(
+        rate=found["rate"],
+        threshold=found["threshold"],
+        rows=found["rows"],
+        top=[AnomalousRequest.model_validate(t) for t in found.get("top") or []],
+    )
+    share = f"{found['rate']:.1%} of the latest {found['rows']} requests are anomalous"
+    if not found["detected"]:
+        return (
+            Observation(
+                ANOMALIES_DETECTED,
+                ConditionStatus.FALSE,
+                "NoAnomalies",
+                f"{share}, within {found['threshold']:.1%}",
+            ),
+            [],
+            status.to_wire(),
+        )
+    strangest = "; ".join((found.get("top") or [{}])[0].get("reasons") or [])
+    message = f"{share}, above {found['threshold']:.1%}" + (
+        f"; the strangest: {strangest}" if strangest else ""
+    )
+    crossed = f"anomaly rate {found['rate']:.3g} > {found['threshold']:g}"
+    return (
+        Observation(ANOMALIES_DETECTED, ConditionStatus.TRUE, "AnomaliesDetected", message[:1024]),
+        [crossed],
+        status.to_wire(),
+    )
 
 
 def read_quality(body: dict[str, Any] | None, configured: bool) -> tuple[Observation, list[str]]:
@@ -126,17 +201,26 @@ def _describe(score: dict[str, Any]) -> str:
 
 
 def read_service_status(
-    body: dict[str, Any], bias_configured: bool, ground_truth_configured: bool = False
+    body: dict[str, Any],
+    bias_configured: bool,
+    ground_truth_configured: bool = False,
+    anomalies_configured: bool = False,
 ) -> Reading:
-    """Drift, bias and (with spec.groundTruth) model quality, as status fields and
-    conditions."""
+    """Drift, bias and (with spec.groundTruth and spec.anomalies) model quality and anomalous
+    requests, as status fields and conditions."""
     reading = _read_drift(body, bias_configured)
     truth = body.get("groundTruth")
-    quality, crossed = read_quality(truth, ground_truth_configured)
+    quality, bad_answers = read_quality(truth, ground_truth_configured)
     fields = dict(reading.fields)
     if ground_truth_configured and truth is not None:
         fields["quality"] = quality_fields(truth)
-    return Reading(fields, reading.drift, reading.bias, reading.crossed + crossed, quality)
+    anomalies, strange, anomaly_fields = read_anomalies(
+        body.get("latest"), anomalies_configured, reading.drift.message
+    )
+    if anomaly_fields is not None:
+        fields["anomalies"] = anomaly_fields
+    crossed = reading.crossed + bad_answers + strange
+    return Reading(fields, reading.drift, reading.bias, crossed, quality, anomalies)
 
 
 def _read_drift(body: dict[str, Any], bias_configured: bool) -> Reading:

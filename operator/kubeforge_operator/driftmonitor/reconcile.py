@@ -98,9 +98,11 @@ def reconcile_driftmonitor(ctx: ReconcileContext, spec: DriftMonitorSpec) -> Out
             info=info,
             requeue_after=recheck,
         )
-    reading = read_service_status(body, spec.bias is not None, spec.ground_truth is not None)
+    reading = read_service_status(
+        body, spec.bias is not None, spec.ground_truth is not None, spec.anomalies is not None
+    )
     fields.update(reading.fields)
-    info += [reading.drift, reading.bias, reading.quality]
+    info += [reading.drift, reading.bias, reading.quality, reading.anomalies]
     actions = list(status.actions)
     if reading.detected:
         act(ctx, spec, status, resolved.model_server, resolved.ftj, reading, actions)

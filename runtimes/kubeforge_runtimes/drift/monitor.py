@@ -22,6 +22,7 @@ from kubeforge_crds.contracts.drift import (
     MonitorConfig,
 )
 from kubeforge_runtimes.drift import stats
+from kubeforge_runtimes.drift.anomaly import AnomalyModel, AnomalyResult
 from kubeforge_runtimes.drift.payloads import PayloadError, request_rows
 from kubeforge_runtimes.drift.reference import Summary
 
@@ -42,6 +43,7 @@ class Evaluation:
     time: float
     rows: int
     scores: list[Score]
+    anomalies: AnomalyResult | None = None
 
     @property
     def drift(self) -> bool:
@@ -61,6 +63,7 @@ class Evaluation:
                 {**asdict(s), "value": None if math.isnan(s.value) else s.value}
                 for s in self.scores
             ],
+            "anomalies": self.anomalies.to_json() if self.anomalies else None,
         }
 
 
@@ -115,8 +118,15 @@ class Window:
 class Monitor:
     """Thread-safe: the service adds rows from request handlers and evaluates in a worker."""
 
-    def __init__(self, config: MonitorConfig, features: list[FeatureConfig], summary: Summary):
+    def __init__(
+        self,
+        config: MonitorConfig,
+        features: list[FeatureConfig],
+        summary: Summary,
+        anomaly_model: AnomalyModel | None = None,
+    ):
         self.config = config
+        self.anomaly_model = anomaly_model
         self.features = features
         self.summary = summary
         self.window = Window(features, config.window_size)
@@ -196,10 +206,12 @@ class Monitor:
         rows = min((len(c) for c in columns.values()), default=0)
         if rows == 0 or (rows < self.config.window_size and not force):
             return None
+        model = self.anomaly_model
         evaluation = Evaluation(
             time=now if now is not None else time.time(),
             rows=rows,
             scores=score_columns(self.config, self.features, self.summary, columns, pairs),
+            anomalies=model.evaluate(self.live_rows()) if model else None,
         )
         self.history.append(evaluation)
         return evaluation

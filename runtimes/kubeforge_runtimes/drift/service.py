@@ -30,6 +30,7 @@ from prometheus_client import (
 )
 
 from kubeforge_crds.contracts.drift import MonitorConfig
+from kubeforge_runtimes.drift.anomaly import AnomalyModel
 from kubeforge_runtimes.drift.groundtruth import RESULTS, GroundTruth, LabelError, Quality
 from kubeforge_runtimes.drift.monitor import Evaluation, Monitor
 from kubeforge_runtimes.drift.payloads import PayloadError, parse_event, response_outputs
@@ -104,6 +105,27 @@ class Metrics:
         for result in ("ok", "malformed", "not_ready"):
             self.payloads.labels(**self.base, result=result)
         self._quality_metrics(labels, config)
+        self._anomaly_metrics(labels)
+
+    def _anomaly_metrics(self, labels: list[str]) -> None:
+        self.anomaly_rate = Gauge(
+            "kubeforge_anomaly_rate",
+            "Share of the window's requests stranger than the reference's anomaly cut-off.",
+            labels,
+            registry=self.registry,
+        )
+        self.anomaly_threshold = Gauge(
+            "kubeforge_anomaly_rate_threshold",
+            "The anomaly rate's threshold.",
+            labels,
+            registry=self.registry,
+        )
+        self.anomaly_detected = Gauge(
+            "kubeforge_anomaly_detected",
+            "1 when the anomaly rate is above its threshold.",
+            labels,
+            registry=self.registry,
+        )
 
     def _quality_metrics(self, labels: list[str], config: MonitorConfig) -> None:
         """The model's quality from ground truth, and the labels received."""
@@ -150,6 +172,11 @@ class Metrics:
             self.threshold.labels(**labels).set(s.threshold)
             self.detected.labels(**labels).set(1.0 if s.crossed else 0.0)
         self.last.labels(**self.base).set(evaluation.time)
+        found = evaluation.anomalies
+        if found is not None:
+            self.anomaly_rate.labels(**self.base).set(found.rate)
+            self.anomaly_threshold.labels(**self.base).set(found.threshold)
+            self.anomaly_detected.labels(**self.base).set(1.0 if found.detected else 0.0)
 
     def record_quality(self, quality: Quality) -> None:
         self.labelled.labels(**self.base).set(quality.labels)
@@ -194,7 +221,9 @@ class DriftService:
                     f"the protected attribute {bias.protected_attribute!r} is not a column of "
                     f"the reference (its columns: {', '.join(map(str, frame.columns))})"
                 )
-            self.monitor = Monitor(self.config, features, summarise(frame, features))
+            anomalies = self.config.anomalies
+            model = AnomalyModel(anomalies, features, frame) if anomalies else None
+            self.monitor = Monitor(self.config, features, summarise(frame, features), model)
             self.error = None
             self.metrics.reference_ready.labels(**self.metrics.base).set(1)
             log.info("reference loaded: %d rows, %d features", len(frame), len(features))
