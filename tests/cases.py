@@ -442,6 +442,20 @@ INVALID: list[Invalid] = [
     ),
     Invalid(
         "DriftMonitor",
+        "text-feature-without-embedding-drift",
+        {"features": [{"name": "prompt", "type": "text"}]},
+        "spec.metrics",
+        "a text feature is compared by metric embeddingDrift",
+    ),
+    Invalid(
+        "DriftMonitor",
+        "embedding-drift-at-chance",
+        {"metrics": [{"name": "embeddingDrift", "threshold": 0.5}]},
+        "spec.metrics[0].threshold",
+        "its threshold must be above 0.5",
+    ),
+    Invalid(
+        "DriftMonitor",
         "anomaly-rate-below-the-ordinary-share",
         {"anomalies": {"quantile": 0.9, "rateThreshold": 0.05}},
         "spec.anomalies.rateThreshold",

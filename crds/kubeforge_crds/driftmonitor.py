@@ -57,13 +57,17 @@ class Reference(KubeModel):
 class FeatureType(StrEnum):
     NUMERIC = "numeric"
     CATEGORICAL = "categorical"
+    TEXT = "text"
 
 
 class Feature(KubeModel):
     """One input feature of the model."""
 
     name: str = Field(min_length=1, max_length=256, description="Feature (column) name.")
-    type: FeatureType = Field(description="numeric or categorical.")
+    type: FeatureType = Field(
+        description="numeric, categorical, or text (free text such as a prompt: compared "
+        "by its sentence embeddings, metric embeddingDrift, and described in the report)."
+    )
 
 
 class DriftMetricName(StrEnum):
@@ -77,6 +81,7 @@ class DriftMetricName(StrEnum):
     DIR = "dir"
     OUT_OF_RANGE = "outOfRange"
     UNSEEN_CATEGORY = "unseenCategory"
+    EMBEDDING_DRIFT = "embeddingDrift"
 
 
 # Metrics whose values lie in [0, 1] (spd in [-1, 1], compared in absolute value), so a
@@ -89,6 +94,7 @@ UNIT_RANGE_METRICS = (
     "dir",
     "outOfRange",
     "unseenCategory",
+    "embeddingDrift",
 )
 
 
@@ -98,7 +104,9 @@ class MetricThreshold(KubeModel):
     Numeric features: psi, ks, jensenShannon, wasserstein, meanShift (in reference standard
     deviations), outOfRange (share outside the reference's range). Categorical features: psi,
     chiSquare (p-value of the chi-square test), jensenShannon, unseenCategory (share of categories
-    the reference lacks). Bias (needs spec.bias): spd, dir."""
+    the reference lacks). Text features: embeddingDrift (ROC AUC of a classifier telling the
+    window's texts from the reference's by their sentence embeddings: 0.5 alike, 1 apart). Bias
+    (needs spec.bias): spd, dir."""
 
     name: DriftMetricName = Field(description="Which metric.")
     threshold: float = Field(
@@ -117,6 +125,13 @@ class MetricThreshold(KubeModel):
             + "]) || self.threshold <= 1.0",
             message="this metric lies between 0 and 1: a threshold above 1 could never be crossed",
             check=lambda s: s.name not in UNIT_RANGE_METRICS or s.threshold <= 1.0,
+            field_path=".threshold",
+        ),
+        CelRule(
+            rule="self.name != 'embeddingDrift' || self.threshold > 0.5",
+            message="embeddingDrift is a ROC AUC: 0.5 means no difference at all, so its "
+            "threshold must be above 0.5 (0.7 is a good start)",
+            check=lambda s: s.name != DriftMetricName.EMBEDDING_DRIFT or s.threshold > 0.5,
             field_path=".threshold",
         ),
     )
@@ -394,6 +409,18 @@ class DriftMonitorSpec(KubeModel):
                 or not any(m.name in (DriftMetricName.SPD, DriftMetricName.DIR) for m in s.metrics)
             ),
             field_path=".bias",
+            reason="FieldValueRequired",
+        ),
+        CelRule(
+            rule="!self.features.exists(f, f.type == 'text') || "
+            "self.metrics.exists(m, m.name == 'embeddingDrift')",
+            message="a text feature is compared by metric embeddingDrift: add it to metrics "
+            "(threshold 0.7 is a good start)",
+            check=lambda s: (
+                not any(f.type == FeatureType.TEXT for f in s.features)
+                or any(m.name == DriftMetricName.EMBEDDING_DRIFT for m in s.metrics)
+            ),
+            field_path=".metrics",
             reason="FieldValueRequired",
         ),
     )

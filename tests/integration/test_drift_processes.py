@@ -305,6 +305,40 @@ def test_injected_outliers_raise_the_anomaly_rate_and_its_alert(lab: dict[str, A
     assert alerts[0]["labels"]["monitor"] == NAME
 
 
+def test_a_prompt_topic_change_is_text_drift(lab: dict[str, Any]) -> None:
+    """A monitor of the tickets' text: quiet on tickets like the reference's, drift when only
+    two products are asked about; the report says what moved, with examples."""
+    config = MonitorConfig(
+        namespace=NS,
+        name="bot-text",
+        reference_uri=f"file://{lab['reference']}",
+        features=[{"name": "text", "type": "text"}],
+        metrics={"embeddingDrift": 0.7},
+        window_size=100,
+        interval_seconds=60,
+    )
+    service = start_drift_service(lab["work"], config)
+    try:
+        _send(service.url, support_tickets(100, seed=21), "v1", fair=True)
+        calm = httpx.post(f"{service.url}/evaluate", timeout=30).json()
+        assert not calm["driftDetected"], calm
+        _send(service.url, support_tickets(100, seed=22, products=["vpn", "email"]), "v1", True)
+        drifted = httpx.post(f"{service.url}/evaluate", timeout=30).json()
+        (score,) = drifted["scores"]
+        assert (score["feature"], score["metric"], score["crossed"]) == (
+            "text",
+            "embeddingDrift",
+            True,
+        )
+        page = httpx.get(f"{service.url}/report", timeout=30).text
+        assert "<h3>text (text)</h3>" in page
+        assert "Current texts least like the reference" in page
+        text = httpx.get(f"{service.url}/metrics", timeout=5).text
+        assert 'feature="text",metric="embeddingDrift"' in text
+    finally:
+        service.stop()
+
+
 def test_reports_from_the_window_and_from_files(lab: dict[str, Any]) -> None:
     service, work = lab["service"], lab["work"]
     page = httpx.get(f"{service.url}/report", timeout=30)

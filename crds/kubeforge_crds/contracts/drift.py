@@ -31,7 +31,10 @@ def logger_url(namespace: str, monitor: str) -> str:
 NUMERIC_METRICS = ("psi", "ks", "jensenShannon", "wasserstein", "meanShift", "outOfRange")
 CATEGORICAL_METRICS = ("psi", "chiSquare", "jensenShannon", "unseenCategory")
 BIAS_METRICS = ("spd", "dir")
-ALL_METRICS = tuple(dict.fromkeys(NUMERIC_METRICS + CATEGORICAL_METRICS + BIAS_METRICS))
+TEXT_METRICS = ("embeddingDrift",)
+ALL_METRICS = tuple(
+    dict.fromkeys(NUMERIC_METRICS + CATEGORICAL_METRICS + BIAS_METRICS + TEXT_METRICS)
+)
 
 
 def quality_crossed(metric: str, value: float, threshold: float) -> bool:
@@ -45,7 +48,7 @@ class _Model(BaseModel):
 
 class FeatureConfig(_Model):
     name: str
-    type: Literal["numeric", "categorical"]
+    type: Literal["numeric", "categorical", "text"]
 
 
 class BiasConfig(_Model):

@@ -18,10 +18,11 @@ from kubeforge_crds.contracts.drift import (
     BIAS_METRICS,
     CATEGORICAL_METRICS,
     NUMERIC_METRICS,
+    TEXT_METRICS,
     FeatureConfig,
     MonitorConfig,
 )
-from kubeforge_runtimes.drift import stats
+from kubeforge_runtimes.drift import stats, text
 from kubeforge_runtimes.drift.anomaly import AnomalyModel, AnomalyResult
 from kubeforge_runtimes.drift.payloads import PayloadError, request_rows
 from kubeforge_runtimes.drift.reference import Summary
@@ -97,7 +98,7 @@ class Window:
         """Append rows, all or none: a payload with one bad row is rejected whole."""
         checked: list[list[Any]] = []
         for i, row in enumerate(rows):
-            values = []
+            values: list[float | str] = []
             for f in self.features:
                 if f.name not in row:
                     raise PayloadError(
@@ -105,7 +106,12 @@ class Window:
                         f"row {i} has no feature {f.name!r} (has: {', '.join(map(str, row))})",
                     )
                 raw = row[f.name]
-                values.append(_number(f.name, raw) if f.type == "numeric" else _label(raw))
+                if f.type == "numeric":
+                    values.append(_number(f.name, raw))
+                elif f.type == "text":
+                    values.append(text.kept(raw, f.name))
+                else:
+                    values.append(_label(raw))
             checked.append(values)
         for values in checked:
             for f, v in zip(self.features, values, strict=True):
@@ -229,9 +235,16 @@ def score_columns(
     numeric_wanted = [m for m in NUMERIC_METRICS if m in thresholds]
     categorical_wanted = [m for m in CATEGORICAL_METRICS if m in thresholds]
     scores: list[Score] = []
+    text_wanted = [m for m in TEXT_METRICS if m in thresholds]
     for f in features:
         values = columns[f.name]
-        if f.type == "numeric":
+        if f.type == "text":
+            got = (
+                {"embeddingDrift": text.embedding_drift(summary.text[f.name], values).auc}
+                if text_wanted
+                else {}
+            )
+        elif f.type == "numeric":
             got = stats.numeric_scores(
                 summary.numeric[f.name], np.asarray(values, dtype=np.float64), numeric_wanted
             )

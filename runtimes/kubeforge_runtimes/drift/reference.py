@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,7 @@ import pandas as pd
 
 from kubeforge_crds.contracts.drift import FeatureConfig
 from kubeforge_runtimes.drift import stats
+from kubeforge_runtimes.drift.text import TextReference
 
 # A string column with more distinct values than this is free text or an identifier, not a
 # category: not monitored when features are inferred (list it in spec.features to monitor it).
@@ -72,6 +73,14 @@ def check_columns(frame: pd.DataFrame, features: list[FeatureConfig], uri: str) 
             "reference"
         )
     for f in features:
+        if (
+            f.type == "text"
+            and not frame[f.name].map(lambda v: v is None or isinstance(v, str)).all()
+        ):
+            raise ReferenceError(
+                f"feature {f.name!r} is declared text but the reference's column holds "
+                f"{frame[f.name].dtype} values such as {frame[f.name].iloc[0]!r}"
+            )
         if f.type == "numeric" and not pd.api.types.is_numeric_dtype(frame[f.name]):
             raise ReferenceError(
                 f"feature {f.name!r} is declared numeric but the reference's column holds "
@@ -86,16 +95,20 @@ class Summary:
     numeric: dict[str, stats.NumericReference]
     categorical: dict[str, stats.CategoricalReference]
     rows: int
+    text: dict[str, TextReference] = field(default_factory=dict)
 
 
 def summarise(frame: pd.DataFrame, features: list[FeatureConfig]) -> Summary:
     numeric: dict[str, stats.NumericReference] = {}
     categorical: dict[str, stats.CategoricalReference] = {}
+    text: dict[str, TextReference] = {}
     for f in features:
         if f.type == "numeric":
             numeric[f.name] = stats.NumericReference.build(
                 frame[f.name].to_numpy(dtype=np.float64, na_value=np.nan)
             )
+        elif f.type == "text":
+            text[f.name] = TextReference.build(frame[f.name].tolist())
         else:
             categorical[f.name] = stats.CategoricalReference.build(frame[f.name].dropna())
-    return Summary(numeric=numeric, categorical=categorical, rows=len(frame))
+    return Summary(numeric=numeric, categorical=categorical, rows=len(frame), text=text)

@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from kubeforge_crds.contracts.drift import FeatureConfig, MonitorConfig
+from kubeforge_runtimes.drift import text
 from kubeforge_runtimes.drift.monitor import Evaluation, Monitor, Score, score_columns
 from kubeforge_runtimes.drift.reference import (
     Summary,
@@ -41,8 +42,11 @@ MEANING = {
     "unseenCategory": "share of values in categories the reference never had",
     "spd": "favourable-outcome rate of the unprivileged minus the privileged group",
     "dir": "favourable-outcome rate of the unprivileged over the privileged group (1 is parity)",
+    "embeddingDrift": "how well a classifier tells current texts from the reference's by their "
+    "meaning (ROC AUC: 0.5 alike, 1 apart)",
 }
 DIRECTION = {"dir": "below", "chiSquare": "below"}
+TEXT_KS_NOTABLE = 0.1  # a descriptor whose KS statistic is above this is shown as moved
 COLOURS = ("#4C72B0", "#DD8452")
 
 
@@ -101,6 +105,32 @@ def distribution_plot(feature: FeatureConfig, summary: Summary, current: Sequenc
     ax.set_title(feature.name)
     ax.legend(frameon=False)
     return _svg(fig)
+
+
+def text_section(name: str, summary: Summary, current: Sequence[Any]) -> str:
+    """A text feature: which descriptors moved, and examples from either side (the current
+    texts least like the reference, and the reference's least like the current)."""
+    reference = summary.text[name]
+    texts = [str(t) for t in current]
+    rows = "".join(
+        f"<tr class='{'bad' if d['ks'] > TEXT_KS_NOTABLE else ''}'><td>{d['descriptor']}</td>"
+        f"<td>{_fmt(d['reference'])}</td><td>{_fmt(d['window'])}</td><td>{_fmt(d['ks'])}</td>"
+        "</tr>"
+        for d in text.descriptor_shifts(reference, texts)
+    )
+    examples = text.embedding_drift(reference, texts)
+
+    def quoted(items: list[str]) -> str:
+        return "".join(f"<li><q>{html.escape(t)}</q></li>" for t in items) or "<li>none</li>"
+
+    return (
+        f"<div class='text'><h3>{html.escape(name)} (text)</h3>"
+        "<table><tr><th>descriptor</th><th>reference mean</th><th>current mean</th>"
+        f"<th>KS</th></tr>{rows}</table>"
+        f"<p>Current texts least like the reference:</p><ul>{quoted(examples.live_like)}</ul>"
+        f"<p>Reference texts least like the current:</p><ul>{quoted(examples.reference_like)}"
+        "</ul></div>"
+    )
 
 
 def history_plot(history: Sequence[Evaluation], metric: str) -> str | None:
@@ -164,7 +194,9 @@ def render(
         for s in sorted(scores, key=lambda s: (not s.crossed, s.feature, s.metric))
     )
     plots = "".join(
-        f"<div class='plot'>{distribution_plot(f, summary, current[f.name])}</div>"
+        text_section(f.name, summary, current[f.name])
+        if f.type == "text"
+        else f"<div class='plot'>{distribution_plot(f, summary, current[f.name])}</div>"
         for f in features
     )
     metrics = sorted({s.metric for e in history for s in e.scores})
