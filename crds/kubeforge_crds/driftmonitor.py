@@ -412,7 +412,7 @@ class DriftMonitorSpec(KubeModel):
             reason="FieldValueRequired",
         ),
         CelRule(
-            rule="!self.features.exists(f, f.type == 'text') || "
+            rule="!has(self.features) || !self.features.exists(f, f.type == 'text') || "
             "self.metrics.exists(m, m.name == 'embeddingDrift')",
             message="a text feature is compared by metric embeddingDrift: add it to metrics "
             "(threshold 0.7 is a good start)",
