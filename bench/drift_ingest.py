@@ -202,7 +202,7 @@ def main() -> int:
             "name": "ingest",
             "referenceUri": f"file://{reference}",
             "windowSize": 1000,
-            "intervalSeconds": 5,  # scoring runs while events arrive, as in a pod
+            "intervalSeconds": float(os.environ.get("INGEST_INTERVAL", 5)),  # scoring runs while events arrive, as in a pod
         }
         (work / "config.json").write_text(json.dumps(config))
         port = free_port()

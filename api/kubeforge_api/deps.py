@@ -19,12 +19,14 @@ Namespace = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="N
 Name = Annotated[str, Path(pattern=DNS_SUBDOMAIN, max_length=253, description="Object name.")]
 
 
-def get_settings(request: Request) -> ApiSettings:
+# The dependencies are coroutines, even those that only read app state: FastAPI runs a plain
+# function dependency in its thread pool, a hand-off per request for nothing.
+async def get_settings(request: Request) -> ApiSettings:
     settings: ApiSettings = request.app.state.settings
     return settings
 
 
-def get_cluster(request: Request) -> Cluster:
+async def get_cluster(request: Request) -> Cluster:
     cluster: Cluster = request.app.state.cluster
     return cluster
 
@@ -95,7 +97,7 @@ class Apiserver:
         return await run_in_threadpool(self.cluster.own_namespaces)
 
 
-def as_caller(cluster: ClusterDep, user: Caller) -> Apiserver:
+async def as_caller(cluster: ClusterDep, user: Caller) -> Apiserver:
     return Apiserver(cluster, user)
 
 
