@@ -127,8 +127,9 @@ def start_runtime(
     )
 
 
-def start_api(kubeconfig: str | Path, log: Path) -> Proc:
-    """``python -m kubeforge_api`` with its own identity from ``kubeconfig``, on 127.0.0.1."""
+def start_api(kubeconfig: str | Path, log: Path, drift_url_template: str | None = None) -> Proc:
+    """``python -m kubeforge_api`` with its own identity from ``kubeconfig``, on 127.0.0.1
+    (reaching drift services at ``drift_url_template`` when given)."""
     port = free_port()
     env = {
         **os.environ,
@@ -136,6 +137,8 @@ def start_api(kubeconfig: str | Path, log: Path) -> Proc:
         "KUBEFORGE_API_HOST": "127.0.0.1",
         "KUBEFORGE_API_PORT": str(port),
     }
+    if drift_url_template:
+        env["KUBEFORGE_API_DRIFT_URL_TEMPLATE"] = drift_url_template
     return launch(
         [sys.executable, "-m", "kubeforge_api"], log, port, "/healthz", "the API", 60, env
     )

@@ -24,7 +24,7 @@ from prometheus_client import Counter, Histogram
 from kubeforge_api import errors
 from kubeforge_api.cluster import Cluster
 from kubeforge_api.guard import Guard
-from kubeforge_api.routes import catalog, groundtruth, identity, objects, operations, queues
+from kubeforge_api.routes import catalog, driftservice, identity, objects, operations, queues
 from kubeforge_api.settings import ApiSettings, get_settings
 
 REQUESTS = Counter(
@@ -75,7 +75,7 @@ def create_app(settings: ApiSettings | None = None, cluster: Cluster | None = No
         operations.router,
         identity.router,
         *objects.ROUTERS,
-        groundtruth.router,
+        driftservice.router,
         catalog.router,
         queues.router,
     )

@@ -438,7 +438,15 @@ def test_ground_truth_reaches_the_monitor_from_its_team_only(
             unset = api.post(f"{base}/{name}-plain/groundtruth", json={"labels": labels}, headers=a)
             assert unset.status_code == 409
             assert "set its spec.groundTruth" in unset.json()["detail"]
+            page = api.get(f"{base}/{name}/report", headers=a)
+            assert page.status_code == 200, page.text
+            assert page.headers["content-type"].startswith("text/html")
+            assert "default-src 'none'" in page.headers["content-security-policy"]
+            assert "<h2>In short</h2>" in page.text
+            assert "The answers' quality has not been scored yet" in page.text
+            assert api.get(f"{base}/{name}/report", headers=auth["user-b"]).status_code == 403
             service.stop()
+            assert api.get(f"{base}/{name}/report", headers=a).status_code == 503
             down = api.post(url, json={"labels": labels}, headers=a)
             assert down.status_code == 503
             assert f"the drift service of DriftMonitor {name} does not answer" in down.text

@@ -344,6 +344,15 @@ def test_reports_from_the_window_and_from_files(lab: dict[str, Any]) -> None:
     page = httpx.get(f"{service.url}/report", timeout=30)
     assert page.status_code == 200
     assert "Drift found" in page.text
+    # the verdict in words first: the answers (the labels sent above), the inputs, fairness and
+    # the strange requests, then quality over time and the strangest requests, escaped
+    in_short = page.text[page.text.index("<h2>In short</h2>") : page.text.index("</ul>")]
+    assert "The answers got worse: accuracy 0.625 is below 0.8" in in_short
+    assert "The inputs moved" in in_short
+    assert "look like nothing in the training data" in in_short
+    assert "<h2>Model quality (from the true outcomes)</h2>" in page.text
+    assert "quality over time" in page.text
+    assert "never appears in the reference" in page.text
     assert "<b>product</b>: psi is" in page.text
     assert "over time" in page.text  # the history of evaluations is plotted
     current = write_jsonl(work / "current.jsonl", support_tickets(300, seed=5, products=["vpn"]))

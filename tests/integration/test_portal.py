@@ -9,10 +9,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from kubeforge_crds.contracts.drift import MonitorConfig
 from kubeforge_labs.canary import start_api
+from kubeforge_labs.drift import log_inference, start_drift_service, write_jsonl
+from kubeforge_labs.kit import free_port
+from kubeforge_pipelines.tinymodel import support_tickets
 from tests.integration.conftest import Cluster, OperatorProcess
 
 pytestmark = [pytest.mark.usefixtures("local_cluster")]
@@ -22,10 +27,15 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 RUN = uuid.uuid4().hex[:5]
 
 
+DRIFT_PORT = free_port()  # where the API finds drift services (one, started by a test)
+
+
 @pytest.fixture(scope="module")
 def api_url(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     api = start_api(
-        cluster.user_kubeconfig("kubeforge-api"), tmp_path_factory.mktemp("api") / "api.log"
+        cluster.user_kubeconfig("kubeforge-api"),
+        tmp_path_factory.mktemp("api") / "api.log",
+        drift_url_template=f"http://127.0.0.1:{DRIFT_PORT}",
     )
     yield api.url
     api.stop()
@@ -123,6 +133,48 @@ def test_sign_in_create_a_workbench_and_watch_it_become_ready(
         cluster.kubectl(
             "delete", obj["kind"].lower(), obj["metadata"]["name"], "-n", "team-a", "--wait=false"
         )
+
+
+def test_a_monitors_report_opens_in_the_portal(
+    page: Page, api_url: str, cluster: Cluster, tmp_path: Path
+) -> None:
+    """The report button shows the monitor's page (from its drift service, through the API as
+    the caller) in a sandboxed frame."""
+    name = f"portal-dm-{RUN}"
+    reference = write_jsonl(tmp_path / "reference.jsonl", support_tickets(500, seed=1))
+    monitor = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "DriftMonitor",
+        "metadata": {"name": name},
+        "spec": {
+            "target": {"modelServer": "none"},
+            "reference": {"source": "uri", "uri": f"file://{reference}"},
+        },
+    }
+    cluster.kubectl("apply", "-n", "team-a", "-f", "-", stdin=json.dumps(monitor))
+    config = MonitorConfig(namespace="team-a", name=name, reference_uri=f"file://{reference}")
+    service = start_drift_service(tmp_path, config, port=DRIFT_PORT)
+    try:
+        with httpx.Client(timeout=10) as client:
+            rows = support_tickets(20, seed=2, products=["vpn"])
+            log_inference(client, service.url, {"instances": rows}, {"predictions": [1] * 20})
+        page.goto(api_url)
+        if page.get_by_role("button", name="sign out").is_visible():
+            page.get_by_role("button", name="sign out").click()
+        page.get_by_test_id("token").fill(_token(cluster, "user-a"))
+        page.get_by_test_id("signin").click()
+        page.get_by_test_id("namespace").fill("team-a")
+        page.get_by_test_id("namespace").dispatch_event("change")
+        page.get_by_role("button", name="DriftMonitors").click()
+        row = page.get_by_test_id("list-driftmonitors").locator(f"tr[data-name='{name}']")
+        row.get_by_role("button", name="report").click()
+        frame = page.frame_locator("[data-testid='monitor-report']")
+        expect(frame.locator("h2").first).to_have_text("In short", timeout=15_000)
+        expect(frame.locator("ul.verdict")).to_contain_text("The inputs moved")
+        _shot(page, "monitor-report")
+    finally:
+        service.stop()
+        cluster.kubectl("delete", "driftmonitor", name, "-n", "team-a", "--wait=false")
 
 
 def test_the_other_team_sees_refusals_not_data(page: Page, api_url: str, cluster: Cluster) -> None:

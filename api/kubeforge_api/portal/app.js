@@ -43,8 +43,23 @@ const rows = {
   workbenches: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.gpus ?? 0, html(`<button data-delete="workbenches/${esc(o.metadata.name)}">delete</button>`)],
   finetunejobs: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.gpus ?? 0, o.status?.model ? `${o.status.model.name} ${o.status.model.version}` : ""],
   modelservers: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.trafficSplit || "", html(`<button data-show="${esc(o.metadata.name)}">rollout and drift</button>`)],
-  driftmonitors: (o) => [o.metadata.name, o.status?.phase, readyCell(o), `${condition(o, "DriftDetected").status || ""} ${condition(o, "DriftDetected").message || ""}`, o.spec?.target?.modelServer],
+  driftmonitors: (o) => [o.metadata.name, o.status?.phase, readyCell(o), `${condition(o, "DriftDetected").status || ""} ${condition(o, "DriftDetected").message || ""}`, o.spec?.target?.modelServer, html(`<button data-report="${esc(o.metadata.name)}">report</button>`)],
 };
+
+// the monitor's page comes from its drift service through the API (it needs the token, so it
+// is fetched, not linked) and is shown in a sandboxed frame: no script of it runs
+async function showReport(name) {
+  const res = await fetch(`/api/v1/namespaces/${encodeURIComponent(ns())}/driftmonitors/${encodeURIComponent(name)}/report`, {
+    headers: { Authorization: `Bearer ${state.token}` },
+  });
+  if (!res.ok) {
+    const data = await res.json().catch(() => ({}));
+    throw new Error(typeof data.detail === "string" ? data.detail : `HTTP ${res.status}`);
+  }
+  const frame = $("#monitor-report");
+  frame.srcdoc = await res.text();
+  frame.hidden = false;
+}
 
 async function loadList(plural) {
   const data = await api("GET", `/api/v1/namespaces/${encodeURIComponent(ns())}/${plural}`);
@@ -153,6 +168,8 @@ document.addEventListener("click", async (e) => {
   if (del && confirm(`Delete ${del.dataset.delete}?`)) {
     try { await api("DELETE", `/api/v1/namespaces/${encodeURIComponent(ns())}/${del.dataset.delete}`); refresh(); } catch (err) { $("#error").textContent = err.message; }
   }
+  const report = e.target.closest("[data-report]");
+  if (report) showReport(report.dataset.report).catch((err) => { $("#error").textContent = err.message; });
   const show = e.target.closest("[data-show]");
   if (show) { state.selected = show.dataset.show; showModelServer(state.selected).catch((err) => { $("#error").textContent = err.message; }); }
 });

@@ -111,7 +111,9 @@ async def window_report(service: Service) -> HTMLResponse:
     assert service.monitor is not None
     if service.monitor.rows() == 0:
         raise HTTPException(409, "the window is empty: no inference has been received yet")
-    html = await asyncio.to_thread(monitor_report, service.monitor, service.config.reference_uri)
+    html = await asyncio.to_thread(
+        monitor_report, service.monitor, service.config.reference_uri, service.ground_truth
+    )
     return HTMLResponse(html)
 
 

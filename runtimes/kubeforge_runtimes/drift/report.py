@@ -7,7 +7,6 @@ Plots are drawn with matplotlib's object API (no pyplot, no global backend)."""
 from __future__ import annotations
 
 import html
-import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,8 +20,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from kubeforge_crds.contracts.drift import FeatureConfig, MonitorConfig
-from kubeforge_runtimes.drift import text
+from kubeforge_runtimes.drift import page, text
+from kubeforge_runtimes.drift.groundtruth import GroundTruth
 from kubeforge_runtimes.drift.monitor import Evaluation, Monitor, Score, score_columns
+from kubeforge_runtimes.drift.page import svg
 from kubeforge_runtimes.drift.reference import (
     Summary,
     check_columns,
@@ -52,15 +53,6 @@ COLOURS = ("#4C72B0", "#DD8452")
 
 class ReportError(ValueError):
     """The datasets given cannot be compared."""
-
-
-def _svg(fig: Figure) -> str:
-    buf = io.StringIO()
-    # text stays text: smaller pages, searchable
-    with matplotlib.rc_context({"svg.fonttype": "none"}):
-        fig.savefig(buf, format="svg", bbox_inches="tight")
-    text = buf.getvalue()
-    return text[text.index("<svg") :]
 
 
 def _fmt(value: float) -> str:
@@ -104,7 +96,7 @@ def distribution_plot(feature: FeatureConfig, summary: Summary, current: Sequenc
         ax.set_ylabel("share")
     ax.set_title(feature.name)
     ax.legend(frameon=False)
-    return _svg(fig)
+    return svg(fig)
 
 
 def text_section(name: str, summary: Summary, current: Sequence[Any]) -> str:
@@ -153,7 +145,7 @@ def history_plot(history: Sequence[Evaluation], metric: str) -> str | None:
     ax.set_title(f"{metric} over time")
     ax.legend(frameon=False, fontsize=7, ncol=2)
     fig.autofmt_xdate()
-    return _svg(fig)
+    return svg(fig)
 
 
 def _findings(scores: Iterable[Score]) -> list[str]:
@@ -176,8 +168,10 @@ def render(
     current: Mapping[str, Sequence[Any]],
     scores: list[Score],
     history: Sequence[Evaluation] = (),
+    preamble: str = "",
 ) -> str:
-    """The HTML page (pure apart from drawing)."""
+    """The HTML page (pure apart from drawing); ``preamble`` (HTML) goes before the drift
+    findings."""
     crossed = [s for s in scores if s.crossed]
     if crossed:
         verdict = (
@@ -216,10 +210,15 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: left; }}
 tr.bad td {{ background: #fde8e8; }}
 p.bad {{ color: #a00; font-size: 1.2rem; font-weight: 600; }}
 p.good {{ color: #070; font-size: 1.2rem; font-weight: 600; }}
+ul.verdict {{ font-size: 1.1rem; }}
+li.bad {{ color: #a00; font-weight: 600; }}
+li.good {{ color: #070; }}
 .plot {{ display: inline-block; margin: 0.5rem; vertical-align: top; }}
 .plot svg {{ max-width: 100%; height: auto; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>
+{preamble}
+<h2>Drift of the inputs</h2>
 {verdict}
 <h2>What crossed which threshold</h2>
 {"<ul>" + "".join(findings) + "</ul>" if findings else "<p>Nothing.</p>"}
@@ -232,14 +231,26 @@ p.good {{ color: #070; font-size: 1.2rem; font-weight: 600; }}
 """
 
 
-def monitor_report(monitor: Monitor, reference_uri: str) -> str:
-    """The report of a running monitor's window (and its history) against its reference."""
+def monitor_report(monitor: Monitor, reference_uri: str, truth: GroundTruth | None = None) -> str:
+    """The page of a running monitor: the verdict in words, the model's quality from ground
+    truth (with ``truth``), the anomalous requests, then its window (and history) against its
+    reference."""
     columns, pairs = monitor.snapshot()
     scores = score_columns(monitor.config, monitor.features, monitor.summary, columns, pairs)
     rows = min((len(c) for c in columns.values()), default=0)
     cfg = monitor.config
+    anomalies = None
+    if monitor.anomaly_model is not None:
+        anomalies = monitor.anomaly_model.evaluate(monitor.live_rows())
+    preamble = page.verdict(
+        scores, cfg.bias is not None, truth.latest if truth else None, anomalies, truth is not None
+    )
+    if truth is not None:
+        preamble += page.quality_section(truth)
+    if anomalies is not None:
+        preamble += page.anomaly_section(anomalies)
     return render(
-        f"Drift report: {cfg.namespace}/{cfg.name}",
+        f"Monitor report: {cfg.namespace}/{cfg.name}",
         f"Reference {reference_uri} ({monitor.summary.rows} rows) against the latest {rows} "
         f"inferences, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
         monitor.features,
@@ -247,6 +258,7 @@ def monitor_report(monitor: Monitor, reference_uri: str) -> str:
         columns,
         scores,
         list(monitor.history),
+        preamble,
     )
 
 

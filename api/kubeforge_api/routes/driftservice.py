@@ -1,0 +1,141 @@
+"""What the REST API asks a DriftMonitor's drift service, for its callers:
+
+- **ground truth**: the true outcomes of logged predictions, sent after the fact by inference
+  id, which the drift service joins with the predictions KServe's logger reported to score the
+  model's quality (accuracy, F1, MAE, ...). Who may send labels is RBAC's decision: ``create``
+  on the DriftMonitor's ``groundtruth`` subresource, reviewed as the caller (kubeforge's
+  aggregated edit role grants it);
+- **the report**: the monitor's page for people, for whoever may read the DriftMonitor.
+
+The apiserver serves neither, so the API reaches the drift service itself, as the operator does
+to read its status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from kubeforge_api.cluster import ApiserverError
+from kubeforge_api.deps import AsCaller, Name, Namespace, Settings, object_path
+from kubeforge_api.errors import NOT_FOUND, ProblemError
+from kubeforge_api.settings import ApiSettings
+from kubeforge_crds import DRIFTMONITOR
+from kubeforge_crds.contracts.drift import (
+    GROUND_TRUTH_SUBRESOURCE,
+    GroundTruthAnswer,
+    GroundTruthLabels,
+    service_name,
+)
+
+router = APIRouter(prefix="/api/v1/namespaces/{namespace}", tags=["driftmonitors"])
+FORWARD_TIMEOUT_SECONDS = 30.0
+
+
+@router.post(
+    "/driftmonitors/{name}/groundtruth",
+    response_model=GroundTruthAnswer,
+    responses={**NOT_FOUND, 409: {"model": None}, 503: {"model": None}},
+)
+async def ground_truth(
+    namespace: Namespace, name: Name, body: GroundTruthLabels, api: AsCaller, settings: Settings
+) -> JSONResponse:
+    """The true outcomes of logged predictions, by inference id (the ce-id KServe's logger gave
+    the request): each joined with its prediction or refused with its reason (unknown_id,
+    expired, invalid_label). A later label for the same prediction replaces the earlier one.
+    200 when any label was taken, 422 when none was."""
+    if not await api.may("create", namespace, DRIFTMONITOR, GROUND_TRUTH_SUBRESOURCE, name):
+        raise ProblemError(
+            403,
+            f"{api.user.name} may not send ground truth to DriftMonitor {name} in {namespace}: "
+            f"that takes create on driftmonitors/{GROUND_TRUTH_SUBRESOURCE} (kubeforge's "
+            "aggregated edit role has it)",
+        )
+    monitor = await _monitor(api, namespace, name)
+    if not (monitor.get("spec") or {}).get("groundTruth"):
+        raise ProblemError(
+            409,
+            f"DriftMonitor {name} takes no ground truth: set its spec.groundTruth (the task and "
+            "the quality metrics with their thresholds)",
+        )
+    return await _forward(_service_url(settings, namespace, name, "groundtruth"), name, body)
+
+
+def _service_url(settings: ApiSettings, namespace: str, name: str, path: str) -> str:
+    base = settings.drift_url_template.format(
+        namespace=namespace, name=name, service=service_name(name)
+    )
+    return f"{base.rstrip('/')}/{path}"
+
+
+async def _monitor(api: AsCaller, namespace: str, name: str) -> dict[str, Any]:
+    try:
+        return dict(await api.call("GET", object_path(DRIFTMONITOR, namespace, name)))
+    except ApiserverError as err:
+        if err.status == 404:
+            raise ProblemError(404, f"DriftMonitor {name} does not exist in {namespace}") from err
+        raise
+
+
+async def _ask(name: str, url: str, body: GroundTruthLabels | None = None) -> httpx.Response:
+    """A GET (or, with ``body``, a POST) to the drift service; 503 when it does not answer."""
+    try:
+        async with httpx.AsyncClient(timeout=FORWARD_TIMEOUT_SECONDS) as client:
+            if body is None:
+                return await client.get(url)
+            return await client.post(url, json=body.model_dump(exclude_none=True))
+    except httpx.HTTPError as err:
+        raise ProblemError(
+            503, f"the drift service of DriftMonitor {name} does not answer at {url}: {err}"
+        ) from err
+
+
+def _detail(answer: httpx.Response) -> Any:
+    try:
+        content = answer.json()
+    except ValueError:
+        return answer.text[:500]
+    if isinstance(content, dict):
+        return content.get("detail") or content.get("error") or content
+    return content
+
+
+async def _forward(url: str, name: str, body: GroundTruthLabels) -> JSONResponse:
+    answer = await _ask(name, url, body)
+    if answer.status_code in (200, 422):
+        content = answer.json()
+        if isinstance(content, dict) and "accepted" in content:
+            return JSONResponse(content, status_code=answer.status_code)
+    # not ready (the reference is loading), or not configured yet (an older config)
+    raise ProblemError(
+        503 if answer.status_code >= 500 else answer.status_code,
+        f"the drift service of DriftMonitor {name} answered {answer.status_code}: "
+        f"{_detail(answer)}",
+    )
+
+
+# the report is the drift service's own HTML: no script may run, wherever it is opened
+REPORT_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+@router.get(
+    "/driftmonitors/{name}/report",
+    response_class=HTMLResponse,
+    responses={**NOT_FOUND, 409: {"model": None}, 503: {"model": None}},
+)
+async def report(
+    namespace: Namespace, name: Name, api: AsCaller, settings: Settings
+) -> HTMLResponse:
+    """The monitor's page (HTML, no scripts): the verdict in words, the model's quality over
+    time, the anomalous requests, each feature's drift with plots. For whoever may read the
+    DriftMonitor; 409 while its window is empty, 503 while its drift service does not answer."""
+    await _monitor(api, namespace, name)
+    answer = await _ask(name, _service_url(settings, namespace, name, "report"))
+    if answer.status_code != 200:
+        raise ProblemError(
+            409 if answer.status_code == 409 else 503,
+            f"the drift service of DriftMonitor {name} has no report: {_detail(answer)}",
+        )
+    return HTMLResponse(answer.text, headers={"Content-Security-Policy": REPORT_POLICY})
