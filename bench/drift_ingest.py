@@ -190,6 +190,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rate", type=float, default=2000)
+    parser.add_argument(
+        "--interval", type=float, default=5, help="scoring interval (runs while events arrive)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if shutil.which("taskset"):
@@ -202,7 +205,7 @@ def main() -> int:
             "name": "ingest",
             "referenceUri": f"file://{reference}",
             "windowSize": 1000,
-            "intervalSeconds": float(os.environ.get("INGEST_INTERVAL", 5)),  # scoring runs while events arrive, as in a pod
+            "intervalSeconds": args.interval,
         }
         (work / "config.json").write_text(json.dumps(config))
         port = free_port()
