@@ -197,8 +197,8 @@ class Task(StrEnum):
 
 class GroundTruth(KubeModel):
     """Model quality from the true outcomes of logged predictions: sent later, by inference id
-    (the ce-id KServe's logger gives each request), to the REST API's
-    ``.../driftmonitors/<name>/groundtruth`` or the drift service's ``POST /groundtruth``."""
+    (the ce-id header the client sets on its inference request, which KServe's logger passes
+    on), to the REST API's ``.../driftmonitors/<name>/groundtruth``."""
 
     task: Task = Field(
         description="classification (accuracy, precision, recall, f1) or regression (mae, rmse)."

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 BACKGROUND_FILE = "background.npy"
+MAX_BACKGROUND_ROWS = 200  # the model-agnostic explainer's cost grows with the sample
+MAX_INSTANCES = 100  # per :explain request
 TOP_IN_WORDS = 3
 
 
@@ -52,7 +54,12 @@ def build_explainer(model: Any, model_dir: Path) -> Callable[[np.ndarray], Any]:
             f"({tree_error}), and there is no {BACKGROUND_FILE} beside model.joblib; save a "
             "sample of its training rows there (numpy.save, 50 to 500 rows) to explain it"
         )
-    data = np.load(background, allow_pickle=False)
+    data = np.load(background, allow_pickle=False)[:MAX_BACKGROUND_ROWS]
+    if hasattr(model, "classes_") and not hasattr(model, "predict_proba"):
+        raise NotExplainableError(
+            f"{type(model).__name__} cannot be explained: a classifier without predict_proba "
+            "gives classes, not scores to attribute (for an SVC: fit it with probability=True)"
+        )
     output = getattr(model, "predict_proba", None) or model.predict
 
     def predict(rows: np.ndarray) -> Any:
@@ -76,9 +83,8 @@ def target_of(model: Any, prediction: Any, values_ndim: int) -> Target:
     labels = [c.item() if hasattr(c, "item") else c for c in classes]
     if values_ndim == 3:  # one column per class: explain the class predicted
         return Target(labels.index(prediction), f"the probability of class {prediction}")
-    # one output for a binary classifier: the score of the second class (log-odds for
-    # gradient boosting)
-    return Target(None, f"the score of class {labels[-1]}")
+    # one output for a binary classifier (gradient boosting): the log-odds of the second class
+    return Target(None, f"the log-odds of class {labels[-1]}")
 
 
 def as_input(model: Any, x: np.ndarray) -> Any:

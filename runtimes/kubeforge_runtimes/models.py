@@ -225,11 +225,15 @@ class Sklearn(Model):  # type: ignore[misc]
     async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
         """SHAP attributions of each instance (``kubeforge_runtimes.explain``); 501 with the
         reason for a model that cannot be explained."""
-        from kubeforge_runtimes.explain import build_explainer, explain_rows
+        from kubeforge_runtimes.explain import MAX_INSTANCES, build_explainer, explain_rows
 
         instances = v1_body(payload).get("instances")
         if not isinstance(instances, list) or not instances:
             raise InvalidInput('expected "instances": a non-empty list of feature rows')
+        if len(instances) > MAX_INSTANCES:
+            raise InvalidInput(
+                f"{len(instances)} instances: at most {MAX_INSTANCES} are explained per request"
+            )
         x = self._rows(instances)
         if self._explainer is None:
             self._explainer = await asyncio.to_thread(

@@ -170,7 +170,7 @@ def test_drift_acts_once_children_and_logger(env: Env) -> None:
     cm = wait_until(
         lambda: env.get(f"configmap/{DM}-drift"), 60, what="the drift service ConfigMap"
     )
-    for kind in ("deployment", "service", "servicemonitor", "prometheusrule"):
+    for kind in ("deployment", "service", "networkpolicy", "servicemonitor", "prometheusrule"):
         child = wait_until(lambda k=kind: env.get(f"{k}/{DM}-drift"), 30, what=kind)
         assert child["metadata"]["ownerReferences"][0]["name"] == DM
     rule = env.get(f"prometheusrule/{DM}-drift")

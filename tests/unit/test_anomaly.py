@@ -57,3 +57,28 @@ def test_rare_values_within_the_reference_range_are_found_by_the_forest() -> Non
     assert found.top[0]["reasons"] == ["values rare in the reference (isolation forest)"]
     assert found.top[0]["request"] == '{"x": 3.0, "y": 3.1}'
     assert found.cutoff < found.top[0]["score"] < 1.0
+
+
+def test_reasons_stay_short_whatever_a_client_sends_and_text_is_left_to_embeddings() -> None:
+    features = [
+        *TICKETS,
+        *(FeatureConfig(name=f"f{i}", type="numeric") for i in range(20)),
+        FeatureConfig(name="text", type="text"),
+    ]
+    reference = pd.DataFrame(support_tickets(400, seed=1))
+    for i in range(20):
+        reference[f"f{i}"] = np.linspace(0, 1, len(reference))
+    model = AnomalyModel(AnomalyConfig(), features, reference)
+    assert "text" not in {f.name for f in model.features}
+    ordinary = reference.drop(columns=["id"]).to_dict("records")[:50]
+    assert model.evaluate(ordinary).rate <= 0.1  # new prompts are not "unseen categories"
+    strange = {**ordinary[0], "product": "x" * 10_000, "id": 7, "secret": "s3cr3t"}
+    strange |= {f"f{i}": 99.0 for i in range(20)}
+    found = model.evaluate([strange])
+    (top,) = found.top
+    assert len(top["reasons"]) == 8
+    assert top["reasons"][-1] == "and 14 more"
+    assert all(len(r) <= 256 for r in top["reasons"])
+    assert "secret" not in top["request"]
+    assert '"id"' not in top["request"]
+    assert len(top["request"]) <= 512

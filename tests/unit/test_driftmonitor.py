@@ -16,6 +16,7 @@ from kubeforge_operator.driftmonitor.actions import plan_retrain
 from kubeforge_operator.driftmonitor.alerts import alert_rules
 from kubeforge_operator.driftmonitor.builders import (
     build_deployment,
+    build_network_policy,
     build_service,
     build_service_monitor,
     monitor_config,
@@ -80,6 +81,19 @@ def test_deployment_mounts_config_and_pvc_reference_and_restarts_on_change() -> 
         != b["spec"]["template"]["metadata"]["annotations"][digest]
     )
     assert a["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+
+def test_only_the_namespace_kubeforge_and_prometheus_reach_the_drift_service() -> None:
+    policy = build_network_policy(OWNER, "kubeforge-system", ["monitoring", "kubeforge-system"])
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
+    assert rule["from"] == [
+        {"podSelector": {}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeforge-system"}}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+    ]
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    assert selected == build_service(OWNER)["spec"]["selector"]
 
 
 def test_service_monitor_selects_the_service() -> None:
@@ -232,6 +246,18 @@ def test_reading_anomalies_alerts_and_rolls_back_but_does_not_retrain() -> None:
     r = read_service_status(_status(calm), False, anomalies_configured=True)
     assert (r.anomalies.status, r.anomalies.reason) == ("False", "NoAnomalies")
     assert read_service_status(_status(calm), False).anomalies.reason == "NotConfigured"
+    # whatever an older or foreign service sends, the status gets what it can hold
+    long = found | {"top": [{"score": 1.0, "reasons": ["r" * 400] * 20, "request": "q" * 900}]}
+    r = read_service_status(_status(latest | {"anomalies": long}), False, anomalies_configured=True)
+    (shown,) = r.fields["anomalies"]["top"]
+    assert (len(shown["reasons"]), len(shown["reasons"][0]), len(shown["request"])) == (
+        16,
+        256,
+        600,
+    )
+    # a section the spec no longer has is removed from the status
+    assert read_service_status(_status(calm), False).fields["anomalies"] is None
+    assert read_service_status(_status(calm), False).fields["quality"] is None
 
 
 def _ftj(name: str, created: datetime, phase: str | None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ metrics are scikit-learn's."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pandas as pd
@@ -244,3 +245,44 @@ def test_the_service_records_the_predictions_of_logged_responses() -> None:
     assert code == 202
     assert service.ground_truth is not None
     assert service.ground_truth.add_label("abc", 3.0) == "accepted"
+
+
+def test_classes_are_the_same_whatever_json_type_they_came_in() -> None:
+    truth = GroundTruth(classifier(minLabels=1, positiveClass="1.0"))
+    pairs = [("1.0", 1), (True, "True"), (" churn ", "churn"), (0, "0.0")]
+    for i, (prediction, label) in enumerate(pairs):
+        truth.record_predictions(f"r{i}", [prediction])
+        truth.add_label(f"r{i}", label)
+    got = {s.metric: s.value for s in truth.evaluate().scores}
+    assert got["accuracy"] == 1.0
+
+
+def test_a_metric_with_nothing_to_count_is_no_verdict_not_zero() -> None:
+    # a perfect model whose window holds no positive class: precision and recall of class 1
+    # are undefined, which must not read as 0 and alert
+    truth = GroundTruth(
+        classifier(minLabels=1, positiveClass="1", metrics={"accuracy": 0.9, "f1": 0.5})
+    )
+    for i in range(5):
+        truth.record_predictions(f"r{i}", [0])
+        truth.add_label(f"r{i}", 0)
+    scores = {s.metric: s for s in truth.evaluate().scores}
+    assert scores["accuracy"].value == 1.0
+    assert math.isnan(scores["f1"].value)
+    assert not scores["f1"].crossed
+    assert not truth.latest.degraded  # type: ignore[union-attr]
+
+
+def test_labelled_predictions_leave_the_window_after_the_retention() -> None:
+    clock = Clock()
+    truth = GroundTruth(classifier(minLabels=1, retentionSeconds=3600), clock=clock)
+    truth.record_predictions("old", ["a"])
+    truth.add_label("old", "b")  # the previous version got it wrong
+    clock.now += 3000
+    truth.record_predictions("new", ["a"])
+    truth.add_label("new", "a")
+    assert truth.evaluate().labels == 2
+    clock.now += 1000  # "old" was logged 4000 s ago
+    quality = truth.evaluate()
+    assert quality.labels == 1
+    assert quality.scores[0].value == 1.0

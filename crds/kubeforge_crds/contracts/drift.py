@@ -127,7 +127,7 @@ class GroundTruthLabel(BaseModel):
     id: str = Field(
         min_length=1,
         max_length=256,
-        description="The inference's id: the CloudEvent ce-id KServe's logger gave the request.",
+        description="The inference's id: the ce-id header its request carried.",
     )
     label: Label | None = Field(
         default=None,

@@ -213,6 +213,36 @@ def build_service(owner: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def build_network_policy(
+    owner: dict[str, Any], api_namespace: str, monitoring_namespaces: list[str]
+) -> dict[str, Any]:
+    """Who may reach the drift service: pods of its own namespace (KServe's agent beside the
+    predictor posts the inference events; the team's own pods), kubeforge's namespace (the
+    operator reads its status, the API passes ground truth on after its RBAC review) and the
+    monitoring namespaces' Prometheus. Nothing else may post it events or labels."""
+    name = owner["metadata"]["name"]
+    labels = drift_labels(name)
+    peers: list[dict[str, Any]] = [{"podSelector": {}}]
+    peers += [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        for ns in dict.fromkeys([api_namespace, *monitoring_namespaces])
+    ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": child_metadata(owner, service_name(name), labels),
+        "spec": {
+            "podSelector": {
+                "matchLabels": {
+                    k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")
+                }
+            },
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": SERVICE_PORT}]}],
+        },
+    }
+
+
 def build_service_monitor(owner: dict[str, Any], interval_seconds: float) -> dict[str, Any]:
     name = owner["metadata"]["name"]
     labels = drift_labels(name)

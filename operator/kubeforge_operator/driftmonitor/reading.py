@@ -66,6 +66,16 @@ NO_GROUND_TRUTH = "spec.groundTruth is not set"
 NO_ANOMALIES = "spec.anomalies is not set"
 
 
+def _anomalous(item: dict[str, Any]) -> AnomalousRequest:
+    """One of the strangest requests, cut to what the status holds (the service cuts them too;
+    a longer one must not stop the reconcile)."""
+    return AnomalousRequest(
+        score=float(item.get("score") or 0.0),
+        reasons=[str(r)[:256] for r in (item.get("reasons") or [])[:16]],
+        request=str(item.get("request") or "")[:600],
+    )
+
+
 def read_anomalies(
     latest: dict[str, Any] | None, configured: bool, filling: str
 ) -> tuple[Observation, list[str], dict[str, Any] | None]:
@@ -100,7 +110,7 @@ def read_anomalies(
         rate=found["rate"],
         threshold=found["threshold"],
         rows=found["rows"],
-        top=[AnomalousRequest.model_validate(t) for t in found.get("top") or []],
+        top=[_anomalous(t) for t in (found.get("top") or [])[:50]],
     )
     share = f"{found['rate']:.1%} of the latest {found['rows']} requests are anomalous"
     if not found["detected"]:
@@ -212,12 +222,14 @@ def read_service_status(
     truth = body.get("groundTruth")
     quality, bad_answers = read_quality(truth, ground_truth_configured)
     fields = dict(reading.fields)
-    if ground_truth_configured and truth is not None:
-        fields["quality"] = quality_fields(truth)
+    # a section the spec no longer has leaves the status (None: removed by the status patch)
+    fields["quality"] = (
+        quality_fields(truth) if ground_truth_configured and truth is not None else None
+    )
     anomalies, strange, anomaly_fields = read_anomalies(
         body.get("latest"), anomalies_configured, reading.drift.message
     )
-    if anomaly_fields is not None:
+    if anomaly_fields is not None or not anomalies_configured:
         fields["anomalies"] = anomaly_fields
     crossed = reading.crossed + bad_answers + strange
     return Reading(fields, reading.drift, reading.bias, crossed, quality, anomalies)

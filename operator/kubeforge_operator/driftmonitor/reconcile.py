@@ -23,6 +23,7 @@ from kubeforge_operator.driftmonitor.alerts import build_prometheus_rule
 from kubeforge_operator.driftmonitor.builders import (
     build_config_map,
     build_deployment,
+    build_network_policy,
     build_service,
     build_service_monitor,
     drift_labels,
@@ -165,6 +166,9 @@ def apply_children(
         build_config_map(ctx.obj, config),
         with_pull_policy(deployment, ctx.settings.image_pull_policy),
         build_service(ctx.obj),
+        build_network_policy(
+            ctx.obj, ctx.settings.api_namespace, ctx.settings.monitoring_namespaces
+        ),
     ):
         ctx.kube.apply(manifest)
     try:

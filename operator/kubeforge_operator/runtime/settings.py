@@ -33,8 +33,13 @@ class OperatorSettings(BaseSettings):
     watch_connect_timeout: int = Field(default=30, gt=0)
     api_namespace: str = Field(
         default="kubeforge-system",
-        description="Namespace of the kubeforge API, the one place outside a Workbench's own "
-        "namespace that may reach its notebook server.",
+        description="Namespace of the kubeforge API (and this operator), the one place outside "
+        "a Workbench's or drift service's own namespace that may reach it.",
+    )
+    monitoring_namespaces: list[str] = Field(
+        default_factory=lambda: ["monitoring"],
+        description="Namespaces whose Prometheus may scrape the drift services (their "
+        "NetworkPolicy admits them).",
     )
     activity_url_template: str = Field(
         default="http://{name}.{namespace}.svc{path}",

@@ -30,6 +30,9 @@ from kubeforge_crds.contracts.drift import AnomalyConfig, FeatureConfig
 SEED = 0
 MAX_TRAINING_ROWS = 20_000  # plenty for 100 trees of 256 samples; bounds the start-up time
 REQUEST_CHARS = 512  # a request as kept in the status, at most
+VALUE_CHARS = 60  # a value quoted in a reason, at most
+MAX_REASONS = 8  # reasons per request, at most (the CRD allows 16 of 256 characters)
+MIN_REFERENCE_ROWS = 20
 RARE = "values rare in the reference (isolation forest)"
 
 
@@ -95,23 +98,32 @@ class AnomalyModel:
         from sklearn.preprocessing import OneHotEncoder
 
         self.config = config
+        # free text is not a category (every new prompt would be "never seen"): text drift is
+        # embeddingDrift's job
+        features = [f for f in features if f.type != "text"]
         self.features = features
         numeric = [f.name for f in features if f.type == "numeric"]
-        categorical = [f.name for f in features if f.type != "numeric"]
+        categorical = [f.name for f in features if f.type == "categorical"]
         encoder = ColumnTransformer(
             [
                 ("numeric", SimpleImputer(strategy="median"), numeric),
                 ("categorical", OneHotEncoder(handle_unknown="ignore"), categorical),
             ]
         )
-        frame = _frame(reference, features).sample(frac=1.0, random_state=SEED)
-        frame = frame.iloc[: 2 * MAX_TRAINING_ROWS]
+        whole = _frame(reference, features)
+        if len(whole) < MIN_REFERENCE_ROWS:
+            raise ValueError(
+                f"anomaly scores need a reference of at least {MIN_REFERENCE_ROWS} rows; it has "
+                f"{len(whole)}"
+            )
+        # the plain rules know every reference row; the forest learns from a sample
+        self.ranges = {n: (whole[n].min(), whole[n].max()) for n in numeric}
+        self.categories = {n: set(whole[n].dropna()) for n in categorical}
+        frame = whole.sample(frac=1.0, random_state=SEED).iloc[: 2 * MAX_TRAINING_ROWS]
         half = len(frame) // 2
         train, held_out = frame.iloc[:half], frame.iloc[half:]
         forest = IsolationForest(n_estimators=100, random_state=SEED)
         self.pipeline = make_pipeline(encoder, forest).fit(train)
-        self.ranges = {n: (frame[n].min(), frame[n].max()) for n in numeric}
-        self.categories = {n: set(frame[n].dropna()) for n in categorical}
         self.cutoff = float(np.quantile(self.forest_scores(held_out), config.quantile))
 
     def forest_scores(self, frame: pd.DataFrame) -> np.ndarray:
@@ -120,17 +132,25 @@ class AnomalyModel:
         return -np.asarray(self.pipeline.score_samples(frame))
 
     def reasons(self, frame: pd.DataFrame) -> list[list[str]]:
-        """Per row, the values the reference never had."""
+        """Per row, the values the reference never had (at most ``MAX_REASONS``, each short:
+        they go into the DriftMonitor's status, and a value is whatever a client sent)."""
         out: list[list[str]] = [[] for _ in range(len(frame))]
         for name, (low, high) in self.ranges.items():
             for i, v in enumerate(frame[name]):
                 if pd.notna(v) and not low <= v <= high:
-                    out[i].append(f"{name} {v:g} is outside the reference's {low:g} to {high:g}")
+                    out[i].append(
+                        f"{_short(name)} {v:g} is outside the reference's {low:g} to {high:g}"
+                    )
         for name, known in self.categories.items():
             for i, v in enumerate(frame[name]):
                 if v not in known:
-                    out[i].append(f"{name} {v!r} never appears in the reference")
-        return out
+                    out[i].append(f"{_short(name)} {_short(v)!r} never appears in the reference")
+        return [
+            r
+            if len(r) <= MAX_REASONS
+            else [*r[: MAX_REASONS - 1], f"and {len(r) - MAX_REASONS + 1} more"]
+            for r in out
+        ]
 
     def evaluate(self, rows: Sequence[Mapping[str, Any]]) -> AnomalyResult:
         if not rows:
@@ -144,7 +164,7 @@ class AnomalyModel:
             {
                 "score": round(float(scores[i]), 4),
                 "reasons": reasons[i] or [RARE],
-                "request": _shown(rows[i]),
+                "request": _shown({f.name: rows[i].get(f.name) for f in self.features}),
             }
             for i in strangest
         ]
@@ -153,6 +173,13 @@ class AnomalyModel:
         )
 
 
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…"
+
+
 def _shown(row: Mapping[str, Any]) -> str:
+    """The request's monitored features (not every field the client sent: ids, names, free
+    text stay out of the status), as JSON, cut to ``REQUEST_CHARS``."""
     text = json.dumps(row, default=str, sort_keys=True)
     return text if len(text) <= REQUEST_CHARS else text[: REQUEST_CHARS - 1] + "…"

@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from kubeforge_crds.contracts.drift import GroundTruthConfig, quality_crossed
 
 EXPIRED_MEMORY = 10_000  # ids recently expired, so that a late label is told "expired"
@@ -84,13 +86,22 @@ class Quality:
 
 
 def as_class(value: Any) -> str:
-    """A class label as text (1, 1.0 and "1" are the same class); refuses what is not one."""
+    """A class label as text, the same for a label and a prediction whatever JSON type either
+    came in: 1, 1.0, "1" and "1.0" are one class, True, "true" and "True" another; refuses what
+    is not a class."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
         return str(int(value))
-    if isinstance(value, str) and value:
-        return value
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        if text.lower() in ("true", "false"):
+            return text.lower()
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return str(int(number)) if number.is_integer() else text
     raise LabelError(
         "invalid_label",
         f"{value!r} is not a class: a classifier's label is a string, an integer or a boolean",
@@ -114,21 +125,24 @@ def score_pairs(
     values: dict[str, float] = {}
     if config.task == "classification":
         values["accuracy"] = float(skm.accuracy_score(labels, predictions))
+        # a metric with nothing to count (no positive label or prediction in the window) is
+        # undefined, not 0: NaN, which never crosses a threshold
         if config.positive_class is not None:  # that class against the rest (any number)
+            positive = as_class(config.positive_class)
             p, r, f, _ = skm.precision_recall_fscore_support(
-                labels, predictions, labels=[config.positive_class], zero_division=0
+                labels, predictions, labels=[positive], zero_division=np.nan
             )
             precision, recall, f1 = p[0], r[0], f[0]
         else:
             precision, recall, f1, _ = skm.precision_recall_fscore_support(
-                labels, predictions, average="macro", zero_division=0
+                labels, predictions, average="macro", zero_division=np.nan
             )
         values.update(precision=float(precision), recall=float(recall), f1=float(f1))
     else:
         values["mae"] = float(skm.mean_absolute_error(labels, predictions))
         values["rmse"] = float(skm.root_mean_squared_error(labels, predictions))
     return [
-        QualityScore(m, values[m], t, quality_crossed(m, values[m], t))
+        QualityScore(m, values[m], t, math.isfinite(values[m]) and quality_crossed(m, values[m], t))
         for m, t in config.metrics.items()
         if m in values
     ]
@@ -145,8 +159,9 @@ class GroundTruth:
         # id -> (logged at, the predictions of the request's instances)
         self._predictions: OrderedDict[str, tuple[float, list[Any]]] = OrderedDict()
         self._expired: OrderedDict[str, None] = OrderedDict()
-        # (id, instance) -> (prediction, label); the newest label last
-        self._pairs: OrderedDict[tuple[str, int], tuple[Any, Any]] = OrderedDict()
+        # (id, instance) -> (prediction, label, when the prediction was logged); the newest
+        # label last
+        self._pairs: OrderedDict[tuple[str, int], tuple[Any, Any, float]] = OrderedDict()
         self.counts = dict.fromkeys(RESULTS, 0)
         self._lock = threading.Lock()
         self.latest: Quality | None = None
@@ -210,17 +225,17 @@ class GroundTruth:
                 )
             raise LabelError(
                 "unknown_id",
-                f"no prediction logged with id {event_id!r}: the id is the CloudEvent ce-id "
-                "KServe's logger gave the request (its response header ce-id too)",
+                f"no prediction logged with id {event_id!r}: the id is the ce-id header the "
+                "client set on its inference request, which KServe's logger passes on",
             )
-        outputs = logged[1]
+        logged_at, outputs = logged
         wanted = self._wanted(event_id, outputs, label, index)
         checked = [(i, self._check(outputs[i]), self._value(y)) for i, y in wanted]
         replaced = False
         for i, prediction, value in checked:
             key = (event_id, i)
             replaced |= self._pairs.pop(key, None) is not None
-            self._pairs[key] = (prediction, value)
+            self._pairs[key] = (prediction, value, logged_at)
         while len(self._pairs) > self.config.window_size:
             self._pairs.popitem(last=False)
         return "replaced" if replaced else "accepted"
@@ -273,10 +288,16 @@ class GroundTruth:
 
     def evaluate(self, now: float | None = None) -> Quality:
         """Score the labelled window; below ``min_labels`` labels, no scores (no verdict)."""
+        now = now if now is not None else self.clock()
         with self._lock:
-            pairs = list(self._pairs.values())
+            # predictions older than the retention leave the window too: after a rollback the
+            # old version's answers must not be judged for ever
+            horizon = now - self.config.retention_seconds
+            for key in [k for k, (_, _, at) in self._pairs.items() if at < horizon]:
+                del self._pairs[key]
+            pairs = [(p, y) for p, y, _ in self._pairs.values()]
         quality = Quality(
-            time=now if now is not None else self.clock(),
+            time=now,
             labels=len(pairs),
             min_labels=self.config.min_labels,
         )

@@ -83,6 +83,14 @@ def _number(feature: str, value: Any) -> float:
     return float(value)
 
 
+def _bounded(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A request row as the window keeps it: strings cut to ``text.MAX_TEXT_CHARS`` (the
+    window's memory stays bounded whatever clients send)."""
+    if not any(isinstance(v, str) and len(v) > text.MAX_TEXT_CHARS for v in row.values()):
+        return row
+    return {k: v[: text.MAX_TEXT_CHARS] if isinstance(v, str) else v for k, v in row.items()}
+
+
 @dataclass
 class Window:
     """The latest ``size`` values of each feature."""
@@ -156,7 +164,7 @@ class Monitor:
         rows = request_rows(body, names)
         with self._lock:
             self.window.add(rows)
-            self.raw.extend(rows)
+            self.raw.extend(map(_bounded, rows))
             if self._protected:
                 protected = [_label(r.get(self._protected)) for r in rows]
                 self._join(event_id, "request", protected)

@@ -18,20 +18,16 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-)
-
 from kubeforge_crds.contracts.drift import MonitorConfig
 from kubeforge_runtimes.drift.anomaly import AnomalyModel
-from kubeforge_runtimes.drift.groundtruth import RESULTS, GroundTruth, LabelError, Quality
+from kubeforge_runtimes.drift.groundtruth import GroundTruth, LabelError
+from kubeforge_runtimes.drift.metrics import Metrics
 from kubeforge_runtimes.drift.monitor import Evaluation, Monitor
 from kubeforge_runtimes.drift.payloads import PayloadError, parse_event, response_outputs
 from kubeforge_runtimes.drift.reference import (
@@ -46,149 +42,6 @@ log = logging.getLogger(__name__)
 RECENT_ERRORS = 10
 
 
-class Metrics:
-    """The service's Prometheus metrics, in a registry of its own."""
-
-    def __init__(self, config: MonitorConfig) -> None:
-        self.registry = CollectorRegistry()
-        self.base = {"namespace": config.namespace, "monitor": config.name}
-        labels = ["namespace", "monitor"]
-        per_score = [*labels, "feature", "metric"]
-        self.score = Gauge(
-            "kubeforge_drift_score",
-            "Latest score of a feature for a metric.",
-            per_score,
-            registry=self.registry,
-        )
-        self.threshold = Gauge(
-            "kubeforge_drift_threshold",
-            "The metric's threshold.",
-            per_score,
-            registry=self.registry,
-        )
-        self.detected = Gauge(
-            "kubeforge_drift_detected",
-            "1 when the latest score is past its threshold.",
-            per_score,
-            registry=self.registry,
-        )
-        self.rows = Gauge(
-            "kubeforge_drift_window_rows",
-            "Rows in the sliding window.",
-            labels,
-            registry=self.registry,
-        )
-        self.last = Gauge(
-            "kubeforge_drift_last_evaluation_timestamp_seconds",
-            "Time of the latest evaluation.",
-            labels,
-            registry=self.registry,
-        )
-        self.payloads = Counter(
-            "kubeforge_drift_payloads",
-            "Payloads received, by result (ok, malformed, not_ready).",
-            [*labels, "result"],
-            registry=self.registry,
-        )
-        self.malformed = Counter(
-            "kubeforge_drift_malformed_payloads",
-            "Malformed payloads by reason.",
-            [*labels, "reason"],
-            registry=self.registry,
-        )
-        self.reference_ready = Gauge(
-            "kubeforge_drift_reference_ready",
-            "1 when the reference was loaded.",
-            labels,
-            registry=self.registry,
-        )
-        for result in ("ok", "malformed", "not_ready"):
-            self.payloads.labels(**self.base, result=result)
-        self._quality_metrics(labels, config)
-        self._anomaly_metrics(labels)
-
-    def _anomaly_metrics(self, labels: list[str]) -> None:
-        self.anomaly_rate = Gauge(
-            "kubeforge_anomaly_rate",
-            "Share of the window's requests stranger than the reference's anomaly cut-off.",
-            labels,
-            registry=self.registry,
-        )
-        self.anomaly_threshold = Gauge(
-            "kubeforge_anomaly_rate_threshold",
-            "The anomaly rate's threshold.",
-            labels,
-            registry=self.registry,
-        )
-        self.anomaly_detected = Gauge(
-            "kubeforge_anomaly_detected",
-            "1 when the anomaly rate is above its threshold.",
-            labels,
-            registry=self.registry,
-        )
-
-    def _quality_metrics(self, labels: list[str], config: MonitorConfig) -> None:
-        """The model's quality from ground truth, and the labels received."""
-        self.quality = Gauge(
-            "kubeforge_model_quality",
-            "Latest quality of the model's predictions against their ground truth (accuracy, "
-            "precision, recall, f1, mae, rmse); absent while too few labels arrived.",
-            [*labels, "metric"],
-            registry=self.registry,
-        )
-        self.quality_threshold = Gauge(
-            "kubeforge_model_quality_threshold",
-            "The quality metric's threshold.",
-            [*labels, "metric"],
-            registry=self.registry,
-        )
-        self.quality_degraded = Gauge(
-            "kubeforge_model_quality_degraded",
-            "1 when the quality metric is past its threshold (a score below, an error above).",
-            [*labels, "metric"],
-            registry=self.registry,
-        )
-        self.labelled = Gauge(
-            "kubeforge_ground_truth_window_labels",
-            "Labelled predictions in the quality window.",
-            labels,
-            registry=self.registry,
-        )
-        self.labels_received = Counter(
-            "kubeforge_ground_truth_labels",
-            "Ground-truth labels received, by result (accepted, replaced, unknown_id, expired, "
-            "invalid_label).",
-            [*labels, "result"],
-            registry=self.registry,
-        )
-        if config.ground_truth:
-            for result in RESULTS:
-                self.labels_received.labels(**self.base, result=result)
-
-    def record(self, evaluation: Evaluation) -> None:
-        for s in evaluation.scores:
-            labels = {**self.base, "feature": s.feature, "metric": s.metric}
-            self.score.labels(**labels).set(s.value)
-            self.threshold.labels(**labels).set(s.threshold)
-            self.detected.labels(**labels).set(1.0 if s.crossed else 0.0)
-        self.last.labels(**self.base).set(evaluation.time)
-        found = evaluation.anomalies
-        if found is not None:
-            self.anomaly_rate.labels(**self.base).set(found.rate)
-            self.anomaly_threshold.labels(**self.base).set(found.threshold)
-            self.anomaly_detected.labels(**self.base).set(1.0 if found.detected else 0.0)
-
-    def record_quality(self, quality: Quality) -> None:
-        self.labelled.labels(**self.base).set(quality.labels)
-        for gauge in (self.quality, self.quality_threshold, self.quality_degraded):
-            gauge.clear()  # too few labels now: no verdict, so nothing to alert on
-        for s in quality.scores:
-            labels = {**self.base, "metric": s.metric}
-            self.quality.labels(**labels).set(s.value)
-            self.quality_threshold.labels(**labels).set(s.threshold)
-            self.quality_degraded.labels(**labels).set(1.0 if s.crossed else 0.0)
-
-
 class DriftService:
     def __init__(self, config: MonitorConfig) -> None:
         self.config = config
@@ -196,6 +49,7 @@ class DriftService:
         self.monitor: Monitor | None = None
         truth = config.ground_truth
         self.ground_truth = GroundTruth(truth) if truth else None
+        self._evaluating = threading.Lock()
         self.error: str | None = None
         self.skipped_columns: list[str] = []
         self.errors: deque[dict[str, Any]] = deque(maxlen=RECENT_ERRORS)
@@ -227,7 +81,9 @@ class DriftService:
             self.error = None
             self.metrics.reference_ready.labels(**self.metrics.base).set(1)
             log.info("reference loaded: %d rows, %d features", len(frame), len(features))
-        except ReferenceError as err:
+        except (ReferenceError, ValueError, OSError) as err:
+            # a reference too small for the anomaly model or with no texts (ValueError), the
+            # embedding model's files (OSError): said in the status, not a crash loop
             self.error = str(err)
             self.metrics.reference_ready.labels(**self.metrics.base).set(0)
             log.error("reference not usable: %s", err)
@@ -244,9 +100,9 @@ class DriftService:
                 n = monitor.add_request(event.id, event.body)
             else:
                 outputs = response_outputs(event.body)
-                n = monitor.add_response(event.id, outputs)
-                if self.ground_truth is not None:
+                if self.ground_truth is not None:  # first: a bias join may refuse the response
                     self.ground_truth.record_predictions(event.id, outputs)
+                n = monitor.add_response(event.id, outputs)
         except PayloadError as err:
             self._count("malformed")
             self.metrics.malformed.labels(**self.metrics.base, reason=err.reason).inc()
@@ -265,12 +121,13 @@ class DriftService:
         predictions."""
         if self.monitor is None:
             return None
-        if self.ground_truth is not None:
-            self.metrics.record_quality(self.ground_truth.evaluate())
-        evaluation = self.monitor.evaluate(force=force)
-        if evaluation is not None:
-            self.metrics.record(evaluation)
-        return evaluation
+        with self._evaluating:  # the periodic loop and POST /evaluate, one at a time
+            if self.ground_truth is not None:
+                self.metrics.record_quality(self.ground_truth.evaluate())
+            evaluation = self.monitor.evaluate(force=force)
+            if evaluation is not None:
+                self.metrics.record(evaluation)
+            return evaluation
 
     def add_labels(self, items: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
         """Ground truth for logged predictions (``POST /groundtruth``): each item joined or

@@ -138,12 +138,15 @@ class TextDrift:
 
 def embedding_drift(reference: TextReference, texts: Sequence[str]) -> TextDrift:
     """The domain classifier's cross-validated ROC AUC: reference sample (0) against the
-    window's texts (1), on their embeddings; NaN with fewer than 10 texts on a side."""
+    window's newest texts (1, at most ``REFERENCE_SAMPLE``), on their embeddings; NaN with
+    fewer than 10 texts on a side."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     live = list(texts)
+    if len(live) > REFERENCE_SAMPLE:  # the newest, as many as the reference side: bounded cost
+        live = live[-REFERENCE_SAMPLE:]
     n_ref, n_live = len(reference.sample), len(live)
     if min(n_ref, n_live) < 10:
         return TextDrift(float("nan"), [], [])
