@@ -272,7 +272,12 @@ class ModelServerSpec(KubeModel):
 
     model: ModelRef = Field(description="The model to serve.")
     runtime: Runtime = nested(Runtime, "How to serve it.")
-    resources: ComputeResources = nested(ComputeResources, "CPU, memory and GPUs of each replica.")
+    resources: ComputeResources = nested(
+        ComputeResources,
+        "CPU, memory and GPUs of each replica. The CPU is requested, not capped (a CPU limit "
+        "throttles the model's start and its latency, which the canary's gates measure); "
+        "memory is capped at the request.",
+    )
     replicas: Replicas = nested(Replicas, "Autoscaling bounds.")
     rollout: RolloutPolicy = nested(RolloutPolicy, "Canary rollout of new model versions.")
 

@@ -90,6 +90,10 @@ def test_inference_service_carries_revision_runtime_gpus_and_canary_share() -> N
     assert model["modelFormat"] == {"name": "peft"}
     assert model["storageUri"] == "s3://m/v2"
     assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    # CPU requested, not capped (throttling slows the start and the latency); memory capped
+    assert "cpu" not in model["resources"]["limits"]
+    assert model["resources"]["limits"]["memory"] == model["resources"]["requests"]["memory"]
+    assert model["resources"]["requests"]["cpu"] == s.resources.cpu
     env = {e["name"]: e["value"] for e in model["env"]}
     assert env["KUBEFORGE_RUNTIME_REVISION"] == r.revision
     assert env["KUBEFORGE_RUNTIME_ERROR_RATE"] == "0.25"

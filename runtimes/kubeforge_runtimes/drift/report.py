@@ -171,7 +171,7 @@ def render(
     preamble: str = "",
 ) -> str:
     """The HTML page (pure apart from drawing); ``preamble`` (HTML) goes before the drift
-    findings."""
+    findings. Long on purpose: the page's template is one literal, read as the page reads."""
     crossed = [s for s in scores if s.crossed]
     if crossed:
         verdict = (
