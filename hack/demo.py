@@ -231,9 +231,9 @@ def down() -> None:
         # what the demo installed, whatever DEMO_NAMESPACE says now
         installed = json.loads(RELEASE_MARKER.read_text())
         ns, system = installed["namespace"], installed["system"]
-        demo_real.down(installed["kubeconfig"], ns, system, installed.get("kserve", False))
+        demo_real.down(installed["kubeconfig"], ns, system, installed.get("kserve", False), say)
         RELEASE_MARKER.unlink()
-        say(f"Deleted namespace {ns} and uninstalled kubeforge from {system}")
+        say("The demo's volumes emptied for the next run")
     pidfile = DEMO_DIR / "operator.pid"
     if pidfile.exists():
         with contextlib.suppress(ProcessLookupError, ValueError):

@@ -461,7 +461,13 @@ def answers_by_revision(log: str) -> dict[str, dict[str, int]]:
     return counts
 
 
-def down(kubeconfig: str, namespace: str, system: str, started_kserve: bool) -> None:
+def down(
+    kubeconfig: str,
+    namespace: str,
+    system: str,
+    started_kserve: bool,
+    say: Callable[[str], None] = lambda _: None,
+) -> None:
     """The demo's namespace (while the operator still runs to release its objects), the
     release, and KServe when the demo started it.
 
@@ -478,8 +484,11 @@ def down(kubeconfig: str, namespace: str, system: str, started_kserve: bool) -> 
     run("delete", "namespace", namespace, "--ignore-not-found", "--wait=false")
     run("delete", "pods", "--all", "-n", namespace, "--grace-period=1", "--wait=false")
     run("wait", "--for=delete", f"namespace/{namespace}", "--timeout=180s", timeout=240)
+    say(f"Deleted namespace {namespace}")
     helm.uninstall_local(lc.bin_dir(), kubeconfig, RELEASE, system)
+    say(f"Uninstalled kubeforge from {system}")
     if started_kserve:
         subprocess.run([*LOCALCLUSTER, "kserve", "down"], check=False)
+        say("Stopped KServe")
     if node.is_running():
         node.recycle_volumes(released_by=namespace)

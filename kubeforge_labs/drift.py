@@ -100,9 +100,10 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 _SENDER = """
 import json, sys, urllib.request, uuid
 url, rows = sys.argv[1], [json.loads(line) for line in sys.stdin if line.strip()]
-base = json.loads(sys.argv[2])
+base, prefix = json.loads(sys.argv[2]), (sys.argv[3] if len(sys.argv) > 3 else None)
 for start in range(0, len(rows), 10):
-    batch, event = rows[start:start + 10], str(uuid.uuid4())
+    batch = rows[start:start + 10]
+    event = f"{prefix}-{start // 10}" if prefix else str(uuid.uuid4())
     answer = {"predictions": [1] * len(batch)}
     for kind, body in ((%r, {"instances": batch}), (%r, answer)):
         headers = {**base, "ce-id": event, "ce-type": kind}
@@ -112,13 +113,31 @@ print("sent", len(rows))
 """
 
 
-def in_pod_sender(url: str, isvc: str = "support-bot", namespace: str = "default") -> list[str]:
+def in_pod_sender(
+    url: str, isvc: str = "support-bot", namespace: str = "default", ids: str | None = None
+) -> list[str]:
     """A command for a pod with Python (standard library only) that posts the JSONL rows on its
-    stdin to the drift service at ``url`` as KServe's logger does, ten rows an inference: for
+    stdin to the drift service at ``url`` as KServe's logger does, ten rows an inference (every
+    prediction 1; the inferences' ids ``<ids>-0``, ``<ids>-1``, ... when ``ids`` is given): for
     ``kubectl exec -i POD -- <command>``, where the service is reachable by its cluster DNS."""
     base = {
         k: v
         for k, v in logger_headers("", "", isvc, namespace).items()
         if k not in ("ce-id", "ce-type")
     }
-    return ["python3", "-c", _SENDER % (REQUEST_TYPE, RESPONSE_TYPE), url, json.dumps(base)]
+    command = ["python3", "-c", _SENDER % (REQUEST_TYPE, RESPONSE_TYPE), url, json.dumps(base)]
+    return [*command, ids] if ids else command
+
+
+def in_pod_json_post(url: str) -> list[str]:
+    """A command for a pod with Python that posts the JSON on its stdin to ``url`` and prints
+    the status and the answer."""
+    script = (
+        "import sys, urllib.request, urllib.error\n"
+        "req = urllib.request.Request(sys.argv[1], sys.stdin.buffer.read(), "
+        "{'content-type': 'application/json'}, method='POST')\n"
+        "try:\n    resp = urllib.request.urlopen(req, timeout=10)\n"
+        "except urllib.error.HTTPError as err:\n    resp = err\n"
+        "print(resp.status, resp.read().decode())\n"
+    )
+    return ["python3", "-c", script, url]

@@ -143,3 +143,48 @@ def in_words(prediction: Any, target: Target, contributions: list[dict[str, Any]
         for a in moved
     ]
     return f"Predicted {prediction}. Most of it: " + "; ".join(parts) + "."
+
+
+EFFECT = {True: "made it likelier", False: "made it less likely"}
+MAX_PROMPT_TOKENS = 256  # a token ablation costs one forward pass per prompt token
+
+
+def explain_text(model: Any, tokenizer: Any, prompt: str, answer: str) -> dict[str, Any]:
+    """Which words of ``prompt`` made the model answer ``answer`` (its own greedy answer):
+    captum's ``LLMAttribution`` with feature ablation, each prompt token left out in turn and
+    the change in the answer's log-probability measured. A positive contribution: without that
+    token the answer becomes less likely."""
+    from captum.attr import FeatureAblation, LLMAttribution, TextTokenInput
+
+    n_tokens = len(tokenizer(prompt)["input_ids"])
+    if n_tokens > MAX_PROMPT_TOKENS:
+        raise ValueError(
+            f"the prompt has {n_tokens} tokens: at most {MAX_PROMPT_TOKENS} are explained"
+        )
+    if not answer.strip():
+        raise ValueError("the model's answer to this prompt is empty: nothing to explain")
+    attribution = LLMAttribution(FeatureAblation(model), tokenizer)
+    result = attribution.attribute(TextTokenInput(prompt, tokenizer), target=answer)
+    values = [float(v) for v in result.seq_attr.detach().cpu().tolist()]
+    tokens = [tokenizer.convert_tokens_to_string([t]) for t in result.input_tokens]
+    contributions = [{"token": t, "contribution": v} for t, v in zip(tokens, values, strict=True)]
+    return {
+        "prompt": prompt,
+        "answer": answer,
+        "explained": "the log-probability of the answer",
+        "attributions": contributions,
+        "summary": text_in_words(contributions),
+    }
+
+
+def text_in_words(contributions: list[dict[str, Any]]) -> str:
+    ranked = sorted(
+        (c for c in contributions if c["token"].strip()), key=lambda c: -abs(c["contribution"])
+    )[:TOP_IN_WORDS]
+    if not ranked:
+        return "No word of the prompt moved the answer."
+    parts = [
+        f"{c['token'].strip()!r} ({EFFECT[c['contribution'] > 0]}, {c['contribution']:+.3g})"
+        for c in ranked
+    ]
+    return "The words that shaped the answer most: " + "; ".join(parts) + "."

@@ -109,6 +109,9 @@ def _texts(instances: Any) -> list[str]:
     return out
 
 
+MAX_TEXT_EXPLANATIONS = 4  # prompts per :explain request (one forward pass per token each)
+
+
 class CausalLM(Model):  # type: ignore[misc]
     """Text generation with a causal LM: v1 ``instances`` of strings, v2 a BYTES input."""
 
@@ -178,12 +181,32 @@ class CausalLM(Model):  # type: ignore[misc]
         return {"predictions": result}
 
     async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        from kubeforge_runtimes.explain import NotExplainableError
+        """Each prompt's token attributions for the model's own answer
+        (``kubeforge_runtimes.explain.explain_text``); 400 for a prompt too long to explain."""
+        texts = _texts(v1_body(payload).get("instances"))
+        if len(texts) > MAX_TEXT_EXPLANATIONS:
+            raise InvalidInput(
+                f"{len(texts)} prompts: at most {MAX_TEXT_EXPLANATIONS} are explained per request"
+            )
+        return {"explanations": await asyncio.to_thread(self._explain, texts)}
 
-        raise NotExplainableError(
-            "text models are not explained yet: token attributions are planned (#17); "
-            "scikit-learn models served by this runtime are"
-        )
+    def _explain(self, texts: list[str]) -> list[dict[str, Any]]:
+        from kubeforge_runtimes.explain import MAX_PROMPT_TOKENS, explain_text
+
+        out = []
+        for text in texts:
+            n_tokens = len(self.tokenizer(text)["input_ids"])
+            if n_tokens > MAX_PROMPT_TOKENS:  # before generating: it may not even fit
+                raise InvalidInput(
+                    f"the prompt has {n_tokens} tokens: at most {MAX_PROMPT_TOKENS} are explained"
+                )
+            answer = self.generate([text])[0]
+            with self._lock:
+                try:
+                    out.append(explain_text(self.model, self.tokenizer, text, answer))
+                except ValueError as err:
+                    raise InvalidInput(str(err)) from err
+        return out
 
 
 class Sklearn(Model):  # type: ignore[misc]

@@ -18,7 +18,7 @@ from tests.e2e.conftest import (
 )
 from tests.integration.conftest import Cluster, wait_until
 
-from kubeforge_labs.drift import in_pod_sender
+from kubeforge_labs.drift import in_pod_json_post, in_pod_sender
 from kubeforge_pipelines.tinymodel import support_tickets
 
 WINDOW = 60
@@ -63,6 +63,11 @@ def test_drift_service_pod_detects_drift(cluster: Cluster, e2e_namespace: str) -
                 {"name": "chiSquare", "threshold": 0.001},
             ],
             "window": {"size": WINDOW, "interval": "5s"},
+            "groundTruth": {
+                "task": "classification",
+                "metrics": [{"name": "accuracy", "threshold": 0.8}],
+                "minLabels": 20,
+            },
         },
     }
     apply(cluster, ns, model_server, monitor)
@@ -79,7 +84,8 @@ def test_drift_service_pod_detects_drift(cluster: Cluster, e2e_namespace: str) -
 
     url = f"http://bot-drift-drift.{ns}.svc:8080/"
     send = ["exec", "-i", "-n", ns, "client", "--", *in_pod_sender(url, "bot", ns)]
-    cluster.kubectl(*send, stdin=jsonl(support_tickets(WINDOW, seed=2)))
+    first = ["exec", "-i", "-n", ns, "client", "--", *in_pod_sender(url, "bot", ns, ids="q")]
+    cluster.kubectl(*first, stdin=jsonl(support_tickets(WINDOW, seed=2)))
     wait_for_condition(cluster, "driftmonitor", ns, "bot-drift", "DriftDetected", reason="NoDrift")
     cluster.kubectl(*send, stdin=jsonl(support_tickets(WINDOW, seed=3, products=["vpn", "email"])))
     drifted = wait_for_condition(
@@ -109,3 +115,17 @@ def test_drift_service_pod_detects_drift(cluster: Cluster, e2e_namespace: str) -
 
     alerts = wait_until(firing, 120, 2, "KubeforgeDriftDetected firing in Prometheus")
     assert alerts[0]["labels"]["kubeforge_monitor"] == "bot-drift"
+
+    # the true outcomes of the first inferences, sent later (from a pod of the namespace: the
+    # drift service's NetworkPolicy admits it): ten predictions of class 1 each, 3 of 30 right
+    labels = [{"id": f"q-{i}", "labels": [1] * 1 + [0] * 9} for i in range(3)]
+    post = ["exec", "-i", "-n", ns, "client", "--", *in_pod_json_post(f"{url}groundtruth")]
+    answer = cluster.kubectl(*post, stdin=json.dumps({"labels": labels})).stdout
+    assert answer.startswith("200 "), answer
+    assert json.loads(answer[4:])["windowLabels"] == 30
+    degraded = wait_for_condition(
+        cluster, "driftmonitor", ns, "bot-drift", "QualityDegraded", reason="QualityDegraded"
+    )
+    assert condition(degraded, "QualityDegraded")["message"] == "accuracy 0.1 < 0.8"
+    assert degraded["status"]["phase"] == "Degraded"
+    assert degraded["status"]["quality"]["labels"] == 30

@@ -5,6 +5,7 @@ client abandons, and vLLM's token metrics on /metrics."""
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -177,9 +178,22 @@ def test_token_metrics_are_vllm_s(runtime: Proc, client: openai.OpenAI) -> None:
     )
 
 
-def test_a_text_model_says_it_cannot_be_explained_yet(runtime: Proc) -> None:
-    answer = httpx.post(
-        f"{runtime.url}/v1/models/{NAME}:explain", json={"instances": ["hello"]}, timeout=30
-    )
-    assert answer.status_code == 501
-    assert "text models are not explained yet" in answer.json()["error"]
+def test_a_text_models_answer_is_explained_by_the_words_of_its_prompt(runtime: Proc) -> None:
+    prompt = "ticket: the vpn drops after an update. resolution:"
+    explain = f"{runtime.url}/v1/models/{NAME}:explain"
+    answer = httpx.post(explain, json={"instances": [prompt]}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    (explained,) = answer.json()["explanations"]
+    predicted = httpx.post(
+        f"{runtime.url}/v1/models/{NAME}:predict", json={"instances": [prompt]}, timeout=60
+    ).json()["predictions"][0]
+    assert explained["answer"] == predicted  # the model's own answer is what is explained
+    tokens = [a["token"] for a in explained["attributions"]]
+    assert "".join(tokens) == prompt  # one contribution per prompt token, in order
+    values = [a["contribution"] for a in explained["attributions"]]
+    assert all(math.isfinite(v) for v in values)
+    assert any(v != 0 for v in values)
+    assert explained["summary"].startswith("The words that shaped the answer most: ")
+    too_long = httpx.post(explain, json={"instances": ["word " * 400]}, timeout=60)
+    assert too_long.status_code == 400
+    assert "at most 256 are explained" in too_long.text
