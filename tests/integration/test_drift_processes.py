@@ -371,6 +371,29 @@ def test_reports_from_the_window_and_from_files(lab: dict[str, Any]) -> None:
     assert "has no column 'tier'" in answer.json()["detail"]
 
 
+WHO = f"DriftMonitor {NS}/{NAME}"
+
+
+def _quiet(at: str, alert: str) -> dict[str, Any]:
+    """promtool: ``alert`` is not firing at ``at``."""
+    return {"eval_time": at, "alertname": alert, "exp_alerts": []}
+
+
+def _fires(at: str, alert: str, summary: str, description: str, **labels: str) -> dict[str, Any]:
+    """promtool: ``alert`` fires at ``at`` for this monitor, with these annotations and labels."""
+    expected = {
+        "exp_labels": {
+            "severity": "warning",
+            "kubeforge_monitor": NAME,
+            "namespace": NS,
+            "monitor": NAME,
+            **labels,
+        },
+        "exp_annotations": {"summary": summary, "description": description},
+    }
+    return {"eval_time": at, "alertname": alert, "exp_alerts": [expected]}
+
+
 def test_alert_rules_pass_promtool_tests(lab: dict[str, Any]) -> None:
     sel = f'namespace="{NS}", monitor="{NAME}"'
     tests = {
@@ -410,115 +433,50 @@ def test_alert_rules_pass_promtool_tests(lab: dict[str, Any]) -> None:
                     },
                 ],
                 "alert_rule_test": [
-                    {"eval_time": "1m", "alertname": "KubeforgeDriftDetected", "exp_alerts": []},
-                    {"eval_time": "0m", "alertname": "KubeforgeModelQualityLow", "exp_alerts": []},
-                    {
-                        "eval_time": "1m",
-                        "alertname": "KubeforgeModelQualityLow",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {
-                                    "severity": "warning",
-                                    "kubeforge_monitor": NAME,
-                                    "namespace": NS,
-                                    "monitor": NAME,
-                                    "metric": "accuracy",
-                                },
-                                "exp_annotations": {
-                                    "summary": "Model quality: accuracy past its threshold",
-                                    "description": f"DriftMonitor {NS}/{NAME}: the accuracy of the model's predictions against their ground truth crossed its threshold.",
-                                },
-                            }
-                        ],
-                    },
+                    _quiet("1m", "KubeforgeDriftDetected"),
+                    _quiet("0m", "KubeforgeModelQualityLow"),
+                    _fires(
+                        "1m",
+                        "KubeforgeModelQualityLow",
+                        "Model quality: accuracy past its threshold",
+                        f"{WHO}: the accuracy of the model's predictions against their ground "
+                        "truth crossed its threshold.",
+                        metric="accuracy",
+                    ),
                     # a third of the labels unmatched, for 15 minutes
-                    {
-                        "eval_time": "10m",
-                        "alertname": "KubeforgeGroundTruthUnmatched",
-                        "exp_alerts": [],
-                    },
-                    {
-                        "eval_time": "25m",
-                        "alertname": "KubeforgeGroundTruthUnmatched",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {
-                                    "severity": "warning",
-                                    "kubeforge_monitor": NAME,
-                                    "namespace": NS,
-                                    "monitor": NAME,
-                                },
-                                "exp_annotations": {
-                                    "summary": "Over 10% of ground-truth labels match no logged prediction",
-                                    "description": f"DriftMonitor {NS}/{NAME} cannot join 33.33% of the labels it is sent (unknown or expired inference ids); see its status.quality.received.",
-                                },
-                            }
-                        ],
-                    },
-                    {
-                        "eval_time": "2m",
-                        "alertname": "KubeforgeDriftDetected",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {
-                                    "severity": "warning",
-                                    "kubeforge_monitor": NAME,
-                                    "namespace": NS,
-                                    "monitor": NAME,
-                                    "feature": "product",
-                                    "metric": "psi",
-                                },
-                                "exp_annotations": {
-                                    "summary": "Data drift: psi of product",
-                                    "description": f"DriftMonitor {NS}/{NAME}: psi of product crossed its threshold.",
-                                },
-                            }
-                        ],
-                    },
-                    {
-                        "eval_time": "3m",
-                        "alertname": "KubeforgeBiasDetected",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {
-                                    "severity": "warning",
-                                    "kubeforge_monitor": NAME,
-                                    "namespace": NS,
-                                    "monitor": NAME,
-                                    "feature": "tier",
-                                    "metric": "dir",
-                                },
-                                "exp_annotations": {
-                                    "summary": "Bias: dir of tier",
-                                    "description": f"DriftMonitor {NS}/{NAME}: dir of tier (protected attribute) crossed its threshold.",
-                                },
-                            }
-                        ],
-                    },
+                    _quiet("10m", "KubeforgeGroundTruthUnmatched"),
+                    _fires(
+                        "25m",
+                        "KubeforgeGroundTruthUnmatched",
+                        "Over 10% of ground-truth labels match no logged prediction",
+                        f"{WHO} cannot join 33.33% of the labels it is sent (unknown or expired "
+                        "inference ids); see its status.quality.received.",
+                    ),
+                    _fires(
+                        "2m",
+                        "KubeforgeDriftDetected",
+                        "Data drift: psi of product",
+                        f"{WHO}: psi of product crossed its threshold.",
+                        feature="product",
+                        metric="psi",
+                    ),
+                    _fires(
+                        "3m",
+                        "KubeforgeBiasDetected",
+                        "Bias: dir of tier",
+                        f"{WHO}: dir of tier (protected attribute) crossed its threshold.",
+                        feature="tier",
+                        metric="dir",
+                    ),
                     # last evaluation at 3m: stale from 9m (over 300 s), firing after 5 more minutes
-                    {
-                        "eval_time": "13m",
-                        "alertname": "KubeforgeDriftEvaluationStale",
-                        "exp_alerts": [],
-                    },
-                    {
-                        "eval_time": "14m",
-                        "alertname": "KubeforgeDriftEvaluationStale",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {
-                                    "severity": "warning",
-                                    "kubeforge_monitor": NAME,
-                                    "namespace": NS,
-                                    "monitor": NAME,
-                                },
-                                "exp_annotations": {
-                                    "summary": "Drift scores are stale",
-                                    "description": f"DriftMonitor {NS}/{NAME} has not evaluated for more than 300s: too little traffic to fill the window, or the service is down.",
-                                },
-                            }
-                        ],
-                    },
+                    _quiet("13m", "KubeforgeDriftEvaluationStale"),
+                    _fires(
+                        "14m",
+                        "KubeforgeDriftEvaluationStale",
+                        "Drift scores are stale",
+                        f"{WHO} has not evaluated for more than 300s: too little traffic to fill "
+                        "the window, or the service is down.",
+                    ),
                 ],
             }
         ],

@@ -100,6 +100,13 @@ def drift_labels(name: str) -> dict[str, str]:
     return standard_labels("driftmonitor", name, "drift-service")
 
 
+def drift_selector(name: str) -> dict[str, str]:
+    """The labels that pick a DriftMonitor's drift service pods (Deployment, Service,
+    NetworkPolicy, ServiceMonitor)."""
+    labels = drift_labels(name)
+    return {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+
+
 def build_config_map(owner: dict[str, Any], config: MonitorConfig) -> dict[str, Any]:
     name = owner["metadata"]["name"]
     return {
@@ -123,7 +130,7 @@ def build_deployment(
     Long on purpose: one literal manifest, read top to bottom as kubectl would show it."""
     name = owner["metadata"]["name"]
     labels = drift_labels(name)
-    selector = {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+    selector = drift_selector(name)
     digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": service_name(name)}},
@@ -205,9 +212,7 @@ def build_service(owner: dict[str, Any]) -> dict[str, Any]:
         "kind": "Service",
         "metadata": child_metadata(owner, service_name(name), labels),
         "spec": {
-            "selector": {
-                k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")
-            },
+            "selector": drift_selector(name),
             "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}],
         },
     }
@@ -232,11 +237,7 @@ def build_network_policy(
         "kind": "NetworkPolicy",
         "metadata": child_metadata(owner, service_name(name), labels),
         "spec": {
-            "podSelector": {
-                "matchLabels": {
-                    k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")
-                }
-            },
+            "podSelector": {"matchLabels": drift_selector(name)},
             "policyTypes": ["Ingress"],
             "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": SERVICE_PORT}]}],
         },
@@ -252,11 +253,7 @@ def build_service_monitor(owner: dict[str, Any], interval_seconds: float) -> dic
         "kind": "ServiceMonitor",
         "metadata": child_metadata(owner, service_name(name), labels),
         "spec": {
-            "selector": {
-                "matchLabels": {
-                    k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")
-                }
-            },
+            "selector": {"matchLabels": drift_selector(name)},
             "endpoints": [{"port": "http", "path": "/metrics", "interval": f"{scrape}s"}],
         },
     }

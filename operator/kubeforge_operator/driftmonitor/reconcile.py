@@ -26,7 +26,7 @@ from kubeforge_operator.driftmonitor.builders import (
     build_network_policy,
     build_service,
     build_service_monitor,
-    drift_labels,
+    drift_selector,
     monitor_config,
 )
 from kubeforge_operator.driftmonitor.conditions import (
@@ -190,10 +190,7 @@ def apply_children(
 
 
 def service_pod_problem(ctx: ReconcileContext) -> PodProblem | None:
-    labels = drift_labels(ctx.name)
-    selector = ",".join(
-        f"{k}={labels[k]}" for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")
-    )
+    selector = ",".join(f"{k}={v}" for k, v in drift_selector(ctx.name).items())
     pods = ctx.kube.list_children("v1", "Pod", ctx.namespace, selector)
     return first_problem(pods) or next(filter(None, map(running_not_ready, pods)), None)
 
