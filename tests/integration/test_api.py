@@ -441,7 +441,7 @@ def test_ground_truth_reaches_the_monitor_from_its_team_only(
             page = api.get(f"{base}/{name}/report", headers=a)
             assert page.status_code == 200, page.text
             assert page.headers["content-type"].startswith("text/html")
-            assert "default-src 'none'" in page.headers["content-security-policy"]
+            assert "default-src 'self'" in page.headers["content-security-policy"]  # no inline
             assert "<h2>In short</h2>" in page.text
             assert "The answers' quality has not been scored yet" in page.text
             assert api.get(f"{base}/{name}/report", headers=auth["user-b"]).status_code == 403
