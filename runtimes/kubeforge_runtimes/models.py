@@ -137,6 +137,28 @@ class CausalLM(Model):  # type: ignore[misc]
         self.ready = True
         return True
 
+    @property
+    def context(self) -> int:
+        """The model's context in tokens: the config's, else the tokenizer's (configs name it
+        differently)."""
+        config = self.model.config
+        context = getattr(config, "max_position_embeddings", None) or getattr(
+            config, "n_positions", None
+        )
+        return int(context or min(self.tokenizer.model_max_length, 1 << 20))
+
+    def check_prompts(self, texts: list[str], max_new_tokens: int | None = None) -> None:
+        """A prompt that, with the answer's tokens, would not fit the model's context is a 400
+        naming both numbers (the model itself would fail with an index error)."""
+        n = max(1, min(int(max_new_tokens or self.max_new_tokens), 512))
+        for i, text in enumerate(texts):
+            tokens = len(self.tokenizer(text)["input_ids"])
+            if tokens + n > self.context:
+                raise InvalidInput(
+                    f"instances[{i}]: the prompt has {tokens} tokens and {n} new ones were "
+                    f"asked for, beyond the model's context of {self.context} tokens"
+                )
+
     def generate(self, texts: list[str], max_new_tokens: int | None = None) -> list[str]:
         import torch
 
@@ -171,12 +193,14 @@ class CausalLM(Model):  # type: ignore[misc]
                 )
             texts = [t.decode() if isinstance(t, bytes) else str(t) for t in inp.data]
             params = payload.parameters or {}
+            self.check_prompts(texts, params.get("max_new_tokens"))
             result = await asyncio.to_thread(self.generate, texts, params.get("max_new_tokens"))
             output = InferOutput("generated_text", [len(result)], "BYTES", data=result)
             return _response(payload, self.name, output)
         payload = v1_body(payload)
         texts = _texts(payload.get("instances"))
         params = payload.get("parameters") or {}
+        self.check_prompts(texts, params.get("max_new_tokens"))
         result = await asyncio.to_thread(self.generate, texts, params.get("max_new_tokens"))
         return {"predictions": result}
 

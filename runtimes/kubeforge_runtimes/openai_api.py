@@ -184,12 +184,7 @@ class OpenAIServer:
     def __init__(self, lm: Any, metrics: TokenMetrics, injector: FaultInjector) -> None:
         self.lm, self.metrics, self.injector = lm, metrics, injector
         self.created = int(time.time())
-        config = lm.model.config
-        # the context: the config's, else the tokenizer's (configs name it differently)
-        context = getattr(config, "max_position_embeddings", None) or getattr(
-            config, "n_positions", None
-        )
-        self.context = int(context or min(lm.tokenizer.model_max_length, 1 << 20))
+        self.context = int(lm.context)
 
     def models(self) -> dict[str, Any]:
         card = ModelCard(

@@ -197,3 +197,21 @@ def test_a_text_models_answer_is_explained_by_the_words_of_its_prompt(runtime: P
     too_long = httpx.post(explain, json={"instances": ["word " * 400]}, timeout=60)
     assert too_long.status_code == 400
     assert "at most 256 are explained" in too_long.text
+
+
+def test_a_prompt_beyond_the_context_is_a_400_on_every_protocol(runtime: Proc) -> None:
+    long = "word " * 400  # the tiny GPT-2 has 256 positions
+    v1 = httpx.post(
+        f"{runtime.url}/v1/models/{NAME}:predict", json={"instances": ["hi", long]}, timeout=30
+    )
+    assert v1.status_code == 400, v1.text
+    assert "instances[1]: the prompt has" in v1.text
+    assert "beyond the model's context of 256 tokens" in v1.text
+    v2 = httpx.post(
+        f"{runtime.url}/v2/models/{NAME}/infer",
+        json={"inputs": [{"name": "p", "shape": [1], "datatype": "BYTES", "data": [long]}]},
+        timeout=30,
+    )
+    assert v2.status_code == 400, v2.text
+    ok = httpx.post(f"{runtime.url}/v1/models/{NAME}:predict", json={"instances": ["hi"]})
+    assert ok.status_code == 200  # and the server keeps serving
