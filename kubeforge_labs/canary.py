@@ -99,10 +99,11 @@ def start_runtime(
     revision: str,
     error_rate: float = 0.0,
     max_new_tokens: int = 4,
+    port: int | None = None,
 ) -> Proc:
     """``python -m kubeforge_runtimes serve`` with fault control enabled."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log = workdir / f"runtime-{revision}.log"
     return launch(
         [
@@ -127,9 +128,15 @@ def start_runtime(
     )
 
 
-def start_api(kubeconfig: str | Path, log: Path, drift_url_template: str | None = None) -> Proc:
+def start_api(
+    kubeconfig: str | Path,
+    log: Path,
+    drift_url_template: str | None = None,
+    model_url_template: str | None = None,
+) -> Proc:
     """``python -m kubeforge_api`` with its own identity from ``kubeconfig``, on 127.0.0.1
-    (reaching drift services at ``drift_url_template`` when given)."""
+    (reaching drift services at ``drift_url_template`` and predictors at
+    ``model_url_template`` when given)."""
     port = free_port()
     env = {
         **os.environ,
@@ -139,6 +146,8 @@ def start_api(kubeconfig: str | Path, log: Path, drift_url_template: str | None 
     }
     if drift_url_template:
         env["KUBEFORGE_API_DRIFT_URL_TEMPLATE"] = drift_url_template
+    if model_url_template:
+        env["KUBEFORGE_API_MODEL_URL_TEMPLATE"] = model_url_template
     return launch(
         [sys.executable, "-m", "kubeforge_api"], log, port, "/healthz", "the API", 60, env
     )

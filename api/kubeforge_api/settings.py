@@ -35,6 +35,12 @@ class ApiSettings(BaseSettings):
         description="Where the API reaches a DriftMonitor's drift service to pass ground truth "
         "on; {service}, {name} and {namespace} are filled in.",
     )
+    model_url_template: str = Field(
+        default="http://{inference_service}-predictor.{namespace}.svc.cluster.local",
+        description="Where the API reaches a ModelServer's predictor to explain a logged "
+        "request (KServe's :explain verb); {inference_service}, {name} and {namespace} are "
+        "filled in.",
+    )
     max_body_bytes: int = Field(
         default=1 << 20, ge=1024, description="Larger request bodies are refused (413)."
     )

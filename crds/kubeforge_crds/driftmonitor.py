@@ -472,6 +472,12 @@ class AnomalousRequest(KubeModel):
         default_factory=list, max_length=16, description="What is strange about it."
     )
     request: str = Field(max_length=600, description="The request's features, as JSON.")
+    id: str | None = Field(
+        default=None, max_length=256, description="The inference's id (its ce-id)."
+    )
+    instance: int | None = Field(
+        default=None, ge=0, description="Which instance of that request it is (from 0)."
+    )
 
 
 class AnomalyStatus(KubeModel):

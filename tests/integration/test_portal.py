@@ -10,15 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import joblib
+import numpy as np
+import pandas as pd
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
+from sklearn.ensemble import RandomForestClassifier
 
 from kubeforge_crds.contracts.drift import MonitorConfig
-from kubeforge_labs.canary import start_api
+from kubeforge_labs.canary import start_api, start_runtime
 from kubeforge_labs.drift import log_inference, start_drift_service, write_jsonl
-from kubeforge_labs.kit import free_port
+from kubeforge_labs.kit import Proc, free_port
 from kubeforge_pipelines.tinymodel import support_tickets
-from tests.integration.conftest import Cluster, OperatorProcess
+from tests.integration.conftest import ISOLATED_PREFIX, Cluster, OperatorProcess
 
 pytestmark = [pytest.mark.usefixtures("local_cluster")]
 
@@ -28,6 +32,7 @@ RUN = uuid.uuid4().hex[:5]
 
 
 DRIFT_PORT = free_port()  # where the API finds drift services (one, started by a test)
+MODEL_PORT = free_port()  # and predictors (one runtime, started by a test)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +41,7 @@ def api_url(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
         cluster.user_kubeconfig("kubeforge-api"),
         tmp_path_factory.mktemp("api") / "api.log",
         drift_url_template=f"http://127.0.0.1:{DRIFT_PORT}",
+        model_url_template=f"http://127.0.0.1:{MODEL_PORT}",
     )
     yield api.url
     api.stop()
@@ -175,6 +181,103 @@ def test_a_monitors_report_opens_in_the_portal(
     finally:
         service.stop()
         cluster.kubectl("delete", "driftmonitor", name, "-n", "team-a", "--wait=false")
+
+
+def _serve_churn_model(ns: str, isvc: str, tmp_path: Path) -> tuple[Path, Proc]:
+    """A forest whose answer depends on income alone, served by the built-in runtime (a real
+    process) as KServe would serve InferenceService ``isvc``; its training rows as reference."""
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.normal(size=(400, 4)), columns=["age", "income", "tenure", "visits"])
+    model = RandomForestClassifier(n_estimators=30, random_state=0).fit(x, x["income"] > 0.5)
+    (tmp_path / "model").mkdir()
+    joblib.dump(model, tmp_path / "model" / "model.joblib")
+    reference = write_jsonl(tmp_path / "reference.jsonl", x.to_dict("records"))
+    runtime = start_runtime(
+        tmp_path / "runtime", tmp_path / "model", name=isvc, namespace=ns, revision="r1",
+        port=MODEL_PORT,
+    )  # fmt: skip
+    return reference, runtime
+
+
+def test_a_logged_request_is_explained_in_the_portal(
+    page: Page, api_url: str, cluster: Cluster, tmp_path: Path
+) -> None:
+    """An inference id typed into the monitor's panel: the API takes the request the drift
+    service logged under it and asks the monitored ModelServer's :explain, as the caller; the
+    portal shows which inputs pushed the answer which way. In a namespace no operator
+    reconciles, so that the ModelServer's status (its InferenceService) is set by the test."""
+    ns, name, isvc = f"{ISOLATED_PREFIX}explain-{RUN}", "churn-watch", "churn-isvc"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl(
+        "create", "rolebinding", "user-a-edit", "--clusterrole=edit", "--user=user-a", "-n", ns
+    )
+    reference, runtime = _serve_churn_model(ns, isvc, tmp_path)
+    server = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "ModelServer",
+        "metadata": {"name": "churn"},
+        "spec": {"model": {"uri": "pvc://models/churn"}, "runtime": {"modelFormat": "sklearn"}},
+    }
+    monitor = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "DriftMonitor",
+        "metadata": {"name": name},
+        "spec": {
+            "target": {"modelServer": "churn"},
+            "reference": {"source": "uri", "uri": f"file://{reference}"},
+        },
+    }
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(server))
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(monitor))
+    status = json.dumps({"status": {"inferenceService": isvc}})
+    cluster.kubectl(
+        "patch", "modelserver", "churn", "-n", ns, "--subresource=status", "--type=merge",
+        "-p", status,
+    )  # fmt: skip
+    config = MonitorConfig(namespace=ns, name=name, reference_uri=f"file://{reference}")
+    service = start_drift_service(tmp_path, config, port=DRIFT_PORT)
+    try:
+        rows = [[0.1, 2.0, -0.3, 0.5], [0.2, -1.5, 0.4, -0.1]]  # age, income, tenure, visits
+        v2 = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": rows[0]}]}
+        with httpx.Client(timeout=10) as client:
+            log_inference(client, service.url, {"instances": rows}, None, "ticket-42")
+            log_inference(client, service.url, v2, None, "ticket-v2")
+            base = f"{api_url}/api/v1/namespaces/{ns}/driftmonitors/{name}/requests"
+            a = {"Authorization": f"Bearer {_token(cluster, 'user-a')}"}
+            b = {"Authorization": f"Bearer {_token(cluster, 'user-b')}"}
+            unknown = client.get(f"{base}/nope/explanation", headers=a)
+            assert unknown.status_code == 404
+            assert "no request 'nope' in the window" in unknown.json()["detail"]
+            other = client.get(f"{base}/ticket-v2/explanation", headers=a)
+            assert other.status_code == 409
+            assert "explanations take v1 requests" in other.json()["detail"]
+            assert client.get(f"{base}/ticket-42/explanation", headers=b).status_code == 403
+        page.goto(api_url)
+        if page.get_by_role("button", name="sign out").is_visible():
+            page.get_by_role("button", name="sign out").click()
+        page.get_by_test_id("token").fill(_token(cluster, "user-a"))
+        page.get_by_test_id("signin").click()
+        page.get_by_test_id("namespace").fill(ns)
+        page.get_by_test_id("namespace").dispatch_event("change")
+        page.get_by_role("button", name="DriftMonitors").click()
+        row = page.get_by_test_id("list-driftmonitors").locator(f"tr[data-name='{name}']")
+        row.get_by_role("button", name="report").click()
+        page.get_by_test_id("explain-id").fill("ticket-42")
+        page.get_by_test_id("explain-form").get_by_role("button", name="explain").click()
+        shown = page.get_by_test_id("explanation")
+        expect(shown.locator("p.summary")).to_have_count(2, timeout=60_000)
+        expect(shown.locator("p.summary").first).to_contain_text("Most of it: income = 2")
+        first = shown.locator("tbody tr").first.locator("td")
+        expect(first.nth(0)).to_have_text("income")
+        expect(first.nth(2)).to_have_text("raised it")
+        _shot(page, "explanation")
+        page.get_by_test_id("explain-id").fill("gone")
+        page.get_by_test_id("explain-form").get_by_role("button", name="explain").click()
+        expect(shown.get_by_role("alert")).to_contain_text("no request 'gone' in the window")
+    finally:
+        service.stop()
+        runtime.stop()
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 
 def test_the_other_team_sees_refusals_not_data(page: Page, api_url: str, cluster: Cluster) -> None:

@@ -40,6 +40,11 @@ def test_ordinary_windows_do_not_alarm_and_outliers_do() -> None:
         or '"priority": 40' in found.top[0]["request"]
     )
     assert found.to_json()["detected"] is True
+    # with each row's inference id and instance, the strangest say which request they were
+    ids = [(f"ordinary-{i}", 0) for i in range(170)] + [(f"odd-{i // 2}", i % 2) for i in range(30)]
+    named = model.evaluate(support_tickets(170, seed=99) + strange, ids)
+    assert all(t["id"].startswith("odd-") for t in named.top)
+    assert {t["instance"] for t in named.top} == {0, 1}
 
 
 def test_rare_values_within_the_reference_range_are_found_by_the_forest() -> None:

@@ -132,8 +132,15 @@ DM = _obj(
                 "status": "True",
                 "reason": "DriftDetected",
                 "message": "product psi 0.4 > 0.2",
-            }
+            },
+            {
+                "type": "QualityDegraded",
+                "status": "True",
+                "reason": "QualityBelowThreshold",
+                "message": "accuracy 0.61 < 0.8",
+            },
         ],
+        "quality": {"labels": 120, "scores": [{"metric": "accuracy", "value": 0.61}]},
     },
 )
 
@@ -153,6 +160,10 @@ def test_catalog_joins_models_servers_and_drift() -> None:
         "reason": "DriftDetected",
         "message": "product psi 0.4 > 0.2",
     }
+    # live quality from ground truth sits beside drift; no anomaly check configured: no verdict
+    assert server["drift"][0]["quality"]["message"] == "accuracy 0.61 < 0.8"
+    assert server["drift"][0]["qualityScores"]["scores"][0]["value"] == 0.61
+    assert server["drift"][0]["anomalies"] is None
 
 
 def test_lineage_of_a_model_server() -> None:

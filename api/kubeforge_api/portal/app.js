@@ -59,6 +59,43 @@ async function showReport(name) {
   const frame = $("#monitor-report");
   frame.srcdoc = await res.text();
   frame.hidden = false;
+  showExplainForm(name).catch((err) => { $("#error").textContent = err.message; });
+}
+
+// explanations of logged requests: any inference id, or one of the monitor's anomalous requests
+async function showExplainForm(name) {
+  const monitor = await api("GET", `/api/v1/namespaces/${encodeURIComponent(ns())}/driftmonitors/${encodeURIComponent(name)}`);
+  const form = $("#explain-form");
+  form.dataset.monitor = name;
+  $("#explain-monitor").textContent = `(${name} → ${monitor.spec?.target?.modelServer || "?"})`;
+  $("#explain-anomalous").innerHTML = ((monitor.status?.anomalies?.top) || [])
+    .filter((t) => t.id)
+    .map((t) => `<li>${esc((t.reasons || []).join("; "))} <button type="button" data-explain="${esc(t.id)}">explain ${esc(t.id)}</button></li>`)
+    .join("");
+  $("#explanation").innerHTML = "";
+  form.hidden = false;
+}
+
+// the portal's CSP allows no inline style: the size of each contribution is a <meter>
+function contributionRows(attributions) {
+  const largest = Math.max(...attributions.map((a) => Math.abs(a.contribution)), 1e-12);
+  return attributions.map((a) => {
+    const way = a.contribution > 0 ? "raised it" : a.contribution < 0 ? "lowered it" : "no effect";
+    return `<tr><td>${esc(a.feature ?? a.token)}</td><td>${esc(a.input ?? "")}</td><td>${esc(way)}</td><td>${esc(a.contribution.toPrecision(3))}</td><td><meter min="0" max="1" value="${Math.abs(a.contribution) / largest}"></meter></td></tr>`;
+  }).join("");
+}
+
+async function explain(id) {
+  const name = $("#explain-form").dataset.monitor;
+  const out = $("#explanation");
+  out.textContent = `explaining ${id}…`;
+  try {
+    const data = await api("GET", `/api/v1/namespaces/${encodeURIComponent(ns())}/driftmonitors/${encodeURIComponent(name)}/requests/${encodeURIComponent(id)}/explanation`);
+    out.innerHTML = (data.explanations || []).map((e, i) => `<h4>instance ${i}</h4><p class="summary">${esc(e.summary)}</p>`
+      + `<table><thead><tr><th>input</th><th>value</th><th>effect</th><th>contribution</th><th>share of the largest</th></tr></thead><tbody>${contributionRows(e.attributions || [])}</tbody></table>`).join("");
+  } catch (err) {
+    out.innerHTML = `<p class="error" role="alert">${esc(err.message)}</p>`;
+  }
 }
 
 async function loadList(plural) {
@@ -172,6 +209,14 @@ document.addEventListener("click", async (e) => {
   if (report) showReport(report.dataset.report).catch((err) => { $("#error").textContent = err.message; });
   const show = e.target.closest("[data-show]");
   if (show) { state.selected = show.dataset.show; showModelServer(state.selected).catch((err) => { $("#error").textContent = err.message; }); }
+});
+$("#explain-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  explain(new FormData(e.target).get("id").trim());
+});
+document.addEventListener("click", (e) => {
+  const one = e.target.closest("[data-explain]");
+  if (one) explain(one.dataset.explain);
 });
 $("#create-workbench").addEventListener("submit", async (e) => {
   e.preventDefault();

@@ -5,24 +5,27 @@
   model's quality (accuracy, F1, MAE, ...). Who may send labels is RBAC's decision: ``create``
   on the DriftMonitor's ``groundtruth`` subresource, reviewed as the caller (kubeforge's
   aggregated edit role grants it);
-- **the report**: the monitor's page for people, for whoever may read the DriftMonitor.
+- **the report**: the monitor's page for people, for whoever may read the DriftMonitor;
+- **explanations** of logged requests: the request as the drift service kept it, sent to the
+  ModelServer's ``:explain`` verb, for whoever may read both.
 
 The apiserver serves neither, so the API reaches the drift service itself, as the operator does
 to read its status."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import quote
 
 import httpx
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from kubeforge_api.cluster import ApiserverError
 from kubeforge_api.deps import AsCaller, Name, Namespace, Settings, object_path
 from kubeforge_api.errors import NOT_FOUND, ProblemError
 from kubeforge_api.settings import ApiSettings
-from kubeforge_crds import DRIFTMONITOR
+from kubeforge_crds import DRIFTMONITOR, MODELSERVER
 from kubeforge_crds.contracts.drift import (
     GROUND_TRUTH_SUBRESOURCE,
     GroundTruthAnswer,
@@ -79,17 +82,19 @@ async def _monitor(api: AsCaller, namespace: str, name: str) -> dict[str, Any]:
         raise
 
 
-async def _ask(name: str, url: str, body: GroundTruthLabels | None = None) -> httpx.Response:
-    """A GET (or, with ``body``, a POST) to the drift service; 503 when it does not answer."""
+async def _ask(
+    name: str, url: str, body: Any = None, who: str = "the drift service of DriftMonitor"
+) -> httpx.Response:
+    """A GET (or, with ``body``, a POST of it) to a service; 503 when it does not answer."""
+    if isinstance(body, GroundTruthLabels):
+        body = body.model_dump(exclude_none=True)
     try:
         async with httpx.AsyncClient(timeout=FORWARD_TIMEOUT_SECONDS) as client:
             if body is None:
                 return await client.get(url)
-            return await client.post(url, json=body.model_dump(exclude_none=True))
+            return await client.post(url, json=body)
     except httpx.HTTPError as err:
-        raise ProblemError(
-            503, f"the drift service of DriftMonitor {name} does not answer at {url}: {err}"
-        ) from err
+        raise ProblemError(503, f"{who} {name} does not answer at {url}: {err}") from err
 
 
 def _detail(answer: httpx.Response) -> Any:
@@ -137,3 +142,70 @@ async def report(
     # the drift service's own HTML: the API's Content-Security-Policy (guard.py) lets no script
     # of it run, wherever it is opened
     return HTMLResponse(answer.text)
+
+
+@router.get(
+    "/driftmonitors/{name}/requests/{inference_id}/explanation",
+    responses={**NOT_FOUND, 409: {"model": None}, 501: {"model": None}, 503: {"model": None}},
+)
+async def explanation(
+    namespace: Namespace,
+    name: Name,
+    inference_id: Annotated[str, Path(min_length=1, max_length=256)],
+    api: AsCaller,
+    settings: Settings,
+) -> JSONResponse:
+    """Why the model answered a logged request as it did: the request, as the DriftMonitor's
+    drift service kept it (by the inference id, while its rows are in the window), sent to the
+    monitored ModelServer's ``:explain`` verb. Each instance's explanation has the prediction,
+    every input's contribution (largest first) and a sentence a non-specialist can read. For
+    whoever may read both the DriftMonitor and the ModelServer; 404 for a request no longer
+    kept, 501 with the reason for a model that cannot be explained."""
+    monitor = await _monitor(api, namespace, name)
+    target = ((monitor.get("spec") or {}).get("target") or {}).get("modelServer")
+    server = await _model_server(api, namespace, name, str(target))
+    isvc = (server.get("status") or {}).get("inferenceService")
+    if not isvc:
+        raise ProblemError(
+            409, f"ModelServer {target} has no InferenceService yet: nothing can explain"
+        )
+    logged = await _ask(
+        name, _service_url(settings, namespace, name, f"requests/{quote(inference_id, safe='')}")
+    )
+    if logged.status_code != 200:
+        raise ProblemError(
+            404 if logged.status_code == 404 else 503,
+            f"the drift service of DriftMonitor {name}: {_detail(logged)}",
+        )
+    body = logged.json().get("body") or {}
+    if "instances" not in body:
+        raise ProblemError(
+            409,
+            f"request {inference_id} was sent with KServe's v2 protocol; explanations take v1 "
+            "requests (KServe's :explain verb is v1 only)",
+        )
+    base = settings.model_url_template.format(
+        inference_service=isvc, name=target, namespace=namespace
+    )
+    url = f"{base.rstrip('/')}/v1/models/{isvc}:explain"
+    answer = await _ask(str(target), url, body, who="the predictor of ModelServer")
+    if answer.status_code == 200:
+        return JSONResponse({"id": inference_id, "modelServer": target, **answer.json()})
+    code = {400: 422, 404: 409, 501: 501}.get(answer.status_code, 503)
+    raise ProblemError(
+        code,
+        f"ModelServer {target} cannot explain request {inference_id}: {_detail(answer)}",
+    )
+
+
+async def _model_server(api: AsCaller, namespace: str, monitor: str, name: str) -> dict[str, Any]:
+    try:
+        return dict(await api.call("GET", object_path(MODELSERVER, namespace, name)))
+    except ApiserverError as err:
+        if err.status == 404:
+            raise ProblemError(
+                409,
+                f"DriftMonitor {monitor} watches ModelServer {name}, which does not exist in "
+                f"{namespace} (any more)",
+            ) from err
+        raise

@@ -73,6 +73,8 @@ def _anomalous(item: dict[str, Any]) -> AnomalousRequest:
         score=float(item.get("score") or 0.0),
         reasons=[str(r)[:256] for r in (item.get("reasons") or [])[:16]],
         request=str(item.get("request") or "")[:600],
+        id=str(item["id"])[:256] if item.get("id") else None,
+        instance=item["instance"] if isinstance(item.get("instance"), int) else None,
     )
 
 

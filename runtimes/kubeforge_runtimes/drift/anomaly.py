@@ -152,7 +152,14 @@ class AnomalyModel:
             for r in out
         ]
 
-    def evaluate(self, rows: Sequence[Mapping[str, Any]]) -> AnomalyResult:
+    def evaluate(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        ids: Sequence[tuple[str, int]] | None = None,
+    ) -> AnomalyResult:
+        """The window's anomaly rate and its strangest requests; with ``ids`` (each row's
+        inference id and instance index), each of those says which request it was, so that it
+        can be explained."""
         if not rows:
             return AnomalyResult(0, 0, self.config.rate_threshold, self.cutoff)
         frame = _frame(rows, self.features)
@@ -165,6 +172,7 @@ class AnomalyModel:
                 "score": round(float(scores[i]), 4),
                 "reasons": reasons[i] or [RARE],
                 "request": _shown({f.name: rows[i].get(f.name) for f in self.features}),
+                **({"id": ids[i][0][:256], "instance": ids[i][1]} if ids else {}),
             }
             for i in strangest
         ]

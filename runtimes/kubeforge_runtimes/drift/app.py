@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from kubeforge_crds.contracts.drift import GroundTruthLabels, MonitorConfig
+from kubeforge_runtimes.drift.monitor import KEPT_REQUEST_BYTES
 from kubeforge_runtimes.drift.service import DriftService, ExportError, json_safe
 
 router = APIRouter()
@@ -58,6 +59,22 @@ async def ground_truth(body: GroundTruthLabels, service: Service) -> JSONRespons
     items = [label.model_dump() for label in body.labels]
     code, answer = service.add_labels(items)
     return JSONResponse(answer, status_code=code)
+
+
+@router.get("/requests/{event_id}")
+async def logged_request(event_id: str, service: Service) -> JSONResponse:
+    """A request still in the window, as its client sent it (to explain it); 404 for an id
+    never seen, one whose rows have left the window, or a body too large to keep."""
+    _ready(service)
+    assert service.monitor is not None
+    body = service.monitor.request(event_id)
+    if body is None:
+        raise HTTPException(
+            404,
+            f"no request {event_id!r} in the window: never received, its rows have left the "
+            f"window, or its body was over {KEPT_REQUEST_BYTES} bytes",
+        )
+    return JSONResponse({"id": event_id, "body": json_safe(body)})
 
 
 @router.post("/evaluate")

@@ -28,6 +28,7 @@ from kubeforge_runtimes.drift.payloads import PayloadError, request_rows
 from kubeforge_runtimes.drift.reference import Summary
 
 PENDING_LIMIT = 10_000  # request/response halves waiting for their other half
+KEPT_REQUEST_BYTES = 64 * 1024  # a request body larger than this is not kept for explaining
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,9 @@ class Monitor:
         # the window's requests as the client sent them (every field, not only the features):
         # what a retraining run is given as live data (POST /export)
         self.raw: deque[Mapping[str, Any]] = deque(maxlen=config.window_size)
+        self.raw_ids: deque[tuple[str, int]] = deque(maxlen=config.window_size)
+        # the window's request bodies by inference id, to explain one later (GET /requests/{id})
+        self.requests: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
         bias = config.bias
         self.bias_pairs: deque[tuple[str, str]] = deque(maxlen=config.window_size)
         self._pending: OrderedDict[str, tuple[str, list[Any]]] = OrderedDict()
@@ -157,7 +161,9 @@ class Monitor:
 
     # -- ingestion --------------------------------------------------------------------------
 
-    def add_request(self, event_id: str, body: Mapping[str, Any]) -> int:
+    def add_request(self, event_id: str, body: Mapping[str, Any], size: int = 0) -> int:
+        """A request's feature rows into the window; its body kept by ``event_id`` (unless it
+        is over ``KEPT_REQUEST_BYTES``) for as long as the window holds rows of it."""
         names = self._feature_names
         if self._protected and self._protected not in names:
             names = [*names, self._protected]
@@ -165,6 +171,12 @@ class Monitor:
         with self._lock:
             self.window.add(rows)
             self.raw.extend(map(_bounded, rows))
+            self.raw_ids.extend((event_id, i) for i in range(len(rows)))
+            if size <= KEPT_REQUEST_BYTES:
+                self.requests[event_id] = body
+                self.requests.move_to_end(event_id)
+                while len(self.requests) > self.config.window_size:
+                    self.requests.popitem(last=False)
             if self._protected:
                 protected = [_label(r.get(self._protected)) for r in rows]
                 self._join(event_id, "request", protected)
@@ -214,6 +226,15 @@ class Monitor:
         with self._lock:
             return list(self.raw)
 
+    def rows_with_ids(self) -> tuple[list[Mapping[str, Any]], list[tuple[str, int]]]:
+        with self._lock:
+            return list(self.raw), list(self.raw_ids)
+
+    def request(self, event_id: str) -> Mapping[str, Any] | None:
+        """The body of a request still in the window, as the client sent it."""
+        with self._lock:
+            return self.requests.get(event_id)
+
     def evaluate(self, now: float | None = None, force: bool = False) -> Evaluation | None:
         """Scores of the window, or None while it is not yet full (unless ``force``)."""
         columns, pairs = self.snapshot()
@@ -225,7 +246,7 @@ class Monitor:
             time=now if now is not None else time.time(),
             rows=rows,
             scores=score_columns(self.config, self.features, self.summary, columns, pairs),
-            anomalies=model.evaluate(self.live_rows()) if model else None,
+            anomalies=model.evaluate(*self.rows_with_ids()) if model else None,
         )
         self.history.append(evaluation)
         return evaluation

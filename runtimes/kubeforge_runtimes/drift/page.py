@@ -143,7 +143,8 @@ def quality_plot(history: Sequence[Quality]) -> str | None:
 def anomaly_section(found: AnomalyResult) -> str:
     rows = "".join(
         f"<tr><td>{t['score']:.3f}</td><td>{html.escape('; '.join(t['reasons']))}</td>"
-        f"<td><code>{html.escape(t['request'])}</code></td></tr>"
+        f"<td><code>{html.escape(t['request'])}</code></td>"
+        f"<td><code>{html.escape(str(t.get('id', '')))}</code></td></tr>"
         for t in found.top
     )
     return (
@@ -152,7 +153,9 @@ def anomaly_section(found: AnomalyResult) -> str:
         f"stranger than the cut-off learnt from the reference (alert above "
         f"{found.threshold:.1%}).</p>"
         + (
-            "<table><tr><th>score</th><th>why</th><th>request</th></tr>" + rows + "</table>"
+            "<table><tr><th>score</th><th>why</th><th>request</th><th>inference id</th></tr>"
+            + rows
+            + "</table>"
             if rows
             else ""
         )

@@ -241,7 +241,7 @@ def monitor_report(monitor: Monitor, reference_uri: str, truth: GroundTruth | No
     cfg = monitor.config
     anomalies = None
     if monitor.anomaly_model is not None:
-        anomalies = monitor.anomaly_model.evaluate(monitor.live_rows())
+        anomalies = monitor.anomaly_model.evaluate(*monitor.rows_with_ids())
     preamble = page.verdict(
         scores, cfg.bias is not None, truth.latest if truth else None, anomalies, truth is not None
     )

@@ -97,7 +97,7 @@ class DriftService:
         try:
             event = parse_event(headers, body)
             if event.kind == "request":
-                n = monitor.add_request(event.id, event.body)
+                n = monitor.add_request(event.id, event.body, len(body))
             else:
                 outputs = response_outputs(event.body)
                 if self.ground_truth is not None:  # first: a bias join may refuse the response
