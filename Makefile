@@ -125,9 +125,10 @@ bench-pods: $(STAMP) ## Pod start latency on the real node (ratio to kwok) and i
 	$(PY) bench/pod_start.py
 
 .PHONY: bench-drift
-bench-drift: $(STAMP) ## Drift scoring throughput against Evidently (installs the bench extra)
+bench-drift: $(STAMP) ## Drift scoring and text drift against Evidently (installs the bench extra)
 	$(UV) pip install --quiet --python $(PY) -e '.[test,lint,data,ml,serving,bench]'
 	$(PY) bench/drift_throughput.py
+	$(PY) bench/text_drift.py
 
 .PHONY: cluster-build
 cluster-build: ## Build the control-plane binaries from pinned Go modules (cached)
