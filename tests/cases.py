@@ -449,6 +449,18 @@ INVALID: list[Invalid] = [
     ),
     Invalid(
         "DriftMonitor",
+        "two-answer-features",
+        {
+            "features": [
+                {"name": "reply", "type": "categorical", "source": "response"},
+                {"name": "score", "type": "numeric", "source": "response"},
+            ]
+        },
+        "spec.features",
+        "at most one feature has source response",
+    ),
+    Invalid(
+        "DriftMonitor",
         "embedding-drift-at-chance",
         {"metrics": [{"name": "embeddingDrift", "threshold": 0.5}]},
         "spec.metrics[0].threshold",

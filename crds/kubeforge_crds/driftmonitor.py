@@ -60,13 +60,24 @@ class FeatureType(StrEnum):
     TEXT = "text"
 
 
+class FeatureSource(StrEnum):
+    REQUEST = "request"
+    RESPONSE = "response"
+
+
 class Feature(KubeModel):
-    """One input feature of the model."""
+    """One feature of the model's traffic: an input, or its answer."""
 
     name: str = Field(min_length=1, max_length=256, description="Feature (column) name.")
     type: FeatureType = Field(
         description="numeric, categorical, or text (free text such as a prompt: compared "
         "by its sentence embeddings, metric embeddingDrift, and described in the report)."
+    )
+    source: FeatureSource = Field(
+        default=FeatureSource.REQUEST,
+        description="request: a field of each instance the client sent. response: the "
+        "model's answer to each instance (a generated text, a predicted class or value), "
+        "compared with the reference's column of that name; at most one feature.",
     )
 
 
@@ -410,6 +421,15 @@ class DriftMonitorSpec(KubeModel):
             ),
             field_path=".bias",
             reason="FieldValueRequired",
+        ),
+        CelRule(
+            rule="!has(self.features) || "
+            "self.features.filter(f, has(f.source) && f.source == 'response').size() <= 1",
+            message="at most one feature has source response: a response has one answer per "
+            "instance",
+            check=lambda s: sum(f.source == FeatureSource.RESPONSE for f in s.features) <= 1,
+            field_path=".features",
+            reason="FieldValueInvalid",
         ),
         CelRule(
             rule="!has(self.features) || !self.features.exists(f, f.type == 'text') || "

@@ -83,3 +83,38 @@ def test_a_monitor_with_a_text_feature_scores_and_reports_it() -> None:
     assert "<script>" not in page
     with pytest.raises(PayloadError, match="is not text"):
         monitor.add_request("r2", {"instances": [{"text": 3}]})
+
+
+def _replies(products: list[str]) -> list[str]:
+    return [f"Thanks for writing in: we are looking into your {p} problem now." for p in products]
+
+
+def test_the_models_answers_are_a_feature_of_their_own() -> None:
+    """A text feature with source response: the generated answers are compared with the
+    reference's answers; the window fills with requests, and the answers are scored once the
+    logger sends responses (a logger that sends none leaves them out, not the whole window)."""
+    features = [
+        FeatureConfig(name="product", type="categorical"),
+        FeatureConfig(name="reply", type="text", source="response"),
+    ]
+    config = MonitorConfig(
+        name="m", reference_uri="file:///r", features=features, window_size=60,
+        metrics={"embeddingDrift": THRESHOLD, "psi": 0.2},
+    )  # fmt: skip
+    frame = pd.DataFrame(support_tickets(800, seed=1))
+    frame["reply"] = _replies(list(frame["product"]))
+    monitor = Monitor(config, features, summarise(frame, features))
+    tickets = support_tickets(60, seed=2)
+    monitor.add_request("r1", {"instances": [{"product": t["product"]} for t in tickets]})
+    first = monitor.evaluate(now=1.0)
+    assert first is not None
+    assert {s.feature for s in first.scores} == {"product"}  # no answers logged yet
+    refusals = ["I'm sorry, but as an AI I cannot help with that request."] * 30
+    monitor.add_response("r1", [*_replies([t["product"] for t in tickets[:30]]), *refusals])
+    second = monitor.evaluate(now=2.0)
+    assert second is not None
+    by_feature = {(s.feature, s.metric): s for s in second.scores}
+    assert by_feature[("reply", "embeddingDrift")].crossed
+    assert not by_feature[("product", "psi")].crossed
+    with pytest.raises(PayloadError, match="is not text"):
+        monitor.add_response("r2", [3])

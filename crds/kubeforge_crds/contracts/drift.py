@@ -49,6 +49,7 @@ class _Model(BaseModel):
 class FeatureConfig(_Model):
     name: str
     type: Literal["numeric", "categorical", "text"]
+    source: Literal["request", "response"] = "request"
 
 
 class BiasConfig(_Model):

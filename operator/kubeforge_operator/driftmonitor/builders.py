@@ -42,7 +42,10 @@ def monitor_config(
         namespace=namespace,
         name=name,
         reference_uri=reference,
-        features=[FeatureConfig(name=f.name, type=str(f.type)) for f in spec.features],  # type: ignore[arg-type]
+        features=[
+            FeatureConfig(name=f.name, type=str(f.type), source=str(f.source))  # type: ignore[arg-type]
+            for f in spec.features
+        ],
         metrics={str(m.name): m.threshold for m in spec.metrics},
         bias=(
             BiasConfig(

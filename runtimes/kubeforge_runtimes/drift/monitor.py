@@ -99,16 +99,22 @@ class Window:
     features: list[FeatureConfig]
     size: int
     columns: dict[str, deque[Any]] = field(default_factory=dict)
+    request_features: list[FeatureConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.columns = {f.name: deque(maxlen=self.size) for f in self.features}
+        self.request_features = [f for f in self.features if f.source == "request"]
 
-    def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Append rows, all or none: a payload with one bad row is rejected whole."""
+    def add(
+        self, rows: Sequence[Mapping[str, Any]], features: Sequence[FeatureConfig] | None = None
+    ) -> None:
+        """Append rows of ``features`` (the window's request features by default), all or
+        none: a payload with one bad row is rejected whole."""
+        features = self.request_features if features is None else features
         checked: list[list[Any]] = []
         for i, row in enumerate(rows):
             values: list[float | str] = []
-            for f in self.features:
+            for f in features:
                 if f.name not in row:
                     raise PayloadError(
                         "missing_feature",
@@ -123,11 +129,18 @@ class Window:
                     values.append(_label(raw))
             checked.append(values)
         for values in checked:
-            for f, v in zip(self.features, values, strict=True):
+            for f, v in zip(features, values, strict=True):
                 self.columns[f.name].append(v)
 
     def __len__(self) -> int:
-        return min((len(c) for c in self.columns.values()), default=0)
+        return window_rows(self.features, self.columns)
+
+
+def window_rows(features: Sequence[FeatureConfig], columns: Mapping[str, Sequence[Any]]) -> int:
+    """Rows in the window: counted on the request features (an answer feature fills only when
+    the logger sends responses too), on the answer's when it is the only feature."""
+    counted = [f.name for f in features if f.source == "request"] or list(columns)
+    return min((len(columns[n]) for n in counted), default=0)
 
 
 class Monitor:
@@ -157,7 +170,9 @@ class Monitor:
         self._lock = threading.Lock()
         self.history: deque[Evaluation] = deque(maxlen=config.history)
         self._protected = bias.protected_attribute if bias else None
-        self._feature_names = [f.name for f in features]
+        # the features a request carries; the answer's (at most one) comes with the response
+        self._feature_names = [f.name for f in features if f.source == "request"]
+        self._answer = next((f for f in features if f.source == "response"), None)
 
     # -- ingestion --------------------------------------------------------------------------
 
@@ -183,8 +198,13 @@ class Monitor:
         return len(rows)
 
     def add_response(self, event_id: str, predictions: Sequence[Any]) -> int:
-        """A response's predictions (``payloads.response_outputs``), joined with its request's
-        protected attribute."""
+        """A response's predictions (``payloads.response_outputs``): the answer feature's
+        values (a feature with source response), and joined with its request's protected
+        attribute."""
+        if self._answer is not None:
+            rows = [{self._answer.name: v} for v in predictions]
+            with self._lock:
+                self.window.add(rows, [self._answer])
         outputs = [_label(v) for v in predictions]
         if self._protected:
             with self._lock:
@@ -238,7 +258,7 @@ class Monitor:
     def evaluate(self, now: float | None = None, force: bool = False) -> Evaluation | None:
         """Scores of the window, or None while it is not yet full (unless ``force``)."""
         columns, pairs = self.snapshot()
-        rows = min((len(c) for c in columns.values()), default=0)
+        rows = window_rows(self.features, columns)
         if rows == 0 or (rows < self.config.window_size and not force):
             return None
         model = self.anomaly_model
@@ -267,6 +287,8 @@ def score_columns(
     text_wanted = [m for m in TEXT_METRICS if m in thresholds]
     for f in features:
         values = columns[f.name]
+        if not values:  # an answer feature while the logger sends no responses
+            continue
         if f.type == "text":
             got = (
                 {"embeddingDrift": text.embedding_drift(summary.text[f.name], values).auc}

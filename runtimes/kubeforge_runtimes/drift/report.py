@@ -22,7 +22,13 @@ from matplotlib.figure import Figure
 from kubeforge_crds.contracts.drift import FeatureConfig, MonitorConfig
 from kubeforge_runtimes.drift import page, text
 from kubeforge_runtimes.drift.groundtruth import GroundTruth
-from kubeforge_runtimes.drift.monitor import Evaluation, Monitor, Score, score_columns
+from kubeforge_runtimes.drift.monitor import (
+    Evaluation,
+    Monitor,
+    Score,
+    score_columns,
+    window_rows,
+)
 from kubeforge_runtimes.drift.page import svg
 from kubeforge_runtimes.drift.reference import (
     Summary,
@@ -192,6 +198,7 @@ def render(
         if f.type == "text"
         else f"<div class='plot'>{distribution_plot(f, summary, current[f.name])}</div>"
         for f in features
+        if current[f.name]  # an answer feature while the logger sends no responses
     )
     metrics = sorted({s.metric for e in history for s in e.scores})
     over_time = [p for m in metrics if (p := history_plot(history, m))]
@@ -237,7 +244,7 @@ def monitor_report(monitor: Monitor, reference_uri: str, truth: GroundTruth | No
     reference."""
     columns, pairs = monitor.snapshot()
     scores = score_columns(monitor.config, monitor.features, monitor.summary, columns, pairs)
-    rows = min((len(c) for c in columns.values()), default=0)
+    rows = window_rows(monitor.features, columns)
     cfg = monitor.config
     anomalies = None
     if monitor.anomaly_model is not None:

@@ -76,7 +76,8 @@ class DriftService:
                     f"the reference (its columns: {', '.join(map(str, frame.columns))})"
                 )
             anomalies = self.config.anomalies
-            model = AnomalyModel(anomalies, features, frame) if anomalies else None
+            asked = [f for f in features if f.source == "request"]  # anomalies are requests'
+            model = AnomalyModel(anomalies, asked, frame) if anomalies and asked else None
             self.monitor = Monitor(self.config, features, summarise(frame, features), model)
             self.error = None
             self.metrics.reference_ready.labels(**self.metrics.base).set(1)
