@@ -452,12 +452,20 @@ INVALID: list[Invalid] = [
         "two-answer-features",
         {
             "features": [
+                {"name": "prompt", "type": "categorical"},
                 {"name": "reply", "type": "categorical", "source": "response"},
                 {"name": "score", "type": "numeric", "source": "response"},
             ]
         },
         "spec.features",
         "at most one feature has source response",
+    ),
+    Invalid(
+        "DriftMonitor",
+        "only-an-answer-feature",
+        {"features": [{"name": "reply", "type": "categorical", "source": "response"}]},
+        "spec.features",
+        "list at least one feature with source request",
     ),
     Invalid(
         "DriftMonitor",

@@ -48,7 +48,7 @@ def model_sources(server: dict[str, Any]) -> tuple[dict[str, Any], str | None, d
     return {"uri": asked.get("uri")}, None, versions
 
 
-def _drift_view(dm: dict[str, Any]) -> dict[str, Any]:
+def drift_view(dm: dict[str, Any]) -> dict[str, Any]:
     status = dm.get("status") or {}
     return {
         "name": dm["metadata"]["name"],
@@ -75,7 +75,7 @@ def catalog(
     for dm in monitors:
         target = ((dm.get("spec") or {}).get("target") or {}).get("modelServer")
         if target:
-            drift_by_target.setdefault(target, []).append(_drift_view(dm))
+            drift_by_target.setdefault(target, []).append(drift_view(dm))
     served_by: dict[str, list[str]] = {}
     serving = []
     for ms in servers:

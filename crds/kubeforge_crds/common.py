@@ -1,5 +1,5 @@
 """Spec fragments that several kinds share: compute resources, accelerators, environment
-variables and data connections."""
+variables, data connections and model cards."""
 
 from __future__ import annotations
 
@@ -57,6 +57,32 @@ class Accelerator(KubeModel):
             check=lambda s: s.product is None or (s.count or 0) > 0,
             field_path=".product",
         ),
+    )
+
+
+class ModelCard(KubeModel):
+    """What a model is for, as its owners declare it: shown in the model map and the API, and
+    written into the model card (README.md) of each version a FineTuneJob registers. Plain
+    text; the portal shows it escaped. The base model, training data and evaluation results
+    come from the lineage, not from here."""
+
+    purpose: str | None = Field(
+        default=None, max_length=512, description="What the model does, in a sentence or two."
+    )
+    intended_use: str | None = Field(
+        default=None, max_length=2048, description="Who should use it, for what, and how."
+    )
+    limitations: str | None = Field(
+        default=None, max_length=2048, description="What it is not good at; known risks."
+    )
+    owner: str | None = Field(
+        default=None, max_length=253, description="The team or person answerable for it."
+    )
+    license: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][-A-Za-z0-9.+ ()]*$",
+        description="Its licence, e.g. an SPDX identifier such as Apache-2.0.",
     )
 
 

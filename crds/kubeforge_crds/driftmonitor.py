@@ -423,6 +423,16 @@ class DriftMonitorSpec(KubeModel):
             reason="FieldValueRequired",
         ),
         CelRule(
+            rule="!has(self.features) || self.features.size() == 0 || "
+            "self.features.exists(f, !has(f.source) || f.source == 'request')",
+            message="list at least one feature with source request: the window counts requests",
+            check=lambda s: (
+                not s.features or any(f.source == FeatureSource.REQUEST for f in s.features)
+            ),
+            field_path=".features",
+            reason="FieldValueInvalid",
+        ),
+        CelRule(
             rule="!has(self.features) || "
             "self.features.filter(f, has(f.source) && f.source == 'response').size() <= 1",
             message="at most one feature has source response: a response has one answer per "

@@ -18,7 +18,7 @@ from kubeforge_crds.base import (
     UriString,
     nested,
 )
-from kubeforge_crds.common import ComputeResources, EnvVar, QueueName, QueueStatus
+from kubeforge_crds.common import ComputeResources, EnvVar, ModelCard, QueueName, QueueStatus
 from kubeforge_crds.health import PhaseHealth
 from kubeforge_crds.kind import KindInfo, NameRule
 
@@ -155,6 +155,11 @@ class ModelOutput(KubeModel):
     merge_adapter: bool = Field(
         default=False, description="Also write the base model merged with the adapter."
     )
+    card: ModelCard | None = Field(
+        default=None,
+        description="The model card's declared part (purpose, intended use, limitations, "
+        "owner, licence), written into each version's README.md and shown in the model map.",
+    )
 
 
 class FineTuneJobSpec(KubeModel):
@@ -259,6 +264,12 @@ class FineTuneJobStatus(ResourceStatus):
     start_time: Timestamp | None = Field(default=None, description="When training started.")
     completion_time: Timestamp | None = Field(default=None, description="When it finished.")
     gpus: int | None = Field(default=None, ge=0, description="GPUs held by the run now.")
+    gpu_product: str | None = Field(
+        default=None,
+        max_length=128,
+        description="The GPU product asked for (the nvidia.com/gpu.product node label its "
+        "pods select), when one was: what GPU-hours are priced by.",
+    )
     metrics: dict[str, float] = Field(
         default_factory=dict, description="Evaluation metrics, e.g. loss and perplexity."
     )

@@ -20,7 +20,7 @@ from kubeforge_crds.base import (
     min_duration_rule,
     nested,
 )
-from kubeforge_crds.common import ComputeResources
+from kubeforge_crds.common import ComputeResources, ModelCard
 from kubeforge_crds.health import PhaseHealth
 from kubeforge_crds.kind import KindInfo, NameRule
 
@@ -280,6 +280,12 @@ class ModelServerSpec(KubeModel):
     )
     replicas: Replicas = nested(Replicas, "Autoscaling bounds.")
     rollout: RolloutPolicy = nested(RolloutPolicy, "Canary rollout of new model versions.")
+    card: ModelCard | None = Field(
+        default=None,
+        description="The model card of what this server serves, shown in the model map: for a "
+        "model served by URI, the only one; for a FineTuneJob's model, in place of its "
+        "spec.output.card. Changing it rolls nothing out.",
+    )
 
 
 class ModelServerPhase(StrEnum):
@@ -381,6 +387,12 @@ class ModelServerStatus(ResourceStatus):
         default=None, description="Traffic split as stable/canary percentages, e.g. 90/10."
     )
     gpus: int | None = Field(default=None, ge=0, description="GPUs held by the replicas now.")
+    gpu_product: str | None = Field(
+        default=None,
+        max_length=128,
+        description="The GPU product asked for (the nvidia.com/gpu.product node label its "
+        "pods select), when one was: what GPU-hours are priced by.",
+    )
     decisions: list[RolloutDecision] = Field(
         default_factory=list, max_length=100, description="The latest rollout decisions."
     )

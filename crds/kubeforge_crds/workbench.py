@@ -138,6 +138,12 @@ class WorkbenchStatus(ResourceStatus):
         default=None, description="Last activity the notebook server reported."
     )
     gpus: int | None = Field(default=None, ge=0, description="GPUs the Workbench holds now.")
+    gpu_product: str | None = Field(
+        default=None,
+        max_length=128,
+        description="The GPU product asked for (the nvidia.com/gpu.product node label its "
+        "pods select), when one was: what GPU-hours are priced by.",
+    )
     queue: QueueStatus | None = Field(
         default=None,
         description="Set while the Workbench waits for quota in its Kueue queue (phase Queued).",

@@ -54,9 +54,11 @@ def lineage_record(
     metrics: dict[str, float],
     metrics_before: dict[str, float],
     run: dict[str, Any],
+    card: dict[str, str] | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     return {
+        "card": dict(card or {}),
         "apiVersion": "kubeforge.io/v1alpha1",
         "kind": "ModelLineage",
         "model": {"name": model_name, "version": version, "uri": uri},
@@ -101,10 +103,30 @@ Fine-tuned by kubeforge {lineage["kubeforgeVersion"]} on {lineage["createdAt"]}.
 
 {hp}
 
-## Intended use and limits
+{_declared(lineage.get("card") or {})}"""
 
-Evaluated only on the held-out split of the dataset above; check it on your own data before use.
-"""
+
+CARD_SECTIONS = (
+    ("purpose", "Purpose"),
+    ("intendedUse", "Intended use"),
+    ("limitations", "Limitations"),
+    ("owner", "Owner"),
+    ("license", "Licence"),
+)
+
+
+def _declared(card: dict[str, str]) -> str:
+    """The owners' part of the card (the FineTuneJob's spec.output.card), as Markdown
+    sections; the fixed caution when they said nothing of its use and limits."""
+    parts = [
+        f"## {title}\n\n{card[key].strip()}\n" for key, title in CARD_SECTIONS if card.get(key)
+    ]
+    if not card.get("intendedUse") and not card.get("limitations"):
+        parts.append(
+            "## Intended use and limits\n\nEvaluated only on the held-out split of the dataset "
+            "above; check it on your own data before use.\n"
+        )
+    return "\n".join(parts)
 
 
 def _job(run: dict[str, Any]) -> str:

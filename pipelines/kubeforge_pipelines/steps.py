@@ -158,6 +158,7 @@ def register(
                 "metrics_before": evaluation["metricsBefore"],
                 "run": {**params.run_info, "id": run_id}
                 | ({"training": training} if training else {}),
+                "card": params.card,
             },
         )
 

@@ -55,6 +55,13 @@ def drift_serve_cmd(
     ],
     host: Annotated[str, typer.Option(envvar="KUBEFORGE_DRIFT_HOST")] = "0.0.0.0",  # noqa: S104
     port: Annotated[int, typer.Option(envvar="KUBEFORGE_DRIFT_PORT")] = 8080,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            envvar="KUBEFORGE_DRIFT_METRICS_PORT",
+            help="Also serve /metrics alone on this port (0: only on --port).",
+        ),
+    ] = 0,
 ) -> None:
     """Receive KServe logger CloudEvents and export drift, bias and anomaly scores."""
     import logging
@@ -70,7 +77,12 @@ def drift_serve_cmd(
     except (OSError, ValueError) as err:
         typer.echo(f"error: {config}: {err}", err=True)
         raise typer.Exit(2) from err
-    uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning")
+    app = create_app(cfg)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=host, registry=app.state.service.metrics.registry)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def _thresholds(items: list[str]) -> dict[str, float]:

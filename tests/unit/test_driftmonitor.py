@@ -84,14 +84,22 @@ def test_deployment_mounts_config_and_pvc_reference_and_restarts_on_change() -> 
 
 
 def test_only_the_namespace_kubeforge_and_prometheus_reach_the_drift_service() -> None:
+    """The service port (events, labels, logged requests, reports): the monitor's namespace
+    and kubeforge's; the metrics port: Prometheus's namespaces too."""
     policy = build_network_policy(OWNER, "kubeforge-system", ["monitoring", "kubeforge-system"])
-    (rule,) = policy["spec"]["ingress"]
-    assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
-    assert rule["from"] == [
-        {"podSelector": {}},
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeforge-system"}}},
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
-    ]
+    service, metrics = policy["spec"]["ingress"]
+    kubeforge = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeforge-system"}}
+    }
+    monitoring = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }
+    assert service["ports"] == [{"protocol": "TCP", "port": 8080}]
+    assert service["from"] == [{"podSelector": {}}, kubeforge]
+    assert metrics["ports"] == [{"protocol": "TCP", "port": 9091}]
+    assert metrics["from"] == [{"podSelector": {}}, kubeforge, monitoring]
+    ports = {p["name"]: p["port"] for p in build_service(OWNER)["spec"]["ports"]}
+    assert ports == {"http": 8080, "metrics": 9091}
     selected = policy["spec"]["podSelector"]["matchLabels"]
     assert selected == build_service(OWNER)["spec"]["selector"]
 
@@ -100,7 +108,7 @@ def test_service_monitor_selects_the_service() -> None:
     svc = build_service(OWNER)
     mon = build_service_monitor(OWNER, 300)
     assert mon["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
-    assert mon["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+    assert mon["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][1]["name"] == "metrics"
     assert mon["spec"]["endpoints"][0]["interval"] == "60s"
 
 

@@ -117,6 +117,15 @@ def test_register_writes_weights_card_and_lineage(tmp_path: Path) -> None:
     card = (v2 / "README.md").read_text()
     assert "| loss | 3.0 | 1.5 |" in card
     assert "FineTuneJob a/b" in card
+    assert "Evaluated only on the held-out split" in card  # no declared use: the caution
+    declared = {"purpose": "Routes support tickets.", "owner": "team-support"}
+    third = register.register(
+        trained_dir=trained, output_uri=out, lineage_fields=fields | {"card": declared}
+    )
+    assert third["card"] == declared
+    v3 = (tmp_path / "models/tickets/v3/README.md").read_text()
+    assert "## Purpose\n\nRoutes support tickets.\n" in v3
+    assert "## Owner\n\nteam-support\n" in v3
 
 
 def test_params_from_spec_carry_every_setting() -> None:
@@ -126,10 +135,15 @@ def test_params_from_spec_carry_every_setting() -> None:
             "dataset": {"uri": "s3://data/t.csv", "textField": "body"},
             "method": {"type": "lora", "lora": {"r": 4, "targetModules": ["c_attn"]}},
             "hyperparameters": {"maxSteps": 10, "learningRate": 0.01},
-            "output": {"uri": "pvc://models/out", "mergeAdapter": True},
+            "output": {
+                "uri": "pvc://models/out",
+                "mergeAdapter": True,
+                "card": {"purpose": "Answers tickets.", "license": "Apache-2.0"},
+            },
         }
     )
     params = params_from_spec(spec, namespace="ns", name="ft", uid="u1", backend="job")
+    assert params.card == {"purpose": "Answers tickets.", "license": "Apache-2.0"}
     assert params.model_name == "ft"
     assert params.text_field == "body"
     assert params.merge_adapter is True

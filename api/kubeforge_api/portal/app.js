@@ -70,7 +70,7 @@ async function showExplainForm(name) {
   $("#explain-monitor").textContent = `(${name} → ${monitor.spec?.target?.modelServer || "?"})`;
   $("#explain-anomalous").innerHTML = ((monitor.status?.anomalies?.top) || [])
     .filter((t) => t.id)
-    .map((t) => `<li>${esc((t.reasons || []).join("; "))} <button type="button" data-explain="${esc(t.id)}">explain ${esc(t.id)}</button></li>`)
+    .map((t) => `<li>${esc((t.reasons || []).join("; "))} <button type="button" data-explain="${esc(t.id)}" data-instance="${esc(t.instance ?? "")}">explain ${esc(t.id)}${t.instance ? ` #${esc(t.instance)}` : ""}</button></li>`)
     .join("");
   $("#explanation").innerHTML = "";
   form.hidden = false;
@@ -85,13 +85,14 @@ function contributionRows(attributions) {
   }).join("");
 }
 
-async function explain(id) {
+async function explain(id, instance) {
   const name = $("#explain-form").dataset.monitor;
   const out = $("#explanation");
   out.textContent = `explaining ${id}…`;
+  const only = instance === undefined || instance === "" ? "" : `?instance=${encodeURIComponent(instance)}`;
   try {
-    const data = await api("GET", `/api/v1/namespaces/${encodeURIComponent(ns())}/driftmonitors/${encodeURIComponent(name)}/requests/${encodeURIComponent(id)}/explanation`);
-    out.innerHTML = (data.explanations || []).map((e, i) => `<h4>instance ${i}</h4><p class="summary">${esc(e.summary)}</p>`
+    const data = await api("GET", `/api/v1/namespaces/${encodeURIComponent(ns())}/driftmonitors/${encodeURIComponent(name)}/requests/${encodeURIComponent(id)}/explanation${only}`);
+    out.innerHTML = (data.explanations || []).map((e, i) => `<h4>instance ${only ? esc(instance) : i}</h4><p class="summary">${esc(e.summary)}</p>`
       + `<table><thead><tr><th>input</th><th>value</th><th>effect</th><th>contribution</th><th>share of the largest</th></tr></thead><tbody>${contributionRows(e.attributions || [])}</tbody></table>`).join("");
   } catch (err) {
     out.innerHTML = `<p class="error" role="alert">${esc(err.message)}</p>`;
@@ -216,7 +217,7 @@ $("#explain-form").addEventListener("submit", (e) => {
 });
 document.addEventListener("click", (e) => {
   const one = e.target.closest("[data-explain]");
-  if (one) explain(one.dataset.explain);
+  if (one) explain(one.dataset.explain, one.dataset.instance);
 });
 $("#create-workbench").addEventListener("submit", async (e) => {
   e.preventDefault();

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import httpx
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from kubeforge_api.cluster import ApiserverError
@@ -35,6 +35,10 @@ from kubeforge_crds.contracts.drift import (
 
 router = APIRouter(prefix="/api/v1/namespaces/{namespace}", tags=["driftmonitors"])
 FORWARD_TIMEOUT_SECONDS = 30.0
+EXPLAIN_TIMEOUT_SECONDS = 120.0  # a text model's explanation costs a forward pass per token
+# any ce-id without a slash but "." and "..", which a URL would resolve away (no look-ahead:
+# the schema's regex engine has none)
+INFERENCE_ID = r"^([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)$"
 
 
 @router.post(
@@ -83,13 +87,17 @@ async def _monitor(api: AsCaller, namespace: str, name: str) -> dict[str, Any]:
 
 
 async def _ask(
-    name: str, url: str, body: Any = None, who: str = "the drift service of DriftMonitor"
+    name: str,
+    url: str,
+    body: Any = None,
+    who: str = "the drift service of DriftMonitor",
+    timeout: float = FORWARD_TIMEOUT_SECONDS,
 ) -> httpx.Response:
     """A GET (or, with ``body``, a POST of it) to a service; 503 when it does not answer."""
     if isinstance(body, GroundTruthLabels):
         body = body.model_dump(exclude_none=True)
     try:
-        async with httpx.AsyncClient(timeout=FORWARD_TIMEOUT_SECONDS) as client:
+        async with httpx.AsyncClient(timeout=timeout) as client:
             if body is None:
                 return await client.get(url)
             return await client.post(url, json=body)
@@ -151,16 +159,21 @@ async def report(
 async def explanation(
     namespace: Namespace,
     name: Name,
-    inference_id: Annotated[str, Path(min_length=1, max_length=256)],
+    inference_id: Annotated[str, Path(min_length=1, max_length=256, pattern=INFERENCE_ID)],
     api: AsCaller,
     settings: Settings,
+    instance: Annotated[
+        int | None,
+        Query(ge=0, description="Explain this instance of the request only (from 0)."),
+    ] = None,
 ) -> JSONResponse:
     """Why the model answered a logged request as it did: the request, as the DriftMonitor's
     drift service kept it (by the inference id, while its rows are in the window), sent to the
-    monitored ModelServer's ``:explain`` verb. Each instance's explanation has the prediction,
-    every input's contribution (largest first) and a sentence a non-specialist can read. For
-    whoever may read both the DriftMonitor and the ModelServer; 404 for a request no longer
-    kept, 501 with the reason for a model that cannot be explained."""
+    monitored ModelServer's ``:explain`` verb, whole or one ``instance`` of it. Each instance's
+    explanation has the prediction, every input's contribution (largest first) and a sentence
+    a non-specialist can read. For whoever may read both the DriftMonitor and the ModelServer;
+    404 for a request no longer kept, 422 for an instance it does not have or that the model
+    refuses, 501 with the reason for a model that cannot be explained."""
     monitor = await _monitor(api, namespace, name)
     target = ((monitor.get("spec") or {}).get("target") or {}).get("modelServer")
     server = await _model_server(api, namespace, name, str(target))
@@ -169,33 +182,52 @@ async def explanation(
         raise ProblemError(
             409, f"ModelServer {target} has no InferenceService yet: nothing can explain"
         )
-    logged = await _ask(
-        name, _service_url(settings, namespace, name, f"requests/{quote(inference_id, safe='')}")
-    )
+    path = f"requests/{quote(inference_id, safe='')}"
+    logged = await _ask(name, _service_url(settings, namespace, name, path))
     if logged.status_code != 200:
         raise ProblemError(
             404 if logged.status_code == 404 else 503,
             f"the drift service of DriftMonitor {name}: {_detail(logged)}",
         )
-    body = logged.json().get("body") or {}
-    if "instances" not in body:
+    body = _object(logged, f"the drift service of DriftMonitor {name}").get("body") or {}
+    instances = body.get("instances") if isinstance(body, dict) else None
+    if not isinstance(instances, list):
         raise ProblemError(
             409,
             f"request {inference_id} was sent with KServe's v2 protocol; explanations take v1 "
             "requests (KServe's :explain verb is v1 only)",
         )
+    if instance is not None:
+        if instance >= len(instances):
+            raise ProblemError(
+                422, f"request {inference_id} has {len(instances)} instance(s): no {instance}"
+            )
+        body = {**body, "instances": [instances[instance]]}
     base = settings.model_url_template.format(
         inference_service=isvc, name=target, namespace=namespace
     )
     url = f"{base.rstrip('/')}/v1/models/{isvc}:explain"
-    answer = await _ask(str(target), url, body, who="the predictor of ModelServer")
+    who = "the predictor of ModelServer"
+    answer = await _ask(str(target), url, body, who=who, timeout=EXPLAIN_TIMEOUT_SECONDS)
     if answer.status_code == 200:
-        return JSONResponse({"id": inference_id, "modelServer": target, **answer.json()})
-    code = {400: 422, 404: 409, 501: 501}.get(answer.status_code, 503)
+        explained = _object(answer, f"{who} {target}")
+        return JSONResponse({"id": inference_id, "modelServer": target, **explained})
+    code = {400: 422, 422: 422, 404: 409, 501: 501}.get(answer.status_code, 502)
     raise ProblemError(
         code,
         f"ModelServer {target} cannot explain request {inference_id}: {_detail(answer)}",
     )
+
+
+def _object(answer: httpx.Response, who: str) -> dict[str, Any]:
+    """A JSON object answered by a service, or 502 saying it answered something else."""
+    try:
+        content = answer.json()
+    except ValueError:
+        content = None
+    if not isinstance(content, dict):
+        raise ProblemError(502, f"{who} answered something other than a JSON object")
+    return content
 
 
 async def _model_server(api: AsCaller, namespace: str, monitor: str, name: str) -> dict[str, Any]:

@@ -13,6 +13,9 @@ from pydantic.alias_generators import to_camel
 from kubeforge_crds.driftmonitor import REGRESSION_METRICS
 
 SERVICE_PORT: Final = 8080
+# /metrics alone, for the monitoring namespaces' Prometheus: the service port also serves the
+# logged requests, labels and reports, which only the team's and kubeforge's namespaces reach
+METRICS_PORT: Final = 9091
 CONFIG_FILE: Final = "/etc/kubeforge-drift/config.json"
 EXPORT_MOUNT: Final = "/mnt/export"  # where a pvc:// export location is mounted
 

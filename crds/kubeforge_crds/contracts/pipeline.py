@@ -30,6 +30,7 @@ class PipelineParams(BaseModel):
     merge_adapter: bool = False
     checkpoint_uri: str = ""  # file/pvc directory for checkpoints; empty: no resume
     run_info: dict[str, Any] = Field(default_factory=dict)  # backend, FineTuneJob, trigger
+    card: dict[str, str] = Field(default_factory=dict)  # spec.output.card: purpose, owner, ...
 
     @field_validator("base_model_uri", "dataset_uri", "output_uri", "checkpoint_uri")
     @classmethod
@@ -93,4 +94,5 @@ def params_from_spec(
         merge_adapter=spec.output.merge_adapter,
         checkpoint_uri=checkpoint_uri,
         run_info=run_info,
+        card=spec.output.card.to_wire() if spec.output.card else {},
     )

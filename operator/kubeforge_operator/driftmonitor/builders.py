@@ -12,6 +12,7 @@ from kubeforge_crds.base import parse_duration
 from kubeforge_crds.contracts.drift import (
     CONFIG_FILE,
     EXPORT_MOUNT,
+    METRICS_PORT,
     SERVICE_PORT,
     AnomalyConfig,
     BiasConfig,
@@ -167,8 +168,18 @@ def build_deployment(
         "name": "drift",
         "image": image,
         "command": ["python", "-m", "kubeforge_runtimes", "drift", "serve"],
-        "args": ["--config", CONFIG_FILE, "--port", str(SERVICE_PORT)],
-        "ports": [{"name": "http", "containerPort": SERVICE_PORT}],
+        "args": [
+            "--config",
+            CONFIG_FILE,
+            "--port",
+            str(SERVICE_PORT),
+            "--metrics-port",
+            str(METRICS_PORT),
+        ],
+        "ports": [
+            {"name": "http", "containerPort": SERVICE_PORT},
+            {"name": "metrics", "containerPort": METRICS_PORT},
+        ],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 10},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 20},
         "resources": {
@@ -216,7 +227,10 @@ def build_service(owner: dict[str, Any]) -> dict[str, Any]:
         "metadata": child_metadata(owner, service_name(name), labels),
         "spec": {
             "selector": drift_selector(name),
-            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}],
+            "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http"},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
+            ],
         },
     }
 
@@ -224,14 +238,19 @@ def build_service(owner: dict[str, Any]) -> dict[str, Any]:
 def build_network_policy(
     owner: dict[str, Any], api_namespace: str, monitoring_namespaces: list[str]
 ) -> dict[str, Any]:
-    """Who may reach the drift service: pods of its own namespace (KServe's agent beside the
-    predictor posts the inference events; the team's own pods), kubeforge's namespace (the
-    operator reads its status, the API passes ground truth on after its RBAC review) and the
-    monitoring namespaces' Prometheus. Nothing else may post it events or labels."""
+    """Who may reach the drift service: on its service port, pods of its own namespace
+    (KServe's agent beside the predictor posts the inference events; the team's own pods) and
+    kubeforge's namespace (the operator reads its status, the API passes ground truth on and
+    reads logged requests after its RBAC review); on its metrics port, the monitoring
+    namespaces' Prometheus too. Nothing else may post it events or labels, or read the
+    requests it keeps."""
     name = owner["metadata"]["name"]
     labels = drift_labels(name)
-    peers: list[dict[str, Any]] = [{"podSelector": {}}]
-    peers += [
+    peers: list[dict[str, Any]] = [
+        {"podSelector": {}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": api_namespace}}},
+    ]
+    scrapers = [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
         for ns in dict.fromkeys([api_namespace, *monitoring_namespaces])
     ]
@@ -242,7 +261,13 @@ def build_network_policy(
         "spec": {
             "podSelector": {"matchLabels": drift_selector(name)},
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": SERVICE_PORT}]}],
+            "ingress": [
+                {"from": peers, "ports": [{"protocol": "TCP", "port": SERVICE_PORT}]},
+                {
+                    "from": [{"podSelector": {}}, *scrapers],
+                    "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
+                },
+            ],
         },
     }
 
@@ -257,6 +282,6 @@ def build_service_monitor(owner: dict[str, Any], interval_seconds: float) -> dic
         "metadata": child_metadata(owner, service_name(name), labels),
         "spec": {
             "selector": {"matchLabels": drift_selector(name)},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": f"{scrape}s"}],
+            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": f"{scrape}s"}],
         },
     }

@@ -87,6 +87,7 @@ def run_outcome(
     suspended = state.reason == "Suspended" or bool(fields.get("queue"))
     holding = state.state in ("Running", "Queued") and not suspended
     fields["gpus"] = placement.gpus if holding else 0
+    fields["gpuProduct"] = placement.product
     if state.state == "Succeeded":
         fields |= result_fields(state.result)
         succeeded = Observation(

@@ -125,6 +125,7 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
     outcome = served_outcome(
         status, planned, isvc, ready.uri, gpus, ctx.now, seen.mode, routed, url
     )
+    outcome.fields["gpuProduct"] = ready.placement.product
     starting = planned.canary_percent and not canary_ready(isvc, seen.canary_deployment, served)
     if hand_over or draining or (standard and starting):
         # KServe is starting the canary (the route gives it traffic once it is ready), or

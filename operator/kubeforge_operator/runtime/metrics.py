@@ -41,13 +41,15 @@ class ObjectPhases(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._phases: dict[tuple[str, str, str], str] = {}
-        self._gpus: dict[tuple[str, str, str], int] = {}
+        self._gpus: dict[tuple[str, str, str], tuple[int, str]] = {}
 
-    def set(self, kind: str, namespace: str, name: str, phase: str, gpus: int = 0) -> None:
+    def set(
+        self, kind: str, namespace: str, name: str, phase: str, gpus: int = 0, product: str = ""
+    ) -> None:
         with self._lock:
             self._phases[(kind, namespace, name)] = phase
             if gpus:
-                self._gpus[(kind, namespace, name)] = gpus
+                self._gpus[(kind, namespace, name)] = (gpus, product)
             else:
                 self._gpus.pop((kind, namespace, name), None)
 
@@ -60,8 +62,9 @@ class ObjectPhases(Collector):
         with self._lock:
             tally = Tally((kind, phase) for (kind, _, _), phase in self._phases.items())
             held: Tally[tuple[str, str]] = Tally()
-            for (kind, namespace, _), gpus in self._gpus.items():
+            for (kind, namespace, _), (gpus, _product) in self._gpus.items():
                 held[(namespace, kind)] += gpus
+            objects = sorted(self._gpus.items())
         gpus_family = GaugeMetricFamily(
             "kubeforge_gpus",
             "GPUs held now (status.gpus), by namespace and kind.",
@@ -70,6 +73,16 @@ class ObjectPhases(Collector):
         for (namespace, kind), count in sorted(held.items()):
             gpus_family.add_metric([namespace, kind], count)
         yield gpus_family
+        # one series per object holding GPUs: the model map's GPU-hours per model and their
+        # price by product (objects without GPUs have none, so this stays small)
+        objects_family = GaugeMetricFamily(
+            "kubeforge_object_gpus",
+            "GPUs an object holds now, with the product its pods select ('' when any).",
+            labels=["namespace", "kind", "name", "product"],
+        )
+        for (kind, namespace, name), (gpus, product) in objects:
+            objects_family.add_metric([namespace, kind, name, product], gpus)
+        yield objects_family
         family = GaugeMetricFamily(
             "kubeforge_objects", "Objects by kind and phase.", labels=["kind", "phase"]
         )

@@ -42,6 +42,12 @@ class Placement:
     def limits(self) -> dict[str, str]:
         return {self.gpu_resource: str(self.gpus)} if self.gpus else {}
 
+    @property
+    def product(self) -> str | None:
+        """The GPU product the pods select (explicitly or through a hardware profile), if
+        any: what the model map prices their GPU-hours by."""
+        return self.node_selector.get(GPU_PRODUCT_LABEL) if self.gpus else None
+
     def pod_fields(self) -> dict[str, Any]:
         """nodeSelector and tolerations for a pod spec (absent when there are none)."""
         out: dict[str, Any] = {}

@@ -210,7 +210,12 @@ def reconcile_object(
             OWN_WRITES.remember(kind.kind, ctx.namespace, ctx.name, written)
             _announce(ctx, current, status)
         OBJECT_PHASES.set(
-            kind.kind, ctx.namespace, ctx.name, outcome.phase, int(status.get("gpus") or 0)
+            kind.kind,
+            ctx.namespace,
+            ctx.name,
+            outcome.phase,
+            int(status.get("gpus") or 0),
+            str(status.get("gpuProduct") or ""),
         )
         log.info(
             "Reconciled %s",

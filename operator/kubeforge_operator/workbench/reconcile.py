@@ -99,6 +99,7 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
         scheduled = queued_observation(SCHEDULED, queue)
     holds_gpus = pod is not None and bool((pod.get("spec") or {}).get("nodeName"))
     fields["gpus"] = ready.placement.gpus if holds_gpus and not stopped else 0
+    fields["gpuProduct"] = ready.placement.product
     checked = [ready.secrets] if ready.secrets is not None else []
     return Outcome(
         phase=WorkbenchPhase.QUEUED if queue else decide_phase(pod, stopped, scheduled, server),

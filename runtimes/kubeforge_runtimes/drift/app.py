@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from kubeforge_crds.contracts.drift import GroundTruthLabels, MonitorConfig
-from kubeforge_runtimes.drift.monitor import KEPT_REQUEST_BYTES
+from kubeforge_runtimes.drift.kept import KEPT_REQUEST_BYTES, KEPT_TOTAL_BYTES
 from kubeforge_runtimes.drift.service import DriftService, ExportError, json_safe
 
 router = APIRouter()
@@ -72,7 +72,8 @@ async def logged_request(event_id: str, service: Service) -> JSONResponse:
         raise HTTPException(
             404,
             f"no request {event_id!r} in the window: never received, its rows have left the "
-            f"window, or its body was over {KEPT_REQUEST_BYTES} bytes",
+            f"window, or its body was over {KEPT_REQUEST_BYTES} bytes (or the oldest when the "
+            f"kept bodies reached {KEPT_TOTAL_BYTES} bytes)",
         )
     return JSONResponse({"id": event_id, "body": json_safe(body)})
 

@@ -24,11 +24,11 @@ from kubeforge_crds.contracts.drift import (
 )
 from kubeforge_runtimes.drift import stats, text
 from kubeforge_runtimes.drift.anomaly import AnomalyModel, AnomalyResult
+from kubeforge_runtimes.drift.kept import KeptRequests
 from kubeforge_runtimes.drift.payloads import PayloadError, request_rows
 from kubeforge_runtimes.drift.reference import Summary
 
 PENDING_LIMIT = 10_000  # request/response halves waiting for their other half
-KEPT_REQUEST_BYTES = 64 * 1024  # a request body larger than this is not kept for explaining
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ class Monitor:
         self.raw: deque[Mapping[str, Any]] = deque(maxlen=config.window_size)
         self.raw_ids: deque[tuple[str, int]] = deque(maxlen=config.window_size)
         # the window's request bodies by inference id, to explain one later (GET /requests/{id})
-        self.requests: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
+        self.requests = KeptRequests(config.window_size)
         bias = config.bias
         self.bias_pairs: deque[tuple[str, str]] = deque(maxlen=config.window_size)
         self._pending: OrderedDict[str, tuple[str, list[Any]]] = OrderedDict()
@@ -177,8 +177,8 @@ class Monitor:
     # -- ingestion --------------------------------------------------------------------------
 
     def add_request(self, event_id: str, body: Mapping[str, Any], size: int = 0) -> int:
-        """A request's feature rows into the window; its body kept by ``event_id`` (unless it
-        is over ``KEPT_REQUEST_BYTES``) for as long as the window holds rows of it."""
+        """A request's feature rows into the window; its body kept by ``event_id`` while the
+        window holds rows of it (``kept.KeptRequests``). ``size``: the body's bytes."""
         names = self._feature_names
         if self._protected and self._protected not in names:
             names = [*names, self._protected]
@@ -187,11 +187,7 @@ class Monitor:
             self.window.add(rows)
             self.raw.extend(map(_bounded, rows))
             self.raw_ids.extend((event_id, i) for i in range(len(rows)))
-            if size <= KEPT_REQUEST_BYTES:
-                self.requests[event_id] = body
-                self.requests.move_to_end(event_id)
-                while len(self.requests) > self.config.window_size:
-                    self.requests.popitem(last=False)
+            self.requests.add(event_id, body, len(rows), size)
             if self._protected:
                 protected = [_label(r.get(self._protected)) for r in rows]
                 self._join(event_id, "request", protected)
@@ -200,15 +196,15 @@ class Monitor:
     def add_response(self, event_id: str, predictions: Sequence[Any]) -> int:
         """A response's predictions (``payloads.response_outputs``): the answer feature's
         values (a feature with source response), and joined with its request's protected
-        attribute."""
-        if self._answer is not None:
-            rows = [{self._answer.name: v} for v in predictions]
-            with self._lock:
-                self.window.add(rows, [self._answer])
+        attribute (first: an answer the window refuses must not strand its request's half)."""
         outputs = [_label(v) for v in predictions]
         if self._protected:
             with self._lock:
                 self._join(event_id, "response", outputs)
+        if self._answer is not None:
+            rows = [{self._answer.name: v} for v in predictions]
+            with self._lock:
+                self.window.add(rows, [self._answer])
         return len(outputs)
 
     def _join(self, event_id: str, half: str, values: list[Any]) -> None:
@@ -255,6 +251,15 @@ class Monitor:
         with self._lock:
             return self.requests.get(event_id)
 
+    def scored_features(
+        self, columns: Mapping[str, Sequence[Any]], force: bool
+    ) -> list[FeatureConfig]:
+        """The features to score: every request feature; the answer's once its column is as
+        full as the window (with ``force``, once it has any value), so that the first few
+        answers are not judged against the whole reference."""
+        least = 1 if force else self.config.window_size
+        return [f for f in self.features if f.source == "request" or len(columns[f.name]) >= least]
+
     def evaluate(self, now: float | None = None, force: bool = False) -> Evaluation | None:
         """Scores of the window, or None while it is not yet full (unless ``force``)."""
         columns, pairs = self.snapshot()
@@ -265,7 +270,9 @@ class Monitor:
         evaluation = Evaluation(
             time=now if now is not None else time.time(),
             rows=rows,
-            scores=score_columns(self.config, self.features, self.summary, columns, pairs),
+            scores=score_columns(
+                self.config, self.scored_features(columns, force), self.summary, columns, pairs
+            ),
             anomalies=model.evaluate(*self.rows_with_ids()) if model else None,
         )
         self.history.append(evaluation)
