@@ -24,7 +24,15 @@ from prometheus_client import Counter, Histogram
 from kubeforge_api import errors
 from kubeforge_api.cluster import Cluster
 from kubeforge_api.guard import Guard
-from kubeforge_api.routes import catalog, driftservice, identity, objects, operations, queues
+from kubeforge_api.routes import (
+    catalog,
+    driftservice,
+    identity,
+    modelmap,
+    objects,
+    operations,
+    queues,
+)
 from kubeforge_api.settings import ApiSettings, get_settings
 
 REQUESTS = Counter(
@@ -77,6 +85,7 @@ def create_app(settings: ApiSettings | None = None, cluster: Cluster | None = No
         *objects.ROUTERS,
         driftservice.router,
         catalog.router,
+        modelmap.router,
         queues.router,
     )
     for router in routers:

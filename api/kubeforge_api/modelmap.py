@@ -32,6 +32,7 @@ class Usage:
 
     gpu_hours: Mapping[tuple[str, str, str, str], float] = field(default_factory=dict)
     tokens: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    measured: bool = True  # False: no Prometheus, every cost unknown (not zero)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,11 @@ def price_warnings(usage: Usage, prices: Prices) -> list[str]:
     return warnings
 
 
-def _spent(costs: list[dict[str, Any]], namespace: str, kind: str, name: str) -> dict[str, Any]:
+def _spent(
+    costs: list[dict[str, Any]], namespace: str, kind: str, name: str, measured: bool = True
+) -> dict[str, Any]:
+    if not measured:
+        return {"gpuHours": None, "cost": None}
     mine = [c for c in costs if (c["namespace"], c["kind"], c["name"]) == (namespace, kind, name)]
     known = [c["cost"] for c in mine]
     return {
@@ -100,7 +105,7 @@ def _serving(
 ) -> dict[str, Any]:
     status = server.get("status") or {}
     namespace, name = server["metadata"]["namespace"], server["metadata"]["name"]
-    spent = _spent(costs, namespace, "ModelServer", name)
+    spent = _spent(costs, namespace, "ModelServer", name, usage.measured)
     tokens = usage.tokens.get((namespace, str(status.get("inferenceService") or name)))
     split = str(status.get("trafficSplit") or "")
     stable_share, _, canary_share = split.partition("/")
@@ -139,7 +144,9 @@ def _served_versions(server: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def _ftj_entry(namespace: str, ftj: dict[str, Any], costs: list[dict[str, Any]]) -> dict[str, Any]:
+def _ftj_entry(
+    namespace: str, ftj: dict[str, Any], costs: list[dict[str, Any]], measured: bool
+) -> dict[str, Any]:
     status = ftj.get("status") or {}
     spec = ftj.get("spec") or {}
     lineage = status.get("lineage") or {}
@@ -159,7 +166,7 @@ def _ftj_entry(namespace: str, ftj: dict[str, Any], costs: list[dict[str, Any]])
             "digest": lineage.get("datasetDigest") or status.get("datasetDigest"),
         },
         "evaluation": status.get("metrics"),
-        "training": _spent(costs, namespace, "FineTuneJob", name),
+        "training": _spent(costs, namespace, "FineTuneJob", name, measured),
         "serving": [],
     }
 
@@ -215,7 +222,7 @@ def namespace_map(
     served by URI. A ModelServer's own card stands in for the card of what it serves."""
     for obj in (*servers, *ftjs):
         obj["metadata"].setdefault("namespace", namespace)
-    entries = {f["metadata"]["name"]: _ftj_entry(namespace, f, costs) for f in ftjs}
+    entries = {f["metadata"]["name"]: _ftj_entry(namespace, f, costs, usage.measured) for f in ftjs}
     deleted: dict[str, dict[str, Any]] = {}
     by_uri = []
     for server in sorted(servers, key=lambda s: str(s["metadata"]["name"])):
@@ -302,7 +309,9 @@ def _csv_row(entry: dict[str, Any]) -> list[str]:
         ),
         "trainingGpuHours": training.get("gpuHours"),
         "trainingCost": training.get("cost"),
-        "servingGpuHours": sum(s["gpuHours"] for s in serving) if serving else None,
+        "servingGpuHours": None
+        if not serving or None in [s["gpuHours"] for s in serving]
+        else sum(s["gpuHours"] for s in serving),
         "servingCost": None if not serving or None in known else sum(known),
         "costPer1kTokens": per_1k[0] if per_1k else None,
     }

@@ -193,6 +193,31 @@ class GpuHours(Answer):
     query: str = Field(description="The PromQL that measured it.")
 
 
+class ModelMap(Answer):
+    """Every model and version the caller may read, with purpose, quality, serving state,
+    lineage and cost (``kubeforge_api.modelmap``)."""
+
+    generated_at: str
+    hours: float = Field(description="The period the costs cover, ending now.")
+    currency: str
+    namespaces: list[str] = Field(description="The namespaces shown.")
+    partial: bool = Field(description="True when some namespaces could not be read.")
+    hidden_namespaces: int = Field(description="How many namespaces the caller may not read.")
+    warnings: list[str] = Field(
+        description="Prices for GPU products no GPU had, GPUs with no price, no Prometheus."
+    )
+    models: list[dict[str, Any]] = Field(
+        description="One a model version: namespace, model, version, uri, source "
+        "(fineTuneJob or uri), fineTuneJob {name, phase, deleted}, card, baseModel, dataset, "
+        "evaluation, training {gpuHours, cost}, serving [{modelServer, role, phase, "
+        "trafficPercent, url, gpuHours, cost, tokens, costPer1kTokens, monitors}]."
+    )
+    compute: list[dict[str, Any]] = Field(
+        description="Every object that held GPUs in the period: namespace, kind, name, "
+        "product, gpuHours, pricePerGpuHour, cost."
+    )
+
+
 class QuotaRow(Answer):
     flavor: str
     resource: str
@@ -236,10 +261,13 @@ def _quantities(requests: dict[str, str]) -> dict[str, str]:
     from kubernetes.utils.quantity import parse_quantity
 
     for resource, quantity in requests.items():
+        if not resource:
+            raise ValueError("requests: a resource name is empty (e.g. cpu, nvidia.com/gpu)")
         try:
-            if parse_quantity(quantity) < 0:
+            value = parse_quantity(quantity)
+            if not value.is_finite() or value < 0:  # "NaN" and "Infinity" parse as decimals
                 raise ValueError
-        except ValueError:
+        except (ValueError, ArithmeticError):
             example = "e.g. 500m, 2Gi, 1"
             raise ValueError(
                 f"requests.{resource}: {quantity!r} is not a Kubernetes quantity ({example})"

@@ -29,6 +29,15 @@ class ApiSettings(BaseSettings):
         description="Prometheus that scrapes the operator (kubeforge_gpus): GPU-hours come "
         "from it. Unset: the GPU-hours route answers 503 saying so.",
     )
+    gpu_prices: dict[str, float] = Field(
+        default_factory=dict,
+        description="Price of a GPU-hour per GPU product (the nvidia.com/gpu.product label, "
+        "e.g. NVIDIA-A100-SXM4-80GB), and under 'default' for GPUs of any other product: the "
+        "model map's costs. JSON in the environment.",
+    )
+    currency: str = Field(
+        default="USD", max_length=8, description="What gpu_prices are in (shown, not converted)."
+    )
     request_timeout: float = Field(default=30, gt=0, description="Apiserver request timeout.")
     drift_url_template: str = Field(
         default=f"http://{{service}}.{{namespace}}.svc.cluster.local:{SERVICE_PORT}",

@@ -301,6 +301,7 @@ FINETUNEJOB = KindInfo(
         {"name": "Backend", "type": "string", "jsonPath": ".spec.backend"},
         {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},
         {"name": "Model", "type": "string", "jsonPath": ".status.model.version", "priority": 1},
+        {"name": "Owner", "type": "string", "jsonPath": ".spec.output.card.owner", "priority": 1},
     ),
     name_rule=NameRule(
         48,

@@ -418,6 +418,8 @@ MODELSERVER = KindInfo(
         {"name": "Canary", "type": "integer", "jsonPath": ".status.canary.trafficPercent"},
         {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},
         {"name": "URL", "type": "string", "jsonPath": ".status.url", "priority": 1},
+        {"name": "Product", "type": "string", "jsonPath": ".status.gpuProduct", "priority": 1},
+        {"name": "Owner", "type": "string", "jsonPath": ".spec.card.owner", "priority": 1},
     ),
     name_rule=NameRule(
         45,

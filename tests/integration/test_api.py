@@ -175,8 +175,12 @@ def test_gpu_hours_come_from_the_operators_metrics(
 ) -> None:
     target = operator.metrics_url.removeprefix("http://").removesuffix("/metrics")
     prom = start_prometheus(tmp_path / "prometheus", [target], 1)
+    prices = {"NVIDIA-A100-SXM4-80GB": 3.2, "NVIDIA-H100-80GB-HBM3": 4.0}
     settings = ApiSettings(
-        kubeconfig=Path(cluster.user_kubeconfig("kubeforge-api")), prometheus_url=prom.url
+        kubeconfig=Path(cluster.user_kubeconfig("kubeforge-api")),
+        prometheus_url=prom.url,
+        gpu_prices=prices,
+        currency="EUR",
     )
     name = f"gpu-{RUN}"
     base = _base("workbenches", "team-a")
@@ -212,6 +216,7 @@ def test_gpu_hours_come_from_the_operators_metrics(
             data = wait_until(used, 60, what="GPU-hours from Prometheus")
             # at most one GPU over 3 minutes: a small, positive number of GPU-hours
             assert 0 < data["byKind"]["Workbench"] <= 0.05 * (now["total"] + 1)
+            _the_map_prices_the_gpu_hours(api, auth["user-a"], name)
             refused = api.get("/api/v1/namespaces/team-a/gpu-hours", headers=auth["user-b"])
             assert refused.status_code == 403
             unset = create_app(ApiSettings(kubeconfig=settings.kubeconfig))
@@ -222,6 +227,22 @@ def test_gpu_hours_come_from_the_operators_metrics(
             api.delete(f"{base}/{name}", headers=auth["user-a"])
     finally:
         prom.stop()
+
+
+def _the_map_prices_the_gpu_hours(api: TestClient, headers: dict[str, str], name: str) -> None:
+    """The model map's compute costs, from the same Prometheus: the Workbench's GPU-hours (of
+    its product, the A100 its spec asks for) times that product's price."""
+    answer = api.get("/api/v1/namespaces/team-a/modelmap", params={"hours": 0.05}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    data = answer.json()
+    (held,) = [c for c in data["compute"] if (c["kind"], c["name"]) == ("Workbench", name)]
+    assert held["product"] == "NVIDIA-A100-SXM4-80GB"
+    assert held["gpuHours"] > 0
+    assert held["cost"] == pytest.approx(held["gpuHours"] * 3.2)
+    assert data["currency"] == "EUR"
+    assert any(
+        "'NVIDIA-H100-80GB-HBM3', which no GPU in the period had" in w for w in data["warnings"]
+    )
 
 
 def test_each_user_sees_the_namespaces_they_may_use(

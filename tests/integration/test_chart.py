@@ -50,6 +50,8 @@ ALL_ON = [
     "monitoring.grafanaDashboard.enabled=true",
     "--set",
     "kserve.servingRuntime.enabled=true",
+    "--set-json",
+    'api.gpuPrices={"NVIDIA-A100-SXM4-80GB": 3.2, "default": 1.5}',
 ]
 INGRESS = [
     "--set",
@@ -272,7 +274,7 @@ def test_promtool_checks_and_tests_the_chart_rules(helm: str, tmp_path: Path) ->
     assert promtool, "promtool (Debian package prometheus) is needed"
     check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 4 rules found" in check.stdout
+    assert "SUCCESS: 7 rules found" in check.stdout  # 4 alerts, 2 prices, 1 cost
     tests = tmp_path / "rules-test.yaml"
     spec = yaml.safe_load((REPO / "tests" / "promtool" / "kubeforge-rules-test.yaml").read_text())
     spec["rule_files"] = [str(rules)]

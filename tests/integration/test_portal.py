@@ -4,10 +4,13 @@ operator. Screenshots are kept in test-artifacts/."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import joblib
@@ -302,3 +305,70 @@ def test_the_other_team_sees_refusals_not_data(page: Page, api_url: str, cluster
     page.get_by_test_id("namespace").dispatch_event("change")
     expect(page.locator("#error")).to_contain_text('User "user-b" cannot list', timeout=10_000)
     _shot(page, "forbidden")
+
+
+def _served_by_uri(name: str, card: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "ModelServer",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": f"pvc://models/{name}"},
+            "runtime": {"modelFormat": "sklearn"},
+            "card": card,
+        },
+    }
+
+
+def test_the_model_map_shows_each_caller_what_they_may_read(
+    page: Page, api_url: str, cluster: Cluster
+) -> None:
+    """zoë may read team-a (through her group) and, here, team-b; user-b only team-b. The map
+    lists models served by URI with their cards, says when it is partial, escapes a card's
+    markup, and exports as CSV."""
+    ocr, chat = f"map-ocr-{RUN}", f"map-chat-{RUN}"
+    markup = "<img src=x onerror=alert(1)> answers chats"
+    a = _served_by_uri(ocr, {"purpose": "Reads invoices.", "owner": "team-a", "license": "MIT"})
+    b = _served_by_uri(chat, {"purpose": markup, "owner": "team-b"})
+    cluster.kubectl("apply", "-n", "team-a", "-f", "-", stdin=json.dumps(a))
+    cluster.kubectl("apply", "-n", "team-b", "-f", "-", stdin=json.dumps(b))
+    binding = f"map-zoe-{RUN}"
+    cluster.kubectl(
+        "create", "rolebinding", binding, "--clusterrole=view", "--user=zoë", "-n", "team-b"
+    )
+    try:
+        with httpx.Client(base_url=api_url, timeout=30) as client:
+            both = client.get(
+                "/api/v1/modelmap", headers={"Authorization": f"Bearer {_token(cluster, 'zoë')}"}
+            ).json()
+            assert {"team-a", "team-b"} <= set(both["namespaces"])
+            names = {(m["namespace"], m["model"]) for m in both["models"]}
+            assert {("team-a", ocr), ("team-b", chat)} <= names
+            listed = next(m for m in both["models"] if m["model"] == ocr)
+            assert (listed["source"], listed["card"]["license"]) == ("uri", "MIT")
+            assert both["partial"] is True
+            assert both["hiddenNamespaces"] > 0
+            b_only = client.get(
+                "/api/v1/modelmap", headers={"Authorization": f"Bearer {_token(cluster, 'user-b')}"}
+            ).json()
+            assert "team-a" not in b_only["namespaces"]
+            assert ("team-b", chat) in {(m["namespace"], m["model"]) for m in b_only["models"]}
+            assert all(m["model"] != ocr for m in b_only["models"])
+        _sign_in(page, api_url, _token(cluster, "zoë"))
+        page.get_by_role("button", name="Model map").click()
+        table = page.get_by_test_id("map-models")
+        expect(table).to_contain_text("Reads invoices.", timeout=20_000)
+        expect(table).to_contain_text(markup)  # shown as text
+        expect(table.locator("img")).to_have_count(0)
+        expect(page.get_by_test_id("map-summary")).to_contain_text("Partial:")
+        _shot(page, "modelmap")
+        with page.expect_download() as download:
+            page.get_by_test_id("map-csv").click()
+        rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+        by_model = {r["model"]: r for r in rows}
+        assert by_model[ocr]["purpose"] == "Reads invoices."
+        assert by_model[chat]["namespace"] == "team-b"
+    finally:
+        cluster.kubectl("delete", "rolebinding", binding, "-n", "team-b", check=False)
+        cluster.kubectl("delete", "modelserver", ocr, "-n", "team-a", "--wait=false", check=False)
+        cluster.kubectl("delete", "modelserver", chat, "-n", "team-b", "--wait=false", check=False)

@@ -116,3 +116,8 @@ def test_a_quantity_that_is_not_one_is_refused_naming_it() -> None:
         FitRequest.model_validate({"requests": {"cpu": "lots"}})
     with pytest.raises(ValidationError):
         FitRequest.model_validate({"requests": {}})
+    for odd in ("NaN", "Infinity", "-1"):  # numbers, but no amount of a resource
+        with pytest.raises(ValidationError, match=f"requests.cpu: '{odd}' is not a Kubernetes"):
+            FitRequest.model_validate({"requests": {"cpu": odd}})
+    with pytest.raises(ValidationError, match="a resource name is empty"):
+        FitRequest.model_validate({"requests": {"": "1"}})

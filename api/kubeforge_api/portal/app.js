@@ -148,8 +148,49 @@ async function loadCatalog() {
     .join("") || "<tr><td colspan=5>No ModelServers in this namespace.</td></tr>";
 }
 
+// the model map: every namespace the caller may read, loaded when its tab opens (not every few
+// seconds: it lists every namespace)
+const money = (v, currency) => (v === null || v === undefined ? "–" : `${Number(v).toFixed(2)} ${currency}`);
+
+function mapRow(m, currency) {
+  const card = m.card || {};
+  const serving = (m.serving || []).map((s) => `${s.modelServer} ${s.role}${s.trafficPercent != null ? ` ${s.trafficPercent}%` : ""} (${s.phase || "?"})`);
+  const monitors = (m.serving || []).flatMap((s) => s.monitors || []);
+  const quality = monitors.map((d) => `${d.name}: drift ${d.drift?.status || "?"}${d.quality ? `; quality ${d.quality.status}: ${d.quality.message || ""}` : ""}`);
+  const ftj = m.fineTuneJob ? `${m.fineTuneJob.name}${m.fineTuneJob.deleted ? " (deleted)" : ` (${m.fineTuneJob.phase || "?"})`}` : `uri ${m.uri || ""}`;
+  const servingCost = (m.serving || []).reduce((sum, s) => (sum === null || s.cost === null ? null : sum + s.cost), (m.serving || []).length ? 0 : null);
+  const per1k = (m.serving || []).map((s) => s.costPer1kTokens).find((v) => v != null);
+  return [m.namespace, m.model, m.version || "", card.purpose || "", card.owner || "", card.license || "",
+    m.evaluation ? JSON.stringify(m.evaluation) : "", serving.join("; "), quality.join("; "),
+    `${ftj}${m.baseModel ? ` from ${m.baseModel}` : ""}`,
+    m.training?.gpuHours != null ? `${money(m.training.cost, currency)} (${m.training.gpuHours.toFixed(2)} GPU-h)` : "–",
+    money(servingCost, currency), money(per1k, currency)];
+}
+
+async function loadMap() {
+  const data = await api("GET", "/api/v1/modelmap");
+  $("#map-summary").textContent = `${data.models.length} model version(s) in ${data.namespaces.join(", ") || "no namespace"}; costs over the last ${data.hours} hours.`
+    + (data.partial ? ` Partial: ${data.hiddenNamespaces} namespace(s) you may not read are not shown.` : "");
+  $("#map-warnings").innerHTML = data.warnings.map((w) => `<li>${esc(w)}</li>`).join("");
+  $("#map-models tbody").innerHTML = data.models
+    .map((m) => `<tr>${mapRow(m, data.currency).map((v) => `<td>${esc(v)}</td>`).join("")}</tr>`)
+    .join("") || "<tr><td colspan=13>No models you may read.</td></tr>";
+}
+
+async function downloadMap() {
+  const res = await fetch("/api/v1/modelmap?format=csv", { headers: { Authorization: `Bearer ${state.token}` } });
+  if (!res.ok) throw new Error(`HTTP ${res.status}`);
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await res.blob());
+  link.download = "modelmap.csv";
+  link.click();
+  URL.revokeObjectURL(link.href);
+}
+
 async function refresh() {
-  if (!state.token || !ns()) return;
+  if (!state.token) return;
+  if (state.tab === "modelmap") return;  // loaded when opened, and by its reload button
+  if (!ns()) return;
   try {
     if (state.tab === "catalog") await loadCatalog();
     else await loadList(state.tab);
@@ -199,8 +240,11 @@ document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click
   document.querySelectorAll("nav button").forEach((x) => x.classList.toggle("active", x === b));
   document.querySelectorAll(".tab").forEach((t) => { t.hidden = t.id !== `tab-${b.dataset.tab}`; });
   state.tab = b.dataset.tab;
+  if (state.tab === "modelmap") loadMap().catch((err) => { $("#error").textContent = err.message; });
   refresh();
 }));
+$("#map-reload").addEventListener("click", () => loadMap().catch((err) => { $("#error").textContent = err.message; }));
+$("#map-csv").addEventListener("click", () => downloadMap().catch((err) => { $("#error").textContent = err.message; }));
 document.addEventListener("click", async (e) => {
   const del = e.target.closest("[data-delete]");
   if (del && confirm(`Delete ${del.dataset.delete}?`)) {

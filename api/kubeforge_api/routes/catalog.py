@@ -20,15 +20,20 @@ router = APIRouter(prefix="/api/v1/namespaces/{namespace}", tags=["catalog"], re
 Hours = Annotated[float, Query(gt=0, le=24 * 366, description="Period ending now.")]
 
 
-def gpu_hours_query(namespace: str, hours: float) -> str:
-    """PromQL for GPU-hours over the last ``hours``: the GPUs held, sampled every ``step``
-    seconds (a thousandth of the period, at least one; a gap, such as before an object existed,
-    counts as zero), summed and turned into hours. ``namespace`` is a validated DNS label, safe
-    inside the quotes."""
+def usage_query(selector: str, by: str, hours: float) -> str:
+    """PromQL for GPU-hours over the last ``hours``: the GPUs the series of ``selector`` held,
+    summed ``by`` those labels, sampled every ``step`` seconds (a thousandth of the period, at
+    least one; a gap, such as before an object existed, counts as zero), summed over time and
+    turned into hours."""
     seconds = max(1, round(hours * 3600))
     step = max(1, -(-seconds // 1000))  # at most 1000 samples, whatever the period
-    inner = f'sum by (kind) (kubeforge_gpus{{namespace="{namespace}"}})'
+    inner = f"sum by ({by}) ({selector})"
     return f"sum_over_time(({inner})[{seconds}s:{step}s]) * {step} / 3600"
+
+
+def gpu_hours_query(namespace: str, hours: float) -> str:
+    """GPU-hours by kind in ``namespace`` (a validated DNS label, safe inside the quotes)."""
+    return usage_query(f'kubeforge_gpus{{namespace="{namespace}"}}', "kind", hours)
 
 
 @router.get("/catalog", response_model=Catalog)
@@ -80,7 +85,8 @@ async def gpu_hours(
             503, "GPU-hours need Prometheus: set KUBEFORGE_API_PROMETHEUS_URL on the API"
         )
     query = gpu_hours_query(namespace, hours)
-    by_kind = await _query_by_kind(settings.prometheus_url, query, settings.request_timeout)
+    found = await prometheus_query(settings.prometheus_url, query, settings.request_timeout)
+    by_kind = {labels.get("kind", ""): value for labels, value in found}
     return GpuHours(
         namespace=namespace,
         hours=hours,
@@ -90,7 +96,11 @@ async def gpu_hours(
     )
 
 
-async def _query_by_kind(prometheus_url: str, query: str, timeout: float) -> dict[str, float]:
+async def prometheus_query(
+    prometheus_url: str, query: str, timeout: float
+) -> list[tuple[dict[str, str], float]]:
+    """An instant query's series: (labels, value) each; 503 when Prometheus cannot be reached,
+    502 when it answers something else than a result."""
     try:
         async with httpx.AsyncClient(timeout=timeout) as prom:
             answer = await prom.get(
@@ -103,6 +113,6 @@ async def _query_by_kind(prometheus_url: str, query: str, timeout: float) -> dic
         raise ProblemError(502, f"Prometheus answered HTTP {answer.status_code}")
     try:
         result: list[dict[str, Any]] = answer.json()["data"]["result"]
-        return {r["metric"].get("kind", ""): float(r["value"][1]) for r in result}
+        return [(dict(r["metric"]), float(r["value"][1])) for r in result]
     except (ValueError, KeyError, TypeError, IndexError) as err:
         raise ProblemError(502, "Prometheus answered with something other than a result") from err
