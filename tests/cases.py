@@ -198,6 +198,24 @@ INVALID: list[Invalid] = [
     # ModelServer
     Invalid(
         "ModelServer",
+        "card-purpose-too-long",
+        {"card": {"purpose": "x" * 513}},
+        "spec.card.purpose",
+    ),
+    Invalid(
+        "ModelServer",
+        "card-licence-with-markup",
+        {"card": {"license": "<b>MIT</b>"}},
+        "spec.card.license",
+    ),
+    Invalid(
+        "FineTuneJob",
+        "card-limitations-too-long",
+        {"output.card": {"limitations": "x" * 2049}},
+        "spec.output.card.limitations",
+    ),
+    Invalid(
+        "ModelServer",
         "uri-and-job",
         {"model.uri": "s3://m/v1"},
         "spec.model.uri",

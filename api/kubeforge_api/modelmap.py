@@ -102,11 +102,23 @@ def _serving(
     costs: list[dict[str, Any]],
     usage: Usage,
     monitors: list[dict[str, Any]],
+    charged: bool = True,
 ) -> dict[str, Any]:
+    """One role of a ModelServer for one version. The server's GPU-hours and cost go on one
+    row only (``charged``: its stable version's, else its first): its replicas serve the
+    versions together, and a cost counted twice would be wrong in every sum."""
     status = server.get("status") or {}
     namespace, name = server["metadata"]["namespace"], server["metadata"]["name"]
-    spent = _spent(costs, namespace, "ModelServer", name, usage.measured)
-    tokens = usage.tokens.get((namespace, str(status.get("inferenceService") or name)))
+    spent = (
+        _spent(costs, namespace, "ModelServer", name, usage.measured)
+        if charged
+        else {"gpuHours": None, "cost": None}
+    )
+    tokens = (
+        usage.tokens.get((namespace, str(status.get("inferenceService") or name)))
+        if charged
+        else None
+    )
     split = str(status.get("trafficSplit") or "")
     stable_share, _, canary_share = split.partition("/")
     share = {"stable": stable_share, "canary": canary_share}.get(role) or None
@@ -171,7 +183,9 @@ def _ftj_entry(
     }
 
 
-def _deleted_entry(namespace: str, ftj_name: str, server: dict[str, Any]) -> dict[str, Any]:
+def _deleted_entry(
+    namespace: str, ftj_name: str, server: dict[str, Any], costs: list[dict[str, Any]], usage: Usage
+) -> dict[str, Any]:
     status = server.get("status") or {}
     revision: dict[str, Any] = next(
         (status[r] for r in ROLES if (status.get(r) or {}).get("fineTuneJob") == ftj_name), {}
@@ -187,7 +201,8 @@ def _deleted_entry(namespace: str, ftj_name: str, server: dict[str, Any]) -> dic
         "baseModel": None,
         "dataset": None,
         "evaluation": None,
-        "training": None,
+        # its GPU-hours stay in Prometheus after it is gone
+        "training": _spent(costs, namespace, "FineTuneJob", ftj_name, usage.measured),
         "serving": [],
     }
 
@@ -225,6 +240,7 @@ def namespace_map(
     entries = {f["metadata"]["name"]: _ftj_entry(namespace, f, costs, usage.measured) for f in ftjs}
     deleted: dict[str, dict[str, Any]] = {}
     by_uri = []
+    carded: set[str] = set()  # versions whose card a ModelServer's stands in for
     for server in sorted(servers, key=lambda s: str(s["metadata"]["name"])):
         card = (server.get("spec") or {}).get("card")
         if ((server.get("spec") or {}).get("model") or {}).get("uri"):
@@ -233,15 +249,25 @@ def namespace_map(
             entry["serving"].append(_serving(server, "stable", costs, usage, monitors))
             by_uri.append(entry)
             continue
-        for ftj_name, roles in _served_versions(server).items():
+        served = _served_versions(server)
+        charge = next(((f, "stable") for f, roles in served.items() if "stable" in roles), None)
+        if charge is None and served:
+            ftj_name, roles = next(iter(served.items()))
+            charge = (ftj_name, roles[0])
+        for ftj_name, roles in served.items():
             if ftj_name in entries:
                 entry = entries[ftj_name]
             else:
-                entry = deleted.setdefault(ftj_name, _deleted_entry(namespace, ftj_name, server))
-            if card:
+                entry = deleted.setdefault(
+                    ftj_name, _deleted_entry(namespace, ftj_name, server, costs, usage)
+                )
+            # the server's card describes what it serves now (the first server's, by name)
+            if card and ftj_name not in carded and {"stable", "canary"} & set(roles):
                 entry["card"] = card
+                carded.add(ftj_name)
             for role in roles:
-                entry["serving"].append(_serving(server, role, costs, usage, monitors))
+                charged = (ftj_name, role) == charge
+                entry["serving"].append(_serving(server, role, costs, usage, monitors, charged))
     return [*(entries[k] for k in sorted(entries)), *deleted.values(), *by_uri]
 
 
@@ -252,6 +278,8 @@ CSV_COLUMNS = (
     "source",
     "fineTuneJob",
     "purpose",
+    "intendedUse",
+    "limitations",
     "owner",
     "license",
     "baseModel",
@@ -279,7 +307,8 @@ def _csv_row(entry: dict[str, Any]) -> list[str]:
     monitors = [m for s in serving for m in s.get("monitors") or []]
     ftj = entry.get("fineTuneJob") or {}
     training = entry.get("training") or {}
-    known = [s["cost"] for s in serving]
+    charged = [s for s in serving if s.get("gpuHours") is not None]
+    known = [s["cost"] for s in charged]
     per_1k = [s["costPer1kTokens"] for s in serving if s.get("costPer1kTokens") is not None]
     values = {
         "namespace": entry["namespace"],
@@ -288,6 +317,8 @@ def _csv_row(entry: dict[str, Any]) -> list[str]:
         "source": entry["source"],
         "fineTuneJob": (ftj.get("name", "") + (" (deleted)" if ftj.get("deleted") else "")) or None,
         "purpose": card.get("purpose"),
+        "intendedUse": card.get("intendedUse"),
+        "limitations": card.get("limitations"),
         "owner": card.get("owner"),
         "license": card.get("license"),
         "baseModel": entry.get("baseModel"),
@@ -309,10 +340,8 @@ def _csv_row(entry: dict[str, Any]) -> list[str]:
         ),
         "trainingGpuHours": training.get("gpuHours"),
         "trainingCost": training.get("cost"),
-        "servingGpuHours": None
-        if not serving or None in [s["gpuHours"] for s in serving]
-        else sum(s["gpuHours"] for s in serving),
-        "servingCost": None if not serving or None in known else sum(known),
+        "servingGpuHours": sum(s["gpuHours"] for s in charged) if charged else None,
+        "servingCost": None if not charged or None in known else sum(known),
         "costPer1kTokens": per_1k[0] if per_1k else None,
     }
     return [_cell(values[c]) for c in CSV_COLUMNS]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kubeforge_crds.contracts.drift import SERVICE_PORT
@@ -38,6 +39,15 @@ class ApiSettings(BaseSettings):
     currency: str = Field(
         default="USD", max_length=8, description="What gpu_prices are in (shown, not converted)."
     )
+
+    @field_validator("gpu_prices")
+    @classmethod
+    def _prices(cls, prices: dict[str, float]) -> dict[str, float]:
+        for product, price in prices.items():
+            if not math.isfinite(price) or price < 0:
+                raise ValueError(f"gpu_prices[{product!r}]: {price} is not a price (0 or more)")
+        return prices
+
     request_timeout: float = Field(default=30, gt=0, description="Apiserver request timeout.")
     drift_url_template: str = Field(
         default=f"http://{{service}}.{{namespace}}.svc.cluster.local:{SERVICE_PORT}",

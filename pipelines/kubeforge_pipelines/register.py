@@ -13,6 +13,7 @@ Layout of a version (what the ModelServer runtime and the catalog read):
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -119,7 +120,7 @@ def _declared(card: dict[str, str]) -> str:
     """The owners' part of the card (the FineTuneJob's spec.output.card), as Markdown
     sections; the fixed caution when they said nothing of its use and limits."""
     parts = [
-        f"## {title}\n\n{card[key].strip()}\n" for key, title in CARD_SECTIONS if card.get(key)
+        f"## {title}\n\n{_quoted(card[key])}\n" for key, title in CARD_SECTIONS if card.get(key)
     ]
     if not card.get("intendedUse") and not card.get("limitations"):
         parts.append(
@@ -127,6 +128,12 @@ def _declared(card: dict[str, str]) -> str:
             "above; check it on your own data before use.\n"
         )
     return "\n".join(parts)
+
+
+def _quoted(text: str) -> str:
+    """Declared text as a Markdown quote: HTML escaped, every line quoted, so that it can add
+    no heading, table or markup of its own to the card."""
+    return "\n".join(f"> {html.escape(line.strip())}" for line in text.strip().splitlines())
 
 
 def _job(run: dict[str, Any]) -> str:

@@ -163,3 +163,18 @@ def test_without_prometheus_costs_are_unknown_not_zero() -> None:
     assert models[0]["serving"][0]["cost"] is None
     rows = list(csv.DictReader(io.StringIO(to_csv(models))))
     assert (rows[0]["trainingCost"], rows[0]["servingCost"]) == ("", "")
+
+
+def test_a_servers_cost_is_counted_once_and_its_card_describes_what_it_serves_now(
+    models: list[dict[str, Any]],
+) -> None:
+    """bot's replicas serve tune-v2 (stable), tune-v3 (canary) and keep tune-v1 rolled back:
+    its GPU-hours are on the stable row only, so that every sum counts them once."""
+    rows = [(m["fineTuneJob"]["name"], s) for m in models[:3] for s in m["serving"]]
+    charged = [(name, s["role"]) for name, s in rows if s["gpuHours"] is not None]
+    assert charged == [("tune-v2", "stable")]
+    carded = {**SERVERS[0], "spec": {**SERVERS[0]["spec"], "card": {"purpose": "Bot."}}}
+    again = namespace_map(NS, FTJS, [carded], [], [], USAGE)
+    cards = {m["fineTuneJob"]["name"]: (m["card"] or {}).get("purpose") for m in again}
+    # the server's card stands in for what it serves now, not for what it rolled back
+    assert cards == {"tune-v2": "Bot.", "tune-v3": "Bot.", "tune-v1": None}

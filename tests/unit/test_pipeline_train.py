@@ -118,14 +118,21 @@ def test_register_writes_weights_card_and_lineage(tmp_path: Path) -> None:
     assert "| loss | 3.0 | 1.5 |" in card
     assert "FineTuneJob a/b" in card
     assert "Evaluated only on the held-out split" in card  # no declared use: the caution
-    declared = {"purpose": "Routes support tickets.", "owner": "team-support"}
+    declared = {
+        "purpose": "Routes support tickets.",
+        "owner": "team-support",
+        "limitations": "English only.\n## Evaluation\n<script>x</script>",
+    }
     third = register.register(
         trained_dir=trained, output_uri=out, lineage_fields=fields | {"card": declared}
     )
     assert third["card"] == declared
     v3 = (tmp_path / "models/tickets/v3/README.md").read_text()
-    assert "## Purpose\n\nRoutes support tickets.\n" in v3
-    assert "## Owner\n\nteam-support\n" in v3
+    assert "## Purpose\n\n> Routes support tickets.\n" in v3
+    assert "## Owner\n\n> team-support\n" in v3
+    # declared text adds no section or markup of its own
+    assert "> English only.\n> ## Evaluation\n> &lt;script&gt;x&lt;/script&gt;\n" in v3
+    assert v3.count("\n## Evaluation") == 1
 
 
 def test_params_from_spec_carry_every_setting() -> None:

@@ -150,7 +150,8 @@ async function loadCatalog() {
 
 // the model map: every namespace the caller may read, loaded when its tab opens (not every few
 // seconds: it lists every namespace)
-const money = (v, currency) => (v === null || v === undefined ? "–" : `${Number(v).toFixed(2)} ${currency}`);
+const money = (v, currency, digits = 2) => (v === null || v === undefined ? "–" : `${Number(v).toFixed(digits)} ${currency}`);
+const small = (v, currency) => (v === null || v === undefined ? "–" : `${Number(v).toPrecision(3)} ${currency}`);
 
 function mapRow(m, currency) {
   const card = m.card || {};
@@ -158,13 +159,15 @@ function mapRow(m, currency) {
   const monitors = (m.serving || []).flatMap((s) => s.monitors || []);
   const quality = monitors.map((d) => `${d.name}: drift ${d.drift?.status || "?"}${d.quality ? `; quality ${d.quality.status}: ${d.quality.message || ""}` : ""}`);
   const ftj = m.fineTuneJob ? `${m.fineTuneJob.name}${m.fineTuneJob.deleted ? " (deleted)" : ` (${m.fineTuneJob.phase || "?"})`}` : `uri ${m.uri || ""}`;
-  const servingCost = (m.serving || []).reduce((sum, s) => (sum === null || s.cost === null ? null : sum + s.cost), (m.serving || []).length ? 0 : null);
+  const charged = (m.serving || []).filter((s) => s.gpuHours !== null && s.gpuHours !== undefined);  // a server's cost is on one row
+  const servingCost = charged.reduce((sum, s) => (sum === null || s.cost === null ? null : sum + s.cost), charged.length ? 0 : null);
   const per1k = (m.serving || []).map((s) => s.costPer1kTokens).find((v) => v != null);
-  return [m.namespace, m.model, m.version || "", card.purpose || "", card.owner || "", card.license || "",
+  const purpose = [card.purpose, card.intendedUse && `Use: ${card.intendedUse}`, card.limitations && `Limits: ${card.limitations}`].filter(Boolean).join(" ");
+  return [m.namespace, m.model, m.version || "", purpose, card.owner || "", card.license || "",
     m.evaluation ? JSON.stringify(m.evaluation) : "", serving.join("; "), quality.join("; "),
     `${ftj}${m.baseModel ? ` from ${m.baseModel}` : ""}`,
     m.training?.gpuHours != null ? `${money(m.training.cost, currency)} (${m.training.gpuHours.toFixed(2)} GPU-h)` : "–",
-    money(servingCost, currency), money(per1k, currency)];
+    money(servingCost, currency), small(per1k, currency)];
 }
 
 async function loadMap() {
@@ -184,7 +187,7 @@ async function downloadMap() {
   link.href = URL.createObjectURL(await res.blob());
   link.download = "modelmap.csv";
   link.click();
-  URL.revokeObjectURL(link.href);
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
 }
 
 async function refresh() {

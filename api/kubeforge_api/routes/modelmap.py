@@ -29,6 +29,8 @@ from kubeforge_api.settings import ApiSettings
 from kubeforge_crds import DRIFTMONITOR, FINETUNEJOB, MODELSERVER
 
 router = APIRouter(prefix="/api/v1", tags=["modelmap"], responses=ERRORS)
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+PARALLEL_LISTS = 8  # namespaces listed at once: the apiserver and the API's thread pool
 Hours = Annotated[
     float, Query(gt=0, le=24 * 366, description="The period costs are measured over, to now.")
 ]
@@ -62,7 +64,11 @@ async def model_map(
     api: AsCaller, settings: Settings, hours: Hours = 720, format: Format = "json"
 ) -> Response:
     """The map across every namespace the caller may read (its ``partial`` is true, and
-    ``hiddenNamespaces`` counts them, when there are namespaces it may not read)."""
+    ``hiddenNamespaces`` counts them, when there are namespaces it may not read; the
+    Kubernetes system namespaces are not counted)."""
+    everywhere = await _cluster_wide(api)
+    if everywhere is not None:  # the caller may list the kinds in every namespace
+        return await _answer(settings, everywhere, 0, hours, format)
     try:
         listed = await api.call("GET", "/api/v1/namespaces")
         candidates = [n["metadata"]["name"] for n in listed.get("items") or []]
@@ -70,10 +76,35 @@ async def model_map(
         if err.status != 403:
             raise
         candidates = await api.own_namespaces()
-    candidates = sorted(candidates)[:MAX_NAMESPACES_REVIEWED]
-    found = await asyncio.gather(*(_objects(api, ns) for ns in candidates))
-    readable = {ns: objs for ns, objs in zip(candidates, found, strict=True) if objs is not None}
+    candidates = sorted(n for n in candidates if n not in SYSTEM_NAMESPACES)
+    looked_at = candidates[:MAX_NAMESPACES_REVIEWED]
+    gate = asyncio.Semaphore(PARALLEL_LISTS)
+
+    async def listed_in(namespace: str) -> dict[str, list[Any]] | None:
+        async with gate:
+            return await _objects(api, namespace)
+
+    found = await asyncio.gather(*(listed_in(ns) for ns in looked_at))
+    readable = {ns: objs for ns, objs in zip(looked_at, found, strict=True) if objs is not None}
     return await _answer(settings, readable, len(candidates) - len(readable), hours, format)
+
+
+async def _cluster_wide(api: AsCaller) -> dict[str, dict[str, list[Any]]] | None:
+    """Every namespace's objects in one list per kind, when the caller may list them all."""
+    by_namespace: dict[str, dict[str, list[Any]]] = {}
+    for key, kind in (("ftjs", FINETUNEJOB), ("servers", MODELSERVER), ("monitors", DRIFTMONITOR)):
+        try:
+            items = await api.call("GET", f"/apis/{kind.group}/{kind.version}/{kind.plural}")
+        except ApiserverError as err:
+            if err.status in (401, 403):
+                return None
+            raise
+        for obj in items.get("items") or []:
+            ns = obj["metadata"]["namespace"]
+            by_namespace.setdefault(ns, {"ftjs": [], "servers": [], "monitors": []})[key].append(
+                obj
+            )
+    return by_namespace
 
 
 async def _objects(api: AsCaller, namespace: str) -> dict[str, list[Any]] | None:
@@ -113,12 +144,16 @@ async def _usage(
     seconds = max(1, round(hours * 3600))
     tokens = (
         f"sum by (namespace, model_name) "
-        f"(increase(vllm:generation_tokens_total{{{selector}}}[{seconds}s]))"
+        # vLLM's name, with ":" (Prometheus 3 may keep it as written, or as "_")
+        f'(increase({{__name__=~"vllm[:_]generation_tokens_total", {selector}}}[{seconds}s]))'
     )
     url, timeout = settings.prometheus_url, settings.request_timeout
-    held, generated = await asyncio.gather(
-        prometheus_query(url, gpus, timeout), prometheus_query(url, tokens, timeout)
-    )
+    try:
+        held, generated = await asyncio.gather(
+            prometheus_query(url, gpus, timeout), prometheus_query(url, tokens, timeout)
+        )
+    except ProblemError as err:  # the map without costs, rather than no map
+        return Usage(measured=False), [f"costs are unknown: {err.detail}"]
     return (
         Usage(
             gpu_hours={
@@ -146,7 +181,7 @@ async def _answer(
     usage, warnings = await _usage(settings, sorted(readable), hours)
     prices = Prices(settings.gpu_prices, settings.currency)
     costs = compute_costs(usage, prices)
-    warnings += price_warnings(usage, prices) if settings.prometheus_url else []
+    warnings += price_warnings(usage, prices) if usage.measured else []
     models = [
         entry
         for ns in sorted(readable)
