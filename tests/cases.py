@@ -160,7 +160,27 @@ INVALID: list[Invalid] = [
         "lora-with-full",
         {"method.type": "full"},
         "spec.method.lora",
-        "lora settings are only allowed when type is lora",
+        "lora settings are only allowed when type is lora or dora",
+    ),
+    Invalid(
+        "FineTuneJob",
+        "prompt-tuning-settings-with-lora",
+        {"method.promptTuning": {"virtualTokens": 8}},
+        "spec.method.promptTuning",
+        "promptTuning settings are only allowed when type is promptTuning",
+    ),
+    Invalid(
+        "FineTuneJob",
+        "prompt-tuning-too-many-tokens",
+        {"method": {"type": "promptTuning", "promptTuning": {"virtualTokens": 513}}},
+        "spec.method.promptTuning.virtualTokens",
+    ),
+    Invalid(
+        "FineTuneJob",
+        "merge-a-prompt",
+        {"method": {"type": "promptTuning"}, "output.mergeAdapter": True},
+        "spec.output.mergeAdapter",
+        "mergeAdapter merges a low-rank adapter",
     ),
     Invalid(
         "FineTuneJob",

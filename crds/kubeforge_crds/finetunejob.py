@@ -59,7 +59,12 @@ class Dataset(KubeModel):
 
 class MethodType(StrEnum):
     LORA = "lora"
+    DORA = "dora"
+    PROMPT_TUNING = "promptTuning"
     FULL = "full"
+
+
+ADAPTER_METHODS = (MethodType.LORA, MethodType.DORA)  # low-rank adapters: mergeable
 
 
 class LoraConfig(KubeModel):
@@ -75,22 +80,53 @@ class LoraConfig(KubeModel):
     )
 
 
+class PromptTuningConfig(KubeModel):
+    """Prompt tuning (peft.PromptTuningConfig): learnt virtual tokens put before every prompt,
+    the base model frozen; the cheapest way to adapt a model."""
+
+    virtual_tokens: int = Field(
+        default=20, ge=1, le=512, description="How many virtual tokens are learnt."
+    )
+    init_text: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="Text the virtual tokens start from (e.g. a task description); random "
+        "when unset.",
+    )
+
+
 class Method(KubeModel):
     """How to fine-tune."""
 
     type: MethodType = Field(
-        default=MethodType.LORA, description="lora trains an adapter; full trains all weights."
+        default=MethodType.LORA,
+        description="lora trains a low-rank adapter; dora a weight-decomposed one (DoRA, often "
+        "better at the same rank, slower to train); promptTuning learns virtual tokens before "
+        "the prompt; full trains all weights.",
     )
     lora: LoraConfig | None = Field(
-        default=None, description="LoRA settings; only with type lora (defaults apply if omitted)."
+        default=None,
+        description="LoRA settings; only with type lora or dora (defaults apply if omitted).",
+    )
+    prompt_tuning: PromptTuningConfig | None = Field(
+        default=None,
+        description="Prompt-tuning settings; only with type promptTuning (defaults apply if "
+        "omitted).",
     )
 
     cel_rules = (
         CelRule(
-            rule="self.type == 'lora' || !has(self.lora)",
-            message="lora settings are only allowed when type is lora",
-            check=lambda s: s.type == MethodType.LORA or s.lora is None,
+            rule="self.type == 'lora' || self.type == 'dora' || !has(self.lora)",
+            message="lora settings are only allowed when type is lora or dora",
+            check=lambda s: s.type in ADAPTER_METHODS or s.lora is None,
             field_path=".lora",
+        ),
+        CelRule(
+            rule="self.type == 'promptTuning' || !has(self.promptTuning)",
+            message="promptTuning settings are only allowed when type is promptTuning",
+            check=lambda s: s.type == MethodType.PROMPT_TUNING or s.prompt_tuning is None,
+            field_path=".promptTuning",
         ),
     )
 
@@ -203,6 +239,13 @@ class FineTuneJobSpec(KubeModel):
             message="backend local runs on the operator's machine and cannot request GPUs",
             check=lambda s: s.backend != Backend.LOCAL or s.resources.accelerator is None,
             field_path=".resources.accelerator",
+        ),
+        CelRule(
+            rule="!has(self.output.mergeAdapter) || !self.output.mergeAdapter || "
+            "!has(self.method) || !has(self.method.type) || self.method.type in ['lora', 'dora']",
+            message="mergeAdapter merges a low-rank adapter: method type lora or dora",
+            check=lambda s: not s.output.merge_adapter or s.method.type in ADAPTER_METHODS,
+            field_path=".output.mergeAdapter",
         ),
     )
 

@@ -140,14 +140,14 @@ def register(
     dataset = {k: int(v) if k in _COUNTS else v for k, v in dataset.items()}
     with tempfile.TemporaryDirectory(prefix="kubeforge-merge-") as tmp:
         merged = None
-        if params.merge_adapter and method == "lora":
+        if params.merge_adapter and method in ("lora", "dora"):
             base = storage.fetch_dir(params.base_model_uri, Path(tmp))
             merged = train.merge_adapter(base, model_path, Path(tmp) / "merged")
         return reg.register(
             trained_dir=model_path,
             output_uri=params.output_uri,
             merged_dir=merged,
-            model_dir_name="adapter" if method == "lora" else "model",
+            model_dir_name="model" if method == "full" else "adapter",
             lineage_fields={
                 "model_name": params.model_name,
                 "base_model": params.base_model_uri,

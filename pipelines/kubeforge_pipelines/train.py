@@ -29,6 +29,10 @@ from kubeforge_pipelines import checkpoints
 TRAIN_INFO = "kubeforge-train.json"
 
 
+METHODS = ("lora", "dora", "promptTuning", "full")  # the FineTuneJob's spec.method.type
+LOW_RANK = ("lora", "dora")
+
+
 class ModelError(ValueError):
     """A base model or method setting that cannot work, with the reason."""
 
@@ -39,7 +43,7 @@ class TrainSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: str = "lora"  # lora | full
+    method: str = "lora"  # one of METHODS
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -52,6 +56,8 @@ class TrainSettings(BaseModel):
     seed: int = 42
     packing: bool = True
     save_steps: int = 50
+    virtual_tokens: int = 20  # promptTuning
+    prompt_init_text: str = ""  # promptTuning: where the virtual tokens start; "" random
 
 
 @dataclass(frozen=True)
@@ -97,9 +103,19 @@ def check_base_model(model_dir: Path) -> dict[str, Any]:
 
 
 def block_size(tokenizer: Any, model: Any, max_seq_length: int) -> int:
+    """Tokens per block: the setting, within the model's positions less the virtual tokens a
+    prompt-tuned model puts before each block."""
     config = model.config
     limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-    return min(max_seq_length, int(limit)) if limit else max_seq_length
+    if limit:
+        limit = int(limit) - virtual_tokens(model)
+    return min(max_seq_length, limit) if limit else max_seq_length
+
+
+def virtual_tokens(model: Any) -> int:
+    """The virtual tokens a prompt-tuned peft model puts before the input (0 for others)."""
+    config = (getattr(model, "peft_config", None) or {}).get("default")
+    return int(getattr(config, "num_virtual_tokens", 0) or 0) if config is not None else 0
 
 
 def pack(token_lists: list[list[int]], block: int) -> list[list[int]]:
@@ -139,9 +155,9 @@ def check_method(base_dir: Path, settings: TrainSettings) -> dict[str, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = check_base_model(base_dir)
-    if settings.method not in ("lora", "full"):
-        raise ModelError(f"unknown method {settings.method!r} (lora or full)")
-    if settings.method == "lora" and settings.target_modules:
+    if settings.method not in METHODS:
+        raise ModelError(f"unknown method {settings.method!r} ({', '.join(METHODS)})")
+    if settings.method in LOW_RANK and settings.target_modules:
         with init_empty_weights():
             skeleton = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
                 AutoConfig.from_pretrained(base_dir)
@@ -160,6 +176,21 @@ def _lora_model(model: Any, settings: TrainSettings) -> Any:
         lora_dropout=settings.lora_dropout,
         target_modules=settings.target_modules or None,
         task_type="CAUSAL_LM",
+        use_dora=settings.method == "dora",
+    )
+    return get_peft_model(model, config)
+
+
+def _prompt_tuned_model(model: Any, base_dir: Path, settings: TrainSettings) -> Any:
+    from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
+
+    text = settings.prompt_init_text
+    config = PromptTuningConfig(
+        task_type="CAUSAL_LM",
+        num_virtual_tokens=settings.virtual_tokens,
+        prompt_tuning_init=PromptTuningInit.TEXT if text else PromptTuningInit.RANDOM,
+        prompt_tuning_init_text=text or None,
+        tokenizer_name_or_path=str(base_dir) if text else None,
     )
     return get_peft_model(model, config)
 
@@ -172,10 +203,12 @@ def load_for_training(base_dir: Path, settings: TrainSettings) -> tuple[Any, Any
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(base_dir)
-    if settings.method == "lora":
+    if settings.method in LOW_RANK:
         model = _lora_model(model, settings)
+    elif settings.method == "promptTuning":
+        model = _prompt_tuned_model(model, base_dir, settings)
     elif settings.method != "full":
-        raise ModelError(f"unknown method {settings.method!r} (lora or full)")
+        raise ModelError(f"unknown method {settings.method!r} ({', '.join(METHODS)})")
     return model, tokenizer
 
 
@@ -346,7 +379,8 @@ def evaluate_texts(
             if len(seq) < 2:
                 continue
             ids = torch.tensor([seq])
-            logits = model(input_ids=ids).logits[0, :-1]
+            # a prompt-tuned model's logits start with its virtual tokens': the text's are last
+            logits = model(input_ids=ids).logits[0, -len(seq) :][:-1]
             target = ids[0, 1:]
             total_loss += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))
             correct += int((logits.argmax(-1) == target).sum())

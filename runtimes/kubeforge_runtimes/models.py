@@ -140,12 +140,15 @@ class CausalLM(Model):  # type: ignore[misc]
     @property
     def context(self) -> int:
         """The model's context in tokens: the config's, else the tokenizer's (configs name it
-        differently)."""
+        differently), less the virtual tokens of a prompt-tuned adapter."""
+        from kubeforge_pipelines.train import virtual_tokens
+
         config = self.model.config
         context = getattr(config, "max_position_embeddings", None) or getattr(
             config, "n_positions", None
         )
-        return int(context or min(self.tokenizer.model_max_length, 1 << 20))
+        whole = int(context or min(self.tokenizer.model_max_length, 1 << 20))
+        return whole - virtual_tokens(self.model)
 
     def check_prompts(self, texts: list[str], max_new_tokens: int | None = None) -> None:
         """A prompt that, with the answer's tokens, would not fit the model's context is a 400

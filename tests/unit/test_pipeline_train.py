@@ -178,3 +178,43 @@ def test_check_method_finds_bad_target_modules_without_loading_weights(base: Pat
         train.check_method(base, train.TrainSettings(target_modules=["c_attn"]))["model_type"]
         == "gpt2"
     )
+
+
+@pytest.mark.parametrize("method", ["promptTuning", "dora"])
+def test_prompt_tuning_and_dora_train_an_adapter_the_runtime_serves(
+    base: Path, tmp_path: Path, method: str
+) -> None:
+    """Prompt tuning (virtual tokens from a task description) and DoRA train a peft adapter,
+    which evaluates and which the built-in runtime loads and generates from."""
+    from kubeforge_runtimes.models import CausalLM, FoundModel
+
+    settings = train.TrainSettings(
+        method=method, max_steps=2, batch_size=2, max_seq_length=32, virtual_tokens=4,
+        prompt_init_text="Answer the support ticket:" if method == "promptTuning" else "",
+    )  # fmt: skip
+    result = train.fine_tune(base, TEXTS, tmp_path / "out", tmp_path / "ckpt", settings)
+    assert result.steps == 2
+    config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    if method == "promptTuning":
+        assert (config["peft_type"], config["num_virtual_tokens"]) == ("PROMPT_TUNING", 4)
+    else:
+        assert (config["peft_type"], config["use_dora"]) == ("LORA", True)
+    model, tokenizer = train.load_trained(base, tmp_path / "out")
+    metrics = train.evaluate_texts(model, tokenizer, TEXTS[:4], 32)
+    assert metrics["loss"] > 0
+    served = CausalLM("bot", FoundModel("peft", tmp_path / "out", f"file://{base}"), 4)
+    served.load()
+    (answer,) = served.generate(["My VPN drops every hour"], 4)
+    whole = base_context(base)
+    assert served.context == whole - (4 if method == "promptTuning" else 0)
+    assert answer.strip()  # new tokens, not the prompt echoed
+
+
+def base_context(base: Path) -> int:
+    config = json.loads((base / "config.json").read_text())
+    return int(config.get("n_positions") or config["max_position_embeddings"])
+
+
+def test_a_method_the_pipeline_does_not_know_is_refused(base: Path) -> None:
+    with pytest.raises(train.ModelError, match="unknown method 'qlora'"):
+        train.check_method(base, train.TrainSettings(method="qlora"))

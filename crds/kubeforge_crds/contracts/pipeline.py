@@ -68,12 +68,18 @@ def params_from_spec(
         "seed": hp.seed,
         "save_steps": hp.save_steps,
     }
-    if spec.method.type == "lora":
+    if spec.method.type in ("lora", "dora"):
         settings |= {
             "lora_r": lora.r if lora else 8,
             "lora_alpha": lora.alpha if lora else 16,
             "lora_dropout": lora.dropout if lora else 0.05,
             "target_modules": list(lora.target_modules) if lora else [],
+        }
+    if spec.method.type == "promptTuning":
+        tuning = spec.method.prompt_tuning
+        settings |= {
+            "virtual_tokens": tuning.virtual_tokens if tuning else 20,
+            "prompt_init_text": (tuning.init_text or "") if tuning else "",
         }
     run_info: dict[str, Any] = {
         "backend": backend,
