@@ -61,16 +61,21 @@ def time_kubeforge(reference: list[str], window: list[str], repeats: int) -> dic
         shifts = text.descriptor_shifts(ref, window)
         times.append(time.perf_counter() - t)
         moved = [d["descriptor"] for d in shifts if d["ks"] > DESCRIPTOR_KS]
-    times = times[1:]
-    steady = statistics.median(times)
+    return _timed(times, prepared, auc, auc > THRESHOLD, moved) | {"reference": ref}
+
+
+def _timed(
+    times: list[float], prepared: float, score: float, drift: bool, moved: list[str]
+) -> dict[str, Any]:
+    """One side's figures: the first run (a warm-up) left out of the median."""
+    steady = statistics.median(times[1:])
     return {
         "steady_s": steady,
         "cold_s": steady + prepared,
-        "all_s": times,
-        "score": auc,
-        "drift": auc > THRESHOLD,
+        "all_s": times[1:],
+        "score": score,
+        "drift": drift,
         "descriptors_moved": moved,
-        "reference": ref,
     }
 
 
@@ -136,17 +141,8 @@ def time_evidently(sample: list[str], window: list[str], repeats: int) -> dict[s
                 p_value = "p_value" in str(config.get("method"))
                 if (value < threshold) if p_value else (value > threshold):
                     moved.append(config["column"])
-    times = times[1:]
-    steady = statistics.median(times)
-    return {
-        "steady_s": steady,
-        "cold_s": steady + prepared,
-        "all_s": times,
-        "score": score,
-        # its model-based method's default: drift when the ROC AUC is over 0.55
-        "drift": score > 0.55,
-        "descriptors_moved": moved,
-    }
+    # its model-based method's default: drift when the ROC AUC is over 0.55
+    return _timed(times, prepared, score, score > 0.55, moved)
 
 
 def main() -> int:

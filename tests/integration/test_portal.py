@@ -78,6 +78,18 @@ def _sign_in(page: Page, api_url: str, token: str) -> None:
     expect(page.get_by_test_id("who")).to_contain_text("signed in as")
 
 
+def _monitor(name: str, target: str, reference: Path) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "DriftMonitor",
+        "metadata": {"name": name},
+        "spec": {
+            "target": {"modelServer": target},
+            "reference": {"source": "uri", "uri": f"file://{reference}"},
+        },
+    }
+
+
 def _shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"portal-{name}.png"), full_page=True)
@@ -163,15 +175,7 @@ def test_a_monitors_report_opens_in_the_portal(
     the caller) in a sandboxed frame."""
     name = f"portal-dm-{RUN}"
     reference = write_jsonl(tmp_path / "reference.jsonl", support_tickets(500, seed=1))
-    monitor = {
-        "apiVersion": "kubeforge.io/v1alpha1",
-        "kind": "DriftMonitor",
-        "metadata": {"name": name},
-        "spec": {
-            "target": {"modelServer": "none"},
-            "reference": {"source": "uri", "uri": f"file://{reference}"},
-        },
-    }
+    monitor = _monitor(name, "none", reference)
     cluster.kubectl("apply", "-n", "team-a", "-f", "-", stdin=json.dumps(monitor))
     config = MonitorConfig(namespace="team-a", name=name, reference_uri=f"file://{reference}")
     service = start_drift_service(tmp_path, config, port=DRIFT_PORT)
@@ -223,21 +227,8 @@ def test_a_logged_request_is_explained_in_the_portal(
         "create", "rolebinding", "user-a-edit", "--clusterrole=edit", "--user=user-a", "-n", ns
     )
     reference, runtime = _serve_churn_model(ns, isvc, tmp_path)
-    server = {
-        "apiVersion": "kubeforge.io/v1alpha1",
-        "kind": "ModelServer",
-        "metadata": {"name": "churn"},
-        "spec": {"model": {"uri": "pvc://models/churn"}, "runtime": {"modelFormat": "sklearn"}},
-    }
-    monitor = {
-        "apiVersion": "kubeforge.io/v1alpha1",
-        "kind": "DriftMonitor",
-        "metadata": {"name": name},
-        "spec": {
-            "target": {"modelServer": "churn"},
-            "reference": {"source": "uri", "uri": f"file://{reference}"},
-        },
-    }
+    server = _served_by_uri("churn", {"purpose": "Says who will leave."})
+    monitor = _monitor(name, "churn", reference)
     cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(server))
     cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(monitor))
     status = json.dumps({"status": {"inferenceService": isvc}})
