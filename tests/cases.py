@@ -218,6 +218,20 @@ INVALID: list[Invalid] = [
     # ModelServer
     Invalid(
         "ModelServer",
+        "throughput-without-min",
+        {"rollout.metrics": [{"name": "speed", "type": "generationThroughput", "max": 1}]},
+        "spec.rollout.metrics[0].min",
+        "min is required for type generationThroughput",
+    ),
+    Invalid(
+        "ModelServer",
+        "latency-with-min",
+        {"rollout.metrics": [{"name": "lat", "type": "latencyP95", "min": 1}]},
+        "spec.rollout.metrics[0].min",
+        "min is required for type generationThroughput and not allowed otherwise",
+    ),
+    Invalid(
+        "ModelServer",
         "card-purpose-too-long",
         {"card": {"purpose": "x" * 513}},
         "spec.card.purpose",

@@ -131,7 +131,11 @@ class MetricType(StrEnum):
     LATENCY_P95 = "latencyP95"
     TIME_TO_FIRST_TOKEN_P95 = "timeToFirstTokenP95"  # noqa: S105 - a metric, not a secret
     INTER_TOKEN_LATENCY_P95 = "interTokenLatencyP95"  # noqa: S105
+    GENERATION_THROUGHPUT = "generationThroughput"
     PROMQL = "promql"
+
+
+AT_LEAST = (MetricType.GENERATION_THROUGHPUT,)  # higher is better: checked against min
 
 
 PROMQL_PLACEHOLDERS = ("namespace", "name", "revision", "window")
@@ -155,8 +159,9 @@ class AnalysisMetric(KubeModel):
     type: MetricType = Field(
         description="errorRate (share of 5xx responses), latencyP95 (seconds), "
         "timeToFirstTokenP95 and interTokenLatencyP95 (seconds, from the token metrics of "
-        "OpenAI-compatible requests to a causal LM), or promql (a query template returning one "
-        "number)."
+        "OpenAI-compatible requests to a causal LM), generationThroughput (tokens generated per "
+        "second a request runs, the same metrics; checked against min, as higher is better), or "
+        "promql (a query template returning one number)."
     )
     query: str | None = Field(
         default=None,
@@ -166,10 +171,18 @@ class AnalysisMetric(KubeModel):
         "{{name}}, {{revision}} (the canary's or the stable's) and {{window}} (the rate range) "
         "are substituted. Checked by Prometheus before a rollout starts.",
     )
-    max: float = Field(
+    max: float | None = Field(
+        default=None,
         ge=0,
         description="The check fails when the measured value exceeds this. With "
-        "relativeToStable, the ratio canary/stable is compared instead.",
+        "relativeToStable, the ratio canary/stable is compared instead. Required, except for "
+        "generationThroughput.",
+    )
+    min: float | None = Field(
+        default=None,
+        ge=0,
+        description="generationThroughput only: the check fails when the measured value (or "
+        "the ratio canary/stable) is below this, e.g. 0.9 with relativeToStable.",
     )
     relative_to_stable: bool = Field(
         default=False, description="Compare the canary with the stable version, not absolutely."
@@ -192,9 +205,29 @@ class AnalysisMetric(KubeModel):
             field_path=".query",
         ),
         CelRule(
-            rule="self.type != 'errorRate' || self.relativeToStable || self.max <= 1.0",
+            rule="(self.type == 'generationThroughput') == has(self.min)",
+            message="min is required for type generationThroughput and not allowed otherwise",
+            check=lambda s: (s.type in AT_LEAST) == (s.min is not None),
+            field_path=".min",
+            reason="FieldValueRequired",
+        ),
+        CelRule(
+            rule="(self.type == 'generationThroughput') != has(self.max)",
+            message="max is required, except for type generationThroughput (which takes min)",
+            check=lambda s: (s.type in AT_LEAST) != (s.max is not None),
+            field_path=".max",
+            reason="FieldValueRequired",
+        ),
+        CelRule(
+            rule="self.type != 'errorRate' || self.relativeToStable || !has(self.max) || "
+            "self.max <= 1.0",
             message="an absolute errorRate threshold is a share between 0 and 1",
-            check=lambda s: s.type != MetricType.ERROR_RATE or s.relative_to_stable or s.max <= 1,
+            check=lambda s: (
+                s.type != MetricType.ERROR_RATE
+                or s.relative_to_stable
+                or s.max is None
+                or s.max <= 1
+            ),
             field_path=".max",
         ),
     )

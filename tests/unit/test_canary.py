@@ -116,3 +116,21 @@ def test_relative_latency_below_the_floor_is_jitter_not_a_failure() -> None:
     assert check_metric(metric, Measurement(canary=0.005, stable=0.003)).passed is True
     assert check_metric(metric, Measurement(canary=0.080, stable=0.003)).passed is False
     assert check_metric(metric, Measurement(canary=0.060, stable=0.030)).passed is False
+
+
+def test_generation_throughput_passes_at_least_its_min() -> None:
+    """Higher is better: a canary generating fewer tokens a second than min (or than min times
+    the stable version's) fails; no data is no pass."""
+    relative = AnalysisMetric.model_validate(
+        {"name": "speed", "type": "generationThroughput", "min": 0.9, "relativeToStable": True}
+    )
+    slower = check_metric(relative, Measurement(canary=40.0, stable=50.0))
+    assert slower.passed is False
+    assert slower.reason == "speed canary/stable 0.8 < 0.9 (40 vs 50)"
+    assert check_metric(relative, Measurement(canary=48.0, stable=50.0)).passed is True
+    assert check_metric(relative, Measurement(canary=48.0)).passed is None
+    absolute = AnalysisMetric.model_validate(
+        {"name": "speed", "type": "generationThroughput", "min": 20}
+    )
+    assert check_metric(absolute, Measurement(canary=25.0)).reason == "speed 25 >= 20"
+    assert check_metric(absolute, Measurement(canary=15.0)).passed is False

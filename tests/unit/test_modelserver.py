@@ -536,3 +536,17 @@ def test_model_name_serves_the_version_registered_last() -> None:
     assert newest_version(jobs, "tickets") == ("file:///m/tickets/2", "watch-retrain-1")
     assert newest_version(jobs, "faq") == ("file:///m/faq/9", "other")
     assert newest_version(jobs, "missing") is None
+
+
+def test_generation_throughput_is_tokens_per_second_of_request_time() -> None:
+    """Load-independent: the revision's generated tokens over the seconds its requests ran, so
+    a canary with a tenth of the traffic is not "ten times slower"."""
+    metric = AnalysisMetric.model_validate(
+        {"name": "speed", "type": "generationThroughput", "min": 0.9, "relativeToStable": True}
+    )
+    q = metric_query(metric, "team-a", "bot", "rc", "30s")
+    tokens, _, seconds = q.partition(" / ")
+    assert tokens.startswith('sum(rate({__name__=~"vllm[:_]generation_tokens_total",')
+    assert seconds.startswith('sum(rate({__name__=~"vllm[:_]e2e_request_latency_seconds_sum",')
+    assert q.count('model_name="bot"') == 2
+    assert q.count('revision="rc"') == 2

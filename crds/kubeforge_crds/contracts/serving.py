@@ -37,3 +37,5 @@ DURATION_BUCKET_METRIC: Final = "kubeforge_inference_request_duration_seconds_bu
 # model_name, revision): kubeforge_runtimes.generation exports them.
 TTFT_METRIC: Final = "vllm:time_to_first_token_seconds"
 ITL_METRIC: Final = "vllm:inter_token_latency_seconds"
+GENERATION_TOKENS_METRIC: Final = "vllm:generation_tokens_total"
+E2E_METRIC: Final = "vllm:e2e_request_latency_seconds"

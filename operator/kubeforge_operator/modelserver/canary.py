@@ -3,7 +3,8 @@ rollout is, and what Prometheus measured, to a decision (advance, hold, roll bac
 
 Rules (written down because they are the product's promise):
 - every metric of the policy is checked at every interval; a check passes when the measured value
-  (or, with ``relativeToStable``, the ratio canary/stable) is at most ``max``; a relative
+  (or, with ``relativeToStable``, the ratio canary/stable) is at most ``max`` (at least ``min``
+  for generationThroughput, where higher is better); a relative
   latency check counts latencies under 25 ms as 25 ms (jitter, not the model);
 - **no data is never a pass**: a metric without a canary sample, without the stable sample it is
   compared with, or whose query failed (Prometheus unreachable) makes the analysis inconclusive;
@@ -116,8 +117,8 @@ def check_metric(metric: AnalysisMetric, m: Measurement) -> Check:
         return Check(name, None, None, f"{name}: no data for the canary")
     if not metric.relative_to_stable:
         value = m.canary
-        ok = value <= metric.max
-        return Check(name, ok, value, f"{name} {value:.4g} {'<=' if ok else '>'} {metric.max:g}")
+        ok, said = _within(metric, value)
+        return Check(name, ok, value, f"{name} {value:.4g} {said}")
     if m.stable is None or not math.isfinite(m.stable):
         return Check(name, None, None, f"{name}: no data for the stable version")
     canary, stable = m.canary, m.stable
@@ -126,15 +127,24 @@ def check_metric(metric: AnalysisMetric, m: Measurement) -> Check:
         # "1.7x slower" and would roll back a healthy canary
         canary, stable = max(canary, LATENCY_FLOOR_SECONDS), max(stable, LATENCY_FLOOR_SECONDS)
     value = _ratio(canary, stable)
-    ok = value <= metric.max
+    ok, said = _within(metric, value)
     shown = "inf" if math.isinf(value) else f"{value:.4g}"
     return Check(
         name,
         ok,
         value if math.isfinite(value) else None,
-        f"{name} canary/stable {shown} {'<=' if ok else '>'} {metric.max:g} "
-        f"({m.canary:.4g} vs {m.stable:.4g})",
+        f"{name} canary/stable {shown} {said} ({m.canary:.4g} vs {m.stable:.4g})",
     )
+
+
+def _within(metric: AnalysisMetric, value: float) -> tuple[bool, str]:
+    """Whether ``value`` passes the metric's bound, and the comparison in words."""
+    if metric.min is not None:
+        ok = value >= metric.min
+        return ok, f"{'>=' if ok else '<'} {metric.min:g}"
+    bound = float(metric.max if metric.max is not None else math.inf)
+    ok = value <= bound
+    return ok, f"{'<=' if ok else '>'} {bound:g}"
 
 
 def _ratio(canary: float, stable: float) -> float:

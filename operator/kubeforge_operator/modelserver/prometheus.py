@@ -8,6 +8,9 @@ the canary and the stable version are told apart by label, wherever they run.
 - latencyP95: the 95th percentile of request latency over the window, from the histogram;
 - timeToFirstTokenP95 / interTokenLatencyP95: the same of vLLM's token histograms (the runtime's
   OpenAI-compatible API exports them with ``model_name`` where the others have ``model``);
+- generationThroughput: tokens generated per second that requests ran (vLLM's generation token
+  counter over the sum of its end-to-end latency histogram): the speed a client sees, whatever
+  share of the traffic the revision gets;
 - promql: the user's template with ``{{namespace}}``, ``{{name}}``, ``{{revision}}`` and
   ``{{window}}`` substituted, then confined to the ModelServer's namespace (``runtime.promql``:
   every selector gets ``namespace="<ns>"``; one naming another namespace is refused); it must
@@ -24,7 +27,12 @@ import re
 from dataclasses import dataclass
 
 from kubeforge_crds.contracts.serving import DURATION_BUCKET_METRIC as DURATION
-from kubeforge_crds.contracts.serving import ITL_METRIC, TTFT_METRIC
+from kubeforge_crds.contracts.serving import (
+    E2E_METRIC,
+    GENERATION_TOKENS_METRIC,
+    ITL_METRIC,
+    TTFT_METRIC,
+)
 from kubeforge_crds.contracts.serving import REQUESTS_METRIC as REQUESTS
 from kubeforge_crds.modelserver import AnalysisMetric, MetricType
 from kubeforge_operator.modelserver.canary import Measurement
@@ -66,6 +74,13 @@ TOKEN_HISTOGRAMS = {
 }
 
 
+def _vllm(name: str, sel: str) -> str:
+    """A selector of vLLM's metric ``name`` (its colon, which a Prometheus 3 scrape may store
+    as an underscore: either is matched) with the labels of ``sel``."""
+    pattern = re.escape(name).replace(":", "[:_]")
+    return "{" + f'__name__=~"{pattern}",' + sel[1:]
+
+
 def render_template(template: str, namespace: str, name: str, revision: str, win: str) -> str:
     values = {"namespace": namespace, "name": name, "revision": revision, "window": win}
     return re.sub(r"\{\{(\w+)\}\}", lambda m: values.get(m.group(1), m.group(0)), template)
@@ -83,12 +98,13 @@ def metric_query(metric: AnalysisMetric, namespace: str, name: str, revision: st
         sel = _selector(namespace, name, revision)
         return f"histogram_quantile(0.95, sum by (le) (rate({DURATION}{sel}[{win}])))"
     if metric.type in TOKEN_HISTOGRAMS:
-        # vLLM's names have a colon, which a Prometheus 3 scrape may store as an underscore
-        # (its name escaping, negotiated with the client library): either is matched
-        bucket = re.escape(f"{TOKEN_HISTOGRAMS[metric.type]}_bucket").replace(":", "[:_]")
         sel = _selector(namespace, name, revision, model_label="model_name")
-        sel = "{" + f'__name__=~"{bucket}",' + sel[1:]
-        return f"histogram_quantile(0.95, sum by (le) (rate({sel}[{win}])))"
+        bucket = _vllm(f"{TOKEN_HISTOGRAMS[metric.type]}_bucket", sel)
+        return f"histogram_quantile(0.95, sum by (le) (rate({bucket}[{win}])))"
+    if metric.type == MetricType.GENERATION_THROUGHPUT:
+        sel = _selector(namespace, name, revision, model_label="model_name")
+        tokens, seconds = _vllm(GENERATION_TOKENS_METRIC, sel), _vllm(f"{E2E_METRIC}_sum", sel)
+        return f"sum(rate({tokens}[{win}])) / sum(rate({seconds}[{win}]))"
     assert metric.query is not None  # the model's rule: promql needs a query
     # the user's template, confined to the ModelServer's namespace (PromQLError if it cannot be)
     return confine(render_template(metric.query, namespace, name, revision, win), namespace)
