@@ -177,6 +177,9 @@ TTFT_GATE = {
     "max": 3.0,
     "relativeToStable": True,
 }
+# tokens per second of request time: identical processes within noise of 1, a model 250 ms a
+# token slower at a small fraction
+SPEED_GATE = {"name": "speed", "type": "generationThroughput", "min": 0.3, "relativeToStable": True}
 
 
 def _openai_router(lab: Lab) -> Router:
@@ -191,11 +194,12 @@ def _openai_router(lab: Lab) -> Router:
 @pytest.mark.parametrize(("token_latency", "result"), [(0.0, "promote"), (0.25, "rollback")])
 def test_canary_gated_on_time_to_first_token(lab: Lab, token_latency: float, result: str) -> None:
     """A canary whose tokens come 250 ms later each is rolled back on its time to first token
-    (relative to the stable version's); the same model at the same speed is promoted."""
+    and its generation speed (relative to the stable version's); the same model at the same
+    speed is promoted, both gates measured on the runtime's real token metrics each time."""
     set_faults(lab.canary, token_latency=token_latency)
     router = _openai_router(lab)
     try:
-        outcome = _rollout(lab, _spec([50, 100], TTFT_GATE), router)
+        outcome = _rollout(lab, _spec([50, 100], TTFT_GATE, SPEED_GATE), router)
     finally:
         router.stop()
         set_faults(lab.canary)
@@ -203,8 +207,14 @@ def test_canary_gated_on_time_to_first_token(lab: Lab, token_latency: float, res
     assert outcome.result == result, decisions
     measured = [d["measurements"]["ttft-p95"] for d in outcome.decisions[1:]]
     assert all(m > 0 for m in measured), decisions  # canary/stable ratio, measured each time
+    speed = [d["measurements"]["speed"] for d in outcome.decisions[1:]]
+    assert all(v is not None for v in speed), decisions
     if result == "rollback":
         assert "ttft-p95" in outcome.decisions[-1]["reason"]
+        assert "speed" in outcome.decisions[-1]["reason"]
         assert measured[-1] > 3.0
+        assert speed[-1] < 0.3
+    else:
+        assert all(v >= 0.3 for v in speed), decisions
     assert router.codes.get(200, 0) > 20
     assert set(router.codes) == {200}
