@@ -286,6 +286,40 @@ def test_a_logged_request_is_explained_in_the_portal(
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 
+def test_the_team_sees_its_quota(page: Page, api_url: str, cluster: Cluster) -> None:
+    """The Quota tab: the namespace's LocalQueue, its ClusterQueue's quota per flavor and
+    resource, what is used (Kueue's objects as a platform team writes them; no Kueue controller
+    runs in this tier, so nothing is used yet and positions are not known)."""
+    cq = f"portal-{RUN}"
+    quota = [{"name": "nvidia.com/gpu", "nominalQuota": "2", "borrowingLimit": "1"}]
+    group = {
+        "coveredResources": ["nvidia.com/gpu"],
+        "flavors": [{"name": "a100", "resources": quota}],
+    }
+    objects = [
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": cq},
+         "spec": {"namespaceSelector": {}, "cohortName": "research", "resourceGroups": [group]}},
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+         "metadata": {"name": cq, "namespace": "team-a"}, "spec": {"clusterQueue": cq}},
+    ]  # fmt: skip
+    listed = {"apiVersion": "v1", "kind": "List", "items": objects}
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(listed))
+    try:
+        _sign_in(page, api_url, _token(cluster, "user-a"))
+        page.get_by_test_id("namespace").fill("team-a")
+        page.get_by_test_id("namespace").dispatch_event("change")
+        page.get_by_role("button", name="Quota").click()
+        shown = page.get_by_test_id("quota-queues")
+        expect(shown).to_contain_text(f"{cq} → ClusterQueue {cq} (cohort research)", timeout=15_000)
+        row = shown.locator("tr", has_text="nvidia.com/gpu")
+        expect(row).to_contain_text("0 of 2")
+        expect(row).to_contain_text("may borrow 1")
+        expect(shown).to_contain_text("Kueue's visibility API did not answer")
+        _shot(page, "quota")
+    finally:
+        cluster.kubectl("delete", "-f", "-", "--ignore-not-found", stdin=json.dumps(listed))
+
+
 def test_the_other_team_sees_refusals_not_data(page: Page, api_url: str, cluster: Cluster) -> None:
     page.goto(api_url)
     page.get_by_role("button", name="sign out").click()

@@ -190,12 +190,33 @@ async function downloadMap() {
   setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
 }
 
+// quota: Kueue's figures through the API (GET /queues), one table per LocalQueue
+function quotaRow(r) {
+  const limit = r.nominal + (r.borrowingLimit ?? 0);
+  const borrow = r.borrowingLimit === null ? "may borrow whatever the cohort has unused" : `may borrow ${r.borrowingLimit}`;
+  return `<tr><td>${esc(r.flavor)}</td><td>${esc(r.resource)}</td><td>${esc(`${r.used} of ${r.nominal}`)}</td>`
+    + `<td><meter min="0" max="${esc(Math.max(limit, r.used, 1e-9))}" high="${esc(r.nominal)}" value="${esc(r.used)}" title="${esc(`${r.used} used`)}"></meter></td>`
+    + `<td>${esc(r.borrowed ? `${r.borrowed} borrowed; ` : "")}${esc(borrow)}</td><td>${esc(r.usedByThisQueue)}</td></tr>`;
+}
+
+async function loadQuota() {
+  const data = await api("GET", `/api/v1/namespaces/${encodeURIComponent(ns())}/queues`);
+  $("#quota-queues").innerHTML = data.queues.map((q) => {
+    const pending = q.pending === null ? "<p>Positions: Kueue's visibility API did not answer.</p>"
+      : q.pending.length ? `<ol>${q.pending.map((w) => `<li>${esc(w.owner || w.workload)} (priority ${esc(w.priority)}, ${esc(w.position)} in the queue)</li>`).join("")}</ol>` : "<p>Nothing waits.</p>";
+    return `<h3>${esc(q.name)} → ClusterQueue ${esc(q.clusterQueue)}${q.cohort ? ` (cohort ${esc(q.cohort)})` : ""}</h3>`
+      + `<p>${esc(q.admittedWorkloads)} admitted, ${esc(q.pendingWorkloads)} pending${q.problem ? `; ${esc(q.problem)}` : ""}</p>`
+      + `<table><thead><tr><th>flavor</th><th>resource</th><th>used of nominal</th><th></th><th>borrowing</th><th>used by this queue</th></tr></thead><tbody>${q.quota.map(quotaRow).join("")}</tbody></table>${pending}`;
+  }).join("") || "<p>No LocalQueue in this namespace: its workloads are not queued.</p>";
+}
+
 async function refresh() {
   if (!state.token) return;
   if (state.tab === "modelmap") return;  // loaded when opened, and by its reload button
   if (!ns()) return;
   try {
     if (state.tab === "catalog") await loadCatalog();
+    else if (state.tab === "quota") await loadQuota();
     else await loadList(state.tab);
     if (state.tab === "modelservers" && state.selected) await showModelServer(state.selected);
     $("#error").textContent = "";
