@@ -8,6 +8,7 @@ strategy is driven here directly."""
 from __future__ import annotations
 
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,13 @@ def _exercise(operation: Any, label: str, headers: dict[str, str], codes: set[in
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
+        # the same examples in every run: a failure here reproduces, and whether some creates
+        # get past validation (asserted below) does not depend on the draw
+        derandomize=True,
     )
     def check(case: Any) -> None:
         params = case.path_parameters or {}
-        if "namespace" in params and hash(repr(params)) % 2:
+        if "namespace" in params and zlib.crc32(repr(params).encode()) % 2:
             params["namespace"] = NS
         response = case.call(headers=headers)
         codes.add(response.status_code)
