@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,47 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+# the control plane's programs, by the name /proc gives them; all else counts as "other"
+CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller", "kube-scheduler", "kwok")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(operator_pid: int | None = None) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each control-plane program, the operator and
+    everything else on the machine (this benchmark's client included), from /proc."""
+    out = dict.fromkeys((*CONTROL_PLANE, "operator", "other"), 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        used = (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+        if operator_pid is not None and int(entry.name) == operator_pid:
+            out["operator"] += used
+        else:
+            out[next((c for c in CONTROL_PLANE if comm.startswith(c)), "other")] += used
+    return out
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in after if after[k] - before.get(k, 0.0) > 0.05}
+
+
+def reconcile_count(port: int) -> float:
+    """Workbench reconciles the operator has done, from its own metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("kubeforge_reconcile_total{") and 'kind="Workbench"' in line
+    )
+
+
 def operator_writes(offset: int) -> list[dict[str, Any]]:
     out = []
     with lc.audit_log().open() as f:
@@ -207,15 +249,18 @@ def main() -> int:
     )
 
     base_pairs = names(base_prefix, args.count, args.namespaces)
+    cpu_before = cpu_seconds()
     base_seconds = baseline(api, base_pairs, args.concurrency, base_prefix)
+    base_cpu = cpu_used(cpu_before, cpu_seconds())
     log(f"baseline: {base_seconds:.1f} s")
 
+    metrics_port = kit.free_port()
     env = {
         **os.environ,
         "KUBECONFIG": str(lc.kubeconfig_path(OPERATOR_USER)),
         "KUBEFORGE_OPERATOR_NAMESPACES": json.dumps([f"{op_prefix}-*"]),
         "KUBEFORGE_OPERATOR_METRICS_HOST": "127.0.0.1",
-        "KUBEFORGE_OPERATOR_METRICS_PORT": "0",
+        "KUBEFORGE_OPERATOR_METRICS_PORT": str(metrics_port),
         "KUBEFORGE_OPERATOR_LIVENESS_HOST": "127.0.0.1",
         "KUBEFORGE_OPERATOR_LIVENESS_PORT": "18181",
         "KUBEFORGE_OPERATOR_MAX_WORKERS": str(args.concurrency),
@@ -250,6 +295,7 @@ def main() -> int:
         )
 
     op_pairs = names(op_prefix, args.count, args.namespaces)
+    cpu_before = cpu_seconds(operator.pid)
     started = time.monotonic()
     run_parallel(create_workbench, op_pairs, args.concurrency)
 
@@ -268,6 +314,8 @@ def main() -> int:
 
     wait_for("Workbenches ready", ready, 1800)
     op_seconds = time.monotonic() - started
+    op_cpu = cpu_used(cpu_before, cpu_seconds(operator.pid))
+    reconciles = reconcile_count(metrics_port)
     writes = operator_writes(offset)
     log(f"operator: {op_seconds:.1f} s, {len(writes)} writes")
 
@@ -294,10 +342,16 @@ def main() -> int:
     print(f"baseline, plain client      {base_seconds:8.1f} s")
     print(f"ratio operator/baseline     {ratio:8.2f}   (target <= 1.5)")
     print(f"operator peak RSS           {rss:8.1f} MB (target <= 200)")
+    print(f"reconciles per Workbench    {reconciles / args.count:8.2f}")
     print(f"API writes per Workbench    {len(writes) / args.count:8.2f}")
     for key, n in sorted(by_kind.items(), key=lambda kv: -kv[1]):
         print(f"    {key:38} {n / args.count:6.2f}")
     print(f"API writes while idle       {len(idle_writes):8d}   ({args.idle_seconds} s; target 0)")
+    print("CPU seconds by program       baseline   operator run")
+    for key in (*CONTROL_PLANE, "operator", "other"):
+        print(f"    {key:24} {base_cpu.get(key, 0.0):10.1f} {op_cpu.get(key, 0.0):12.1f}")
+    total = sum(base_cpu.values()), sum(op_cpu.values())
+    print(f"    {'all':24} {total[0]:10.1f} {total[1]:12.1f}   (of {os.cpu_count()} CPUs)")
 
     if not args.keep:
         log("cleaning up")

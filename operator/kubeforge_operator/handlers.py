@@ -2,6 +2,10 @@
 on a slow resync. The decorators stay thin; the work is in ``reconcile_object`` and each kind's
 ``reconcile_<kind>``.
 
+The handlers only put the object's key in the controller's work queue (they are coroutines:
+no thread is handed a task per event); the controller's workers reconcile, each key once however
+many events named it meanwhile.
+
 Why watch events and an own resync loop instead of kopf's create/update/resume handlers and
 timers: those store kopf's progress and diff-base in annotations on every object (two writes per
 object), and kopf timers put a finalizer on every object, so that objects could not be deleted
@@ -12,6 +16,7 @@ there is no finalizer; owner references let the garbage collector remove childre
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from typing import Any
@@ -62,6 +67,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = SETTINGS.watch_connect_timeout
     settings.posting.level = logging.WARNING  # our own Events are posted by reconcile_object
     settings.execution.max_workers = SETTINGS.max_workers
+    CONTROLLER.start_workers()
     threading.Thread(target=CONTROLLER.resync_forever, name="resync", daemon=True).start()
 
 
@@ -71,7 +77,7 @@ def stop_resync(**_: Any) -> None:
 
 
 def _register(kind: KindInfo) -> None:
-    def on_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    async def on_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         namespace, name = body.metadata.namespace or "", body.metadata.name or ""
         if type == "DELETED":
             CONTROLLER.deleted(kind.kind, namespace, name, body.metadata.uid or "")
@@ -80,27 +86,31 @@ def _register(kind: KindInfo) -> None:
             return
         if OWN_WRITES.is_own(kind.kind, namespace, name, body.metadata.get("resourceVersion")):
             return  # the echo of our own status write: nothing new to converge on
-        # read the object afresh rather than use the event's body: the body can predate our own
-        # last status write, and a status computed from it would be written again for nothing
-        CONTROLLER.reconcile(kind.kind, namespace, name)
-        if kind.kind == FINETUNEJOB.kind:
-            _nudge_model_servers(namespace, body)
+        # the worker reads the object afresh rather than use the event's body: the body can
+        # predate our own last status write, and a status computed from it would be written
+        # again for nothing
+        CONTROLLER.enqueue(kind.kind, namespace, name)
+        if kind.kind == FINETUNEJOB.kind and _registered_version(body):
+            await asyncio.to_thread(_nudge_model_servers, namespace, body)
 
     kopf.on.event(kind.group, kind.version, kind.plural, id=f"reconcile-{kind.singular}")(on_event)
+
+
+def _registered_version(ftj: kopf.Body) -> bool:
+    status = ftj.get("status") or {}
+    return bool((status.get("model") or {}).get("name")) and status.get("phase") == "Succeeded"
 
 
 def _nudge_model_servers(namespace: str, ftj: kopf.Body) -> None:
     """A FineTuneJob registered a version: the ModelServers that serve the newest version of
     that model (spec.model.modelName) roll it out now rather than at their next resync."""
     model = (ftj.get("status") or {}).get("model") or {}
-    if not model.get("name") or (ftj.get("status") or {}).get("phase") != "Succeeded":
-        return
     servers = CONTROLLER.kube.custom.list_namespaced_custom_object(
         MODELSERVER.group, MODELSERVER.version, namespace, MODELSERVER.plural
     )
     for ms in servers.get("items") or []:
         if ((ms.get("spec") or {}).get("model") or {}).get("modelName") == model["name"]:
-            CONTROLLER.safely(MODELSERVER.kind, namespace, ms["metadata"]["name"])
+            CONTROLLER.enqueue(MODELSERVER.kind, namespace, ms["metadata"]["name"])
 
 
 for _registered in RECONCILERS.values():
@@ -108,22 +118,20 @@ for _registered in RECONCILERS.values():
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={FINETUNEJOB_LABEL: kopf.PRESENT})
-def finetune_job_changed(body: kopf.Body, **_: Any) -> None:
+async def finetune_job_changed(body: kopf.Body, **_: Any) -> None:
     """A FineTuneJob's validation or training Job progressed: reconcile the FineTuneJob now."""
     namespace = body.metadata.namespace or ""
-    CONTROLLER.reconcile(
-        FINETUNEJOB.kind, namespace, body.metadata.labels.get(FINETUNEJOB_LABEL, "")
-    )
+    CONTROLLER.enqueue(FINETUNEJOB.kind, namespace, body.metadata.labels.get(FINETUNEJOB_LABEL, ""))
 
 
 # a local pipeline run that ends reconciles its FineTuneJob at once
-LOCAL_RUNS.on_exit = lambda namespace, name: CONTROLLER.safely(FINETUNEJOB.kind, namespace, name)
+LOCAL_RUNS.on_exit = lambda namespace, name: CONTROLLER.enqueue(FINETUNEJOB.kind, namespace, name)
 
 
 @kopf.on.event("v1", "pods", labels={WORKBENCH_LABEL: kopf.PRESENT})
-def workbench_pod_changed(body: kopf.Body, **_: Any) -> None:
+async def workbench_pod_changed(body: kopf.Body, **_: Any) -> None:
     """A notebook pod was scheduled, became ready or went away: reconcile its Workbench now
     rather than at the next resync."""
     namespace = body.metadata.namespace or ""
     owner = body.metadata.labels.get(WORKBENCH_LABEL, "")
-    CONTROLLER.reconcile(WORKBENCH.kind, namespace, owner)
+    CONTROLLER.enqueue(WORKBENCH.kind, namespace, owner)

@@ -129,3 +129,29 @@ def test_an_owned_condition_a_pass_did_not_reach_is_unknown_not_stale() -> None:
     assert after["Culled"]["reason"] == "Active"  # kept
     assert after["Culled"]["observedGeneration"] == 1
     assert after["Ready"]["reason"] == "SecretNotFound"
+
+
+def test_events_say_ready_or_why_not_but_not_a_first_unknown() -> None:
+    """The first status of a starting object (Ready Unknown) posts no Event; becoming ready,
+    a reason for not being ready, and each new such reason do."""
+    obj = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "Workbench",
+        "metadata": {"name": "nb", "namespace": "a", "generation": 1},
+        "spec": {"image": "jupyter/minimal"},
+    }
+    kube = _StatusOnlyKube()
+
+    def passes(*observations: Observation) -> None:
+        outcome = Outcome("Pending", [accepted(), *observations])
+        report = reconcile_object(WORKBENCH, obj, kube, lambda *_: outcome, now=T0)  # type: ignore[arg-type]
+        obj["status"] = report.status
+
+    passes(Observation("ServerReady", ConditionStatus.UNKNOWN, "PodPending", "no pod yet"))
+    passes(Observation("ServerReady", ConditionStatus.UNKNOWN, "Starting", "starting"))
+    assert kube.events == []
+    assert len(kube.patches) == 2  # the status itself is written each time
+    passes(Observation("ServerReady", ConditionStatus.FALSE, "ImagePullBackOff", "no image"))
+    passes(Observation("ServerReady", ConditionStatus.FALSE, "CrashLoopBackOff", "crashes"))
+    passes(Observation("ServerReady", ConditionStatus.TRUE, "NotebookReady", "serving"))
+    assert kube.events == ["ImagePullBackOff", "CrashLoopBackOff", "Ready"]

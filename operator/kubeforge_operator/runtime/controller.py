@@ -1,5 +1,5 @@
-"""The controller machinery, named: one lock per object, requeue timers, the resync loop and
-the bookkeeping of deleted objects. ``handlers`` wires kopf's watch events to a
+"""The controller machinery, named: the work queue and its workers, requeue timers, the resync
+loop and the bookkeeping of deleted objects. ``handlers`` wires kopf's watch events to a
 :class:`Controller`; the kinds never see any of this, only the :class:`ReconcileContext` that
 ``reconcile_object`` gives them (settings, the cluster, the Prometheus client)."""
 
@@ -9,9 +9,8 @@ import fnmatch
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from kubeforge_crds import KindInfo
@@ -92,10 +91,70 @@ class Requeues:
             self._timers.clear()
 
 
+class WorkQueue:
+    """Object keys waiting to be reconciled, with the guarantees of client-go's workqueue that a
+    level-based controller relies on: a key waits at most once however many events name it (a
+    burst of a pod's events becomes one reconcile of its Workbench); a key being reconciled is
+    handed to no second worker; and a key named again meanwhile is queued once more when that
+    reconcile ends, so no change goes unseen. kopf delivers the events but keeps no such queue
+    (it runs a handler per event), and the kubernetes package has none: hence this class."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._order: deque[Key] = deque()
+        self._waiting: set[Key] = set()
+        self._active: set[Key] = set()
+        self._again: set[Key] = set()  # named while active: queued again when done
+        self._closed = False
+
+    def add(self, key: Key) -> None:
+        with self._cond:
+            if self._closed or key in self._waiting:
+                return
+            if key in self._active:
+                self._again.add(key)
+                return
+            self._waiting.add(key)
+            self._order.append(key)
+            self._cond.notify()
+
+    def get(self) -> Key | None:
+        """The next key, marked active until :meth:`done`; blocks; None once shut down."""
+        with self._cond:
+            while not self._order and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            key = self._order.popleft()
+            self._waiting.discard(key)
+            self._active.add(key)
+            return key
+
+    def done(self, key: Key) -> None:
+        with self._cond:
+            self._active.discard(key)
+            if key in self._again:
+                self._again.discard(key)
+                self._waiting.add(key)
+                self._order.append(key)
+                self._cond.notify()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._order)
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
 class Controller:
-    """Reconciles objects by key: the latest object is read (never an event's copy), one
-    reconcile per object runs at a time, a reconciler's requeue request becomes a timer, and a
-    failure is logged and counted (the next event or resync tries again)."""
+    """Reconciles objects by key: events, timers and the resync put keys in one
+    :class:`WorkQueue`, which ``max_workers`` threads drain; the latest object is read (never an
+    event's copy), one reconcile per object runs at a time, a reconciler's requeue request
+    becomes a timer, and a failure is logged, counted and tried again after a growing delay
+    (1, 2, 4 ... s, at most the resync interval)."""
 
     def __init__(
         self,
@@ -110,7 +169,9 @@ class Controller:
         self._kube: Kube | None = None
         self._locks: defaultdict[Key, threading.Lock] = defaultdict(threading.Lock)
         self.stopped = threading.Event()
-        self.requeues = Requeues(lambda key: None if self.stopped.is_set() else self.safely(*key))
+        self.queue = WorkQueue()
+        self.requeues = Requeues(self.queue.add)
+        self._failures: dict[Key, int] = {}
 
     @property
     def kube(self) -> Kube:
@@ -140,30 +201,52 @@ class Controller:
         if report.requeue_after is not None:
             self.requeues.schedule(key, report.requeue_after)
 
+    def enqueue(self, kind_name: str, namespace: str, name: str) -> None:
+        """Reconcile the object soon, on a worker; a key already waiting is not queued twice."""
+        self.queue.add((kind_name, namespace, name))
+
+    def start_workers(self) -> None:
+        for i in range(self.settings.max_workers):
+            threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True).start()
+
+    def _work(self) -> None:
+        while (key := self.queue.get()) is not None:
+            try:
+                self.safely(*key)
+            finally:
+                self.queue.done(key)
+
     def safely(self, kind_name: str, namespace: str, name: str) -> None:
+        key = (kind_name, namespace, name)
         try:
             self.reconcile(kind_name, namespace, name)
         except Exception:
-            # the next event or resync tries again; counted in kubeforge_reconcile_total
+            # counted in kubeforge_reconcile_total; tried again after a growing delay
+            failures = self._failures.get(key, 0) + 1
+            self._failures[key] = failures
+            delay = min(2.0 ** (failures - 1), float(self.settings.resync_seconds))
             log.exception(
-                "Reconcile failed", extra={"object": f"{namespace}/{name}", "kind": kind_name}
+                "Reconcile failed",
+                extra={"object": f"{namespace}/{name}", "kind": kind_name, "retryIn": delay},
             )
+            self.requeues.schedule(key, delay)
+        else:
+            self._failures.pop(key, None)
 
     def deleted(self, kind_name: str, namespace: str, name: str, uid: str) -> None:
         """Forget what was kept about a deleted object and its children."""
         OBJECT_PHASES.forget(kind_name, namespace, name)
         OWN_WRITES.forget(kind_name, namespace, name)
+        self._failures.pop((kind_name, namespace, name), None)
         self.kube.forget_owner(uid)
 
     def resync_forever(self) -> None:
-        """Every resync interval, reconcile every object of every kind (one LIST per kind)."""
-        workers = self.settings.max_workers
-        with ThreadPoolExecutor(workers, thread_name_prefix="resync") as pool:
-            while not self.stopped.wait(self.settings.resync_seconds):
-                for registered in self.reconcilers.values():
-                    keys = self._selected(registered.kind)
-                    kind_name = registered.kind.kind
-                    list(pool.map(lambda k, kn=kind_name: self.safely(kn, *k), keys))
+        """Every resync interval, queue every object of every kind (one LIST per kind); keys
+        already waiting are not queued twice."""
+        while not self.stopped.wait(self.settings.resync_seconds):
+            for registered in self.reconcilers.values():
+                for namespace, name in self._selected(registered.kind):
+                    self.enqueue(registered.kind.kind, namespace, name)
 
     def _selected(self, kind: KindInfo) -> list[tuple[str, str]]:
         try:
@@ -182,3 +265,4 @@ class Controller:
     def stop(self) -> None:
         self.stopped.set()
         self.requeues.cancel_all()
+        self.queue.shutdown()

@@ -238,11 +238,14 @@ def reconcile_object(
 
 
 def _announce(ctx: ReconcileContext, old: dict[str, Any], new: dict[str, Any]) -> None:
-    """Post an Event when Ready changes status, or gives a new reason for being False."""
+    """Post an Event when Ready changes status, or gives a new reason for being False. Not for
+    a first status that says only that readiness is not known yet (the pod is being created):
+    such an Event tells nothing the object's creation did not, and at a thousand objects it is a
+    thousand writes."""
     kind = ctx.kind
     before = get_condition(kind.parse_status(old).conditions, READY)
     after = get_condition(kind.parse_status(new).conditions, READY)
-    if after is None:
+    if after is None or (before is None and after.status == ConditionStatus.UNKNOWN):
         return
     if (
         before is not None
