@@ -7,6 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
+# two workers; the tests that use the cluster run in order on one of them (tests/conftest.py)
+XDIST := -n 2
 # checkov (the chart's security scan) has its own environment: its pins are not ours
 CHECKOV_VERSION := 3.3.30
 CHECKOV := .cache/tools/checkov-$(CHECKOV_VERSION)/bin/checkov
@@ -53,11 +55,11 @@ demo-down: ## Stop everything `make demo` started
 
 .PHONY: test
 test: deps $(STAMP) $(CHECKOV) ## Unit, integration and e2e tests but the slow scenarios (starts the local cluster)
-	$(PY) -m pytest tests/unit tests/integration tests/e2e -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) tests/unit tests/integration tests/e2e -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: test-slow
 test-slow: deps $(STAMP) $(CHECKOV) ## The slow scenarios (the demo and its closed loop, serving on KServe), which CI runs after make test
-	$(PY) -m pytest tests/unit tests/integration tests/e2e -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) tests/unit tests/integration tests/e2e -m slow $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## Unit tests only (no cluster)

@@ -1,10 +1,19 @@
 """Marks each test with its tier from where it lives, so `-m unit` and `-m integration` select
-by folder and no test can be left out of both; at the end of the session, stops every process
-the kit launched that is still running (a fixture that failed half-way leaves none behind)."""
+by folder and no test can be left out of both; schedules every test that may use the cluster
+on one xdist worker; at the end of the session, stops every process the kit launched that is
+still running (a fixture that failed half-way leaves none behind).
+
+`make test` runs two pytest-xdist workers: the integration and e2e tests (the session's
+operator, its namespaces, the chart, the audit log) run in their order on one worker, as in a
+run without xdist, while the other worker takes the unit tests and the modules marked
+``no_cluster``: real processes without a cluster (runtimes, Prometheus, the pipeline). A cluster
+test is thus never run beside another, and the cluster tier's waits (a pod's start, a culling
+minute) no longer hold up the tests that need only CPU."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,11 +22,50 @@ from kubeforge_labs import kit
 _TIERS = {"unit", "integration", "e2e"}
 
 
+CLUSTER_GROUP = "cluster"
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    tier = item.path.parent.name
+    if tier in _TIERS:
+        item.add_marker(getattr(pytest.mark, tier))
+
+
+def on_cluster(path: str) -> bool:
+    """Whether the tests of the module at ``path`` (relative to the root) may use the cluster:
+    every integration and e2e module but those marked ``no_cluster``."""
+    parts = Path(path).parts
+    if len(parts) < 2 or parts[-2] not in ("integration", "e2e"):
+        return False
+    return _NO_CLUSTER_MARK not in (ROOT / path).read_text()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+_NO_CLUSTER_MARK = "pytest.mark.no_cluster"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        tier = Path(str(item.fspath)).parent.name
-        if tier in _TIERS:
-            item.add_marker(getattr(pytest.mark, tier))
+    """A module marked no_cluster whose tests use the cluster would run beside its tests."""
+    wrong = [
+        i.nodeid
+        for i in items
+        if i.get_closest_marker("no_cluster") and "cluster" in getattr(i, "fixturenames", ())
+    ]
+    if wrong:
+        raise pytest.UsageError(f"marked no_cluster but using the cluster: {', '.join(wrong)}")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's scheduling by scope, with one scope for every test that may use the cluster and
+    one per test for the rest. (xdist's own ``loadgroup`` cannot be used: it renames the tests'
+    node ids through an attribute pytest 9 no longer has.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ClusterScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return CLUSTER_GROUP if on_cluster(nodeid.split("::", 1)[0]) else nodeid
+
+    return ClusterScheduling(config, log)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

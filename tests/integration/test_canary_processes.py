@@ -25,6 +25,8 @@ from kubeforge_labs.canary import (
 from kubeforge_labs.kit import Proc
 from kubeforge_operator.runtime.prometheus import Prometheus
 
+pytestmark = pytest.mark.no_cluster  # real processes only: run beside the cluster's tests
+
 NS, NAME, SCRAPE = "team-a", "tickets", 1.0
 
 

@@ -23,7 +23,7 @@ from kubeforge_operator.driftmonitor.alerts import alert_rules
 from kubeforge_pipelines.tinymodel import support_tickets
 from tests.integration.conftest import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.no_cluster]
 
 NS, NAME = "team-a", "bot-drift"
 WINDOW = 200

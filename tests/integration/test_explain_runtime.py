@@ -18,7 +18,7 @@ from sklearn.ensemble import RandomForestClassifier
 from kubeforge_labs.canary import SKLEARN_BODY, start_runtime, write_sklearn_model
 from kubeforge_labs.kit import Proc
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.no_cluster]
 
 NAME = "churn"
 

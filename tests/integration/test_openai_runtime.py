@@ -18,6 +18,8 @@ import pytest
 from kubeforge_labs.canary import start_runtime
 from kubeforge_labs.kit import Proc
 
+pytestmark = pytest.mark.no_cluster  # real processes only: run beside the cluster's tests
+
 NAME, NS, REVISION = "chat-bot", "team-a", "r0penai"
 PROMPT = "ticket: the vpn fails after the update. resolution:"
 

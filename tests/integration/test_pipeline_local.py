@@ -15,6 +15,8 @@ import pytest
 from kubeforge_crds.contracts.pipeline import PipelineParams
 from kubeforge_pipelines.local import PipelineStepError, run_local
 
+pytestmark = pytest.mark.no_cluster  # real processes only: run beside the cluster's tests
+
 SETTINGS = {
     "method": "lora",
     "target_modules": ["c_attn", "c_proj", "c_fc"],
