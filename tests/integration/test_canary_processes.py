@@ -137,10 +137,15 @@ def test_healthy_canary_is_promoted_through_every_step(lab: Lab) -> None:
         outcome = _rollout(lab, _spec([25, 50, 100], SERVER_ERRORS), router)
     finally:
         router.stop()
-    actions = [d["action"] for d in outcome.decisions]
     assert outcome.result == "promote", [(d["action"], d["reason"]) for d in outcome.decisions]
-    assert actions == ["start", "advance", "advance", "promote"], outcome.decisions
-    splits = [d["trafficSplit"] for d in outcome.decisions]
+    # two identical processes on a busy 2-core machine: one slow moment may hold a step on the
+    # latency gate (a hold is the gate waiting, not failing); never on errors, never twice
+    holds = [d for d in outcome.decisions if d["action"] == "hold"]
+    assert len(holds) <= 1, holds
+    assert all("latency-p95" in d["reason"] for d in holds), holds
+    steps = [d for d in outcome.decisions if d["action"] != "hold"]
+    assert [d["action"] for d in steps] == ["start", "advance", "advance", "promote"], steps
+    splits = [d["trafficSplit"] for d in steps]
     assert splits == ["75/25", "50/50", "0/100", "0/100"]
     for d in outcome.decisions[1:]:
         assert d["measurements"]["error-rate"] == 0.0
