@@ -7,7 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
-# two workers; the tests that use the cluster run in order on one of them (tests/conftest.py)
+# two workers; the tests that use the cluster run in order on one of them (tests/conftest.py).
+# Not in test-slow: there the time-to-first-token canaries beside the real node's scenarios
+# slowed Kueue's hand-over of a GPU to 2 minutes in CI (test_queueing_real), so they run serially
 XDIST := -n 2
 # checkov (the chart's security scan) has its own environment: its pins are not ours
 CHECKOV_VERSION := 3.3.30
@@ -59,7 +61,7 @@ test: deps $(STAMP) $(CHECKOV) ## Unit, integration and e2e tests but the slow s
 
 .PHONY: test-slow
 test-slow: deps $(STAMP) $(CHECKOV) ## The slow scenarios (the demo and its closed loop, serving on KServe), which CI runs after make test
-	$(PY) -m pytest $(XDIST) tests/unit tests/integration tests/e2e -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/integration tests/e2e -m slow $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## Unit tests only (no cluster)
