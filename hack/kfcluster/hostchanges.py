@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -114,6 +115,8 @@ def remove_iptables_chains() -> None:
     kube_proxy = bin_dir() / "kube-proxy"
     if kube_proxy.exists():
         subprocess.run([str(kube_proxy), "--cleanup"], capture_output=True, timeout=60)
+    if shutil.which("iptables-save") is None:
+        return  # no iptables on this machine: nothing of ours can be in it
     for table in ("filter", "nat", "mangle"):
         saved = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True)
         if saved.returncode != 0:
