@@ -134,4 +134,4 @@ async def workbench_pod_changed(body: kopf.Body, **_: Any) -> None:
     rather than at the next resync."""
     namespace = body.metadata.namespace or ""
     owner = body.metadata.labels.get(WORKBENCH_LABEL, "")
-    CONTROLLER.enqueue(WORKBENCH.kind, namespace, owner)
+    CONTROLLER.enqueue(WORKBENCH.kind, namespace, owner, pods_only=True)

@@ -106,3 +106,19 @@ def test_queued_keys_are_reconciled_by_the_workers_once_each() -> None:
     time.sleep(0.1)
     c.stop()
     assert sorted(seen) == [A, B]
+
+
+def test_a_pass_is_pods_only_when_nothing_but_pod_events_asked_for_it_since_the_last() -> None:
+    c = _Failing(fail=0)
+    c.enqueue(*A, pods_only=True)
+    c.enqueue(*A, pods_only=True)
+    assert c._take_pods_only(A)
+    c.enqueue(*A, pods_only=True)
+    c.enqueue(*A)  # the Workbench itself changed meanwhile: this pass reads every child back
+    c.enqueue(*A, pods_only=True)
+    assert not c._take_pods_only(A)
+    c.enqueue(*A, pods_only=True)  # asked during that pass: the next is pods-only again
+    assert c._take_pods_only(A)
+    c.requeues._fire(A)  # a timer (requeue or retry after a failure) is never pods-only
+    assert not c._take_pods_only(A)
+    c.stop()

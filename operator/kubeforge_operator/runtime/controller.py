@@ -170,8 +170,13 @@ class Controller:
         self._locks: defaultdict[Key, threading.Lock] = defaultdict(threading.Lock)
         self.stopped = threading.Event()
         self.queue = WorkQueue()
-        self.requeues = Requeues(self.queue.add)
+        self.requeues = Requeues(lambda key: self.enqueue(*key))
         self._failures: dict[Key, int] = {}
+        # keys named by something other than their own pods' events since their last pass
+        # began: that pass reads back every child; a pass started by pod events alone
+        # trusts what this process applied (ReconcileContext.pods_only)
+        self._full: set[Key] = set()
+        self._full_lock = threading.Lock()
 
     @property
     def kube(self) -> Kube:
@@ -183,6 +188,7 @@ class Controller:
         registered = self.reconcilers[kind_name]
         kind = registered.kind
         key = (kind_name, namespace, name)
+        pods_only = self._take_pods_only(key)
         with self._locks[key]:  # one reconcile per object at a time (resync and events overlap)
             obj = self.kube.get(kind, namespace, name)  # the latest, not an event's stale copy
             if obj is None:
@@ -197,13 +203,28 @@ class Controller:
                 settings=self.settings,
                 prometheus=self.prometheus,
                 owned=registered.owned,
+                pods_only=pods_only,
             )
         if report.requeue_after is not None:
             self.requeues.schedule(key, report.requeue_after)
 
-    def enqueue(self, kind_name: str, namespace: str, name: str) -> None:
-        """Reconcile the object soon, on a worker; a key already waiting is not queued twice."""
-        self.queue.add((kind_name, namespace, name))
+    def enqueue(self, kind_name: str, namespace: str, name: str, pods_only: bool = False) -> None:
+        """Reconcile the object soon, on a worker; a key already waiting is not queued twice.
+        ``pods_only``: what named it was an event of the object's own pods, and nothing else
+        has named it since its last pass began (see ReconcileContext.pods_only)."""
+        key = (kind_name, namespace, name)
+        if not pods_only:
+            with self._full_lock:
+                self._full.add(key)
+        self.queue.add(key)
+
+    def _take_pods_only(self, key: Key) -> bool:
+        """Whether the pass starting now for ``key`` was asked for by its pods' events alone
+        (and forget what asked: a request made from now on is for the next pass)."""
+        with self._full_lock:
+            pods_only = key not in self._full
+            self._full.discard(key)
+        return pods_only
 
     def start_workers(self) -> None:
         for i in range(self.settings.max_workers):
@@ -238,6 +259,8 @@ class Controller:
         OBJECT_PHASES.forget(kind_name, namespace, name)
         OWN_WRITES.forget(kind_name, namespace, name)
         self._failures.pop((kind_name, namespace, name), None)
+        with self._full_lock:
+            self._full.discard((kind_name, namespace, name))
         self.kube.forget_owner(uid)
 
     def resync_forever(self) -> None:

@@ -93,10 +93,14 @@ class Kube:
             {"metadata": {"annotations": {key: value}}},
         )
 
-    def apply(self, manifest: dict[str, Any]) -> bool:
+    def apply(self, manifest: dict[str, Any], read_back: bool = True) -> bool:
         """Server-side apply under the operator's field manager, only when needed (see
-        :meth:`apply_observed`, which this calls after reading the child). Returns whether an
-        apply was sent."""
+        :meth:`apply_observed`, which this calls after reading the child). With ``read_back``
+        False, a child this process last applied with the very same manifest is trusted to
+        still hold it, without a read (for passes whose trigger cannot have touched it).
+        Returns whether an apply was sent."""
+        if not read_back and self._remembered(manifest) is not None:
+            return False
         live = self._current_if_remembered(manifest)
         return self._apply(manifest, live) is not None
 

@@ -64,6 +64,10 @@ class ReconcileContext:
     now: datetime
     settings: OperatorSettings = field(default_factory=get_settings)
     prometheus: Prometheus | None = None
+    # the pass was started only by events of the object's own pods: children other than the
+    # pods' controller cannot have changed because of them, so those this process applied are
+    # trusted without reading them back (the resync and any other event still read them)
+    pods_only: bool = False
 
     @property
     def namespace(self) -> str:
@@ -181,6 +185,7 @@ def reconcile_object(
     settings: OperatorSettings | None = None,
     prometheus: Prometheus | None = None,
     owned: tuple[str, ...] = (),
+    pods_only: bool = False,
 ) -> Report:
     """Run one reconcile of ``obj`` and write its status if it changed."""
     started = time.perf_counter()
@@ -191,6 +196,7 @@ def reconcile_object(
         now=now or datetime.now(UTC),
         settings=settings or get_settings(),
         prometheus=prometheus,
+        pods_only=pods_only,
     )
     result = "success"
     try:

@@ -70,7 +70,9 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
         build_service(obj),
         build_network_policy(obj, ctx.settings.api_namespace),
     ):
-        ctx.kube.apply(child)
+        # a pass started by the notebook pod's events alone reads back only the StatefulSet
+        # (scaling or deleting it is what removes the pod): these three cannot have changed
+        ctx.kube.apply(child, read_back=not ctx.pods_only)
     notebook = with_pull_policy(
         build_statefulset(obj, spec, ready.image, ready.placement, stopped=stopped),
         ctx.settings.image_pull_policy,
