@@ -129,9 +129,11 @@ LOCAL_RUNS.on_exit = lambda namespace, name: CONTROLLER.enqueue(FINETUNEJOB.kind
 
 
 @kopf.on.event("v1", "pods", labels={WORKBENCH_LABEL: kopf.PRESENT})
-async def workbench_pod_changed(body: kopf.Body, **_: Any) -> None:
+async def workbench_pod_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
     """A notebook pod was scheduled, became ready or went away: reconcile its Workbench now
-    rather than at the next resync."""
+    rather than at the next resync, with this copy of the pod (a watch delivers a pod's changes
+    in order, so it is the newest; a later one queues another pass)."""
     namespace = body.metadata.namespace or ""
     owner = body.metadata.labels.get(WORKBENCH_LABEL, "")
-    CONTROLLER.enqueue(WORKBENCH.kind, namespace, owner, pods_only=True)
+    pod = None if type == "DELETED" else dict(body)
+    CONTROLLER.pod_changed(WORKBENCH.kind, namespace, owner, pod, body.metadata.name or "")

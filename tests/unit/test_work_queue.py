@@ -110,15 +110,18 @@ def test_queued_keys_are_reconciled_by_the_workers_once_each() -> None:
 
 def test_a_pass_is_pods_only_when_nothing_but_pod_events_asked_for_it_since_the_last() -> None:
     c = _Failing(fail=0)
-    c.enqueue(*A, pods_only=True)
-    c.enqueue(*A, pods_only=True)
-    assert c._take_pods_only(A)
-    c.enqueue(*A, pods_only=True)
+    running = {"metadata": {"name": "a-0"}, "status": {"phase": "Running"}}
+    c.pod_changed(*A, {"metadata": {"name": "a-0"}, "status": {"phase": "Pending"}}, "a-0")
+    c.pod_changed(*A, running, "a-0")
+    assert c._take(A) == (True, {("Pod", "a-0"): running})  # the newest copy the watch gave
+    c.pod_changed(*A, running, "a-0")
     c.enqueue(*A)  # the Workbench itself changed meanwhile: this pass reads every child back
-    c.enqueue(*A, pods_only=True)
-    assert not c._take_pods_only(A)
-    c.enqueue(*A, pods_only=True)  # asked during that pass: the next is pods-only again
-    assert c._take_pods_only(A)
+    c.pod_changed(*A, None, "a-0")
+    assert c._take(A) == (False, {("Pod", "a-0"): None})  # deleted
+    c.pod_changed(*A, running, "a-0")  # during that pass: the next is pods-only again
+    assert c._take(A) == (True, {("Pod", "a-0"): running})
+    assert c._take(A) == (False, {})  # asked by nothing (a worker's stray pass): read it all
+    c.pod_changed(*A, running, "a-0")
     c.requeues._fire(A)  # a timer (requeue or retry after a failure) is never pods-only
-    assert not c._take_pods_only(A)
+    assert c._take(A)[0] is False
     c.stop()

@@ -12,6 +12,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from kubeforge_crds import KindInfo
 from kubeforge_operator.runtime.kube import Kube
@@ -172,11 +173,15 @@ class Controller:
         self.queue = WorkQueue()
         self.requeues = Requeues(lambda key: self.enqueue(*key))
         self._failures: dict[Key, int] = {}
-        # keys named by something other than their own pods' events since their last pass
-        # began: that pass reads back every child; a pass started by pod events alone
-        # trusts what this process applied (ReconcileContext.pods_only)
-        self._full: set[Key] = set()
-        self._full_lock = threading.Lock()
+        # per key named since its last pass began, whether only its own pods' events named it:
+        # such a pass trusts the children this process applied (ReconcileContext.pods_only),
+        # any other reads every child back
+        self._pods_only: dict[Key, bool] = {}
+        # per key, the newest copy of each pod its watch delivered since the key's last pass
+        # began (None: deleted), so that pass needs no read of them (ReconcileContext.seen);
+        # held only while the key waits, so the memory is bounded by the queue, not the cluster
+        self._seen: dict[Key, dict[tuple[str, str], dict[str, Any] | None]] = {}
+        self._lock = threading.Lock()
 
     @property
     def kube(self) -> Kube:
@@ -188,7 +193,7 @@ class Controller:
         registered = self.reconcilers[kind_name]
         kind = registered.kind
         key = (kind_name, namespace, name)
-        pods_only = self._take_pods_only(key)
+        pods_only, seen = self._take(key)
         with self._locks[key]:  # one reconcile per object at a time (resync and events overlap)
             obj = self.kube.get(kind, namespace, name)  # the latest, not an event's stale copy
             if obj is None:
@@ -204,27 +209,34 @@ class Controller:
                 prometheus=self.prometheus,
                 owned=registered.owned,
                 pods_only=pods_only,
+                seen=seen,
             )
         if report.requeue_after is not None:
             self.requeues.schedule(key, report.requeue_after)
 
-    def enqueue(self, kind_name: str, namespace: str, name: str, pods_only: bool = False) -> None:
-        """Reconcile the object soon, on a worker; a key already waiting is not queued twice.
-        ``pods_only``: what named it was an event of the object's own pods, and nothing else
-        has named it since its last pass began (see ReconcileContext.pods_only)."""
+    def enqueue(self, kind_name: str, namespace: str, name: str) -> None:
+        """Reconcile the object soon, on a worker; a key already waiting is not queued twice."""
         key = (kind_name, namespace, name)
-        if not pods_only:
-            with self._full_lock:
-                self._full.add(key)
+        with self._lock:
+            self._pods_only[key] = False
         self.queue.add(key)
 
-    def _take_pods_only(self, key: Key) -> bool:
-        """Whether the pass starting now for ``key`` was asked for by its pods' events alone
-        (and forget what asked: a request made from now on is for the next pass)."""
-        with self._full_lock:
-            pods_only = key not in self._full
-            self._full.discard(key)
-        return pods_only
+    def pod_changed(
+        self, kind_name: str, namespace: str, name: str, pod: dict[str, Any] | None, pod_name: str
+    ) -> None:
+        """The watch delivered a pod of the object (``pod`` None: it was deleted): reconcile
+        the object soon, with this copy of the pod as the newest (see ReconcileContext)."""
+        key = (kind_name, namespace, name)
+        with self._lock:
+            self._seen.setdefault(key, {})["Pod", pod_name] = pod
+            self._pods_only.setdefault(key, True)
+        self.queue.add(key)
+
+    def _take(self, key: Key) -> tuple[bool, dict[tuple[str, str], dict[str, Any] | None]]:
+        """For the pass starting now: whether its pods' events alone asked for it, and the pods
+        they delivered; what asks from now on is for the next pass."""
+        with self._lock:
+            return self._pods_only.pop(key, False), self._seen.pop(key, {})
 
     def start_workers(self) -> None:
         for i in range(self.settings.max_workers):
@@ -259,8 +271,9 @@ class Controller:
         OBJECT_PHASES.forget(kind_name, namespace, name)
         OWN_WRITES.forget(kind_name, namespace, name)
         self._failures.pop((kind_name, namespace, name), None)
-        with self._full_lock:
-            self._full.discard((kind_name, namespace, name))
+        with self._lock:
+            self._pods_only.pop((kind_name, namespace, name), None)
+            self._seen.pop((kind_name, namespace, name), None)
         self.kube.forget_owner(uid)
 
     def resync_forever(self) -> None:

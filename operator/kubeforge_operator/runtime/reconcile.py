@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -68,6 +68,16 @@ class ReconcileContext:
     # pods' controller cannot have changed because of them, so those this process applied are
     # trusted without reading them back (the resync and any other event still read them)
     pods_only: bool = False
+    # (kind, name) -> the newest copy of a child the watch delivered since this object's last
+    # pass began (None: deleted): as fresh as a read, since a later change queues another pass
+    seen: Mapping[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
+
+    def child(self, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
+        """A child in the object's namespace: the copy the watch delivered for this pass, or
+        else read now."""
+        if (kind, name) in self.seen:
+            return self.seen[kind, name]
+        return self.kube.get_child(api_version, kind, self.namespace, name)
 
     @property
     def namespace(self) -> str:
@@ -186,6 +196,7 @@ def reconcile_object(
     prometheus: Prometheus | None = None,
     owned: tuple[str, ...] = (),
     pods_only: bool = False,
+    seen: Mapping[tuple[str, str], dict[str, Any] | None] | None = None,
 ) -> Report:
     """Run one reconcile of ``obj`` and write its status if it changed."""
     started = time.perf_counter()
@@ -197,6 +208,7 @@ def reconcile_object(
         settings=settings or get_settings(),
         prometheus=prometheus,
         pods_only=pods_only,
+        seen=seen or {},
     )
     result = "success"
     try:

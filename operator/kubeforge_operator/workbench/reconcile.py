@@ -80,7 +80,7 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
     refused = apply_notebook(ctx, notebook)
     if refused is not None:
         return refused
-    pod = ctx.kube.get_child("v1", "Pod", ctx.namespace, f"{ctx.name}-0")
+    pod = ctx.child("v1", "Pod", f"{ctx.name}-0")
     fields: dict[str, Any] = {"url": f"http://{ctx.name}.{ctx.namespace}.svc/"}
     if culled_at is not None:
         culled = culled_observation(culled_at)
