@@ -3,12 +3,14 @@
 ``generate`` loop on the same model and prompts.
 
 The runtime: ``python -m kubeforge_runtimes serve`` on 127.0.0.1, asked by the ``openai``
-client with ``stream=True`` one prompt after the other (time to first token: from sending the
-request to the first chunk with text; throughput: completion tokens from ``usage`` over the wall
-time). The baseline, in the same run: ``model.generate`` in this process, greedy, with a
-streamer that timestamps the first token. Both decode greedily exactly ``max_tokens`` tokens
-(``min_tokens``, vLLM's extension, on the runtime's side), so both produce the same tokens.
-Medians over the rounds.
+client with ``stream=True`` one prompt after the other, and then by ``--clients`` clients at
+once (the runtime batches the requests that are generating: ``kubeforge_runtimes.batching``).
+Time to first token: from sending the request to the first chunk with text; throughput:
+completion tokens from ``usage`` over the wall time. The baseline, in the same run:
+``model.generate`` in this process, greedy, with a streamer that timestamps the first token,
+one prompt after the other. All decode greedily exactly ``max_tokens`` tokens (``min_tokens``,
+vLLM's extension, on the runtime's side), so all produce the same tokens. Medians over the
+rounds.
 
 Targets (issue #23): throughput ratio >= 1.0, time to first token no worse.
 
@@ -25,6 +27,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from kubeforge_labs.canary import start_runtime
 from kubeforge_pipelines.tinymodel import build_base_model, support_tickets
 
 NAME = "bench-lm"
+SIDES = ("runtime", "concurrent", "baseline")
 
 
 def prompts(n: int) -> list[str]:
@@ -81,29 +85,49 @@ def baseline(model_dir: Path, texts: list[str], max_tokens: int) -> dict[str, fl
     return {"tokens_per_s": tokens / wall, "ttft_s": statistics.median(first), "tokens": tokens}
 
 
-def runtime(url: str, texts: list[str], max_tokens: int) -> dict[str, float]:
-    """The same through the runtime's /openai/v1/completions, streamed."""
+def runtime(url: str, texts: list[str], max_tokens: int, clients: int = 1) -> dict[str, float]:
+    """The same through the runtime's /openai/v1/completions, streamed, by ``clients`` clients
+    at once (each its own ``openai`` client in a thread, taking the next prompt when done)."""
     import openai
 
-    client = openai.OpenAI(base_url=f"{url}/openai/v1", api_key="unused", max_retries=0)
     first: list[float] = []
-    tokens = 0
+    tokens = [0]
+    todo = list(reversed(texts))
+    lock = threading.Lock()
+
+    def client_loop() -> None:
+        client = openai.OpenAI(base_url=f"{url}/openai/v1", api_key="unused", max_retries=0)
+        while True:
+            with lock:
+                if not todo:
+                    return
+                text = todo.pop()
+            sent = time.perf_counter()
+            seen = False
+            stream = client.completions.create(
+                model=NAME, prompt=text, max_tokens=max_tokens, temperature=0, stream=True,
+                stream_options={"include_usage": True}, extra_body={"min_tokens": max_tokens},
+            )  # fmt: skip
+            for chunk in stream:
+                if not seen and chunk.choices and chunk.choices[0].text:
+                    first.append(time.perf_counter() - sent)
+                    seen = True
+                if chunk.usage is not None:
+                    with lock:
+                        tokens[0] += chunk.usage.completion_tokens
+
     began = time.perf_counter()
-    for text in texts:
-        sent = time.perf_counter()
-        seen = False
-        stream = client.completions.create(
-            model=NAME, prompt=text, max_tokens=max_tokens, temperature=0, stream=True,
-            stream_options={"include_usage": True}, extra_body={"min_tokens": max_tokens},
-        )  # fmt: skip
-        for chunk in stream:
-            if not seen and chunk.choices and chunk.choices[0].text:
-                first.append(time.perf_counter() - sent)
-                seen = True
-            if chunk.usage is not None:
-                tokens += chunk.usage.completion_tokens
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     wall = time.perf_counter() - began
-    return {"tokens_per_s": tokens / wall, "ttft_s": statistics.median(first), "tokens": tokens}
+    return {
+        "tokens_per_s": tokens[0] / wall,
+        "ttft_s": statistics.median(first),
+        "tokens": tokens[0],
+    }
 
 
 def main() -> int:
@@ -112,6 +136,9 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=12)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--clients", type=int, default=4, help="clients at once in the concurrent measurement"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kubeforge-bench-gen-"))
@@ -129,6 +156,7 @@ def main() -> int:
             rounds.append(
                 {
                     "runtime": runtime(proc.url, texts, args.max_tokens),
+                    "concurrent": runtime(proc.url, texts, args.max_tokens, args.clients),
                     "baseline": baseline(model_dir, texts, args.max_tokens),
                 }
             )
@@ -143,12 +171,16 @@ def main() -> int:
         "prompts": len(texts),
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
-        "tokens": {side: rounds[0][side]["tokens"] for side in ("runtime", "baseline")},
-        "tokens_per_s": {side: med(side, "tokens_per_s") for side in ("runtime", "baseline")},
-        "ttft_s": {side: med(side, "ttft_s") for side in ("runtime", "baseline")},
+        "clients": args.clients,
+        "tokens": {side: rounds[0][side]["tokens"] for side in SIDES},
+        "tokens_per_s": {side: med(side, "tokens_per_s") for side in SIDES},
+        "ttft_s": {side: med(side, "ttft_s") for side in SIDES},
     }
     result["throughput_ratio"] = (
         result["tokens_per_s"]["runtime"] / result["tokens_per_s"]["baseline"]
+    )
+    result["concurrent_throughput_ratio"] = (
+        result["tokens_per_s"]["concurrent"] / result["tokens_per_s"]["baseline"]
     )
     result["ttft_ratio"] = result["ttft_s"]["runtime"] / result["ttft_s"]["baseline"]
     print(json.dumps(result, indent=2))

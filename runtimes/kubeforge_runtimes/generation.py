@@ -20,6 +20,7 @@ from typing import Any, Literal
 from prometheus_client import Counter, Gauge, Histogram
 
 from kubeforge_crds.contracts.serving import ITL_METRIC, TTFT_METRIC
+from kubeforge_runtimes.batching import Batcher, Job
 
 LABELS = ["namespace", "model_name", "revision"]
 # vLLM's own buckets for the time to the first token and between tokens (seconds)
@@ -142,6 +143,10 @@ class _TokenQueue:
     def end(self, error: BaseException | None = None) -> None:
         self._hand_over(error)
 
+    def emit(self, item: int | BaseException | None, made: float) -> None:
+        """The batching thread's hand-over (``batching.Emit``): a token, then the end."""
+        self._hand_over((item, made) if isinstance(item, int) else item)
+
 
 def end_tokens(model: Any, tokenizer: Any) -> frozenset[int]:
     """The ids that end an answer: the generation config's (a list for many chat models, e.g.
@@ -160,21 +165,61 @@ async def stream_tokens(
     prompt_ids: Any,
     sampling: Sampling,
     token_delay: float = 0.0,
+    batcher: Batcher | None = None,
 ) -> AsyncGenerator[list[tuple[int, float]], None]:
     """The generated token ids, with when each was made, in batches of what has come since the
     last one (one token each when the reader keeps up). Closing the iterator (the client went
     away) stops the generation at the next token and frees the model; a request that leaves
-    while waiting for the model never starts. A failure of the model is a GenerationError."""
+    while waiting for the model never starts. A failure of the model is a GenerationError.
+
+    With a ``batcher`` (a model it supports) the request decodes in its batch beside the other
+    requests; otherwise ``generate`` runs in a thread of its own, one request at a time."""
+    cancelled = threading.Event()
+    streamer = _TokenQueue(asyncio.get_running_loop(), token_delay)
+    if batcher is not None:
+        batcher.submit(
+            Job(
+                prompt_ids, sampling.max_tokens, streamer.emit, cancelled,
+                min_tokens=sampling.min_tokens, temperature=sampling.temperature,
+                top_p=sampling.top_p, seed=sampling.seed, token_delay=token_delay,
+            )
+        )  # fmt: skip
+    else:
+        _generate_in_thread(model, tokenizer, lock, prompt_ids, sampling, streamer, cancelled)
+    try:
+        done = False
+        while not done:
+            batch = [await streamer.tokens.get()]
+            while not streamer.tokens.empty():
+                batch.append(streamer.tokens.get_nowait())
+            last = batch[-1]
+            done = not isinstance(last, tuple)
+            tokens = [t for t in batch if isinstance(t, tuple)]
+            if tokens:
+                yield tokens
+            if isinstance(last, BaseException):
+                raise GenerationError(f"the model failed while generating: {last}") from last
+    finally:
+        cancelled.set()
+
+
+def _generate_in_thread(
+    model: Any,
+    tokenizer: Any,
+    lock: threading.Lock,
+    prompt_ids: Any,
+    sampling: Sampling,
+    streamer: _TokenQueue,
+    cancelled: threading.Event,
+) -> None:
+    """transformers' ``generate`` for one request, in a thread, its tokens to ``streamer``."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
-
-    cancelled = threading.Event()
 
     class Cancelled(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
 
-    streamer = _TokenQueue(asyncio.get_running_loop(), token_delay)
     options: dict[str, Any] = {"do_sample": sampling.temperature > 0}
     if sampling.temperature > 0:
         options |= {"temperature": sampling.temperature, "top_p": sampling.top_p}
@@ -203,21 +248,6 @@ async def stream_tokens(
             streamer.end(error)
 
     threading.Thread(target=run, name="generate", daemon=True).start()
-    try:
-        done = False
-        while not done:
-            batch = [await streamer.tokens.get()]
-            while not streamer.tokens.empty():
-                batch.append(streamer.tokens.get_nowait())
-            last = batch[-1]
-            done = not isinstance(last, tuple)
-            tokens = [t for t in batch if isinstance(t, tuple)]
-            if tokens:
-                yield tokens
-            if isinstance(last, BaseException):
-                raise GenerationError(f"the model failed while generating: {last}") from last
-    finally:
-        cancelled.set()
 
 
 async def generate(
@@ -228,6 +258,7 @@ async def generate(
     sampling: Sampling,
     metrics: TokenMetrics,
     token_delay: float = 0.0,
+    batcher: Batcher | None = None,
 ) -> AsyncGenerator[tuple[str, Generated], None]:
     """(new text, state so far) per step: text is released only when it cannot be the start of
     a stop sequence or half of a multi-byte character; the last step has ``finish_reason``
@@ -239,7 +270,7 @@ async def generate(
     last: float | None = None
     sent = 0
     metrics.started(state.prompt_tokens)
-    batches = stream_tokens(model, tokenizer, lock, prompt_ids, sampling, token_delay)
+    batches = stream_tokens(model, tokenizer, lock, prompt_ids, sampling, token_delay, batcher)
     try:
         async for batch in batches:
             for token, made in batch:

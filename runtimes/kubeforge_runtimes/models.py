@@ -119,9 +119,10 @@ class CausalLM(Model):  # type: ignore[misc]
         super().__init__(name)
         self.found = found
         self.max_new_tokens = max_new_tokens
-        self._lock = threading.Lock()  # one generation at a time per process
+        self._lock = threading.Lock()  # one forward pass at a time per process
         self.model: Any = None
         self.tokenizer: Any = None
+        self.batcher: Any = None  # the OpenAI API's continuous batching, when the model allows
 
     def load(self) -> bool:
         from kubeforge_pipelines import storage
@@ -134,8 +135,23 @@ class CausalLM(Model):  # type: ignore[misc]
             self.model, self.tokenizer = load_trained(self.found.path, None)
         self.model.eval()
         self.generate(["warm up"], 2)  # the first call is slow; no request should pay for it
+        self.batcher = self._batcher()
         self.ready = True
         return True
+
+    def _batcher(self) -> Any:
+        """Continuous batching for the OpenAI-compatible API (``batching``), or None for a model
+        it cannot decode (a prompt-tuned adapter: ``generate``, one request at a time)."""
+        from kubeforge_runtimes.batching import Batcher, supports
+        from kubeforge_runtimes.generation import end_tokens
+
+        if not supports(self.model):
+            return None
+        pad = self.tokenizer.pad_token_id
+        pad = self.tokenizer.eos_token_id if pad is None else pad
+        return Batcher(
+            self.model, self._lock, end_tokens(self.model, self.tokenizer), int(pad or 0)
+        )
 
     @property
     def context(self) -> int:

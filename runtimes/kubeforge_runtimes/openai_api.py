@@ -211,7 +211,10 @@ class OpenAIServer:
     def _generate(self, ids: Any, params: Sampling) -> AsyncGenerator[tuple[str, Generated], None]:
         lock: threading.Lock = self.lm._lock
         delay = self.injector.faults.token_latency_seconds
-        return generate(self.lm.model, self.lm.tokenizer, lock, ids, params, self.metrics, delay)
+        batcher = getattr(self.lm, "batcher", None)
+        return generate(
+            self.lm.model, self.lm.tokenizer, lock, ids, params, self.metrics, delay, batcher
+        )
 
     async def completion(self, body: Any) -> Completion | AsyncIterator[str]:
         request = parse(CompletionRequest, body)

@@ -1,0 +1,184 @@
+"""Continuous batching of the OpenAI-compatible API (``kubeforge_runtimes.batching``) on the
+project's tiny GPT-2: the same tokens as transformers' ``generate`` for every request however
+requests join and leave the batch, fewer forward passes than tokens, seeded sampling that does
+not depend on the neighbours, cancellation, a failing model, and the models it must refuse."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from kubeforge_runtimes.batching import Batcher, Job, sample, supports
+
+pytestmark = pytest.mark.no_cluster  # one process, no cluster
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_base_model: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base_model)
+    return AutoModelForCausalLM.from_pretrained(tiny_base_model).eval(), tokenizer
+
+
+PROMPTS = [
+    "ticket: the vpn fails after the update. resolution:",
+    "ticket: printer offline. resolution:",
+    "ticket: cannot log in to the portal since monday, password reset did not help. resolution:",
+    "ticket: disk full. resolution:",
+    "ticket: email bounces when sending to the finance team. resolution:",
+    "ticket: laptop is slow. resolution:",
+]
+
+
+class Collected:
+    """What the batching thread emitted for one job."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.end: BaseException | str | None = "open"
+        self.finished = threading.Event()
+
+    def emit(self, item: int | BaseException | None, made: float) -> None:
+        if isinstance(item, int):
+            assert self.end == "open", "a token after the end"
+            self.tokens.append(item)
+        else:
+            self.end = item
+            self.finished.set()
+
+
+def _job(tokenizer: Any, prompt: str, n: int, out: Collected, **kw: Any) -> Job:
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    return Job(ids, n, out.emit, kw.pop("cancelled", threading.Event()), **kw)
+
+
+def _generate(lm: tuple[Any, Any], prompt: str, n: int) -> list[int]:
+    model, tokenizer = lm
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+            min_new_tokens=n, do_sample=False, pad_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+    return list(out[0, ids.shape[1] :].tolist())
+
+
+def _batcher(lm: tuple[Any, Any]) -> Batcher:
+    model, tokenizer = lm
+    return Batcher(model, threading.Lock(), frozenset([tokenizer.eos_token_id]), 0)
+
+
+def test_every_request_gets_the_tokens_generate_makes_however_requests_join_and_leave(
+    lm: tuple[Any, Any],
+) -> None:
+    batcher = _batcher(lm)
+    wanted = {i: 20 - 3 * (i % 3) for i in range(len(PROMPTS))}  # they leave at different steps
+    outs = {i: Collected() for i in wanted}
+    for i, prompt in enumerate(PROMPTS):
+        batcher.submit(_job(lm[1], prompt, wanted[i], outs[i], min_tokens=wanted[i]))
+        if i % 2:
+            time.sleep(0.02)  # some join a batch that is already decoding
+    for out in outs.values():
+        assert out.finished.wait(60)
+    for i, prompt in enumerate(PROMPTS):
+        assert outs[i].end is None
+        assert outs[i].tokens == _generate(lm, prompt, wanted[i]), PROMPTS[i]
+    # batched: far fewer forward passes than the tokens made
+    assert batcher.steps < sum(wanted.values()) / 2
+
+
+def test_an_end_token_ends_a_request_once_min_tokens_are_made(lm: tuple[Any, Any]) -> None:
+    _model, tokenizer = lm
+    eos = tokenizer.eos_token_id
+    free = Collected()
+    batcher = _batcher(lm)
+    batcher.submit(_job(tokenizer, PROMPTS[0], 60, free))
+    assert free.finished.wait(60)
+    if eos not in free.tokens:
+        pytest.fail(f"the tiny model never ended {PROMPTS[0]!r} within 60 tokens: pick another")
+    assert free.tokens[-1] == eos
+    assert len(free.tokens) < 60
+    held = Collected()
+    batcher.submit(_job(tokenizer, PROMPTS[0], 60, held, min_tokens=len(free.tokens) + 2))
+    assert held.finished.wait(60)
+    assert eos not in held.tokens[: len(free.tokens) + 2]
+
+
+def test_seeded_sampling_does_not_depend_on_the_neighbours(lm: tuple[Any, Any]) -> None:
+    tokenizer = lm[1]
+    alone, batched, other = Collected(), Collected(), Collected()
+    sampled = {"temperature": 1.0, "top_p": 0.9, "seed": 7, "min_tokens": 12}
+    batcher = _batcher(lm)
+    batcher.submit(_job(tokenizer, PROMPTS[1], 12, alone, **sampled))
+    assert alone.finished.wait(60)
+    batcher.submit(_job(tokenizer, PROMPTS[2], 12, other, temperature=1.5, min_tokens=12))
+    batcher.submit(_job(tokenizer, PROMPTS[1], 12, batched, **sampled))
+    assert batched.finished.wait(60)
+    assert batched.tokens == alone.tokens
+    assert alone.tokens != _generate(lm, PROMPTS[1], 12)  # really sampled, not greedy
+
+
+def test_a_cancelled_request_leaves_and_one_cancelled_while_waiting_never_starts(
+    lm: tuple[Any, Any],
+) -> None:
+    tokenizer = lm[1]
+    batcher = _batcher(lm)
+    stop_a, stop_b = threading.Event(), threading.Event()
+    stop_b.set()  # the client went away before its turn
+    a, b, c = Collected(), Collected(), Collected()
+    batcher.submit(_job(tokenizer, PROMPTS[0], 200, a, cancelled=stop_a, min_tokens=200))
+    batcher.submit(_job(tokenizer, PROMPTS[1], 10, b, cancelled=stop_b))
+    batcher.submit(_job(tokenizer, PROMPTS[2], 10, c, min_tokens=10))
+    assert c.finished.wait(60)
+    stop_a.set()
+    assert a.finished.wait(10)
+    assert len(a.tokens) < 200
+    assert b.finished.is_set()
+    assert b.tokens == []
+    assert c.tokens == _generate(lm, PROMPTS[2], 10)
+
+
+def test_a_failing_model_fails_the_batch_and_the_next_request_is_served(
+    lm: tuple[Any, Any],
+) -> None:
+    model, tokenizer = lm
+    calls = {"n": 0}
+
+    def flaky(**kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("out of memory")
+        return model(**kwargs)
+
+    batcher = Batcher(flaky, threading.Lock(), frozenset([tokenizer.eos_token_id]), 0)
+    batcher.model.config = model.config  # type: ignore[attr-defined]
+    first, second = Collected(), Collected()
+    batcher.submit(_job(tokenizer, PROMPTS[0], 10, first, min_tokens=10))
+    assert first.finished.wait(60)
+    assert isinstance(first.end, RuntimeError)
+    batcher.submit(_job(tokenizer, PROMPTS[0], 5, second, min_tokens=5))
+    assert second.finished.wait(60)
+    assert second.end is None
+    assert second.tokens == _generate(lm, PROMPTS[0], 5)
+
+
+def test_supports_plain_models_but_not_prompt_tuning(lm: tuple[Any, Any]) -> None:
+    assert supports(lm[0])
+    tuned = SimpleNamespace(active_peft_config=SimpleNamespace(is_prompt_learning=True))
+    assert not supports(tuned)
+
+
+def test_nucleus_sampling_keeps_only_the_most_likely_tokens() -> None:
+    logits = torch.tensor([0.0, 5.0, 4.0, -3.0])
+    g = torch.Generator().manual_seed(0)
+    assert {sample(logits, 1.0, 0.5, g) for _ in range(50)} == {1}  # token 1 alone is > 0.5
+    assert {sample(logits, 1.0, 0.95, g) for _ in range(200)} == {1, 2}
+    assert {sample(logits, 0.01, 1.0, g) for _ in range(50)} == {1}  # cold: greedy
