@@ -134,6 +134,11 @@ bench-drift: $(STAMP) ## Drift scoring and text drift against Evidently (install
 	$(PY) bench/drift_throughput.py
 	$(PY) bench/text_drift.py
 
+.PHONY: bench-finetune
+bench-finetune: $(STAMP) ## Fine-tune tokens/s against Trainer+peft and TRL's SFTTrainer (installs the bench extra)
+	$(UV) pip install --quiet --python $(PY) -e '.[test,lint,data,ml,serving,bench]'
+	$(PY) bench/finetune_throughput.py $(BENCH_ARGS)
+
 .PHONY: cluster-build
 cluster-build: ## Build the control-plane binaries from pinned Go modules (cached)
 	python3 hack/localcluster.py build

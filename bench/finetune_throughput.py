@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Fine-tune throughput: tokens/s of kubeforge's fine-tune step against a plain transformers
-Trainer + peft LoRA loop, on the same model, data and hyperparameters, in the same process.
+Trainer + peft LoRA loop and against TRL's SFTTrainer with packing (when TRL is installed:
+``make bench-finetune``), on the same model, data and hyperparameters, in the same
+process.
 
 Tokens are real text tokens (padding never counts). Each side is timed from loading the base
 model to the saved adapter, as a pipeline step runs; the runs alternate (ours, baseline, ours,
@@ -115,6 +117,71 @@ def run_baseline(
     return counted["tokens"], time.perf_counter() - started
 
 
+def run_trl(base: Path, texts: list[str], settings: Any, work: Path) -> tuple[int, float]:
+    """TRL's ``SFTTrainer``, the standard supervised fine-tuning trainer, with packing: texts
+    tokenised with an end token and wrapped into full ``max_seq_length`` blocks (the packing a
+    CPU's eager attention can take: TRL's default best-fit packing is padding-free and needs
+    flash attention), LoRA by its ``peft_config``."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    started = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base)
+    counted = {"tokens": 0}
+    config = SFTConfig(
+        output_dir=str(work / "trl"),
+        per_device_train_batch_size=settings.batch_size,
+        max_steps=settings.max_steps,
+        learning_rate=settings.learning_rate,
+        seed=settings.seed,
+        packing=True,
+        packing_strategy="wrapped",
+        max_length=settings.max_seq_length,
+        dataset_text_field="text",
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        logging_steps=10**6,
+        use_cpu=not _cuda(),
+        bf16=_cuda(),
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_dict({"text": texts}),
+        processing_class=tok,
+        peft_config=LoraConfig(
+            r=settings.lora_r,
+            lora_alpha=settings.lora_alpha,
+            lora_dropout=settings.lora_dropout,
+            target_modules=settings.target_modules or None,
+            task_type="CAUSAL_LM",
+        ),
+    )
+
+    # counted as the model computes them (the data loader may prepare a batch more than is
+    # trained): real tokens of each training forward pass
+    def counting(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        if module.training:
+            mask, ids = kwargs.get("attention_mask"), kwargs.get("input_ids")
+            counted["tokens"] += int(mask.sum()) if mask is not None else int(ids.numel())
+
+    trainer.model.register_forward_pre_hook(counting, with_kwargs=True)
+    trainer.train()
+    trainer.model.save_pretrained(work / "trl-out")
+    return counted["tokens"], time.perf_counter() - started
+
+
+def _trl_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("trl") is not None
+
+
 def _cuda() -> bool:
     import torch
 
@@ -158,12 +225,19 @@ def main() -> int:
         lengths = [len(x) for x in train.tokenize(tokenizer, texts)]
         mean_len = min(statistics.mean(lengths), args.max_seq_length)
         scaled = max(args.batch_size, round(args.batch_size * args.max_seq_length / mean_len))
-        results: dict[str, list[float]] = {"ours": [], "baseline": [], "baseline_scaled": []}
+        variants = ["ours", "baseline", "baseline_scaled"]
+        if _trl_installed():
+            variants.append("trl_sft_packed")
+        else:
+            print("  (TRL is not installed: make bench-finetune adds its SFTTrainer)")
+        results: dict[str, list[float]] = {name: [] for name in variants}
         for r in range(args.repeats):
-            for name in ("ours", "baseline", "baseline_scaled"):
+            for name in variants:
                 work = root / f"{name}-{r}"
                 if name == "ours":
                     tokens, seconds = run_ours(base, texts, settings, work)
+                elif name == "trl_sft_packed":
+                    tokens, seconds = run_trl(base, texts, settings, work)
                 else:
                     bs = args.batch_size if name == "baseline" else scaled
                     tokens, seconds = run_baseline(base, texts, settings, bs, work)
@@ -187,6 +261,9 @@ def main() -> int:
         "tokensPerSecond": {k: round(v) for k, v in med.items()},
         "ratio": round(med["ours"] / med["baseline"], 2),
         "ratioVsScaledBatch": round(med["ours"] / med["baseline_scaled"], 2),
+        "ratioVsTrlSftPacked": (
+            round(med["ours"] / med["trl_sft_packed"], 2) if "trl_sft_packed" in med else None
+        ),
         "target": ">= 1.0",
     }
     print(json.dumps(report, indent=2))
