@@ -160,7 +160,7 @@ INVALID: list[Invalid] = [
         "lora-with-full",
         {"method.type": "full"},
         "spec.method.lora",
-        "lora settings are only allowed when type is lora or dora",
+        "lora settings are only allowed when type is lora, dora or qlora",
     ),
     Invalid(
         "FineTuneJob",

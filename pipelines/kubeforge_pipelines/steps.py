@@ -140,7 +140,7 @@ def register(
     dataset = {k: int(v) if k in _COUNTS else v for k, v in dataset.items()}
     with tempfile.TemporaryDirectory(prefix="kubeforge-merge-") as tmp:
         merged = None
-        if params.merge_adapter and method in ("lora", "dora"):
+        if params.merge_adapter and method in train.LOW_RANK:
             base = storage.fetch_dir(params.base_model_uri, Path(tmp))
             merged = train.merge_adapter(base, model_path, Path(tmp) / "merged")
         return reg.register(

@@ -29,8 +29,8 @@ from kubeforge_pipelines import checkpoints
 TRAIN_INFO = "kubeforge-train.json"
 
 
-METHODS = ("lora", "dora", "promptTuning", "full")  # the FineTuneJob's spec.method.type
-LOW_RANK = ("lora", "dora")
+METHODS = ("lora", "dora", "qlora", "promptTuning", "full")  # the FineTuneJob's spec.method.type
+LOW_RANK = ("lora", "dora", "qlora")
 
 
 class ModelError(ValueError):
@@ -157,6 +157,8 @@ def check_method(base_dir: Path, settings: TrainSettings) -> dict[str, Any]:
     config = check_base_model(base_dir)
     if settings.method not in METHODS:
         raise ModelError(f"unknown method {settings.method!r} ({', '.join(METHODS)})")
+    if settings.method == "qlora":
+        _bitsandbytes()
     if settings.method in LOW_RANK and settings.target_modules:
         with init_empty_weights():
             skeleton = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
@@ -195,6 +197,44 @@ def _prompt_tuned_model(model: Any, base_dir: Path, settings: TrainSettings) -> 
     return get_peft_model(model, config)
 
 
+def _bitsandbytes() -> None:
+    """QLoRA's 4-bit base needs bitsandbytes (the trainer image has it; it quantises on a CUDA
+    GPU, and since 0.45 on CPU too)."""
+    try:
+        import bitsandbytes  # noqa: F401  # type: ignore[import-untyped]
+    except ImportError as err:
+        raise ModelError(
+            "method qlora loads the base model in 4 bits with bitsandbytes, which is not "
+            f"installed where this step runs ({err}); use the kubeforge trainer image, or "
+            "method lora"
+        ) from None
+
+
+def _quantized_base(base_dir: Path) -> Any:
+    """The base model in 4 bits for QLoRA: NF4 with double quantisation, computing in bf16 on a
+    GPU that has it, else fp32 (the QLoRA paper's recipe); layer norms in fp32 and the input
+    gradients enabled for the adapter (peft's prepare_model_for_kbit_training)."""
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    _bitsandbytes()
+    cuda = torch.cuda.is_available()
+    compute = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    quantization = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        base_dir, quantization_config=quantization, device_map={"": 0 if cuda else "cpu"}
+    )
+    # gradient checkpointing is QLoRA's other memory saving: on a GPU, where memory is what
+    # limits the model size; on CPU it only costs time
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cuda)  # type: ignore[no-untyped-call]
+
+
 def load_for_training(base_dir: Path, settings: TrainSettings) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -202,7 +242,10 @@ def load_for_training(base_dir: Path, settings: TrainSettings) -> tuple[Any, Any
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    if settings.method == "qlora":
+        model = _quantized_base(base_dir)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base_dir)
     if settings.method in LOW_RANK:
         model = _lora_model(model, settings)
     elif settings.method == "promptTuning":

@@ -135,12 +135,13 @@ def test_register_writes_weights_card_and_lineage(tmp_path: Path) -> None:
     assert v3.count("\n## Evaluation") == 1
 
 
-def test_params_from_spec_carry_every_setting() -> None:
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_params_from_spec_carry_every_setting(method: str) -> None:
     spec = FineTuneJobSpec.model_validate(
         {
             "baseModel": {"uri": "pvc://models/base"},
             "dataset": {"uri": "s3://data/t.csv", "textField": "body"},
-            "method": {"type": "lora", "lora": {"r": 4, "targetModules": ["c_attn"]}},
+            "method": {"type": method, "lora": {"r": 4, "targetModules": ["c_attn"]}},
             "hyperparameters": {"maxSteps": 10, "learningRate": 0.01},
             "output": {
                 "uri": "pvc://models/out",
@@ -154,6 +155,7 @@ def test_params_from_spec_carry_every_setting() -> None:
     assert params.model_name == "ft"
     assert params.text_field == "body"
     assert params.merge_adapter is True
+    assert params.settings["method"] == method
     assert params.settings["lora_r"] == 4
     assert params.settings["target_modules"] == ["c_attn"]
     assert params.settings["max_steps"] == 10
@@ -216,5 +218,45 @@ def base_context(base: Path) -> int:
 
 
 def test_a_method_the_pipeline_does_not_know_is_refused(base: Path) -> None:
-    with pytest.raises(train.ModelError, match="unknown method 'qlora'"):
+    with pytest.raises(train.ModelError, match="unknown method 'ia3'"):
+        train.check_method(base, train.TrainSettings(method="ia3"))
+
+
+def test_qlora_trains_an_adapter_on_the_4_bit_base_and_resumes(base: Path, tmp_path: Path) -> None:
+    """QLoRA for real on this CPU (bitsandbytes quantises to NF4 on CPU too): the frozen base is
+    4-bit, only the adapter trains, and a restarted run carries on from its checkpoint; the
+    adapter is served on the full-precision base, as QLoRA's adapters are."""
+    from bitsandbytes.nn import Linear4bit  # type: ignore[import-untyped]
+
+    from kubeforge_runtimes.models import CausalLM, FoundModel
+
+    settings = train.TrainSettings(
+        method="qlora", max_steps=2, batch_size=2, max_seq_length=32, save_steps=1,
+        target_modules=["c_attn"],
+    )  # fmt: skip
+    model, _ = train.load_for_training(base, settings)
+    assert any(isinstance(m, Linear4bit) for m in model.modules())
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable
+    assert all("lora_" in n for n in trainable)
+    result = train.fine_tune(base, TEXTS, tmp_path / "out", tmp_path / "ckpt", settings)
+    assert result.steps == 2
+    config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert (config["peft_type"], config["target_modules"]) == ("LORA", ["c_attn"])
+    more = settings.model_copy(update={"max_steps": 3})
+    resumed = train.fine_tune(base, TEXTS, tmp_path / "out", tmp_path / "ckpt", more)
+    assert resumed.resumed_from_step == 2
+    served = CausalLM("bot", FoundModel("peft", tmp_path / "out", f"file://{base}"), 4)
+    served.load()
+    (answer,) = served.generate(["My VPN drops every hour"], 4)
+    assert answer.strip()
+
+
+def test_qlora_without_bitsandbytes_says_what_to_use(
+    base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
+    with pytest.raises(train.ModelError, match="bitsandbytes, which is not installed"):
         train.check_method(base, train.TrainSettings(method="qlora"))

@@ -68,7 +68,7 @@ def params_from_spec(
         "seed": hp.seed,
         "save_steps": hp.save_steps,
     }
-    if spec.method.type in ("lora", "dora"):
+    if spec.method.type in ("lora", "dora", "qlora"):
         settings |= {
             "lora_r": lora.r if lora else 8,
             "lora_alpha": lora.alpha if lora else 16,
