@@ -135,5 +135,12 @@ async def workbench_pod_changed(type: str | None, body: kopf.Body, **_: Any) -> 
     in order, so it is the newest; a later one queues another pass)."""
     namespace = body.metadata.namespace or ""
     owner = body.metadata.labels.get(WORKBENCH_LABEL, "")
-    pod = None if type == "DELETED" else dict(body)
+    pod = None if type == "DELETED" else _without_managed_fields(body)
     CONTROLLER.pod_changed(WORKBENCH.kind, namespace, owner, pod, body.metadata.name or "")
+
+
+def _without_managed_fields(body: kopf.Body) -> dict[str, Any]:
+    """The pod as the reconcile reads it, less its managedFields (most of a pod's bytes, which
+    no reconcile reads), so that the copies waiting in the queue stay small."""
+    meta = {k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}
+    return {**dict(body), "metadata": meta}
