@@ -28,6 +28,7 @@ import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -197,17 +198,35 @@ def reconcile_count(port: int) -> float:
     )
 
 
-def operator_writes(offset: int) -> list[dict[str, Any]]:
+def audit_now() -> str:
+    """Now as the audit log writes its stageTimestamp (RFC 3339, microseconds, UTC)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def operator_writes(since: str, until: str | None = None) -> list[dict[str, Any]]:
+    """The operator's completed requests between two audit_now() times, from the audit log and
+    the files the apiserver rotated it into (audit-<time>.log beside it, 200 MB each), so that a
+    long run is counted whole."""
+    log_file = lc.audit_log()
+    files = sorted(log_file.parent.glob("audit*.log"), key=lambda f: f.stat().st_mtime)
+    floor = datetime.strptime(since, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
     out = []
-    with lc.audit_log().open() as f:
-        f.seek(offset)
-        for line in f:
-            event = json.loads(line)
-            if (
-                event["user"]["username"] == OPERATOR_USER
-                and event.get("stage") == "ResponseComplete"
-            ):
-                out.append(event)
+    for path in files:
+        if path.stat().st_mtime < floor:
+            continue  # rotated before the phase began
+        with path.open() as f:
+            for line in f:
+                if OPERATOR_USER not in line:  # most lines: not worth parsing
+                    continue
+                event = json.loads(line)
+                stamp = event.get("stageTimestamp", "")
+                if (
+                    event["user"]["username"] == OPERATOR_USER
+                    and event.get("stage") == "ResponseComplete"
+                    and stamp >= since
+                    and (until is None or stamp < until)
+                ):
+                    out.append(event)
     return out
 
 
@@ -278,7 +297,7 @@ def main() -> int:
     )
     operator = launched.proc
     custom = client.CustomObjectsApi(api)
-    offset = lc.audit_log().stat().st_size
+    since = audit_now()
 
     def create_workbench(ns: str, name: str) -> None:
         custom.create_namespaced_custom_object(
@@ -316,13 +335,13 @@ def main() -> int:
     op_seconds = time.monotonic() - started
     op_cpu = cpu_used(cpu_before, cpu_seconds(operator.pid))
     reconciles = reconcile_count(metrics_port)
-    writes = operator_writes(offset)
+    idle_since = audit_now()
+    writes = operator_writes(since, idle_since)
     log(f"operator: {op_seconds:.1f} s, {len(writes)} writes")
 
-    idle_offset = lc.audit_log().stat().st_size
     log(f"idle for {args.idle_seconds} s")
     time.sleep(args.idle_seconds)
-    idle_writes = operator_writes(idle_offset)
+    idle_writes = operator_writes(idle_since)
     rss = peak_rss_mb(operator.pid)
     launched.stop(timeout=30)
 
