@@ -62,7 +62,7 @@ def run_baseline(
     base: Path, texts: list[str], settings: Any, batch_size: int, work: Path
 ) -> tuple[int, float]:
     """The docs' Trainer + peft loop: per-example tokenisation, dynamic padding."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import (
         AutoModelForCausalLM,
         AutoTokenizer,
@@ -75,16 +75,7 @@ def run_baseline(
     tok = AutoTokenizer.from_pretrained(base)
     tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(base)
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=settings.lora_r,
-            lora_alpha=settings.lora_alpha,
-            lora_dropout=settings.lora_dropout,
-            target_modules=settings.target_modules or None,
-            task_type="CAUSAL_LM",
-        ),
-    )
+    model = get_peft_model(model, _lora(settings))
     encoded = [
         {"input_ids": ids}
         for ids in tok(
@@ -99,19 +90,7 @@ def run_baseline(
         counted["tokens"] += int(batch["attention_mask"].sum())
         return batch
 
-    args = TrainingArguments(
-        output_dir=str(work / "baseline"),
-        per_device_train_batch_size=batch_size,
-        max_steps=settings.max_steps,
-        learning_rate=settings.learning_rate,
-        seed=settings.seed,
-        save_strategy="no",
-        report_to=[],
-        disable_tqdm=True,
-        logging_steps=10**6,
-        use_cpu=not _cuda(),
-        bf16=_cuda(),
-    )
+    args = TrainingArguments(**_trainer_args(settings, work / "baseline", batch_size))
     Trainer(model=model, args=args, train_dataset=encoded, data_collator=counting).train()
     model.save_pretrained(work / "baseline-out")
     return counted["tokens"], time.perf_counter() - started
@@ -123,7 +102,6 @@ def run_trl(base: Path, texts: list[str], settings: Any, work: Path) -> tuple[in
     CPU's eager attention can take: TRL's default best-fit packing is padding-free and needs
     flash attention), LoRA by its ``peft_config``."""
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
@@ -133,34 +111,18 @@ def run_trl(base: Path, texts: list[str], settings: Any, work: Path) -> tuple[in
     model = AutoModelForCausalLM.from_pretrained(base)
     counted = {"tokens": 0}
     config = SFTConfig(
-        output_dir=str(work / "trl"),
-        per_device_train_batch_size=settings.batch_size,
-        max_steps=settings.max_steps,
-        learning_rate=settings.learning_rate,
-        seed=settings.seed,
+        **_trainer_args(settings, work / "trl", settings.batch_size),
         packing=True,
         packing_strategy="wrapped",
         max_length=settings.max_seq_length,
         dataset_text_field="text",
-        save_strategy="no",
-        report_to=[],
-        disable_tqdm=True,
-        logging_steps=10**6,
-        use_cpu=not _cuda(),
-        bf16=_cuda(),
     )
     trainer = SFTTrainer(
         model=model,
         args=config,
         train_dataset=Dataset.from_dict({"text": texts}),
         processing_class=tok,
-        peft_config=LoraConfig(
-            r=settings.lora_r,
-            lora_alpha=settings.lora_alpha,
-            lora_dropout=settings.lora_dropout,
-            target_modules=settings.target_modules or None,
-            task_type="CAUSAL_LM",
-        ),
+        peft_config=_lora(settings),
     )
 
     # counted as the model computes them (the data loader may prepare a batch more than is
@@ -174,6 +136,37 @@ def run_trl(base: Path, texts: list[str], settings: Any, work: Path) -> tuple[in
     trainer.train()
     trainer.model.save_pretrained(work / "trl-out")
     return counted["tokens"], time.perf_counter() - started
+
+
+def _lora(settings: Any) -> Any:
+    """The same LoRA settings for every baseline (peft's LoraConfig, as the docs write it)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=settings.target_modules or None,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _trainer_args(settings: Any, output_dir: Path, batch_size: int) -> dict[str, Any]:
+    """The Trainer settings every baseline shares: the run's steps, learning rate and seed, no
+    checkpoints, no logging to speak of."""
+    return {
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": batch_size,
+        "max_steps": settings.max_steps,
+        "learning_rate": settings.learning_rate,
+        "seed": settings.seed,
+        "save_strategy": "no",
+        "report_to": [],
+        "disable_tqdm": True,
+        "logging_steps": 10**6,
+        "use_cpu": not _cuda(),
+        "bf16": _cuda(),
+    }
 
 
 def _trl_installed() -> bool:
