@@ -182,3 +182,27 @@ def test_nucleus_sampling_keeps_only_the_most_likely_tokens() -> None:
     assert {sample(logits, 1.0, 0.5, g) for _ in range(50)} == {1}  # token 1 alone is > 0.5
     assert {sample(logits, 1.0, 0.95, g) for _ in range(200)} == {1, 2}
     assert {sample(logits, 0.01, 1.0, g) for _ in range(50)} == {1}  # cold: greedy
+
+
+def test_the_batched_and_the_one_at_a_time_paths_answer_alike(lm: tuple[Any, Any]) -> None:
+    """``generation.generate`` with the batcher, and without it (transformers' ``generate`` in a
+    thread, which prompt-tuned adapters keep): the same text, tokens and finish reason."""
+    import asyncio
+
+    from kubeforge_runtimes.generation import Sampling, TokenMetrics, generate
+
+    model, tokenizer = lm
+    metrics = TokenMetrics("ns", "batching-test", "r1")
+    ids = tokenizer(PROMPTS[4], return_tensors="pt")["input_ids"]
+
+    async def answer(batcher: Batcher | None) -> Any:
+        steps = generate(
+            model, tokenizer, threading.Lock(), ids, Sampling(12, min_tokens=12), metrics,
+            batcher=batcher,
+        )  # fmt: skip
+        return [state async for _, state in steps][-1]
+
+    one_at_a_time = asyncio.run(answer(None))
+    batched = asyncio.run(answer(_batcher(lm)))
+    assert batched.token_ids == one_at_a_time.token_ids == _generate(lm, PROMPTS[4], 12)
+    assert (batched.text, batched.finish_reason) == (one_at_a_time.text, "length")
