@@ -17,6 +17,7 @@ class _Recording(Kube):
         super().__init__(api=SimpleNamespace())
         self.live: dict[str, dict[str, Any]] = {}
         self.reads: list[str] = []
+        self.read_versions: list[str | None] = []
         self.applies: list[str] = []
         self._dynamic = SimpleNamespace(
             resources=SimpleNamespace(get=lambda **_: SimpleNamespace(server_side_apply=self._ssa))
@@ -34,8 +35,16 @@ class _Recording(Kube):
             to_dict=lambda: stored,
         )
 
-    def get_child(self, api_version: str, kind: str, namespace: str, name: str) -> Any:
+    def get_child(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        not_older_than: str | None = None,
+    ) -> Any:
         self.reads.append(name)
+        self.read_versions.append(not_older_than)
         return self.live.get(name)
 
 
@@ -54,6 +63,8 @@ def test_an_unchanged_child_is_read_back_and_not_applied_again() -> None:
     assert kube.reads == []
     assert not kube.apply(_service())
     assert kube.reads == ["nb"]
+    # from the apiserver's watch cache, at least as new as the apply it checks
+    assert kube.read_versions == ["1"]
     assert kube.applies == ["nb"]
 
 

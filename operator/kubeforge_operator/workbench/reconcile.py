@@ -92,7 +92,9 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
         )
     else:
         culled, stopped = cull_if_idle(ctx, spec, ready, pod, fields)
-    node = unready_node(pod, lambda name: ctx.kube.get_child("v1", "Node", "", name))
+    # the node's state from the apiserver's cache (resourceVersion 0: any version it holds):
+    # milliseconds behind at most, which a message about a node's heartbeat does not notice
+    node = unready_node(pod, lambda name: ctx.kube.get_child("v1", "Node", "", name, "0"))
     server = observe_server(pod, stopped, node)
     scheduled = observe_scheduled(pod, stopped)
     queue = read_queue(ctx.kube, pod) if pod is not None and not stopped else None
