@@ -129,18 +129,15 @@ LOCAL_RUNS.on_exit = lambda namespace, name: CONTROLLER.enqueue(FINETUNEJOB.kind
 
 
 @kopf.on.event("v1", "pods", labels={WORKBENCH_LABEL: kopf.PRESENT})
-async def workbench_pod_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+async def workbench_pod_changed(body: kopf.Body, **_: Any) -> None:
     """A notebook pod was scheduled, became ready or went away: reconcile its Workbench now
-    rather than at the next resync, with this copy of the pod (a watch delivers a pod's changes
-    in order, so it is the newest; a later one queues another pass)."""
+    rather than at the next resync, reading the pod no older than this event."""
     namespace = body.metadata.namespace or ""
     owner = body.metadata.labels.get(WORKBENCH_LABEL, "")
-    pod = None if type == "DELETED" else _without_managed_fields(body)
-    CONTROLLER.pod_changed(WORKBENCH.kind, namespace, owner, pod, body.metadata.name or "")
-
-
-def _without_managed_fields(body: kopf.Body) -> dict[str, Any]:
-    """The pod as the reconcile reads it, less its managedFields (most of a pod's bytes, which
-    no reconcile reads), so that the copies waiting in the queue stay small."""
-    meta = {k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}
-    return {**dict(body), "metadata": meta}
+    CONTROLLER.pod_changed(
+        WORKBENCH.kind,
+        namespace,
+        owner,
+        body.metadata.name or "",
+        str(body.metadata.get("resourceVersion") or ""),
+    )

@@ -110,18 +110,17 @@ def test_queued_keys_are_reconciled_by_the_workers_once_each() -> None:
 
 def test_a_pass_is_pods_only_when_nothing_but_pod_events_asked_for_it_since_the_last() -> None:
     c = _Failing(fail=0)
-    running = {"metadata": {"name": "a-0"}, "status": {"phase": "Running"}}
-    c.pod_changed(*A, {"metadata": {"name": "a-0"}, "status": {"phase": "Pending"}}, "a-0")
-    c.pod_changed(*A, running, "a-0")
-    assert c._take(A) == (True, {("Pod", "a-0"): running})  # the newest copy the watch gave
-    c.pod_changed(*A, running, "a-0")
+    c.pod_changed(*A, "a-0", "10")
+    c.pod_changed(*A, "a-0", "12")
+    assert c._take(A) == (True, {("Pod", "a-0"): "12"})  # read no older than the newest event
+    c.pod_changed(*A, "a-0", "13")
     c.enqueue(*A)  # the Workbench itself changed meanwhile: this pass reads every child back
-    c.pod_changed(*A, None, "a-0")
-    assert c._take(A) == (False, {("Pod", "a-0"): None})  # deleted
-    c.pod_changed(*A, running, "a-0")  # during that pass: the next is pods-only again
-    assert c._take(A) == (True, {("Pod", "a-0"): running})
+    c.pod_changed(*A, "a-0", "14")  # deleted, say: the read will say so
+    assert c._take(A) == (False, {("Pod", "a-0"): "14"})
+    c.pod_changed(*A, "a-0", "15")  # during that pass: the next is pods-only again
+    assert c._take(A) == (True, {("Pod", "a-0"): "15"})
     assert c._take(A) == (False, {})  # asked by nothing (a worker's stray pass): read it all
-    c.pod_changed(*A, running, "a-0")
+    c.pod_changed(*A, "a-0", "16")
     c.requeues._fire(A)  # a timer (requeue or retry after a failure) is never pods-only
     assert c._take(A)[0] is False
     c.stop()

@@ -12,7 +12,6 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from kubeforge_crds import KindInfo
 from kubeforge_operator.runtime.kube import Kube
@@ -177,10 +176,10 @@ class Controller:
         # such a pass trusts the children this process applied (ReconcileContext.pods_only),
         # any other reads every child back
         self._pods_only: dict[Key, bool] = {}
-        # per key, the newest copy of each pod its watch delivered since the key's last pass
-        # began (None: deleted), so that pass needs no read of them (ReconcileContext.seen);
-        # held only while the key waits, so the memory is bounded by the queue, not the cluster
-        self._seen: dict[Key, dict[tuple[str, str], dict[str, Any] | None]] = {}
+        # per key, the resourceVersion of the newest event of each of its pods since the key's
+        # last pass began: that pass reads them from the apiserver's watch cache at least that
+        # new (ReconcileContext.seen); held only while the key waits
+        self._seen: dict[Key, dict[tuple[str, str], str]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -222,19 +221,20 @@ class Controller:
         self.queue.add(key)
 
     def pod_changed(
-        self, kind_name: str, namespace: str, name: str, pod: dict[str, Any] | None, pod_name: str
+        self, kind_name: str, namespace: str, name: str, pod_name: str, resource_version: str
     ) -> None:
-        """The watch delivered a pod of the object (``pod`` None: it was deleted): reconcile
-        the object soon, with this copy of the pod as the newest (see ReconcileContext)."""
+        """The watch delivered an event of a pod of the object: reconcile the object soon, and
+        read the pod no older than that event (see ReconcileContext.seen)."""
         key = (kind_name, namespace, name)
         with self._lock:
-            self._seen.setdefault(key, {})["Pod", pod_name] = pod
+            self._seen.setdefault(key, {})["Pod", pod_name] = resource_version
             self._pods_only.setdefault(key, True)
         self.queue.add(key)
 
-    def _take(self, key: Key) -> tuple[bool, dict[tuple[str, str], dict[str, Any] | None]]:
-        """For the pass starting now: whether its pods' events alone asked for it, and the pods
-        they delivered; what asks from now on is for the next pass."""
+    def _take(self, key: Key) -> tuple[bool, dict[tuple[str, str], str]]:
+        """For the pass starting now: whether its pods' events alone asked for it, and the
+        newest resourceVersion of each pod they named; what asks from now on is for the next
+        pass."""
         with self._lock:
             return self._pods_only.pop(key, False), self._seen.pop(key, {})
 
