@@ -134,13 +134,14 @@ def register(
     after a preemption, and why it started over)."""
     from kubeforge_pipelines import register as reg
     from kubeforge_pipelines import train
+    from kubeforge_pipelines.methods import LOW_RANK
 
     method = str(params.settings.get("method", "lora"))
     # kfp hands dict parameters over as protobuf Structs: counts arrive as floats
     dataset = {k: int(v) if k in _COUNTS else v for k, v in dataset.items()}
     with tempfile.TemporaryDirectory(prefix="kubeforge-merge-") as tmp:
         merged = None
-        if params.merge_adapter and method in train.LOW_RANK:
+        if params.merge_adapter and method in LOW_RANK:
             base = storage.fetch_dir(params.base_model_uri, Path(tmp))
             merged = train.merge_adapter(base, model_path, Path(tmp) / "merged")
         return reg.register(

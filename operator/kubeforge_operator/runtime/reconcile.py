@@ -187,6 +187,15 @@ class Report:
     requeue_after: float | None = None
 
 
+def _write_status(ctx: ReconcileContext, current: dict[str, Any], status: dict[str, Any]) -> None:
+    """Merge-patch the new status (remembering the write, so that its echo is not reconciled)
+    and post an Event when Ready changed."""
+    patch = merge_patch(current, status)
+    written = ctx.kube.patch_status(ctx.kind, ctx.namespace, ctx.name, patch)
+    OWN_WRITES.remember(ctx.kind.kind, ctx.namespace, ctx.name, written)
+    _announce(ctx, current, status)
+
+
 def reconcile_object(
     kind: KindInfo,
     obj: dict[str, Any],
@@ -224,10 +233,7 @@ def reconcile_object(
         status = compute_status(kind, current, outcome, ctx.generation, ctx.now, owned)
         changed = status != current
         if changed:
-            patch = merge_patch(current, status)
-            written = kube.patch_status(kind, ctx.namespace, ctx.name, patch)
-            OWN_WRITES.remember(kind.kind, ctx.namespace, ctx.name, written)
-            _announce(ctx, current, status)
+            _write_status(ctx, current, status)
         OBJECT_PHASES.set(
             kind.kind,
             ctx.namespace,
