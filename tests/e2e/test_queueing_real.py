@@ -213,7 +213,9 @@ def test_the_third_gpu_workbench_queues_with_its_position_then_runs_when_one_sto
     cluster.kubectl(
         "patch", "workbench", "wb1", "-n", ns, "--type=merge", "-p", '{"spec":{"stopped":true}}'
     )
-    admitted = wait_phase(cluster, ns, "wb3", "Running", timeout=120)
+    # alone this takes seconds; after the slow tier's earlier tests on the same node it took
+    # over 120 s twice in CI (cause not yet known, see the issue notes of #16/#18)
+    admitted = wait_phase(cluster, ns, "wb3", "Running", timeout=300)
     assert admitted["status"]["gpus"] == 1
     assert "queue" not in admitted["status"]
     assert condition(admitted, "Scheduled")["reason"] == "Scheduled"
