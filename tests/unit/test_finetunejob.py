@@ -159,6 +159,19 @@ def test_job_state(job: dict[str, Any], state: str, reason: str) -> None:
     assert (observed.state, observed.reason) == (state, reason)
 
 
+def test_a_succeeded_job_has_one_completion_time_before_and_after_complete() -> None:
+    met = {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": "t1"}
+    before = observe_job(_job([met], startTime="t0"), [])  # pods still terminating
+    complete = {"type": "Complete", "status": "True", "lastTransitionTime": "t2"}
+    after = observe_job(_job([met, complete], startTime="t0", completionTime="t2"), [])
+    assert before is not None
+    assert after is not None
+    assert before.completion_time == after.completion_time == "t1"
+    older = observe_job(_job([complete], completionTime="t2"), [])  # before 1.31: no criteria
+    assert older is not None
+    assert older.completion_time == "t2"
+
+
 def test_a_failed_job_reports_its_container_error() -> None:
     failed = _job(
         [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "limit"}]

@@ -339,7 +339,12 @@ def observe_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> RunSt
         return None
     status = job.get("status") or {}
     start, end = status.get("startTime"), status.get("completionTime")
-    if _true_condition(job, "Complete", "SuccessCriteriaMet"):
+    if done := _true_condition(job, "SuccessCriteriaMet", "Complete"):
+        # Kubernetes >= 1.31 says SuccessCriteriaMet first and sets completionTime only with
+        # Complete, once the pods are gone: the run ended when its criteria were met, so that
+        # time stays the same on every pass.
+        if done.get("type") == "SuccessCriteriaMet" or not end:
+            end = done.get("lastTransitionTime") or end
         return RunState("Succeeded", "JobComplete", "", start, end, termination_result(pods))
     failed = _true_condition(job, "Failed", "FailureTarget")
     problem = first_problem(pods)
