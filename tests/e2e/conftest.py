@@ -29,7 +29,7 @@ from tests.integration.conftest import (
     wait_until,
 )
 
-from kubeforge_labs import helm
+from kubeforge_labs import helm, models
 from kubeforge_labs.gateway import ON_REAL_NODE
 
 __all__ = ["cluster"]  # the session's cluster fixture, shared with the integration tier
@@ -228,9 +228,9 @@ def _packed(*folders: tuple[Path, str]) -> str:
 def training_volume(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
     """The volume ``work`` on the real node with a tiny base model (``base``) and a dataset
     (``data/tickets.jsonl``), and the ``client`` pod that mounts it at /work."""
-    from kubeforge_pipelines.tinymodel import build_base_model, support_tickets, write_dataset
+    from kubeforge_pipelines.tinymodel import support_tickets, write_dataset
 
-    base = build_base_model(tmp_path / "base")
+    base = models.base_model(tmp_path / "base")
     dataset = write_dataset(tmp_path / "data" / "tickets.jsonl", support_tickets(300, 1))
     volume_with_client(
         cluster,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from kubeforge_labs import kit
+from kubeforge_labs import kit, models
 from kubeforge_labs.helm import run_helm
 from kubeforge_labs.kit import free_port
 from tests.cases import REPO
@@ -303,10 +303,9 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.5, what: str 
 
 @pytest.fixture(scope="session")
 def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny GPT-2 the project builds itself (pretrained briefly on its general corpus)."""
-    from kubeforge_pipelines.tinymodel import build_base_model
-
-    return build_base_model(tmp_path_factory.mktemp("tiny-base") / "model")
+    """The tiny GPT-2 the project builds itself (pretrained briefly on its general corpus), built
+    once per recipe into the kubeforge cache (``kubeforge_labs.models``)."""
+    return models.base_model(tmp_path_factory.mktemp("tiny-base") / "model")
 
 
 @pytest.fixture(scope="session")
