@@ -130,8 +130,30 @@ def phase(cluster: Cluster, ns: str, name: str) -> str:
 
 
 def wait_phase(cluster: Cluster, ns: str, name: str, want: str, timeout: float = 120) -> Any:
-    wait_until(lambda: phase(cluster, ns, name) == want, timeout, 1, f"{name} {want}")
+    try:
+        wait_until(lambda: phase(cluster, ns, name) == want, timeout, 1, f"{name} {want}")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; the namespace then: {_snapshot(cluster, ns)}") from None
     return get(cluster, "workbench", ns, name)
+
+
+def _snapshot(cluster: Cluster, ns: str) -> str:
+    """What a wait that timed out saw, kept in test-artifacts/ for the next engineer: the
+    Workbenches' status, the pods, Kueue's Workloads and the namespace's Events in order."""
+    views = [
+        ("get", "workbenches", "-n", ns, "-o", "yaml"),
+        ("get", "pods,workloads", "-n", ns, "-o", "wide"),
+        ("get", "pods", "-n", ns, "-o", "yaml"),
+        ("get", "events", "-n", ns, "--sort-by=.lastTimestamp"),
+        ("get", "pods", "-A", "-o", "wide", "--field-selector=status.phase!=Succeeded"),
+    ]
+    text = "\n\n".join(
+        f"$ kubectl {' '.join(v)}\n{cluster.kubectl(*v, check=False).stdout}" for v in views
+    )
+    out = REPO / "test-artifacts" / f"queueing-{ns}.txt"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(text)
+    return str(out)
 
 
 def call_api(cluster: Cluster, path: str, body: dict[str, Any] | None = None) -> Any:
