@@ -63,9 +63,10 @@ class Apiserver:
     async def call(self, method: str, path: str, **kw: Any) -> Any:
         return await run_in_threadpool(self.cluster.request, self.user, method, path, **kw)
 
-    async def passthrough(self, path: str) -> bytes:
-        """The apiserver's answer unparsed (a list of a thousand objects is not re-encoded)."""
-        return await run_in_threadpool(self.cluster.passthrough, self.user, path)
+    async def passthrough(self, path: str, params: dict[str, str] | None = None) -> bytes:
+        """The apiserver's answer unparsed (a list of a thousand objects is not re-encoded, a
+        pod's log is text)."""
+        return await run_in_threadpool(self.cluster.passthrough, self.user, path, params)
 
     async def may(
         self, verb: str, namespace: str, kind: KindInfo, subresource: str = "", name: str = ""

@@ -111,6 +111,33 @@ class Events(Answer):
     items: list[dict[str, Any]] = Field(description="core/v1 Events about the object.")
 
 
+class ContainerLog(Answer):
+    pod: str
+    container: str
+    phase: str | None = Field(default=None, description="The pod's phase.")
+    text: str = Field(description="The last lines of the container's log ('' if none).")
+    problem: str | None = Field(
+        default=None, description="Why there is no log (the container never started, ...)."
+    )
+
+
+class Logs(Answer):
+    items: list[ContainerLog] = Field(
+        description="The newest pods the object owns, each container's last lines."
+    )
+
+
+class KindSchema(Answer):
+    """What a form for the kind is made from: the CRD's own structural schema of ``spec``."""
+
+    kind: str
+    api_version: str
+    plural: str
+    description: str
+    mutable: bool = Field(description="Whether the spec may be changed after creation.")
+    spec: dict[str, Any] = Field(description="The spec's OpenAPI v3 schema, as in the CRD.")
+
+
 class WhoAmI(Answer):
     username: str
     groups: list[str]

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from kubeforge_api import deps
@@ -17,7 +18,7 @@ from kubeforge_api.cluster import ApiserverError, UnauthenticatedError, User
 from kubeforge_api.models import Catalog, Lineage, object_model
 from kubeforge_api.settings import ApiSettings
 from kubeforge_crds import MODELSERVER, WORKBENCH
-from tests.cases import example
+from tests.cases import REPO, example
 
 NS = "team-a"
 USER = User("user-a", "uid-1", ("kubeforge:users",))
@@ -330,3 +331,87 @@ def test_the_apis_own_token_is_sent_as_bearer_and_refreshed_as_the_client_loader
     auth = _OwnToken(cfg)
     sent = [next(auth.auth_flow(httpx.Request("GET", "https://apiserver/"))) for _ in range(2)]
     assert [r.headers["Authorization"] for r in sent] == ["Bearer first", "Bearer rotated"]
+
+
+def test_a_manifest_is_what_kubectl_apply_needs_and_nothing_the_cluster_added(
+    client: TestClient, api: FakeApiserver
+) -> None:
+    obj = _model_server()
+    obj["metadata"] |= {
+        "resourceVersion": "7",
+        "managedFields": [{"manager": "kubectl"}],
+        "labels": {"team": "a"},
+        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "note": "x"},
+    }
+    api.objects[f"{deps.object_path(MODELSERVER, NS)}/bot"] = obj
+    res = client.get(f"/api/v1/namespaces/{NS}/modelservers/bot/manifest")
+    assert res.status_code == 200
+    assert res.headers["content-type"].startswith("application/yaml")
+    assert 'filename="modelserver-bot.yaml"' in res.headers["content-disposition"]
+    doc = yaml.safe_load(res.text)
+    assert doc == {
+        "apiVersion": obj["apiVersion"],
+        "kind": "ModelServer",
+        "metadata": {
+            "name": "bot",
+            "namespace": NS,
+            "labels": {"team": "a"},
+            "annotations": {"note": "x"},
+        },
+        "spec": obj["spec"],
+    }
+    missing = client.get(f"/api/v1/namespaces/{NS}/modelservers/nope/manifest")
+    assert missing.status_code == 404
+
+
+def test_each_kinds_schema_is_its_crds_and_an_unknown_kind_is_named(client: TestClient) -> None:
+    crd = yaml.safe_load(
+        (REPO / "crds" / "manifests" / "kubeforge.io_workbenches.yaml").read_text()
+    )
+    version = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    res = client.get("/api/v1/schemas/workbenches")
+    assert res.status_code == 200
+    body = res.json()
+    assert (body["kind"], body["plural"], body["mutable"]) == ("Workbench", "workbenches", True)
+    assert body["spec"]["properties"] == version["properties"]["spec"]["properties"]
+    assert client.get("/api/v1/schemas/finetunejobs").json()["mutable"] is False
+    unknown = client.get("/api/v1/schemas/pods")
+    assert unknown.status_code == 404
+    assert "no kind 'pods'; one of workbenches" in unknown.json()["detail"]
+
+
+def test_logs_are_the_newest_pods_and_say_why_a_container_has_none(
+    client: TestClient, api: FakeApiserver
+) -> None:
+    wb = copy.deepcopy(example("Workbench"))
+    wb["metadata"] = {"name": "nb", "namespace": NS}
+    api.objects[f"{deps.object_path(WORKBENCH, NS)}/nb"] = wb
+
+    def pod(name: str, created: str) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"containers": [{"name": "notebook"}]},
+            "status": {"phase": "Running"},
+        }
+
+    api.objects[f"/api/v1/namespaces/{NS}/pods/old"] = pod("old", "2026-01-01T00:00:00Z")
+    api.objects[f"/api/v1/namespaces/{NS}/pods/nb-0"] = pod("nb-0", "2026-02-01T00:00:00Z")
+    asked: list[tuple[str, dict[str, str] | None]] = []
+
+    async def passthrough(path: str, params: dict[str, str] | None = None) -> bytes:
+        asked.append((path, params))
+        if "/old/" in path:
+            raise ApiserverError(400, {"message": 'container "notebook" is waiting to start'})
+        return b"line 1\nline 2\n"
+
+    api.passthrough = passthrough  # type: ignore[attr-defined]
+    res = client.get(f"/api/v1/namespaces/{NS}/workbenches/nb/logs?lines=2")
+    assert res.status_code == 200
+    items = res.json()["items"]
+    assert [(i["pod"], i["text"]) for i in items] == [("nb-0", "line 1\nline 2\n"), ("old", "")]
+    assert "waiting to start" in items[1]["problem"]
+    assert asked[0] == (
+        f"/api/v1/namespaces/{NS}/pods/nb-0/log",
+        {"container": "notebook", "tailLines": "2"},
+    )
+    assert client.get(f"/api/v1/namespaces/{NS}/workbenches/nb/logs?lines=0").status_code == 422

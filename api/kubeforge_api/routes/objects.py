@@ -6,15 +6,28 @@ re-encoded)."""
 # No `from __future__ import annotations`: the per-kind body models are made at run time, and
 # FastAPI resolves the route functions' annotations when the routes are added.
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+import yaml
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
+from kubeforge_api.cluster import ApiserverError
 from kubeforge_api.deps import AsCaller, Name, Namespace, object_path
 from kubeforge_api.errors import ERRORS, NOT_FOUND, Problem, ProblemError
-from kubeforge_api.models import Events, create_body, list_model, object_model, update_body
+from kubeforge_api.models import (
+    ContainerLog,
+    Events,
+    KindSchema,
+    Logs,
+    create_body,
+    list_model,
+    object_model,
+    update_body,
+)
 from kubeforge_crds import KINDS, KindInfo
+from kubeforge_crds.contracts.labels import LABEL_INSTANCE, LABEL_NAME
+from kubeforge_crds.generate import model_schema
 
 DELETE_OPTIONS = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
 
@@ -148,7 +161,127 @@ def kind_router(kind: KindInfo) -> APIRouter:
         )
         return Events(items=events.get("items", []))
 
+    add_views(router, kind)
     return router
 
 
-ROUTERS = [kind_router(kind) for kind in KINDS]
+# annotations kubectl and the apiserver keep that would not belong in a file kept in Git
+_NOT_IN_GIT = ("kubectl.kubernetes.io/last-applied-configuration",)
+MAX_POD_LOGS = 5
+LogLines = Annotated[int, Query(ge=1, le=5000, description="Lines from each log's end.")]
+
+
+def manifest(obj: dict[str, Any]) -> dict[str, Any]:
+    """What ``kubectl apply -f`` needs to make the object again: its kind, name, namespace,
+    labels, annotations and spec; no status, uid, resourceVersion or managed fields."""
+    meta = obj.get("metadata") or {}
+    notes = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in _NOT_IN_GIT}
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            **({"labels": meta["labels"]} if meta.get("labels") else {}),
+            **({"annotations": notes} if notes else {}),
+        },
+        "spec": obj.get("spec") or {},
+    }
+
+
+async def container_logs(
+    api: AsCaller, namespace: str, pod: dict[str, Any], lines: int
+) -> list[ContainerLog]:
+    """Each container's last ``lines``, read as the caller (the pods/log subresource, so
+    RBAC applies); a container without a log says why instead."""
+    name = pod["metadata"]["name"]
+    phase = (pod.get("status") or {}).get("phase")
+    found = []
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        params = {"container": container["name"], "tailLines": str(lines)}
+        try:
+            raw = await api.passthrough(f"/api/v1/namespaces/{namespace}/pods/{name}/log", params)
+            text, problem = raw.decode(errors="replace"), None
+        except ApiserverError as err:
+            if err.status in (401, 403):
+                raise
+            text, problem = "", str(err)
+        found.append(ContainerLog(pod=name, container=container["name"], phase=phase,
+                                  text=text, problem=problem))  # fmt: skip
+    return found
+
+
+def add_views(router: APIRouter, kind: KindInfo) -> None:
+    """The object as a manifest for Git, and the logs of the pods it owns."""
+
+    @router.get(
+        "/{name}/manifest",
+        response_class=Response,
+        responses={**NOT_FOUND, 200: {"content": {"application/yaml": {}}}},
+        operation_id=f"manifest{kind.kind}",
+        summary=f"A {kind.kind} as YAML that kubectl apply accepts",
+    )
+    async def object_manifest(namespace: Namespace, name: Name, api: AsCaller) -> Response:
+        obj = await api.call("GET", object_path(kind, namespace, name))
+        text = yaml.safe_dump(manifest(obj), sort_keys=False)
+        disposition = f'attachment; filename="{kind.singular}-{name}.yaml"'
+        return Response(text, media_type="application/yaml",
+                        headers={"Content-Disposition": disposition})  # fmt: skip
+
+    @router.get(
+        "/{name}/logs",
+        response_model=Logs,
+        responses=NOT_FOUND,
+        operation_id=f"logs{kind.kind}",
+        summary=f"The last lines of the logs of the pods a {kind.kind} owns",
+    )
+    async def object_logs(
+        namespace: Namespace, name: Name, api: AsCaller, lines: LogLines = 100
+    ) -> Logs:
+        await api.call("GET", object_path(kind, namespace, name))  # 404 / 403 first
+        selector = f"{LABEL_NAME}={kind.singular},{LABEL_INSTANCE}={name}"
+        pods = await api.call(
+            "GET", f"/api/v1/namespaces/{namespace}/pods", params={"labelSelector": selector}
+        )
+        newest = sorted(
+            pods.get("items") or [],
+            key=lambda p: str(p["metadata"].get("creationTimestamp") or ""),
+            reverse=True,
+        )[:MAX_POD_LOGS]
+        return Logs(
+            items=[c for p in newest for c in await container_logs(api, namespace, p, lines)]
+        )
+
+
+def schema_router() -> APIRouter:
+    """``GET /api/v1/schemas/{plural}``: each kind's spec schema as its CRD has it, so that a
+    form (the portal's) is made from the same schema the apiserver validates with."""
+    router = APIRouter(prefix="/api/v1/schemas", tags=["Schemas"])
+    schemas = {
+        kind.plural: KindSchema(
+            kind=kind.kind,
+            api_version=kind.api_version,
+            plural=kind.plural,
+            description=kind.description,
+            mutable=not kind.immutable_spec,
+            spec=model_schema(kind.spec_model),
+        )
+        for kind in KINDS
+    }
+
+    @router.get(
+        "/{plural}",
+        response_model=KindSchema,
+        responses={404: {"model": Problem}},
+        operation_id="kindSchema",
+        summary="A kind's spec schema (from its CRD)",
+    )
+    async def kind_schema(plural: str) -> KindSchema:
+        if plural not in schemas:
+            raise ProblemError(404, f"no kind {plural!r}; one of {', '.join(schemas)}")
+        return schemas[plural]
+
+    return router
+
+
+ROUTERS = [kind_router(kind) for kind in KINDS] + [schema_router()]
