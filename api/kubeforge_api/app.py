@@ -58,7 +58,7 @@ def create_app(settings: ApiSettings | None = None, cluster: Cluster | None = No
             )
         yield
         if own:  # a connection someone else made (or an outer lifespan) stays theirs
-            app.state.cluster.close()
+            await app.state.cluster.aclose()
             app.state.cluster = None
 
     # the docs' assets are served from here, not a CDN: they work on an offline cluster and

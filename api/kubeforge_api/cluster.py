@@ -13,7 +13,7 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,8 +111,13 @@ class _OwnToken(httpx.Auth):
         yield request
 
 
+WATCH_SECONDS = 120  # one watch's length at most; the portal then opens the next
+MAX_WATCHES = 200  # watches open at once (each is a connection to the apiserver)
+
+
 class Cluster:
-    """One HTTP connection pool to the apiserver under the API's own identity."""
+    """One HTTP connection pool to the apiserver under the API's own identity (and one for
+    watches)."""
 
     def __init__(
         self,
@@ -132,6 +137,15 @@ class Cluster:
             auth=_OwnToken(cfg),
             timeout=timeout,
         )
+        # watches have their own pool, async: a hundred open watches hold neither the pool
+        # nor the worker threads that every other request to the apiserver needs
+        self.watch_http = httpx.AsyncClient(
+            base_url=cfg.host,
+            verify=context if context is not None else cfg.verify_ssl,
+            auth=_OwnToken(cfg),
+            timeout=httpx.Timeout(timeout, read=WATCH_SECONDS + timeout, pool=1),
+            limits=httpx.Limits(max_connections=MAX_WATCHES, max_keepalive_connections=0),
+        )
         self.forwarded_extras = frozenset(forwarded_extras)
         self._cache: dict[str, tuple[float, User | UnauthenticatedError]] = {}
         self._ttl = token_cache_seconds
@@ -140,6 +154,32 @@ class Cluster:
 
     def close(self) -> None:
         self.http.close()
+
+    async def aclose(self) -> None:
+        await self.watch_http.aclose()
+        self.close()
+
+    async def watch(
+        self, user: User, path: str, resource_version: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The apiserver's watch of ``path`` as ``user`` from ``resource_version``: its events
+        (``{type, object}``; bookmarks included) until the apiserver ends it after
+        ``WATCH_SECONDS`` or the reader stops. A refusal raises ApiserverError; more than
+        ``MAX_WATCHES`` open at once, httpx's PoolTimeout."""
+        params = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(WATCH_SECONDS),
+        }
+        headers = user.impersonation()
+        async with self.watch_http.stream("GET", path, params=params, headers=headers) as answer:
+            if answer.status_code >= 400:
+                await answer.aread()
+                raise ApiserverError(answer.status_code, _body(answer))
+            async for line in answer.aiter_lines():
+                if line.strip():
+                    yield json.loads(line)
 
     def authenticate(self, token: str) -> User:
         """Who ``token`` belongs to, by a TokenReview (cached for a short while, by digest)."""

@@ -4,6 +4,7 @@ test replaces any of them with ``app.dependency_overrides``."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
@@ -67,6 +68,9 @@ class Apiserver:
         """The apiserver's answer unparsed (a list of a thousand objects is not re-encoded, a
         pod's log is text)."""
         return await run_in_threadpool(self.cluster.passthrough, self.user, path, params)
+
+    def watch(self, path: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
+        return self.cluster.watch(self.user, path, resource_version)
 
     async def may(
         self, verb: str, namespace: str, kind: KindInfo, subresource: str = "", name: str = ""

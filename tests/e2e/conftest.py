@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import tarfile
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,6 +163,25 @@ def wait_for_condition(
         raise AssertionError(
             f"{err}\nconditions: {json.dumps(conditions, indent=1)}\npods:\n{pods}"
         ) from None
+
+
+def call_api(cluster: Cluster, path: str, body: dict[str, Any] | None = None) -> Any:
+    """kubeforge's REST API (the chart's pod, reached at its pod IP) as the cluster's admin."""
+    ip = cluster.kubectl(
+        "get", "pods", "-n", SYSTEM, "-l", "app.kubernetes.io/component=api",
+        "-o", "jsonpath={.items[0].status.podIP}",
+    ).stdout  # fmt: skip
+    token = node_control("files").tokens()["admin"]
+    request = urllib.request.Request(
+        f"http://{ip}:8000{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - the pod's IP
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        raise AssertionError(f"{path}: HTTP {err.code}: {err.read().decode()}") from None
 
 
 def apply(cluster: Cluster, namespace: str, *docs: dict[str, Any]) -> None:

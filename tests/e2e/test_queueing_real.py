@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +16,10 @@ import pytest
 from tests.cases import REPO
 from tests.e2e.conftest import (
     KEEP,
-    SYSTEM,
+    call_api,
     condition,
     finetunejob,
     get,
-    node_control,
     training_volume,
     wait_for_condition,
 )
@@ -154,25 +151,6 @@ def _snapshot(cluster: Cluster, ns: str) -> str:
     out.parent.mkdir(exist_ok=True)
     out.write_text(text)
     return str(out)
-
-
-def call_api(cluster: Cluster, path: str, body: dict[str, Any] | None = None) -> Any:
-    """kubeforge's REST API (the chart's pod, reached at its pod IP) as the cluster's admin."""
-    ip = cluster.kubectl(
-        "get", "pods", "-n", SYSTEM, "-l", "app.kubernetes.io/component=api",
-        "-o", "jsonpath={.items[0].status.podIP}",
-    ).stdout  # fmt: skip
-    token = node_control("files").tokens()["admin"]
-    request = urllib.request.Request(
-        f"http://{ip}:8000{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - the pod's IP
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        raise AssertionError(f"{path}: HTTP {err.code}: {err.read().decode()}") from None
 
 
 def gpu_usage(cluster: Cluster, cq: str) -> float:

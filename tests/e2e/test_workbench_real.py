@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from tests.e2e.conftest import condition, get, node_control, wait_for_condition
+from tests.e2e.conftest import call_api, condition, get, node_control, wait_for_condition
 from tests.integration.conftest import Cluster, wait_until
 
 
@@ -56,6 +56,10 @@ def test_jupyter_serves_keeps_home_and_is_culled(cluster: Cluster, e2e_namespace
         f"import urllib.request; print(urllib.request.urlopen('http://nb.{ns}.svc/api/status').read().decode())",
     )
     assert "last_activity" in json.loads(status)
+    # its log, through kubeforge's API as a user would read it (pods/log, the kubelet's answer)
+    logs = call_api(cluster, f"/api/v1/namespaces/{ns}/workbenches/nb/logs?lines=200")["items"]
+    assert [(c["pod"], c["container"], c["problem"]) for c in logs] == [("nb-0", "notebook", None)]
+    assert "ServerApp" in logs[0]["text"]
     # a file in the home volume outlives a stop and a start
     in_pod(cluster, ns, "nb-0", "sh", "-c", "echo kept > /home/jovyan/notes.txt")
     cluster.kubectl(

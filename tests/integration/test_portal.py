@@ -9,6 +9,7 @@ import io
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect, sync_playwright
 from sklearn.ensemble import RandomForestClassifier
 
@@ -109,24 +111,48 @@ def test_sign_in_create_a_workbench_and_watch_it_become_ready(
     page.get_by_test_id("namespace").press("Enter")
     page.get_by_test_id("namespace").dispatch_event("change")
 
-    form = page.get_by_test_id("create-workbench")
+    # the form is made from the CRD's schema; the apiserver's error is shown beside its field
+    form = page.get_by_test_id("form-workbenches")
     name = f"portal-{RUN}"
-    form.locator("input[name=name]").fill(name)
-    form.locator("input[name=idleTimeout]").fill("30s")
+    form.locator("[data-path='metadata.name']").fill(name)
+    form.locator("[data-path='spec.image']").fill("quay.io/jupyter/minimal-notebook:2025-10-20")
+    expect(form).to_contain_text("The persistent home volume")  # the CRD's description as help
+    form.locator("details[data-group='spec.culling'] > summary").click()
+    idle = form.locator("[data-path='spec.culling.idleTimeout']")
+    expect(idle).to_have_attribute("placeholder", "default: 1h")
+    idle.fill("30s")
     form.get_by_role("button", name="Create").click()
-    expect(page.get_by_test_id("create-errors")).to_contain_text("spec.culling.idleTimeout")
+    expect(idle).to_have_attribute("aria-invalid", "true")
+    expect(form.locator(f"#{idle.get_attribute('id')}-error")).to_contain_text(
+        "idleTimeout must be at least"
+    )
     _shot(page, "create-rejected")
 
-    form.locator("input[name=name]").fill(name)
-    form.locator("input[name=idleTimeout]").fill("30m")
+    idle.fill("30m")
     form.get_by_role("button", name="Create").click()
     row = page.get_by_test_id("list-workbenches").locator(f"tr[data-name='{name}']")
     expect(row).to_be_visible(timeout=15_000)
     expect(row).to_contain_text("Running", timeout=90_000)
     expect(row.locator(".True")).to_be_visible(timeout=30_000)
+    expect(row).to_contain_text("10Gi")  # the home volume's size, the CRD's default
     _shot(page, "workbench-ready")
     created = cluster.kubectl("get", "workbench", name, "-n", "team-a", "-o", "json").stdout
-    assert json.loads(created)["spec"]["culling"]["idleTimeout"] == "30m"
+    spec = json.loads(created)["spec"]
+    assert spec["culling"]["idleTimeout"] == "30m"
+    assert spec["storage"] == {"size": "10Gi"}  # a default, applied by the apiserver, not sent
+
+    # stopped and started from its row; its Events and its pod's logs through the API
+    row.get_by_role("button", name="stop").click()
+    expect(row).to_contain_text("Stopped", timeout=60_000)
+    row.get_by_role("button", name="start").click()
+    expect(row).to_contain_text("Running", timeout=90_000)
+    row.get_by_role("button", name="events").click()
+    events = page.get_by_test_id("detail-workbenches").get_by_test_id("events")
+    expect(events).to_contain_text("Stopped", timeout=15_000)  # the operator's Event
+    row.get_by_role("button", name="logs").click()
+    expect(page.get_by_test_id("detail-workbenches").get_by_test_id("logs")).to_contain_text(
+        f"{name}-0 / notebook"
+    )
 
     # a ModelServer watched by a DriftMonitor: its rollout history and drift view
     server = f"portal-ms-{RUN}"
@@ -166,6 +192,103 @@ def test_sign_in_create_a_workbench_and_watch_it_become_ready(
         cluster.kubectl(
             "delete", obj["kind"].lower(), obj["metadata"]["name"], "-n", "team-a", "--wait=false"
         )
+
+
+def _read(cluster: Cluster, kind: str, name: str) -> Any:
+    return json.loads(cluster.kubectl("get", kind, name, "-n", "team-a", "-o", "json").stdout)
+
+
+def _fill(form: Any, values: dict[str, str]) -> None:
+    """Fill the form's fields by their paths, opening the groups they are in, as a user would."""
+    for path, value in values.items():
+        parts = path.split(".")
+        for depth in range(2, len(parts)):
+            group = form.locator(f"details[data-group='{'.'.join(parts[:depth])}']")
+            if group.get_attribute("open") is None:
+                group.locator("> summary").click()
+        field = form.locator(f"[data-path='{path}']")
+        if field.evaluate("el => el.tagName") == "SELECT":
+            field.select_option(value)
+        else:
+            field.fill(value)
+
+
+def test_each_kind_is_created_from_its_form_edited_and_exported_as_yaml(
+    page: Page, api_url: str, cluster: Cluster, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    _sign_in(page, api_url, _token(cluster, "user-a"))
+    page.get_by_test_id("namespace").fill("team-a")
+    page.get_by_test_id("namespace").dispatch_event("change")
+    tune, server, monitor = f"pf-tune-{RUN}", f"pf-ms-{RUN}", f"pf-dm-{RUN}"
+
+    page.get_by_role("button", name="FineTuneJobs").click()
+    form = page.get_by_test_id("form-finetunejobs")
+    _fill(form, {
+        "metadata.name": tune,
+        "spec.baseModel.uri": "hf://sshleifer/tiny-gpt2",
+        "spec.dataset.uri": "s3://data/tickets.jsonl",
+        "spec.output.uri": "s3://models/tickets",
+        "spec.method.type": "lora",
+        "spec.hyperparameters.learningRate": "-1",
+    })  # fmt: skip
+    form.get_by_role("button", name="Create").click()
+    rate = form.locator("[data-path='spec.hyperparameters.learningRate']")
+    expect(rate).to_have_attribute("aria-invalid", "true")
+    expect(form.locator(f"#{rate.get_attribute('id')}-error")).to_contain_text("greater than 0")
+    rate.fill("0.001")
+    form.get_by_role("button", name="Create").click()
+    expect(
+        page.get_by_test_id("list-finetunejobs").locator(f"tr[data-name='{tune}']")
+    ).to_be_visible(timeout=15_000)
+    _shot(page, "finetunejob-form")
+    ftj = json.loads(
+        cluster.kubectl("get", "finetunejob", tune, "-n", "team-a", "-o", "json").stdout
+    )
+    assert ftj["spec"]["hyperparameters"]["learningRate"] == 0.001
+    assert "lora" not in ftj["spec"]["method"]  # a default is the apiserver's to apply
+
+    page.get_by_role("button", name="ModelServers").click()
+    form = page.get_by_test_id("form-modelservers")
+    _fill(form, {
+        "metadata.name": server,
+        "spec.model.uri": "s3://models/portal/v1",
+        "spec.runtime.modelFormat": "sklearn",
+        "spec.rollout.steps": "20, 100",
+    })  # fmt: skip
+    form.get_by_role("button", name="Create").click()
+    row = page.get_by_test_id("list-modelservers").locator(f"tr[data-name='{server}']")
+    expect(row).to_be_visible(timeout=15_000)
+    # edited in the same form: the current spec filled in, the name fixed
+    row.get_by_role("button", name="edit").click()
+    expect(form.locator("[data-path='spec.rollout.steps']")).to_have_value("20, 100")
+    expect(form.locator("[data-path='metadata.name']")).to_have_attribute("readonly", "")
+    _fill(form, {"spec.replicas.max": "3"})
+    form.get_by_role("button", name="Save").click()
+    expect(page.get_by_test_id("detail-modelservers")).to_contain_text(f"saved {server}")
+    ms = json.loads(
+        cluster.kubectl("get", "modelserver", server, "-n", "team-a", "-o", "json").stdout
+    )
+    assert (ms["spec"]["replicas"]["max"], ms["spec"]["rollout"]["steps"]) == (3, [20, 100])
+
+    page.get_by_role("button", name="DriftMonitors").click()
+    form = page.get_by_test_id("form-driftmonitors")
+    _fill(form, {"metadata.name": monitor, "spec.target.modelServer": server})
+    form.get_by_role("button", name="Create").click()
+    row = page.get_by_test_id("list-driftmonitors").locator(f"tr[data-name='{monitor}']")
+    expect(row).to_be_visible(timeout=15_000)
+
+    # its YAML, downloaded, is what kubectl apply takes back
+    row.get_by_role("button", name="YAML").click()
+    with page.expect_download() as download:
+        page.get_by_test_id("yaml-download").click()
+    saved = tmp_path / "monitor.yaml"
+    download.value.save_as(saved)
+    assert "status" not in saved.read_text()
+    applied = cluster.kubectl("apply", "--dry-run=server", "-f", str(saved))
+    assert f"driftmonitor.kubeforge.io/{monitor}" in applied.stdout
+    _shot(page, "driftmonitor-yaml")
+    for kind, name in (("finetunejob", tune), ("modelserver", server), ("driftmonitor", monitor)):
+        cluster.kubectl("delete", kind, name, "-n", "team-a", "--wait=false")
 
 
 def test_a_monitors_report_opens_in_the_portal(
@@ -318,6 +441,147 @@ def test_the_team_sees_its_quota(page: Page, api_url: str, cluster: Cluster) -> 
         _shot(page, "quota")
     finally:
         cluster.kubectl("delete", "-f", "-", "--ignore-not-found", stdin=json.dumps(listed))
+
+
+def test_tables_follow_the_cluster_without_polling_and_an_expired_token_is_said(
+    page: Page, api_url: str, cluster: Cluster
+) -> None:
+    _sign_in(page, api_url, _token(cluster, "user-a"))
+    page.get_by_test_id("namespace").fill("team-a")
+    page.get_by_test_id("namespace").dispatch_event("change")
+    page.get_by_role("button", name="Workbenches").click()
+    reads: list[str] = []
+    page.on("request", lambda r: reads.append(r.url) if "/workbenches" in r.url else None)
+    name = f"live-{RUN}"
+    body = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "Workbench",
+        "metadata": {"name": name, "namespace": "team-a"},
+        "spec": {"image": "quay.io/jupyter/minimal-notebook:2025-10-20", "stopped": True},
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(body))
+    row = page.get_by_test_id("list-workbenches").locator(f"tr[data-name='{name}']")
+    expect(row).to_contain_text("Stopped", timeout=15_000)
+    cluster.kubectl("delete", "workbench", name, "-n", "team-a", "--wait=false")
+    expect(row).to_have_count(0, timeout=15_000)
+    page.wait_for_timeout(4_000)  # what was polled every 3 s is not asked for again
+    assert [u for u in reads if "watch=true" not in u] == []
+
+    # a token the cluster no longer accepts ends the session with a message, not a dead page
+    page.evaluate("state.token = 'revoked-token'")
+    page.get_by_role("button", name="FineTuneJobs").click()
+    expect(page.get_by_test_id("token")).to_be_visible(timeout=15_000)
+    expect(page.locator("#signin-error")).to_contain_text("Your session ended")
+
+
+def _decision(minutes_ago: float, step: int, action: str, split: str, reason: str, **values: float
+              ) -> dict[str, Any]:  # fmt: skip
+    when = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    return {
+        "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "step": step,
+        "action": action,
+        "revision": "r-v2",
+        "trafficSplit": split,
+        "reason": reason,
+        "measurements": values,
+    }
+
+
+def test_a_rollout_is_drawn_and_follows_its_decisions(
+    page: Page, api_url: str, cluster: Cluster
+) -> None:
+    # a namespace the session's operator leaves alone: the status is the test's to write, as the
+    # operator writes it during a canary
+    ns = f"{ISOLATED_PREFIX}portal-{RUN}"
+    cluster.kubectl("create", "namespace", ns)
+    server = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "ModelServer",
+        "metadata": {"name": "bot", "namespace": ns},
+        "spec": {"model": {"uri": "s3://models/bot/v2"}, "runtime": {"modelFormat": "sklearn"}},
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(server))
+    decisions = [
+        _decision(9, 0, "start", "90/10", "canary at 10%"),
+        _decision(6, 1, "advance", "75/25", "every gate passed", **{"error-rate": 0.001}),
+    ]
+
+    def write_status(split: str) -> None:
+        status = {"status": {"phase": "Progressing", "trafficSplit": split, "decisions": decisions}}
+        cluster.kubectl("patch", "modelserver", "bot", "-n", ns, "--subresource=status",
+                        "--type=merge", "-p", json.dumps(status))  # fmt: skip
+
+    write_status("75/25")
+    try:
+        _sign_in(page, api_url, _token(cluster, "admin"))
+        page.get_by_test_id("namespace").fill(ns)
+        page.get_by_test_id("namespace").dispatch_event("change")
+        page.get_by_role("button", name="ModelServers").click()
+        row = page.get_by_test_id("list-modelservers").locator("tr[data-name='bot']")
+        row.get_by_role("button", name="rollout and drift").click()
+        detail = page.get_by_test_id("modelserver-detail")
+        summary = detail.get_by_test_id("rollout-summary")
+        expect(summary).to_contain_text("10% (started) → 25% (advanced)", timeout=15_000)
+        expect(detail.locator("canvas").first).to_be_visible()
+        # the cursor on the second decision gives its reason and measurements
+        x, y = page.evaluate(
+            """() => { const u = state.chart, box = u.over.getBoundingClientRect();
+                return [box.left + u.valToPos(u.data[0][1], "x"),
+                        box.top + u.valToPos(u.data[1][1], "y")]; }"""
+        )
+        page.mouse.move(x, y)
+        expect(detail.get_by_test_id("rollout-point")).to_contain_text("advance r-v2 at 75/25")
+        expect(detail.get_by_test_id("rollout-point")).to_contain_text("error-rate 0.001")
+        # the next decisions reach the open chart through the watch: a failed gate, a rollback
+        decisions.append(
+            _decision(3, 1, "hold", "75/25", "error-rate 0.2 > 0.05", **{"error-rate": 0.2})
+        )
+        decisions.append(_decision(1, 1, "rollback", "100/0", "error-rate 0.3 > 0.05"))
+        write_status("100/0")
+        expect(summary).to_contain_text(
+            "25% (advanced) → 25% (held) → 0% (rolled back)", timeout=15_000
+        )
+        _shot(page, "rollout-chart")
+    finally:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def _serious_violations(page: Page) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is now (axe-core comes bundled
+    in axe-playwright-python: nothing is fetched)."""
+    found = Axe().run(page).response["violations"]
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']}: {[n['target'] for n in v['nodes']][:3]}"
+        for v in found
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def test_every_page_passes_the_accessibility_check(
+    page: Page, api_url: str, cluster: Cluster
+) -> None:
+    page.goto(api_url)
+    page.wait_for_load_state("networkidle")
+    if page.get_by_role("button", name="sign out").is_visible():
+        page.get_by_role("button", name="sign out").click()
+    problems = {"sign-in": _serious_violations(page)}
+    _sign_in(page, api_url, _token(cluster, "user-a"))
+    page.get_by_test_id("namespace").fill("team-a")
+    page.get_by_test_id("namespace").dispatch_event("change")
+    expect(page.get_by_test_id("form-workbenches")).to_be_visible()
+    for tab in ("Workbenches", "FineTuneJobs", "ModelServers", "DriftMonitors", "Model catalog",
+                "Model map", "Quota"):  # fmt: skip
+        page.get_by_role("button", name=tab, exact=True).click()
+        page.wait_for_load_state("networkidle")
+        for group in page.locator(".tab:not([hidden]) details:not([open]) > summary").all():
+            group.click()  # every field of the forms, folded groups too
+        problems[tab] = _serious_violations(page)
+    # the keyboard reaches the forms: Tab from the namespace field lands on a control
+    page.get_by_test_id("namespace").focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.tagName") in ("BUTTON", "INPUT", "A")
+    assert {k: v for k, v in problems.items() if v} == {}
 
 
 def test_the_other_team_sees_refusals_not_data(page: Page, api_url: str, cluster: Cluster) -> None:

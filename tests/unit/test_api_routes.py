@@ -5,7 +5,8 @@ documented models) is tested alone. The real apiserver is the integration tests'
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+import json
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -415,3 +416,46 @@ def test_logs_are_the_newest_pods_and_say_why_a_container_has_none(
         {"container": "notebook", "tailLines": "2"},
     )
     assert client.get(f"/api/v1/namespaces/{NS}/workbenches/nb/logs?lines=0").status_code == 422
+
+
+def _sse(text: str) -> list[tuple[str, Any]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def test_a_watch_is_the_list_then_each_change_as_server_sent_events(
+    client: TestClient, api: FakeApiserver
+) -> None:
+    wb = copy.deepcopy(example("Workbench"))
+    wb["metadata"] = {"name": "nb", "namespace": NS}
+    api.objects[f"{deps.object_path(WORKBENCH, NS)}/nb"] = wb
+    watched: list[tuple[str, str]] = []
+
+    async def watch(path: str, version: str) -> AsyncIterator[dict[str, Any]]:
+        watched.append((path, version))
+        yield {"type": "MODIFIED", "object": {**wb, "status": {"phase": "Running"}}}
+        yield {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}}
+        raise ApiserverError(410, {"message": "too old resource version"})
+
+    api.watch = watch  # type: ignore[attr-defined]
+    res = client.get(f"/api/v1/namespaces/{NS}/workbenches?watch=true")
+    assert res.status_code == 200
+    assert res.headers["content-type"].startswith("text/event-stream")
+    events = _sse(res.text)
+    assert [e for e, _ in events] == ["snapshot", "MODIFIED", "BOOKMARK", "error"]
+    assert [o["metadata"]["name"] for o in events[0][1]["items"]] == ["nb"]
+    assert events[1][1]["status"]["phase"] == "Running"
+    assert events[3][1] == {"status": 410, "message": "too old resource version"}
+    assert watched == [(deps.object_path(WORKBENCH, NS), "")]  # the fake's list has no version
+
+
+def test_a_watch_the_caller_may_not_list_is_refused_before_the_stream(
+    client: TestClient, api: FakeApiserver
+) -> None:
+    api.refuse = ApiserverError(403, {"message": 'workbenches is forbidden: User "user-a"'})
+    res = client.get(f"/api/v1/namespaces/{NS}/workbenches?watch=true")
+    assert res.status_code == 403
+    assert "forbidden" in res.json()["detail"]

@@ -2,7 +2,7 @@
 // tab's sessionStorage and goes with every request; the API acts as its owner.
 "use strict";
 
-const state = { token: sessionStorage.getItem("kubeforge-token") || "", tab: "workbenches", selected: null };
+const state = { token: sessionStorage.getItem("kubeforge-token") || "", tab: "workbenches", selected: null, schemas: {}, chart: null };
 const $ = (sel) => document.querySelector(sel);
 const ns = () => $("#namespace").value.trim();
 
@@ -39,12 +39,125 @@ function readyCell(obj) {
   return html(`<span class="${esc(c.status)}" title="${esc(c.message)}">${esc(c.status || "?")}</span> ${esc(c.reason || "")}`);
 }
 
+const KINDS = ["workbenches", "finetunejobs", "modelservers", "driftmonitors"];
+const base = () => `/api/v1/namespaces/${encodeURIComponent(ns())}`;
+
+// what can be done to any object from its row; a Workbench's notebook and start/stop first
+function actions(plural, o) {
+  const name = esc(o.metadata.name), ref = `${plural}/${name}`;
+  const own = {
+    workbenches: () => (o.status?.url ? `<a href="${esc(o.status.url)}" target="_blank" rel="noopener noreferrer">open</a> ` : "")
+      + `<button data-stop="${name}">${o.spec?.stopped ? "start" : "stop"}</button>`,
+    modelservers: () => `<button data-show="${name}">rollout and drift</button>`,
+    driftmonitors: () => `<button data-report="${name}">report</button>`,
+  }[plural];
+  const edit = state.schemas[plural]?.mutable ? `<button data-edit="${ref}">edit</button>` : "";
+  return html(`${own ? own() : ""} ${edit} <button data-yaml="${ref}">YAML</button> <button data-events="${ref}">events</button> <button data-logs="${ref}">logs</button> <button data-delete="${ref}">delete</button>`);
+}
+
+// when an idle Workbench will be stopped: its idle timeout after its last activity
+function activity(o) {
+  const last = o.status?.lastActivity;
+  if (!last) return "";
+  const culling = o.spec?.culling || {};
+  const m = /^(\d+)(s|m|h)$/.exec(culling.idleTimeout || "");
+  if (culling.enabled === false || !m || o.spec?.stopped) return `last ${last}`;
+  const left = Date.parse(last) + Number(m[1]) * { s: 1e3, m: 6e4, h: 3.6e6 }[m[2]] - Date.now();
+  return `last ${last}; ${left > 0 ? `stopped if idle ${Math.ceil(left / 6e4)} min more` : "idle: being stopped"}`;
+}
+
 const rows = {
-  workbenches: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.gpus ?? 0, html(`<button data-delete="workbenches/${esc(o.metadata.name)}">delete</button>`)],
-  finetunejobs: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.gpus ?? 0, o.status?.model ? `${o.status.model.name} ${o.status.model.version}` : ""],
-  modelservers: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.trafficSplit || "", html(`<button data-show="${esc(o.metadata.name)}">rollout and drift</button>`)],
-  driftmonitors: (o) => [o.metadata.name, o.status?.phase, readyCell(o), `${condition(o, "DriftDetected").status || ""} ${condition(o, "DriftDetected").message || ""}`, o.spec?.target?.modelServer, html(`<button data-report="${esc(o.metadata.name)}">report</button>`)],
+  workbenches: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.gpus ?? 0, o.spec?.storage?.size || "", activity(o), actions("workbenches", o)],
+  finetunejobs: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.gpus ?? 0, o.status?.model ? `${o.status.model.name} ${o.status.model.version}` : "", actions("finetunejobs", o)],
+  modelservers: (o) => [o.metadata.name, o.status?.phase, readyCell(o), o.status?.trafficSplit || "", actions("modelservers", o)],
+  driftmonitors: (o) => [o.metadata.name, o.status?.phase, readyCell(o), `${condition(o, "DriftDetected").status || ""} ${condition(o, "DriftDetected").message || ""}`, o.spec?.target?.modelServer, actions("driftmonitors", o)],
 };
+
+// the forms, made once per sign-in from the kinds' schemas
+async function loadForms() {
+  await Promise.all(KINDS.map(async (plural) => {
+    if (state.schemas[plural]) return;
+    state.schemas[plural] = await api("GET", `/api/v1/schemas/${plural}`);
+    $(`#form-${plural}`).innerHTML = Forms.build(state.schemas[plural]);
+  }));
+}
+
+function editing(form, obj) {
+  const name = obj ? obj.metadata.name : "";
+  form.dataset.editing = name;
+  form.dataset.resourceVersion = obj ? obj.metadata.resourceVersion : "";
+  form.querySelector('[data-path="metadata.name"]').readOnly = Boolean(obj);
+  form.querySelector(".form-title").textContent = obj ? `Edit ${obj.kind} ${name}` : `New ${state.schemas[form.dataset.plural].kind}`;
+  form.querySelector(".form-submit").textContent = obj ? "Save" : "Create";
+  form.querySelector(".form-cancel").hidden = !obj;
+  if (obj) Forms.fill(form, obj);
+  else { form.reset(); Forms.clearErrors(form); }
+}
+
+async function submitForm(form) {
+  const body = Forms.collect(form);
+  if (!body) return;
+  const plural = form.dataset.plural, name = form.dataset.editing;
+  try {
+    if (name) {
+      const metadata = { name, resourceVersion: form.dataset.resourceVersion };
+      await api("PUT", `${base()}/${plural}/${encodeURIComponent(name)}`, { metadata, spec: body.spec });
+    } else {
+      await api("POST", `${base()}/${plural}`, body);
+    }
+    editing(form, null);
+    detail(plural, `<p role="status">${esc(name ? `saved ${name}` : `created ${body.metadata.name}`)}</p>`);
+    refresh();
+  } catch (err) {
+    Forms.showErrors(form, err.detail, err.message);
+  }
+}
+
+const detail = (plural, markup) => { $(`#detail-${plural}`).innerHTML = markup; };
+
+async function showEvents(ref) {
+  const [plural, name] = ref.split("/");
+  const data = await api("GET", `${base()}/${ref}/events`);
+  const items = data.items.sort((a, b) => String(a.lastTimestamp || a.eventTime).localeCompare(String(b.lastTimestamp || b.eventTime)));
+  detail(plural, `<h4>Events of ${esc(name)}</h4><table data-testid="events"><thead><tr><th>last seen</th><th>type</th><th>reason</th><th>count</th><th>message</th></tr></thead><tbody>`
+    + (items.map((e) => `<tr><td>${esc(e.lastTimestamp || e.eventTime)}</td><td>${esc(e.type)}</td><td>${esc(e.reason)}</td><td>${esc(e.count ?? 1)}</td><td>${esc(e.message)}</td></tr>`).join("") || "<tr><td colspan=5>No Events (the apiserver keeps them for an hour).</td></tr>")
+    + "</tbody></table>");
+}
+
+async function showLogs(ref) {
+  const [plural, name] = ref.split("/");
+  const data = await api("GET", `${base()}/${ref}/logs?lines=200`);
+  detail(plural, `<h4>Logs of ${esc(name)}'s pods</h4><div data-testid="logs">`
+    + (data.items.map((c) => `<h5>${esc(c.pod)} / ${esc(c.container)} (${esc(c.phase || "?")})</h5>${c.problem ? `<p class="error">${esc(c.problem)}</p>` : ""}<pre tabindex="0">${esc(c.text)}</pre>`).join("") || "<p>No pods.</p>")
+    + "</div>");
+}
+
+async function showYaml(ref) {
+  const [plural, name] = ref.split("/");
+  const res = await fetch(`${base()}/${ref}/manifest`, { headers: { Authorization: `Bearer ${state.token}` } });
+  if (!res.ok) throw new Error((await res.json().catch(() => ({}))).detail || `HTTP ${res.status}`);
+  const text = await res.text();
+  const file = /filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "")?.[1] || `${name}.yaml`;
+  const href = URL.createObjectURL(new Blob([text], { type: "application/yaml" }));
+  detail(plural, `<h4>${esc(name)} as YAML (for Git and kubectl apply)</h4><p><a href="${href}" download="${esc(file)}" data-testid="yaml-download">download ${esc(file)}</a></p><pre tabindex="0" data-testid="yaml">${esc(text)}</pre>`);
+}
+
+async function toggleStopped(name) {
+  const path = `${base()}/workbenches/${encodeURIComponent(name)}`;
+  const wb = await api("GET", path);
+  const spec = { ...wb.spec, stopped: !wb.spec.stopped };
+  await api("PUT", path, { metadata: { name, resourceVersion: wb.metadata.resourceVersion }, spec });
+  refresh();
+}
+
+async function startEdit(ref) {
+  const [plural] = ref.split("/");
+  const obj = await api("GET", `${base()}/${ref}`);
+  const form = $(`#form-${plural} form`);
+  editing(form, obj);
+  form.scrollIntoView();
+  form.querySelector("[data-path]:not([readonly])")?.focus();
+}
 
 // the monitor's page comes from its drift service through the API (it needs the token, so it
 // is fetched, not linked) and is shown in a sandboxed frame: no script of it runs
@@ -99,12 +212,75 @@ async function explain(id, instance) {
   }
 }
 
-async function loadList(plural) {
-  const data = await api("GET", `/api/v1/namespaces/${encodeURIComponent(ns())}/${plural}`);
-  const body = $(`[data-testid="list-${plural}"] tbody`);
-  body.innerHTML = data.items
+function drawList(plural, items) {
+  $(`[data-testid="list-${plural}"] tbody`).innerHTML = items
     .map((o) => `<tr data-name="${esc(o.metadata.name)}">${rows[plural](o).map((v) => `<td>${cell(v)}</td>`).join("")}</tr>`)
     .join("");
+}
+
+// Live tables: the open tab's kind is watched through the API (GET ...?watch=true, server-sent
+// events read from a fetch, which can carry the token where EventSource cannot): the list once,
+// then each change as the apiserver reports it. No table is polled. The API ends a watch after
+// two minutes; the next one starts at once (after a failure, after 3 s).
+const live = { controller: null, key: "", items: new Map() };
+const sleep = (ms) => new Promise((done) => { setTimeout(done, ms); });
+
+function stopWatch() {
+  live.controller?.abort();
+  Object.assign(live, { controller: null, key: "" });
+}
+
+async function readEvents(body, onEvent) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    for (let end = buffer.indexOf("\n\n"); end >= 0; end = buffer.indexOf("\n\n")) {
+      const fields = Object.fromEntries(buffer.slice(0, end).split("\n").map((line) => {
+        const at = line.indexOf(": ");
+        return [line.slice(0, at), line.slice(at + 2)];
+      }));
+      buffer = buffer.slice(end + 2);
+      onEvent(fields.event, JSON.parse(fields.data));
+    }
+  }
+}
+
+function applyEvent(plural, event, data) {
+  if (event === "error" || event === "ERROR") {
+    if (data.status === 401) expired();
+    throw new Error(`the watch ended: ${data.message || data.status}`);
+  }
+  if (event === "snapshot") live.items = new Map(data.items.map((o) => [o.metadata.name, o]));
+  else if (event === "ADDED" || event === "MODIFIED") live.items.set(data.metadata.name, data);
+  else if (event === "DELETED") live.items.delete(data.metadata.name);
+  else return;  // a bookmark
+  drawList(plural, [...live.items.values()].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name)));
+  const name = data.metadata?.name;
+  if (plural === "modelservers" && state.selected && (event === "snapshot" || name === state.selected)) {
+    showModelServer(state.selected).catch((err) => { $("#error").textContent = err.message; });
+  }
+}
+
+async function watchKind(plural) {
+  stopWatch();
+  const controller = new AbortController();
+  Object.assign(live, { controller, key: `${ns()}/${plural}`, items: new Map() });
+  while (!controller.signal.aborted) {
+    try {
+      const res = await fetch(`${base()}/${plural}?watch=true`, { headers: { Authorization: `Bearer ${state.token}` }, signal: controller.signal });
+      if (res.status === 401) { expired(); return; }
+      if (!res.ok) throw new Error((await res.json().catch(() => ({}))).detail || `HTTP ${res.status}`);
+      await readEvents(res.body, (event, data) => applyEvent(plural, event, data));
+      $("#error").textContent = "";
+    } catch (err) {
+      if (controller.signal.aborted) return;
+      $("#error").textContent = err.message;
+      await sleep(3000);
+    }
+  }
 }
 
 function scoreChart(scores) {
@@ -122,20 +298,37 @@ function scoreChart(scores) {
   return `<svg width="${left + w + 110}" height="${scores.length * h + 4}" role="img" aria-label="drift scores">${bars.join("")}</svg>`;
 }
 
+function pickedDecision(d) {
+  const values = Object.entries(d.measurements || {}).map(([k, v]) => `${k} ${Number(v).toPrecision(3)}`).join(", ");
+  $("#rollout-point").textContent = `${d.time}: ${d.action} ${d.revision || ""} at ${d.trafficSplit} — ${d.reason}${values ? ` (${values})` : ""}`;
+}
+
 async function showModelServer(name) {
-  const base = `/api/v1/namespaces/${encodeURIComponent(ns())}`;
-  const [lin, cat] = await Promise.all([api("GET", `${base}/modelservers/${encodeURIComponent(name)}/lineage`), api("GET", `${base}/catalog`)]);
+  const [lin, cat] = await Promise.all([api("GET", `${base()}/modelservers/${encodeURIComponent(name)}/lineage`), api("GET", `${base()}/catalog`)]);
   const server = cat.modelServers.find((m) => m.name === name) || { drift: [] };
-  const decisions = lin.modelServer.decisions
+  const history = lin.modelServer.decisions;
+  const decisions = history
     .map((d) => `<tr><td>${esc(d.time)}</td><td>${esc(d.action)}</td><td>${esc(d.revision)}</td><td>${esc(d.trafficSplit)}</td><td>${esc(d.reason)}</td></tr>`)
     .join("");
   const drift = server.drift
     .map((dm) => `<h4>${esc(dm.name)}: ${esc(dm.drift?.status || "")} ${esc(dm.drift?.message || "")}</h4>${scoreChart(dm.scores)}`)
     .join("") || "<p>No DriftMonitor watches this ModelServer.</p>";
+  state.chart?.destroy();
+  state.chart = null;
   $("#modelserver-detail").innerHTML =
-    `<h3>${esc(name)}</h3><p>source: ${esc(JSON.stringify(lin.source))}; base model ${esc(lin.baseModel || "-")}; dataset ${esc(lin.dataset?.digest || "-")}; run ${esc(lin.run || "-")}</p>` +
-    `<h4>Rollout history</h4><table data-testid="rollout-history"><thead><tr><th>time</th><th>action</th><th>revision</th><th>split</th><th>reason</th></tr></thead><tbody>${decisions || "<tr><td colspan=5>no decisions yet</td></tr>"}</tbody></table>` +
-    `<h4>Drift</h4>${drift}`;
+    `<h3>${esc(name)}</h3><p>source: ${esc(sourceText(lin.source))}; base model ${esc(lin.baseModel || "-")}; dataset ${esc(lin.dataset?.digest || "-")}; run ${esc(lin.run || "-")}</p>`
+    + `<h4>Rollout</h4>${history.length ? `<figure class="chart"><div id="rollout-chart" role="img" data-testid="rollout-chart"></div><figcaption data-testid="rollout-summary">canary share: ${esc(Charts.rolloutSummary(history))}. Point at a decision for its reason and measurements.</figcaption><p id="rollout-point" data-testid="rollout-point" aria-live="polite"></p></figure>` : "<p>No rollout yet.</p>"}`
+    + `<table data-testid="rollout-history"><thead><tr><th>time</th><th>action</th><th>revision</th><th>split</th><th>reason</th></tr></thead><tbody>${decisions || "<tr><td colspan=5>no decisions yet</td></tr>"}</tbody></table>`
+    + `<h4>Drift</h4>${drift}`;
+  if (history.length) state.chart = Charts.rollout($("#rollout-chart"), history, pickedDecision);
+}
+
+// where a ModelServer's model comes from, in words (the API gives {uri} or {fineTuneJob} or {modelName})
+function sourceText(source) {
+  if (!source) return "-";
+  if (source.fineTuneJob) return `FineTuneJob ${source.fineTuneJob}`;
+  if (source.modelName) return `catalog model ${source.modelName}`;
+  return source.uri || JSON.stringify(source);
 }
 
 async function loadCatalog() {
@@ -144,7 +337,7 @@ async function loadCatalog() {
     .map((m) => `<tr><td>${esc(m.name)}</td><td>${esc(m.model?.name)} ${esc(m.model?.version)}</td><td>${esc(m.metrics?.evalLoss ?? "")}</td><td>${esc(m.lineage?.baseModel ?? "")}</td><td>${esc((m.datasetDigest || "").slice(0, 19))}</td><td>${esc(m.servedBy.join(", "))}</td></tr>`)
     .join("") || "<tr><td colspan=6>No registered models in this namespace.</td></tr>";
   $("#catalog-servers tbody").innerHTML = data.modelServers
-    .map((s) => `<tr><td>${esc(s.name)}</td><td>${esc(s.phase)}</td><td>${esc(s.trafficSplit || "")}</td><td>${esc(JSON.stringify(s.source))}</td><td>${esc(s.drift.map((d) => `${d.name}: ${d.drift?.status || "?"}`).join(", "))}</td></tr>`)
+    .map((s) => `<tr><td>${esc(s.name)}</td><td>${esc(s.phase)}</td><td>${esc(s.trafficSplit || "")}</td><td>${esc(sourceText(s.source))}</td><td>${esc(s.drift.map((d) => `${d.name}: ${d.drift?.status || "?"}`).join(", "))}</td></tr>`)
     .join("") || "<tr><td colspan=5>No ModelServers in this namespace.</td></tr>";
 }
 
@@ -210,19 +403,23 @@ async function loadQuota() {
   }).join("") || "<p>No LocalQueue in this namespace: its workloads are not queued.</p>";
 }
 
+// the kinds' tabs are live (watchKind); the catalog and the quota, views over many objects,
+// are read again every 15 s while open; the model map when opened and by its reload button
 async function refresh() {
-  if (!state.token) return;
-  if (state.tab === "modelmap") return;  // loaded when opened, and by its reload button
-  if (!ns()) return;
+  if (!state.token || !ns()) return;
+  if (KINDS.includes(state.tab)) {
+    if (live.key !== `${ns()}/${state.tab}`) watchKind(state.tab);
+    return;
+  }
+  stopWatch();
+  if (state.tab === "modelmap") return;
   try {
     if (state.tab === "catalog") await loadCatalog();
     else if (state.tab === "quota") await loadQuota();
-    else await loadList(state.tab);
-    if (state.tab === "modelservers" && state.selected) await showModelServer(state.selected);
     $("#error").textContent = "";
   } catch (err) {
     $("#error").textContent = err.message;
-    if (err.status === 401) signOut();
+    if (err.status === 401) expired();
   }
 }
 
@@ -241,6 +438,7 @@ async function signIn(token) {
     $("#app").hidden = false;
     $("#signout").hidden = false;
     $("#signin-error").textContent = "";
+    await loadForms().catch((err) => { $("#error").textContent = err.message; });
     refresh();
   } catch (err) {
     state.token = "";
@@ -248,7 +446,15 @@ async function signIn(token) {
   }
 }
 
+// the cluster stopped accepting the token (it expired, or was revoked): say so where the
+// next one is pasted
+function expired() {
+  signOut();
+  $("#signin-error").textContent = "Your session ended: the cluster no longer accepts your token (it expired or was revoked). Sign in with a new one.";
+}
+
 function signOut() {
+  stopWatch();
   state.token = "";
   sessionStorage.removeItem("kubeforge-token");
   $("#signin").hidden = false;
@@ -278,6 +484,19 @@ document.addEventListener("click", async (e) => {
   if (report) showReport(report.dataset.report).catch((err) => { $("#error").textContent = err.message; });
   const show = e.target.closest("[data-show]");
   if (show) { state.selected = show.dataset.show; showModelServer(state.selected).catch((err) => { $("#error").textContent = err.message; }); }
+  const views = { events: showEvents, logs: showLogs, yaml: showYaml, edit: startEdit, stop: toggleStopped };
+  for (const [key, view] of Object.entries(views)) {
+    const button = e.target.closest(`button[data-${key}]`);
+    if (button) view(button.dataset[key]).catch((err) => { $("#error").textContent = err.message; });
+  }
+  const cancel = e.target.closest(".form-cancel");
+  if (cancel) editing(cancel.closest("form"), null);
+});
+document.addEventListener("submit", (e) => {
+  const form = e.target.closest(".kind-form");
+  if (!form) return;
+  e.preventDefault();
+  submitForm(form);
 });
 $("#explain-form").addEventListener("submit", (e) => {
   e.preventDefault();
@@ -287,30 +506,5 @@ document.addEventListener("click", (e) => {
   const one = e.target.closest("[data-explain]");
   if (one) explain(one.dataset.explain, one.dataset.instance);
 });
-$("#create-workbench").addEventListener("submit", async (e) => {
-  e.preventDefault();
-  const f = new FormData(e.target);
-  const gpus = Number(f.get("gpus") || 0);
-  const body = {
-    metadata: { name: f.get("name") },
-    spec: {
-      image: f.get("image"),
-      resources: { cpu: f.get("cpu"), memory: f.get("memory"), ...(gpus > 0 ? { accelerator: { count: gpus } } : {}) },
-      storage: { size: f.get("storage") },
-      culling: { idleTimeout: f.get("idleTimeout") },
-    },
-  };
-  const list = $("#create-errors");
-  list.innerHTML = "";
-  try {
-    await api("POST", `/api/v1/namespaces/${encodeURIComponent(ns())}/workbenches`, body);
-    e.target.reset();
-    refresh();
-  } catch (err) {
-    const items = Array.isArray(err.detail) ? err.detail.map((d) => `${d.field}: ${d.message}`) : [err.message];
-    list.innerHTML = items.map((i) => `<li>${esc(i)}</li>`).join("");
-  }
-});
-
-setInterval(refresh, 3000);
+setInterval(() => { if (state.tab === "catalog" || state.tab === "quota") refresh(); }, 15000);
 if (state.token) signIn(state.token);

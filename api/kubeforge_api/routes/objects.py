@@ -6,13 +6,16 @@ re-encoded)."""
 # No `from __future__ import annotations`: the per-kind body models are made at run time, and
 # FastAPI resolves the route functions' annotations when the routes are added.
 
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import httpx
 import yaml
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from kubeforge_api.cluster import ApiserverError
+from kubeforge_api.cluster import WATCH_SECONDS, ApiserverError
 from kubeforge_api.deps import AsCaller, Name, Namespace, object_path
 from kubeforge_api.errors import ERRORS, NOT_FOUND, Problem, ProblemError
 from kubeforge_api.models import (
@@ -87,13 +90,20 @@ def kind_router(kind: KindInfo) -> APIRouter:
     @router.get(
         "",
         response_model=many,
-        responses=ERRORS,
+        responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
         operation_id=f"list{kind.kind}",
         summary=f"List {kind.kind}s",
     )
-    async def list_objects(namespace: Namespace, api: AsCaller) -> Response:
-        raw = await api.passthrough(object_path(kind, namespace))
-        return Response(raw, media_type="application/json")
+    async def list_objects(namespace: Namespace, api: AsCaller, watch: Watch = False) -> Response:
+        path = object_path(kind, namespace)
+        if not watch:
+            return Response(await api.passthrough(path), media_type="application/json")
+        listed = await api.call("GET", path)  # a refusal is its answer, before the stream
+        return StreamingResponse(
+            watch_events(api, path, listed),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     @router.post(
         "",
@@ -163,6 +173,36 @@ def kind_router(kind: KindInfo) -> APIRouter:
 
     add_views(router, kind)
     return router
+
+
+Watch = Annotated[
+    bool,
+    Query(
+        description="Answer with server-sent events instead: `snapshot` (the list), then each "
+        "change as the apiserver's watch reports it (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`, "
+        f"`ERROR`), for up to {WATCH_SECONDS} s; then reconnect. An `error` event ends a stream "
+        "that failed after it began."
+    ),
+]
+
+
+def sse(event: str, data: Any) -> bytes:
+    """One server-sent event (compact JSON has no newline to escape)."""
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def watch_events(api: AsCaller, path: str, listed: dict[str, Any]) -> AsyncIterator[bytes]:
+    """The list, then the apiserver's watch from its resourceVersion, as server-sent events. A
+    failure after the stream began (its 200 is sent) can only be said in the stream."""
+    yield sse("snapshot", listed)
+    version = str((listed.get("metadata") or {}).get("resourceVersion") or "")
+    try:
+        async for event in api.watch(path, version):
+            yield sse(str(event.get("type")), event.get("object"))
+    except ApiserverError as err:
+        yield sse("error", {"status": err.status, "message": str(err)})
+    except httpx.HTTPError as err:  # the apiserver went away, or every watch slot is taken
+        yield sse("error", {"status": 503, "message": f"the watch failed: {type(err).__name__}"})
 
 
 # annotations kubectl and the apiserver keep that would not belong in a file kept in Git

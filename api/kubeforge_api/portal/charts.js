@@ -1,0 +1,57 @@
+// Charts, drawn with uPlot (portal/vendor, served from here). A canvas says nothing to a screen
+// reader: each chart has its text alternative (the summary under it, and the table it is drawn
+// from beside it).
+"use strict";
+
+const Charts = (() => {
+  const canaryShare = (split) => Number(String(split || "100/0").split("/")[1] || 0);
+  // a decision's action, as the chart's legend names it, and its colour
+  const OUTCOMES = {
+    start: ["started", "#0969da"],
+    advance: ["advanced", "#116329"],
+    promote: ["promoted", "#0969da"],
+    hold: ["held", "#9a6700"],
+    rollback: ["rolled back", "#b00020"],
+    cancel: ["cancelled", "#57606a"],
+  };
+  const outcome = (action) => OUTCOMES[action] || [action, "#57606a"];
+
+  // "10% (started) → 25% (advanced) → 0% (rolled back)"
+  function rolloutSummary(decisions) {
+    return decisions.map((d) => `${canaryShare(d.trafficSplit)}% (${outcome(d.action)[0]})`).join(" → ");
+  }
+
+  // A ModelServer's rollout: the canary's share of traffic over time (a step line, drawn on to
+  // now), each decision a point coloured by its outcome; ``onPick`` gets the decision under
+  // the cursor (its reason and measurements are shown beside the chart).
+  function rollout(el, decisions, onPick) {
+    const sorted = [...decisions].sort((a, b) => Date.parse(a.time) - Date.parse(b.time));
+    el.setAttribute("aria-label", `canary share of traffic over time: ${rolloutSummary(sorted)}`);
+    const names = [...new Set(sorted.map((d) => outcome(d.action)[0]))];
+    const xs = sorted.map((d) => Date.parse(d.time) / 1000);
+    const shares = sorted.map((d) => canaryShare(d.trafficSplit));
+    const points = names.map((name) => [...sorted.map((d, i) => (outcome(d.action)[0] === name ? shares[i] : null)), null]);
+    const data = [[...xs, Math.max(Date.now() / 1000, xs.at(-1) + 1)], [...shares, shares.at(-1)], ...points];
+    const colour = (name) => Object.values(OUTCOMES).find(([n]) => n === name)?.[1] || "#57606a";
+    const options = {
+      width: Math.max(320, Math.min(el.clientWidth || 720, 900)),
+      height: 220,
+      scales: { y: { range: [0, 100] } },
+      axes: [{}, { label: "canary %" }],
+      series: [
+        {},
+        { label: "canary share", stroke: "#4c72b0", width: 2, paths: uPlot.paths.stepped({ align: 1 }), points: { show: false } },
+        ...names.map((name) => ({ label: name, stroke: colour(name), fill: colour(name), paths: () => null, points: { show: true, size: 10, fill: colour(name) } })),
+      ],
+      hooks: {
+        setCursor: [(u) => {
+          const i = u.cursor.idx;
+          if (i !== null && i !== undefined && i < sorted.length) onPick(sorted[i]);
+        }],
+      },
+    };
+    return new uPlot(options, data, el);
+  }
+
+  return { rollout, rolloutSummary, canaryShare };
+})();
