@@ -119,7 +119,7 @@ async function showEvents(ref) {
   const [plural, name] = ref.split("/");
   const data = await api("GET", `${base()}/${ref}/events`);
   const items = data.items.sort((a, b) => String(a.lastTimestamp || a.eventTime).localeCompare(String(b.lastTimestamp || b.eventTime)));
-  detail(plural, `<h4>Events of ${esc(name)}</h4><table data-testid="events"><thead><tr><th>last seen</th><th>type</th><th>reason</th><th>count</th><th>message</th></tr></thead><tbody>`
+  detail(plural, `<h2>Events of ${esc(name)}</h2><table data-testid="events"><thead><tr><th>last seen</th><th>type</th><th>reason</th><th>count</th><th>message</th></tr></thead><tbody>`
     + (items.map((e) => `<tr><td>${esc(e.lastTimestamp || e.eventTime)}</td><td>${esc(e.type)}</td><td>${esc(e.reason)}</td><td>${esc(e.count ?? 1)}</td><td>${esc(e.message)}</td></tr>`).join("") || "<tr><td colspan=5>No Events (the apiserver keeps them for an hour).</td></tr>")
     + "</tbody></table>");
 }
@@ -127,8 +127,8 @@ async function showEvents(ref) {
 async function showLogs(ref) {
   const [plural, name] = ref.split("/");
   const data = await api("GET", `${base()}/${ref}/logs?lines=200`);
-  detail(plural, `<h4>Logs of ${esc(name)}'s pods</h4><div data-testid="logs">`
-    + (data.items.map((c) => `<h5>${esc(c.pod)} / ${esc(c.container)} (${esc(c.phase || "?")})</h5>${c.problem ? `<p class="error">${esc(c.problem)}</p>` : ""}<pre tabindex="0">${esc(c.text)}</pre>`).join("") || "<p>No pods.</p>")
+  detail(plural, `<h2>Logs of ${esc(name)}'s pods</h2><div data-testid="logs">`
+    + (data.items.map((c) => `<h3>${esc(c.pod)} / ${esc(c.container)} (${esc(c.phase || "?")})</h3>${c.problem ? `<p class="error">${esc(c.problem)}</p>` : ""}<pre tabindex="0">${esc(c.text)}</pre>`).join("") || "<p>No pods.</p>")
     + "</div>");
 }
 
@@ -139,7 +139,7 @@ async function showYaml(ref) {
   const text = await res.text();
   const file = /filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "")?.[1] || `${name}.yaml`;
   const href = URL.createObjectURL(new Blob([text], { type: "application/yaml" }));
-  detail(plural, `<h4>${esc(name)} as YAML (for Git and kubectl apply)</h4><p><a href="${href}" download="${esc(file)}" data-testid="yaml-download">download ${esc(file)}</a></p><pre tabindex="0" data-testid="yaml">${esc(text)}</pre>`);
+  detail(plural, `<h2>${esc(name)} as YAML (for Git and kubectl apply)</h2><p><a href="${href}" download="${esc(file)}" data-testid="yaml-download">download ${esc(file)}</a></p><pre tabindex="0" data-testid="yaml">${esc(text)}</pre>`);
 }
 
 async function toggleStopped(name) {
@@ -316,10 +316,10 @@ async function showModelServer(name) {
   state.chart?.destroy();
   state.chart = null;
   $("#modelserver-detail").innerHTML =
-    `<h3>${esc(name)}</h3><p>source: ${esc(sourceText(lin.source))}; base model ${esc(lin.baseModel || "-")}; dataset ${esc(lin.dataset?.digest || "-")}; run ${esc(lin.run || "-")}</p>`
-    + `<h4>Rollout</h4>${history.length ? `<figure class="chart"><div id="rollout-chart" role="img" data-testid="rollout-chart"></div><figcaption data-testid="rollout-summary">canary share: ${esc(Charts.rolloutSummary(history))}. Point at a decision for its reason and measurements.</figcaption><p id="rollout-point" data-testid="rollout-point" aria-live="polite"></p></figure>` : "<p>No rollout yet.</p>"}`
+    `<h2>${esc(name)}</h2><p>source: ${esc(sourceText(lin.source))}; base model ${esc(lin.baseModel || "-")}; dataset ${esc(lin.dataset?.digest || "-")}; run ${esc(lin.run || "-")}</p>`
+    + `<h3>Rollout</h3>${history.length ? `<figure class="chart"><div id="rollout-chart" role="img" data-testid="rollout-chart"></div><figcaption data-testid="rollout-summary">canary share: ${esc(Charts.rolloutSummary(history))}. Point at a decision for its reason and measurements.</figcaption><p id="rollout-point" data-testid="rollout-point" aria-live="polite"></p></figure>` : "<p>No rollout yet.</p>"}`
     + `<table data-testid="rollout-history"><thead><tr><th>time</th><th>action</th><th>revision</th><th>split</th><th>reason</th></tr></thead><tbody>${decisions || "<tr><td colspan=5>no decisions yet</td></tr>"}</tbody></table>`
-    + `<h4>Drift</h4>${drift}`;
+    + `<h3>Drift</h3>${drift}`;
   if (history.length) state.chart = Charts.rollout($("#rollout-chart"), history, pickedDecision);
 }
 

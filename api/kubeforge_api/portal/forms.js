@@ -67,10 +67,10 @@ const Forms = (() => {
     const name = { type: "string", description: "The object's name: lower-case letters, digits and '-', starting and ending with a letter or digit." };
     const fields = Object.entries(spec.properties || {}).map(([key, node]) => render(`spec.${key}`, node, required.has(key))).join("");
     return `<form class="kind-form" data-plural="${esc(schema.plural)}" data-testid="form-${esc(schema.plural)}" novalidate aria-label="${esc(schema.kind)}">`
-      + `<h3 class="form-title">New ${esc(schema.kind)}</h3><p><small>${esc(schema.description)}</small></p>`
+      + `<h2 class="form-title">New ${esc(schema.kind)}</h2><p><small>${esc(schema.description)}</small></p>`
       + `${control("metadata.name", name, true)}${fields}`
       + `<p><button type="submit" class="form-submit">Create</button> <button type="button" class="form-cancel" hidden>Cancel edit</button></p>`
-      + `<ul class="error form-errors" data-testid="errors-${esc(schema.plural)}" role="alert"></ul></form>`;
+      + `<div role="alert"><ul class="error form-errors" data-testid="errors-${esc(schema.plural)}"></ul></div></form>`;
   }
 
   function parse(el) {
