@@ -12,6 +12,7 @@ minute) no longer hold up the tests that need only CPU."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,22 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return CLUSTER_GROUP if on_cluster(nodeid.split("::", 1)[0]) else nodeid
 
     return ClusterScheduling(config, log)
+
+
+# Beside the cluster's tests, the longer of the two workers' paths, the rest run at a lower CPU
+# priority (and so do the runtimes and trainers they start): on two cores the apiserver, the
+# operator and the kwok pods of the cluster's tests then wait less for the CPU. Only as root,
+# who may also raise the priority again for a cluster test on the same worker.
+_BESIDE_THE_CLUSTER = 10
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER") is None or os.geteuid() != 0:
+        return
+    want = 0 if on_cluster(item.nodeid.split("::", 1)[0]) else _BESIDE_THE_CLUSTER
+    now = os.nice(0)
+    if want != now:
+        os.nice(want - now)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
