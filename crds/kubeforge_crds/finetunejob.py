@@ -289,8 +289,15 @@ class Lineage(KubeModel):
     )
 
 
+class LossPoint(StatusModel):
+    """The training loss the trainer logged at a step."""
+
+    step: int = Field(ge=0, description="The optimizer step.")
+    loss: float = Field(description="The training loss logged at it.")
+
+
 class TrainingRecord(StatusModel):
-    """How the run trained: how far, and where it resumed after a preemption."""
+    """How the run trained: how far, where it resumed after a preemption, its loss curve."""
 
     steps: int | None = Field(default=None, ge=0, description="Optimizer steps in all.")
     resumed_from_step: int | None = Field(
@@ -302,6 +309,13 @@ class TrainingRecord(StatusModel):
         default=None,
         description="Why checkpoints that were there were not resumed (another spec, cut short "
         "while saving, would not load).",
+    )
+    loss_curve: list[LossPoint] | None = Field(
+        default=None,
+        max_length=64,
+        description="The training loss by step as the trainer logged it (every 10 steps), at "
+        "most 32 points evenly spread; of the attempt that finished (after a preemption, from "
+        "the step it resumed at).",
     )
 
 

@@ -100,6 +100,7 @@ def fine_tune(
         "resumedFrom": result.resumed_from,
         "resumedFromStep": result.resumed_from_step,
         "restartReason": result.restart_reason,
+        "lossCurve": list(result.loss_curve) or None,
     }
 
 
@@ -232,8 +233,9 @@ def run_all(
     return lineage
 
 
-# what status.training shows of a run: how far it went, and where it resumed and why not
-TRAINING_SUMMARY = ("steps", "resumedFromStep", "restartReason")
+# what status.training shows of a run: how far it went, where it resumed and why not, and its
+# training loss (at most train.LOSS_CURVE_POINTS points: some 900 bytes of the message's 4 KiB)
+TRAINING_SUMMARY = ("steps", "resumedFromStep", "restartReason", "lossCurve")
 
 
 def summary(lineage: dict[str, Any]) -> str:

@@ -71,6 +71,8 @@ class TrainResult:
     resumed_from: str | None
     resumed_from_step: int = 0
     restart_reason: str | None = None  # why existing checkpoints were not used
+    # the training loss as the Trainer logged it ({step, loss}), this attempt's steps
+    loss_curve: tuple[dict[str, float], ...] = ()
 
     @property
     def tokens_per_second(self) -> float:
@@ -78,6 +80,17 @@ class TrainResult:
 
 
 Progress = Callable[[dict[str, Any]], None]
+LOSS_CURVE_POINTS = 32  # what a FineTuneJob's status keeps (a termination message holds 4 KiB)
+
+
+def thin(
+    points: list[dict[str, float]], at_most: int = LOSS_CURVE_POINTS
+) -> list[dict[str, float]]:
+    """At most ``at_most`` of ``points``, evenly spread, the first and the last kept."""
+    if len(points) <= at_most:
+        return list(points)
+    stride = (len(points) - 1) / (at_most - 1)
+    return [points[round(i * stride)] for i in range(at_most)]
 
 
 def check_base_model(model_dir: Path) -> dict[str, Any]:
@@ -242,9 +255,16 @@ def fine_tune(
         raise ModelError("the training split has no tokens")
     tokens_per_step = sum(len(b) for b in blocks[: settings.batch_size])
     started = time.perf_counter()
+    # the loss every 10 steps, or often enough for a curve of some 8 points in a short run
+    total = settings.max_steps or settings.epochs * math.ceil(len(blocks) / settings.batch_size)
+    log_every = max(1, min(10, total // 8))
+
+    curve: list[dict[str, float]] = []
 
     class _Report(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if logs and "loss" in logs:
+                curve.append({"step": state.global_step, "loss": round(float(logs["loss"]), 4)})
             if progress and logs and "loss" in logs:
                 elapsed = time.perf_counter() - started
                 progress(
@@ -261,7 +281,7 @@ def fine_tune(
     with checkpoints.StopOnSignal() as stop:
         trainer = Trainer(
             model=model,
-            args=training_arguments(settings, checkpoint_dir),
+            args=training_arguments(settings, checkpoint_dir, log_every=log_every),
             train_dataset=_Blocks(blocks),
             data_collator=default_data_collator,
             callbacks=[_Report(), stop.callback()],
@@ -299,6 +319,7 @@ def fine_tune(
         resumed_from=point.checkpoint.name if point.checkpoint else None,
         resumed_from_step=point.step,
         restart_reason=_join(_reason, point.restart_reason),
+        loss_curve=tuple(thin(curve)),
     )
 
 

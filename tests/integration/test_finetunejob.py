@@ -370,6 +370,10 @@ def test_local_backend_trains_registers_and_reports(
     assert status["model"] == {"name": "tickets", "version": "v1", "uri": f"file://{out}/v1"}
     assert status["metrics"]["loss"] < status["metrics"]["baseLoss"]
     assert status["metrics"]["perplexity"] > 1
+    # the loss as the trainer logged it: every 5 of the 40 steps (a curve of 8 points)
+    curve = status["training"]["lossCurve"]
+    assert [p["step"] for p in curve] == list(range(5, 41, 5))
+    assert curve[-1]["loss"] < curve[0]["loss"]
     digest = hashlib.sha256(tickets_dataset.read_bytes()).hexdigest()
     assert status["datasetDigest"] == digest
     assert status["lineage"]["datasetDigest"] == digest

@@ -356,6 +356,26 @@ def test_result_fields_carry_where_training_resumed_and_why_it_started_over() ->
     assert "training" not in result_fields({"training": {}})
 
 
+def test_the_loss_curve_reaches_status_through_the_4_kib_termination_message() -> None:
+    from kubeforge_pipelines.steps import summary
+    from kubeforge_pipelines.train import LOSS_CURVE_POINTS
+
+    curve = [{"step": 100_000 + i * 1000, "loss": 1.234567 + i} for i in range(LOSS_CURVE_POINTS)]
+    lineage = {
+        "model": {"name": "tickets", "version": "v12", "uri": "s3://bucket/" + "m" * 200},
+        "metrics": {"loss": 1.5, "perplexity": 4.5, "tokenAccuracy": 0.5},
+        "metricsBefore": {"loss": 3.25},
+        "dataset": {"sha256": "f" * 64},
+        "training": {"steps": 132_000, "resumedFromStep": 99_000, "lossCurve": curve,
+                     "restartReason": "checkpoint-98000 would not load: " + "x" * 300},
+    }  # fmt: skip
+    message = summary(lineage)
+    assert len(message) <= 4096
+    training = result_fields(json.loads(message))["training"]
+    assert training["lossCurve"] == curve
+    assert training["steps"] == 132_000
+
+
 def test_a_run_waiting_in_kueues_queue_holds_no_gpus() -> None:
     """Kueue's reason replaces 'Suspended' while it waits: it still holds nothing."""
     waiting = RunState("Queued", "Queued", "waiting for quota in LocalQueue gpu, position 2")

@@ -4,6 +4,7 @@ with lineage and model card."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def test_lora_trains_only_the_adapter_and_resumes(base: Path, tmp_path: Path) ->
     ckpt = tmp_path / "ckpt"
     first = train.fine_tune(base, TEXTS, tmp_path / "out1", ckpt, settings)
     assert first.steps == 4
+    assert [p["step"] for p in first.loss_curve] == [1, 2, 3, 4]  # logged every step of 4
+    assert all(p["loss"] > 0 for p in first.loss_curve)
     assert first.resumed_from is None
     assert first.tokens == 4 * 4 * 32  # packed: every position is a real token
     assert (tmp_path / "out1" / "adapter_config.json").is_file()
@@ -76,6 +79,16 @@ def test_lora_trains_only_the_adapter_and_resumes(base: Path, tmp_path: Path) ->
     assert second.resumed_from == "checkpoint-4"
     assert second.steps == 6
     assert second.tokens == 2 * 4 * 32
+
+
+def test_a_long_loss_curve_is_thinned_evenly_keeping_both_ends() -> None:
+    points = [{"step": i * 10, "loss": 1 / (i + 1)} for i in range(100)]
+    thinned = train.thin(points, 32)
+    assert len(thinned) == 32
+    assert (thinned[0], thinned[-1]) == (points[0], points[-1])
+    gaps = {b["step"] - a["step"] for a, b in itertools.pairwise(thinned)}
+    assert gaps <= {30, 40}  # evenly spread
+    assert train.thin(points[:5], 32) == points[:5]
 
 
 def test_evaluation_reports_loss_perplexity_and_accuracy(base: Path) -> None:
