@@ -488,20 +488,46 @@ def _decision(minutes_ago: float, step: int, action: str, split: str, reason: st
     }
 
 
-def test_a_rollout_is_drawn_and_follows_its_decisions(
+TUNE_STATUS = {
+    "phase": "Succeeded",
+    "runId": "kf-tune-abc12",
+    "datasetDigest": "9f" * 32,
+    "model": {"name": "tickets", "version": "v3", "uri": "s3://models/tickets/v3"},
+    "metrics": {"loss": 1.9, "baseLoss": 3.4, "perplexity": 6.7},
+    "training": {
+        "steps": 40,
+        "lossCurve": [{"step": s, "loss": round(4.0 - s * 0.05, 3)} for s in range(5, 41, 5)],
+    },
+}
+
+
+def test_a_rollout_and_a_training_run_are_drawn_from_their_status(
     page: Page, api_url: str, cluster: Cluster
 ) -> None:
     # a namespace the session's operator leaves alone: the status is the test's to write, as the
-    # operator writes it during a canary
+    # operator writes it during a canary and after a run
     ns = f"{ISOLATED_PREFIX}portal-{RUN}"
     cluster.kubectl("create", "namespace", ns)
+    tune = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "tune", "namespace": ns},
+        "spec": {
+            "baseModel": {"uri": "hf://sshleifer/tiny-gpt2"},
+            "dataset": {"uri": "s3://data/tickets.jsonl"},
+            "output": {"uri": "s3://models/tickets", "modelName": "tickets"},
+        },
+    }
     server = {
         "apiVersion": "kubeforge.io/v1alpha1",
         "kind": "ModelServer",
         "metadata": {"name": "bot", "namespace": ns},
-        "spec": {"model": {"uri": "s3://models/bot/v2"}, "runtime": {"modelFormat": "sklearn"}},
+        "spec": {"model": {"fineTuneJob": "tune"}},
     }
-    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(server))
+    for obj in (tune, server):
+        cluster.kubectl("apply", "-f", "-", stdin=json.dumps(obj))
+    cluster.kubectl("patch", "finetunejob", "tune", "-n", ns, "--subresource=status",
+                    "--type=merge", "-p", json.dumps({"status": TUNE_STATUS}))  # fmt: skip
     decisions = [
         _decision(9, 0, "start", "90/10", "canary at 10%"),
         _decision(6, 1, "advance", "75/25", "every gate passed", **{"error-rate": 0.001}),
@@ -543,6 +569,21 @@ def test_a_rollout_is_drawn_and_follows_its_decisions(
             "25% (advanced) → 25% (held) → 0% (rolled back)", timeout=15_000
         )
         _shot(page, "rollout-chart")
+
+        # the run's loss curve against its held-out loss, and its lineage down to the server
+        page.get_by_role("button", name="FineTuneJobs").click()
+        row = page.get_by_test_id("list-finetunejobs").locator("tr[data-name='tune']")
+        row.get_by_role("button", name="training").click()
+        training = page.get_by_test_id("detail-finetunejobs")
+        expect(training.get_by_test_id("loss-summary")).to_contain_text(
+            "training loss 3.75 at step 5 → 2 at step 40; held-out loss 3.4 before, 1.9 after"
+        )
+        expect(training.locator("canvas").first).to_be_visible()
+        lineage = training.get_by_test_id("lineage")
+        for part in ("s3://data/tickets.jsonl (sha256 9f9f", "kf-tune-abc12, 40 steps",
+                     "tickets v3 (s3://models/tickets/v3)", "served by bot"):  # fmt: skip
+            expect(lineage).to_contain_text(part)
+        _shot(page, "training-chart")
     finally:
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
 

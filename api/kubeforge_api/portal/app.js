@@ -2,7 +2,7 @@
 // tab's sessionStorage and goes with every request; the API acts as its owner.
 "use strict";
 
-const state = { token: sessionStorage.getItem("kubeforge-token") || "", tab: "workbenches", selected: null, schemas: {}, chart: null };
+const state = { token: sessionStorage.getItem("kubeforge-token") || "", tab: "workbenches", selected: null, schemas: {}, chart: null, lossChart: null };
 const $ = (sel) => document.querySelector(sel);
 const ns = () => $("#namespace").value.trim();
 
@@ -48,6 +48,7 @@ function actions(plural, o) {
   const own = {
     workbenches: () => (o.status?.url ? `<a href="${esc(o.status.url)}" target="_blank" rel="noopener noreferrer">open</a> ` : "")
       + `<button data-stop="${name}">${o.spec?.stopped ? "start" : "stop"}</button>`,
+    finetunejobs: () => `<button data-training="${name}">training</button>`,
     modelservers: () => `<button data-show="${name}">rollout and drift</button>`,
     driftmonitors: () => `<button data-report="${name}">report</button>`,
   }[plural];
@@ -140,6 +141,26 @@ async function showYaml(ref) {
   const file = /filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "")?.[1] || `${name}.yaml`;
   const href = URL.createObjectURL(new Blob([text], { type: "application/yaml" }));
   detail(plural, `<h2>${esc(name)} as YAML (for Git and kubectl apply)</h2><p><a href="${href}" download="${esc(file)}" data-testid="yaml-download">download ${esc(file)}</a></p><pre tabindex="0" data-testid="yaml">${esc(text)}</pre>`);
+}
+
+// a FineTuneJob's loss curve, and its lineage as a chain: dataset → run → version → servers
+async function showTraining(name) {
+  const [ftj, cat] = await Promise.all([api("GET", `${base()}/finetunejobs/${encodeURIComponent(name)}`), api("GET", `${base()}/catalog`)]);
+  const status = ftj.status || {}, curve = status.training?.lossCurve || [];
+  const served = (cat.models.find((m) => m.name === name) || {}).servedBy || [];
+  const steps = [
+    ["dataset", `${ftj.spec.dataset.uri}${status.datasetDigest ? ` (sha256 ${status.datasetDigest.slice(0, 12)}…)` : ""}`],
+    ["base model", ftj.spec.baseModel.uri],
+    ["run", `${status.runId || "not started"}${status.training?.steps ? `, ${status.training.steps} steps` : ""}`],
+    ["model version", status.model ? `${status.model.name} ${status.model.version} (${status.model.uri})` : "not registered yet"],
+    ["served by", served.length ? served.join(", ") : "no ModelServer"],
+  ];
+  state.lossChart?.destroy();
+  state.lossChart = null;
+  detail("finetunejobs", `<h2>Training of ${esc(name)}</h2>`
+    + (curve.length ? `<figure class="chart"><div id="loss-chart" role="img" data-testid="loss-chart"></div><figcaption data-testid="loss-summary">training loss ${esc(curve[0].loss)} at step ${esc(curve[0].step)} → ${esc(curve.at(-1).loss)} at step ${esc(curve.at(-1).step)}${status.metrics?.loss !== undefined ? `; held-out loss ${esc(status.metrics.baseLoss ?? "?")} before, ${esc(status.metrics.loss)} after` : ""}</figcaption></figure>` : "<p>No loss logged yet.</p>")
+    + `<h3>Lineage</h3><ol class="lineage" data-testid="lineage">${steps.map(([k, v]) => `<li><strong>${esc(k)}</strong> ${esc(v)}</li>`).join("")}</ol>`);
+  if (curve.length) state.lossChart = Charts.lossCurve($("#loss-chart"), curve, status.metrics || {});
 }
 
 async function toggleStopped(name) {
@@ -484,7 +505,7 @@ document.addEventListener("click", async (e) => {
   if (report) showReport(report.dataset.report).catch((err) => { $("#error").textContent = err.message; });
   const show = e.target.closest("[data-show]");
   if (show) { state.selected = show.dataset.show; showModelServer(state.selected).catch((err) => { $("#error").textContent = err.message; }); }
-  const views = { events: showEvents, logs: showLogs, yaml: showYaml, edit: startEdit, stop: toggleStopped };
+  const views = { events: showEvents, logs: showLogs, yaml: showYaml, edit: startEdit, stop: toggleStopped, training: showTraining };
   for (const [key, view] of Object.entries(views)) {
     const button = e.target.closest(`button[data-${key}]`);
     if (button) view(button.dataset[key]).catch((err) => { $("#error").textContent = err.message; });

@@ -53,5 +53,25 @@ const Charts = (() => {
     return new uPlot(options, data, el);
   }
 
-  return { rollout, rolloutSummary, canaryShare };
+  // A FineTuneJob's training loss by step (status.training.lossCurve), with its held-out loss
+  // before and after training (metrics.baseLoss, metrics.loss) as level lines to compare with.
+  function lossCurve(el, curve, metrics) {
+    const steps = curve.map((p) => p.step);
+    const flat = (value) => (value === undefined || value === null ? null : steps.map(() => value));
+    const series = [["training loss", curve.map((p) => p.loss), "#4c72b0"], ["held-out loss before", flat(metrics.baseLoss), "#9a6700"], ["held-out loss after", flat(metrics.loss), "#116329"]]
+      .filter(([, values]) => values);
+    const first = curve[0], last = curve.at(-1);
+    el.setAttribute("aria-label", `training loss from ${first.loss} at step ${first.step} to ${last.loss} at step ${last.step}`
+      + (metrics.loss !== undefined ? `; held-out loss ${metrics.baseLoss ?? "?"} before, ${metrics.loss} after` : ""));
+    const options = {
+      width: Math.max(320, Math.min(el.clientWidth || 720, 900)),
+      height: 220,
+      scales: { x: { time: false } },
+      axes: [{ label: "step" }, { label: "loss" }],
+      series: [{ label: "step" }, ...series.map(([label, , colour], i) => ({ label, stroke: colour, width: 2, dash: i ? [6, 4] : undefined }))],
+    };
+    return new uPlot(options, [steps, ...series.map(([, values]) => values)], el);
+  }
+
+  return { rollout, rolloutSummary, canaryShare, lossCurve };
 })();
