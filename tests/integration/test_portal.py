@@ -438,6 +438,19 @@ def test_the_team_sees_its_quota(page: Page, api_url: str, cluster: Cluster) -> 
         expect(row).to_contain_text("0 of 2")
         expect(row).to_contain_text("may borrow 1")
         expect(shown).to_contain_text("Kueue's visibility API did not answer")
+        # a dry run against the quota: one GPU fits, three do not (2 nominal, none used)
+        fit = page.get_by_test_id(f"fit-{cq}")
+        fit.locator("input[name='nvidia.com/gpu']").fill("1")
+        fit.get_by_role("button", name="check").click()
+        expect(fit.get_by_test_id("fit-answer")).to_contain_text("Fits now in flavor a100")
+        fit.locator("input[name='nvidia.com/gpu']").fill("3")
+        fit.get_by_role("button", name="check").click()
+        expect(fit.get_by_test_id("fit-answer")).to_contain_text(
+            "Does not fit now (closest: flavor a100); nvidia.com/gpu: asks 3, 2 free"
+        )
+        fit.locator("input[name='nvidia.com/gpu']").fill("lots")
+        fit.get_by_role("button", name="check").click()
+        expect(fit.get_by_test_id("fit-answer")).to_contain_text("requests")
         _shot(page, "quota")
     finally:
         cluster.kubectl("delete", "-f", "-", "--ignore-not-found", stdin=json.dumps(listed))

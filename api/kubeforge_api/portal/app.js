@@ -413,8 +413,35 @@ function quotaRow(r) {
     + `<td>${esc(r.borrowed ? `${r.borrowed} borrowed; ` : "")}${esc(borrow)}</td><td>${esc(r.usedByThisQueue)}</td></tr>`;
 }
 
+// "would it fit now?" per LocalQueue: drawn again only when the queues or their resources change
+// (the tab is read every 15 s, and what the user typed must stay)
+function fitForms(queues) {
+  const slot = $("#quota-fit");
+  const shape = queues.map((q) => [q.name, ...new Set(q.quota.map((r) => r.resource))]);
+  const key = JSON.stringify(shape);
+  if (slot.dataset.key === key) return;
+  slot.dataset.key = key;
+  slot.innerHTML = shape.map(([queue, ...resources]) => `<form class="fit" data-queue="${esc(queue)}" data-testid="fit-${esc(queue)}" aria-label="would a request fit in ${esc(queue)}">`
+    + `<h3>Would a request fit in ${esc(queue)} now?</h3>`
+    + resources.map((r) => `<label>${esc(r)} <input name="${esc(r)}" size="6" autocomplete="off" placeholder="e.g. 1"></label>`).join(" ")
+    + ' <button type="submit">check</button><p role="status" data-testid="fit-answer"></p></form>').join("");
+}
+
+async function checkFit(form) {
+  const requests = Object.fromEntries([...new FormData(form)].filter(([, v]) => String(v).trim()).map(([k, v]) => [k, String(v).trim()]));
+  const out = form.querySelector("[data-testid=fit-answer]");
+  try {
+    const a = await api("POST", `${base()}/queues/${encodeURIComponent(form.dataset.queue)}/fit`, { requests });
+    out.textContent = a.fits ? `Fits now in flavor ${a.flavor} of ClusterQueue ${a.clusterQueue}.`
+      : `Does not fit now${a.problem ? `: ${a.problem}` : ` (closest: flavor ${a.flavor})`}; ${a.short.map((s) => `${s.resource}: asks ${s.requested}, ${s.free} free`).join("; ")}. Kueue may still admit it by borrowing from the cohort, or it waits.`;
+  } catch (err) {
+    out.textContent = Array.isArray(err.detail) ? err.detail.map((d) => `${d.field}: ${d.message}`).join("; ") : err.message;
+  }
+}
+
 async function loadQuota() {
   const data = await api("GET", `/api/v1/namespaces/${encodeURIComponent(ns())}/queues`);
+  fitForms(data.queues);
   $("#quota-queues").innerHTML = data.queues.map((q) => {
     const pending = q.pending === null ? "<p>Positions: Kueue's visibility API did not answer.</p>"
       : q.pending.length ? `<ol>${q.pending.map((w) => `<li>${esc(w.owner || w.workload)} (priority ${esc(w.priority)}, ${esc(w.position)} in the queue)</li>`).join("")}</ol>` : "<p>Nothing waits.</p>";
@@ -514,6 +541,8 @@ document.addEventListener("click", async (e) => {
   if (cancel) editing(cancel.closest("form"), null);
 });
 document.addEventListener("submit", (e) => {
+  const fitting = e.target.closest("form.fit");
+  if (fitting) { e.preventDefault(); checkFit(fitting); return; }
   const form = e.target.closest(".kind-form");
   if (!form) return;
   e.preventDefault();
