@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -182,7 +183,9 @@ def test_sign_in_create_a_workbench_and_watch_it_become_ready(
     expect(page.get_by_test_id("catalog")).to_contain_text(server, timeout=15_000)
     _shot(page, "catalog")
     page.get_by_role("button", name="ModelServers").click()
-    page.get_by_test_id("list-modelservers").locator(f"tr[data-name='{server}'] button").click()
+    page.get_by_test_id("list-modelservers").locator(f"tr[data-name='{server}']").get_by_role(
+        "button", name="rollout and drift"
+    ).click()
     detail = page.get_by_test_id("modelserver-detail")
     expect(detail.get_by_test_id("rollout-history")).to_be_visible(timeout=15_000)
     expect(detail).to_contain_text(f"{server}-watch")
@@ -306,6 +309,8 @@ def test_a_monitors_report_opens_in_the_portal(
         with httpx.Client(timeout=10) as client:
             rows = support_tickets(20, seed=2, products=["vpn"])
             log_inference(client, service.url, {"instances": rows}, {"predictions": [1] * 20})
+            for _ in range(2):  # two evaluations of the window, as its interval would make
+                client.post(f"{service.url}/evaluate").raise_for_status()
         _sign_in(page, api_url, _token(cluster, "user-a"))
         page.get_by_test_id("namespace").fill("team-a")
         page.get_by_test_id("namespace").dispatch_event("change")
@@ -315,6 +320,15 @@ def test_a_monitors_report_opens_in_the_portal(
         frame = page.frame_locator("[data-testid='monitor-report']")
         expect(frame.locator("h2").first).to_have_text("In short", timeout=15_000)
         expect(frame.locator("ul.verdict")).to_contain_text("The inputs moved")
+        # the scores over time, drawn against their thresholds from the service's history
+        history = page.get_by_test_id("drift-history")
+        expect(history.get_by_test_id("history-drift-summary")).to_contain_text(
+            re.compile(r"drift: [2-9] evaluations, each score as a share of its threshold")
+        )
+        expect(history.get_by_test_id("history-drift")).to_have_attribute(
+            "aria-label", re.compile(r"the latest has over their thresholds: ")
+        )
+        expect(history.locator("canvas").first).to_be_visible()
         _shot(page, "monitor-report")
     finally:
         service.stop()

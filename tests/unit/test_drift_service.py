@@ -361,3 +361,22 @@ def test_export_without_a_location_says_which_field_to_set(tmp_path: Path) -> No
     with pytest.raises(ExportError, match=r"spec\.actions\.retrain\.exportUri") as err:
         service.export("retrain-1")
     assert err.value.code == 501
+
+
+def test_history_is_every_evaluation_oldest_first_without_the_anomaly_details(
+    tmp_path: Path,
+) -> None:
+    service = _service_with_window(tmp_path)
+    assert service.history() == {"drift": [], "quality": []}
+    for i in range(10):  # a full window of vpn only: the product's share moved
+        body = {"instances": [{"text": f"live {i}", "product": "vpn"}]}
+        service.monitor.add_request(f"e{i}", body)
+    first, second = service.evaluate(), service.evaluate()
+    assert first is not None
+    assert second is not None
+    drift = service.history()["drift"]
+    assert [e["time"] for e in drift] == [first.time, second.time]
+    assert all("anomalies" not in e for e in drift)
+    scores = {(s["feature"], s["metric"]): s for s in drift[-1]["scores"]}
+    assert scores[("product", "psi")]["crossed"] is True
+    assert scores[("product", "psi")]["threshold"] == 0.2

@@ -2,7 +2,7 @@
 // tab's sessionStorage and goes with every request; the API acts as its owner.
 "use strict";
 
-const state = { token: sessionStorage.getItem("kubeforge-token") || "", tab: "workbenches", selected: null, schemas: {}, chart: null, lossChart: null };
+const state = { token: sessionStorage.getItem("kubeforge-token") || "", tab: "workbenches", selected: null, schemas: {}, chart: null, lossChart: null, driftCharts: [] };
 const $ = (sel) => document.querySelector(sel);
 const ns = () => $("#namespace").value.trim();
 
@@ -193,7 +193,20 @@ async function showReport(name) {
   const frame = $("#monitor-report");
   frame.srcdoc = await res.text();
   frame.hidden = false;
+  showHistory(name).catch((err) => { $("#drift-history").textContent = err.message; });
   showExplainForm(name).catch((err) => { $("#error").textContent = err.message; });
+}
+
+// drift and quality over time, from the monitor's drift service, against their thresholds
+async function showHistory(name) {
+  const data = await api("GET", `${base()}/driftmonitors/${encodeURIComponent(name)}/history`);
+  state.driftCharts.forEach((c) => c.destroy());
+  state.driftCharts = [];
+  const parts = [["drift", data.drift, (s) => `${s.feature} ${s.metric}`], ["quality", data.quality.filter((q) => q.sufficient), (s) => s.metric]]
+    .filter(([, evaluations]) => evaluations.length);
+  $("#drift-history").innerHTML = `<h2>${esc(name)} over time</h2>` + (parts.map(([kind, evaluations]) => `<figure class="chart"><div id="history-${kind}" role="img" data-testid="history-${kind}"></div>`
+    + `<figcaption data-testid="history-${kind}-summary">${esc(kind)}: ${esc(evaluations.length)} evaluation${evaluations.length === 1 ? "" : "s"}, each score as a share of its threshold (1: the threshold)</figcaption></figure>`).join("") || "<p>No evaluation yet.</p>");
+  for (const [kind, evaluations, label] of parts) state.driftCharts.push(Charts.overThreshold($(`#history-${kind}`), evaluations, label));
 }
 
 // explanations of logged requests: any inference id, or one of the monitor's anomalous requests

@@ -73,5 +73,30 @@ const Charts = (() => {
     return new uPlot(options, [steps, ...series.map(([, values]) => values)], el);
   }
 
-  return { rollout, rolloutSummary, canaryShare, lossCurve };
+  // Scores over time against their thresholds (a DriftMonitor's drift evaluations, or its
+  // ground truth's quality scorings): each score as a share of its threshold, so that every
+  // metric reads on one axis and 1 is the threshold. ``label`` names a score.
+  const PALETTE = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"];
+  function overThreshold(el, evaluations, label) {
+    const names = [...new Set(evaluations.flatMap((e) => e.scores.map(label)))];
+    const ratio = (e, name) => {
+      const s = e.scores.find((x) => label(x) === name);
+      return s && s.value !== null && s.threshold ? s.value / s.threshold : null;
+    };
+    const xs = evaluations.map((e) => e.time);
+    const data = [xs, xs.map(() => 1), ...names.map((name) => evaluations.map((e) => ratio(e, name)))];
+    const last = evaluations.at(-1);
+    const crossed = last.scores.filter((s) => s.crossed).map(label);
+    el.setAttribute("aria-label", `${evaluations.length} evaluations; the latest has ${crossed.length ? `over their thresholds: ${crossed.join(", ")}` : "every score under its threshold"}`);
+    const options = {
+      width: Math.max(320, Math.min(el.clientWidth || 720, 900)),
+      height: 220,
+      axes: [{}, { label: "score / threshold" }],
+      series: [{}, { label: "threshold", stroke: "#b00020", dash: [4, 4], width: 1, points: { show: false } },
+        ...names.map((name, i) => ({ label: name, stroke: PALETTE[i % PALETTE.length], width: 2 }))],
+    };
+    return new uPlot(options, data, el);
+  }
+
+  return { rollout, rolloutSummary, canaryShare, lossCurve, overThreshold };
 })();

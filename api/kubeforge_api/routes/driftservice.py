@@ -153,6 +153,24 @@ async def report(
 
 
 @router.get(
+    "/driftmonitors/{name}/history",
+    responses={**NOT_FOUND, 503: {"model": None}},
+)
+async def history(namespace: Namespace, name: Name, api: AsCaller, settings: Settings) -> Any:
+    """The monitor's scores over time, from its drift service: ``drift`` (each evaluation of the
+    window: time, rows, driftDetected, biasDetected, every score with its threshold) and
+    ``quality`` (each scoring of the labelled window against its thresholds), oldest first. For
+    whoever may read the DriftMonitor; 503 while its drift service does not answer."""
+    await _monitor(api, namespace, name)
+    answer = await _ask(name, _service_url(settings, namespace, name, "history"))
+    if answer.status_code != 200:
+        raise ProblemError(
+            503, f"the drift service of DriftMonitor {name} has no history: {_detail(answer)}"
+        )
+    return _object(answer, f"the drift service of DriftMonitor {name}")
+
+
+@router.get(
     "/driftmonitors/{name}/requests/{inference_id}/explanation",
     responses={**NOT_FOUND, 409: {"model": None}, 501: {"model": None}, 503: {"model": None}},
 )

@@ -104,6 +104,11 @@ async def status(service: Service) -> JSONResponse:
     return JSONResponse(json_safe(service.status()))
 
 
+@router.get("/history")
+async def history(service: Service) -> JSONResponse:
+    return JSONResponse(json_safe(service.history()))
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}

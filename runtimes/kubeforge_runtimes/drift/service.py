@@ -219,6 +219,18 @@ class DriftService:
             "groundTruth": self._ground_truth_status(),
         }
 
+    def history(self) -> dict[str, Any]:
+        """Every evaluation the monitor keeps (``spec.window``'s history: time, rows, whether
+        drift or bias was found, each score against its threshold) and every scoring of the
+        ground truth's window, oldest first: what the portal draws over time."""
+        monitor, truth = self.monitor, self.ground_truth
+        drift = [
+            {k: v for k, v in e.to_json().items() if k != "anomalies"}
+            for e in (monitor.history if monitor else [])
+        ]
+        quality = [q.to_json() for q in (truth.history if truth else [])]
+        return {"drift": drift, "quality": quality}
+
     def _ground_truth_status(self) -> dict[str, Any] | None:
         truth = self.ground_truth
         if truth is None:
