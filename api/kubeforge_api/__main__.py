@@ -13,7 +13,15 @@ from kubeforge_api.settings import get_settings
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    # open watches (server-sent events, up to two minutes each) would otherwise hold a stop for
+    # as long: the portal reconnects to another replica
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
 
 
 if __name__ == "__main__":
