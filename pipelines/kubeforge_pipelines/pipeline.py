@@ -73,6 +73,8 @@ def fine_tune(
         checkpoint_uri,
         progress=lambda e: print(json.dumps(e), flush=True),
     )
+    # kfp passes a dict output on as a protobuf Struct, which has no place for a None
+    info = {k: v for k, v in info.items() if v is not None}
     model.metadata.update({"method": settings.get("method", "lora"), **info})
     return info
 
@@ -104,10 +106,12 @@ def register(
     run_id: str,
     dataset: dict,  # type: ignore[type-arg]
     evaluation: dict,  # type: ignore[type-arg]
+    training: dict,  # type: ignore[type-arg]
     model: Input[Model],
 ) -> str:
     """Publish the version (weights, model card, lineage) under the output URI; returns the
-    version's lineage as JSON."""
+    version's lineage as JSON, with the fine-tune step's record (steps, where it resumed, the
+    loss curve) as the Job backend's run has it."""
     import json
     from pathlib import Path
 
@@ -115,7 +119,8 @@ def register(
     from kubeforge_pipelines import steps
 
     params = PipelineParams.model_validate_json(params_json)
-    lineage = steps.register(params, Path(model.path), dataset, evaluation, run_id)
+    lineage = steps.register(params, Path(model.path), dataset, evaluation, run_id, training)
+    lineage["training"] = training
     print(json.dumps({"registered": lineage["model"]}), flush=True)
     return json.dumps(lineage, sort_keys=True)
 
@@ -162,6 +167,7 @@ def finetune_pipeline(
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         dataset=prepared.outputs["Output"],
         evaluation=evaluated.outputs["Output"],
+        training=tuned.outputs["Output"],
         model=tuned.outputs["model"],
     )
     return registered.output  # type: ignore[no-any-return]

@@ -69,13 +69,22 @@ def _token(cluster: Cluster, user: str) -> str:
     return str(json.loads((Path(cluster.kubeconfig).parent / "tokens.json").read_text())[user])
 
 
-def _sign_in(page: Page, api_url: str, token: str) -> None:
-    """A fresh sign-in. The page signs in by itself on load with the tab's stored token: that
-    sign-in is let finish (the network quiet), then undone, so that it cannot race the form."""
+def _fresh_page(page: Page, api_url: str) -> None:
+    """The portal, signed out. The page signs in by itself on load with the tab's stored token:
+    that sign-in is let finish (whoami answered, or refused), then undone, so that it cannot
+    race the form. (Not "network idle": the open tab's watch is a request that stays open.)"""
     page.goto(api_url)
-    page.wait_for_load_state("networkidle")
+    if page.evaluate("sessionStorage.getItem('kubeforge-token')"):
+        page.wait_for_function(  # a function, not a string: the CSP allows no eval
+            "() => document.querySelector('#who').textContent"
+            " || document.querySelector('#signin-error').textContent"
+        )
     if page.get_by_role("button", name="sign out").is_visible():
         page.get_by_role("button", name="sign out").click()
+
+
+def _sign_in(page: Page, api_url: str, token: str) -> None:
+    _fresh_page(page, api_url)
     page.get_by_test_id("token").fill(token)
     page.get_by_test_id("signin").click()
     expect(page.get_by_test_id("who")).to_contain_text("signed in as")
@@ -629,19 +638,24 @@ def _serious_violations(page: Page) -> list[str]:
 def test_every_page_passes_the_accessibility_check(
     page: Page, api_url: str, cluster: Cluster
 ) -> None:
-    page.goto(api_url)
-    page.wait_for_load_state("networkidle")
-    if page.get_by_role("button", name="sign out").is_visible():
-        page.get_by_role("button", name="sign out").click()
+    _fresh_page(page, api_url)
     problems = {"sign-in": _serious_violations(page)}
     _sign_in(page, api_url, _token(cluster, "user-a"))
     page.get_by_test_id("namespace").fill("team-a")
     page.get_by_test_id("namespace").dispatch_event("change")
     expect(page.get_by_test_id("form-workbenches")).to_be_visible()
-    for tab in ("Workbenches", "FineTuneJobs", "ModelServers", "DriftMonitors", "Model catalog",
-                "Model map", "Quota"):  # fmt: skip
+    loaded = {  # what each tab shows once its data came
+        "Workbenches": "[data-testid=form-workbenches]",
+        "FineTuneJobs": "[data-testid=form-finetunejobs]",
+        "ModelServers": "[data-testid=form-modelservers]",
+        "DriftMonitors": "[data-testid=form-driftmonitors]",
+        "Model catalog": "#catalog-models tbody tr",
+        "Model map": "#map-models tbody tr",
+        "Quota": "#quota-queues > *",
+    }
+    for tab, shown in loaded.items():
         page.get_by_role("button", name=tab, exact=True).click()
-        page.wait_for_load_state("networkidle")
+        expect(page.locator(shown).first).to_be_visible(timeout=15_000)
         closed = page.locator(".tab:not([hidden]) details:not([open]) > summary")
         while closed.count():  # every field of the forms, folded groups too (outer ones first)
             closed.first.click()
