@@ -381,12 +381,17 @@ def test_each_kinds_schema_is_its_crds_and_an_unknown_kind_is_named(client: Test
     assert "no kind 'pods'; one of workbenches" in unknown.json()["detail"]
 
 
-def test_logs_are_the_newest_pods_and_say_why_a_container_has_none(
-    client: TestClient, api: FakeApiserver
-) -> None:
+def _stored_workbench(api: FakeApiserver) -> dict[str, Any]:
     wb = copy.deepcopy(example("Workbench"))
     wb["metadata"] = {"name": "nb", "namespace": NS}
     api.objects[f"{deps.object_path(WORKBENCH, NS)}/nb"] = wb
+    return wb
+
+
+def test_logs_are_the_newest_pods_and_say_why_a_container_has_none(
+    client: TestClient, api: FakeApiserver
+) -> None:
+    _stored_workbench(api)
 
     def pod(name: str, created: str) -> dict[str, Any]:
         return {
@@ -429,9 +434,7 @@ def _sse(text: str) -> list[tuple[str, Any]]:
 def test_a_watch_is_the_list_then_each_change_as_server_sent_events(
     client: TestClient, api: FakeApiserver
 ) -> None:
-    wb = copy.deepcopy(example("Workbench"))
-    wb["metadata"] = {"name": "nb", "namespace": NS}
-    api.objects[f"{deps.object_path(WORKBENCH, NS)}/nb"] = wb
+    wb = _stored_workbench(api)
     watched: list[tuple[str, str]] = []
 
     async def watch(path: str, version: str) -> AsyncIterator[dict[str, Any]]:
