@@ -350,7 +350,12 @@ def test_a_preempted_finetunejob_resumes_from_its_checkpoint_and_ends_like_an_un
     cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(ref))
     whole = wait_for_condition(cluster, "finetunejob", ns, "ref", "Succeeded", status="True",
                                timeout=600)["status"]  # fmt: skip
+    curve = whole["training"].pop("lossCurve")
     assert whole["training"] == {"steps": LONG_RUN, "resumedFromStep": 0}
+    # the loss as logged every 10 steps, the whole run; the resumed attempt's from where it resumed
+    assert [p["step"] for p in curve] == list(range(10, LONG_RUN + 1, 10))
+    assert resumed["training"]["lossCurve"][0]["step"] > step
+    assert resumed["training"]["lossCurve"][-1]["step"] == LONG_RUN
     assert whole["metrics"]["loss"] < whole["metrics"]["baseLoss"]  # training helped
     assert whole["model"]["uri"] == "pvc://work/models/ref/v1"
     assert whole["datasetDigest"]
