@@ -250,6 +250,62 @@ def _default_metrics() -> list[AnalysisMetric]:
 _MIN_INTERVAL = "10s"
 
 
+class EvaluationMetric(StrEnum):
+    ROUGE_L = "rougeL"
+
+
+class PromptSet(KubeModel):
+    """Where the prompts with their reference answers are: a ConfigMap in the ModelServer's
+    namespace."""
+
+    config_map: ObjectName = Field(description="Name of the ConfigMap.")
+    key: str = Field(
+        default="prompts.jsonl",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description='Its key holding JSON Lines, one {"prompt": ..., "reference": ...} object '
+        "per line (1 to 200 lines; the answer to the prompt is compared with the reference).",
+    )
+
+
+class Evaluation(KubeModel):
+    """The gate before any user traffic: the candidate answers a fixed prompt set through its
+    own endpoint, and so does the stable version; each answer is scored against the prompt's
+    reference answer. A candidate that scores worse than the stable version by more than the
+    tolerance (or whose FineTuneJob's held-out loss is worse by more than maxLossIncrease) is
+    not given traffic: the failure action is taken at once."""
+
+    prompts: PromptSet = Field(description="The prompt set with reference answers.")
+    metric: EvaluationMetric = Field(
+        default=EvaluationMetric.ROUGE_L,
+        description="rougeL: the ROUGE-L F-measure of each answer against its reference "
+        "(Google's rouge-score), averaged over the prompts; between 0 and 1, higher is better.",
+    )
+    tolerance: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="How far the candidate's score may fall below the stable version's.",
+    )
+    max_loss_increase: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=10.0,
+        description="When both versions come from FineTuneJobs: the candidate's held-out loss "
+        "(status.evaluation.loss) may exceed the stable's by at most this share, e.g. 0.1 "
+        "for 10%. Meaningful when both were evaluated on the same data.",
+    )
+    max_tokens: int = Field(
+        default=32, ge=1, le=512, description="Tokens generated per answer (greedy)."
+    )
+    timeout: Duration = Field(
+        default="10m", description="Time the evaluation may take; past it, it has failed."
+    )
+
+    cel_rules = (min_duration_rule("timeout", "timeout", "30s"),)
+
+
 class RolloutPolicy(KubeModel):
     """How a new model version goes out."""
 
@@ -281,6 +337,11 @@ class RolloutPolicy(KubeModel):
         default=FailureAction.ROLLBACK,
         description="rollback sends all traffic back to the stable version; hold freezes the "
         "traffic split for a person to decide.",
+    )
+    evaluation: Evaluation | None = Field(
+        default=None,
+        description="Evaluate a new version before it gets any traffic (causal LMs, KServe's "
+        "Standard mode): the canary starts at 0% and the steps begin only when it passes.",
     )
 
     cel_rules = (
@@ -318,6 +379,18 @@ class ModelServerSpec(KubeModel):
         description="The model card of what this server serves, shown in the model map: for a "
         "model served by URI, the only one; for a FineTuneJob's model, in place of its "
         "spec.output.card. Changing it rolls nothing out.",
+    )
+
+    cel_rules = (
+        CelRule(
+            rule="!has(self.rollout.evaluation) || self.runtime.modelFormat != 'sklearn'",
+            message="evaluation sends prompts to a causal LM's OpenAI-compatible API: modelFormat "
+            "transformers or peft, or a servingRuntime that serves one",
+            check=lambda s: (
+                s.rollout.evaluation is None or s.runtime.model_format != ModelFormat.SKLEARN
+            ),
+            field_path=".rollout.evaluation",
+        ),
     )
 
 
@@ -364,6 +437,10 @@ class RolloutProgress(KubeModel):
     revision: str = Field(max_length=63, description="The canary's revision.")
     step: int = Field(ge=0, description="Index into spec.rollout.steps of the canary's traffic.")
     failures: int = Field(ge=0, description="Failed or inconclusive analyses so far.")
+    evaluating: bool = Field(
+        default=False,
+        description="The canary is at 0% until its evaluation (status.evaluation) passes.",
+    )
     start_time: Timestamp = Field(description="When the rollout started.")
     last_analysis_time: Timestamp | None = Field(
         default=None, description="When the canary was last analysed."
@@ -403,6 +480,34 @@ class RolloutDecision(KubeModel):
     )
 
 
+class EvaluationPhase(StrEnum):
+    RUNNING = "Running"
+    PASSED = "Passed"
+    REGRESSED = "Regressed"
+    FAILED = "Failed"
+
+
+class EvaluationResult(KubeModel):
+    """The evaluation of a candidate before traffic: what was measured and what was decided."""
+
+    revision: str = Field(max_length=63, description="The candidate's revision.")
+    phase: EvaluationPhase = Field(description="Running, Passed, Regressed or Failed.")
+    job: str = Field(max_length=253, description="The Job that sends the prompts.")
+    metric: str = Field(default="rougeL", max_length=32, description="The score's metric.")
+    candidate: float | None = Field(default=None, description="The candidate's mean score.")
+    stable: float | None = Field(default=None, description="The stable version's mean score.")
+    candidate_loss: float | None = Field(
+        default=None, description="The candidate's held-out loss (its FineTuneJob's)."
+    )
+    stable_loss: float | None = Field(
+        default=None, description="The stable version's held-out loss (its FineTuneJob's)."
+    )
+    prompts: int | None = Field(default=None, ge=0, description="Prompts answered by each.")
+    message: str = Field(default="", max_length=1024, description="The outcome in words.")
+    start_time: Timestamp | None = Field(default=None, description="When the Job was created.")
+    completion_time: Timestamp | None = Field(default=None, description="When it was judged.")
+
+
 class ModelServerStatus(ResourceStatus):
     """The observed state of the endpoint and its rollout."""
 
@@ -428,6 +533,9 @@ class ModelServerStatus(ResourceStatus):
     )
     decisions: list[RolloutDecision] = Field(
         default_factory=list, max_length=100, description="The latest rollout decisions."
+    )
+    evaluation: EvaluationResult | None = Field(
+        default=None, description="The last candidate's evaluation before traffic."
     )
     inference_service: str | None = Field(
         default=None, max_length=253, description="Name of the KServe InferenceService."

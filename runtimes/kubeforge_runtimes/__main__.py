@@ -137,5 +137,35 @@ def drift_report_cmd(
     typer.echo(f"report: {out}")
 
 
+@app.command("evaluate")
+def evaluate_cmd(
+    prompts: Annotated[Path, typer.Option(help="Prompt set (JSON Lines: prompt, reference).")],
+    candidate: Annotated[str, typer.Option(help="Candidate's OpenAI-compatible base URL.")],
+    stable: Annotated[str, typer.Option(help="Stable version's OpenAI-compatible base URL.")],
+    model: Annotated[str, typer.Option(help="The model name both serve.")],
+    max_tokens: Annotated[int, typer.Option(min=1, max=512, help="Tokens per answer.")] = 32,
+    termination_log: Annotated[
+        Path | None, typer.Option(help="Also write the report (or the error) here.")
+    ] = None,
+) -> None:
+    """Score the candidate's and the stable version's answers to the prompt set (ROUGE-L)."""
+    import json
+
+    from kubeforge_crds.contracts.evaluation import PromptSetError
+    from kubeforge_runtimes.evaluate import EvaluationError, run
+
+    try:
+        report = run(prompts, candidate, stable, model, max_tokens).model_dump_json()
+    except (OSError, PromptSetError, EvaluationError) as err:
+        message = f"{prompts}: {err}" if isinstance(err, PromptSetError) else str(err)
+        if termination_log is not None:
+            termination_log.write_text(json.dumps({"error": message[-2000:]}))
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2) from err
+    if termination_log is not None:
+        termination_log.write_text(report)
+    typer.echo(report)
+
+
 if __name__ == "__main__":
     app()

@@ -21,7 +21,6 @@ from kubeforge_operator.finetunejob.builders import (
     claims,
     observe_job,
     observe_pytorchjob,
-    termination_result,
 )
 from kubeforge_operator.finetunejob.reconcile import (
     checkpoint_uri,
@@ -30,6 +29,7 @@ from kubeforge_operator.finetunejob.reconcile import (
     validation_pending,
 )
 from kubeforge_operator.runtime.placement import Placement
+from kubeforge_operator.runtime.pods import termination_result
 from tests.cases import example
 
 OWNER = {

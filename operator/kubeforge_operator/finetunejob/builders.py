@@ -15,7 +15,6 @@ termination message, which the operator copies into status.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -30,7 +29,12 @@ from kubeforge_operator.runtime.children import (
     standard_labels,
 )
 from kubeforge_operator.runtime.placement import Placement
-from kubeforge_operator.runtime.pods import PodProblem, first_problem, unscheduled
+from kubeforge_operator.runtime.pods import (
+    PodProblem,
+    first_problem,
+    termination_result,
+    unscheduled,
+)
 
 PVC_ROOT = "/mnt/pvc"
 WORKDIR = "/workspace"
@@ -290,25 +294,6 @@ def _true_condition(obj: dict[str, Any], *types: str) -> dict[str, Any] | None:
         if cond.get("type") in types and cond.get("status") == "True":
             return dict(cond)
     return None
-
-
-def termination_result(pods: list[dict[str, Any]]) -> dict[str, Any]:
-    """The JSON a step left as its termination message, from the newest terminated container
-    (``{}`` if none left one, e.g. on a simulated node)."""
-    found: list[tuple[str, str]] = []
-    for pod in pods:
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            term = (cs.get("state") or {}).get("terminated") or {}
-            if term.get("message"):
-                found.append((str(term.get("finishedAt") or ""), str(term["message"])))
-    for _, message in sorted(found, reverse=True):
-        try:
-            value = json.loads(message)
-        except json.JSONDecodeError:
-            return {"error": message.strip()[-1000:]}  # FallbackToLogsOnError: the log's tail
-        if isinstance(value, dict):
-            return value
-    return {}
 
 
 def _failed_run(

@@ -26,6 +26,7 @@ from kubeforge_crds.modelserver import (
 from kubeforge_operator.modelserver.analysis import NoPrometheus, record_full_load, run_analysis
 from kubeforge_operator.modelserver.builders import build_inference_service
 from kubeforge_operator.modelserver.conditions import ISVC_READY, TRAFFIC_ROUTED
+from kubeforge_operator.modelserver.evaluation import evaluation_step, prompts_problem
 from kubeforge_operator.modelserver.observe import Observed, observe
 from kubeforge_operator.modelserver.prometheus import PrometheusMeasurer, Target
 from kubeforge_operator.modelserver.resolve import (
@@ -65,6 +66,8 @@ from kubeforge_operator.runtime.metrics import ROLLOUT_DECISIONS
 from kubeforge_operator.runtime.placement import Placement
 from kubeforge_operator.runtime.policies import placement_or_problem
 from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
+
+PROMPTS_RECHECK_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,14 @@ def decide(
         problem = promql_problem(spec, ctx.namespace, ctx.prometheus)
         if problem is not None:  # refuse the rollout; the stable version keeps serving
             return Outcome(phase=str(status.phase or ModelServerPhase.READY), dependents=[problem])
+        if spec.rollout.evaluation is not None:
+            problem = prompts_problem(ctx, spec.rollout.evaluation, seen.mode)
+            if problem is not None:  # the ConfigMap is not watched: look again in a while
+                return Outcome(
+                    phase=str(status.phase or ModelServerPhase.READY),
+                    dependents=[problem],
+                    requeue_after=PROMPTS_RECHECK_SECONDS,
+                )
         if prom is not None and status.stable is not None:
             target = Target(ctx.namespace, ctx.name, desired.revision, status.stable.revision)
             scrape = ctx.settings.prometheus_scrape_interval
@@ -253,6 +264,8 @@ def decide(
         return apply_decision(
             spec, status, desired, planned, requested, ctx.now, timedelta(seconds=1)
         )
+    if planned.evaluating:
+        return evaluation_step(ctx, spec, status, desired, planned, seen)
     return _analyse_if_due(ctx, spec, status, desired, planned, prom, seen)
 
 

@@ -98,31 +98,79 @@ def plan_rollout(
     if status.rolled_back is not None and desired.revision == status.rolled_back.revision:
         return Plan(stable, None, _steady(stable), phase=ModelServerPhase.ROLLED_BACK)
     if status.rollout is None or status.rollout.revision != desired.revision:
-        first = policy.steps[0]
-        interval = parse_duration(policy.interval)
-        rollout = RolloutProgress(
-            revision=desired.revision,
-            step=0,
-            failures=0,
-            start_time=now,
-            next_analysis_time=now + interval,
-        )
-        canary = with_traffic(desired, first)
-        split = traffic_split(100 - first, first)
-        return Plan(
-            desired,
-            first,
-            {
-                "stable": with_traffic(stable, 100 - first).to_wire(),
-                "canary": canary.to_wire(),
-                "rollout": rollout.to_wire(),
-                "trafficSplit": split,
-            },
-            [_decision(now, 0, "start", desired.revision, split, f"canary at {first}%", None)],
-            phase=ModelServerPhase.PROGRESSING,
-            next_analysis=now + interval,
-        )
+        if policy.evaluation is not None:
+            return _start_evaluation(stable, desired, now)
+        rollout = RolloutProgress(revision=desired.revision, step=0, failures=0, start_time=now)
+        return start_steps(spec, stable, desired, rollout, now, "start", "")
     return status.rollout
+
+
+EVALUATION_POLL = timedelta(seconds=2)
+
+
+def _start_evaluation(stable: Revision, desired: Revision, now: datetime) -> Plan:
+    """A rollout that starts with the evaluation: the canary's predictor at 0% of the route."""
+    rollout = RolloutProgress(
+        revision=desired.revision, step=0, failures=0, evaluating=True, start_time=now
+    )
+    split = traffic_split(100, 0)
+    return Plan(
+        desired,
+        0,
+        {
+            "stable": with_traffic(stable, 100).to_wire(),
+            "canary": with_traffic(desired, 0).to_wire(),
+            "rollout": rollout.to_wire(),
+            "trafficSplit": split,
+        },
+        [
+            _decision(
+                now,
+                0,
+                "start",
+                desired.revision,
+                split,
+                "canary at 0% until its evaluation passes",
+                None,
+            )
+        ],
+        phase=ModelServerPhase.PROGRESSING,
+        next_analysis=now + EVALUATION_POLL,
+    )
+
+
+def start_steps(
+    spec: ModelServerSpec,
+    stable: Revision,
+    desired: Revision,
+    rollout: RolloutProgress,
+    now: datetime,
+    action: str,
+    why: str,
+    values: dict[str, float] | None = None,
+) -> Plan:
+    """The canary at the first step, its first analysis an interval later: a new rollout, or one
+    whose evaluation passed (``action`` evaluate, ``why`` the numbers)."""
+    first = spec.rollout.steps[0]
+    interval = parse_duration(spec.rollout.interval)
+    progress = rollout.model_copy(
+        update={"step": 0, "evaluating": False, "next_analysis_time": now + interval}
+    )
+    split = traffic_split(100 - first, first)
+    reason = f"{why}; canary at {first}%" if why else f"canary at {first}%"
+    return Plan(
+        desired,
+        first,
+        {
+            "stable": with_traffic(stable, 100 - first).to_wire(),
+            "canary": with_traffic(desired, first).to_wire(),
+            "rollout": progress.to_wire(),
+            "trafficSplit": split,
+        },
+        [_decision(now, 0, action, desired.revision, split, reason, values)],
+        phase=ModelServerPhase.PROGRESSING,
+        next_analysis=now + interval,
+    )
 
 
 def apply_decision(

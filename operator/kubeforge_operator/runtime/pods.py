@@ -6,6 +6,7 @@ in its status instead of a silent Pending.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -161,3 +162,22 @@ def first_problem(pods: Iterable[dict[str, Any]]) -> PodProblem | None:
         if problem is not None:
             return problem
     return None
+
+
+def termination_result(pods: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON a step left as its termination message, from the newest terminated container
+    (``{}`` if none left one, e.g. on a simulated node)."""
+    found: list[tuple[str, str]] = []
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or {}
+            if term.get("message"):
+                found.append((str(term.get("finishedAt") or ""), str(term["message"])))
+    for _, message in sorted(found, reverse=True):
+        try:
+            value = json.loads(message)
+        except json.JSONDecodeError:
+            return {"error": message.strip()[-1000:]}  # FallbackToLogsOnError: the log's tail
+        if isinstance(value, dict):
+            return value
+    return {}

@@ -108,6 +108,11 @@ class OperatorSettings(BaseSettings):
         description="Image of the drift service (DriftMonitor): kubeforge with its data and "
         "serving extras.",
     )
+    evaluation_image: str = Field(
+        default="ghcr.io/kubeforge/kubeforge-runtime:0.1.0",
+        description="Image of the ModelServers' evaluation Jobs (spec.rollout.evaluation): "
+        "kubeforge with its serving extras (the openai client, rouge-score).",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         default=None,
         description="imagePullPolicy of the containers kubeforge runs (notebooks, training, "

@@ -1,0 +1,105 @@
+"""``python -m kubeforge_runtimes evaluate``: a ModelServer's candidate and stable version answer
+the same prompt set through their own OpenAI-compatible endpoints (greedy, so the answers are
+repeatable), each answer is scored against the prompt's reference with ROUGE-L (Google's
+``rouge-score``, the implementation the summarisation literature reports), and the scores are
+left as the termination message for the operator to judge (``kubeforge_crds.contracts.evaluation``).
+
+The operator runs it as a Job once the candidate's predictor is ready and before it gets any
+traffic; the requests go to the predictors' own Services, never through the route users reach."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from kubeforge_crds.contracts.evaluation import (
+    EvaluationReport,
+    PromptCase,
+    VersionScore,
+    parse_prompts,
+)
+
+CONCURRENCY = 4  # requests at a time per version: the runtime decodes them as one batch
+Answerer = Callable[[str], str]
+
+
+class EvaluationError(RuntimeError):
+    """A version could not be evaluated (its endpoint failed); the message says which."""
+
+
+def rouge_l(answers: list[str], references: list[str]) -> list[float]:
+    """The ROUGE-L F-measure of each answer against its reference."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    return [
+        scorer.score(ref, ans)["rougeL"].fmeasure
+        for ans, ref in zip(answers, references, strict=True)
+    ]
+
+
+def openai_answerer(base_url: str, model: str, max_tokens: int, timeout: float) -> Answerer:
+    """Answers from the OpenAI-compatible ``completions`` route at ``base_url`` (greedy)."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url, api_key="unused", timeout=timeout, max_retries=3)
+
+    def answer(prompt: str) -> str:
+        done = client.completions.create(
+            model=model, prompt=prompt, max_tokens=max_tokens, temperature=0
+        )
+        return done.choices[0].text
+
+    return answer
+
+
+def answer_all(name: str, answerer: Answerer, cases: list[PromptCase]) -> list[str]:
+    def one(case: PromptCase) -> str:
+        try:
+            return answerer(case.prompt)
+        except Exception as err:  # the client's errors name the status and the server's message
+            raise EvaluationError(f"the {name} version failed to answer: {err}") from err
+
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        return list(pool.map(one, cases))
+
+
+def evaluate(cases: list[PromptCase], candidate: Answerer, stable: Answerer) -> EvaluationReport:
+    """Both versions' mean ROUGE-L over ``cases``, and the candidate's worst answers."""
+    references = [c.reference for c in cases]
+    ours = rouge_l(answer_all("candidate", candidate, cases), references)
+    theirs = rouge_l(answer_all("stable", stable, cases), references)
+    worst = sorted(range(len(cases)), key=lambda i: ours[i] - theirs[i])[:3]
+    return EvaluationReport(
+        metric="rougeL",
+        prompts=len(cases),
+        candidate=VersionScore(score=round(sum(ours) / len(ours), 6), answered=len(ours)),
+        stable=VersionScore(score=round(sum(theirs) / len(theirs), 6), answered=len(theirs)),
+        worst=[
+            {
+                "prompt": cases[i].prompt[:120],
+                "candidate": round(ours[i], 4),
+                "stable": round(theirs[i], 4),
+            }
+            for i in worst
+            if ours[i] < theirs[i]
+        ],
+    )
+
+
+def run(
+    prompts: Path,
+    candidate_url: str,
+    stable_url: str,
+    model: str,
+    max_tokens: int,
+    timeout: float = 120.0,
+) -> EvaluationReport:
+    """The whole evaluation from the prompt file and the two endpoints."""
+    cases = parse_prompts(prompts.read_text(encoding="utf-8"))
+    return evaluate(
+        cases,
+        openai_answerer(candidate_url, model, max_tokens, timeout),
+        openai_answerer(stable_url, model, max_tokens, timeout),
+    )
