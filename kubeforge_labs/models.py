@@ -49,15 +49,59 @@ def base_model(target: Path, **kwargs: Any) -> Path:
     """``build_base_model(target, **kwargs)``, from the cache when that recipe was built before."""
     from kubeforge_pipelines.tinymodel import build_base_model
 
-    cached = _cache_root() / f"tiny-base-{recipe_key(**kwargs)}"
+    return _cached(
+        f"tiny-base-{recipe_key(**kwargs)}", lambda out: build_base_model(out, **kwargs), target
+    )
+
+
+def _cached(name: str, build: Any, target: Path) -> Path:
+    """``build(path)`` once per key ``name`` into the cache, then a copy at ``target``."""
+    cached = _cache_root() / name
     cached.parent.mkdir(parents=True, exist_ok=True)
     with Path(f"{cached}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not (cached / "config.json").is_file():
             staging = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".building-"))
-            build_base_model(staging / "model", **kwargs)
+            build(staging / "model")
             shutil.rmtree(cached, ignore_errors=True)
             (staging / "model").rename(cached)  # whole or not at all
             shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(cached, target)
     return target
+
+
+def ticket_model(target: Path, *, shuffled: bool = False, seed: int = 1) -> Path:
+    """The tiny base model fully fine-tuned on support tickets (400 steps, about 10 s): it learns
+    the tickets' form, ``... resolution: <a fix>.``. ``shuffled``: trained on the same tickets with
+    their words in random order, the deliberately worse version an evaluation must stop."""
+    import random
+
+    from kubeforge_pipelines.tinymodel import support_tickets
+    from kubeforge_pipelines.train import TrainSettings, fine_tune
+
+    def build(out: Path) -> None:
+        texts = [r["text"] for r in support_tickets(300, seed)]
+        if shuffled:
+            rng = random.Random(seed)
+            texts = [" ".join(rng.sample(t.split(), len(t.split()))) for t in texts]
+        with tempfile.TemporaryDirectory(prefix="kubeforge-tickets-") as tmp:
+            base = base_model(Path(tmp) / "base")
+            settings = TrainSettings(
+                method="full", max_steps=400, batch_size=8, max_seq_length=64,
+                learning_rate=0.002, seed=seed,
+            )  # fmt: skip
+            fine_tune(base, texts, out, Path(tmp) / "checkpoints", settings)
+
+    key = recipe_key(recipe="tickets", shuffled=shuffled, seed=seed)
+    return _cached(f"tickets-{key}", build, target)
+
+
+def ticket_prompts(n: int = 16, seed: int = 99) -> list[dict[str, str]]:
+    """An evaluation prompt set: tickets up to ``resolution:``, each with its fix as reference."""
+    from kubeforge_pipelines.tinymodel import support_tickets
+
+    out = []
+    for row in support_tickets(n, seed):
+        prompt, _, fix = row["text"].partition(" resolution: ")
+        out.append({"prompt": f"{prompt} resolution:", "reference": fix.rstrip(".")})
+    return out

@@ -278,6 +278,31 @@ INVALID: list[Invalid] = [
     Invalid("ModelServer", "format", {"runtime.modelFormat": "onnx"}, "spec.runtime.modelFormat"),
     Invalid(
         "ModelServer",
+        "evaluation-of-sklearn",
+        {"runtime.modelFormat": "sklearn", "rollout.evaluation": {"prompts": {"configMap": "p"}}},
+        "spec.rollout.evaluation",
+        "evaluation sends prompts to a causal LM",
+    ),
+    Invalid(
+        "ModelServer",
+        "evaluation-tolerance-above-1",
+        {"rollout.evaluation": {"prompts": {"configMap": "p"}, "tolerance": 1.5}},
+        "spec.rollout.evaluation.tolerance",
+    ),
+    Invalid(
+        "ModelServer",
+        "evaluation-timeout-too-short",
+        {"rollout.evaluation": {"prompts": {"configMap": "p"}, "timeout": "5s"}},
+        "spec.rollout.evaluation.timeout",
+    ),
+    Invalid(
+        "ModelServer",
+        "evaluation-without-prompts",
+        {"rollout.evaluation": {"tolerance": 0.1}},
+        "spec.rollout.evaluation.prompts",
+    ),
+    Invalid(
+        "ModelServer",
         "replicas-min-max",
         {"replicas": {"min": 3, "max": 2}},
         "spec.replicas.min",

@@ -1,0 +1,111 @@
+"""The evaluation a ModelServer runs before a candidate gets traffic
+(``python -m kubeforge_runtimes evaluate``, the evaluation Job's command), against two real
+runtime processes: a version fine-tuned on the support tickets and a deliberately worse one
+trained on the same tickets with their words shuffled. The operator's own ``judge`` decides."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kubeforge_crds.contracts.evaluation import EvaluationReport
+from kubeforge_crds.modelserver import Evaluation
+from kubeforge_labs import models
+from kubeforge_labs.canary import start_runtime
+from kubeforge_labs.kit import Proc
+from kubeforge_operator.modelserver.evaluation import judge
+
+pytestmark = pytest.mark.no_cluster  # real processes only: run beside the cluster's tests
+
+NAME = "support-bot"
+POLICY = Evaluation.model_validate({"prompts": {"configMap": "prompts"}, "tolerance": 0.05})
+
+
+@pytest.fixture(scope="module")
+def runtimes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Proc]]:
+    work = tmp_path_factory.mktemp("evaluation")
+    good = models.ticket_model(work / "good")
+    worse = models.ticket_model(work / "worse", shuffled=True)
+    procs = {
+        "good": start_runtime(
+            work, good, name=NAME, namespace="team-a", revision="rgood", max_new_tokens=8
+        ),
+        "worse": start_runtime(
+            work, worse, name=NAME, namespace="team-a", revision="rworse", max_new_tokens=8
+        ),
+    }
+    yield procs
+    for proc in procs.values():
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in models.ticket_prompts(16)))
+    return path
+
+
+def evaluate(
+    prompts: Path, candidate: str, stable: str, tmp_path: Path, model: str = NAME
+) -> tuple[int, dict[str, object]]:
+    """The Job's command; its exit code and what it left as the termination message."""
+    log = tmp_path / "termination-log"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "kubeforge_runtimes", "evaluate",
+            f"--prompts={prompts}", f"--candidate={candidate}/openai/v1",
+            f"--stable={stable}/openai/v1", f"--model={model}", "--max-tokens=8",
+            f"--termination-log={log}",
+        ],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    return done.returncode, json.loads(log.read_text())
+
+
+def test_the_worse_version_regresses_and_the_good_one_passes(
+    runtimes: dict[str, Proc], prompts: Path, tmp_path: Path
+) -> None:
+    good, worse = runtimes["good"].url, runtimes["worse"].url
+    code, left = evaluate(prompts, worse, good, tmp_path)
+    assert code == 0, left
+    report = EvaluationReport.model_validate(left)
+    assert report.prompts == report.candidate.answered == report.stable.answered == 16
+    # the good version answers with fixes; the shuffled one does not
+    assert report.stable.score > 0.15
+    assert report.candidate.score < report.stable.score - 0.1
+    assert report.worst
+    assert report.worst[0]["prompt"].startswith("ticket: ")
+    passed, said = judge(POLICY, report, None, None)
+    assert not passed
+    assert f"rougeL {report.candidate.score:.4f} vs stable {report.stable.score:.4f}" in said
+
+    # the same good model as candidate and stable: the same greedy answers, the same score
+    code, left = evaluate(prompts, good, good, tmp_path)
+    again = EvaluationReport.model_validate(left)
+    assert again.candidate.score == again.stable.score == report.stable.score
+    assert judge(POLICY, again, None, None)[0]
+
+
+def test_a_malformed_prompt_set_is_named_by_line(runtimes: dict[str, Proc], tmp_path: Path) -> None:
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text('{"prompt": "a", "reference": "b"}\n{"prompt": "no reference"}\n')
+    code, left = evaluate(bad, runtimes["good"].url, runtimes["good"].url, tmp_path)
+    assert code == 2
+    assert "line 2: reference: Field required" in str(left["error"])
+
+
+def test_a_version_that_cannot_answer_is_named(
+    runtimes: dict[str, Proc], prompts: Path, tmp_path: Path
+) -> None:
+    code, left = evaluate(prompts, runtimes["good"].url, runtimes["good"].url, tmp_path, "other")
+    assert code == 2
+    error = str(left["error"])
+    assert error.startswith("the candidate version failed to answer")
+    assert "404" in error
+    assert NAME in error
