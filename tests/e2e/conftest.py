@@ -237,7 +237,7 @@ def volume_with_client(
     )
 
 
-def _packed(*folders: tuple[Path, str]) -> str:
+def packed(*folders: tuple[Path, str]) -> str:
     """The folders as a gzipped tar, base64 (kubectl exec's stdin is text)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -265,7 +265,7 @@ def training_volume(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
     )
     upload = ["exec", "-i", "-n", namespace, "client", "--", "sh", "-c",
               "base64 -d | tar -xz -C /work"]  # fmt: skip
-    cluster.kubectl(*upload, stdin=_packed((base, "base"), (dataset.parent, "data")))
+    cluster.kubectl(*upload, stdin=packed((base, "base"), (dataset.parent, "data")))
 
 
 def finetunejob(

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.e2e.conftest import KEEP, condition, get, wait_for_condition
+from tests.e2e.conftest import KEEP, condition, get, packed, wait_for_condition
 from tests.integration.conftest import LOCALCLUSTER, Cluster, helm_binary, wait_until
 
-from kubeforge_labs import gateway, helm
+from kubeforge_labs import gateway, helm, models
 from kubeforge_labs.gateway import GatewayClient
 from kubeforge_operator.modelserver.observe import KSERVE_CONFIG_TTL
 
@@ -179,6 +179,119 @@ def test_canary_that_cannot_load_gets_no_traffic_and_no_analysis(served: Gateway
     got = served.answers(time.time() - 10, time.time())
     assert got
     assert {(a.revision, a.code) for a in got} == {(stable, 200)}
+
+
+@pytest.fixture(scope="module")
+def judged(
+    cluster: Cluster, kserve: None, kubeforge: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayClient]:
+    """A namespace with three causal LMs on a volume (fine-tuned on the tickets with two seeds,
+    and one trained on the tickets' words shuffled), the prompt set as a ConfigMap, and
+    ModelServer ``judge`` serving the first, with an evaluation before traffic."""
+    ns = f"kf-iso-e2e-eval-{int(time.time()) % 100000}"
+    cluster.kubectl("create", "namespace", ns)
+    client = GatewayClient(cluster.kubeconfig, cluster.kubectl_bin, ns, "judge")
+    client.create(models=0)
+    work = tmp_path_factory.mktemp("judged")
+    folders = [
+        (models.ticket_model(work / "good1", seed=1), "good1"),
+        (models.ticket_model(work / "good2", seed=2), "good2"),
+        (models.ticket_model(work / "worse", shuffled=True), "worse"),
+    ]
+    client.exec("sh", "-c", "base64 -d | tar -xz -C /models && chmod -R a+rX /models",
+                stdin=packed(*folders))  # fmt: skip
+    prompts = "".join(json.dumps(p) + "\n" for p in models.ticket_prompts(16))
+    client.apply(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "eval"},
+         "data": {"prompts.jsonl": prompts}},
+        judged_server("pvc://models/good1"),
+    )  # fmt: skip
+    yield client
+    if not KEEP:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def judged_server(uri: str) -> dict[str, Any]:
+    """A causal LM served by the kubeforge-llm runtime; a new version is evaluated on the prompt
+    set (ROUGE-L within 0.05 of the stable's) before it gets traffic, then promoted in two steps
+    (no metric gates: this test is about the evaluation)."""
+    return {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "ModelServer",
+        "metadata": {"name": "judge"},
+        "spec": {
+            "model": {"uri": uri},
+            "runtime": {"modelFormat": "transformers"},
+            "resources": {"cpu": "200m", "memory": "1Gi"},
+            "rollout": {
+                "steps": [50, 100],
+                "interval": "10s",
+                "metrics": [],
+                "evaluation": {
+                    "prompts": {"configMap": "eval"}, "tolerance": 0.05, "maxTokens": 8,
+                    "timeout": "3m",
+                },
+            },
+        },
+    }  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+def test_an_evaluation_stops_a_worse_version_before_traffic_and_passes_a_good_one(
+    cluster: Cluster, judged: GatewayClient
+) -> None:
+    ns = judged.namespace
+    wait_for_condition(cluster, "modelserver", ns, "judge", "Ready", status="True", timeout=300)
+    stable = judged.get("modelserver")["status"]["stable"]["revision"]
+
+    judged.apply(judged_server("pvc://models/worse"))
+
+    def rolled_back() -> dict[str, Any] | None:
+        m = judged.get("modelserver")
+        return m if m["status"].get("phase") == "RolledBack" else None
+
+    ms = wait_until(rolled_back, 300, 2, "the worse version rolled back")
+    status = ms["status"]
+    rolled = condition(ms, "RolledBack")
+    assert rolled["reason"] == "EvaluationRegressed", status
+    evaluation = status["evaluation"]
+    assert evaluation["phase"] == "Regressed"
+    assert evaluation["candidate"] < evaluation["stable"] - 0.05, evaluation
+    assert evaluation["prompts"] == 16
+    assert status["stable"]["revision"] == stable
+    worse = evaluation["revision"]
+    # it never had a share of the route: no decision gave it traffic
+    splits = [d["trafficSplit"] for d in status["decisions"] if d["revision"] == worse]
+    assert splits == ["100/0", "100/0"], status["decisions"]
+    job = judged.get("job", evaluation["job"])
+    assert job["status"].get("succeeded") == 1, job["status"]
+    events = judged.kubectl("get", "events", "-n", ns, "-o", "json")
+    assert any(
+        e["reason"] == "RolloutRollback" and "evaluation regressed" in e["message"]
+        for e in json.loads(events)["items"]
+    )
+    print("evaluation of the worse version:", {k: evaluation[k] for k in ("candidate", "stable")})
+
+    judged.apply(judged_server("pvc://models/good2"))
+
+    def promoted() -> dict[str, Any] | None:
+        m = judged.get("modelserver")
+        s = m["status"]
+        return (
+            m
+            if s.get("stable", {}).get("revision") not in (stable, None) and not s.get("canary")
+            else None
+        )
+
+    ms = wait_until(promoted, 300, 2, "the good version promoted")
+    status = ms["status"]
+    good = status["stable"]["revision"]
+    actions = [d["action"] for d in status["decisions"] if d["revision"] == good]
+    assert actions == ["start", "evaluate", "advance", "promote"], status["decisions"]
+    evaluation = status["evaluation"]
+    assert (evaluation["revision"], evaluation["phase"]) == (good, "Passed")
+    assert evaluation["candidate"] >= evaluation["stable"] - 0.05, evaluation
+    print("evaluation of the good version:", {k: evaluation[k] for k in ("candidate", "stable")})
 
 
 def test_a_kserve_webhook_refusal_is_reported_and_the_stable_keeps_serving(

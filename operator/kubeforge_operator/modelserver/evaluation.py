@@ -56,7 +56,9 @@ from kubeforge_operator.runtime.children import (
     with_pull_policy,
 )
 from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
+from kubeforge_operator.runtime.placement import Placement
 from kubeforge_operator.runtime.pods import termination_result
+from kubeforge_operator.runtime.policies import placement_or_problem
 from kubeforge_operator.runtime.reconcile import ReconcileContext
 
 STAGE = "evaluation"
@@ -112,9 +114,14 @@ def prompts_problem(
 
 
 def build_evaluation_job(
-    owner: dict[str, Any], evaluation: Evaluation, revision: str, image: str
+    owner: dict[str, Any],
+    evaluation: Evaluation,
+    revision: str,
+    image: str,
+    placement: Placement | None = None,
 ) -> dict[str, Any]:
-    """The Job that evaluates ``revision`` (the canary predictor) against the stable one."""
+    """The Job that evaluates ``revision`` (the canary predictor) against the stable one, where
+    the platform runs CPU workloads (``placement``)."""
     name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
     labels = standard_labels("modelserver", name, STAGE)
 
@@ -172,6 +179,7 @@ def build_evaluation_job(
                     "securityContext": pod_security_context(),
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
+                    **(placement.pod_fields() if placement else {}),
                 },
             },
         },
@@ -307,8 +315,13 @@ def evaluation_step(
     name = job_name(ctx.name, desired.revision)
     job = ctx.kube.get_child("batch/v1", "Job", ctx.namespace, name)
     if job is None:
+        cpu = placement_or_problem(ctx, None, None)  # where CPU workloads run
         manifest = build_evaluation_job(
-            ctx.obj, evaluation, desired.revision, ctx.settings.evaluation_image
+            ctx.obj,
+            evaluation,
+            desired.revision,
+            ctx.settings.evaluation_image,
+            cpu if isinstance(cpu, Placement) else None,
         )
         ctx.kube.apply(with_pull_policy(manifest, ctx.settings.image_pull_policy))
         running = result(desired.revision, ctx.name, EvaluationPhase.RUNNING, ctx.now)
