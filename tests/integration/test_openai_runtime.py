@@ -49,6 +49,21 @@ def metric(runtime: Proc, name: str) -> float:
     return float(found[1])
 
 
+def test_the_docs_example_runs_as_written(
+    runtime: Proc, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/llm-serving.md's OpenAI client example, with the runtime's address in place of the
+    ModelServer's host."""
+    doc = (Path(__file__).parents[2] / "docs" / "llm-serving.md").read_text()
+    section = doc.split("## Calling it with the OpenAI client", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert f'model="{NAME}"' in code
+    exec(compile(code.replace("http://chat-bot-team-a.example.com", runtime.url), "doc", "exec"))  # noqa: S102
+    out = capsys.readouterr().out
+    assert "CompletionUsage(completion_tokens=" in out  # the chat answer's usage
+    assert "prompt_tokens=" in out.rsplit("CompletionUsage", 1)[1]  # the stream's last chunk
+
+
 def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
     assert [m.id for m in client.models.list()] == [NAME]
 
