@@ -203,6 +203,21 @@ class ModelOutput(KubeModel):
     )
 
 
+class PromptEvaluation(KubeModel):
+    """A prompt set with reference answers that the tuned model and its base answer after
+    training (greedy), scored with ROUGE-L: the score a ModelServer's evaluation before traffic
+    gives the version too."""
+
+    prompts_uri: UriString = Field(
+        description='JSON Lines file, one {"prompt": ..., "reference": ...} object per line (1 to '
+        "200), the format of a ModelServer's spec.rollout.evaluation prompt set: file://, "
+        "pvc://claim/path or s3://. Checked by the validation step, before any training.",
+    )
+    max_tokens: int = Field(
+        default=32, ge=1, le=512, description="Tokens generated per answer (greedy)."
+    )
+
+
 class FineTuneJobSpec(KubeModel):
     """The desired fine-tuning run."""
 
@@ -225,6 +240,11 @@ class FineTuneJobSpec(KubeModel):
         "when admitted again (status.training.resumedFromStep, status.preemptions).",
     )
     output: ModelOutput = Field(description="Where the model version is written.")
+    evaluation: PromptEvaluation | None = Field(
+        default=None,
+        description="Also score the tuned model (and its base) on a prompt set: "
+        "status.evaluation.rougeL (and the base's in the version's lineage).",
+    )
     env: list[EnvVar] = Field(
         default_factory=list,
         max_length=64,

@@ -86,13 +86,23 @@ def evaluate(
     model: Input[Model],
     eval_data: Input[Dataset],
     metrics: Output[Metrics],
+    eval_prompts_uri: str = "",
+    eval_max_tokens: int = 32,
 ) -> dict:  # type: ignore[type-arg]
-    """Loss, perplexity and next-token accuracy on the held-out split, before and after."""
+    """Loss, perplexity and next-token accuracy on the held-out split, before and after (and
+    ROUGE-L on the prompt set, if one is given)."""
     from pathlib import Path
 
     from kubeforge_pipelines import steps
 
-    result = steps.evaluate(base_model_uri, Path(model.path), Path(eval_data.path), max_seq_length)
+    result = steps.evaluate(
+        base_model_uri,
+        Path(model.path),
+        Path(eval_data.path),
+        max_seq_length,
+        eval_prompts_uri,
+        eval_max_tokens,
+    )
     for key, value in result["metrics"].items():
         metrics.log_metric(key, value)
     for key, value in result["metricsBefore"].items():
@@ -142,6 +152,8 @@ def finetune_pipeline(
     seed: int = 42,
     max_seq_length: int = 512,
     checkpoint_uri: str = "",
+    eval_prompts_uri: str = "",
+    eval_max_tokens: int = 32,
 ) -> str:
     prepared = prepare(
         dataset_uri=dataset_uri,
@@ -161,6 +173,8 @@ def finetune_pipeline(
         max_seq_length=max_seq_length,
         model=tuned.outputs["model"],
         eval_data=prepared.outputs["eval_data"],
+        eval_prompts_uri=eval_prompts_uri,
+        eval_max_tokens=eval_max_tokens,
     )
     registered = register(
         params_json=params_json,
@@ -191,6 +205,8 @@ def pipeline_arguments(params_json: str) -> dict[str, object]:
         "seed": p.seed,
         "max_seq_length": int(p.settings.get("max_seq_length", 512)),
         "checkpoint_uri": p.checkpoint_uri,
+        "eval_prompts_uri": p.eval_prompts_uri,
+        "eval_max_tokens": p.eval_max_tokens,
     }
 
 

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from kubeforge_crds.contracts.evaluation import PromptCase, PromptSetError, parse_prompts
 from kubeforge_crds.contracts.pipeline import PipelineParams
-from kubeforge_pipelines import data, storage
+from kubeforge_pipelines import data, scoring, storage
 
 Progress = Callable[[dict[str, Any]], None]
 ERROR_FILE_ENV = "KUBEFORGE_ERROR_FILE"
@@ -106,17 +107,41 @@ def fine_tune(
 
 @reported("evaluate")
 def evaluate(
-    base_model_uri: str, model_path: Path, eval_path: Path, max_seq_length: int
+    base_model_uri: str,
+    model_path: Path,
+    eval_path: Path,
+    max_seq_length: int,
+    prompts_uri: str = "",
+    max_tokens: int = 32,
 ) -> dict[str, Any]:
-    """Metrics of the tuned model and, for comparison, of the base model on the same split."""
+    """Metrics of the tuned model and, for comparison, of the base model on the same split;
+    with a prompt set, each one's ROUGE-L on it too."""
     from kubeforge_pipelines import train
 
     texts = data.read_jsonl_texts(eval_path)
     with tempfile.TemporaryDirectory(prefix="kubeforge-eval-") as tmp:
         base = storage.fetch_dir(base_model_uri, Path(tmp))
-        before = train.evaluate_texts(*train.load_trained(base, None), texts, max_seq_length)
-        after = train.evaluate_texts(*train.load_trained(base, model_path), texts, max_seq_length)
-    return {"metrics": after, "metricsBefore": before}
+        cases = prompt_set(prompts_uri, Path(tmp)) if prompts_uri else []
+        results = []
+        for trained in (None, model_path):
+            model, tokenizer = train.load_trained(base, trained)
+            metrics = train.evaluate_texts(model, tokenizer, texts, max_seq_length)
+            if cases:
+                answers = scoring.greedy_answers(
+                    model, tokenizer, [c.prompt for c in cases], max_tokens
+                )
+                scores = scoring.rouge_l(answers, [c.reference for c in cases])
+                metrics["rougeL"] = scoring.mean(scores)
+            results.append(metrics)
+    return {"metrics": results[1], "metricsBefore": results[0]}
+
+
+def prompt_set(uri: str, workdir: Path) -> list[PromptCase]:
+    """The evaluation prompt set at ``uri``; a problem names spec.evaluation.promptsUri."""
+    try:
+        return parse_prompts(storage.fetch_file(uri, workdir).read_text(encoding="utf-8"))
+    except (storage.StorageError, PromptSetError, UnicodeDecodeError) as err:
+        raise PromptSetError(f"spec.evaluation.promptsUri: {err}") from err
 
 
 _COUNTS = ("rows", "trainRows", "evalRows")
@@ -184,6 +209,8 @@ def validate(params: PipelineParams) -> dict[str, Any]:
         )
         base = storage.fetch_dir(params.base_model_uri, work)
         config = train.check_method(base, train.TrainSettings(**params.settings))
+        if params.eval_prompts_uri:
+            prompt_set(params.eval_prompts_uri, work)
     return {"dataset": dataset, "modelType": config.get("model_type")}
 
 
@@ -226,6 +253,8 @@ def run_all(
         model_path,
         eval_path,
         int(params.settings.get("max_seq_length", 512)),
+        params.eval_prompts_uri,
+        params.eval_max_tokens,
     )
     say({"step": "register", **evaluation})
     lineage = register(params, model_path, dataset, evaluation, run_id, training)

@@ -1,7 +1,7 @@
 """``python -m kubeforge_runtimes evaluate``: a ModelServer's candidate and stable version answer
 the same prompt set through their own OpenAI-compatible endpoints (greedy, so the answers are
-repeatable), each answer is scored against the prompt's reference with ROUGE-L (Google's
-``rouge-score``, the implementation the summarisation literature reports), and the scores are
+repeatable), each answer is scored against the prompt's reference with ROUGE-L
+(``kubeforge_pipelines.scoring``, as the FineTuneJob's evaluation scores), and the scores are
 left as the termination message for the operator to judge (``kubeforge_crds.contracts.evaluation``).
 
 The operator runs it as a Job once the candidate's predictor is ready and before it gets any
@@ -19,6 +19,7 @@ from kubeforge_crds.contracts.evaluation import (
     VersionScore,
     parse_prompts,
 )
+from kubeforge_pipelines.scoring import mean, rouge_l
 
 CONCURRENCY = 4  # requests at a time per version: the runtime decodes them as one batch
 Answerer = Callable[[str], str]
@@ -26,17 +27,6 @@ Answerer = Callable[[str], str]
 
 class EvaluationError(RuntimeError):
     """A version could not be evaluated (its endpoint failed); the message says which."""
-
-
-def rouge_l(answers: list[str], references: list[str]) -> list[float]:
-    """The ROUGE-L F-measure of each answer against its reference."""
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"])
-    return [
-        scorer.score(ref, ans)["rougeL"].fmeasure
-        for ans, ref in zip(answers, references, strict=True)
-    ]
 
 
 def openai_answerer(base_url: str, model: str, max_tokens: int, timeout: float) -> Answerer:
@@ -74,8 +64,8 @@ def evaluate(cases: list[PromptCase], candidate: Answerer, stable: Answerer) -> 
     return EvaluationReport(
         metric="rougeL",
         prompts=len(cases),
-        candidate=VersionScore(score=round(sum(ours) / len(ours), 6), answered=len(ours)),
-        stable=VersionScore(score=round(sum(theirs) / len(theirs), 6), answered=len(theirs)),
+        candidate=VersionScore(score=mean(ours), answered=len(ours)),
+        stable=VersionScore(score=mean(theirs), answered=len(theirs)),
         worst=[
             {
                 "prompt": cases[i].prompt[:120],

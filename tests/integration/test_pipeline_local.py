@@ -64,15 +64,30 @@ def run_steps_cli(p: PipelineParams, workdir: Path, term: Path, *extra: str) -> 
     return proc.returncode
 
 
+def write_prompts(path: Path, lines: list[str] | None = None) -> Path:
+    """A prompt set: the tickets' (the ModelServer evaluation's format), or ``lines``."""
+    from kubeforge_labs.models import ticket_prompts
+
+    lines = lines if lines is not None else [json.dumps(p) for p in ticket_prompts(8)]
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
 def test_local_pipeline_trains_evaluates_and_registers(
     tiny_base_model: Path, tickets_dataset: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "models"
-    lineage = run_local(
-        params(tiny_base_model, tickets_dataset, out, merge_adapter=True), tmp_path / "work"
-    )
+    prompts = write_prompts(tmp_path / "prompts.jsonl")
+    p = params(
+        tiny_base_model, tickets_dataset, out, merge_adapter=True,
+        eval_prompts_uri=str(prompts), eval_max_tokens=8,
+    )  # fmt: skip
+    lineage = run_local(p, tmp_path / "work")
     assert lineage["model"]["version"] == "v1"
     assert lineage["metrics"]["loss"] < lineage["metricsBefore"]["loss"] - 0.5
+    # the prompt set scored with ROUGE-L, the tuned model's and its base's
+    assert 0 <= lineage["metricsBefore"]["rougeL"] <= 1
+    assert 0 <= lineage["metrics"]["rougeL"] <= 1
     version = out / "v1"
     # the run's record (steps, the loss curve) is the lineage's and, for the status, the answer's
     assert json.loads((version / "lineage.json").read_text()) == {
@@ -91,6 +106,7 @@ def test_local_pipeline_trains_evaluates_and_registers(
     logged = json.loads(executor_output.read_text())["artifacts"]["metrics"]["artifacts"][0]
     assert logged["metadata"]["loss"] == pytest.approx(lineage["metrics"]["loss"])
     assert logged["metadata"]["base_loss"] == pytest.approx(lineage["metricsBefore"]["loss"])
+    assert logged["metadata"]["rougeL"] == pytest.approx(lineage["metrics"]["rougeL"])
 
 
 def test_bad_dataset_fails_in_prepare_naming_row_and_field(
@@ -117,6 +133,25 @@ def test_cli_runs_the_steps_in_process_as_the_job_backend_does(
     lineage = json.loads((tmp_path / "models" / "v1" / "lineage.json").read_text())
     assert lineage["run"]["id"] == "job-abc"
     assert summary["datasetDigest"] == lineage["dataset"]["sha256"]
+
+
+def test_a_malformed_prompt_set_fails_validation_naming_the_field_and_line(
+    tiny_base_model: Path, tickets_dataset: Path, tmp_path: Path
+) -> None:
+    prompts = write_prompts(tmp_path / "p.jsonl", ['{"prompt": "a", "reference": "b"}', "{oops"])
+    for uri, said in [
+        (str(prompts), "spec.evaluation.promptsUri: line 2: not JSON"),
+        (str(tmp_path / "none.jsonl"), "spec.evaluation.promptsUri: 'file://"),
+    ]:
+        p = params(tiny_base_model, tickets_dataset, tmp_path / "models", eval_prompts_uri=uri)
+        term = tmp_path / "termination-log"
+        proc = subprocess.run(
+            [sys.executable, "-m", "kubeforge_pipelines", "validate",
+             f"--params-json={p.to_json()}", f"--termination-log={term}"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 1
+        assert said in json.loads(term.read_text())["error"]
 
 
 def test_cli_failure_writes_the_reason_to_the_termination_log(tmp_path: Path) -> None:

@@ -114,6 +114,11 @@ def test_claims_come_from_pvc_uris_only() -> None:
         output={"uri": "s3://b/m"},
     )
     assert claims(params(s)) == []
+    # the evaluation's prompt set on a volume of its own is mounted too, and reaches the steps
+    s = spec(output={"uri": "s3://b/m"}, evaluation={"promptsUri": "pvc://evals/p.jsonl"})
+    p = params(s)
+    assert (p.eval_prompts_uri, p.eval_max_tokens) == ("pvc://evals/p.jsonl", 32)
+    assert claims(p) == ["datasets", "evals", "models"]
 
 
 def test_checkpoints_live_beside_a_volume_output_only() -> None:

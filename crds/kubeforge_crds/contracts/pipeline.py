@@ -31,8 +31,12 @@ class PipelineParams(BaseModel):
     checkpoint_uri: str = ""  # file/pvc directory for checkpoints; empty: no resume
     run_info: dict[str, Any] = Field(default_factory=dict)  # backend, FineTuneJob, trigger
     card: dict[str, str] = Field(default_factory=dict)  # spec.output.card: purpose, owner, ...
+    eval_prompts_uri: str = ""  # spec.evaluation.promptsUri; empty: no prompt set
+    eval_max_tokens: int = 32
 
-    @field_validator("base_model_uri", "dataset_uri", "output_uri", "checkpoint_uri")
+    @field_validator(
+        "base_model_uri", "dataset_uri", "output_uri", "checkpoint_uri", "eval_prompts_uri"
+    )
     @classmethod
     def _absolute(cls, value: str) -> str:
         """A plain path becomes an absolute file:// URI, so lineage says where things were."""
@@ -101,4 +105,6 @@ def params_from_spec(
         checkpoint_uri=checkpoint_uri,
         run_info=run_info,
         card=spec.output.card.to_wire() if spec.output.card else {},
+        eval_prompts_uri=spec.evaluation.prompts_uri if spec.evaluation else "",
+        eval_max_tokens=spec.evaluation.max_tokens if spec.evaluation else 32,
     )

@@ -55,7 +55,13 @@ def labels(owner_name: str, stage: str) -> dict[str, str]:
 
 def claims(params: PipelineParams) -> list[str]:
     """PersistentVolumeClaims named by the run's pvc:// URIs, in a stable order."""
-    uris = [params.base_model_uri, params.dataset_uri, params.output_uri, params.checkpoint_uri]
+    uris = [
+        params.base_model_uri,
+        params.dataset_uri,
+        params.output_uri,
+        params.checkpoint_uri,
+        params.eval_prompts_uri,
+    ]
     return sorted({urlparse(u).netloc for u in uris if u.startswith("pvc://")})
 
 
