@@ -100,8 +100,10 @@ def start_runtime(
     error_rate: float = 0.0,
     max_new_tokens: int = 4,
     port: int | None = None,
+    adapters: dict[str, Path] | None = None,
 ) -> Proc:
-    """``python -m kubeforge_runtimes serve`` with fault control enabled."""
+    """``python -m kubeforge_runtimes serve`` with fault control enabled (and ``adapters``
+    loaded on the model by name)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log = workdir / f"runtime-{revision}.log"
@@ -119,6 +121,7 @@ def start_runtime(
             f"--max-new-tokens={max_new_tokens}",
             f"--error-rate={error_rate}",
             "--fault-control",
+            *(f"--adapter={n}={p}" for n, p in sorted((adapters or {}).items())),
         ],
         log,
         port,

@@ -54,13 +54,13 @@ def base_model(target: Path, **kwargs: Any) -> Path:
     )
 
 
-def _cached(name: str, build: Any, target: Path) -> Path:
+def _cached(name: str, build: Any, target: Path, marker: str = "config.json") -> Path:
     """``build(path)`` once per key ``name`` into the cache, then a copy at ``target``."""
     cached = _cache_root() / name
     cached.parent.mkdir(parents=True, exist_ok=True)
     with Path(f"{cached}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not (cached / "config.json").is_file():
+        if not (cached / marker).is_file():
             staging = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".building-"))
             build(staging / "model")
             shutil.rmtree(cached, ignore_errors=True)
@@ -70,20 +70,45 @@ def _cached(name: str, build: Any, target: Path) -> Path:
     return target
 
 
+def _ticket_texts(shuffled: bool, seed: int) -> list[str]:
+    import random
+
+    from kubeforge_pipelines.tinymodel import support_tickets
+
+    texts = [r["text"] for r in support_tickets(300, seed)]
+    if shuffled:
+        rng = random.Random(seed)
+        texts = [" ".join(rng.sample(t.split(), len(t.split()))) for t in texts]
+    return texts
+
+
+def ticket_adapter(target: Path, *, shuffled: bool = False, seed: int = 1) -> Path:
+    """A LoRA adapter of the tiny base model (``base_model``) trained on the tickets (or their
+    words shuffled) for 60 steps at a high learning rate: enough that adapters answer
+    differently from the base and from each other."""
+    from kubeforge_pipelines.train import TrainSettings, fine_tune
+
+    def build(out: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="kubeforge-adapter-") as tmp:
+            base = base_model(Path(tmp) / "base")
+            settings = TrainSettings(
+                method="lora", max_steps=60, batch_size=8, max_seq_length=64,
+                learning_rate=0.01, seed=seed, target_modules=["c_attn", "c_proj", "c_fc"],
+            )  # fmt: skip
+            fine_tune(base, _ticket_texts(shuffled, seed), out, Path(tmp) / "checkpoints", settings)
+
+    key = recipe_key(recipe="ticket-adapter", shuffled=shuffled, seed=seed)
+    return _cached(f"adapter-{key}", build, target, marker="adapter_config.json")
+
+
 def ticket_model(target: Path, *, shuffled: bool = False, seed: int = 1) -> Path:
     """The tiny base model fully fine-tuned on support tickets (400 steps, about 10 s): it learns
     the tickets' form, ``... resolution: <a fix>.``. ``shuffled``: trained on the same tickets with
     their words in random order, the deliberately worse version an evaluation must stop."""
-    import random
-
-    from kubeforge_pipelines.tinymodel import support_tickets
     from kubeforge_pipelines.train import TrainSettings, fine_tune
 
     def build(out: Path) -> None:
-        texts = [r["text"] for r in support_tickets(300, seed)]
-        if shuffled:
-            rng = random.Random(seed)
-            texts = [" ".join(rng.sample(t.split(), len(t.split()))) for t in texts]
+        texts = _ticket_texts(shuffled, seed)
         with tempfile.TemporaryDirectory(prefix="kubeforge-tickets-") as tmp:
             base = base_model(Path(tmp) / "base")
             settings = TrainSettings(

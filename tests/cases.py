@@ -278,6 +278,26 @@ INVALID: list[Invalid] = [
     Invalid("ModelServer", "format", {"runtime.modelFormat": "onnx"}, "spec.runtime.modelFormat"),
     Invalid(
         "ModelServer",
+        "adapters-on-an-adapter",
+        {"runtime.modelFormat": "peft", "adapters": [{"name": "a", "uri": "pvc://m/a"}]},
+        "spec.adapters",
+        "adapters are loaded on a base model",
+    ),
+    Invalid(
+        "ModelServer",
+        "adapter-without-source",
+        {"runtime.modelFormat": "transformers", "adapters": [{"name": "a"}]},
+        "spec.adapters[0].uri",
+        "exactly one of uri, fineTuneJob or modelName",
+    ),
+    Invalid(
+        "ModelServer",
+        "adapter-name-not-a-label",
+        {"runtime.modelFormat": "transformers", "adapters": [{"name": "A_b", "uri": "pvc://m/a"}]},
+        "spec.adapters[0].name",
+    ),
+    Invalid(
+        "ModelServer",
         "evaluation-of-sklearn",
         {"runtime.modelFormat": "sklearn", "rollout.evaluation": {"prompts": {"configMap": "p"}}},
         "spec.rollout.evaluation",

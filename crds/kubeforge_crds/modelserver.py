@@ -53,6 +53,18 @@ class ModelRef(KubeModel):
     )
 
 
+class Adapter(ModelRef):
+    """A LoRA (or DoRA) adapter loaded on the ModelServer's base model (spec.model) and served
+    beside it: a request that gives its name as `model` (OpenAI-compatible API) is answered by
+    the base with this adapter. From a storage URI on a volume (pvc://), a FineTuneJob, or the
+    newest version of a model in the catalog."""
+
+    name: LabelName = Field(
+        description="The name requests give as `model` to use this adapter; not the "
+        "ModelServer's own name, which serves the base model.",
+    )
+
+
 class ModelFormat(StrEnum):
     TRANSFORMERS = "transformers"
     PEFT = "peft"
@@ -380,8 +392,29 @@ class ModelServerSpec(KubeModel):
         "model served by URI, the only one; for a FineTuneJob's model, in place of its "
         "spec.output.card. Changing it rolls nothing out.",
     )
+    adapters: list[Adapter] = Field(
+        default_factory=list,
+        max_length=8,
+        description="LoRA adapters served on spec.model (a base model, modelFormat "
+        "transformers, the built-in runtime), each under its own name. A new version of one "
+        "(a new URI, a FineTuneJob registering a newer version) is a new revision, rolled out "
+        "as a canary; the others are served unchanged by both predictors.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
 
     cel_rules = (
+        CelRule(
+            rule="!has(self.adapters) || size(self.adapters) == 0 || "
+            "(self.runtime.modelFormat == 'transformers' && !has(self.runtime.servingRuntime))",
+            message="adapters are loaded on a base model by kubeforge's runtime: modelFormat "
+            "transformers, no servingRuntime",
+            check=lambda s: not s.adapters
+            or (
+                s.runtime.model_format == ModelFormat.TRANSFORMERS
+                and s.runtime.serving_runtime is None
+            ),
+            field_path=".adapters",
+        ),
         CelRule(
             rule="!has(self.rollout.evaluation) || self.runtime.modelFormat != 'sklearn'",
             message="evaluation sends prompts to a causal LM's OpenAI-compatible API: modelFormat "
@@ -428,6 +461,10 @@ class Revision(KubeModel):
         max_length=2048,
         description="Base model URI of the FineTuneJob that produced the model (what a PEFT "
         "adapter is loaded on); a base on a volume (pvc://) is mounted read-only beside the model.",
+    )
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="The adapters loaded on the model: name -> storage URI of the version.",
     )
 
 

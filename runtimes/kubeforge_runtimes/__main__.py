@@ -30,9 +30,17 @@ def serve_cmd(
     fault_control: Annotated[
         bool | None, typer.Option("--fault-control/--no-fault-control", help="PUT faults.")
     ] = None,
+    adapter: Annotated[
+        list[str] | None, typer.Option(help="NAME=URI of a LoRA adapter to load (repeatable).")
+    ] = None,
 ) -> None:
     """Serve one model with the v1 and v2 inference protocols and Prometheus metrics."""
     given: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
+    if adapter:
+        pairs = [a.partition("=") for a in given.pop("adapter")]
+        if any(not sep or not name for name, sep, _ in pairs):
+            raise typer.BadParameter("expected NAME=URI", param_hint="--adapter")
+        given["adapters"] = {name: uri for name, _, uri in pairs}
     from kubeforge_runtimes.models import ModelDirError
     from kubeforge_runtimes.server import RuntimeSettings, serve
 

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 # request's generation ended (its length, an end token or its cancellation), or the error the
 # model failed with
 Emit = Callable[[int | BaseException | None, float], None]
+# peft's name for "no adapter" in a batch whose rows each name theirs
+BASE_ADAPTER = "__base__"
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Job:
     top_p: float = 1.0
     seed: int | None = None
     token_delay: float = 0.0
+    adapter: str | None = None  # the adapter this request names (BASE_ADAPTER: none)
     generated: int = 0
     generator: Any = field(default=None, repr=False)
 
@@ -152,7 +155,7 @@ class Batcher:
                 job.generator = torch.Generator().manual_seed(job.seed)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        logits = self._forward(ids, mask, positions, cache)
+        logits = self._forward(ids, mask, positions, cache, jobs)
         batch = _Batch(jobs, cache, mask, positions[:, -1] + 1, torch.zeros(0))
         return self._choose(batch, logits)
 
@@ -162,14 +165,19 @@ class Batcher:
 
         mask = torch.cat([batch.mask, torch.ones((len(batch.jobs), 1), dtype=torch.long)], 1)
         logits = self._forward(
-            batch.next_ids.unsqueeze(1), mask, batch.positions.unsqueeze(1), batch.cache
+            batch.next_ids.unsqueeze(1), mask, batch.positions.unsqueeze(1), batch.cache, batch.jobs
         )
         batch.mask, batch.positions = mask, batch.positions + 1
         return self._choose(batch, logits)
 
-    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
+    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any, jobs: list[Job]) -> Any:
         import torch
 
+        extra: dict[str, Any] = {}
+        if any(j.adapter is not None for j in jobs):
+            # adapters loaded by name on one base: each row names its own (peft's mixed-batch
+            # inference), so requests for different adapters decode together
+            extra["adapter_names"] = [j.adapter or BASE_ADAPTER for j in jobs]
         with self.lock, torch.no_grad():
             out = self.model(
                 input_ids=ids,
@@ -177,6 +185,7 @@ class Batcher:
                 position_ids=positions,
                 past_key_values=cache,
                 use_cache=True,
+                **extra,
             )
         self.steps += 1
         return out.logits[:, -1, :].float()

@@ -82,6 +82,9 @@ class Sampling:
     stop: Sequence[str] = ()
     seed: int | None = None
     min_tokens: int = 0
+    # adapters loaded by name on the base: the one the request names (batching.BASE_ADAPTER for
+    # the base); None: the model as loaded
+    adapter: str | None = None
 
 
 @dataclass
@@ -182,6 +185,7 @@ async def stream_tokens(
                 prompt_ids, sampling.max_tokens, streamer.emit, cancelled,
                 min_tokens=sampling.min_tokens, temperature=sampling.temperature,
                 top_p=sampling.top_p, seed=sampling.seed, token_delay=token_delay,
+                adapter=sampling.adapter,
             )
         )  # fmt: skip
     else:
@@ -223,6 +227,8 @@ def _generate_in_thread(
     options: dict[str, Any] = {"do_sample": sampling.temperature > 0}
     if sampling.temperature > 0:
         options |= {"temperature": sampling.temperature, "top_p": sampling.top_p}
+    if sampling.adapter is not None:  # adapters loaded by name: the one asked for, or none
+        options["adapter_names"] = [sampling.adapter]
 
     def run() -> None:
         error: BaseException | None = None

@@ -9,6 +9,7 @@ it cannot serve it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import uuid
@@ -115,10 +116,18 @@ MAX_TEXT_EXPLANATIONS = 4  # prompts per :explain request (one forward pass per 
 class CausalLM(Model):  # type: ignore[misc]
     """Text generation with a causal LM: v1 ``instances`` of strings, v2 a BYTES input."""
 
-    def __init__(self, name: str, found: FoundModel, max_new_tokens: int = 32) -> None:
+    def __init__(
+        self,
+        name: str,
+        found: FoundModel,
+        max_new_tokens: int = 32,
+        adapters: dict[str, Path] | None = None,
+    ) -> None:
         super().__init__(name)
         self.found = found
         self.max_new_tokens = max_new_tokens
+        # LoRA adapters loaded on this (base) model, by the name requests give as `model`
+        self.adapters = dict(adapters or {})
         self._lock = threading.Lock()  # one forward pass at a time per process
         self.model: Any = None
         self.tokenizer: Any = None
@@ -133,6 +142,8 @@ class CausalLM(Model):  # type: ignore[misc]
             self.model, self.tokenizer = load_trained(base, self.found.path)
         else:
             self.model, self.tokenizer = load_trained(self.found.path, None)
+        if self.adapters:
+            self.model = load_adapters(self.model, self.adapters)
         self.model.eval()
         self.generate(["warm up"], 2)  # the first call is slow; no request should pay for it
         self.batcher = self._batcher()
@@ -152,6 +163,11 @@ class CausalLM(Model):  # type: ignore[misc]
         return Batcher(
             self.model, self._lock, end_tokens(self.model, self.tokenizer), int(pad or 0)
         )
+
+    def base_only(self) -> Any:
+        """With adapters loaded by name, the v1/v2 protocols and explanations serve the base
+        model: its adapters off (inside the model's lock) for the call."""
+        return self.model.disable_adapter() if self.adapters else contextlib.nullcontext()
 
     @property
     def context(self) -> int:
@@ -183,7 +199,7 @@ class CausalLM(Model):  # type: ignore[misc]
 
         n = max(1, min(int(max_new_tokens or self.max_new_tokens), 512))
         out = []
-        with self._lock, torch.no_grad():
+        with self._lock, torch.no_grad(), self.base_only():
             for text in texts:
                 ids = self.tokenizer(text, return_tensors="pt")
                 gen = self.model.generate(
@@ -244,7 +260,7 @@ class CausalLM(Model):  # type: ignore[misc]
                     f"the prompt has {n_tokens} tokens: at most {MAX_PROMPT_TOKENS} are explained"
                 )
             answer = self.generate([text])[0]
-            with self._lock:
+            with self._lock, self.base_only():
                 try:
                     out.append(explain_text(self.model, self.tokenizer, text, answer))
                 except ValueError as err:
@@ -348,7 +364,35 @@ def _datatype(values: list[Any]) -> str:
     return "BYTES"
 
 
-def build_model(name: str, found: FoundModel, max_new_tokens: int = 32) -> Model:
+def load_adapters(model: Any, adapters: dict[str, Path]) -> Any:
+    """``model`` (a base) with each LoRA adapter loaded under its name, none active: a request
+    names the one it wants (or none)."""
+    from peft import PeftConfig, PeftModel
+
+    wrapped: Any = None
+    for name, path in sorted(adapters.items()):
+        config = PeftConfig.from_pretrained(str(path))
+        if str(config.peft_type) not in ("LORA", "PeftType.LORA"):
+            raise ModelDirError(
+                f"adapter {name!r} ({path}) is a {config.peft_type} adapter: only LoRA (and "
+                "DoRA) adapters are served several on one base"
+            )
+        if wrapped is None:
+            wrapped = PeftModel.from_pretrained(model, str(path), adapter_name=name)
+        else:
+            wrapped.load_adapter(str(path), adapter_name=name)
+    return wrapped
+
+
+def build_model(
+    name: str, found: FoundModel, max_new_tokens: int = 32, adapters: dict[str, Path] | None = None
+) -> Model:
     if found.format == "sklearn":
+        if adapters:
+            raise ModelDirError("adapters are loaded on a causal LM, not a scikit-learn model")
         return Sklearn(name, found)
-    return CausalLM(name, found, max_new_tokens)
+    if adapters and found.format != "transformers":
+        raise ModelDirError(
+            f"adapters are loaded on a base model, but {found.path} is a {found.format} model"
+        )
+    return CausalLM(name, found, max_new_tokens, adapters)

@@ -12,6 +12,7 @@ are the ``openai`` package's own models, so what the client parses is what the s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import threading
 import time
@@ -30,6 +31,7 @@ from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kubeforge_runtimes.batching import BASE_ADAPTER
 from kubeforge_runtimes.faults import FaultInjector
 from kubeforge_runtimes.generation import (
     Generated,
@@ -186,27 +188,43 @@ class OpenAIServer:
         self.created = int(time.time())
         self.context = int(lm.context)
 
-    def models(self) -> dict[str, Any]:
-        card = ModelCard(
-            id=self.lm.name, created=self.created, object="model", owned_by="kubeforge"
-        )
-        return {"object": "list", "data": [card.model_dump()]}
+    @property
+    def served(self) -> list[str]:
+        """The names a request may give as ``model``: the model's, then its adapters'."""
+        return [self.lm.name, *sorted(getattr(self.lm, "adapters", {}))]
 
-    def _check_model(self, name: str) -> None:
-        if name != self.lm.name:
+    def models(self) -> dict[str, Any]:
+        cards = [
+            ModelCard(id=name, created=self.created, object="model", owned_by="kubeforge")
+            for name in self.served
+        ]
+        return {"object": "list", "data": [c.model_dump() for c in cards]}
+
+    def _adapter(self, name: str) -> str | None:
+        """The adapter ``name`` asks for (BASE_ADAPTER: the base, when adapters are loaded by
+        name; None: the model as loaded); 404 naming what is served otherwise."""
+        if name not in self.served:
+            names = ", ".join(f"`{n}`" for n in self.served)
             raise OpenAIError(
                 404,
-                f"The model `{name}` does not exist; this server serves `{self.lm.name}`.",
+                f"The model `{name}` does not exist; this server serves {names}.",
                 param="model",
                 code="model_not_found",
             )
+        if not getattr(self.lm, "adapters", None):
+            return None
+        return BASE_ADAPTER if name == self.lm.name else name
+
+    def _check_model(self, name: str) -> None:
+        self._adapter(name)
 
     def _prepare(self, request: _Request, prompt: str) -> tuple[Any, Sampling]:
-        self._check_model(request.model)
+        adapter = self._adapter(request.model)
         ids = self.lm.tokenizer(prompt, return_tensors="pt")["input_ids"]
         if ids.shape[1] == 0:
             raise OpenAIError(400, "the prompt is empty", param="prompt")
-        return ids, sampling(request, int(ids.shape[1]), self.context, self.lm.max_new_tokens)
+        params = sampling(request, int(ids.shape[1]), self.context, self.lm.max_new_tokens)
+        return ids, dataclasses.replace(params, adapter=adapter)
 
     def _generate(self, ids: Any, params: Sampling) -> AsyncGenerator[tuple[str, Generated], None]:
         lock: threading.Lock = self.lm._lock

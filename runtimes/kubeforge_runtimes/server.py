@@ -68,6 +68,12 @@ class RuntimeSettings(BaseSettings):
     base_model_uri: str | None = Field(
         default=None, description="Base model of a peft adapter (default: from lineage.json)."
     )
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="LoRA adapters to load on the model (a base model), by the name a request "
+        'gives as `model`: JSON {"name": "URI"}, each URI a registered version or an adapter '
+        "directory (file://, pvc://claim/path under KUBEFORGE_PVC_ROOT, s3://).",
+    )
     namespace: str = Field(default="", description="The ModelServer's namespace (a label).")
     revision: str = Field(default="", description="The revision label of every metric.")
     http_port: int = Field(default=8080, ge=1, le=65535)
@@ -159,6 +165,30 @@ def add_routes(app: Any, model: Any, settings: RuntimeSettings, injector: FaultI
             return faults.model_dump(by_alias=True)
 
 
+def fetch_adapters(uris: dict[str, str], model_name: str) -> dict[str, Path]:
+    """Each adapter's directory, fetched or found by its URI; a name that is the model's own,
+    or a URI that holds no adapter, is refused naming it."""
+    import tempfile
+
+    from kubeforge_pipelines import storage
+    from kubeforge_runtimes.models import ModelDirError, find_model
+
+    found: dict[str, Path] = {}
+    for name, uri in sorted(uris.items()):
+        if name == model_name:
+            raise ModelDirError(f"adapter {name!r} has the model's own name")
+        try:
+            root = storage.fetch_dir(uri, Path(tempfile.mkdtemp(prefix=f"adapter-{name}-")))
+        except storage.StorageError as err:
+            raise ModelDirError(f"adapter {name!r}: {err}") from err
+        # its base is the model it is loaded on, whatever its lineage says
+        adapter = find_model(root, base_uri=f"(the served model, {model_name})")
+        if adapter.format != "peft":
+            raise ModelDirError(f"adapter {name!r}: {uri} holds a {adapter.format} model")
+        found[name] = adapter.path
+    return found
+
+
 def serve(settings: RuntimeSettings) -> None:
     """Load the model and serve it until SIGTERM (kserve's ModelServer handles signals)."""
     from kserve.model_server import app
@@ -167,7 +197,8 @@ def serve(settings: RuntimeSettings) -> None:
     from kubeforge_runtimes.models import build_model, find_model
 
     found = find_model(settings.model_dir, settings.model_format, settings.base_model_uri)
-    model = build_model(settings.model_name, found, settings.max_new_tokens)
+    adapters = fetch_adapters(settings.adapters, settings.model_name)
+    model = build_model(settings.model_name, found, settings.max_new_tokens, adapters)
     model.load()
     injector = FaultInjector(
         Faults(

@@ -550,3 +550,33 @@ def test_generation_throughput_is_tokens_per_second_of_request_time() -> None:
     assert seconds.startswith('sum(rate({__name__=~"vllm[:_]e2e_request_latency_seconds_sum",')
     assert q.count('model_name="bot"') == 2
     assert q.count('revision="rc"') == 2
+
+
+def test_adapters_resolve_to_versions_on_volumes_or_say_why_not() -> None:
+    from types import SimpleNamespace
+
+    from kubeforge_operator.modelserver.resolve import resolve_adapters
+
+    succeeded = {"status": {"phase": "Succeeded", "model": {"uri": "pvc://models/tickets/v2"}}}
+    kube = SimpleNamespace(get=lambda kind, ns, name: succeeded if name == "tickets-v2" else None)
+    ctx = SimpleNamespace(name="bot", namespace="team-a", kube=kube)
+
+    def resolve(*adapters: dict[str, str]) -> Any:
+        s = ModelServerSpec.model_validate(
+            {"model": {"uri": "pvc://models/base"}, "adapters": list(adapters)}
+        )
+        return resolve_adapters(ctx, s)  # type: ignore[arg-type]
+
+    assert resolve(
+        {"name": "tickets", "fineTuneJob": "tickets-v2"}, {"name": "faq", "uri": "pvc://a/faq"}
+    ) == {"tickets": "pvc://models/tickets/v2", "faq": "pvc://a/faq"}
+    taken = resolve({"name": "bot", "uri": "pvc://a/x"})
+    assert (taken.reason, taken.message.split(":")[0]) == (
+        "AdapterNameTaken",
+        "spec.adapters[0].name",
+    )
+    missing = resolve({"name": "a", "uri": "pvc://a/x"}, {"name": "b", "fineTuneJob": "gone"})
+    assert missing.reason == "FineTuneJobNotFound"
+    assert missing.message.startswith("spec.adapters[1].fineTuneJob: FineTuneJob 'gone' not found")
+    remote = resolve({"name": "a", "uri": "s3://bucket/a"})
+    assert remote.reason == "AdapterNotOnVolume"

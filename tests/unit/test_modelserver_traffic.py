@@ -431,3 +431,38 @@ def test_another_serving_runtime_keeps_the_user_its_image_expects() -> None:
     assert "securityContext" not in isvc["spec"]["predictor"]
     builtin = build_inference_service(OWNER, SPEC, Placement(), STABLE, None)
     assert builtin["spec"]["predictor"]["securityContext"]["runAsUser"] == 1000
+
+
+def test_adapters_are_named_to_the_runtime_and_their_claims_mounted_once() -> None:
+    """Several adapters on one base: the runtime gets them by name, and each claim they live on
+    is mounted once where the runtime looks (the base's claim is already there)."""
+    base = MODELSERVER.parse_spec(
+        {
+            "model": {"uri": "pvc://models/base"},
+            "adapters": [
+                {"name": "tickets", "uri": "pvc://models/tickets/v1"},
+                {"name": "billing", "uri": "pvc://adapters/billing/v3"},
+            ],
+        }
+    )
+    adapters = {"tickets": "pvc://models/tickets/v1", "billing": "pvc://adapters/billing/v3"}
+    served = desired_revision("pvc://models/base", base, None, "pvc://models/x", adapters)
+    predictor = build_inference_service(OWNER, base, Placement(), served, None)["spec"]["predictor"]
+    env = {e["name"]: e["value"] for e in predictor["model"]["env"]}
+    assert json.loads(env["KUBEFORGE_RUNTIME_ADAPTERS"]) == adapters
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in predictor["volumes"]]
+    assert claims == ["models", "adapters"]
+    mounts = [m["mountPath"] for m in predictor["model"]["volumeMounts"]]
+    assert mounts == ["/mnt/pvc/models", "/mnt/pvc/adapters"]
+    # a new version of one adapter is a new revision; the same ones in another order are not
+    moved = dict(adapters, billing="pvc://adapters/billing/v4")
+    assert desired_revision("pvc://models/base", base, None, None, moved).revision != (
+        served.revision
+    )
+    again = dict(reversed(adapters.items()))
+    assert desired_revision("pvc://models/base", base, None, None, again).revision == (
+        served.revision
+    )
+    # without adapters, the digest is the one the operator always gave
+    plain = desired_revision("pvc://models/base", base, None)
+    assert plain.revision == desired_revision("pvc://models/base", SPEC, None).revision

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,6 +25,7 @@ from kubeforge_operator.runtime.children import (
 from kubeforge_operator.runtime.placement import Placement
 
 BASE_VOLUME = "kubeforge-base-model"
+ADAPTER_VOLUME = "kubeforge-adapters"
 PVC_ROOT = "/mnt/pvc"  # where the runtime (and the training Job) find pvc:// URIs
 
 
@@ -49,6 +51,9 @@ def _env(rev: Revision) -> list[dict[str, str]]:
         ]
         if rev.fault_injection.control:
             env.append({"name": "KUBEFORGE_RUNTIME_FAULT_CONTROL", "value": "true"})
+    if rev.adapters:
+        value = json.dumps(rev.adapters, sort_keys=True)
+        env.append({"name": "KUBEFORGE_RUNTIME_ADAPTERS", "value": value})
     return env
 
 
@@ -57,10 +62,23 @@ def base_claim(rev: Revision) -> str | None:
     claim of ``storageUri``; a PEFT adapter's base may live on another claim or another path
     of the same one, where the runtime looks for it as the training Job does (under
     ``/mnt/pvc/<claim>``, the runtime's ``KUBEFORGE_PVC_ROOT``)."""
-    if not rev.base_model:
+    return _claim(rev.base_model)
+
+
+def _claim(uri: str | None) -> str | None:
+    if not uri:
         return None
-    parts = urlsplit(rev.base_model)
+    parts = urlsplit(uri)
     return parts.netloc or None if parts.scheme == "pvc" else None
+
+
+def volume_claims(rev: Revision) -> list[tuple[str, str]]:
+    """(volume, claim) of each claim the runtime reads beside ``storageUri``: the base model's,
+    then the adapters' (each mounted once, read-only, under ``/mnt/pvc/<claim>``)."""
+    base = base_claim(rev)
+    out = [(BASE_VOLUME, base)] if base else []
+    extra = sorted({c for c in map(_claim, rev.adapters.values()) if c and c != base})
+    return out + [(f"{ADAPTER_VOLUME}-{i}", claim) for i, claim in enumerate(extra)]
 
 
 def _predictor(
@@ -88,17 +106,22 @@ def _predictor(
         # jovyan and users): what a training Job or a notebook wrote on a volume is readable;
         # another ServingRuntime keeps the user its image expects
         fields["securityContext"] = pod_security_context()
-    claim = base_claim(rev)
-    if claim is None and not shadow_base:
+    claims = volume_claims(rev)
+    if claims:
+        model["volumeMounts"] = [
+            {"name": volume, "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True}
+            for volume, claim in claims
+        ]
+        volumes = [
+            {"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+            for volume, claim in claims
+        ]
+        return fields | {"volumes": volumes}
+    if not shadow_base:
         return fields
-    path = f"{PVC_ROOT}/{claim}" if claim else f"{PVC_ROOT}/.no-base-model"
+    path = f"{PVC_ROOT}/.no-base-model"
     model["volumeMounts"] = [{"name": BASE_VOLUME, "mountPath": path, "readOnly": True}]
-    source = (
-        {"persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
-        if claim
-        else {"emptyDir": {}}
-    )
-    return fields | {"volumes": [{"name": BASE_VOLUME, **source}]}
+    return fields | {"volumes": [{"name": BASE_VOLUME, "emptyDir": {}}]}
 
 
 def build_inference_service(
@@ -154,7 +177,7 @@ def build_inference_service(
         meta["labels"][VISIBILITY_LABEL] = "cluster-local"  # kubeforge's HTTPRoute is the way in
         if first is not served or hand_over:
             # the canary lands where the stable predictor does (a GPU node for a GPU model)
-            shadow = base_claim(first) is not None
+            shadow = bool(volume_claims(first))
             canary = {
                 "name": CANARY_NAME,
                 **_predictor(spec, placement, served, shadow_base=shadow),

@@ -121,7 +121,9 @@ def build_evaluation_job(
     placement: Placement | None = None,
 ) -> dict[str, Any]:
     """The Job that evaluates ``revision`` (the canary predictor) against the stable one, where
-    the platform runs CPU workloads (``placement``)."""
+    the platform runs CPU workloads (``placement``).
+
+    Long on purpose: one literal manifest, read top to bottom as kubectl would show it."""
     name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
     labels = standard_labels("modelserver", name, STAGE)
 

@@ -30,8 +30,10 @@ from kubeforge_operator.modelserver.evaluation import evaluation_step, prompts_p
 from kubeforge_operator.modelserver.observe import Observed, observe
 from kubeforge_operator.modelserver.prometheus import PrometheusMeasurer, Target
 from kubeforge_operator.modelserver.resolve import (
+    Resolved,
     confinement_problem,
     promql_problem,
+    resolve_adapters,
     resolve_model,
     runtime_problem,
 )
@@ -222,11 +224,17 @@ def preconditions(
     if problem is not None:
         return Outcome(phase=str(status.phase or ModelServerPhase.FAILED), dependents=[problem])
     resolved = resolve_model(ctx, spec)
-    if isinstance(resolved, Observation):
-        return Outcome(
-            phase=str(status.phase or ModelServerPhase.PENDING), dependents=[accepted(), resolved]
-        )
-    revision = desired_revision(resolved.uri, spec, resolved.fine_tune_job, resolved.base_model)
+    adapters = resolve_adapters(ctx, spec) if spec.adapters else {}
+    for unresolved in (resolved, adapters):
+        if isinstance(unresolved, Observation):
+            return Outcome(
+                phase=str(status.phase or ModelServerPhase.PENDING),
+                dependents=[accepted(), unresolved],
+            )
+    resolved, adapters = cast(Resolved, resolved), cast(dict[str, str], adapters)
+    revision = desired_revision(
+        resolved.uri, spec, resolved.fine_tune_job, resolved.base_model, adapters
+    )
     return Serving(placement, revision, resolved.uri)
 
 

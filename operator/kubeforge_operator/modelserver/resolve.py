@@ -12,6 +12,7 @@ from kubeforge_crds.contracts.serving import RUNTIME_API
 from kubeforge_crds.finetunejob import FineTuneJobPhase
 from kubeforge_crds.modelserver import (
     MetricType,
+    ModelRef,
     ModelServerSpec,
 )
 from kubeforge_operator.modelserver.conditions import MODEL_RESOLVED
@@ -38,33 +39,68 @@ def base_model_of(ftj: dict[str, Any]) -> str | None:
 
 def resolve_model(ctx: ReconcileContext, spec: ModelServerSpec) -> Resolved | Observation:
     """The model URI (and its FineTuneJob), or why there is none to serve yet."""
-    if spec.model.uri:
-        return Resolved(spec.model.uri)
-    if spec.model.model_name:
+    return resolve_ref(ctx, spec.model, "spec.model")
+
+
+def resolve_adapters(ctx: ReconcileContext, spec: ModelServerSpec) -> dict[str, str] | Observation:
+    """Each adapter's version URI by name, or why one cannot be served (yet)."""
+    found: dict[str, str] = {}
+    for i, adapter in enumerate(spec.adapters):
+        where = f"spec.adapters[{i}]"
+        if adapter.name == ctx.name:
+            return Observation(
+                MODEL_RESOLVED,
+                ConditionStatus.FALSE,
+                "AdapterNameTaken",
+                f"{where}.name: {adapter.name!r} is the ModelServer's own name, which serves the "
+                "base model; give the adapter another name",
+            )
+        resolved = resolve_ref(ctx, adapter, where)
+        if isinstance(resolved, Observation):
+            return resolved
+        if not resolved.uri.startswith("pvc://"):
+            return Observation(
+                MODEL_RESOLVED,
+                ConditionStatus.FALSE,
+                "AdapterNotOnVolume",
+                f"{where}: the version to serve is {resolved.uri}; the runtime loads adapters "
+                "from volumes (pvc://claim/path), which it mounts beside the base model",
+            )
+        found[adapter.name] = resolved.uri
+    return found
+
+
+def resolve_ref(ctx: ReconcileContext, ref: ModelRef, where: str) -> Resolved | Observation:
+    """The version a model reference names (``where``: its field path, for the messages).
+
+    Long on purpose: each way a FineTuneJob may not have a version yet is its own message."""
+    if ref.uri:
+        return Resolved(ref.uri)
+    if ref.model_name:
         listed = ctx.kube.custom.list_namespaced_custom_object(
             FINETUNEJOB.group, FINETUNEJOB.version, ctx.namespace, FINETUNEJOB.plural
         )
         items = listed.get("items") or []
-        newest = newest_version(items, spec.model.model_name)
+        newest = newest_version(items, ref.model_name)
         if newest is None:
             return Observation(
                 MODEL_RESOLVED,
                 ConditionStatus.FALSE,
                 "NoModelVersion",
-                f"spec.model.modelName: no Succeeded FineTuneJob in {ctx.namespace} has "
-                f"registered a version of model {spec.model.model_name!r} yet (spec.output."
+                f"{where}.modelName: no Succeeded FineTuneJob in {ctx.namespace} has "
+                f"registered a version of model {ref.model_name!r} yet (spec.output."
                 "modelName); serving starts when one has",
             )
         made_by = next(f for f in items if f["metadata"]["name"] == newest[1])
         return Resolved(*newest, base_model_of(made_by))
-    name = cast(str, spec.model.fine_tune_job)
+    name = cast(str, ref.fine_tune_job)
     ftj = ctx.kube.get(FINETUNEJOB, ctx.namespace, name)
     if ftj is None:
         return Observation(
             MODEL_RESOLVED,
             ConditionStatus.FALSE,
             "FineTuneJobNotFound",
-            f"spec.model.fineTuneJob: FineTuneJob {name!r} not found in {ctx.namespace}",
+            f"{where}.fineTuneJob: FineTuneJob {name!r} not found in {ctx.namespace}",
         )
     status = ftj.get("status") or {}
     phase = status.get("phase") or "Pending"
@@ -73,7 +109,7 @@ def resolve_model(ctx: ReconcileContext, spec: ModelServerSpec) -> Resolved | Ob
             MODEL_RESOLVED,
             ConditionStatus.FALSE,
             "FineTuneJobFailed",
-            f"spec.model.fineTuneJob: FineTuneJob {name!r} failed; it has no model to serve",
+            f"{where}.fineTuneJob: FineTuneJob {name!r} failed; it has no model to serve",
         )
     uri = (status.get("model") or {}).get("uri")
     if phase == FineTuneJobPhase.SUCCEEDED and not uri:
@@ -81,15 +117,15 @@ def resolve_model(ctx: ReconcileContext, spec: ModelServerSpec) -> Resolved | Ob
             MODEL_RESOLVED,
             ConditionStatus.FALSE,
             "FineTuneJobHasNoModel",
-            f"spec.model.fineTuneJob: FineTuneJob {name!r} succeeded but reported no model "
-            "version (status.model.uri is empty); serve its output with spec.model.uri",
+            f"{where}.fineTuneJob: FineTuneJob {name!r} succeeded but reported no model "
+            f"version (status.model.uri is empty); serve its output with {where}.uri",
         )
     if phase != FineTuneJobPhase.SUCCEEDED:
         return Observation(
             MODEL_RESOLVED,
             ConditionStatus.FALSE,
             "FineTuneJobNotSucceeded",
-            f"spec.model.fineTuneJob: FineTuneJob {name!r} is {phase}; serving starts when it "
+            f"{where}.fineTuneJob: FineTuneJob {name!r} is {phase}; serving starts when it "
             "has Succeeded",
         )
     return Resolved(str(uri), name, base_model_of(ftj))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from kubeforge_crds.modelserver import (
     ModelServerSpec,
@@ -13,7 +14,7 @@ from kubeforge_crds.modelserver import (
 )
 
 
-def revision_id(uri: str, spec: ModelServerSpec) -> str:
+def revision_id(uri: str, spec: ModelServerSpec, adapters: dict[str, str] | None = None) -> str:
     """Digest of what is served; the same inputs always give the same revision."""
     faults = spec.runtime.fault_injection.to_wire() if spec.runtime.fault_injection else None
     for added_later in ("tokenLatencySeconds", "control"):
@@ -21,22 +22,29 @@ def revision_id(uri: str, spec: ModelServerSpec) -> str:
             # unset, a field added later leaves the digest as it was (no rollout of the same
             # model when the operator is upgraded)
             faults.pop(added_later, None)
-    what = {
+    what: dict[str, Any] = {
         "uri": uri,
         "modelFormat": str(spec.runtime.model_format),
         "servingRuntime": spec.runtime.serving_runtime,
         "faults": faults,
     }
+    if adapters:  # added later: without adapters the digest is as it was
+        what["adapters"] = dict(sorted(adapters.items()))
     return "r" + hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def desired_revision(
-    uri: str, spec: ModelServerSpec, fine_tune_job: str | None, base_model: str | None = None
+    uri: str,
+    spec: ModelServerSpec,
+    fine_tune_job: str | None,
+    base_model: str | None = None,
+    adapters: dict[str, str] | None = None,
 ) -> Revision:
-    """The revision of ``uri``; ``base_model`` (the FineTuneJob's base) is not part of its
-    digest: the version's own lineage names it already."""
+    """The revision of ``uri`` (with ``adapters``, name -> version URI, loaded on it);
+    ``base_model`` (the FineTuneJob's base) is not part of its digest: the version's own lineage
+    names it already."""
     return Revision(
-        revision=revision_id(uri, spec),
+        revision=revision_id(uri, spec, adapters),
         uri=uri,
         traffic_percent=0,
         model_format=spec.runtime.model_format,
@@ -44,6 +52,7 @@ def desired_revision(
         fault_injection=spec.runtime.fault_injection,
         fine_tune_job=fine_tune_job,
         base_model=base_model,
+        adapters=dict(adapters or {}),
     )
 
 
