@@ -294,6 +294,128 @@ def test_an_evaluation_stops_a_worse_version_before_traffic_and_passes_a_good_on
     print("evaluation of the good version:", {k: evaluation[k] for k in ("candidate", "stable")})
 
 
+# Completions through the Gateway from the client pod: host, then (model, prompt) pairs as JSON;
+# one line per answer: the model asked, the revision that answered, the text.
+ASK = """
+import json, sys, urllib.request
+host, asks = sys.argv[1], json.loads(sys.argv[2])
+for model, prompt in asks:
+    body = json.dumps({"model": model, "prompt": prompt, "max_tokens": 8, "temperature": 0})
+    req = urllib.request.Request(
+        "http://kserve-ingress-gateway.kserve.svc/openai/v1/completions", data=body.encode(),
+        headers={"Host": host, "content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        answer = json.loads(resp.read())["choices"][0]["text"]
+        print(json.dumps([model, resp.headers["x-kubeforge-revision"], answer]))
+"""
+PROMPT = "ticket: the vpn keeps disconnecting after the move. resolution:"
+
+
+@pytest.fixture(scope="module")
+def adapted(
+    cluster: Cluster, kserve: None, kubeforge: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GatewayClient, dict[str, str]]]:
+    """A base model and three LoRA adapters on a volume, ModelServer ``multi`` serving the base
+    with two of them (``tickets`` v1 and ``faq``), and each model's greedy answer to PROMPT as
+    transformers gives it in this process."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ns = f"kf-iso-e2e-lora-{int(time.time()) % 100000}"
+    cluster.kubectl("create", "namespace", ns)
+    client = GatewayClient(cluster.kubeconfig, cluster.kubectl_bin, ns, "multi")
+    client.create(models=0)
+    work = tmp_path_factory.mktemp("adapted")
+    folders = {
+        "base": models.base_model(work / "base"),
+        "tickets-v1": models.ticket_adapter(work / "tickets-v1"),
+        "tickets-v2": models.ticket_adapter(work / "tickets-v2", seed=2),
+        "faq": models.ticket_adapter(work / "faq", shuffled=True),
+    }
+    client.exec("sh", "-c", "base64 -d | tar -xz -C /models && chmod -R a+rX /models",
+                stdin=packed(*((p, n) for n, p in folders.items())))  # fmt: skip
+    client.apply(adapted_server("tickets-v1"))
+    tokenizer = AutoTokenizer.from_pretrained(folders["base"])
+    ids = tokenizer(PROMPT, return_tensors="pt")
+    expected = {}
+    for name in ("base", "tickets-v1", "tickets-v2", "faq"):
+        model = AutoModelForCausalLM.from_pretrained(folders["base"])
+        if name != "base":
+            model = PeftModel.from_pretrained(model, folders[name])
+        out = model.generate(**ids, max_new_tokens=8, do_sample=False,
+                             pad_token_id=tokenizer.eos_token_id)  # fmt: skip
+        expected[name] = tokenizer.decode(
+            out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True
+        )
+    assert len(set(expected.values())) == 4, expected  # four models that answer differently
+    yield client, expected
+    if not KEEP:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def adapted_server(tickets: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "ModelServer",
+        "metadata": {"name": "multi"},
+        "spec": {
+            "model": {"uri": "pvc://models/base"},
+            "runtime": {"modelFormat": "transformers"},
+            "adapters": [
+                {"name": "tickets", "uri": f"pvc://models/{tickets}"},
+                {"name": "faq", "uri": "pvc://models/faq"},
+            ],
+            "resources": {"cpu": "200m", "memory": "1Gi"},
+            "rollout": {"steps": [50, 100], "interval": "20s", "metrics": []},
+        },
+    }
+
+
+def ask(client: GatewayClient, *models_asked: str) -> list[tuple[str, str, str]]:
+    asks = json.dumps([[m, PROMPT] for m in models_asked])
+    out = client.exec("python", "-c", ASK, client.host(), asks)
+    return [tuple(json.loads(line)) for line in out.splitlines()]  # type: ignore[misc]
+
+
+@pytest.mark.timeout(600)
+def test_two_adapters_on_one_base_and_a_canary_of_one_leaves_the_other_alone(
+    cluster: Cluster, adapted: tuple[GatewayClient, dict[str, str]]
+) -> None:
+    client, expected = adapted
+    ns = client.namespace
+    wait_for_condition(cluster, "modelserver", ns, "multi", "Ready", status="True", timeout=300)
+    first = client.get("modelserver")["status"]["stable"]
+    assert set(first["adapters"]) == {"tickets", "faq"}
+    answers = ask(client, "multi", "tickets", "faq")
+    assert [a[2] for a in answers] == [expected["base"], expected["tickets-v1"], expected["faq"]]
+
+    client.apply(adapted_server("tickets-v2"))  # a new version of one adapter
+    seen: list[tuple[str, str, str]] = []
+
+    def promoted() -> dict[str, Any] | None:
+        seen.extend(ask(client, "faq", "tickets"))
+        ms = client.get("modelserver")
+        s = ms["status"]
+        new = s.get("stable", {}).get("revision") not in (first["revision"], None)
+        return ms if new and not s.get("canary") else None
+
+    ms = wait_until(promoted, 400, 1, "the new tickets adapter promoted")
+    second = ms["status"]["stable"]
+    assert second["adapters"]["tickets"] == "pvc://models/tickets-v2"
+    assert second["adapters"]["faq"] == first["adapters"]["faq"]
+    # during the rollout both revisions answered; faq the same from either, tickets each its own
+    by_revision = {rev for _, rev, _ in seen}
+    assert by_revision == {first["revision"], second["revision"]}, seen
+    assert {a for m, _, a in seen if m == "faq"} == {expected["faq"]}
+    for model, rev, answer in seen:
+        if model == "tickets":
+            version = "tickets-v1" if rev == first["revision"] else "tickets-v2"
+            assert answer == expected[version], (rev, answer)
+    answers = ask(client, "tickets", "faq", "multi")
+    assert [a[2] for a in answers] == [expected["tickets-v2"], expected["faq"], expected["base"]]
+    print("answers by revision during the rollout:", sorted({(m, r) for m, r, _ in seen}))
+
+
 def test_a_kserve_webhook_refusal_is_reported_and_the_stable_keeps_serving(
     cluster: Cluster, served: GatewayClient
 ) -> None:
