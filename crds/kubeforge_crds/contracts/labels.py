@@ -22,6 +22,9 @@ STAGE_LABEL: Final = f"{GROUP}/stage"
 # A retraining FineTuneJob names the DriftMonitor that created it (not owned: history stays).
 DRIFT_MONITOR_LABEL: Final = f"{GROUP}/drift-monitor"
 
+# The ModelServer revision a serving workload runs (for PodMonitors to keep as a label).
+REVISION_LABEL: Final = f"{GROUP}/revision"
+
 # DriftMonitor -> ModelServer: roll back the canary of this revision, and why.
 ROLLBACK_ANNOTATION: Final = f"{GROUP}/rollback-revision"
 ROLLBACK_REASON_ANNOTATION: Final = f"{GROUP}/rollback-reason"
