@@ -408,10 +408,12 @@ class ModelServerSpec(KubeModel):
             "(self.runtime.modelFormat == 'transformers' && !has(self.runtime.servingRuntime))",
             message="adapters are loaded on a base model by kubeforge's runtime: modelFormat "
             "transformers, no servingRuntime",
-            check=lambda s: not s.adapters
-            or (
-                s.runtime.model_format == ModelFormat.TRANSFORMERS
-                and s.runtime.serving_runtime is None
+            check=lambda s: (
+                not s.adapters
+                or (
+                    s.runtime.model_format == ModelFormat.TRANSFORMERS
+                    and s.runtime.serving_runtime is None
+                )
             ),
             field_path=".adapters",
         ),
