@@ -26,6 +26,7 @@ from tests.unit.test_modelserver_reads import (
     _model_server,
     _ready_isvc,
     _reconcile,
+    _rollout_status,
     _route,
 )
 
@@ -65,22 +66,13 @@ def _spec() -> dict[str, Any]:
 
 
 def _status(**extra: Any) -> dict[str, Any]:
-    """Serving s3://m/v1; s3://m/v2 (the spec's) in a rollout waiting for its evaluation."""
-    spec = MODELSERVER.parse_spec(_model_server(**_spec())["spec"])
-    stable = desired_revision("s3://m/v1", spec, None).model_copy(update={"traffic_percent": 100})
-    canary = desired_revision("s3://m/v2", spec, None).model_copy(update={"traffic_percent": 0})
-    return {
-        "stable": stable.to_wire(),
-        "canary": canary.to_wire(),
-        "rollout": {
-            "revision": canary.revision,
-            "step": 0,
-            "failures": 0,
-            "evaluating": True,
-            "startTime": (NOW - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        },
-        **extra,
-    }
+    """Serving s3://m/v1; s3://m/v2 (the spec's) in a rollout waiting for its evaluation: the
+    reads test's rollout, at 0% and evaluating."""
+    status = _rollout_status(NOW - timedelta(minutes=1), NOW)
+    status["stable"]["trafficPercent"], status["canary"]["trafficPercent"] = 100, 0
+    status["rollout"]["evaluating"] = True
+    del status["rollout"]["nextAnalysisTime"]
+    return status | extra
 
 
 def _serving(prompts: str | None = PROMPTS) -> Kube:

@@ -33,6 +33,7 @@ from kubeforge_operator.runtime.pods import (
     PodProblem,
     first_problem,
     termination_result,
+    true_condition,
     unscheduled,
 )
 
@@ -295,13 +296,6 @@ class RunState:
     result: dict[str, Any] = field(default_factory=dict)  # the termination message, parsed
 
 
-def _true_condition(obj: dict[str, Any], *types: str) -> dict[str, Any] | None:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") in types and cond.get("status") == "True":
-            return dict(cond)
-    return None
-
-
 def _failed_run(
     failed: dict[str, Any],
     default_reason: str,
@@ -330,14 +324,14 @@ def observe_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> RunSt
         return None
     status = job.get("status") or {}
     start, end = status.get("startTime"), status.get("completionTime")
-    if done := _true_condition(job, "SuccessCriteriaMet", "Complete"):
+    if done := true_condition(job, "SuccessCriteriaMet", "Complete"):
         # Kubernetes >= 1.31 says SuccessCriteriaMet first and sets completionTime only with
         # Complete, once the pods are gone: the run ended when its criteria were met, so that
         # time stays the same on every pass.
         if done.get("type") == "SuccessCriteriaMet" or not end:
             end = done.get("lastTransitionTime") or end
         return RunState("Succeeded", "JobComplete", "", start, end, termination_result(pods))
-    failed = _true_condition(job, "Failed", "FailureTarget")
+    failed = true_condition(job, "Failed", "FailureTarget")
     problem = first_problem(pods)
     if failed:
         return _failed_run(failed, "JobFailed", "the Job failed", pods, problem, start, None)
@@ -357,22 +351,22 @@ def observe_pytorchjob(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -
         return None
     status = job.get("status") or {}
     start, end = status.get("startTime"), status.get("completionTime")
-    if _true_condition(job, "Succeeded"):
+    if true_condition(job, "Succeeded"):
         return RunState(
             "Succeeded", "PyTorchJobSucceeded", "", start, end, termination_result(pods)
         )
-    failed = _true_condition(job, "Failed")
+    failed = true_condition(job, "Failed")
     problem = first_problem(pods)
     if failed:
         return _failed_run(
             failed, "PyTorchJobFailed", "the PyTorchJob failed", pods, problem, start, end
         )
-    if _true_condition(job, "Suspended"):
+    if true_condition(job, "Suspended"):
         return RunState("Queued", "Suspended", "waiting for quota (the PyTorchJob is suspended)")
     if problem is not None:
         return RunState("Queued", problem.reason, problem.message, start)
     if (waiting := unscheduled(pods)) is not None:
         return RunState("Queued", waiting.reason, waiting.message, start)
-    if _true_condition(job, "Running"):
+    if true_condition(job, "Running"):
         return RunState("Running", "PyTorchJobRunning", "", start)
     return RunState("Queued", "PodsPending", "waiting for the PyTorchJob's pods", start)

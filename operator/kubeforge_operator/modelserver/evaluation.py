@@ -57,7 +57,7 @@ from kubeforge_operator.runtime.children import (
 )
 from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
 from kubeforge_operator.runtime.placement import Placement
-from kubeforge_operator.runtime.pods import termination_result
+from kubeforge_operator.runtime.pods import termination_result, true_condition
 from kubeforge_operator.runtime.policies import placement_or_problem
 from kubeforge_operator.runtime.reconcile import ReconcileContext
 
@@ -188,25 +188,18 @@ def build_evaluation_job(
     }
 
 
-def _condition(job: dict[str, Any], *types: str) -> dict[str, Any] | None:
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") in types and cond.get("status") == "True":
-            return dict(cond)
-    return None
-
-
 def job_outcome(
     job: dict[str, Any], pods: list[dict[str, Any]]
 ) -> tuple[EvaluationPhase, EvaluationReport | None, str]:
     """Running, or Failed with why, or Passed with the report (judged by :func:`judge`)."""
-    failed = _condition(job, "Failed", "FailureTarget")
+    failed = true_condition(job, "Failed", "FailureTarget")
     if failed is not None:
         error = str(termination_result(pods).get("error") or "")
         why = error or str(failed.get("message") or failed.get("reason") or "the Job failed")
         if failed.get("reason") == "DeadlineExceeded":
             why = f"the evaluation took longer than {FIELD}.timeout ({why})"
         return EvaluationPhase.FAILED, None, why[:1000]
-    if _condition(job, "Complete", "SuccessCriteriaMet") is None:
+    if true_condition(job, "Complete", "SuccessCriteriaMet") is None:
         return EvaluationPhase.RUNNING, None, ""
     result = termination_result(pods)
     try:

@@ -113,30 +113,9 @@ def _start_evaluation(stable: Revision, desired: Revision, now: datetime) -> Pla
     rollout = RolloutProgress(
         revision=desired.revision, step=0, failures=0, evaluating=True, start_time=now
     )
-    split = traffic_split(100, 0)
-    return Plan(
-        desired,
-        0,
-        {
-            "stable": with_traffic(stable, 100).to_wire(),
-            "canary": with_traffic(desired, 0).to_wire(),
-            "rollout": rollout.to_wire(),
-            "trafficSplit": split,
-        },
-        [
-            _decision(
-                now,
-                0,
-                "start",
-                desired.revision,
-                split,
-                "canary at 0% until its evaluation passes",
-                None,
-            )
-        ],
-        phase=ModelServerPhase.PROGRESSING,
-        next_analysis=now + EVALUATION_POLL,
-    )
+    why = "canary at 0% until its evaluation passes"
+    decision = _decision(now, 0, "start", desired.revision, traffic_split(100, 0), why, None)
+    return _canary_at(0, stable, desired, rollout, now + EVALUATION_POLL, decision)
 
 
 def start_steps(
@@ -152,24 +131,37 @@ def start_steps(
     """The canary at the first step, its first analysis an interval later: a new rollout, or one
     whose evaluation passed (``action`` evaluate, ``why`` the numbers)."""
     first = spec.rollout.steps[0]
-    interval = parse_duration(spec.rollout.interval)
+    due = now + parse_duration(spec.rollout.interval)
     progress = rollout.model_copy(
-        update={"step": 0, "evaluating": False, "next_analysis_time": now + interval}
+        update={"step": 0, "evaluating": False, "next_analysis_time": due}
     )
-    split = traffic_split(100 - first, first)
     reason = f"{why}; canary at {first}%" if why else f"canary at {first}%"
+    split = traffic_split(100 - first, first)
+    decision = _decision(now, 0, action, desired.revision, split, reason, values)
+    return _canary_at(first, stable, desired, progress, due, decision)
+
+
+def _canary_at(
+    percent: int,
+    stable: Revision,
+    desired: Revision,
+    progress: RolloutProgress,
+    due: datetime,
+    decision: RolloutDecision,
+) -> Plan:
+    """The plan that gives the canary ``percent`` of the traffic, after ``decision``."""
     return Plan(
         desired,
-        first,
+        percent,
         {
-            "stable": with_traffic(stable, 100 - first).to_wire(),
-            "canary": with_traffic(desired, first).to_wire(),
+            "stable": with_traffic(stable, 100 - percent).to_wire(),
+            "canary": with_traffic(desired, percent).to_wire(),
             "rollout": progress.to_wire(),
-            "trafficSplit": split,
+            "trafficSplit": traffic_split(100 - percent, percent),
         },
-        [_decision(now, 0, action, desired.revision, split, reason, values)],
+        [decision],
         phase=ModelServerPhase.PROGRESSING,
-        next_analysis=now + interval,
+        next_analysis=due,
     )
 
 
