@@ -298,6 +298,17 @@ INVALID: list[Invalid] = [
     ),
     Invalid(
         "ModelServer",
+        "evaluation-model-not-an-adapter",
+        {
+            "runtime.modelFormat": "transformers",
+            "adapters": [{"name": "faq", "uri": "pvc://m/faq"}],
+            "rollout.evaluation": {"prompts": {"configMap": "p"}, "model": "tickets"},
+        },
+        "spec.rollout.evaluation.model",
+        "evaluation.model names one of spec.adapters",
+    ),
+    Invalid(
+        "ModelServer",
         "evaluation-of-sklearn",
         {"runtime.modelFormat": "sklearn", "rollout.evaluation": {"prompts": {"configMap": "p"}}},
         "spec.rollout.evaluation",

@@ -54,7 +54,7 @@ class ModelRef(KubeModel):
 
 
 class Adapter(ModelRef):
-    """A LoRA (or DoRA) adapter loaded on the ModelServer's base model (spec.model) and served
+    """A LoRA adapter loaded on the ModelServer's base model (spec.model) and served
     beside it: a request that gives its name as `model` (OpenAI-compatible API) is answered by
     the base with this adapter. From a storage URI on a volume (pvc://), a FineTuneJob, or the
     newest version of a model in the catalog."""
@@ -305,14 +305,21 @@ class Evaluation(KubeModel):
         ge=0.0,
         le=10.0,
         description="When both versions come from FineTuneJobs: the candidate's held-out loss "
-        "(status.evaluation.loss) may exceed the stable's by at most this share, e.g. 0.1 "
-        "for 10%. Meaningful when both were evaluated on the same data.",
+        "(its FineTuneJob's status.metrics.loss) may exceed the stable's by at most this share, "
+        "e.g. 0.1 for 10%. Meaningful when both were evaluated on the same data.",
     )
     max_tokens: int = Field(
         default=32, ge=1, le=512, description="Tokens generated per answer (greedy)."
     )
     timeout: Duration = Field(
-        default="10m", description="Time the evaluation may take; past it, it has failed."
+        default="10m",
+        description="Time the evaluation may take from the rollout's start (the candidate's "
+        "predictor starting included); past it, it has failed.",
+    )
+    model: LabelName | None = Field(
+        default=None,
+        description="The served name the prompts are sent to: one of spec.adapters' names (the "
+        "adapter a rollout changes), or unset for the ModelServer's own model.",
     )
 
     cel_rules = (min_duration_rule("timeout", "timeout", "30s"),)
@@ -395,7 +402,8 @@ class ModelServerSpec(KubeModel):
     adapters: list[Adapter] = Field(
         default_factory=list,
         max_length=8,
-        description="LoRA adapters served on spec.model (a base model, modelFormat "
+        description="LoRA adapters (not DoRA, which peft cannot batch by adapter) served on "
+        "spec.model (a base model, modelFormat "
         "transformers, the built-in runtime), each under its own name. A new version of one "
         "(a new URI, a FineTuneJob registering a newer version) is a new revision, rolled out "
         "as a canary; the others are served unchanged by both predictors.",
@@ -425,6 +433,18 @@ class ModelServerSpec(KubeModel):
                 s.rollout.evaluation is None or s.runtime.model_format != ModelFormat.SKLEARN
             ),
             field_path=".rollout.evaluation",
+        ),
+        CelRule(
+            rule="!has(self.rollout.evaluation) || !has(self.rollout.evaluation.model) || "
+            "(has(self.adapters) && "
+            "self.adapters.exists(a, a.name == self.rollout.evaluation.model))",
+            message="evaluation.model names one of spec.adapters (unset: the ModelServer's model)",
+            check=lambda s: (
+                s.rollout.evaluation is None
+                or s.rollout.evaluation.model is None
+                or any(a.name == s.rollout.evaluation.model for a in s.adapters)
+            ),
+            field_path=".rollout.evaluation.model",
         ),
     )
 
@@ -520,6 +540,7 @@ class RolloutDecision(KubeModel):
 
 
 class EvaluationPhase(StrEnum):
+    PENDING = "Pending"
     RUNNING = "Running"
     PASSED = "Passed"
     REGRESSED = "Regressed"
@@ -530,7 +551,10 @@ class EvaluationResult(KubeModel):
     """The evaluation of a candidate before traffic: what was measured and what was decided."""
 
     revision: str = Field(max_length=63, description="The candidate's revision.")
-    phase: EvaluationPhase = Field(description="Running, Passed, Regressed or Failed.")
+    phase: EvaluationPhase = Field(
+        description="Pending (the candidate's predictor is starting), Running, Passed, "
+        "Regressed or Failed."
+    )
     job: str = Field(max_length=253, description="The Job that sends the prompts.")
     metric: str = Field(default="rougeL", max_length=32, description="The score's metric.")
     candidate: float | None = Field(default=None, description="The candidate's mean score.")

@@ -27,14 +27,19 @@ def mean(values: list[float]) -> float:
 
 def greedy_answers(model: Any, tokenizer: Any, prompts: list[str], max_tokens: int) -> list[str]:
     """Each prompt's greedy continuation of at most ``max_tokens`` tokens (what a served model
-    answers at temperature 0), without the prompt."""
+    answers at temperature 0), without the prompt. A prompt longer than the model's context
+    leaves keeps its end (where the question is), as much as fits with the answer."""
     import torch
 
+    config = model.config
+    context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 0)
+    room = max(1, int(context or 1 << 20) - max_tokens)
     model.eval()
     answers = []
     with torch.no_grad():
         for prompt in prompts:
             ids = tokenizer(prompt, return_tensors="pt")
+            ids = {k: v[:, -room:] for k, v in ids.items()}
             out = model.generate(
                 **ids,
                 max_new_tokens=max_tokens,

@@ -365,17 +365,25 @@ def _datatype(values: list[Any]) -> str:
 
 
 def load_adapters(model: Any, adapters: dict[str, Path]) -> Any:
-    """``model`` (a base) with each LoRA adapter loaded under its name, none active: a request
-    names the one it wants (or none)."""
+    """``model`` (a base) with each LoRA adapter loaded under its name. Every serving path names
+    the adapter of each request (or none: ``disable_adapter``, ``BASE_ADAPTER``), whichever
+    peft made active."""
     from peft import PeftConfig, PeftModel
 
     wrapped: Any = None
     for name, path in sorted(adapters.items()):
         config = PeftConfig.from_pretrained(str(path))
-        if str(config.peft_type) not in ("LORA", "PeftType.LORA"):
+        kind = str(getattr(config.peft_type, "value", config.peft_type))
+        if kind != "LORA":
             raise ModelDirError(
-                f"adapter {name!r} ({path}) is a {config.peft_type} adapter: only LoRA (and "
-                "DoRA) adapters are served several on one base"
+                f"adapter {name!r} ({path}) is a {kind} adapter: only LoRA adapters "
+                "are served several on one base"
+            )
+        if getattr(config, "use_dora", False):
+            raise ModelDirError(
+                f"adapter {name!r} ({path}) is a DoRA adapter: peft cannot decode DoRA adapters "
+                "by request in one batch; serve it alone (spec.model, modelFormat peft) or "
+                "merged (spec.output.mergeAdapter)"
             )
         if wrapped is None:
             wrapped = PeftModel.from_pretrained(model, str(path), adapter_name=name)

@@ -88,6 +88,8 @@ def test_a_canary_of_one_adapter_is_two_members_of_one_routing_group(cluster: Cl
             {"name": "tickets", "uri": "pvc://models/tickets/v3"},
         ]
         assert lora[1][1] == {"name": "tickets", "uri": "pvc://models/tickets/v4"}
+        resources = admitted[1]["spec"]["template"]["containers"][0]["resources"]
+        assert resources["limits"]["nvidia.com/gpu"] == "1"
         # the revision is on the workloads, for the canary's metrics to be told apart
         revisions = {o["spec"]["labels"]["kubeforge.io/revision"] for o in admitted}
         assert len(revisions) == 2

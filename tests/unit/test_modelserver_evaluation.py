@@ -15,8 +15,9 @@ import pytest
 from kubeforge_crds import MODELSERVER
 from kubeforge_crds.contracts.evaluation import PromptSetError, parse_prompts
 from kubeforge_crds.modelserver import Evaluation
-from kubeforge_operator.modelserver.evaluation import build_evaluation_job, job_name, judge
-from kubeforge_operator.modelserver.revisions import desired_revision
+from kubeforge_operator.modelserver.evaluation import judge
+from kubeforge_operator.modelserver.evaluation_job import build_evaluation_job
+from kubeforge_operator.modelserver.revisions import desired_revision, evaluation_job_name
 from tests.unit.test_modelserver_reads import (
     NAME,
     NOW,
@@ -86,9 +87,19 @@ def _serving(prompts: str | None = PROMPTS) -> Kube:
     return Kube(children)
 
 
+def _job_name(status: dict[str, Any] | None = None) -> str:
+    """This rollout's evaluation Job."""
+    from datetime import datetime
+
+    status = status or _status()
+    started = datetime.fromisoformat(status["rollout"]["startTime"].replace("Z", "+00:00"))
+    rollout = status["rollout"]["revision"]
+    return evaluation_job_name(NAME, rollout, status["stable"]["revision"], started)
+
+
 def _finished_job(kube: Kube, condition: str, message: dict[str, Any], reason: str = "") -> str:
     revision = _status()["rollout"]["revision"]
-    name = job_name(NAME, revision)
+    name = _job_name()
     failed = {"type": condition, "status": "True", "reason": reason, "message": "the Job failed"}
     kube.children[("Job", name)] = {"status": {"conditions": [failed]}}
     terminated = {"message": json.dumps(message), "finishedAt": "2026-11-30T12:00:00Z"}
@@ -138,8 +149,9 @@ def test_judge_compares_with_the_stable_version_within_the_tolerance() -> None:
 def test_the_job_asks_both_predictor_services_with_the_prompts_mounted() -> None:
     owner = _model_server(**_spec()) | {"apiVersion": MODELSERVER.api_version}
     policy = Evaluation.model_validate({**EVALUATION, "maxTokens": 16, "timeout": "2m"})
-    job = build_evaluation_job(owner, policy, "r0123456789", "runtime:dev")
-    assert job["metadata"]["name"] == f"{NAME}-eval-r0123456789"
+    job = build_evaluation_job(owner, policy, "bot-eval-0a1b2c", "r0123456789", "runtime:dev", 120)
+    assert job["metadata"]["name"] == "bot-eval-0a1b2c"
+    assert job["metadata"]["labels"]["kubeforge.io/revision"] == "r0123456789"
     assert job["metadata"]["ownerReferences"][0]["uid"] == "u-1"
     spec = job["spec"]
     assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (0, 120)
@@ -251,3 +263,71 @@ def test_an_evaluation_that_fails_takes_the_failure_action_with_why(
     assert rolled.reason == "EvaluationFailed"
     assert said in rolled.message
     assert outcome.fields["evaluation"]["phase"] == "Failed"
+
+
+def test_a_rollout_never_takes_an_earlier_rollout_s_evaluation() -> None:
+    """The same candidate rolled out again (after a cancel, or against another stable version)
+    gets a Job of its own: an old verdict or an old Job is not this rollout's."""
+    from datetime import timedelta as td
+
+    kube = _serving()
+    _finished_job(kube, "Complete", REPORT)  # this rollout's Job: regressed
+    earlier = _status()
+    earlier["rollout"]["startTime"] = (NOW - td(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    old = {
+        "revision": earlier["rollout"]["revision"],
+        "phase": "Regressed",
+        "job": _job_name(earlier),
+    }
+    outcome = _reconcile(kube, _model_server(_status(evaluation=old), **_spec()), "Standard")
+    # judged now, from this rollout's Job, not held on the earlier verdict
+    assert _observation(outcome, "RolledBack").reason == "EvaluationRegressed"
+    assert outcome.fields["evaluation"]["job"] == _job_name()
+    assert _job_name() != _job_name(earlier)
+
+
+def test_a_candidate_that_never_gets_ready_fails_at_the_timeout() -> None:
+    kube = _serving()
+    del kube.children[("Deployment", f"{NAME}-canary-predictor")]  # KServe never rolled it
+    status = _status()
+    outcome = _reconcile(kube, _model_server(status, **_spec()), "Standard")
+    assert outcome.fields["evaluation"]["phase"] == "Pending"  # within the timeout: waiting
+    status["rollout"]["startTime"] = (NOW - timedelta(minutes=11)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    outcome = _reconcile(kube, _model_server(status, **_spec()), "Standard")
+    rolled = _observation(outcome, "RolledBack")
+    assert rolled.reason == "EvaluationFailed"
+    assert "not ready within spec.rollout.evaluation.timeout (10m)" in rolled.message
+
+
+def test_a_refused_job_fails_the_evaluation_saying_why() -> None:
+    from kubernetes import client
+
+    class Refusing(Kube):
+        def apply(self, manifest: dict[str, Any], read_back: bool = True) -> bool:
+            exc = client.ApiException(status=403, reason="Forbidden")
+            exc.body = json.dumps({"message": 'jobs.batch is forbidden: exceeded quota: "jobs"'})
+            raise exc
+
+    kube = Refusing(_serving().children)
+    outcome = _reconcile(kube, _model_server(_status(), **_spec()), "Standard")
+    rolled = _observation(outcome, "RolledBack")
+    assert rolled.reason == "EvaluationFailed"
+    assert 'was refused: jobs.batch is forbidden: exceeded quota: "jobs"' in rolled.message
+
+
+def test_the_held_out_losses_come_from_the_finetunejobs_metrics() -> None:
+    from types import SimpleNamespace
+
+    from kubeforge_operator.modelserver.evaluation import held_out_losses
+
+    ftjs = {
+        "v2": {"status": {"metrics": {"loss": 2.5}}},
+        "v1": {"status": {"metrics": {"loss": 2}}},
+    }
+    kube = SimpleNamespace(get=lambda kind, ns, name: ftjs.get(name))
+    ctx = SimpleNamespace(namespace=NS, kube=kube)
+    spec = MODELSERVER.parse_spec(_model_server(**_spec())["spec"])
+    cand = desired_revision("s3://m/v2", spec, "v2")
+    stab = desired_revision("s3://m/v1", spec, "v1")
+    assert held_out_losses(ctx, cand, stab) == (2.5, 2.0)  # type: ignore[arg-type]
+    assert held_out_losses(ctx, desired_revision("s3://m", spec, None), stab) == (None, 2.0)  # type: ignore[arg-type]

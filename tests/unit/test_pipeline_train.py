@@ -223,6 +223,13 @@ def test_prompt_tuning_and_dora_train_an_adapter_the_runtime_serves(
     whole = base_context(base)
     assert served.context == whole - (4 if method == "promptTuning" else 0)
     assert answer.strip()  # new tokens, not the prompt echoed
+    # neither is served several on one base: the runtime says why, naming the adapter
+    from kubeforge_runtimes.models import ModelDirError, load_adapters
+
+    plain, _ = train.load_trained(base, None)
+    said = "is a DoRA adapter" if method == "dora" else "is a PROMPT_TUNING adapter"
+    with pytest.raises(ModelDirError, match=f"adapter 'faq' .* {said}"):
+        load_adapters(plain, {"faq": tmp_path / "out"})
 
 
 def base_context(base: Path) -> int:

@@ -1,8 +1,9 @@
 """The evaluation before traffic (``spec.rollout.evaluation``): a candidate's predictor starts at
-0% of the route; once it is ready, a Job (``<name>-eval-<revision>``, kubeforge_runtimes'
-``evaluate``) sends the prompt set to it and to the stable predictor through their own Services
-and leaves the ROUGE-L scores as its termination message. The candidate passes when its score is
-at least the stable's minus the tolerance, and (when both versions come from FineTuneJobs and
+0% of the route; once it is ready, a Job (``<name>-eval-<digest>``, one per rollout,
+kubeforge_runtimes' ``evaluate``) sends the prompt set to it and to the stable predictor
+through their own Services and leaves the ROUGE-L scores as its termination message
+(``evaluation_job``). The candidate passes when its score is at least the stable's minus the
+tolerance, and (when both versions come from FineTuneJobs and
 ``maxLossIncrease`` is set) its held-out loss is at most the stable's times 1 + that share; only
 then does the first step give it traffic. A regression or a failed evaluation takes the failure
 action at once, before any user request reached the candidate.
@@ -16,13 +17,13 @@ webhook make the same choice)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
+
+from kubernetes import client
 
 from kubeforge_crds import FINETUNEJOB, ConditionStatus
 from kubeforge_crds.base import parse_duration
 from kubeforge_crds.contracts.evaluation import (
-    OPENAI_PATH,
-    PROMPTS_MOUNT,
     EvaluationReport,
     PromptSetError,
     parse_prompts,
@@ -39,7 +40,13 @@ from kubeforge_crds.modelserver import (
     RolloutProgress,
 )
 from kubeforge_operator.modelserver.canary import Action, Decision
+from kubeforge_operator.modelserver.evaluation_job import (
+    FIELD,
+    build_evaluation_job,
+    job_outcome,
+)
 from kubeforge_operator.modelserver.observe import Observed
+from kubeforge_operator.modelserver.revisions import evaluation_job_name
 from kubeforge_operator.modelserver.rollout import (
     EVALUATION_POLL,
     Plan,
@@ -47,28 +54,17 @@ from kubeforge_operator.modelserver.rollout import (
     held_plan,
     start_steps,
 )
-from kubeforge_operator.modelserver.traffic import Mode, canary_ready, predictor_service
+from kubeforge_operator.modelserver.traffic import Mode, canary_ready
 from kubeforge_operator.runtime.children import (
-    child_metadata,
-    container_security_context,
-    pod_security_context,
-    standard_labels,
     with_pull_policy,
 )
 from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
+from kubeforge_operator.runtime.kube import api_refusal
 from kubeforge_operator.runtime.placement import Placement
-from kubeforge_operator.runtime.pods import termination_result, true_condition
 from kubeforge_operator.runtime.policies import placement_or_problem
 from kubeforge_operator.runtime.reconcile import ReconcileContext
 
-STAGE = "evaluation"
 FINAL = (EvaluationPhase.REGRESSED, EvaluationPhase.FAILED)
-TERMINATION_LOG = "/dev/termination-log"
-FIELD = "spec.rollout.evaluation"
-
-
-def job_name(name: str, revision: str) -> str:
-    return f"{name}-eval-{revision}"  # 45 + 6 + 11 characters at most
 
 
 def prompts_problem(
@@ -113,102 +109,6 @@ def prompts_problem(
     return None
 
 
-def build_evaluation_job(
-    owner: dict[str, Any],
-    evaluation: Evaluation,
-    revision: str,
-    image: str,
-    placement: Placement | None = None,
-) -> dict[str, Any]:
-    """The Job that evaluates ``revision`` (the canary predictor) against the stable one, where
-    the platform runs CPU workloads (``placement``).
-
-    Long on purpose: one literal manifest, read top to bottom as kubectl would show it."""
-    name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
-    labels = standard_labels("modelserver", name, STAGE)
-
-    def url(canary: bool) -> str:
-        return f"http://{predictor_service(name, canary)}.{namespace}.svc{OPENAI_PATH}"
-
-    container = {
-        "name": "evaluate",
-        "image": image,
-        "command": [
-            "python",
-            "-m",
-            "kubeforge_runtimes",
-            "evaluate",
-            f"--prompts={PROMPTS_MOUNT}/{evaluation.prompts.key}",
-            f"--candidate={url(True)}",
-            f"--stable={url(False)}",
-            f"--model={name}",
-            f"--max-tokens={evaluation.max_tokens}",
-            f"--termination-log={TERMINATION_LOG}",
-        ],
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "256Mi"},
-            "limits": {"memory": "512Mi"},
-        },
-        "volumeMounts": [{"name": "prompts", "mountPath": PROMPTS_MOUNT, "readOnly": True}],
-        "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": container_security_context(),
-    }
-    deadline = int(parse_duration(evaluation.timeout).total_seconds())
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": child_metadata(owner, job_name(name, revision), labels),
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": deadline,
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [container],
-                    "volumes": [
-                        {
-                            "name": "prompts",
-                            "configMap": {
-                                "name": evaluation.prompts.config_map,
-                                "items": [
-                                    {"key": evaluation.prompts.key, "path": evaluation.prompts.key}
-                                ],
-                            },
-                        }
-                    ],
-                    "securityContext": pod_security_context(),
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    **(placement.pod_fields() if placement else {}),
-                },
-            },
-        },
-    }
-
-
-def job_outcome(
-    job: dict[str, Any], pods: list[dict[str, Any]]
-) -> tuple[EvaluationPhase, EvaluationReport | None, str]:
-    """Running, or Failed with why, or Passed with the report (judged by :func:`judge`)."""
-    failed = true_condition(job, "Failed", "FailureTarget")
-    if failed is not None:
-        error = str(termination_result(pods).get("error") or "")
-        why = error or str(failed.get("message") or failed.get("reason") or "the Job failed")
-        if failed.get("reason") == "DeadlineExceeded":
-            why = f"the evaluation took longer than {FIELD}.timeout ({why})"
-        return EvaluationPhase.FAILED, None, why[:1000]
-    if true_condition(job, "Complete", "SuccessCriteriaMet") is None:
-        return EvaluationPhase.RUNNING, None, ""
-    result = termination_result(pods)
-    try:
-        return EvaluationPhase.PASSED, EvaluationReport.model_validate(result), ""
-    except ValueError:
-        shown = str(result)[:300]
-        return EvaluationPhase.FAILED, None, f"the evaluation Job left no report ({shown})"
-
-
 def judge(
     evaluation: Evaluation,
     report: EvaluationReport,
@@ -233,16 +133,16 @@ def judge(
         )
         ok = ok and loss_ok
     elif limit is not None:
-        said += "; held-out loss not compared (both versions need a FineTuneJob's evaluation)"
+        said += "; held-out loss not compared (both versions need a FineTuneJob's metrics.loss)"
     if not ok and report.worst:
         w = report.worst[0]
-        said += f"; e.g. {str(w['prompt'])[:80]!r}: {w['candidate']} vs {w['stable']}"
+        said += f"; e.g. {str(w.get('prompt'))[:80]!r}: {w.get('candidate')} vs {w.get('stable')}"
     return ok, said
 
 
 def result(
     revision: str,
-    name: str,
+    job: str,
     phase: EvaluationPhase,
     started: datetime | None,
     now: datetime | None = None,
@@ -253,7 +153,7 @@ def result(
     return EvaluationResult(
         revision=revision,
         phase=phase,
-        job=job_name(name, revision),
+        job=job,
         candidate=report.candidate.score if report else None,
         stable=report.stable.score if report else None,
         candidate_loss=losses[0],
@@ -265,20 +165,17 @@ def result(
     )
 
 
-def evaluation_of(spec: ModelServerSpec) -> Evaluation | None:
-    return spec.rollout.evaluation
-
-
 def held_out_losses(
     ctx: ReconcileContext, candidate: Revision, stable: Revision
 ) -> tuple[float | None, float | None]:
-    """Each version's held-out loss from its FineTuneJob's evaluation (None: not from one)."""
+    """Each version's held-out loss, its FineTuneJob's ``status.metrics.loss`` (None: not from
+    a FineTuneJob, or none reported)."""
 
     def loss(rev: Revision) -> float | None:
         if not rev.fine_tune_job:
             return None
         ftj = ctx.kube.get(FINETUNEJOB, ctx.namespace, rev.fine_tune_job) or {}
-        value = ((ftj.get("status") or {}).get("evaluation") or {}).get("loss")
+        value = ((ftj.get("status") or {}).get("metrics") or {}).get("loss")
         return float(value) if isinstance(value, int | float) else None
 
     return loss(candidate), loss(stable)
@@ -292,75 +189,123 @@ def evaluation_step(
     rollout: RolloutProgress,
     seen: Observed,
 ) -> Plan:
-    """One pass of a rollout whose canary waits for its evaluation at 0%: start the Job once the
-    canary's predictor is ready, wait for it, then judge: the first step, or the failure action.
-
-    Long on purpose: the evaluation's states, each a few lines, read best in one place."""
+    """One pass of a rollout whose canary waits for its evaluation at 0%: once the canary's
+    predictor is ready, this rollout's Job; when it is done, the judgement (the first step, or
+    the failure action). Past the timeout (counted from the rollout's start, the predictor's
+    start included) it has failed; a Job the apiserver refuses has failed, saying why."""
     stable = cast(Revision, status.stable)
     evaluation = spec.rollout.evaluation
     if evaluation is None:  # the spec dropped the evaluation: the steps start now
         return start_steps(spec, stable, desired, rollout, ctx.now, "evaluate", "no evaluation")
-    done = status.evaluation
-    if done is not None and done.revision == desired.revision and done.phase in FINAL:
+    job_name = evaluation_job_name(ctx.name, desired.revision, stable.revision, rollout.start_time)
+    done = status.evaluation if status.evaluation and status.evaluation.job == job_name else None
+    if done is not None and done.phase in FINAL:
         return held_plan(status, desired, rollout)  # held for a person after a failed one
-    waiting = Plan(desired, 0, {}, phase=ModelServerPhase.PROGRESSING)
-    waiting.next_analysis = ctx.now + EVALUATION_POLL
+    gate = _Gate(ctx, spec, status, desired, rollout, job_name)
+    deadline = rollout.start_time + parse_duration(evaluation.timeout)
     if not canary_ready(seen.isvc, seen.canary_deployment, desired.revision):
-        return waiting
-    name = job_name(ctx.name, desired.revision)
-    job = ctx.kube.get_child("batch/v1", "Job", ctx.namespace, name)
+        if ctx.now >= deadline:
+            return gate.failed(
+                f"the candidate's predictor was not ready within {FIELD}.timeout "
+                f"({evaluation.timeout})"
+            )
+        return gate.waiting(EvaluationPhase.PENDING, done)
+    job = ctx.kube.get_child("batch/v1", "Job", ctx.namespace, job_name)
     if job is None:
         cpu = placement_or_problem(ctx, None, None)  # where CPU workloads run
         manifest = build_evaluation_job(
-            ctx.obj,
-            evaluation,
-            desired.revision,
-            ctx.settings.evaluation_image,
+            ctx.obj, evaluation, job_name, desired.revision, ctx.settings.evaluation_image,
+            max(30, int((deadline - ctx.now).total_seconds())),
             cpu if isinstance(cpu, Placement) else None,
-        )
-        ctx.kube.apply(with_pull_policy(manifest, ctx.settings.image_pull_policy))
-        running = result(desired.revision, ctx.name, EvaluationPhase.RUNNING, ctx.now)
-        waiting.status = {"evaluation": running.to_wire()}
-        return waiting
-    started = done.start_time if done is not None and done.revision == desired.revision else None
-    pods = ctx.kube.list_children("v1", "Pod", ctx.namespace, f"job-name={name}")
+        )  # fmt: skip
+        try:
+            ctx.kube.apply(with_pull_policy(manifest, ctx.settings.image_pull_policy))
+        except client.ApiException as exc:
+            if exc.status not in (400, 403, 422):
+                raise
+            return gate.failed(f"the evaluation Job {job_name} was refused: {api_refusal(exc)}")
+        return gate.waiting(EvaluationPhase.RUNNING, None)
+    pods = ctx.kube.list_children("v1", "Pod", ctx.namespace, f"job-name={job_name}")
     phase, report, why = job_outcome(job, pods)
     if phase == EvaluationPhase.RUNNING:
-        return waiting
-    losses = held_out_losses(ctx, desired, stable) if report is not None else (None, None)
-    passed, said = judge(evaluation, report, *losses) if report is not None else (False, why)
-    if passed:
-        outcome = result(
-            desired.revision,
-            ctx.name,
-            EvaluationPhase.PASSED,
-            started,
-            ctx.now,
-            report,
-            losses,
-            said,
-        )
-        plan = start_steps(
-            spec, stable, desired, rollout, ctx.now, "evaluate", f"evaluation passed: {said}",
-            measured(report, losses),
-        )  # fmt: skip
-        plan.status["evaluation"] = outcome.to_wire()
+        return gate.waiting(EvaluationPhase.RUNNING, done)
+    if report is None:
+        return gate.failed(why)
+    losses = held_out_losses(ctx, desired, stable)
+    passed, said = judge(evaluation, report, *losses)
+    if not passed:
+        return gate.failed(said, report, losses)
+    return gate.passed(said, report, losses)
+
+
+class _Gate:
+    """The plans an evaluation pass ends in, with ``status.evaluation`` as they leave it."""
+
+    def __init__(
+        self,
+        ctx: ReconcileContext,
+        spec: ModelServerSpec,
+        status: ModelServerStatus,
+        desired: Revision,
+        rollout: RolloutProgress,
+        job: str,
+    ) -> None:
+        self.ctx, self.spec, self.status = ctx, spec, status
+        self.desired, self.rollout, self.job = desired, rollout, job
+        known = status.evaluation if status.evaluation and status.evaluation.job == job else None
+        self.started = known.start_time if known and known.start_time else ctx.now
+
+    def waiting(self, phase: EvaluationPhase, done: EvaluationResult | None) -> Plan:
+        """Come back in a moment; the phase is written when it changes."""
+        plan = Plan(self.desired, 0, {}, phase=ModelServerPhase.PROGRESSING)
+        plan.next_analysis = self.ctx.now + EVALUATION_POLL
+        if done is None or done.phase != phase:
+            now = self.ctx.now
+            state = result(self.desired.revision, self.job, phase, now)
+            plan.status = {"evaluation": state.to_wire()}
         return plan
-    phase = EvaluationPhase.FAILED if report is None else EvaluationPhase.REGRESSED
-    cause = "EvaluationFailed" if report is None else "EvaluationRegressed"
-    outcome = result(desired.revision, ctx.name, phase, started, ctx.now, report, losses, said)
-    failures = (
-        spec.rollout.failure_threshold
-    )  # no second chance: the same prompts, the same answers
-    action = Action.ROLLBACK if spec.rollout.on_failure == FailureAction.ROLLBACK else Action.HOLD
-    words = "evaluation failed" if report is None else "evaluation regressed"
-    decision = Decision(action, 0, 0, failures, f"{words}: {said}", cause=cause)
-    plan = apply_decision(spec, status, desired, rollout, decision, ctx.now, EVALUATION_POLL)
-    plan.status["evaluation"] = outcome.to_wire()
-    plan.decisions = [
-        d.model_copy(update={"measurements": measured(report, losses)}) for d in plan.decisions
-    ]
-    return plan
+
+    def passed(
+        self, said: str, report: EvaluationReport, losses: tuple[float | None, float | None]
+    ) -> Plan:
+        state = result(
+            self.desired.revision, self.job, EvaluationPhase.PASSED, self.started, self.ctx.now,
+            report, losses, said,
+        )  # fmt: skip
+        stable = cast(Revision, self.status.stable)
+        plan = start_steps(
+            self.spec, stable, self.desired, self.rollout, self.ctx.now, "evaluate",
+            f"evaluation passed: {said}", measured(report, losses),
+        )  # fmt: skip
+        plan.status["evaluation"] = state.to_wire()
+        return plan
+
+    def failed(
+        self,
+        said: str,
+        report: EvaluationReport | None = None,
+        losses: tuple[float | None, float | None] = (None, None),
+    ) -> Plan:
+        """The failure action at once: no second chance (the same prompts give the same greedy
+        answers)."""
+        phase = EvaluationPhase.FAILED if report is None else EvaluationPhase.REGRESSED
+        cause = "EvaluationFailed" if report is None else "EvaluationRegressed"
+        words = "evaluation failed" if report is None else "evaluation regressed"
+        state = result(
+            self.desired.revision, self.job, phase, self.started, self.ctx.now, report, losses,
+            said,
+        )  # fmt: skip
+        policy = self.spec.rollout
+        action = Action.ROLLBACK if policy.on_failure == FailureAction.ROLLBACK else Action.HOLD
+        decision = Decision(action, 0, 0, policy.failure_threshold, f"{words}: {said}", cause=cause)
+        plan = apply_decision(
+            self.spec, self.status, self.desired, self.rollout, decision, self.ctx.now,
+            EVALUATION_POLL,
+        )  # fmt: skip
+        plan.status["evaluation"] = state.to_wire()
+        values = measured(report, losses)
+        plan.decisions = [d.model_copy(update={"measurements": values}) for d in plan.decisions]
+        return plan
 
 
 def measured(

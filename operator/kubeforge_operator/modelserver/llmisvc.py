@@ -25,6 +25,7 @@ from kubeforge_operator.runtime.children import child_metadata, standard_labels
 LLMISVC_API = "serving.kserve.io/v1alpha2"
 LLMISVC_KIND = "LLMInferenceService"
 CANARY_SUFFIX = "-canary"
+GPU_RESOURCE = "nvidia.com/gpu"  # vLLM's; a hardware profile's other resources are not mapped yet
 
 
 def _member(
@@ -43,11 +44,13 @@ def _member(
             "adapters": [{"name": a, "uri": uri} for a, uri in sorted(rev.adapters.items())]
         }
     res = spec.resources
+    count = res.accelerator.count if res.accelerator and res.accelerator.count else 0
+    gpus = {GPU_RESOURCE: str(count)} if count else {}
     container = {
         "name": "main",
         "resources": {
-            "requests": {"cpu": res.cpu, "memory": res.memory},
-            "limits": {"memory": res.memory},
+            "requests": {"cpu": res.cpu, "memory": res.memory} | gpus,
+            "limits": {"memory": res.memory} | gpus,
         },
     }
     return {

@@ -5,7 +5,6 @@ twice."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -64,6 +63,7 @@ from kubeforge_operator.modelserver.traffic import (
 )
 from kubeforge_operator.runtime.children import standard_labels
 from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
+from kubeforge_operator.runtime.kube import api_refusal
 from kubeforge_operator.runtime.metrics import ROLLOUT_DECISIONS
 from kubeforge_operator.runtime.placement import Placement
 from kubeforge_operator.runtime.policies import placement_or_problem
@@ -173,16 +173,6 @@ def apply_inference_service(
         )
         phase = str(status.phase or ModelServerPhase.FAILED)
         return Outcome(phase=phase, dependents=[accepted(), refused])
-
-
-def api_refusal(exc: client.ApiException) -> str:
-    """The apiserver's message of a refused write (a webhook's denial names the webhook and
-    its reason), without the response's JSON around it."""
-    try:
-        message = json.loads(exc.body or "{}").get("message")
-    except (json.JSONDecodeError, AttributeError):
-        message = None
-    return str(message or exc.reason or exc)[:1024]
 
 
 def route_traffic(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from typing import Any
 
 from kubeforge_crds.modelserver import (
@@ -62,3 +63,11 @@ def with_traffic(rev: Revision, traffic: int) -> Revision:
 
 def traffic_split(stable: int, canary: int | None) -> str:
     return f"{stable}/{canary}" if canary is not None else f"{stable}/0"
+
+
+def evaluation_job_name(name: str, candidate: str, stable: str, started: datetime) -> str:
+    """The evaluation Job of one rollout: of ``candidate`` against ``stable``, started then.
+    A new rollout (even of a revision evaluated before, or against another stable version) gets
+    a Job of its own, never an old one's result; 45 + 6 + 10 characters at most."""
+    what = f"{candidate}/{stable}/{started.isoformat()}"
+    return f"{name}-eval-{hashlib.sha256(what.encode()).hexdigest()[:10]}"

@@ -277,3 +277,13 @@ class Kube:
             self.core.create_namespaced_event(meta["namespace"], event)
         except client.ApiException as exc:
             log.warning("Could not post Event", extra={"reason": reason, "error": exc.reason})
+
+
+def api_refusal(exc: client.ApiException) -> str:
+    """The apiserver's message of a refused write (a webhook's denial names the webhook and
+    its reason), without the response's JSON around it."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (json.JSONDecodeError, AttributeError):
+        message = None
+    return str(message or exc.reason or exc)[:1024]
