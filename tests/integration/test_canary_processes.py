@@ -131,17 +131,30 @@ def test_runtime_serves_v1_v2_and_metrics(lab: Lab) -> None:
     ) in metrics
 
 
+def _tolerant(spec: ModelServerSpec) -> ModelServerSpec:
+    """``spec`` with room for a busy 2-core machine: two identical processes beside another
+    test worker's training differ in p95 by up to ~3x over a 10 s window (CI saw 2.7 once, two
+    analyses in a row), so the latency gate here allows 4x and three failed analyses. A slower
+    version is still caught: the time-to-first-token test below rolls one back at 3x."""
+    wire = spec.to_wire()
+    wire["rollout"]["failureThreshold"] = 3
+    for metric in wire["rollout"]["metrics"]:
+        if metric["name"] == "latency-p95":
+            metric["max"] = 4.0
+    return ModelServerSpec.model_validate(wire)
+
+
 def test_healthy_canary_is_promoted_through_every_step(lab: Lab) -> None:
     router = _router(lab)
     try:
-        outcome = _rollout(lab, _spec([25, 50, 100], SERVER_ERRORS), router)
+        outcome = _rollout(lab, _tolerant(_spec([25, 50, 100], SERVER_ERRORS)), router)
     finally:
         router.stop()
     assert outcome.result == "promote", [(d["action"], d["reason"]) for d in outcome.decisions]
-    # two identical processes on a busy 2-core machine: one slow moment may hold a step on the
-    # latency gate (a hold is the gate waiting, not failing); never on errors, never twice
+    # a slow moment may hold a step on the latency gate (a hold is the gate waiting, not
+    # failing); never on errors
     holds = [d for d in outcome.decisions if d["action"] == "hold"]
-    assert len(holds) <= 1, holds
+    assert len(holds) <= 2, holds
     assert all("latency-p95" in d["reason"] for d in holds), holds
     steps = [d for d in outcome.decisions if d["action"] != "hold"]
     assert [d["action"] for d in steps] == ["start", "advance", "advance", "promote"], steps
