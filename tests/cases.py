@@ -17,18 +17,22 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 # the same kinds on the local cluster's real node (what `make demo` applies)
 LOCAL_EXAMPLES = sorted((REPO / "examples" / "local").glob("*.yaml"))
+# the platform admin's examples: cluster-scoped (a Team), outside the demo's namespace
+PLATFORM_EXAMPLES = sorted((REPO / "examples" / "platform").glob("*.yaml"))
 
 
 def load_examples(paths: list[Path] = EXAMPLES) -> list[dict[str, Any]]:
     """The kubeforge objects among the examples (not the Secrets, volumes and Jobs they use)."""
     docs = [d for p in paths for d in yaml.safe_load_all(p.read_text()) if d]
-    return [d for d in docs if d["apiVersion"].startswith("kubeforge.io/")]
+    return [d for d in docs if str(d.get("apiVersion", "")).startswith("kubeforge.io/")]
 
 
 def example(kind: str, name: str | None = None) -> dict[str, Any]:
     """The example of ``kind`` (named ``name`` where a kind has several)."""
     return next(
-        e for e in load_examples() if e["kind"] == kind and name in (None, e["metadata"]["name"])
+        e
+        for e in load_examples(EXAMPLES + PLATFORM_EXAMPLES)
+        if e["kind"] == kind and name in (None, e["metadata"]["name"])
     )
 
 
@@ -629,4 +633,84 @@ INVALID: list[Invalid] = [
     Invalid("ModelServer", "negative-cpu", {"resources.cpu": -2}, "spec.resources.cpu"),
     Invalid("DriftMonitor", "name-too-long", {}, "metadata.name", "at most 36", name="d" * 37),
     Invalid("DriftMonitor", "name-digit-first", {}, "metadata.name", "DNS-1035", name="9watch"),
+    # Team (cluster-scoped)
+    Invalid(
+        "Team",
+        "name-not-dns1035",
+        {},
+        "metadata.name",
+        "DNS-1035",
+        name="1vision",
+    ),
+    Invalid("Team", "name-too-long", {}, "metadata.name", "at most 63", name="t" * 64),
+    Invalid(
+        "Team",
+        "member-twice",
+        {"members": [{"kind": "User", "name": "alice"}, {"kind": "User", "name": "alice"}]},
+        "spec.members",
+    ),
+    Invalid(
+        "Team",
+        "member-kind",
+        {"members": [{"kind": "Robot", "name": "r2"}]},
+        "spec.members[0].kind",
+    ),
+    Invalid(
+        "Team",
+        "member-role",
+        {"members": [{"name": "alice", "role": "admin"}]},
+        "spec.members[0].role",
+    ),
+    Invalid(
+        "Team",
+        "service-account-without-namespace",
+        {"members": [{"kind": "ServiceAccount", "name": "ci"}]},
+        "spec.members[0].namespace",
+        "namespace is required for a ServiceAccount",
+    ),
+    Invalid(
+        "Team",
+        "user-with-namespace",
+        {"members": [{"kind": "User", "name": "alice", "namespace": "x"}]},
+        "spec.members[0].namespace",
+        "namespace is required for a ServiceAccount",
+    ),
+    Invalid(
+        "Team",
+        "flavors-differ",
+        {
+            "quota.flavors": [
+                {"name": "a100", "resources": [{"name": "nvidia.com/gpu", "nominal": 1}]},
+                {"name": "h100", "resources": [{"name": "cpu", "nominal": 1}]},
+            ]
+        },
+        "spec.quota.flavors",
+        "every flavor must name the same resources",
+    ),
+    Invalid(
+        "Team",
+        "flavor-twice",
+        {
+            "quota.flavors": [
+                {"name": "a100", "resources": [{"name": "cpu", "nominal": 1}]},
+                {"name": "a100", "resources": [{"name": "cpu", "nominal": 1}]},
+            ]
+        },
+        "spec.quota.flavors",
+    ),
+    Invalid("Team", "no-flavors", {"quota.flavors": []}, "spec.quota.flavors"),
+    Invalid(
+        "Team",
+        "nominal-not-quantity",
+        {"quota.flavors": [{"name": "a100", "resources": [{"name": "cpu", "nominal": "lots"}]}]},
+        "spec.quota.flavors[0].resources[0].nominal",
+    ),
+    Invalid(
+        "Team",
+        "borrowing-without-cohort",
+        {"quota.cohort": DELETE},
+        "spec.quota.cohort",
+        "need a cohort",
+    ),
+    Invalid("Team", "queue-name", {"queueName": "Default"}, "spec.queueName"),
 ]

@@ -9,12 +9,18 @@ from kubeforge_crds.driftmonitor import DRIFTMONITOR
 from kubeforge_crds.finetunejob import FINETUNEJOB
 from kubeforge_crds.kind import KindInfo
 from kubeforge_crds.modelserver import MODELSERVER
+from kubeforge_crds.team import TEAM
 from kubeforge_crds.workbench import WORKBENCH
 
+# the four kinds a team's members create in their namespace
 KINDS: tuple[KindInfo, ...] = (WORKBENCH, FINETUNEJOB, MODELSERVER, DRIFTMONITOR)
 KINDS_BY_NAME: dict[str, KindInfo] = {k.kind: k for k in KINDS}
+# the platform admin's kinds: cluster-scoped, outside the user roles and the REST API's kinds
+PLATFORM_KINDS: tuple[KindInfo, ...] = (TEAM,)
+ALL_KINDS: tuple[KindInfo, ...] = (*KINDS, *PLATFORM_KINDS)
 
 __all__ = [
+    "ALL_KINDS",
     "API_VERSION",
     "CATEGORY",
     "DRIFTMONITOR",
@@ -23,6 +29,8 @@ __all__ = [
     "KINDS",
     "KINDS_BY_NAME",
     "MODELSERVER",
+    "PLATFORM_KINDS",
+    "TEAM",
     "VERSION",
     "WORKBENCH",
     "Condition",

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from kubeforge_crds import DRIFTMONITOR, GROUP, KINDS, KindInfo
+from kubeforge_crds import ALL_KINDS, DRIFTMONITOR, GROUP, KINDS, KindInfo
 from kubeforge_crds.contracts.drift import GROUND_TRUTH_SUBRESOURCE
 from kubeforge_crds.health import health_lua
 from kubeforge_crds.platform import PlatformConfig
@@ -164,7 +164,7 @@ def build_crd(kind: KindInfo) -> dict[str, Any]:
                 "shortNames": list(kind.short_names),
                 "categories": list(kind.categories),
             },
-            "scope": "Namespaced",
+            "scope": "Namespaced" if kind.namespaced else "Cluster",
             "versions": [
                 {
                     "name": kind.version,
@@ -275,7 +275,7 @@ def build_reference() -> str:
         "edit. `kubectl explain <kind>.spec` prints the same descriptions.",
         "",
     ]
-    for kind in KINDS:
+    for kind in ALL_KINDS:
         crd = build_crd(kind)
         version = crd["spec"]["versions"][0]
         schema = version["schema"]["openAPIV3Schema"]["properties"]
@@ -284,6 +284,7 @@ def build_reference() -> str:
             "",
             f"{kind.description}",
             "",
+            *([] if kind.namespaced else ["Cluster-scoped.", ""]),
             f"`kubectl get {kind.plural}` (short name `{', '.join(kind.short_names)}`, category "
             f"`{kind.categories[0]}`). Printer columns: "
             + ", ".join(c["name"] for c in version["additionalPrinterColumns"])
@@ -374,15 +375,15 @@ QUEUE_READING: list[dict[str, Any]] = [
 
 
 def expected_files() -> dict[Path, str]:
-    files = {manifest_path(k): dump_yaml(build_crd(k)) for k in KINDS}
+    files = {manifest_path(k): dump_yaml(build_crd(k)) for k in ALL_KINDS}
     files[RBAC_DIR / "user-roles.yaml"] = "---\n".join(dump_yaml(r) for r in build_user_roles())
     files[REFERENCE_DOC] = build_reference()
     # the chart ships the very same files: Helm installs crds/ before anything else (and never
     # upgrades or deletes them, see docs/operations.md); the user roles are ordinary templates
-    for kind in KINDS:
+    for kind in ALL_KINDS:
         files[CHART_DIR / "crds" / manifest_path(kind).name] = files[manifest_path(kind)]
     files[CHART_DIR / "templates" / "user-roles.yaml"] = files[RBAC_DIR / "user-roles.yaml"]
-    for kind in KINDS:
+    for kind in ALL_KINDS:
         files[health_path(kind)] = health_lua(GROUP, kind.kind, kind.health)
     files[ARGOCD_CM] = build_argocd_health_config()
     files[CHART_DIR / "values.schema.json"] = build_values_schema()
@@ -413,7 +414,7 @@ def build_argocd_health_config() -> str:
         f"resource.customizations.health.{GROUP}_{kind.kind}": health_lua(
             GROUP, kind.kind, kind.health
         )
-        for kind in KINDS
+        for kind in ALL_KINDS
     }
     doc = {
         "apiVersion": "v1",

@@ -98,6 +98,7 @@ class KindInfo:
     immutable_spec: bool = False  # a transition rule (self == oldSelf) on .spec
     name_rule: NameRule = NameRule(253, "the apiserver's own limit")
     health: tuple[PhaseHealth, ...] = ()  # phase -> Argo CD health (kubeforge_crds.health)
+    namespaced: bool = True  # False: cluster-scoped (a Team)
 
     @property
     def singular(self) -> str:

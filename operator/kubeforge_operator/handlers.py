@@ -23,9 +23,9 @@ from typing import Any
 
 import kopf
 
-from kubeforge_crds import DRIFTMONITOR, FINETUNEJOB, MODELSERVER, WORKBENCH, KindInfo
+from kubeforge_crds import DRIFTMONITOR, FINETUNEJOB, MODELSERVER, TEAM, WORKBENCH, KindInfo
 from kubeforge_crds.contracts.labels import FINETUNEJOB_LABEL, WORKBENCH_LABEL
-from kubeforge_operator import driftmonitor, finetunejob, modelserver, workbench
+from kubeforge_operator import driftmonitor, finetunejob, modelserver, team, workbench
 from kubeforge_operator.driftmonitor import reconcile_driftmonitor
 from kubeforge_operator.finetunejob import reconcile_finetunejob
 from kubeforge_operator.finetunejob.backends.local import LOCAL_RUNS
@@ -34,6 +34,7 @@ from kubeforge_operator.runtime.constants import ANNOTATION_PREFIX, DIFFBASE_ANN
 from kubeforge_operator.runtime.controller import Controller, Registration
 from kubeforge_operator.runtime.reconcile import OWN_WRITES
 from kubeforge_operator.runtime.settings import get_settings
+from kubeforge_operator.team import reconcile_team
 from kubeforge_operator.workbench import reconcile_workbench
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ RECONCILERS: dict[str, Registration] = {
         Registration(FINETUNEJOB, reconcile_finetunejob, finetunejob.OWNED),
         Registration(MODELSERVER, reconcile_modelserver, modelserver.OWNED),
         Registration(DRIFTMONITOR, reconcile_driftmonitor, driftmonitor.OWNED),
+        Registration(TEAM, reconcile_team, team.OWNED),
     )
 }
 SETTINGS = get_settings()
@@ -79,6 +81,8 @@ def stop_resync(**_: Any) -> None:
 def _register(kind: KindInfo) -> None:
     async def on_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+        if not CONTROLLER.serves(kind, namespace, name):
+            return  # a Team whose namespace this operator's patterns leave to another
         if type == "DELETED":
             CONTROLLER.deleted(kind.kind, namespace, name, body.metadata.uid or "")
             if kind.kind == FINETUNEJOB.kind:

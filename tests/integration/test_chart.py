@@ -310,8 +310,11 @@ KUEUE = (
 )
 NOT_EXERCISED |= {
     ("kueue.x-k8s.io", "workloads", "get"): KUEUE,
-    ("kueue.x-k8s.io", "localqueues", "get"): KUEUE,
-    ("kueue.x-k8s.io", "clusterqueues", "get"): KUEUE,
+    ("kueue.x-k8s.io", "localqueues", "get"): KUEUE + "; a Team's LocalQueue is read back on a "
+    "resync pass, which may or may not come while the Team has a quota here",
+    ("rbac.authorization.k8s.io", "clusterroles", "bind"): "checked by the apiserver when the "
+    "operator writes a Team's RoleBindings, not a request of its own (they are refused without "
+    "it)",
     ("visibility.kueue.x-k8s.io", "localqueues/pendingworkloads", "get"): KUEUE,
     ("apps", "statefulsets", "delete"): "a notebook StatefulSet Kueue's webhook refuses to "
     "change in place: no Kueue runs in this tier; tests/e2e/test_queueing_real.py changes a "
@@ -319,7 +322,7 @@ NOT_EXERCISED |= {
 }
 # Of those, the calls that a slow machine may still make in this scenario: a notebook pod that is
 # briefly not ready (kwok marks it Ready a moment after it starts) sends the operator to its node.
-TIMING_DEPENDENT = {("", "nodes", "get")}
+TIMING_DEPENDENT = {("", "nodes", "get"), ("kueue.x-k8s.io", "localqueues", "get")}
 # Beyond the examples: the paths of a multi-node run reading S3 with a data connection, a model
 # served from a URI (an InferenceService at once), a named ServingRuntime, and a DriftMonitor on
 # that model (LATE_MONITOR, below).
@@ -388,6 +391,30 @@ LATE_MONITOR: dict[str, Any] = {
 }
 
 
+def team_of(name: str) -> dict[str, Any]:
+    """A Team with a member of each role and a quota (Kueue's CRDs only, no controller here:
+    its ClusterQueue stays pending)."""
+    return {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "Team",
+        "metadata": {"name": name},
+        "spec": {
+            "members": [
+                {"kind": "User", "name": "alice@example.com"},
+                {"kind": "Group", "name": "readers", "role": "view"},
+            ],
+            "quota": {
+                "flavors": [
+                    {"name": "a100", "resources": [{"name": "nvidia.com/gpu", "nominal": 2}]}
+                ]
+            },
+        },
+    }
+
+
+DROP_QUOTA = json.dumps([{"op": "remove", "path": "/spec/quota"}])
+
+
 def test_operator_api_calls_and_its_cluster_role_agree(
     installed: Cluster, helm: str, operator_kubeconfig: str, tmp_path: Path
 ) -> None:
@@ -403,7 +430,7 @@ def test_operator_api_calls_and_its_cluster_role_agree(
         cluster,
         tmp_path,
         kubeconfig=operator_kubeconfig,
-        namespaces=json.dumps([ns]),
+        namespaces=json.dumps([ns, f"{ns}-team"]),  # the Team's namespace is its name
         leader_election="true",
         leader_election_namespace=NAMESPACE,
         leader_election_lease=f"rbac-{ns}",
@@ -412,6 +439,7 @@ def test_operator_api_calls_and_its_cluster_role_agree(
         for example in ("workbench", "finetunejob", "modelserver", "driftmonitor"):
             cluster.kubectl("apply", "-n", ns, "-f", str(REPO / "examples" / f"{example}.yaml"))
         cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(MORE_PATHS))
+        cluster.kubectl("apply", "-f", "-", stdin=json.dumps(team_of(f"{ns}-team")))
         wait_until(
             lambda: (
                 cluster.kubectl("get", "inferenceservice/by-uri", "-n", ns, check=False).returncode
@@ -430,6 +458,7 @@ def test_operator_api_calls_and_its_cluster_role_agree(
             ("modelserver", "custom-runtime"),
             ("driftmonitor", "support-bot-drift"),
             ("driftmonitor", "by-uri-drift"),
+            ("team", f"{ns}-team"),
         ):
             wait_until(
                 lambda r=resource, n=name: reconciled(cluster, ns, r, n),
@@ -446,9 +475,18 @@ def test_operator_api_calls_and_its_cluster_role_agree(
                 timeout=90,
                 what=child,
             )
+        # the Team's quota taken away: its ClusterQueue and LocalQueue are removed
+        cluster.kubectl("patch", "team", f"{ns}-team", "--type=json", "-p", DROP_QUOTA)
+        wait_until(
+            lambda: cluster.kubectl("get", "clusterqueue", f"{ns}-team", check=False).returncode,
+            timeout=60,
+            what="the Team's ClusterQueue removed",
+        )
         time.sleep(6)  # one resync (5 s) more: the periodic paths run too
     finally:
         stop_operator(op)
+        cluster.kubectl("delete", "team", f"{ns}-team", "--wait=false", check=False)
+        cluster.kubectl("delete", "namespace", f"{ns}-team", "--wait=false", check=False)
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
         upgrade(helm, cluster, "operator.watchNamespaces=null")
     events = []

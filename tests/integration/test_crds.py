@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from kubeforge_crds import KINDS, KINDS_BY_NAME
+from kubeforge_crds import ALL_KINDS
 from tests.cases import INVALID, LOCAL_EXAMPLES, Invalid, load_examples
 from tests.integration.conftest import Cluster
 
@@ -27,8 +27,15 @@ THIRD_PARTY = [
 
 
 def _create(cluster: Cluster, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
-    kind = KINDS_BY_NAME[obj["kind"]]
+    """Create ``obj`` in ``namespace`` (cluster-wide for a Team)."""
+    kind = next(k for k in ALL_KINDS if k.kind == obj["kind"])
     api = client.CustomObjectsApi(cluster.api)
+    if not kind.namespaced:
+        return dict(
+            api.create_cluster_custom_object(
+                kind.group, kind.version, kind.plural, obj, field_validation="Strict"
+            )
+        )
     result: dict[str, Any] = api.create_namespaced_custom_object(
         kind.group, kind.version, namespace, kind.plural, obj, field_validation="Strict"
     )
@@ -36,7 +43,7 @@ def _create(cluster: Cluster, namespace: str, obj: dict[str, Any]) -> dict[str, 
 
 
 def test_our_crds_are_established(cluster: Cluster) -> None:
-    names = [k.crd_name for k in KINDS]
+    names = [k.crd_name for k in ALL_KINDS]
     out = cluster.kubectl("get", "crd", *names, "-o", "json").stdout
     for crd in json.loads(out)["items"]:
         conds = {c["type"]: c["status"] for c in crd["status"]["conditions"]}

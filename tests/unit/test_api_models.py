@@ -7,32 +7,34 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from kubeforge_crds import KINDS, KINDS_BY_NAME
+from kubeforge_crds import ALL_KINDS
 from kubeforge_crds.base import parse_duration
 from kubeforge_crds.kind import InvalidObjectError
 from kubeforge_crds.modelserver import ModelServerSpec
 from kubeforge_crds.workbench import WorkbenchSpec
-from tests.cases import INVALID, LOCAL_EXAMPLES, Invalid, load_examples
+from tests.cases import INVALID, LOCAL_EXAMPLES, PLATFORM_EXAMPLES, Invalid, load_examples
+
+ALL_BY_NAME = {k.kind: k for k in ALL_KINDS}
 
 
 @pytest.mark.parametrize(
     "obj",
-    load_examples() + load_examples(LOCAL_EXAMPLES),
+    load_examples() + load_examples(LOCAL_EXAMPLES) + load_examples(PLATFORM_EXAMPLES),
     ids=lambda o: o["metadata"]["name"],
 )
 def test_examples_are_valid(obj: dict[str, Any]) -> None:
-    KINDS_BY_NAME[obj["kind"]].parse_spec(obj["spec"])
+    ALL_BY_NAME[obj["kind"]].parse_spec(obj["spec"])
 
 
 def test_every_kind_has_at_least_ten_invalid_cases() -> None:
-    for kind in KINDS:
+    for kind in ALL_KINDS:
         assert sum(c.kind == kind.kind for c in INVALID) >= 10, kind.kind
 
 
 @pytest.mark.parametrize("case", INVALID, ids=lambda c: f"{c.kind}-{c.id}")
 def test_invalid_objects_are_rejected_naming_the_field(case: Invalid) -> None:
     with pytest.raises(InvalidObjectError) as err:
-        KINDS_BY_NAME[case.kind].parse_object(case.object("valid-name"))
+        ALL_BY_NAME[case.kind].parse_object(case.object("valid-name"))
     errors = err.value.errors
     matching = [e for e in errors if e.startswith(case.field)]
     assert matching, f"no error names {case.field}: {errors}"

@@ -292,11 +292,13 @@ class Controller:
         except Exception:
             log.exception("Resync list failed", extra={"kind": kind.kind})
             return []
-        return [
-            (i["metadata"]["namespace"], i["metadata"]["name"])
-            for i in items
-            if namespace_selected(i["metadata"]["namespace"], self.settings.namespaces)
-        ]
+        keys = [(i["metadata"].get("namespace", ""), i["metadata"]["name"]) for i in items]
+        return [(ns, name) for ns, name in keys if self.serves(kind, ns, name)]
+
+    def serves(self, kind: KindInfo, namespace: str, name: str) -> bool:
+        """Whether this operator's namespace patterns cover the object: its namespace, or for a
+        cluster-scoped Team the namespace it is the team of (its name)."""
+        return namespace_selected(namespace if kind.namespaced else name, self.settings.namespaces)
 
     def stop(self) -> None:
         self.stopped.set()

@@ -64,10 +64,16 @@ class Kube:
         return self._dynamic
 
     def get(self, kind: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
+        """One of our objects (``namespace`` is ignored for a cluster-scoped kind)."""
         try:
-            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                kind.group, kind.version, namespace, kind.plural, name
-            )
+            if kind.namespaced:
+                obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                    kind.group, kind.version, namespace, kind.plural, name
+                )
+            else:
+                obj = self.custom.get_cluster_custom_object(
+                    kind.group, kind.version, kind.plural, name
+                )
         except client.ApiException as exc:
             if exc.status == 404:
                 return None
@@ -78,9 +84,15 @@ class Kube:
         self, kind: KindInfo, namespace: str, name: str, status: dict[str, Any]
     ) -> str:
         """Merge-patch the status subresource; returns the new resourceVersion."""
-        result = self.custom.patch_namespaced_custom_object_status(
-            kind.group, kind.version, namespace, kind.plural, name, {"status": status}
-        )
+        body = {"status": status}
+        if kind.namespaced:
+            result = self.custom.patch_namespaced_custom_object_status(
+                kind.group, kind.version, namespace, kind.plural, name, body
+            )
+        else:
+            result = self.custom.patch_cluster_custom_object_status(
+                kind.group, kind.version, kind.plural, name, body
+            )
         return str(result["metadata"]["resourceVersion"])
 
     def annotate(self, kind: KindInfo, namespace: str, name: str, key: str, value: str) -> None:
@@ -248,18 +260,18 @@ class Kube:
         return list(json.loads(response.data).get("items") or [])
 
     def record_event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        """Post a core/v1 Event about ``obj``; failures are logged, never raised."""
+        """Post a core/v1 Event about ``obj``; failures are logged, never raised. The Event of
+        a cluster-scoped object goes to the default namespace, where kubectl describe looks."""
         meta = obj["metadata"]
+        namespace = meta.get("namespace") or "default"
         now = datetime.now(UTC)
         event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(
-                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
-            ),
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=namespace),
             involved_object=client.V1ObjectReference(
                 api_version=obj["apiVersion"],
                 kind=obj["kind"],
                 name=meta["name"],
-                namespace=meta["namespace"],
+                namespace=meta.get("namespace"),
                 uid=meta.get("uid"),
                 resource_version=meta.get("resourceVersion"),
             ),
@@ -274,7 +286,7 @@ class Kube:
             reporting_instance=FIELD_MANAGER,
         )
         try:
-            self.core.create_namespaced_event(meta["namespace"], event)
+            self.core.create_namespaced_event(namespace, event)
         except client.ApiException as exc:
             log.warning("Could not post Event", extra={"reason": reason, "error": exc.reason})
 

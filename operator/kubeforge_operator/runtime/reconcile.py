@@ -82,7 +82,8 @@ class ReconcileContext:
 
     @property
     def namespace(self) -> str:
-        return str(self.obj["metadata"]["namespace"])
+        """The object's namespace; empty for a cluster-scoped object (a Team)."""
+        return str(self.obj["metadata"].get("namespace") or "")
 
     @property
     def name(self) -> str:

@@ -17,7 +17,9 @@ class OperatorSettings(BaseSettings):
 
     namespaces: list[str] = Field(
         default_factory=list,
-        description="Namespaces to watch (glob patterns allowed). Empty: the whole cluster.",
+        description="Namespaces to watch (glob patterns allowed). Empty: the whole cluster. "
+        "Teams are cluster-scoped: the operator manages those whose namespace (the Team's name) "
+        "the patterns cover.",
     )
     metrics_host: str = Field(default="0.0.0.0", description="Address of the /metrics server.")  # noqa: S104
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="Port of /metrics.")

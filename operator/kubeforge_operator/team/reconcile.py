@@ -1,0 +1,181 @@
+"""The Team reconcile: the namespace (created, or adopted when labelled for the team; refused
+when it is someone else's) -> its members' RoleBindings -> with a quota, the ClusterQueue and
+the LocalQueue, and whether Kueue made the ClusterQueue active -> status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+from kubeforge_crds import ConditionStatus
+from kubeforge_crds.team import TEAM_LABEL, TeamPhase, TeamSpec
+from kubeforge_operator.runtime.conditions import ACCEPTED, READY, Observation
+from kubeforge_operator.runtime.kube import api_refusal
+from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
+from kubeforge_operator.team.builders import (
+    KUEUE_API,
+    build_cluster_queue,
+    build_local_queue,
+    build_namespace,
+    build_role_bindings,
+)
+
+NAMESPACE_READY = "NamespaceReady"
+ACCESS_READY = "AccessReady"
+QUOTA_READY = "QuotaReady"
+OWNED = (READY, ACCEPTED, NAMESPACE_READY, ACCESS_READY, QUOTA_READY)
+# Kueue's ClusterQueue status tells no watch of ours when it becomes active
+QUOTA_POLL_SECONDS = 5.0
+TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+
+
+def reconcile_team(ctx: ReconcileContext, spec: TeamSpec) -> Outcome:
+    name = ctx.name
+    fields: dict[str, Any] = {"namespace": name, "members": 0}
+    namespace = ensure_namespace(ctx)
+    if namespace.status != TRUE:
+        return Outcome(TeamPhase.FAILED, [accepted(), namespace], fields)
+    access = grant_access(ctx, spec)
+    if access.status == TRUE:
+        fields["members"] = len(spec.members)
+    quota = ensure_quota(ctx, spec)
+    if spec.quota is not None and quota.status == TRUE:
+        fields |= {"clusterQueue": name, "queueName": spec.queue_name}
+    observed = [accepted(), namespace, access, quota]
+    if all(o.status == TRUE for o in observed):
+        phase = TeamPhase.READY
+    elif any(o.status == FALSE for o in observed):
+        phase = TeamPhase.FAILED
+    else:
+        phase = TeamPhase.PENDING
+    return Outcome(
+        phase,
+        observed,
+        fields,
+        requeue_after=QUOTA_POLL_SECONDS if quota.status == UNKNOWN else None,
+    )
+
+
+def ensure_namespace(ctx: ReconcileContext) -> Observation:
+    """Create the namespace, or adopt it when it already carries this team's label; a namespace
+    that exists without it belongs to someone else and is left alone."""
+    name = ctx.name
+    live = ctx.kube.get_child("v1", "Namespace", "", name)
+    if live is not None:
+        meta = live["metadata"]
+        owner = (meta.get("labels") or {}).get(TEAM_LABEL)
+        if owner != name:
+            whose = f"Team {owner!r}'s" if owner else "not a Team's"
+            return Observation(
+                NAMESPACE_READY,
+                FALSE,
+                "NamespaceTaken",
+                f"namespace {name} already exists and is {whose} (label {TEAM_LABEL}); to hand "
+                f"it to this Team, label it: kubectl label namespace {name} {TEAM_LABEL}={name}"
+                " --overwrite; or give the Team another name",
+            )
+        if meta.get("deletionTimestamp"):
+            return Observation(
+                NAMESPACE_READY,
+                FALSE,
+                "NamespaceTerminating",
+                f"namespace {name} is being deleted; the Team sets it up again once it is gone",
+            )
+    ctx.kube.apply_observed(build_namespace(ctx.obj), live)
+    how = "adopted" if live is not None else "created"
+    return Observation(NAMESPACE_READY, TRUE, "NamespaceReady", f"namespace {name} {how}")
+
+
+def grant_access(ctx: ReconcileContext, spec: TeamSpec) -> Observation:
+    editors = sum(m.role == "edit" for m in spec.members)
+    try:
+        for binding in build_role_bindings(ctx.obj, spec):
+            ctx.kube.apply(binding)
+    except client.ApiException as exc:
+        if exc.status not in (403, 422):
+            raise
+        return Observation(ACCESS_READY, FALSE, "AccessRefused", api_refusal(exc))
+    return Observation(
+        ACCESS_READY,
+        TRUE,
+        "AccessGranted",
+        f"{editors} member(s) may edit and {len(spec.members) - editors} may view "
+        f"in namespace {ctx.name}",
+    )
+
+
+def ensure_quota(ctx: ReconcileContext, spec: TeamSpec) -> Observation:
+    """The ClusterQueue and LocalQueue of the quota (removed when the spec has none), and
+    whether Kueue activated the ClusterQueue (a missing ResourceFlavor keeps it inactive)."""
+    name = ctx.name
+    try:
+        if spec.quota is None:
+            _remove_queues(ctx, keep=None)
+            return Observation(QUOTA_READY, TRUE, "NoQuota", "spec.quota is not set: no queue")
+        live = ctx.kube.get_child(KUEUE_API, "ClusterQueue", "", name)
+        owner = ((live or {}).get("metadata", {}).get("labels") or {}).get(TEAM_LABEL)
+        if live is not None and owner != name:
+            return Observation(
+                QUOTA_READY,
+                FALSE,
+                "ClusterQueueTaken",
+                f"ClusterQueue {name} already exists and is not this Team's: delete or rename "
+                "it, or give the Team another name",
+            )
+        queue = ctx.kube.apply_observed(build_cluster_queue(ctx.obj, spec.quota), live)
+        ctx.kube.apply(build_local_queue(ctx.obj, spec))
+        _remove_queues(ctx, keep=spec.queue_name)
+    except ResourceNotFoundError:
+        return Observation(
+            QUOTA_READY,
+            FALSE,
+            "KueueNotInstalled",
+            "spec.quota needs Kueue (kueue.x-k8s.io/v1beta2), which this cluster does not serve",
+        )
+    except client.ApiException as exc:
+        if exc.status not in (400, 403, 422):
+            raise
+        return Observation(QUOTA_READY, FALSE, "QuotaRefused", api_refusal(exc))
+    return cluster_queue_state(name, queue)
+
+
+def cluster_queue_state(name: str, queue: dict[str, Any] | None) -> Observation:
+    """QuotaReady from Kueue's Active condition of the ClusterQueue. Pure."""
+    conditions = ((queue or {}).get("status") or {}).get("conditions") or []
+    active = next((c for c in conditions if c.get("type") == "Active"), None)
+    if active is None:
+        return Observation(
+            QUOTA_READY,
+            UNKNOWN,
+            "QuotaPending",
+            f"waiting for Kueue to activate ClusterQueue {name}",
+        )
+    if active.get("status") == "True":
+        return Observation(QUOTA_READY, TRUE, "QuotaActive", f"ClusterQueue {name} is active")
+    reason = str(active.get("reason") or "Inactive")
+    return Observation(
+        QUOTA_READY,
+        FALSE,
+        reason,
+        f"Kueue keeps ClusterQueue {name} inactive: {active.get('message') or reason}",
+    )
+
+
+def _remove_queues(ctx: ReconcileContext, keep: str | None) -> None:
+    """Delete the team's LocalQueues other than ``keep`` (a renamed queue), and with no
+    quota its ClusterQueue. Kueue not installed: nothing to remove."""
+    try:
+        stale = ctx.kube.list_children(
+            KUEUE_API, "LocalQueue", ctx.name, f"{TEAM_LABEL}={ctx.name}"
+        )
+    except ResourceNotFoundError:
+        return
+    for queue in stale:
+        if queue["metadata"]["name"] != keep:
+            ctx.kube.delete_child(KUEUE_API, "LocalQueue", ctx.name, queue["metadata"]["name"])
+    if keep is None:
+        live = ctx.kube.get_child(KUEUE_API, "ClusterQueue", "", ctx.name)
+        if ((live or {}).get("metadata", {}).get("labels") or {}).get(TEAM_LABEL) == ctx.name:
+            ctx.kube.delete_child(KUEUE_API, "ClusterQueue", "", ctx.name)
