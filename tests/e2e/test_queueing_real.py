@@ -94,17 +94,56 @@ def apply_all(cluster: Cluster, items: list[dict[str, Any]]) -> None:
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps(listed))
 
 
+def team_status(cluster: Cluster, name: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", "team", name, "-o", "json", check=False)
+    return dict(json.loads(out.stdout).get("status") or {}) if out.returncode == 0 else {}
+
+
+def quota_condition(cluster: Cluster, name: str) -> dict[str, Any]:
+    conditions = team_status(cluster, name).get("conditions") or []
+    return next((c for c in conditions if c["type"] == "QuotaReady"), {})
+
+
 @pytest.fixture
 def team_queue(cluster: Cluster, kueue: None, e2e_namespace: str) -> Iterator[str]:
-    """2 A100s of the kwok GPU nodes for the test's namespace, LocalQueue ``gpu``."""
+    """The test's namespace onboarded as a Team (adopted: labelled for it) with 2 A100s of the
+    kwok GPU nodes, LocalQueue ``gpu``. The Team comes before the platform's ResourceFlavor:
+    Kueue keeps its ClusterQueue inactive and the Team says why, until the flavor exists."""
     ns = e2e_namespace
     tolerate = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     quota = [("cpu", "16"), ("memory", "64Gi"), ("nvidia.com/gpu", str(GPUS))]
     a100 = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
-    apply_all(cluster, queue_objects(ns, FLAVOR, a100, tolerate, quota, "gpu"))
+    name = f"{FLAVOR}-{ns[-8:]}"  # the test's own: it does not exist yet
+    flavor, *_ = queue_objects(ns, name, a100, tolerate, quota, "gpu")
+    cluster.kubectl("label", "namespace", ns, f"kubeforge.io/team={ns}")
+    team = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "Team",
+        "metadata": {"name": ns},
+        "spec": {
+            "members": [{"kind": "User", "name": "alice@example.com"}],
+            "quota": {
+                "flavors": [
+                    {"name": name, "resources": [{"name": r, "nominal": q} for r, q in quota]}
+                ]
+            },
+            "queueName": "gpu",
+        },
+    }
+    apply_all(cluster, [team])
+    inactive = wait_until(
+        lambda: (c := quota_condition(cluster, ns)).get("status") == "False" and c,
+        60, 1, "the Team saying Kueue's reason",
+    )  # fmt: skip
+    assert inactive["reason"] == "FlavorNotFound", inactive
+    assert name in inactive["message"], inactive
+    apply_all(cluster, [flavor])
+    wait_until(lambda: team_status(cluster, ns).get("phase") == "Ready", 60, 1, "the Team Ready")
+    assert quota_condition(cluster, ns)["reason"] == "QuotaActive"
     yield ns
     if not KEEP:
-        cluster.kubectl("delete", "clusterqueue", ns, "--wait=false", check=False)
+        cluster.kubectl("delete", "team", ns, "--wait=false", check=False)
+        cluster.kubectl("delete", "resourceflavor", name, "--wait=false", check=False)
 
 
 def gpu_workbench(cluster: Cluster, ns: str, name: str, gpus: int = 1, queue: str = "gpu") -> None:

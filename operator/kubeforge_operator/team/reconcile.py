@@ -28,6 +28,8 @@ QUOTA_READY = "QuotaReady"
 OWNED = (READY, ACCEPTED, NAMESPACE_READY, ACCESS_READY, QUOTA_READY)
 # Kueue's ClusterQueue status tells no watch of ours when it becomes active
 QUOTA_POLL_SECONDS = 5.0
+# QuotaReady reasons of the operator's own (the others are Kueue's reading of the ClusterQueue)
+OUR_VERDICTS = frozenset({"NoQuota", "KueueNotInstalled", "ClusterQueueTaken", "QuotaRefused"})
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 
 
@@ -50,11 +52,11 @@ def reconcile_team(ctx: ReconcileContext, spec: TeamSpec) -> Outcome:
         phase = TeamPhase.FAILED
     else:
         phase = TeamPhase.PENDING
+    # Kueue's verdict on the queue changes without an event of ours (a ResourceFlavor created
+    # later activates it): read it again while it is not active
+    kueue_says = quota.status != TRUE and quota.reason not in OUR_VERDICTS
     return Outcome(
-        phase,
-        observed,
-        fields,
-        requeue_after=QUOTA_POLL_SECONDS if quota.status == UNKNOWN else None,
+        phase, observed, fields, requeue_after=QUOTA_POLL_SECONDS if kueue_says else None
     )
 
 
