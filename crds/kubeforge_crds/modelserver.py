@@ -20,7 +20,7 @@ from kubeforge_crds.base import (
     min_duration_rule,
     nested,
 )
-from kubeforge_crds.common import ComputeResources, ModelCard
+from kubeforge_crds.common import ComputeResources, ModelCard, QueueName, QueueStatus
 from kubeforge_crds.health import PhaseHealth
 from kubeforge_crds.kind import KindInfo, NameRule
 
@@ -392,6 +392,11 @@ class ModelServerSpec(KubeModel):
         "memory is capped at the request.",
     )
     replicas: Replicas = nested(Replicas, "Autoscaling bounds.")
+    queue_name: QueueName | None = Field(
+        default=None,
+        description="The Kueue LocalQueue of the team (or the hardware profile's queueName): "
+        "each predictor pod carries the kueue.x-k8s.io/queue-name label and waits for quota.",
+    )
     rollout: RolloutPolicy = nested(RolloutPolicy, "Canary rollout of new model versions.")
     card: ModelCard | None = Field(
         default=None,
@@ -451,6 +456,7 @@ class ModelServerSpec(KubeModel):
 
 class ModelServerPhase(StrEnum):
     PENDING = "Pending"
+    QUEUED = "Queued"  # no version serves yet, its predictor waits for Kueue (status.queue)
     READY = "Ready"
     PROGRESSING = "Progressing"
     ROLLED_BACK = "RolledBack"
@@ -603,6 +609,11 @@ class ModelServerStatus(ResourceStatus):
     inference_service: str | None = Field(
         default=None, max_length=253, description="Name of the KServe InferenceService."
     )
+    queue: QueueStatus | None = Field(
+        default=None,
+        description="Set while a predictor pod waits for quota in its Kueue queue (phase Queued "
+        "when no version serves yet).",
+    )
 
 
 MODELSERVER = KindInfo(
@@ -636,5 +647,6 @@ MODELSERVER = KindInfo(
         PhaseHealth("Held", "Suspended", "Canary held for a decision"),
         PhaseHealth("RolledBack", "Degraded", "RolledBack"),
         PhaseHealth("Failed", "Degraded", "Failed"),
+        PhaseHealth("Queued", "Suspended", "Queued for quota"),
     ),
 )

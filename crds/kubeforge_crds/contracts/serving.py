@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Final
 
 ISVC_API: Final = "serving.kserve.io/v1beta1"
+# KServe's label on every pod of an InferenceService (its name)
+ISVC_POD_LABEL: Final = "serving.kserve.io/inferenceservice"
 RUNTIME_API: Final = "serving.kserve.io/v1alpha1"
 # The ClusterServingRuntimes of kubeforge_runtimes (the chart's kserve.servingRuntime), one per
 # image as KServe ships its own: scikit-learn from the slim runtime image, causal LMs and PEFT

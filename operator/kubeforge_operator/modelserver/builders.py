@@ -101,6 +101,8 @@ def _predictor(
         "resources": {"requests": requests, "limits": {"memory": spec.resources.memory} | gpus},
     }
     fields: dict[str, Any] = {"model": model}
+    if placement.pod_labels():
+        fields["labels"] = placement.pod_labels()  # KServe puts them on the predictor's pods
     if rev.serving_runtime is None:
         # the built-in runtimes run as kubeforge's pods do, uid 1000 with group 100 (Jupyter's
         # jovyan and users): what a training Job or a notebook wrote on a volume is readable;

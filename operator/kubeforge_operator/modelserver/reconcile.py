@@ -14,7 +14,8 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from kubeforge_crds import MODELSERVER, ConditionStatus
 from kubeforge_crds.base import parse_duration, serialize_datetime
-from kubeforge_crds.contracts.serving import ISVC_API
+from kubeforge_crds.common import QueueStatus
+from kubeforge_crds.contracts.serving import ISVC_API, ISVC_POD_LABEL
 from kubeforge_crds.modelserver import (
     ModelServerPhase,
     ModelServerSpec,
@@ -46,7 +47,7 @@ from kubeforge_operator.modelserver.rollout import (
     postponed_plan,
     traffic_started,
 )
-from kubeforge_operator.modelserver.status import isvc_ready, served_outcome
+from kubeforge_operator.modelserver.status import isvc_ready, queued, served_outcome
 from kubeforge_operator.modelserver.traffic import (
     ROUTE_API,
     Mode,
@@ -67,6 +68,7 @@ from kubeforge_operator.runtime.kube import api_refusal
 from kubeforge_operator.runtime.metrics import ROLLOUT_DECISIONS
 from kubeforge_operator.runtime.placement import Placement
 from kubeforge_operator.runtime.policies import placement_or_problem
+from kubeforge_operator.runtime.queueing import held_by_kueue, read_queue
 from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
 
 PROMPTS_RECHECK_SECONDS = 30.0
@@ -131,12 +133,25 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
         status, planned, isvc, ready.uri, gpus, ctx.now, seen.mode, routed, url
     )
     outcome.fields["gpuProduct"] = ready.placement.product
+    queue = predictor_queue(ctx, ready.placement)
+    if queue is not None:
+        outcome = queued(outcome, queue)
     starting = planned.canary_percent and not canary_ready(isvc, seen.canary_deployment, served)
     if hand_over or draining or (standard and starting):
         # KServe is starting the canary (the route gives it traffic once it is ready), or
         # rolling the promoted version out to the stable predictor's pods
         outcome = replace(outcome, requeue_after=min(outcome.requeue_after or 2.0, 2.0))
     return outcome
+
+
+def predictor_queue(ctx: ReconcileContext, placement: Placement) -> QueueStatus | None:
+    """Kueue's account of the first predictor pod it holds back (a queue is named: the pods
+    carry its label), or None."""
+    if not placement.queue_name:
+        return None
+    pods = ctx.kube.list_children("v1", "Pod", ctx.namespace, f"{ISVC_POD_LABEL}={ctx.name}")
+    held = next((p for p in pods if held_by_kueue(p)), None)
+    return read_queue(ctx.kube, held) if held is not None else None
 
 
 def draining_canary(seen: Observed, planned: Plan, now: datetime) -> list[Any] | None:
@@ -206,7 +221,7 @@ def preconditions(
     """The platform config, the placement, the ServingRuntime and the model version, in that
     order; the first that fails is the outcome (the InferenceService, if any, keeps serving)."""
     placement = placement_or_problem(
-        ctx, spec.resources.accelerator, None, str(status.phase or "Pending")
+        ctx, spec.resources.accelerator, spec.queue_name, str(status.phase or "Pending")
     )
     if isinstance(placement, Outcome):
         return placement

@@ -3,10 +3,12 @@ them from what was observed."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from kubeforge_crds import ConditionStatus
+from kubeforge_crds.common import QueueStatus
 from kubeforge_crds.modelserver import ModelServerPhase, ModelServerStatus
 from kubeforge_operator.modelserver.conditions import (
     CANARY_READY,
@@ -18,6 +20,7 @@ from kubeforge_operator.modelserver.conditions import (
 from kubeforge_operator.modelserver.rollout import KEEP_DECISIONS, Plan
 from kubeforge_operator.modelserver.traffic import Mode
 from kubeforge_operator.runtime.conditions import Observation
+from kubeforge_operator.runtime.queueing import QUEUE_POLL_SECONDS, queued_observation
 from kubeforge_operator.runtime.reconcile import Outcome, accepted
 
 
@@ -145,4 +148,26 @@ def served_outcome(
         info=info,
         requeue_after=requeue,
         kept=kept,
+    )
+
+
+def queued(outcome: Outcome, queue: QueueStatus) -> Outcome:
+    """The outcome of a ModelServer one of whose predictor pods Kueue holds back: status.queue
+    says where and why; while no version serves yet (phase Pending), phase Queued and
+    InferenceServiceReady says it waits for quota. It is read again while it waits (others are
+    admitted or leave with no event of ours). Pure."""
+    fields = {**outcome.fields, "queue": queue.to_wire()}
+    again = min(outcome.requeue_after or QUEUE_POLL_SECONDS, QUEUE_POLL_SECONDS)
+    if outcome.phase != ModelServerPhase.PENDING:
+        return replace(outcome, fields=fields, requeue_after=again)
+    dependents = [
+        queued_observation(ISVC_READY, queue) if o.type == ISVC_READY else o
+        for o in outcome.dependents
+    ]
+    return replace(
+        outcome,
+        phase=ModelServerPhase.QUEUED,
+        dependents=dependents,
+        fields=fields,
+        requeue_after=again,
     )

@@ -36,6 +36,9 @@ elseif phase == "RolledBack" then
 elseif phase == "Failed" then
   hs.status = "Degraded"
   hs.message = "Failed" .. why
+elseif phase == "Queued" then
+  hs.status = "Suspended"
+  hs.message = "Queued for quota" .. why
 else
   hs.status = "Progressing"
   hs.message = phase .. why
