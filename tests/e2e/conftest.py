@@ -293,3 +293,21 @@ def finetunejob(
         }
         | spec,
     }
+
+
+@pytest.fixture(scope="module")
+def kserve(cluster: Cluster, kubeforge: str) -> Iterator[None]:
+    """KServe's controller and the Gateway (localcluster.py kserve up), and the chart's
+    ClusterServingRuntime of kubeforge's runtime; removed afterwards (the integration tier
+    plays KServe's Serverless mode with a stand-in on the same cluster)."""
+    subprocess.run([*LOCALCLUSTER, "kserve", "up"], check=True, timeout=600)
+    runtime = helm.run_helm(
+        helm_binary(),
+        "template", "kubeforge", str(helm.CHART), "-f", str(helm.LOCAL_VALUES),
+        "--set", "kserve.servingRuntime.enabled=true", "-s", "templates/servingruntime.yaml",
+    ).stdout  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", stdin=runtime)
+    yield
+    if not KEEP:
+        cluster.kubectl("delete", "-f", "-", "--ignore-not-found", stdin=runtime)
+        subprocess.run([*LOCALCLUSTER, "kserve", "down"], check=True, timeout=600)

@@ -9,16 +9,15 @@ the HTTPRoute's weights changed, and measures the share of each step from the re
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from tests.e2e.conftest import KEEP, condition, get, packed, wait_for_condition
-from tests.integration.conftest import LOCALCLUSTER, Cluster, helm_binary, wait_until
+from tests.integration.conftest import Cluster, wait_until
 
-from kubeforge_labs import gateway, helm, models
+from kubeforge_labs import gateway, models
 from kubeforge_labs.gateway import GatewayClient
 from kubeforge_operator.modelserver.observe import KSERVE_CONFIG_TTL
 
@@ -28,24 +27,6 @@ NAME = "bot"
 SETTLE = 3.0  # seconds the proxy may take to apply a route change
 TOLERANCE = 10  # percentage points between a step's weight and its measured share
 PER_STEP = 200  # requests measured per step, at least
-
-
-@pytest.fixture(scope="module")
-def kserve(cluster: Cluster, kubeforge: str) -> Iterator[None]:
-    """KServe's controller and the Gateway (localcluster.py kserve up), and the chart's
-    ClusterServingRuntime of kubeforge's runtime; removed afterwards (the integration tier
-    plays KServe's Serverless mode with a stand-in on the same cluster)."""
-    subprocess.run([*LOCALCLUSTER, "kserve", "up"], check=True, timeout=600)
-    runtime = helm.run_helm(
-        helm_binary(),
-        "template", "kubeforge", str(helm.CHART), "-f", str(helm.LOCAL_VALUES),
-        "--set", "kserve.servingRuntime.enabled=true", "-s", "templates/servingruntime.yaml",
-    ).stdout  # fmt: skip
-    cluster.kubectl("apply", "-f", "-", stdin=runtime)
-    yield
-    if not KEEP:
-        cluster.kubectl("delete", "-f", "-", "--ignore-not-found", stdin=runtime)
-        subprocess.run([*LOCALCLUSTER, "kserve", "down"], check=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

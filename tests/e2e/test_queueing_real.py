@@ -302,6 +302,53 @@ def test_a_missing_queue_and_a_request_no_quota_can_hold_are_said(
     assert condition(big, "Ready")["status"] == "False"
 
 
+@pytest.mark.slow  # KServe's and Kueue's controllers together on the real node
+def test_a_model_server_beyond_the_team_quota_queues_its_third_predictor(
+    cluster: Cluster, team_queue: str, kserve: None
+) -> None:
+    """Three 1-GPU predictor replicas in a team of 2 GPUs: KServe's Deployment makes the pods,
+    Kueue admits two and holds the third back, and the ModelServer says where it waits."""
+    ns = team_queue
+    server = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "ModelServer",
+        "metadata": {"name": "detector", "namespace": ns},
+        # on the kwok GPU nodes: the quota is the subject here, not the model
+        "spec": {
+            "model": {"uri": "s3://models/detector/1"},
+            "resources": {"cpu": "500m", "memory": "1Gi", "accelerator": {"count": 1}},
+            "replicas": {"min": 3, "max": 3},
+            "queueName": "gpu",
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(server))
+
+    def queued() -> dict[str, Any] | None:
+        status = get(cluster, "modelserver", ns, "detector").get("status") or {}
+        return status if (status.get("queue") or {}).get("position") else None
+
+    status = wait_until(queued, 180, 2, "the third predictor's place in the queue")
+    assert status["phase"] == "Queued", status
+    queue = status["queue"]
+    assert (queue["localQueue"], queue["clusterQueue"], queue["position"]) == ("gpu", ns, 1)
+    assert "insufficient unused quota for nvidia.com/gpu" in queue["message"]
+    isvc = condition(get(cluster, "modelserver", ns, "detector"), "InferenceServiceReady")
+    assert isvc["reason"] == "Queued", isvc
+    assert isvc["message"].startswith(f"waiting for quota in LocalQueue gpu (ClusterQueue {ns})")
+    # Kueue's own account: two predictor pods admitted on A100s, the third gated
+    wait_until(lambda: gpu_usage(cluster, ns) == GPUS, 60, 1, "the ClusterQueue's GPU usage")
+    pods = json.loads(
+        cluster.kubectl(
+            "get", "pods", "-n", ns, "-l", "serving.kserve.io/inferenceservice=detector",
+            "-o", "json",
+        ).stdout
+    )["items"]  # fmt: skip
+    gated = [p for p in pods if p["spec"].get("schedulingGates")]
+    assert len(pods) == 3, [p["metadata"]["name"] for p in pods]
+    assert len(gated) == 1, [p["metadata"]["name"] for p in pods]
+    assert all(p["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu" for p in pods)
+
+
 # one training run at a time on the real node's CPU: room for one 1-CPU Job in the quota
 TRAIN_QUOTA = [("cpu", "1"), ("memory", "4Gi")]
 PRIORITIES = {"kf-e2e-low": 100, "kf-e2e-high": 1000}
