@@ -36,6 +36,7 @@ from kubeforge_crds.base import (
     LabelName,
     Quantity,
     ResourceStatus,
+    StatusModel,
 )
 from kubeforge_crds.health import PhaseHealth
 from kubeforge_crds.kind import KindInfo, NameRule
@@ -205,6 +206,29 @@ class TeamPhase(StrEnum):
     FAILED = "Failed"
 
 
+class ResourceUsage(StatusModel):
+    """One resource of a flavor: the quota and what the team's admitted workloads use of it."""
+
+    name: str = Field(description="The resource.")
+    nominal: str = Field(description="The team's nominal quota.")
+    used: str = Field(default="0", description="Used by admitted workloads, borrowed included.")
+    borrowed: str = Field(default="0", description="Of that, borrowed from the cohort.")
+
+
+class FlavorUsage(StatusModel):
+    name: str = Field(description="The ResourceFlavor.")
+    resources: list[ResourceUsage] = Field(default_factory=list)
+
+
+class QuotaUsage(StatusModel):
+    """The team's quota as Kueue accounts for it (its ClusterQueue's status), refreshed every
+    few seconds while the Team has a quota."""
+
+    admitted_workloads: int = Field(default=0, ge=0, description="Workloads admitted now.")
+    pending_workloads: int = Field(default=0, ge=0, description="Workloads waiting for quota.")
+    flavors: list[FlavorUsage] = Field(default_factory=list)
+
+
 class TeamStatus(ResourceStatus):
     """What the team has now."""
 
@@ -215,6 +239,9 @@ class TeamStatus(ResourceStatus):
         default=None, description="The LocalQueue that workloads in the namespace name."
     )
     members: int | None = Field(default=None, ge=0, description="Members with access now.")
+    quota: QuotaUsage | None = Field(
+        default=None, description="Quota and usage, while Kueue has the queue active."
+    )
 
 
 TEAM = KindInfo(
@@ -227,6 +254,8 @@ TEAM = KindInfo(
     "(a Kueue ClusterQueue). Cluster-scoped; created by a platform admin.",
     printer_columns=(
         {"name": "Members", "type": "integer", "jsonPath": ".status.members"},
+        {"name": "Admitted", "type": "integer", "jsonPath": ".status.quota.admittedWorkloads"},
+        {"name": "Pending", "type": "integer", "jsonPath": ".status.quota.pendingWorkloads"},
         {"name": "Queue", "type": "string", "jsonPath": ".status.clusterQueue", "priority": 1},
     ),
     name_rule=NameRule(63, "it names the team's namespace and ClusterQueue", dns1035=True),

@@ -242,6 +242,16 @@ def test_the_third_gpu_workbench_queues_with_its_position_then_runs_when_one_sto
     assert (gpu_row["nominal"], gpu_row["used"]) == (GPUS, gpu_usage(cluster, ns))
     assert (queues[0]["admittedWorkloads"], queues[0]["pendingWorkloads"]) == (2, 1)
     assert [(p["owner"], p["position"]) for p in queues[0]["pending"]] == [("StatefulSet/wb3", 1)]
+
+    # and the Team, for its admin (kubectl get team): the same numbers, read within 10 s
+    def team_usage() -> dict[str, Any] | None:
+        usage = team_status(cluster, ns).get("quota") or {}
+        return usage if usage.get("pendingWorkloads") == 1 else None
+
+    usage = wait_until(team_usage, 30, 1, "the Team's quota usage")
+    assert usage["admittedWorkloads"] == 2
+    gpu = next(r for r in usage["flavors"][0]["resources"] if r["name"] == "nvidia.com/gpu")
+    assert (gpu["nominal"], gpu["used"]) == (str(GPUS), str(GPUS))
     answer = call_api(
         cluster, f"/api/v1/namespaces/{ns}/queues/gpu/fit", {"requests": {"nvidia.com/gpu": "1"}}
     )

@@ -12,7 +12,7 @@ from kubeforge_operator.team.builders import (
     build_namespace,
     build_role_bindings,
 )
-from kubeforge_operator.team.reconcile import cluster_queue_state
+from kubeforge_operator.team.reconcile import cluster_queue_state, quota_usage
 from tests.cases import example
 
 OWNER = {
@@ -103,3 +103,35 @@ def test_quota_state_follows_kueues_active_condition() -> None:
     inactive = cluster_queue_state("vision", {"status": {"conditions": [missing]}})
     assert (inactive.status, inactive.reason) == ("False", "FlavorNotFound")
     assert "missing ResourceFlavor(s): a100" in inactive.message
+
+
+def test_status_quota_is_the_spec_nominal_with_kueues_usage() -> None:
+    spec = _spec()
+    assert spec.quota is not None
+    queue = {
+        "status": {
+            "admittedWorkloads": 2,
+            "pendingWorkloads": 1,
+            "flavorsUsage": [
+                {
+                    "name": "a100",
+                    "resources": [
+                        {"name": "cpu", "total": "1", "borrowed": "0"},
+                        {"name": "nvidia.com/gpu", "total": "3", "borrowed": "1"},
+                    ],
+                }
+            ],
+        }
+    }
+    usage = quota_usage(spec.quota, queue)
+    assert (usage["admittedWorkloads"], usage["pendingWorkloads"]) == (2, 1)
+    [flavor] = usage["flavors"]
+    by_name = {r["name"]: r for r in flavor["resources"]}
+    assert by_name["nvidia.com/gpu"] == {
+        "name": "nvidia.com/gpu",
+        "nominal": "2",
+        "used": "3",
+        "borrowed": "1",
+    }
+    assert by_name["memory"]["used"] == "0"  # Kueue lists no usage yet: none
+    assert quota_usage(spec.quota, None)["admittedWorkloads"] == 0

@@ -10,7 +10,7 @@ from kubernetes import client
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from kubeforge_crds import ConditionStatus
-from kubeforge_crds.team import TEAM_LABEL, TeamPhase, TeamSpec
+from kubeforge_crds.team import TEAM_LABEL, TeamPhase, TeamQuota, TeamSpec
 from kubeforge_operator.runtime.conditions import ACCEPTED, READY, Observation
 from kubeforge_operator.runtime.kube import api_refusal
 from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
@@ -28,6 +28,7 @@ QUOTA_READY = "QuotaReady"
 OWNED = (READY, ACCEPTED, NAMESPACE_READY, ACCESS_READY, QUOTA_READY)
 # Kueue's ClusterQueue status tells no watch of ours when it becomes active
 QUOTA_POLL_SECONDS = 5.0
+USAGE_POLL_SECONDS = 10.0
 # QuotaReady reasons of the operator's own (the others are Kueue's reading of the ClusterQueue)
 OUR_VERDICTS = frozenset({"NoQuota", "KueueNotInstalled", "ClusterQueueTaken", "QuotaRefused"})
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
@@ -42,9 +43,10 @@ def reconcile_team(ctx: ReconcileContext, spec: TeamSpec) -> Outcome:
     access = grant_access(ctx, spec)
     if access.status == TRUE:
         fields["members"] = len(spec.members)
-    quota = ensure_quota(ctx, spec)
+    quota, queue = ensure_quota(ctx, spec)
     if spec.quota is not None and quota.status == TRUE:
         fields |= {"clusterQueue": name, "queueName": spec.queue_name}
+        fields["quota"] = quota_usage(spec.quota, queue)
     observed = [accepted(), namespace, access, quota]
     if all(o.status == TRUE for o in observed):
         phase = TeamPhase.READY
@@ -54,10 +56,12 @@ def reconcile_team(ctx: ReconcileContext, spec: TeamSpec) -> Outcome:
         phase = TeamPhase.PENDING
     # Kueue's verdict on the queue changes without an event of ours (a ResourceFlavor created
     # later activates it): read it again while it is not active
-    kueue_says = quota.status != TRUE and quota.reason not in OUR_VERDICTS
-    return Outcome(
-        phase, observed, fields, requeue_after=QUOTA_POLL_SECONDS if kueue_says else None
-    )
+    # and the usage while it is: admissions and departures are no event of ours either
+    if quota.status != TRUE and quota.reason not in OUR_VERDICTS:
+        again: float | None = QUOTA_POLL_SECONDS
+    else:
+        again = USAGE_POLL_SECONDS if "quota" in fields else None
+    return Outcome(phase, observed, fields, requeue_after=again)
 
 
 def ensure_namespace(ctx: ReconcileContext) -> Observation:
@@ -108,39 +112,77 @@ def grant_access(ctx: ReconcileContext, spec: TeamSpec) -> Observation:
     )
 
 
-def ensure_quota(ctx: ReconcileContext, spec: TeamSpec) -> Observation:
-    """The ClusterQueue and LocalQueue of the quota (removed when the spec has none), and
-    whether Kueue activated the ClusterQueue (a missing ResourceFlavor keeps it inactive)."""
+def ensure_quota(
+    ctx: ReconcileContext, spec: TeamSpec
+) -> tuple[Observation, dict[str, Any] | None]:
+    """The ClusterQueue and LocalQueue of the quota (removed when the spec has none), whether
+    Kueue activated the ClusterQueue (a missing ResourceFlavor keeps it inactive), and the
+    ClusterQueue as it is now."""
     name = ctx.name
     try:
         if spec.quota is None:
             _remove_queues(ctx, keep=None)
-            return Observation(QUOTA_READY, TRUE, "NoQuota", "spec.quota is not set: no queue")
+            return Observation(
+                QUOTA_READY, TRUE, "NoQuota", "spec.quota is not set: no queue"
+            ), None
         live = ctx.kube.get_child(KUEUE_API, "ClusterQueue", "", name)
         owner = ((live or {}).get("metadata", {}).get("labels") or {}).get(TEAM_LABEL)
         if live is not None and owner != name:
-            return Observation(
+            taken = Observation(
                 QUOTA_READY,
                 FALSE,
                 "ClusterQueueTaken",
                 f"ClusterQueue {name} already exists and is not this Team's: delete or rename "
                 "it, or give the Team another name",
             )
+            return taken, None
         queue = ctx.kube.apply_observed(build_cluster_queue(ctx.obj, spec.quota), live)
         ctx.kube.apply(build_local_queue(ctx.obj, spec))
         _remove_queues(ctx, keep=spec.queue_name)
     except ResourceNotFoundError:
-        return Observation(
+        missing = Observation(
             QUOTA_READY,
             FALSE,
             "KueueNotInstalled",
             "spec.quota needs Kueue (kueue.x-k8s.io/v1beta2), which this cluster does not serve",
         )
+        return missing, None
     except client.ApiException as exc:
         if exc.status not in (400, 403, 422):
             raise
-        return Observation(QUOTA_READY, FALSE, "QuotaRefused", api_refusal(exc))
-    return cluster_queue_state(name, queue)
+        return Observation(QUOTA_READY, FALSE, "QuotaRefused", api_refusal(exc)), None
+    return cluster_queue_state(name, queue), queue
+
+
+def quota_usage(quota: TeamQuota, queue: dict[str, Any] | None) -> dict[str, Any]:
+    """status.quota: each flavor's resources with the nominal quota of the spec and what
+    Kueue's ClusterQueue status says is used and borrowed, and its workload counts. Pure."""
+    status = (queue or {}).get("status") or {}
+    usage = {
+        (f["name"], r["name"]): r
+        for f in status.get("flavorsUsage") or []
+        for r in f.get("resources") or []
+    }
+    flavors = [
+        {
+            "name": f.name,
+            "resources": [
+                {
+                    "name": r.name,
+                    "nominal": r.nominal,
+                    "used": str(usage.get((f.name, r.name), {}).get("total", "0")),
+                    "borrowed": str(usage.get((f.name, r.name), {}).get("borrowed", "0")),
+                }
+                for r in f.resources
+            ],
+        }
+        for f in quota.flavors
+    ]
+    return {
+        "admittedWorkloads": int(status.get("admittedWorkloads") or 0),
+        "pendingWorkloads": int(status.get("pendingWorkloads") or 0),
+        "flavors": flavors,
+    }
 
 
 def cluster_queue_state(name: str, queue: dict[str, Any] | None) -> Observation:
