@@ -176,7 +176,7 @@ class TeamQuota(KubeModel):
 class TeamSpec(KubeModel):
     """Who is in the team and what share of the cluster it gets."""
 
-    description: str = Field(default="", max_length=1024, description="Shown in the portal.")
+    description: str = Field(default="", max_length=1024, description="What the team does.")
     members: list[TeamMember] = Field(
         default_factory=list,
         max_length=256,
