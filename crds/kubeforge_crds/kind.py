@@ -122,7 +122,9 @@ class KindInfo:
 
     @property
     def categories(self) -> tuple[str, ...]:
-        return (CATEGORY,)
+        """``kubectl get kubeforge`` lists a namespace's objects; the platform admin's
+        cluster-scoped kinds are ``kubectl get kubeforge-platform``."""
+        return (CATEGORY,) if self.namespaced else (f"{CATEGORY}-platform",)
 
     def columns(self) -> list[dict[str, Any]]:
         return [READY_COLUMN, PHASE_COLUMN, *self.printer_columns, AGE_COLUMN]

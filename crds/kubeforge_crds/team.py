@@ -190,8 +190,10 @@ class TeamSpec(KubeModel):
         default=None, description="The team's quota (none: no LocalQueue, no ClusterQueue)."
     )
     queue_name: LabelName = Field(
-        default="default",
-        description="The LocalQueue in the team's namespace that workloads name as queueName.",
+        default="gpu",
+        description="The LocalQueue in the team's namespace that workloads name as queueName. "
+        "Not 'default': Kueue would put every unlabelled workload of the namespace in a "
+        "LocalQueue of that name (CPU notebooks, validation Jobs, drift services).",
     )
 
     @field_validator("members")

@@ -312,6 +312,8 @@ NOT_EXERCISED |= {
     ("kueue.x-k8s.io", "workloads", "get"): KUEUE,
     ("kueue.x-k8s.io", "localqueues", "get"): KUEUE + "; a Team's LocalQueue is read back on a "
     "resync pass, which may or may not come while the Team has a quota here",
+    ("rbac.authorization.k8s.io", "rolebindings", "delete"): "a Team's access revoked when its "
+    "namespace is handed back (its label removed): tests/integration/test_team.py",
     ("rbac.authorization.k8s.io", "clusterroles", "bind"): "checked by the apiserver when the "
     "operator writes a Team's RoleBindings, not a request of its own (they are refused without "
     "it)",

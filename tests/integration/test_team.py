@@ -18,7 +18,8 @@ import pytest
 from tests.cases import example
 from tests.integration.conftest import Cluster, wait_until
 
-pytestmark = [pytest.mark.usefixtures("operator")]
+# Kueue's CRDs without its controller: the local control plane's
+pytestmark = [pytest.mark.usefixtures("operator", "local_cluster")]
 
 
 @pytest.fixture
@@ -99,7 +100,7 @@ def test_a_team_gets_its_namespace_access_and_queues(cluster: Cluster, team_name
     assert group["coveredResources"] == ["cpu", "memory", "nvidia.com/gpu"]
     gpu = group["flavors"][0]["resources"][2]
     assert gpu == {"name": "nvidia.com/gpu", "nominalQuota": "2", "borrowingLimit": "4"}
-    local = _get(cluster, "localqueue/default", team_name)
+    local = _get(cluster, "localqueue/gpu", team_name)
     assert local is not None
     assert local["spec"]["clusterQueue"] == team_name
     # access, as the apiserver's authorizer decides it
@@ -129,7 +130,7 @@ def test_removed_members_lose_access_and_a_renamed_queue_replaces_the_old(
     assert not _can(cluster, "create", team_name, "alice@example.com")
     assert _can(cluster, "create", team_name, "bob", "vision-engineers")
     assert _get(cluster, "localqueue/gpus", team_name) is not None
-    assert _get(cluster, "localqueue/default", team_name) is None
+    assert _get(cluster, "localqueue/gpu", team_name) is None
     # the quota taken away: no queue is left behind
     _apply(cluster, team_name, {k: v for k, v in fewer.items() if k != "quota"})
     team = _reconciled(cluster, team_name)
@@ -163,9 +164,17 @@ def test_someone_elses_namespace_is_refused_until_labelled_for_the_team(
         return team if (team.get("status") or {}).get("phase") == "Ready" else None
 
     team = wait_until(adopted, 60, what="the labelled namespace adopted")
-    assert "adopted" in _conditions(team)["NamespaceReady"]["message"]
+    assert "this Team's" in _conditions(team)["NamespaceReady"]["message"]
     assert _can(cluster, "list", team_name, "alice@example.com")
     assert _get(cluster, "configmap/theirs", team_name) is not None
+    # handed back (the label removed): the members' access there goes
+    cluster.kubectl("label", "namespace", team_name, "kubeforge.io/team-")
+    wait_until(
+        lambda: not _can(cluster, "list", team_name, "alice@example.com"),
+        60,
+        what="access revoked with the namespace handed back",
+    )
+    assert (_get(cluster, f"team/{team_name}") or {})["status"]["phase"] == "Failed"
 
 
 def test_deleting_a_team_removes_access_and_queues_and_keeps_the_namespace(

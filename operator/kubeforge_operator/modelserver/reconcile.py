@@ -133,6 +133,7 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
         status, planned, isvc, ready.uri, gpus, ctx.now, seen.mode, routed, url
     )
     outcome.fields["gpuProduct"] = ready.placement.product
+    outcome.fields["queue"] = None  # admitted, or never queued: nothing left of a wait
     queue = predictor_queue(ctx, ready.placement)
     if queue is not None:
         outcome = queued(outcome, queue)

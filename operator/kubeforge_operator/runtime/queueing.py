@@ -26,7 +26,7 @@ from kubeforge_operator.runtime.placement import QUEUE_LABEL
 log = logging.getLogger(__name__)
 
 ADMISSION_GATE = "kueue.x-k8s.io/admission"
-# the Workload of a pod group (StatefulSet, pod groups) and of a plain pod
+# the Workload of a pod group (StatefulSet, pod groups); a plain pod's is found by its uid
 WORKLOAD_LABELS = ("kueue.x-k8s.io/prebuilt-workload-name", "kueue.x-k8s.io/pod-group-name")
 KUEUE = "kueue.x-k8s.io/v1beta2"
 JOB_UID = "kueue.x-k8s.io/job-uid"  # the label on a job's Workload
@@ -191,7 +191,13 @@ def read_queue(kube: Kube, pod: dict[str, Any]) -> QueueStatus | None:
         return None
     name = workload_name(pod)
     namespace = pod["metadata"]["namespace"]
-    workload = kube.get_child(KUEUE, "Workload", namespace, name) if name else None
+    if name:
+        workload = kube.get_child(KUEUE, "Workload", namespace, name)
+    else:
+        # a plain pod (a Deployment's: each replica a Workload of its own) names no Workload;
+        # its Workload carries the pod's uid, as a job's does
+        workload = job_workload(kube, pod)
+        name = (workload or {}).get("metadata", {}).get("name")
     local_queue = (pod["metadata"].get("labels") or {}).get(QUEUE_LABEL, "")
     return read_workload_queue(kube, namespace, local_queue, name, workload)
 

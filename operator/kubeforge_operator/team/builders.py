@@ -38,10 +38,13 @@ def _owned(team: dict[str, Any], name: str, component: str, namespace: str | Non
 def build_namespace(team: dict[str, Any]) -> dict[str, Any]:
     """The team's namespace: labelled, not owned (the garbage collector would delete it, and
     every notebook volume and model in it, with the Team)."""
+    name = team["metadata"]["name"]
+    # the team's label only: an adopted namespace keeps its app.kubernetes.io labels (a GitOps
+    # tool's tracking label, Helm's ownership)
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": team["metadata"]["name"], "labels": _labels(team, "namespace")},
+        "metadata": {"name": name, "labels": {TEAM_LABEL: name}},
     }
 
 

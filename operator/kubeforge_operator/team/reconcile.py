@@ -16,6 +16,8 @@ from kubeforge_operator.runtime.kube import api_refusal
 from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
 from kubeforge_operator.team.builders import (
     KUEUE_API,
+    ROLES,
+    binding_name,
     build_cluster_queue,
     build_local_queue,
     build_namespace,
@@ -23,6 +25,8 @@ from kubeforge_operator.team.builders import (
 )
 
 NAMESPACE_READY = "NamespaceReady"
+NAMESPACE_TAKEN = "NamespaceTaken"
+RBAC_API = "rbac.authorization.k8s.io/v1"
 ACCESS_READY = "AccessReady"
 QUOTA_READY = "QuotaReady"
 OWNED = (READY, ACCEPTED, NAMESPACE_READY, ACCESS_READY, QUOTA_READY)
@@ -36,9 +40,18 @@ TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionSta
 
 def reconcile_team(ctx: ReconcileContext, spec: TeamSpec) -> Outcome:
     name = ctx.name
-    fields: dict[str, Any] = {"namespace": name, "members": 0}
+    # what no longer holds is cleared: a queue taken away, a namespace no longer the team's
+    fields: dict[str, Any] = {
+        "namespace": name,
+        "members": 0,
+        "clusterQueue": None,
+        "queueName": None,
+        "quota": None,
+    }
     namespace = ensure_namespace(ctx)
     if namespace.status != TRUE:
+        if namespace.reason == NAMESPACE_TAKEN:
+            revoke_access(ctx)
         return Outcome(TeamPhase.FAILED, [accepted(), namespace], fields)
     access = grant_access(ctx, spec)
     if access.status == TRUE:
@@ -77,7 +90,7 @@ def ensure_namespace(ctx: ReconcileContext) -> Observation:
             return Observation(
                 NAMESPACE_READY,
                 FALSE,
-                "NamespaceTaken",
+                NAMESPACE_TAKEN,
                 f"namespace {name} already exists and is {whose} (label {TEAM_LABEL}); to hand "
                 f"it to this Team, label it: kubectl label namespace {name} {TEAM_LABEL}={name}"
                 " --overwrite; or give the Team another name",
@@ -90,8 +103,20 @@ def ensure_namespace(ctx: ReconcileContext) -> Observation:
                 f"namespace {name} is being deleted; the Team sets it up again once it is gone",
             )
     ctx.kube.apply_observed(build_namespace(ctx.obj), live)
-    how = "adopted" if live is not None else "created"
+    how = "created" if live is None else f"labelled {TEAM_LABEL}={name}: this Team's"
     return Observation(NAMESPACE_READY, TRUE, "NamespaceReady", f"namespace {name} {how}")
+
+
+def revoke_access(ctx: ReconcileContext) -> None:
+    """The namespace is no longer the team's (its label removed or changed): the members'
+    RoleBindings there go, if they are still this Team's. Its queues stay until the label is
+    back or the Team is deleted (Kueue admits nothing from a namespace of the wrong team:
+    the ClusterQueue selects the namespace by name, not by label)."""
+    for role in ROLES:
+        binding = binding_name(role)
+        live = ctx.kube.get_child(RBAC_API, "RoleBinding", ctx.name, binding)
+        if ((live or {}).get("metadata", {}).get("labels") or {}).get(TEAM_LABEL) == ctx.name:
+            ctx.kube.delete_child(RBAC_API, "RoleBinding", ctx.name, binding)
 
 
 def grant_access(ctx: ReconcileContext, spec: TeamSpec) -> Observation:
