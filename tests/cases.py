@@ -713,4 +713,10 @@ INVALID: list[Invalid] = [
         "need a cohort",
     ),
     Invalid("Team", "queue-name", {"queueName": "Default"}, "spec.queueName"),
+    Invalid(
+        "Team",
+        "negative-nominal",
+        {"quota.flavors": [{"name": "a100", "resources": [{"name": "cpu", "nominal": "-1"}]}]},
+        "spec.quota.flavors[0].resources[0].nominal",
+    ),
 ]

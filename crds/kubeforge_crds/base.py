@@ -168,6 +168,37 @@ PositiveQuantity = Annotated[
 """A resource quantity above zero (CPU, memory, a volume's size)."""
 
 
+# A quantity of zero or more: no minus sign (a quota, which may be 0). Integers: the CEL rule
+# of ``non_negative_quantity_rule``.
+NON_NEGATIVE_QUANTITY_PATTERN = QUANTITY_PATTERN.replace(r"^(\+|-)?", "^", 1)
+_NON_NEGATIVE_QUANTITY_RE = re.compile(NON_NEGATIVE_QUANTITY_PATTERN)
+
+
+def _to_non_negative_quantity(value: Any) -> Any:
+    quantity = _to_quantity(value)
+    if isinstance(quantity, str) and not _NON_NEGATIVE_QUANTITY_RE.match(quantity):
+        raise ValueError(f"{value!r} must be a quantity of zero or more (examples: '0', '4Gi')")
+    return quantity
+
+
+NonNegativeQuantity = Annotated[
+    str,
+    BeforeValidator(_to_non_negative_quantity),
+    _quantity_schema(NON_NEGATIVE_QUANTITY_PATTERN),
+]
+"""A resource quantity of zero or more (a quota)."""
+
+
+def non_negative_quantity_rule(wire_name: str) -> CelRule:
+    """The integer form of a NonNegativeQuantity is not below zero."""
+    return CelRule(
+        rule=f"!has(self.{wire_name}) || type(self.{wire_name}) != int || self.{wire_name} >= 0",
+        message=f"{wire_name} must be a quantity of zero or more",
+        check=lambda _: True,
+        field_path=f".{wire_name}",
+    )
+
+
 def positive_quantity_rule(wire_name: str) -> CelRule:
     """The integer form of a PositiveQuantity is above zero (the pattern covers strings; in
     Python the type itself refuses both)."""

@@ -34,9 +34,10 @@ from kubeforge_crds.base import (
     CelRule,
     KubeModel,
     LabelName,
-    Quantity,
+    NonNegativeQuantity,
     ResourceStatus,
     StatusModel,
+    non_negative_quantity_rule,
 )
 from kubeforge_crds.health import PhaseHealth
 from kubeforge_crds.kind import KindInfo, NameRule
@@ -101,16 +102,22 @@ class FlavorResource(KubeModel):
         pattern=RESOURCE_NAME_PATTERN,
         description="cpu, memory, nvidia.com/gpu or another resource name.",
     )
-    nominal: Quantity = Field(description="What the team is guaranteed (Kueue's nominalQuota).")
-    borrowing_limit: Quantity | None = Field(
+    nominal: NonNegativeQuantity = Field(
+        description="What the team is guaranteed (Kueue's nominalQuota)."
+    )
+    borrowing_limit: NonNegativeQuantity | None = Field(
         default=None,
         description="At most this much more, borrowed from unused quota of the cohort's other "
         "teams (none: as much as is unused; 0: never borrow).",
     )
-    lending_limit: Quantity | None = Field(
+    lending_limit: NonNegativeQuantity | None = Field(
         default=None,
         description="At most this much of the nominal quota lent to the cohort while unused "
         "(none: all of it).",
+    )
+
+    cel_rules = tuple(
+        non_negative_quantity_rule(f) for f in ("nominal", "borrowingLimit", "lendingLimit")
     )
 
 
