@@ -269,9 +269,9 @@ TEAM = KindInfo(
     ),
     name_rule=NameRule(63, "it names the team's namespace and ClusterQueue", dns1035=True),
     health=(
-        PhaseHealth("Ready", "Healthy", "the namespace, access and quota are in place"),
-        PhaseHealth("Pending", "Progressing", "being set up"),
-        PhaseHealth("Failed", "Degraded", "see the Ready condition's message"),
+        PhaseHealth("Ready", "Healthy", "Ready"),
+        PhaseHealth("Pending", "Progressing", "Pending"),
+        PhaseHealth("Failed", "Degraded", "Failed"),
     ),
     namespaced=False,
 )

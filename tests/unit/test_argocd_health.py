@@ -12,7 +12,7 @@ import pytest
 import yaml
 from lupa.lua51 import LuaRuntime
 
-from kubeforge_crds import KINDS
+from kubeforge_crds import ALL_KINDS
 from kubeforge_crds.generate import HEALTH_DIR
 
 STATES = {"Healthy", "Progressing", "Degraded", "Suspended"}
@@ -27,7 +27,7 @@ def health(script: str, obj: dict[str, Any]) -> dict[str, str]:
 
 def cases() -> list[Any]:
     out = []
-    for kind in KINDS:
+    for kind in ALL_KINDS:
         folder = HEALTH_DIR / "kubeforge.io" / kind.kind
         for case in yaml.safe_load((folder / "health_test.yaml").read_text())["tests"]:
             out.append(pytest.param(folder, case, id=f"{kind.kind}-{Path(case['inputPath']).stem}"))
@@ -41,13 +41,13 @@ def test_health_check_on_fixture(folder: Path, case: dict[str, Any]) -> None:
 
 
 def test_every_kind_has_fixtures_for_its_states() -> None:
-    """Each kind is checked in every state it can be in; a DriftMonitor cannot be paused, so it
-    has no Suspended state (docs/gitops.md)."""
-    for kind in KINDS:
+    """Each kind is checked in every state it can be in; a DriftMonitor and a Team cannot be
+    paused, so they have no Suspended state (docs/gitops.md)."""
+    for kind in ALL_KINDS:
         folder = HEALTH_DIR / "kubeforge.io" / kind.kind
         tests = yaml.safe_load((folder / "health_test.yaml").read_text())["tests"]
         seen = {t["healthStatus"]["status"] for t in tests}
-        expected = STATES - {"Suspended"} if kind.kind == "DriftMonitor" else STATES
+        expected = STATES - {"Suspended"} if kind.kind in ("DriftMonitor", "Team") else STATES
         assert seen == expected, kind.kind
         assert len({t["inputPath"] for t in tests}) == len(tests)
         for t in tests:  # every fixture is a valid object of the kind

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kubeforge_crds import KINDS
+from kubeforge_crds import ALL_KINDS
 from kubeforge_crds.generate import SchemaError, build_crd, expected_files, structural
 
 
@@ -28,7 +28,7 @@ def _walk(node: dict[str, Any], path: str = "") -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
+@pytest.mark.parametrize("kind", ALL_KINDS, ids=lambda k: k.kind)
 def test_crd_schema_is_structural_and_complete(kind: Any) -> None:
     crd = build_crd(kind)
     version = crd["spec"]["versions"][0]
@@ -36,7 +36,8 @@ def test_crd_schema_is_structural_and_complete(kind: Any) -> None:
     assert _walk(schema) == []
     assert version["subresources"] == {"status": {}}
     names = crd["spec"]["names"]
-    assert names["categories"] == ["kubeforge"]
+    assert names["categories"] == ["kubeforge" if kind.namespaced else "kubeforge-platform"]
+    assert crd["spec"]["scope"] == ("Namespaced" if kind.namespaced else "Cluster")
     assert names["shortNames"] == list(kind.short_names)
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
     assert columns[:2] == ["Ready", "Phase"]
@@ -53,7 +54,7 @@ def test_crd_schema_is_structural_and_complete(kind: Any) -> None:
 
 
 def test_modelserver_has_a_traffic_split_column() -> None:
-    ms = next(k for k in KINDS if k.kind == "ModelServer")
+    ms = next(k for k in ALL_KINDS if k.kind == "ModelServer")
     cols = {
         c["name"]: c["jsonPath"]
         for c in build_crd(ms)["spec"]["versions"][0]["additionalPrinterColumns"]

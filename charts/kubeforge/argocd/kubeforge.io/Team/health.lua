@@ -26,13 +26,13 @@ end
 local phase = st.phase or "Pending"
 if phase == "Ready" then
   hs.status = "Healthy"
-  hs.message = "the namespace, access and quota are in place" .. why
+  hs.message = "Ready" .. why
 elseif phase == "Pending" then
   hs.status = "Progressing"
-  hs.message = "being set up" .. why
+  hs.message = "Pending" .. why
 elseif phase == "Failed" then
   hs.status = "Degraded"
-  hs.message = "see the Ready condition's message" .. why
+  hs.message = "Failed" .. why
 else
   hs.status = "Progressing"
   hs.message = phase .. why
