@@ -56,7 +56,7 @@ def test_argo_cd_health_config_carries_each_kinds_check() -> None:
     keys = sorted(cm["data"])
     assert keys == [
         f"resource.customizations.health.kubeforge.io_{k}"
-        for k in ("DriftMonitor", "FineTuneJob", "ModelServer", "Workbench")
+        for k in ("DriftMonitor", "FineTuneJob", "ModelServer", "Team", "Workbench")
     ]
     for key, script in cm["data"].items():
         kind = key.rsplit("_", 1)[1]
