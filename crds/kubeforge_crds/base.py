@@ -152,40 +152,31 @@ POSITIVE_QUANTITY_PATTERN = (
     r"^(([0-9]*[1-9][0-9]*(\.[0-9]*)?)|([0-9]*\.[0-9]*[1-9][0-9]*))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"
 )
-_POSITIVE_QUANTITY_RE = re.compile(POSITIVE_QUANTITY_PATTERN)
 
 
-def _to_positive_quantity(value: Any) -> Any:
-    quantity = _to_quantity(value)
-    if isinstance(quantity, str) and not _POSITIVE_QUANTITY_RE.match(quantity):
-        raise ValueError(f"{value!r} must be a quantity above zero (examples: '1', '500m', '4Gi')")
-    return quantity
+def _bounded_quantity(pattern: str, what: str, examples: str) -> Any:
+    """A quantity type whose strings must also match ``pattern`` (a bound on its sign)."""
+    matcher = re.compile(pattern)
+
+    def check(value: Any) -> Any:
+        quantity = _to_quantity(value)
+        if isinstance(quantity, str) and not matcher.match(quantity):
+            raise ValueError(f"{value!r} must be a quantity {what} (examples: {examples})")
+        return quantity
+
+    return Annotated[str, BeforeValidator(check), _quantity_schema(pattern)]
 
 
-PositiveQuantity = Annotated[
-    str, BeforeValidator(_to_positive_quantity), _quantity_schema(POSITIVE_QUANTITY_PATTERN)
-]
+PositiveQuantity = _bounded_quantity(POSITIVE_QUANTITY_PATTERN, "above zero", "'1', '500m', '4Gi'")
 """A resource quantity above zero (CPU, memory, a volume's size)."""
 
 
 # A quantity of zero or more: no minus sign (a quota, which may be 0). Integers: the CEL rule
 # of ``non_negative_quantity_rule``.
 NON_NEGATIVE_QUANTITY_PATTERN = QUANTITY_PATTERN.replace(r"^(\+|-)?", "^", 1)
-_NON_NEGATIVE_QUANTITY_RE = re.compile(NON_NEGATIVE_QUANTITY_PATTERN)
-
-
-def _to_non_negative_quantity(value: Any) -> Any:
-    quantity = _to_quantity(value)
-    if isinstance(quantity, str) and not _NON_NEGATIVE_QUANTITY_RE.match(quantity):
-        raise ValueError(f"{value!r} must be a quantity of zero or more (examples: '0', '4Gi')")
-    return quantity
-
-
-NonNegativeQuantity = Annotated[
-    str,
-    BeforeValidator(_to_non_negative_quantity),
-    _quantity_schema(NON_NEGATIVE_QUANTITY_PATTERN),
-]
+NonNegativeQuantity = _bounded_quantity(
+    NON_NEGATIVE_QUANTITY_PATTERN, "of zero or more", "'0', '4Gi'"
+)
 """A resource quantity of zero or more (a quota)."""
 
 

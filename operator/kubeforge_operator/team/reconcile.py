@@ -162,8 +162,10 @@ def ensure_quota(
             )
             return taken, None
         queue = ctx.kube.apply_observed(build_cluster_queue(ctx.obj, spec.quota), live)
-        ctx.kube.apply(build_local_queue(ctx.obj, spec))
-        _remove_queues(ctx, keep=spec.queue_name)
+        if ctx.kube.apply(build_local_queue(ctx.obj, spec)):
+            # an apply was needed (a new queue name, a first pass of this process): an older
+            # LocalQueue may be left; a usage poll applies nothing and lists nothing
+            _remove_queues(ctx, keep=spec.queue_name)
     except ResourceNotFoundError:
         missing = Observation(
             QUOTA_READY,
