@@ -24,7 +24,7 @@ from pathlib import Path
 
 # its parts are beside it (also when a test loads this file by path)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kfcluster import kserve, kueue, node
+from kfcluster import kserve, kueue, node, trainer
 from kfcluster.binaries import bin_dir, build
 from kfcluster.components import (
     api_get,
@@ -87,7 +87,11 @@ def main() -> int:
     sub.add_parser("crds", help="(re)install the third-party CRDs")
     k = sub.add_parser("kserve", help="install (up) or remove (down) KServe's real controller")
     k.add_argument("action", choices=["up", "down"])
-    q = sub.add_parser("kueue", help="install (up) or remove (down) Kueue's real controller")
+    q = sub.add_parser(
+        "kueue",
+        help="install (up) or remove (down) Kueue's real controller, with Kubeflow Trainer's "
+        "and JobSet's (TrainJobs)",
+    )
     q.add_argument("action", choices=["up", "down"])
     i = sub.add_parser("images", help="build kubeforge's images for the real node (needs .venv)")
     i.add_argument("targets", nargs="*", default=sorted(TARGETS), help="default: all")
@@ -111,7 +115,13 @@ def main() -> int:
         elif args.cmd == "kserve":
             kserve.up() if args.action == "up" else kserve.down()
         elif args.cmd == "kueue":
-            kueue.up() if args.action == "up" else kueue.down()
+            # TrainJobs are queued by Kueue: Trainer and JobSet come and go with it
+            if args.action == "up":
+                kueue.up()
+                trainer.up()
+            else:
+                trainer.down()
+                kueue.down()
         elif args.cmd == "images":
             built = [kubeforge_image(t, args.python) for t in args.targets]
             if node.is_running():

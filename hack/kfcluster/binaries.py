@@ -52,26 +52,12 @@ def build(force: bool = False) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o755)
     started = time.monotonic()
-    for name, (module, package) in BINARIES.items():
-        log(f"building {name} ({package})")
-        t0 = time.monotonic()
-        ldflags = "-s -w " + version_ldflags(module)
-        tags = [f"-tags={BUILD_TAGS[name]}"] if name in BUILD_TAGS else []
-        cmd = [
-            "go",
-            "build",
-            "-trimpath",
-            *tags,
-            f"-ldflags={ldflags}",
-            "-o",
-            str(tmp / name),
-            package,
-        ]
-        proc = subprocess.run(cmd, cwd=TOOLS / module, env=go_env(), capture_output=True, text=True)
-        if proc.returncode != 0:
+    for (module, tags), names in _build_groups().items():
+        try:
+            _build_group(module, tags, names, tmp)
+        except ClusterError:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise ClusterError(f"building {name} failed:\n{proc.stderr[-4000:]}")
-        log(f"built {name} in {time.monotonic() - t0:.0f}s")
+            raise
     (tmp / "BUILD_SECONDS").write_text(f"{time.monotonic() - started:.0f}\n")
     if force:
         shutil.rmtree(out, ignore_errors=True)
@@ -81,6 +67,51 @@ def build(force: bool = False) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"binaries ready in {out} ({time.monotonic() - started:.0f}s)")
     return out
+
+
+def _build_groups() -> dict[tuple[str, str], list[str]]:
+    """The binaries by module and build tags: one `go build` each, so that the Go command
+    compiles and links them in parallel (linking is single-threaded, and the six Kubernetes
+    binaries share most of their packages)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name, (module, _package) in BINARIES.items():
+        groups.setdefault((module, BUILD_TAGS.get(name, "")), []).append(name)
+    return groups
+
+
+def _default_name(package: str) -> str:
+    """The file `go build -o <dir>/` writes a main package to: its last path element, or the
+    one before a major-version suffix (go.etcd.io/etcd/server/v3 -> server)."""
+    parts = package.split("/")
+    last = parts[-1]
+    if len(parts) > 1 and last[:1] == "v" and last[1:].isdigit():
+        return parts[-2]
+    return last
+
+
+def _build_group(module: str, tags: str, names: list[str], tmp: Path) -> None:
+    packages = [BINARIES[n][1] for n in names]
+    log(f"building {', '.join(names)} (hack/tools/{module})")
+    t0 = time.monotonic()
+    where = tmp / f".{module}"
+    where.mkdir()
+    cmd = [
+        "go",
+        "build",
+        "-trimpath",
+        *([f"-tags={tags}"] if tags else []),
+        f"-ldflags=-s -w {version_ldflags(module)}".strip(),
+        "-o",
+        f"{where}/",
+        *packages,
+    ]
+    proc = subprocess.run(cmd, cwd=TOOLS / module, env=go_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ClusterError(f"building {', '.join(names)} failed:\n{proc.stderr[-4000:]}")
+    for name, package in zip(names, packages, strict=True):
+        (where / _default_name(package)).rename(tmp / name)
+    where.rmdir()
+    log(f"built {', '.join(names)} in {time.monotonic() - t0:.0f}s")
 
 
 def version_ldflags(module: str) -> str:

@@ -238,6 +238,9 @@ KSERVE_VERSION = "v0.20.0"  # github.com/kserve/kserve (hack/tools/kserve)
 KSERVE_CONTROLLER_IMAGE = f"localhost/kubeforge/kserve-controller:{KSERVE_VERSION}"
 KSERVE_AGENT_IMAGE = f"localhost/kubeforge/kserve-agent:{KSERVE_VERSION}"
 KUEUE_IMAGE = "localhost/kubeforge/kueue:v0.17.0"  # sigs.k8s.io/kueue (hack/tools/kueue)
+# github.com/kubeflow/trainer/v2 (hack/tools/kueue) and sigs.k8s.io/jobset (hack/tools/jobset)
+TRAINER_CONTROLLER_IMAGE = "localhost/kubeforge/kubeflow-trainer-controller:v2.2.0"
+JOBSET_IMAGE = "localhost/kubeforge/jobset:v0.11.1"
 TRAEFIK_IMAGE = "localhost/kubeforge/traefik:v3.6.12"  # github.com/traefik/traefik/v3 (hack/tools)
 # tag -> (binary in the cache, its path in the image): one static binary on the base image
 BINARY_IMAGES = {
@@ -248,6 +251,8 @@ BINARY_IMAGES = {
     KSERVE_AGENT_IMAGE: ("kserve-agent", "agent"),
     TRAEFIK_IMAGE: ("traefik", "traefik"),
     KUEUE_IMAGE: ("kueue", "manager"),  # /manager, as in Kueue's own image
+    TRAINER_CONTROLLER_IMAGE: ("trainer-controller-manager", "manager"),  # as in Trainer's
+    JOBSET_IMAGE: ("jobset", "manager"),  # as in JobSet's
 }
 
 

@@ -37,10 +37,10 @@ CHART_SELECTOR = f"app.kubernetes.io/name=kueue,app.kubernetes.io/instance={RELE
 # queue objects in use; nothing removes them once Kueue is gone
 FINALIZERS = ("kueue.x-k8s.io/managed", "kueue.x-k8s.io/resource-in-use")
 # the workload types kubeforge creates: Workbenches (StatefulSet), single-node FineTuneJobs
-# (Job), multi-node ones (PyTorchJob), ModelServer predictors (Deployment) and plain pods.
-# Not Trainer's TrainJob: its integration needs all of Trainer's CRDs (TrainingRuntime too)
-# and refuses to start without them
-FRAMEWORKS = ["batch/job", "pod", "statefulset", "deployment", "kubeflow.org/pytorchjob"]
+# (Job), multi-node ones (Kubeflow Trainer's TrainJob: the cluster installs all of Trainer's CRDs,
+# without which this integration refuses to start), ModelServer predictors (Deployment) and
+# plain pods
+FRAMEWORKS = ["batch/job", "pod", "statefulset", "deployment", "trainer.kubeflow.org/trainjob"]
 
 
 def version() -> str:

@@ -87,6 +87,12 @@ BINARIES: dict[str, tuple[str, str]] = {
     "traefik": ("traefik", "github.com/traefik/traefik/v3/cmd/traefik"),
     # Kueue's controller manager: quota, admission and preemption (localcluster.py kueue up)
     "kueue": ("kueue", "sigs.k8s.io/kueue/cmd/kueue"),
+    # Kubeflow Trainer v2 (TrainJobs: multi-node FineTuneJobs) and JobSet, which runs them
+    "trainer-controller-manager": (
+        "kueue",
+        "github.com/kubeflow/trainer/v2/cmd/trainer-controller-manager",
+    ),
+    "jobset": ("jobset", "sigs.k8s.io/jobset"),
     "kwok": ("kwok", "sigs.k8s.io/kwok/cmd/kwok"),
     "helm": ("helm", "helm.sh/helm/v3/cmd/helm"),
 }

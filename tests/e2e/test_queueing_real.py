@@ -2,7 +2,9 @@
 Workbenches over a team's GPU quota wait with their place in the queue and Kueue's reason, and
 run when a stopped one gives its GPUs back; a queue that does not exist and a request no quota
 can ever hold are said, not waited on; a FineTuneJob preempted by a higher-priority one saves a
-checkpoint, waits, and resumes from it to the same end as an uninterrupted run."""
+checkpoint, waits, and resumes from it to the same end as an uninterrupted run; a FineTuneJob on
+two nodes is a Kubeflow Trainer TrainJob, admitted as one gang, that trains with torchrun across
+two pods and registers its model."""
 
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ from tests.e2e.conftest import (
     training_volume,
     wait_for_condition,
 )
-from tests.integration.conftest import LOCALCLUSTER, Cluster, wait_until
+from tests.integration.conftest import LOCALCLUSTER, Cluster, helm_binary, wait_until
 
+from kubeforge_labs import helm
 from kubeforge_labs.gateway import ON_REAL_NODE
 
 KUEUE = "kueue.x-k8s.io/v1beta2"
@@ -472,3 +475,90 @@ def test_a_preempted_finetunejob_resumes_from_its_checkpoint_and_ends_like_an_un
     (REPO / "test-artifacts").mkdir(exist_ok=True)
     (REPO / "test-artifacts" / "e2e-preemption.json").write_text(json.dumps(figures, indent=1))
     assert resumed["metrics"]["loss"] == pytest.approx(whole["metrics"]["loss"], rel=0.05)
+
+
+@pytest.fixture
+def trainjob_queue(cluster: Cluster, kueue: None, e2e_namespace: str) -> Iterator[str]:
+    """Room on the real node for two half-CPU training nodes (LocalQueue ``train``), and the
+    chart's ClusterTrainingRuntime (trainer.trainingRuntime) that the TrainJobs name."""
+    ns = e2e_namespace
+    quota = [("cpu", "1"), ("memory", "5Gi")]
+    real = ON_REAL_NODE["nodeSelector"]
+    objects = queue_objects(
+        ns, "kf-e2e-real-node", real, ON_REAL_NODE["tolerations"], quota, "train"
+    )  # fmt: skip
+    apply_all(cluster, objects)
+    runtime = helm.run_helm(
+        helm_binary(),
+        "template", "kubeforge", str(helm.CHART), "-f", str(helm.LOCAL_VALUES),
+        "--set", "trainer.trainingRuntime.enabled=true", "-s", "templates/trainingruntime.yaml",
+    ).stdout  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", stdin=runtime)
+    yield ns
+    if not KEEP:
+        cluster.kubectl("delete", "clusterqueue", ns, "--wait=false", check=False)
+
+
+def node_pods(cluster: Cluster, ns: str, train_job: str) -> list[dict[str, Any]]:
+    selector = f"jobset.sigs.k8s.io/jobset-name={train_job}"
+    out = cluster.kubectl("get", "pods", "-n", ns, "-l", selector, "-o", "json").stdout
+    return sorted(
+        json.loads(out)["items"],
+        key=lambda p: p["metadata"]["labels"]["jobset.sigs.k8s.io/job-index"],
+    )
+
+
+# a real distributed run: Kueue admits the TrainJob as one workload of two pods, Trainer makes it
+# a JobSet, JobSet two indexed Jobs behind a headless Service; torchrun in each pod joins the
+# other (gloo on the CPU), both ranks train, rank 0 evaluates and registers the model
+@pytest.mark.slow
+def test_a_two_node_trainjob_trains_under_the_queue_as_one_gang_and_registers_a_model(
+    cluster: Cluster, trainjob_queue: str, trainer_image: None, tmp_path: Path
+) -> None:
+    ns = trainjob_queue
+    training_volume(cluster, ns, tmp_path)
+    steps = 20
+    ftj = finetunejob("multi", steps, cpu="500m", queueName="train")
+    ftj["spec"]["resources"]["nodes"] = 2
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(ftj))
+    done = wait_for_condition(cluster, "finetunejob", ns, "multi", "Succeeded", status="True",
+                              timeout=600)["status"]  # fmt: skip
+    assert done["runId"] == f"trainjob/{ns}/multi-train"
+    assert done["training"]["steps"] == steps
+    assert done["model"]["uri"] == "pvc://work/models/multi/v1"
+    assert done["metrics"]["loss"] < done["metrics"]["baseLoss"]
+    # Kueue's account: one workload for both nodes, admitted on the real node's flavor
+    trainjob = get(cluster, "trainjob", ns, "multi-train")
+    workloads = json.loads(
+        cluster.kubectl("get", "workloads", "-n", ns, "-o", "json").stdout
+    )["items"]  # fmt: skip
+    (workload,) = [
+        w for w in workloads
+        if any(o["uid"] == trainjob["metadata"]["uid"] for o in w["metadata"]["ownerReferences"])
+    ]  # fmt: skip
+    (pod_set,) = workload["spec"]["podSets"]
+    assert (pod_set["name"], pod_set["count"]) == ("node", 2)
+    assert condition(workload, "Admitted")["status"] == "True"
+    # two pods, node ranks 0 and 1, each the trainer image's torchrun; rank 1 trained the same
+    # steps and registered nothing (its termination message has no model)
+    pods = node_pods(cluster, ns, "multi-train")
+    assert len(pods) == 2
+    messages = []
+    for rank, pod in enumerate(pods):
+        assert pod["status"]["phase"] == "Succeeded", pod["status"]
+        ctr = pod["spec"]["containers"][0]
+        assert ctr["image"] == "localhost/kubeforge/kubeforge-trainer:dev"
+        assert ctr["command"][0] == "torchrun"
+        env = {e["name"]: e.get("value") for e in ctr.get("env") or []}
+        assert env["PET_NNODES"] == "2"
+        assert env["PET_MASTER_ADDR"] == "multi-train-node-0-0.multi-train"
+        assert pod["metadata"]["labels"]["jobset.sigs.k8s.io/job-index"] == str(rank)
+        term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+        messages.append(json.loads(term["message"]))
+    assert "model" in messages[0]
+    assert "model" not in messages[1]
+    assert messages[1]["training"]["steps"] == steps
+    lineage = json.loads(cluster.kubectl(
+        "exec", "-n", ns, "client", "--", "cat", "/work/models/multi/v1/lineage.json"
+    ).stdout)  # fmt: skip
+    assert lineage["run"]["id"] == f"trainjob/{ns}/multi-train"

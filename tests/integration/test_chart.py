@@ -280,7 +280,7 @@ def reconciled(cluster: Cluster, ns: str, resource: str, name: str) -> bool:
 
 # Rules of the operator's ClusterRole that the scenario below does not reach, and why. Each is a
 # call in the code on a path that needs more than the local control plane has (a Kueue queue, a
-# GPU cluster's PyTorchJobs, a drifted model) or a spec this scenario does not use.
+# GPU cluster's TrainJobs, a drifted model) or a spec this scenario does not use.
 STANDARD_MODE = (
     "KServe's Standard mode: the ModelServer's HTTPRoute and its Gateway (this tier's operator "
     "plays against the stand-in of KServe's Serverless mode); tests/e2e/test_modelserver_real.py "
@@ -470,7 +470,7 @@ def test_operator_api_calls_and_its_cluster_role_agree(
         for child in (
             "prometheusrule/support-bot-drift-drift",
             "inferenceservice/by-uri",
-            "pytorchjob/multi-node-train",
+            "trainjob/multi-node-train",
         ):
             wait_until(
                 lambda c=child: cluster.kubectl("get", c, "-n", ns, check=False).returncode == 0,

@@ -20,7 +20,8 @@ THIRD_PARTY = [
     "localqueues.kueue.x-k8s.io",
     "workloads.kueue.x-k8s.io",
     "trainjobs.trainer.kubeflow.org",
-    "pytorchjobs.kubeflow.org",
+    "clustertrainingruntimes.trainer.kubeflow.org",
+    "jobsets.jobset.x-k8s.io",
     "servicemonitors.monitoring.coreos.com",
     "prometheusrules.monitoring.coreos.com",
 ]

@@ -1,11 +1,13 @@
 """FineTuneJob against the real apiserver, scheduler, controller manager (Job controller, garbage
 collector) and kwok nodes.
 
-Backend job: a CPU-only validation Job, then a GPU training Job (or a PyTorchJob the real
-training-operator CRD schema accepts) with GPU limits, tolerations, node selector and the Kueue
-queue label. kwok completes the pods of Jobs (our stage file fails the ones whose container sets
-KWOK_SIMULATE_FAILURE, with its value as the termination message). Nothing runs the PyTorchJob
-here (no training-operator), so that test sets its status as the training-operator would.
+Backend job: a CPU-only validation Job, then a GPU training Job (or a TrainJob Kubeflow Trainer's
+CRD schema accepts) with GPU limits, tolerations, node selector and the Kueue queue label. kwok
+completes the pods of Jobs (our stage file fails the ones whose container sets
+KWOK_SIMULATE_FAILURE, with its value as the termination message). Trainer's controller does not
+run in this tier, so that test sets the TrainJob's status as Trainer would; the e2e tier
+(tests/e2e/test_queueing_real.py) runs a TrainJob on two nodes with Trainer's and JobSet's real
+controllers.
 
 Backend local: the pipeline really runs beside the operator (kfp's local runner), and its
 result reaches status.
@@ -186,7 +188,7 @@ def test_failing_training_job_reports_failed_with_the_reason(
     assert ftj["status"]["completionTime"]
 
 
-def test_multi_node_run_is_a_pytorchjob_the_crd_accepts(cluster: Cluster, volumes: str) -> None:
+def test_multi_node_run_is_a_trainjob_the_crd_accepts(cluster: Cluster, volumes: str) -> None:
     ns = volumes
     _apply(
         cluster,
@@ -204,62 +206,33 @@ def test_multi_node_run_is_a_pytorchjob_the_crd_accepts(cluster: Cluster, volume
     )
 
     def created() -> dict[str, Any] | None:
-        return _get(cluster, ns, "pytorchjob/multi-train")
+        return _get(cluster, ns, "trainjob/multi-train")
 
-    job = wait_until(created, 60, what="the PyTorchJob")
-    spec = job["spec"]
-    assert spec["nprocPerNode"] == "4"
-    assert spec["pytorchReplicaSpecs"]["Master"]["replicas"] == 1
-    assert spec["pytorchReplicaSpecs"]["Worker"]["replicas"] == 2
-    pod = spec["pytorchReplicaSpecs"]["Worker"]["template"]
-    ctr = pod["spec"]["containers"][0]
-    assert ctr["name"] == "pytorch"
-    assert ctr["command"][:3] == ["torchrun", "-m", "kubeforge_pipelines"]
-    assert ctr["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    job = wait_until(created, 60, what="the TrainJob")
+    trainer = job["spec"]["trainer"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (3, 4)
+    assert trainer["command"][:3] == ["torchrun", "-m", "kubeforge_pipelines"]
+    assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "4"
+    assert job["spec"]["runtimeRef"]["name"] == "kubeforge-torch"
+    (patch,) = job["spec"]["runtimePatches"]
+    (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    pod = node["template"]["spec"]["template"]
     assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
     running = _wait_phase(cluster, ns, "multi", "Queued", 30)
     assert running["status"]["gpus"] == 12 // 3  # per pod, as the spec asks
 
-    # no training-operator runs here: report success as it would, on the status subresource
+    # Trainer's controller does not run in this tier: its verdict, on the status subresource
     now = "2026-01-01T00:00:00Z"
-    status = {
-        "status": {
-            "startTime": now,
-            "completionTime": now,
-            "conditions": [
-                {
-                    "type": "Created",
-                    "status": "True",
-                    "reason": "PyTorchJobCreated",
-                    "lastUpdateTime": now,
-                    "lastTransitionTime": now,
-                },
-                {
-                    "type": "Succeeded",
-                    "status": "True",
-                    "reason": "PyTorchJobSucceeded",
-                    "lastUpdateTime": now,
-                    "lastTransitionTime": now,
-                },
-            ],
-            "replicaStatuses": {},
-        }
-    }
+    complete = {"type": "Complete", "status": "True", "reason": "AllJobsCompleted",
+                "message": "jobset completed successfully", "lastTransitionTime": now}  # fmt: skip
     cluster.kubectl(
-        "patch",
-        "pytorchjob",
-        "multi-train",
-        "-n",
-        ns,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps(status),
-    )
+        "patch", "trainjob", "multi-train", "-n", ns, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"conditions": [complete]}}),
+    )  # fmt: skip
     done = _wait_phase(cluster, ns, "multi", "Succeeded", 30)
-    assert _conditions(done)["Succeeded"]["reason"] == "PyTorchJobSucceeded"
-    assert done["status"]["runId"] == f"pytorchjob/{ns}/multi-train"
+    assert _conditions(done)["Succeeded"]["reason"] == "TrainJobComplete"
+    assert done["status"]["runId"] == f"trainjob/{ns}/multi-train"
 
 
 def test_more_gpus_than_the_profile_allows_fails_before_any_job(

@@ -1,4 +1,4 @@
-"""The FineTuneJob controller's pure parts: child manifests, how Job and PyTorchJob state reads
+"""The FineTuneJob controller's pure parts: child manifests, how Job and TrainJob state reads
 back, the status policy, and the KFP submission up to the client call."""
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ from kubeforge_crds.finetunejob import FineTuneJobSpec
 from kubeforge_operator.finetunejob.backends.kfp import phase_of, submission
 from kubeforge_operator.finetunejob.builders import (
     RunState,
-    build_pytorchjob,
     build_train_job,
     build_validate_job,
     claims,
     observe_job,
-    observe_pytorchjob,
 )
 from kubeforge_operator.finetunejob.reconcile import (
     checkpoint_uri,
@@ -28,6 +26,7 @@ from kubeforge_operator.finetunejob.reconcile import (
     run_outcome,
     validation_pending,
 )
+from kubeforge_operator.finetunejob.trainjob import build_trainjob, observe_trainjob
 from kubeforge_operator.runtime.placement import Placement
 from kubeforge_operator.runtime.pods import termination_result
 from tests.cases import example
@@ -93,16 +92,52 @@ def test_data_connection_credentials_come_from_the_secret() -> None:
         assert ctr["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
 
 
-def test_pytorchjob_has_a_master_and_workers_running_torchrun() -> None:
-    s = spec(resources={"nodes": 4, "accelerator": {"count": 8}})
-    job = build_pytorchjob(OWNER, s, params(s), Placement(gpus=8), "img:1")
-    replicas = job["spec"]["pytorchReplicaSpecs"]
-    assert replicas["Master"]["replicas"] == 1
-    assert replicas["Worker"]["replicas"] == 3
-    assert job["spec"]["nprocPerNode"] == "8"
-    ctr = replicas["Worker"]["template"]["spec"]["containers"][0]
-    assert ctr["name"] == "pytorch"
-    assert ctr["command"][0] == "torchrun"
+def test_a_multi_node_run_is_a_trainjob_on_the_platforms_runtime() -> None:
+    s = spec(
+        resources={"nodes": 4, "accelerator": {"count": 8}},
+        dataset={"uri": "pvc://datasets/t.jsonl", "dataConnection": "s3-creds"},
+        priorityClass="high",
+    )
+    placement = Placement(gpus=8, queue_name="team-gpus", node_selector={"gpu": "a100"})
+    job = build_trainjob(OWNER, s, params(s), placement, "img:1", "kubeforge-torch")
+    assert job["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
+    assert job["spec"]["runtimeRef"] == {
+        "name": "kubeforge-torch",
+        "apiGroup": "trainer.kubeflow.org",
+        "kind": "ClusterTrainingRuntime",
+    }
+    trainer = job["spec"]["trainer"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (4, 8)
+    assert trainer["command"][:3] == ["torchrun", "-m", "kubeforge_pipelines"]
+    assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
+    # Kueue queues the TrainJob (one workload for every node) by its labels ...
+    labels = job["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/queue-name"] == "team-gpus"
+    assert labels["kueue.x-k8s.io/priority-class"] == "high"
+    # ... and nothing below it: its JobSet, Jobs and pods are not queued again
+    (patch,) = job["spec"]["runtimePatches"]
+    assert patch["manager"] == "kubeforge.io/operator"
+    template = patch["trainingRuntimeSpec"]["template"]
+    (node,) = template["spec"]["replicatedJobs"]
+    pod = node["template"]["spec"]["template"]
+    for meta in (template["metadata"], pod["metadata"]):
+        assert "kueue.x-k8s.io/queue-name" not in meta["labels"]
+        assert "kueue.x-k8s.io/priority-class" not in meta["labels"]
+        assert meta["labels"]["kubeforge.io/finetunejob"] == "ft"
+    # what Trainer lets a patch set: volumes, placement, mounts; no env on the node container
+    assert pod["spec"]["nodeSelector"] == {"gpu": "a100"}
+    (ctr,) = pod["spec"]["containers"]
+    assert ctr["name"] == node["name"] == "node"
+    assert "env" not in ctr
+    mounted = {m["name"] for m in ctr["volumeMounts"]}
+    assert mounted == {v["name"] for v in pod["spec"]["volumes"]}
+    # a data connection's Secret: each key a variable (a TrainJob has no envFrom)
+    keys = {
+        e["valueFrom"]["secretKeyRef"]["key"]
+        for e in trainer["env"]
+        if e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "s3-creds"
+    }
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_S3_ENDPOINT"} <= keys
 
 
 def test_claims_come_from_pvc_uris_only() -> None:
@@ -214,7 +249,7 @@ def test_a_pod_no_node_fits_is_queued_with_the_schedulers_reason_not_running() -
     # the Job counts the pending pod as active: without the pod's condition it would say Running
     for observed in (
         observe_job(_job(active=1, startTime="t0"), [UNSCHEDULED]),
-        observe_pytorchjob({"status": {"conditions": []}}, [UNSCHEDULED]),
+        observe_trainjob({"status": {"conditions": []}}, [UNSCHEDULED]),
     ):
         assert observed is not None
         assert (observed.state, observed.reason) == ("Queued", "Unschedulable")
@@ -240,18 +275,63 @@ def test_termination_message_falls_back_to_the_log_tail() -> None:
     assert termination_result([{"status": {}}]) == {}
 
 
-def test_pytorchjob_state() -> None:
-    assert observe_pytorchjob({"status": {}}, []) == RunState(
-        "Queued", "PodsPending", "waiting for the PyTorchJob's pods"
+def _node_pod(index: str, phase: str, message: str | None = None) -> dict[str, Any]:
+    statuses = []
+    if message is not None:
+        term = {"exitCode": 0, "message": message, "finishedAt": f"2026-01-01T00:00:0{index}Z"}
+        statuses = [{"state": {"terminated": term}}]
+    return {
+        "metadata": {"labels": {"jobset.sigs.k8s.io/job-index": index}},
+        "status": {"phase": phase, "startTime": f"t{index}", "containerStatuses": statuses},
+    }
+
+
+def test_trainjob_state() -> None:
+    two = {"spec": {"trainer": {"numNodes": 2}}, "status": {}}
+    assert observe_trainjob(two, []) == RunState(
+        "Queued", "PodsPending", "waiting for the TrainJob's pods"
     )
-    running = {"status": {"conditions": [{"type": "Running", "status": "True"}]}}
-    assert observe_pytorchjob(running, []).state == "Running"  # type: ignore[union-attr]
-    failed = {
+    # running once every node runs (torchrun's rendezvous waits for all of them)
+    one_up = observe_trainjob(two, [_node_pod("0", "Running"), _node_pod("1", "Pending")])
+    assert one_up is not None
+    assert one_up.state == "Queued"
+    both = observe_trainjob(two, [_node_pod("0", "Running"), _node_pod("1", "Running")])
+    assert both == RunState("Running", "TrainJobRunning", "", "t0")
+    suspended = {"spec": {"suspend": True}, "status": {}}
+    assert observe_trainjob(suspended, []).reason == "Suspended"  # type: ignore[union-attr]
+    # done: the result is node 0's (rank 0 evaluates and registers), though node 1 ended last
+    complete = {
         "status": {
-            "conditions": [{"type": "Failed", "status": "True", "reason": "X", "message": "m"}]
+            "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": "t9"}]
         }
     }
-    assert observe_pytorchjob(failed, []).message == "m"  # type: ignore[union-attr]
+    pods = [
+        _node_pod("0", "Succeeded", '{"model": {"name": "m"}}'),
+        _node_pod("1", "Succeeded", '{"training": {"steps": 20}}'),
+    ]
+    done = observe_trainjob(complete, pods)
+    assert done is not None
+    assert (done.state, done.reason, done.completion_time) == (
+        "Succeeded",
+        "TrainJobComplete",
+        "t9",
+    )
+    assert done.result == {"model": {"name": "m"}}
+    # failed: JobSet's reason, the program's own error
+    failed = {
+        "status": {
+            "conditions": [
+                {"type": "Failed", "status": "True", "reason": "FailedJobs", "message": "m"}
+            ]
+        }
+    }
+    state = observe_trainjob(failed, [_pod('{"error": "CUDA out of memory"}')])
+    assert state is not None
+    assert (state.state, state.reason, state.message) == (
+        "Failed",
+        "FailedJobs",
+        "CUDA out of memory",
+    )
 
 
 def test_outcome_of_a_successful_run_carries_model_metrics_and_releases_gpus() -> None:

@@ -1,10 +1,16 @@
 // Pinned build of Kueue's controller manager for the local cluster (localcluster.py kueue up):
 // quota, admission and preemption of the GPU workloads kubeforge creates are done by Kueue itself.
+// Kubeflow Trainer's controller manager (multi-node FineTuneJobs as TrainJobs) is built from the
+// same module graph, at the version Kueue's TrainJob integration is built against, so that the two
+// share one set of Kubernetes libraries (and the Go build cache).
 module kubeforge.io/hack/tools/kueue
 
 go 1.25.8
 
-tool sigs.k8s.io/kueue/cmd/kueue
+tool (
+	github.com/kubeflow/trainer/v2/cmd/trainer-controller-manager
+	sigs.k8s.io/kueue/cmd/kueue
+)
 
 require (
 	cel.dev/expr v0.25.1 // indirect

@@ -40,7 +40,6 @@ from kubeforge_operator.runtime.pods import (
 PVC_ROOT = "/mnt/pvc"
 WORKDIR = "/workspace"
 TERMINATION_LOG = "/dev/termination-log"
-PYTORCHJOB_API = "kubeflow.org/v1"
 
 
 def job_name(owner_name: str, stage: str) -> str:
@@ -175,7 +174,7 @@ PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 PREEMPTIBLE = {"terminationGracePeriodSeconds": 120}
 
 
-def _training_parts(
+def training_parts(
     owner: dict[str, Any],
     spec: FineTuneJobSpec,
     params: PipelineParams,
@@ -186,7 +185,7 @@ def _training_parts(
     kind: str,
     container: str,
 ) -> tuple[str, dict[str, str], dict[str, Any], list[dict[str, Any]]]:
-    """What the training Job and PyTorchJob share: name, labels (with the queue), the container
+    """What the training Job and TrainJob share: name, labels (with the queue), the container
     running the pipeline's steps with the GPUs, and the volumes."""
     name = owner["metadata"]["name"]
     job = job_name(name, "train")
@@ -214,7 +213,7 @@ def build_train_job(
     image: str,
 ) -> dict[str, Any]:
     """One node: a batch/v1 Job holding the GPUs, queued by Kueue through its label."""
-    job, job_labels, container, volumes = _training_parts(
+    job, job_labels, container, volumes = training_parts(
         owner, spec, params, placement, image, launcher=["python"], kind="job", container="train"
     )
     return {
@@ -232,61 +231,12 @@ def build_train_job(
     }
 
 
-def build_pytorchjob(
-    owner: dict[str, Any],
-    spec: FineTuneJobSpec,
-    params: PipelineParams,
-    placement: Placement,
-    image: str,
-) -> dict[str, Any]:
-    """Several nodes: a Kubeflow PyTorchJob (training-operator), one Master and nodes-1
-    Workers; torchrun reads the PET_* variables the training-operator sets, every rank trains
-    and rank 0 evaluates and registers."""
-    # the training-operator requires the container to be called "pytorch"
-    job, job_labels, ctr, volumes = _training_parts(
-        owner,
-        spec,
-        params,
-        placement,
-        image,
-        launcher=["torchrun"],
-        kind="pytorchjob",
-        container="pytorch",
-    )
-
-    def replica(count: int) -> dict[str, Any]:
-        return {
-            "replicas": count,
-            "restartPolicy": "OnFailure",
-            "template": {
-                "metadata": {"labels": job_labels},
-                "spec": _pod_spec([ctr], volumes, placement)
-                | PREEMPTIBLE
-                | {"restartPolicy": "Never"},
-            },
-        }
-
-    replicas: dict[str, Any] = {"Master": replica(1)}
-    if spec.resources.nodes > 1:
-        replicas["Worker"] = replica(spec.resources.nodes - 1)
-    return {
-        "apiVersion": PYTORCHJOB_API,
-        "kind": "PyTorchJob",
-        "metadata": child_metadata(owner, job, job_labels),
-        "spec": {
-            "nprocPerNode": str(max(placement.gpus, 1)),
-            "runPolicy": {"backoffLimit": 2, "cleanPodPolicy": "None"},
-            "pytorchReplicaSpecs": replicas,
-        },
-    }
-
-
 # --- reading state back ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class RunState:
-    """Where a Job or PyTorchJob is, in FineTuneJob terms."""
+    """Where a Job or TrainJob is, in FineTuneJob terms."""
 
     state: str  # Queued | Running | Succeeded | Failed
     reason: str
@@ -296,7 +246,7 @@ class RunState:
     result: dict[str, Any] = field(default_factory=dict)  # the termination message, parsed
 
 
-def _failed_run(
+def failed_run(
     failed: dict[str, Any],
     default_reason: str,
     default_message: str,
@@ -334,7 +284,7 @@ def observe_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> RunSt
     failed = true_condition(job, "Failed", "FailureTarget")
     problem = first_problem(pods)
     if failed:
-        return _failed_run(failed, "JobFailed", "the Job failed", pods, problem, start, None)
+        return failed_run(failed, "JobFailed", "the Job failed", pods, problem, start, None)
     if (job.get("spec") or {}).get("suspend"):
         return RunState("Queued", "Suspended", "waiting for quota (the Job is suspended)")
     if problem is not None:  # the kubelet's reason: a bad image, a crash loop, an OOM kill
@@ -344,29 +294,3 @@ def observe_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> RunSt
     if status.get("active") or status.get("ready"):
         return RunState("Running", "JobRunning", "", start)
     return RunState("Queued", "PodsPending", "waiting for the Job's pod", start)
-
-
-def observe_pytorchjob(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> RunState | None:
-    if job is None:
-        return None
-    status = job.get("status") or {}
-    start, end = status.get("startTime"), status.get("completionTime")
-    if true_condition(job, "Succeeded"):
-        return RunState(
-            "Succeeded", "PyTorchJobSucceeded", "", start, end, termination_result(pods)
-        )
-    failed = true_condition(job, "Failed")
-    problem = first_problem(pods)
-    if failed:
-        return _failed_run(
-            failed, "PyTorchJobFailed", "the PyTorchJob failed", pods, problem, start, end
-        )
-    if true_condition(job, "Suspended"):
-        return RunState("Queued", "Suspended", "waiting for quota (the PyTorchJob is suspended)")
-    if problem is not None:
-        return RunState("Queued", problem.reason, problem.message, start)
-    if (waiting := unscheduled(pods)) is not None:
-        return RunState("Queued", waiting.reason, waiting.message, start)
-    if true_condition(job, "Running"):
-        return RunState("Running", "PyTorchJobRunning", "", start)
-    return RunState("Queued", "PodsPending", "waiting for the PyTorchJob's pods", start)

@@ -26,14 +26,17 @@ from kubeforge_operator.finetunejob.backends.kfp import (
 )
 from kubeforge_operator.finetunejob.backends.local import LOCAL_RUNS
 from kubeforge_operator.finetunejob.builders import (
-    PYTORCHJOB_API,
     RunState,
-    build_pytorchjob,
     build_train_job,
     build_validate_job,
     job_name,
     observe_job,
-    observe_pytorchjob,
+)
+from kubeforge_operator.finetunejob.trainjob import (
+    TRAINJOB_API,
+    build_trainjob,
+    observe_trainjob,
+    pod_selector,
 )
 from kubeforge_operator.runtime.children import with_pull_policy
 from kubeforge_operator.runtime.conditions import ACCEPTED, READY, Observation
@@ -284,10 +287,12 @@ def _job(
         f"{rows} rows, sha256 {digest}" if digest else "dataset and model checked",
     )
     multi = spec.resources.nodes > 1
-    train = (build_pytorchjob if multi else build_train_job)(
-        ctx.obj, spec, params, placement, image
-    )
-    api, kind = (PYTORCHJOB_API, "PyTorchJob") if multi else ("batch/v1", "Job")
+    if multi:
+        runtime = ctx.settings.training_runtime
+        train = build_trainjob(ctx.obj, spec, params, placement, image, runtime)
+    else:
+        train = build_train_job(ctx.obj, spec, params, placement, image)
+    api, kind = (TRAINJOB_API, "TrainJob") if multi else ("batch/v1", "Job")
     train_name = train["metadata"]["name"]
     existed = ctx.kube.get_child(api, kind, ns, train_name) is not None
     ctx.kube.apply(with_pull_policy(train, pull_policy))
@@ -299,9 +304,9 @@ def _job(
             f"validated; created {kind} {train_name} with {placement.gpus} GPU(s)",
         )
     tjob = ctx.kube.get_child(api, kind, ns, train_name)
-    selector = f"training.kubeflow.org/job-name={train_name}" if multi else f"job-name={train_name}"
+    selector = pod_selector(train_name) if multi else f"job-name={train_name}"
     tpods = ctx.kube.list_children("v1", "Pod", ns, selector) if tjob else []
-    tstate = (observe_pytorchjob if multi else observe_job)(tjob, tpods)
+    tstate = (observe_trainjob if multi else observe_job)(tjob, tpods)
     extra = {"datasetDigest": digest} if digest else {}
     if tjob is not None:
         tstate, kueue = kueue_account(ctx, tjob, tstate)

@@ -60,6 +60,12 @@ class OperatorSettings(BaseSettings):
         default="ghcr.io/kubeforge/kubeforge:0.1.0",
         description="Image of FineTuneJob pods (backend job): kubeforge with its ML extras.",
     )
+    training_runtime: str = Field(
+        default="kubeforge-torch",
+        description="Kubeflow Trainer ClusterTrainingRuntime of multi-node FineTuneJobs "
+        "(resources.nodes > 1, backend job): their TrainJobs name it. The chart installs it "
+        "(trainer.trainingRuntime).",
+    )
     kfp_host: str | None = Field(
         default=None,
         description="URL of the Kubeflow Pipelines API for FineTuneJobs with backend kfp.",
