@@ -34,9 +34,8 @@ from kubeforge_labs import kit
 NAMESPACE = "kubeflow-system"
 TRAINER_MODULE = "github.com/kubeflow/trainer/v2"
 JOBSET_MODULE = "sigs.k8s.io/jobset"
-# the Deployments the charts render (fullnameOverride: fixed names whatever the release)
+# Trainer's Deployment as its chart names it (fullnameOverride: whatever the release)
 TRAINER_MANAGER = "kubeflow-trainer-controller-manager"
-JOBSET_MANAGER = "jobset-controller-manager"
 ON_NODE = {
     "nodeSelector": ON_REAL_NODE["nodeSelector"],
     "tolerations": ON_REAL_NODE["tolerations"],
@@ -126,35 +125,51 @@ def up() -> None:
     from kfcluster import node
     from kfcluster.components import apply_objects, wait_rollout
 
+    if is_up():
+        kit.wait_for("Trainer's and JobSet's webhooks", _webhooks_answer, 90, interval=1)
+        return
     node.import_images(
         [binary_image(t, *BINARY_IMAGES[t]) for t in (JOBSET_IMAGE, TRAINER_CONTROLLER_IMAGE)]
     )
     docs = manifests()
     apply_objects([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}])
     apply_objects(docs)
-    wait_rollout(NAMESPACE, JOBSET_MANAGER, "JobSet's controller")
-    wait_rollout(NAMESPACE, TRAINER_MANAGER, "Kubeflow Trainer's controller")
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            wait_rollout(
+                NAMESPACE, doc["metadata"]["name"], f"the controller {doc['metadata']['name']}"
+            )
     kit.wait_for("Trainer's and JobSet's webhooks", _webhooks_answer, 90, interval=1)
     log(f"Kubeflow Trainer {tool_version('kueue', TRAINER_MODULE)} and JobSet running")
 
 
 def _webhooks_answer() -> bool:
-    """Server-side dry runs of an empty ClusterTrainingRuntime and JobSet reach both webhooks:
-    refused by them (they are incomplete) is an answer; a webhook not called is not."""
+    """Server-side dry runs of a ClusterTrainingRuntime and a JobSet pass through both
+    webhooks (a webhook not called, or not trusted yet: its certificate made, the caBundle not
+    yet injected, fails them)."""
     from kfcluster.components import kubectl
 
+    node = {"name": "node", "image": "webhook-probe"}
+    replicated = {
+        "name": "node",
+        "template": {
+            "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
+            "spec": {"template": {"spec": {"containers": [node]}}},
+        },
+    }
     probes = [
         {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "ClusterTrainingRuntime",
-         "metadata": {"name": "webhook-probe"}, "spec": {"template": {}}},
+         "metadata": {"name": "webhook-probe"},
+         "spec": {"mlPolicy": {"numNodes": 1, "torch": {}},
+                  "template": {"spec": {"replicatedJobs": [replicated]}}}},
         {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
          "metadata": {"name": "webhook-probe", "namespace": "default"}, "spec": {}},
     ]  # fmt: skip
-    for probe in probes:
-        try:
+    try:
+        for probe in probes:
             kubectl("create", "--dry-run=server", "-f", "-", "-o", "name", stdin=json.dumps(probe))
-        except ClusterError as err:
-            if "failed calling webhook" in str(err) or "no endpoints" in str(err):
-                return False
+    except ClusterError:
+        return False
     return True
 
 

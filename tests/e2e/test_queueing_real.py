@@ -504,7 +504,7 @@ def node_pods(cluster: Cluster, ns: str, train_job: str) -> list[dict[str, Any]]
     out = cluster.kubectl("get", "pods", "-n", ns, "-l", selector, "-o", "json").stdout
     return sorted(
         json.loads(out)["items"],
-        key=lambda p: p["metadata"]["labels"]["jobset.sigs.k8s.io/job-index"],
+        key=lambda p: p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"],
     )
 
 
@@ -539,8 +539,8 @@ def test_a_two_node_trainjob_trains_under_the_queue_as_one_gang_and_registers_a_
     (pod_set,) = workload["spec"]["podSets"]
     assert (pod_set["name"], pod_set["count"]) == ("node", 2)
     assert condition(workload, "Admitted")["status"] == "True"
-    # two pods, node ranks 0 and 1, each the trainer image's torchrun; rank 1 trained the same
-    # steps and registered nothing (its termination message has no model)
+    # two pods (one indexed Job), node ranks 0 and 1, each the trainer image's torchrun; rank 1
+    # trained the same steps and registered nothing (its termination message has no model)
     pods = node_pods(cluster, ns, "multi-train")
     assert len(pods) == 2
     messages = []
@@ -548,11 +548,11 @@ def test_a_two_node_trainjob_trains_under_the_queue_as_one_gang_and_registers_a_
         assert pod["status"]["phase"] == "Succeeded", pod["status"]
         ctr = pod["spec"]["containers"][0]
         assert ctr["image"] == "localhost/kubeforge/kubeforge-trainer:dev"
-        assert ctr["command"][0] == "torchrun"
+        assert ctr["command"][:3] == ["python", "-m", "torch.distributed.run"]
         env = {e["name"]: e.get("value") for e in ctr.get("env") or []}
         assert env["PET_NNODES"] == "2"
         assert env["PET_MASTER_ADDR"] == "multi-train-node-0-0.multi-train"
-        assert pod["metadata"]["labels"]["jobset.sigs.k8s.io/job-index"] == str(rank)
+        assert pod["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == str(rank)
         term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
         messages.append(json.loads(term["message"]))
     assert "model" in messages[0]

@@ -211,7 +211,9 @@ def test_multi_node_run_is_a_trainjob_the_crd_accepts(cluster: Cluster, volumes:
     job = wait_until(created, 60, what="the TrainJob")
     trainer = job["spec"]["trainer"]
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (3, 4)
-    assert trainer["command"][:3] == ["torchrun", "-m", "kubeforge_pipelines"]
+    assert trainer["command"][:5] == [
+        "python", "-m", "torch.distributed.run", "-m", "kubeforge_pipelines"
+    ]  # fmt: skip
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "4"
     assert job["spec"]["runtimeRef"]["name"] == "kubeforge-torch"
     (patch,) = job["spec"]["runtimePatches"]

@@ -108,7 +108,9 @@ def test_a_multi_node_run_is_a_trainjob_on_the_platforms_runtime() -> None:
     }
     trainer = job["spec"]["trainer"]
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (4, 8)
-    assert trainer["command"][:3] == ["torchrun", "-m", "kubeforge_pipelines"]
+    assert trainer["command"][:5] == [
+        "python", "-m", "torch.distributed.run", "-m", "kubeforge_pipelines"
+    ]  # fmt: skip
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
     # Kueue queues the TrainJob (one workload for every node) by its labels ...
     labels = job["metadata"]["labels"]
@@ -281,7 +283,7 @@ def _node_pod(index: str, phase: str, message: str | None = None) -> dict[str, A
         term = {"exitCode": 0, "message": message, "finishedAt": f"2026-01-01T00:00:0{index}Z"}
         statuses = [{"state": {"terminated": term}}]
     return {
-        "metadata": {"labels": {"jobset.sigs.k8s.io/job-index": index}},
+        "metadata": {"labels": {"batch.kubernetes.io/job-completion-index": index}},
         "status": {"phase": phase, "startTime": f"t{index}", "containerStatuses": statuses},
     }
 

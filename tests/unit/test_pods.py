@@ -134,9 +134,9 @@ def test_a_job_failed_by_oom_says_so() -> None:
 def test_pull_policy_reaches_every_container() -> None:
     manifest = {
         "spec": {
-            "pytorchReplicaSpecs": {
-                "Master": {"template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}},
-                "Worker": {
+            "replicatedJobs": {
+                "leader": {"template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}},
+                "node": {
                     "template": {
                         "spec": {
                             "initContainers": [{"name": "i", "image": "y"}],
@@ -148,9 +148,9 @@ def test_pull_policy_reaches_every_container() -> None:
         }
     }
     out = with_pull_policy(manifest, "Never")
-    replicas = out["spec"]["pytorchReplicaSpecs"]
-    assert replicas["Master"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Never"
-    worker = replicas["Worker"]["template"]["spec"]
+    replicas = out["spec"]["replicatedJobs"]
+    assert replicas["leader"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Never"
+    worker = replicas["node"]["template"]["spec"]
     assert worker["initContainers"][0]["imagePullPolicy"] == "Never"
     assert worker["containers"][0]["imagePullPolicy"] == "Never"
     untouched = with_pull_policy({"spec": {"containers": [{"image": "x"}]}}, None)

@@ -5,8 +5,8 @@ Two stages, so that a bad dataset or model is reported before any GPU is request
 1. ``<name>-validate``: a CPU-only Job that runs ``python -m kubeforge_pipelines validate``
    (reads and checks every row, checks the model format and the LoRA target modules on a
    meta-device skeleton) and exits;
-2. ``<name>-train``: once validation succeeded, a Job (one node) or a Kubeflow PyTorchJob
-   (several nodes, torchrun, training-operator's PET_* environment) with the GPUs, node selector,
+2. ``<name>-train``: once validation succeeded, a Job (one node) or a Kubeflow Trainer
+   TrainJob (several nodes, torchrun: ``trainjob``) with the GPUs, node selector,
    tolerations and Kueue queue label, running ``python -m kubeforge_pipelines run --runner=steps``.
 
 Both run the pipeline's own step functions, and leave a JSON summary as the container's

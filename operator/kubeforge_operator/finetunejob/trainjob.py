@@ -40,6 +40,10 @@ from kubeforge_operator.runtime.pods import (
 TRAINJOB_API = "trainer.kubeflow.org/v1alpha1"
 MANAGER = "kubeforge.io/operator"  # this operator's entry of spec.runtimePatches
 NODE = "node"  # the replicated Job and container Trainer's torch plugin configures
+# torchrun as a module: the image's Python has torch, its PATH need not have the script
+TORCHRUN = ["python", "-m", "torch.distributed.run"]
+# a node's rank: the pods of all nodes are one indexed Job (JobSet's job-index is 0 for all)
+RANK_LABEL = "batch.kubernetes.io/job-completion-index"
 # the keys of an Open Data Hub data connection: a TrainJob takes no envFrom, so each is a
 # variable from the Secret (optional: a connection need not have them all)
 DATA_CONNECTION_KEYS = (
@@ -79,7 +83,7 @@ def build_trainjob(
     """The TrainJob of a run on ``spec.resources.nodes`` nodes, each with ``placement``'s GPUs
     (one torch process per GPU, or one on a CPU node)."""
     job, job_labels, ctr, volumes = training_parts(
-        owner, spec, params, placement, image, launcher=["torchrun"], kind="trainjob",
+        owner, spec, params, placement, image, launcher=TORCHRUN, kind="trainjob",
         container=NODE,
     )  # fmt: skip
     pod = placement.pod_fields()
@@ -182,9 +186,5 @@ def _nodes(job: dict[str, Any]) -> int:
 def _rank0_result(pods: list[dict[str, Any]]) -> dict[str, Any]:
     """The termination message of node 0 (rank 0 registers the model); the others' report only
     their training."""
-    first = [
-        p
-        for p in pods
-        if (p["metadata"].get("labels") or {}).get("jobset.sigs.k8s.io/job-index") == "0"
-    ]
+    first = [p for p in pods if (p["metadata"].get("labels") or {}).get(RANK_LABEL) == "0"]
     return termination_result(first or pods)

@@ -67,7 +67,7 @@ def pod_security_context(uid: int = 1000, fs_group: int = 100) -> dict[str, Any]
 
 def with_pull_policy(manifest: dict[str, Any], policy: str | None) -> dict[str, Any]:
     """``manifest`` with ``imagePullPolicy: policy`` on every container of every pod template
-    in it (a Deployment's, a Job's, each replica type of a PyTorchJob); unchanged when policy
+    in it (a Deployment's, a Job's, each replicated Job of a JobSet); unchanged when policy
     is None (Kubernetes' default applies)."""
     if policy is None:
         return manifest

@@ -185,7 +185,7 @@ def termination_result(pods: list[dict[str, Any]]) -> dict[str, Any]:
 
 def true_condition(obj: dict[str, Any], *types: str) -> dict[str, Any] | None:
     """The first of ``types`` among the object's conditions that is True (a Job's Complete or
-    Failed, a PyTorchJob's Succeeded), or None."""
+    Failed, a TrainJob's Complete), or None."""
     for cond in (obj.get("status") or {}).get("conditions") or []:
         if cond.get("type") in types and cond.get("status") == "True":
             return dict(cond)
