@@ -128,6 +128,9 @@ def run(
         result.write_text(json.dumps(lineage, indent=2, sort_keys=True))
     if termination_log:
         termination_log.write_text(steps.summary(lineage))
+    if "model" not in lineage:  # a worker of a distributed run: rank 0 registers
+        console.rule(f"[bold green]trained ({lineage.get('training', {}).get('steps')} steps)")
+        return
     console.rule("[bold green]registered")
     console.print_json(
         json.dumps(

@@ -120,33 +120,18 @@ def build_trainjob(
                 "numProcPerNode": max(placement.gpus, 1),
                 "resourcesPerNode": ctr["resources"],
             },
-            "runtimePatches": [
-                {
-                    "manager": MANAGER,
-                    "trainingRuntimeSpec": {
-                        "template": {
-                            "metadata": {"labels": part_labels},
-                            "spec": {
-                                "replicatedJobs": [
-                                    {
-                                        "name": NODE,
-                                        "template": {
-                                            "spec": {
-                                                "template": {
-                                                    "metadata": {"labels": part_labels},
-                                                    "spec": pod_patch,
-                                                }
-                                            }
-                                        },
-                                    }
-                                ]
-                            },
-                        }
-                    },
-                }
-            ],
+            "runtimePatches": [_runtime_patch(part_labels, pod_patch)],
         },
     }
+
+
+def _runtime_patch(labels: dict[str, str], pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """kubeforge's entry of spec.runtimePatches: the JobSet's labels, and the pod template of
+    the replicated Job ``node``."""
+    pod = {"metadata": {"labels": labels}, "spec": pod_spec}
+    node = {"name": NODE, "template": {"spec": {"template": pod}}}
+    template = {"metadata": {"labels": labels}, "spec": {"replicatedJobs": [node]}}
+    return {"manager": MANAGER, "trainingRuntimeSpec": {"template": template}}
 
 
 def observe_trainjob(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> RunState | None:
