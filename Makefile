@@ -128,6 +128,12 @@ finetune-local: $(STAMP) ## Fine-tune the tiny model for real on the CPU with kf
 bench-pods: $(STAMP) ## Pod start latency on the real node (ratio to kwok) and its components' memory
 	$(PY) bench/pod_start.py
 
+.PHONY: bench-admission
+bench-admission: $(STAMP) ## 200 FineTuneJobs of 4 Teams admitted by Kueue's real controller (beside Kueue's baseline)
+	python3 hack/localcluster.py up
+	python3 hack/localcluster.py kueue up
+	$(PY) bench/admission.py $(BENCH_ARGS)
+
 .PHONY: bench-drift
 bench-drift: $(STAMP) ## Drift scoring and text drift against Evidently (installs the bench extra)
 	$(UV) pip install --quiet --python $(PY) -e '.[test,lint,data,ml,serving,bench]'

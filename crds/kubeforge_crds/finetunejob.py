@@ -20,7 +20,7 @@ from kubeforge_crds.base import (
 )
 from kubeforge_crds.common import ComputeResources, EnvVar, ModelCard, QueueName, QueueStatus
 from kubeforge_crds.health import PhaseHealth
-from kubeforge_crds.kind import KindInfo, NameRule
+from kubeforge_crds.kind import KindInfo, NameRule, ShorterName
 
 
 class ModelSource(KubeModel):
@@ -388,9 +388,21 @@ FINETUNEJOB = KindInfo(
     ),
     name_rule=NameRule(
         48,
-        "so that the run's Jobs (<name>-validate, <name>-train) and a multi-node run's "
-        "Services (<name>-train-worker-<n>) fit 63",
+        "so that the run's Jobs (<name>-validate, <name>-train) and the Services of their pods "
+        "fit 63",
         dns1035=True,
+        shorter_when=(
+            ShorterName(
+                "has(self.spec.resources) && has(self.spec.resources.nodes) "
+                "&& self.spec.resources.nodes > 1",
+                lambda obj: (
+                    int(((obj.get("spec") or {}).get("resources") or {}).get("nodes") or 1) > 1
+                ),
+                40,
+                "when spec.resources.nodes > 1, so that the TrainJob's pod names "
+                "(<name>-train-node-0-<rank>-<suffix>) fit 63; choose a shorter name",
+            ),
+        ),
     ),
     health=(
         PhaseHealth(

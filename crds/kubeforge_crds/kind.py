@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,21 @@ _DNS1035_RE = re.compile(DNS1035_PATTERN)
 
 
 @dataclass(frozen=True)
+class ShorterName:
+    """A shorter name where the spec makes longer child names: ``condition`` in CEL on the
+    object (the apiserver's check), ``applies`` the same in Python."""
+
+    condition: str
+    applies: Callable[[dict[str, Any]], bool]
+    max_length: int
+    why: str
+
+    @property
+    def message(self) -> str:
+        return f"metadata.name: at most {self.max_length} characters {self.why}"
+
+
+@dataclass(frozen=True)
 class NameRule:
     """What an object's name must be so that the children made from it are valid: at most
     ``max_length`` characters (the longest suffixed child name, or a label value, still fits
@@ -53,6 +69,8 @@ class NameRule:
     max_length: int
     why: str
     dns1035: bool = False
+    # shorter where the spec makes longer child names
+    shorter_when: tuple[ShorterName, ...] = ()
 
     def cel_rules(self) -> list[dict[str, str]]:
         rules = [
@@ -60,6 +78,13 @@ class NameRule:
                 "rule": f"self.metadata.name.size() <= {self.max_length}",
                 "message": f"metadata.name: at most {self.max_length} characters, {self.why}",
             }
+        ]
+        rules += [
+            {
+                "rule": f"!({r.condition}) || self.metadata.name.size() <= {r.max_length}",
+                "message": r.message,
+            }
+            for r in self.shorter_when
         ]
         if self.dns1035:
             rules.append(
@@ -71,16 +96,22 @@ class NameRule:
             )
         return rules
 
-    def problems(self, name: str) -> list[str]:
+    def problems(self, name: str, obj: dict[str, Any] | None = None) -> list[str]:
         """The same checks in Python: each a message naming metadata.name."""
-        return [
+        rules = self.cel_rules()
+        found = [
             r["message"]
             for r, ok in zip(
-                self.cel_rules(),
+                rules[:1] + rules[1 + len(self.shorter_when) :],
                 (len(name) <= self.max_length, bool(_DNS1035_RE.match(name))),
                 strict=False,
             )
             if not ok
+        ]
+        return found + [
+            r.message
+            for r in self.shorter_when
+            if len(name) > r.max_length and obj is not None and r.applies(obj)
         ]
 
 
@@ -137,7 +168,7 @@ class KindInfo:
     def parse_object(self, obj: dict[str, Any]) -> KubeModel:
         """The object's spec, once its name and spec are both valid; otherwise
         :class:`InvalidObjectError` with every problem, each naming its field."""
-        errors = self.name_rule.problems(str((obj.get("metadata") or {}).get("name") or ""))
+        errors = self.name_rule.problems(str((obj.get("metadata") or {}).get("name") or ""), obj)
         try:
             spec = self.parse_spec(obj.get("spec"))
         except ValidationError as err:

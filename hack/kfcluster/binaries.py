@@ -84,7 +84,7 @@ def _default_name(package: str) -> str:
     one before a major-version suffix (go.etcd.io/etcd/server/v3 -> server)."""
     parts = package.split("/")
     last = parts[-1]
-    if len(parts) > 1 and last[:1] == "v" and last[1:].isdigit():
+    if len(parts) > 1 and last[:1] == "v" and last[1:].isdigit() and int(last[1:]) >= 2:
         return parts[-2]
     return last
 

@@ -36,6 +36,7 @@ TRAINER_MODULE = "github.com/kubeflow/trainer/v2"
 JOBSET_MODULE = "sigs.k8s.io/jobset"
 # Trainer's Deployment as its chart names it (fullnameOverride: whatever the release)
 TRAINER_MANAGER = "kubeflow-trainer-controller-manager"
+IN_USE = "trainer.kubeflow.org/resource-in-use"  # Trainer's finalizer on a runtime in use
 ON_NODE = {
     "nodeSelector": ON_REAL_NODE["nodeSelector"],
     "tolerations": ON_REAL_NODE["tolerations"],
@@ -187,5 +188,14 @@ def down() -> None:
         names = [d["metadata"]["name"] for d in docs if d["kind"] == kind]
         if names:
             kubectl("delete", kind.lower(), *names, "--ignore-not-found", "--wait=false")
-    kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=90s")
+    # Trainer's finalizer on the runtimes TrainJobs name: nothing would remove it once it is gone
+    found = json.loads(kubectl("get", "clustertrainingruntimes", "-o", "json"))["items"]
+    for runtime in found:
+        kept = [f for f in runtime["metadata"].get("finalizers") or [] if f != IN_USE]
+        if kept != (runtime["metadata"].get("finalizers") or []):
+            kubectl(
+                "patch", "clustertrainingruntime", runtime["metadata"]["name"], "--type=merge",
+                "-p", json.dumps({"metadata": {"finalizers": kept or None}}),
+            )  # fmt: skip
+    kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false")
     log("Kubeflow Trainer's and JobSet's controllers removed")

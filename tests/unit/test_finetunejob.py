@@ -26,7 +26,11 @@ from kubeforge_operator.finetunejob.reconcile import (
     run_outcome,
     validation_pending,
 )
-from kubeforge_operator.finetunejob.trainjob import build_trainjob, observe_trainjob
+from kubeforge_operator.finetunejob.trainjob import (
+    build_trainjob,
+    observe_trainjob,
+    trainer_problem,
+)
 from kubeforge_operator.runtime.placement import Placement
 from kubeforge_operator.runtime.pods import termination_result
 from tests.cases import example
@@ -140,6 +144,56 @@ def test_a_multi_node_run_is_a_trainjob_on_the_platforms_runtime() -> None:
         if e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "s3-creds"
     }
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_S3_ENDPOINT"} <= keys
+
+
+def test_a_trainjobs_variables_are_each_named_once_the_specs_winning() -> None:
+    s = spec(
+        resources={"nodes": 2},
+        dataset={"uri": "s3://b/t.jsonl", "dataConnection": "s3-creds"},
+        env=[
+            {"name": "AWS_S3_ENDPOINT", "value": "http://minio:9000"},
+            {"name": "HF_HOME", "value": "/a"},
+            {"name": "HF_HOME", "value": "/b"},
+        ],
+    )
+    job = build_trainjob(OWNER, s, params(s), Placement(), "img:1", "kubeforge-torch")
+    env = job["spec"]["trainer"]["env"]
+    names = [e["name"] for e in env]
+    assert len(names) == len(set(names))  # Trainer refuses a repeated name
+    by_name = {e["name"]: e for e in env}
+    assert by_name["HF_HOME"]["value"] == "/b"
+    assert by_name["AWS_S3_ENDPOINT"] == {"name": "AWS_S3_ENDPOINT", "value": "http://minio:9000"}
+    assert by_name["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+    # the node Jobs carry the FineTuneJob's label: their events reconcile it at once
+    (patch,) = job["spec"]["runtimePatches"]
+    (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    assert node["template"]["metadata"]["labels"]["kubeforge.io/finetunejob"] == "ft"
+
+
+def test_a_cluster_without_trainer_or_its_runtime_is_said_not_waited_on() -> None:
+    from kubernetes import client
+    from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+    validated = validation_pending(None)
+    missing = trainer_problem(ResourceNotFoundError("no TrainJob"), validated)
+    accepted = next(d for d in missing.dependents if d.type == "Accepted")
+    assert (missing.phase, accepted.status, accepted.reason) == (
+        "Pending",
+        ConditionStatus.FALSE,
+        "TrainerNotInstalled",
+    )
+    assert "Kubeflow Trainer v2" in accepted.message
+    refusal = client.ApiException(status=400)
+    refusal.body = json.dumps(
+        {"message": 'admission webhook "validator.trainjob.trainer.kubeflow.org" denied the '
+                    'request: spec.runtimeRef: Not found: "kubeforge-torch"'}
+    )  # fmt: skip
+    refused = trainer_problem(refusal, validated)
+    accepted = next(d for d in refused.dependents if d.type == "Accepted")
+    assert accepted.reason == "RefusedByTrainer"
+    assert accepted.message.endswith('spec.runtimeRef: Not found: "kubeforge-torch"')
+    with pytest.raises(client.ApiException):  # anything else is not a verdict: raised
+        trainer_problem(client.ApiException(status=500), validated)
 
 
 def test_claims_come_from_pvc_uris_only() -> None:
@@ -327,7 +381,10 @@ def test_trainjob_state() -> None:
             ]
         }
     }
-    state = observe_trainjob(failed, [_pod('{"error": "CUDA out of memory"}')])
+    # node 1 failed first (the cause); node 0 died after it, its rendezvous broken
+    cause = _pod('{"error": "CUDA out of memory"}', finished="2026-01-01T00:00:00Z")
+    after = _pod('{"error": "RendezvousClosedError"}', finished="2026-01-01T00:00:09Z")
+    state = observe_trainjob(failed, [after, cause])
     assert state is not None
     assert (state.state, state.reason, state.message) == (
         "Failed",

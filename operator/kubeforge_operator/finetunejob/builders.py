@@ -37,6 +37,9 @@ from kubeforge_operator.runtime.pods import (
     unscheduled,
 )
 
+# the FineTuneJob's conditions of a run (besides Accepted and Ready)
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
 PVC_ROOT = "/mnt/pvc"
 WORKDIR = "/workspace"
 TERMINATION_LOG = "/dev/termination-log"

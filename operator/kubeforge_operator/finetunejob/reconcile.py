@@ -7,6 +7,9 @@ from __future__ import annotations
 from typing import Any, cast
 from urllib.parse import urlparse
 
+from kubernetes import client
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
 from kubeforge_crds import FINETUNEJOB, ConditionStatus
 from kubeforge_crds.base import serialize_datetime
 from kubeforge_crds.contracts.labels import TRIGGER_ANNOTATION
@@ -26,6 +29,8 @@ from kubeforge_operator.finetunejob.backends.kfp import (
 )
 from kubeforge_operator.finetunejob.backends.local import LOCAL_RUNS
 from kubeforge_operator.finetunejob.builders import (
+    FAILED,
+    SUCCEEDED,
     RunState,
     build_train_job,
     build_validate_job,
@@ -37,6 +42,7 @@ from kubeforge_operator.finetunejob.trainjob import (
     build_trainjob,
     observe_trainjob,
     pod_selector,
+    trainer_problem,
 )
 from kubeforge_operator.runtime.children import with_pull_policy
 from kubeforge_operator.runtime.conditions import ACCEPTED, READY, Observation
@@ -51,8 +57,6 @@ from kubeforge_operator.runtime.queueing import (
 )
 from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
 
-SUCCEEDED = "Succeeded"
-FAILED = "Failed"
 VALIDATED = "Validated"
 DATA_CONNECTION = "DataConnectionReady"  # only when the spec names a data connection
 # Set on every pass (Unknown when a pass stops before them); Validated only with backend job.
@@ -68,6 +72,7 @@ def run_outcome(
     placement: Placement,
     validated: Observation | None,
     extra: dict[str, Any] | None = None,
+    nodes: int = 1,
 ) -> Outcome:
     """The FineTuneJob's phase, conditions and fields for the state of its run."""
     info: list[Observation] = [validated] if validated else []
@@ -89,7 +94,7 @@ def run_outcome(
     # a Job suspended for quota holds nothing (its reason then is Kueue's: Queued, ...)
     suspended = state.reason == "Suspended" or bool(fields.get("queue"))
     holding = state.state in ("Running", "Queued") and not suspended
-    fields["gpus"] = placement.gpus if holding else 0
+    fields["gpus"] = placement.gpus * nodes if holding else 0
     fields["gpuProduct"] = placement.product
     if state.state == "Succeeded":
         fields |= result_fields(state.result)
@@ -287,21 +292,21 @@ def _job(
         f"{rows} rows, sha256 {digest}" if digest else "dataset and model checked",
     )
     multi = spec.resources.nodes > 1
-    if multi:
-        runtime = ctx.settings.training_runtime
-        train = build_trainjob(ctx.obj, spec, params, placement, image, runtime)
-    else:
-        train = build_train_job(ctx.obj, spec, params, placement, image)
     api, kind = (TRAINJOB_API, "TrainJob") if multi else ("batch/v1", "Job")
-    train_name = train["metadata"]["name"]
-    existed = ctx.kube.get_child(api, kind, ns, train_name) is not None
-    ctx.kube.apply(with_pull_policy(train, pull_policy))
+    train_name = job_name(ctx.name, "train")
+    try:
+        existed = _apply_training(ctx, spec, params, placement, (api, kind, train_name))
+    except (ResourceNotFoundError, client.ApiException) as err:
+        if not multi:
+            raise
+        return trainer_problem(err, validated), None
     if not existed:
         ctx.kube.record_event(
             ctx.obj,
             "Normal",
             "TrainingStarted",
-            f"validated; created {kind} {train_name} with {placement.gpus} GPU(s)",
+            f"validated; created {kind} {train_name} with "
+            f"{placement.gpus * spec.resources.nodes} GPU(s)",
         )
     tjob = ctx.kube.get_child(api, kind, ns, train_name)
     selector = pod_selector(train_name) if multi else f"job-name={train_name}"
@@ -311,7 +316,29 @@ def _job(
     if tjob is not None:
         tstate, kueue = kueue_account(ctx, tjob, tstate)
         extra |= kueue
-    return run_outcome(tstate, placement, validated, extra), f"{kind.lower()}/{ns}/{train_name}"
+    outcome = run_outcome(tstate, placement, validated, extra, spec.resources.nodes)
+    return outcome, f"{kind.lower()}/{ns}/{train_name}"
+
+
+def _apply_training(
+    ctx: ReconcileContext,
+    spec: FineTuneJobSpec,
+    params: PipelineParams,
+    placement: Placement,
+    child: tuple[str, str, str],
+) -> bool:
+    """Apply the training Job or TrainJob; whether it existed before. A TrainJob's trainer and
+    runtime patches are immutable once it runs: it is applied once, when created."""
+    api, kind, name = child
+    image, pull_policy = ctx.settings.trainer_image, ctx.settings.image_pull_policy
+    existed = ctx.kube.get_child(api, kind, ctx.namespace, name) is not None
+    if kind == "TrainJob" and not existed:
+        runtime = ctx.settings.training_runtime
+        ctx.kube.apply(build_trainjob(ctx.obj, spec, params, placement, image, runtime))
+    elif kind == "Job":
+        train = build_train_job(ctx.obj, spec, params, placement, image)
+        ctx.kube.apply(with_pull_policy(train, pull_policy))
+    return existed
 
 
 def kueue_account(

@@ -20,15 +20,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubernetes import client
+
+from kubeforge_crds import ConditionStatus
 from kubeforge_crds.contracts.pipeline import PipelineParams
-from kubeforge_crds.finetunejob import FineTuneJobSpec
+from kubeforge_crds.finetunejob import FineTuneJobPhase, FineTuneJobSpec
 from kubeforge_operator.finetunejob.builders import (
+    FAILED,
     PRIORITY_LABEL,
+    SUCCEEDED,
     RunState,
     failed_run,
     training_parts,
 )
 from kubeforge_operator.runtime.children import child_metadata, pod_security_context
+from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
+from kubeforge_operator.runtime.kube import api_refusal
 from kubeforge_operator.runtime.placement import QUEUE_LABEL, Placement
 from kubeforge_operator.runtime.pods import (
     first_problem,
@@ -36,6 +43,7 @@ from kubeforge_operator.runtime.pods import (
     true_condition,
     unscheduled,
 )
+from kubeforge_operator.runtime.reconcile import Outcome
 
 TRAINJOB_API = "trainer.kubeflow.org/v1alpha1"
 MANAGER = "kubeforge.io/operator"  # this operator's entry of spec.runtimePatches
@@ -55,21 +63,51 @@ DATA_CONNECTION_KEYS = (
 )
 
 
+def why_not_created(err: Exception) -> tuple[str, str]:
+    """Reason and message of a TrainJob the cluster did not take: its API not served (no
+    Kubeflow Trainer), or refused (Trainer's webhook: the ClusterTrainingRuntime missing, ...);
+    any other error is raised again."""
+    if isinstance(err, client.ApiException):
+        if err.status not in (400, 403, 404, 422):
+            raise err
+        return "RefusedByTrainer", api_refusal(err)
+    return "TrainerNotInstalled", (
+        f"the TrainJob API ({TRAINJOB_API}) is not served by this cluster: a run on "
+        "spec.resources.nodes > 1 needs Kubeflow Trainer v2 and JobSet (or run on one node)"
+    )
+
+
+def trainer_problem(err: Exception, validated: Observation) -> Outcome:
+    """A TrainJob the cluster did not take (``why_not_created``): the run waits, saying why,
+    and starts once the platform has what it needs (every pass tries again)."""
+    reason, message = why_not_created(err)
+    return Outcome(
+        phase=FineTuneJobPhase.PENDING,
+        dependents=[
+            Observation(ACCEPTED, ConditionStatus.FALSE, reason, message),
+            Observation(SUCCEEDED, ConditionStatus.UNKNOWN, reason, message),
+        ],
+        fields={"gpus": 0},
+        info=[validated, Observation(FAILED, ConditionStatus.FALSE, reason, "")],
+    )
+
+
 def pod_selector(train_name: str) -> str:
     """The pods of a TrainJob: its JobSet has its name."""
     return f"jobset.sigs.k8s.io/jobset-name={train_name}"
 
 
 def _environment(container: dict[str, Any]) -> list[dict[str, Any]]:
-    env = list(container["env"])
+    """The container's variables, each name once (the last wins, as in a pod's env; Trainer
+    refuses a repeated name), and a data connection's keys as variables from its Secret where
+    the spec sets no variable of that name (envFrom yields to env in a pod too)."""
+    env = {e["name"]: e for e in container["env"]}
     for source in container.get("envFrom") or []:
         secret = source["secretRef"]["name"]
-        env += [
-            {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key,
-                                                         "optional": True}}}
-            for key in DATA_CONNECTION_KEYS
-        ]  # fmt: skip
-    return env
+        for key in DATA_CONNECTION_KEYS:
+            ref = {"name": secret, "key": key, "optional": True}
+            env.setdefault(key, {"name": key, "valueFrom": {"secretKeyRef": ref}})
+    return list(env.values())
 
 
 def build_trainjob(
@@ -129,7 +167,10 @@ def _runtime_patch(labels: dict[str, str], pod_spec: dict[str, Any]) -> dict[str
     """kubeforge's entry of spec.runtimePatches: the JobSet's labels, and the pod template of
     the replicated Job ``node``."""
     pod = {"metadata": {"labels": labels}, "spec": pod_spec}
-    node = {"name": NODE, "template": {"spec": {"template": pod}}}
+    # on the Jobs too: the operator's watch of Jobs with the FineTuneJob's label reconciles it
+    # as soon as a node's Job changes
+    job = {"metadata": {"labels": labels}, "spec": {"template": pod}}
+    node = {"name": NODE, "template": job}
     template = {"metadata": {"labels": labels}, "spec": {"replicatedJobs": [node]}}
     return {"manager": MANAGER, "trainingRuntimeSpec": {"template": template}}
 
@@ -149,8 +190,9 @@ def observe_trainjob(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> 
     failed = true_condition(job, "Failed")
     problem = first_problem(pods)
     if failed:
+        first = _first_failure(pods)
         return failed_run(
-            failed, "TrainJobFailed", "the TrainJob failed", pods, problem, start, None
+            failed, "TrainJobFailed", "the TrainJob failed", first, problem, start, None
         )
     if true_condition(job, "Suspended") or (job.get("spec") or {}).get("suspend"):
         return RunState("Queued", "Suspended", "waiting for quota (the TrainJob is suspended)")
@@ -173,3 +215,18 @@ def _rank0_result(pods: list[dict[str, Any]]) -> dict[str, Any]:
     their training."""
     first = [p for p in pods if (p["metadata"].get("labels") or {}).get(RANK_LABEL) == "0"]
     return termination_result(first or pods)
+
+
+def _first_failure(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pod whose container failed first: when one node fails, the others die after it
+    (torchrun's rendezvous broken, or stopped), and their messages are not the cause."""
+
+    def failed_at(pod: dict[str, Any]) -> str | None:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or {}
+            if term.get("exitCode"):
+                return str(term.get("finishedAt") or "")
+        return None
+
+    failed = sorted((at, i) for i, p in enumerate(pods) if (at := failed_at(p)) is not None)
+    return [pods[failed[0][1]]] if failed else pods
