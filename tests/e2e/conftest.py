@@ -295,17 +295,23 @@ def finetunejob(
     }
 
 
+def chart_part(template: str, *settings: str) -> str:
+    """One template of the chart, rendered with hack/values-local.yaml and ``settings``."""
+    sets = [arg for setting in settings for arg in ("--set", setting)]
+    return helm.run_helm(
+        helm_binary(),
+        "template", "kubeforge", str(helm.CHART), "-f", str(helm.LOCAL_VALUES), *sets,
+        "-s", template,
+    ).stdout  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def kserve(cluster: Cluster, kubeforge: str) -> Iterator[None]:
     """KServe's controller and the Gateway (localcluster.py kserve up), and the chart's
     ClusterServingRuntime of kubeforge's runtime; removed afterwards (the integration tier
     plays KServe's Serverless mode with a stand-in on the same cluster)."""
     subprocess.run([*LOCALCLUSTER, "kserve", "up"], check=True, timeout=600)
-    runtime = helm.run_helm(
-        helm_binary(),
-        "template", "kubeforge", str(helm.CHART), "-f", str(helm.LOCAL_VALUES),
-        "--set", "kserve.servingRuntime.enabled=true", "-s", "templates/servingruntime.yaml",
-    ).stdout  # fmt: skip
+    runtime = chart_part("templates/servingruntime.yaml", "kserve.servingRuntime.enabled=true")
     cluster.kubectl("apply", "-f", "-", stdin=runtime)
     yield
     if not KEEP:

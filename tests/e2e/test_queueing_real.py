@@ -19,15 +19,15 @@ from tests.cases import REPO
 from tests.e2e.conftest import (
     KEEP,
     call_api,
+    chart_part,
     condition,
     finetunejob,
     get,
     training_volume,
     wait_for_condition,
 )
-from tests.integration.conftest import LOCALCLUSTER, Cluster, helm_binary, wait_until
+from tests.integration.conftest import LOCALCLUSTER, Cluster, wait_until
 
-from kubeforge_labs import helm
 from kubeforge_labs.gateway import ON_REAL_NODE
 
 KUEUE = "kueue.x-k8s.io/v1beta2"
@@ -488,11 +488,7 @@ def trainjob_queue(cluster: Cluster, kueue: None, e2e_namespace: str) -> Iterato
         ns, "kf-e2e-real-node", real, ON_REAL_NODE["tolerations"], quota, "train"
     )  # fmt: skip
     apply_all(cluster, objects)
-    runtime = helm.run_helm(
-        helm_binary(),
-        "template", "kubeforge", str(helm.CHART), "-f", str(helm.LOCAL_VALUES),
-        "--set", "trainer.trainingRuntime.enabled=true", "-s", "templates/trainingruntime.yaml",
-    ).stdout  # fmt: skip
+    runtime = chart_part("templates/trainingruntime.yaml", "trainer.trainingRuntime.enabled=true")
     cluster.kubectl("apply", "-f", "-", stdin=runtime)
     yield ns
     if not KEEP:
