@@ -38,7 +38,14 @@ class UpdateMeta(Wire):
         default=None,
         pattern=r"^[0-9]{1,20}$",
         description="The version the change is based on (metadata.resourceVersion as read); a "
-        "newer object answers 409.",
+        "newer object answers 409, even when only its status changed since.",
+    )
+    generation: int | None = Field(
+        default=None,
+        ge=1,
+        description="The spec the change is based on (metadata.generation as read): another "
+        "change of the spec since answers 409; the operator's status writes do not. What an "
+        "editor sends (the portal does).",
     )
     labels: dict[str, str] | None = None
     annotations: dict[str, str] | None = None

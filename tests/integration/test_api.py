@@ -134,7 +134,7 @@ def test_each_user_manages_their_namespace_and_is_refused_the_other(
 
 
 def test_errors_name_the_field_and_the_conflict(
-    api: TestClient, auth: dict[str, dict[str, str]]
+    api: TestClient, auth: dict[str, dict[str, str]], cluster: Cluster
 ) -> None:
     h = auth["user-a"]
     base = _base("workbenches", "team-a")
@@ -163,6 +163,22 @@ def test_errors_name_the_field_and_the_conflict(
     stale["metadata"] = {"resourceVersion": "1"}
     conflict = api.put(f"{base}/{name}", json=stale, headers=h)
     assert conflict.status_code == 409, conflict.text
+    # based on the spec's generation: a status write since is no conflict, a spec change is
+    live = api.get(f"{base}/{name}", headers=h).json()
+    generation = live["metadata"]["generation"]
+    cluster.kubectl(
+        "patch", "workbench", name, "-n", "team-a", "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"phase": "Pending"}}),
+    )  # fmt: skip
+    edit = _body("Workbench", name)
+    edit["metadata"] = {"generation": generation}
+    edit["spec"]["culling"] = {"enabled": False}
+    saved = api.put(f"{base}/{name}", json=edit, headers=h)
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["metadata"]["generation"] == generation + 1
+    late = api.put(f"{base}/{name}", json=edit, headers=h)  # still based on the old spec
+    assert late.status_code == 409, late.text
+    assert f"generation {generation}, now {generation + 1}" in late.json()["detail"]
     assert api.delete(f"{base}/{name}", headers=h).status_code == 200
     assert api.get("/api/v1/namespaces/Team_A/workbenches", headers=h).status_code == 422
 

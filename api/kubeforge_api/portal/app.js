@@ -86,7 +86,8 @@ async function loadForms() {
 function editing(form, obj) {
   const name = obj ? obj.metadata.name : "";
   form.dataset.editing = name;
-  form.dataset.resourceVersion = obj ? obj.metadata.resourceVersion : "";
+  // the spec's version: a change of the spec since answers 409, the operator's status writes not
+  form.dataset.generation = obj ? String(obj.metadata.generation) : "";
   form.querySelector('[data-path="metadata.name"]').readOnly = Boolean(obj);
   form.querySelector(".form-title").textContent = obj ? `Edit ${obj.kind} ${name}` : `New ${state.schemas[form.dataset.plural].kind}`;
   form.querySelector(".form-submit").textContent = obj ? "Save" : "Create";
@@ -101,7 +102,7 @@ async function submitForm(form) {
   const plural = form.dataset.plural, name = form.dataset.editing;
   try {
     if (name) {
-      const metadata = { name, resourceVersion: form.dataset.resourceVersion };
+      const metadata = { name, generation: Number(form.dataset.generation) };
       await api("PUT", `${base()}/${plural}/${encodeURIComponent(name)}`, { metadata, spec: body.spec });
     } else {
       await api("POST", `${base()}/${plural}`, body);

@@ -53,7 +53,9 @@ def new_object(kind: KindInfo, namespace: str, body: Any) -> dict[str, Any]:
 
 def replaced(current: dict[str, Any], name: str, body: Any) -> dict[str, Any]:
     """``current`` with the update body's spec, labels and annotations (and resourceVersion,
-    so that a change made since answers 409); a body naming another object is refused."""
+    so that a change made since answers 409; or with ``generation``, a change of the spec made
+    since: the operator's status writes in between are no conflict); a body naming another
+    object is refused."""
     meta = body.metadata
     if meta.name is not None and meta.name != name:
         raise ProblemError(
@@ -66,6 +68,13 @@ def replaced(current: dict[str, Any], name: str, body: Any) -> dict[str, Any]:
                     "type": "value_error",
                 }
             ],
+        )
+    live_generation = current["metadata"].get("generation")
+    if meta.generation is not None and meta.generation != live_generation:
+        raise ProblemError(
+            409,
+            f"the spec of {name!r} changed since it was read (generation {meta.generation}, now "
+            f"{live_generation}): read it again and make the change on that",
         )
     current["metadata"]["resourceVersion"] = (
         meta.resource_version or current["metadata"]["resourceVersion"]
