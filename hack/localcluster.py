@@ -87,12 +87,12 @@ def main() -> int:
     sub.add_parser("crds", help="(re)install the third-party CRDs")
     k = sub.add_parser("kserve", help="install (up) or remove (down) KServe's real controller")
     k.add_argument("action", choices=["up", "down"])
-    q = sub.add_parser(
-        "kueue",
-        help="install (up) or remove (down) Kueue's real controller, with Kubeflow Trainer's "
-        "and JobSet's (TrainJobs)",
-    )
+    q = sub.add_parser("kueue", help="install (up) or remove (down) Kueue's real controller")
     q.add_argument("action", choices=["up", "down"])
+    t = sub.add_parser(
+        "trainer", help="install (up) or remove (down) Kubeflow Trainer's and JobSet's controllers"
+    )
+    t.add_argument("action", choices=["up", "down"])
     i = sub.add_parser("images", help="build kubeforge's images for the real node (needs .venv)")
     i.add_argument("targets", nargs="*", default=sorted(TARGETS), help="default: all")
     i.add_argument("--python", type=Path, default=REPO / ".venv" / "bin" / "python")
@@ -115,13 +115,9 @@ def main() -> int:
         elif args.cmd == "kserve":
             kserve.up() if args.action == "up" else kserve.down()
         elif args.cmd == "kueue":
-            # TrainJobs are queued by Kueue: Trainer and JobSet come and go with it
-            if args.action == "up":
-                kueue.up()
-                trainer.up()
-            else:
-                trainer.down()
-                kueue.down()
+            kueue.up() if args.action == "up" else kueue.down()
+        elif args.cmd == "trainer":
+            trainer.up() if args.action == "up" else trainer.down()
         elif args.cmd == "images":
             built = [kubeforge_image(t, args.python) for t in args.targets]
             if node.is_running():

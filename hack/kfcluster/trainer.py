@@ -12,8 +12,8 @@ fetched from an OCI registry; Helm refuses to render a chart whose dependencies 
 even disabled ones. This machine has no registry: the chart is rendered from a copy without them,
 and JobSet from its own module's chart (the version built here).
 
-On demand with Kueue (``localcluster.py kueue up`` installs it after Kueue; the e2e tests' kueue
-fixture): the cluster does not carry controllers no test uses.
+On demand (``localcluster.py trainer up|down``, the e2e tests' ``trainer`` fixture): the cluster
+does not carry controllers no test uses, and the real node's two CPUs are the other tests'.
 """
 
 from __future__ import annotations

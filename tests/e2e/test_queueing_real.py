@@ -478,7 +478,17 @@ def test_a_preempted_finetunejob_resumes_from_its_checkpoint_and_ends_like_an_un
 
 
 @pytest.fixture
-def trainjob_queue(cluster: Cluster, kueue: None, e2e_namespace: str) -> Iterator[str]:
+def trainer(kueue: None) -> Iterator[None]:
+    """Kubeflow Trainer's and JobSet's controllers (localcluster.py trainer up) for this test
+    only: their requests would take CPU of the real node the other tests' training needs."""
+    subprocess.run([*LOCALCLUSTER, "trainer", "up"], check=True, timeout=600)
+    yield
+    if not KEEP:
+        subprocess.run([*LOCALCLUSTER, "trainer", "down"], check=True, timeout=600)
+
+
+@pytest.fixture
+def trainjob_queue(cluster: Cluster, trainer: None, e2e_namespace: str) -> Iterator[str]:
     """Room on the real node for two half-CPU training nodes (LocalQueue ``train``), and the
     chart's ClusterTrainingRuntime (trainer.trainingRuntime) that the TrainJobs name."""
     ns = e2e_namespace
