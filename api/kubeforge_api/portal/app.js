@@ -168,7 +168,9 @@ async function toggleStopped(name) {
   const path = `${base()}/workbenches/${encodeURIComponent(name)}`;
   const wb = await api("GET", path);
   const spec = { ...wb.spec, stopped: !wb.spec.stopped };
-  await api("PUT", path, { metadata: { name, resourceVersion: wb.metadata.resourceVersion }, spec });
+  // based on the spec as read: the operator's status writes in between (it is Stopping or
+  // Starting) are no conflict, another change of the spec is
+  await api("PUT", path, { metadata: { name, generation: wb.metadata.generation }, spec });
   refresh();
 }
 
