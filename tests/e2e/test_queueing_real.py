@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from tests.e2e.conftest import (
     condition,
     finetunejob,
     get,
+    node_control,
     training_volume,
     wait_for_condition,
 )
@@ -107,33 +110,37 @@ def quota_condition(cluster: Cluster, name: str) -> dict[str, Any]:
     return next((c for c in conditions if c["type"] == "QuotaReady"), {})
 
 
-@pytest.fixture
-def team_queue(cluster: Cluster, kueue: None, e2e_namespace: str) -> Iterator[str]:
-    """The test's namespace onboarded as a Team (adopted: labelled for it) with 2 A100s of the
-    kwok GPU nodes, LocalQueue ``gpu``. The Team comes before the platform's ResourceFlavor:
-    Kueue keeps its ClusterQueue inactive and the Team says why, until the flavor exists."""
-    ns = e2e_namespace
-    tolerate = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    quota = [("cpu", "16"), ("memory", "64Gi"), ("nvidia.com/gpu", str(GPUS))]
-    a100 = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
-    name = f"{FLAVOR}-{ns[-8:]}"  # the test's own: it does not exist yet
-    flavor, *_ = queue_objects(ns, name, a100, tolerate, quota, "gpu")
-    cluster.kubectl("label", "namespace", ns, f"kubeforge.io/team={ns}")
-    team = {
+def team(name: str, flavor: str, gpus: int, cohort: str, **gpu_limits: str) -> dict[str, Any]:
+    """A Team with ``gpus`` A100s (and CPU and memory for them) of ``flavor`` in ``cohort``,
+    LocalQueue ``gpu``, one member."""
+    quota = [("cpu", "16"), ("memory", "64Gi"), ("nvidia.com/gpu", str(gpus))]
+    resources = [{"name": r, "nominal": q} for r, q in quota]
+    resources[-1] |= gpu_limits
+    return {
         "apiVersion": "kubeforge.io/v1alpha1",
         "kind": "Team",
-        "metadata": {"name": ns},
+        "metadata": {"name": name},
         "spec": {
-            "members": [{"kind": "User", "name": "alice@example.com"}],
-            "quota": {
-                "flavors": [
-                    {"name": name, "resources": [{"name": r, "nominal": q} for r, q in quota]}
-                ]
-            },
+            "members": [{"kind": "User", "name": f"alice@{name}.example.com"}],
+            "quota": {"cohort": cohort, "flavors": [{"name": flavor, "resources": resources}]},
             "queueName": "gpu",
         },
     }
-    apply_all(cluster, [team])
+
+
+@pytest.fixture
+def team_queue(cluster: Cluster, kueue: None, e2e_namespace: str) -> Iterator[str]:
+    """The test's namespace onboarded as a Team (adopted: labelled for it) with 2 A100s of the
+    kwok GPU nodes, LocalQueue ``gpu``, in a cohort of its own from which it never borrows GPUs.
+    The Team comes before the platform's ResourceFlavor: Kueue keeps its ClusterQueue inactive
+    and the Team says why, until the flavor exists."""
+    ns = e2e_namespace
+    tolerate = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    a100 = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    name = f"{FLAVOR}-{ns[-8:]}"  # the test's own: it does not exist yet
+    flavor, *_ = queue_objects(ns, name, a100, tolerate, [], "gpu")
+    cluster.kubectl("label", "namespace", ns, f"kubeforge.io/team={ns}")
+    apply_all(cluster, [team(ns, name, GPUS, f"kf-e2e-pool-{ns[-8:]}", borrowingLimit="0")])
     inactive = wait_until(
         lambda: (c := quota_condition(cluster, ns)).get("status") == "False" and c,
         60, 1, "the Team saying Kueue's reason",
@@ -204,11 +211,35 @@ def gpu_usage(cluster: Cluster, cq: str) -> float:
     return 0.0
 
 
+@pytest.fixture
+def other_team(cluster: Cluster, team_queue: str) -> Iterator[str]:
+    """A second Team, its namespace made by the operator, with 1 A100 of the first one's flavor
+    in its cohort."""
+    first = team_queue
+    name = f"{first}-b"
+    apply_all(cluster, [team(name, f"{FLAVOR}-{first[-8:]}", 1, f"kf-e2e-pool-{first[-8:]}")])
+    wait_until(lambda: team_status(cluster, name).get("phase") == "Ready", 60, 1, "Team B Ready")
+    yield name
+    if not KEEP:
+        cluster.kubectl("delete", "team", name, "--wait=false", check=False)
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def scraped(query: str) -> dict[str, float]:
+    """An instant query of the local cluster's Prometheus: each series' ``team`` label (or
+    ``state``) and value."""
+    prometheus = node_control("monitoring").api_url()
+    url = f"{prometheus}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310
+        result = json.loads(resp.read())["data"]["result"]
+    return {r["metric"].get("state") or r["metric"]["team"]: float(r["value"][1]) for r in result}
+
+
 @pytest.mark.slow  # Kueue's controller on the real node and the chart's operator
 def test_the_third_gpu_workbench_queues_with_its_position_then_runs_when_one_stops(
-    cluster: Cluster, team_queue: str
+    cluster: Cluster, team_queue: str, other_team: str
 ) -> None:
-    ns = team_queue
+    ns, ns_b = team_queue, other_team
     for name in ("wb1", "wb2"):
         gpu_workbench(cluster, ns, name)
         running = wait_phase(cluster, ns, name, "Running")
@@ -260,6 +291,25 @@ def test_the_third_gpu_workbench_queues_with_its_position_then_runs_when_one_sto
     )
     assert answer["fits"] is False
     assert answer["short"] == [{"resource": "nvidia.com/gpu", "requested": 1.0, "free": 0.0}]
+
+    # the other team's GPU is its own: its Workbench runs while this team's third still waits
+    # (this team never borrows GPUs from the cohort)
+    gpu_workbench(cluster, ns_b, "b1")
+    assert wait_phase(cluster, ns_b, "b1", "Running")["status"]["gpus"] == 1
+    wait_until(lambda: gpu_usage(cluster, ns_b) == 1, 30, 1, "team B's GPU usage")
+    assert phase(cluster, ns, "wb3") == "Queued"
+    # the operator's metrics, scraped by Prometheus: Kueue's numbers of each team
+    teams = f'team=~"{ns}|{ns_b}"'
+    want = {ns: gpu_usage(cluster, ns), ns_b: gpu_usage(cluster, ns_b)}
+    gpus = f'{teams},resource="nvidia.com/gpu"'
+    wait_until(
+        lambda: scraped(f"kubeforge_team_quota_used{{{gpus}}}") == want, 90, 2,
+        "the teams' GPU usage in Prometheus",
+    )  # fmt: skip
+    assert scraped(f"kubeforge_team_quota_nominal{{{gpus}}}") == {ns: GPUS, ns_b: 1}
+    assert scraped(f"kubeforge_team_quota_borrowed{{{gpus}}}") == {ns: 0, ns_b: 0}
+    pending = scraped(f'kubeforge_team_workloads{{team="{ns}"}}')
+    assert pending == {"admitted": 2, "pending": 1}
 
     # a stopped Workbench gives its GPU back and the queued one is admitted
     cluster.kubectl(
@@ -403,6 +453,7 @@ def training_logs(cluster: Cluster, ns: str, name: str) -> str:
 # three real training runs on the real node (the job backend's validation and training Jobs in
 # the trainer image, torch on the CPU, the model registered on a volume with its lineage)
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # three training runs one after the other: 250-300 s on two cores
 def test_a_preempted_finetunejob_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_run(
     cluster: Cluster, train_queue: str, trainer_image: None, tmp_path: Path
 ) -> None:

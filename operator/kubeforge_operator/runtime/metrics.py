@@ -1,12 +1,15 @@
 """The operator's Prometheus metrics: reconciles by kind and result, reconcile duration, objects
-by kind and phase, and GPUs held by namespace and kind (the REST API's GPU-hours come from it)."""
+by kind and phase, GPUs held by namespace and kind (the REST API's GPU-hours come from it), and
+each Team's quota and usage as Kueue accounts for it (the Team's status.quota)."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter as Tally
 from collections.abc import Iterator
+from typing import Any
 
+from kubernetes.utils.quantity import parse_quantity
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -36,27 +39,43 @@ LEADER = Gauge(
 
 class ObjectPhases(Collector):
     """``kubeforge_objects{kind,phase}``: how many objects are in each phase, from the phase the
-    last reconcile of each object saw. Collected on scrape, so deleted objects drop out."""
+    last reconcile of each object saw; GPUs held; a Team's quota (``kubeforge_team_*``). Collected
+    on scrape, so deleted objects drop out."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._phases: dict[tuple[str, str, str], str] = {}
         self._gpus: dict[tuple[str, str, str], tuple[int, str]] = {}
+        self._quotas: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def set(
-        self, kind: str, namespace: str, name: str, phase: str, gpus: int = 0, product: str = ""
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        phase: str,
+        gpus: int = 0,
+        product: str = "",
+        quota: dict[str, Any] | None = None,
     ) -> None:
+        """``quota``: a Team's status.quota (none: it has no queue, or Kueue has not made it
+        active)."""
         with self._lock:
             self._phases[(kind, namespace, name)] = phase
             if gpus:
                 self._gpus[(kind, namespace, name)] = (gpus, product)
             else:
                 self._gpus.pop((kind, namespace, name), None)
+            if quota:
+                self._quotas[(kind, namespace, name)] = quota
+            else:
+                self._quotas.pop((kind, namespace, name), None)
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         with self._lock:
             self._phases.pop((kind, namespace, name), None)
             self._gpus.pop((kind, namespace, name), None)
+            self._quotas.pop((kind, namespace, name), None)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
@@ -65,6 +84,7 @@ class ObjectPhases(Collector):
             for (kind, namespace, _), (gpus, _product) in self._gpus.items():
                 held[(namespace, kind)] += gpus
             objects = sorted(self._gpus.items())
+            quotas = {name: q for (_, _, name), q in self._quotas.items()}
         gpus_family = GaugeMetricFamily(
             "kubeforge_gpus",
             "GPUs held now (status.gpus), by namespace and kind.",
@@ -89,6 +109,40 @@ class ObjectPhases(Collector):
         for (kind, phase), count in sorted(tally.items()):
             family.add_metric([kind, phase], count)
         yield family
+        yield from team_quota_families(quotas)
+
+
+# a Team's quota per flavor and resource: status.quota's field and the metric's help
+_QUOTA_FIELDS = (
+    ("nominal", "The Team's nominal quota (its ClusterQueue's), by flavor and resource."),
+    ("used", "Used by the Team's admitted workloads, borrowed included (Kueue's accounting)."),
+    ("borrowed", "Of what the Team uses, what is borrowed from its cohort."),
+)
+
+
+def team_quota_families(quotas: dict[str, dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
+    """``kubeforge_team_quota_{nominal,used,borrowed}{team,flavor,resource}`` (quantities as
+    numbers: ``500m`` is 0.5, ``1Gi`` 1073741824) and ``kubeforge_team_workloads{team,state}``
+    from the Teams' status.quota, the numbers of Kueue's ClusterQueue status. Pure."""
+    for field, help_text in _QUOTA_FIELDS:
+        family = GaugeMetricFamily(
+            f"kubeforge_team_quota_{field}", help_text, labels=["team", "flavor", "resource"]
+        )
+        for team, quota in sorted(quotas.items()):
+            for flavor in quota.get("flavors") or []:
+                for res in flavor.get("resources") or []:
+                    value = float(parse_quantity(str(res.get(field) or "0")))
+                    family.add_metric([team, flavor["name"], res["name"]], value)
+        yield family
+    workloads = GaugeMetricFamily(
+        "kubeforge_team_workloads",
+        "The Team's workloads admitted (holding quota) and pending (waiting for it).",
+        labels=["team", "state"],
+    )
+    for team, quota in sorted(quotas.items()):
+        for state in ("admitted", "pending"):
+            workloads.add_metric([team, state], int(quota.get(f"{state}Workloads") or 0))
+    yield workloads
 
 
 OBJECT_PHASES = ObjectPhases()

@@ -242,6 +242,7 @@ def reconcile_object(
             outcome.phase,
             int(status.get("gpus") or 0),
             str(status.get("gpuProduct") or ""),
+            status.get("quota"),
         )
         log.info(
             "Reconciled %s",
