@@ -295,9 +295,11 @@ def finetunejob(
     }
 
 
-def chart_part(template: str, *settings: str) -> str:
-    """One template of the chart, rendered with hack/values-local.yaml and ``settings``."""
+def chart_part(template: str, *settings: str, **values: Any) -> str:
+    """One template of the chart, rendered with hack/values-local.yaml, ``settings``
+    (``--set``) and ``values`` (each a top-level value, as JSON)."""
     sets = [arg for setting in settings for arg in ("--set", setting)]
+    sets += [arg for key, v in values.items() for arg in ("--set-json", f"{key}={json.dumps(v)}")]
     return helm.run_helm(
         helm_binary(),
         "template", "kubeforge", str(helm.CHART), "-f", str(helm.LOCAL_VALUES), *sets,

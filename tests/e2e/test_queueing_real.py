@@ -428,12 +428,11 @@ def train_queue(cluster: Cluster, kueue: None, e2e_namespace: str) -> Iterator[s
         ns, "kf-e2e-real-node", real, ON_REAL_NODE["tolerations"], TRAIN_QUOTA, "train",
         preemption={"withinClusterQueue": "LowerPriority"},
     )  # fmt: skip
-    priorities = [
-        {"apiVersion": KUEUE, "kind": "WorkloadPriorityClass", "metadata": {"name": name},
-         "value": value, "description": f"kubeforge e2e: {name}"}
-        for name, value in PRIORITIES.items()
-    ]  # fmt: skip
-    apply_all(cluster, objects + priorities)
+    apply_all(cluster, objects)
+    # the tiers as a platform declares them: the chart's kueue.priorityClasses
+    tiers = [{"name": n, "value": v, "description": f"e2e: {n}"} for n, v in PRIORITIES.items()]
+    priorities = chart_part("templates/queueing.yaml", kueue={"priorityClasses": tiers})
+    cluster.kubectl("apply", "-f", "-", stdin=priorities)
     yield ns
     if not KEEP:
         cluster.kubectl("delete", "clusterqueue", ns, "--wait=false", check=False)

@@ -156,8 +156,36 @@ def test_chart_crds_and_user_roles_are_the_generated_ones() -> None:
     assert (CHART / "templates" / "user-roles.yaml").read_bytes() == roles
 
 
+def test_kueue_flavors_and_priority_tiers_are_the_platforms_values(helm: str) -> None:
+    kueue = {
+        "resourceFlavors": [
+            {
+                "name": "a100",
+                "nodeLabels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+            },
+            {"name": "cpu"},
+        ],
+        "priorityClasses": [
+            {"name": "interactive", "value": 1000, "description": "someone waits: 'now'"},
+            {"name": "preemptible", "value": -10},
+        ],
+    }
+    docs = render(helm, "--set-json", f"kueue={json.dumps(kueue)}")
+    a100 = find(docs, "ResourceFlavor", "a100")
+    assert a100["apiVersion"] == "kueue.x-k8s.io/v1beta2"
+    assert a100["spec"] == {k: v for k, v in kueue["resourceFlavors"][0].items() if k != "name"}
+    assert find(docs, "ResourceFlavor", "cpu")["spec"] == {}  # any node
+    tier = find(docs, "WorkloadPriorityClass", "interactive")
+    assert (tier["value"], tier["description"]) == (1000, "someone waits: 'now'")
+    assert "description" not in find(docs, "WorkloadPriorityClass", "preemptible")
+    assert not [d for d in render(helm) if d["apiVersion"].startswith("kueue.")]  # none: none
+
+
 def test_values_schema_names_the_bad_value(helm: str) -> None:
     cases = {
+        ("--set", "kueue.priorityClasses[0].name=urgent"): "/kueue/priorityClasses/0",
+        ("--set", "kueue.resourceFlavors[0].name=A100"): "/kueue/resourceFlavors/0/name",
         ("--set", "operator.replica=3"): "replica",
         ("--set", "admissionPolicy.allowedRegistries[0]=ghcr.io"): "allowedRegistries",
         ("--set", "image.digest=latest"): "digest",
