@@ -9,11 +9,13 @@ import os
 import shlex
 import shutil
 import ssl
+import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from kfcluster import monitoring, node
 from kfcluster.binaries import bin_dir, build, module_dir, thirdparty_crd_files, tool_version
@@ -87,6 +89,23 @@ def apply_objects(objects: str | dict[str, object] | list[dict[str, object]]) ->
         "-",
         stdin=text,
     )
+
+
+def helm_template(
+    release: str, chart: Path, namespace: str, values: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """``helm template`` of a chart (a third-party controller's own) with ``values``, as
+    objects; a chart Helm refuses is a ClusterError."""
+    import yaml  # PyYAML: Helm renders YAML; the tests and the localcluster commands have it
+
+    proc = subprocess.run(
+        [str(bin_dir() / "helm"), "template", release, str(chart), "--namespace", namespace,
+         "--values", "-"],
+        input=json.dumps(values), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise ClusterError(f"helm template of {chart.name} failed: {proc.stderr.strip()}")
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
 def deployment_exists(namespace: str, name: str) -> bool:

@@ -18,11 +18,10 @@ cluster does not carry it unless asked.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from kfcluster.binaries import bin_dir, module_dir, tool_version
+from kfcluster.binaries import module_dir, tool_version
 from kfcluster.files import ON_REAL_NODE
 from kfcluster.images import BINARY_IMAGES, KUEUE_IMAGE, binary_image
 from kfcluster.settings import ClusterError, log
@@ -86,16 +85,9 @@ def values() -> dict[str, Any]:
 
 def manifests() -> list[dict[str, Any]]:
     """``helm template`` of Kueue's chart with ``values()``, as objects."""
-    import yaml  # PyYAML: Helm renders YAML; the e2e tests and `make kueue` have it
+    from kfcluster.components import helm_template
 
-    proc = subprocess.run(
-        [str(bin_dir() / "helm"), "template", RELEASE, str(chart()), "--namespace", NAMESPACE,
-         "--values", "-"],
-        input=json.dumps(values()), capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise ClusterError(f"helm template of Kueue's chart failed: {proc.stderr.strip()}")
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+    return helm_template(RELEASE, chart(), NAMESPACE, values())
 
 
 def is_up() -> bool:

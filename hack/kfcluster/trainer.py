@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from kfcluster.binaries import bin_dir, module_dir, tool_version
+from kfcluster.binaries import module_dir, tool_version
 from kfcluster.files import ON_REAL_NODE
 from kfcluster.images import BINARY_IMAGES, JOBSET_IMAGE, TRAINER_CONTROLLER_IMAGE, binary_image
 from kfcluster.settings import ClusterError, log
@@ -82,25 +81,14 @@ def jobset_values() -> dict[str, Any]:
     }
 
 
-def _render(release: str, chart: Path, values: dict[str, Any]) -> list[dict[str, Any]]:
-    import yaml  # PyYAML: Helm renders YAML
-
-    proc = subprocess.run(
-        [str(bin_dir() / "helm"), "template", release, str(chart), "--namespace", NAMESPACE,
-         "--values", "-"],
-        input=json.dumps(values), capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise ClusterError(f"helm template of {chart.name} failed: {proc.stderr.strip()}")
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
-
-
 def manifests() -> list[dict[str, Any]]:
     """JobSet's chart, then Trainer's (from a copy without its chart dependencies), as objects."""
     import yaml
 
+    from kfcluster.components import helm_template
+
     jobset_chart = module_dir(JOBSET_MODULE, tool_version("jobset", JOBSET_MODULE)) / "charts"
-    docs = _render("jobset", jobset_chart / "jobset", jobset_values())
+    docs = helm_template("jobset", jobset_chart / "jobset", NAMESPACE, jobset_values())
     trainer = module_dir(TRAINER_MODULE, tool_version("kueue", TRAINER_MODULE))
     with tempfile.TemporaryDirectory() as tmp:
         chart = Path(tmp) / "kubeflow-trainer"
@@ -111,7 +99,7 @@ def manifests() -> list[dict[str, Any]]:
         described = yaml.safe_load(meta.read_text())
         described.pop("dependencies", None)
         meta.write_text(yaml.safe_dump(described))
-        docs += _render("kubeflow-trainer", chart, trainer_values())
+        docs += helm_template("kubeflow-trainer", chart, NAMESPACE, trainer_values())
     return docs
 
 
