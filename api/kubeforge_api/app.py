@@ -32,6 +32,7 @@ from kubeforge_api.routes import (
     objects,
     operations,
     queues,
+    teams,
 )
 from kubeforge_api.settings import ApiSettings, get_settings
 
@@ -87,6 +88,7 @@ def create_app(settings: ApiSettings | None = None, cluster: Cluster | None = No
         catalog.router,
         modelmap.router,
         queues.router,
+        teams.router,
     )
     for router in routers:
         app.include_router(router)

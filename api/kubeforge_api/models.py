@@ -291,6 +291,48 @@ class Queues(Answer):
     queues: list[QueueView]
 
 
+class TeamResource(Answer):
+    name: str
+    nominal: str = Field(description="The team's nominal quota (a quantity).")
+    used: str = Field(description="Used by its admitted workloads, borrowed included.")
+    borrowed: str = Field(description="Of that, borrowed from the cohort.")
+
+
+class TeamFlavor(Answer):
+    name: str
+    resources: list[TeamResource]
+
+
+class TeamQuota(Answer):
+    admitted_workloads: int
+    pending_workloads: int
+    flavors: list[TeamFlavor]
+
+
+class QuotaReady(Answer):
+    status: str | None
+    reason: str | None
+    message: str | None
+
+
+class TeamView(Answer):
+    name: str
+    phase: str | None = Field(description="Pending, Ready or Failed (null: not reconciled yet).")
+    namespace: str | None
+    members: int | None = Field(description="Members with access now.")
+    cluster_queue: str | None
+    queue_name: str | None = Field(description="The LocalQueue its workloads name.")
+    quota: TeamQuota | None = Field(
+        description="Kueue's accounting of the team's ClusterQueue; null while Kueue has not made "
+        "it active (quotaReady says why) or the team has no quota."
+    )
+    quota_ready: QuotaReady | None
+
+
+class Teams(Answer):
+    teams: list[TeamView]
+
+
 def _quantities(requests: dict[str, str]) -> dict[str, str]:
     from kubernetes.utils.quantity import parse_quantity
 

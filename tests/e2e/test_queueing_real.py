@@ -310,6 +310,13 @@ def test_the_third_gpu_workbench_queues_with_its_position_then_runs_when_one_sto
     assert scraped(f"kubeforge_team_quota_borrowed{{{gpus}}}") == {ns: 0, ns_b: 0}
     pending = scraped(f'kubeforge_team_workloads{{team="{ns}"}}')
     assert pending == {"admitted": 2, "pending": 1}
+    # and the platform admin's Teams view of the REST API: the same numbers, both teams
+    views = {t["name"]: t for t in call_api(cluster, "/api/v1/teams")["teams"]}
+    for team_ns, nominal in ((ns, GPUS), (ns_b, 1)):
+        quota = views[team_ns]["quota"]
+        gpu = next(r for r in quota["flavors"][0]["resources"] if r["name"] == "nvidia.com/gpu")
+        assert (float(gpu["nominal"]), float(gpu["used"])) == (nominal, want[team_ns])
+    assert views[ns]["quota"]["pendingWorkloads"] == 1
 
     # a stopped Workbench gives its GPU back and the queued one is admitted
     cluster.kubectl(

@@ -482,6 +482,39 @@ def test_the_team_sees_its_quota(page: Page, api_url: str, cluster: Cluster) -> 
         cluster.kubectl("delete", "-f", "-", "--ignore-not-found", stdin=json.dumps(listed))
 
 
+def test_the_platform_admin_sees_every_team_and_a_member_is_told_why_not(
+    page: Page, api_url: str, cluster: Cluster, operator: OperatorProcess
+) -> None:
+    """The Teams tab: refused to a team member with the reason; a platform admin's table of
+    every Team (no Kueue controller in this tier: the queue is not active, and it says so)."""
+    name = f"kf-portal-{RUN}"
+    quota = {"flavors": [{"name": "a100", "resources": [{"name": "nvidia.com/gpu", "nominal": 2}]}]}
+    team = {
+        "apiVersion": "kubeforge.io/v1alpha1",
+        "kind": "Team",
+        "metadata": {"name": name},
+        "spec": {"members": [{"kind": "User", "name": "user-a"}], "quota": quota},
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(team))
+    try:
+        _sign_in(page, api_url, _token(cluster, "user-a"))
+        page.get_by_test_id("namespace").fill("team-a")
+        page.get_by_test_id("namespace").dispatch_event("change")
+        page.get_by_role("button", name="Teams", exact=True).click()
+        expect(page.get_by_test_id("teams-list")).to_contain_text(
+            "needs list on teams.kubeforge.io", timeout=15_000
+        )
+        _sign_in(page, api_url, _token(cluster, "admin"))
+        page.get_by_role("button", name="Teams", exact=True).click()
+        row = page.get_by_test_id("teams-list").locator(f"tr[data-name='{name}']")
+        expect(row).to_contain_text("Pending", timeout=30_000)  # reconciled by the operator
+        expect(row).to_contain_text(f"waiting for Kueue to activate ClusterQueue {name}")
+        _shot(page, "teams")
+    finally:
+        cluster.kubectl("delete", "team", name, "--wait=false", check=False)
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
 def test_tables_follow_the_cluster_without_polling_and_an_expired_token_is_said(
     page: Page, api_url: str, cluster: Cluster
 ) -> None:
@@ -655,6 +688,7 @@ def test_every_page_passes_the_accessibility_check(
         "Model catalog": "#catalog-models tbody tr",
         "Model map": "#map-models tbody tr",
         "Quota": "#quota-queues > *",
+        "Teams": "#teams-list > *",  # user-a's: the refusal, said in the tab
     }
     for tab, shown in loaded.items():
         page.get_by_role("button", name=tab, exact=True).click()

@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from kubeforge_api.app import create_app
+from kubeforge_api.settings import ApiSettings
 from tests.cases import example
 from tests.integration.conftest import Cluster, wait_until
 
@@ -110,6 +114,27 @@ def test_a_team_gets_its_namespace_access_and_queues(cluster: Cluster, team_name
     assert not _can(cluster, "create", team_name, "carol", "vision-readers")
     assert not _can(cluster, "list", team_name, "mallory")
     assert not _can(cluster, "list", "default", "alice@example.com")
+
+    # the platform admin's view through the REST API: the Team as its status says, and why
+    # there is no quota to show yet; a team member is refused and told where to look
+    tokens = json.loads((Path(cluster.kubeconfig).parent / "tokens.json").read_text())
+    settings = ApiSettings(kubeconfig=Path(cluster.user_kubeconfig("kubeforge-api")))
+    with TestClient(create_app(settings)) as api:
+        admin = api.get("/api/v1/teams", headers={"Authorization": f"Bearer {tokens['admin']}"})
+        assert admin.status_code == 200, admin.text
+        view = next(t for t in admin.json()["teams"] if t["name"] == team_name)
+        assert view["phase"] == "Pending"
+        assert (view["namespace"], view["members"]) == (team_name, 3)
+        assert view["quota"] is None
+        assert view["quotaReady"]["reason"] == "QuotaPending"
+        assert (
+            f"waiting for Kueue to activate ClusterQueue {team_name}"
+            in (view["quotaReady"]["message"])
+        )
+        member = api.get("/api/v1/teams", headers={"Authorization": f"Bearer {tokens['user-a']}"})
+        assert member.status_code == 403
+        assert "needs list on teams.kubeforge.io" in member.json()["detail"]
+        assert "/api/v1/namespaces/{namespace}/queues" in member.json()["detail"]
 
 
 def test_removed_members_lose_access_and_a_renamed_queue_replaces_the_old(

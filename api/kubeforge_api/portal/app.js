@@ -467,7 +467,28 @@ async function loadQuota() {
   }).join("") || "<p>No LocalQueue in this namespace: its workloads are not queued.</p>";
 }
 
-// the kinds' tabs are live (watchKind); the catalog and the quota, views over many objects,
+// every Team (GET /teams, platform admins): one row per team, its quota per flavor and resource
+function teamQuota(t) {
+  if (!t.quota) return esc(t.quotaReady ? `no quota shown: ${t.quotaReady.message}` : "no quota");
+  const used = t.quota.flavors.flatMap((f) => f.resources.map((r) => `${f.name} ${r.name}: ${r.used} of ${r.nominal}${r.borrowed !== "0" ? ` (${r.borrowed} borrowed)` : ""}`));
+  return `${esc(used.join("; "))}<br>${esc(t.quota.admittedWorkloads)} admitted, ${esc(t.quota.pendingWorkloads)} pending`;
+}
+
+async function loadTeams() {
+  const slot = $("#teams-list");
+  let data;
+  try {
+    data = await api("GET", "/api/v1/teams");
+  } catch (err) {
+    if (err.status !== 403) throw err;
+    slot.innerHTML = `<p role="status">${esc(err.message)}</p>`;
+    return;
+  }
+  slot.innerHTML = data.teams.length ? `<table><thead><tr><th>team</th><th>phase</th><th>namespace</th><th>members</th><th>queue</th><th>quota used</th></tr></thead><tbody>${data.teams.map((t) => `<tr data-name="${esc(t.name)}"><td>${esc(t.name)}</td><td>${esc(t.phase || "")}</td><td>${esc(t.namespace || "")}</td><td>${esc(t.members ?? "")}</td><td>${esc(t.queueName ? `${t.queueName} → ${t.clusterQueue}` : "")}</td><td>${teamQuota(t)}</td></tr>`).join("")}</tbody></table>`
+    : "<p>No Team yet: a platform admin declares one with kubectl apply (docs/teams.md).</p>";
+}
+
+// the kinds' tabs are live (watchKind); the catalog, the quota and the teams, views over many objects,
 // are read again every 15 s while open; the model map when opened and by its reload button
 async function refresh() {
   if (!state.token || !ns()) return;
@@ -480,6 +501,7 @@ async function refresh() {
   try {
     if (state.tab === "catalog") await loadCatalog();
     else if (state.tab === "quota") await loadQuota();
+    else if (state.tab === "teams") await loadTeams();
     $("#error").textContent = "";
   } catch (err) {
     $("#error").textContent = err.message;
@@ -572,5 +594,5 @@ document.addEventListener("click", (e) => {
   const one = e.target.closest("[data-explain]");
   if (one) explain(one.dataset.explain, one.dataset.instance);
 });
-setInterval(() => { if (state.tab === "catalog" || state.tab === "quota") refresh(); }, 15000);
+setInterval(() => { if (["catalog", "quota", "teams"].includes(state.tab)) refresh(); }, 15000);
 if (state.token) signIn(state.token);
