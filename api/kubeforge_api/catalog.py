@@ -1,5 +1,5 @@
-"""The model catalog, lineage and GPU use: pure views over the objects a caller may list (the
-routes list them as the caller; nothing here talks to the cluster)."""
+"""The model catalog, lineage, GPU use and the Teams: pure views over the objects a caller may
+list (the routes list them as the caller; nothing here talks to the cluster)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,22 @@ def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
         if c.get("type") == type_:
             return {k: c.get(k) for k in ("status", "reason", "message")}
     return None
+
+
+def team_view(team: dict[str, Any]) -> dict[str, Any]:
+    """One Team as the platform admin's view shows it: what its status says, and its QuotaReady
+    condition (why there is no quota to show, when there is none)."""
+    status = team.get("status") or {}
+    return {
+        "name": team["metadata"]["name"],
+        "phase": status.get("phase"),
+        "namespace": status.get("namespace"),
+        "members": status.get("members"),
+        "clusterQueue": status.get("clusterQueue"),
+        "queueName": status.get("queueName"),
+        "quota": status.get("quota"),
+        "quotaReady": _condition(team, "QuotaReady"),
+    }
 
 
 def _ftj_view(ftj: dict[str, Any]) -> dict[str, Any]:

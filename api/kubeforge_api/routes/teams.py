@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from kubeforge_api.catalog import team_view
 from kubeforge_api.cluster import ApiserverError
 from kubeforge_api.deps import AsCaller
 from kubeforge_api.errors import ERRORS, ProblemError
@@ -19,24 +20,6 @@ from kubeforge_api.models import Teams
 from kubeforge_crds import TEAM
 
 router = APIRouter(prefix="/api/v1", tags=["teams"], responses=ERRORS)
-
-
-def team_view(team: dict[str, Any]) -> dict[str, Any]:
-    """One Team as the view shows it: what its status says, and its QuotaReady condition (why
-    there is no quota to show, when there is none). Pure."""
-    status = team.get("status") or {}
-    conditions = status.get("conditions") or []
-    ready = next((c for c in conditions if c.get("type") == "QuotaReady"), None)
-    return {
-        "name": team["metadata"]["name"],
-        "phase": status.get("phase"),
-        "namespace": status.get("namespace"),
-        "members": status.get("members"),
-        "clusterQueue": status.get("clusterQueue"),
-        "queueName": status.get("queueName"),
-        "quota": status.get("quota"),
-        "quotaReady": ready and {k: ready.get(k) for k in ("status", "reason", "message")},
-    }
 
 
 @router.get("/teams", response_model=Teams, response_model_by_alias=True)
