@@ -294,19 +294,19 @@ class Queues(Answer):
 class TeamResource(Answer):
     name: str
     nominal: str = Field(description="The team's nominal quota (a quantity).")
-    used: str = Field(description="Used by its admitted workloads, borrowed included.")
-    borrowed: str = Field(description="Of that, borrowed from the cohort.")
+    used: str = Field(default="0", description="Used by its admitted workloads, borrowed included.")
+    borrowed: str = Field(default="0", description="Of that, borrowed from the cohort.")
 
 
 class TeamFlavor(Answer):
     name: str
-    resources: list[TeamResource]
+    resources: list[TeamResource] = Field(default_factory=list)
 
 
 class TeamQuota(Answer):
-    admitted_workloads: int
-    pending_workloads: int
-    flavors: list[TeamFlavor]
+    admitted_workloads: int = 0
+    pending_workloads: int = 0
+    flavors: list[TeamFlavor] = Field(default_factory=list)
 
 
 class QuotaReady(Answer):

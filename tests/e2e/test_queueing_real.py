@@ -303,13 +303,12 @@ def test_the_third_gpu_workbench_queues_with_its_position_then_runs_when_one_sto
     want = {ns: gpu_usage(cluster, ns), ns_b: gpu_usage(cluster, ns_b)}
     gpus = f'{teams},resource="nvidia.com/gpu"'
     wait_until(
-        lambda: scraped(f"kubeforge_team_quota_used{{{gpus}}}") == want, 90, 2,
-        "the teams' GPU usage in Prometheus",
+        lambda: scraped(f"kubeforge_team_quota_used{{{gpus}}}") == want
+        and scraped(f'kubeforge_team_workloads{{team="{ns}"}}') == {"admitted": 2, "pending": 1},
+        90, 2, "the teams' GPU usage and workloads in Prometheus",
     )  # fmt: skip
     assert scraped(f"kubeforge_team_quota_nominal{{{gpus}}}") == {ns: GPUS, ns_b: 1}
     assert scraped(f"kubeforge_team_quota_borrowed{{{gpus}}}") == {ns: 0, ns_b: 0}
-    pending = scraped(f'kubeforge_team_workloads{{team="{ns}"}}')
-    assert pending == {"admitted": 2, "pending": 1}
     # and the platform admin's Teams view of the REST API: the same numbers, both teams
     views = {t["name"]: t for t in call_api(cluster, "/api/v1/teams")["teams"]}
     for team_ns, nominal in ((ns, GPUS), (ns_b, 1)):

@@ -169,6 +169,7 @@ def test_kueue_flavors_and_priority_tiers_are_the_platforms_values(helm: str) ->
         "priorityClasses": [
             {"name": "interactive", "value": 1000, "description": "someone waits: 'now'"},
             {"name": "preemptible", "value": -10},
+            {"name": "1e3", "value": 1_000_000_000},  # a name YAML would read as a number
         ],
     }
     docs = render(helm, "--set-json", f"kueue={json.dumps(kueue)}")
@@ -179,7 +180,15 @@ def test_kueue_flavors_and_priority_tiers_are_the_platforms_values(helm: str) ->
     tier = find(docs, "WorkloadPriorityClass", "interactive")
     assert (tier["value"], tier["description"]) == (1000, "someone waits: 'now'")
     assert "description" not in find(docs, "WorkloadPriorityClass", "preemptible")
+    assert find(docs, "WorkloadPriorityClass", "1e3")["value"] == 1_000_000_000  # not 1e+09
     assert not [d for d in render(helm) if d["apiVersion"].startswith("kueue.")]  # none: none
+    twice = {"priorityClasses": [{"name": "a", "value": 1}, {"name": "a", "value": 2}]}
+    proc = run_helm(
+        helm, "template", RELEASE, str(CHART), "--set-json", f"kueue={json.dumps(twice)}",
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert 'kueue.priorityClasses: the name "a" is given twice' in proc.stderr
 
 
 def test_values_schema_names_the_bad_value(helm: str) -> None:

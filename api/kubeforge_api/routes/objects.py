@@ -151,8 +151,19 @@ def kind_router(kind: KindInfo) -> APIRouter:
         api: AsCaller,
     ) -> Response:
         path = object_path(kind, namespace, name)
-        obj = replaced(await api.call("GET", path), name, body)
-        return JSONResponse(await api.call("PUT", path, body=obj))
+        meta = body.metadata  # type: ignore[attr-defined]
+        # a change based on the spec's generation: the operator's status write between this
+        # GET and PUT is no conflict, so it is made again on the newer object (replaced()
+        # still refuses it when the spec changed since)
+        retries = 2 if meta.generation is not None and meta.resource_version is None else 0
+        while True:
+            obj = replaced(await api.call("GET", path), name, body)
+            try:
+                return JSONResponse(await api.call("PUT", path, body=obj))
+            except ApiserverError as err:
+                if err.status != 409 or retries == 0:
+                    raise
+                retries -= 1
 
     @router.delete(
         "/{name}",

@@ -14,6 +14,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from kubeforge_crds import TEAM
+
 RECONCILES = Counter(
     "kubeforge_reconcile_total",
     "Reconciles done, by kind and result (success, invalid, error).",
@@ -84,7 +86,7 @@ class ObjectPhases(Collector):
             for (kind, namespace, _), (gpus, _product) in self._gpus.items():
                 held[(namespace, kind)] += gpus
             objects = sorted(self._gpus.items())
-            quotas = {name: q for (_, _, name), q in self._quotas.items()}
+            quotas = {name: q for (kind, _, name), q in self._quotas.items() if kind == TEAM.kind}
         gpus_family = GaugeMetricFamily(
             "kubeforge_gpus",
             "GPUs held now (status.gpus), by namespace and kind.",
