@@ -128,6 +128,10 @@ def start_runtime(
         f"/v2/models/{name}/ready",
         f"runtime {revision}",
         120,
+        # one torch thread each: two runtimes (and a test worker beside them) on two cores
+        # otherwise fight over the same cores, and one's p95 jumps several-fold while the
+        # other's does not
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
 
 

@@ -299,7 +299,9 @@ def test_degraded_quality_from_late_labels_retrains_once(env: Env) -> None:
     config = MonitorConfig.model_validate_json(cm["data"]["config.json"])
     assert config.ground_truth is not None
     assert (config.ground_truth.min_labels, config.ground_truth.metrics) == (20, {"accuracy": 0.8})
-    rule = env.get(f"prometheusrule/{name}-drift") or {}
+    rule = wait_until(
+        lambda: env.get(f"prometheusrule/{name}-drift"), 60, what="the drift alert rules"
+    )
     assert "KubeforgeModelQualityLow" in {r["alert"] for r in rule["spec"]["groups"][0]["rules"]}
     service = start_drift_service(env.work, config, port=env.port)
     env.services.append(service)
