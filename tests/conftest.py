@@ -5,9 +5,12 @@ still running (a fixture that failed half-way leaves none behind).
 
 `make test` runs two pytest-xdist workers: the integration and e2e tests (the session's
 operator, its namespaces, the chart, the audit log) run in their order on one worker, as in a
-run without xdist, while the other worker takes the unit tests and the modules marked
-``no_cluster``: real processes without a cluster (runtimes, Prometheus, the pipeline). A cluster
-test is thus never run beside another, and the cluster tier's waits (a pod's start, a culling
+run without xdist, while the other worker takes the unit tests, the modules marked
+``no_cluster`` (real processes without a cluster: runtimes, Prometheus, the pipeline) and, as
+one group in their order, the modules marked ``own_operator``: they use the cluster only in
+namespaces of their own (``kf-iso-*``, left alone by the session's operator) with an operator
+of their own, and read no cluster-wide state another test changes. The other cluster tests are
+thus never run beside one another, and the cluster tier's waits (a pod's start, a culling
 minute) no longer hold up the tests that need only CPU."""
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ _TIERS = {"unit", "integration", "e2e"}
 
 
 CLUSTER_GROUP = "cluster"
+OWN_OPERATOR_GROUP = "cluster-own-operator"
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
@@ -41,12 +45,19 @@ def on_cluster(path: str) -> bool:
     return _NO_CLUSTER_MARK not in (ROOT / path).read_text()
 
 
+def own_operator(path: str) -> bool:
+    """Whether the module at ``path`` is marked ``own_operator`` (see above)."""
+    return on_cluster(path) and _OWN_OPERATOR_MARK in (ROOT / path).read_text()
+
+
 ROOT = Path(__file__).resolve().parents[1]
 _NO_CLUSTER_MARK = "pytest.mark.no_cluster"
+_OWN_OPERATOR_MARK = "pytest.mark.own_operator"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A module marked no_cluster whose tests use the cluster would run beside its tests."""
+    """A module marked no_cluster whose tests use the cluster, or one marked own_operator whose
+    tests use the session's operator, would run beside the tests they would disturb."""
     wrong = [
         i.nodeid
         for i in items
@@ -54,17 +65,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ]
     if wrong:
         raise pytest.UsageError(f"marked no_cluster but using the cluster: {', '.join(wrong)}")
+    shared = [
+        i.nodeid
+        for i in items
+        if i.get_closest_marker("own_operator") and "operator" in getattr(i, "fixturenames", ())
+    ]
+    if shared:
+        raise pytest.UsageError(
+            f"marked own_operator but using the session's operator: {', '.join(shared)}"
+        )
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """xdist's scheduling by scope, with one scope for every test that may use the cluster and
-    one per test for the rest. (xdist's own ``loadgroup`` cannot be used: it renames the tests'
-    node ids through an attribute pytest 9 no longer has.)"""
+    """xdist's scheduling by scope: one scope for the tests marked ``own_operator``, one for
+    every other test that may use the cluster, and one per test for the rest. (xdist's own
+    ``loadgroup`` cannot be used: it renames the tests' node ids through an attribute pytest 9
+    no longer has.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     class ClusterScheduling(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
-            return CLUSTER_GROUP if on_cluster(nodeid.split("::", 1)[0]) else nodeid
+            path = nodeid.split("::", 1)[0]
+            if own_operator(path):
+                return OWN_OPERATOR_GROUP
+            return CLUSTER_GROUP if on_cluster(path) else nodeid
 
     return ClusterScheduling(config, log)
 

@@ -3,6 +3,7 @@ needed) or, when KUBECONFIG points at a reachable cluster, that cluster."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -135,7 +136,12 @@ def cluster() -> Cluster:
             )
         cfg, local = external, False
     else:
-        subprocess.run([*LOCALCLUSTER, "up"], check=True, timeout=1800)
+        # one worker starts it, the other waits for that start and finds it running
+        lock = REPO / ".cache" / "cluster-up.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("w") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            subprocess.run([*LOCALCLUSTER, "up"], check=True, timeout=1800)
         cfg, local = local_cfg, True
     api = config.new_client_from_config(config_file=cfg)
     c = Cluster(kubeconfig=cfg, kubectl_bin=kubectl_bin, local=local, api=api)

@@ -35,7 +35,9 @@ from tests.integration.conftest import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.usefixtures("local_cluster")]
+# its own operator in a namespace of its own, and no latency gate that a busy CPU could trip: run
+# beside the other cluster tests (tests/conftest.py)
+pytestmark = [pytest.mark.usefixtures("local_cluster"), pytest.mark.own_operator]
 
 MS, DM = "bot", "bot-watch"
 WINDOW = 100
