@@ -15,6 +15,7 @@ minute) no longer hold up the tests that need only CPU."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,19 @@ def on_cluster(path: str) -> bool:
     parts = Path(path).parts
     if len(parts) < 2 or parts[-2] not in ("integration", "e2e"):
         return False
-    return _NO_CLUSTER_MARK not in (ROOT / path).read_text()
+    return _NO_CLUSTER_MARK not in _source(path)
 
 
 def own_operator(path: str) -> bool:
     """Whether the module at ``path`` is marked ``own_operator`` (see above)."""
-    return on_cluster(path) and _OWN_OPERATOR_MARK in (ROOT / path).read_text()
+    return on_cluster(path) and _OWN_OPERATOR_MARK in _source(path)
+
+
+@functools.cache
+def _source(path: str) -> str:
+    """A test module's text, read once per session (asked for by every test's scheduling and
+    setup)."""
+    return (ROOT / path).read_text()
 
 
 ROOT = Path(__file__).resolve().parents[1]
