@@ -282,6 +282,34 @@ INVALID: list[Invalid] = [
     Invalid("ModelServer", "format", {"runtime.modelFormat": "onnx"}, "spec.runtime.modelFormat"),
     Invalid(
         "ModelServer",
+        "llmisvc-with-serving-runtime",
+        {"runtime.servedAs": "LLMInferenceService", "runtime.servingRuntime": "vllm"},
+        "spec.runtime.servedAs",
+        "modelFormat transformers, no servingRuntime",
+    ),
+    Invalid(
+        "ModelServer",
+        "llmisvc-sklearn",
+        {"runtime.servedAs": "LLMInferenceService", "runtime.modelFormat": "sklearn"},
+        "spec.runtime.servedAs",
+        "serves a causal LM",
+    ),
+    Invalid(
+        "ModelServer",
+        "llmisvc-evaluation",
+        {
+            "runtime.servedAs": "LLMInferenceService",
+            "runtime.modelFormat": "transformers",
+            "rollout.evaluation": {"prompts": {"configMap": "p"}},
+        },
+        "spec.rollout.evaluation",
+        "not done for an LLMInferenceService",
+    ),
+    Invalid(
+        "ModelServer", "served-as", {"runtime.servedAs": "Deployment"}, "spec.runtime.servedAs"
+    ),
+    Invalid(
+        "ModelServer",
         "adapters-on-an-adapter",
         {"runtime.modelFormat": "peft", "adapters": [{"name": "a", "uri": "pvc://m/a"}]},
         "spec.adapters",

@@ -71,6 +71,13 @@ class ModelFormat(StrEnum):
     SKLEARN = "sklearn"
 
 
+class ServedAs(StrEnum):
+    """The KServe resource a ModelServer is served as."""
+
+    INFERENCE_SERVICE = "InferenceService"
+    LLM_INFERENCE_SERVICE = "LLMInferenceService"
+
+
 class FaultInjection(KubeModel):
     """Faults the built-in runtime injects into inference requests, for tests and demos: a canary
     with errors shows the automatic rollback. Part of the revision: changing it starts a rollout."""
@@ -111,6 +118,23 @@ class Runtime(KubeModel):
         default=None,
         description="Built-in runtime only: inject errors or latency (tests and demos).",
     )
+    served_as: ServedAs = Field(
+        default=ServedAs.INFERENCE_SERVICE,
+        description="InferenceService: KServe's InferenceService (the built-in runtime or "
+        "servingRuntime). LLMInferenceService: KServe's vLLM path (llm-d, "
+        "serving.kserve.io/v1alpha2), a causal LM served by vLLM with spec.adapters as its "
+        "LoRA modules and the canary as a second member of one routing group (vLLM needs a "
+        "GPU: set resources.accelerator). Cannot change: create a new ModelServer.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self == oldSelf",
+                    "message": "servedAs cannot change (the other kind would keep serving): "
+                    "create a new ModelServer",
+                }
+            ]
+        },
+    )
 
     cel_rules = (
         CelRule(
@@ -118,6 +142,22 @@ class Runtime(KubeModel):
             message="faultInjection works with the built-in runtime only; unset servingRuntime",
             check=lambda s: s.fault_injection is None or s.serving_runtime is None,
             field_path=".faultInjection",
+        ),
+        CelRule(
+            rule="!has(self.servedAs) || self.servedAs != 'LLMInferenceService' || "
+            "(self.modelFormat == 'transformers' && !has(self.servingRuntime) && "
+            "!has(self.faultInjection))",
+            message="an LLMInferenceService serves a causal LM with KServe's vLLM: modelFormat "
+            "transformers, no servingRuntime, no faultInjection",
+            check=lambda s: (
+                s.served_as != ServedAs.LLM_INFERENCE_SERVICE
+                or (
+                    s.model_format == ModelFormat.TRANSFORMERS
+                    and s.serving_runtime is None
+                    and s.fault_injection is None
+                )
+            ),
+            field_path=".servedAs",
         ),
     )
 
@@ -416,6 +456,17 @@ class ModelServerSpec(KubeModel):
     )
 
     cel_rules = (
+        CelRule(
+            rule="!has(self.rollout.evaluation) || !has(self.runtime.servedAs) || "
+            "self.runtime.servedAs != 'LLMInferenceService'",
+            message="evaluation before traffic is not done for an LLMInferenceService yet (its "
+            "Job calls the predictors' /openai/v1 Services); remove rollout.evaluation",
+            check=lambda s: (
+                s.rollout.evaluation is None
+                or s.runtime.served_as != ServedAs.LLM_INFERENCE_SERVICE
+            ),
+            field_path=".rollout.evaluation",
+        ),
         CelRule(
             rule="!has(self.adapters) || size(self.adapters) == 0 || "
             "(self.runtime.modelFormat == 'transformers' && !has(self.runtime.servingRuntime))",

@@ -318,6 +318,9 @@ NOT_EXERCISED |= {
     "operator writes a Team's RoleBindings, not a request of its own (they are refused without "
     "it)",
     ("visibility.kueue.x-k8s.io", "localqueues/pendingworkloads", "get"): KUEUE,
+    ("serving.kserve.io", "llminferenceservices", "delete"): "a canary member drained after "
+    "its rollout ended: no LLMInferenceService controller runs here to report one Ready "
+    "(tests/unit/test_modelserver_llmisvc.py walks the rollout)",
     ("apps", "statefulsets", "delete"): "a notebook StatefulSet Kueue's webhook refuses to "
     "change in place: no Kueue runs in this tier; tests/e2e/test_queueing_real.py changes a "
     "queued Workbench's resources with Kueue's real controller",
@@ -375,6 +378,15 @@ MORE_PATHS: dict[str, Any] = {
             "spec": {
                 "model": {"uri": "pvc://models/bot/1"},
                 "runtime": {"modelFormat": "transformers", "servingRuntime": "vllm"},
+            },
+        },
+        {
+            "apiVersion": "kubeforge.io/v1alpha1",
+            "kind": "ModelServer",
+            "metadata": {"name": "llm"},
+            "spec": {
+                "model": {"uri": "hf://sshleifer/tiny-gpt2"},
+                "runtime": {"servedAs": "LLMInferenceService"},
             },
         },
     ],

@@ -1,19 +1,22 @@
 """The LLMInferenceServices a ModelServer becomes on KServe's vLLM path
 (``modelserver/llmisvc.py``) against KServe v0.20's own CRD (installed into the local control
 plane from KServe's Go module): a stable version with two LoRA adapters and its canary at 10%,
-admitted by the apiserver (server-side dry run: schema, defaults, CEL). vLLM needs a GPU, so
-nothing serves them here; what the schema cannot say (KServe's webhook: a weight needs a group)
-is checked on the manifests themselves."""
+admitted by the apiserver (server-side dry run: schema, defaults, CEL); and the operator writing
+them for a ModelServer with ``spec.runtime.servedAs: LLMInferenceService``. vLLM needs a GPU and
+KServe's LLMInferenceService controller is not run here, so nothing serves them: the ModelServer
+says it waits for that controller. What the schema cannot say (KServe's webhook: a weight needs
+a group) is checked on the manifests themselves."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 from kubeforge_crds import MODELSERVER
 from kubeforge_operator.modelserver.llmisvc import build_llm_inference_services
 from kubeforge_operator.modelserver.revisions import desired_revision
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, OperatorProcess, wait_until
 
 OWNER = {
     "apiVersion": MODELSERVER.api_version,
@@ -117,3 +120,53 @@ def test_every_member_has_a_group_and_a_weight_as_kserve_s_webhook_requires() ->
     )
     assert alone["spec"]["router"]["route"]["weight"] == 100
     assert "lora" not in alone["spec"]["model"]
+
+
+def test_the_operator_writes_the_stable_member_and_waits_for_kserve(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    ns = f"kf-llmisvc-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", ns)
+    server = {
+        "apiVersion": MODELSERVER.api_version,
+        "kind": "ModelServer",
+        "metadata": {"name": "support", "namespace": ns},
+        "spec": {
+            "model": {"uri": "hf://sshleifer/tiny-gpt2"},
+            "runtime": {"servedAs": "LLMInferenceService"},
+            "adapters": [{"name": "tickets", "uri": "hf://org/tickets-lora"}],
+        },
+    }
+
+    def get(kind: str) -> dict[str, Any] | None:
+        done = cluster.kubectl("get", kind, "support", "-n", ns, "-o", "json", check=False)
+        return json.loads(done.stdout) if done.returncode == 0 else None
+
+    def waiting() -> dict[str, Any] | None:
+        ms = get("modelserver") or {}
+        conditions = {c["type"]: c for c in (ms.get("status") or {}).get("conditions") or []}
+        ready = conditions.get("InferenceServiceReady") or {}
+        return conditions if ready.get("reason") == "WaitingForKServe" else None
+
+    try:
+        cluster.kubectl("apply", "-f", "-", stdin=json.dumps(server))
+        conditions = wait_until(waiting, 60, what="InferenceServiceReady WaitingForKServe")
+        assert "LLMInferenceService controller" in conditions["InferenceServiceReady"]["message"]
+        assert conditions["Accepted"]["status"] == "True"
+        member = get("llminferenceservices.serving.kserve.io")
+        assert member is not None  # written by the operator, admitted by KServe's CRD
+        assert member["spec"]["router"]["route"] == {"group": "support", "weight": 100, "http": {}}
+        assert member["spec"]["model"]["lora"]["adapters"] == [
+            {"name": "tickets", "uri": "hf://org/tickets-lora"}
+        ]
+        assert member["metadata"]["ownerReferences"][0]["kind"] == "ModelServer"
+        assert get("inferenceservice") is None
+        # the kind it is served as cannot change under it
+        changed = cluster.kubectl(
+            "patch", "modelserver", "support", "-n", ns, "--type=merge",
+            "-p", '{"spec":{"runtime":{"servedAs":"InferenceService"}}}', check=False,
+        )  # fmt: skip
+        assert changed.returncode != 0
+        assert "servedAs cannot change" in changed.stderr
+    finally:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)

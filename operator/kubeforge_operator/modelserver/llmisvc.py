@@ -10,17 +10,33 @@ Gateway API backendRef weights are). Adapters are ``model.lora.adapters`` (vLLM'
 on the workloads (``spec.labels``), so the canary's metrics can be told from the stable's by a
 PodMonitor that keeps it.
 
-Pure. Checked against KServe's own CRD schema on the apiserver
-(tests/integration/test_llmisvc_schema.py); vLLM needs a GPU, so no LLMInferenceService has
-been served here, and the ModelServer reconcile does not write these yet (docs/llm-serving.md)."""
+The reconcile of a ModelServer with ``spec.runtime.servedAs: LLMInferenceService`` applies
+what ``plan_members`` says, as it applies an InferenceService and its HTTPRoute otherwise: the
+canary gets its step's weight once KServe reports it Ready on its revision (0 before); after a
+promotion the canary keeps all the traffic until the stable member reports the promoted
+revision Ready (KServe restarts vLLM with it); a canary that lost its traffic is kept at weight
+0 for ``DRAIN_SECONDS`` (requests on their way), then deleted.
+
+Pure. Checked against KServe's own CRD schema on the apiserver, and written there by the
+operator (tests/integration/test_llmisvc_schema.py); the rollout walked pass by pass in
+tests/unit/test_modelserver_llmisvc.py. vLLM needs a GPU and KServe's LLMInferenceService
+controller (a binary of its own) is not built here, so no LLMInferenceService has been served
+(docs/llm-serving.md)."""
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from kubeforge_crds import ConditionStatus
 from kubeforge_crds.contracts.labels import REVISION_LABEL
 from kubeforge_crds.modelserver import ModelServerSpec, Revision
+from kubeforge_operator.modelserver.conditions import CANARY_READY, ISVC_READY
+from kubeforge_operator.modelserver.traffic import DRAIN_SECONDS, WEIGHTS_SINCE, weights_since
 from kubeforge_operator.runtime.children import child_metadata, standard_labels
+from kubeforge_operator.runtime.conditions import Observation
 
 LLMISVC_API = "serving.kserve.io/v1alpha2"
 LLMISVC_KIND = "LLMInferenceService"
@@ -35,6 +51,7 @@ def _member(
     name: str,
     weight: int,
     gateway: tuple[str, str],
+    since: str | None = None,
 ) -> dict[str, Any]:
     group = owner["metadata"]["name"]
     labels = standard_labels("modelserver", group, "inference")
@@ -53,10 +70,13 @@ def _member(
             "limits": {"memory": res.memory} | gpus,
         },
     }
+    meta = child_metadata(owner, name, labels | {REVISION_LABEL: rev.revision})
+    if since is not None:
+        meta["annotations"] = {WEIGHTS_SINCE: since}
     return {
         "apiVersion": LLMISVC_API,
         "kind": LLMISVC_KIND,
-        "metadata": child_metadata(owner, name, labels | {REVISION_LABEL: rev.revision}),
+        "metadata": meta,
         "spec": {
             "model": model,
             "replicas": spec.replicas.min,
@@ -88,3 +108,138 @@ def build_llm_inference_services(
         _member(owner, spec, stable, name, 100 - canary_percent, gateway),
         _member(owner, spec, canary, name + CANARY_SUFFIX, canary_percent, gateway),
     ]
+
+
+@dataclass(frozen=True)
+class Members:
+    """The LLMInferenceServices of a ModelServer as they are (None: not there)."""
+
+    stable: dict[str, Any] | None = None
+    canary: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class MemberPlan:
+    """What to apply (stable member first), whether to delete the canary member, and the
+    weight the canary gets."""
+
+    apply: list[dict[str, Any]]
+    delete_canary: bool
+    canary_weight: int
+
+
+def member_revision(member: dict[str, Any] | None) -> str | None:
+    return (((member or {}).get("spec") or {}).get("labels") or {}).get(REVISION_LABEL)
+
+
+def member_weight(member: dict[str, Any] | None) -> int:
+    route = (((member or {}).get("spec") or {}).get("router") or {}).get("route") or {}
+    return int(route.get("weight") or 0)
+
+
+def member_ready(member: dict[str, Any] | None, revision: str) -> bool:
+    """KServe reports the member Ready for the spec we last applied, and that spec serves
+    ``revision``."""
+    if member is None or member_revision(member) != revision:
+        return False
+    status = member.get("status") or {}
+    if status.get("observedGeneration") != member["metadata"].get("generation"):
+        return False
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+def plan_members(
+    owner: dict[str, Any],
+    spec: ModelServerSpec,
+    served: Revision,
+    canary_percent: int | None,
+    stable: Revision | None,
+    seen: Members,
+    gateway: tuple[str, str],
+    now: datetime,
+) -> MemberPlan:
+    """The members for this pass: a rollout (the canary at its step's weight once Ready), a
+    promotion being handed over, a canary draining, or the stable member alone."""
+    name = owner["metadata"]["name"]
+
+    def member(rev: Revision, canary: bool, weight: int) -> dict[str, Any]:
+        since = None
+        if canary:
+            kept = weights_since(seen.canary)
+            unchanged = seen.canary is not None and member_weight(seen.canary) == weight
+            since = (kept if unchanged and kept else now).isoformat()
+        return _member(owner, spec, rev, name + CANARY_SUFFIX if canary else name,
+                       weight, gateway, since)  # fmt: skip
+
+    if canary_percent is not None and stable is not None and stable.revision != served.revision:
+        weight = canary_percent if member_ready(seen.canary, served.revision) else 0
+        applied = [member(stable, False, 100 - weight), member(served, True, weight)]
+        return MemberPlan(applied, False, weight)
+    canary_rev = member_revision(seen.canary)
+    if canary_rev == served.revision and not member_ready(seen.stable, served.revision):
+        # promoted: the canary's vLLM answers until the stable member serves the revision
+        return MemberPlan([member(served, False, 0), member(served, True, 100)], False, 100)
+    alone = member(served, False, 100)
+    if seen.canary is None:
+        return MemberPlan([alone], False, 0)
+    since = weights_since(seen.canary)
+    drained = member_weight(seen.canary) == 0 and since is not None
+    if drained and (now - since).total_seconds() >= DRAIN_SECONDS:  # type: ignore[operator]
+        return MemberPlan([alone], True, 0)
+    draining = copy.deepcopy(seen.canary)
+    draining["spec"]["router"]["route"]["weight"] = 0
+    kept = since if member_weight(seen.canary) == 0 and since else now
+    draining["metadata"] = child_metadata(
+        owner, name + CANARY_SUFFIX, seen.canary["metadata"].get("labels") or {}
+    )
+    draining["metadata"]["annotations"] = {WEIGHTS_SINCE: kept.isoformat()}
+    draining.pop("status", None)
+    return MemberPlan([alone, draining], False, 0)
+
+
+def member_observation(
+    member: dict[str, Any] | None, revision: str, type_: str = ISVC_READY
+) -> Observation:
+    """KServe's Ready of a member for ``revision``; when not ready, the first of its other
+    conditions that is not True says why."""
+    if member is None:
+        return Observation(type_, ConditionStatus.UNKNOWN, "Creating", "")
+    name = member["metadata"]["name"]
+    status = member.get("status") or {}
+    if status.get("observedGeneration") != member["metadata"].get("generation"):
+        return Observation(
+            type_,
+            ConditionStatus.UNKNOWN,
+            "WaitingForKServe",
+            f"KServe has not reported on LLMInferenceService {name} generation "
+            f"{member['metadata'].get('generation')} yet: is KServe's LLMInferenceService "
+            "controller installed?",
+        )
+    conditions = status.get("conditions") or []
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    if ready is None:
+        return Observation(type_, ConditionStatus.UNKNOWN, "WaitingForKServe", "no Ready yet")
+    if ready.get("status") == "True":
+        if member_revision(member) != revision:
+            return Observation(
+                type_, ConditionStatus.UNKNOWN, "Updating", f"{name} does not serve {revision} yet"
+            )
+        return Observation(type_, ConditionStatus.TRUE, "Ready", "")
+    failing = next(
+        (c for c in conditions if c.get("type") != "Ready" and c.get("status") != "True"), ready
+    )
+    reason = str(failing.get("reason") or f"{failing.get('type')}NotReady")
+    said = f"KServe {failing.get('type')}={failing.get('status')} on {name}"
+    if failing.get("message"):
+        said += f": {failing['message']}"
+    return Observation(type_, ConditionStatus(ready.get("status", "Unknown")), reason, said)
+
+
+def canary_member_observation(seen: Members, canary: str | None) -> Observation:
+    """CanaryReady during a rollout (``canary``: its revision), from the canary member."""
+    if canary is None:
+        return Observation(CANARY_READY, ConditionStatus.FALSE, "NoCanary", "")
+    return member_observation(seen.canary, canary, CANARY_READY)

@@ -13,6 +13,7 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubeforge_crds import DRIFTMONITOR
 from kubeforge_crds.contracts.drift import logger_url
 from kubeforge_crds.contracts.serving import ISVC_API
+from kubeforge_operator.modelserver.llmisvc import Members
 from kubeforge_operator.modelserver.traffic import (
     DEFAULT_DOMAIN,
     ROUTE_API,
@@ -49,6 +50,8 @@ class Observed:
     # Standard mode: KServe's Deployment of the stable predictor (is a promotion rolled out?)
     stable_deployment: dict[str, Any] | None = None
     canary_deployment: dict[str, Any] | None = None
+    # served as LLMInferenceService: its members (no InferenceService, Deployment or route)
+    members: Members | None = None
 
 
 def observe(ctx: ReconcileContext) -> Observed:

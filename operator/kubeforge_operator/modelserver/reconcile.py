@@ -22,11 +22,19 @@ from kubeforge_crds.modelserver import (
     ModelServerStatus,
     Revision,
     RolloutProgress,
+    ServedAs,
 )
 from kubeforge_operator.modelserver.analysis import NoPrometheus, record_full_load, run_analysis
 from kubeforge_operator.modelserver.builders import build_inference_service
 from kubeforge_operator.modelserver.conditions import ISVC_READY, TRAFFIC_ROUTED
 from kubeforge_operator.modelserver.evaluation import evaluation_step, prompts_problem
+from kubeforge_operator.modelserver.llmserving import (
+    not_installed,
+    observe_members,
+    queue_refused,
+    serve_members,
+    traffic_flowed,
+)
 from kubeforge_operator.modelserver.observe import Observed, observe
 from kubeforge_operator.modelserver.prometheus import PrometheusMeasurer, Target
 from kubeforge_operator.modelserver.resolve import (
@@ -58,6 +66,7 @@ from kubeforge_operator.modelserver.traffic import (
     drained,
     hands_over,
     hostname,
+    parse_gateway,
     route_canary_weight,
     route_observation,
     weights_since,
@@ -88,6 +97,8 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
     ready = preconditions(ctx, spec, status)
     if isinstance(ready, Outcome):
         return ready
+    if spec.runtime.served_as == ServedAs.LLM_INFERENCE_SERVICE:
+        return reconcile_members(ctx, spec, status, ready)
     seen = observe(ctx)
     planned = decide(ctx, spec, status, ready.desired, seen)
     if isinstance(planned, Outcome):
@@ -119,14 +130,7 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
     isvc = apply_inference_service(ctx, manifest, seen, status)
     if isinstance(isvc, Outcome):
         return isvc
-    for d in planned.decisions:
-        ROLLOUT_DECISIONS.labels(ctx.namespace, ctx.name, d.action).inc()
-        ctx.kube.record_event(
-            ctx.obj,
-            "Warning" if d.action in ("hold", "rollback") else "Normal",
-            f"Rollout{d.action.title()}",
-            f"{d.revision} {d.traffic_split}: {d.reason}",
-        )
+    record_decisions(ctx, planned)
     gpus = ready.placement.gpus * spec.replicas.min
     url = f"http://{hostname(ctx.name, ctx.namespace, seen.domain)}" if routed else None
     outcome = served_outcome(
@@ -143,6 +147,40 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
         # rolling the promoted version out to the stable predictor's pods
         outcome = replace(outcome, requeue_after=min(outcome.requeue_after or 2.0, 2.0))
     return outcome
+
+
+def reconcile_members(
+    ctx: ReconcileContext, spec: ModelServerSpec, status: ModelServerStatus, ready: Serving
+) -> Outcome:
+    """A ModelServer served as KServe's LLMInferenceService: the same decisions, its members
+    applied instead of an InferenceService and a route (``llmserving``)."""
+    if ready.placement.queue_name:
+        return queue_refused(status, ready.placement.queue_name)
+    members = observe_members(ctx)
+    if members is None:
+        return not_installed(status)
+    gateway = parse_gateway(ctx.settings.gateway)
+    seen = Observed(isvc=None, logger_url=None, gateway=gateway, members=members)
+    planned = decide(ctx, spec, status, ready.desired, seen)
+    if isinstance(planned, Outcome):
+        return planned
+    record_decisions(ctx, planned)
+    gpus = ready.placement.gpus * spec.replicas.min
+    outcome = serve_members(ctx, spec, status, planned, members, gateway, gpus)
+    outcome.fields["gpuProduct"] = ready.placement.product
+    return outcome
+
+
+def record_decisions(ctx: ReconcileContext, planned: Plan) -> None:
+    """Each decision of this pass as a metric and an Event."""
+    for d in planned.decisions:
+        ROLLOUT_DECISIONS.labels(ctx.namespace, ctx.name, d.action).inc()
+        ctx.kube.record_event(
+            ctx.obj,
+            "Warning" if d.action in ("hold", "rollback") else "Normal",
+            f"Rollout{d.action.title()}",
+            f"{d.revision} {d.traffic_split}: {d.reason}",
+        )
 
 
 def predictor_queue(ctx: ReconcileContext, placement: Placement) -> QueueStatus | None:
@@ -295,10 +333,15 @@ def _analyse_if_due(
     due = rollout.next_analysis_time
     if due is None or ctx.now < due:
         return held_plan(status, desired, rollout)
-    not_ready = isvc_ready(seen.isvc, seen.mode).status != ConditionStatus.TRUE
-    if not_ready:
+    if seen.members is not None:
+        flowing, flowed = traffic_flowed(seen.members, spec, status, desired.revision)
+        if not flowing or flowed is None:
+            return postponed_plan(spec, status, desired, rollout, ctx.now)
+        if ctx.now < flowed:
+            return postponed_plan(spec, status, desired, rollout, ctx.now, flowed)
+    elif isvc_ready(seen.isvc, seen.mode).status != ConditionStatus.TRUE:
         return postponed_plan(spec, status, desired, rollout, ctx.now)
-    if seen.mode == Mode.STANDARD:
+    elif seen.mode == Mode.STANDARD:
         # the route must have carried the step's weight for an interval (not the time the
         # canary's pods took to start, nor a status write a restart lost)
         canary = cast(Revision, status.canary)

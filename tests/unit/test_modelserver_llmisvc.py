@@ -1,0 +1,187 @@
+"""A ModelServer served as KServe's LLMInferenceService: the reconcile's own code run pass by
+pass with a recording client in place of the Kubernetes calls (tests/unit/test_modelserver_reads),
+KServe's reports written into the members' status by the test; and the pure member plan for the
+states a pass cannot reach in one step (promotion handed over, a canary draining)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+from typing import Any
+
+from kubeforge_crds import MODELSERVER
+from kubeforge_operator.modelserver.llmisvc import Members, member_weight, plan_members
+from kubeforge_operator.modelserver.revisions import desired_revision
+from kubeforge_operator.modelserver.traffic import DRAIN_SECONDS, WEIGHTS_SINCE
+from kubeforge_operator.runtime.conditions import Observation
+from tests.unit.test_modelserver_reads import NAME, NOW, NS, RecordingKube, _reconcile
+
+CANARY = f"{NAME}-canary"
+GATEWAY = ("kserve", "kserve-ingress-gateway")
+
+
+class MemberKube(RecordingKube):
+    def delete_child(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self.children.pop((kind, name), None)
+        self.deleted = [*getattr(self, "deleted", []), name]
+
+
+def _server(uri: str, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": MODELSERVER.api_version,
+        "kind": "ModelServer",
+        "metadata": {"name": NAME, "namespace": NS, "uid": "u-1", "generation": 1},
+        "spec": {
+            "model": {"uri": uri},
+            "runtime": {"servedAs": "LLMInferenceService"},
+            "adapters": [{"name": "tickets", "uri": "pvc://models/tickets/v1"}],
+            "rollout": {"steps": [10, 100], "interval": "30s"},
+        },
+        "status": status or {},
+    }
+
+
+def _pass(kube: MemberKube, obj: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """One reconcile, then the ModelServer with the status it wrote."""
+    outcome = _reconcile(kube, obj)
+    after = copy.deepcopy(obj)
+    after["status"] = {**obj["status"], **outcome.fields}
+    return outcome, after
+
+
+def _report(kube: MemberKube, name: str, ready: bool, **failing: str) -> None:
+    """KServe's controller reports on the member's current generation."""
+    member = kube.children[("LLMInferenceService", name)]
+    conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
+    conditions += [
+        {"type": type_, "status": "False", "reason": reason, "message": "0/1 replicas available"}
+        for type_, reason in failing.items()
+    ]
+    member["status"] = {
+        "observedGeneration": member["metadata"]["generation"],
+        "url": f"http://{NAME}.{NS}.example.com",
+        "conditions": conditions,
+    }
+
+
+def _condition(outcome: Any, type_: str) -> Observation:
+    return next(o for o in [*outcome.dependents, *outcome.info] if o.type == type_)
+
+
+def _weights(kube: MemberKube) -> dict[str, int]:
+    return {
+        name: member_weight(obj)
+        for (kind, name), obj in kube.children.items()
+        if kind == "LLMInferenceService"
+    }
+
+
+def test_a_version_and_its_canary_are_members_of_one_routing_group() -> None:
+    kube = MemberKube({})
+    outcome, ms = _pass(kube, _server("hf://org/llm-v1"))
+    # no InferenceService, no route of ours: one member with all the traffic
+    assert [a["kind"] for a in kube.applied] == ["LLMInferenceService"]
+    assert not any(kind in ("InferenceService", "HTTPRoute") for _, kind, _ in kube.reads)
+    stable = kube.applied[0]
+    assert stable["spec"]["router"]["route"] == {"group": NAME, "weight": 100, "http": {}}
+    assert stable["spec"]["model"]["lora"]["adapters"] == [
+        {"name": "tickets", "uri": "pvc://models/tickets/v1"}
+    ]
+    waiting = _condition(outcome, "InferenceServiceReady")
+    assert waiting.reason == "WaitingForKServe"
+    assert "LLMInferenceService controller" in waiting.message
+    assert outcome.phase == "Pending"
+
+    _report(kube, NAME, ready=True)
+    outcome, ms = _pass(kube, ms)
+    assert outcome.phase == "Ready"
+    assert outcome.fields["url"] == f"http://{NAME}.{NS}.example.com"
+    assert _condition(outcome, "CanaryReady").reason == "NoCanary"
+
+    # a new version: the canary member starts at weight 0, the stable keeps everything
+    ms["spec"]["model"]["uri"] = "hf://org/llm-v2"
+    outcome, ms = _pass(kube, ms)
+    assert kube.events[-1] == "RolloutStart"
+    assert _weights(kube) == {NAME: 100, CANARY: 0}
+    assert _condition(outcome, "CanaryReady").reason == "WaitingForKServe"
+    assert outcome.requeue_after == 2.0
+    assert ms["status"]["canary"]["trafficPercent"] == 10
+
+    # KServe cannot start it: said with KServe's own reason, still no traffic
+    _report(kube, CANARY, ready=False, MainWorkloadReady="MinimumReplicasUnavailable")
+    outcome, ms = _pass(kube, ms)
+    cannot = _condition(outcome, "CanaryReady")
+    assert (cannot.status, cannot.reason) == ("False", "MinimumReplicasUnavailable")
+    assert "0/1 replicas available" in cannot.message
+    assert _weights(kube) == {NAME: 100, CANARY: 0}
+    assert outcome.phase == "Progressing"
+    assert _condition(outcome, "InferenceServiceReady").status == "True"  # the stable serves
+
+    # Ready: the step's weight, and its interval counted from now
+    _report(kube, CANARY, ready=True)
+    outcome, ms = _pass(kube, ms)
+    assert _weights(kube) == {NAME: 90, CANARY: 10}
+    canary = kube.children[("LLMInferenceService", CANARY)]
+    assert canary["metadata"]["annotations"][WEIGHTS_SINCE] == NOW.isoformat()
+    assert canary["spec"]["labels"]["kubeforge.io/revision"] == ms["status"]["canary"]["revision"]
+
+
+def _revisions() -> tuple[Any, Any, Any]:
+    spec = MODELSERVER.parse_spec(_server("hf://org/llm-v2")["spec"])
+    adapters = {"tickets": "pvc://models/tickets/v1"}
+    old = desired_revision("hf://org/llm-v1", spec, None, None, adapters)
+    new = desired_revision("hf://org/llm-v2", spec, None, None, adapters)
+    return spec, old, new
+
+
+def _member(plan_apply: dict[str, Any], ready: bool) -> dict[str, Any]:
+    obj = copy.deepcopy(plan_apply)
+    obj["metadata"]["generation"] = 1
+    obj["status"] = {
+        "observedGeneration": 1,
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+    }
+    return obj
+
+
+def test_a_promotion_keeps_the_canary_answering_until_the_stable_member_serves_it() -> None:
+    spec, old, new = _revisions()
+    owner = _server("hf://org/llm-v2")
+    at_full = plan_members(owner, spec, new, 100, old, Members(), GATEWAY, NOW)
+    stable_seen, canary_seen = (_member(m, True) for m in at_full.apply)
+    # promoted (no canary planned): the stable member now names the new revision, not ready yet
+    plan = plan_members(owner, spec, new, None, old, Members(stable_seen, canary_seen),
+                        GATEWAY, NOW)  # fmt: skip
+    assert [member_weight(m) for m in plan.apply] == [0, 100]
+    revisions = {m["spec"]["labels"]["kubeforge.io/revision"] for m in plan.apply}
+    assert revisions == {new.revision}
+    # the stable member serves it: the canary is drained, kept DRAIN_SECONDS, then deleted
+    stable_new = _member(plan.apply[0], True)
+    plan = plan_members(owner, spec, new, None, new, Members(stable_new, canary_seen),
+                        GATEWAY, NOW)  # fmt: skip
+    assert [member_weight(m) for m in plan.apply] == [100, 0]
+    assert not plan.delete_canary
+    draining = _member(plan.apply[1], True)
+    later = NOW + timedelta(seconds=DRAIN_SECONDS - 1)
+    plan = plan_members(owner, spec, new, None, new, Members(stable_new, draining), GATEWAY, later)
+    assert not plan.delete_canary
+    assert plan.apply[1]["metadata"]["annotations"][WEIGHTS_SINCE] == NOW.isoformat()
+    done = NOW + timedelta(seconds=DRAIN_SECONDS)
+    plan = plan_members(owner, spec, new, None, new, Members(stable_new, draining), GATEWAY, done)
+    assert plan.delete_canary
+    assert [m["metadata"]["name"] for m in plan.apply] == [NAME]
+
+
+def test_a_rolled_back_canary_loses_its_traffic_at_once_and_is_removed_after_draining() -> None:
+    spec, old, new = _revisions()
+    owner = _server("hf://org/llm-v2")
+    at_step = plan_members(owner, spec, new, 10, old, Members(), GATEWAY, NOW)
+    stable_seen, canary_seen = (_member(m, True) for m in at_step.apply)
+    canary_seen["spec"]["router"]["route"]["weight"] = 10
+    # rolled back: the old revision is served again by the stable member alone
+    plan = plan_members(owner, spec, old, None, old, Members(stable_seen, canary_seen),
+                        GATEWAY, NOW)  # fmt: skip
+    assert [member_weight(m) for m in plan.apply] == [100, 0]
+    assert plan.apply[1]["spec"]["labels"]["kubeforge.io/revision"] == new.revision
+    assert "status" not in plan.apply[1]
+    assert plan.apply[0]["spec"]["labels"]["kubeforge.io/revision"] == old.revision
