@@ -53,10 +53,10 @@ def _report(kube: MemberKube, name: str, ready: bool, **failing: str) -> None:
     """KServe's controller reports on the member's current generation."""
     member = kube.children[("LLMInferenceService", name)]
     conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
-    conditions += [
-        {"type": type_, "status": "False", "reason": reason, "message": "0/1 replicas available"}
-        for type_, reason in failing.items()
-    ]
+    for type_, reason in failing.items():  # Knative's roll-up copies the part's reason
+        part = {"status": "False", "reason": reason, "message": "0/1 replicas available"}
+        conditions = [{**conditions[0], **part}, {"type": "RouterReady", "status": "True"},
+                      {"type": type_, **part}]  # fmt: skip
     member["status"] = {
         "observedGeneration": member["metadata"]["generation"],
         "url": f"http://{NAME}.{NS}.example.com",
@@ -112,6 +112,7 @@ def test_a_version_and_its_canary_are_members_of_one_routing_group() -> None:
     outcome, ms = _pass(kube, ms)
     cannot = _condition(outcome, "CanaryReady")
     assert (cannot.status, cannot.reason) == ("False", "MinimumReplicasUnavailable")
+    assert cannot.message.startswith(f"KServe MainWorkloadReady=False on {CANARY}")
     assert "0/1 replicas available" in cannot.message
     assert _weights(kube) == {NAME: 100, CANARY: 0}
     assert outcome.phase == "Progressing"

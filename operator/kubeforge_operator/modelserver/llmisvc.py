@@ -41,6 +41,8 @@ from kubeforge_operator.runtime.conditions import Observation
 LLMISVC_API = "serving.kserve.io/v1alpha2"
 LLMISVC_KIND = "LLMInferenceService"
 CANARY_SUFFIX = "-canary"
+# vLLM's pods: not the built-in runtime's "inference" (another port for the PodMonitors)
+LLM_COMPONENT = "llm-inference"
 GPU_RESOURCE = "nvidia.com/gpu"  # vLLM's; a hardware profile's other resources are not mapped yet
 
 
@@ -54,7 +56,10 @@ def _member(
     since: str | None = None,
 ) -> dict[str, Any]:
     group = owner["metadata"]["name"]
-    labels = standard_labels("modelserver", group, "inference")
+    labels = standard_labels("modelserver", group, LLM_COMPONENT)
+    # KServe copies spec.labels onto vLLM's pods: the chart's PodMonitor of LLM workloads
+    # selects them and keeps the revision as the label the canary's queries use
+    workload = labels | {REVISION_LABEL: rev.revision}
     model: dict[str, Any] = {"uri": rev.uri, "name": group}
     if rev.adapters:
         model["lora"] = {
@@ -80,7 +85,7 @@ def _member(
         "spec": {
             "model": model,
             "replicas": spec.replicas.min,
-            "labels": {REVISION_LABEL: rev.revision},
+            "labels": workload,
             "template": {"containers": [container]},
             "router": {
                 "route": {"group": group, "weight": weight, "http": {}},
@@ -228,13 +233,22 @@ def member_observation(
                 type_, ConditionStatus.UNKNOWN, "Updating", f"{name} does not serve {revision} yet"
             )
         return Observation(type_, ConditionStatus.TRUE, "Ready", "")
-    failing = next(
-        (c for c in conditions if c.get("type") != "Ready" and c.get("status") != "True"), ready
+    # KServe's Ready is Knative's roll-up: a False part (MainWorkloadReady, HTTPRoutesReady,
+    # ...) makes it False with that part's reason and message; the part is named when found
+    reason = str(ready.get("reason") or "NotReady")
+    part = next(
+        (
+            c
+            for c in conditions
+            if c.get("type") not in ("Ready", "WorkloadsReady", "RouterReady")
+            and c.get("status") == "False"
+            and c.get("reason") == ready.get("reason")
+        ),
+        None,
     )
-    reason = str(failing.get("reason") or f"{failing.get('type')}NotReady")
-    said = f"KServe {failing.get('type')}={failing.get('status')} on {name}"
-    if failing.get("message"):
-        said += f": {failing['message']}"
+    said = f"KServe {(part or ready).get('type')}={(part or ready).get('status')} on {name}"
+    if ready.get("message"):
+        said += f": {ready['message']}"
     return Observation(type_, ConditionStatus(ready.get("status", "Unknown")), reason, said)
 
 
