@@ -186,3 +186,17 @@ def test_a_rolled_back_canary_loses_its_traffic_at_once_and_is_removed_after_dra
     assert plan.apply[1]["spec"]["labels"]["kubeforge.io/revision"] == new.revision
     assert "status" not in plan.apply[1]
     assert plan.apply[0]["spec"]["labels"]["kubeforge.io/revision"] == old.revision
+
+
+def test_adapters_are_taken_from_where_kserve_loads_them() -> None:
+    ms = _server("hf://org/llm-v1")
+    ms["spec"]["adapters"] = [{"name": "tickets", "uri": "hf://org/tickets-lora"}]
+    kube = MemberKube({})
+    outcome, _ = _pass(kube, ms)
+    assert _condition(outcome, "ModelResolved").status == "True"
+    assert kube.applied[0]["spec"]["model"]["lora"]["adapters"][0]["uri"] == "hf://org/tickets-lora"
+    ms["spec"]["adapters"] = [{"name": "tickets", "uri": "oci://registry/tickets:1"}]
+    outcome, _ = _pass(MemberKube({}), ms)
+    refused = _condition(outcome, "ModelResolved")
+    assert (refused.status, refused.reason) == ("False", "AdapterSchemeNotSupported")
+    assert refused.message.startswith("spec.adapters[0]: the version to serve is oci://")

@@ -14,6 +14,7 @@ from kubeforge_crds.modelserver import (
     MetricType,
     ModelRef,
     ModelServerSpec,
+    ServedAs,
 )
 from kubeforge_operator.modelserver.conditions import MODEL_RESOLVED
 from kubeforge_operator.modelserver.prometheus import render_template
@@ -42,6 +43,14 @@ def resolve_model(ctx: ReconcileContext, spec: ModelServerSpec) -> Resolved | Ob
     return resolve_ref(ctx, spec.model, "spec.model")
 
 
+def adapter_schemes(spec: ModelServerSpec) -> tuple[str, ...]:
+    """Where the server can load adapters from: kubeforge's runtime mounts volumes beside the
+    base model; KServe's LLMInferenceService also downloads them (its storage initializer)."""
+    if spec.runtime.served_as == ServedAs.LLM_INFERENCE_SERVICE:
+        return ("hf://", "s3://", "pvc://")
+    return ("pvc://",)
+
+
 def resolve_adapters(ctx: ReconcileContext, spec: ModelServerSpec) -> dict[str, str] | Observation:
     """Each adapter's version URI by name, or why one cannot be served (yet)."""
     found: dict[str, str] = {}
@@ -58,7 +67,15 @@ def resolve_adapters(ctx: ReconcileContext, spec: ModelServerSpec) -> dict[str, 
         resolved = resolve_ref(ctx, adapter, where)
         if isinstance(resolved, Observation):
             return resolved
-        if not resolved.uri.startswith("pvc://"):
+        if not resolved.uri.startswith(adapter_schemes(spec)):
+            if spec.runtime.served_as == ServedAs.LLM_INFERENCE_SERVICE:
+                return Observation(
+                    MODEL_RESOLVED,
+                    ConditionStatus.FALSE,
+                    "AdapterSchemeNotSupported",
+                    f"{where}: the version to serve is {resolved.uri}; KServe's "
+                    "LLMInferenceService loads LoRA adapters from hf://, s3:// or pvc://",
+                )
             return Observation(
                 MODEL_RESOLVED,
                 ConditionStatus.FALSE,
