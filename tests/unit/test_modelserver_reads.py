@@ -274,3 +274,39 @@ def test_no_analysis_before_the_route_carried_the_steps_weight_for_an_interval()
     outcome = _reconcile(kube, _model_server(status), "Standard")
     assert not kube.events  # no decision
     assert outcome.fields["rollout"]["nextAnalysisTime"] == "2026-11-30T12:00:20Z"
+
+
+def test_a_canary_rolling_over_a_draining_one_is_not_ready_whatever_kserve_says() -> None:
+    """Standard mode: a new version applied while the previous canary still drains is a rolling
+    update of the canary's Deployment, whose old pod keeps it available (KServe: ready) while
+    the new one fails. CanaryReady says so, and the route gives the new version nothing."""
+    status = _rollout_status(NOW - timedelta(seconds=5), NOW + timedelta(seconds=25))
+    stale = _canary_deployment("s3://m/v1")  # the pods still run the previous canary
+    stale["metadata"]["name"] = f"{NAME}-canary-predictor"
+    stale["status"]["unavailableReplicas"] = 1
+    kube = RecordingKube(
+        {
+            ("InferenceService", NAME): _ready_isvc(),
+            ("HTTPRoute", NAME): _route(0, minutes=1),
+            ("Deployment", f"{NAME}-canary-predictor"): stale,
+        }
+    )
+    outcome = _reconcile(kube, _model_server(status), "Standard")
+    canary = next(o for o in outcome.info if o.type == "CanaryReady")
+    assert (canary.status, canary.reason) == ("False", "RollingOut")
+    assert canary.message.startswith(f"Deployment {NAME}-canary-predictor has 1 of 1 replicas")
+    route = next(a for a in kube.applied if a["kind"] == "HTTPRoute")
+    assert [b["name"] for b in route["spec"]["rules"][0]["backendRefs"]] == [f"{NAME}-predictor"]
+    # past the Deployment's progress deadline: Kubernetes' own reason and message
+    stale["status"]["conditions"] = [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+         "message": 'ReplicaSet "bot-canary-predictor-7d9" has timed out progressing.'}
+    ]  # fmt: skip
+    outcome = _reconcile(
+        RecordingKube({**kube.children, ("Deployment", stale["metadata"]["name"]): stale}),
+        _model_server(status),
+        "Standard",
+    )
+    canary = next(o for o in outcome.info if o.type == "CanaryReady")
+    assert (canary.status, canary.reason) == ("False", "ProgressDeadlineExceeded")
+    assert "has timed out progressing" in canary.message

@@ -134,8 +134,9 @@ def reconcile_modelserver(ctx: ReconcileContext, spec: ModelServerSpec) -> Outco
     gpus = ready.placement.gpus * spec.replicas.min
     url = f"http://{hostname(ctx.name, ctx.namespace, seen.domain)}" if routed else None
     outcome = served_outcome(
-        status, planned, isvc, ready.uri, gpus, ctx.now, seen.mode, routed, url
-    )
+        status, planned, isvc, ready.uri, gpus, ctx.now, seen.mode, routed, url,
+        seen.canary_deployment,
+    )  # fmt: skip
     outcome.fields["gpuProduct"] = ready.placement.product
     outcome.fields["queue"] = None  # admitted, or never queued: nothing left of a wait
     queue = predictor_queue(ctx, ready.placement)

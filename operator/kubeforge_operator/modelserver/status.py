@@ -18,7 +18,7 @@ from kubeforge_operator.modelserver.conditions import (
     TRAFFIC_ROUTED,
 )
 from kubeforge_operator.modelserver.rollout import KEEP_DECISIONS, Plan
-from kubeforge_operator.modelserver.traffic import Mode
+from kubeforge_operator.modelserver.traffic import Mode, deployment_serves
 from kubeforge_operator.runtime.conditions import Observation
 from kubeforge_operator.runtime.queueing import QUEUE_POLL_SECONDS, queued_observation
 from kubeforge_operator.runtime.reconcile import Outcome, accepted
@@ -89,6 +89,38 @@ def canary_observation(isvc: dict[str, Any] | None) -> Observation | None:
     return None
 
 
+def canary_rollout_observation(
+    deployment: dict[str, Any] | None, revision: str
+) -> Observation | None:
+    """Standard mode: why the canary predictor's Deployment does not serve ``revision`` yet
+    (None when it does). KServe's CanaryPredictorReady can be about the canary's previous
+    version: a new version replacing a canary that is still there (draining after a rollback)
+    is a rolling update, whose old pods keep the Deployment available while the new ones fail."""
+    if deployment_serves(deployment, revision):
+        return None
+    if deployment is None:
+        return Observation(CANARY_READY, ConditionStatus.UNKNOWN, "Creating", "")
+    name = deployment["metadata"]["name"]
+    status = deployment.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("status") == "False":
+            return Observation(
+                CANARY_READY,
+                ConditionStatus.FALSE,
+                str(cond.get("reason") or "NotProgressing"),
+                f"Deployment {name}: {cond.get('message') or ''}".rstrip(": "),
+            )
+    replicas = int(deployment["spec"].get("replicas") or 1)
+    return Observation(
+        CANARY_READY,
+        ConditionStatus.FALSE,
+        "RollingOut",
+        f"Deployment {name} has {int(status.get('updatedReplicas') or 0)} of {replicas} "
+        f"replicas on revision {revision}, {int(status.get('availableReplicas') or 0)} "
+        "available; the revision gets no traffic before all are",
+    )
+
+
 def served_outcome(
     status: ModelServerStatus,
     planned: Plan,
@@ -99,6 +131,7 @@ def served_outcome(
     mode: Mode = Mode.SERVERLESS,
     routed: Observation | None = None,
     url: str | None = None,
+    canary_deployment: dict[str, Any] | None = None,
 ) -> Outcome:
     """The status after the InferenceService was applied: the plan's fields and decisions (the
     last ``KEEP_DECISIONS`` kept), KServe's readiness and URL, the rollback condition, and when
@@ -128,8 +161,12 @@ def served_outcome(
     if planned.canary_percent is None:
         info.append(Observation(CANARY_READY, ConditionStatus.FALSE, "NoCanary", ""))
     else:
+        rolled = None
+        if mode == Mode.STANDARD:
+            rolled = canary_rollout_observation(canary_deployment, planned.served.revision)
         info.append(
             canary_observation(isvc)
+            or rolled
             or Observation(CANARY_READY, ConditionStatus.TRUE, "CanaryReady", "")
         )
     phase = planned.phase
