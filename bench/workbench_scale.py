@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -247,6 +249,13 @@ def main() -> int:
         help="leave the operator's Workbenches in place (the baseline's objects are always "
         "removed before the operator's phase starts)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="write a 30 s CPU profile of kube-apiserver from the middle of each phase into "
+        "this folder (baseline.pprof, operator.pprof; read with `go tool pprof -top FILE`); "
+        "the cluster must have been started with KUBEFORGE_APISERVER_PROFILING=1",
+    )
     args = parser.parse_args()
 
     lc.up()
@@ -274,7 +283,9 @@ def main() -> int:
 
     base_pairs = names(base_prefix, args.count, args.namespaces)
     cpu_before = cpu_seconds()
+    profiling = profile_later(args.profile, "baseline")
     base_seconds = baseline(api, base_pairs, args.concurrency, base_prefix)
+    profiling.join()
     base_cpu = cpu_used(cpu_before, cpu_seconds())
     log(f"baseline: {base_seconds:.1f} s")
     # the operator's phase starts from the cluster the baseline's started from: until
@@ -324,6 +335,7 @@ def main() -> int:
 
     op_pairs = names(op_prefix, args.count, args.namespaces)
     cpu_before = cpu_seconds(operator.pid)
+    profiling = profile_later(args.profile, "operator")
     started = time.monotonic()
     run_parallel(create_workbench, op_pairs, args.concurrency)
 
@@ -342,6 +354,7 @@ def main() -> int:
 
     wait_for("Workbenches ready", ready, 1800)
     op_seconds = time.monotonic() - started
+    profiling.join()
     op_cpu = cpu_used(cpu_before, cpu_seconds(operator.pid))
     reconciles = reconcile_count(metrics_port)
     idle_since = audit_now()
@@ -387,6 +400,32 @@ def main() -> int:
         remove_namespaces(api, [f"{op_prefix}-{i}" for i in range(args.namespaces)])
         lc.kubectl("delete", "nodes", "-l", "kubeforge.io/bench=true", "--wait=false", check=False)
     return 0
+
+
+def profile_later(folder: Path | None, phase: str) -> threading.Thread:
+    """From 20 s into a phase, a 30 s CPU profile of kube-apiserver into ``folder``/phase.pprof
+    (nothing without a folder)."""
+
+    def take() -> None:
+        if folder is None:
+            return
+        time.sleep(20)
+        folder.mkdir(parents=True, exist_ok=True)
+        kubectl = [str(lc.bin_dir() / "kubectl"), "--kubeconfig", str(lc.kubeconfig_path())]
+        path = "/debug/pprof/profile?seconds=30"
+        got = subprocess.run([*kubectl, "get", "--raw", path], capture_output=True, check=False)
+        if got.returncode != 0:
+            log(
+                f"no profile of the {phase} phase (is the apiserver's profiling on?): "
+                f"{got.stderr.decode(errors='replace')}"
+            )
+            return
+        (folder / f"{phase}.pprof").write_bytes(got.stdout)
+        log(f"profile of the {phase} phase: {folder / f'{phase}.pprof'}")
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    return thread
 
 
 def remove_namespaces(api: client.ApiClient, spaces: list[str]) -> None:

@@ -239,7 +239,9 @@ def start_apiserver(pki: Path) -> None:
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
-            "--profiling=false",
+            # /debug/pprof only when asked (bench/workbench_scale.py --profile): a profiler
+            # the tests never use is an endpoint less
+            f"--profiling={'true' if os.environ.get('KUBEFORGE_APISERVER_PROFILING') else 'false'}",
             f"--audit-policy-file={STATE / 'audit-policy.json'}",
             f"--audit-log-path={STATE / 'logs' / 'audit.log'}",
             "--audit-log-format=json",

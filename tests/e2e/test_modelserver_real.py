@@ -152,6 +152,8 @@ def test_canary_that_cannot_load_gets_no_traffic_and_no_analysis(served: Gateway
 
     ms = wait_until(canary_not_ready, 180, 1, "CanaryReady=False")
     assert condition(ms, "CanaryReady")["reason"], ms["status"]["conditions"]
+    # RollingOut when the rolled-back canary was still draining (its Deployment rolled over)
+    print("CanaryReady:", condition(ms, "CanaryReady"))
     time.sleep(25)  # past an analysis interval: postponed, not judged
     ms = served.get("modelserver")
     assert served.canary_weight() == 0
