@@ -62,6 +62,24 @@ def _report(kube: MemberKube, name: str, ready: bool, **failing: str) -> None:
         "url": f"http://{NAME}.{NS}.example.com",
         "conditions": conditions,
     }
+    # and its Deployment: the revision on every pod when Ready, the previous pods otherwise
+    kube.children[("Deployment", f"{name}-kserve")] = _workload(member, rolled=ready)
+
+
+def _workload(member: dict[str, Any], rolled: bool = True) -> dict[str, Any]:
+    """KServe's Deployment of a member's vLLM pods, its template labelled as the member's
+    workloads (``spec.labels``); ``rolled``: every replica runs it."""
+    labels = member["spec"]["labels"]
+    return {
+        "metadata": {"name": f"{member['metadata']['name']}-kserve", "generation": 3},
+        "spec": {"replicas": 1, "template": {"metadata": {"labels": labels}}},
+        "status": {
+            "observedGeneration": 3,
+            "updatedReplicas": 1,
+            "availableReplicas": 1,
+            **({} if rolled else {"unavailableReplicas": 1}),
+        },
+    }
 
 
 def _condition(outcome: Any, type_: str) -> Observation:
@@ -118,6 +136,16 @@ def test_a_version_and_its_canary_are_members_of_one_routing_group() -> None:
     assert outcome.phase == "Progressing"
     assert _condition(outcome, "InferenceServiceReady").status == "True"  # the stable serves
 
+    # KServe says Ready while its Deployment still rolls (old pods answer): no traffic yet
+    _report(kube, CANARY, ready=True)
+    member = kube.children[("LLMInferenceService", CANARY)]
+    kube.children[("Deployment", f"{CANARY}-kserve")] = _workload(member, rolled=False)
+    outcome, ms = _pass(kube, ms)
+    assert _weights(kube) == {NAME: 100, CANARY: 0}
+    rolling = _condition(outcome, "CanaryReady")
+    assert (rolling.status, rolling.reason) == ("False", "RollingOut")
+    assert f"{CANARY}-kserve does not run" in rolling.message
+
     # Ready: the step's weight, and its interval counted from now
     _report(kube, CANARY, ready=True)
     outcome, ms = _pass(kube, ms)
@@ -158,17 +186,23 @@ def test_a_promotion_keeps_the_canary_answering_until_the_stable_member_serves_i
     assert revisions == {new.revision}
     # the stable member serves it: the canary is drained, kept DRAIN_SECONDS, then deleted
     stable_new = _member(plan.apply[0], True)
-    plan = plan_members(owner, spec, new, None, new, Members(stable_new, canary_seen),
-                        GATEWAY, NOW)  # fmt: skip
+    # KServe says Ready while its Deployment rolls (the old pods still answer): not yet
+    rolling = Members(stable_new, canary_seen, _workload(stable_new, rolled=False))
+    plan = plan_members(owner, spec, new, None, new, rolling, GATEWAY, NOW)
+    assert [member_weight(m) for m in plan.apply] == [0, 100]
+    serving = Members(stable_new, canary_seen, _workload(stable_new))
+    plan = plan_members(owner, spec, new, None, new, serving, GATEWAY, NOW)
     assert [member_weight(m) for m in plan.apply] == [100, 0]
     assert not plan.delete_canary
     draining = _member(plan.apply[1], True)
     later = NOW + timedelta(seconds=DRAIN_SECONDS - 1)
-    plan = plan_members(owner, spec, new, None, new, Members(stable_new, draining), GATEWAY, later)
+    drained = Members(stable_new, draining, _workload(stable_new))
+    plan = plan_members(owner, spec, new, None, new, drained, GATEWAY, later)
     assert not plan.delete_canary
     assert plan.apply[1]["metadata"]["annotations"][WEIGHTS_SINCE] == NOW.isoformat()
     done = NOW + timedelta(seconds=DRAIN_SECONDS)
-    plan = plan_members(owner, spec, new, None, new, Members(stable_new, draining), GATEWAY, done)
+    drained = Members(stable_new, draining, _workload(stable_new))
+    plan = plan_members(owner, spec, new, None, new, drained, GATEWAY, done)
     assert plan.delete_canary
     assert [m["metadata"]["name"] for m in plan.apply] == [NAME]
 

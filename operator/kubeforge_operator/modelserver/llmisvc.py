@@ -34,13 +34,21 @@ from kubeforge_crds import ConditionStatus
 from kubeforge_crds.contracts.labels import REVISION_LABEL
 from kubeforge_crds.modelserver import ModelServerSpec, Revision
 from kubeforge_operator.modelserver.conditions import CANARY_READY, ISVC_READY
-from kubeforge_operator.modelserver.traffic import DRAIN_SECONDS, WEIGHTS_SINCE, weights_since
+from kubeforge_operator.modelserver.traffic import (
+    DRAIN_SECONDS,
+    WEIGHTS_SINCE,
+    rolled_out,
+    weights_since,
+)
 from kubeforge_operator.runtime.children import child_metadata, standard_labels
 from kubeforge_operator.runtime.conditions import Observation
 
 LLMISVC_API = "serving.kserve.io/v1alpha2"
 LLMISVC_KIND = "LLMInferenceService"
 CANARY_SUFFIX = "-canary"
+# KServe's Deployment of a member's vLLM pods is the member's name with this suffix (v0.20,
+# pkg/controller/v1alpha2/llmisvc/workload_single_node.go)
+WORKLOAD_SUFFIX = "-kserve"
 # vLLM's pods: not the built-in runtime's "inference" (another port for the PodMonitors)
 LLM_COMPONENT = "llm-inference"
 GPU_RESOURCE = "nvidia.com/gpu"  # vLLM's; a hardware profile's other resources are not mapped yet
@@ -117,10 +125,25 @@ def build_llm_inference_services(
 
 @dataclass(frozen=True)
 class Members:
-    """The LLMInferenceServices of a ModelServer as they are (None: not there)."""
+    """The LLMInferenceServices of a ModelServer as they are (None: not there), and KServe's
+    Deployments of their vLLM pods."""
 
     stable: dict[str, Any] | None = None
     canary: dict[str, Any] | None = None
+    stable_workload: dict[str, Any] | None = None
+    canary_workload: dict[str, Any] | None = None
+
+    def serves(self, canary: bool, revision: str) -> bool:
+        """KServe reports the member Ready on ``revision`` and its Deployment has rolled it out
+        to every pod: KServe's Ready comes from the Deployment's Available, which a rolling
+        update keeps True on the old pods while the new ones fail."""
+        if canary:
+            return member_ready(self.canary, revision) and workload_serves(
+                self.canary_workload, revision
+            )
+        return member_ready(self.stable, revision) and workload_serves(
+            self.stable_workload, revision
+        )
 
 
 @dataclass(frozen=True)
@@ -140,6 +163,15 @@ def member_revision(member: dict[str, Any] | None) -> str | None:
 def member_weight(member: dict[str, Any] | None) -> int:
     route = (((member or {}).get("spec") or {}).get("router") or {}).get("route") or {}
     return int(route.get("weight") or 0)
+
+
+def workload_serves(deployment: dict[str, Any] | None, revision: str) -> bool:
+    """Whether KServe's Deployment of a member runs ``revision`` (the label kubeforge gives the
+    member's workloads) on all its replicas."""
+    if deployment is None:
+        return False
+    template = deployment["spec"]["template"].get("metadata") or {}
+    return (template.get("labels") or {}).get(REVISION_LABEL) == revision and rolled_out(deployment)
 
 
 def member_ready(member: dict[str, Any] | None, revision: str) -> bool:
@@ -180,11 +212,11 @@ def plan_members(
                        weight, gateway, since)  # fmt: skip
 
     if canary_percent is not None and stable is not None and stable.revision != served.revision:
-        weight = canary_percent if member_ready(seen.canary, served.revision) else 0
+        weight = canary_percent if seen.serves(True, served.revision) else 0
         applied = [member(stable, False, 100 - weight), member(served, True, weight)]
         return MemberPlan(applied, False, weight)
     canary_rev = member_revision(seen.canary)
-    if canary_rev == served.revision and not member_ready(seen.stable, served.revision):
+    if canary_rev == served.revision and not seen.serves(False, served.revision):
         # promoted: the canary's vLLM answers until the stable member serves the revision
         return MemberPlan([member(served, False, 0), member(served, True, 100)], False, 100)
     alone = member(served, False, 100)
@@ -206,7 +238,10 @@ def plan_members(
 
 
 def member_observation(
-    member: dict[str, Any] | None, revision: str, type_: str = ISVC_READY
+    member: dict[str, Any] | None,
+    revision: str,
+    type_: str = ISVC_READY,
+    workload: dict[str, Any] | None = None,
 ) -> Observation:
     """KServe's Ready of a member for ``revision``; when not ready, the first of its other
     conditions that is not True says why."""
@@ -232,6 +267,14 @@ def member_observation(
             return Observation(
                 type_, ConditionStatus.UNKNOWN, "Updating", f"{name} does not serve {revision} yet"
             )
+        if not workload_serves(workload, revision):
+            return Observation(
+                type_,
+                ConditionStatus.FALSE,
+                "RollingOut",
+                f"KServe reports {name} Ready, but its Deployment {name}{WORKLOAD_SUFFIX} does "
+                f"not run {revision} on every replica yet",
+            )
         return Observation(type_, ConditionStatus.TRUE, "Ready", "")
     # KServe's Ready is Knative's roll-up: a False part (MainWorkloadReady, HTTPRoutesReady,
     # ...) makes it False with that part's reason and message; the part is named when found
@@ -256,4 +299,4 @@ def canary_member_observation(seen: Members, canary: str | None) -> Observation:
     """CanaryReady during a rollout (``canary``: its revision), from the canary member."""
     if canary is None:
         return Observation(CANARY_READY, ConditionStatus.FALSE, "NoCanary", "")
-    return member_observation(seen.canary, canary, CANARY_READY)
+    return member_observation(seen.canary, canary, CANARY_READY, seen.canary_workload)

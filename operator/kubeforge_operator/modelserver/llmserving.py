@@ -19,10 +19,10 @@ from kubeforge_operator.modelserver.llmisvc import (
     CANARY_SUFFIX,
     LLMISVC_API,
     LLMISVC_KIND,
+    WORKLOAD_SUFFIX,
     Members,
     canary_member_observation,
     member_observation,
-    member_ready,
     member_weight,
     plan_members,
 )
@@ -43,14 +43,19 @@ NOT_INSTALLED = (
 def observe_members(ctx: ReconcileContext) -> Members | None:
     """The stable and canary members as they are; None when the cluster has no such API."""
     try:
-        return Members(
-            stable=ctx.kube.get_child(LLMISVC_API, LLMISVC_KIND, ctx.namespace, ctx.name),
-            canary=ctx.kube.get_child(
-                LLMISVC_API, LLMISVC_KIND, ctx.namespace, ctx.name + CANARY_SUFFIX
-            ),
+        stable, canary = (
+            ctx.kube.get_child(LLMISVC_API, LLMISVC_KIND, ctx.namespace, name)
+            for name in (ctx.name, ctx.name + CANARY_SUFFIX)
         )
     except ResourceNotFoundError:
         return None
+    stable_workload, canary_workload = (
+        ctx.kube.get_child("apps/v1", "Deployment", ctx.namespace, name + WORKLOAD_SUFFIX)
+        if member is not None
+        else None
+        for name, member in ((ctx.name, stable), (ctx.name + CANARY_SUFFIX, canary))
+    )
+    return Members(stable, canary, stable_workload, canary_workload)
 
 
 def not_installed(status: ModelServerStatus) -> Outcome:
@@ -101,13 +106,19 @@ def serve_members(
                        dependents=[accepted(), refused])  # fmt: skip
     if members.delete_canary:
         ctx.kube.delete_child(LLMISVC_API, LLMISVC_KIND, ctx.namespace, ctx.name + CANARY_SUFFIX)
-    now = Members(applied[0], applied[1] if len(applied) > 1 else None)
+    now = Members(
+        applied[0],
+        applied[1] if len(applied) > 1 else None,
+        seen.stable_workload,
+        seen.canary_workload,
+    )
     served = planned.served.revision
     canary = served if planned.canary_percent is not None and stable is not None else None
     if members.canary_weight == 100:  # the canary member answers everything
-        ready = member_observation(now.canary, served)
+        ready = member_observation(now.canary, served, workload=now.canary_workload)
     else:
-        ready = member_observation(now.stable, stable.revision if canary and stable else served)
+        rev = stable.revision if canary and stable else served
+        ready = member_observation(now.stable, rev, workload=now.stable_workload)
     routed = Observation(TRAFFIC_ROUTED, ConditionStatus.TRUE, "KServeRoutes",
                          f"KServe's HTTPRoute of routing group {ctx.name}")  # fmt: skip
     url = ((now.stable or {}).get("status") or {}).get("url")
@@ -131,7 +142,7 @@ def traffic_flowed(
     """Whether the canary member is Ready on ``revision`` with its step's weight, and since
     when its traffic has flowed for an interval (None: unknown)."""
     canary = status.canary
-    if canary is None or not member_ready(seen.canary, revision):
+    if canary is None or not seen.serves(True, revision):
         return False, None
     since = weights_since(seen.canary)
     if member_weight(seen.canary) != canary.traffic_percent or since is None:

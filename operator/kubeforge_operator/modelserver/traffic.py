@@ -168,11 +168,16 @@ def deployment_serves(deployment: dict[str, Any] | None, revision: str) -> bool:
         for env in c.get("env") or []
         if env.get("name") == ENV_REVISION
     }
+    return revisions == {revision} and rolled_out(deployment)
+
+
+def rolled_out(deployment: dict[str, Any]) -> bool:
+    """Whether a Deployment's current template runs on all its replicas, and nothing else does
+    (a rolling update keeps old pods available while new ones fail to start)."""
     status = deployment.get("status") or {}
     replicas = int(deployment["spec"].get("replicas") or 1)
     return (
-        revisions == {revision}
-        and status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+        status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
         and int(status.get("updatedReplicas") or 0) >= replicas
         and int(status.get("availableReplicas") or 0) >= replicas
         and not status.get("unavailableReplicas")
