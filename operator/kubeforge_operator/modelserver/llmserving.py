@@ -27,11 +27,10 @@ from kubeforge_operator.modelserver.llmisvc import (
     plan_members,
 )
 from kubeforge_operator.modelserver.rollout import Plan
-from kubeforge_operator.modelserver.status import served_outcome
+from kubeforge_operator.modelserver.status import refused_by_kserve, served_outcome
 from kubeforge_operator.modelserver.traffic import weights_since
 from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
-from kubeforge_operator.runtime.kube import api_refusal
-from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext, accepted
+from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext
 
 NOT_INSTALLED = (
     f"the LLMInferenceService API ({LLMISVC_API}) is not served by this cluster: install "
@@ -85,6 +84,7 @@ def serve_members(
     seen: Members,
     gateway: tuple[str, str],
     gpus: int,
+    model_uri: str,
 ) -> Outcome:
     """Apply the members (stable first: a canary never routes alone), delete a drained
     canary, and report KServe's readiness of the stable member as InferenceServiceReady and of
@@ -100,10 +100,7 @@ def serve_members(
     except client.ApiException as exc:
         if exc.status not in (400, 403, 422):
             raise
-        refused = Observation(ISVC_READY, ConditionStatus.FALSE, "RefusedByKServe",
-                              api_refusal(exc))  # fmt: skip
-        return Outcome(phase=str(status.phase or ModelServerPhase.FAILED),
-                       dependents=[accepted(), refused])  # fmt: skip
+        return refused_by_kserve(exc, status)
     if members.delete_canary:
         ctx.kube.delete_child(LLMISVC_API, LLMISVC_KIND, ctx.namespace, ctx.name + CANARY_SUFFIX)
     now = Members(
@@ -122,7 +119,9 @@ def serve_members(
     routed = Observation(TRAFFIC_ROUTED, ConditionStatus.TRUE, "KServeRoutes",
                          f"KServe's HTTPRoute of routing group {ctx.name}")  # fmt: skip
     url = ((now.stable or {}).get("status") or {}).get("url")
-    outcome = served_outcome(status, planned, None, "", gpus, ctx.now, routed=routed, url=url)
+    outcome = served_outcome(
+        status, planned, None, model_uri, gpus, ctx.now, routed=routed, url=url
+    )
     info = [o for o in outcome.info if o.type != CANARY_READY]
     info.append(canary_member_observation(now, canary))
     dependents = [ready if o.type == ISVC_READY else o for o in outcome.dependents]

@@ -26,7 +26,7 @@ from kubeforge_crds.modelserver import (
 )
 from kubeforge_operator.modelserver.analysis import NoPrometheus, record_full_load, run_analysis
 from kubeforge_operator.modelserver.builders import build_inference_service
-from kubeforge_operator.modelserver.conditions import ISVC_READY, TRAFFIC_ROUTED
+from kubeforge_operator.modelserver.conditions import TRAFFIC_ROUTED
 from kubeforge_operator.modelserver.evaluation import evaluation_step, prompts_problem
 from kubeforge_operator.modelserver.llmserving import (
     not_installed,
@@ -55,7 +55,12 @@ from kubeforge_operator.modelserver.rollout import (
     postponed_plan,
     traffic_started,
 )
-from kubeforge_operator.modelserver.status import isvc_ready, queued, served_outcome
+from kubeforge_operator.modelserver.status import (
+    isvc_ready,
+    queued,
+    refused_by_kserve,
+    served_outcome,
+)
 from kubeforge_operator.modelserver.traffic import (
     ROUTE_API,
     Mode,
@@ -73,7 +78,6 @@ from kubeforge_operator.modelserver.traffic import (
 )
 from kubeforge_operator.runtime.children import standard_labels
 from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
-from kubeforge_operator.runtime.kube import api_refusal
 from kubeforge_operator.runtime.metrics import ROLLOUT_DECISIONS
 from kubeforge_operator.runtime.placement import Placement
 from kubeforge_operator.runtime.policies import placement_or_problem
@@ -167,7 +171,7 @@ def reconcile_members(
         return planned
     record_decisions(ctx, planned)
     gpus = ready.placement.gpus * spec.replicas.min
-    outcome = serve_members(ctx, spec, status, planned, members, gateway, gpus)
+    outcome = serve_members(ctx, spec, status, planned, members, gateway, gpus, ready.uri)
     outcome.fields["gpuProduct"] = ready.placement.product
     return outcome
 
@@ -223,11 +227,7 @@ def apply_inference_service(
     except client.ApiException as exc:
         if exc.status not in (400, 403, 422):
             raise
-        refused = Observation(
-            ISVC_READY, ConditionStatus.FALSE, "RefusedByKServe", api_refusal(exc)
-        )
-        phase = str(status.phase or ModelServerPhase.FAILED)
-        return Outcome(phase=phase, dependents=[accepted(), refused])
+        return refused_by_kserve(exc, status)
 
 
 def route_traffic(

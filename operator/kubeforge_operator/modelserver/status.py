@@ -7,6 +7,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from kubernetes.client import ApiException
+
 from kubeforge_crds import ConditionStatus
 from kubeforge_crds.common import QueueStatus
 from kubeforge_crds.modelserver import ModelServerPhase, ModelServerStatus
@@ -20,6 +22,7 @@ from kubeforge_operator.modelserver.conditions import (
 from kubeforge_operator.modelserver.rollout import KEEP_DECISIONS, Plan
 from kubeforge_operator.modelserver.traffic import Mode, deployment_serves
 from kubeforge_operator.runtime.conditions import Observation
+from kubeforge_operator.runtime.kube import api_refusal
 from kubeforge_operator.runtime.queueing import QUEUE_POLL_SECONDS, queued_observation
 from kubeforge_operator.runtime.reconcile import Outcome, accepted
 
@@ -87,6 +90,14 @@ def canary_observation(isvc: dict[str, Any] | None) -> Observation | None:
                 cond.get("message") or "",
             )
     return None
+
+
+def refused_by_kserve(exc: ApiException, status: ModelServerStatus) -> Outcome:
+    """KServe's webhook or schema refused what was applied: said with its message; the stable
+    version, if any, keeps serving."""
+    refused = Observation(ISVC_READY, ConditionStatus.FALSE, "RefusedByKServe", api_refusal(exc))
+    phase = str(status.phase or ModelServerPhase.FAILED)
+    return Outcome(phase=phase, dependents=[accepted(), refused])
 
 
 def canary_rollout_observation(
