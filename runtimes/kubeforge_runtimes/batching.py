@@ -123,6 +123,15 @@ class Batcher:
             return taken
 
     def _run(self) -> None:
+        import torch
+
+        # the whole loop in inference mode (not only the forward passes): the cache, the
+        # logits and the chosen tokens are inference tensors, which only inference mode may
+        # change in place; it skips autograd's bookkeeping per op (~10 % a token on a CPU)
+        with torch.inference_mode():
+            self._loop()
+
+    def _loop(self) -> None:
         batch: _Batch | None = None
         while True:
             joining = self._take(self.max_batch - (len(batch.jobs) if batch else 0), batch is None)
@@ -171,14 +180,16 @@ class Batcher:
         return self._choose(batch, logits)
 
     def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any, jobs: list[Job]) -> Any:
-        import torch
-
         extra: dict[str, Any] = {}
         if any(j.adapter is not None for j in jobs):
             # adapters loaded by name on one base: each row names its own (peft's mixed-batch
             # inference), so requests for different adapters decode together
             extra["adapter_names"] = [j.adapter or BASE_ADAPTER for j in jobs]
-        with self.lock, torch.no_grad():
+        if bool(mask.all()):
+            # no row padded: the model's own causal mask is the same, and building a mask
+            # from ours costs about a tenth of a small model's step
+            mask = None
+        with self.lock:
             out = self.model(
                 input_ids=ids,
                 attention_mask=mask,

@@ -271,7 +271,7 @@ class OpenAIServer:
             return chunk([], usage=usage(state))
 
         wants_usage = (request.stream_options or {}).get("include_usage")
-        return _events(self._generate(ids, params), piece, tail if wants_usage else None)
+        return _events(self._generate(ids, params), templated(piece), tail if wants_usage else None)
 
     async def chat(self, body: Any) -> ChatCompletion | AsyncIterator[str]:
         request = parse(ChatRequest, body)
@@ -310,9 +310,31 @@ class OpenAIServer:
         yield chunk([ChunkChoice(index=0, delta=ChoiceDelta(role="assistant", content=""))])
         wants_usage = (request.stream_options or {}).get("include_usage")
         async for event in _events(
-            self._generate(ids, params), piece, tail if wants_usage else None
+            self._generate(ids, params), templated(piece), tail if wants_usage else None
         ):
             yield event
+
+
+_PLACEHOLDER = "kubeforge-text-placeholder"
+
+
+def templated(piece: Callable[[str, Generated], str]) -> Callable[[str, Generated], str]:
+    """``piece`` (a stream's event for new text) rendered once, with a placeholder for the text,
+    and split around it: each event until the last (which carries ``finish_reason``) is then
+    the two halves joined around the new text in JSON. Building and dumping the openai types'
+    pydantic model every token took a fifth of the event loop's time a token (py-spy on
+    ``bench/generation.py``); what the client reads is the same JSON."""
+    rendered = piece(_PLACEHOLDER, Generated(prompt_tokens=0))
+    head, found, tail = rendered.partition(json.dumps(_PLACEHOLDER))
+    if not found:  # not a text event: nothing to fill in
+        return piece
+
+    def event(text: str, state: Generated) -> str:
+        if state.finish_reason is not None:
+            return piece(text, state)
+        return head + json.dumps(text, ensure_ascii=False) + tail
+
+    return event
 
 
 async def _events(

@@ -3,11 +3,12 @@ against the context, the plain chat transcript, stop sequences in a stream."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from kubeforge_runtimes.generation import held_back, stop_at
+from kubeforge_runtimes.generation import Generated, held_back, stop_at
 from kubeforge_runtimes.openai_api import (
     ChatRequest,
     CompletionRequest,
@@ -16,6 +17,7 @@ from kubeforge_runtimes.openai_api import (
     chat_prompt,
     parse,
     sampling,
+    templated,
 )
 
 
@@ -160,3 +162,38 @@ def test_every_end_token_of_the_generation_config_ends_an_answer() -> None:
 
     assert end_tokens(_ChatModel(), _Tokenizer()) == {0, 7, 9}
     assert end_tokens(_FailingModel(), _Tokenizer()) == {0}
+
+
+@pytest.mark.parametrize(
+    "text", ["plain", 'a "quoted" \\ back\\slash', "line\nbreak\ttab", "héllo ✓ 🚀", "\x01\x7f", ""]
+)
+def test_a_templated_event_is_the_json_the_model_would_have_written(text: str) -> None:
+    from openai.types import Completion, CompletionChoice
+    from openai.types.chat import ChatCompletionChunk
+    from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
+
+    def completion(text: str, state: Generated) -> str:
+        choice = CompletionChoice.model_construct(
+            index=0, logprobs=None, text=text, finish_reason=state.finish_reason
+        )
+        body = Completion(
+            id="cmpl-1", object="text_completion", created=1, model="m", choices=[choice]
+        )
+        return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+
+    def chat(text: str, state: Generated) -> str:
+        choice = Choice(index=0, delta=ChoiceDelta(content=text), finish_reason=state.finish_reason)
+        body = ChatCompletionChunk(
+            id="c-1", object="chat.completion.chunk", created=1, model="m", choices=[choice]
+        )
+        return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+
+    for piece in (completion, chat):
+        fast = templated(piece)
+        assert fast is not piece  # a text event: templated, not passed through
+        going, ended = Generated(prompt_tokens=3), Generated(prompt_tokens=3, finish_reason="stop")
+        event = fast(text, going)
+        assert event.startswith("data: {")
+        assert event.endswith("}\n\n")
+        assert json.loads(event[6:]) == json.loads(piece(text, going)[6:])
+        assert fast(text, ended) == piece(text, ended)  # the last event: the model's own
