@@ -98,6 +98,67 @@ def test_gpu_workbench_lands_on_a_gpu_node_and_reports_its_gpus(
     assert wb["status"]["gpus"] == 2
 
 
+def test_a_home_volume_not_bound_yet_is_waited_for_not_reported_as_a_failure(
+    cluster: Cluster, namespace: str
+) -> None:
+    """A StorageClass that binds Immediately but whose provisioner is not running: the pod waits
+    on its claim, in the scheduler's own words (the text the operator recognises is checked here
+    against the real kube-scheduler); the Workbench says it waits, Ready Unknown, no Warning. (It
+    turns False after two minutes: the unit tests cover that.)"""
+    storage_class = f"kf-unprovisioned-{namespace}"
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps(
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": storage_class},
+                "provisioner": "example.com/not-running",
+                "volumeBindingMode": "Immediate",
+            }
+        ),
+    )
+    try:
+        _apply(
+            cluster,
+            namespace,
+            {
+                "apiVersion": "kubeforge.io/v1alpha1",
+                "kind": "Workbench",
+                "metadata": {"name": "unbound"},
+                "spec": {"image": "jupyter:1", "storage": {"storageClassName": storage_class}},
+            },
+        )
+
+        def waiting() -> dict[str, Any] | None:
+            wb = _get(cluster, namespace, "workbench/unbound")
+            cond = _conditions(wb or {}).get("Scheduled")
+            return cond if cond and cond["reason"] == "WaitingForVolume" else None
+
+        cond = wait_until(waiting, 90, what="Scheduled=WaitingForVolume on the Workbench")
+        assert cond["status"] == "Unknown"
+        assert "unbound immediate PersistentVolumeClaims" in cond["message"]
+        wb = _get(cluster, namespace, "workbench/unbound")
+        assert wb is not None
+        ready = _conditions(wb)["Ready"]
+        assert (ready["status"], ready["reason"]) == ("Unknown", "WaitingForVolume")
+        assert wb["status"]["phase"] == "Pending"
+        events = _get(cluster, namespace, "events")
+        warnings = [
+            e
+            for e in (events or {}).get("items", [])
+            if e["involvedObject"].get("name") == "unbound"
+            and e["involvedObject"].get("kind") == "Workbench"
+            and e["type"] == "Warning"
+        ]
+        assert warnings == []
+    finally:
+        cluster.kubectl("delete", "workbench", "unbound", "-n", namespace, "--wait=false")
+        cluster.kubectl("delete", "storageclass", storage_class, "--wait=false", check=False)
+
+
 def test_more_gpus_than_any_node_has_reports_the_schedulers_reason(
     cluster: Cluster, namespace: str
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +18,12 @@ from kubeforge_operator.workbench.builders import (
     build_statefulset,
     resolve_image,
 )
-from kubeforge_operator.workbench.status import decide_phase, observe_scheduled, observe_server
+from kubeforge_operator.workbench.status import (
+    decide_phase,
+    observe_scheduled,
+    observe_server,
+    volume_wait_left,
+)
 
 OWNER = {
     "apiVersion": "kubeforge.io/v1alpha1",
@@ -196,6 +202,45 @@ def test_unschedulable_carries_the_schedulers_reason() -> None:
     obs = observe_scheduled(UNSCHEDULABLE, stopped=False)
     assert obs.reason == "Unschedulable"
     assert "Insufficient nvidia.com/gpu" in obs.message
+
+
+def _waiting_for_volume(since: datetime) -> dict[str, Any]:
+    """A pod the scheduler holds back because its claim is not bound yet (an Immediate
+    StorageClass whose provisioner has not made the volume), as kube-scheduler words it."""
+    pod = _pod("Pending", None)
+    pod["status"]["conditions"] = [
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "lastTransitionTime": since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "message": "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims."
+            " preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.",
+        }
+    ]
+    return pod
+
+
+def test_a_pod_waiting_for_its_volume_is_progress_until_it_has_waited_too_long() -> None:
+    since = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+    pod = _waiting_for_volume(since)
+    # while a provisioner may still be at work: Unknown (no Warning, Ready not False), and the
+    # Workbench looks again when the wait would be too long
+    early = observe_scheduled(pod, False, since + timedelta(seconds=5))
+    assert (early.status, early.reason) == (ConditionStatus.UNKNOWN, "WaitingForVolume")
+    assert "unbound immediate PersistentVolumeClaims" in early.message
+    server = observe_server(pod, False)
+    assert decide_phase(pod, False, early, server) == WorkbenchPhase.PENDING
+    assert volume_wait_left(pod, since + timedelta(seconds=5)) == 115.0
+    # two minutes on: the failure it is, with what to look at
+    late = observe_scheduled(pod, False, since + timedelta(minutes=2, seconds=1))
+    assert (late.status, late.reason) == (ConditionStatus.FALSE, "VolumeNotBound")
+    assert "not been bound for 121 s" in late.message
+    assert "provisioner" in late.message
+    # a pod that does not fit any node is not waiting for a volume: False at once
+    assert observe_scheduled(UNSCHEDULABLE, False, since).status == ConditionStatus.FALSE
+    assert volume_wait_left(UNSCHEDULABLE, since) is None
+    assert volume_wait_left(RUNNING, since) is None
 
 
 def test_network_policy_admits_the_namespace_and_the_api_only() -> None:

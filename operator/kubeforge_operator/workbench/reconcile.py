@@ -45,6 +45,7 @@ from kubeforge_operator.workbench.status import (
     observe_scheduled,
     observe_server,
     ready_since,
+    volume_wait_left,
 )
 
 
@@ -96,7 +97,7 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
     # milliseconds behind at most, which a message about a node's heartbeat does not notice
     node = unready_node(pod, lambda name: ctx.kube.get_child("v1", "Node", "", name, "0"))
     server = observe_server(pod, stopped, node)
-    scheduled = observe_scheduled(pod, stopped)
+    scheduled = observe_scheduled(pod, stopped, ctx.now)
     queue = read_queue(ctx.kube, pod) if pod is not None and not stopped else None
     fields["queue"] = queue.to_wire() if queue else None
     if queue:
@@ -110,8 +111,9 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
         dependents=[accepted(), *checked, scheduled, server],
         fields=fields,
         info=[culled],
-        # the position moves as others are admitted or leave, which no event of ours tells
-        requeue_after=QUEUE_POLL_SECONDS if queue else None,
+        # the position moves as others are admitted or leave, which no event of ours tells;
+        # a pod waiting for its volume is a failure once it has waited too long
+        requeue_after=QUEUE_POLL_SECONDS if queue else volume_wait_left(pod, ctx.now),
     )
 
 

@@ -3,7 +3,7 @@ and the phase from the notebook pod."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from kubeforge_crds import ConditionStatus
@@ -41,7 +41,20 @@ def ready_since(pod: dict[str, Any] | None) -> datetime | None:
     return parse_timestamp(str(cond["lastTransitionTime"]))
 
 
-def observe_scheduled(pod: dict[str, Any] | None, stopped: bool) -> Observation:
+# The scheduler's words (PodScheduled False, reason Unschedulable) for a pod whose claims are not
+# bound yet: with a StorageClass that binds Immediately, a new Workbench's pod is often made
+# before its home volume is provisioned and waits for it. That is progress, not a failure, for
+# as long as a provisioner takes; after VOLUME_WAIT it is the failure it would be.
+UNBOUND_CLAIMS = "unbound immediate PersistentVolumeClaims"
+VOLUME_WAIT = timedelta(minutes=2)
+WAITING_FOR_VOLUME = "WaitingForVolume"
+
+
+def observe_scheduled(
+    pod: dict[str, Any] | None, stopped: bool, now: datetime | None = None
+) -> Observation:
+    """Whether the notebook pod is placed; ``now`` tells how long a pod has waited for its
+    volume (without it, a pod waiting for its volume is still waiting)."""
     if stopped:
         return Observation(
             SCHEDULED, ConditionStatus.UNKNOWN, "Stopped", "the Workbench is stopped"
@@ -52,12 +65,39 @@ def observe_scheduled(pod: dict[str, Any] | None, stopped: bool) -> Observation:
     if cond.get("status") == "True":
         node = (pod or {}).get("spec", {}).get("nodeName", "")
         return Observation(SCHEDULED, ConditionStatus.TRUE, "Scheduled", f"on node {node}")
+    message = str(cond.get("message") or "")
+    if UNBOUND_CLAIMS in message:
+        since = cond.get("lastTransitionTime")
+        waited = now - parse_timestamp(str(since)) if now is not None and since else None
+        if waited is None or waited < VOLUME_WAIT:
+            return Observation(
+                SCHEDULED,
+                ConditionStatus.UNKNOWN,
+                WAITING_FOR_VOLUME,
+                f"waiting for the home volume's claim to be bound: {message}",
+            )
+        return Observation(
+            SCHEDULED,
+            ConditionStatus.FALSE,
+            "VolumeNotBound",
+            f"the pod's volume claims have not been bound for {int(waited.total_seconds())} s "
+            f"(is the StorageClass's provisioner running? kubectl describe pvc): {message}",
+        )
     return Observation(
-        SCHEDULED,
-        ConditionStatus.FALSE,
-        cond.get("reason") or "Unschedulable",
-        cond.get("message") or "",
+        SCHEDULED, ConditionStatus.FALSE, cond.get("reason") or "Unschedulable", message
     )
+
+
+def volume_wait_left(pod: dict[str, Any] | None, now: datetime) -> float | None:
+    """Seconds until a pod waiting for its volume has waited VOLUME_WAIT (None: not waiting),
+    so that the Workbench says so then, whether or not anything else happens."""
+    cond = _pod_condition(pod, "PodScheduled")
+    if not cond or cond.get("status") != "False" or not cond.get("lastTransitionTime"):
+        return None
+    if UNBOUND_CLAIMS not in str(cond.get("message") or ""):
+        return None
+    since = parse_timestamp(str(cond["lastTransitionTime"]))
+    return max(1.0, (since + VOLUME_WAIT - now).total_seconds())
 
 
 def observe_server(
