@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from kubeforge_labs.canary import start_runtime
+from kubeforge_labs.canary import set_faults, start_runtime
 from kubeforge_labs.kit import Proc
 
 pytestmark = pytest.mark.no_cluster  # real processes only: run beside the cluster's tests
@@ -68,7 +68,9 @@ def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
     assert [m.id for m in client.models.list()] == [NAME]
 
 
-def test_completion_with_usage_and_the_same_text_when_streamed(client: openai.OpenAI) -> None:
+def test_completion_with_usage_and_the_same_text_when_streamed(
+    client: openai.OpenAI, runtime: Proc
+) -> None:
     whole = client.completions.create(model=NAME, prompt=PROMPT, max_tokens=6, temperature=0)
     [choice] = whole.choices
     assert choice.text.strip()
@@ -77,12 +79,19 @@ def test_completion_with_usage_and_the_same_text_when_streamed(client: openai.Op
     assert whole.usage.prompt_tokens > 5
     assert 1 <= whole.usage.completion_tokens <= 6
     assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
-    chunks = list(
-        client.completions.create(
-            model=NAME, prompt=PROMPT, max_tokens=6, temperature=0, stream=True,
-            stream_options={"include_usage": True},
-        )
-    )  # fmt: skip
+    # tokens 50 ms apart, as a larger model makes them, so that each is sent as it comes even
+    # on a busy machine: a reader that lags gets what came since its last read in one event (by
+    # design), and on a loaded two-core CI run this tiny model's six tokens all came in one
+    set_faults(runtime, token_latency=0.05)
+    try:
+        chunks = list(
+            client.completions.create(
+                model=NAME, prompt=PROMPT, max_tokens=6, temperature=0, stream=True,
+                stream_options={"include_usage": True},
+            )
+        )  # fmt: skip
+    finally:
+        set_faults(runtime)
     streamed = "".join(c.choices[0].text for c in chunks if c.choices)
     assert streamed == choice.text  # greedy: the same tokens, delivered piece by piece
     assert len([c for c in chunks if c.choices]) > 1
@@ -161,11 +170,18 @@ def test_an_abandoned_stream_frees_the_model(runtime: Proc, client: openai.OpenA
     """The client reads one chunk of a long answer and goes away: the generation stops (no
     request left running) and the next request is answered at once."""
     before = metric(runtime, "vllm:generation_tokens_total")
-    stream = client.completions.create(
-        model=NAME, prompt=PROMPT, max_tokens=200, temperature=0, stream=True
-    )
-    next(iter(stream))
-    stream.close()
+    # 200 tokens that cannot end early (min_tokens) and take 2 s (10 ms each): gone after the
+    # first, the client must have stopped the generation for fewer than 200 to be counted
+    set_faults(runtime, token_latency=0.01)
+    try:
+        stream = client.completions.create(
+            model=NAME, prompt=PROMPT, max_tokens=200, temperature=0, stream=True,
+            extra_body={"min_tokens": 200},
+        )  # fmt: skip
+        next(iter(stream))
+        stream.close()
+    finally:
+        set_faults(runtime)
     deadline = time.monotonic() + 10
     while metric(runtime, "vllm:num_requests_running") > 0 and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -46,6 +46,30 @@ def _conditions(wb: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in wb.get("status", {}).get("conditions", [])}
 
 
+def _pending_as(
+    cluster: Cluster,
+    ns: str,
+    name: str,
+    scheduled: tuple[str, str],
+    says: str,
+    ready: tuple[str, str],
+) -> dict[str, Any]:
+    """Wait until the Workbench's Scheduled condition is ``scheduled`` (status, reason); check
+    that its message has ``says``, that Ready is ``ready`` and the phase Pending. Returns it."""
+
+    def seen() -> dict[str, Any] | None:
+        wb = _get(cluster, ns, f"workbench/{name}") or {}
+        cond = _conditions(wb).get("Scheduled") or {}
+        return wb if (cond.get("status"), cond.get("reason")) == scheduled else None
+
+    wb: dict[str, Any] = wait_until(seen, 90, what=f"Scheduled {scheduled} on {name}")
+    assert says in _conditions(wb)["Scheduled"]["message"]
+    ready_cond = _conditions(wb)["Ready"]
+    assert (ready_cond["status"], ready_cond["reason"]) == ready
+    assert wb["status"]["phase"] == "Pending"
+    return wb
+
+
 def _phase(cluster: Cluster, ns: str, name: str) -> str | None:
     wb = _get(cluster, ns, f"workbench/{name}")
     return (wb or {}).get("status", {}).get("phase")
@@ -132,19 +156,9 @@ def test_a_home_volume_not_bound_yet_is_waited_for_not_reported_as_a_failure(
             },
         )
 
-        def waiting() -> dict[str, Any] | None:
-            wb = _get(cluster, namespace, "workbench/unbound")
-            cond = _conditions(wb or {}).get("Scheduled")
-            return cond if cond and cond["reason"] == "WaitingForVolume" else None
-
-        cond = wait_until(waiting, 90, what="Scheduled=WaitingForVolume on the Workbench")
-        assert cond["status"] == "Unknown"
-        assert "unbound immediate PersistentVolumeClaims" in cond["message"]
-        wb = _get(cluster, namespace, "workbench/unbound")
-        assert wb is not None
-        ready = _conditions(wb)["Ready"]
-        assert (ready["status"], ready["reason"]) == ("Unknown", "WaitingForVolume")
-        assert wb["status"]["phase"] == "Pending"
+        waiting = ("Unknown", "WaitingForVolume")
+        unbound = "unbound immediate PersistentVolumeClaims"
+        _pending_as(cluster, namespace, "unbound", waiting, unbound, ready=waiting)
         events = _get(cluster, namespace, "events")
         warnings = [
             e
@@ -173,19 +187,10 @@ def test_more_gpus_than_any_node_has_reports_the_schedulers_reason(
         },
     )
 
-    def unschedulable() -> dict[str, Any] | None:
-        wb = _get(cluster, namespace, "workbench/greedy")
-        cond = _conditions(wb or {}).get("Scheduled")
-        return cond if cond and cond["status"] == "False" else None
-
-    cond = wait_until(unschedulable, 90, what="Scheduled=False on the Workbench")
-    assert cond["reason"] == "Unschedulable"
-    assert "Insufficient nvidia.com/gpu" in cond["message"]
-    wb = _get(cluster, namespace, "workbench/greedy")
-    assert wb is not None
-    ready = _conditions(wb)["Ready"]
-    assert (ready["status"], ready["reason"]) == ("False", "Unschedulable")
-    assert wb["status"]["phase"] == "Pending"
+    unschedulable = ("False", "Unschedulable")
+    wb = _pending_as(
+        cluster, namespace, "greedy", unschedulable, "Insufficient nvidia.com/gpu", unschedulable
+    )
     assert wb["status"]["gpus"] == 0
 
 
