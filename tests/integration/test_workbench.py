@@ -207,6 +207,8 @@ def test_stop_and_start_keep_the_home_volume(cluster: Cluster, namespace: str) -
         lambda: _phase(cluster, namespace, "stopper") == "Stopped", 90, what="the Workbench to stop"
     )
     assert _get(cluster, namespace, "pod/stopper-0", check=False) is None
+    # deleted, not scaled to zero (Kueue may keep a scaled-down StatefulSet's quota)
+    assert _get(cluster, namespace, "statefulset/stopper", check=False) is None
     kept = _get(cluster, namespace, "pvc/stopper-home")
     assert kept is not None
     assert kept["metadata"]["uid"] == uid
@@ -351,9 +353,15 @@ def test_the_operator_writes_nothing_while_nothing_changes(
     _patch(cluster, namespace, "calm", '{"spec":{"stopped":true}}')
     wait_until(lambda: _phase(cluster, namespace, "calm") == "Stopped", 60, what="stopped")
     writes = cluster.writes_since(offset, OPERATOR_USER, namespace)
-    assert "patch statefulsets/calm" in writes
+    assert "delete statefulsets/calm" in writes
     assert "patch workbenches/status/calm" in writes
     assert not any("persistentvolumeclaims" in w for w in writes)
+    # and a stopped Workbench's passes write nothing either (the StatefulSet is read, not
+    # deleted again)
+    time.sleep(3)
+    offset = cluster.audit_offset()
+    time.sleep(11)  # two resyncs
+    assert cluster.writes_since(offset, OPERATOR_USER, namespace) == []
 
 
 def _ready_condition(cluster: Cluster, ns: str, name: str, reason: str) -> dict[str, Any]:

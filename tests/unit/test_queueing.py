@@ -119,6 +119,15 @@ def test_no_workload_yet_is_pending() -> None:
     assert (status.reason, status.message) == ("Pending", "Kueue has not created the Workload yet")
 
 
+def test_a_workload_kueue_has_not_tried_yet_is_pending_with_a_message() -> None:
+    untried = workload()
+    del untried["status"]["conditions"]
+    pending = {"positionInLocalQueue": 0, "positionInClusterQueue": 0}
+    status = queue_status("gpu", "w1", untried, cluster_queue(), pending)
+    assert (status.reason, status.position) == ("Pending", 1)
+    assert status.message == "Kueue's scheduler has not considered the Workload yet"
+
+
 @pytest.mark.parametrize(
     ("gpus", "queue", "never"),
     [

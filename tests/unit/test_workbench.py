@@ -59,12 +59,12 @@ def test_children_are_owned_and_named_deterministically() -> None:
     assert build_home_pvc(OWNER, _spec())["metadata"]["name"] == "nb-home"
 
 
-def test_stopped_means_zero_replicas_but_the_same_volume() -> None:
+def test_the_notebook_runs_one_replica_on_its_home_volume() -> None:
+    # a stopped Workbench has no StatefulSet at all (reconcile.remove_notebook), so the
+    # builder makes only the running one; stopping must not change the volume it mounts
     running = _sts(_spec(), "jupyter:1")
-    stopped = _sts(_spec(stopped=True), "jupyter:1")
     assert running["spec"]["replicas"] == 1
-    assert stopped["spec"]["replicas"] == 0
-    assert _pod_spec(running)["volumes"] == _pod_spec(stopped)["volumes"]
+    assert _sts(_spec(stopped=True), "jupyter:1") == running
     assert _pod_spec(running)["volumes"][0]["persistentVolumeClaim"]["claimName"] == "nb-home"
 
 

@@ -123,6 +123,8 @@ def queue_status(
     never = exceeds_quota(workload, cluster_queue) if workload and cluster_queue else None
     if workload is None:
         reason, message = "Pending", "Kueue has not created the Workload yet"
+    elif not cond:  # queued, not yet tried by Kueue's scheduler (it writes QuotaReserved then)
+        reason, message = "Pending", "Kueue's scheduler has not considered the Workload yet"
     elif cluster_queue is None:
         reason = INADMISSIBLE
         message = (

@@ -144,9 +144,9 @@ def build_statefulset(
     spec: WorkbenchSpec,
     image: str,
     placement: Placement,
-    stopped: bool | None = None,
 ) -> dict[str, Any]:
-    """The notebook StatefulSet; ``stopped`` overrides spec.stopped (the culler stops too)."""
+    """The notebook StatefulSet of a running Workbench (a stopped one has none: see
+    ``workbench.reconcile.remove_notebook``)."""
     name = owner["metadata"]["name"]
     pod_labels = labels(name) | placement.pod_labels()
     pod_spec: dict[str, Any] = {
@@ -159,15 +159,14 @@ def build_statefulset(
     }
     metadata = _metadata(owner, name)
     # Kueue's StatefulSet integration reads the queue from the StatefulSet's own labels: it
-    # then holds the pod until the workload is admitted, and a stopped Workbench (0 replicas)
-    # gives the quota back
+    # then holds the pod until the workload is admitted
     metadata["labels"] = metadata["labels"] | placement.pod_labels()
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
         "metadata": metadata,
         "spec": {
-            "replicas": 0 if (spec.stopped if stopped is None else stopped) else 1,
+            "replicas": 1,
             "serviceName": name,
             "selector": {"matchLabels": selector_labels(name)},
             "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},

@@ -74,13 +74,13 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
         # a pass started by the notebook pod's events alone reads back only the StatefulSet
         # (scaling or deleting it is what removes the pod): these three cannot have changed
         ctx.kube.apply(child, read_back=not ctx.pods_only)
-    notebook = with_pull_policy(
-        build_statefulset(obj, spec, ready.image, ready.placement, stopped=stopped),
-        ctx.settings.image_pull_policy,
-    )
-    refused = apply_notebook(ctx, notebook)
-    if refused is not None:
-        return refused
+    if stopped:
+        remove_notebook(ctx)
+    else:
+        notebook = build_statefulset(obj, spec, ready.image, ready.placement)
+        refused = apply_notebook(ctx, with_pull_policy(notebook, ctx.settings.image_pull_policy))
+        if refused is not None:
+            return refused
     pod = ctx.child("v1", "Pod", f"{ctx.name}-0")
     fields: dict[str, Any] = {"url": f"http://{ctx.name}.{ctx.namespace}.svc/"}
     if culled_at is not None:
@@ -120,6 +120,19 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
 # Kueue's StatefulSet webhook: it refuses, in place, a new queue while pods are ready and any
 # change of the pod's shape (requests, node selector, tolerations, ...) while it has a queue
 KUEUE_STATEFULSET_WEBHOOK = "vstatefulset.kb.io"
+
+
+def remove_notebook(ctx: ReconcileContext) -> None:
+    """A stopped Workbench has no StatefulSet: it is deleted, not scaled to zero (its home
+    volume is a claim of its own and stays). Scaled to zero, Kueue (v0.17.0 here; upstream
+    kubernetes-sigs/kueue#12232, fixed after v0.18.1) may leave the StatefulSet's Workload
+    admitted with no owner left, holding the team's quota for good: it drops the StatefulSet
+    from the Workload's owners while the garbage collector has already dropped the deleted pod
+    (seen in CI: the next queued Workbench never admitted). A deleted StatefulSet's Workload is
+    deleted by the garbage collector once its pod is gone, and Kueue then admits the next.
+    Read first, so a stopped Workbench's passes write nothing."""
+    if ctx.child("apps/v1", "StatefulSet", ctx.name) is not None:
+        ctx.kube.delete_child("apps/v1", "StatefulSet", ctx.namespace, ctx.name)
 
 
 def apply_notebook(ctx: ReconcileContext, statefulset: dict[str, Any]) -> Outcome | None:
@@ -179,7 +192,7 @@ def cull_if_idle(
     fields: dict[str, Any],
 ) -> tuple[Observation, bool]:
     """Read the running server's activity and stop the Workbench after the idle timeout (the
-    culled-at annotation, an Event, the StatefulSet at 0). Returns the Culled condition and
+    culled-at annotation, an Event, the StatefulSet removed). Returns the Culled condition and
     whether the Workbench is now stopped; records lastActivity in ``fields``."""
     url = ctx.settings.activity_url_template.format(
         name=ctx.name, namespace=ctx.namespace, path=spec.culling.probe_path or DEFAULT_PROBE_PATH
@@ -202,6 +215,5 @@ def cull_if_idle(
     culled_at = serialize_datetime(ctx.now)
     ctx.kube.annotate(WORKBENCH, ctx.namespace, ctx.name, CULLED_ANNOTATION, culled_at)
     ctx.kube.record_event(ctx.obj, "Normal", "Culled", decision.observation.message)
-    stopped = build_statefulset(ctx.obj, spec, ready.image, ready.placement, stopped=True)
-    ctx.kube.apply(with_pull_policy(stopped, ctx.settings.image_pull_policy))
+    remove_notebook(ctx)
     return culled_observation(culled_at), True
