@@ -7,7 +7,8 @@ Creates COUNT Workbenches across NAMESPACES namespaces and reports:
 - the baseline: the seconds a plain client needs to create the same children (PVC, Service,
   NetworkPolicy, StatefulSet, built by the operator's own builders) at the same concurrency and
   see every notebook pod ready, measured in the same run;
-- their ratio (target <= 1.5);
+- their ratio (target <= 1.5): the two phases run in turn ``--rounds`` times (3), each from
+  the same empty cluster, and the ratio reported is the median of the rounds' ratios;
 - the operator's peak RSS (VmHWM; target <= 200 MB);
 - API write requests per Workbench, and API writes during an idle period afterwards (target: 0),
   both counted from the apiserver's audit log by the operator's own user.
@@ -24,12 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -232,6 +235,23 @@ def operator_writes(since: str, until: str | None = None) -> list[dict[str, Any]
     return out
 
 
+@dataclass
+class Phase:
+    """One phase of a round: seconds until all were Ready, and the CPU-seconds each program of
+    the machine used meanwhile."""
+
+    seconds: float
+    cpu: dict[str, float]
+
+
+@dataclass
+class OperatorPhase(Phase):
+    reconciles: float  # the operator's kubeforge_reconcile_total at the end of the phase
+    writes: list[dict[str, Any]]  # its writes until all were Ready (audit log)
+    idle_writes: list[dict[str, Any]] | None  # its writes while idle afterwards (last round)
+    rss: float  # its peak RSS (VmHWM), MB
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=1000)
@@ -242,19 +262,27 @@ def main() -> int:
         default=8,
         help="client threads, and the operator's worker threads",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="baseline and operator phases in turn, this many times; the ratio is the median "
+        "of the rounds' ratios (the machine's noise moves one phase's seconds by 30 %%)",
+    )
     parser.add_argument("--idle-seconds", type=int, default=120)
     parser.add_argument(
         "--keep",
         action="store_true",
-        help="leave the operator's Workbenches in place (the baseline's objects are always "
+        help="leave the last round's Workbenches in place (the baseline's objects are always "
         "removed before the operator's phase starts)",
     )
     parser.add_argument(
         "--profile",
         type=Path,
-        help="write a 30 s CPU profile of kube-apiserver from the middle of each phase into "
-        "this folder (baseline.pprof, operator.pprof; read with `go tool pprof -top FILE`); "
-        "the cluster must have been started with KUBEFORGE_APISERVER_PROFILING=1",
+        help="write a 30 s CPU profile of kube-apiserver from the middle of each phase of the "
+        "first round into this folder (baseline.pprof, operator.pprof; read with `go tool "
+        "pprof -top FILE`); the cluster must have been started with "
+        "KUBEFORGE_APISERVER_PROFILING=1",
     )
     args = parser.parse_args()
 
@@ -271,33 +299,53 @@ def main() -> int:
         "-",
         stdin=json.dumps(bench_nodes(args.count)),
     )
-    run = f"bench-{int(time.time()) % 100000}"  # fresh namespaces, whatever earlier runs left
-    base_prefix, op_prefix = f"{run}-base", f"{run}-op"
-    for prefix in (base_prefix, op_prefix):
-        for i in range(args.namespaces):
-            lc.kubectl("create", "namespace", f"{prefix}-{i}")
     log(
         f"{args.count} Workbenches in {args.namespaces} namespaces, concurrency "
-        f"{args.concurrency}; {os.cpu_count()} CPUs"
+        f"{args.concurrency}, {args.rounds} rounds; {os.cpu_count()} CPUs"
     )
+    run = f"bench-{int(time.time()) % 100000}"  # fresh namespaces, whatever earlier runs left
+    rounds: list[tuple[Phase, OperatorPhase]] = []
+    for r in range(args.rounds):
+        last = r == args.rounds - 1
+        profile = args.profile if r == 0 else None
+        # each phase starts from the same empty cluster: its objects are removed (and their
+        # removal waited for) before the next phase starts; until 2026-12-02 the operator's
+        # phase shared the control plane with the baseline's thousands of objects
+        base = baseline_phase(api, args, f"{run}-{r}-base", profile)
+        log(f"round {r + 1}: baseline {base.seconds:.1f} s")
+        op = operator_phase(api, args, f"{run}-{r}-op", profile, last)
+        log(f"round {r + 1}: operator {op.seconds:.1f} s, ratio {op.seconds / base.seconds:.2f}")
+        rounds.append((base, op))
+    report(args, rounds)
+    if not args.keep:
+        lc.kubectl("delete", "nodes", "-l", "kubeforge.io/bench=true", "--wait=false", check=False)
+    return 0
 
-    base_pairs = names(base_prefix, args.count, args.namespaces)
+
+def baseline_phase(
+    api: client.ApiClient, args: argparse.Namespace, prefix: str, profile: Path | None
+) -> Phase:
+    spaces = create_namespaces(prefix, args.namespaces)
     cpu_before = cpu_seconds()
-    profiling = profile_later(args.profile, "baseline")
-    base_seconds = baseline(api, base_pairs, args.concurrency, base_prefix)
+    profiling = profile_later(profile, "baseline")
+    seconds = baseline(api, names(prefix, args.count, args.namespaces), args.concurrency, prefix)
     profiling.join()
-    base_cpu = cpu_used(cpu_before, cpu_seconds())
-    log(f"baseline: {base_seconds:.1f} s")
-    # the operator's phase starts from the cluster the baseline's started from: until
-    # 2026-12-02 it shared the control plane with the baseline's thousands of objects (and
-    # kwok's pods to keep running), a cost the baseline never paid
-    remove_namespaces(api, [f"{base_prefix}-{i}" for i in range(args.namespaces)])
+    phase = Phase(seconds, cpu_used(cpu_before, cpu_seconds()))
+    remove_namespaces(api, spaces)
+    return phase
 
+
+def operator_phase(
+    api: client.ApiClient, args: argparse.Namespace, prefix: str, profile: Path | None, last: bool
+) -> OperatorPhase:
+    """A fresh operator process makes ``args.count`` Workbenches Ready; in the last round it
+    then idles ``args.idle_seconds`` and its writes meanwhile are counted."""
+    spaces = create_namespaces(prefix, args.namespaces)
     metrics_port = kit.free_port()
     env = {
         **os.environ,
         "KUBECONFIG": str(lc.kubeconfig_path(OPERATOR_USER)),
-        "KUBEFORGE_OPERATOR_NAMESPACES": json.dumps([f"{op_prefix}-*"]),
+        "KUBEFORGE_OPERATOR_NAMESPACES": json.dumps([f"{prefix}-*"]),
         "KUBEFORGE_OPERATOR_METRICS_HOST": "127.0.0.1",
         "KUBEFORGE_OPERATOR_METRICS_PORT": str(metrics_port),
         "KUBEFORGE_OPERATOR_LIVENESS_HOST": "127.0.0.1",
@@ -315,36 +363,24 @@ def main() -> int:
         ready=lambda: kit.http_ok("http://127.0.0.1:18181/healthz"),
         timeout=60,
     )
-    operator = launched.proc
     custom = client.CustomObjectsApi(api)
     since = audit_now()
 
     def create_workbench(ns: str, name: str) -> None:
-        custom.create_namespaced_custom_object(
-            "kubeforge.io",
-            "v1alpha1",
-            ns,
-            "workbenches",
-            {
-                "apiVersion": "kubeforge.io/v1alpha1",
-                "kind": "Workbench",
-                "metadata": {"name": name},
-                "spec": SPEC,
-            },
-        )
-
-    op_pairs = names(op_prefix, args.count, args.namespaces)
-    cpu_before = cpu_seconds(operator.pid)
-    profiling = profile_later(args.profile, "operator")
-    started = time.monotonic()
-    run_parallel(create_workbench, op_pairs, args.concurrency)
+        body = {
+            "apiVersion": "kubeforge.io/v1alpha1",
+            "kind": "Workbench",
+            "metadata": {"name": name},
+            "spec": SPEC,
+        }
+        custom.create_namespaced_custom_object("kubeforge.io", "v1alpha1", ns, "workbenches", body)
 
     def ready() -> int:
         items = custom.list_cluster_custom_object("kubeforge.io", "v1alpha1", "workbenches")
         n = sum(
             1
             for wb in items["items"]
-            if wb["metadata"]["namespace"].startswith(op_prefix)
+            if wb["metadata"]["namespace"].startswith(prefix)
             and any(
                 c["type"] == "Ready" and c["status"] == "True"
                 for c in wb.get("status", {}).get("conditions", [])
@@ -352,54 +388,76 @@ def main() -> int:
         )
         return -1 if n == args.count else n
 
+    cpu_before = cpu_seconds(launched.proc.pid)
+    profiling = profile_later(profile, "operator")
+    started = time.monotonic()
+    run_parallel(create_workbench, names(prefix, args.count, args.namespaces), args.concurrency)
     wait_for("Workbenches ready", ready, 1800)
-    op_seconds = time.monotonic() - started
+    seconds = time.monotonic() - started
     profiling.join()
-    op_cpu = cpu_used(cpu_before, cpu_seconds(operator.pid))
+    cpu = cpu_used(cpu_before, cpu_seconds(launched.proc.pid))
     reconciles = reconcile_count(metrics_port)
     idle_since = audit_now()
     writes = operator_writes(since, idle_since)
-    log(f"operator: {op_seconds:.1f} s, {len(writes)} writes")
-
-    log(f"idle for {args.idle_seconds} s")
-    time.sleep(args.idle_seconds)
-    idle_writes = operator_writes(idle_since)
-    rss = peak_rss_mb(operator.pid)
+    idle_writes = None
+    if last:
+        log(f"idle for {args.idle_seconds} s")
+        time.sleep(args.idle_seconds)
+        idle_writes = operator_writes(idle_since)
+    rss = peak_rss_mb(launched.proc.pid)
     launched.stop(timeout=30)
+    if not (last and args.keep):
+        # waited for, so that what comes next does not share the machine with the deletion of
+        # this phase's thousands of objects (it made a back-to-back baseline 3x slower)
+        remove_namespaces(api, spaces)
+    return OperatorPhase(seconds, cpu, reconciles, writes, idle_writes, rss)
 
+
+def report(args: argparse.Namespace, rounds: list[tuple[Phase, OperatorPhase]]) -> None:
+    count = args.count
+    ratios = [op.seconds / base.seconds for base, op in rounds]
+    writes = [w for _, op in rounds for w in op.writes]
+    idle = rounds[-1][1].idle_writes or []
+    print()
+    print(
+        f"workbenches                 {count} in {args.namespaces} namespaces "
+        f"(concurrency {args.concurrency}, {os.cpu_count()} CPUs), {len(rounds)} rounds"
+    )
+    print("round   baseline   operator   ratio   peak RSS   reconciles/Wb   writes/Wb")
+    for i, (base, op) in enumerate(rounds, 1):
+        print(
+            f"{i:5} {base.seconds:8.1f} s {op.seconds:8.1f} s {ratios[i - 1]:7.2f} "
+            f"{op.rss:7.1f} MB {op.reconciles / count:15.2f} {len(op.writes) / count:11.2f}"
+        )
+    print(f"ratio operator/baseline     {statistics.median(ratios):8.2f}   (median; target <= 1.5)")
+    print(f"operator peak RSS           {max(op.rss for _, op in rounds):8.1f} MB (target <= 200)")
+    print(f"API writes per Workbench    {len(writes) / count / len(rounds):8.2f}   (all rounds)")
+    for key, n in sorted(writes_by_kind(writes).items(), key=lambda kv: -kv[1]):
+        print(f"    {key:38} {n / count / len(rounds):6.2f}")
+    print(f"API writes while idle       {len(idle):8d}   ({args.idle_seconds} s; target 0)")
+    print("CPU seconds by program       baseline   operator phase (each round)")
+    for key in (*CONTROL_PLANE, "operator", "other"):
+        base_cpu = " ".join(f"{b.cpu.get(key, 0.0):6.1f}" for b, _ in rounds)
+        op_cpu = " ".join(f"{o.cpu.get(key, 0.0):6.1f}" for _, o in rounds)
+        print(f"    {key:24} {base_cpu} | {op_cpu}")
+
+
+def writes_by_kind(writes: list[dict[str, Any]]) -> dict[str, int]:
+    """Audit events counted by verb and resource (with the subresource)."""
     by_kind: dict[str, int] = {}
     for e in writes:
         ref = e.get("objectRef", {})
         sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
         key = f"{e['verb']} {ref.get('resource')}{sub}"
         by_kind[key] = by_kind.get(key, 0) + 1
-    ratio = op_seconds / base_seconds
-    print()
-    print(
-        f"workbenches                 {args.count} in {args.namespaces} namespaces "
-        f"(concurrency {args.concurrency}, {os.cpu_count()} CPUs)"
-    )
-    print(f"operator, all Ready         {op_seconds:8.1f} s")
-    print(f"baseline, plain client      {base_seconds:8.1f} s")
-    print(f"ratio operator/baseline     {ratio:8.2f}   (target <= 1.5)")
-    print(f"operator peak RSS           {rss:8.1f} MB (target <= 200)")
-    print(f"reconciles per Workbench    {reconciles / args.count:8.2f}")
-    print(f"API writes per Workbench    {len(writes) / args.count:8.2f}")
-    for key, n in sorted(by_kind.items(), key=lambda kv: -kv[1]):
-        print(f"    {key:38} {n / args.count:6.2f}")
-    print(f"API writes while idle       {len(idle_writes):8d}   ({args.idle_seconds} s; target 0)")
-    print("CPU seconds by program       baseline   operator run")
-    for key in (*CONTROL_PLANE, "operator", "other"):
-        print(f"    {key:24} {base_cpu.get(key, 0.0):10.1f} {op_cpu.get(key, 0.0):12.1f}")
-    total = sum(base_cpu.values()), sum(op_cpu.values())
-    print(f"    {'all':24} {total[0]:10.1f} {total[1]:12.1f}   (of {os.cpu_count()} CPUs)")
+    return by_kind
 
-    if not args.keep:
-        # waited for, so that a run started next does not share the machine with the deletion
-        # of this one's thousands of objects (it made a back-to-back run's baseline 3x slower)
-        remove_namespaces(api, [f"{op_prefix}-{i}" for i in range(args.namespaces)])
-        lc.kubectl("delete", "nodes", "-l", "kubeforge.io/bench=true", "--wait=false", check=False)
-    return 0
+
+def create_namespaces(prefix: str, count: int) -> list[str]:
+    spaces = [f"{prefix}-{i}" for i in range(count)]
+    for ns in spaces:
+        lc.kubectl("create", "namespace", ns)
+    return spaces
 
 
 def profile_later(folder: Path | None, phase: str) -> threading.Thread:
