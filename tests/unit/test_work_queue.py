@@ -56,53 +56,6 @@ def test_workers_block_until_work_and_leave_at_shutdown() -> None:
     assert len(q) == 0
 
 
-def test_a_delayed_key_joins_when_due_once_however_often_it_was_delayed() -> None:
-    q = WorkQueue()
-    q.add_after(A, 0.2)
-    q.add_after(A, 0.3)  # a later event of the same burst: still due at the first's time
-    q.add_after(B, 0.05)
-    assert len(q) == 0  # nothing due yet
-    started = time.monotonic()
-    assert q.get() == B
-    assert q.get() == A  # blocks until A is due
-    waited = time.monotonic() - started
-    assert 0.15 < waited < 1.0, waited
-    q.done(A)
-    q.done(B)
-    time.sleep(0.35)  # past the second delay asked for A: it was not queued a second time
-    q.add(B)
-    assert q.get() == B
-    assert len(q) == 0
-
-
-def test_an_immediate_add_overrides_a_delay_and_a_waiting_key_is_not_delayed() -> None:
-    q = WorkQueue()
-    q.add_after(A, 5.0)
-    q.add(A)  # the object itself changed: now, and not again when the delay is over
-    assert q.get() == A
-    q.done(A)
-    q.add(B)
-    q.add_after(B, 0.01)  # B waits already: its pass will read the newest state
-    assert q.get() == B
-    q.done(B)
-    time.sleep(0.05)
-    q.add_after(A, 0.0)
-    assert q.get() == A  # only the delay asked after the add is left, once
-    assert len(q) == 0
-
-
-def test_a_key_delayed_while_active_is_queued_again_when_done() -> None:
-    q = WorkQueue()
-    q.add(A)
-    assert q.get() == A
-    q.add_after(A, 0.01)  # a pod event during A's pass
-    time.sleep(0.05)
-    q.add(B)
-    assert q.get() == B  # A is due, but active: not handed out twice
-    q.done(A)
-    assert q.get() == A
-
-
 class _Failing(Controller):
     def __init__(self, fail: int) -> None:
         super().__init__({}, OperatorSettings(resync_seconds=5), kube=lambda: None)  # type: ignore[arg-type,return-value]

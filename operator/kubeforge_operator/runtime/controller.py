@@ -6,7 +6,6 @@ loop and the bookkeeping of deleted objects. ``handlers`` wires kopf's watch eve
 from __future__ import annotations
 
 import fnmatch
-import heapq
 import logging
 import threading
 import time
@@ -24,12 +23,6 @@ from kubeforge_operator.runtime.settings import OperatorSettings
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # kind, namespace, name
-# A pod's events come in bursts (created, scheduled, started, ready: on a busy node or kwok within
-# a few hundred milliseconds): a pass asked for by a pod event waits this long, so that one pass
-# sees the burst's end rather than one pass per step, each reading the objects and writing a
-# status a user never sees for long (the scale benchmark: reconciles and status writes per
-# Workbench). Short beside a pod's start on a real node.
-POD_SETTLE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -103,10 +96,8 @@ class WorkQueue:
     level-based controller relies on: a key waits at most once however many events name it (a
     burst of a pod's events becomes one reconcile of its Workbench); a key being reconciled is
     handed to no second worker; and a key named again meanwhile is queued once more when that
-    reconcile ends, so no change goes unseen. :meth:`add_after` is client-go's delaying queue:
-    the key joins the queue only when its delay is over (the earliest delay asked wins). kopf
-    delivers the events but keeps no such queue (it runs a handler per event), and the
-    kubernetes package has none: hence this class."""
+    reconcile ends, so no change goes unseen. kopf delivers the events but keeps no such queue
+    (it runs a handler per event), and the kubernetes package has none: hence this class."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -114,60 +105,24 @@ class WorkQueue:
         self._waiting: set[Key] = set()
         self._active: set[Key] = set()
         self._again: set[Key] = set()  # named while active: queued again when done
-        self._due: dict[Key, float] = {}  # keys delayed by add_after, and when they are due
-        self._timeline: list[tuple[float, Key]] = []  # a heap of (due, key); stale ones skipped
         self._closed = False
 
     def add(self, key: Key) -> None:
         with self._cond:
-            self._due.pop(key, None)
-            self._add(key)
-
-    def add_after(self, key: Key, delay: float) -> None:
-        """Queue the key once ``delay`` seconds have passed, unless it waits already."""
-        with self._cond:
             if self._closed or key in self._waiting:
                 return
-            due = time.monotonic() + delay
-            if self._due.get(key, due + 1) <= due:
+            if key in self._active:
+                self._again.add(key)
                 return
-            self._due[key] = due
-            heapq.heappush(self._timeline, (due, key))
+            self._waiting.add(key)
+            self._order.append(key)
             self._cond.notify()
-
-    def _add(self, key: Key) -> None:
-        if self._closed or key in self._waiting:
-            return
-        if key in self._active:
-            self._again.add(key)
-            return
-        self._waiting.add(key)
-        self._order.append(key)
-        self._cond.notify()
-
-    def _promote_due(self) -> float | None:
-        """Move the delayed keys that are due into the queue; the seconds until the next."""
-        now = time.monotonic()
-        while self._timeline:
-            due, key = self._timeline[0]
-            if self._due.get(key) != due:  # added at once or delayed anew since
-                heapq.heappop(self._timeline)
-                continue
-            if due > now:
-                return due - now
-            heapq.heappop(self._timeline)
-            del self._due[key]
-            self._add(key)
-        return None
 
     def get(self) -> Key | None:
         """The next key, marked active until :meth:`done`; blocks; None once shut down."""
         with self._cond:
-            while True:
-                next_due = self._promote_due()
-                if self._order or self._closed:
-                    break
-                self._cond.wait(next_due)
+            while not self._order and not self._closed:
+                self._cond.wait()
             if self._closed:
                 return None
             key = self._order.popleft()
@@ -268,14 +223,13 @@ class Controller:
     def pod_changed(
         self, kind_name: str, namespace: str, name: str, pod_name: str, resource_version: str
     ) -> None:
-        """The watch delivered an event of a pod of the object: reconcile the object once the
-        pod's burst of events has settled (POD_SETTLE_SECONDS), reading the pod no older than
-        the newest event (see ReconcileContext.seen)."""
+        """The watch delivered an event of a pod of the object: reconcile the object soon, and
+        read the pod no older than that event (see ReconcileContext.seen)."""
         key = (kind_name, namespace, name)
         with self._lock:
             self._seen.setdefault(key, {})["Pod", pod_name] = resource_version
             self._pods_only.setdefault(key, True)
-        self.queue.add_after(key, POD_SETTLE_SECONDS)
+        self.queue.add(key)
 
     def _take(self, key: Key) -> tuple[bool, dict[tuple[str, str], str]]:
         """For the pass starting now: whether its pods' events alone asked for it, and the
