@@ -8,8 +8,10 @@ once (the runtime batches the requests that are generating: ``kubeforge_runtimes
 Time to first token: from sending the request to the first chunk with text, read by the
 ``openai`` client and, once more, by a plain ``httpx`` stream (the runtime's own share); throughput:
 completion tokens from ``usage`` over the wall time. The baseline, in the same run:
-``model.generate`` in this process, greedy, with a streamer that timestamps the first token,
-one prompt after the other; and the runtime's decoding loop alone in this process (no HTTP),
+``model.generate`` in this process, greedy, with a streamer that timestamps the first token
+after which the answer has text to send, by the rule the runtime's stream follows (a token that
+is only part of a character's bytes is held back: random weights pick such tokens often), one
+prompt after the other; and the runtime's decoding loop alone in this process (no HTTP),
 to tell the loop's share from the serving's. All decode greedily exactly ``max_tokens`` tokens
 (``min_tokens``, vLLM's extension, on the runtime's side), so all produce the same tokens.
 Medians over the rounds.
@@ -40,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kubeforge_labs.canary import start_runtime
 from kubeforge_pipelines.tinymodel import build_base_model, support_tickets
+from kubeforge_runtimes.generation import releasable
 
 NAME = "bench-lm"
 # GPT-2 shapes for build_base_model. "small" is GPT-2 small's depth and width with the tiny
@@ -56,6 +59,12 @@ def prompts(n: int) -> list[str]:
     return [t["text"].split("resolution:")[0] + "resolution:" for t in support_tickets(n, 5)]
 
 
+def has_text(tokenizer: Any, tokens: list[int]) -> bool:
+    """Whether the answer ``tokens`` has text a stream would send (the time to first token is
+    the time to that text on both sides: a token that is part of a character is not sent)."""
+    return releasable(tokenizer.decode(tokens, skip_special_tokens=True)) > 0
+
+
 def baseline(model_dir: Path, texts: list[str], max_tokens: int) -> dict[str, float]:
     """Tokens/s and median time to first token of a plain greedy ``generate`` loop."""
     import torch
@@ -65,17 +74,25 @@ def baseline(model_dir: Path, texts: list[str], max_tokens: int) -> dict[str, fl
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     first: list[float] = []
 
-    class FirstToken:
-        """transformers' streamer interface: the first put is the prompt, the next the first
-        generated token."""
+    class FirstText:
+        """transformers' streamer interface (the first put is the prompt, every later one a
+        generated token): the time until the answer has text to send, by the rule the
+        runtime's stream sends text by (``generation.releasable``: not a character whose
+        bytes have not all come)."""
 
         def __init__(self) -> None:
-            self.started, self.puts = time.perf_counter(), 0
+            self.started = time.perf_counter()
+            self.tokens: list[int] | None = None  # None until the prompt has come
+            self.seen = False
 
         def put(self, value: Any) -> None:
-            self.puts += 1
-            if self.puts == 2:
+            if self.tokens is None:
+                self.tokens = []
+                return
+            self.tokens += value.reshape(-1).tolist()
+            if not self.seen and has_text(tokenizer, self.tokens):
                 first.append(time.perf_counter() - self.started)
+                self.seen = True
 
         def end(self) -> None:
             pass
@@ -87,7 +104,7 @@ def baseline(model_dir: Path, texts: list[str], max_tokens: int) -> dict[str, fl
             ids = tokenizer(text, return_tensors="pt")
             out = model.generate(
                 **ids, max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False,
-                pad_token_id=tokenizer.eos_token_id, streamer=FirstToken(),
+                pad_token_id=tokenizer.eos_token_id, streamer=FirstText(),
             )  # fmt: skip
             new = out[0, ids["input_ids"].shape[1] :].tolist()
             eos = tokenizer.eos_token_id
@@ -113,19 +130,21 @@ def decoding_loop(model_dir: Path, texts: list[str], max_tokens: int) -> dict[st
     began = time.perf_counter()
     for text in texts:
         ids = tokenizer(text, return_tensors="pt")["input_ids"]
-        made: list[float] = []
+        made: list[tuple[int, float]] = []
         done = threading.Event()
         sent = time.perf_counter()
 
-        def emit(token: Any, at: float, made: list[float] = made, done: Any = done) -> None:
+        def emit(token: Any, at: float, made: list[Any] = made, done: Any = done) -> None:
             if isinstance(token, int):
-                made.append(at)
+                made.append((token, at))
             else:
                 done.set()
 
         batcher.submit(Job(ids, max_tokens, emit, threading.Event(), min_tokens=max_tokens))
         done.wait()
-        first.append(made[0] - sent)
+        ids_so_far = [token for token, _ in made]
+        shown = next(k for k in range(len(made)) if has_text(tokenizer, ids_so_far[: k + 1]))
+        first.append(made[shown][1] - sent)
         tokens += len(made)
     wall = time.perf_counter() - began
     return {"tokens_per_s": tokens / wall, "ttft_s": statistics.median(first), "tokens": tokens}
@@ -176,7 +195,7 @@ def runtime(url: str, texts: list[str], max_tokens: int, clients: int = 1) -> di
     }
 
 
-def first_token_over_http(url: str, texts: list[str]) -> float:
+def first_token_over_http(url: str, texts: list[str], max_tokens: int) -> float:
     """Median time to the first chunk with text, read with a plain ``httpx`` stream: the
     runtime's own time to first token, without the ``openai`` client's request building and
     parsing (which the other measurement includes)."""
@@ -185,8 +204,8 @@ def first_token_over_http(url: str, texts: list[str]) -> float:
     times = []
     with httpx.Client() as http:
         for text in texts:
-            body = {"model": NAME, "prompt": text, "max_tokens": 1, "temperature": 0,
-                    "stream": True, "min_tokens": 1}  # fmt: skip
+            body = {"model": NAME, "prompt": text, "max_tokens": max_tokens, "temperature": 0,
+                    "stream": True, "min_tokens": max_tokens}  # fmt: skip
             first = None
             sent = time.perf_counter()
             with http.stream("POST", f"{url}/openai/v1/completions", json=body) as response:
@@ -222,7 +241,7 @@ def main() -> int:
     texts = prompts(args.prompts)
     proc = start_runtime(
         work, model_dir, name=NAME, namespace="bench", revision="rbench",
-        max_new_tokens=args.max_tokens,
+        max_new_tokens=args.max_tokens, torch_threads=None,
     )  # fmt: skip
     rounds: list[dict[str, dict[str, float]]] = []
     http_ttft: list[float] = []
@@ -237,7 +256,7 @@ def main() -> int:
                     "baseline": baseline(model_dir, texts, args.max_tokens),
                 }
             )
-            http_ttft.append(first_token_over_http(proc.url, texts))
+            http_ttft.append(first_token_over_http(proc.url, texts, args.max_tokens))
     finally:
         proc.stop()
     # last, once, beside a baseline of its own: its decoding thread stays in this process, and

@@ -101,9 +101,11 @@ def start_runtime(
     max_new_tokens: int = 4,
     port: int | None = None,
     adapters: dict[str, Path] | None = None,
+    torch_threads: int | None = 1,
 ) -> Proc:
     """``python -m kubeforge_runtimes serve`` with fault control enabled (and ``adapters``
-    loaded on the model by name)."""
+    loaded on the model by name). ``torch_threads``: its intra-op threads (None: torch's
+    default, one per core)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log = workdir / f"runtime-{revision}.log"
@@ -128,10 +130,10 @@ def start_runtime(
         f"/v2/models/{name}/ready",
         f"runtime {revision}",
         120,
-        # one torch thread each: two runtimes (and a test worker beside them) on two cores
-        # otherwise fight over the same cores, and one's p95 jumps several-fold while the
+        # one torch thread each by default: two runtimes (and a test worker beside them) on two
+        # cores otherwise fight over the same cores, and one's p95 jumps several-fold while the
         # other's does not
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env=os.environ | ({"OMP_NUM_THREADS": str(torch_threads)} if torch_threads else {}),
     )
 
 

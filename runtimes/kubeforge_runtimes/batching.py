@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 Emit = Callable[[int | BaseException | None, float], None]
 # peft's name for "no adapter" in a batch whose rows each name theirs
 BASE_ADAPTER = "__base__"
+# the longest the batch waits after a prefill for the new requests' first tokens to go out:
+# the next step's matrix products would otherwise take both cores of a small machine from the
+# event loop writing them (and from the client reading them), adding most of a step to the
+# time to first token (bench/generation.py); a step is tens of milliseconds on a CPU
+FIRST_TOKEN_WAIT = 0.05
 
 
 @dataclass
@@ -50,6 +55,9 @@ class Job:
     seed: int | None = None
     token_delay: float = 0.0
     adapter: str | None = None  # the adapter this request names (BASE_ADAPTER: none)
+    # set by the request's side once its first token has gone out (the batch waits for it
+    # after a prefill, up to FIRST_TOKEN_WAIT); None: nobody to wait for
+    first_sent: threading.Event | None = None
     generated: int = 0
     generator: Any = field(default=None, repr=False)
 
@@ -138,6 +146,7 @@ class Batcher:
             try:
                 if joining:
                     batch = _Batch.join(batch, self._prefill(joining))
+                    first_tokens_out(joining, FIRST_TOKEN_WAIT)
                 if batch is not None:
                     batch = self._step(batch)
             except Exception as err:
@@ -229,6 +238,15 @@ class Batcher:
                 keep.append(i)
         batch.next_ids = chosen
         return batch.keep(keep)
+
+
+def first_tokens_out(jobs: Sequence[Job], timeout: float) -> None:
+    """Wait until each job's first token has gone out (its ``first_sent``), ``timeout`` in
+    all at most."""
+    deadline = time.perf_counter() + timeout
+    for job in jobs:
+        if job.first_sent is not None:
+            job.first_sent.wait(max(0.0, deadline - time.perf_counter()))
 
 
 def sample(logits: Any, temperature: float, top_p: float, generator: Any) -> int:

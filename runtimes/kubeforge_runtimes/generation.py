@@ -115,6 +115,15 @@ def held_back(text: str, stops: Sequence[str]) -> int:
     return longest
 
 
+def releasable(text: str, stops: Sequence[str] = ()) -> int:
+    """How much of ``text`` (the answer so far) a stream may send: not what could be the start
+    of a stop sequence, nor a last character whose bytes have not all come yet."""
+    ready = len(text) - held_back(text, stops)
+    if text.endswith("\ufffd"):
+        ready = min(ready, len(text) - 1)
+    return ready
+
+
 class GenerationError(RuntimeError):
     """The model failed while generating (the request gets a 500 naming it)."""
 
@@ -177,7 +186,7 @@ async def stream_tokens(
 
     With a ``batcher`` (a model it supports) the request decodes in its batch beside the other
     requests; otherwise ``generate`` runs in a thread of its own, one request at a time."""
-    cancelled = threading.Event()
+    cancelled, first_sent = threading.Event(), threading.Event()
     streamer = _TokenQueue(asyncio.get_running_loop(), token_delay)
     if batcher is not None:
         batcher.submit(
@@ -185,7 +194,7 @@ async def stream_tokens(
                 prompt_ids, sampling.max_tokens, streamer.emit, cancelled,
                 min_tokens=sampling.min_tokens, temperature=sampling.temperature,
                 top_p=sampling.top_p, seed=sampling.seed, token_delay=token_delay,
-                adapter=sampling.adapter,
+                adapter=sampling.adapter, first_sent=first_sent,
             )
         )  # fmt: skip
     else:
@@ -201,10 +210,13 @@ async def stream_tokens(
             tokens = [t for t in batch if isinstance(t, tuple)]
             if tokens:
                 yield tokens
+                # back here when the reader asks for more: what it got has gone out
+                first_sent.set()
             if isinstance(last, BaseException):
                 raise GenerationError(f"the model failed while generating: {last}") from last
     finally:
         cancelled.set()
+        first_sent.set()
 
 
 def _generate_in_thread(
@@ -293,12 +305,9 @@ async def generate(
                     break
             if state.finish_reason is not None:
                 break
-            text = state.text
-            ready = len(text) - held_back(text, sampling.stop)
-            if text.endswith("\ufffd"):  # a character whose bytes have not all come yet
-                ready = min(ready, len(text) - 1)
+            ready = releasable(state.text, sampling.stop)
             if ready > sent:
-                yield text[sent:ready], state
+                yield state.text[sent:ready], state
                 sent = ready
         if state.finish_reason is None:
             state.finish_reason = "length"

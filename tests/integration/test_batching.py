@@ -95,6 +95,32 @@ def test_every_request_gets_the_tokens_generate_makes_however_requests_join_and_
     assert batcher.steps < sum(wanted.values()) / 2
 
 
+def test_after_a_prefill_the_batch_waits_for_the_first_tokens_to_go_out(
+    lm: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next decoding step does not take the CPU before the new request's first token has
+    gone out (its ``first_sent``), or the wait has run out."""
+    from kubeforge_runtimes import batching
+
+    monkeypatch.setattr(batching, "FIRST_TOKEN_WAIT", 30.0)
+    batcher = _batcher(lm)
+    out, sent = Collected(), threading.Event()
+    batcher.submit(_job(lm[1], PROMPTS[0], 8, out, min_tokens=8, first_sent=sent))
+    deadline = time.monotonic() + 30
+    while not out.tokens and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # tens of steps of the tiny model, had it gone on
+    assert (batcher.steps, len(out.tokens)) == (1, 1)
+    sent.set()
+    assert out.finished.wait(60)
+    assert out.tokens == _generate(lm, PROMPTS[0], 8)
+    assert batcher.steps == 8
+    # with nobody to wait for (first_sent unset), no wait at all
+    other = Collected()
+    batcher.submit(_job(lm[1], PROMPTS[1], 8, other, min_tokens=8))
+    assert other.finished.wait(10)
+
+
 def test_an_end_token_ends_a_request_once_min_tokens_are_made(lm: tuple[Any, Any]) -> None:
     _model, tokenizer = lm
     eos = tokenizer.eos_token_id

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kubeforge_runtimes.generation import Generated, held_back, stop_at
+from kubeforge_runtimes.generation import Generated, held_back, releasable, stop_at
 from kubeforge_runtimes.openai_api import (
     ChatRequest,
     CompletionRequest,
@@ -101,6 +101,15 @@ def test_stop_sequences() -> None:
     assert held_back("the end", ["END", "nd."]) == 2
     assert held_back("the en", ["end"]) == 2
     assert held_back("the", ["xyz"]) == 0
+
+
+def test_a_stream_sends_neither_a_half_character_nor_a_possible_stop() -> None:
+    assert releasable("hello") == 5
+    # the last character's bytes have not all come (a byte-level token of a longer character)
+    assert releasable("caf\ufffd") == 3
+    assert releasable("\ufffd") == 0
+    assert releasable("the en", ["end"]) == 4
+    assert releasable("the en\ufffd", ["end"]) == 6
 
 
 def test_min_tokens_beyond_the_budget_is_refused() -> None:
