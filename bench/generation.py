@@ -234,6 +234,12 @@ def main() -> int:
     parser.add_argument(
         "--clients", type=int, default=4, help="clients at once in the concurrent measurement"
     )
+    parser.add_argument(
+        "--runtime-threads",
+        type=int,
+        help="the runtime's torch threads (OMP_NUM_THREADS; default: the runtime's own choice, "
+        "its CPUs less one for the event loop: kubeforge_runtimes.threads)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kubeforge-bench-gen-"))
@@ -241,7 +247,7 @@ def main() -> int:
     texts = prompts(args.prompts)
     proc = start_runtime(
         work, model_dir, name=NAME, namespace="bench", revision="rbench",
-        max_new_tokens=args.max_tokens, torch_threads=None,
+        max_new_tokens=args.max_tokens, torch_threads=args.runtime_threads,
     )  # fmt: skip
     rounds: list[dict[str, dict[str, float]]] = []
     http_ttft: list[float] = []
@@ -275,6 +281,7 @@ def main() -> int:
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
         "clients": args.clients,
+        "runtime_threads": args.runtime_threads or "the runtime's choice",
         "tokens": {side: rounds[0][side]["tokens"] for side in SIDES},
         "tokens_per_s": {side: med(side, "tokens_per_s") for side in SIDES},
         "ttft_s": {side: med(side, "ttft_s") for side in SIDES},

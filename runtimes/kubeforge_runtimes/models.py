@@ -136,7 +136,9 @@ class CausalLM(Model):  # type: ignore[misc]
     def load(self) -> bool:
         from kubeforge_pipelines import storage
         from kubeforge_pipelines.train import load_trained
+        from kubeforge_runtimes import threads
 
+        threads.configure()
         if self.found.format == "peft":
             base = storage.fetch_dir(str(self.found.base), Path("/tmp"))  # noqa: S108
             self.model, self.tokenizer = load_trained(base, self.found.path)

@@ -1,0 +1,60 @@
+"""How many threads torch's matrix products get in the runtime's process.
+
+torch takes one thread per core of the machine, not of the container: a predictor limited to 2
+CPUs on a 64-core node would run 32 or more threads in a 2-CPU quota and be throttled most of
+each period. And on a few cores the event loop (a streamed token's text, its event, the socket)
+competes with the decoding thread's matrix products: on the 2-core machine of
+``bench/generation.py`` the tiny GPT-2 streamed 0.70x of a plain ``generate`` loop's tokens/s
+with two torch threads and 0.97x with one. So the runtime takes the CPUs it may use (its cgroup's
+quota, else the cores it may run on) less one for the event loop, at least one.
+
+Why written here: no well-kept library reads the cgroup's quota (``os.process_cpu_count`` and
+psutil count only the cores). ``OMP_NUM_THREADS``, when set, wins (torch reads it itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
+
+
+def quota_cpus(cpu_max: str | None) -> float | None:
+    """The CPUs a cgroup v2 ``cpu.max`` allows (None: no limit, or not readable)."""
+    if not cpu_max:
+        return None
+    quota, _, period = cpu_max.strip().partition(" ")
+    try:
+        cpus = int(quota) / int(period or "100000")
+    except ValueError:  # "max": no limit
+        return None
+    return cpus if cpus > 0 else None
+
+
+def intra_op_threads(cores: int, quota: float | None) -> int:
+    """torch's threads for ``cores`` usable cores under a quota of ``quota`` CPUs: the CPUs
+    (a fraction rounded up) less one for the event loop, at least one."""
+    cpus = min(cores, math.ceil(quota)) if quota else cores
+    return max(1, cpus - 1)
+
+
+def configure() -> int | None:
+    """Set torch's threads for this process (unless ``OMP_NUM_THREADS`` is set); returns the
+    number set, or None."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    import torch
+
+    try:
+        cpu_max: str | None = CPU_MAX.read_text()
+    except OSError:
+        cpu_max = None
+    threads = intra_op_threads(len(os.sched_getaffinity(0)), quota_cpus(cpu_max))
+    torch.set_num_threads(threads)
+    log.info("torch uses %d thread(s) for matrix products (OMP_NUM_THREADS overrides)", threads)
+    return threads
