@@ -8,8 +8,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 # two workers; the tests that use the cluster run in order on one of them (tests/conftest.py).
-# Not in test-slow: there the time-to-first-token canaries beside the real node's scenarios
-# slowed Kueue's hand-over of a GPU to 2 minutes in CI (test_queueing_real), so they run serially
+# Not in test-slow: its scenarios share the real node's 2 CPUs, which the kubelet advertises and
+# the scheduler counts (the demo's examples request most of them, the queueing scenarios' training
+# a whole one), and KServe, Kueue and cluster-wide roles the demo's release and the tests' share;
+# side by side, pods would wait for CPU. (The slow Kueue hand-over once blamed on running them
+# side by side was kubernetes-sigs/kueue#12232: docs/queueing.md.)
 XDIST := -n 2
 # checkov (the chart's security scan) has its own environment: its pins are not ours
 CHECKOV_VERSION := 3.3.30
