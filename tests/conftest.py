@@ -9,9 +9,9 @@ run without xdist, while the other worker takes the unit tests, the modules mark
 ``no_cluster`` (real processes without a cluster: runtimes, Prometheus, the pipeline) and, as
 one group in their order, the modules marked ``own_operator``: they use the cluster only in
 namespaces of their own (``kf-iso-*``, left alone by the session's operator) with an operator
-of their own or none, and read no cluster-wide state another test changes. The other cluster tests are
-thus never run beside one another, and the cluster tier's waits (a pod's start, a culling
-minute) no longer hold up the tests that need only CPU."""
+of their own or none, and read no cluster-wide state another test changes. The other cluster
+tests are thus never run beside one another, and the cluster tier's waits (a pod's start, a
+culling minute) no longer hold up the tests that need only CPU."""
 
 from __future__ import annotations
 
