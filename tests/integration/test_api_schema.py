@@ -23,8 +23,7 @@ from kubeforge_labs.canary import start_prometheus
 from tests.integration.conftest import ISOLATED_PREFIX, Cluster
 from tests.integration.test_api import _tokens
 
-# a namespace of its own and no operator: it runs beside the session's cluster tests (conftest)
-pytestmark = [pytest.mark.usefixtures("local_cluster"), pytest.mark.own_operator]
+pytestmark = [pytest.mark.usefixtures("local_cluster")]
 
 NS = f"{ISOLATED_PREFIX}schema-{uuid.uuid4().hex[:5]}"  # no operator reconciles here
 EXAMPLES_PER_OPERATION = 30
