@@ -104,8 +104,8 @@ def start_runtime(
     torch_threads: int | None = 1,
 ) -> Proc:
     """``python -m kubeforge_runtimes serve`` with fault control enabled (and ``adapters``
-    loaded on the model by name). ``torch_threads``: its intra-op threads (None: torch's
-    default, one per core)."""
+    loaded on the model by name). ``torch_threads``: its intra-op threads (None: the
+    runtime's own choice, ``kubeforge_runtimes.threads``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log = workdir / f"runtime-{revision}.log"
