@@ -1,0 +1,78 @@
+"""The OCI layout the real node's image import streams into containerd (hack/kfcluster/ociimport):
+an archive built by the image builder, turned into a layout without the layers containerd holds,
+read back as a tar and checked as an OCI image layout."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+from tests.cases import REPO
+
+sys.path.insert(0, str(REPO / "hack"))
+from kfcluster.images import ImageConfig, Layer, write_archive
+from kfcluster.ociimport import LAYER, MANIFEST, oci_layout, write_layout
+
+
+def layer(path: Path, name: str, text: str) -> Layer:
+    data = text.encode()
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return Layer(path)
+
+
+def read_layout(members: list) -> dict[str, bytes]:  # type: ignore[type-arg]
+    out = io.BytesIO()
+    write_layout(out, members)
+    out.seek(0)
+    with tarfile.open(fileobj=out) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+
+
+def test_the_layout_leaves_out_the_layers_containerd_holds_and_names_them(
+    tmp_path: Path,
+) -> None:
+    base = layer(tmp_path / "base.tar", "etc/os-release", "ID=debian\n" * 1000)
+    app = layer(tmp_path / "app.tar", "opt/app/main.py", "print('v2')\n")
+    archive = write_archive(
+        tmp_path / "image.tar", "localhost/probe:dev", [base, app], ImageConfig(cmd=["sh"])
+    )
+    tag, members = oci_layout(archive, [f"sha256:{base.digest()}", "sha256:" + "0" * 64])
+    files = read_layout(members)
+    assert tag == "localhost/probe:dev"
+    assert json.loads(files["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
+    # every blob is named by the sha256 of what it holds
+    blobs = {n: d for n, d in files.items() if n.startswith("blobs/")}
+    for name, data in blobs.items():
+        assert name == f"blobs/sha256/{hashlib.sha256(data).hexdigest()}"
+    (entry,) = json.loads(files["index.json"])["manifests"]
+    assert entry["annotations"] == {"io.containerd.image.name": "localhost/probe:dev"}
+    assert entry["mediaType"] == MANIFEST
+    manifest = json.loads(blobs[f"blobs/sha256/{entry['digest'][7:]}"])
+    assert entry["size"] == len(blobs[f"blobs/sha256/{entry['digest'][7:]}"])
+    # the manifest names both layers, bottom first, as the archive's config lists their diff ids
+    layers = manifest["layers"]
+    assert [d["digest"] for d in layers] == [f"sha256:{base.digest()}", f"sha256:{app.digest()}"]
+    assert {d["mediaType"] for d in layers} == {LAYER}
+    assert [d["size"] for d in layers] == [base.path.stat().st_size, app.path.stat().st_size]
+    config = json.loads(blobs[f"blobs/sha256/{manifest['config']['digest'][7:]}"])
+    assert config["rootfs"]["diff_ids"] == [d["digest"] for d in layers]
+    # only the layer containerd lacks travels, whole
+    assert f"blobs/sha256/{base.digest()}" not in blobs
+    assert blobs[f"blobs/sha256/{app.digest()}"] == app.path.read_bytes()
+    assert len(blobs) == 3  # the config, the manifest, the new layer
+
+
+def test_with_nothing_held_every_layer_travels(tmp_path: Path) -> None:
+    base = layer(tmp_path / "base.tar", "etc/os-release", "ID=debian\n")
+    app = layer(tmp_path / "app.tar", "opt/app/main.py", "print('v1')\n")
+    archive = write_archive(tmp_path / "i.tar", "localhost/p:dev", [base, app], ImageConfig())
+    files = read_layout(oci_layout(archive, [])[1])
+    assert files[f"blobs/sha256/{base.digest()}"] == base.path.read_bytes()
+    assert files[f"blobs/sha256/{app.digest()}"] == app.path.read_bytes()
