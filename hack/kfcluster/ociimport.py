@@ -28,96 +28,65 @@ CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYER = "application/vnd.oci.image.layer.v1.tar"  # uncompressed, as the docker-archive holds it
 
 
-def _descriptor(media_type: str, data: bytes) -> dict[str, object]:
-    return {
-        "mediaType": media_type,
-        "digest": f"sha256:{hashlib.sha256(data).hexdigest()}",
-        "size": len(data),
-    }
+Member = tuple[str, Callable[[], IO[bytes]], int]  # a layout's file: name, opener, size
 
 
-def oci_layout(
-    archive: Path, present: Iterable[str]
-) -> tuple[str, list[tuple[str, Callable[[], IO[bytes]], int]]]:
+def _in_memory(name: str, data: bytes) -> Member:
+    return (name, lambda: io.BytesIO(data), len(data))
+
+
+def oci_layout(archive: Path, present: Iterable[str]) -> tuple[str, list[Member]]:
     """The image's tag and the members of an OCI layout of ``archive`` (name, opener, size),
     without the layers whose digests (``sha256:...``) are in ``present``."""
     have = set(present)
     with tarfile.open(archive) as tar:
         (entry,) = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
         config = tar.extractfile(entry["Config"]).read()  # type: ignore[union-attr]
-        layers = [(name, tar.getmember(name)) for name in entry["Layers"]]
-    members: list[tuple[str, Callable[[], IO[bytes]], int]] = []
+        layers = [tar.getmember(name) for name in entry["Layers"]]
+    members: list[Member] = []
 
-    def blob(data: bytes) -> None:
-        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
-        members.append((f"blobs/sha256/{digest[7:]}", lambda: io.BytesIO(data), len(data)))
+    def blob(media_type: str, data: bytes) -> dict[str, object]:
+        digest = hashlib.sha256(data).hexdigest()
+        members.append(_in_memory(f"blobs/sha256/{digest}", data))
+        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
 
     descs = []
-    for name, member in layers:
+    for member in layers:
         # the docker-archive names each layer "<sha256 of layer.tar>/layer.tar"
-        digest = f"sha256:{name.split('/', 1)[0]}"
-        descs.append({"mediaType": LAYER, "digest": digest, "size": member.size})
-        if digest not in have:
-            members.append(
-                (f"blobs/sha256/{digest[7:]}", _member_opener(archive, member), member.size)
-            )
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": MANIFEST,
-            "config": _descriptor(CONFIG, config),
-            "layers": descs,
-        }
-    ).encode()
+        digest = member.name.split("/", 1)[0]
+        descs.append({"mediaType": LAYER, "digest": f"sha256:{digest}", "size": member.size})
+        if f"sha256:{digest}" not in have:
+            members.append((f"blobs/sha256/{digest}", _opener(archive, member), member.size))
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "config": blob(CONFIG, config),
+        "layers": descs,
+    }
     tag = entry["RepoTags"][0]
-    index = json.dumps(
-        {
-            "schemaVersion": 2,
-            "manifests": [
-                {
-                    **_descriptor(MANIFEST, manifest),
-                    "annotations": {"io.containerd.image.name": tag},
-                }
-            ],
-        }
-    ).encode()
-    blob(config)
-    blob(manifest)
-    for name, data in (("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'), ("index.json", index)):
-        members.append((name, lambda data=data: io.BytesIO(data), len(data)))  # type: ignore[misc]
+    target = blob(MANIFEST, json.dumps(manifest).encode())
+    index = {
+        "schemaVersion": 2,
+        "manifests": [{**target, "annotations": {"io.containerd.image.name": tag}}],
+    }
+    members.append(_in_memory("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'))
+    members.append(_in_memory("index.json", json.dumps(index).encode()))
     return tag, members
 
 
-def _member_opener(archive: Path, member: tarfile.TarInfo) -> Callable[[], IO[bytes]]:
+def _opener(archive: Path, member: tarfile.TarInfo) -> Callable[[], IO[bytes]]:
+    """The archive opened at ``member``'s data (``tarfile.addfile`` reads ``member.size`` bytes
+    of it, no more)."""
+
     def open_() -> IO[bytes]:
         f = archive.open("rb")
         f.seek(member.offset_data)
-        return _Bounded(f, member.size)
+        return f
 
     return open_
 
 
-class _Bounded(io.RawIOBase):
-    """``size`` bytes of ``f`` from where it stands (one member of the archive), closing it."""
-
-    def __init__(self, f: IO[bytes], size: int) -> None:
-        self._f, self._left = f, size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._f.read(min(len(buffer), self._left))
-        self._left -= len(data)
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self._f.close()
-        super().close()
-
-
-def write_layout(out: IO[bytes], members: list[tuple[str, Callable[[], IO[bytes]], int]]) -> None:
+def write_layout(out: IO[bytes], members: list[Member]) -> None:
     """Stream the layout's members as a tar into ``out`` (ctr's stdin)."""
     with tarfile.open(fileobj=out, mode="w|") as tar:
         for name, opener, size in members:
