@@ -5,7 +5,11 @@ SHELL := /bin/bash
 PYTHON_BOOTSTRAP ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# every transitive dependency's version, resolved from pyproject.toml by `make lock`: a fresh
+# clone installs what CI tested, and the images' dependency layers (4 GB for the trainer) stay
+# the same until the lock changes, not whenever some dependency of a dependency is released
+LOCK := constraints.txt
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 # two workers; the tests that use the cluster run in order on one of them (tests/conftest.py).
 # Not in test-slow: its scenarios share the real node's 2 CPUs, which the kubelet advertises and
@@ -34,10 +38,15 @@ $(UV):
 	$(PYTHON_BOOTSTRAP) -m venv $(dir $(UV))..
 	$(dir $(UV))pip install --quiet uv==$(UV_VERSION)
 
-$(STAMP): pyproject.toml | $(UV)
+$(STAMP): pyproject.toml $(LOCK) | $(UV)
 	test -x $(PY) || $(UV) venv --quiet --allow-existing --python $(PYTHON_BOOTSTRAP) $(VENV)
-	$(UV) pip install --quiet --python $(PY) -e '.[test,lint,data,ml,serving]'
+	$(UV) pip install --quiet --python $(PY) -c $(LOCK) -e '.[test,lint,data,ml,serving]'
 	rm -f $(VENV)/.installed-* && touch $@
+
+.PHONY: lock
+lock: | $(UV) ## Re-resolve constraints.txt after a change to pyproject.toml's pins (LOCK_ARGS=--upgrade: every version anew)
+	$(UV) pip compile --quiet pyproject.toml --all-extras --python $(PYTHON_BOOTSTRAP) \
+	  --custom-compile-command 'make lock' -o $(LOCK) $(LOCK_ARGS)
 
 .PHONY: deps
 deps: ## Install the Debian packages the demo and tests need (as root), or name the missing ones
@@ -139,13 +148,13 @@ bench-admission: $(STAMP) ## 200 FineTuneJobs of 4 Teams admitted by Kueue's rea
 
 .PHONY: bench-drift
 bench-drift: $(STAMP) ## Drift scoring and text drift against Evidently (installs the bench extra)
-	$(UV) pip install --quiet --python $(PY) -e '.[test,lint,data,ml,serving,bench]'
+	$(UV) pip install --quiet --python $(PY) -c $(LOCK) -e '.[test,lint,data,ml,serving,bench]'
 	$(PY) bench/drift_throughput.py
 	$(PY) bench/text_drift.py
 
 .PHONY: bench-finetune
 bench-finetune: $(STAMP) ## Fine-tune tokens/s against Trainer+peft and TRL's SFTTrainer (installs the bench extra)
-	$(UV) pip install --quiet --python $(PY) -e '.[test,lint,data,ml,serving,bench]'
+	$(UV) pip install --quiet --python $(PY) -c $(LOCK) -e '.[test,lint,data,ml,serving,bench]'
 	$(PY) bench/finetune_throughput.py $(BENCH_ARGS)
 
 .PHONY: cluster-build
