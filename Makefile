@@ -21,6 +21,7 @@ XDIST := -n 2
 # checkov (the chart's security scan) has its own environment: its pins are not ours
 CHECKOV_VERSION := 3.3.30
 CHECKOV := .cache/tools/checkov-$(CHECKOV_VERSION)/bin/checkov
+CHECKOV_LOCK := constraints-checkov.txt
 # uv installs the environments: from its cache (outside the clone) a fresh clone's .venv takes
 # seconds where pip took minutes; the resolver picks the same versions pip does
 UV_VERSION := 0.13.9
@@ -44,9 +45,11 @@ $(STAMP): pyproject.toml $(LOCK) | $(UV)
 	rm -f $(VENV)/.installed-* && touch $@
 
 .PHONY: lock
-lock: | $(UV) ## Re-resolve constraints.txt after a change to pyproject.toml's pins (LOCK_ARGS=--upgrade: every version anew)
+lock: | $(UV) ## Re-resolve constraints*.txt after a change to pyproject.toml's pins or checkov's (LOCK_ARGS=--upgrade: every version anew)
 	$(UV) pip compile --quiet pyproject.toml --all-extras --python $(PYTHON_BOOTSTRAP) \
 	  --custom-compile-command 'make lock' -o $(LOCK) $(LOCK_ARGS)
+	echo checkov==$(CHECKOV_VERSION) | $(UV) pip compile --quiet - --python $(PYTHON_BOOTSTRAP) \
+	  --custom-compile-command 'make lock' -o $(CHECKOV_LOCK) $(LOCK_ARGS)
 
 .PHONY: deps
 deps: ## Install the Debian packages the demo and tests need (as root), or name the missing ones
@@ -55,9 +58,10 @@ deps: ## Install the Debian packages the demo and tests need (as root), or name 
 .PHONY: venv
 venv: $(STAMP) $(CHECKOV) ## Create .venv with kubeforge and its test and lint tools
 
-$(CHECKOV): | $(UV)
+$(CHECKOV): $(CHECKOV_LOCK) | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON_BOOTSTRAP) $(dir $(CHECKOV))..
-	$(UV) pip install --quiet --python $(dir $(CHECKOV))python checkov==$(CHECKOV_VERSION)
+	$(UV) pip install --quiet --python $(dir $(CHECKOV))python -c $(CHECKOV_LOCK) checkov==$(CHECKOV_VERSION)
+	touch $@
 
 .PHONY: demo
 demo: deps $(STAMP) ## kubeforge on the embedded control plane (or KUBECONFIG): the examples, and the closed loop on the real node

@@ -1,8 +1,10 @@
-"""constraints.txt (`make lock`) pins what pyproject.toml pins: a change to one without the
-other would make `make venv` refuse with a resolver error that does not say what to run."""
+"""constraints.txt (`make lock`) pins what pyproject.toml pins, and constraints-checkov.txt the
+checkov the Makefile names: a change to one without the other would make `make venv` refuse with
+a resolver error that does not say what to run."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -20,14 +22,14 @@ def direct_requirements() -> list[Requirement]:
     return [Requirement(line) for line in lines]
 
 
-def locked() -> dict[str, str]:
+def locked(name: str = "constraints.txt") -> dict[str, str]:
     pins: dict[str, str] = {}
-    for raw in (REPO / "constraints.txt").read_text().splitlines():
+    for raw in (REPO / name).read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         name, sep, version = line.partition("==")
-        assert sep, f"constraints.txt: {raw!r} is not a pin (name==version); run `make lock`"
+        assert sep, f"{name}: {raw!r} is not a pin (name==version); run `make lock`"
         pins[canonicalize_name(name.split("[")[0])] = version.split(";")[0].strip()
     return pins
 
@@ -52,3 +54,11 @@ def test_the_lock_pins_the_dependencies_of_dependencies() -> None:
         assert transitive not in direct
         assert transitive in pins, f"{transitive} is not in constraints.txt; run `make lock`"
     assert len(pins) > 2 * len(direct)
+
+
+def test_checkov_is_locked_at_the_version_the_makefile_installs() -> None:
+    found = re.search(r"^CHECKOV_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.M)
+    assert found is not None
+    pins = locked("constraints-checkov.txt")
+    assert pins.get("checkov") == found[1], "constraints-checkov.txt is stale, run `make lock`"
+    assert len(pins) > 20  # its dependencies too
