@@ -25,8 +25,8 @@ import httpx
 from kubeforge_crds.modelserver import ModelServerSpec, ModelServerStatus, Revision
 from kubeforge_labs import kit
 from kubeforge_labs.kit import Proc, free_port, http_ok
-from kubeforge_operator.modelserver.analysis import record_full_load, run_analysis
-from kubeforge_operator.modelserver.prometheus import PrometheusMeasurer, Target
+from kubeforge_operator.modelserver.analysis import record_full_load, rollout_target, run_analysis
+from kubeforge_operator.modelserver.prometheus import PrometheusMeasurer
 from kubeforge_operator.modelserver.rollout import Plan, plan_rollout
 from kubeforge_operator.runtime.prometheus import Prometheus
 
@@ -180,12 +180,18 @@ SKLEARN_BODY: dict[str, Any] = {"instances": [[0.2, -0.1, 0.4], [1.0, 1.0, 1.0]]
 
 
 def set_faults(
-    runtime: Proc, error_rate: float = 0.0, extra_latency: float = 0.0, token_latency: float = 0.0
+    runtime: Proc,
+    error_rate: float = 0.0,
+    extra_latency: float = 0.0,
+    token_latency: float = 0.0,
+    models: tuple[str, ...] = (),
 ) -> None:
+    """The runtime's injected faults, from now on (``models``: only requests naming these)."""
     body = {
         "errorRate": error_rate,
         "extraLatencySeconds": extra_latency,
         "tokenLatencySeconds": token_latency,
+        "models": list(models),
     }
     httpx.put(f"{runtime.url}/kubeforge/faults", json=body, timeout=5).raise_for_status()
 
@@ -208,6 +214,8 @@ class Router:
     )
     # where ``body`` goes, after the runtime's URL (``{name}``: the model's name)
     path: str = "/v1/models/{name}:predict"
+    # when given, each worker sends these in turn instead of ``body`` (a mix of adapters, say)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
     sent: dict[str, int] = field(default_factory=lambda: {"stable": 0, "canary": 0})
     codes: dict[int, int] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -224,12 +232,15 @@ class Router:
         period = workers / self.rate
         with httpx.Client(timeout=10) as client:
             next_at = time.monotonic() + index * period / workers
+            turn = index
             while not self._stop.is_set():
                 to_canary = rng.random() * 100 < self.canary_percent
                 target = self.canary if to_canary else self.stable
                 try:
                     path = self.path.format(name=self.name)
-                    r = client.post(f"{target.url}{path}", json=self.body)
+                    body = self.bodies[turn % len(self.bodies)] if self.bodies else self.body
+                    turn += 1
+                    r = client.post(f"{target.url}{path}", json=body)
                     self.codes[r.status_code] = self.codes.get(r.status_code, 0) + 1
                 except httpx.HTTPError:
                     self.codes[0] = self.codes.get(0, 0) + 1
@@ -269,7 +280,7 @@ def drive_rollout(
     status = ModelServerStatus(stable=stable)
     plan = plan_rollout(spec, status, canary, datetime.now(UTC))
     assert isinstance(plan, Plan), "a new revision starts a rollout"
-    target = Target(namespace, name, canary=canary.revision, stable=stable.revision)
+    target = rollout_target(namespace, name, spec, stable, canary)
     measurer = PrometheusMeasurer(prom)
     plan = record_full_load(spec, plan, measurer, target, scrape_interval)
     decisions = [d.to_wire() for d in plan.decisions]

@@ -190,7 +190,7 @@ class MetricType(StrEnum):
 AT_LEAST = (MetricType.GENERATION_THROUGHPUT,)  # higher is better: checked against min
 
 
-PROMQL_PLACEHOLDERS = ("namespace", "name", "revision", "window")
+PROMQL_PLACEHOLDERS = ("namespace", "name", "revision", "window", "adapters")
 
 
 def _unknown_placeholder(query: str) -> bool:
@@ -220,8 +220,10 @@ class AnalysisMetric(KubeModel):
         min_length=1,
         max_length=4096,
         description="PromQL template for type promql returning one number; {{namespace}}, "
-        "{{name}}, {{revision}} (the canary's or the stable's) and {{window}} (the rate range) "
-        "are substituted. Checked by Prometheus before a rollout starts.",
+        "{{name}}, {{revision}} (the canary's or the stable's), {{window}} (the rate range) and "
+        "{{adapters}} (a regular expression of the adapters a rollout of adapters alone is "
+        'judged on, ".*" otherwise: adapter=~"{{adapters}}") are substituted. Checked by '
+        "Prometheus before a rollout starts.",
     )
     max: float | None = Field(
         default=None,
@@ -251,8 +253,8 @@ class AnalysisMetric(KubeModel):
             rule="!has(self.query) || !self.query"
             + "".join(f".replace('{{{{{p}}}}}', '')" for p in PROMQL_PLACEHOLDERS)
             + ".contains('{{')",
-            message="query may only use the placeholders {{namespace}}, {{name}}, {{revision}} "
-            "and {{window}}",
+            message="query may only use the placeholders {{namespace}}, {{name}}, {{revision}}, "
+            "{{window}} and {{adapters}}",
             check=lambda s: s.query is None or not _unknown_placeholder(s.query),
             field_path=".query",
         ),

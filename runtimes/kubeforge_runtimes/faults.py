@@ -5,6 +5,7 @@ the canary tests make a healthy canary go bad at a known moment."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 
@@ -34,6 +35,16 @@ class Faults(BaseModel):
         description="Added before every generated token of the OpenAI-compatible API (a slower "
         "model: time to first token and inter-token latency grow).",
     )
+    models: tuple[str, ...] = Field(
+        default=(),
+        max_length=64,
+        description="Only requests naming one of these models get the faults (an adapter's "
+        "name, as the OpenAI-compatible API's `model`, or the served model's, also in the v1 "
+        "and v2 URLs): one adapter of several going bad; empty, every request.",
+    )
+
+    def applies_to(self, model: str) -> bool:
+        return not self.models or model in self.models
 
 
 class FaultInjector:
@@ -52,6 +63,17 @@ class FaultInjector:
     def set(self, faults: Faults) -> None:
         with self._lock:
             self._faults = faults
+
+    async def delay_then_fail(self, model: str) -> bool:
+        """The faults of a request naming ``model``: waits its extra latency, then says whether
+        it is one of the share that fails. A request the faults do not apply to neither waits
+        nor fails."""
+        faults = self._faults
+        if not faults.applies_to(model):
+            return False
+        if faults.extra_latency_seconds:
+            await asyncio.sleep(faults.extra_latency_seconds)
+        return self.fail_next()
 
     def fail_next(self) -> bool:
         """Whether this request is to fail."""

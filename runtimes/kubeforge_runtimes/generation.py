@@ -4,7 +4,8 @@ interface), stopped when the client goes away, with the token metrics vLLM expor
 
 The metric names and meanings are vLLM's (``vllm:time_to_first_token_seconds`` and the rest), so
 that one set of canary gates reads the built-in runtime and a vLLM ServingRuntime alike; the
-labels add the ModelServer's namespace and the predictor's revision to vLLM's ``model_name``.
+labels add the ModelServer's namespace, the predictor's revision and the adapter a request named
+(``adapter``, empty for the base model) to vLLM's ``model_name``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from kubeforge_crds.contracts.serving import ITL_METRIC, TTFT_METRIC
 from kubeforge_runtimes.batching import Batcher, Job
 
-LABELS = ["namespace", "model_name", "revision"]
+LABELS = ["namespace", "model_name", "revision", "adapter"]
 # vLLM's own buckets for the time to the first token and between tokens (seconds)
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
                 7.5, 10.0, 20.0, 40.0, 80.0)  # fmt: skip
@@ -49,12 +50,22 @@ RUNNING = Gauge("vllm:num_requests_running", "Requests generating now.", LABELS)
 
 
 class TokenMetrics:
-    """The token metrics of one predictor (its labels fixed); series exist from the start."""
+    """The token metrics of one predictor's requests to one adapter (``""``: the base model);
+    series exist from the start, so that a rate over them counts a canary's first requests."""
 
-    def __init__(self, namespace: str, model: str, revision: str) -> None:
-        self.labels = (namespace, model, revision)
+    def __init__(self, namespace: str, model: str, revision: str, adapter: str = "") -> None:
+        self.labels = (namespace, model, revision, adapter)
         for metric in (TTFT, ITL, E2E, PROMPT_TOKENS, GENERATION_TOKENS, RUNNING):
             metric.labels(*self.labels)
+        self._adapters: dict[str, TokenMetrics] = {adapter: self}
+
+    def of_adapter(self, adapter: str) -> TokenMetrics:
+        """The same predictor's metrics of requests to ``adapter`` (a name it serves: the
+        label's values are bounded by what is loaded, never by what clients send)."""
+        if adapter not in self._adapters:
+            ns, model, revision, _ = self.labels
+            self._adapters[adapter] = TokenMetrics(ns, model, revision, adapter)
+        return self._adapters[adapter]
 
     def started(self, prompt_tokens: int) -> None:
         PROMPT_TOKENS.labels(*self.labels).inc(prompt_tokens)

@@ -40,6 +40,7 @@ from kubeforge_runtimes.generation import (
     TokenMetrics,
     generate,
 )
+from kubeforge_runtimes.labels import ADAPTER_STATE
 
 PREFIX = "/openai/v1"
 MAX_TOKENS_LIMIT = 4096  # far beyond any context here: a larger value is a mistake
@@ -226,12 +227,20 @@ class OpenAIServer:
         params = sampling(request, int(ids.shape[1]), self.context, self.lm.max_new_tokens)
         return ids, dataclasses.replace(params, adapter=adapter)
 
+    def adapter_label(self, model: Any) -> str:
+        """The ``adapter`` label of a request naming ``model``: the name of a loaded adapter,
+        else empty (the base model; a name answered with 404 is never a label value)."""
+        return model if isinstance(model, str) and model in getattr(self.lm, "adapters", {}) else ""
+
     def _generate(self, ids: Any, params: Sampling) -> AsyncGenerator[tuple[str, Generated], None]:
         lock: threading.Lock = self.lm._lock
-        delay = self.injector.faults.token_latency_seconds
+        named = params.adapter if params.adapter not in (None, BASE_ADAPTER) else None
+        faults = self.injector.faults
+        delay = faults.token_latency_seconds if faults.applies_to(named or self.lm.name) else 0.0
+        metrics = self.metrics.of_adapter(named or "")
         batcher = getattr(self.lm, "batcher", None)
         return generate(
-            self.lm.model, self.lm.tokenizer, lock, ids, params, self.metrics, delay, batcher
+            self.lm.model, self.lm.tokenizer, lock, ids, params, metrics, delay, batcher
         )
 
     async def completion(self, body: Any) -> Completion | AsyncIterator[str]:
@@ -376,6 +385,10 @@ def add_openai_routes(app: FastAPI, server: OpenAIServer) -> None:
                 body = await request.json()
             except (ValueError, UnicodeDecodeError) as err:
                 raise OpenAIError(400, f"the request body is not JSON: {err}") from None
+            model = body.get("model") if isinstance(body, dict) else None
+            request.scope.setdefault("state", {})[ADAPTER_STATE] = server.adapter_label(model)
+            if await server.injector.delay_then_fail(model if isinstance(model, str) else ""):
+                raise OpenAIError(500, "injected fault (fault injection)")
             result = await handler(body)
         except OpenAIError as err:
             return JSONResponse(err.body(), status_code=err.status)

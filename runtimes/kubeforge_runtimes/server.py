@@ -28,17 +28,18 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kubeforge_runtimes.faults import FaultInjector, Faults
+from kubeforge_runtimes.labels import ADAPTER_STATE
 
 REVISION_HEADER = b"x-kubeforge-revision"
 REQUESTS = Counter(
     "kubeforge_inference_requests",
     "Inference requests by response code.",
-    ["namespace", "model", "revision", "protocol", "code"],
+    ["namespace", "model", "revision", "adapter", "protocol", "code"],
 )
 LATENCY = Histogram(
     "kubeforge_inference_request_duration_seconds",
     "Inference request latency, including injected latency.",
-    ["namespace", "model", "revision", "protocol"],
+    ["namespace", "model", "revision", "adapter", "protocol"],
     # geometric buckets 1.4x apart (5 ms to 30 s): a p95 read from them is within ~20% of the
     # true value, where the usual 1-2.5-5 buckets are off by up to 2.5x and a relative latency
     # check would compare bucket edges, not latencies
@@ -48,8 +49,8 @@ LATENCY = Histogram(
 # /v1/models/NAME:predict, /v2/models/NAME[/versions/V]/infer, /v2/models/NAME/generate,
 # /openai/v1/completions, /openai/v1/chat/completions
 INFERENCE_PATH = re.compile(
-    r"^/(?:(?P<v1>v1)/models/[^/:]+:predict|(?P<v2>v2)/models/[^/]+(?:/versions/[^/]+)?/"
-    r"(?:infer|generate)|(?P<openai>openai)/v1/(?:chat/)?completions)$"
+    r"^/(?:(?P<v1>v1)/models/(?P<v1_model>[^/:]+):predict|(?P<v2>v2)/models/(?P<v2_model>[^/]+)"
+    r"(?:/versions/[^/]+)?/(?:infer|generate)|(?P<openai>openai)/v1/(?:chat/)?completions)$"
 )
 PROTOCOLS = ("v1", "v2", "openai")
 
@@ -88,17 +89,21 @@ class RuntimeSettings(BaseSettings):
 
 
 class InferenceMetrics:
-    """ASGI middleware: counts and times inference requests, and injects faults into them."""
+    """ASGI middleware: counts and times inference requests (by the adapter that answered, which
+    the OpenAI-compatible API's handler names), and injects faults into v1 and v2 requests (the
+    OpenAI-compatible API's handler injects its own once it has read the request's model)."""
 
     def __init__(self, app: Any, settings: RuntimeSettings, injector: FaultInjector) -> None:
         self.app = app
         self.labels = (settings.namespace, settings.model_name, settings.revision)
         self.revision = settings.revision.encode()
         self.injector = injector
-        for protocol in PROTOCOLS:
-            LATENCY.labels(*self.labels, protocol)
-            for code in ("200", "500"):
-                REQUESTS.labels(*self.labels, protocol, code)
+        # series from the start, so that a rate over them counts a canary's first requests
+        for adapter in ("", *settings.adapters):
+            for protocol in PROTOCOLS if not adapter else ("openai",):
+                LATENCY.labels(*self.labels, adapter, protocol)
+                for code in ("200", "500"):
+                    REQUESTS.labels(*self.labels, adapter, protocol, code)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         match = INFERENCE_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
@@ -117,17 +122,18 @@ class InferenceMetrics:
                 message = {**message, "headers": headers}
             await send(message)
 
-        faults = self.injector.faults
+        state = scope.setdefault("state", {})
         try:
-            if faults.extra_latency_seconds:
-                await asyncio.sleep(faults.extra_latency_seconds)
-            if self.injector.fail_next():
+            # the OpenAI-compatible API's handler injects once it has read the request's model
+            model = match.group(f"{protocol}_model") if protocol != "openai" else None
+            if model is not None and await self.injector.delay_then_fail(model):
                 await _json(send_counted, 500, b'{"error":"injected fault (fault injection)"}')
             else:
                 await self.app(scope, receive, send_counted)
         finally:
-            REQUESTS.labels(*self.labels, protocol, str(status["code"])).inc()
-            LATENCY.labels(*self.labels, protocol).observe(time.perf_counter() - started)
+            labels = (*self.labels, state.get(ADAPTER_STATE, ""), protocol)
+            REQUESTS.labels(*labels, str(status["code"])).inc()
+            LATENCY.labels(*labels).observe(time.perf_counter() - started)
 
 
 async def _json(send: Any, code: int, body: bytes) -> None:

@@ -123,3 +123,55 @@ def test_the_base_on_v1_and_an_unknown_name_is_404_listing_the_served_ones(
     assert "`billing` does not exist; this server serves `support`, `shuffled`, `tickets`" in str(
         err.value
     )
+
+
+def _samples(runtime: Proc, metric: str) -> dict[tuple[str, str], float]:
+    """``metric``'s value by (adapter, code) from the runtime's /metrics (code "" where the
+    metric has none)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{runtime.url}/metrics", timeout=10).text
+    return {
+        (s.labels["adapter"], s.labels.get("code", "")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == metric
+    }
+
+
+def test_faults_on_one_adapter_spare_the_others_and_each_is_counted_apart(
+    runtime: Proc, expected: dict[str, list[str]]
+) -> None:
+    """One adapter going bad (the faults scoped to it by name) fails its own requests alone;
+    the request and token metrics say which adapter each request named (the label a canary of
+    one adapter is judged by), and a name that is not served adds no label value."""
+    from kubeforge_labs.canary import set_faults
+
+    requests = "kubeforge_inference_requests_total"
+    first_tokens = "vllm:time_to_first_token_seconds_count"
+    before, tokens_before = _samples(runtime, requests), _samples(runtime, first_tokens)
+    set_faults(runtime, error_rate=1.0, models=("shuffled",))
+    try:
+        with pytest.raises(openai.InternalServerError) as err:
+            ask(runtime, "shuffled", PROMPTS[0])
+        assert err.value.body == {  # OpenAI's error shape
+            "message": "injected fault (fault injection)",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+        assert ask(runtime, "tickets", PROMPTS[0]) == expected["tickets"][0]
+        assert ask(runtime, NAME, PROMPTS[0]) == expected[NAME][0]
+        with pytest.raises(openai.NotFoundError):
+            ask(runtime, "billing", PROMPTS[0])
+    finally:
+        set_faults(runtime)
+    after, tokens_after = _samples(runtime, requests), _samples(runtime, first_tokens)
+    grew = {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key)}
+    assert grew == {("shuffled", "500"): 1, ("tickets", "200"): 1, ("", "200"): 1, ("", "404"): 1}
+    assert {adapter for adapter, _ in after} == {"", "shuffled", "tickets"}
+    # the failed request generated nothing; the others their first token each
+    assert tokens_after[("tickets", "")] == tokens_before[("tickets", "")] + 1
+    assert tokens_after[("", "")] == tokens_before[("", "")] + 1
+    assert tokens_after[("shuffled", "")] == tokens_before[("shuffled", "")]

@@ -83,9 +83,14 @@ def test_every_request_gets_the_tokens_generate_makes_however_requests_join_and_
     wanted = {i: 20 - 3 * (i % 3) for i in range(len(PROMPTS))}  # they leave at different steps
     outs = {i: Collected() for i in wanted}
     for i, prompt in enumerate(PROMPTS):
+        steps = batcher.steps
         batcher.submit(_job(lm[1], prompt, wanted[i], outs[i], min_tokens=wanted[i]))
-        if i % 2:
-            time.sleep(0.02)  # some join a batch that is already decoding
+        if i % 2:  # some join a batch that is already decoding: the next after a step of it
+            # (waited for by count, not by time: a sleep spans more steps on a faster machine,
+            # and the jobs stopped overlapping on an idle one)
+            deadline = time.monotonic() + 30
+            while batcher.steps == steps and time.monotonic() < deadline:
+                time.sleep(0.001)
     for out in outs.values():
         assert out.finished.wait(60)
     for i, prompt in enumerate(PROMPTS):

@@ -126,8 +126,8 @@ def test_runtime_serves_v1_v2_and_metrics(lab: Lab) -> None:
     assert "instances[0]" in bad.text
     metrics = httpx.get(f"{lab.stable.url}/metrics", timeout=10).text
     assert (
-        'kubeforge_inference_requests_total{code="400",model="tickets",namespace="team-a",'
-        'protocol="v1",revision="rstable"} 1.0'
+        'kubeforge_inference_requests_total{adapter="",code="400",model="tickets",'
+        'namespace="team-a",protocol="v1",revision="rstable"} 1.0'
     ) in metrics
 
 

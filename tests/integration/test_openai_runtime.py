@@ -42,7 +42,7 @@ def client(runtime: Proc) -> openai.OpenAI:
 def metric(runtime: Proc, name: str) -> float:
     """The value of ``name`` for this runtime's labels on its /metrics."""
     text = httpx.get(f"{runtime.url}/metrics").text
-    labels = f'model_name="{NAME}",namespace="{NS}",revision="{REVISION}"'
+    labels = f'adapter="",model_name="{NAME}",namespace="{NS}",revision="{REVISION}"'
     pattern = rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$"
     found = re.search(pattern, text, re.M)
     assert found, f"{name} with {labels} not on /metrics"

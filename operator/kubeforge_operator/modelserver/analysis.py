@@ -16,6 +16,7 @@ from kubeforge_crds.modelserver import (
     ModelServerStatus,
     Revision,
     RolloutProgress,
+    ServedAs,
 )
 from kubeforge_operator.modelserver.canary import (
     Measurement,
@@ -34,6 +35,32 @@ class Measurer(Protocol):
     def measure(
         self, metrics: list[AnalysisMetric], target: Target, win: str
     ) -> dict[str, Measurement]: ...
+
+
+def judged_adapters(spec: ModelServerSpec, stable: Revision, canary: Revision) -> tuple[str, ...]:
+    """The adapters whose requests alone tell ``canary`` from ``stable``: those it adds or
+    serves in a new version, when that is all that changed (the same base model, format and
+    injected faults, on kubeforge's runtime). The base model and the other adapters answer alike
+    on both sides, so their requests would dilute the changed adapter's: a broken adapter that
+    gets a few percent of the traffic would pass an error-rate gate on all requests. Empty,
+    every request counts: for any other change, and for a ServingRuntime or an
+    LLMInferenceService (vLLM), whose metrics do not say which adapter a request named."""
+    if spec.runtime.served_as == ServedAs.LLM_INFERENCE_SERVICE:
+        return ()
+    same = {"revision", "traffic_percent", "adapters", "fine_tune_job"}
+    if stable.model_dump(exclude=same) != canary.model_dump(exclude=same):
+        return ()
+    if canary.serving_runtime is not None:
+        return ()
+    return tuple(sorted(n for n, uri in canary.adapters.items() if stable.adapters.get(n) != uri))
+
+
+def rollout_target(
+    namespace: str, name: str, spec: ModelServerSpec, stable: Revision, canary: Revision
+) -> Target:
+    """What a rollout of ``canary`` over ``stable`` is measured on."""
+    adapters = judged_adapters(spec, stable, canary)
+    return Target(namespace, name, canary.revision, stable.revision, adapters)
 
 
 class NoPrometheus:
@@ -73,7 +100,15 @@ def run_analysis(
     )
     recheck = timedelta(seconds=max(1.0, recheck_seconds or scrape_seconds))
     progress = rollout.model_copy(update={"stable_baseline": baseline})
-    return apply_decision(spec, status, desired, progress, decision, now, recheck)
+    plan = apply_decision(spec, status, desired, progress, decision, now, recheck)
+    if not target.adapters or not spec.rollout.metrics:
+        return plan
+    only = ", ".join(target.adapters)
+    decisions = [
+        d.model_copy(update={"reason": f"{d.reason} (requests to adapter {only})"[:1024]})
+        for d in plan.decisions
+    ]
+    return replace(plan, decisions=decisions)
 
 
 def record_full_load(
@@ -94,7 +129,7 @@ def record_full_load(
     interval = parse_duration(spec.rollout.interval).total_seconds()
     # the stable revision measured as if it were the canary: one query per metric
     as_absolute = [m.model_copy(update={"relative_to_stable": False}) for m in relative]
-    stable_only = Target(target.namespace, target.name, canary=target.stable, stable=target.stable)
+    stable_only = replace(target, canary=target.stable)
     measured = measurer.measure(as_absolute, stable_only, window(interval, scrape_seconds))
     values = {
         name: m.canary

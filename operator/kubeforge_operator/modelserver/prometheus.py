@@ -2,7 +2,9 @@
 
 The queries read the built-in runtime's metrics (``kubeforge_runtimes.server``), which carry the
 ModelServer's namespace, name (``model``) and the revision the operator gave each predictor, so
-the canary and the stable version are told apart by label, wherever they run.
+the canary and the stable version are told apart by label, wherever they run; and the adapter a
+request named (``adapter``), so that a rollout that changes adapters alone is judged on their
+requests (``Target.adapters``, ``analysis.judged_adapters``).
 
 - errorRate: share of 5xx responses over the window;
 - latencyP95: the 95th percentile of request latency over the window, from the histogram;
@@ -11,8 +13,9 @@ the canary and the stable version are told apart by label, wherever they run.
 - generationThroughput: tokens generated per second that requests ran (vLLM's generation token
   counter over the sum of its end-to-end latency histogram): the speed a client sees, whatever
   share of the traffic the revision gets;
-- promql: the user's template with ``{{namespace}}``, ``{{name}}``, ``{{revision}}`` and
-  ``{{window}}`` substituted, then confined to the ModelServer's namespace (``runtime.promql``:
+- promql: the user's template with ``{{namespace}}``, ``{{name}}``, ``{{revision}}``,
+  ``{{window}}`` and ``{{adapters}}`` (a regex of the judged adapters, ``.*`` for every request)
+  substituted, then confined to the ModelServer's namespace (``runtime.promql``:
   every selector gets ``namespace="<ns>"``; one naming another namespace is refused); it must
   return one number.
 
@@ -46,6 +49,8 @@ class Target:
     name: str
     canary: str  # revision label of the canary
     stable: str  # revision label of the stable version
+    # only the requests to these adapters (the ``adapter`` label) count; empty: every request
+    adapters: tuple[str, ...] = ()
 
 
 def window(interval_seconds: float, scrape_seconds: float) -> str:
@@ -58,13 +63,25 @@ def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
+def adapters_regex(adapters: tuple[str, ...]) -> str:
+    """A label regex matching exactly ``adapters`` (``.*``, every value and none, if empty)."""
+    return "|".join(re.escape(a) for a in adapters) if adapters else ".*"
+
+
 def _selector(
-    namespace: str, name: str, revision: str, extra: str = "", model_label: str = "model"
+    namespace: str,
+    name: str,
+    revision: str,
+    extra: str = "",
+    model_label: str = "model",
+    adapters: tuple[str, ...] = (),
 ) -> str:
     labels = (
         f'namespace="{_quote(namespace)}",{model_label}="{_quote(name)}",'
         f'revision="{_quote(revision)}"'
     )
+    if adapters:
+        labels += f',adapter=~"{_quote(adapters_regex(adapters))}"'
     return "{" + labels + extra + "}"
 
 
@@ -81,33 +98,56 @@ def _vllm(name: str, sel: str) -> str:
     return "{" + f'__name__=~"{pattern}",' + sel[1:]
 
 
-def render_template(template: str, namespace: str, name: str, revision: str, win: str) -> str:
-    values = {"namespace": namespace, "name": name, "revision": revision, "window": win}
+def render_template(
+    template: str,
+    namespace: str,
+    name: str,
+    revision: str,
+    win: str,
+    adapters: tuple[str, ...] = (),
+) -> str:
+    values = {
+        "namespace": namespace,
+        "name": name,
+        "revision": revision,
+        "window": win,
+        "adapters": _quote(adapters_regex(adapters)),
+    }
     return re.sub(r"\{\{(\w+)\}\}", lambda m: values.get(m.group(1), m.group(0)), template)
 
 
-def metric_query(metric: AnalysisMetric, namespace: str, name: str, revision: str, win: str) -> str:
+def metric_query(
+    metric: AnalysisMetric,
+    namespace: str,
+    name: str,
+    revision: str,
+    win: str,
+    adapters: tuple[str, ...] = (),
+) -> str:
+    """The query of ``metric`` for one revision, over the requests to ``adapters`` alone when
+    any are given."""
     if metric.type == MetricType.ERROR_RATE:
-        errors = _selector(namespace, name, revision, ',code=~"5.."')
-        total = _selector(namespace, name, revision)
+        errors = _selector(namespace, name, revision, ',code=~"5.."', adapters=adapters)
+        total = _selector(namespace, name, revision, adapters=adapters)
         return (
             f"(sum(rate({REQUESTS}{errors}[{win}])) or vector(0)) / "
             f"sum(rate({REQUESTS}{total}[{win}]))"
         )
     if metric.type == MetricType.LATENCY_P95:
-        sel = _selector(namespace, name, revision)
+        sel = _selector(namespace, name, revision, adapters=adapters)
         return f"histogram_quantile(0.95, sum by (le) (rate({DURATION}{sel}[{win}])))"
     if metric.type in TOKEN_HISTOGRAMS:
-        sel = _selector(namespace, name, revision, model_label="model_name")
+        sel = _selector(namespace, name, revision, model_label="model_name", adapters=adapters)
         bucket = _vllm(f"{TOKEN_HISTOGRAMS[metric.type]}_bucket", sel)
         return f"histogram_quantile(0.95, sum by (le) (rate({bucket}[{win}])))"
     if metric.type == MetricType.GENERATION_THROUGHPUT:
-        sel = _selector(namespace, name, revision, model_label="model_name")
+        sel = _selector(namespace, name, revision, model_label="model_name", adapters=adapters)
         tokens, seconds = _vllm(GENERATION_TOKENS_METRIC, sel), _vllm(f"{E2E_METRIC}_sum", sel)
         return f"sum(rate({tokens}[{win}])) / sum(rate({seconds}[{win}]))"
     assert metric.query is not None  # the model's rule: promql needs a query
     # the user's template, confined to the ModelServer's namespace (PromQLError if it cannot be)
-    return confine(render_template(metric.query, namespace, name, revision, win), namespace)
+    rendered = render_template(metric.query, namespace, name, revision, win, adapters)
+    return confine(rendered, namespace)
 
 
 class PrometheusMeasurer:
@@ -125,13 +165,14 @@ class PrometheusMeasurer:
         out: dict[str, Measurement] = {}
         for metric in metrics:
             try:
+                ns, name, adapters = target.namespace, target.name, target.adapters
                 canary = self.client.query(
-                    metric_query(metric, target.namespace, target.name, target.canary, win)
+                    metric_query(metric, ns, name, target.canary, win, adapters)
                 )
                 stable = None
                 if metric.relative_to_stable:
                     stable = self.client.query(
-                        metric_query(metric, target.namespace, target.name, target.stable, win)
+                        metric_query(metric, ns, name, target.stable, win, adapters)
                     )
             except PrometheusError as err:
                 out[metric.name] = Measurement(error=str(err))

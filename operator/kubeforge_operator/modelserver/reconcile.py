@@ -24,7 +24,12 @@ from kubeforge_crds.modelserver import (
     RolloutProgress,
     ServedAs,
 )
-from kubeforge_operator.modelserver.analysis import NoPrometheus, record_full_load, run_analysis
+from kubeforge_operator.modelserver.analysis import (
+    NoPrometheus,
+    record_full_load,
+    rollout_target,
+    run_analysis,
+)
 from kubeforge_operator.modelserver.builders import build_inference_service
 from kubeforge_operator.modelserver.conditions import TRAFFIC_ROUTED
 from kubeforge_operator.modelserver.evaluation import evaluation_step, prompts_problem
@@ -36,7 +41,7 @@ from kubeforge_operator.modelserver.llmserving import (
     traffic_flowed,
 )
 from kubeforge_operator.modelserver.observe import Observed, observe
-from kubeforge_operator.modelserver.prometheus import PrometheusMeasurer, Target
+from kubeforge_operator.modelserver.prometheus import PrometheusMeasurer
 from kubeforge_operator.modelserver.resolve import (
     Resolved,
     confinement_problem,
@@ -307,7 +312,7 @@ def decide(
                     requeue_after=PROMPTS_RECHECK_SECONDS,
                 )
         if prom is not None and status.stable is not None:
-            target = Target(ctx.namespace, ctx.name, desired.revision, status.stable.revision)
+            target = rollout_target(ctx.namespace, ctx.name, spec, status.stable, desired)
             scrape = ctx.settings.prometheus_scrape_interval
             planned = record_full_load(spec, planned, prom, target, scrape)
     if isinstance(planned, Plan):
@@ -361,7 +366,7 @@ def _analyse_if_due(
         desired,
         rollout,
         prom or NoPrometheus(),
-        Target(ctx.namespace, ctx.name, canary=desired.revision, stable=stable.revision),
+        rollout_target(ctx.namespace, ctx.name, spec, stable, desired),
         ctx.settings.prometheus_scrape_interval,
         ctx.now,
     )
