@@ -68,16 +68,14 @@ class FaultInjector:
         """The faults of a request naming ``model``: waits its extra latency, then says whether
         it is one of the share that fails. A request the faults do not apply to neither waits
         nor fails."""
-        faults = self._faults
+        faults = self._faults  # one set of faults for the whole request, whatever a PUT does
         if not faults.applies_to(model):
             return False
         if faults.extra_latency_seconds:
             await asyncio.sleep(faults.extra_latency_seconds)
-        return self.fail_next()
+        return self._draw(faults.error_rate)
 
-    def fail_next(self) -> bool:
-        """Whether this request is to fail."""
-        rate = self._faults.error_rate
+    def _draw(self, rate: float) -> bool:
         if rate <= 0:
             return False
         with self._lock:

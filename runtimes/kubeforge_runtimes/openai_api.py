@@ -186,6 +186,8 @@ class OpenAIServer:
 
     def __init__(self, lm: Any, metrics: TokenMetrics, injector: FaultInjector) -> None:
         self.lm, self.metrics, self.injector = lm, metrics, injector
+        for adapter in getattr(lm, "adapters", {}):  # each adapter's series from the start
+            metrics.of_adapter(adapter)
         self.created = int(time.time())
         self.context = int(lm.context)
 

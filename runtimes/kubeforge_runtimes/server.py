@@ -2,14 +2,16 @@
 generation, and for causal LMs the OpenAI-compatible API of ``openai_api``), with the metrics
 the canary analysis reads (and, for causal LMs, vLLM's token metrics: ``generation``).
 
-Metrics (on kserve's ``/metrics``), labelled with the ModelServer's namespace, name (``model``)
-and the revision the operator gave this predictor:
+Metrics (on kserve's ``/metrics``), labelled with the ModelServer's namespace, name (``model``),
+the revision the operator gave this predictor and the adapter an OpenAI request named (empty for
+the base model and v1/v2 requests):
 
-- ``kubeforge_inference_requests_total{namespace, model, revision, protocol, code}``
-- ``kubeforge_inference_request_duration_seconds{namespace, model, revision, protocol}``
+- ``kubeforge_inference_requests_total{namespace, model, revision, adapter, protocol, code}``
+- ``kubeforge_inference_request_duration_seconds{namespace, model, revision, adapter, protocol}``
 
-The series for codes 200 and 500 exist from the start at 0, so the first request after a scrape
-already shows in ``rate()``: an analysis never waits a scrape for a baseline.
+The series for codes 200 and 500 (of each loaded adapter too) exist from the start at 0, so the
+first request after a scrape already shows in ``rate()``: an analysis never waits a scrape for a
+baseline.
 
 Counting happens in an ASGI middleware around kserve's app, so requests kserve rejects (400 for a
 bad body, 500 for a model error) are counted with their real status code.

@@ -27,7 +27,11 @@ pytestmark = pytest.mark.no_cluster  # real processes only: run beside the clust
 NS, NAME, SCRAPE = "team-a", "support", 1.0
 GATE = 0.1  # the canary's error rate, at most
 ERRORS = {"name": "error-rate", "type": "errorRate", "max": GATE}
-ROLLOUT = {"steps": [50, 100], "interval": "10s", "failureThreshold": 2, "metrics": [ERRORS]}
+# 24 requests a second, one in twenty naming tickets: at the first step about 9 of them reach
+# the canary in an interval (none, which is no data and a failed analysis, once in ~10^4), and
+# over the ~190 canary requests of a rollback the diluted error rate is 5 +- 1.6 %
+RATE = 24
+ROLLOUT = {"steps": [50, 100], "interval": "15s", "failureThreshold": 2, "metrics": [ERRORS]}
 SPEC = ModelServerSpec.model_validate({"model": {"uri": "file:///models/base"}, "rollout": ROLLOUT})
 
 
@@ -88,7 +92,7 @@ def test_a_canary_of_one_adapter_is_judged_on_that_adapters_requests(
     set_faults(lab.canary, error_rate=error_rate, models=("tickets",))
     bodies = [_body("tickets"), *[_body("shuffled")] * 19]
     router = Router(
-        lab.stable, lab.canary, NAME, rate=16, path="/openai/v1/completions", bodies=bodies
+        lab.stable, lab.canary, NAME, rate=RATE, path="/openai/v1/completions", bodies=bodies
     )
     router.start()
     time.sleep(3 * SCRAPE)

@@ -51,11 +51,18 @@ def test_a_new_version_of_one_adapter_is_judged_on_its_requests_alone() -> None:
     assert target == Target("team-a", "bot", canary.revision, stable.revision, ("tickets",))
 
 
-def test_added_adapters_are_judged_and_the_unchanged_ones_are_not() -> None:
+def test_adapters_the_stable_version_does_not_serve_are_judged_with_every_request() -> None:
+    """The stable version answers an added adapter 404: it has no requests of that adapter to
+    compare with, so an addition alone is judged on every request, and beside changed ones only
+    the changed ones are judged."""
     s = spec()
     stable = rev(s, ADAPTERS)
-    canary = rev(s, {**ADAPTERS, "summaries": "pvc://m/s/v1", "alerts": "pvc://m/a/v1"})
-    assert judged_adapters(s, stable, canary) == ("alerts", "summaries")
+    added = {**ADAPTERS, "summaries": "pvc://m/s/v1", "alerts": "pvc://m/a/v1"}
+    assert judged_adapters(s, stable, rev(s, added)) == ()
+    both = {**added, "tickets": "pvc://models/tickets/v2", "faq": "pvc://models/faq/v4"}
+    assert judged_adapters(s, stable, rev(s, both)) == ("faq", "tickets")
+    renamed = {"faq": ADAPTERS["faq"], "support": ADAPTERS["tickets"]}
+    assert judged_adapters(s, stable, rev(s, renamed)) == ()
 
 
 @pytest.mark.parametrize(
@@ -162,6 +169,12 @@ def test_the_decision_says_whose_requests_it_judged() -> None:
     (decision,) = plan.decisions
     assert decision.action == "rollback"
     assert decision.reason.endswith("(requests to adapter tickets)")
+    both = rev(s, {"tickets": "pvc://models/tickets/v2", "faq": "pvc://models/faq/v4"})
+    target = rollout_target("team-a", "bot", s, stable, both)
+    plan = run_analysis(
+        s, status, both, status.rollout, measurer, target, 5, now + timedelta(seconds=21)
+    )
+    assert plan.decisions[0].reason.endswith("(requests to adapters faq, tickets)")
 
 
 def test_faults_scoped_to_models_spare_the_others() -> None:

@@ -38,13 +38,15 @@ class Measurer(Protocol):
 
 
 def judged_adapters(spec: ModelServerSpec, stable: Revision, canary: Revision) -> tuple[str, ...]:
-    """The adapters whose requests alone tell ``canary`` from ``stable``: those it adds or
-    serves in a new version, when that is all that changed (the same base model, format and
+    """The adapters whose requests alone tell ``canary`` from ``stable``: those both serve, the
+    canary in a new version, when that is all that changed (the same base model, format and
     injected faults, on kubeforge's runtime). The base model and the other adapters answer alike
     on both sides, so their requests would dilute the changed adapter's: a broken adapter that
     gets a few percent of the traffic would pass an error-rate gate on all requests. Empty,
-    every request counts: for any other change, and for a ServingRuntime or an
-    LLMInferenceService (vLLM), whose metrics do not say which adapter a request named."""
+    every request counts: for any other change; when the canary only adds adapters (the stable
+    version has no requests of theirs to compare with, and answers them 404); and for a
+    ServingRuntime or an LLMInferenceService (vLLM), whose metrics do not say which adapter a
+    request named."""
     if spec.runtime.served_as == ServedAs.LLM_INFERENCE_SERVICE:
         return ()
     same = {"revision", "traffic_percent", "adapters", "fine_tune_job"}
@@ -52,7 +54,8 @@ def judged_adapters(spec: ModelServerSpec, stable: Revision, canary: Revision) -
         return ()
     if canary.serving_runtime is not None:
         return ()
-    return tuple(sorted(n for n, uri in canary.adapters.items() if stable.adapters.get(n) != uri))
+    changed = (n for n, uri in canary.adapters.items() if stable.adapters.get(n, uri) != uri)
+    return tuple(sorted(changed))
 
 
 def rollout_target(
@@ -103,9 +106,10 @@ def run_analysis(
     plan = apply_decision(spec, status, desired, progress, decision, now, recheck)
     if not target.adapters or not spec.rollout.metrics:
         return plan
-    only = ", ".join(target.adapters)
+    plural = "s" if len(target.adapters) > 1 else ""
+    whose = f" (requests to adapter{plural} {', '.join(target.adapters)})"
     decisions = [
-        d.model_copy(update={"reason": f"{d.reason} (requests to adapter {only})"[:1024]})
+        d.model_copy(update={"reason": d.reason[: 1024 - len(whose)] + whose})
         for d in plan.decisions
     ]
     return replace(plan, decisions=decisions)
