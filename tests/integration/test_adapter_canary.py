@@ -18,7 +18,7 @@ from kubeforge_crds.modelserver import AnalysisMetric, ModelServerSpec, Revision
 from kubeforge_labs import models
 from kubeforge_labs.canary import Router, drive_rollout, set_faults, start_prometheus, start_runtime
 from kubeforge_labs.kit import Proc
-from kubeforge_operator.modelserver.prometheus import metric_query
+from kubeforge_operator.modelserver.prometheus import Series, metric_query
 from kubeforge_operator.modelserver.revisions import desired_revision
 from kubeforge_operator.runtime.prometheus import Prometheus
 
@@ -123,7 +123,7 @@ def test_a_canary_of_one_adapter_is_judged_on_that_adapters_requests(
     # ... while over all of the canary's requests, the gate would have seen a pass
     metric = AnalysisMetric.model_validate(ERRORS)
     canary = lab.revisions["canary"].revision
-    every = metric_query(metric, NS, NAME, canary, f"{int(took) + 5}s")
+    every = metric_query(metric, Series(NS, NAME, canary), f"{int(took) + 5}s")
     diluted = Prometheus(lab.prom.url).query(every)
     assert diluted is not None
     assert 0 < diluted < GATE, (diluted, decisions)

@@ -19,7 +19,12 @@ from kubeforge_crds.modelserver import (
 )
 from kubeforge_operator.modelserver.analysis import judged_adapters, rollout_target, run_analysis
 from kubeforge_operator.modelserver.canary import Measurement
-from kubeforge_operator.modelserver.prometheus import Target, metric_query, render_template
+from kubeforge_operator.modelserver.prometheus import (
+    Series,
+    Target,
+    metric_query,
+    render_template,
+)
 from kubeforge_operator.modelserver.revisions import desired_revision
 from kubeforge_operator.modelserver.rollout import Plan, plan_rollout
 from kubeforge_runtimes.faults import Faults
@@ -111,20 +116,20 @@ ALL_TYPES: list[dict[str, Any]] = [
 @pytest.mark.parametrize("wire", ALL_TYPES, ids=[m["type"] for m in ALL_TYPES])
 def test_every_metric_type_selects_the_judged_adapters(wire: dict[str, Any]) -> None:
     metric = AnalysisMetric.model_validate(wire)
-    judged = metric_query(metric, "team-a", "bot", "rc", "20s", ("tickets", "a.b"))
+    judged = metric_query(metric, Series("team-a", "bot", "rc", ("tickets", "a.b")), "20s")
     promql_parser.parse(judged)  # valid PromQL, escapes included
     assert judged.count('adapter=~"tickets|a\\\\.b"') == judged.count('revision="rc"') > 0
-    every = metric_query(metric, "team-a", "bot", "rc", "20s")
+    every = metric_query(metric, Series("team-a", "bot", "rc"), "20s")
     assert "adapter" not in every
 
 
 def test_a_users_query_can_select_the_judged_adapters() -> None:
     template = 'sum(rate(x{revision="{{revision}}",adapter=~"{{adapters}}"}[{{window}}]))'
-    assert render_template(template, "ns", "bot", "r1", "30s", ("tickets",)) == (
+    assert render_template(template, Series("ns", "bot", "r1", ("tickets",)), "30s") == (
         'sum(rate(x{revision="r1",adapter=~"tickets"}[30s]))'
     )
     # no adapters judged: every request, those naming no adapter too
-    assert 'adapter=~".*"' in render_template(template, "ns", "bot", "r1", "30s")
+    assert 'adapter=~".*"' in render_template(template, Series("ns", "bot", "r1"), "30s")
 
 
 class Recorder:

@@ -20,7 +20,13 @@ from kubeforge_operator.modelserver.canary import (
     Measurement,
     with_baseline,
 )
-from kubeforge_operator.modelserver.prometheus import Target, metric_query, render_template, window
+from kubeforge_operator.modelserver.prometheus import (
+    Series,
+    Target,
+    metric_query,
+    render_template,
+    window,
+)
 from kubeforge_operator.modelserver.revisions import desired_revision, revision_id
 from kubeforge_operator.modelserver.rollout import (
     Plan,
@@ -414,13 +420,14 @@ def test_queries_select_the_revision_and_window() -> None:
     s = spec()
     err, lat = s.rollout.metrics
     t = Target("team-a", "bot", canary="rc", stable="rs")
-    q = metric_query(err, t.namespace, t.name, t.canary, "30s")
+    q = metric_query(err, t.series(t.canary), "30s")
     assert 'revision="rc"' in q
     assert 'code=~"5.."' in q
     assert "[30s]" in q
     assert "or vector(0)" in q
     assert q.count("kubeforge_inference_requests_total") == 2
-    assert metric_query(lat, "team-a", "bot", "rs", "1m").startswith("histogram_quantile(0.95")
+    latency = metric_query(lat, Series("team-a", "bot", "rs"), "1m")
+    assert latency.startswith("histogram_quantile(0.95")
 
 
 @pytest.mark.parametrize(
@@ -433,7 +440,7 @@ def test_queries_select_the_revision_and_window() -> None:
 def test_token_gates_read_vllm_histograms_by_model_name(kind: str, histogram: str) -> None:
     """vLLM's label for the model is model_name; its colon may be stored as an underscore."""
     metric = AnalysisMetric.model_validate({"name": "t", "type": kind, "max": 2})
-    q = metric_query(metric, "team-a", "bot", "rc", "20s")
+    q = metric_query(metric, Series("team-a", "bot", "rc"), "20s")
     assert q.startswith("histogram_quantile(0.95, sum by (le) (rate({")
     assert f'__name__=~"vllm[:_]{histogram}"' in q
     assert 'model_name="bot"' in q
@@ -444,11 +451,13 @@ def test_token_gates_read_vllm_histograms_by_model_name(kind: str, histogram: st
 
 def test_template_substitution_and_quoting() -> None:
     assert (
-        render_template("x{ns='{{namespace}}',r='{{revision}}'}[{{window}}]", "a", "b", "r1", "40s")
+        render_template(
+            "x{ns='{{namespace}}',r='{{revision}}'}[{{window}}]", Series("a", "b", "r1"), "40s"
+        )
         == "x{ns='a',r='r1'}[40s]"
     )
     s = spec()
-    q = metric_query(s.rollout.metrics[0], 'we"ird', "bot", "r", "1m")
+    q = metric_query(s.rollout.metrics[0], Series('we"ird', "bot", "r"), "1m")
     assert 'namespace="we\\"ird"' in q
 
 
@@ -544,7 +553,7 @@ def test_generation_throughput_is_tokens_per_second_of_request_time() -> None:
     metric = AnalysisMetric.model_validate(
         {"name": "speed", "type": "generationThroughput", "min": 0.9, "relativeToStable": True}
     )
-    q = metric_query(metric, "team-a", "bot", "rc", "30s")
+    q = metric_query(metric, Series("team-a", "bot", "rc"), "30s")
     tokens, _, seconds = q.partition(" / ")
     assert tokens.startswith('sum(rate({__name__=~"vllm[:_]generation_tokens_total",')
     assert seconds.startswith('sum(rate({__name__=~"vllm[:_]e2e_request_latency_seconds_sum",')

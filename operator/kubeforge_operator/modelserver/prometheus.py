@@ -44,6 +44,17 @@ from kubeforge_operator.runtime.promql import confine
 
 
 @dataclass(frozen=True)
+class Series:
+    """The requests a query selects: one revision of a ModelServer, and of those only the
+    requests to ``adapters`` (the ``adapter`` label) when any are given."""
+
+    namespace: str
+    name: str
+    revision: str
+    adapters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Target:
     namespace: str
     name: str
@@ -51,6 +62,9 @@ class Target:
     stable: str  # revision label of the stable version
     # only the requests to these adapters (the ``adapter`` label) count; empty: every request
     adapters: tuple[str, ...] = ()
+
+    def series(self, revision: str) -> Series:
+        return Series(self.namespace, self.name, revision, self.adapters)
 
 
 def window(interval_seconds: float, scrape_seconds: float) -> str:
@@ -68,20 +82,13 @@ def adapters_regex(adapters: tuple[str, ...]) -> str:
     return "|".join(re.escape(a) for a in adapters) if adapters else ".*"
 
 
-def _selector(
-    namespace: str,
-    name: str,
-    revision: str,
-    extra: str = "",
-    model_label: str = "model",
-    adapters: tuple[str, ...] = (),
-) -> str:
+def _selector(series: Series, extra: str = "", model_label: str = "model") -> str:
     labels = (
-        f'namespace="{_quote(namespace)}",{model_label}="{_quote(name)}",'
-        f'revision="{_quote(revision)}"'
+        f'namespace="{_quote(series.namespace)}",{model_label}="{_quote(series.name)}",'
+        f'revision="{_quote(series.revision)}"'
     )
-    if adapters:
-        labels += f',adapter=~"{_quote(adapters_regex(adapters))}"'
+    if series.adapters:
+        labels += f',adapter=~"{_quote(adapters_regex(series.adapters))}"'
     return "{" + labels + extra + "}"
 
 
@@ -98,56 +105,46 @@ def _vllm(name: str, sel: str) -> str:
     return "{" + f'__name__=~"{pattern}",' + sel[1:]
 
 
-def render_template(
-    template: str,
-    namespace: str,
-    name: str,
-    revision: str,
-    win: str,
-    adapters: tuple[str, ...] = (),
-) -> str:
+def render_template(template: str, series: Series, win: str) -> str:
     values = {
-        "namespace": namespace,
-        "name": name,
-        "revision": revision,
+        "namespace": series.namespace,
+        "name": series.name,
+        "revision": series.revision,
         "window": win,
-        "adapters": _quote(adapters_regex(adapters)),
+        "adapters": _quote(adapters_regex(series.adapters)),
     }
     return re.sub(r"\{\{(\w+)\}\}", lambda m: values.get(m.group(1), m.group(0)), template)
 
 
-def metric_query(
-    metric: AnalysisMetric,
-    namespace: str,
-    name: str,
-    revision: str,
-    win: str,
-    adapters: tuple[str, ...] = (),
-) -> str:
-    """The query of ``metric`` for one revision, over the requests to ``adapters`` alone when
-    any are given."""
+def checked_query(template: str, namespace: str) -> str:
+    """A promql gate's template as admission and the check before a rollout see it: rendered
+    for a placeholder revision (every adapter), confined to ``namespace`` (PromQLError if it
+    cannot be)."""
+    return confine(render_template(template, Series(namespace, "name", "r0"), "1m"), namespace)
+
+
+def metric_query(metric: AnalysisMetric, series: Series, win: str) -> str:
+    """The query of ``metric`` over ``series``'s requests in the last ``win``."""
     if metric.type == MetricType.ERROR_RATE:
-        errors = _selector(namespace, name, revision, ',code=~"5.."', adapters=adapters)
-        total = _selector(namespace, name, revision, adapters=adapters)
+        errors, total = _selector(series, ',code=~"5.."'), _selector(series)
         return (
             f"(sum(rate({REQUESTS}{errors}[{win}])) or vector(0)) / "
             f"sum(rate({REQUESTS}{total}[{win}]))"
         )
     if metric.type == MetricType.LATENCY_P95:
-        sel = _selector(namespace, name, revision, adapters=adapters)
+        sel = _selector(series)
         return f"histogram_quantile(0.95, sum by (le) (rate({DURATION}{sel}[{win}])))"
     if metric.type in TOKEN_HISTOGRAMS:
-        sel = _selector(namespace, name, revision, model_label="model_name", adapters=adapters)
+        sel = _selector(series, model_label="model_name")
         bucket = _vllm(f"{TOKEN_HISTOGRAMS[metric.type]}_bucket", sel)
         return f"histogram_quantile(0.95, sum by (le) (rate({bucket}[{win}])))"
     if metric.type == MetricType.GENERATION_THROUGHPUT:
-        sel = _selector(namespace, name, revision, model_label="model_name", adapters=adapters)
+        sel = _selector(series, model_label="model_name")
         tokens, seconds = _vllm(GENERATION_TOKENS_METRIC, sel), _vllm(f"{E2E_METRIC}_sum", sel)
         return f"sum(rate({tokens}[{win}])) / sum(rate({seconds}[{win}]))"
     assert metric.query is not None  # the model's rule: promql needs a query
     # the user's template, confined to the ModelServer's namespace (PromQLError if it cannot be)
-    rendered = render_template(metric.query, namespace, name, revision, win, adapters)
-    return confine(rendered, namespace)
+    return confine(render_template(metric.query, series, win), series.namespace)
 
 
 class PrometheusMeasurer:
@@ -165,15 +162,11 @@ class PrometheusMeasurer:
         out: dict[str, Measurement] = {}
         for metric in metrics:
             try:
-                ns, name, adapters = target.namespace, target.name, target.adapters
-                canary = self.client.query(
-                    metric_query(metric, ns, name, target.canary, win, adapters)
-                )
+                canary = self.client.query(metric_query(metric, target.series(target.canary), win))
                 stable = None
                 if metric.relative_to_stable:
-                    stable = self.client.query(
-                        metric_query(metric, ns, name, target.stable, win, adapters)
-                    )
+                    query = metric_query(metric, target.series(target.stable), win)
+                    stable = self.client.query(query)
             except PrometheusError as err:
                 out[metric.name] = Measurement(error=str(err))
                 continue

@@ -17,10 +17,10 @@ from kubeforge_crds.modelserver import (
     ServedAs,
 )
 from kubeforge_operator.modelserver.conditions import MODEL_RESOLVED
-from kubeforge_operator.modelserver.prometheus import render_template
+from kubeforge_operator.modelserver.prometheus import checked_query
 from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
 from kubeforge_operator.runtime.prometheus import Prometheus, PrometheusError
-from kubeforge_operator.runtime.promql import PromQLError, confine
+from kubeforge_operator.runtime.promql import PromQLError
 from kubeforge_operator.runtime.reconcile import ReconcileContext
 
 
@@ -196,7 +196,7 @@ def confinement_problem(spec: ModelServerSpec, namespace: str) -> Observation | 
         if metric.type != MetricType.PROMQL or metric.query is None:
             continue
         try:
-            confine(render_template(metric.query, namespace, "name", "r0", "1m"), namespace)
+            checked_query(metric.query, namespace)
         except PromQLError as err:
             outside = "reads only its own namespace" in str(err)
             return Observation(
@@ -217,7 +217,7 @@ def promql_problem(
     for metric in spec.rollout.metrics:
         if metric.type != MetricType.PROMQL or metric.query is None:
             continue
-        query = confine(render_template(metric.query, namespace, "name", "r0", "1m"), namespace)
+        query = checked_query(metric.query, namespace)
         try:
             error = prom.check(query)
         except PrometheusError:
