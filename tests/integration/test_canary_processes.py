@@ -132,15 +132,17 @@ def test_runtime_serves_v1_v2_and_metrics(lab: Lab) -> None:
 
 
 def _tolerant(spec: ModelServerSpec) -> ModelServerSpec:
-    """``spec`` with room for a busy 2-core machine: two identical processes beside another
-    test worker's training differ in p95 by up to ~3x over a 10 s window (CI saw 2.7 once, two
-    analyses in a row), so the latency gate here allows 4x and three failed analyses. A slower
-    version is still caught: the time-to-first-token test below rolls one back at 3x."""
+    """``spec`` with its latency gate an absolute SLO (p95 under 1 s), as a user of a small model
+    would set it, instead of the default ratio to stable. Two identical processes beside another
+    test worker's training differ in p95 by up to 5.4x over a 10 s window on two cores (CI: 0.136
+    s against 0.025 s, three analyses in a row), so any ratio here gates on the machine's noise;
+    a slower version is still caught by ratio: the time-to-first-token test below rolls one back
+    at 3x."""
     wire = spec.to_wire()
     wire["rollout"]["failureThreshold"] = 3
     for metric in wire["rollout"]["metrics"]:
         if metric["name"] == "latency-p95":
-            metric["max"] = 4.0
+            metric.update(max=1.0, relativeToStable=False)
     return ModelServerSpec.model_validate(wire)
 
 
@@ -163,7 +165,7 @@ def test_healthy_canary_is_promoted_through_every_step(lab: Lab) -> None:
     for d in outcome.decisions[1:]:
         assert d["measurements"]["error-rate"] == 0.0
         assert d["measurements"]["server-errors"] == 0.0  # the confined user query answered
-        assert d["measurements"]["latency-p95"] > 0  # canary/stable ratio, measured
+        assert 0 < d["measurements"]["latency-p95"] <= 1.0  # the canary's p95 (s), measured
     assert router.sent["canary"] > 20
     assert router.codes.get(500, 0) == 0
 
