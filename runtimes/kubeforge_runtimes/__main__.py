@@ -148,8 +148,12 @@ def drift_report_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     prompts: Annotated[Path, typer.Option(help="Prompt set (JSON Lines: prompt, reference).")],
-    candidate: Annotated[str, typer.Option(help="Candidate's OpenAI-compatible base URL.")],
-    stable: Annotated[str, typer.Option(help="Stable version's OpenAI-compatible base URL.")],
+    candidate: Annotated[
+        str, typer.Option(help="Candidate's root URL (its OpenAI API is found under it).")
+    ],
+    stable: Annotated[
+        str, typer.Option(help="Stable version's root URL (its OpenAI API is found under it).")
+    ],
     model: Annotated[str, typer.Option(help="The model name both serve.")],
     max_tokens: Annotated[int, typer.Option(min=1, max=512, help="Tokens per answer.")] = 32,
     termination_log: Annotated[

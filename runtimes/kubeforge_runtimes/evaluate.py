@@ -5,13 +5,20 @@ repeatable), each answer is scored against the prompt's reference with ROUGE-L
 left as the termination message for the operator to judge (``kubeforge_crds.contracts.evaluation``).
 
 The operator runs it as a Job once the candidate's predictor is ready and before it gets any
-traffic; the requests go to the predictors' own Services, never through the route users reach."""
+traffic; the requests go to the predictors' own Services, never through the route users reach.
+It is given each predictor's root URL and finds where its OpenAI-compatible API is
+(:func:`openai_base`): kubeforge's runtime and KServe's Hugging Face server put it under
+``/openai/v1`` (beside KServe's own ``/v1`` protocol), a plain ``vllm serve`` container at
+``/v1``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from kubeforge_crds.contracts.evaluation import (
     EvaluationReport,
@@ -22,11 +29,55 @@ from kubeforge_crds.contracts.evaluation import (
 from kubeforge_pipelines.scoring import mean, rouge_l
 
 CONCURRENCY = 4  # requests at a time per version: the runtime decodes them as one batch
+# where OpenAI-compatible servers put their routes, in the order they are tried
+OPENAI_ROUTES = ("/openai/v1", "/v1")
 Answerer = Callable[[str], str]
 
 
 class EvaluationError(RuntimeError):
     """A version could not be evaluated (its endpoint failed); the message says which."""
+
+
+def _model_ids(answer: httpx.Response) -> list[str] | None:
+    """The model ids of an OpenAI model list (``{"data": [{"id": ...}]}``), or None when the
+    answer is not one (KServe's v1 protocol answers ``GET /v1/models`` with ``{"models":
+    [...]}``)."""
+    try:
+        body: Any = answer.json()
+    except ValueError:
+        return None
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        return None
+    return [str(m.get("id")) for m in data if isinstance(m, dict)]
+
+
+def openai_base(root: str, name: str, model: str, client: httpx.Client) -> str:
+    """The base URL of the OpenAI-compatible API of the ``name`` version at ``root``: the first of
+    :data:`OPENAI_ROUTES` whose ``models`` route answers with OpenAI's model list, which must
+    include ``model``. A ``root`` that already ends with one of the routes is used as it is."""
+    root = root.rstrip("/")
+    routes = [""] if root.endswith(OPENAI_ROUTES) else list(OPENAI_ROUTES)
+    tried: list[str] = []
+    for route in routes:
+        try:
+            answer = client.get(f"{root}{route}/models")
+        except httpx.HTTPError as err:
+            raise EvaluationError(f"the {name} version at {root} cannot be reached: {err}") from err
+        ids = _model_ids(answer) if answer.status_code == 200 else None
+        if ids is None:
+            said = "without OpenAI's model list" if answer.status_code == 200 else ""
+            tried.append(f"GET {route}/models answered {answer.status_code} {said}".rstrip())
+            continue
+        if model not in ids:
+            raise EvaluationError(
+                f"the {name} version at {root}{route} does not serve the model {model!r} (it "
+                f"serves {', '.join(ids) or 'none'}; spec.rollout.evaluation.model names it)"
+            )
+        return f"{root}{route}"
+    raise EvaluationError(
+        f"the {name} version at {root} serves no OpenAI-compatible API ({'; '.join(tried)})"
+    )
 
 
 def openai_answerer(base_url: str, model: str, max_tokens: int, timeout: float) -> Answerer:
@@ -86,10 +137,14 @@ def run(
     max_tokens: int,
     timeout: float = 120.0,
 ) -> EvaluationReport:
-    """The whole evaluation from the prompt file and the two endpoints."""
+    """The whole evaluation from the prompt file and the two predictors' root URLs."""
     cases = parse_prompts(prompts.read_text(encoding="utf-8"))
+    # retries: connection errors only (a predictor's Service that is not routable yet)
+    with httpx.Client(timeout=30, transport=httpx.HTTPTransport(retries=3)) as client:
+        candidate = openai_base(candidate_url, "candidate", model, client)
+        stable = openai_base(stable_url, "stable", model, client)
     return evaluate(
         cases,
-        openai_answerer(candidate_url, model, max_tokens, timeout),
-        openai_answerer(stable_url, model, max_tokens, timeout),
+        openai_answerer(candidate, model, max_tokens, timeout),
+        openai_answerer(stable, model, max_tokens, timeout),
     )

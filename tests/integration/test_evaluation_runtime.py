@@ -16,8 +16,8 @@ import pytest
 from kubeforge_crds.contracts.evaluation import EvaluationReport
 from kubeforge_crds.modelserver import Evaluation
 from kubeforge_labs import models
-from kubeforge_labs.canary import start_runtime
-from kubeforge_labs.kit import Proc
+from kubeforge_labs.canary import set_faults, start_runtime
+from kubeforge_labs.kit import Proc, free_port, http_ok, launch
 from kubeforge_operator.modelserver.evaluation import judge
 
 pytestmark = pytest.mark.no_cluster  # real processes only: run beside the cluster's tests
@@ -54,13 +54,14 @@ def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def evaluate(
     prompts: Path, candidate: str, stable: str, tmp_path: Path, model: str = NAME
 ) -> tuple[int, dict[str, object]]:
-    """The Job's command; its exit code and what it left as the termination message."""
+    """The Job's command, given the predictors' root URLs as the operator gives them; its exit
+    code and what it left as the termination message."""
     log = tmp_path / "termination-log"
     done = subprocess.run(
         [
             sys.executable, "-m", "kubeforge_runtimes", "evaluate",
-            f"--prompts={prompts}", f"--candidate={candidate}/openai/v1",
-            f"--stable={stable}/openai/v1", f"--model={model}", "--max-tokens=8",
+            f"--prompts={prompts}", f"--candidate={candidate}", f"--stable={stable}",
+            f"--model={model}", "--max-tokens=8",
             f"--termination-log={log}",
         ],
         capture_output=True, text=True, timeout=240, check=False,
@@ -100,12 +101,49 @@ def test_a_malformed_prompt_set_is_named_by_line(runtimes: dict[str, Proc], tmp_
     assert "line 2: reference: Field required" in str(left["error"])
 
 
-def test_a_version_that_cannot_answer_is_named(
+def test_a_model_the_version_does_not_serve_is_named_with_what_it_serves(
     runtimes: dict[str, Proc], prompts: Path, tmp_path: Path
 ) -> None:
-    code, left = evaluate(prompts, runtimes["good"].url, runtimes["good"].url, tmp_path, "other")
+    good = runtimes["good"].url
+    code, left = evaluate(prompts, good, good, tmp_path, "other")
+    assert code == 2
+    assert str(left["error"]) == (
+        f"the candidate version at {good}/openai/v1 does not serve the model 'other' (it serves "
+        f"{NAME}; spec.rollout.evaluation.model names it)"
+    )
+
+
+def test_a_version_that_fails_its_answers_is_named_with_the_status(
+    runtimes: dict[str, Proc], prompts: Path, tmp_path: Path
+) -> None:
+    set_faults(runtimes["worse"], error_rate=1.0)
+    try:
+        code, left = evaluate(prompts, runtimes["good"].url, runtimes["worse"].url, tmp_path)
+    finally:
+        set_faults(runtimes["worse"], error_rate=0.0)
     assert code == 2
     error = str(left["error"])
-    assert error.startswith("the candidate version failed to answer")
-    assert "404" in error
-    assert NAME in error
+    assert error.startswith("the stable version failed to answer"), error
+    assert "500" in error
+
+
+def test_a_server_without_an_openai_api_is_named_with_the_routes_tried(
+    runtimes: dict[str, Proc], prompts: Path, tmp_path: Path
+) -> None:
+    # a real HTTP server that serves neither route (Python's own file server, an empty folder)
+    (tmp_path / "empty").mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    files = launch(
+        "file server", [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        tmp_path / "files.log", cwd=tmp_path / "empty", url=url, ready=lambda: http_ok(url),
+    )  # fmt: skip
+    try:
+        code, left = evaluate(prompts, url, runtimes["good"].url, tmp_path)
+    finally:
+        files.stop()
+    assert code == 2
+    assert str(left["error"]) == (
+        f"the candidate version at {url} serves no OpenAI-compatible API "
+        "(GET /openai/v1/models answered 404; GET /v1/models answered 404)"
+    )

@@ -157,8 +157,8 @@ def test_the_job_asks_both_predictor_services_with_the_prompts_mounted() -> None
     assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (0, 120)
     pod = spec["template"]["spec"]
     command = pod["containers"][0]["command"]
-    assert f"--candidate=http://{NAME}-canary-predictor.{NS}.svc/openai/v1" in command
-    assert f"--stable=http://{NAME}-predictor.{NS}.svc/openai/v1" in command
+    assert f"--candidate=http://{NAME}-canary-predictor.{NS}.svc" in command
+    assert f"--stable=http://{NAME}-predictor.{NS}.svc" in command
     assert "--prompts=/etc/kubeforge/evaluation/prompts.jsonl" in command
     assert "--max-tokens=16" in command
     assert f"--model={NAME}" in command

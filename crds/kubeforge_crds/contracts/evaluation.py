@@ -12,8 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 MAX_PROMPTS: Final = 200
 MAX_PROMPT_CHARS: Final = 8000
 PROMPTS_MOUNT: Final = "/etc/kubeforge/evaluation"  # where the Job mounts the ConfigMap
-# the OpenAI-compatible routes of kubeforge's runtime and KServe's Hugging Face runtime
-OPENAI_PATH: Final = "/openai/v1"
 
 
 class PromptSetError(ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubeforge_crds.contracts.evaluation import OPENAI_PATH, PROMPTS_MOUNT, EvaluationReport
+from kubeforge_crds.contracts.evaluation import PROMPTS_MOUNT, EvaluationReport
 from kubeforge_crds.contracts.labels import REVISION_LABEL
 from kubeforge_crds.modelserver import Evaluation, EvaluationPhase
 from kubeforge_operator.modelserver.traffic import predictor_service
@@ -39,8 +39,8 @@ def build_evaluation_job(
     name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
     labels = standard_labels("modelserver", name, STAGE) | {REVISION_LABEL: revision}
 
-    def url(canary: bool) -> str:
-        return f"http://{predictor_service(name, canary)}.{namespace}.svc{OPENAI_PATH}"
+    def url(canary: bool) -> str:  # the Job finds the OpenAI API's route under it
+        return f"http://{predictor_service(name, canary)}.{namespace}.svc"
 
     container = {
         "name": "evaluate",
