@@ -58,14 +58,17 @@ def test_a_new_version_of_one_adapter_is_judged_on_its_requests_alone() -> None:
 
 def test_adapters_the_stable_version_does_not_serve_are_judged_with_every_request() -> None:
     """The stable version answers an added adapter 404: it has no requests of that adapter to
-    compare with, so an addition alone is judged on every request, and beside changed ones only
-    the changed ones are judged."""
+    compare with, so a rollout that adds one is judged on every request, beside changed ones
+    too (judged on the changed ones alone, a failing new adapter would go unseen); likewise one
+    that removes an adapter (the canary answers its requests 404)."""
     s = spec()
     stable = rev(s, ADAPTERS)
     added = {**ADAPTERS, "summaries": "pvc://m/s/v1", "alerts": "pvc://m/a/v1"}
     assert judged_adapters(s, stable, rev(s, added)) == ()
     both = {**added, "tickets": "pvc://models/tickets/v2", "faq": "pvc://models/faq/v4"}
-    assert judged_adapters(s, stable, rev(s, both)) == ("faq", "tickets")
+    assert judged_adapters(s, stable, rev(s, both)) == ()
+    removed = {"tickets": "pvc://models/tickets/v2"}
+    assert judged_adapters(s, stable, rev(s, removed)) == ()
     renamed = {"faq": ADAPTERS["faq"], "support": ADAPTERS["tickets"]}
     assert judged_adapters(s, stable, rev(s, renamed)) == ()
 

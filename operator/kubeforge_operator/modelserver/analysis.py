@@ -43,8 +43,9 @@ def judged_adapters(spec: ModelServerSpec, stable: Revision, canary: Revision) -
     injected faults, on kubeforge's runtime). The base model and the other adapters answer alike
     on both sides, so their requests would dilute the changed adapter's: a broken adapter that
     gets a few percent of the traffic would pass an error-rate gate on all requests. Empty,
-    every request counts: for any other change; when the canary only adds adapters (the stable
-    version has no requests of theirs to compare with, and answers them 404); and for a
+    every request counts: for any other change; when the canary adds or removes an adapter,
+    beside changed ones or not (the stable version has no requests of an added one to compare
+    with and answers it 404, the canary answers a removed one 404); and for a
     ServingRuntime or an LLMInferenceService (vLLM), whose metrics do not say which adapter a
     request named."""
     if spec.runtime.served_as == ServedAs.LLM_INFERENCE_SERVICE:
@@ -54,8 +55,9 @@ def judged_adapters(spec: ModelServerSpec, stable: Revision, canary: Revision) -
         return ()
     if canary.serving_runtime is not None:
         return ()
-    changed = (n for n, uri in canary.adapters.items() if stable.adapters.get(n, uri) != uri)
-    return tuple(sorted(changed))
+    if canary.adapters.keys() != stable.adapters.keys():
+        return ()
+    return tuple(sorted(n for n, uri in canary.adapters.items() if stable.adapters[n] != uri))
 
 
 def rollout_target(
