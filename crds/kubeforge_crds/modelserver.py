@@ -462,7 +462,7 @@ class ModelServerSpec(KubeModel):
             rule="!has(self.rollout.evaluation) || !has(self.runtime.servedAs) || "
             "self.runtime.servedAs != 'LLMInferenceService'",
             message="evaluation before traffic is not done for an LLMInferenceService yet (its "
-            "Job calls the predictors' /openai/v1 Services); remove rollout.evaluation",
+            "Job calls the predictors' own Services); remove rollout.evaluation",
             check=lambda s: (
                 s.rollout.evaluation is None
                 or s.runtime.served_as != ServedAs.LLM_INFERENCE_SERVICE

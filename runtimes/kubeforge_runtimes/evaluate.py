@@ -55,24 +55,37 @@ def _model_ids(answer: httpx.Response) -> list[str] | None:
 def openai_base(root: str, name: str, model: str, client: httpx.Client) -> str:
     """The base URL of the OpenAI-compatible API of the ``name`` version at ``root``: the first of
     :data:`OPENAI_ROUTES` whose ``models`` route answers with OpenAI's model list, which must
-    include ``model``. A ``root`` that already ends with one of the routes is used as it is."""
+    include ``model``; a route answered 404 (or 405) is not there, any other failure is the
+    version's and said so. A ``root`` that already ends with one of the routes is used as is."""
     root = root.rstrip("/")
     routes = [""] if root.endswith(OPENAI_ROUTES) else list(OPENAI_ROUTES)
     tried: list[str] = []
     for route in routes:
+        url = f"{root}{route}/models"
         try:
-            answer = client.get(f"{root}{route}/models")
+            answer = client.get(url)
+        except httpx.TimeoutException as err:
+            raise EvaluationError(f"the {name} version did not answer GET {url} in time") from err
         except httpx.HTTPError as err:
             raise EvaluationError(f"the {name} version at {root} cannot be reached: {err}") from err
-        ids = _model_ids(answer) if answer.status_code == 200 else None
+        if answer.status_code in (404, 405):
+            tried.append(f"GET {route}/models answered {answer.status_code}")
+            continue
+        if answer.status_code != 200:
+            raise EvaluationError(
+                f"the {name} version answered GET {url} with {answer.status_code}: "
+                f"{answer.text[:300]}"
+            )
+        ids = _model_ids(answer)
         if ids is None:
-            said = "without OpenAI's model list" if answer.status_code == 200 else ""
-            tried.append(f"GET {route}/models answered {answer.status_code} {said}".rstrip())
+            tried.append(f"GET {route}/models answered 200 without OpenAI's model list")
             continue
         if model not in ids:
             raise EvaluationError(
                 f"the {name} version at {root}{route} does not serve the model {model!r} (it "
-                f"serves {', '.join(ids) or 'none'}; spec.rollout.evaluation.model names it)"
+                f"serves {', '.join(ids) or 'none'}): the evaluation asks for the ModelServer's "
+                "name, or spec.rollout.evaluation.model's adapter; a ServingRuntime must serve "
+                "the model under that name (vLLM: --served-model-name)"
             )
         return f"{root}{route}"
     raise EvaluationError(
@@ -140,7 +153,7 @@ def run(
     """The whole evaluation from the prompt file and the two predictors' root URLs."""
     cases = parse_prompts(prompts.read_text(encoding="utf-8"))
     # retries: connection errors only (a predictor's Service that is not routable yet)
-    with httpx.Client(timeout=30, transport=httpx.HTTPTransport(retries=3)) as client:
+    with httpx.Client(timeout=timeout, transport=httpx.HTTPTransport(retries=3)) as client:
         candidate = openai_base(candidate_url, "candidate", model, client)
         stable = openai_base(stable_url, "stable", model, client)
     return evaluate(

@@ -60,8 +60,26 @@ def test_kserves_v1_model_list_is_not_taken_for_openais() -> None:
 
 def test_a_model_the_server_does_not_list_is_named_with_those_it_does() -> None:
     http, _ = client({"/openai/v1/models": (200, OPENAI_LIST)})
-    with pytest.raises(EvaluationError, match=r"does not serve the model 'chat' \(it serves bot;"):
+    with pytest.raises(EvaluationError) as err:
         openai_base(ROOT, "candidate", "chat", http)
+    assert str(err.value).startswith(
+        f"the candidate version at {ROOT}/openai/v1 does not serve the model 'chat' (it serves "
+        "bot): the evaluation asks for the ModelServer's name"
+    )
+    assert "--served-model-name" in str(err.value)  # what a vLLM ServingRuntime must set
+
+
+def test_a_predictor_that_fails_is_not_taken_for_a_missing_route() -> None:
+    """503 (a predictor starting, a proxy without its backend) is the version failing, not a
+    route it lacks: said with the status, not as "serves no OpenAI-compatible API"."""
+    http, asked = client({"/openai/v1/models": (503, {"detail": "not ready"})})
+    with pytest.raises(EvaluationError) as err:
+        openai_base(ROOT, "stable", "bot", http)
+    assert str(err.value) == (
+        f'the stable version answered GET {ROOT}/openai/v1/models with 503: {{"detail":"not '
+        'ready"}'
+    )
+    assert asked == ["/openai/v1/models"]
 
 
 def test_an_unreachable_predictor_is_named() -> None:
