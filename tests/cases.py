@@ -28,10 +28,13 @@ def load_examples(paths: list[Path] = EXAMPLES) -> list[dict[str, Any]]:
 
 
 def example(kind: str, name: str | None = None) -> dict[str, Any]:
-    """The example of ``kind`` (named ``name`` where a kind has several)."""
+    """The example of ``kind`` named ``name``; unnamed, the one in ``examples/<kind>.yaml``
+    where there is such a file (the invalid cases start from it), else the first."""
+    own = REPO / "examples" / f"{kind.lower()}.yaml"
+    paths = [own] if name is None and own.exists() else EXAMPLES + PLATFORM_EXAMPLES
     return next(
         e
-        for e in load_examples(EXAMPLES + PLATFORM_EXAMPLES)
+        for e in load_examples(paths)
         if e["kind"] == kind and name in (None, e["metadata"]["name"])
     )
 
