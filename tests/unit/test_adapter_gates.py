@@ -17,7 +17,12 @@ from kubeforge_crds.modelserver import (
     ModelServerStatus,
     Revision,
 )
-from kubeforge_operator.modelserver.analysis import judged_adapters, rollout_target, run_analysis
+from kubeforge_operator.modelserver.analysis import (
+    judged_adapters,
+    judged_on,
+    rollout_target,
+    run_analysis,
+)
 from kubeforge_operator.modelserver.canary import Measurement
 from kubeforge_operator.modelserver.prometheus import (
     Series,
@@ -205,3 +210,23 @@ def test_token_metrics_of_an_adapter_carry_its_label() -> None:
     prompt = "vllm:prompt_tokens_total"
     assert REGISTRY.get_sample_value(prompt, {**labels, "adapter": "tickets"}) == 7
     assert REGISTRY.get_sample_value(prompt, {**labels, "adapter": ""}) == 0
+
+
+def test_the_reason_names_only_the_gates_that_were_narrowed() -> None:
+    """A promql gate is narrowed only when its query selects ``{{adapters}}``."""
+
+    def promql(name: str, selector: str) -> AnalysisMetric:
+        query = f"sum(rate(kubeforge_inference_requests_total{{{selector}}}[{{{{window}}}}]))"
+        return AnalysisMetric.model_validate(
+            {"name": name, "type": "promql", "query": query, "max": 1}
+        )
+
+    built_in = AnalysisMetric.model_validate(ALL_TYPES[0])
+    own = promql("own", 'adapter=~"{{adapters}}"')
+    every = promql("every", 'revision="{{revision}}"')
+    assert judged_on([built_in, own], ("tickets",)) == " (requests to adapter tickets)"
+    assert judged_on([every], ("tickets",)) == ""
+    assert judged_on([built_in, every], ("faq", "tickets")) == (
+        f" ({built_in.name} on requests to adapters faq, tickets; the others on every request)"
+    )
+    assert judged_on([built_in], ()) == ""

@@ -12,6 +12,7 @@ from typing import Protocol
 from kubeforge_crds.base import parse_duration
 from kubeforge_crds.modelserver import (
     AnalysisMetric,
+    MetricType,
     ModelServerSpec,
     ModelServerStatus,
     Revision,
@@ -106,15 +107,29 @@ def run_analysis(
     recheck = timedelta(seconds=max(1.0, recheck_seconds or scrape_seconds))
     progress = rollout.model_copy(update={"stable_baseline": baseline})
     plan = apply_decision(spec, status, desired, progress, decision, now, recheck)
-    if not target.adapters or not spec.rollout.metrics:
+    whose = judged_on(spec.rollout.metrics, target.adapters)
+    if not whose:
         return plan
-    plural = "s" if len(target.adapters) > 1 else ""
-    whose = f" (requests to adapter{plural} {', '.join(target.adapters)})"
     decisions = [
         d.model_copy(update={"reason": d.reason[: 1024 - len(whose)] + whose})
         for d in plan.decisions
     ]
     return replace(plan, decisions=decisions)
+
+
+def judged_on(metrics: list[AnalysisMetric], adapters: tuple[str, ...]) -> str:
+    """What a decision's reason adds when gates were narrowed to ``adapters``' requests: the
+    built-in gates are, a ``promql`` gate only when its query selects ``{{adapters}}``."""
+    narrowed = [
+        m.name for m in metrics if m.type != MetricType.PROMQL or "{{adapters}}" in (m.query or "")
+    ]
+    if not adapters or not narrowed:
+        return ""
+    plural = "s" if len(adapters) > 1 else ""
+    requests = f"requests to adapter{plural} {', '.join(adapters)}"
+    if len(narrowed) == len(metrics):
+        return f" ({requests})"
+    return f" ({', '.join(narrowed)} on {requests}; the others on every request)"
 
 
 def record_full_load(
