@@ -25,7 +25,7 @@ import httpx
 from kubeforge_crds.modelserver import ModelServerSpec, ModelServerStatus, Revision
 from kubeforge_labs import kit
 from kubeforge_labs.kit import Proc, free_port, http_ok
-from kubeforge_operator.modelserver.analysis import record_full_load, rollout_target, run_analysis
+from kubeforge_operator.modelserver.analysis import measure_start, rollout_target, run_analysis
 from kubeforge_operator.modelserver.prometheus import PrometheusMeasurer
 from kubeforge_operator.modelserver.rollout import Plan, plan_rollout
 from kubeforge_operator.runtime.prometheus import Prometheus
@@ -280,9 +280,10 @@ def drive_rollout(
     status = ModelServerStatus(stable=stable)
     plan = plan_rollout(spec, status, canary, datetime.now(UTC))
     assert isinstance(plan, Plan), "a new revision starts a rollout"
-    target = rollout_target(namespace, name, spec, stable, canary)
+    # as the operator starts one: which requests are judged, the stable version at full load
+    meant = rollout_target(namespace, name, spec, stable, canary)
+    plan = measure_start(spec, plan, prom, meant, scrape_interval)
     measurer = PrometheusMeasurer(prom)
-    plan = record_full_load(spec, plan, measurer, target, scrape_interval)
     decisions = [d.to_wire() for d in plan.decisions]
     router.canary_percent = plan.canary_percent or 0
     status = ModelServerStatus.model_validate({**status.to_wire(), **plan.status})
@@ -292,6 +293,7 @@ def drive_rollout(
         assert due is not None
         assert status.rollout is not None
         time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+        target = rollout_target(namespace, name, spec, stable, canary, status.rollout)
         plan = run_analysis(
             spec,
             status,

@@ -191,6 +191,7 @@ AT_LEAST = (MetricType.GENERATION_THROUGHPUT,)  # higher is better: checked agai
 
 
 PROMQL_PLACEHOLDERS = ("namespace", "name", "revision", "window", "adapters")
+MAX_ADAPTERS = 8  # on one base model: each is a batch row's choice, in memory at once
 
 
 def _unknown_placeholder(query: str) -> bool:
@@ -448,7 +449,7 @@ class ModelServerSpec(KubeModel):
     )
     adapters: list[Adapter] = Field(
         default_factory=list,
-        max_length=8,
+        max_length=MAX_ADAPTERS,
         description="LoRA adapters (not DoRA, which peft cannot batch by adapter) served on "
         "spec.model (a base model, modelFormat "
         "transformers, the built-in runtime), each under its own name. A new version of one "
@@ -577,6 +578,13 @@ class RolloutProgress(KubeModel):
         description="The stable version's value per relative metric over the interval before "
         "the rollout started, when it served all the traffic: what the canary is compared with "
         "at the 100% step, under the same load.",
+    )
+    judged_adapters: list[LabelName] | None = Field(
+        default=None,
+        max_length=MAX_ADAPTERS,
+        description="The adapters whose requests alone the gates judge, decided when the "
+        "rollout started (empty: every request, e.g. when the stable version's runtime does "
+        "not label its requests with the adapter).",
     )
 
 

@@ -17,8 +17,8 @@ import pytest
 from kubeforge_crds.modelserver import AnalysisMetric, ModelServerSpec, Revision
 from kubeforge_labs import models
 from kubeforge_labs.canary import Router, drive_rollout, set_faults, start_prometheus, start_runtime
-from kubeforge_labs.kit import Proc
-from kubeforge_operator.modelserver.prometheus import Series, metric_query
+from kubeforge_labs.kit import Proc, free_port, wait_for
+from kubeforge_operator.modelserver.prometheus import Series, adapters_unlabelled, metric_query
 from kubeforge_operator.modelserver.revisions import desired_revision
 from kubeforge_operator.runtime.prometheus import Prometheus
 
@@ -129,3 +129,21 @@ def test_a_canary_of_one_adapter_is_judged_on_that_adapters_requests(
     assert 0 < diluted < GATE, (diluted, decisions)
     print(f"adapter tickets: error rate {measured[-1]}; all the canary's requests: {diluted:.3f}")
     assert router.codes.get(500, 0) > 0
+
+
+def test_a_rollout_reads_whether_the_stable_version_labels_its_adapters_requests(lab: Lab) -> None:
+    """What the start of a rollout checks before it judges adapters' requests alone: a stable
+    revision that is scraped but has no request series of an adapter (the runtime makes one for
+    each it serves when it starts) runs a runtime from before the ``adapter`` label, as this
+    one has none of an adapter it does not serve."""
+    prom = Prometheus(lab.prom.url)
+    stable = lab.revisions["stable"].revision
+    wait_for(
+        "the stable version scraped", lambda: prom.query(f'count({{revision="{stable}"}})'), 30
+    )
+    assert not adapters_unlabelled(prom, Series(NS, NAME, stable, ("shuffled", "tickets")))
+    assert adapters_unlabelled(prom, Series(NS, NAME, stable, ("faq", "tickets")))
+    # nothing scraped of the revision, or no Prometheus to ask: no evidence, adapters judged
+    assert not adapters_unlabelled(prom, Series(NS, NAME, "r-unknown", ("tickets",)))
+    nobody = Prometheus(f"http://127.0.0.1:{free_port()}", timeout=2)
+    assert not adapters_unlabelled(nobody, Series(NS, NAME, stable, ("faq",)))

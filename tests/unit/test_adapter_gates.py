@@ -5,6 +5,7 @@ token metrics' adapter label."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,10 +17,12 @@ from kubeforge_crds.modelserver import (
     ModelServerSpec,
     ModelServerStatus,
     Revision,
+    RolloutProgress,
 )
 from kubeforge_operator.modelserver.analysis import (
     judged_adapters,
     judged_on,
+    record_judged,
     rollout_target,
     run_analysis,
 )
@@ -230,3 +233,41 @@ def test_the_reason_names_only_the_gates_that_were_narrowed() -> None:
         f" ({built_in.name} on requests to adapters faq, tickets; the others on every request)"
     )
     assert judged_on([built_in], ()) == ""
+
+
+def test_a_stable_version_without_the_adapter_label_gets_every_request_judged() -> None:
+    """An operator upgrade under way: the stable predictor's runtime predates the ``adapter``
+    label. The start records every request as judged and says why; each later analysis reads
+    what the start recorded, not what the spec alone would say."""
+    s = spec()
+    stable = rev(s, ADAPTERS)
+    canary = rev(s, {**ADAPTERS, "tickets": "pvc://models/tickets/v2"})
+    now = datetime.now(UTC)
+    started = plan_rollout(s, ModelServerStatus(stable=stable), canary, now)
+    assert isinstance(started, Plan)
+    meant = rollout_target("team-a", "bot", s, stable, canary)
+    assert meant.adapters == ("tickets",)
+    unlabelled = record_judged(started, meant, replace(meant, adapters=()))
+    assert unlabelled.status["rollout"]["judgedAdapters"] == []
+    (start,) = unlabelled.decisions
+    assert start.reason.endswith(
+        "; judged on every request: the stable revision's runtime does not label its requests "
+        "with the adapter (tickets), as one from before kubeforge labelled them does"
+    )
+    progress = RolloutProgress.model_validate(unlabelled.status["rollout"])
+    assert rollout_target("team-a", "bot", s, stable, canary, progress).adapters == ()
+    # labelled: recorded as meant, nothing said
+    labelled = record_judged(started, meant, meant)
+    assert labelled.status["rollout"]["judgedAdapters"] == ["tickets"]
+    assert labelled.decisions == started.decisions
+    labelled_progress = RolloutProgress.model_validate(labelled.status["rollout"])
+    assert rollout_target("team-a", "bot", s, stable, canary, labelled_progress).adapters == (
+        "tickets",
+    )
+    # a rollout started by an operator from before gates per adapter: on every request still,
+    # as it was started (its full-load baseline is every request's)
+    legacy = progress.model_copy(update={"judged_adapters": None})
+    assert rollout_target("team-a", "bot", s, stable, canary, legacy).adapters == ()
+    # a record of another canary's rollout is not this one's
+    other = progress.model_copy(update={"revision": "r-other"})
+    assert rollout_target("team-a", "bot", s, stable, canary, other).adapters == ("tickets",)

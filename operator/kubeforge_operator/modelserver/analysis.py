@@ -26,10 +26,13 @@ from kubeforge_operator.modelserver.canary import (
     with_baseline,
 )
 from kubeforge_operator.modelserver.prometheus import (
+    PrometheusMeasurer,
     Target,
+    adapters_unlabelled,
     window,
 )
 from kubeforge_operator.modelserver.rollout import Plan, apply_decision
+from kubeforge_operator.runtime.prometheus import Prometheus
 
 
 class Measurer(Protocol):
@@ -62,11 +65,45 @@ def judged_adapters(spec: ModelServerSpec, stable: Revision, canary: Revision) -
 
 
 def rollout_target(
-    namespace: str, name: str, spec: ModelServerSpec, stable: Revision, canary: Revision
+    namespace: str,
+    name: str,
+    spec: ModelServerSpec,
+    stable: Revision,
+    canary: Revision,
+    progress: RolloutProgress | None = None,
 ) -> Target:
-    """What a rollout of ``canary`` over ``stable`` is measured on."""
-    adapters = judged_adapters(spec, stable, canary)
+    """What a rollout of ``canary`` over ``stable`` is measured on: at its start (no
+    ``progress``), :func:`judged_adapters`; afterwards, what the start recorded
+    (``progress.judgedAdapters``; none recorded: every request, as an operator from before
+    gates per adapter judged the rollout it started, against a full-load baseline of every
+    request)."""
+    if progress is not None and progress.revision == canary.revision:
+        adapters = tuple(progress.judged_adapters or ())
+    else:
+        adapters = judged_adapters(spec, stable, canary)
     return Target(namespace, name, canary.revision, stable.revision, adapters)
+
+
+def record_judged(plan: Plan, meant: Target, judged: Target) -> Plan:
+    """At the start of a rollout, keep in status whose requests its gates judge: ``meant``'s
+    adapters, or every request (``judged``) when the stable version's runtime does not label
+    its requests with them; the start decision says so."""
+    rollout = plan.status.get("rollout")
+    if rollout is None:
+        return plan
+    rollout = {**rollout, "judgedAdapters": list(judged.adapters)}
+    why = (
+        "; judged on every request: the stable revision's runtime does not label its requests "
+        f"with the adapter ({', '.join(meant.adapters)}), as one from before kubeforge labelled "
+        "them does"
+    )
+    decisions = [
+        d.model_copy(update={"reason": (d.reason + why)[:1024]})
+        if d.action == "start" and meant.adapters != judged.adapters
+        else d
+        for d in plan.decisions
+    ]
+    return replace(plan, status={**plan.status, "rollout": rollout}, decisions=decisions)
 
 
 class NoPrometheus:
@@ -130,6 +167,21 @@ def judged_on(metrics: list[AnalysisMetric], adapters: tuple[str, ...]) -> str:
     if len(narrowed) == len(metrics):
         return f" ({requests})"
     return f" ({', '.join(narrowed)} on {requests}; the others on every request)"
+
+
+def measure_start(
+    spec: ModelServerSpec, plan: Plan, client: Prometheus, meant: Target, scrape_seconds: float
+) -> Plan:
+    """What a starting rollout measures before the canary gets traffic: whether the stable
+    version's requests can be told apart by adapter (else every request is judged), and the
+    stable version's relative metrics at full load (:func:`record_full_load`)."""
+    target = meant
+    if meant.adapters and adapters_unlabelled(client, meant.series(meant.stable)):
+        target = replace(meant, adapters=())
+    measurer = PrometheusMeasurer(client)
+    return record_judged(
+        record_full_load(spec, plan, measurer, target, scrape_seconds), meant, target
+    )
 
 
 def record_full_load(

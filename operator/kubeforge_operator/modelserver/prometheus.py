@@ -147,6 +147,22 @@ def metric_query(metric: AnalysisMetric, series: Series, win: str) -> str:
     return confine(render_template(metric.query, series, win), series.namespace)
 
 
+def adapters_unlabelled(client: Prometheus, series: Series) -> bool:
+    """Whether ``series``'s revision is scraped but has no request series of some of its
+    adapters. kubeforge's runtime makes one for each adapter it serves when it starts, so such a
+    stable predictor runs a runtime from before the ``adapter`` label (an operator upgrade under
+    way), and gates on those adapters' requests would see no stable data. Not scraped yet, or
+    Prometheus not answering, is no evidence of that: False."""
+    every = Series(series.namespace, series.name, series.revision)
+    try:
+        found = client.query(f"count(count by (adapter) ({REQUESTS}{_selector(series)}))")
+        if found is not None and found >= len(series.adapters):
+            return False
+        return bool(client.query(f"count({REQUESTS}{_selector(every)})"))
+    except PrometheusError:
+        return False
+
+
 class PrometheusMeasurer:
     """Measures a rollout's metrics with a Prometheus client (the ``analysis.Measurer`` that
     the operator uses; the process labs and the benchmark use it too)."""

@@ -26,7 +26,7 @@ from kubeforge_crds.modelserver import (
 )
 from kubeforge_operator.modelserver.analysis import (
     NoPrometheus,
-    record_full_load,
+    measure_start,
     rollout_target,
     run_analysis,
 )
@@ -311,10 +311,10 @@ def decide(
                     dependents=[problem],
                     requeue_after=PROMPTS_RECHECK_SECONDS,
                 )
-        if prom is not None and status.stable is not None:
+        if ctx.prometheus is not None and status.stable is not None:
             target = rollout_target(ctx.namespace, ctx.name, spec, status.stable, desired)
             scrape = ctx.settings.prometheus_scrape_interval
-            planned = record_full_load(spec, planned, prom, target, scrape)
+            planned = measure_start(spec, planned, ctx.prometheus, target, scrape)
     if isinstance(planned, Plan):
         return planned
     requested = drift_rollback(ctx.obj, desired)
@@ -366,7 +366,7 @@ def _analyse_if_due(
         desired,
         rollout,
         prom or NoPrometheus(),
-        rollout_target(ctx.namespace, ctx.name, spec, stable, desired),
+        rollout_target(ctx.namespace, ctx.name, spec, stable, desired, rollout),
         ctx.settings.prometheus_scrape_interval,
         ctx.now,
     )
