@@ -77,7 +77,7 @@ def rollout_target(
     (``progress.judgedAdapters``; none recorded: every request, as an operator from before
     gates per adapter judged the rollout it started, against a full-load baseline of every
     request)."""
-    if progress is not None and progress.revision == canary.revision:
+    if progress is not None:  # this rollout's: plan_rollout keeps no other canary's
         adapters = tuple(progress.judged_adapters or ())
     else:
         adapters = judged_adapters(spec, stable, canary)
