@@ -101,6 +101,15 @@ class KubeModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+class StatusPart(KubeModel):
+    """Base of a status's parts that are models of their own (a rollout's progress, a drift
+    score): as :class:`KubeModel`, but unknown fields are ignored, as :class:`StatusModel`
+    ignores them, so that an older operator reads a status a newer one wrote (the operator
+    rolled back in the middle of a rollout)."""
+
+    model_config = ConfigDict(**{**KubeModel.model_config, "extra": "ignore"})
+
+
 class StatusModel(BaseModel):
     """Base of status models. Written by the operator; unknown fields are ignored so that an
     older operator can read a status written by a newer one."""

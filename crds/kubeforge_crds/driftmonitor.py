@@ -14,6 +14,7 @@ from kubeforge_crds.base import (
     KubeModel,
     ObjectName,
     ResourceStatus,
+    StatusPart,
     Timestamp,
     UriString,
     nested,
@@ -464,7 +465,7 @@ class DriftMonitorPhase(StrEnum):
     FAILED = "Failed"
 
 
-class FeatureScore(KubeModel):
+class FeatureScore(StatusPart):
     feature: str = Field(max_length=256, description="Feature name.")
     metric: str = Field(max_length=64, description="Metric name.")
     value: float = Field(description="Latest value.")
@@ -472,14 +473,14 @@ class FeatureScore(KubeModel):
     crossed: bool = Field(description="Whether the value is past the threshold.")
 
 
-class QualityScore(KubeModel):
+class QualityScore(StatusPart):
     metric: str = Field(max_length=64, description="Quality metric.")
     value: float = Field(description="Latest value.")
     threshold: float = Field(description="Threshold it is compared with.")
     crossed: bool = Field(description="Whether the value is past the threshold.")
 
 
-class QualityStatus(KubeModel):
+class QualityStatus(StatusPart):
     """Model quality from ground truth, as the drift service last scored it."""
 
     labels: int = Field(description="Labelled predictions in the window.")
@@ -496,7 +497,7 @@ class QualityStatus(KubeModel):
     last_evaluation: Timestamp | None = Field(default=None, description="When it was scored.")
 
 
-class AnomalousRequest(KubeModel):
+class AnomalousRequest(StatusPart):
     score: float = Field(description="Anomaly score, 0 to 1 (1: a value the reference lacks).")
     reasons: list[Annotated[str, Field(max_length=256)]] = Field(
         default_factory=list, max_length=16, description="What is strange about it."
@@ -510,7 +511,7 @@ class AnomalousRequest(KubeModel):
     )
 
 
-class AnomalyStatus(KubeModel):
+class AnomalyStatus(StatusPart):
     """The window's anomalous requests, as the drift service last scored them."""
 
     rate: float = Field(description="Share of the window's requests that are anomalous.")
@@ -521,7 +522,7 @@ class AnomalyStatus(KubeModel):
     )
 
 
-class ActionRecord(KubeModel):
+class ActionRecord(StatusPart):
     time: Timestamp = Field(description="When the action was taken.")
     type: str = Field(max_length=32, description="alert, retrain or rollback.")
     target: str | None = Field(default=None, max_length=253, description="Object acted on.")

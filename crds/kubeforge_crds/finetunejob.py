@@ -14,6 +14,7 @@ from kubeforge_crds.base import (
     LabelName,
     ResourceStatus,
     StatusModel,
+    StatusPart,
     Timestamp,
     UriString,
     nested,
@@ -284,7 +285,7 @@ class FineTuneJobPhase(StrEnum):
     FAILED = "Failed"
 
 
-class ModelVersion(KubeModel):
+class ModelVersion(StatusPart):
     """The model version a successful run registered."""
 
     name: str = Field(max_length=253, description="Model name in the catalog.")
@@ -292,7 +293,7 @@ class ModelVersion(KubeModel):
     uri: str = Field(max_length=2048, description="Where the version was written.")
 
 
-class Lineage(KubeModel):
+class Lineage(StatusPart):
     """Where the model version came from."""
 
     base_model: str = Field(max_length=2048, description="URI of the base model.")

@@ -15,6 +15,7 @@ from kubeforge_crds.base import (
     LabelName,
     ObjectName,
     ResourceStatus,
+    StatusPart,
     Timestamp,
     UriString,
     min_duration_rule,
@@ -518,7 +519,7 @@ class ModelServerPhase(StrEnum):
     FAILED = "Failed"
 
 
-class Revision(KubeModel):
+class Revision(StatusPart):
     """A served model version: what the predictor of that version is built from."""
 
     revision: str = Field(
@@ -550,7 +551,7 @@ class Revision(KubeModel):
     )
 
 
-class RolloutProgress(KubeModel):
+class RolloutProgress(StatusPart):
     """Where the current rollout is; with it in status a restarted operator carries on."""
 
     revision: str = Field(max_length=63, description="The canary's revision.")
@@ -588,7 +589,7 @@ class RolloutProgress(KubeModel):
     )
 
 
-class RolloutDecision(KubeModel):
+class RolloutDecision(StatusPart):
     """One analysis outcome."""
 
     time: Timestamp = Field(description="When the decision was made.")
@@ -614,7 +615,7 @@ class EvaluationPhase(StrEnum):
     FAILED = "Failed"
 
 
-class EvaluationResult(KubeModel):
+class EvaluationResult(StatusPart):
     """The evaluation of a candidate before traffic: what was measured and what was decided."""
 
     revision: str = Field(max_length=63, description="The candidate's revision.")
