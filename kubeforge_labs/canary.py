@@ -105,8 +105,9 @@ def start_runtime(
 ) -> Proc:
     """``python -m kubeforge_runtimes serve`` with fault control enabled (and ``adapters``
     loaded on the model by name). ``torch_threads``: its intra-op threads (None: the
-    runtime's own choice, ``kubeforge_runtimes.threads``)."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    runtime's own choice, ``kubeforge_runtimes.threads``). Its temporary files go to
+    ``workdir/tmp`` (``TMPDIR``), which it leaves empty when it stops."""
+    (workdir / "tmp").mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log = workdir / f"runtime-{revision}.log"
     return launch(
@@ -133,7 +134,9 @@ def start_runtime(
         # one torch thread each by default: two runtimes (and a test worker beside them) on two
         # cores otherwise fight over the same cores, and one's p95 jumps several-fold while the
         # other's does not
-        env=os.environ | ({"OMP_NUM_THREADS": str(torch_threads)} if torch_threads else {}),
+        env=os.environ
+        | {"TMPDIR": str(workdir / "tmp")}
+        | ({"OMP_NUM_THREADS": str(torch_threads)} if torch_threads else {}),
     )
 
 

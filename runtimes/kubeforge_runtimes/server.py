@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -175,9 +176,9 @@ def add_routes(app: Any, model: Any, settings: RuntimeSettings, injector: FaultI
 
 def fetch_adapters(uris: dict[str, str], model_name: str) -> dict[str, Path]:
     """Each adapter's directory, fetched or found by its URI; a name that is the model's own,
-    or a URI that holds no adapter, is refused naming it."""
-    import tempfile
-
+    or a URI that holds no adapter, is refused naming it. Fetched copies live in one temporary
+    directory that is removed when the process exits (a runtime started outside a container,
+    as the tests and the benchmarks do, left one directory per adapter behind)."""
     from kubeforge_pipelines import storage
     from kubeforge_runtimes.models import ModelDirError, find_model
 
@@ -186,7 +187,7 @@ def fetch_adapters(uris: dict[str, str], model_name: str) -> dict[str, Path]:
         if name == model_name:
             raise ModelDirError(f"adapter {name!r} has the model's own name")
         try:
-            root = storage.fetch_dir(uri, Path(tempfile.mkdtemp(prefix=f"adapter-{name}-")))
+            root = storage.fetch_dir(uri, _adapters_dir() / name)
         except storage.StorageError as err:
             raise ModelDirError(f"adapter {name!r}: {err}") from err
         # its base is the model it is loaded on, whatever its lineage says
@@ -195,6 +196,17 @@ def fetch_adapters(uris: dict[str, str], model_name: str) -> dict[str, Path]:
             raise ModelDirError(f"adapter {name!r}: {uri} holds a {adapter.format} model")
         found[name] = adapter.path
     return found
+
+
+_ADAPTERS: list[tempfile.TemporaryDirectory[str]] = []
+
+
+def _adapters_dir() -> Path:
+    """The process's directory for fetched adapters: made on first use, and removed at exit by
+    its finalizer (kserve's server returns from SIGTERM, so the interpreter exits normally)."""
+    if not _ADAPTERS:
+        _ADAPTERS.append(tempfile.TemporaryDirectory(prefix="kubeforge-adapters-"))
+    return Path(_ADAPTERS[0].name)
 
 
 def serve(settings: RuntimeSettings) -> None:

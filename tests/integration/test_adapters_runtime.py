@@ -40,12 +40,17 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def runtime(folders: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     adapters = {"tickets": folders["tickets"], "shuffled": folders["shuffled"]}
+    work = tmp_path_factory.mktemp("adapters-runtime")
     proc = start_runtime(
-        tmp_path_factory.mktemp("adapters-runtime"), folders["base"], name=NAME,
+        work, folders["base"], name=NAME,
         namespace="team-a", revision="radapters", max_new_tokens=TOKENS, adapters=adapters,
     )  # fmt: skip
+    assert len(list((work / "tmp").glob("kubeforge-adapters-*"))) == 1
     yield proc
     proc.stop()
+    # what the runtime fetched its adapters into goes when it stops (SIGTERM), not left behind
+    # (torch's own cache, torchinductor_<user>, stays, as it does in /tmp)
+    assert not list((work / "tmp").glob("kubeforge-adapters-*")), "adapters' directory left"
 
 
 @pytest.fixture(scope="module")
