@@ -120,6 +120,7 @@ def start_runtime(
             f"--model-name={name}",
             f"--namespace={namespace}",
             f"--revision={revision}",
+            "--http-host=127.0.0.1",
             f"--http-port={port}",
             f"--max-new-tokens={max_new_tokens}",
             f"--error-rate={error_rate}",

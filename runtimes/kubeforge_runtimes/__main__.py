@@ -23,6 +23,9 @@ def serve_cmd(
     model_format: Annotated[str | None, typer.Option(help="transformers, peft, sklearn.")] = None,
     namespace: Annotated[str | None, typer.Option(help="Metric label.")] = None,
     revision: Annotated[str | None, typer.Option(help="Metric label.")] = None,
+    http_host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default: all of the pod's).")
+    ] = None,
     http_port: Annotated[int | None, typer.Option(help="HTTP port.")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="Default generation length.")] = None,
     error_rate: Annotated[float | None, typer.Option(help="Injected error share.")] = None,

@@ -80,6 +80,11 @@ class RuntimeSettings(BaseSettings):
     )
     namespace: str = Field(default="", description="The ModelServer's namespace (a label).")
     revision: str = Field(default="", description="The revision label of every metric.")
+    http_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - the pod's own network namespace
+        description="Address to listen on: every address of the pod by default; 127.0.0.1 for "
+        "a runtime run on a machine rather than in a pod.",
+    )
     http_port: int = Field(default=8080, ge=1, le=65535)
     max_new_tokens: int = Field(default=32, ge=1, le=512)
     error_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="Injected 500s.")
@@ -237,7 +242,28 @@ def serve(settings: RuntimeSettings) -> None:
         add_openai_routes(app, OpenAIServer(model, metrics, injector))
     app.add_middleware(InferenceMetrics, settings=settings, injector=injector)
     use_uvloop()
+    listen_on(settings.http_host)
     ModelServer(http_port=settings.http_port, enable_grpc=False, workers=1).start([model])
+
+
+def listen_on(host: str) -> None:
+    """Make kserve's REST server listen on ``host``. kserve (0.20, 0.21) hard-codes 0.0.0.0 and
+    has no option for it; that is right in a pod and wrong on a machine (the tests' and
+    benchmarks' runtimes would listen on every interface). Its server reads the address from
+    its uvicorn config when it starts serving, so setting it after construction is enough."""
+    from kserve.protocol.rest.server import RESTServer
+
+    from kserve import model_server
+
+    if host == "0.0.0.0":  # noqa: S104 - kserve's own choice, nothing to change
+        return
+
+    class RESTServerOnHost(RESTServer):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.config.host = host
+
+    model_server.RESTServer = RESTServerOnHost
 
 
 def use_uvloop() -> None:

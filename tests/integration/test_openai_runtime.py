@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 
+from kubeforge_labs import kit
 from kubeforge_labs.canary import set_faults, start_runtime
 from kubeforge_labs.kit import Proc
 
@@ -62,6 +63,13 @@ def test_the_docs_example_runs_as_written(
     out = capsys.readouterr().out
     assert "CompletionUsage(completion_tokens=" in out  # the chat answer's usage
     assert "prompt_tokens=" in out.rsplit("CompletionUsage", 1)[1]  # the stream's last chunk
+
+
+def test_a_runtime_told_to_listen_on_loopback_listens_there_alone(runtime: Proc) -> None:
+    """kserve's server listens on every address and has no option for it; ``--http-host``
+    (which the tests' runtimes get) puts it on 127.0.0.1 alone."""
+    port = int(runtime.url.rsplit(":", 1)[1])
+    assert kit.listening_addresses(port) == {"127.0.0.1"}
 
 
 def test_models_lists_the_served_model(client: openai.OpenAI) -> None:

@@ -96,3 +96,15 @@ def test_kubectl_failures_carry_the_arguments_and_stderr(tmp_path: Path) -> None
         kit.kubectl("get", "pods", kubeconfig="kc", binary=fake)
     assert str(err.value) == "kubectl get pods: error: the server does not allow this"
     assert kit.kubectl("get", "pods", kubeconfig="kc", binary=fake, check=False) == ""
+
+
+@pytest.mark.parametrize(("host", "family"), [("127.0.0.1", "AF_INET"), ("::", "AF_INET6")])
+def test_listening_addresses_names_where_a_port_listens(host: str, family: str) -> None:
+    import socket
+
+    with socket.socket(getattr(socket, family)) as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+        assert kit.listening_addresses(port) == set()  # bound, not listening yet
+        s.listen()
+        assert kit.listening_addresses(port) == {host}
