@@ -40,6 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import kserve_hf
 from kubeforge_labs.canary import start_runtime
 from kubeforge_pipelines.tinymodel import build_base_model, support_tickets
 from kubeforge_runtimes.generation import releasable
@@ -150,9 +151,16 @@ def decoding_loop(model_dir: Path, texts: list[str], max_tokens: int) -> dict[st
     return {"tokens_per_s": tokens / wall, "ttft_s": statistics.median(first), "tokens": tokens}
 
 
-def runtime(url: str, texts: list[str], max_tokens: int, clients: int = 1) -> dict[str, float]:
+def runtime(
+    url: str,
+    texts: list[str],
+    max_tokens: int,
+    clients: int = 1,
+    counts: dict[str, int] | None = None,
+) -> dict[str, float]:
     """The same through the runtime's /openai/v1/completions, streamed, by ``clients`` clients
-    at once (each its own ``openai`` client in a thread, taking the next prompt when done)."""
+    at once (each its own ``openai`` client in a thread, taking the next prompt when done).
+    ``counts``: each prompt's completion tokens, for a server whose stream reports no usage."""
     import openai
 
     first: list[float] = []
@@ -177,9 +185,12 @@ def runtime(url: str, texts: list[str], max_tokens: int, clients: int = 1) -> di
                 if not seen and chunk.choices and chunk.choices[0].text:
                     first.append(time.perf_counter() - sent)
                     seen = True
-                if chunk.usage is not None:
+                if chunk.usage is not None and counts is None:
                     with lock:
                         tokens[0] += chunk.usage.completion_tokens
+            if counts is not None:
+                with lock:
+                    tokens[0] += counts[text]
 
     began = time.perf_counter()
     threads = [threading.Thread(target=client_loop) for _ in range(clients)]
@@ -193,6 +204,21 @@ def runtime(url: str, texts: list[str], max_tokens: int, clients: int = 1) -> di
         "ttft_s": statistics.median(first),
         "tokens": tokens[0],
     }
+
+
+def completion_tokens(url: str, texts: list[str], max_tokens: int) -> dict[str, int]:
+    """Each prompt's completion tokens from a non-streamed request (greedy: the streamed answer
+    is the same), for KServe's Hugging Face server, whose stream carries no usage."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{url}/openai/v1", api_key="unused", max_retries=0)
+    counts = {}
+    for text in texts:
+        done = client.completions.create(model=NAME, prompt=text, max_tokens=max_tokens,
+                                         temperature=0)  # fmt: skip
+        assert done.usage is not None, "no usage in a non-streamed completion"
+        counts[text] = done.usage.completion_tokens
+    return counts
 
 
 def first_token_over_http(url: str, texts: list[str], max_tokens: int) -> float:
@@ -215,6 +241,27 @@ def first_token_over_http(url: str, texts: list[str], max_tokens: int) -> float:
             if first is not None:
                 times.append(first)
     return statistics.median(times)
+
+
+def kserve_figures(rounds: list[dict[str, dict[str, float]]], version: str) -> dict[str, Any]:
+    """KServe's Hugging Face server's medians, and the runtime's ratios to it (each the median
+    of the rounds' ratios: above 1 the runtime is faster in throughput; below 1, in time to
+    first token)."""
+
+    def ratio(ours: str, theirs: str, key: str) -> float:
+        return statistics.median(r[ours][key] / r[theirs][key] for r in rounds)
+
+    sides = ("kserve_hf", "kserve_hf_concurrent")
+    return {
+        "version": version,
+        "tokens": rounds[0]["kserve_hf"]["tokens"],
+        "tokens_per_s": {s: statistics.median(r[s]["tokens_per_s"] for r in rounds) for s in sides},
+        "ttft_s": {s: statistics.median(r[s]["ttft_s"] for r in rounds) for s in sides},
+        "throughput_ratio": ratio("runtime", "kserve_hf", "tokens_per_s"),
+        "concurrent_throughput_ratio": ratio("concurrent", "kserve_hf_concurrent", "tokens_per_s"),
+        "ttft_ratio": ratio("runtime", "kserve_hf", "ttft_s"),
+        "concurrent_ttft_ratio": ratio("concurrent", "kserve_hf_concurrent", "ttft_s"),
+    }
 
 
 def main() -> int:
@@ -241,19 +288,31 @@ def main() -> int:
         "its CPUs less one for the event loop: kubeforge_runtimes.threads)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--kserve-hf",
+        action="store_true",
+        help="also measure KServe's own Hugging Face server (its transformers backend, from "
+        "KServe's source in Go's module cache: bench/kserve_hf.py) on the same model and prompts",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kubeforge-bench-gen-"))
     model_dir = args.model_dir or build_base_model(work / "model", **SHAPES[args.shape])
     texts = prompts(args.prompts)
+    kserve = kserve_hf.prepare() if args.kserve_hf else None
     proc = start_runtime(
         work, model_dir, name=NAME, namespace="bench", revision="rbench",
         max_new_tokens=args.max_tokens, torch_threads=args.runtime_threads,
     )  # fmt: skip
+    other = None
+    if kserve:
+        same = kserve_hf.exactly(model_dir, work / "model-kserve", args.max_tokens)
+        other = kserve_hf.start(work / "kserve-hf", same, NAME, kserve[1])
     rounds: list[dict[str, dict[str, float]]] = []
     http_ttft: list[float] = []
     try:
         runtime(proc.url, texts[:2], 4)  # warm both paths once
         baseline(model_dir, texts[:2], 4)
+        counts = completion_tokens(other.url, texts, args.max_tokens) if other else {}
         for _ in range(args.rounds):
             rounds.append(
                 {
@@ -262,9 +321,16 @@ def main() -> int:
                     "baseline": baseline(model_dir, texts, args.max_tokens),
                 }
             )
+            if other:
+                rounds[-1]["kserve_hf"] = runtime(other.url, texts, args.max_tokens, 1, counts)
+                rounds[-1]["kserve_hf_concurrent"] = runtime(
+                    other.url, texts, args.max_tokens, args.clients, counts
+                )
             http_ttft.append(first_token_over_http(proc.url, texts, args.max_tokens))
     finally:
         proc.stop()
+        if other:
+            other.stop()
     # last, once, beside a baseline of its own: its decoding thread stays in this process, and
     # the rounds' baselines are measured without it
     alone = {
@@ -303,6 +369,8 @@ def main() -> int:
     result["loop_ttft_ratio"] = alone["loop"]["ttft_s"] / alone["baseline"]["ttft_s"]
     result["ttft_http_s"] = statistics.median(http_ttft)
     result["ttft_http_ratio"] = result["ttft_http_s"] / result["ttft_s"]["baseline"]
+    if kserve:
+        result["kserve_hf"] = kserve_figures(rounds, kserve[0])
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
