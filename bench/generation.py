@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import kserve_hf
+from kubeforge_labs import kserve_hf
 from kubeforge_labs.canary import start_runtime
 from kubeforge_pipelines.tinymodel import build_base_model, support_tickets
 from kubeforge_runtimes.generation import releasable
@@ -292,7 +292,8 @@ def main() -> int:
         "--kserve-hf",
         action="store_true",
         help="also measure KServe's own Hugging Face server (its transformers backend, from "
-        "KServe's source in Go's module cache: bench/kserve_hf.py) on the same model and prompts",
+        "KServe's source in Go's module cache: kubeforge_labs/kserve_hf.py) on the same model "
+        "and prompts",
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kubeforge-bench-gen-"))

@@ -15,7 +15,7 @@ import pytest
 
 from kubeforge_crds.contracts.evaluation import EvaluationReport
 from kubeforge_crds.modelserver import Evaluation
-from kubeforge_labs import models
+from kubeforge_labs import kserve_hf, models
 from kubeforge_labs.canary import set_faults, start_runtime
 from kubeforge_labs.kit import Proc, free_port, http_ok, launch
 from kubeforge_operator.modelserver.evaluation import judge
@@ -147,3 +147,33 @@ def test_a_server_without_an_openai_api_is_named_with_the_routes_tried(
         f"the candidate version at {url} serves no OpenAI-compatible API "
         "(GET /openai/v1/models answered 404; GET /v1/models answered 404)"
     )
+
+
+@pytest.mark.slow  # KServe's server starts in ~15 s, two evaluations: make test-slow (CI runs it)
+def test_kserve_s_own_hugging_face_server_is_evaluated_as_the_built_in_runtime_is(
+    runtimes: dict[str, Proc], prompts: Path, tmp_path: Path
+) -> None:
+    """The candidate served by KServe's own LLM runtime (its Hugging Face server, transformers
+    backend, from KServe's source: ``kubeforge_labs.kserve_hf``), the stable version by
+    kubeforge's: the Job finds KServe's API, and the same model answers every prompt the same
+    greedy way on both, so the scores are equal and the rollout goes on. A model name KServe
+    does not serve is named with the one it does, from KServe's own answer."""
+    version, pythonpath = kserve_hf.prepare()
+    good = runtimes["good"].url
+    served = models.ticket_model(tmp_path / "good")  # the good runtime's model (a cached copy)
+    kserve = kserve_hf.start(tmp_path / "kserve-hf", served, NAME, pythonpath)
+    try:
+        code, left = evaluate(prompts, kserve.url, good, tmp_path)
+        assert code == 0, (version, left)
+        report = EvaluationReport.model_validate(left)
+        assert report.candidate.answered == report.stable.answered == report.prompts == 16
+        assert report.candidate.score == report.stable.score > 0.15, report
+        assert judge(POLICY, report, None, None)[0]
+        code, left = evaluate(prompts, kserve.url, good, tmp_path, "other")
+    finally:
+        kserve.stop()
+    assert code == 2
+    assert str(left["error"]).startswith(
+        f"the candidate version at {kserve.url}/openai/v1 does not serve the model 'other' "
+        f"(it serves {NAME}): "
+    ), left

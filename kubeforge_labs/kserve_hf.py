@@ -1,5 +1,6 @@
-"""KServe's own Hugging Face server (``huggingfaceserver``, its transformers backend on the CPU) as
-a baseline for ``bench/generation.py``.
+"""KServe's own Hugging Face server (``huggingfaceserver``, its transformers backend on the CPU):
+the baseline of ``bench/generation.py``, and a real KServe LLM runtime for the evaluation's
+tests.
 
 KServe ships it as a container image and in its source tree, not as a package; no image registry
 is reachable here. Its source is in KServe's Go module, which the local cluster already downloads
@@ -29,8 +30,7 @@ from kubeforge_labs.kit import Proc, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 KSERVE_TOOLS = ROOT / "hack" / "tools" / "kserve"
-CACHE = Path.home() / ".cache" / "kubeforge" / "bench"
-UV = Path.home() / ".cache" / "kubeforge" / "tools" / "uv-0.13.9" / "bin" / "uv"
+CACHE = Path.home() / ".cache" / "kubeforge"
 # vLLM as KServe v0.20's `llm` extra pins it, and what importing KServe's OpenAI types through
 # it needs beyond .venv (found by importing until nothing was missing; versions as installed)
 IMPORT_ONLY = (
@@ -57,9 +57,12 @@ LAUNCHER = (
 def kserve_module() -> tuple[str, Path]:
     """KServe's Go module as hack/tools/kserve pins it: its version and its folder (downloaded
     into Go's module cache if it is not there yet)."""
+    # as the cluster's build runs Go: the local toolchain, go.sum as committed
+    env = os.environ | {"GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "local"),
+                        "GOFLAGS": "-mod=readonly"}  # fmt: skip
     out = subprocess.run(
         ["go", "mod", "download", "-json", "github.com/kserve/kserve"],
-        cwd=KSERVE_TOOLS, check=True, capture_output=True, text=True,
+        cwd=KSERVE_TOOLS, env=env, check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     info = json.loads(out)
     return info["Version"], Path(info["Dir"])
@@ -75,11 +78,14 @@ def prepare() -> tuple[str, str]:
     site = CACHE / f"kserve-hf-{version}"
     stamp = site / ".installed"
     if not stamp.is_file() or stamp.read_text() != "\n".join(IMPORT_ONLY):
-        installer = [str(UV), "pip"] if UV.is_file() else [sys.executable, "-m", "pip"]
+        uv = sorted(CACHE.glob("tools/uv-*/bin/uv"))  # the one `make venv` installs
+        if not uv:
+            raise SystemExit(f"no uv under {CACHE / 'tools'}: run `make venv` first")
         subprocess.run(
-            [*installer, "install", "--quiet", "--no-deps", "--target", str(site), *IMPORT_ONLY],
+            [str(uv[-1]), "pip", "install", "--quiet", "--python", sys.executable, "--no-deps",
+             "--target", str(site), *IMPORT_ONLY],
             check=True,
-        )
+        )  # fmt: skip
         stamp.write_text("\n".join(IMPORT_ONLY))
     path = [server, python / "kserve", python / "storage", site]
     return version, os.pathsep.join(str(p) for p in path)
@@ -115,5 +121,6 @@ def start(workdir: Path, model_dir: Path, name: str, pythonpath: str) -> Proc:
         f"/v2/models/{name}/ready",
         "KServe's Hugging Face server",
         180,
-        env=os.environ | {"PYTHONPATH": pythonpath, "TMPDIR": str(workdir)},
+        # nothing is fetched: the model is a local folder, and kernels stay local too
+        env=os.environ | {"PYTHONPATH": pythonpath, "TMPDIR": str(workdir), "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
