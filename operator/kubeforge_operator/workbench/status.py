@@ -48,6 +48,12 @@ def ready_since(pod: dict[str, Any] | None) -> datetime | None:
 UNBOUND_CLAIMS = "unbound immediate PersistentVolumeClaims"
 VOLUME_WAIT = timedelta(minutes=2)
 WAITING_FOR_VOLUME = "WaitingForVolume"
+# ... and for the first VOLUME_QUIET of that wait it is what the pod not made yet is: pending.
+# With an Immediate StorageClass nearly every new Workbench's pod waits a few seconds for its
+# volume; saying so at once cost a status write for each (half of bench/workbench_scale.py's
+# Workbenches, 2.5 status writes each), for a state that was over before anyone read it.
+VOLUME_QUIET = timedelta(seconds=10)
+POD_PENDING = Observation(SCHEDULED, ConditionStatus.UNKNOWN, "PodPending", "waiting for the pod")
 
 
 def observe_scheduled(
@@ -61,7 +67,7 @@ def observe_scheduled(
         )
     cond = _pod_condition(pod, "PodScheduled")
     if cond is None:
-        return Observation(SCHEDULED, ConditionStatus.UNKNOWN, "PodPending", "waiting for the pod")
+        return POD_PENDING
     if cond.get("status") == "True":
         node = (pod or {}).get("spec", {}).get("nodeName", "")
         return Observation(SCHEDULED, ConditionStatus.TRUE, "Scheduled", f"on node {node}")
@@ -69,6 +75,8 @@ def observe_scheduled(
     if UNBOUND_CLAIMS in message:
         since = cond.get("lastTransitionTime")
         waited = now - parse_timestamp(str(since)) if now is not None and since else None
+        if waited is not None and waited < VOLUME_QUIET:
+            return POD_PENDING
         if waited is None or waited < VOLUME_WAIT:
             return Observation(
                 SCHEDULED,
@@ -89,15 +97,17 @@ def observe_scheduled(
 
 
 def volume_wait_left(pod: dict[str, Any] | None, now: datetime) -> float | None:
-    """Seconds until a pod waiting for its volume has waited VOLUME_WAIT (None: not waiting),
-    so that the Workbench says so then, whether or not anything else happens."""
+    """Seconds until a pod waiting for its volume has waited VOLUME_QUIET, then VOLUME_WAIT
+    (None: not waiting), so that the Workbench says so then, whether or not anything else
+    happens."""
     cond = _pod_condition(pod, "PodScheduled")
     if not cond or cond.get("status") != "False" or not cond.get("lastTransitionTime"):
         return None
     if UNBOUND_CLAIMS not in str(cond.get("message") or ""):
         return None
     since = parse_timestamp(str(cond["lastTransitionTime"]))
-    return max(1.0, (since + VOLUME_WAIT - now).total_seconds())
+    quiet = (since + VOLUME_QUIET - now).total_seconds()
+    return max(1.0, quiet if quiet > 0 else (since + VOLUME_WAIT - now).total_seconds())
 
 
 def observe_server(
