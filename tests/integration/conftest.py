@@ -257,6 +257,8 @@ def start_operator(
         "KUBEFORGE_OPERATOR_LIVENESS_HOST": "127.0.0.1",
         "KUBEFORGE_OPERATOR_LIVENESS_PORT": str(health),
         "KUBEFORGE_OPERATOR_RESYNC_SECONDS": "5",
+        # a Workbench says it waits for its volume after 2 s, not 30 (test_workbench.py)
+        "KUBEFORGE_OPERATOR_VOLUME_QUIET_SECONDS": "2",
         "KUBEFORGE_OPERATOR_PLATFORM_CONFIG": str(platform),
         "KUBEFORGE_OPERATOR_LOCAL_RUNS_DIR": str(workdir / "finetune-runs"),
         # this tier's InferenceServices are answered by a stand-in of KServe's Serverless mode

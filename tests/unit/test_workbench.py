@@ -224,21 +224,22 @@ def _waiting_for_volume(since: datetime) -> dict[str, Any]:
 def test_a_pod_waiting_for_its_volume_is_progress_until_it_has_waited_too_long() -> None:
     since = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
     pod = _waiting_for_volume(since)
-    # the first seconds of the wait (an Immediate StorageClass's provisioner at work, nearly
+    # the first half minute of the wait (an Immediate StorageClass's provisioner at work, nearly
     # every new Workbench there): what a pod not made yet is, so no status write for it; the
-    # Workbench looks again when the wait has lasted ten seconds
+    # Workbench looks again when the wait has lasted 30 s
     first = observe_scheduled(pod, False, since + timedelta(seconds=3))
     assert first == observe_scheduled(None, False, since)
+    assert observe_server(pod, False) == observe_server(None, False)  # nor ServerReady
     assert (first.status, first.reason) == (ConditionStatus.UNKNOWN, "PodPending")
-    assert volume_wait_left(pod, since + timedelta(seconds=3)) == 7.0
+    assert volume_wait_left(pod, since + timedelta(seconds=3)) == 27.0
     # then, while a provisioner may still be at work: Unknown (no Warning, Ready not False),
     # and the Workbench looks again when the wait would be too long
-    early = observe_scheduled(pod, False, since + timedelta(seconds=15))
+    early = observe_scheduled(pod, False, since + timedelta(seconds=35))
     assert (early.status, early.reason) == (ConditionStatus.UNKNOWN, "WaitingForVolume")
     assert "unbound immediate PersistentVolumeClaims" in early.message
     server = observe_server(pod, False)
     assert decide_phase(pod, False, early, server) == WorkbenchPhase.PENDING
-    assert volume_wait_left(pod, since + timedelta(seconds=15)) == 105.0
+    assert volume_wait_left(pod, since + timedelta(seconds=35)) == 85.0
     # two minutes on: the failure it is, with what to look at
     late = observe_scheduled(pod, False, since + timedelta(minutes=2, seconds=1))
     assert (late.status, late.reason) == (ConditionStatus.FALSE, "VolumeNotBound")

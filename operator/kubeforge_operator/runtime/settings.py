@@ -53,6 +53,14 @@ class OperatorSettings(BaseSettings):
         description="YAML file with the notebook image catalog and the hardware profiles "
         "(kubeforge_crds.platform.PlatformConfig); re-read when it changes.",
     )
+    volume_quiet_seconds: float = Field(
+        default=30,
+        ge=0,
+        description="How long a Workbench's pod may wait for its home volume's claim to be "
+        "bound (an Immediate StorageClass's provisioner at work) before the Workbench says "
+        "WaitingForVolume; until then it is PodPending, as a pod not made yet, and the wait "
+        "costs no status write.",
+    )
     max_workers: int = Field(
         default=8, ge=1, le=256, description="Threads that run reconciles concurrently."
     )

@@ -4,6 +4,7 @@ children -> observe the pod -> idle culling -> status."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, cast
 
 from kubernetes import client
@@ -97,7 +98,8 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
     # milliseconds behind at most, which a message about a node's heartbeat does not notice
     node = unready_node(pod, lambda name: ctx.kube.get_child("v1", "Node", "", name, "0"))
     server = observe_server(pod, stopped, node)
-    scheduled = observe_scheduled(pod, stopped, ctx.now)
+    quiet = timedelta(seconds=ctx.settings.volume_quiet_seconds)
+    scheduled = observe_scheduled(pod, stopped, ctx.now, quiet)
     queue = read_queue(ctx.kube, pod) if pod is not None and not stopped else None
     fields["queue"] = queue.to_wire() if queue else None
     if queue:
@@ -113,7 +115,7 @@ def reconcile_workbench(ctx: ReconcileContext, spec: WorkbenchSpec) -> Outcome:
         info=[culled],
         # the position moves as others are admitted or leave, which no event of ours tells;
         # a pod waiting for its volume is a failure once it has waited too long
-        requeue_after=QUEUE_POLL_SECONDS if queue else volume_wait_left(pod, ctx.now),
+        requeue_after=QUEUE_POLL_SECONDS if queue else volume_wait_left(pod, ctx.now, quiet),
     )
 
 

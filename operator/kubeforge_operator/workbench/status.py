@@ -49,18 +49,24 @@ UNBOUND_CLAIMS = "unbound immediate PersistentVolumeClaims"
 VOLUME_WAIT = timedelta(minutes=2)
 WAITING_FOR_VOLUME = "WaitingForVolume"
 # ... and for the first VOLUME_QUIET of that wait it is what the pod not made yet is: pending.
-# With an Immediate StorageClass nearly every new Workbench's pod waits a few seconds for its
-# volume; saying so at once cost a status write for each (half of bench/workbench_scale.py's
-# Workbenches, 2.5 status writes each), for a state that was over before anyone read it.
-VOLUME_QUIET = timedelta(seconds=10)
+# With an Immediate StorageClass nearly every new Workbench's pod waits for its volume, seconds
+# to tens of seconds as provisioners go (cloud disks: 5-30 s); saying so at once cost a status
+# write for each (half of bench/workbench_scale.py's Workbenches, 2.5 status writes each), for
+# a state that is normal and over before anyone reads it. Longer is worth saying (the default;
+# the operator's volume_quiet_seconds).
+VOLUME_QUIET = timedelta(seconds=30)
 POD_PENDING = Observation(SCHEDULED, ConditionStatus.UNKNOWN, "PodPending", "waiting for the pod")
 
 
 def observe_scheduled(
-    pod: dict[str, Any] | None, stopped: bool, now: datetime | None = None
+    pod: dict[str, Any] | None,
+    stopped: bool,
+    now: datetime | None = None,
+    quiet: timedelta = VOLUME_QUIET,
 ) -> Observation:
     """Whether the notebook pod is placed; ``now`` tells how long a pod has waited for its
-    volume (without it, a pod waiting for its volume is still waiting)."""
+    volume (without it, a pod waiting for its volume is still waiting), ``quiet`` how long it
+    may before that is said."""
     if stopped:
         return Observation(
             SCHEDULED, ConditionStatus.UNKNOWN, "Stopped", "the Workbench is stopped"
@@ -75,7 +81,7 @@ def observe_scheduled(
     if UNBOUND_CLAIMS in message:
         since = cond.get("lastTransitionTime")
         waited = now - parse_timestamp(str(since)) if now is not None and since else None
-        if waited is not None and waited < VOLUME_QUIET:
+        if waited is not None and waited < quiet:
             return POD_PENDING
         if waited is None or waited < VOLUME_WAIT:
             return Observation(
@@ -96,8 +102,10 @@ def observe_scheduled(
     )
 
 
-def volume_wait_left(pod: dict[str, Any] | None, now: datetime) -> float | None:
-    """Seconds until a pod waiting for its volume has waited VOLUME_QUIET, then VOLUME_WAIT
+def volume_wait_left(
+    pod: dict[str, Any] | None, now: datetime, quiet: timedelta = VOLUME_QUIET
+) -> float | None:
+    """Seconds until a pod waiting for its volume has waited ``quiet``, then VOLUME_WAIT
     (None: not waiting), so that the Workbench says so then, whether or not anything else
     happens."""
     cond = _pod_condition(pod, "PodScheduled")
@@ -106,8 +114,8 @@ def volume_wait_left(pod: dict[str, Any] | None, now: datetime) -> float | None:
     if UNBOUND_CLAIMS not in str(cond.get("message") or ""):
         return None
     since = parse_timestamp(str(cond["lastTransitionTime"]))
-    quiet = (since + VOLUME_QUIET - now).total_seconds()
-    return max(1.0, quiet if quiet > 0 else (since + VOLUME_WAIT - now).total_seconds())
+    left = (since + quiet - now).total_seconds()
+    return max(1.0, left if left > 0 else (since + VOLUME_WAIT - now).total_seconds())
 
 
 def observe_server(
@@ -118,10 +126,11 @@ def observe_server(
         return Observation(
             SERVER_READY, ConditionStatus.FALSE, "Stopped", "the Workbench is stopped"
         )
-    if pod is None:
-        return Observation(SERVER_READY, ConditionStatus.UNKNOWN, "PodPending", "no pod yet")
-    if not (pod.get("spec") or {}).get("nodeName"):
-        return Observation(SERVER_READY, ConditionStatus.UNKNOWN, "PodPending", "not scheduled yet")
+    if pod is None or not (pod.get("spec") or {}).get("nodeName"):
+        # one message for both: a pod made but not placed yet is no news worth a status write
+        return Observation(
+            SERVER_READY, ConditionStatus.UNKNOWN, "PodPending", "waiting for the pod to be placed"
+        )
     if (pod.get("status") or {}).get("phase") == "Failed":
         return Observation(SERVER_READY, ConditionStatus.FALSE, "PodFailed", "the pod failed")
     problem = node or pod_problem(pod)
