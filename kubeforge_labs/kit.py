@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -127,9 +128,10 @@ def listening_addresses(port: int) -> set[str]:
                 if state != "0A" or int(hexport, 16) != port:  # 0A: LISTEN
                     continue
                 raw = bytes.fromhex(addr)
-                # the kernel writes each 32-bit word in host (little-endian) order
-                words = b"".join(raw[i : i + 4][::-1] for i in range(0, width, 4))
-                found.add(str(ipaddress.ip_address(words)))
+                # the kernel writes each 32-bit word in the host's byte order
+                if sys.byteorder == "little":
+                    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, width, 4))
+                found.add(str(ipaddress.ip_address(raw)))
     return found
 
 

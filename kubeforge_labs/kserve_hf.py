@@ -13,7 +13,10 @@ installed, without their dependencies, into a folder of their own; vLLM's engine
 backend is not chosen: ``--backend huggingface``), nothing of it reaches ``.venv``.
 
 KServe's server listens on every address and has no option for it; the launcher sets 127.0.0.1
-with the built-in runtime's own ``listen_on``, and starts no gRPC server.
+with the built-in runtime's own ``listen_on`` (which reaches KServe's single-process server, the
+one started here: with ``--workers`` above 1 KServe uses another class, still on 0.0.0.0), and
+starts no gRPC server. The first ``prepare`` downloads vLLM's wheel (about 280 MB) and, if Go's
+module cache lacks it, KServe's module: both from the package registries.
 """
 
 from __future__ import annotations
@@ -60,11 +63,14 @@ def kserve_module() -> tuple[str, Path]:
     # as the cluster's build runs Go: the local toolchain, go.sum as committed
     env = os.environ | {"GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "local"),
                         "GOFLAGS": "-mod=readonly"}  # fmt: skip
-    out = subprocess.run(
+    done = subprocess.run(
         ["go", "mod", "download", "-json", "github.com/kserve/kserve"],
-        cwd=KSERVE_TOOLS, env=env, check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    info = json.loads(out)
+        cwd=KSERVE_TOOLS, env=env, check=False, capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:  # -json puts Go's error in the JSON, on stdout
+        raise SystemExit(f"go mod download github.com/kserve/kserve failed: {done.stdout}"
+                         f"{done.stderr}")  # fmt: skip
+    info = json.loads(done.stdout)
     return info["Version"], Path(info["Dir"])
 
 
@@ -78,7 +84,8 @@ def prepare() -> tuple[str, str]:
     site = CACHE / f"kserve-hf-{version}"
     stamp = site / ".installed"
     if not stamp.is_file() or stamp.read_text() != "\n".join(IMPORT_ONLY):
-        uv = sorted(CACHE.glob("tools/uv-*/bin/uv"))  # the one `make venv` installs
+        # the one `make venv` installs (the newest, if several versions are there)
+        uv = sorted(CACHE.glob("tools/uv-*/bin/uv"), key=_version_of)
         if not uv:
             raise SystemExit(f"no uv under {CACHE / 'tools'}: run `make venv` first")
         subprocess.run(
@@ -102,6 +109,12 @@ def exactly(model_dir: Path, dest: Path, tokens: int) -> Path:
     config["min_new_tokens"] = tokens
     config_file.write_text(json.dumps(config, indent=2))
     return dest
+
+
+def _version_of(uv: Path) -> tuple[int, ...]:
+    """(0, 13, 9) of .../tools/uv-0.13.9/bin/uv."""
+    parts = uv.parent.parent.name.removeprefix("uv-").split(".")
+    return tuple(int(p) for p in parts if p.isdigit())
 
 
 def start(workdir: Path, model_dir: Path, name: str, pythonpath: str) -> Proc:

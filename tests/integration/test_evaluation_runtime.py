@@ -156,7 +156,7 @@ def test_kserve_s_own_hugging_face_server_is_evaluated_as_the_built_in_runtime_i
     """The candidate served by KServe's own LLM runtime (its Hugging Face server, transformers
     backend, from KServe's source: ``kubeforge_labs.kserve_hf``), the stable version by
     kubeforge's: the Job finds KServe's API, and the same model answers every prompt the same
-    greedy way on both, so the scores are equal and the rollout goes on. A model name KServe
+    greedy way on both, so the scores match and the rollout goes on. A model name KServe
     does not serve is named with the one it does, from KServe's own answer."""
     version, pythonpath = kserve_hf.prepare()
     good = runtimes["good"].url
@@ -167,7 +167,11 @@ def test_kserve_s_own_hugging_face_server_is_evaluated_as_the_built_in_runtime_i
         assert code == 0, (version, left)
         report = EvaluationReport.model_validate(left)
         assert report.candidate.answered == report.stable.answered == report.prompts == 16
-        assert report.candidate.score == report.stable.score > 0.15, report
+        # two decoding implementations (KServe's `generate`, the runtime's own loop) of one
+        # model: the same greedy answers (equal scores when run here), a near tie in a logit
+        # allowed to flip one token
+        assert abs(report.candidate.score - report.stable.score) < 0.02, report
+        assert report.stable.score > 0.15, report
         assert judge(POLICY, report, None, None)[0]
         code, left = evaluate(prompts, kserve.url, good, tmp_path, "other")
     finally:

@@ -98,12 +98,17 @@ def test_kubectl_failures_carry_the_arguments_and_stderr(tmp_path: Path) -> None
     assert kit.kubectl("get", "pods", kubeconfig="kc", binary=fake, check=False) == ""
 
 
-@pytest.mark.parametrize(("host", "family"), [("127.0.0.1", "AF_INET"), ("::", "AF_INET6")])
+@pytest.mark.parametrize(
+    ("host", "family"), [("127.0.0.1", "AF_INET"), ("::", "AF_INET6"), ("::1", "AF_INET6")]
+)
 def test_listening_addresses_names_where_a_port_listens(host: str, family: str) -> None:
     import socket
 
     with socket.socket(getattr(socket, family)) as s:
-        s.bind((host, 0))
+        try:
+            s.bind((host, 0))
+        except OSError as err:  # a machine without IPv6
+            pytest.skip(f"cannot bind {host}: {err}")
         port = s.getsockname()[1]
         assert kit.listening_addresses(port) == set()  # bound, not listening yet
         s.listen()

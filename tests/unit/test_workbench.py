@@ -243,8 +243,12 @@ def test_a_pod_waiting_for_its_volume_is_progress_until_it_has_waited_too_long()
     # two minutes on: the failure it is, with what to look at
     late = observe_scheduled(pod, False, since + timedelta(minutes=2, seconds=1))
     assert (late.status, late.reason) == (ConditionStatus.FALSE, "VolumeNotBound")
-    assert "not been bound for 121 s" in late.message
+    assert "not been bound within 120 s" in late.message
     assert "provisioner" in late.message
+    # said once: the same words a minute later (no status write), and no more timed re-reads
+    assert observe_scheduled(pod, False, since + timedelta(minutes=3)) == late
+    assert volume_wait_left(pod, since + timedelta(minutes=2, seconds=1)) is None
+    assert volume_wait_left(pod, since + timedelta(minutes=10)) is None
     # a pod that does not fit any node is not waiting for a volume: False at once
     assert observe_scheduled(UNSCHEDULABLE, False, since).status == ConditionStatus.FALSE
     assert volume_wait_left(UNSCHEDULABLE, since) is None

@@ -56,10 +56,11 @@ class OperatorSettings(BaseSettings):
     volume_quiet_seconds: float = Field(
         default=30,
         ge=0,
+        le=120,  # the wait that is a failure (VolumeNotBound) is two minutes
         description="How long a Workbench's pod may wait for its home volume's claim to be "
         "bound (an Immediate StorageClass's provisioner at work) before the Workbench says "
         "WaitingForVolume; until then it is PodPending, as a pod not made yet, and the wait "
-        "costs no status write.",
+        "costs no status write. At most 120 (the wait after which it is VolumeNotBound).",
     )
     max_workers: int = Field(
         default=8, ge=1, le=256, description="Threads that run reconciles concurrently."

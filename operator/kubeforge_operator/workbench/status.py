@@ -94,8 +94,10 @@ def observe_scheduled(
             SCHEDULED,
             ConditionStatus.FALSE,
             "VolumeNotBound",
-            f"the pod's volume claims have not been bound for {int(waited.total_seconds())} s "
-            f"(is the StorageClass's provisioner running? kubectl describe pvc): {message}",
+            # no count of seconds in it: a message that changes on every pass is a status write
+            # on every pass, for as long as the claim stays unbound
+            f"the pod's volume claims have not been bound within {int(VOLUME_WAIT.total_seconds())}"
+            f" s (is the StorageClass's provisioner running? kubectl describe pvc): {message}",
         )
     return Observation(
         SCHEDULED, ConditionStatus.FALSE, cond.get("reason") or "Unschedulable", message
@@ -105,17 +107,20 @@ def observe_scheduled(
 def volume_wait_left(
     pod: dict[str, Any] | None, now: datetime, quiet: timedelta = VOLUME_QUIET
 ) -> float | None:
-    """Seconds until a pod waiting for its volume has waited ``quiet``, then VOLUME_WAIT
-    (None: not waiting), so that the Workbench says so then, whether or not anything else
-    happens."""
+    """Seconds until a pod waiting for its volume has waited ``quiet``, then VOLUME_WAIT, so
+    that the Workbench says so then, whether or not anything else happens. None: not waiting,
+    or waited both out (VolumeNotBound is said; the resync and the pod's events re-read it)."""
     cond = _pod_condition(pod, "PodScheduled")
     if not cond or cond.get("status") != "False" or not cond.get("lastTransitionTime"):
         return None
     if UNBOUND_CLAIMS not in str(cond.get("message") or ""):
         return None
     since = parse_timestamp(str(cond["lastTransitionTime"]))
-    left = (since + quiet - now).total_seconds()
-    return max(1.0, left if left > 0 else (since + VOLUME_WAIT - now).total_seconds())
+    for mark in (quiet, VOLUME_WAIT):
+        left = (since + mark - now).total_seconds()
+        if left > 0:
+            return max(1.0, left)
+    return None
 
 
 def observe_server(
