@@ -21,6 +21,7 @@ module cache lacks it, KServe's module: both from the package registries.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -32,7 +33,7 @@ from kubeforge_labs.canary import launch
 from kubeforge_labs.kit import Proc, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-KSERVE_TOOLS = ROOT / "hack" / "tools" / "kserve"
+KSERVE = "github.com/kserve/kserve"
 CACHE = Path.home() / ".cache" / "kubeforge"
 # vLLM as KServe v0.20's `llm` extra pins it, and what importing KServe's OpenAI types through
 # it needs beyond .venv (found by importing until nothing was missing; versions as installed)
@@ -59,19 +60,12 @@ LAUNCHER = (
 
 def kserve_module() -> tuple[str, Path]:
     """KServe's Go module as hack/tools/kserve pins it: its version and its folder (downloaded
-    into Go's module cache if it is not there yet)."""
-    # as the cluster's build runs Go: the local toolchain, go.sum as committed
-    env = os.environ | {"GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "local"),
-                        "GOFLAGS": "-mod=readonly"}  # fmt: skip
-    done = subprocess.run(
-        ["go", "mod", "download", "-json", "github.com/kserve/kserve"],
-        cwd=KSERVE_TOOLS, env=env, check=False, capture_output=True, text=True,
-    )  # fmt: skip
-    if done.returncode != 0:  # -json puts Go's error in the JSON, on stdout
-        raise SystemExit(f"go mod download github.com/kserve/kserve failed: {done.stdout}"
-                         f"{done.stderr}")  # fmt: skip
-    info = json.loads(done.stdout)
-    return info["Version"], Path(info["Dir"])
+    into Go's module cache if it is not there yet), by the cluster build's own functions."""
+    if str(ROOT / "hack") not in sys.path:
+        sys.path.insert(0, str(ROOT / "hack"))
+    binaries = importlib.import_module("kfcluster.binaries")
+    version = binaries.tool_version("kserve", KSERVE)
+    return version, binaries.module_dir(KSERVE, version)
 
 
 def prepare() -> tuple[str, str]:
