@@ -207,10 +207,10 @@ def validate(params: PipelineParams) -> dict[str, Any]:
             work / "train.jsonl",
             work / "eval.jsonl",
         )
+        if params.eval_prompts_uri:  # before the model: a bad file is said in a second
+            prompt_set(params.eval_prompts_uri, work)
         base = storage.fetch_dir(params.base_model_uri, work)
         config = train.check_method(base, train.TrainSettings(**params.settings))
-        if params.eval_prompts_uri:
-            prompt_set(params.eval_prompts_uri, work)
     return {"dataset": dataset, "modelType": config.get("model_type")}
 
 
