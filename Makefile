@@ -16,7 +16,9 @@ PYTEST_ARGS ?=
 # the scheduler counts (the demo's examples request most of them, the queueing scenarios' training
 # a whole one), and KServe, Kueue and cluster-wide roles the demo's release and the tests' share;
 # side by side, pods would wait for CPU. (The slow Kueue hand-over once blamed on running them
-# side by side was kubernetes-sigs/kueue#12232: docs/queueing.md.)
+# side by side was kubernetes-sigs/kueue#12232: docs/queueing.md.) Tried (2026-12-04): its
+# scenarios of processes alone (no_cluster) on a second worker beside the real-node ones: 26:18
+# against 26:40 serial, the 147 s they took made up by the real-node scenarios' 108 s slower.
 XDIST := -n 2
 # checkov (the chart's security scan) has its own environment: its pins are not ours
 CHECKOV_VERSION := 3.3.30

@@ -14,8 +14,10 @@ import uuid
 from typing import Any
 
 from kubeforge_crds import MODELSERVER
+from kubeforge_crds.platform import PlatformConfig
 from kubeforge_operator.modelserver.llmisvc import build_llm_inference_services
 from kubeforge_operator.modelserver.revisions import desired_revision
+from kubeforge_operator.runtime.placement import Placement, resolve_placement
 from tests.integration.conftest import Cluster, OperatorProcess, wait_until
 
 OWNER = {
@@ -37,6 +39,9 @@ SPEC = MODELSERVER.parse_spec(
         "resources": {"cpu": "4", "memory": "16Gi", "accelerator": {"count": 1}},
     }
 )
+# the placement the operator resolves for SPEC (an accelerator count: the GPU taint tolerated)
+PLACEMENT = resolve_placement(SPEC.resources.accelerator, None, PlatformConfig())
+assert isinstance(PLACEMENT, Placement)
 
 
 def manifests(canary_percent: int) -> list[dict[str, object]]:
@@ -49,8 +54,9 @@ def manifests(canary_percent: int) -> list[dict[str, object]]:
         {"tickets": "pvc://models/tickets/v4", "faq": "pvc://models/faq/v1"},
     )  # fmt: skip
     return build_llm_inference_services(
-        OWNER, SPEC, stable, canary, canary_percent, ("kserve", "kserve-ingress-gateway")
-    )
+        OWNER, SPEC, stable, canary, canary_percent, ("kserve", "kserve-ingress-gateway"),
+        PLACEMENT,
+    )  # fmt: skip
 
 
 def dry_run(cluster: Cluster, namespace: str, objects: list[dict[str, object]]) -> object:
@@ -91,8 +97,10 @@ def test_a_canary_of_one_adapter_is_two_members_of_one_routing_group(cluster: Cl
             {"name": "tickets", "uri": "pvc://models/tickets/v3"},
         ]
         assert lora[1][1] == {"name": "tickets", "uri": "pvc://models/tickets/v4"}
-        resources = admitted[1]["spec"]["template"]["containers"][0]["resources"]
-        assert resources["limits"]["nvidia.com/gpu"] == "1"
+        template = admitted[1]["spec"]["template"]
+        assert template["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        # placed as the built-in runtime's predictor is: the GPU nodes' taint tolerated
+        assert template["tolerations"][0]["key"] == "nvidia.com/gpu"
         # the revision is on the workloads, for the canary's metrics to be told apart
         revisions = {o["spec"]["labels"]["kubeforge.io/revision"] for o in admitted}
         assert len(revisions) == 2
@@ -116,7 +124,7 @@ def test_every_member_has_a_group_and_a_weight_as_kserve_s_webhook_requires() ->
             assert 0 <= route["weight"] <= 100
             assert "refs" not in route["http"]  # splitting needs a controller-managed route
     (alone,) = build_llm_inference_services(
-        OWNER, SPEC, desired_revision("hf://m", SPEC, None), None, 0, ("kserve", "gw")
+        OWNER, SPEC, desired_revision("hf://m", SPEC, None), None, 0, ("kserve", "gw"), Placement()
     )
     assert alone["spec"]["router"]["route"]["weight"] == 100
     assert "lora" not in alone["spec"]["model"]

@@ -6,18 +6,25 @@ states a pass cannot reach in one step (promotion handed over, a canary draining
 from __future__ import annotations
 
 import copy
+import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from kubeforge_crds import MODELSERVER
 from kubeforge_operator.modelserver.llmisvc import Members, member_weight, plan_members
+from kubeforge_operator.modelserver.reconcile import reconcile_modelserver
 from kubeforge_operator.modelserver.revisions import desired_revision
 from kubeforge_operator.modelserver.traffic import DRAIN_SECONDS, WEIGHTS_SINCE
 from kubeforge_operator.runtime.conditions import Observation
+from kubeforge_operator.runtime.placement import Placement
+from kubeforge_operator.runtime.reconcile import ReconcileContext
+from kubeforge_operator.runtime.settings import OperatorSettings
 from tests.unit.test_modelserver_reads import NAME, NOW, NS, RecordingKube, _reconcile
 
 CANARY = f"{NAME}-canary"
 GATEWAY = ("kserve", "kserve-ingress-gateway")
+PLACEMENT = Placement()  # no GPUs, nothing to select or tolerate
 
 
 class MemberKube(RecordingKube):
@@ -176,11 +183,11 @@ def _member(plan_apply: dict[str, Any], ready: bool) -> dict[str, Any]:
 def test_a_promotion_keeps_the_canary_answering_until_the_stable_member_serves_it() -> None:
     spec, old, new = _revisions()
     owner = _server("hf://org/llm-v2")
-    at_full = plan_members(owner, spec, new, 100, old, Members(), GATEWAY, NOW)
+    at_full = plan_members(owner, spec, new, 100, old, Members(), GATEWAY, NOW, PLACEMENT)
     stable_seen, canary_seen = (_member(m, True) for m in at_full.apply)
     # promoted (no canary planned): the stable member now names the new revision, not ready yet
     plan = plan_members(owner, spec, new, None, old, Members(stable_seen, canary_seen),
-                        GATEWAY, NOW)  # fmt: skip
+                        GATEWAY, NOW, PLACEMENT)  # fmt: skip
     assert [member_weight(m) for m in plan.apply] == [0, 100]
     revisions = {m["spec"]["labels"]["kubeforge.io/revision"] for m in plan.apply}
     assert revisions == {new.revision}
@@ -188,21 +195,21 @@ def test_a_promotion_keeps_the_canary_answering_until_the_stable_member_serves_i
     stable_new = _member(plan.apply[0], True)
     # KServe says Ready while its Deployment rolls (the old pods still answer): not yet
     rolling = Members(stable_new, canary_seen, _workload(stable_new, rolled=False))
-    plan = plan_members(owner, spec, new, None, new, rolling, GATEWAY, NOW)
+    plan = plan_members(owner, spec, new, None, new, rolling, GATEWAY, NOW, PLACEMENT)
     assert [member_weight(m) for m in plan.apply] == [0, 100]
     serving = Members(stable_new, canary_seen, _workload(stable_new))
-    plan = plan_members(owner, spec, new, None, new, serving, GATEWAY, NOW)
+    plan = plan_members(owner, spec, new, None, new, serving, GATEWAY, NOW, PLACEMENT)
     assert [member_weight(m) for m in plan.apply] == [100, 0]
     assert not plan.delete_canary
     draining = _member(plan.apply[1], True)
     later = NOW + timedelta(seconds=DRAIN_SECONDS - 1)
     drained = Members(stable_new, draining, _workload(stable_new))
-    plan = plan_members(owner, spec, new, None, new, drained, GATEWAY, later)
+    plan = plan_members(owner, spec, new, None, new, drained, GATEWAY, later, PLACEMENT)
     assert not plan.delete_canary
     assert plan.apply[1]["metadata"]["annotations"][WEIGHTS_SINCE] == NOW.isoformat()
     done = NOW + timedelta(seconds=DRAIN_SECONDS)
     drained = Members(stable_new, draining, _workload(stable_new))
-    plan = plan_members(owner, spec, new, None, new, drained, GATEWAY, done)
+    plan = plan_members(owner, spec, new, None, new, drained, GATEWAY, done, PLACEMENT)
     assert plan.delete_canary
     assert [m["metadata"]["name"] for m in plan.apply] == [NAME]
 
@@ -210,12 +217,12 @@ def test_a_promotion_keeps_the_canary_answering_until_the_stable_member_serves_i
 def test_a_rolled_back_canary_loses_its_traffic_at_once_and_is_removed_after_draining() -> None:
     spec, old, new = _revisions()
     owner = _server("hf://org/llm-v2")
-    at_step = plan_members(owner, spec, new, 10, old, Members(), GATEWAY, NOW)
+    at_step = plan_members(owner, spec, new, 10, old, Members(), GATEWAY, NOW, PLACEMENT)
     stable_seen, canary_seen = (_member(m, True) for m in at_step.apply)
     canary_seen["spec"]["router"]["route"]["weight"] = 10
     # rolled back: the old revision is served again by the stable member alone
     plan = plan_members(owner, spec, old, None, old, Members(stable_seen, canary_seen),
-                        GATEWAY, NOW)  # fmt: skip
+                        GATEWAY, NOW, PLACEMENT)  # fmt: skip
     assert [member_weight(m) for m in plan.apply] == [100, 0]
     assert plan.apply[1]["spec"]["labels"]["kubeforge.io/revision"] == new.revision
     assert "status" not in plan.apply[1]
@@ -234,3 +241,56 @@ def test_adapters_are_taken_from_where_kserve_loads_them() -> None:
     refused = _condition(outcome, "ModelResolved")
     assert (refused.status, refused.reason) == ("False", "AdapterSchemeNotSupported")
     assert refused.message.startswith("spec.adapters[0]: the version to serve is oci://")
+
+
+def test_vllm_s_pods_are_placed_as_the_hardware_profile_says(tmp_path: Path) -> None:
+    """The members' pod template carries the placement the built-in runtime's predictor gets:
+    the profile's accelerator resource and count, its node selector and tolerations (a GPU
+    node's taint would otherwise keep vLLM Pending)."""
+    config = tmp_path / "platform.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "hardwareProfiles": [
+                    {
+                        "name": "mi300",
+                        "accelerator": {"identifier": "amd.com/gpu", "maxCount": 8,
+                                        "defaultCount": 2},
+                        "nodeSelector": {"amd.com/gpu.product": "MI300X"},
+                        "tolerations": [
+                            {"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                        ],
+                    }
+                ]
+            }
+        )
+    )  # fmt: skip
+    obj = _server("hf://org/llm-v1")
+    obj["spec"]["resources"] = {"cpu": "4", "memory": "16Gi", "accelerator": {"profile": "mi300"}}
+    kube = MemberKube({})
+    ctx = ReconcileContext(
+        kind=MODELSERVER, obj=obj, kube=kube, now=NOW,  # type: ignore[arg-type]
+        settings=OperatorSettings(platform_config=config),
+    )  # fmt: skip
+    outcome = reconcile_modelserver(ctx, MODELSERVER.parse_spec(obj["spec"]))
+    (member,) = kube.applied
+    template = member["spec"]["template"]
+    assert template["nodeSelector"] == {"amd.com/gpu.product": "MI300X"}
+    (toleration,) = template["tolerations"]
+    assert (toleration["key"], toleration["operator"], toleration["effect"]) == (
+        "amd.com/gpu", "Exists", "NoSchedule",
+    )  # fmt: skip
+    resources = template["containers"][0]["resources"]
+    assert resources["limits"]["amd.com/gpu"] == resources["requests"]["amd.com/gpu"] == "2"
+    assert "nvidia.com/gpu" not in resources["limits"]
+    assert outcome.fields["gpus"] == 2  # what the GPU-hours are counted on
+
+
+def test_a_member_without_an_accelerator_asks_for_no_gpu_and_tolerates_nothing() -> None:
+    kube = MemberKube({})
+    _pass(kube, _server("hf://org/llm-v1"))
+    (member,) = kube.applied
+    template = member["spec"]["template"]
+    assert "tolerations" not in template
+    assert "nodeSelector" not in template
+    assert not any("gpu" in r for r in template["containers"][0]["resources"]["limits"])

@@ -4,11 +4,13 @@ the vLLM path (llm-d), where KServe runs vLLM with its scheduler and routes thro
 The stable version is the LLMInferenceService ``<name>``; during a rollout the canary is a
 second one, ``<name>-canary``. Both are members of one routing group (``router.route.group``,
 the ModelServer's name) with the split as their ``router.route.weight``s: KServe's controller
-writes one HTTPRoute for the group, sending each member its share (weights are proportional, as
-Gateway API backendRef weights are). Adapters are ``model.lora.adapters`` (vLLM's
-``--lora-modules``), each under the name requests give as ``model``; the revision is a label
-on the workloads (``spec.labels``), so the canary's metrics can be told from the stable's by a
-PodMonitor that keeps it.
+writes each member's HTTPRoute with the group's routable members as weighted backends on the
+model's shared paths (weights are proportional, as Gateway API backendRef weights are).
+vLLM's pods are placed as the built-in runtime's are (``runtime.placement``: the accelerator
+or hardware profile's GPUs, node selector and tolerations, in ``spec.template``). Adapters are
+``model.lora.adapters`` (vLLM's ``--lora-modules``), each under the name requests give as
+``model``; the revision is a label on the workloads (``spec.labels``), so the canary's metrics
+can be told from the stable's by a PodMonitor that keeps it.
 
 The reconcile of a ModelServer with ``spec.runtime.servedAs: LLMInferenceService`` applies
 what ``plan_members`` says, as it applies an InferenceService and its HTTPRoute otherwise: the
@@ -42,6 +44,7 @@ from kubeforge_operator.modelserver.traffic import (
 )
 from kubeforge_operator.runtime.children import child_metadata, standard_labels
 from kubeforge_operator.runtime.conditions import Observation
+from kubeforge_operator.runtime.placement import Placement
 
 LLMISVC_API = "serving.kserve.io/v1alpha2"
 LLMISVC_KIND = "LLMInferenceService"
@@ -51,7 +54,6 @@ CANARY_SUFFIX = "-canary"
 WORKLOAD_SUFFIX = "-kserve"
 # vLLM's pods: not the built-in runtime's "inference" (another port for the PodMonitors)
 LLM_COMPONENT = "llm-inference"
-GPU_RESOURCE = "nvidia.com/gpu"  # vLLM's; a hardware profile's other resources are not mapped yet
 
 
 def _member(
@@ -61,6 +63,7 @@ def _member(
     name: str,
     weight: int,
     gateway: tuple[str, str],
+    placement: Placement,
     since: str | None = None,
 ) -> dict[str, Any]:
     group = owner["metadata"]["name"]
@@ -74,8 +77,7 @@ def _member(
             "adapters": [{"name": a, "uri": uri} for a, uri in sorted(rev.adapters.items())]
         }
     res = spec.resources
-    count = res.accelerator.count if res.accelerator and res.accelerator.count else 0
-    gpus = {GPU_RESOURCE: str(count)} if count else {}
+    gpus = placement.limits()  # the profile's resource and count, or the accelerator's
     container = {
         "name": "main",
         "resources": {
@@ -94,7 +96,7 @@ def _member(
             "model": model,
             "replicas": spec.replicas.min,
             "labels": workload,
-            "template": {"containers": [container]},
+            "template": {"containers": [container], **placement.pod_fields()},
             "router": {
                 "route": {"group": group, "weight": weight, "http": {}},
                 "gateway": {"refs": [{"namespace": gateway[0], "name": gateway[1]}]},
@@ -111,15 +113,16 @@ def build_llm_inference_services(
     canary: Revision | None,
     canary_percent: int,
     gateway: tuple[str, str],
+    placement: Placement,
 ) -> list[dict[str, Any]]:
     """The stable member (all the traffic without a canary) and, during a rollout, the canary
     member with ``canary_percent`` of it (0 while it is evaluated)."""
     name = owner["metadata"]["name"]
     if canary is None:
-        return [_member(owner, spec, stable, name, 100, gateway)]
+        return [_member(owner, spec, stable, name, 100, gateway, placement)]
     return [
-        _member(owner, spec, stable, name, 100 - canary_percent, gateway),
-        _member(owner, spec, canary, name + CANARY_SUFFIX, canary_percent, gateway),
+        _member(owner, spec, stable, name, 100 - canary_percent, gateway, placement),
+        _member(owner, spec, canary, name + CANARY_SUFFIX, canary_percent, gateway, placement),
     ]
 
 
@@ -197,6 +200,7 @@ def plan_members(
     seen: Members,
     gateway: tuple[str, str],
     now: datetime,
+    placement: Placement,
 ) -> MemberPlan:
     """The members for this pass: a rollout (the canary at its step's weight once Ready), a
     promotion being handed over, a canary draining, or the stable member alone."""
@@ -209,7 +213,7 @@ def plan_members(
             unchanged = seen.canary is not None and member_weight(seen.canary) == weight
             since = (kept if unchanged and kept else now).isoformat()
         return _member(owner, spec, rev, name + CANARY_SUFFIX if canary else name,
-                       weight, gateway, since)  # fmt: skip
+                       weight, gateway, placement, since)  # fmt: skip
 
     if canary_percent is not None and stable is not None and stable.revision != served.revision:
         weight = canary_percent if seen.serves(True, served.revision) else 0

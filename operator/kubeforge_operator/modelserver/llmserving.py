@@ -30,6 +30,7 @@ from kubeforge_operator.modelserver.rollout import Plan
 from kubeforge_operator.modelserver.status import refused_by_kserve, served_outcome
 from kubeforge_operator.modelserver.traffic import weights_since
 from kubeforge_operator.runtime.conditions import ACCEPTED, Observation
+from kubeforge_operator.runtime.placement import Placement
 from kubeforge_operator.runtime.reconcile import Outcome, ReconcileContext
 
 NOT_INSTALLED = (
@@ -83,7 +84,7 @@ def serve_members(
     planned: Plan,
     seen: Members,
     gateway: tuple[str, str],
-    gpus: int,
+    placement: Placement,
     model_uri: str,
 ) -> Outcome:
     """Apply the members (stable first: a canary never routes alone), delete a drained
@@ -91,8 +92,9 @@ def serve_members(
     the canary as CanaryReady."""
     stable = status.stable
     members = plan_members(
-        ctx.obj, spec, planned.served, planned.canary_percent, stable, seen, gateway, ctx.now
-    )
+        ctx.obj, spec, planned.served, planned.canary_percent, stable, seen, gateway, ctx.now,
+        placement,
+    )  # fmt: skip
     applied = []
     try:
         for manifest, live in zip(members.apply, (seen.stable, seen.canary), strict=False):
@@ -119,6 +121,7 @@ def serve_members(
     routed = Observation(TRAFFIC_ROUTED, ConditionStatus.TRUE, "KServeRoutes",
                          f"KServe's HTTPRoute of routing group {ctx.name}")  # fmt: skip
     url = ((now.stable or {}).get("status") or {}).get("url")
+    gpus = placement.gpus * spec.replicas.min
     outcome = served_outcome(
         status, planned, None, model_uri, gpus, ctx.now, routed=routed, url=url
     )

@@ -175,8 +175,9 @@ def reconcile_members(
     if isinstance(planned, Outcome):
         return planned
     record_decisions(ctx, planned)
-    gpus = ready.placement.gpus * spec.replicas.min
-    outcome = serve_members(ctx, spec, status, planned, members, gateway, gpus, ready.uri)
+    outcome = serve_members(
+        ctx, spec, status, planned, members, gateway, ready.placement, ready.uri
+    )
     outcome.fields["gpuProduct"] = ready.placement.product
     return outcome
 
