@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from kubeforge_crds import MODELSERVER
-from kubeforge_operator.modelserver.llmisvc import Members, member_weight, plan_members
+from kubeforge_operator.modelserver.llmisvc import (
+    Members,
+    member_observation,
+    member_weight,
+    plan_members,
+)
 from kubeforge_operator.modelserver.reconcile import reconcile_modelserver
 from kubeforge_operator.modelserver.revisions import desired_revision
 from kubeforge_operator.modelserver.traffic import DRAIN_SECONDS, WEIGHTS_SINCE
@@ -294,3 +299,28 @@ def test_a_member_without_an_accelerator_asks_for_no_gpu_and_tolerates_nothing()
     assert "tolerations" not in template
     assert "nodeSelector" not in template
     assert not any("gpu" in r for r in template["containers"][0]["resources"]["limits"])
+
+
+def test_a_preset_kserve_cannot_find_is_named_not_a_generic_failure() -> None:
+    """KServe v0.20 keeps Ready Unknown (NewObservedGenFailure) when a preset it merges is
+    missing: PresetsCombined, outside Ready's roll-up, says which one and where it looked."""
+    kube = MemberKube({})
+    _pass(kube, _server("hf://org/llm-v1"))
+    (member,) = kube.applied
+    missing = (
+        'LLMInferenceServiceConfig "kserve-config-llm-template" not found in namespaces '
+        f"[{NS} kserve]"
+    )
+    member["metadata"]["generation"] = 1
+    member["status"] = {
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "Ready", "status": "Unknown", "reason": "NewObservedGenFailure",
+             "message": "unsuccessfully observed a new generation"},
+            {"type": "PresetsCombined", "status": "False", "reason": "ConfigNotFound",
+             "message": missing},
+        ],
+    }  # fmt: skip
+    said = member_observation(member, member["spec"]["labels"]["kubeforge.io/revision"])
+    assert (said.status, said.reason) == ("Unknown", "ConfigNotFound")
+    assert said.message == f"KServe PresetsCombined=False on {NAME}: {missing}"

@@ -282,20 +282,23 @@ def member_observation(
         return Observation(type_, ConditionStatus.TRUE, "Ready", "")
     # KServe's Ready is Knative's roll-up: a False part (MainWorkloadReady, HTTPRoutesReady,
     # ...) makes it False with that part's reason and message; the part is named when found
-    reason = str(ready.get("reason") or "NotReady")
-    part = next(
-        (
-            c
-            for c in conditions
-            if c.get("type") not in ("Ready", "WorkloadsReady", "RouterReady")
-            and c.get("status") == "False"
-            and c.get("reason") == ready.get("reason")
-        ),
-        None,
-    )
+    reason, message = str(ready.get("reason") or "NotReady"), ready.get("message")
+    failed = [
+        c
+        for c in conditions
+        if c.get("type") not in ("Ready", "WorkloadsReady", "RouterReady")
+        and c.get("status") == "False"
+    ]
+    part = next((c for c in failed if c.get("reason") == ready.get("reason")), None)
+    if part is None and failed:
+        # a part outside the roll-up: KServe v0.20's PresetsCombined=False (a preset it merges
+        # is missing, ConfigNotFound, or the merged spec is invalid) leaves Ready Unknown with
+        # the generic NewObservedGenFailure; the part's own reason and message say what to fix
+        part = failed[0]
+        reason, message = str(part.get("reason") or reason), part.get("message")
     said = f"KServe {(part or ready).get('type')}={(part or ready).get('status')} on {name}"
-    if ready.get("message"):
-        said += f": {ready['message']}"
+    if message:
+        said += f": {message}"
     return Observation(type_, ConditionStatus(ready.get("status", "Unknown")), reason, said)
 
 
