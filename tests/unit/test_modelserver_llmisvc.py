@@ -292,6 +292,7 @@ def test_vllm_s_pods_are_placed_as_the_hardware_profile_says(tmp_path: Path) -> 
 
 
 def test_a_member_without_an_accelerator_asks_for_no_gpu_and_tolerates_nothing() -> None:
+    """(The platform config's default placement would apply: none is configured here.)"""
     kube = MemberKube({})
     _pass(kube, _server("hf://org/llm-v1"))
     (member,) = kube.applied
@@ -317,6 +318,9 @@ def test_a_preset_kserve_cannot_find_is_named_not_a_generic_failure() -> None:
         "conditions": [
             {"type": "Ready", "status": "Unknown", "reason": "NewObservedGenFailure",
              "message": "unsuccessfully observed a new generation"},
+            {"type": "GroupReady", "status": "False", "reason": "FinalizationPending"},
+            {"type": "OciImageVolumeCompatible", "status": "False",
+             "reason": "ImageVolumeUnsupported", "message": "a warning on healthy members"},
             {"type": "PresetsCombined", "status": "False", "reason": "ConfigNotFound",
              "message": missing},
         ],
@@ -324,3 +328,8 @@ def test_a_preset_kserve_cannot_find_is_named_not_a_generic_failure() -> None:
     said = member_observation(member, member["spec"]["labels"]["kubeforge.io/revision"])
     assert (said.status, said.reason) == ("Unknown", "ConfigNotFound")
     assert said.message == f"KServe PresetsCombined=False on {NAME}: {missing}"
+    # without that gate, the False parts that do not stop it are not blamed
+    member["status"]["conditions"].pop()
+    said = member_observation(member, member["spec"]["labels"]["kubeforge.io/revision"])
+    assert (said.status, said.reason) == ("Unknown", "NewObservedGenFailure")
+    assert said.message.startswith(f"KServe Ready=Unknown on {NAME}")

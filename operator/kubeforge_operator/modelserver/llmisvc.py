@@ -54,6 +54,12 @@ CANARY_SUFFIX = "-canary"
 WORKLOAD_SUFFIX = "-kserve"
 # vLLM's pods: not the built-in runtime's "inference" (another port for the PodMonitors)
 LLM_COMPONENT = "llm-inference"
+# KServe's conditions outside Ready's roll-up that stop a member: PresetsCombined=False (a preset
+# it merges is missing, ConfigNotFound, or the merged spec is invalid) leaves Ready Unknown with
+# Knative's generic NewObservedGenFailure (v0.20, llm_inference_service_lifecycle.go). Not any
+# False part: OciImageVolumeCompatible=False is a warning on healthy members, GroupReady=False
+# a finalizer pending, and a part from an earlier generation may still say False.
+GATES_OUTSIDE_READY = ("PresetsCombined",)
 
 
 def _member(
@@ -290,11 +296,9 @@ def member_observation(
         and c.get("status") == "False"
     ]
     part = next((c for c in failed if c.get("reason") == ready.get("reason")), None)
-    if part is None and failed:
-        # a part outside the roll-up: KServe v0.20's PresetsCombined=False (a preset it merges
-        # is missing, ConfigNotFound, or the merged spec is invalid) leaves Ready Unknown with
-        # the generic NewObservedGenFailure; the part's own reason and message say what to fix
-        part = failed[0]
+    gate = next((c for c in failed if c.get("type") in GATES_OUTSIDE_READY), None)
+    if part is None and gate is not None:
+        part = gate
         reason, message = str(part.get("reason") or reason), part.get("message")
     said = f"KServe {(part or ready).get('type')}={(part or ready).get('status')} on {name}"
     if message:

@@ -119,7 +119,7 @@ def serve_members(
         rev = stable.revision if canary and stable else served
         ready = member_observation(now.stable, rev, workload=now.stable_workload)
     routed = Observation(TRAFFIC_ROUTED, ConditionStatus.TRUE, "KServeRoutes",
-                         f"KServe's HTTPRoute of routing group {ctx.name}")  # fmt: skip
+                         f"KServe's HTTPRoutes of routing group {ctx.name}")  # fmt: skip
     url = ((now.stable or {}).get("status") or {}).get("url")
     gpus = placement.gpus * spec.replicas.min
     outcome = served_outcome(
