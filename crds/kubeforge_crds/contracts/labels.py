@@ -24,6 +24,9 @@ DRIFT_MONITOR_LABEL: Final = f"{GROUP}/drift-monitor"
 
 # The ModelServer revision a serving workload runs (for PodMonitors to keep as a label).
 REVISION_LABEL: Final = f"{GROUP}/revision"
+# The ModelServer a workload whose own labels belong to another controller serves (vLLM's pods
+# of an LLMInferenceService: KServe's app.kubernetes.io/* labels select them).
+MODEL_SERVER_LABEL: Final = f"{GROUP}/modelserver"
 
 # DriftMonitor -> ModelServer: roll back the canary of this revision, and why.
 ROLLBACK_ANNOTATION: Final = f"{GROUP}/rollback-revision"

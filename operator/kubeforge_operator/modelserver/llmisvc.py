@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from kubeforge_crds import ConditionStatus
-from kubeforge_crds.contracts.labels import REVISION_LABEL
+from kubeforge_crds.contracts.labels import MODEL_SERVER_LABEL, REVISION_LABEL
 from kubeforge_crds.modelserver import ModelServerSpec, Revision
 from kubeforge_operator.modelserver.conditions import CANARY_READY, ISVC_READY
 from kubeforge_operator.modelserver.traffic import (
@@ -75,8 +75,11 @@ def _member(
     group = owner["metadata"]["name"]
     labels = standard_labels("modelserver", group, LLM_COMPONENT)
     # KServe copies spec.labels onto vLLM's pods: the chart's PodMonitor of LLM workloads
-    # selects them and keeps the revision as the label the canary's queries use
-    workload = labels | {REVISION_LABEL: rev.revision}
+    # selects them and keeps the revision as the label the canary's queries use. kubeforge's
+    # own keys only: KServe v0.20 merges them into the one map its Deployment's labels and
+    # selector share, and an app.kubernetes.io/part-of of ours took the Deployment out of its
+    # controller's cache (which keeps part-of=llminferenceservice): "already exists", forever
+    workload = {MODEL_SERVER_LABEL: group, REVISION_LABEL: rev.revision}
     model: dict[str, Any] = {"uri": rev.uri, "name": group}
     if rev.adapters:
         model["lora"] = {
