@@ -52,7 +52,8 @@ CANARY_SUFFIX = "-canary"
 # KServe's Deployment of a member's vLLM pods is the member's name with this suffix (v0.20,
 # pkg/controller/v1alpha2/llmisvc/workload_single_node.go)
 WORKLOAD_SUFFIX = "-kserve"
-# vLLM's pods: not the built-in runtime's "inference" (another port for the PodMonitors)
+# the members' component (on the LLMInferenceService objects; vLLM's pods carry KServe's labels
+# and kubeforge.io/* ones, see _member)
 LLM_COMPONENT = "llm-inference"
 # KServe's conditions outside Ready's roll-up that stop a member: PresetsCombined=False (a preset
 # it merges is missing, ConfigNotFound, or the merged spec is invalid) leaves Ready Unknown with
