@@ -24,7 +24,7 @@ from pathlib import Path
 
 # its parts are beside it (also when a test loads this file by path)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kfcluster import kserve, kueue, node, trainer
+from kfcluster import kserve, kueue, llmisvc, node, trainer
 from kfcluster.binaries import bin_dir, build
 from kfcluster.components import (
     api_get,
@@ -87,6 +87,12 @@ def main() -> int:
     sub.add_parser("crds", help="(re)install the third-party CRDs")
     k = sub.add_parser("kserve", help="install (up) or remove (down) KServe's real controller")
     k.add_argument("action", choices=["up", "down"])
+    m = sub.add_parser(
+        "llmisvc",
+        help="install (up, KServe's controller too) or remove (down) KServe's LLMInferenceService "
+        "controller",
+    )
+    m.add_argument("action", choices=["up", "down"])
     q = sub.add_parser("kueue", help="install (up) or remove (down) Kueue's real controller")
     q.add_argument("action", choices=["up", "down"])
     t = sub.add_parser(
@@ -114,6 +120,8 @@ def main() -> int:
             install_thirdparty_crds()
         elif args.cmd == "kserve":
             kserve.up() if args.action == "up" else kserve.down()
+        elif args.cmd == "llmisvc":
+            llmisvc.up() if args.action == "up" else llmisvc.down()
         elif args.cmd == "kueue":
             kueue.up() if args.action == "up" else kueue.down()
         elif args.cmd == "trainer":

@@ -237,6 +237,7 @@ PROMETHEUS_IMAGE = f"localhost/kubeforge/prometheus:{PROMETHEUS_VERSION}"
 KSERVE_VERSION = "v0.20.0"  # github.com/kserve/kserve (hack/tools/kserve)
 KSERVE_CONTROLLER_IMAGE = f"localhost/kubeforge/kserve-controller:{KSERVE_VERSION}"
 KSERVE_AGENT_IMAGE = f"localhost/kubeforge/kserve-agent:{KSERVE_VERSION}"
+KSERVE_LLMISVC_IMAGE = f"localhost/kubeforge/kserve-llmisvc-controller:{KSERVE_VERSION}"
 KUEUE_IMAGE = "localhost/kubeforge/kueue:v0.17.0"  # sigs.k8s.io/kueue (hack/tools/kueue)
 # github.com/kubeflow/trainer/v2 (hack/tools/kueue) and sigs.k8s.io/jobset (hack/tools/jobset)
 TRAINER_CONTROLLER_IMAGE = "localhost/kubeforge/kubeflow-trainer-controller:v2.2.0"
@@ -249,6 +250,7 @@ BINARY_IMAGES = {
     PROMETHEUS_IMAGE: ("prometheus-kubernetes", "bin/prometheus"),
     KSERVE_CONTROLLER_IMAGE: ("kserve-manager", "manager"),
     KSERVE_AGENT_IMAGE: ("kserve-agent", "agent"),
+    KSERVE_LLMISVC_IMAGE: ("kserve-llmisvc", "manager"),  # /manager, as in KServe's own image
     TRAEFIK_IMAGE: ("traefik", "traefik"),
     KUEUE_IMAGE: ("kueue", "manager"),  # /manager, as in Kueue's own image
     TRAINER_CONTROLLER_IMAGE: ("trainer-controller-manager", "manager"),  # as in Trainer's

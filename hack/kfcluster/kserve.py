@@ -55,7 +55,7 @@ def source() -> Path:
     return module_dir(MODULE, version())
 
 
-def _yaml_documents(path: Path, substitutions: dict[str, str] | None = None) -> list[Any]:
+def yaml_documents(path: Path, substitutions: dict[str, str] | None = None) -> list[Any]:
     import yaml  # PyYAML: KServe's manifests are YAML; the e2e tests and `make kserve` have it
 
     text = path.read_text()
@@ -67,7 +67,7 @@ def _yaml_documents(path: Path, substitutions: dict[str, str] | None = None) -> 
 def upstream_config() -> dict[str, str]:
     """The ``inferenceservice-config`` data of KServe's rendered install, as released."""
     install = source() / "install" / version() / "kserve.yaml"
-    for doc in _yaml_documents(install):
+    for doc in yaml_documents(install):
         if doc.get("kind") == "ConfigMap" and doc["metadata"]["name"] == "inferenceservice-config":
             return {k: v for k, v in doc["data"].items() if k != "_example"}
     raise ClusterError(f"{install}: no ConfigMap inferenceservice-config")
@@ -96,18 +96,22 @@ def config_data() -> dict[str, str]:
     return data
 
 
-def _webhook_pki() -> tuple[bytes, bytes, bytes]:
-    """A CA for this cluster's webhooks and the webhook Service's serving certificate from it
-    (what cert-manager's Issuer and Certificate do in upstream's install): CA, cert, key."""
+def webhook_pki(service: str = WEBHOOK_SERVICE) -> tuple[bytes, bytes, bytes]:
+    """A CA for this cluster's webhooks and the serving certificate of webhook Service
+    ``service`` in ``NAMESPACE`` from it (what cert-manager's Issuer and Certificate do in
+    upstream's install): CA, cert, key."""
     pki = STATE / "pki" / "webhooks"
     pki.mkdir(parents=True, exist_ok=True)
     ca_key, ca_crt = pki / "ca.key", pki / "ca.crt"
-    key, crt = pki / f"{NAMESPACE}.key", pki / f"{NAMESPACE}.crt"
-    host = f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc"
+    key, crt = pki / f"{service}.key", pki / f"{service}.crt"
+    host = f"{service}.{NAMESPACE}.svc"
     if not crt.exists():
-        for cmd in (
+        ca = [] if ca_crt.exists() else [
             ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365",
              "-keyout", str(ca_key), "-out", str(ca_crt), "-subj", "/CN=kubeforge-webhook-ca"],
+        ]  # fmt: skip
+        for cmd in (
+            *ca,
             ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365",
              "-CA", str(ca_crt), "-CAkey", str(ca_key), "-keyout", str(key), "-out", str(crt),
              "-subj", f"/CN={host}",
@@ -123,11 +127,14 @@ def _webhook_pki() -> tuple[bytes, bytes, bytes]:
     return ca_crt.read_bytes(), crt.read_bytes(), key.read_bytes()
 
 
-def webhook_configurations(ca: bytes) -> list[dict[str, Any]]:
-    """Upstream's webhook configurations with the Service's namespace and the CA filled in."""
-    docs = _yaml_documents(
-        source() / "config" / "webhook" / "manifests.yaml",
-        {"$(webhookServiceName)": WEBHOOK_SERVICE, "$(kserveNamespace)": NAMESPACE},
+def webhook_configurations(
+    ca: bytes, folder: str = "config/webhook", service: str = WEBHOOK_SERVICE
+) -> list[dict[str, Any]]:
+    """Upstream's webhook configurations (``folder``/manifests.yaml) with the Service's name and
+    namespace and the CA filled in."""
+    docs = yaml_documents(
+        source() / folder / "manifests.yaml",
+        {"$(webhookServiceName)": service, "$(kserveNamespace)": NAMESPACE},
     )
     bundle = base64.b64encode(ca).decode()
     for doc in docs:
@@ -141,7 +148,7 @@ def rbac() -> list[dict[str, Any]]:
     folder = source() / "config" / "rbac"
     docs = []
     for name in ("role.yaml", "service_account.yaml", "role_binding.yaml"):
-        for doc in _yaml_documents(folder / name):
+        for doc in yaml_documents(folder / name):
             if doc["kind"] == "ServiceAccount":
                 doc["metadata"]["namespace"] = NAMESPACE
             for subject in doc.get("subjects") or []:
@@ -150,9 +157,23 @@ def rbac() -> list[dict[str, Any]]:
     return docs
 
 
+def cert_secret(name: str, service: str) -> dict[str, Any]:
+    """The Secret of webhook Service ``service``'s serving certificate (cert-manager's part)."""
+    _, crt, key = webhook_pki(service)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "data": {
+            "tls.crt": base64.b64encode(crt).decode(),
+            "tls.key": base64.b64encode(key).decode(),
+        },
+    }
+
+
 def manifests() -> list[dict[str, Any]]:
-    _, crt, key = _webhook_pki()
-    service = _yaml_documents(source() / "config" / "webhook" / "service.yaml")[0]
+    service = yaml_documents(source() / "config" / "webhook" / "service.yaml")[0]
     service["metadata"]["namespace"] = NAMESPACE
     return [
         {
@@ -168,16 +189,7 @@ def manifests() -> list[dict[str, Any]]:
             "metadata": {"name": "inferenceservice-config", "namespace": NAMESPACE},
             "data": config_data(),
         },
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "kubernetes.io/tls",
-            "metadata": {"name": CERT_SECRET, "namespace": NAMESPACE},
-            "data": {
-                "tls.crt": base64.b64encode(crt).decode(),
-                "tls.key": base64.b64encode(key).decode(),
-            },
-        },
+        cert_secret(CERT_SECRET, WEBHOOK_SERVICE),
         service,
         manager_deployment(),
     ]
@@ -238,7 +250,7 @@ def up() -> None:
     apply_objects(manifests())
     # the webhooks only once their server is ready: until then they would refuse every write
     wait_rollout(NAMESPACE, MANAGER, "KServe's controller", timeout="120s")
-    apply_objects(webhook_configurations(_webhook_pki()[0]))
+    apply_objects(webhook_configurations(webhook_pki()[0]))
     kit.wait_for("KServe's webhooks", _webhooks_answer, 60, interval=1)
     apply_objects(gateway.manifests())
     try:
@@ -283,8 +295,11 @@ def down() -> None:
     """Remove the webhooks first (their server goes next), then the controller, and KServe's
     finalizer from InferenceServices left behind (nothing would ever remove it: their
     children go with them by owner reference). KServe's CRDs stay (the cluster installs them)."""
+    from kfcluster import llmisvc
     from kfcluster.components import kubectl
 
+    if llmisvc.is_up():  # its presets' finalizers would hold the namespace's deletion
+        llmisvc.down()
     for doc in webhook_configurations(b""):
         kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found")
     kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=120s")
@@ -293,13 +308,24 @@ def down() -> None:
             kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found")
     for kind, name in gateway.down_objects():
         kubectl("delete", kind, name, "--ignore-not-found")
-    listed = json.loads(kubectl("get", "inferenceservices", "-A", "-o", "json"))
-    for isvc in listed["items"]:
-        meta = isvc["metadata"]
-        kept = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+    drop_finalizer("inferenceservices", FINALIZER)
+    log("KServe's controller removed")
+
+
+def drop_finalizer(resource: str, finalizer: str) -> None:
+    """Remove ``finalizer`` from every object of ``resource`` (none when its CRD is missing):
+    its controller is gone and would never remove it."""
+    from kfcluster.components import kubectl
+
+    try:
+        listed = json.loads(kubectl("get", resource, "-A", "-o", "json"))
+    except ClusterError:
+        return
+    for obj in listed["items"]:
+        meta = obj["metadata"]
+        kept = [f for f in meta.get("finalizers") or [] if f != finalizer]
         if kept != (meta.get("finalizers") or []):
             kubectl(
-                "patch", "inferenceservice", meta["name"], "-n", meta["namespace"],
-                "--type=merge", "-p", json.dumps({"metadata": {"finalizers": kept or None}}),
+                "patch", resource, meta["name"], "-n", meta["namespace"], "--type=merge",
+                "-p", json.dumps({"metadata": {"finalizers": kept or None}}),
             )  # fmt: skip
-    log("KServe's controller removed")

@@ -83,6 +83,8 @@ BINARIES: dict[str, tuple[str, str]] = {
     # KServe's controller manager (with its webhooks) and its agent (the request logger sidecar)
     "kserve-manager": ("kserve", "github.com/kserve/kserve/cmd/manager"),
     "kserve-agent": ("kserve", "github.com/kserve/kserve/cmd/agent"),
+    # KServe's LLMInferenceService controller (vLLM serving; a binary of its own upstream too)
+    "kserve-llmisvc": ("kserve", "github.com/kserve/kserve/cmd/llmisvc"),
     # the Gateway API implementation (controller and data plane in one binary)
     "traefik": ("traefik", "github.com/traefik/traefik/v3/cmd/traefik"),
     # Kueue's controller manager: quota, admission and preemption (localcluster.py kueue up)

@@ -333,3 +333,43 @@ def test_a_preset_kserve_cannot_find_is_named_not_a_generic_failure() -> None:
     said = member_observation(member, member["spec"]["labels"]["kubeforge.io/revision"])
     assert (said.status, said.reason) == ("Unknown", "NewObservedGenFailure")
     assert said.message.startswith(f"KServe Ready=Unknown on {NAME}")
+
+
+def test_routes_a_gateway_cannot_resolve_are_said_in_traffic_routed() -> None:
+    """KServe's real controller behind a Gateway whose implementation takes no InferencePool
+    backends (Traefik here): the member's workloads are up, its HTTPRoute is not resolved.
+    TrafficRouted says so with KServe's reason and message, not "routed"."""
+    kube = MemberKube({})
+    outcome, ms = _pass(kube, _server("hf://org/llm-v1"))
+    assert _condition(outcome, "TrafficRouted").reason == "WaitingForKServe"
+    unresolved = (
+        f'The following HTTPRoutes are not ready: [{NS}/{NAME}-kserve-route: "False" (reason '
+        '"InvalidKind", message "unsupported HTTPBackendRef inference.networking.k8s.io/'
+        f'InferencePool/{NAME}-inference-pool")]'
+    )
+    member = kube.children[("LLMInferenceService", NAME)]
+    member["status"] = {
+        "observedGeneration": member["metadata"]["generation"],
+        "conditions": [
+            {"type": "Ready", "status": "False", "reason": "HTTPRoutesNotReady",
+             "message": unresolved},
+            {"type": "MainWorkloadReady", "status": "True"},
+            {"type": "HTTPRoutesReady", "status": "False", "reason": "HTTPRoutesNotReady",
+             "message": unresolved},
+            {"type": "RouterReady", "status": "False", "reason": "HTTPRoutesNotReady",
+             "message": unresolved},
+        ],
+    }  # fmt: skip
+    outcome, ms = _pass(kube, ms)
+    routed = _condition(outcome, "TrafficRouted")
+    assert (routed.status, routed.reason) == ("False", "HTTPRoutesNotReady")
+    assert routed.message == f"KServe HTTPRoutesReady=False on {NAME}: {unresolved}"
+    ready = _condition(outcome, "InferenceServiceReady")
+    assert (ready.status, ready.reason) == ("False", "HTTPRoutesNotReady")
+    assert outcome.phase == "Pending"
+    # resolved: routed, and Ready with it
+    _report(kube, NAME, ready=True)
+    member["status"]["conditions"].append({"type": "HTTPRoutesReady", "status": "True"})
+    outcome, ms = _pass(kube, ms)
+    assert _condition(outcome, "TrafficRouted").reason == "KServeRoutes"
+    assert outcome.phase == "Ready"

@@ -35,7 +35,7 @@ from typing import Any
 from kubeforge_crds import ConditionStatus
 from kubeforge_crds.contracts.labels import MODEL_SERVER_LABEL, REVISION_LABEL
 from kubeforge_crds.modelserver import ModelServerSpec, Revision
-from kubeforge_operator.modelserver.conditions import CANARY_READY, ISVC_READY
+from kubeforge_operator.modelserver.conditions import CANARY_READY, ISVC_READY, TRAFFIC_ROUTED
 from kubeforge_operator.modelserver.traffic import (
     DRAIN_SECONDS,
     WEIGHTS_SINCE,
@@ -259,20 +259,11 @@ def member_observation(
 ) -> Observation:
     """KServe's Ready of a member for ``revision``; when not ready, the first of its other
     conditions that is not True says why."""
-    if member is None:
-        return Observation(type_, ConditionStatus.UNKNOWN, "Creating", "")
+    unreported = _unreported(member, type_)
+    if unreported is not None or member is None:
+        return unreported or Observation(type_, ConditionStatus.UNKNOWN, "Creating", "")
     name = member["metadata"]["name"]
-    status = member.get("status") or {}
-    if status.get("observedGeneration") != member["metadata"].get("generation"):
-        return Observation(
-            type_,
-            ConditionStatus.UNKNOWN,
-            "WaitingForKServe",
-            f"KServe has not reported on LLMInferenceService {name} generation "
-            f"{member['metadata'].get('generation')} yet: is KServe's LLMInferenceService "
-            "controller installed?",
-        )
-    conditions = status.get("conditions") or []
+    conditions = (member.get("status") or {}).get("conditions") or []
     ready = next((c for c in conditions if c.get("type") == "Ready"), None)
     if ready is None:
         return Observation(type_, ConditionStatus.UNKNOWN, "WaitingForKServe", "no Ready yet")
@@ -308,6 +299,50 @@ def member_observation(
     if message:
         said += f": {message}"
     return Observation(type_, ConditionStatus(ready.get("status", "Unknown")), reason, said)
+
+
+def _unreported(member: dict[str, Any] | None, type_: str) -> Observation | None:
+    """``type_`` Unknown while KServe has not reported on the member's generation (None when
+    it has, or when there is no member)."""
+    if member is None:
+        return None
+    status = member.get("status") or {}
+    if status.get("observedGeneration") == member["metadata"].get("generation"):
+        return None
+    return Observation(
+        type_,
+        ConditionStatus.UNKNOWN,
+        "WaitingForKServe",
+        f"KServe has not reported on LLMInferenceService {member['metadata']['name']} "
+        f"generation {member['metadata'].get('generation')} yet: is KServe's "
+        "LLMInferenceService controller installed?",
+    )
+
+
+def routes_observation(member: dict[str, Any] | None, group: str) -> Observation:
+    """TrafficRouted from KServe's ``HTTPRoutesReady`` on the member whose routes carry the
+    group: KServe's reason and message while they are not Ready (a Gateway whose controller
+    does not take InferencePool backends: ``InvalidKind``), Unknown until KServe has reported
+    on the member, True otherwise."""
+    unreported = _unreported(member, TRAFFIC_ROUTED)
+    if unreported is not None or member is None:
+        return unreported or Observation(TRAFFIC_ROUTED, ConditionStatus.UNKNOWN, "Creating", "")
+    conditions = (member.get("status") or {}).get("conditions") or []
+    routes = next((c for c in conditions if c.get("type") == "HTTPRoutesReady"), None)
+    if routes is None or routes.get("status") == "True":  # a member Ready without one routes too
+        return Observation(
+            TRAFFIC_ROUTED, ConditionStatus.TRUE, "KServeRoutes",
+            f"KServe's HTTPRoutes of routing group {group}",
+        )  # fmt: skip
+    said = f"KServe HTTPRoutesReady={routes.get('status')} on {member['metadata']['name']}"
+    if routes.get("message"):
+        said += f": {routes['message']}"
+    return Observation(
+        TRAFFIC_ROUTED,
+        ConditionStatus(routes.get("status", "Unknown")),
+        str(routes.get("reason") or "HTTPRoutesNotReady"),
+        said,
+    )
 
 
 def canary_member_observation(seen: Members, canary: str | None) -> Observation:

@@ -14,7 +14,7 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubeforge_crds import ConditionStatus
 from kubeforge_crds.base import parse_duration
 from kubeforge_crds.modelserver import ModelServerPhase, ModelServerSpec, ModelServerStatus
-from kubeforge_operator.modelserver.conditions import CANARY_READY, ISVC_READY, TRAFFIC_ROUTED
+from kubeforge_operator.modelserver.conditions import CANARY_READY, ISVC_READY
 from kubeforge_operator.modelserver.llmisvc import (
     CANARY_SUFFIX,
     LLMISVC_API,
@@ -25,6 +25,7 @@ from kubeforge_operator.modelserver.llmisvc import (
     member_observation,
     member_weight,
     plan_members,
+    routes_observation,
 )
 from kubeforge_operator.modelserver.rollout import Plan
 from kubeforge_operator.modelserver.status import refused_by_kserve, served_outcome
@@ -115,11 +116,11 @@ def serve_members(
     canary = served if planned.canary_percent is not None and stable is not None else None
     if members.canary_weight == 100:  # the canary member answers everything
         ready = member_observation(now.canary, served, workload=now.canary_workload)
+        routed = routes_observation(now.canary, ctx.name)
     else:
         rev = stable.revision if canary and stable else served
         ready = member_observation(now.stable, rev, workload=now.stable_workload)
-    routed = Observation(TRAFFIC_ROUTED, ConditionStatus.TRUE, "KServeRoutes",
-                         f"KServe's HTTPRoutes of routing group {ctx.name}")  # fmt: skip
+        routed = routes_observation(now.stable, ctx.name)
     url = ((now.stable or {}).get("status") or {}).get("url")
     gpus = placement.gpus * spec.replicas.min
     outcome = served_outcome(
