@@ -82,7 +82,13 @@ def test_kserve_s_controller_runs_each_member_on_a_gpu_node_and_its_reasons_reac
     cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(model_server("hf://org/t-v1")))
     # KServe made the member's workloads; its Gateway here cannot resolve the InferencePool
     # (KServe first says the route is not ready while Traefik has only accepted it)
-    ms = wait_until(lambda: unresolved(cluster, ns), 240, 1, "TrafficRouted=False, InvalidKind")
+    try:
+        ms = wait_until(lambda: unresolved(cluster, ns), 240, 1, "TrafficRouted=False, InvalidKind")
+    except AssertionError as err:  # say what KServe reported instead
+        member = get(cluster, "llminferenceservice", ns, NAME).get("status") or {}
+        server = get(cluster, "modelserver", ns, NAME).get("status") or {}
+        said = json.dumps([server.get("conditions"), member.get("conditions")], indent=1)
+        raise AssertionError(f"{err}\nModelServer's and KServe's conditions: {said}") from None
     assert "InferencePool" in condition(ms, "TrafficRouted")["message"]
     ready = condition(ms, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "HTTPRoutesNotReady")
