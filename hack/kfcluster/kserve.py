@@ -298,8 +298,7 @@ def down() -> None:
     from kfcluster import llmisvc
     from kfcluster.components import kubectl
 
-    if llmisvc.is_up():  # its presets' finalizers would hold the namespace's deletion
-        llmisvc.down()
+    llmisvc.down()  # its presets' finalizers would hold the namespace's deletion
     for doc in webhook_configurations(b""):
         kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found")
     kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=120s")

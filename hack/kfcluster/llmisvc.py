@@ -38,6 +38,12 @@ CRD_FILES = (
     "config/crd/full/llmisvc/serving.kserve.io_llminferenceserviceconfigs.yaml",
     "config/llmisvc/gateway-inference-extension.yaml",
 )
+# the ClusterRoleBindings KServe makes for each member's scheduler (system:auth-delegator),
+# which its finalizer removes
+SCHEDULER_BINDINGS = (
+    "app.kubernetes.io/component=llminferenceservice-router-scheduler,"
+    "app.kubernetes.io/part-of=llminferenceservice"
+)
 FINALIZERS = {
     "llminferenceservices": "serving.kserve.io/llmisvc-finalizer",
     "llminferenceserviceconfigs": "serving.kserve.io/llmisvcconfig-finalizer",
@@ -172,22 +178,38 @@ def _webhooks_answer() -> bool:
 
 
 def down() -> None:
-    """The webhooks first, then the controller; the presets and any LLMInferenceService left
-    behind lose the controller's finalizers (nothing would remove them now). The CRDs stay."""
+    """The webhooks first, then the controller (its pod gone), then what its finalizers would
+    have removed: the presets and any LLMInferenceService left behind lose them, and the
+    ClusterRoleBindings KServe makes for each member's scheduler (owned by nothing) go. Safe to
+    run again, or on a cluster where ``up`` never ran. The CRDs stay."""
     from kfcluster.components import kubectl
 
-    for doc in kserve.webhook_configurations(b"", WEBHOOKS, WEBHOOK_SERVICE):
-        kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found")
-    for doc in reversed(manifests()):
-        meta = doc["metadata"]
-        where = ["-n", meta["namespace"]] if "namespace" in meta else []
-        kubectl("delete", doc["kind"].lower(), meta["name"], *where, "--ignore-not-found")
+    def delete(*args: str, stdin: str | None = None) -> None:
+        try:
+            kubectl("delete", *args, "--ignore-not-found", stdin=stdin)
+        except ClusterError as err:  # the kind's CRD was never installed
+            if "the server doesn't have a resource type" not in str(err) and (
+                "no matches for kind" not in str(err)
+            ):
+                raise
+
+    def listed(docs: list[dict[str, Any]]) -> str:
+        return json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+
+    delete("-f", "-", stdin=listed(kserve.webhook_configurations(b"", WEBHOOKS, WEBHOOK_SERVICE)))
+    delete("-n", NAMESPACE, f"deployment/{MANAGER}", f"service/{WEBHOOK_SERVICE}",
+           f"secret/{CERT_SECRET}")  # fmt: skip
+    try:  # before its finalizers are dropped: a running controller adds them back
+        kubectl(
+            "wait", "--for=delete", "pod", "-l", f"control-plane={MANAGER}", "-n", NAMESPACE,
+            "--timeout=60s",
+        )  # fmt: skip
+    except ClusterError as err:
+        if "no matching resources" not in str(err):
+            raise
+    delete("-f", "-", stdin=listed(rbac()))
     for resource, finalizer in FINALIZERS.items():
         kserve.drop_finalizer(resource, finalizer)
-    for doc in presets():
-        meta = doc["metadata"]
-        kubectl(
-            "delete", "llminferenceserviceconfig", meta["name"], "-n", NAMESPACE,
-            "--ignore-not-found", "--wait=false",
-        )  # fmt: skip
+    delete("--wait=false", "-f", "-", stdin=listed(presets()))
+    delete("clusterrolebinding", "-l", SCHEDULER_BINDINGS)
     log("KServe's LLMInferenceService controller removed")

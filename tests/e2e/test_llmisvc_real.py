@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import pytest
-from tests.e2e.conftest import KEEP, condition, get, wait_for_condition
+from tests.e2e.conftest import KEEP, condition, get, node_control, wait_for_condition
 from tests.integration.conftest import LOCALCLUSTER, Cluster, wait_until
 
 from kubeforge_crds import MODELSERVER
@@ -27,6 +28,8 @@ from kubeforge_crds import MODELSERVER
 pytestmark = pytest.mark.slow
 
 NAME = "support"
+# KServe's conditions of a member whose workloads it made and saw
+UP = ("MainWorkloadReady", "SchedulerWorkloadReady", "PresetsCombined")
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +39,11 @@ def llmisvc(cluster: Cluster, kserve: None) -> Iterator[None]:
     yield
     if not KEEP:
         subprocess.run([*LOCALCLUSTER, "llmisvc", "down"], check=True, timeout=600)
+
+
+def llmisvc_cluster() -> ModuleType:
+    """hack/kfcluster/llmisvc.py (what ``localcluster.py llmisvc`` runs)."""
+    return node_control("llmisvc")
 
 
 def model_server(tickets: str) -> dict[str, Any]:
@@ -66,13 +74,17 @@ def workload(cluster: Cluster, ns: str, member: str) -> dict[str, Any]:
     return wait_until(made, 120, 1, f"KServe's Deployment {member}-kserve ready")
 
 
-def unresolved(cluster: Cluster, ns: str) -> dict[str, Any] | None:
-    """The ModelServer once its TrafficRouted says KServe's route has a backend the Gateway
-    cannot resolve."""
+def settled(cluster: Cluster, ns: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The ModelServer and its stable member once KServe reports the member's workloads up and
+    the ModelServer's TrafficRouted says KServe's route has a backend the Gateway cannot
+    resolve (KServe first says the route is not ready while Traefik has only accepted it)."""
     ms = get(cluster, "modelserver", ns, NAME)
+    member = get(cluster, "llminferenceservice", ns, NAME)
+    kserve_says = {c["type"]: c["status"] for c in member.get("status", {}).get("conditions", [])}
+    up = all(kserve_says.get(t) == "True" for t in UP)
     routed = condition(ms, "TrafficRouted")
     said = (routed.get("status"), routed.get("reason"), "InvalidKind" in routed.get("message", ""))
-    return ms if said == ("False", "HTTPRoutesNotReady", True) else None
+    return (ms, member) if up and said == ("False", "HTTPRoutesNotReady", True) else None
 
 
 def test_kserve_s_controller_runs_each_member_on_a_gpu_node_and_its_reasons_reach_the_server(
@@ -80,10 +92,11 @@ def test_kserve_s_controller_runs_each_member_on_a_gpu_node_and_its_reasons_reac
 ) -> None:
     ns = e2e_namespace
     cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(model_server("hf://org/t-v1")))
-    # KServe made the member's workloads; its Gateway here cannot resolve the InferencePool
-    # (KServe first says the route is not ready while Traefik has only accepted it)
+    stable = workload(cluster, ns, NAME)
+    # KServe saw the Deployment it made (kubeforge's labels no longer hide it from its cache),
+    # and its Gateway here cannot resolve the InferencePool
     try:
-        ms = wait_until(lambda: unresolved(cluster, ns), 240, 1, "TrafficRouted=False, InvalidKind")
+        ms, member = wait_until(lambda: settled(cluster, ns), 120, 1, "the member settled")
     except AssertionError as err:  # say what KServe reported instead
         member = get(cluster, "llminferenceservice", ns, NAME).get("status") or {}
         server = get(cluster, "modelserver", ns, NAME).get("status") or {}
@@ -92,15 +105,9 @@ def test_kserve_s_controller_runs_each_member_on_a_gpu_node_and_its_reasons_reac
     assert "InferencePool" in condition(ms, "TrafficRouted")["message"]
     ready = condition(ms, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "HTTPRoutesNotReady")
-    member = get(cluster, "llminferenceservice", ns, NAME)
-    kserve_says = {c["type"]: c["status"] for c in member["status"]["conditions"]}
-    # KServe saw the Deployment it made (kubeforge's labels no longer hide it from its cache)
-    assert kserve_says["MainWorkloadReady"] == "True", member["status"]
-    assert kserve_says["PresetsCombined"] == "True"
-    assert kserve_says["SchedulerWorkloadReady"] == "True"
+    assert member["metadata"]["ownerReferences"][0]["kind"] == "ModelServer"
     get(cluster, "inferencepool", ns, f"{NAME}-inference-pool")["metadata"]  # made by KServe
 
-    stable = workload(cluster, ns, NAME)
     labels = stable["spec"]["template"]["metadata"]["labels"]
     assert labels["app.kubernetes.io/part-of"] == "llminferenceservice"
     assert labels["kubeforge.io/modelserver"] == NAME
@@ -144,6 +151,18 @@ def test_kserve_s_controller_runs_each_member_on_a_gpu_node_and_its_reasons_reac
         f"{NAME}-canary": {"group": NAME, "weight": 0, "http": {}},
     }
     assert [d["action"] for d in ms["status"]["decisions"]] == ["start"]
+
+    # deleted: its members go, and KServe's finalizer removes what it made outside them
+    cluster.kubectl("delete", "modelserver", NAME, "-n", ns)
+
+    def gone() -> bool:
+        left = cluster.kubectl("get", "llminferenceservice", "-n", ns, "-o", "name").stdout
+        bindings = cluster.kubectl(
+            "get", "clusterrolebinding", "-o", "name", "-l", llmisvc_cluster().SCHEDULER_BINDINGS
+        ).stdout
+        return not left.strip() and f"/{ns}-" not in bindings
+
+    wait_until(gone, 90, 1, "the members and their schedulers' ClusterRoleBindings gone")
 
 
 def initializer_uris(deployment: dict[str, Any]) -> set[str]:
