@@ -108,6 +108,16 @@ def helm_template(
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
+def admitted(*probes: dict[str, Any]) -> bool:
+    """Whether a server-side dry run of each object passes: its webhooks answer and admit it."""
+    try:
+        for probe in probes:
+            kubectl("create", "--dry-run=server", "-f", "-", "-o", "name", stdin=json.dumps(probe))
+    except ClusterError:
+        return False
+    return True
+
+
 def deployment_exists(namespace: str, name: str) -> bool:
     try:
         kubectl("get", "deployment", name, "-n", namespace, "-o", "name")

@@ -196,20 +196,33 @@ def manifests() -> list[dict[str, Any]]:
 
 
 def manager_deployment() -> dict[str, Any]:
+    return controller_deployment(
+        MANAGER,
+        KSERVE_CONTROLLER_IMAGE,
+        ["--metrics-addr=:8080", "--health-probe-addr=:8081"],
+        [{"name": "metrics", "containerPort": 8080}],
+        CERT_SECRET,
+    )
+
+
+def controller_deployment(
+    name: str, image: str, args: list[str], ports: list[dict[str, Any]], cert: str
+) -> dict[str, Any]:
+    """A KServe controller as upstream deploys it: its namespace in ``POD_NAMESPACE``, its
+    webhook server's certificate from Secret ``cert``, ready when controller-runtime's
+    ``/readyz`` on 8081 says so, labelled ``control-plane: <name>`` (which its webhook
+    Service selects)."""
     container = {
         "name": "manager",
-        "image": KSERVE_CONTROLLER_IMAGE,
-        "args": ["--metrics-addr=:8080", "--health-probe-addr=:8081"],
+        "image": image,
+        "args": args,
         "env": [
             {
                 "name": "POD_NAMESPACE",
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             }
         ],
-        "ports": [
-            {"name": "webhook-server", "containerPort": 9443},
-            {"name": "metrics", "containerPort": 8080},
-        ],
+        "ports": [{"name": "webhook-server", "containerPort": 9443}, *ports],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8081}, "periodSeconds": 2},
         # controller-runtime's default: $TMPDIR/k8s-webhook-server/serving-certs
         "volumeMounts": [
@@ -224,12 +237,10 @@ def manager_deployment() -> dict[str, Any]:
             "limits": {"memory": "500Mi"},
         },
     }
-    labels = {"control-plane": MANAGER, "app.kubernetes.io/name": "kserve-controller-manager"}
-    volumes = [{"name": "cert", "secret": {"secretName": CERT_SECRET}}]
-    selector = {"control-plane": MANAGER}  # upstream's, which its webhook Service selects
-    return system_deployment(
-        MANAGER, NAMESPACE, labels, container, volumes=volumes, selector=selector
-    )
+    labels = {"control-plane": name, "app.kubernetes.io/name": name}
+    volumes = [{"name": "cert", "secret": {"secretName": cert}}]
+    selector = {"control-plane": name}
+    return system_deployment(name, NAMESPACE, labels, container, volumes=volumes, selector=selector)
 
 
 def is_up() -> bool:
@@ -272,7 +283,7 @@ def up() -> None:
 
 def _webhooks_answer() -> bool:
     """A server-side dry run of an InferenceService passes through the validating webhook."""
-    from kfcluster.components import kubectl
+    from kfcluster.components import admitted
 
     probe = {
         "apiVersion": "serving.kserve.io/v1beta1",
@@ -284,11 +295,7 @@ def _webhooks_answer() -> bool:
             }
         },
     }
-    try:
-        kubectl("create", "--dry-run=server", "-f", "-", "-o", "name", stdin=json.dumps(probe))
-    except ClusterError:
-        return False
-    return True
+    return admitted(probe)
 
 
 def down() -> None:

@@ -115,18 +115,14 @@ def up() -> None:
 
 def _webhooks_answer() -> bool:
     """A server-side dry run of a ResourceFlavor passes through Kueue's webhooks."""
-    from kfcluster.components import kubectl
+    from kfcluster.components import admitted
 
     probe = {
         "apiVersion": "kueue.x-k8s.io/v1beta2",
         "kind": "ResourceFlavor",
         "metadata": {"name": "webhook-probe"},
     }
-    try:
-        kubectl("create", "--dry-run=server", "-f", "-", "-o", "name", stdin=json.dumps(probe))
-    except ClusterError:
-        return False
-    return True
+    return admitted(probe)
 
 
 def _visibility_answers() -> bool:

@@ -24,7 +24,6 @@ import json
 from typing import Any
 
 from kfcluster import kserve
-from kfcluster.files import system_deployment
 from kfcluster.images import BINARY_IMAGES, KSERVE_LLMISVC_IMAGE, binary_image
 from kfcluster.settings import ClusterError, log
 from kubeforge_labs import kit
@@ -89,37 +88,9 @@ def manifests() -> list[dict[str, Any]]:
 
 
 def deployment() -> dict[str, Any]:
-    container = {
-        "name": "manager",
-        "image": KSERVE_LLMISVC_IMAGE,
-        # upstream's: metrics on the pod's loopback only, one leader
-        "args": ["--metrics-addr=127.0.0.1:8443", "--leader-elect"],
-        "env": [
-            {
-                "name": "POD_NAMESPACE",
-                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
-            }
-        ],
-        "ports": [{"name": "webhook-server", "containerPort": 9443}],
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8081}, "periodSeconds": 2},
-        "volumeMounts": [
-            {
-                "name": "cert",
-                "mountPath": "/tmp/k8s-webhook-server/serving-certs",  # noqa: S108
-                "readOnly": True,
-            }
-        ],
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "200Mi"},
-            "limits": {"memory": "500Mi"},
-        },
-    }
-    # upstream's labels; its webhook Service selects control-plane
-    labels = {"control-plane": MANAGER, "app.kubernetes.io/name": MANAGER}
-    volumes = [{"name": "cert", "secret": {"secretName": CERT_SECRET}}]
-    return system_deployment(
-        MANAGER, NAMESPACE, labels, container, volumes=volumes, selector={"control-plane": MANAGER}
-    )
+    # upstream's arguments: metrics on the pod's loopback only, one leader
+    args = ["--metrics-addr=127.0.0.1:8443", "--leader-elect"]
+    return kserve.controller_deployment(MANAGER, KSERVE_LLMISVC_IMAGE, args, [], CERT_SECRET)
 
 
 def is_up() -> bool:
@@ -162,7 +133,7 @@ def _established(definitions: list[dict[str, Any]]) -> bool:
 
 def _webhooks_answer() -> bool:
     """A server-side dry run of an LLMInferenceService passes through both webhooks."""
-    from kfcluster.components import kubectl
+    from kfcluster.components import admitted
 
     probe = {
         "apiVersion": "serving.kserve.io/v1alpha2",
@@ -170,11 +141,7 @@ def _webhooks_answer() -> bool:
         "metadata": {"name": "webhook-probe", "namespace": NAMESPACE},
         "spec": {"model": {"uri": "hf://facebook/opt-125m"}},
     }
-    try:
-        kubectl("create", "--dry-run=server", "-f", "-", "-o", "name", stdin=json.dumps(probe))
-    except ClusterError:
-        return False
-    return True
+    return admitted(probe)
 
 
 def down() -> None:

@@ -27,7 +27,7 @@ from typing import Any
 from kfcluster.binaries import module_dir, tool_version
 from kfcluster.files import ON_REAL_NODE
 from kfcluster.images import BINARY_IMAGES, JOBSET_IMAGE, TRAINER_CONTROLLER_IMAGE, binary_image
-from kfcluster.settings import ClusterError, log
+from kfcluster.settings import log
 from kubeforge_labs import kit
 
 NAMESPACE = "kubeflow-system"
@@ -136,7 +136,7 @@ def _webhooks_answer() -> bool:
     """Server-side dry runs of a ClusterTrainingRuntime and a JobSet pass through both
     webhooks (a webhook not called, or not trusted yet: its certificate made, the caBundle not
     yet injected, fails them)."""
-    from kfcluster.components import kubectl
+    from kfcluster.components import admitted
 
     node = {"name": "node", "image": "webhook-probe"}
     replicated = {
@@ -154,12 +154,7 @@ def _webhooks_answer() -> bool:
         {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
          "metadata": {"name": "webhook-probe", "namespace": "default"}, "spec": {}},
     ]  # fmt: skip
-    try:
-        for probe in probes:
-            kubectl("create", "--dry-run=server", "-f", "-", "-o", "name", stdin=json.dumps(probe))
-    except ClusterError:
-        return False
-    return True
+    return admitted(*probes)
 
 
 def down() -> None:
