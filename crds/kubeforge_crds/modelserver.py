@@ -528,7 +528,12 @@ class Revision(StatusPart):
         "metrics with it.",
     )
     uri: str = Field(max_length=2048, description="Storage URI of the model.")
-    traffic_percent: int = Field(ge=0, le=100, description="Share of traffic it receives.")
+    traffic_percent: int = Field(
+        ge=0,
+        le=100,
+        description="Share of traffic the current rollout step gives it; a canary receives it "
+        "once ready (CanaryReady=True), and until then the stable version answers everything.",
+    )
     model_format: ModelFormat = Field(
         default=ModelFormat.TRANSFORMERS, description="Format, for the built-in runtime."
     )
@@ -653,7 +658,9 @@ class ModelServerStatus(ResourceStatus):
         "names something else.",
     )
     traffic_split: str | None = Field(
-        default=None, description="Traffic split as stable/canary percentages, e.g. 90/10."
+        default=None,
+        description="Traffic split of the current rollout step as stable/canary percentages, "
+        "e.g. 90/10; the canary gets its share once ready (CanaryReady=True).",
     )
     gpus: int | None = Field(default=None, ge=0, description="GPUs held by the replicas now.")
     gpu_product: str | None = Field(
