@@ -93,12 +93,6 @@ def deployment() -> dict[str, Any]:
     return kserve.controller_deployment(MANAGER, KSERVE_LLMISVC_IMAGE, args, [], CERT_SECRET)
 
 
-def is_up() -> bool:
-    from kfcluster.components import deployment_exists
-
-    return deployment_exists(NAMESPACE, MANAGER)
-
-
 def up() -> None:
     """KServe's controller and the Gateway (``kserve.up``), then the LLMInferenceService
     controller, its webhooks and presets; no-op for what is running."""
@@ -115,10 +109,11 @@ def up() -> None:
     apply_objects(kserve.webhook_configurations(kserve.webhook_pki()[0], WEBHOOKS, WEBHOOK_SERVICE))
     kit.wait_for("KServe's LLMInferenceService webhooks", _webhooks_answer, 60, interval=1)
     # through its own validating webhook, as upstream's install applies them
-    apply_objects(presets())
+    configs = presets()
+    apply_objects(configs)
     log(
         f"KServe {kserve.version()} LLMInferenceService controller running in {NAMESPACE}, "
-        f"{len(presets())} presets"
+        f"{len(configs)} presets"
     )
 
 

@@ -21,9 +21,9 @@ revision Ready (KServe restarts vLLM with it); a canary that lost its traffic is
 
 Pure. Checked against KServe's own CRD schema on the apiserver, and written there by the
 operator (tests/integration/test_llmisvc_schema.py); the rollout walked pass by pass in
-tests/unit/test_modelserver_llmisvc.py. KServe's LLMInferenceService controller (a binary of its
-own, not in the local cluster's build) ran once by hand on the members, with kwok's pods for
-vLLM's, which needs a GPU: no LLMInferenceService has been served (docs/llm-serving.md)."""
+tests/unit/test_modelserver_llmisvc.py; reconciled by KServe's own LLMInferenceService
+controller on the local cluster (tests/e2e/test_llmisvc_real.py), with kwok's pods for vLLM's,
+which needs a GPU: no LLMInferenceService has answered a request (docs/llm-serving.md)."""
 
 from __future__ import annotations
 
