@@ -24,8 +24,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from py_compile import PycInvalidationMode
 
 from kfcluster.binaries import bin_dir, module_dir, tool_version
+from kfcluster.bytecode import CHECKED, UNCHECKED, with_bytecode
 from kfcluster.settings import CACHE, REPO, ClusterError, log
 
 IMAGES = CACHE / "images"
@@ -353,8 +355,12 @@ def kubeforge_image(name: str, python: Path) -> Path:
     deps = _cached_layer(
         f"deps-{name}",
         # (linked-2: the pruning's own version, so that a change to it rebuilds the layer)
-        json.dumps([found["dists"], target.leave_out, target.linked_only, "linked-2"]),
+        # (bytecode-1: the layer carries its sources' bytecode, kfcluster.bytecode)
+        json.dumps(
+            [found["dists"], target.leave_out, target.linked_only, "linked-2", "bytecode-1"]
+        ),
         [(site / f, f"{PREFIX}/site-packages/{f}") for f in files],
+        UNCHECKED,
     )
     layers = [Layer(_base_layer()), Layer(deps)]
     if target.app:
@@ -367,7 +373,8 @@ def kubeforge_image(name: str, python: Path) -> Path:
         digest = hashlib.sha256()
         for path, arcname in sources:
             digest.update(arcname.encode() + b"\0" + path.read_bytes())
-        layers.append(Layer(_cached_layer("app", digest.hexdigest(), sources)))
+        digest.update(b"bytecode-1")
+        layers.append(Layer(_cached_layer("app", digest.hexdigest(), sources, CHECKED)))
     config = ImageConfig(
         cmd=target.cmd,
         user="65532:65532",
@@ -449,12 +456,25 @@ def _base_layer() -> Path:
     return layer
 
 
-def _cached_layer(name: str, inputs: str, files: list[tuple[Path, str]]) -> Path:
+def _cached_layer(
+    name: str,
+    inputs: str,
+    files: list[tuple[Path, str]],
+    bytecode: PycInvalidationMode | None = None,
+) -> Path:
     """A layer of ``files`` (path, name in the image), owned by root, world-readable, with fixed
-    times: the same inputs give the same layer."""
+    times: the same inputs give the same layer. With ``bytecode``, the Python sources' bytecode
+    goes in beside them (kfcluster.bytecode)."""
     out = _cached(f"layer-{name}", inputs)
     if out.exists():
         return out
+    if bytecode is None:
+        return _write_layer(out, files)
+    with tempfile.TemporaryDirectory(dir=IMAGES, prefix="bytecode-") as scratch:
+        return _write_layer(out, with_bytecode(files, Path(scratch), bytecode))
+
+
+def _write_layer(out: Path, files: list[tuple[Path, str]]) -> Path:
     tmp = out.with_name(f"{out.name}.{time.monotonic_ns()}.tmp")
     dirs = sorted({p for _, arc in files for p in Path(arc).parents if str(p) != "."})
     with tarfile.open(tmp, "w") as tar:
