@@ -189,8 +189,13 @@ class GatewayClient:
         self.exec(
             "sh", "-c",
             f"nohup python /tmp/load.py {url} {self.host()} {rate} {LOAD_LOG} "
-            "> /tmp/load.err 2>&1 &",
+            "> /tmp/load.err 2>&1 & echo $! > /tmp/load.pid",
         )  # fmt: skip
+
+    def stop_load(self) -> None:
+        """Stop what ``start_load`` started (its answers stay readable): the node's CPU back for
+        whatever runs next."""
+        self.exec("sh", "-c", "kill $(cat /tmp/load.pid) 2>/dev/null; true")
 
     def answers(self, since: float = 0, until: float = float("inf")) -> list[Answer]:
         """The load's answers to requests sent in [since, until)."""

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 from tests.e2e.conftest import KEEP, condition, get, packed, wait_for_condition
 from tests.integration.conftest import Cluster, wait_until
 
-from kubeforge_labs import gateway, models
+from kubeforge_labs import gateway, helm, models
 from kubeforge_labs.gateway import GatewayClient
-from kubeforge_operator.modelserver.observe import KSERVE_CONFIG_TTL
 
 pytestmark = pytest.mark.slow
 
@@ -162,6 +162,55 @@ def test_canary_that_cannot_load_gets_no_traffic_and_no_analysis(served: Gateway
     got = served.answers(time.time() - 10, time.time())
     assert got
     assert {(a.revision, a.code) for a in got} == {(stable, 200)}
+
+
+def test_a_kserve_webhook_refusal_is_reported_and_the_stable_keeps_serving(
+    cluster: Cluster, served: GatewayClient
+) -> None:
+    """KServe's validating webhook refuses to change an InferenceService's deployment mode. A
+    platform team that switches KServe's default mode to Serverless (the operator follows
+    KServe's default: kserveMode auto) turns the operator's next write into such a change: the
+    refusal, in KServe's words, reaches the ModelServer, and the stable version keeps serving
+    through the Gateway. (A name KServe's webhook would refuse never reaches it: the
+    ModelServer's own admission refuses it first, naming metadata.name.)"""
+    cm = ["configmap", "inferenceservice-config", "-n", "kserve"]
+    deploy = json.loads(cluster.kubectl("get", *cm, "-o", "json").stdout)["data"]["deploy"]
+
+    def set_deploy(value: str) -> None:
+        patch = json.dumps({"data": {"deploy": value}})
+        cluster.kubectl("patch", *cm, "--type=merge", "-p", patch)
+
+    before = served.get("modelserver")
+    stable = before["status"]["stable"]["revision"]
+    set_deploy(json.dumps({**json.loads(deploy), "defaultDeploymentMode": "Serverless"}))
+    try:
+        # the operator reads KServe's configuration again once per resync interval
+        values = yaml.safe_load(helm.LOCAL_VALUES.read_text())
+        time.sleep(float(values["operator"]["resyncSeconds"]) + 1)
+        served.apply(model_server("pvc://models/m1"))  # a new version: the operator writes
+
+        def refused() -> dict[str, Any] | None:
+            ms = served.get("modelserver")
+            reason = condition(ms, "InferenceServiceReady").get("reason")
+            return ms if reason == "RefusedByKServe" else None
+
+        ms = wait_until(refused, 90, 1, "RefusedByKServe on the ModelServer")
+        cond = condition(ms, "InferenceServiceReady")
+        assert cond["status"] == "False", cond
+        assert "admission webhook" in cond["message"], cond
+        assert "deploymentMode cannot be changed" in cond["message"], cond
+        assert ms["status"]["stable"]["revision"] == stable
+        assert served.canary_weight() == 0
+        got = served.answers(time.time() - 10, time.time())
+        assert got
+        assert {(a.revision, a.code) for a in got} == {(stable, 200)}
+    finally:
+        set_deploy(deploy)
+        # the last scenario of this ModelServer: its spec as it was (no rollout starts once
+        # KServe's mode is back) and its load stopped, so the module's next scenarios have the
+        # real node's CPU
+        served.apply({**model_server(""), "spec": before["spec"]})
+        served.stop_load()
 
 
 @pytest.fixture(scope="module")
@@ -397,44 +446,3 @@ def test_two_adapters_on_one_base_and_a_canary_of_one_leaves_the_other_alone(
     answers = ask(client, "tickets", "faq", "multi")
     assert [a[2] for a in answers] == [expected["tickets-v2"], expected["faq"], expected["base"]]
     print("answers by revision during the rollout:", sorted({(m, r) for m, r, _ in seen}))
-
-
-def test_a_kserve_webhook_refusal_is_reported_and_the_stable_keeps_serving(
-    cluster: Cluster, served: GatewayClient
-) -> None:
-    """KServe's validating webhook refuses to change an InferenceService's deployment mode. A
-    platform team that switches KServe's default mode to Serverless (the operator follows
-    KServe's default: kserveMode auto) turns the operator's next write into such a change: the
-    refusal, in KServe's words, reaches the ModelServer, and the stable version keeps serving
-    through the Gateway. (A name KServe's webhook would refuse never reaches it: the
-    ModelServer's own admission refuses it first, naming metadata.name.)"""
-    cm = ["configmap", "inferenceservice-config", "-n", "kserve"]
-    deploy = json.loads(cluster.kubectl("get", *cm, "-o", "json").stdout)["data"]["deploy"]
-
-    def set_deploy(value: str) -> None:
-        patch = json.dumps({"data": {"deploy": value}})
-        cluster.kubectl("patch", *cm, "--type=merge", "-p", patch)
-
-    stable = served.get("modelserver")["status"]["stable"]["revision"]
-    set_deploy(json.dumps({**json.loads(deploy), "defaultDeploymentMode": "Serverless"}))
-    try:
-        time.sleep(KSERVE_CONFIG_TTL + 1)  # the operator reads KServe's configuration again
-        served.apply(model_server("pvc://models/m1"))  # a new version: the operator writes
-
-        def refused() -> dict[str, Any] | None:
-            ms = served.get("modelserver")
-            reason = condition(ms, "InferenceServiceReady").get("reason")
-            return ms if reason == "RefusedByKServe" else None
-
-        ms = wait_until(refused, 90, 1, "RefusedByKServe on the ModelServer")
-        cond = condition(ms, "InferenceServiceReady")
-        assert cond["status"] == "False", cond
-        assert "admission webhook" in cond["message"], cond
-        assert "deploymentMode cannot be changed" in cond["message"], cond
-        assert ms["status"]["stable"]["revision"] == stable
-        assert served.canary_weight() == 0
-        got = served.answers(time.time() - 10, time.time())
-        assert got
-        assert {(a.revision, a.code) for a in got} == {(stable, 200)}
-    finally:
-        set_deploy(deploy)

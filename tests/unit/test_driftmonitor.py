@@ -75,6 +75,8 @@ def test_deployment_mounts_config_and_pvc_reference_and_restarts_on_change() -> 
     assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True
+    # liveness waits for the start (a slow import is not killed), readiness follows it at once
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     digest = "kubeforge.io/config-digest"
     assert (
         a["spec"]["template"]["metadata"]["annotations"][digest]

@@ -29,6 +29,7 @@ from kubeforge_operator.runtime.children import (
     container_security_context,
     pod_security_context,
     standard_labels,
+    startup_probe,
 )
 from kubeforge_operator.runtime.placement import Placement
 
@@ -180,6 +181,7 @@ def build_deployment(
             {"name": "http", "containerPort": SERVICE_PORT},
             {"name": "metrics", "containerPort": METRICS_PORT},
         ],
+        "startupProbe": startup_probe("/healthz", "http"),
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 10},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 20},
         "resources": {

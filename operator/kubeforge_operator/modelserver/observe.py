@@ -27,8 +27,8 @@ from kubeforge_operator.modelserver.traffic import (
 from kubeforge_operator.runtime.reconcile import ReconcileContext
 
 KSERVE_CONFIG = "inferenceservice-config"
-# KServe's configuration is read at most this often (seconds), not on every reconcile
-KSERVE_CONFIG_TTL = 30.0
+# KServe's configuration, read at most once per resync interval (a change to it is what no
+# event of ours tells, as the resync is for), not on every reconcile: {namespace: (read at, it)}
 _kserve_config: dict[str, tuple[float, KServeDefaults]] = {}
 
 
@@ -84,11 +84,12 @@ def observe(ctx: ReconcileContext) -> Observed:
 
 
 def kserve_config(ctx: ReconcileContext) -> KServeDefaults:
-    """KServe's default mode and domain, from its ConfigMap (cached for a while); nothing when
-    it is not there or not readable (the operator's settings and defaults apply)."""
+    """KServe's default mode and domain, from its ConfigMap (read again once per resync
+    interval); nothing when it is not there or not readable (the operator's settings and
+    defaults apply)."""
     namespace = ctx.settings.kserve_namespace
     cached = _kserve_config.get(namespace)
-    if cached is not None and time.monotonic() - cached[0] < KSERVE_CONFIG_TTL:
+    if cached is not None and time.monotonic() - cached[0] < ctx.settings.resync_seconds:
         return cached[1]
     try:
         cm = ctx.kube.get_child("v1", "ConfigMap", namespace, KSERVE_CONFIG)

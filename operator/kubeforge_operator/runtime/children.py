@@ -1,5 +1,5 @@
-"""Pieces every kind's child manifests share: owner references, the standard labels, and the
-restricted Pod Security Standard's security contexts."""
+"""Pieces every kind's child manifests share: owner references, the standard labels, the
+restricted Pod Security Standard's security contexts, and the startup probe of a server."""
 
 from __future__ import annotations
 
@@ -86,3 +86,21 @@ def with_pull_policy(manifest: dict[str, Any], policy: str | None) -> dict[str, 
 
     visit(manifest)
     return manifest
+
+
+# A starting server is asked every second whether it serves, for up to five minutes (a Jupyter
+# server with extensions on a busy node takes tens of seconds): its pod is Ready about a second
+# after it listens, since the kubelet runs the readiness probe at once when the startup probe
+# succeeds (pkg/kubelet/prober, UpdatePodStatus), where a readiness probe alone, every 10 s, made
+# it wait up to 10 s. Liveness is not probed before it either, so a slow start is not killed.
+STARTUP_PROBE_PERIOD_SECONDS = 1
+STARTUP_PROBE_FAILURES = 300
+
+
+def startup_probe(path: str, port: str) -> dict[str, Any]:
+    """An HTTP GET of ``path`` on the named ``port``, every second until it answers (5 min)."""
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": STARTUP_PROBE_PERIOD_SECONDS,
+        "failureThreshold": STARTUP_PROBE_FAILURES,
+    }

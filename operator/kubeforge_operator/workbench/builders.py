@@ -13,6 +13,7 @@ from kubeforge_operator.runtime.children import (
     container_security_context,
     pod_security_context,
     standard_labels,
+    startup_probe,
 )
 from kubeforge_operator.runtime.placement import Placement, SpecProblem
 from kubeforge_operator.workbench.culling import (
@@ -118,6 +119,7 @@ def _container(spec: WorkbenchSpec, image: str, placement: Placement) -> dict[st
             **placement.limits(),
         },
     }
+    probe = spec.culling.probe_path or DEFAULT_PROBE_PATH
     container: dict[str, Any] = {
         "name": "notebook",
         "image": image,
@@ -125,10 +127,8 @@ def _container(spec: WorkbenchSpec, image: str, placement: Placement) -> dict[st
         "env": _env(spec),
         "resources": resources,
         "volumeMounts": [{"name": "home", "mountPath": HOME}],
-        "readinessProbe": {
-            "httpGet": {"path": spec.culling.probe_path or DEFAULT_PROBE_PATH, "port": "http"},
-            "periodSeconds": 10,
-        },
+        "startupProbe": startup_probe(probe, "http"),
+        "readinessProbe": {"httpGet": {"path": probe, "port": "http"}, "periodSeconds": 10},
         "securityContext": container_security_context(),
     }
     if spec.data_connections:
