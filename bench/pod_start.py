@@ -115,12 +115,19 @@ def python_starts(namespace: str, count: int) -> dict[str, list[float]]:
 
 
 def finished(namespace: str, name: str, timeout: float = 300) -> None:
-    """Wait for the pod to succeed; its log when it fails or takes too long."""
+    """Wait for the pod to succeed; its log when it fails or takes too long, and at once the
+    command that imports the trainer image when the node does not have it."""
     deadline = time.monotonic() + timeout
+    fields = "{.status.phase} {.status.containerStatuses[0].state.waiting.reason}"
     while (
-        phase := lc.kubectl("get", "pod", "-n", namespace, name, "-o", "jsonpath={.status.phase}")
-    ) != "Succeeded":
-        if phase == "Failed" or time.monotonic() > deadline:
+        phase := lc.kubectl("get", "pod", "-n", namespace, name, "-o", f"jsonpath={fields}")
+    ).strip() != "Succeeded":
+        if "ErrImageNeverPull" in phase:
+            raise SystemExit(
+                f"the real node has no {TARGETS['trainer'].tag}: run `make images` "
+                "(python3 hack/localcluster.py images), or --python-starts 0"
+            )
+        if phase.startswith("Failed") or time.monotonic() > deadline:
             log = lc.kubectl("logs", "-n", namespace, name, check=False)
             raise SystemExit(f"pod {name}: {phase or 'not started'} after {timeout:.0f} s\n{log}")
         time.sleep(0.2)

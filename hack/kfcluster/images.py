@@ -470,6 +470,8 @@ def _cached_layer(
         return out
     if bytecode is None:
         return _write_layer(out, files)
+    for stale in IMAGES.glob("bytecode-*"):  # left by a build that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(dir=IMAGES, prefix="bytecode-") as scratch:
         return _write_layer(out, with_bytecode(files, Path(scratch), bytecode))
 

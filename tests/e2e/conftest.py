@@ -307,13 +307,14 @@ def chart_part(template: str, *settings: str, **values: Any) -> str:
     ).stdout  # fmt: skip
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def kserve(cluster: Cluster, kubeforge: str) -> Iterator[None]:
     """KServe's controller and the Gateway (localcluster.py kserve up), and the chart's
-    ClusterServingRuntime of kubeforge's runtime; removed when the e2e tier ends (the
-    integration tier plays KServe's Serverless mode with a stand-in on the same cluster). Once
-    for the tier's modules that use it (about 45 s each up and down): the demo runs before any
-    of them and starts and removes its own."""
+    ClusterServingRuntime of kubeforge's runtime; removed when the session ends, after the e2e
+    tier, which the make targets run last (the integration tier plays KServe's Serverless mode
+    with a stand-in on the same cluster). Once for the tier's modules that use it (about 45 s
+    each up and down). test_demo.py, first in the tier, starts and removes its own KServe: run
+    it before any module that uses this one, never after."""
     subprocess.run([*LOCALCLUSTER, "kserve", "up"], check=True, timeout=600)
     runtime = chart_part("templates/servingruntime.yaml", "kserve.servingRuntime.enabled=true")
     cluster.kubectl("apply", "-f", "-", stdin=runtime)

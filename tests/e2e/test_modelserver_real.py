@@ -206,11 +206,11 @@ def test_a_kserve_webhook_refusal_is_reported_and_the_stable_keeps_serving(
         assert {(a.revision, a.code) for a in got} == {(stable, 200)}
     finally:
         set_deploy(deploy)
-        # the last scenario of this ModelServer: its spec as it was (no rollout starts once
-        # KServe's mode is back) and its load stopped, so the module's next scenarios have the
-        # real node's CPU
-        served.apply({**model_server(""), "spec": before["spec"]})
+        # the last scenario of this ModelServer: its load stopped and its spec as it was (no
+        # new version to roll out once the operator has read KServe's mode again), so the
+        # module's next scenarios have the real node's CPU
         served.stop_load()
+        served.apply({**model_server(""), "spec": before["spec"]})
 
 
 @pytest.fixture(scope="module")

@@ -88,17 +88,18 @@ def with_pull_policy(manifest: dict[str, Any], policy: str | None) -> dict[str, 
     return manifest
 
 
-# A starting server is asked every second whether it serves, for up to five minutes (a Jupyter
-# server with extensions on a busy node takes tens of seconds): its pod is Ready about a second
-# after it listens, since the kubelet runs the readiness probe at once when the startup probe
-# succeeds (pkg/kubelet/prober, UpdatePodStatus), where a readiness probe alone, every 10 s, made
-# it wait up to 10 s. Liveness is not probed before it either, so a slow start is not killed.
+# A starting server is asked every second whether it serves, for up to 30 minutes: its pod is
+# Ready about a second after it listens, since the kubelet runs the readiness probe at once when
+# the startup probe succeeds (pkg/kubelet/prober, UpdatePodStatus), where a readiness probe alone,
+# every 10 s, made it wait up to 10 s. Liveness is not probed before it either. The kubelet
+# restarts a container whose startup probe never succeeds: 30 minutes leaves room for an image's
+# own start hooks (a chown of a large home volume, a GPU image's first load) before that.
 STARTUP_PROBE_PERIOD_SECONDS = 1
-STARTUP_PROBE_FAILURES = 300
+STARTUP_PROBE_FAILURES = 1800
 
 
 def startup_probe(path: str, port: str) -> dict[str, Any]:
-    """An HTTP GET of ``path`` on the named ``port``, every second until it answers (5 min)."""
+    """An HTTP GET of ``path`` on the named ``port``, every second until it answers (30 min)."""
     return {
         "httpGet": {"path": path, "port": port},
         "periodSeconds": STARTUP_PROBE_PERIOD_SECONDS,
