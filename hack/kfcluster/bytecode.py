@@ -70,18 +70,12 @@ def with_bytecode(
             f"the images' {IMAGE_CACHE_TAG} (this is {sys.implementation.cache_tag}): run "
             "the build with Python 3.11 (make venv)"
         )
-    sources = [arcname for _, arcname in files if arcname.endswith(".py")]
-    jobs = [
-        (str(path), str(scratch / pyc_name(arcname)), mode.value)
-        for path, arcname in files
-        if arcname.endswith(".py")
-    ]
+    sources = [(path, pyc_name(arcname)) for path, arcname in files if arcname.endswith(".py")]
+    jobs = [(str(path), str(scratch / pyc), mode.value) for path, pyc in sources]
     for _, target, _ in jobs:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         compiled = list(pool.map(_compile, jobs, chunksize=256))
     return list(files) + [
-        (Path(target), pyc_name(arcname))
-        for arcname, (_, target, _), ok in zip(sources, jobs, compiled, strict=True)
-        if ok
+        (scratch / pyc, pyc) for (_, pyc), ok in zip(sources, compiled, strict=True) if ok
     ]
