@@ -53,6 +53,20 @@ SETTINGS = get_settings()
 CONTROLLER = Controller(RECONCILERS, SETTINGS)
 
 
+class EventsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base for an operator of event handlers alone: no essence built.
+
+    kopf builds every watch event's "essence" (a deep copy of the whole body, managed fields and
+    status too, then cleaned and diffed against the stored one) whether or not a handler reads
+    the diff. Only change handlers (``on.create``/``update``/``field``) and daemons do, and
+    kubeforge registers none (see above; a unit test fails if one is added). Measured on a
+    notebook pod's body, that was half a millisecond of CPU per event, a dozen events per
+    Workbench, on the operator's event loop."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf stores nothing on our objects (no change handlers, no timers), but should a handler
@@ -61,7 +75,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=ANNOTATION_PREFIX
     )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = EventsOnlyDiffBase(
         prefix=ANNOTATION_PREFIX, key=DIFFBASE_ANNOTATION
     )
     settings.watching.server_timeout = SETTINGS.watch_server_timeout

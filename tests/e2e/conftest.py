@@ -10,6 +10,7 @@ import importlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -162,7 +163,32 @@ def wait_for_condition(
         pods = cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
         raise AssertionError(
             f"{err}\nconditions: {json.dumps(conditions, indent=1)}\npods:\n{pods}"
+            f"{node_and_events(cluster, namespace)}"
         ) from None
+
+
+def node_and_events(cluster: Cluster, namespace: str) -> str:
+    """What a timed-out wait on the real node adds to its failure: the node's taints and the
+    conditions that are not as they should be (a pressure, a kubelet not ready), the disk its
+    state lives on, and the namespace's last events (a sandbox not created, a volume not
+    mounted): enough to tell a broken node from a broken kubeforge in a CI log."""
+    out = cluster.kubectl("get", "node", REAL_NODE, "-o", "json", check=False)
+    node = json.loads(out.stdout) if out.returncode == 0 else {}
+    taints = [f"{t['key']}:{t['effect']}" for t in (node.get("spec") or {}).get("taints") or []]
+    off = [
+        f"{c['type']}={c['status']} ({c.get('reason')}: {c.get('message')})"
+        for c in (node.get("status") or {}).get("conditions") or []
+        if (c["type"] == "Ready") != (c["status"] == "True")
+    ]
+    disk = shutil.disk_usage(REPO)
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False
+    ).stdout.splitlines()[-15:]
+    return (
+        f"\nnode {REAL_NODE}: taints {taints}; conditions not as they should be: {off or 'none'}; "
+        f"disk free {disk.free / 2**30:.1f} GiB of {disk.total / 2**30:.0f}"
+        "\nevents:\n" + "\n".join(events)
+    )
 
 
 def call_api(cluster: Cluster, path: str, body: dict[str, Any] | None = None) -> Any:
