@@ -39,6 +39,24 @@ def go_env() -> dict[str, str]:
     return env
 
 
+def build_env(scratch: Path) -> dict[str, str]:
+    """The Go command's environment for a build of the binaries: its build and module caches in
+    ``scratch``, removed once the binaries are built (``remove_build_caches``). Kept in the
+    user's caches they held 21 GB (13 GB of compiled packages, 8 GB of module sources) after
+    one build, on the disk the real node's kubelet watches; the binaries themselves are cached
+    by version (``bin_dir``), so a build happens once per set of versions and a later one
+    would rarely reuse them. A version bump rebuilds from the proxy's modules, as a fresh
+    machine does."""
+    return go_env() | {"GOCACHE": str(scratch / "build"), "GOMODCACHE": str(scratch / "mod")}
+
+
+def remove_build_caches(scratch: Path, env: dict[str, str]) -> None:
+    """Remove a build's own caches (``build_env``): the module cache's files are read-only,
+    which only the Go command removes for a user without root."""
+    subprocess.run(["go", "clean", "-modcache"], env=env, cwd=scratch, capture_output=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
 def build(force: bool = False) -> Path:
     """Build every binary into the cache, once per set of pinned versions."""
     out = bin_dir()
@@ -52,12 +70,16 @@ def build(force: bool = False) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o755)
     started = time.monotonic()
-    for (module, tags), names in _build_groups().items():
-        try:
-            _build_group(module, tags, names, tmp)
-        except ClusterError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    scratch = tmp / ".go"
+    env = build_env(scratch)
+    try:
+        for (module, tags), names in _build_groups().items():
+            _build_group(module, tags, names, tmp, env)
+    except BaseException:
+        remove_build_caches(scratch, env)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    remove_build_caches(scratch, env)
     (tmp / "BUILD_SECONDS").write_text(f"{time.monotonic() - started:.0f}\n")
     if force:
         shutil.rmtree(out, ignore_errors=True)
@@ -89,7 +111,7 @@ def _default_name(package: str) -> str:
     return last
 
 
-def _build_group(module: str, tags: str, names: list[str], tmp: Path) -> None:
+def _build_group(module: str, tags: str, names: list[str], tmp: Path, env: dict[str, str]) -> None:
     packages = [BINARIES[n][1] for n in names]
     log(f"building {', '.join(names)} (hack/tools/{module})")
     t0 = time.monotonic()
@@ -105,7 +127,7 @@ def _build_group(module: str, tags: str, names: list[str], tmp: Path) -> None:
         f"{where}/",
         *packages,
     ]
-    proc = subprocess.run(cmd, cwd=TOOLS / module, env=go_env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=TOOLS / module, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise ClusterError(f"building {', '.join(names)} failed:\n{proc.stderr[-4000:]}")
     for name, package in zip(names, packages, strict=True):
