@@ -53,8 +53,16 @@ def build_env(scratch: Path) -> dict[str, str]:
 def remove_build_caches(scratch: Path, env: dict[str, str]) -> None:
     """Remove a build's own caches (``build_env``): the module cache's files are read-only,
     which only the Go command removes for a user without root."""
-    subprocess.run(["go", "clean", "-modcache"], env=env, cwd=scratch, capture_output=True)
+    if Path(env["GOMODCACHE"]).exists():
+        try:
+            subprocess.run(
+                ["go", "clean", "-modcache"], env=env, cwd=scratch.parent, capture_output=True
+            )
+        except OSError as err:  # never in place of the build's own error
+            log(f"go clean -modcache failed: {err}")
     shutil.rmtree(scratch, ignore_errors=True)
+    if scratch.exists():
+        log(f"could not remove the Go build caches in {scratch}; remove them by hand")
 
 
 def build(force: bool = False) -> Path:
@@ -70,7 +78,8 @@ def build(force: bool = False) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o755)
     started = time.monotonic()
-    scratch = tmp / ".go"
+    # the Go caches beside it, not in it: nothing of theirs can be renamed into the cache
+    scratch = Path(tempfile.mkdtemp(prefix=f"{out.name}.go-", dir=out.parent))
     env = build_env(scratch)
     try:
         for (module, tags), names in _build_groups().items():

@@ -169,26 +169,38 @@ def wait_for_condition(
 
 def node_and_events(cluster: Cluster, namespace: str) -> str:
     """What a timed-out wait on the real node adds to its failure: the node's taints and the
-    conditions that are not as they should be (a pressure, a kubelet not ready), the disk its
-    state lives on, and the namespace's last events (a sandbox not created, a volume not
-    mounted): enough to tell a broken node from a broken kubeforge in a CI log."""
-    out = cluster.kubectl("get", "node", REAL_NODE, "-o", "json", check=False)
-    node = json.loads(out.stdout) if out.returncode == 0 else {}
-    taints = [f"{t['key']}:{t['effect']}" for t in (node.get("spec") or {}).get("taints") or []]
-    off = [
-        f"{c['type']}={c['status']} ({c.get('reason')}: {c.get('message')})"
-        for c in (node.get("status") or {}).get("conditions") or []
-        if (c["type"] == "Ready") != (c["status"] == "True")
-    ]
-    disk = shutil.disk_usage(REPO)
-    events = cluster.kubectl(
-        "get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False
-    ).stdout.splitlines()[-15:]
-    return (
-        f"\nnode {REAL_NODE}: taints {taints}; conditions not as they should be: {off or 'none'}; "
-        f"disk free {disk.free / 2**30:.1f} GiB of {disk.total / 2**30:.0f}"
-        "\nevents:\n" + "\n".join(events)
-    )
+    conditions that are not as they should be (a pressure, a kubelet not ready), the free disk
+    of its state and of its image store, and the namespace's last events (a pod not placed, a
+    sandbox not created): enough to tell a broken node from a broken kubeforge in a CI log.
+    Never raises: what it cannot read, it says."""
+    try:
+        out = cluster.kubectl("get", "node", REAL_NODE, "-o", "json", check=False)
+        if out.returncode != 0:
+            node_text = f"node {REAL_NODE} could not be read: {out.stderr.strip()}"
+        else:
+            node = json.loads(out.stdout)
+            taints = [f"{t['key']}:{t['effect']}" for t in node["spec"].get("taints") or []]
+            off = [
+                f"{c['type']}={c['status']} ({c.get('reason')}: {c.get('message')})"
+                for c in node["status"].get("conditions") or []
+                if (c["type"] == "Ready") != (c["status"] == "True")
+            ]
+            node_text = (
+                f"node {REAL_NODE}: taints {taints}; conditions not as they should be: "
+                f"{off or 'none'}"
+            )
+        disks = []
+        for what, path in (("state", REPO), ("images", node_control("nodeconfig").IMAGE_STORE)):
+            usage = shutil.disk_usage(path if path.exists() else path.parent)
+            disks.append(f"{what} {usage.free / 2**30:.1f} GiB of {usage.total / 2**30:.0f}")
+        # by creation: the scheduler's events have an eventTime and no lastTimestamp
+        events = cluster.kubectl(
+            "get", "events", "-n", namespace, "--sort-by=.metadata.creationTimestamp",
+            check=False,
+        ).stdout.splitlines()[-15:]  # fmt: skip
+        return f"\n{node_text}\ndisk free: {', '.join(disks)}\nevents:\n" + "\n".join(events)
+    except Exception as err:  # the wait's own failure must not be lost
+        return f"\n(the node and events could not be read: {err!r})"
 
 
 def call_api(cluster: Cluster, path: str, body: dict[str, Any] | None = None) -> Any:
