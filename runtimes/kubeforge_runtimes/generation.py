@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -181,7 +182,7 @@ def end_tokens(model: Any, tokenizer: Any) -> frozenset[int]:
     return frozenset(int(i) for i in ends)
 
 
-async def stream_tokens(
+def stream_tokens(
     model: Any,
     tokenizer: Any,
     lock: threading.Lock,
@@ -194,6 +195,11 @@ async def stream_tokens(
     last one (one token each when the reader keeps up). Closing the iterator (the client went
     away) stops the generation at the next token and frees the model; a request that leaves
     while waiting for the model never starts. A failure of the model is a GenerationError.
+
+    The request goes to the model now, not when the iterator is first read: its prefill runs
+    while the response starts (status line, headers: about 1 ms of the event loop's, as long
+    as a small model's prefill). An iterator dropped unread (the client left before its
+    response started) cancels the request when it is collected, as closing it would.
 
     With a ``batcher`` (a model it supports) the request decodes in its batch beside the other
     requests; otherwise ``generate`` runs in a thread of its own, one request at a time."""
@@ -210,6 +216,22 @@ async def stream_tokens(
         )  # fmt: skip
     else:
         _generate_in_thread(model, tokenizer, lock, prompt_ids, sampling, streamer, cancelled)
+    tokens = _received(streamer, cancelled, first_sent)
+    weakref.finalize(tokens, _let_go, cancelled, first_sent)
+    return tokens
+
+
+def _let_go(cancelled: threading.Event, first_sent: threading.Event) -> None:
+    """The request's end for its decoding thread: it stops at the next token, and a batch
+    waiting for its first token to go out (``batching.first_tokens_out``) waits no more."""
+    cancelled.set()
+    first_sent.set()
+
+
+async def _received(
+    streamer: _TokenQueue, cancelled: threading.Event, first_sent: threading.Event
+) -> AsyncGenerator[list[tuple[int, float]], None]:
+    """``stream_tokens``' iterator: what the decoding thread hands over, batched."""
     try:
         done = False
         while not done:
@@ -226,8 +248,7 @@ async def stream_tokens(
             if isinstance(last, BaseException):
                 raise GenerationError(f"the model failed while generating: {last}") from last
     finally:
-        cancelled.set()
-        first_sent.set()
+        _let_go(cancelled, first_sent)
 
 
 def _generate_in_thread(
@@ -279,7 +300,7 @@ def _generate_in_thread(
     threading.Thread(target=run, name="generate", daemon=True).start()
 
 
-async def generate(
+def generate(
     model: Any,
     tokenizer: Any,
     lock: threading.Lock,
@@ -292,14 +313,28 @@ async def generate(
     """(new text, state so far) per step: text is released only when it cannot be the start of
     a stop sequence or half of a multi-byte character; the last step has ``finish_reason``
     (``stop`` at an end token or a stop sequence, else ``length``; the tokens after a stop
-    sequence are not counted). ``token_delay`` (injected faults) is added before each token."""
-    state = Generated(prompt_tokens=int(prompt_ids.shape[1]))
-    ends = end_tokens(model, tokenizer)
+    sequence are not counted). ``token_delay`` (injected faults) is added before each token.
+    The request goes to the model now (``stream_tokens``); the times to its tokens count from
+    here."""
     started = time.perf_counter()
+    batches = stream_tokens(model, tokenizer, lock, prompt_ids, sampling, token_delay, batcher)
+    return _steps(batches, tokenizer, end_tokens(model, tokenizer), sampling, metrics, started,
+                  Generated(prompt_tokens=int(prompt_ids.shape[1])))  # fmt: skip
+
+
+async def _steps(
+    batches: AsyncGenerator[list[tuple[int, float]], None],
+    tokenizer: Any,
+    ends: frozenset[int],
+    sampling: Sampling,
+    metrics: TokenMetrics,
+    started: float,
+    state: Generated,
+) -> AsyncGenerator[tuple[str, Generated], None]:
+    """``generate``'s iterator."""
     last: float | None = None
     sent = 0
     metrics.started(state.prompt_tokens)
-    batches = stream_tokens(model, tokenizer, lock, prompt_ids, sampling, token_delay, batcher)
     try:
         async for batch in batches:
             for token, made in batch:

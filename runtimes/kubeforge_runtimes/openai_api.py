@@ -20,9 +20,6 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Literal
 
-# (at module level: FastAPI resolves the handlers' annotations in this module's globals)
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
 from openai.types import Completion, CompletionChoice, CompletionUsage
 from openai.types import Model as ModelCard
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
@@ -40,7 +37,6 @@ from kubeforge_runtimes.generation import (
     TokenMetrics,
     generate,
 )
-from kubeforge_runtimes.labels import ADAPTER_STATE
 
 PREFIX = "/openai/v1"
 MAX_TOKENS_LIMIT = 4096  # far beyond any context here: a larger value is a mistake
@@ -376,38 +372,3 @@ async def _last(steps: AsyncGenerator[tuple[str, Generated], None]) -> Generated
             last = state
     assert last is not None  # generate() always yields a last step
     return last
-
-
-def add_openai_routes(app: FastAPI, server: OpenAIServer) -> None:
-    """``/openai/v1/models``, ``/openai/v1/completions`` and ``/openai/v1/chat/completions``."""
-
-    async def answer(handler: Any, request: Request) -> Any:
-        try:
-            try:
-                body = await request.json()
-            except (ValueError, UnicodeDecodeError) as err:
-                raise OpenAIError(400, f"the request body is not JSON: {err}") from None
-            model = body.get("model") if isinstance(body, dict) else None
-            request.scope.setdefault("state", {})[ADAPTER_STATE] = server.adapter_label(model)
-            if await server.injector.delay_then_fail(model if isinstance(model, str) else ""):
-                raise OpenAIError(500, "injected fault (fault injection)")
-            result = await handler(body)
-        except OpenAIError as err:
-            return JSONResponse(err.body(), status_code=err.status)
-        except GenerationError as err:
-            return JSONResponse(OpenAIError(500, str(err)).body(), status_code=500)
-        if isinstance(result, BaseModel):
-            return JSONResponse(json.loads(result.model_dump_json(exclude_none=True)))
-        return StreamingResponse(result, media_type="text/event-stream")
-
-    @app.get(f"{PREFIX}/models")
-    async def models() -> dict[str, Any]:
-        return server.models()
-
-    @app.post(f"{PREFIX}/completions")
-    async def completions(request: Request) -> Any:
-        return await answer(server.completion, request)
-
-    @app.post(f"{PREFIX}/chat/completions")
-    async def chat_completions(request: Request) -> Any:
-        return await answer(server.chat, request)

@@ -30,6 +30,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kubeforge_runtimes.asgi import send_json
 from kubeforge_runtimes.faults import FaultInjector, Faults
 from kubeforge_runtimes.labels import ADAPTER_STATE
 
@@ -56,6 +57,7 @@ INFERENCE_PATH = re.compile(
     r"(?:/versions/[^/]+)?/(?:infer|generate)|(?P<openai>openai)/v1/(?:chat/)?completions)$"
 )
 PROTOCOLS = ("v1", "v2", "openai")
+OPENAI_PREFIX = "/openai/v1/"
 
 
 class RuntimeSettings(BaseSettings):
@@ -99,10 +101,14 @@ class RuntimeSettings(BaseSettings):
 class InferenceMetrics:
     """ASGI middleware: counts and times inference requests (by the adapter that answered, which
     the OpenAI-compatible API's handler names), and injects faults into v1 and v2 requests (the
-    OpenAI-compatible API's handler injects its own once it has read the request's model)."""
+    OpenAI-compatible API's handler injects its own once it has read the request's model).
+    Requests under ``/openai/v1/`` go to ``openai`` (``openai_asgi.OpenAIApp``), when the model
+    has that API, rather than to kserve's app."""
 
-    def __init__(self, app: Any, settings: RuntimeSettings, injector: FaultInjector) -> None:
-        self.app = app
+    def __init__(
+        self, app: Any, settings: RuntimeSettings, injector: FaultInjector, openai: Any = None
+    ) -> None:
+        self.app, self.openai = app, openai
         self.labels = (settings.namespace, settings.model_name, settings.revision)
         self.revision = settings.revision.encode()
         self.injector = injector
@@ -114,9 +120,11 @@ class InferenceMetrics:
                     REQUESTS.labels(*self.labels, adapter, protocol, code)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        match = INFERENCE_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        app = self.openai if self.openai and path.startswith(OPENAI_PREFIX) else self.app
+        match = INFERENCE_PATH.match(path)
         if match is None:
-            await self.app(scope, receive, send)
+            await app(scope, receive, send)
             return
         protocol = next(p for p in PROTOCOLS if match.group(p))
         started = time.perf_counter()
@@ -135,19 +143,13 @@ class InferenceMetrics:
             # the OpenAI-compatible API's handler injects once it has read the request's model
             model = match.group(f"{protocol}_model") if protocol != "openai" else None
             if model is not None and await self.injector.delay_then_fail(model):
-                await _json(send_counted, 500, b'{"error":"injected fault (fault injection)"}')
+                await send_json(send_counted, 500, b'{"error":"injected fault (fault injection)"}')
             else:
-                await self.app(scope, receive, send_counted)
+                await app(scope, receive, send_counted)
         finally:
             labels = (*self.labels, state.get(ADAPTER_STATE, ""), protocol)
             REQUESTS.labels(*labels, str(status["code"])).inc()
             LATENCY.labels(*labels).observe(time.perf_counter() - started)
-
-
-async def _json(send: Any, code: int, body: bytes) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def add_routes(app: Any, model: Any, settings: RuntimeSettings, injector: FaultInjector) -> None:
@@ -234,13 +236,15 @@ def serve(settings: RuntimeSettings) -> None:
         seed=settings.seed,
     )
     add_routes(app, model, settings, injector)
+    openai = None
     if hasattr(model, "generate"):  # a causal LM: the OpenAI-compatible API too
         from kubeforge_runtimes.generation import TokenMetrics
-        from kubeforge_runtimes.openai_api import OpenAIServer, add_openai_routes
+        from kubeforge_runtimes.openai_api import OpenAIServer
+        from kubeforge_runtimes.openai_asgi import OpenAIApp
 
         metrics = TokenMetrics(settings.namespace, settings.model_name, settings.revision)
-        add_openai_routes(app, OpenAIServer(model, metrics, injector))
-    app.add_middleware(InferenceMetrics, settings=settings, injector=injector)
+        openai = OpenAIApp(OpenAIServer(model, metrics, injector))
+    app.add_middleware(InferenceMetrics, settings=settings, injector=injector, openai=openai)
     use_uvloop()
     listen_on(settings.http_host)
     ModelServer(http_port=settings.http_port, enable_grpc=False, workers=1).start([model])

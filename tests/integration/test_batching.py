@@ -237,3 +237,40 @@ def test_the_batched_and_the_one_at_a_time_paths_answer_alike(lm: tuple[Any, Any
     batched = asyncio.run(answer(_batcher(lm)))
     assert batched.token_ids == one_at_a_time.token_ids == _generate(lm, PROMPTS[4], 12)
     assert (batched.text, batched.finish_reason) == (one_at_a_time.text, "length")
+
+
+def test_a_request_starts_when_asked_and_one_dropped_unread_stops(
+    lm: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``generation.generate`` hands the request to the model when called, before its stream is
+    read (the prefill runs while the response starts); a stream dropped unread (the client left
+    before its response began) stops the request as closing it would."""
+    import asyncio
+
+    from kubeforge_runtimes import batching
+    from kubeforge_runtimes.generation import Sampling, TokenMetrics, generate
+
+    # the batch holds after its first token until that token has gone out, or the request ends
+    monkeypatch.setattr(batching, "FIRST_TOKEN_WAIT", 30.0)
+    model, tokenizer = lm
+    batcher = _batcher(lm)
+    ids = tokenizer(PROMPTS[0], return_tensors="pt")["input_ids"]
+    metrics = TokenMetrics("ns", "batching-test", "r1")
+
+    async def ask_then_leave() -> None:
+        steps = generate(
+            model, tokenizer, threading.Lock(), ids, Sampling(400, min_tokens=400), metrics,
+            batcher=batcher,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while batcher.steps == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert batcher.steps == 1  # the prefill ran, nothing read yet
+        del steps
+
+    asyncio.run(ask_then_leave())
+    deadline = time.monotonic() + 10
+    while batcher.steps < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # hundreds of steps of the tiny model, had it gone on
+    assert batcher.steps == 2  # the step it was in when it was dropped, then it left

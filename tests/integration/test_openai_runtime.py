@@ -169,6 +169,31 @@ def test_bad_requests_are_400_in_openai_shape(
     assert error["type"] == "invalid_request_error"
 
 
+def test_other_paths_methods_and_bodies_are_answered_in_openai_shape(
+    runtime: Proc, client: openai.OpenAI
+) -> None:
+    """The API's own app (``openai_asgi``) answers what it does not serve as the FastAPI routes
+    it replaced never did: in OpenAI's error shape, naming what it serves or takes; a body too
+    large for any context here is refused before it is read whole; the server keeps serving."""
+    api = f"{runtime.url}/openai/v1"
+    cases = [
+        (httpx.post(f"{api}/embeddings", json={}), 404, "serves /openai/v1/chat/completions"),
+        (httpx.get(f"{api}/completions"), 405, "/openai/v1/completions takes POST, not GET"),
+        (httpx.post(f"{api}/completions", content=b"{nope"), 400, "the request body is not JSON"),
+        (
+            httpx.post(f"{api}/completions", content=b" " * (9 << 20)),
+            413,
+            "larger than 8388608 bytes",
+        ),
+    ]
+    for response, status, words in cases:
+        assert response.status_code == status, response.text
+        assert words in response.json()["error"]["message"]
+    assert [m.id for m in client.models.list()] == [NAME]
+    answer = client.completions.create(model=NAME, prompt=PROMPT, max_tokens=2, temperature=0)
+    assert answer.choices[0].text
+
+
 def test_unknown_model_is_404_naming_the_served_one(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError, match=f"serves `{NAME}`"):
         client.completions.create(model="gpt-4", prompt=PROMPT, max_tokens=2)
