@@ -5,16 +5,17 @@ imported into the node's containerd (pods use them with ``imagePullPolicy: Never
 - ``localhost/kubeforge/base``: a Debian bookworm root filesystem with Python (mmdebstrap, from
   Debian's own packages), the base the other images are built on.
 
-Each image is a docker-archive (``manifest.json``, a config and one layer tar per layer): the
-format ``ctr images import`` reads. It is written here with the standard library because no
-Debian or PyPI tool packs a folder into one without a container engine (umoci writes OCI
-layouts that need skopeo to convert; neither is needed for a two-field config).
+Each layer is a tar file in the cache, and an image is a small JSON file naming its tag, its
+config and its layers' files (``write_image``); the import streams it into containerd as an OCI
+image layout (``kfcluster.ociimport``), without the layers containerd already holds. The layers
+are written here with the standard library because no Debian or PyPI tool packs a folder into
+one without a container engine (umoci writes OCI layouts that need skopeo to convert; neither is
+needed for a two-field config).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import shutil
@@ -31,6 +32,7 @@ from kfcluster.bytecode import CHECKED, UNCHECKED, with_bytecode
 from kfcluster.settings import CACHE, REPO, ClusterError, log
 
 IMAGES = CACHE / "images"
+IMAGE = ".image.json"  # an image's file (write_image); its layers are .tar files beside it
 
 PAUSE_VERSION = "3.10.1"  # the kubelet's default sandbox image of the pinned kubernetes
 PAUSE_IMAGE = f"registry.k8s.io/pause:{PAUSE_VERSION}"
@@ -93,42 +95,47 @@ class ImageConfig:
         return json.dumps(doc, sort_keys=True).encode()
 
 
-def write_archive(out: Path, tag: str, layers: list[Layer], config: ImageConfig) -> Path:
-    """A docker-archive of ``layers`` (bottom first) tagged ``tag``, written atomically."""
+def write_image(out: Path, tag: str, layers: list[Layer], config: ImageConfig) -> Path:
+    """The image of ``layers`` (bottom first) tagged ``tag``, as the import reads it
+    (``ociimport.oci_layout``): its tag, its config, and each layer's file, digest and size,
+    written atomically as JSON. The layers stay where they are cached: an image holds no copy of
+    them (docker-archives did, a second copy of every layer, 10 GB, on the disk whose free space
+    the real node's kubelet watches)."""
     digests = [layer.digest() for layer in layers]
-    config_bytes = config.as_json(digests)
-    config_name = f"{hashlib.sha256(config_bytes).hexdigest()}.json"
-    manifest = [
-        {
-            "Config": config_name,
-            "RepoTags": [tag],
-            "Layers": [f"{d}/layer.tar" for d in digests],
-        }
-    ]
+    doc = {
+        "tag": tag,
+        "config": config.as_json(digests).decode(),
+        "layers": [
+            {"path": str(layer.path), "digest": f"sha256:{d}", "size": layer.path.stat().st_size}
+            for layer, d in zip(layers, digests, strict=True)
+        ],
+    }
     tmp = out.with_name(f"{out.name}.{time.monotonic_ns()}.tmp")
-    with tarfile.open(tmp, "w") as tar:
-        for digest, layer in zip(digests, layers, strict=True):
-            tar.add(layer.path, arcname=f"{digest}/layer.tar")
-        for name, data in (
-            (config_name, config_bytes),
-            ("manifest.json", json.dumps(manifest).encode()),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    tmp.write_text(json.dumps(doc, indent=1))
     tmp.rename(out)
     return out
 
 
-def _cached(name: str, inputs: str) -> Path:
-    """Where the archive of ``name`` built from ``inputs`` is cached. Older builds of ``name``
-    (other inputs) are removed before this one is built: a trainer archive is 4 GB, and a disk
-    that fills up puts the real node under disk pressure (its pods are then not scheduled)."""
+def image_size(image: Path) -> int:
+    """The bytes of an image's layers."""
+    return sum(int(layer["size"]) for layer in json.loads(image.read_text())["layers"])
+
+
+def _cached(name: str, inputs: str, suffix: str = ".tar") -> Path:
+    """Where ``name`` built from ``inputs`` is cached (a layer: ``.tar``; an image:
+    ``IMAGE``). Older builds of ``name`` (other inputs) are removed before this one is built,
+    and so are an image's docker-archives that earlier versions of this code wrote: a trainer
+    layer is 4 GB, and a disk that fills up puts the real node under disk pressure (its pods
+    are then not scheduled)."""
     key = hashlib.sha256(inputs.encode()).hexdigest()[:16]
     IMAGES.mkdir(parents=True, exist_ok=True)
-    out = IMAGES / f"{name}-{key}.tar"
-    for old in IMAGES.glob(f"{name}-*.tar"):
-        if old != out and len(old.name) == len(out.name):
+    out = IMAGES / f"{name}-{key}{suffix}"
+    olds = [p for p in IMAGES.glob(f"{name}-*{suffix}") if len(p.name) == len(out.name)]
+    if suffix == IMAGE:
+        archive = f"{name}-{key}.tar"
+        olds += [p for p in IMAGES.glob(f"{name}-*.tar") if len(p.name) == len(archive)]
+    for old in olds:
+        if old != out:
             old.unlink(missing_ok=True)
             old.with_name(old.name + ".sha256").unlink(missing_ok=True)
     return out
@@ -138,7 +145,8 @@ def pause_image() -> Path:
     """The sandbox image: pause.c of the pinned kubernetes module, statically linked."""
     k8s = tool_version("k8s", "k8s.io/kubernetes")
     source = module_dir("k8s.io/kubernetes", k8s) / "build" / "pause" / "linux" / "pause.c"
-    out = _cached("pause", f"{k8s}:{PAUSE_VERSION}:{source.read_text()}")
+    inputs = f"{k8s}:{PAUSE_VERSION}:{source.read_text()}"
+    out = _cached("pause", inputs, IMAGE)
     if out.exists():
         return out
     if shutil.which("gcc") is None:
@@ -161,7 +169,7 @@ def pause_image() -> Path:
         if proc.returncode != 0:
             raise ClusterError(f"compiling pause.c failed (libc6-dev installed?):\n{proc.stderr}")
         subprocess.run(["strip", str(binary)], check=False)
-        layer = Path(tmp) / "layer.tar"
+        layer = _cached("pause", inputs, ".layer.tar")
         with tarfile.open(layer, "w") as tar:
             info = tar.gettarinfo(str(binary), arcname="pause")
             info.uid = info.gid = 0
@@ -169,23 +177,43 @@ def pause_image() -> Path:
             info.mtime = 0
             with binary.open("rb") as f:
                 tar.addfile(info, f)
-        write_archive(out, PAUSE_IMAGE, [Layer(layer)], ImageConfig(entrypoint=["/pause"]))
-    log(f"built {PAUSE_IMAGE} ({out.stat().st_size // 1024} KiB)")
+        write_image(out, PAUSE_IMAGE, [Layer(layer)], ImageConfig(entrypoint=["/pause"]))
+    log(f"built {PAUSE_IMAGE} ({image_size(out) // 1024} KiB)")
     return out
 
 
 def base_image() -> Path:
     """Debian bookworm (minbase) with Python, made by mmdebstrap from Debian's packages."""
-    out = _cached("base", json.dumps([BASE_PACKAGES, BASE_USERS, BASE_GROUPS]))
-    if out.exists():
-        return out
+    out = _cached("base", BASE_INPUTS, IMAGE)
+    if not out.exists():
+        write_image(
+            out,
+            BASE_IMAGE,
+            [Layer(_base_layer())],
+            ImageConfig(
+                cmd=["python3"],
+                env=["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONUNBUFFERED=1"],
+            ),
+        )
+    return out
+
+
+BASE_INPUTS = json.dumps([BASE_PACKAGES, BASE_USERS, BASE_GROUPS])
+
+
+def _base_layer() -> Path:
+    """The base image's one layer (the other images are built on it)."""
+    layer = _cached("base", BASE_INPUTS, ".layer.tar")
+    if layer.exists():
+        return layer
     if shutil.which("mmdebstrap") is None:
         raise ClusterError(
             "mmdebstrap is needed to build the base image: apt-get install mmdebstrap"
         )
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(dir=IMAGES) as tmp:
-        layer = Path(tmp) / "layer.tar"
+    # (mmdebstrap writes a tar for a target named .tar, a folder otherwise)
+    with tempfile.TemporaryDirectory(dir=IMAGES) as scratch:
+        tmp = Path(scratch) / "layer.tar"
         proc = subprocess.run(
             [
                 "mmdebstrap",
@@ -197,24 +225,16 @@ def base_image() -> Path:
                 *(f"--customize-hook=echo '{u}' >> $1/etc/passwd" for u in BASE_USERS),
                 *(f"--customize-hook=echo '{g}' >> $1/etc/group" for g in BASE_GROUPS),
                 "bookworm",
-                str(layer),
+                str(tmp),
             ],
             capture_output=True,
             text=True,
         )
         if proc.returncode != 0:
             raise ClusterError(f"mmdebstrap failed building {BASE_IMAGE}:\n{proc.stderr[-3000:]}")
-        write_archive(
-            out,
-            BASE_IMAGE,
-            [Layer(layer)],
-            ImageConfig(
-                cmd=["python3"],
-                env=["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONUNBUFFERED=1"],
-            ),
-        )
+        tmp.rename(layer)
     log(f"built {BASE_IMAGE} in {time.monotonic() - started:.0f}s")
-    return out
+    return layer
 
 
 def node_images() -> list[Path]:
@@ -264,9 +284,10 @@ def binary_image(tag: str, binary: str, path: str) -> Path:
     source = bin_dir() / binary
     layer = _cached_layer(f"bin-{binary}", bin_dir().name, [(source, path)])
     config = ImageConfig(entrypoint=[f"/{path}"], user="65532:65532")
-    out = _cached(f"img-{binary}", json.dumps([tag, str(layer), config.as_json([]).decode()]))
+    inputs = json.dumps([tag, str(layer), config.as_json([]).decode()])
+    out = _cached(f"img-{binary}", inputs, IMAGE)
     if not out.exists():
-        write_archive(out, tag, [Layer(_base_layer()), Layer(layer)], config)
+        write_image(out, tag, [Layer(_base_layer()), Layer(layer)], config)
         log(f"built {tag}")
     return out
 
@@ -392,10 +413,10 @@ def kubeforge_image(name: str, python: Path) -> Path:
     key = json.dumps(
         [target.tag, [str(layer.path) for layer in layers], config.as_json([]).decode()]
     )
-    out = _cached(name, key)
+    out = _cached(name, key, IMAGE)
     if not out.exists():
-        write_archive(out, target.tag, layers, config)
-        log(f"built {target.tag} ({out.stat().st_size >> 20} MiB)")
+        write_image(out, target.tag, layers, config)
+        log(f"built {target.tag} ({image_size(out) >> 20} MiB)")
     (IMAGES / f"{name}.current").write_text(str(out))
     return out
 
@@ -435,25 +456,16 @@ def linked_only(site: Path, files: list[str], folders: tuple[str, ...]) -> list[
 
 
 def current_images() -> list[Path]:
-    """The kubeforge images last built, where their archives still exist."""
+    """The kubeforge images last built, where they and their layers still exist (a layer of
+    kubeforge's code is shared: building one image for newer sources replaces it)."""
     paths = [Path(p.read_text().strip()) for p in sorted(IMAGES.glob("*.current"))]
-    return [p for p in paths if p.exists()]
-
-
-def _base_layer() -> Path:
-    """The base image's layer, kept beside its archive (the other images are built on it)."""
-    archive = base_image()
-    layer = archive.with_suffix(".layer.tar")
-    if not layer.exists():
-        with tarfile.open(archive) as tar:
-            manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
-            member = tar.extractfile(manifest[0]["Layers"][0])
-            assert member is not None
-            tmp = layer.with_name(layer.name + ".tmp")
-            with tmp.open("wb") as f:
-                shutil.copyfileobj(member, f)
-            tmp.rename(layer)
-    return layer
+    return [
+        p
+        for p in paths
+        if p.exists()
+        and p.suffixes[-2:] == [".image", ".json"]
+        and all(Path(layer["path"]).exists() for layer in json.loads(p.read_text())["layers"])
+    ]
 
 
 def _cached_layer(

@@ -39,7 +39,7 @@ from kfcluster.hostchanges import (
     save_sysctls,
     unmount_all,
 )
-from kfcluster.images import node_images
+from kfcluster.images import IMAGES, node_images
 from kfcluster.nodeconfig import (
     IMAGE_STORE,
     KUBE_PROXY_HEALTHZ,
@@ -238,12 +238,15 @@ def ctr(*args: str, check: bool = True, timeout: float = 300) -> subprocess.Comp
 
 
 def import_images(paths: list[Path] | None = None) -> None:
-    """Import image archives into the node's containerd, each once per node (archives are named
-    by the digest of their inputs: one already imported is skipped), unless containerd lost its
+    """Import images into the node's containerd, each once per node (images are named by the
+    digest of their inputs: one already imported is skipped), unless containerd lost its
     images since or a tag now names another build: under disk pressure the kubelet removes
     images no running pod uses, and an imported image cannot be pulled again."""
     done = IMAGE_STORE.parent / "node-containerd-imported"
     done.mkdir(parents=True, exist_ok=True)
+    for stale in done.iterdir():  # of images the cache no longer holds
+        if not (IMAGES / stale.name).exists():
+            stale.unlink()
     present = set(_image_digests())
     for path in paths if paths is not None else node_images():
         marker = done / path.name
@@ -252,18 +255,27 @@ def import_images(paths: list[Path] | None = None) -> None:
             continue
         t0 = time.monotonic()
         out = import_new_layers(path)
-        # "unpacking <ref> (sha256:...)...done" per image in the archive
+        # "unpacking <ref> (sha256:...)...done" per image imported
         found = re.findall(r"unpacking (\S+) \((sha256:[0-9a-f]+)\)", out)
         marker.write_text("\n".join(f"{ref}@{digest}" for ref, digest in found))
         log(f"imported {path.name} in {time.monotonic() - t0:.1f}s")
 
 
 def import_new_layers(path: Path, present: list[str] | None = None) -> str:
-    """``ctr images import`` of ``path`` without the layers containerd holds (kfcluster.ociimport)
-    or, in a test, those in ``present``; the whole archive if that fails (a blob removed by
-    containerd's garbage collection since it was listed). ctr's output."""
+    """``ctr images import`` of the image ``path`` (``images.write_image``) without the layers
+    containerd holds (kfcluster.ociimport) or, in a test, those in ``present``; with every
+    layer if that fails (a blob removed by containerd's garbage collection since it was
+    listed). ctr's output."""
     if present is None:
         present = ctr("content", "ls", "--quiet").stdout.split()
+    try:
+        return _import_layout(path, present)
+    except ClusterError as err:
+        log(f"importing only {path.name}'s new layers failed ({err}): all of it")
+    return _import_layout(path, [])
+
+
+def _import_layout(path: Path, present: list[str]) -> str:
     _, members = oci_layout(path, present)
     # (its output to files: a pipe it filled while this writes to its stdin would block both)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -277,9 +289,7 @@ def import_new_layers(path: Path, present: list[str] | None = None) -> str:
         err.seek(0)
         if importer.returncode == 0:
             return out.read().decode()
-        why = err.read().decode().strip()
-    log(f"importing only {path.name}'s new layers failed ({why}): all of it")
-    return ctr("images", "import", str(path)).stdout
+        raise ClusterError(f"ctr images import failed: {err.read().decode().strip()}")
 
 
 def _image_digests() -> list[str]:

@@ -11,7 +11,7 @@ from kfcluster.settings import CACHE, NODE, STATE
 NODE_STATE = STATE / "node"
 SOCKET = NODE_STATE / "containerd" / "containerd.sock"
 # containerd's root (its content store, unpacked snapshots and metadata) outlives the node, like
-# the image archives it is filled from: an image is imported and unpacked once per machine, not
+# the cached images it is filled from: an image is imported and unpacked once per machine, not
 # at every start (the node's images take about a minute to import, the trainer's another). `down`
 # removes the containers it holds; `localcluster.py down --images` removes it.
 IMAGE_STORE = CACHE / "node-containerd"

@@ -1,13 +1,13 @@
 """Importing an image into the node's containerd without sending it the layers it already holds.
 
-``ctr images import`` of a docker-archive reads and hashes every layer in it, even those whose
-blobs containerd's content store already has: every change to kubeforge's code makes a new
-trainer archive (4 GB of dependencies under a 1 MB layer of kubeforge's packages), and
-re-importing it took 65 s of every slow-tier run. containerd's importer also reads an OCI image
-layout, whose manifest may name blobs the archive leaves out: the content store resolves them,
-and unpacking skips the layers whose snapshots already exist. So the archive built here
-(``images.write_archive``, a docker-archive, which any tool loads) is turned, as it streams into
-``ctr``, into an OCI layout of its config, its manifest and only the layers containerd lacks.
+``ctr images import`` reads and hashes every layer of an archive, even those whose blobs
+containerd's content store already has: every change to kubeforge's code makes a new trainer
+image (4 GB of dependencies under a 1 MB layer of kubeforge's packages), and re-importing it
+took 65 s of every slow-tier run. containerd's importer also reads an OCI image layout, whose
+manifest may name blobs the layout leaves out: the content store resolves them, and unpacking
+skips the layers whose snapshots already exist. So an image built here (``images.write_image``:
+its tag, config and layer files) is streamed into ``ctr`` as an OCI layout of its config, its
+manifest and only the layers containerd lacks, each read from its file in the cache.
 
 Written by hand because no tool here does it: skopeo and crane are not installed (no registry),
 and ``ctr`` itself has no option to skip blobs the store holds (containerd 1.6, Debian's).
@@ -20,12 +20,15 @@ import io
 import json
 import tarfile
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import IO
 
+from kfcluster.settings import ClusterError
+
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 CONFIG = "application/vnd.oci.image.config.v1+json"
-LAYER = "application/vnd.oci.image.layer.v1.tar"  # uncompressed, as the docker-archive holds it
+LAYER = "application/vnd.oci.image.layer.v1.tar"  # uncompressed, as the layers are cached
 
 
 Member = tuple[str, Callable[[], IO[bytes]], int]  # a layout's file: name, opener, size
@@ -35,14 +38,12 @@ def _in_memory(name: str, data: bytes) -> Member:
     return (name, lambda: io.BytesIO(data), len(data))
 
 
-def oci_layout(archive: Path, present: Iterable[str]) -> tuple[str, list[Member]]:
-    """The image's tag and the members of an OCI layout of ``archive`` (name, opener, size),
-    without the layers whose digests (``sha256:...``) are in ``present``."""
+def oci_layout(image: Path, present: Iterable[str]) -> tuple[str, list[Member]]:
+    """The tag of ``image`` (an ``images.write_image`` file) and the members of an OCI layout
+    of it (name, opener, size), without the layers whose digests (``sha256:...``) are in
+    ``present``."""
     have = set(present)
-    with tarfile.open(archive) as tar:
-        (entry,) = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
-        config = tar.extractfile(entry["Config"]).read()  # type: ignore[union-attr]
-        layers = [tar.getmember(name) for name in entry["Layers"]]
+    entry = json.loads(image.read_text())
     members: list[Member] = []
 
     def blob(media_type: str, data: bytes) -> dict[str, object]:
@@ -51,39 +52,29 @@ def oci_layout(archive: Path, present: Iterable[str]) -> tuple[str, list[Member]
         return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
 
     descs = []
-    for member in layers:
-        # the docker-archive names each layer "<sha256 of layer.tar>/layer.tar"
-        digest = member.name.split("/", 1)[0]
-        descs.append({"mediaType": LAYER, "digest": f"sha256:{digest}", "size": member.size})
-        if f"sha256:{digest}" not in have:
-            members.append((f"blobs/sha256/{digest}", _opener(archive, member), member.size))
+    for layer in entry["layers"]:
+        path, digest, size = Path(layer["path"]), layer["digest"], int(layer["size"])
+        if not path.is_file() or path.stat().st_size != size:
+            raise ClusterError(
+                f"{image.name}: its layer {path} is gone or changed (make images builds it again)"
+            )
+        descs.append({"mediaType": LAYER, "digest": digest, "size": size})
+        if digest not in have:
+            members.append((f"blobs/sha256/{digest[7:]}", partial(path.open, "rb"), size))
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST,
-        "config": blob(CONFIG, config),
+        "config": blob(CONFIG, entry["config"].encode()),
         "layers": descs,
     }
-    tag = entry["RepoTags"][0]
     target = blob(MANIFEST, json.dumps(manifest).encode())
     index = {
         "schemaVersion": 2,
-        "manifests": [{**target, "annotations": {"io.containerd.image.name": tag}}],
+        "manifests": [{**target, "annotations": {"io.containerd.image.name": entry["tag"]}}],
     }
     members.append(_in_memory("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'))
     members.append(_in_memory("index.json", json.dumps(index).encode()))
-    return tag, members
-
-
-def _opener(archive: Path, member: tarfile.TarInfo) -> Callable[[], IO[bytes]]:
-    """The archive opened at ``member``'s data (``tarfile.addfile`` reads ``member.size`` bytes
-    of it, no more)."""
-
-    def open_() -> IO[bytes]:
-        f = archive.open("rb")
-        f.seek(member.offset_data)
-        return f
-
-    return open_
+    return entry["tag"], members
 
 
 def write_layout(out: IO[bytes], members: list[Member]) -> None:
