@@ -116,6 +116,18 @@ def write_image(out: Path, tag: str, layers: list[Layer], config: ImageConfig) -
     return out
 
 
+def ready(image: Path) -> bool:
+    """Whether ``image`` was written and each layer it names is still the one it was written
+    with (a layer rebuilt or removed since makes the image be written again)."""
+    if not image.exists():
+        return False
+    for layer in json.loads(image.read_text())["layers"]:
+        path = Path(layer["path"])
+        if not path.is_file() or f"sha256:{Layer(path).digest()}" != layer["digest"]:
+            return False
+    return True
+
+
 def image_size(image: Path) -> int:
     """The bytes of an image's layers."""
     return sum(int(layer["size"]) for layer in json.loads(image.read_text())["layers"])
@@ -147,7 +159,7 @@ def pause_image() -> Path:
     source = module_dir("k8s.io/kubernetes", k8s) / "build" / "pause" / "linux" / "pause.c"
     inputs = f"{k8s}:{PAUSE_VERSION}:{source.read_text()}"
     out = _cached("pause", inputs, IMAGE)
-    if out.exists():
+    if ready(out):
         return out
     if shutil.which("gcc") is None:
         raise ClusterError("gcc is needed to build the pause image: apt-get install gcc libc6-dev")
@@ -185,7 +197,7 @@ def pause_image() -> Path:
 def base_image() -> Path:
     """Debian bookworm (minbase) with Python, made by mmdebstrap from Debian's packages."""
     out = _cached("base", BASE_INPUTS, IMAGE)
-    if not out.exists():
+    if not ready(out):
         write_image(
             out,
             BASE_IMAGE,
@@ -284,10 +296,11 @@ def binary_image(tag: str, binary: str, path: str) -> Path:
     source = bin_dir() / binary
     layer = _cached_layer(f"bin-{binary}", bin_dir().name, [(source, path)])
     config = ImageConfig(entrypoint=[f"/{path}"], user="65532:65532")
-    inputs = json.dumps([tag, str(layer), config.as_json([]).decode()])
+    base = _base_layer()
+    inputs = json.dumps([tag, str(base), str(layer), config.as_json([]).decode()])
     out = _cached(f"img-{binary}", inputs, IMAGE)
-    if not out.exists():
-        write_image(out, tag, [Layer(_base_layer()), Layer(layer)], config)
+    if not ready(out):
+        write_image(out, tag, [Layer(base), Layer(layer)], config)
         log(f"built {tag}")
     return out
 
@@ -414,7 +427,7 @@ def kubeforge_image(name: str, python: Path) -> Path:
         [target.tag, [str(layer.path) for layer in layers], config.as_json([]).decode()]
     )
     out = _cached(name, key, IMAGE)
-    if not out.exists():
+    if not ready(out):
         write_image(out, target.tag, layers, config)
         log(f"built {target.tag} ({image_size(out) >> 20} MiB)")
     (IMAGES / f"{name}.current").write_text(str(out))
@@ -458,14 +471,14 @@ def linked_only(site: Path, files: list[str], folders: tuple[str, ...]) -> list[
 def current_images() -> list[Path]:
     """The kubeforge images last built, where they and their layers still exist (a layer of
     kubeforge's code is shared: building one image for newer sources replaces it)."""
-    paths = [Path(p.read_text().strip()) for p in sorted(IMAGES.glob("*.current"))]
-    return [
-        p
-        for p in paths
-        if p.exists()
-        and p.suffixes[-2:] == [".image", ".json"]
-        and all(Path(layer["path"]).exists() for layer in json.loads(p.read_text())["layers"])
-    ]
+    found = []
+    for current in sorted(IMAGES.glob("*.current")):
+        image = Path(current.read_text().strip())
+        if image.name.endswith(IMAGE) and ready(image):
+            found.append(image)
+        else:
+            log(f"not importing {image.name}: its build is gone (make images builds it again)")
+    return found
 
 
 def _cached_layer(

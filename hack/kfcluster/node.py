@@ -52,7 +52,7 @@ from kfcluster.nodeconfig import (
     kubelet_config,
     local_volume,
 )
-from kfcluster.ociimport import oci_layout, write_layout
+from kfcluster.ociimport import Member, oci_layout, write_layout
 from kfcluster.processes import Proc, tcp_open, wait_for
 from kfcluster.settings import (
     APISERVER_PORT,
@@ -242,13 +242,14 @@ def import_images(paths: list[Path] | None = None) -> None:
     digest of their inputs: one already imported is skipped), unless containerd lost its
     images since or a tag now names another build: under disk pressure the kubelet removes
     images no running pod uses, and an imported image cannot be pulled again."""
+    paths = paths if paths is not None else node_images()  # (building drops older builds)
     done = IMAGE_STORE.parent / "node-containerd-imported"
     done.mkdir(parents=True, exist_ok=True)
     for stale in done.iterdir():  # of images the cache no longer holds
         if not (IMAGES / stale.name).exists():
             stale.unlink()
     present = set(_image_digests())
-    for path in paths if paths is not None else node_images():
+    for path in paths:
         marker = done / path.name
         images = marker.read_text().split() if marker.exists() else []
         if images and present.issuperset(images):
@@ -264,19 +265,22 @@ def import_images(paths: list[Path] | None = None) -> None:
 def import_new_layers(path: Path, present: list[str] | None = None) -> str:
     """``ctr images import`` of the image ``path`` (``images.write_image``) without the layers
     containerd holds (kfcluster.ociimport) or, in a test, those in ``present``; with every
-    layer if that fails (a blob removed by containerd's garbage collection since it was
+    layer if containerd refuses that (a blob removed by its garbage collection since it was
     listed). ctr's output."""
     if present is None:
         present = ctr("content", "ls", "--quiet").stdout.split()
     try:
-        return _import_layout(path, present)
-    except ClusterError as err:
+        return _import_layout(oci_layout(path, present)[1])
+    except ImportRefusedError as err:
         log(f"importing only {path.name}'s new layers failed ({err}): all of it")
-    return _import_layout(path, [])
+    return _import_layout(oci_layout(path, [])[1])
 
 
-def _import_layout(path: Path, present: list[str]) -> str:
-    _, members = oci_layout(path, present)
+class ImportRefusedError(ClusterError):
+    """``ctr images import`` failed."""
+
+
+def _import_layout(members: list[Member]) -> str:
     # (its output to files: a pipe it filled while this writes to its stdin would block both)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         with subprocess.Popen(
@@ -289,7 +293,7 @@ def _import_layout(path: Path, present: list[str]) -> str:
         err.seek(0)
         if importer.returncode == 0:
             return out.read().decode()
-        raise ClusterError(f"ctr images import failed: {err.read().decode().strip()}")
+        raise ImportRefusedError(f"ctr images import: {err.read().decode().strip()}")
 
 
 def _image_digests() -> list[str]:

@@ -50,6 +50,7 @@ class OpenAIError(Exception):
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.allow = ""  # a 405's Allow header
 
     def body(self) -> dict[str, Any]:
         kind = "invalid_request_error" if self.status < 500 else "server_error"
@@ -285,8 +286,8 @@ class OpenAIServer:
         self._check_model(request.model)
         ids, params = self._prepare(request, chat_prompt(self.lm.tokenizer, request.messages))
         rid = f"chatcmpl-{uuid.uuid4().hex}"
-        if request.stream:
-            return self._stream_chat(rid, request, ids, params)
+        if request.stream:  # (the request goes to the model now, before the first event)
+            return self._stream_chat(rid, request, self._generate(ids, params))
         state = await _last(self._generate(ids, params))
         message = ChatCompletionMessage(role="assistant", content=state.text)
         choice = ChatChoice(index=0, message=message, finish_reason=state.finish_reason or "stop")
@@ -296,7 +297,7 @@ class OpenAIServer:
         )  # fmt: skip
 
     async def _stream_chat(
-        self, rid: str, request: ChatRequest, ids: Any, params: Sampling
+        self, rid: str, request: ChatRequest, steps: AsyncGenerator[tuple[str, Generated], None]
     ) -> AsyncIterator[str]:
         created = int(time.time())
 
@@ -316,10 +317,10 @@ class OpenAIServer:
 
         yield chunk([ChunkChoice(index=0, delta=ChoiceDelta(role="assistant", content=""))])
         wants_usage = (request.stream_options or {}).get("include_usage")
-        async for event in _events(
-            self._generate(ids, params), templated(piece), tail if wants_usage else None
-        ):
-            yield event
+        events = _events(steps, templated(piece), tail if wants_usage else None)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
 
 
 _PLACEHOLDER = "kubeforge-text-placeholder"
@@ -348,7 +349,7 @@ async def _events(
     steps: AsyncGenerator[tuple[str, Generated], None],
     piece: Callable[[str, Generated], str],
     tail: Callable[[Generated], str] | None,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """The server-sent events of a stream: one per step, ``tail`` (the usage) after the last,
     then ``[DONE]``. The model failing midway is an error event in OpenAI's shape (the status
     line went out with the first event), which the openai client raises as an APIError."""

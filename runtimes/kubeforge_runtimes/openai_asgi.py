@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,6 +29,8 @@ from kubeforge_runtimes.openai_api import PREFIX, OpenAIError, OpenAIServer
 # far beyond any prompt a context here holds (that is checked in tokens, with its own 400)
 MAX_BODY_BYTES = 8 * 1024 * 1024
 EVENTS = b"text/event-stream; charset=utf-8"
+
+log = logging.getLogger(__name__)
 
 
 class _ClientLeftError(Exception):
@@ -57,9 +60,15 @@ class OpenAIApp:
                 return
             result = await self._answer(self.routes[key], scope, receive)
         except OpenAIError as err:
-            await send_json(send, err.status, json.dumps(err.body()).encode())
+            allow = [(b"allow", err.allow.encode())] if err.allow else []
+            await send_json(send, err.status, json.dumps(err.body()).encode(), allow)
             return
         except _ClientLeftError:
+            return
+        except Exception as err:  # a bug: said in OpenAI's shape, and logged with its trace
+            log.exception("%s %s failed", *key)
+            failed = OpenAIError(500, f"the server failed: {type(err).__name__}: {err}")
+            await send_json(send, 500, json.dumps(failed.body()).encode())
             return
         if isinstance(result, BaseModel):
             await send_json(send, 200, result.model_dump_json(exclude_none=True).encode())
@@ -69,7 +78,9 @@ class OpenAIApp:
     def _unrouted(self, method: str, path: str) -> OpenAIError:
         takes = [m for m, p in self.routes if p == path]
         if takes:
-            return OpenAIError(405, f"{path} takes {takes[0]}, not {method}")
+            refused = OpenAIError(405, f"{path} takes {takes[0]}, not {method}")
+            refused.allow = takes[0]
+            return refused
         served = ", ".join(sorted({p for _, p in self.routes}))
         return OpenAIError(404, f"{path} is not served here; this server serves {served}")
 
@@ -83,8 +94,11 @@ class OpenAIApp:
         scope.setdefault("state", {})[ADAPTER_STATE] = self.server.adapter_label(model)
         if await self.server.injector.delay_then_fail(model if isinstance(model, str) else ""):
             raise OpenAIError(500, "injected fault (fault injection)")
+        streamed = isinstance(body, dict) and body.get("stream") is True
         try:
-            return await handler(body)
+            if streamed:  # the response is the stream, which watches its client itself
+                return await handler(body)
+            return await until_client_leaves(handler(body), receive)
         except GenerationError as err:
             raise OpenAIError(500, str(err)) from None
 
@@ -104,6 +118,27 @@ async def read_body(receive: Any, limit: int = MAX_BODY_BYTES) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def until_client_leaves(answer: Any, receive: Any) -> Any:
+    """What ``answer`` (a coroutine) returns, unless the client leaves first: ``answer`` is then
+    cancelled (a whole answer being generated stops at its next token, and its place in the
+    batch goes to the next request) and the request ends without a response."""
+    answering = asyncio.ensure_future(answer)
+    leaving = asyncio.ensure_future(_client_leaves(receive))
+    try:
+        await asyncio.wait((answering, leaving), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        answering.cancel()
+        raise
+    finally:
+        leaving.cancel()
+    if not answering.done():  # the client left first
+        answering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await answering
+        raise _ClientLeftError
+    return answering.result()
 
 
 async def stream(events: AsyncIterator[str], receive: Any, send: Any) -> None:

@@ -14,7 +14,8 @@ first request after a scrape already shows in ``rate()``: an analysis never wait
 baseline.
 
 Counting happens in an ASGI middleware around kserve's app, so requests kserve rejects (400 for a
-bad body, 500 for a model error) are counted with their real status code.
+bad body, 500 for a model error) are counted with their real status code; a request whose client
+left before it was answered, with 499 (nginx's code for it), not as an error of the server.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ INFERENCE_PATH = re.compile(
 )
 PROTOCOLS = ("v1", "v2", "openai")
 OPENAI_PREFIX = "/openai/v1/"
+CLIENT_LEFT = 499  # a request whose client went away before it was answered (nginx's code)
 
 
 class RuntimeSettings(BaseSettings):
@@ -128,11 +130,11 @@ class InferenceMetrics:
             return
         protocol = next(p for p in PROTOCOLS if match.group(p))
         started = time.perf_counter()
-        status = {"code": 500}
+        status = {"code": 500, "started": 0}  # 500 until answered: what the app raised
 
         async def send_counted(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = int(message["status"])
+                status["code"], status["started"] = int(message["status"]), 1
                 # which version answered: a client (or a test of a traffic split) can tell
                 headers = [*message.get("headers", []), (REVISION_HEADER, self.revision)]
                 message = {**message, "headers": headers}
@@ -146,6 +148,8 @@ class InferenceMetrics:
                 await send_json(send_counted, 500, b'{"error":"injected fault (fault injection)"}')
             else:
                 await app(scope, receive, send_counted)
+                if not status["started"]:  # the client left before its answer
+                    status["code"] = CLIENT_LEFT
         finally:
             labels = (*self.labels, state.get(ADAPTER_STATE, ""), protocol)
             REQUESTS.labels(*labels, str(status["code"])).inc()

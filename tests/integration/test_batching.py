@@ -247,6 +247,8 @@ def test_a_request_starts_when_asked_and_one_dropped_unread_stops(
     before its response began) stops the request as closing it would."""
     import asyncio
 
+    from prometheus_client import REGISTRY
+
     from kubeforge_runtimes import batching
     from kubeforge_runtimes.generation import Sampling, TokenMetrics, generate
 
@@ -269,6 +271,11 @@ def test_a_request_starts_when_asked_and_one_dropped_unread_stops(
         del steps
 
     asyncio.run(ask_then_leave())
+    running = REGISTRY.get_sample_value(
+        "vllm:num_requests_running",
+        {"namespace": "ns", "model_name": "batching-test", "revision": "r1", "adapter": ""},
+    )
+    assert running == 0  # counted only once read: a stream dropped unread leaves no trace there
     deadline = time.monotonic() + 10
     while batcher.steps < 2 and time.monotonic() < deadline:
         time.sleep(0.01)

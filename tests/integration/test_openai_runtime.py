@@ -225,6 +225,34 @@ def test_an_abandoned_stream_frees_the_model(runtime: Proc, client: openai.OpenA
     assert answer.usage.completion_tokens >= 1
 
 
+def test_a_client_that_leaves_a_whole_answer_frees_the_model(runtime: Proc) -> None:
+    """A non-streamed request whose client gives up (its own timeout) stops generating at the
+    next token, and is counted as the client's leaving (499), not as an error of the server."""
+    before = metric(runtime, "vllm:generation_tokens_total")
+    body = {"model": NAME, "prompt": PROMPT, "max_tokens": 200, "min_tokens": 200, "temperature": 0}
+    # 200 tokens of 10 ms each: the client leaves after half a second
+    set_faults(runtime, token_latency=0.01)
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{runtime.url}/openai/v1/completions", json=body, timeout=0.5)
+        deadline = time.monotonic() + 10
+        while metric(runtime, "vllm:num_requests_running") > 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        set_faults(runtime)
+    assert metric(runtime, "vllm:num_requests_running") == 0
+    assert metric(runtime, "vllm:generation_tokens_total") - before < 200
+    counted = [
+        float(line.rsplit(" ", 1)[1])
+        for line in httpx.get(f"{runtime.url}/metrics").text.splitlines()
+        if line.startswith("kubeforge_inference_requests_total{")
+        and 'code="499"' in line
+        and 'protocol="openai"' in line
+    ]
+    assert counted, "no request counted with code 499"
+    assert sum(counted) >= 1
+
+
 def test_token_metrics_are_vllm_s(runtime: Proc, client: openai.OpenAI) -> None:
     before = metric(runtime, "vllm:generation_tokens_total")
     prompt_before = metric(runtime, "vllm:prompt_tokens_total")

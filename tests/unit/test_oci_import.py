@@ -114,3 +114,19 @@ def test_the_cache_drops_older_builds_and_the_archives_of_earlier_code(
     assert images.current_images() == [out]
     app.path.unlink()
     assert images.current_images() == []
+
+
+def test_an_image_is_written_again_when_a_layer_it_names_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(images, "IMAGES", tmp_path)
+    base = layer(tmp_path / "base-0123456789abcdef.layer.tar", "etc/os-release", "ID=debian\n")
+    out = images._cached("base", "inputs", images.IMAGE)
+    assert base.path.exists()  # a layer of the same name is not an older build of the image
+    write_image(out, "localhost/kubeforge/base:bookworm", [base], ImageConfig())
+    assert images.ready(out)
+    layer(base.path, "etc/os-release", "ID=debian\nVERSION=12\n")  # rebuilt in its place
+    base.path.with_name(base.path.name + ".sha256").unlink()  # as a rebuild leaves it
+    assert not images.ready(out)
+    base.path.unlink()
+    assert not images.ready(out)
