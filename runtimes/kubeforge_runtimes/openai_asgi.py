@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 class _ClientLeftError(Exception):
-    """The client went away before its request was read."""
+    """The client went away before it was answered."""
 
 
 class OpenAIApp:
@@ -122,8 +122,8 @@ async def read_body(receive: Any, limit: int = MAX_BODY_BYTES) -> bytes:
 
 async def until_client_leaves(answer: Any, receive: Any) -> Any:
     """What ``answer`` (a coroutine) returns, unless the client leaves first: ``answer`` is then
-    cancelled (a whole answer being generated stops at its next token, and its place in the
-    batch goes to the next request) and the request ends without a response."""
+    cancelled (a whole answer being generated or streamed stops at its next token, and its place
+    in the batch goes to the next request) and _ClientLeftError raised."""
     answering = asyncio.ensure_future(answer)
     leaving = asyncio.ensure_future(_client_leaves(receive))
     try:
@@ -148,15 +148,8 @@ async def stream(events: AsyncIterator[str], receive: Any, send: Any) -> None:
     is raised once both have stopped."""
     headers = [(b"content-type", EVENTS)]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    writing = asyncio.ensure_future(_write(events, send))
-    leaving = asyncio.ensure_future(_client_leaves(receive))
-    try:
-        await asyncio.wait((writing, leaving), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        leaving.cancel()
-        writing.cancel()  # still writing: the client left first
-    with contextlib.suppress(asyncio.CancelledError):
-        await writing
+    with contextlib.suppress(_ClientLeftError):
+        await until_client_leaves(_write(events, send), receive)
 
 
 async def _write(events: AsyncIterator[str], send: Any) -> None:
