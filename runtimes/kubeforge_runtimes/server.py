@@ -13,14 +13,17 @@ The series for codes 200 and 500 (of each loaded adapter too) exist from the sta
 first request after a scrape already shows in ``rate()``: an analysis never waits a scrape for a
 baseline.
 
-Counting happens in an ASGI middleware around kserve's app, so requests kserve rejects (400 for a
-bad body, 500 for a model error) are counted with their real status code; a request whose client
-left before it was answered, with 499 (nginx's code for it), not as an error of the server.
+Counting happens in the runtime's own ASGI app in front of kserve's (``InferenceMetrics``), so
+requests kserve rejects (400 for a bad body, 500 for a model error) are counted with their real
+status code; a request whose client left before it was answered, with 499 (nginx's code for it),
+not as an error of the server. That app is also where the access log is written, once a response
+has ended (uvicorn writes its line before a response's first byte leaves).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import tempfile
 import time
@@ -36,6 +39,8 @@ from kubeforge_runtimes.faults import FaultInjector, Faults
 from kubeforge_runtimes.labels import ADAPTER_STATE
 
 REVISION_HEADER = b"x-kubeforge-revision"
+# the access log: uvicorn's line, in uvicorn's format and through its handlers (take_access_log)
+ACCESS_LOG = logging.getLogger("kubeforge_runtimes.access")
 REQUESTS = Counter(
     "kubeforge_inference_requests",
     "Inference requests by response code.",
@@ -101,11 +106,13 @@ class RuntimeSettings(BaseSettings):
 
 
 class InferenceMetrics:
-    """ASGI middleware: counts and times inference requests (by the adapter that answered, which
-    the OpenAI-compatible API's handler names), and injects faults into v1 and v2 requests (the
-    OpenAI-compatible API's handler injects its own once it has read the request's model).
-    Requests under ``/openai/v1/`` go to ``openai`` (``openai_asgi.OpenAIApp``), when the model
-    has that API, rather than to kserve's app."""
+    """The runtime's ASGI app, in front of kserve's (uvicorn serves it: ``serve_on``): counts and
+    times inference requests (by the adapter that answered, which the OpenAI-compatible API's
+    handler names), injects faults into v1 and v2 requests (the OpenAI-compatible API's handler
+    injects its own once it has read the request's model), and writes each request's access
+    line once its response has ended. Requests under ``/openai/v1/`` go to ``openai``
+    (``openai_asgi.OpenAIApp``), when the model has that API, without passing through kserve's
+    app and its middlewares (its timing middleware's two trace lines a request among them)."""
 
     def __init__(
         self, app: Any, settings: RuntimeSettings, injector: FaultInjector, openai: Any = None
@@ -122,28 +129,29 @@ class InferenceMetrics:
                     REQUESTS.labels(*self.labels, adapter, protocol, code)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if scope["type"] != "http":  # the lifespan (kserve's startup and shutdown), websockets
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
         app = self.openai if self.openai and path.startswith(OPENAI_PREFIX) else self.app
         match = INFERENCE_PATH.match(path)
-        if match is None:
-            await app(scope, receive, send)
-            return
-        protocol = next(p for p in PROTOCOLS if match.group(p))
         started = time.perf_counter()
         status = {"code": 500, "started": 0}  # 500 until answered: what the app raised
 
         async def send_counted(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"], status["started"] = int(message["status"]), 1
-                # which version answered: a client (or a test of a traffic split) can tell
-                headers = [*message.get("headers", []), (REVISION_HEADER, self.revision)]
-                message = {**message, "headers": headers}
+                if match is not None:  # which version answered: a client (or a test of a
+                    # traffic split) can tell
+                    headers = [*message.get("headers", []), (REVISION_HEADER, self.revision)]
+                    message = {**message, "headers": headers}
             await send(message)
 
         state = scope.setdefault("state", {})
+        protocol = next(p for p in PROTOCOLS if match.group(p)) if match else None
         try:
             # the OpenAI-compatible API's handler injects once it has read the request's model
-            model = match.group(f"{protocol}_model") if protocol != "openai" else None
+            model = match.group(f"{protocol}_model") if match and protocol != "openai" else None
             if model is not None and await self.injector.delay_then_fail(model):
                 await send_json(send_counted, 500, b'{"error":"injected fault (fault injection)"}')
             else:
@@ -151,9 +159,26 @@ class InferenceMetrics:
                 if not status["started"]:  # the client left before its answer
                     status["code"] = CLIENT_LEFT
         finally:
-            labels = (*self.labels, state.get(ADAPTER_STATE, ""), protocol)
-            REQUESTS.labels(*labels, str(status["code"])).inc()
-            LATENCY.labels(*labels).observe(time.perf_counter() - started)
+            if protocol is not None:
+                labels = (*self.labels, state.get(ADAPTER_STATE, ""), protocol)
+                REQUESTS.labels(*labels, str(status["code"])).inc()
+                LATENCY.labels(*labels).observe(time.perf_counter() - started)
+            access_line(scope, status["code"])
+
+
+def access_line(scope: Any, code: int) -> None:
+    """uvicorn's access line (the same arguments, so its formatter writes it the same way)."""
+    if ACCESS_LOG.isEnabledFor(logging.INFO):
+        from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+
+        ACCESS_LOG.info(
+            '%s - "%s %s HTTP/%s" %d',
+            get_client_addr(scope),
+            scope["method"],
+            get_path_with_query_string(scope),
+            scope["http_version"],
+            code,
+        )
 
 
 def add_routes(app: Any, model: Any, settings: RuntimeSettings, injector: FaultInjector) -> None:
@@ -248,30 +273,54 @@ def serve(settings: RuntimeSettings) -> None:
 
         metrics = TokenMetrics(settings.namespace, settings.model_name, settings.revision)
         openai = OpenAIApp(OpenAIServer(model, metrics, injector))
-    app.add_middleware(InferenceMetrics, settings=settings, injector=injector, openai=openai)
     use_uvloop()
-    listen_on(settings.http_host)
+    serve_on(settings.http_host, InferenceMetrics(app, settings, injector, openai))
     ModelServer(http_port=settings.http_port, enable_grpc=False, workers=1).start([model])
 
 
 def listen_on(host: str) -> None:
-    """Make kserve's REST server listen on ``host``. kserve (0.20, 0.21) hard-codes 0.0.0.0 and
-    has no option for it; that is right in a pod and wrong on a machine (the tests' and
-    benchmarks' runtimes would listen on every interface). Its server reads the address from
-    its uvicorn config when it starts serving, so setting it after construction is enough."""
+    """Make kserve's REST server listen on ``host`` (KServe's own servers use it too:
+    ``kubeforge_labs.kserve_hf``)."""
+    serve_on(host)
+
+
+def serve_on(host: str, front: Any = None) -> None:
+    """Make kserve's REST server listen on ``host`` and, when given, serve ``front`` (an ASGI
+    app in front of kserve's, such as ``InferenceMetrics``) instead of kserve's app itself.
+
+    kserve (0.20, 0.21) hard-codes 0.0.0.0 and has no option for it; that is right in a pod and
+    wrong on a machine (the tests' and benchmarks' runtimes would listen on every interface).
+    Nor can a Starlette middleware sit outside the ones kserve adds as its server starts. Its
+    server reads both from its uvicorn config when it starts serving, so setting them after
+    construction is enough; kserve still adds its routes and middlewares to its own app, which
+    ``front`` hands every request it does not answer itself."""
     from kserve.protocol.rest.server import RESTServer
 
     from kserve import model_server
 
-    if host == "0.0.0.0":  # noqa: S104 - kserve's own choice, nothing to change
-        return
-
-    class RESTServerOnHost(RESTServer):  # type: ignore[misc]
+    class RuntimeRESTServer(RESTServer):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.config.host = host
+            if host != "0.0.0.0":  # noqa: S104 - kserve's own choice, nothing to change
+                self.config.host = host
+            if front is not None:
+                self.config.app = front
+                take_access_log()
 
-    model_server.RESTServer = RESTServerOnHost
+    model_server.RESTServer = RuntimeRESTServer
+
+
+def take_access_log() -> None:
+    """Write the access log from ``InferenceMetrics``, once a response has ended: uvicorn writes
+    its line as a response starts, before the first byte leaves, which a streamed answer's
+    first token waited for. uvicorn writes it whenever its logger has handlers (kserve's
+    logging config gives it one), so they move to the runtime's logger, formatter and all."""
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    ACCESS_LOG.setLevel(uvicorn_access.getEffectiveLevel())
+    # no handlers of its own (kserve told not to configure logging): the root's, as uvicorn's did
+    ACCESS_LOG.propagate = not uvicorn_access.handlers and uvicorn_access.propagate
+    ACCESS_LOG.handlers, uvicorn_access.handlers = uvicorn_access.handlers, []
+    uvicorn_access.propagate = False
 
 
 def use_uvloop() -> None:
