@@ -155,11 +155,12 @@ class CausalLM(Model):  # type: ignore[misc]
     def _batcher(self) -> Any:
         """Continuous batching for the OpenAI-compatible API (``batching``), or None for a model
         it cannot decode (a prompt-tuned adapter: ``generate``, one request at a time)."""
-        from kubeforge_runtimes.batching import Batcher, supports
+        from kubeforge_runtimes.batching import Batcher, skip_padding_check, supports
         from kubeforge_runtimes.generation import end_tokens
 
         if not supports(self.model):
             return None
+        skip_padding_check(self.model)
         pad = self.tokenizer.pad_token_id
         pad = self.tokenizer.eos_token_id if pad is None else pad
         return Batcher(

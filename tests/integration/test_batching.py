@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kubeforge_runtimes.batching import Batcher, Job, sample, supports
+from kubeforge_runtimes.batching import Batcher, Job, sample, skip_padding_check, supports
 
 pytestmark = pytest.mark.no_cluster  # one process, no cluster
 
@@ -199,6 +199,28 @@ def test_a_failing_model_fails_the_batch_and_the_next_request_is_served(
     assert second.finished.wait(60)
     assert second.end is None
     assert second.tokens == _generate(lm, PROMPTS[0], 5)
+
+
+def test_the_padding_check_is_off_on_the_served_model_alone(tiny_base_model: Path) -> None:
+    """transformers' per-pass padding check (a few percent of a small model's step) is off on
+    every transformers module of the model the batcher decodes, which still decodes as
+    ``generate`` does; another model of the same class keeps it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+    served = AutoModelForCausalLM.from_pretrained(tiny_base_model)
+    other = AutoModelForCausalLM.from_pretrained(tiny_base_model)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base_model)
+    skip_padding_check(served)
+    check = "warn_if_padding_and_no_attention_mask"
+    modules = [m for m in served.modules() if isinstance(m, PreTrainedModel)]
+    assert len(modules) >= 2  # the LM head's model and the transformer inside it
+    assert all(check in vars(m) for m in modules)
+    assert not any(check in vars(m) for m in other.modules())
+    done = Collected()
+    batcher = Batcher(served, threading.Lock(), frozenset([tokenizer.eos_token_id]), 0)
+    batcher.submit(_job(tokenizer, PROMPTS[0], 6, done, min_tokens=6))
+    assert done.finished.wait(60)
+    assert done.tokens == _generate((other, tokenizer), PROMPTS[0], 6)
 
 
 def test_supports_plain_models_but_not_prompt_tuning(lm: tuple[Any, Any]) -> None:
