@@ -87,6 +87,22 @@ def supports(model: Any) -> bool:
     return all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
+def takes_logits_to_keep(model: Any) -> bool:
+    """Whether ``model``'s forward pass can compute the last position's logits alone
+    (transformers' ``logits_to_keep``, which ``generate`` sets to 1). A prefill then skips the
+    language-model head's product for every other position of the prompts: prompt length x
+    width x vocabulary, the largest single product of a model with a large vocabulary. A peft
+    model passes the argument on to its base model, whose forward is the one asked."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    forward = getattr(base, "forward", None)
+    try:
+        return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
+    except (TypeError, ValueError):  # no signature to read: ask for every position, as before
+        return False
+
+
 def skip_padding_check(model: Any) -> None:
     """Turn off transformers' padding check on ``model``'s modules. Every forward pass given ids
     and no attention mask looks for padding in them (to warn once), after probing for graph
@@ -121,6 +137,7 @@ class Batcher:
         max_batch: int = 16,
     ) -> None:
         self.model, self.lock, self.ends, self.pad_id = model, lock, ends, pad_id
+        self.last_logits_only = takes_logits_to_keep(model)
         self.max_batch = max_batch
         self._waiting: deque[Job] = deque()
         self._cond = threading.Condition()
@@ -214,6 +231,8 @@ class Batcher:
             # adapters loaded by name on one base: each row names its own (peft's mixed-batch
             # inference), so requests for different adapters decode together
             extra["adapter_names"] = [j.adapter or BASE_ADAPTER for j in jobs]
+        if self.last_logits_only:  # as generate asks: the prompt's other positions need none
+            extra["logits_to_keep"] = 1
         if bool(mask.all()):
             # no row padded: the model's own causal mask is the same, and building a mask
             # from ours costs about a tenth of a small model's step

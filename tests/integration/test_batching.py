@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from kubeforge_runtimes.batching import Batcher, Job, sample, skip_padding_check, supports
+from kubeforge_runtimes.batching import (
+    Batcher,
+    Job,
+    sample,
+    skip_padding_check,
+    supports,
+    takes_logits_to_keep,
+)
 
 pytestmark = pytest.mark.no_cluster  # one process, no cluster
 
@@ -221,6 +228,35 @@ def test_the_padding_check_is_off_on_the_served_model_alone(tiny_base_model: Pat
     batcher.submit(_job(tokenizer, PROMPTS[0], 6, done, min_tokens=6))
     assert done.finished.wait(60)
     assert done.tokens == _generate((other, tokenizer), PROMPTS[0], 6)
+
+
+def test_the_head_computes_the_last_position_alone(
+    lm: tuple[Any, Any], tiny_base_model: Path
+) -> None:
+    """Each forward pass, the prompt's too, asks the language-model head for the last position
+    alone (as ``generate`` does), and the tokens are ``generate``'s; a peft model is asked
+    through its base model; a callable without that argument is not asked."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model, tokenizer = lm
+    positions: list[int] = []
+    hook = model.lm_head.register_forward_hook(lambda m, a, o: positions.append(a[0].shape[1]))
+    done = Collected()
+    try:
+        batcher = Batcher(model, threading.Lock(), frozenset([tokenizer.eos_token_id]), 0)
+        batcher.submit(_job(tokenizer, PROMPTS[0], 4, done, min_tokens=4))
+        assert done.finished.wait(60)
+    finally:
+        hook.remove()
+    assert len(tokenizer(PROMPTS[0])["input_ids"]) > 1
+    assert positions == [1] * 4  # the prefill and three steps, one position each
+    assert done.tokens == _generate(lm, PROMPTS[0], 4)
+    lora = LoraConfig(r=2, target_modules=["c_attn"], task_type="CAUSAL_LM")
+    assert takes_logits_to_keep(
+        get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_base_model), lora)
+    )
+    assert not takes_logits_to_keep(lambda **kwargs: None)
 
 
 def test_supports_plain_models_but_not_prompt_tuning(lm: tuple[Any, Any]) -> None:
