@@ -39,8 +39,8 @@ from kubeforge_runtimes.faults import FaultInjector, Faults
 from kubeforge_runtimes.labels import ADAPTER_STATE
 
 REVISION_HEADER = b"x-kubeforge-revision"
-# the access log: uvicorn's line, in uvicorn's format and through its handlers (take_access_log)
-ACCESS_LOG = logging.getLogger("kubeforge_runtimes.access")
+# the access log: uvicorn's line and logger, written by InferenceMetrics (serve_on)
+ACCESS_LOG = logging.getLogger("uvicorn.access")
 REQUESTS = Counter(
     "kubeforge_inference_requests",
     "Inference requests by response code.",
@@ -305,22 +305,24 @@ def serve_on(host: str, front: Any = None) -> None:
                 self.config.host = host
             if front is not None:
                 self.config.app = front
-                take_access_log()
+                self.config.http = without_access_log()
 
     model_server.RESTServer = RuntimeRESTServer
 
 
-def take_access_log() -> None:
-    """Write the access log from ``InferenceMetrics``, once a response has ended: uvicorn writes
-    its line as a response starts, before the first byte leaves, which a streamed answer's
-    first token waited for. uvicorn writes it whenever its logger has handlers (kserve's
-    logging config gives it one), so they move to the runtime's logger, formatter and all."""
-    uvicorn_access = logging.getLogger("uvicorn.access")
-    ACCESS_LOG.setLevel(uvicorn_access.getEffectiveLevel())
-    # no handlers of its own (kserve told not to configure logging): the root's, as uvicorn's did
-    ACCESS_LOG.propagate = not uvicorn_access.handlers and uvicorn_access.propagate
-    ACCESS_LOG.handlers, uvicorn_access.handlers = uvicorn_access.handlers, []
-    uvicorn_access.propagate = False
+def without_access_log() -> type:
+    """uvicorn's HTTP protocol (httptools', else h11's: its ``auto``) without its access line,
+    which it writes as a response starts, before the first byte leaves: a streamed answer's
+    first token waited for it. ``InferenceMetrics`` writes the same line to the same logger
+    (``uvicorn.access``: its handlers, filters and format) once the response has ended."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class Protocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.access_log = False  # read by each request's cycle, made after this
+
+    return Protocol
 
 
 def use_uvloop() -> None:
