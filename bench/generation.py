@@ -21,6 +21,7 @@ to first token no worse.
 
     python bench/generation.py                       # the tiny GPT-2, 12 prompts x 32 tokens x 7
     python bench/generation.py --shape small --rounds 3   # GPT-2 small's shape (124M-ish)
+    python bench/generation.py --shape small --vocab 50257 --rounds 3   # and GPT-2's vocabulary
     python bench/generation.py --model-dir DIR --max-tokens 64 --rounds 5
 """
 
@@ -64,6 +65,20 @@ def has_text(tokenizer: Any, tokens: list[int]) -> bool:
     """Whether the answer ``tokens`` has text a stream would send (the time to first token is
     the time to that text on both sides: a token that is part of a character is not sent)."""
     return releasable(tokenizer.decode(tokens, skip_special_tokens=True)) > 0
+
+
+def grow_vocabulary(model_dir: Path, size: int) -> None:
+    """Tokens ``<vN>`` added to the tokenizer and rows to the model's embeddings (and its tied
+    head) up to ``size``: greedy decoding with random weights picks among all of them, and
+    each decodes to its own text on both sides."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.add_tokens([f"<v{i}>" for i in range(len(tokenizer), size)])
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.resize_token_embeddings(len(tokenizer))
+    tokenizer.save_pretrained(model_dir)
+    model.save_pretrained(model_dir)
 
 
 def baseline(model_dir: Path, texts: list[str], max_tokens: int) -> dict[str, float]:
@@ -287,6 +302,12 @@ def main() -> int:
         help="the runtime's torch threads (OMP_NUM_THREADS; default: the runtime's own choice, "
         "its CPUs less one for the event loop: kubeforge_runtimes.threads)",
     )
+    parser.add_argument(
+        "--vocab",
+        type=int,
+        help="grow the built model's vocabulary to this many tokens (GPT-2's: 50257) with added "
+        "tokens: the language-model head's product at a real model's size",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument(
         "--kserve-hf",
@@ -298,6 +319,8 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kubeforge-bench-gen-"))
     model_dir = args.model_dir or build_base_model(work / "model", **SHAPES[args.shape])
+    if args.vocab:
+        grow_vocabulary(model_dir, args.vocab)
     texts = prompts(args.prompts)
     kserve = kserve_hf.prepare() if args.kserve_hf else None
     proc = start_runtime(
