@@ -13,7 +13,7 @@ installed, without their dependencies, into a folder of their own; vLLM's engine
 backend is not chosen: ``--backend huggingface``), nothing of it reaches ``.venv``.
 
 KServe's server listens on every address and has no option for it; the launcher sets 127.0.0.1
-with the built-in runtime's own ``listen_on`` (which reaches KServe's single-process server, the
+with the built-in runtime's own ``serve_on`` (which reaches KServe's single-process server, the
 one started here: with ``--workers`` above 1 KServe uses another class, still on 0.0.0.0), and
 starts no gRPC server. The first ``prepare`` downloads vLLM's wheel (about 280 MB) and, if Go's
 module cache lacks it, KServe's module: both from the package registries.
@@ -52,8 +52,8 @@ IMPORT_ONLY = (
     "xgrammar==0.2.9",
 )
 LAUNCHER = (
-    "import runpy, sys; from kubeforge_runtimes.server import listen_on; "
-    "listen_on('127.0.0.1'); sys.argv[0] = 'huggingfaceserver'; "
+    "import runpy, sys; from kubeforge_runtimes.server import serve_on; "
+    "serve_on('127.0.0.1'); sys.argv[0] = 'huggingfaceserver'; "
     "runpy.run_module('huggingfaceserver', run_name='__main__', alter_sys=True)"
 )
 

@@ -33,6 +33,7 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from kubeforge_runtimes.asgi import send_json
 from kubeforge_runtimes.faults import FaultInjector, Faults
@@ -169,8 +170,6 @@ class InferenceMetrics:
 def access_line(scope: Any, code: int) -> None:
     """uvicorn's access line (the same arguments, so its formatter writes it the same way)."""
     if ACCESS_LOG.isEnabledFor(logging.INFO):
-        from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
-
         ACCESS_LOG.info(
             '%s - "%s %s HTTP/%s" %d',
             get_client_addr(scope),
@@ -278,15 +277,10 @@ def serve(settings: RuntimeSettings) -> None:
     ModelServer(http_port=settings.http_port, enable_grpc=False, workers=1).start([model])
 
 
-def listen_on(host: str) -> None:
-    """Make kserve's REST server listen on ``host`` (KServe's own servers use it too:
-    ``kubeforge_labs.kserve_hf``)."""
-    serve_on(host)
-
-
 def serve_on(host: str, front: Any = None) -> None:
     """Make kserve's REST server listen on ``host`` and, when given, serve ``front`` (an ASGI
-    app in front of kserve's, such as ``InferenceMetrics``) instead of kserve's app itself.
+    app in front of kserve's, such as ``InferenceMetrics``) instead of kserve's app itself
+    (KServe's own servers use it for the host alone: ``kubeforge_labs.kserve_hf``).
 
     kserve (0.20, 0.21) hard-codes 0.0.0.0 and has no option for it; that is right in a pod and
     wrong on a machine (the tests' and benchmarks' runtimes would listen on every interface).
