@@ -18,11 +18,12 @@ tuning prepends virtual tokens inside the forward pass and cannot be batched thi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,13 @@ BASE_ADAPTER = "__base__"
 # event loop writing them (and from the client reading them), adding most of a step to the
 # time to first token (bench/generation.py); a step is tens of milliseconds on a CPU
 FIRST_TOKEN_WAIT = 0.05
+# the least work (prompt tokens x the model's parameters: multiply-adds) for which a prefill
+# takes every CPU (``Batcher.prefill_threads``): a second thread makes a prefill ~27 % faster
+# at every size, but once its products end it spins a millisecond or so waiting for more
+# (OpenMP's wait policy), on the core that writes the first token. About 6 ms of one core of
+# the 2-core machine; below it the spin cost more than the prefill gained (the tiny GPT-2:
+# time to first token 3.1 -> 4.5 ms, bench/generation.py; docs/benchmarks.md)
+PARALLEL_PREFILL = 2e8
 
 
 @dataclass
@@ -126,7 +134,9 @@ def _no_check(input_ids: Any, attention_mask: Any) -> None:
 class Batcher:
     """The decoding thread of one model (started on the first request). ``lock`` is the model's:
     each forward pass holds it, so other users of the model (the v1/v2 predict path) interleave
-    between two tokens."""
+    between two tokens. ``prefill_threads``: torch's threads for a prefill (``threads.
+    prefill_threads``: every CPU; a decoding step keeps the process's, one less); None: the
+    process's for every pass."""
 
     def __init__(
         self,
@@ -135,8 +145,13 @@ class Batcher:
         ends: frozenset[int],
         pad_id: int,
         max_batch: int = 16,
+        prefill_threads: int | None = None,
     ) -> None:
         self.model, self.lock, self.ends, self.pad_id = model, lock, ends, pad_id
+        self.prefill_threads = prefill_threads
+        # the model's size, to tell a prefill worth more threads (only counted when it may have
+        # them)
+        self.parameters = sum(p.numel() for p in model.parameters()) if prefill_threads else 0
         self.last_logits_only = takes_logits_to_keep(model)
         self.max_batch = max_batch
         self._waiting: deque[Job] = deque()
@@ -210,7 +225,9 @@ class Batcher:
                 job.generator = torch.Generator().manual_seed(job.seed)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        logits = self._forward(ids, mask, positions, cache, jobs)
+        big = self.parameters and ids.numel() * self.parameters >= PARALLEL_PREFILL
+        with torch_threads(self.prefill_threads if big else None):
+            logits = self._forward(ids, mask, positions, cache, jobs)
         batch = _Batch(jobs, cache, mask, positions[:, -1] + 1, torch.zeros(0))
         return self._choose(batch, logits)
 
@@ -277,6 +294,23 @@ class Batcher:
                 keep.append(i)
         batch.next_ids = chosen
         return batch.keep(keep)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's threads for this thread's passes set to ``threads`` for the block (None: left
+    as they are), then set back. Setting them costs well under a microsecond."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is None or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def first_tokens_out(jobs: Sequence[Job], timeout: float) -> None:

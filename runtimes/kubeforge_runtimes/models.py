@@ -155,6 +155,7 @@ class CausalLM(Model):  # type: ignore[misc]
     def _batcher(self) -> Any:
         """Continuous batching for the OpenAI-compatible API (``batching``), or None for a model
         it cannot decode (a prompt-tuned adapter: ``generate``, one request at a time)."""
+        from kubeforge_runtimes import threads
         from kubeforge_runtimes.batching import Batcher, skip_padding_check, supports
         from kubeforge_runtimes.generation import end_tokens
 
@@ -163,8 +164,9 @@ class CausalLM(Model):  # type: ignore[misc]
         skip_padding_check(self.model)
         pad = self.tokenizer.pad_token_id
         pad = self.tokenizer.eos_token_id if pad is None else pad
+        ends = end_tokens(self.model, self.tokenizer)
         return Batcher(
-            self.model, self._lock, end_tokens(self.model, self.tokenizer), int(pad or 0)
+            self.model, self._lock, ends, int(pad or 0), prefill_threads=threads.prefill_threads()
         )
 
     def base_only(self) -> Any:

@@ -30,9 +30,10 @@ def test_the_quota_and_the_cores_bound_the_threads(
     cpu_max.write_text("300000 100000\n")
     monkeypatch.setattr(threads, "CPU_MAX", cpu_max)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    expected = max(1, min(len(os.sched_getaffinity(0)), 3) - 1)
-    assert threads.configure() == expected
-    assert torch.get_num_threads() == expected
+    cpus = min(len(os.sched_getaffinity(0)), 3)
+    assert threads.configure() == max(1, cpus - 1)
+    assert torch.get_num_threads() == max(1, cpus - 1)
+    assert threads.prefill_threads() == cpus
 
 
 def test_omp_num_threads_wins(monkeypatch: pytest.MonkeyPatch, torch_threads: None) -> None:
@@ -40,3 +41,4 @@ def test_omp_num_threads_wins(monkeypatch: pytest.MonkeyPatch, torch_threads: No
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert threads.configure() is None
     assert torch.get_num_threads() == 1  # left as torch set it from the variable
+    assert threads.prefill_threads() is None  # and a prefill keeps them too

@@ -1,11 +1,11 @@
 """The runtime's torch threads: the CPUs its cgroup allows (or its cores) less one for the event
-loop (``kubeforge_runtimes.threads``)."""
+loop, all of them for a prefill (``kubeforge_runtimes.threads``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from kubeforge_runtimes.threads import intra_op_threads, quota_cpus
+from kubeforge_runtimes.threads import intra_op_threads, quota_cpus, usable_cpus
 
 
 @pytest.mark.parametrize(
@@ -32,3 +32,11 @@ def test_one_cpu_is_left_to_the_event_loop_and_the_quota_bounds_the_cores() -> N
     assert intra_op_threads(4, 16.0) == 3  # no more than the cores it may run on
     assert intra_op_threads(1, None) == 1
     assert intra_op_threads(8, 0.5) == 1
+
+
+def test_a_prefill_may_use_every_cpu_the_quota_allows() -> None:
+    assert usable_cpus(2, None) == 2
+    assert usable_cpus(64, 2.0) == 2
+    assert usable_cpus(64, 4.5) == 5
+    assert usable_cpus(4, 16.0) == 4
+    assert usable_cpus(8, 0.5) == 1
