@@ -12,9 +12,11 @@ completion tokens from ``usage`` over the wall time. The baseline, in the same r
 after which the answer has text to send, by the rule the runtime's stream follows (a token that
 is only part of a character's bytes is held back: random weights pick such tokens often), one
 prompt after the other; and the runtime's decoding loop alone in this process (no HTTP),
-to tell the loop's share from the serving's. All decode greedily exactly ``max_tokens`` tokens
-(``min_tokens``, vLLM's extension, on the runtime's side), so all produce the same tokens.
-Medians over the rounds.
+to tell the loop's share from the serving's; and, asked as the runtime is by ``httpx``, a bare
+ASGI app that answers one event at once (``bench/http_floor.py``): the HTTP request's own time
+on this machine, which no server in front of a model can go below. All decode greedily exactly
+``max_tokens`` tokens (``min_tokens``, vLLM's extension, on the runtime's side), so all produce
+the same tokens. Medians over the rounds.
 
 Ratios are medians of each round's ratio. Targets (issue #23): throughput ratio >= 1.0, time
 to first token no worse.
@@ -40,7 +42,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import http_floor
 from kubeforge_labs import kserve_hf
 from kubeforge_labs.canary import start_runtime
 from kubeforge_pipelines.tinymodel import build_base_model, support_tickets
@@ -327,12 +331,14 @@ def main() -> int:
         work, model_dir, name=NAME, namespace="bench", revision="rbench",
         max_new_tokens=args.max_tokens, torch_threads=args.runtime_threads,
     )  # fmt: skip
+    floor = http_floor.start(work)
     other = None
     if kserve:
         same = kserve_hf.exactly(model_dir, work / "model-kserve", args.max_tokens)
         other = kserve_hf.start(work / "kserve-hf", same, NAME, kserve[1])
     rounds: list[dict[str, dict[str, float]]] = []
     http_ttft: list[float] = []
+    floor_ttft: list[float] = []
     try:
         runtime(proc.url, texts[:2], 4)  # warm both paths once
         baseline(model_dir, texts[:2], 4)
@@ -351,8 +357,10 @@ def main() -> int:
                     other.url, texts, args.max_tokens, args.clients, counts
                 )
             http_ttft.append(first_token_over_http(proc.url, texts, args.max_tokens))
+            floor_ttft.append(first_token_over_http(floor.url, texts, args.max_tokens))
     finally:
         proc.stop()
+        floor.stop()
         if other:
             other.stop()
     # last, once, beside a baseline of its own: its decoding thread stays in this process, and
@@ -393,6 +401,11 @@ def main() -> int:
     result["loop_ttft_ratio"] = alone["loop"]["ttft_s"] / alone["baseline"]["ttft_s"]
     result["ttft_http_s"] = statistics.median(http_ttft)
     result["ttft_http_ratio"] = result["ttft_http_s"] / result["ttft_s"]["baseline"]
+    # the first token less the HTTP request's own time (bench/http_floor.py), against the loop's
+    result["http_floor_s"] = statistics.median(floor_ttft)
+    result["ttft_http_less_floor_ratio"] = (
+        result["ttft_http_s"] - result["http_floor_s"]
+    ) / result["ttft_s"]["baseline"]
     if kserve:
         result["kserve_hf"] = kserve_figures(rounds, kserve[0])
     print(json.dumps(result, indent=2))
