@@ -137,7 +137,8 @@ class InferenceMetrics:
         app = self.openai if self.openai and path.startswith(OPENAI_PREFIX) else self.app
         match = INFERENCE_PATH.match(path)
         started = time.perf_counter()
-        status = {"code": 500, "started": 0}  # 500 until answered: what the app raised
+        # 500 until answered: what the app raised; "left": the app was told the client went away
+        status = {"code": 500, "started": 0, "left": 0}
 
         async def send_counted(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -148,6 +149,12 @@ class InferenceMetrics:
                     message = {**message, "headers": headers}
             await send(message)
 
+        async def receive_watched() -> dict[str, Any]:
+            message: dict[str, Any] = await receive()
+            if message["type"] == "http.disconnect":
+                status["left"] = 1
+            return message
+
         state = scope.setdefault("state", {})
         protocol = next(p for p in PROTOCOLS if match.group(p)) if match else None
         try:
@@ -156,9 +163,10 @@ class InferenceMetrics:
             if model is not None and await self.injector.delay_then_fail(model):
                 await send_json(send_counted, 500, b'{"error":"injected fault (fault injection)"}')
             else:
-                await app(scope, receive, send_counted)
-                if not status["started"]:  # the client left before its answer
+                await app(scope, receive_watched, send_counted)
+                if not status["started"] and status["left"]:  # the client left before its answer
                     status["code"] = CLIENT_LEFT
+                # not started, the client still there: uvicorn answers 500 itself (counted so)
         finally:
             if protocol is not None:
                 labels = (*self.labels, state.get(ADAPTER_STATE, ""), protocol)
