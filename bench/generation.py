@@ -2,21 +2,17 @@
 """Generation speed of the built-in runtime's OpenAI-compatible API against a plain transformers
 ``generate`` loop on the same model and prompts.
 
-The runtime: ``python -m kubeforge_runtimes serve`` on 127.0.0.1, asked by the ``openai``
-client with ``stream=True`` one prompt after the other, and then by ``--clients`` clients at
-once (the runtime batches the requests that are generating: ``kubeforge_runtimes.batching``).
-Time to first token: from sending the request to the first chunk with text, read by the
-``openai`` client and, once more, by a plain ``httpx`` stream (the runtime's own share); throughput:
-completion tokens from ``usage`` over the wall time. The baseline, in the same run:
-``model.generate`` in this process, greedy, with a streamer that timestamps the first token
-after which the answer has text to send, by the rule the runtime's stream follows (a token that
-is only part of a character's bytes is held back: random weights pick such tokens often), one
-prompt after the other; and the runtime's decoding loop alone in this process (no HTTP),
-to tell the loop's share from the serving's; and, asked as the runtime is by ``httpx``, a bare
-ASGI app that answers one event at once (``bench/http_floor.py``): the HTTP request's own time
-on this machine, which no server in front of a model can go below. All decode greedily exactly
-``max_tokens`` tokens (``min_tokens``, vLLM's extension, on the runtime's side), so all produce
-the same tokens. Medians over the rounds.
+The runtime (``python -m kubeforge_runtimes serve`` on 127.0.0.1) asked by the ``openai`` client,
+streamed, one prompt after the other, then by ``--clients`` clients at once (it batches them).
+Time to first token: request sent -> first chunk with text, by the ``openai`` client and by a
+plain ``httpx`` stream; throughput: ``usage``'s completion tokens over the wall time. The
+baseline, in the same run: ``model.generate`` in this process, greedy, its streamer timing the
+first token after which the answer has text, by the runtime's stream's rule (a part of a
+character's bytes is held back), one prompt after the other. Also the runtime's decoding loop
+alone in this process (no HTTP), and a bare ASGI app asked as the runtime is by ``httpx``
+(``bench/http_floor.py``: the HTTP request's own time here, which no server can go below). All
+decode exactly ``max_tokens`` tokens greedily (``min_tokens`` on the runtime's side): the same
+tokens on every side.
 
 Ratios are medians of each round's ratio. Targets (issue #23): throughput ratio >= 1.0, time
 to first token no worse.
@@ -66,15 +62,13 @@ def prompts(n: int) -> list[str]:
 
 
 def has_text(tokenizer: Any, tokens: list[int]) -> bool:
-    """Whether the answer ``tokens`` has text a stream would send (the time to first token is
-    the time to that text on both sides: a token that is part of a character is not sent)."""
+    """Whether the answer ``tokens`` has text a stream sends (not a part of a character)."""
     return releasable(tokenizer.decode(tokens, skip_special_tokens=True)) > 0
 
 
 def grow_vocabulary(model_dir: Path, size: int) -> None:
     """Tokens ``<vN>`` added to the tokenizer and rows to the model's embeddings (and its tied
-    head) up to ``size``: greedy decoding with random weights picks among all of them, and
-    each decodes to its own text on both sides."""
+    head) up to ``size``: random weights pick among all of them, each its own text."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -283,6 +277,34 @@ def kserve_figures(rounds: list[dict[str, dict[str, float]]], version: str) -> d
     }
 
 
+def measure_rounds(
+    args: argparse.Namespace, model_dir: Path, texts: list[str], proc: Any, floor: Any, other: Any
+) -> tuple[list[dict[str, dict[str, float]]], list[float], list[float]]:
+    """Each round's figures of every side, and its ``httpx`` first token: runtime, floor."""
+    rounds: list[dict[str, dict[str, float]]] = []
+    http_ttft: list[float] = []
+    floor_ttft: list[float] = []
+    runtime(proc.url, texts[:2], 4)  # warm both paths once
+    baseline(model_dir, texts[:2], 4)
+    counts = completion_tokens(other.url, texts, args.max_tokens) if other else {}
+    for _ in range(args.rounds):
+        rounds.append(
+            {
+                "runtime": runtime(proc.url, texts, args.max_tokens),
+                "concurrent": runtime(proc.url, texts, args.max_tokens, args.clients),
+                "baseline": baseline(model_dir, texts, args.max_tokens),
+            }
+        )
+        if other:
+            rounds[-1]["kserve_hf"] = runtime(other.url, texts, args.max_tokens, 1, counts)
+            rounds[-1]["kserve_hf_concurrent"] = runtime(
+                other.url, texts, args.max_tokens, args.clients, counts
+            )
+        http_ttft.append(first_token_over_http(proc.url, texts, args.max_tokens))
+        floor_ttft.append(first_token_over_http(floor.url, texts, args.max_tokens))
+    return rounds, http_ttft, floor_ttft
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, help="a causal LM (default: the tiny GPT-2)")
@@ -336,28 +358,8 @@ def main() -> int:
     if kserve:
         same = kserve_hf.exactly(model_dir, work / "model-kserve", args.max_tokens)
         other = kserve_hf.start(work / "kserve-hf", same, NAME, kserve[1])
-    rounds: list[dict[str, dict[str, float]]] = []
-    http_ttft: list[float] = []
-    floor_ttft: list[float] = []
     try:
-        runtime(proc.url, texts[:2], 4)  # warm both paths once
-        baseline(model_dir, texts[:2], 4)
-        counts = completion_tokens(other.url, texts, args.max_tokens) if other else {}
-        for _ in range(args.rounds):
-            rounds.append(
-                {
-                    "runtime": runtime(proc.url, texts, args.max_tokens),
-                    "concurrent": runtime(proc.url, texts, args.max_tokens, args.clients),
-                    "baseline": baseline(model_dir, texts, args.max_tokens),
-                }
-            )
-            if other:
-                rounds[-1]["kserve_hf"] = runtime(other.url, texts, args.max_tokens, 1, counts)
-                rounds[-1]["kserve_hf_concurrent"] = runtime(
-                    other.url, texts, args.max_tokens, args.clients, counts
-                )
-            http_ttft.append(first_token_over_http(proc.url, texts, args.max_tokens))
-            floor_ttft.append(first_token_over_http(floor.url, texts, args.max_tokens))
+        rounds, http_ttft, floor_ttft = measure_rounds(args, model_dir, texts, proc, floor, other)
     finally:
         proc.stop()
         floor.stop()

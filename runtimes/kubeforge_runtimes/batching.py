@@ -40,7 +40,7 @@ BASE_ADAPTER = "__base__"
 # event loop writing them (and from the client reading them), adding most of a step to the
 # time to first token (bench/generation.py); a step is tens of milliseconds on a CPU
 FIRST_TOKEN_WAIT = 0.05
-# the least work (prompt tokens x the model's parameters: multiply-adds) for which a prefill
+# the least work (padded prompt tokens x ``token_cost``: multiply-adds) for which a prefill
 # takes every CPU (``Batcher.prefill_threads``): a second thread makes a prefill ~27 % faster
 # at every size, but once its products end it spins a millisecond or so waiting for more
 # (OpenMP's wait policy), on the core that writes the first token. About 6 ms of one core of
@@ -111,6 +111,19 @@ def takes_logits_to_keep(model: Any) -> bool:
         return False
 
 
+def token_cost(model: Any) -> int:
+    """About the multiply-adds one prompt token costs in a prefill: the model's parameters but
+    its input embeddings (a look-up, not a product; a head tied to them is computed for the
+    last position alone: ``takes_logits_to_keep``). 0 for a callable that is no module."""
+    parameters = getattr(model, "parameters", None)
+    if parameters is None:
+        return 0
+    total = sum(p.numel() for p in parameters())
+    embeddings = getattr(model, "get_input_embeddings", lambda: None)()
+    weight = getattr(embeddings, "weight", None)
+    return int(total - (weight.numel() if weight is not None else 0))
+
+
 def skip_padding_check(model: Any) -> None:
     """Turn off transformers' padding check on ``model``'s modules. Every forward pass given ids
     probes for graph capture on each accelerator torch knows of (a CUDA build of torch on a
@@ -149,9 +162,9 @@ class Batcher:
     ) -> None:
         self.model, self.lock, self.ends, self.pad_id = model, lock, ends, pad_id
         self.prefill_threads = prefill_threads
-        # the model's size, to tell a prefill worth more threads (only counted when it may have
-        # them)
-        self.parameters = sum(p.numel() for p in model.parameters()) if prefill_threads else 0
+        # multiply-adds a prompt token costs, to tell a prefill worth more threads (counted only
+        # when it may have them)
+        self.per_token = token_cost(model) if prefill_threads else 0
         self.last_logits_only = takes_logits_to_keep(model)
         self.max_batch = max_batch
         self._waiting: deque[Job] = deque()
@@ -225,7 +238,7 @@ class Batcher:
                 job.generator = torch.Generator().manual_seed(job.seed)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        big = self.parameters and ids.numel() * self.parameters >= PARALLEL_PREFILL
+        big = self.per_token and ids.numel() * self.per_token >= PARALLEL_PREFILL
         with torch_threads(self.prefill_threads if big else None):
             logits = self._forward(ids, mask, positions, cache, jobs)
         batch = _Batch(jobs, cache, mask, positions[:, -1] + 1, torch.zeros(0))

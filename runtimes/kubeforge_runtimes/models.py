@@ -202,6 +202,9 @@ class CausalLM(Model):  # type: ignore[misc]
     def generate(self, texts: list[str], max_new_tokens: int | None = None) -> list[str]:
         import torch
 
+        from kubeforge_runtimes import threads
+
+        threads.pin()  # run in a worker thread (asyncio.to_thread): the decoding steps' count
         n = max(1, min(int(max_new_tokens or self.max_new_tokens), 512))
         out = []
         with self._lock, torch.no_grad(), self.base_only():
@@ -255,8 +258,10 @@ class CausalLM(Model):  # type: ignore[misc]
         return {"explanations": await asyncio.to_thread(self._explain, texts)}
 
     def _explain(self, texts: list[str]) -> list[dict[str, Any]]:
+        from kubeforge_runtimes import threads
         from kubeforge_runtimes.explain import MAX_PROMPT_TOKENS, explain_text
 
+        threads.pin()  # as generate
         out = []
         for text in texts:
             n_tokens = len(self.tokenizer(text)["input_ids"])

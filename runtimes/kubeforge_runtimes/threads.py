@@ -7,7 +7,7 @@ competes with the decoding thread's matrix products: on the 2-core machine of
 ``bench/generation.py`` the tiny GPT-2 streamed 0.70x of a plain ``generate`` loop's tokens/s
 with two torch threads and 0.97x with one. So the runtime takes the CPUs it may use (its cgroup's
 quota, else the cores it may run on) less one for the event loop, at least one, for decoding
-steps. A prefill takes them all (:func:`prefill_threads`): its products are a prompt's length
+steps. A prefill takes every whole one (:func:`prefill_threads`): its products are a prompt's length
 times a step's, and until its first token is chosen the event loop has nothing of that request
 to write (GPT-2 small's shape on the 2-core machine: a 30-token prefill 82 ms on one thread,
 56 on two; a decoding step 16.7 ms either way).
@@ -46,6 +46,14 @@ def usable_cpus(cores: int, quota: float | None) -> int:
     return min(cores, math.ceil(quota)) if quota else cores
 
 
+def whole_cpus(cores: int, quota: float | None) -> int:
+    """The whole CPUs a process may use at once without being throttled: ``cores`` usable
+    cores under a quota of ``quota`` CPUs rounded down, at least one (a prefill on every thread
+    of a 1.5-CPU quota would spend its quota before the period ends, the event loop's share
+    with it)."""
+    return max(1, min(cores, math.floor(quota))) if quota else cores
+
+
 def intra_op_threads(cores: int, quota: float | None) -> int:
     """torch's threads for decoding steps: the usable CPUs less one for the event loop, at
     least one."""
@@ -61,11 +69,27 @@ def _cores_and_quota() -> tuple[int, float | None]:
 
 
 def prefill_threads() -> int | None:
-    """torch's threads for a prefill: every usable CPU (None when ``OMP_NUM_THREADS`` is set:
-    its number is for every pass)."""
+    """torch's threads for a prefill: every whole CPU the process may use (None when
+    ``OMP_NUM_THREADS`` is set: its number is for every pass)."""
     if os.environ.get("OMP_NUM_THREADS"):
         return None
-    return usable_cpus(*_cores_and_quota())
+    return whole_cpus(*_cores_and_quota())
+
+
+# the count configure() set (None: not set, or OMP_NUM_THREADS's)
+_configured: int | None = None
+
+
+def pin() -> None:
+    """Give this thread the count ``configure`` set, whatever the process-wide count is now.
+    A thread takes torch's process-wide count at its first parallel product, and a prefill on
+    every CPU sets that count for its duration: a worker thread (``asyncio.to_thread``'s)
+    started meanwhile would otherwise keep every CPU for good. Costs well under a microsecond;
+    called by each model call run in such a thread."""
+    if _configured is not None:
+        import torch
+
+        torch.set_num_threads(_configured)
 
 
 def configure() -> int | None:
@@ -75,7 +99,9 @@ def configure() -> int | None:
         return None
     import torch
 
+    global _configured
     threads = intra_op_threads(*_cores_and_quota())
     torch.set_num_threads(threads)
+    _configured = threads
     log.info("torch uses %d thread(s) for matrix products (OMP_NUM_THREADS overrides)", threads)
     return threads

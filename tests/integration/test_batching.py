@@ -21,6 +21,7 @@ from kubeforge_runtimes.batching import (
     skip_padding_check,
     supports,
     takes_logits_to_keep,
+    token_cost,
 )
 
 pytestmark = pytest.mark.no_cluster  # one process, no cluster
@@ -263,25 +264,28 @@ def test_the_head_computes_the_last_position_alone(
 def test_a_big_prefill_takes_the_prefill_threads_and_the_steps_keep_their_own(
     lm: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A prefill whose work (prompt tokens x parameters) reaches ``PARALLEL_PREFILL`` runs on
-    the batcher's ``prefill_threads``; a smaller one and every decoding step on the thread's
+    """A prefill whose work (prompt tokens x ``token_cost``) reaches ``PARALLEL_PREFILL`` runs
+    on the batcher's ``prefill_threads``; a smaller one and every decoding step on the thread's
     own; the tokens are ``generate``'s either way."""
     model, tokenizer = lm
     short, long = PROMPTS[1], PROMPTS[2]
     lengths = [len(tokenizer(p)["input_ids"]) for p in (short, long)]
     assert lengths[0] < lengths[1]
-    parameters = sum(p.numel() for p in model.parameters())
-    monkeypatch.setattr(batching, "PARALLEL_PREFILL", parameters * lengths[1])
+    per_token = token_cost(model)
+    embeddings = model.get_input_embeddings().weight.numel()
+    assert per_token == sum(p.numel() for p in model.parameters()) - embeddings
+    monkeypatch.setattr(batching, "PARALLEL_PREFILL", per_token * lengths[1])
+    more = torch.get_num_threads() + 1  # what this process's threads would not have
+    batcher = Batcher(model, threading.Lock(), frozenset([tokenizer.eos_token_id]), 0,
+                      prefill_threads=more)  # fmt: skip
     seen: list[tuple[int, int]] = []  # the batcher's passes: (positions, torch's threads)
 
     def record(module: Any, args: Any, out: Any) -> None:
-        if threading.current_thread().name == "decode":  # not generate's, in this thread
+        if threading.current_thread() is batcher._thread:  # not generate's, in this thread
             seen.append((args[0].shape[1], torch.get_num_threads()))
 
     hook = model.transformer.wte.register_forward_hook(record)
     try:
-        batcher = Batcher(model, threading.Lock(), frozenset([tokenizer.eos_token_id]), 0,
-                          prefill_threads=3)  # fmt: skip
         for prompt in (long, short):
             done = Collected()
             batcher.submit(_job(tokenizer, prompt, 3, done, min_tokens=3))
@@ -290,8 +294,9 @@ def test_a_big_prefill_takes_the_prefill_threads_and_the_steps_keep_their_own(
     finally:
         hook.remove()
     own = seen[1][1]
-    assert own != 3
-    assert seen == [(lengths[1], 3), (1, own), (1, own), (lengths[0], own), (1, own), (1, own)]
+    assert own != more
+    assert seen == [(lengths[1], more), (1, own), (1, own), (lengths[0], own), (1, own), (1, own)]
+    assert token_cost(lambda **kwargs: None) == 0  # no module: never more threads
 
 
 def test_supports_plain_models_but_not_prompt_tuning(lm: tuple[Any, Any]) -> None:

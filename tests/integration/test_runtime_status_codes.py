@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,11 +16,10 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from prometheus_client import REGISTRY
 
-from kubeforge_labs.kit import free_port
 from kubeforge_runtimes.faults import FaultInjector
 from kubeforge_runtimes.server import (
-    REQUESTS,
     InferenceMetrics,
     RuntimeSettings,
     without_access_log,
@@ -44,38 +44,37 @@ async def no_answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def server() -> Iterator[str]:
     settings = RuntimeSettings(model_name=NAME, namespace="codes-ns", revision="codes-r")
     front = InferenceMetrics(no_answer, settings, FaultInjector())
-    port = free_port()
-    config = uvicorn.Config(
-        front, host="127.0.0.1", port=port, log_level="warning", http=without_access_log()
-    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # bound here: no other process can take the port meanwhile
+    # log_config=None: uvicorn leaves this process's logging as it is (its own config would
+    # stop uvicorn.access propagating for every later test)
+    config = uvicorn.Config(front, log_config=None, http=without_access_log())
     running = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(running.serve()), daemon=True)
+    thread = threading.Thread(target=lambda: asyncio.run(running.serve([sock])), daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not running.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert running.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     running.should_exit = True
     thread.join(10)
+    assert not thread.is_alive(), "uvicorn did not stop"
+    sock.close()
 
 
 def counted(protocol: str, code: str) -> float:
-    labels = ("codes-ns", NAME, "codes-r", "", protocol, code)
-    return float(REQUESTS.labels(*labels)._value.get())
+    labels = {"namespace": "codes-ns", "model": NAME, "revision": "codes-r", "adapter": "",
+              "protocol": protocol, "code": code}  # fmt: skip
+    return REGISTRY.get_sample_value("kubeforge_inference_requests_total", labels) or 0.0
 
 
 def test_no_answer_to_a_waiting_client_is_the_500_it_got(
     server: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     before = counted("v1", "500"), counted("v1", "499")
-    access = logging.getLogger("uvicorn.access")  # uvicorn's config stops it propagating
-    access.addHandler(caplog.handler)
-    try:
-        with caplog.at_level(logging.INFO, logger="uvicorn.access"):
-            answer = httpx.post(f"{server}/v1/models/{NAME}:predict", json={"instances": [1]})
-    finally:
-        access.removeHandler(caplog.handler)
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        answer = httpx.post(f"{server}/v1/models/{NAME}:predict", json={"instances": [1]})
     assert answer.status_code == 500  # uvicorn's own, the app having sent nothing
     assert (counted("v1", "500"), counted("v1", "499")) == (before[0] + 1, before[1])
     lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubeforge_runtimes.threads import intra_op_threads, quota_cpus, usable_cpus
+from kubeforge_runtimes.threads import intra_op_threads, quota_cpus, whole_cpus
 
 
 @pytest.mark.parametrize(
@@ -34,9 +34,10 @@ def test_one_cpu_is_left_to_the_event_loop_and_the_quota_bounds_the_cores() -> N
     assert intra_op_threads(8, 0.5) == 1
 
 
-def test_a_prefill_may_use_every_cpu_the_quota_allows() -> None:
-    assert usable_cpus(2, None) == 2
-    assert usable_cpus(64, 2.0) == 2
-    assert usable_cpus(64, 4.5) == 5
-    assert usable_cpus(4, 16.0) == 4
-    assert usable_cpus(8, 0.5) == 1
+def test_a_prefill_may_use_every_whole_cpu_the_quota_allows() -> None:
+    assert whole_cpus(2, None) == 2
+    assert whole_cpus(64, 2.0) == 2
+    assert whole_cpus(64, 4.5) == 4  # not 5 threads' bursts in a 4.5-CPU quota
+    assert whole_cpus(64, 1.5) == 1
+    assert whole_cpus(4, 16.0) == 4
+    assert whole_cpus(8, 0.5) == 1
