@@ -18,14 +18,15 @@ tuning prepends virtual tokens inside the forward pass and cannot be batched thi
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from kubeforge_runtimes.threads import token_cost, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -109,19 +110,6 @@ def takes_logits_to_keep(model: Any) -> bool:
         return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
     except (TypeError, ValueError):  # no signature to read: ask for every position, as before
         return False
-
-
-def token_cost(model: Any) -> int:
-    """About the multiply-adds one prompt token costs in a prefill: the model's parameters but
-    its input embeddings (a look-up, not a product; a head tied to them is computed for the
-    last position alone: ``takes_logits_to_keep``). 0 for a callable that is no module."""
-    parameters = getattr(model, "parameters", None)
-    if parameters is None:
-        return 0
-    total = sum(p.numel() for p in parameters())
-    embeddings = getattr(model, "get_input_embeddings", lambda: None)()
-    weight = getattr(embeddings, "weight", None)
-    return int(total - (weight.numel() if weight is not None else 0))
 
 
 def skip_padding_check(model: Any) -> None:
@@ -307,23 +295,6 @@ class Batcher:
                 keep.append(i)
         batch.next_ids = chosen
         return batch.keep(keep)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's threads for this thread's passes set to ``threads`` for the block (None: left
-    as they are), then set back. Setting them costs well under a microsecond."""
-    import torch
-
-    before = torch.get_num_threads()
-    if threads is None or threads == before:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def first_tokens_out(jobs: Sequence[Job], timeout: float) -> None:

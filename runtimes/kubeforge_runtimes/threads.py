@@ -18,10 +18,13 @@ psutil count only the cores). ``OMP_NUM_THREADS``, when set, wins (torch reads i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +108,33 @@ def configure() -> int | None:
     _configured = threads
     log.info("torch uses %d thread(s) for matrix products (OMP_NUM_THREADS overrides)", threads)
     return threads
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's threads for this thread's passes set to ``threads`` for the block (None: left
+    as they are), then set back. Setting them costs well under a microsecond."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is None or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def token_cost(model: Any) -> int:
+    """About the multiply-adds one prompt token costs in a prefill: the model's parameters but
+    its input embeddings (a look-up, not a product; a head tied to them is computed for the
+    last position alone: ``takes_logits_to_keep``). 0 for a callable that is no module."""
+    parameters = getattr(model, "parameters", None)
+    if parameters is None:
+        return 0
+    total = sum(p.numel() for p in parameters())
+    embeddings = getattr(model, "get_input_embeddings", lambda: None)()
+    weight = getattr(embeddings, "weight", None)
+    return int(total - (weight.numel() if weight is not None else 0))

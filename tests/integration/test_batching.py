@@ -21,8 +21,8 @@ from kubeforge_runtimes.batching import (
     skip_padding_check,
     supports,
     takes_logits_to_keep,
-    token_cost,
 )
+from kubeforge_runtimes.threads import token_cost
 
 pytestmark = pytest.mark.no_cluster  # one process, no cluster
 
