@@ -273,7 +273,13 @@ def test_the_third_gpu_workbench_queues_with_its_position_then_runs_when_one_sto
     assert {"name": "kueue.x-k8s.io/admission"} in pod["spec"]["schedulingGates"]
 
     # the REST API shows the same numbers as Kueue's ClusterQueue, and the dry run what is short
-    queues = call_api(cluster, f"/api/v1/namespaces/{ns}/queues")["queues"]
+    # (Kueue counts the pending workload in the ClusterQueue's status a moment after it told
+    # wb3 its position: one CI run read 0)
+    def api_queues() -> list[dict[str, Any]] | None:
+        found: list[dict[str, Any]] = call_api(cluster, f"/api/v1/namespaces/{ns}/queues")["queues"]
+        return found if found and found[0]["pendingWorkloads"] == 1 else None
+
+    queues = wait_until(api_queues, 30, 1, "the REST API's pending workload")
     assert [q["name"] for q in queues] == ["gpu"]
     gpu_row = next(r for r in queues[0]["quota"] if r["resource"] == "nvidia.com/gpu")
     assert (gpu_row["nominal"], gpu_row["used"]) == (GPUS, gpu_usage(cluster, ns))
