@@ -259,6 +259,7 @@ def serve(settings: RuntimeSettings) -> None:
     from kserve import ModelServer
     from kubeforge_runtimes.models import build_model, find_model
 
+    log_as_kserve()
     found = find_model(settings.model_dir, settings.model_format, settings.base_model_uri)
     adapters = fetch_adapters(settings.adapters, settings.model_name)
     model = build_model(settings.model_name, found, settings.max_new_tokens, adapters)
@@ -283,6 +284,20 @@ def serve(settings: RuntimeSettings) -> None:
     use_uvloop()
     serve_on(settings.http_host, InferenceMetrics(app, settings, injector, openai))
     ModelServer(http_port=settings.http_port, enable_grpc=False, workers=1).start([model])
+
+
+def log_as_kserve() -> None:
+    """The runtime's own log lines (``kubeforge_runtimes.*``: the threads it took, a model it
+    cannot batch) at INFO through kserve's handler and format. kserve configures its loggers
+    when its server is built, after the model's load, and the root logger not at all: without
+    this only warnings got out, bare."""
+    from kserve.logging import configure_logging
+
+    configure_logging()  # kserve's server, built later, leaves a configured logging alone
+    own = logging.getLogger("kubeforge_runtimes")
+    own.handlers = list(logging.getLogger("kserve").handlers)
+    own.setLevel(logging.INFO)
+    own.propagate = False
 
 
 def serve_on(host: str, front: Any = None) -> None:

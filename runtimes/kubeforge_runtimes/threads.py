@@ -5,15 +5,16 @@ CPUs on a 64-core node would run 32 or more threads in a 2-CPU quota and be thro
 each period. And on a few cores the event loop (a streamed token's text, its event, the socket)
 competes with the decoding thread's matrix products: on the 2-core machine of
 ``bench/generation.py`` the tiny GPT-2 streamed 0.70x of a plain ``generate`` loop's tokens/s
-with two torch threads and 0.97x with one. So the runtime takes the CPUs it may use (its cgroup's
-quota, else the cores it may run on) less one for the event loop, at least one, for decoding
-steps. A prefill takes every whole one (:func:`prefill_threads`): its products are a prompt's length
-times a step's, and until its first token is chosen the event loop has nothing of that request
+with two torch threads and 0.97x with one. So the runtime takes the CPUs it may use (its
+budget: its cgroup's quota, ``cgroups``, or the CPUs its container requests when fewer, which
+the operator hands its predictors by the downward API, since it sets them no CPU limit; else the
+cores it may run on) less one for the event loop, at least one, for decoding steps. A prefill
+takes every whole one (:func:`prefill_threads`): its products are a prompt's length times a
+step's, and until its first token is chosen the event loop has nothing of that request
 to write (GPT-2 small's shape on the 2-core machine: a 30-token prefill 82 ms on one thread,
 56 on two; a decoding step 16.7 ms either way).
 
-Why written here: no well-kept library reads the cgroup's quota (``os.process_cpu_count`` and
-psutil count only the cores). ``OMP_NUM_THREADS``, when set, wins (torch reads it itself).
+``OMP_NUM_THREADS``, when set, wins (torch reads it itself).
 """
 
 from __future__ import annotations
@@ -23,24 +24,32 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
+
+from kubeforge_crds.contracts.serving import ENV_CPU_REQUEST
+from kubeforge_runtimes import cgroups
 
 log = logging.getLogger(__name__)
 
-CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
 
-
-def quota_cpus(cpu_max: str | None) -> float | None:
-    """The CPUs a cgroup v2 ``cpu.max`` allows (None: no limit, or not readable)."""
-    if not cpu_max:
-        return None
-    quota, _, period = cpu_max.strip().partition(" ")
+def requested_cpus(millicores: str | None) -> float | None:
+    """The CPUs the container requests, from the downward API's ``requests.cpu`` in millicores
+    (``ENV_CPU_REQUEST``, which the operator sets on its predictors); None when unset, or 0
+    (no request)."""
     try:
-        cpus = int(quota) / int(period or "100000")
-    except ValueError:  # "max": no limit
+        cpus = int(millicores or "0") / 1000
+    except ValueError:
+        log.warning("%s=%r is not a number of millicores; ignored", ENV_CPU_REQUEST, millicores)
         return None
     return cpus if cpus > 0 else None
+
+
+def cpu_budget(quota: float | None, request: float | None) -> float | None:
+    """The CPUs the process should plan for: its quota, or its request when that is less (a
+    pod without a CPU limit may burst past its request on an idle node, but a matrix product
+    split over more threads than it gets CPUs waits for the slowest), or None: neither."""
+    known = [c for c in (quota, request) if c]
+    return min(known) if known else None
 
 
 def usable_cpus(cores: int, quota: float | None) -> int:
@@ -63,12 +72,10 @@ def intra_op_threads(cores: int, quota: float | None) -> int:
     return max(1, usable_cpus(cores, quota) - 1)
 
 
-def _cores_and_quota() -> tuple[int, float | None]:
-    try:
-        cpu_max: str | None = CPU_MAX.read_text()
-    except OSError:
-        cpu_max = None
-    return len(os.sched_getaffinity(0)), quota_cpus(cpu_max)
+def _cores_and_budget() -> tuple[int, float | None]:
+    """The cores the process may run on, and its CPU budget (``cpu_budget``)."""
+    request = requested_cpus(os.environ.get(ENV_CPU_REQUEST))
+    return len(os.sched_getaffinity(0)), cpu_budget(cgroups.cpu_quota(), request)
 
 
 def prefill_threads() -> int | None:
@@ -76,7 +83,7 @@ def prefill_threads() -> int | None:
     ``OMP_NUM_THREADS`` is set: its number is for every pass)."""
     if os.environ.get("OMP_NUM_THREADS"):
         return None
-    return whole_cpus(*_cores_and_quota())
+    return whole_cpus(*_cores_and_budget())
 
 
 # the count configure() set (None: not set, or OMP_NUM_THREADS's)
@@ -103,11 +110,25 @@ def configure() -> int | None:
     import torch
 
     global _configured
-    threads = intra_op_threads(*_cores_and_quota())
+    cores, budget = _cores_and_budget()
+    threads = intra_op_threads(cores, budget)
     torch.set_num_threads(threads)
     _configured = threads
-    log.info("torch uses %d thread(s) for matrix products (OMP_NUM_THREADS overrides)", threads)
+    log.info(
+        "torch uses %d thread(s) for decoding steps and %d for a large prefill (%d core(s), "
+        "%s; OMP_NUM_THREADS overrides)",
+        threads, whole_cpus(cores, budget), cores, describe_budget(),
+    )  # fmt: skip
     return threads
+
+
+def describe_budget() -> str:
+    """Where the CPU budget comes from, in words: the quota and the request, each or none."""
+    quota = cgroups.cpu_quota()
+    request = requested_cpus(os.environ.get(ENV_CPU_REQUEST))
+    said = [f"a quota of {quota:g} CPU(s)" if quota else "no CPU quota"]
+    said.append(f"{request:g} CPU(s) requested" if request else "no CPU request known")
+    return ", ".join(said)
 
 
 @contextlib.contextmanager

@@ -420,6 +420,14 @@ def test_two_adapters_on_one_base_and_a_canary_of_one_leaves_the_other_alone(
     assert set(first["adapters"]) == {"tickets", "faq"}
     answers = ask(client, "multi", "tickets", "faq")
     assert [a[2] for a in answers] == [expected["base"], expected["tickets-v1"], expected["faq"]]
+    # the 200m the ModelServer requests reached the runtime through KServe's predictor (the
+    # downward API), and it sized torch by them, not by the node's cores
+    logs = cluster.kubectl(
+        "logs", "-n", ns, "-l", "serving.kserve.io/inferenceservice=multi",
+        "-c", "kserve-container", "--tail=-1",
+    ).stdout  # fmt: skip
+    assert "torch uses 1 thread(s) for decoding steps and 1 for a large prefill" in logs, logs
+    assert "no CPU quota, 0.2 CPU(s) requested" in logs, logs
 
     client.apply(adapted_server("tickets-v2"))  # a new version of one adapter
     seen: list[tuple[str, str, str]] = []

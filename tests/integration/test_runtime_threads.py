@@ -3,15 +3,19 @@ otherwise (``kubeforge_runtimes.threads.configure``, run by the causal LM's load
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kubeforge_runtimes import threads
+from kubeforge_crds.contracts.serving import ENV_CPU_REQUEST
+from kubeforge_runtimes import cgroups, threads
 
 pytestmark = pytest.mark.no_cluster  # this process's torch only
 
@@ -26,16 +30,62 @@ def torch_threads() -> Iterator[None]:
 
 
 def test_the_quota_and_the_cores_bound_the_threads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_threads: None
+    monkeypatch: pytest.MonkeyPatch, torch_threads: None
 ) -> None:
-    cpu_max = tmp_path / "cpu.max"
-    cpu_max.write_text("300000 100000\n")
-    monkeypatch.setattr(threads, "CPU_MAX", cpu_max)
+    monkeypatch.setattr(cgroups, "cpu_quota", lambda: 3.0)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv(ENV_CPU_REQUEST, raising=False)
     cpus = min(len(os.sched_getaffinity(0)), 3)
     assert threads.configure() == max(1, cpus - 1)
     assert torch.get_num_threads() == max(1, cpus - 1)
     assert threads.prefill_threads() == cpus
+
+
+def test_the_cpus_requested_bound_the_threads_without_a_quota(
+    monkeypatch: pytest.MonkeyPatch, torch_threads: None
+) -> None:
+    """A predictor has no CPU limit (the operator sets none): the request it is handed by the
+    downward API bounds torch's threads instead of the node's cores."""
+    monkeypatch.setattr(cgroups, "cpu_quota", lambda: None)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv(ENV_CPU_REQUEST, "1000")
+    assert threads.configure() == 1
+    assert torch.get_num_threads() == 1
+    assert threads.prefill_threads() == 1
+    assert threads.describe_budget() == "no CPU quota, 1 CPU(s) requested"
+
+
+def test_a_process_in_a_real_cgroup_with_a_cpu_quota_plans_for_it() -> None:
+    """A real cgroup with a CFS quota of 1.5 CPUs beside this process's own (v1's cpu
+    controller on this machine, or v2's), and a process moved into it before it starts: it
+    finds its own cgroup's quota (reading the mount point's file alone read the root cgroup's,
+    which never has one) and plans for one whole CPU."""
+    found = cgroups.cpu_cgroup(cgroups.PROC_CGROUP.read_text(), cgroups.MOUNTINFO.read_text())
+    assert found, "no cgroup hierarchy with the CPU controller is mounted"
+    here, version = found
+    child = here / f"kubeforge-test-{uuid.uuid4().hex[:8]}"
+    try:
+        child.mkdir()
+    except PermissionError:
+        pytest.skip("making a cgroup needs root (CI runs as root)")
+    try:
+        quota = child / ("cpu.cfs_quota_us" if version == 1 else "cpu.max")
+        if not quota.exists():
+            pytest.skip(f"{here} does not delegate the CPU controller to its children")
+        quota.write_text("150000" if version == 1 else "150000 100000")
+        code = (
+            "import json; from kubeforge_runtimes import cgroups, threads; "
+            "print(json.dumps([cgroups.cpu_quota(), threads.prefill_threads()]))"
+        )
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", ENV_CPU_REQUEST)}
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            preexec_fn=lambda: (child / "cgroup.procs").write_text("0"),
+            env=env, capture_output=True, text=True, check=True, timeout=120,
+        )  # fmt: skip
+        assert json.loads(out.stdout) == [1.5, 1], out.stderr
+    finally:
+        child.rmdir()  # empty again: its one process has exited
 
 
 def test_omp_num_threads_wins(monkeypatch: pytest.MonkeyPatch, torch_threads: None) -> None:
@@ -47,13 +97,12 @@ def test_omp_num_threads_wins(monkeypatch: pytest.MonkeyPatch, torch_threads: No
 
 
 def test_a_worker_thread_started_during_a_prefill_keeps_the_configured_count(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_threads: None
+    monkeypatch: pytest.MonkeyPatch, torch_threads: None
 ) -> None:
     """A thread takes torch's process-wide count at its first product, which a prefill on every
     CPU changes for its duration: a model call in a worker thread started then pins its own."""
-    cpu_max = tmp_path / "cpu.max"
-    cpu_max.write_text("100000 100000\n")  # one CPU: one thread, whatever the machine's cores
-    monkeypatch.setattr(threads, "CPU_MAX", cpu_max)
+    # one CPU: one thread, whatever the machine's cores
+    monkeypatch.setattr(cgroups, "cpu_quota", lambda: 1.0)
     monkeypatch.setattr(threads, "_configured", None)  # restored after the test
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert threads.configure() == 1

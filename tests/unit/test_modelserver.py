@@ -100,17 +100,22 @@ def test_inference_service_carries_revision_runtime_gpus_and_canary_share() -> N
     assert "cpu" not in model["resources"]["limits"]
     assert model["resources"]["limits"]["memory"] == model["resources"]["requests"]["memory"]
     assert model["resources"]["requests"]["cpu"] == s.resources.cpu
-    env = {e["name"]: e["value"] for e in model["env"]}
+    env = {e["name"]: e.get("value") for e in model["env"]}
     assert env["KUBEFORGE_RUNTIME_REVISION"] == r.revision
     assert env["KUBEFORGE_RUNTIME_ERROR_RATE"] == "0.25"
     assert "KUBEFORGE_RUNTIME_FAULT_CONTROL" not in env  # PUT /kubeforge/faults: opt-in only
+    # the CPUs requested reach the runtime (its torch threads), by the downward API
+    request = next(e for e in model["env"] if e["name"] == "KUBEFORGE_CPU_REQUEST_MILLICORES")
+    assert request["valueFrom"] == {
+        "resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}
+    }
     assert isvc["metadata"]["ownerReferences"][0]["uid"] == "u-1"
     controlled = ModelServerSpec.model_validate(
         {"model": {"uri": "s3://m/v2"}, "runtime": {"faultInjection": {"control": True}}}
     )
     r2 = desired_revision("s3://m/v2", controlled, None)
     model = build_inference_service(OWNER, controlled, placement, r2, None)["spec"]["predictor"]
-    env = {e["name"]: e["value"] for e in model["model"]["env"]}
+    env = {e["name"]: e.get("value") for e in model["model"]["env"]}
     assert (env["KUBEFORGE_RUNTIME_FAULT_CONTROL"], env["KUBEFORGE_RUNTIME_ERROR_RATE"]) == (
         "true",
         "0",

@@ -1,27 +1,100 @@
-"""The runtime's torch threads: the CPUs its cgroup allows (or its cores) less one for the event
-loop, all of them for a prefill (``kubeforge_runtimes.threads``)."""
+"""The runtime's torch threads: the CPUs its cgroup allows or its container requests (or its
+cores) less one for the event loop, all of them for a prefill (``kubeforge_runtimes.threads``),
+and where its cgroup's quota is (``kubeforge_runtimes.cgroups``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from kubeforge_runtimes.threads import intra_op_threads, quota_cpus, whole_cpus
+from kubeforge_runtimes.cgroups import cpu_cgroup, quota_of
+from kubeforge_runtimes.threads import cpu_budget, intra_op_threads, requested_cpus, whole_cpus
+
+# /proc/self/mountinfo's cgroup lines as each kind of machine shows them (the tmpfs and other
+# mounts around them are left in: they are skipped)
+HYBRID_HOST = """\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+"""
+POD = "/kubepods/burstable/pod1b2c/0a1b2c3d"
+# runc on a v1 node: the host's cgroup namespace, the container's own cgroup bind-mounted
+V1_CONTAINER = f"""\
+612 600 0:29 {POD} /sys/fs/cgroup/cpu,cpuacct ro,nosuid - cgroup cgroup rw,cpu,cpuacct
+613 600 0:32 {POD} /sys/fs/cgroup/memory ro,nosuid - cgroup cgroup rw,memory
+"""
+V2_CONTAINER = "700 690 0:27 / /sys/fs/cgroup ro,nosuid - cgroup2 cgroup rw,nsdelegate\n"
+V2_HOST = "35 24 0:30 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+
+
+V2_NO_NAMESPACE = f"700 690 0:27 {POD} /sys/fs/cgroup ro - cgroup2 cgroup rw\n"
+SPACED = "9 1 0:9 / /mnt/my\\040cgroups rw - cgroup2 cgroup2 rw\n"  # mountinfo's \\040: a space
+SERVICE = "/system.slice/kubelet.service"
 
 
 @pytest.mark.parametrize(
-    ("cpu_max", "cpus"),
+    ("proc_cgroup", "mountinfo", "found"),
     [
-        ("max 100000\n", None),
-        ("200000 100000\n", 2.0),
-        ("150000 100000", 1.5),
-        ("50000 100000", 0.5),
-        ("", None),
-        (None, None),
-        ("garbage", None),
+        # a process in a cgroup of its own on a hybrid (v1) machine: under the cpu mount
+        ("4:cpu:/kf/t1\n3:cpuacct:/\n0::/\n", HYBRID_HOST, ("/sys/fs/cgroup/cpu/kf/t1", 1)),
+        ("4:cpu:/\n0::/\n", HYBRID_HOST, ("/sys/fs/cgroup/cpu", 1)),
+        # a v1 container: /proc/self/cgroup names the host's path, the mount shows it at its point
+        (f"5:cpu,cpuacct:{POD}\n4:memory:{POD}\n", V1_CONTAINER, ("/sys/fs/cgroup/cpu,cpuacct", 1)),
+        # a v2 container in its own cgroup namespace: its cgroup is the mount's root
+        ("0::/\n", V2_CONTAINER, ("/sys/fs/cgroup", 2)),
+        # a v2 service on a host
+        (f"0::{SERVICE}\n", V2_HOST, (f"/sys/fs/cgroup{SERVICE}", 2)),
+        # a v2 container without a namespace of its own: the host's path, the mount its root
+        (f"0::{POD}\n", V2_NO_NAMESPACE, ("/sys/fs/cgroup", 2)),
+        ("0::/a\n", SPACED, ("/mnt/my cgroups/a", 2)),
+        ("0::/\n", "22 1 0:5 / /proc rw - proc proc rw\n", None),  # no cgroup mounted
+        ("", HYBRID_HOST, None),  # no membership to go by
     ],
 )
-def test_the_cgroup_quota_in_cpus(cpu_max: str | None, cpus: float | None) -> None:
-    assert quota_cpus(cpu_max) == cpus
+def test_the_cpu_cgroup_is_found_from_the_membership_and_the_mounts(
+    proc_cgroup: str, mountinfo: str, found: tuple[str, int] | None
+) -> None:
+    got = cpu_cgroup(proc_cgroup, mountinfo)
+    assert (None if got is None else (str(got[0]), got[1])) == found
+
+
+@pytest.mark.parametrize(
+    ("version", "files", "cpus"),
+    [
+        (2, {"cpu.max": "max 100000\n"}, None),
+        (2, {"cpu.max": "200000 100000\n"}, 2.0),
+        (2, {"cpu.max": "150000 100000"}, 1.5),
+        (2, {"cpu.max": "50000 100000"}, 0.5),
+        (2, {"cpu.max": "garbage"}, None),
+        (2, {}, None),  # not there (no CPU controller in this cgroup)
+        (1, {"cpu.cfs_quota_us": "-1\n", "cpu.cfs_period_us": "100000\n"}, None),
+        (1, {"cpu.cfs_quota_us": "150000\n", "cpu.cfs_period_us": "100000\n"}, 1.5),
+        (1, {"cpu.cfs_quota_us": "50000\n", "cpu.cfs_period_us": "200000\n"}, 0.25),
+        (1, {"cpu.cfs_quota_us": "150000\n"}, None),  # no period to divide by
+    ],
+)
+def test_the_cgroup_quota_in_cpus(
+    tmp_path: Path, version: int, files: dict[str, str], cpus: float | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert quota_of(tmp_path, version) == cpus
+
+
+def test_the_request_in_millicores_and_the_budget_the_smaller_of_quota_and_request() -> None:
+    assert requested_cpus("1500") == 1.5
+    assert requested_cpus("200") == 0.2
+    assert requested_cpus("0") is None  # the downward API's value for no request
+    assert requested_cpus(None) is None
+    assert requested_cpus("2Gi") is None  # not millicores: ignored, with a warning
+    assert cpu_budget(None, None) is None
+    assert cpu_budget(2.0, None) == 2.0
+    assert cpu_budget(None, 1.5) == 1.5
+    assert cpu_budget(4.0, 2.0) == 2.0  # a 2-CPU request under a 4-CPU limit: 2
+    assert cpu_budget(1.0, 2.0) == 1.0
 
 
 def test_one_cpu_is_left_to_the_event_loop_and_the_quota_bounds_the_cores() -> None:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from kubeforge_crds.contracts.serving import ISVC_API, builtin_runtime
+from kubeforge_crds.contracts.serving import ENV_CPU_REQUEST, ISVC_API, builtin_runtime
 from kubeforge_crds.modelserver import (
     ModelServerSpec,
     Revision,
@@ -29,10 +29,16 @@ ADAPTER_VOLUME = "kubeforge-adapters"
 PVC_ROOT = "/mnt/pvc"  # where the runtime (and the training Job) find pvc:// URIs
 
 
-def _env(rev: Revision) -> list[dict[str, str]]:
-    env = [
+def _env(rev: Revision) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
         {"name": "KUBEFORGE_RUNTIME_REVISION", "value": rev.revision},
         {"name": "KUBEFORGE_RUNTIME_MODEL_FORMAT", "value": str(rev.model_format)},
+        # the CPUs requested (no limit is set): the runtime sizes torch's threads by them, not
+        # by the node's cores (the downward API, in millicores)
+        {
+            "name": ENV_CPU_REQUEST,
+            "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}},
+        },
     ]
     if rev.fault_injection:
         env += [
