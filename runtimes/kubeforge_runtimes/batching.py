@@ -42,7 +42,7 @@ BASE_ADAPTER = "__base__"
 # time to first token (bench/generation.py); a step is tens of milliseconds on a CPU
 FIRST_TOKEN_WAIT = 0.05
 # the least work (padded prompt tokens x ``token_cost``: multiply-adds) for which a prefill
-# takes every whole CPU (``Batcher.prefill_threads``): a second thread makes a prefill ~27 % faster
+# takes every CPU (``Batcher.prefill_threads``): a second thread makes a prefill ~27 % faster
 # at every size, but once its products end it spins a millisecond or so waiting for more
 # (OpenMP's wait policy), on the core that writes the first token. About 6 ms of one core of
 # the 2-core machine; below it the spin cost more than the prefill gained (the tiny GPT-2:
@@ -136,7 +136,7 @@ class Batcher:
     """The decoding thread of one model (started on the first request). ``lock`` is the model's:
     each forward pass holds it, so other users of the model (the v1/v2 predict path) interleave
     between two tokens. ``prefill_threads``: torch's threads for a prefill
-    (``threads.prefill_threads``: every whole CPU of the budget; a decoding step keeps the
+    (``threads.prefill_threads``: every CPU of the budget; a decoding step keeps the
     process's, one less); None: the process's for every pass."""
 
     def __init__(

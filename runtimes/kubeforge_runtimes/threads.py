@@ -9,7 +9,7 @@ with two torch threads and 0.97x with one. So the runtime takes the CPUs it may 
 budget: its cgroup's quota, ``cgroups``, or the CPUs its container requests when fewer, which
 the operator hands its predictors by the downward API, since it sets them no CPU limit; else the
 cores it may run on) less one for the event loop, at least one, for decoding steps. A prefill
-takes every whole one (:func:`prefill_threads`): its products are a prompt's length times a
+takes every one (:func:`prefill_threads`): its products are a prompt's length times a
 step's, and until its first token is chosen the event loop has nothing of that request
 to write (GPT-2 small's shape on the 2-core machine: a 30-token prefill 82 ms on one thread,
 56 on two; a decoding step 16.7 ms either way).
@@ -53,17 +53,11 @@ def cpu_budget(quota: float | None, request: float | None) -> float | None:
 
 
 def usable_cpus(cores: int, quota: float | None) -> int:
-    """The CPUs a process may use: ``cores`` usable cores under a quota of ``quota`` CPUs
-    (a fraction rounded up)."""
+    """The CPUs a process may use: ``cores`` usable cores under a quota of ``quota`` CPUs (a
+    fraction rounded up: a 1.5-CPU quota lets two threads run 75 ms of each 100 ms period, and
+    a prefill on both finished sooner than on one under a real quota of 1.5 CPUs: GPT-2 small's
+    shape, first token 87 against 105 ms, docs/benchmarks.md)."""
     return min(cores, math.ceil(quota)) if quota else cores
-
-
-def whole_cpus(cores: int, quota: float | None) -> int:
-    """The whole CPUs a process may use at once without being throttled: ``cores`` usable
-    cores under a quota of ``quota`` CPUs rounded down, at least one (a prefill on every thread
-    of a 1.5-CPU quota would spend its quota before the period ends, the event loop's share
-    with it)."""
-    return max(1, min(cores, math.floor(quota))) if quota else cores
 
 
 def intra_op_threads(cores: int, quota: float | None) -> int:
@@ -79,11 +73,11 @@ def _cores_and_budget() -> tuple[int, float | None]:
 
 
 def prefill_threads() -> int | None:
-    """torch's threads for a prefill: every whole CPU the process may use (None when
+    """torch's threads for a prefill: every CPU the process may use (None when
     ``OMP_NUM_THREADS`` is set: its number is for every pass)."""
     if os.environ.get("OMP_NUM_THREADS"):
         return None
-    return whole_cpus(*_cores_and_budget())
+    return usable_cpus(*_cores_and_budget())
 
 
 # the count configure() set (None: not set, or OMP_NUM_THREADS's)
@@ -117,7 +111,7 @@ def configure() -> int | None:
     log.info(
         "torch uses %d thread(s) for decoding steps and %d for a large prefill (%d core(s), "
         "%s; OMP_NUM_THREADS overrides)",
-        threads, whole_cpus(cores, budget), cores, describe_budget(),
+        threads, usable_cpus(cores, budget), cores, describe_budget(),
     )  # fmt: skip
     return threads
 

@@ -76,7 +76,8 @@ def test_a_container_plans_for_its_cpu_limit_and_its_request(
         return dict(json.loads(out.strip().splitlines()[-1]))
 
     # the kubelet's quota of 1.5 CPUs, read from the container's own cgroup (the old reading of
-    # /sys/fs/cgroup/cpu.max alone found nothing on this v1 node); a prefill on one whole CPU
+    # /sys/fs/cgroup/cpu.max alone found nothing on this v1 node); the 1-CPU request is less: a
+    # prefill on one CPU
     assert seen("limited") == {
         "quota": 1.5, "request": 1.0, "prefill": 1,
         "said": "a quota of 1.5 CPU(s), 1 CPU(s) requested",

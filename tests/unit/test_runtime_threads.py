@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kubeforge_runtimes.cgroups import cpu_cgroup, quota_of
-from kubeforge_runtimes.threads import cpu_budget, intra_op_threads, requested_cpus, whole_cpus
+from kubeforge_runtimes.threads import cpu_budget, intra_op_threads, requested_cpus, usable_cpus
 
 # /proc/self/mountinfo's cgroup lines as each kind of machine shows them (the tmpfs and other
 # mounts around them are left in: they are skipped)
@@ -107,10 +107,11 @@ def test_one_cpu_is_left_to_the_event_loop_and_the_quota_bounds_the_cores() -> N
     assert intra_op_threads(8, 0.5) == 1
 
 
-def test_a_prefill_may_use_every_whole_cpu_the_quota_allows() -> None:
-    assert whole_cpus(2, None) == 2
-    assert whole_cpus(64, 2.0) == 2
-    assert whole_cpus(64, 4.5) == 4  # not 5 threads' bursts in a 4.5-CPU quota
-    assert whole_cpus(64, 1.5) == 1
-    assert whole_cpus(4, 16.0) == 4
-    assert whole_cpus(8, 0.5) == 1
+def test_a_prefill_may_use_every_cpu_the_budget_allows() -> None:
+    assert usable_cpus(2, None) == 2
+    assert usable_cpus(64, 2.0) == 2
+    assert usable_cpus(64, 4.5) == 5  # a fraction's burst fits in the period (measured: faster)
+    assert usable_cpus(64, 1.5) == 2
+    assert usable_cpus(4, 16.0) == 4
+    assert usable_cpus(8, 0.5) == 1
+    assert usable_cpus(8, 0.2) == 1
