@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kubeforge_pipelines import checkpoints
+from kubeforge_pipelines import cgroups, checkpoints
 from kubeforge_pipelines.methods import (
     LOW_RANK,
     METHODS,
@@ -248,6 +248,7 @@ def fine_tune(
     from transformers import Trainer, TrainerCallback, default_data_collator, set_seed
 
     set_seed(settings.seed)
+    cgroups.fit_torch_threads()  # a container's quota, not the node's cores
     model, tokenizer = load_for_training(base_dir, settings)
     block = block_size(tokenizer, model, settings.max_seq_length)
     blocks = pack(tokenize(tokenizer, train_texts), block)
@@ -352,6 +353,7 @@ def evaluate_texts(
     accuracy (the task metric for plain text)."""
     import torch
 
+    cgroups.fit_torch_threads()
     model.eval()
     block = block_size(tokenizer, model, max_seq_length)
     total_loss = 0.0

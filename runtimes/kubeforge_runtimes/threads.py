@@ -6,12 +6,12 @@ each period. And on a few cores the event loop (a streamed token's text, its eve
 competes with the decoding thread's matrix products: on the 2-core machine of
 ``bench/generation.py`` the tiny GPT-2 streamed 0.70x of a plain ``generate`` loop's tokens/s
 with two torch threads and 0.97x with one. So the runtime takes the CPUs it may use (its
-budget: its cgroup's quota, ``cgroups``, or the CPUs its container requests when fewer, which
-the operator hands its predictors by the downward API, since it sets them no CPU limit; else the
-cores it may run on) less one for the event loop, at least one, for decoding steps. A prefill
-takes every one (:func:`prefill_threads`): its products are a prompt's length times a
-step's, and until its first token is chosen the event loop has nothing of that request
-to write (GPT-2 small's shape on the 2-core machine: a 30-token prefill 82 ms on one thread,
+budget: its cgroup's quota, ``kubeforge_pipelines.cgroups``, or the CPUs its container requests
+when fewer, which the operator hands its predictors by the downward API, since it sets them no
+CPU limit; else the cores it may run on) less one for the event loop, at least one, for
+decoding steps. A prefill takes every one (:func:`prefill_threads`): its products are a prompt's
+length times a step's, and until its first token is chosen the event loop has nothing of that
+request to write (GPT-2 small's shape on the 2-core machine: a 30-token prefill 82 ms on one thread,
 56 on two; a decoding step 16.7 ms either way).
 
 ``OMP_NUM_THREADS``, when set, wins (torch reads it itself).
@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 from collections.abc import Iterator
 from typing import Any
 
 from kubeforge_crds.contracts.serving import ENV_CPU_REQUEST
-from kubeforge_runtimes import cgroups
+from kubeforge_pipelines import cgroups
+from kubeforge_pipelines.cgroups import usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,6 @@ def cpu_budget(quota: float | None, request: float | None) -> float | None:
     split over more threads than it gets CPUs waits for the slowest), or None: neither."""
     known = [c for c in (quota, request) if c]
     return min(known) if known else None
-
-
-def usable_cpus(cores: int, quota: float | None) -> int:
-    """The CPUs a process may use: ``cores`` usable cores under a quota of ``quota`` CPUs (a
-    fraction rounded up: a 1.5-CPU quota lets two threads run 75 ms of each 100 ms period, and
-    a prefill on both finished sooner than on one under a real quota of 1.5 CPUs: GPT-2 small's
-    shape, first token 87 against 105 ms, docs/benchmarks.md)."""
-    return min(cores, math.ceil(quota)) if quota else cores
 
 
 def intra_op_threads(cores: int, quota: float | None) -> int:

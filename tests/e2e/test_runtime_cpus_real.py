@@ -2,7 +2,8 @@
 runc, the host's cgroup namespace: ``/proc/self/cgroup`` names the host's path, the container's
 own cgroup is mounted at ``/sys/fs/cgroup/cpu,cpuacct``), ``limits.cpu`` as the kubelet writes
 it into the container's CFS quota, and ``requests.cpu`` handed over by the downward API as the
-operator hands it to its predictors (``kubeforge_runtimes.threads``, ``cgroups``)."""
+operator hands it to its predictors (``kubeforge_runtimes.threads``,
+``kubeforge_pipelines.cgroups``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from kubeforge_labs.kit import ON_REAL_NODE
 
 # what the runtime's thread sizing sees, printed as JSON by each container
 PROBE = (
-    "import json, os; from kubeforge_runtimes import cgroups, threads; "
+    "import json, os; from kubeforge_pipelines import cgroups; "
+    "from kubeforge_runtimes import threads; "
     "print(json.dumps({'quota': cgroups.cpu_quota(), "
     f"'request': threads.requested_cpus(os.environ.get('{ENV_CPU_REQUEST}')), "
     "'prefill': threads.prefill_threads(), 'said': threads.describe_budget()}))"

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from kubeforge_crds.contracts.serving import ENV_CPU_REQUEST
-from kubeforge_runtimes import cgroups, threads
+from kubeforge_pipelines import cgroups
+from kubeforge_runtimes import threads
 
 pytestmark = pytest.mark.no_cluster  # this process's torch only
 
@@ -55,11 +56,10 @@ def test_the_cpus_requested_bound_the_threads_without_a_quota(
     assert threads.describe_budget() == "no CPU quota, 1 CPU(s) requested"
 
 
-def test_a_process_in_a_real_cgroup_with_a_cpu_quota_plans_for_it() -> None:
-    """A real cgroup with a CFS quota of 1.5 CPUs beside this process's own (v1's cpu
-    controller on this machine, or v2's), and a process moved into it before it starts: it
-    finds its own cgroup's quota (reading the mount point's file alone read the root cgroup's,
-    which never has one) and plans for two CPUs (a fraction rounded up)."""
+def in_cgroup(cpus: float, code: str) -> str:
+    """What ``code`` prints, run by a Python moved (before it starts) into a real cgroup with a
+    CFS quota of ``cpus`` CPUs beside this process's own (v1's cpu controller on this machine,
+    or v2's), without OMP_NUM_THREADS or a CPU request."""
     found = cgroups.cpu_cgroup(cgroups.PROC_CGROUP.read_text(), cgroups.MOUNTINFO.read_text())
     assert found, "no cgroup hierarchy with the CPU controller is mounted"
     here, version = found
@@ -72,20 +72,44 @@ def test_a_process_in_a_real_cgroup_with_a_cpu_quota_plans_for_it() -> None:
         quota = child / ("cpu.cfs_quota_us" if version == 1 else "cpu.max")
         if not quota.exists():
             pytest.skip(f"{here} does not delegate the CPU controller to its children")
-        quota.write_text("150000" if version == 1 else "150000 100000")
-        code = (
-            "import json; from kubeforge_runtimes import cgroups, threads; "
-            "print(json.dumps([cgroups.cpu_quota(), threads.prefill_threads()]))"
-        )
+        us = int(cpus * 100000)
+        quota.write_text(str(us) if version == 1 else f"{us} 100000")
         env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", ENV_CPU_REQUEST)}
         out = subprocess.run(
             [sys.executable, "-c", code],
             preexec_fn=lambda: (child / "cgroup.procs").write_text("0"),
             env=env, capture_output=True, text=True, check=True, timeout=120,
         )  # fmt: skip
-        assert json.loads(out.stdout) == [1.5, min(2, len(os.sched_getaffinity(0)))], out.stderr
+        return out.stdout
     finally:
         child.rmdir()  # empty again: its one process has exited
+
+
+def test_a_runtime_in_a_real_cgroup_with_a_cpu_quota_plans_for_it() -> None:
+    """It finds its own cgroup's quota (reading the mount point's file alone read the root
+    cgroup's, which never has one) and plans a prefill on two CPUs (a fraction rounded up)."""
+    out = in_cgroup(
+        1.5,
+        "import json; from kubeforge_pipelines import cgroups; from kubeforge_runtimes import "
+        "threads; print(json.dumps([cgroups.cpu_quota(), threads.prefill_threads()]))",
+    )
+    assert json.loads(out) == [1.5, min(2, len(os.sched_getaffinity(0)))]
+
+
+def test_training_in_a_real_cgroup_lowers_torch_s_threads_to_its_quota() -> None:
+    """torch takes a thread per core (2 here) whatever the quota; training under a 1-CPU
+    quota runs on one (``cgroups.fit_torch_threads``)."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: torch already takes one thread")
+    out = in_cgroup(
+        1.0,
+        "import json, torch; from kubeforge_pipelines import cgroups; before = "
+        "torch.get_num_threads(); print(json.dumps([before, cgroups.fit_torch_threads(), "
+        "torch.get_num_threads()]))",
+    )
+    before, fitted, after = json.loads(out)
+    assert before >= 2
+    assert (fitted, after) == (1, 1)
 
 
 def test_omp_num_threads_wins(monkeypatch: pytest.MonkeyPatch, torch_threads: None) -> None:

@@ -1,6 +1,6 @@
 """The runtime's torch threads: the CPUs its cgroup allows or its container requests (or its
 cores) less one for the event loop, all of them for a prefill (``kubeforge_runtimes.threads``),
-and where its cgroup's quota is (``kubeforge_runtimes.cgroups``)."""
+and where its cgroup's quota is (``kubeforge_pipelines.cgroups``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kubeforge_runtimes.cgroups import cpu_cgroup, quota_of
-from kubeforge_runtimes.threads import cpu_budget, intra_op_threads, requested_cpus, usable_cpus
+from kubeforge_pipelines.cgroups import cpu_cgroup, quota_of, usable_cpus
+from kubeforge_runtimes.threads import cpu_budget, intra_op_threads, requested_cpus
 
 # /proc/self/mountinfo's cgroup lines as each kind of machine shows them (the tmpfs and other
 # mounts around them are left in: they are skipped)

@@ -1,5 +1,7 @@
 """The CPU quota of this process's own cgroup, on cgroup v2 (``cpu.max``) or v1
-(``cpu.cfs_quota_us`` over ``cpu.cfs_period_us``), in a container or not.
+(``cpu.cfs_quota_us`` over ``cpu.cfs_period_us``), in a container or not, and torch's threads
+fitted to it for training (``fit_torch_threads``; the runtime sizes its own:
+``kubeforge_runtimes.threads``).
 
 Where the file is: the process's cgroup (``/proc/self/cgroup``) under the mount of its
 hierarchy (``/proc/self/mountinfo``). A container usually sees its own cgroup as the mount's
@@ -16,9 +18,14 @@ cores; Go's automaxprocs and the JDK do this resolution for their own runtimes).
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 PROC_CGROUP = Path("/proc/self/cgroup")
 MOUNTINFO = Path("/proc/self/mountinfo")
@@ -115,3 +122,32 @@ def cpu_quota() -> float | None:
     except OSError:
         return None
     return quota_of(*found) if found else None
+
+
+def usable_cpus(cores: int, quota: float | None) -> int:
+    """The CPUs a process may use: ``cores`` usable cores under a quota of ``quota`` CPUs (a
+    fraction rounded up: a 1.5-CPU quota lets two threads run 75 ms of each 100 ms period, and
+    a prefill on both finished sooner than on one under a real quota of 1.5 CPUs: GPT-2 small's
+    shape, first token 87 against 105 ms, docs/benchmarks.md)."""
+    return min(cores, math.ceil(quota)) if quota else cores
+
+
+def fit_torch_threads() -> int | None:
+    """Lower torch's threads to the CPUs this process's quota allows, for work that computes on
+    every thread (training, evaluation). torch takes one thread per core of the node, not of
+    the container: a training container limited to 2 CPUs on a 64-core node would run 32 or
+    more threads in its quota, throttled most of each period, each product waiting for its
+    slowest thread (under a real 1-CPU quota here a training step took 200 ms on torch's two
+    threads, 157 ms on one: ``bench/quota_threads.py``). Left alone when ``OMP_NUM_THREADS``
+    is set or there is no quota; never raised. Returns the count set, or None."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    import torch
+
+    quota = cpu_quota()
+    fitted = usable_cpus(len(os.sched_getaffinity(0)), quota)
+    if quota is None or fitted >= torch.get_num_threads():
+        return None
+    log.info("torch's threads %d -> %d: a CPU quota of %g", torch.get_num_threads(), fitted, quota)
+    torch.set_num_threads(fitted)
+    return fitted
