@@ -1,18 +1,14 @@
-"""The runtime's CPU budget in real containers on the real node: cgroup v1 (the cgroupfs driver,
-runc, the host's cgroup namespace: ``/proc/self/cgroup`` names the host's path, the container's
-own cgroup is mounted at ``/sys/fs/cgroup/cpu,cpuacct``), ``limits.cpu`` as the kubelet writes
-it into the container's CFS quota, and ``requests.cpu`` handed over by the downward API as the
-operator hands it to its predictors (``kubeforge_runtimes.threads``,
+"""The runtime's CPU budget in real containers on the real node, whose containers run under
+cgroup v1 (runc, the cgroupfs driver): ``limits.cpu`` as the kubelet writes it into the
+container's CFS quota, found from inside the container, and ``requests.cpu`` handed over by the
+downward API as the operator hands it to its predictors (``kubeforge_runtimes.threads``,
 ``kubeforge_pipelines.cgroups``)."""
 
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 
-import pytest
-from tests.e2e.conftest import KEEP, apply
+from tests.e2e.conftest import apply
 from tests.integration.conftest import Cluster
 
 from kubeforge_crds.contracts.serving import ENV_CPU_REQUEST
@@ -27,15 +23,6 @@ PROBE = (
     f"'request': threads.requested_cpus(os.environ.get('{ENV_CPU_REQUEST}')), "
     "'prefill': threads.prefill_threads(), 'said': threads.describe_budget()}))"
 )
-
-
-@pytest.fixture
-def namespace(cluster: Cluster, images: None) -> Iterator[str]:
-    name = f"kf-iso-e2e-cpus-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", name)
-    yield name
-    if not KEEP:
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def container(name: str, resources: dict[str, dict[str, str]]) -> dict[str, object]:
@@ -55,8 +42,9 @@ def container(name: str, resources: dict[str, dict[str, str]]) -> dict[str, obje
 
 
 def test_a_container_plans_for_its_cpu_limit_and_its_request(
-    cluster: Cluster, namespace: str
+    cluster: Cluster, e2e_namespace: str
 ) -> None:
+    namespace = e2e_namespace
     limited = {"requests": {"cpu": "1", "memory": "128Mi"},
                "limits": {"cpu": "1500m", "memory": "256Mi"}}  # fmt: skip
     # as the operator makes a predictor: CPU requested, not capped
