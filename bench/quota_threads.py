@@ -57,17 +57,17 @@ def in_cgroup(cpus: float, args: list[str]) -> dict[str, float]:
     found = cgroups.cpu_cgroup(cgroups.PROC_CGROUP.read_text(), cgroups.MOUNTINFO.read_text())
     if found is None:
         raise SystemExit("no cgroup hierarchy with the CPU controller is mounted")
-    here, version = found
+    here, version = found.path, found.version
     child = here / f"kubeforge-bench-{uuid.uuid4().hex[:8]}"
-    child.mkdir()  # PermissionError: run as root
+    child.mkdir()  # OSError: run as root, where the cgroup file system is writable
     try:
         quota = child / ("cpu.cfs_quota_us" if version == 1 else "cpu.max")
         us = int(cpus * 100000)
         quota.write_text(str(us) if version == 1 else f"{us} 100000")
         env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+        enter = 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"'  # then it becomes Python
         out = subprocess.run(
-            [sys.executable, "-c", STEPS, *args],
-            preexec_fn=lambda: (child / "cgroup.procs").write_text("0"),
+            ["sh", "-c", enter, "sh", str(child), sys.executable, "-c", STEPS, *args],
             env=env, capture_output=True, text=True, check=True, timeout=600,
         )  # fmt: skip
         return dict(json.loads(out.stdout.strip().splitlines()[-1]))

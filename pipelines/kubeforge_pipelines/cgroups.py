@@ -24,6 +24,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +87,26 @@ def _under(mount: Mount, path: str) -> Path:
     return Path(mount.point)
 
 
-def cpu_cgroup(proc_cgroup: str, mountinfo: str) -> tuple[Path, int] | None:
-    """The directory of this process's CPU controller and the cgroup version: v1's ``cpu``
-    hierarchy if one is mounted (a hybrid machine's v2 mount has no CPU controller), else
-    the v2 hierarchy; None when neither is mounted."""
+class CpuCgroup(NamedTuple):
+    """Where this process's CPU controller is: its cgroup's directory, the cgroup version, and
+    the mount point (the top of what it can see of the hierarchy)."""
+
+    path: Path
+    version: int
+    mount: Path
+
+
+def cpu_cgroup(proc_cgroup: str, mountinfo: str) -> CpuCgroup | None:
+    """This process's CPU cgroup: v1's ``cpu`` hierarchy if one is mounted (a hybrid machine's
+    v2 mount has no CPU controller), else the v2 hierarchy; None when neither is mounted."""
     paths = memberships(proc_cgroup)
     mounts = cgroup_mounts(mountinfo)
     for mount in mounts:
         if mount.version == 1 and "cpu" in mount.controllers and "cpu" in paths:
-            return _under(mount, paths["cpu"]), 1
+            return CpuCgroup(_under(mount, paths["cpu"]), 1, Path(mount.point))
     for mount in mounts:
         if mount.version == 2 and "" in paths:
-            return _under(mount, paths[""]), 2
+            return CpuCgroup(_under(mount, paths[""]), 2, Path(mount.point))
     return None
 
 
@@ -115,13 +124,28 @@ def quota_of(directory: Path, version: int) -> float | None:
     return cpus if cpus > 0 else None
 
 
+def least_quota(found: CpuCgroup) -> float | None:
+    """The least quota of the cgroup and of its parents up to the mount point: a parent's
+    applies to everything below it (a container whose processes were moved into a child
+    cgroup, a service in a slice with a quota)."""
+    quotas = []
+    path = found.path
+    while True:
+        quota = quota_of(path, found.version)
+        if quota is not None:
+            quotas.append(quota)
+        if path == found.mount or found.mount not in path.parents:
+            return min(quotas, default=None)
+        path = path.parent
+
+
 def cpu_quota() -> float | None:
     """This process's CPU quota in CPUs (1.5 for ``limits.cpu: 1500m``), or None."""
     try:
         found = cpu_cgroup(PROC_CGROUP.read_text(), MOUNTINFO.read_text())
     except OSError:
         return None
-    return quota_of(*found) if found else None
+    return least_quota(found) if found else None
 
 
 def usable_cpus(cores: int, quota: float | None) -> int:
@@ -137,8 +161,8 @@ def fit_torch_threads() -> int | None:
     every thread (training, evaluation). torch takes one thread per core of the node, not of
     the container: a training container limited to 2 CPUs on a 64-core node would run 32 or
     more threads in its quota, throttled most of each period, each product waiting for its
-    slowest thread (under a real 1-CPU quota here a training step took 200 ms on torch's two
-    threads, 157 ms on one: ``bench/quota_threads.py``). Left alone when ``OMP_NUM_THREADS``
+    slowest thread (under a real 1-CPU quota here a training step took 198-203 ms on torch's
+    two threads, 161-166 ms on one: ``bench/quota_threads.py``). Left alone when ``OMP_NUM_THREADS``
     is set or there is no quota; never raised. Returns the count set, or None."""
     if os.environ.get("OMP_NUM_THREADS"):
         return None

@@ -7,7 +7,7 @@ competes with the decoding thread's matrix products: on the 2-core machine of
 ``bench/generation.py`` the tiny GPT-2 streamed 0.70x of a plain ``generate`` loop's tokens/s
 with two torch threads and 0.97x with one. So the runtime takes the CPUs it may use (its
 budget: its cgroup's quota, ``kubeforge_pipelines.cgroups``, or the CPUs its container requests
-when fewer, which the operator hands its predictors by the downward API, since it sets them no
+when fewer, which the operator hands its predictors in their environment, since it sets them no
 CPU limit; else the cores it may run on) less one for the event loop, at least one, for
 decoding steps. A prefill takes every one (:func:`prefill_threads`): its products are a prompt's
 length times a step's, and until its first token is chosen the event loop has nothing of that
@@ -33,9 +33,9 @@ log = logging.getLogger(__name__)
 
 
 def requested_cpus(millicores: str | None) -> float | None:
-    """The CPUs the container requests, from the downward API's ``requests.cpu`` in millicores
-    (``ENV_CPU_REQUEST``, which the operator sets on its predictors); None when unset, or 0
-    (no request)."""
+    """The CPUs the container requests, in millicores (``ENV_CPU_REQUEST``, which the operator
+    sets on its predictors; the downward API's ``requests.cpu`` with divisor ``1m`` gives the
+    same); None when unset, or 0 (no request)."""
     try:
         cpus = int(millicores or "0") / 1000
     except ValueError:

@@ -421,7 +421,7 @@ def test_two_adapters_on_one_base_and_a_canary_of_one_leaves_the_other_alone(
     answers = ask(client, "multi", "tickets", "faq")
     assert [a[2] for a in answers] == [expected["base"], expected["tickets-v1"], expected["faq"]]
     # the 200m the ModelServer requests reached the runtime through KServe's predictor (the
-    # downward API), and it sized torch by them, not by the node's cores
+    # operator's env), and it sized torch by them, not by the node's cores
     logs = cluster.kubectl(
         "logs", "-n", ns, "-l", "serving.kserve.io/inferenceservice=multi",
         "-c", "kserve-container", "--tail=-1",

@@ -1,7 +1,7 @@
 """The runtime's CPU budget in real containers on the real node, whose containers run under
 cgroup v1 (runc, the cgroupfs driver): ``limits.cpu`` as the kubelet writes it into the
-container's CFS quota, found from inside the container, and ``requests.cpu`` handed over by the
-downward API as the operator hands it to its predictors (``kubeforge_runtimes.threads``,
+container's CFS quota, found from inside the container, and ``requests.cpu`` in millicores as
+the operator hands it to its predictors (``kubeforge_runtimes.threads``,
 ``kubeforge_pipelines.cgroups``)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from tests.integration.conftest import Cluster
 from kubeforge_crds.contracts.serving import ENV_CPU_REQUEST
 from kubeforge_labs.gateway import RUNTIME_IMAGE
 from kubeforge_labs.kit import ON_REAL_NODE
+from kubeforge_operator.modelserver.builders import cpu_millicores
 
 # what the runtime's thread sizing sees, printed as JSON by each container
 PROBE = (
@@ -26,18 +27,15 @@ PROBE = (
 
 
 def container(name: str, resources: dict[str, dict[str, str]]) -> dict[str, object]:
+    """A container of the runtime image that prints ``PROBE``, handed its CPU request as the
+    operator hands a predictor its own (``modelserver.builders.cpu_millicores``)."""
     return {
         "name": name,
         "image": RUNTIME_IMAGE,
         "imagePullPolicy": "Never",
         "command": ["python", "-c", PROBE],
         "resources": resources,
-        "env": [
-            {
-                "name": ENV_CPU_REQUEST,
-                "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}},
-            }
-        ],
+        "env": [{"name": ENV_CPU_REQUEST, "value": cpu_millicores(resources["requests"]["cpu"])}],
     }
 
 
@@ -72,7 +70,8 @@ def test_a_container_plans_for_its_cpu_limit_and_its_request(
         "quota": 1.5, "request": 1.0, "prefill": 1,
         "said": "a quota of 1.5 CPU(s), 1 CPU(s) requested",
     }  # fmt: skip
-    # no quota (no limit): the request bounds it, not the node's cores
+    # no quota (no limit, as the operator's predictors): the request bounds it, not the node's
+    # cores
     assert seen("requested") == {
         "quota": None, "request": 0.5, "prefill": 1,
         "said": "no CPU quota, 0.5 CPU(s) requested",

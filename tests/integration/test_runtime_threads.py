@@ -46,7 +46,7 @@ def test_the_cpus_requested_bound_the_threads_without_a_quota(
     monkeypatch: pytest.MonkeyPatch, torch_threads: None
 ) -> None:
     """A predictor has no CPU limit (the operator sets none): the request it is handed by the
-    downward API bounds torch's threads instead of the node's cores."""
+    operator hands it bounds torch's threads instead of the node's cores."""
     monkeypatch.setattr(cgroups, "cpu_quota", lambda: None)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv(ENV_CPU_REQUEST, "1000")
@@ -62,12 +62,12 @@ def in_cgroup(cpus: float, code: str) -> str:
     or v2's), without OMP_NUM_THREADS or a CPU request."""
     found = cgroups.cpu_cgroup(cgroups.PROC_CGROUP.read_text(), cgroups.MOUNTINFO.read_text())
     assert found, "no cgroup hierarchy with the CPU controller is mounted"
-    here, version = found
+    here, version = found.path, found.version
     child = here / f"kubeforge-test-{uuid.uuid4().hex[:8]}"
     try:
         child.mkdir()
-    except PermissionError:
-        pytest.skip("making a cgroup needs root (CI runs as root)")
+    except OSError as err:  # not root, or a read-only cgroup file system (a container's)
+        pytest.skip(f"cannot make a cgroup here (CI runs as root on the VM): {err}")
     try:
         quota = child / ("cpu.cfs_quota_us" if version == 1 else "cpu.max")
         if not quota.exists():
@@ -75,9 +75,11 @@ def in_cgroup(cpus: float, code: str) -> str:
         us = int(cpus * 100000)
         quota.write_text(str(us) if version == 1 else f"{us} 100000")
         env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", ENV_CPU_REQUEST)}
+        # the shell moves itself into the cgroup, then becomes Python (preexec_fn is not safe
+        # in this process, which has threads)
+        enter = 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
         out = subprocess.run(
-            [sys.executable, "-c", code],
-            preexec_fn=lambda: (child / "cgroup.procs").write_text("0"),
+            ["sh", "-c", enter, "sh", str(child), sys.executable, "-c", code],
             env=env, capture_output=True, text=True, check=True, timeout=120,
         )  # fmt: skip
         return out.stdout
@@ -99,8 +101,6 @@ def test_a_runtime_in_a_real_cgroup_with_a_cpu_quota_plans_for_it() -> None:
 def test_training_in_a_real_cgroup_lowers_torch_s_threads_to_its_quota() -> None:
     """torch takes a thread per core (2 here) whatever the quota; training under a 1-CPU
     quota runs on one (``cgroups.fit_torch_threads``)."""
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("one core: torch already takes one thread")
     out = in_cgroup(
         1.0,
         "import json, torch; from kubeforge_pipelines import cgroups; before = "
@@ -108,7 +108,8 @@ def test_training_in_a_real_cgroup_lowers_torch_s_threads_to_its_quota() -> None
         "torch.get_num_threads()]))",
     )
     before, fitted, after = json.loads(out)
-    assert before >= 2
+    if before < 2:
+        pytest.skip("torch takes one thread on this machine already")
     assert (fitted, after) == (1, 1)
 
 

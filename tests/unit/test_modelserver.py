@@ -12,7 +12,7 @@ import pytest
 
 from kubeforge_crds.modelserver import AnalysisMetric, ModelServerSpec, ModelServerStatus, Revision
 from kubeforge_operator.modelserver.analysis import record_full_load, run_analysis
-from kubeforge_operator.modelserver.builders import build_inference_service
+from kubeforge_operator.modelserver.builders import build_inference_service, cpu_millicores
 from kubeforge_operator.modelserver.canary import (
     Action,
     Check,
@@ -100,22 +100,19 @@ def test_inference_service_carries_revision_runtime_gpus_and_canary_share() -> N
     assert "cpu" not in model["resources"]["limits"]
     assert model["resources"]["limits"]["memory"] == model["resources"]["requests"]["memory"]
     assert model["resources"]["requests"]["cpu"] == s.resources.cpu
-    env = {e["name"]: e.get("value") for e in model["env"]}
+    env = {e["name"]: e["value"] for e in model["env"]}
     assert env["KUBEFORGE_RUNTIME_REVISION"] == r.revision
     assert env["KUBEFORGE_RUNTIME_ERROR_RATE"] == "0.25"
     assert "KUBEFORGE_RUNTIME_FAULT_CONTROL" not in env  # PUT /kubeforge/faults: opt-in only
-    # the CPUs requested reach the runtime (its torch threads), by the downward API
-    request = next(e for e in model["env"] if e["name"] == "KUBEFORGE_CPU_REQUEST_MILLICORES")
-    assert request["valueFrom"] == {
-        "resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}
-    }
+    # the CPUs requested reach the runtime (its torch threads), in millicores
+    assert env["KUBEFORGE_CPU_REQUEST_MILLICORES"] == cpu_millicores(s.resources.cpu)
     assert isvc["metadata"]["ownerReferences"][0]["uid"] == "u-1"
     controlled = ModelServerSpec.model_validate(
         {"model": {"uri": "s3://m/v2"}, "runtime": {"faultInjection": {"control": True}}}
     )
     r2 = desired_revision("s3://m/v2", controlled, None)
     model = build_inference_service(OWNER, controlled, placement, r2, None)["spec"]["predictor"]
-    env = {e["name"]: e.get("value") for e in model["model"]["env"]}
+    env = {e["name"]: e["value"] for e in model["model"]["env"]}
     assert (env["KUBEFORGE_RUNTIME_FAULT_CONTROL"], env["KUBEFORGE_RUNTIME_ERROR_RATE"]) == (
         "true",
         "0",
@@ -594,3 +591,13 @@ def test_adapters_resolve_to_versions_on_volumes_or_say_why_not() -> None:
     assert missing.message.startswith("spec.adapters[1].fineTuneJob: FineTuneJob 'gone' not found")
     remote = resolve({"name": "a", "uri": "s3://bucket/a"})
     assert remote.reason == "AdapterNotOnVolume"
+
+
+@pytest.mark.parametrize(
+    ("cpu", "millicores"),
+    [("2", "2000"), ("200m", "200"), ("1.5", "1500"), ("0.0005", "1"), ("100u", "1"), (4, "4000")],
+)
+def test_the_cpu_request_in_millicores_rounds_up_as_the_downward_api(
+    cpu: str, millicores: str
+) -> None:
+    assert cpu_millicores(cpu) == millicores

@@ -448,7 +448,7 @@ def test_adapters_are_named_to_the_runtime_and_their_claims_mounted_once() -> No
     adapters = {"tickets": "pvc://models/tickets/v1", "billing": "pvc://adapters/billing/v3"}
     served = desired_revision("pvc://models/base", base, None, "pvc://models/x", adapters)
     predictor = build_inference_service(OWNER, base, Placement(), served, None)["spec"]["predictor"]
-    env = {e["name"]: e.get("value") for e in predictor["model"]["env"]}
+    env = {e["name"]: e["value"] for e in predictor["model"]["env"]}
     assert json.loads(env["KUBEFORGE_RUNTIME_ADAPTERS"]) == adapters
     claims = [v["persistentVolumeClaim"]["claimName"] for v in predictor["volumes"]]
     assert claims == ["models", "adapters"]

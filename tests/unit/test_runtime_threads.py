@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kubeforge_pipelines.cgroups import cpu_cgroup, quota_of, usable_cpus
+from kubeforge_pipelines.cgroups import CpuCgroup, cpu_cgroup, least_quota, quota_of, usable_cpus
 from kubeforge_runtimes.threads import cpu_budget, intra_op_threads, requested_cpus
 
 # /proc/self/mountinfo's cgroup lines as each kind of machine shows them (the tmpfs and other
@@ -82,6 +82,18 @@ def test_the_cgroup_quota_in_cpus(
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     assert quota_of(tmp_path, version) == cpus
+
+
+def test_a_parent_cgroup_s_quota_applies_below_it(tmp_path: Path) -> None:
+    leaf = tmp_path / "init" / "sub"
+    leaf.mkdir(parents=True)
+    (tmp_path / "cpu.max").write_text("200000 100000\n")  # the container's own limit
+    (tmp_path / "init" / "cpu.max").write_text("max 100000\n")
+    (leaf / "cpu.max").write_text("max 100000\n")
+    assert least_quota(CpuCgroup(leaf, 2, tmp_path)) == 2.0
+    (tmp_path / "init" / "cpu.max").write_text("50000 100000\n")  # a tighter one between
+    assert least_quota(CpuCgroup(leaf, 2, tmp_path)) == 0.5
+    assert least_quota(CpuCgroup(tmp_path, 2, tmp_path)) == 2.0  # the mount point: the top
 
 
 def test_the_request_in_millicores_and_the_budget_the_smaller_of_quota_and_request() -> None:

@@ -31,7 +31,7 @@ ENV_MODEL_FORMAT: Final = f"{RUNTIME_ENV_PREFIX}MODEL_FORMAT"
 ENV_ERROR_RATE: Final = f"{RUNTIME_ENV_PREFIX}ERROR_RATE"
 ENV_EXTRA_LATENCY: Final = f"{RUNTIME_ENV_PREFIX}EXTRA_LATENCY_SECONDS"
 ENV_TOKEN_LATENCY: Final = f"{RUNTIME_ENV_PREFIX}TOKEN_LATENCY_SECONDS"
-# The CPUs the predictor's container requests, in millicores (the downward API's requests.cpu
+# The CPUs the predictor's container requests, in millicores (as the downward API's requests.cpu
 # with divisor 1m): the operator sets no CPU limit, so the runtime sizes torch's threads by it
 # (kubeforge_runtimes.threads). Not an option of the runtime's, so not under the prefix.
 ENV_CPU_REQUEST: Final = "KUBEFORGE_CPU_REQUEST_MILLICORES"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 from urllib.parse import urlsplit
+
+from kubernetes.utils.quantity import parse_quantity
 
 from kubeforge_crds.contracts.serving import ENV_CPU_REQUEST, ISVC_API, builtin_runtime
 from kubeforge_crds.modelserver import (
@@ -29,16 +32,21 @@ ADAPTER_VOLUME = "kubeforge-adapters"
 PVC_ROOT = "/mnt/pvc"  # where the runtime (and the training Job) find pvc:// URIs
 
 
-def _env(rev: Revision) -> list[dict[str, Any]]:
-    env: list[dict[str, Any]] = [
+def cpu_millicores(cpu: str) -> str:
+    """A CPU quantity in millicores, rounded up as the downward API rounds ``requests.cpu``
+    with divisor ``1m``. Written as a plain value rather than a ``resourceFieldRef``: Knative
+    (KServe's Serverless mode) refuses one unless its ``kubernetes.podspec-fieldref`` feature
+    is turned on, and the operator knows the request it sets."""
+    return str(math.ceil(parse_quantity(str(cpu)) * 1000))
+
+
+def _env(rev: Revision, cpu: str) -> list[dict[str, str]]:
+    env = [
         {"name": "KUBEFORGE_RUNTIME_REVISION", "value": rev.revision},
         {"name": "KUBEFORGE_RUNTIME_MODEL_FORMAT", "value": str(rev.model_format)},
         # the CPUs requested (no limit is set): the runtime sizes torch's threads by them, not
-        # by the node's cores (the downward API, in millicores)
-        {
-            "name": ENV_CPU_REQUEST,
-            "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}},
-        },
+        # by the node's cores
+        {"name": ENV_CPU_REQUEST, "value": cpu_millicores(cpu)},
     ]
     if rev.fault_injection:
         env += [
@@ -103,7 +111,7 @@ def _predictor(
         "modelFormat": {"name": str(rev.model_format)},
         "runtime": rev.serving_runtime or builtin_runtime(str(rev.model_format)),
         "storageUri": rev.uri,
-        "env": _env(rev),
+        "env": _env(rev, spec.resources.cpu),
         "resources": {"requests": requests, "limits": {"memory": spec.resources.memory} | gpus},
     }
     fields: dict[str, Any] = {"model": model}
