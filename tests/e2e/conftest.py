@@ -307,7 +307,12 @@ def training_volume(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
 
 
 def finetunejob(
-    name: str, max_steps: int, cpu: str = "1", save_steps: int = 50, **spec: Any
+    name: str,
+    max_steps: int,
+    cpu: str = "1",
+    save_steps: int = 50,
+    batch_size: int = 8,
+    **spec: Any,
 ) -> dict[str, Any]:
     """A LoRA FineTuneJob of the ``job`` backend on ``training_volume``'s model and data."""
     return {
@@ -320,7 +325,7 @@ def finetunejob(
             "method": {"type": "lora", "lora": {"targetModules": ["c_attn", "c_proj", "c_fc"]}},
             "hyperparameters": {
                 "maxSteps": max_steps,
-                "batchSize": 8,
+                "batchSize": batch_size,
                 "maxSeqLength": 64,
                 "learningRate": 0.002,
                 "saveSteps": save_steps,

@@ -437,7 +437,11 @@ def test_a_model_server_beyond_the_team_quota_queues_its_third_predictor(
 # one training run at a time on the real node's CPU: room for one 1-CPU Job in the quota
 TRAIN_QUOTA = [("cpu", "1"), ("memory", "4Gi")]
 PRIORITIES = {"kf-e2e-low": 100, "kf-e2e-high": 1000}
-LONG_RUN = 300  # steps: long enough to be preempted partway
+LONG_RUN = 300  # steps: long enough to be preempted partway (at most 320: the curve's 32 points)
+# the long runs' batches: training on its quota's one thread (cgroups.fit_torch_threads) takes
+# 22 ms a step of 8 here (33 on torch's two), and 300 of them were over before Kueue's
+# preemption landed (one CI run); a step of 32 takes 63 ms
+LONG_BATCH = 32
 
 
 @pytest.fixture
@@ -482,7 +486,8 @@ def test_a_preempted_finetunejob_resumes_from_its_checkpoint_and_ends_like_an_un
     training_volume(cluster, ns, tmp_path)
     run = {"queueName": "train"}
     # no checkpoint at an interval: the one it resumes from can only be the one saved at SIGTERM
-    low = finetunejob("low", LONG_RUN, priorityClass="kf-e2e-low", save_steps=LONG_RUN, **run)
+    low = finetunejob("low", LONG_RUN, priorityClass="kf-e2e-low", save_steps=LONG_RUN,
+                      batch_size=LONG_BATCH, **run)  # fmt: skip
     cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(low))
     # the low-priority run trains (its first progress line: step 10) ...
     wait_until(lambda: '"loss"' in training_logs(cluster, ns, "low"), 300, 2, "low trains")
@@ -517,7 +522,8 @@ def test_a_preempted_finetunejob_resumes_from_its_checkpoint_and_ends_like_an_un
     assert lineage["run"]["training"]["resumedFromStep"] == step
 
     # the same run without a preemption: the same steps, and a final loss within 5 %
-    ref = finetunejob("ref", LONG_RUN, priorityClass="kf-e2e-low", save_steps=LONG_RUN, **run)
+    ref = finetunejob("ref", LONG_RUN, priorityClass="kf-e2e-low", save_steps=LONG_RUN,
+                      batch_size=LONG_BATCH, **run)  # fmt: skip
     cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(ref))
     whole = wait_for_condition(cluster, "finetunejob", ns, "ref", "Succeeded", status="True",
                                timeout=600)["status"]  # fmt: skip
