@@ -37,6 +37,7 @@ from kubeforge_runtimes.generation import (
     TokenMetrics,
     generate,
 )
+from kubeforge_runtimes.prompts import prompt_ids
 
 PREFIX = "/openai/v1"
 MAX_TOKENS_LIMIT = 4096  # far beyond any context here: a larger value is a mistake
@@ -72,6 +73,9 @@ class _Request(BaseModel):
     seed: int | None = Field(default=None, ge=0, lt=1 << 63)  # what torch can seed with
     # vLLM's extension: at least this many tokens before the end-of-text token may end it
     min_tokens: int = Field(default=0, ge=0)
+    # vLLM's extension: the tokenizer's special tokens (a BOS) added to the prompt; by default
+    # yes for a completion and a plain transcript, no after a chat template (which writes them)
+    add_special_tokens: bool | None = None
 
 
 class CompletionRequest(_Request):
@@ -218,9 +222,13 @@ class OpenAIServer:
     def _check_model(self, name: str) -> None:
         self._adapter(name)
 
-    def _prepare(self, request: _Request, prompt: str) -> tuple[Any, Sampling]:
+    def _prepare(
+        self, request: _Request, prompt: str, special: bool = True
+    ) -> tuple[Any, Sampling]:
         adapter = self._adapter(request.model)
-        ids = self.lm.tokenizer(prompt, return_tensors="pt")["input_ids"]
+        if request.add_special_tokens is not None:
+            special = request.add_special_tokens
+        ids = prompt_ids(self.lm.tokenizer, prompt, special)
         if ids.shape[1] == 0:
             raise OpenAIError(400, "the prompt is empty", param="prompt")
         params = sampling(request, int(ids.shape[1]), self.context, self.lm.max_new_tokens)
@@ -284,7 +292,11 @@ class OpenAIServer:
     async def chat(self, body: Any) -> ChatCompletion | AsyncIterator[str]:
         request = parse(ChatRequest, body)
         self._check_model(request.model)
-        ids, params = self._prepare(request, chat_prompt(self.lm.tokenizer, request.messages))
+        prompt = chat_prompt(self.lm.tokenizer, request.messages)
+        # a chat template writes the model's special tokens itself (Llama's and Mistral's begin
+        # with the BOS): none added again, as transformers' apply_chat_template and vLLM do
+        special = not getattr(self.lm.tokenizer, "chat_template", None)
+        ids, params = self._prepare(request, prompt, special)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         if request.stream:  # (the request goes to the model now, before the first event)
             return self._stream_chat(rid, request, self._generate(ids, params))
