@@ -6,9 +6,10 @@ The runtime (``python -m kubeforge_runtimes serve`` on 127.0.0.1) asked by the `
 streamed, one prompt after the other, then by ``--clients`` clients at once (it batches them).
 Time to first token: request sent -> first chunk with text, by the ``openai`` client and by a
 plain ``httpx`` stream; throughput: ``usage``'s completion tokens over the wall time. The
-baseline, in the same run: ``model.generate`` in this process, greedy, its streamer timing the
-first token after which the answer has text, by the runtime's stream's rule (a part of a
-character's bytes is held back), one prompt after the other. Also the runtime's decoding loop
+baseline, in the same run: ``model.generate`` in this process, greedy, timed from the prompt's
+text (tokenizing included, as the runtime's server tokenizes) to the first token after which the
+answer has text, by the runtime's stream's rule (a part of a character's bytes is held back),
+one prompt after the other. Also the runtime's decoding loop
 alone in this process (no HTTP), and a bare ASGI app asked as the runtime is by ``httpx``
 (``bench/http_floor.py``: the HTTP request's own time here, which no server can go below). All
 decode exactly ``max_tokens`` tokens greedily (``min_tokens`` on the runtime's side): the same
@@ -94,8 +95,8 @@ def baseline(model_dir: Path, texts: list[str], max_tokens: int) -> dict[str, fl
         runtime's stream sends text by (``generation.releasable``: not a character whose
         bytes have not all come)."""
 
-        def __init__(self) -> None:
-            self.started = time.perf_counter()
+        def __init__(self, started: float) -> None:
+            self.started = started
             self.tokens: list[int] | None = None  # None until the prompt has come
             self.seen = False
 
@@ -115,10 +116,11 @@ def baseline(model_dir: Path, texts: list[str], max_tokens: int) -> dict[str, fl
     began = time.perf_counter()
     with torch.no_grad():
         for text in texts:
+            started = time.perf_counter()  # the prompt's text in hand, as the runtime's client
             ids = tokenizer(text, return_tensors="pt")
             out = model.generate(
                 **ids, max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False,
-                pad_token_id=tokenizer.eos_token_id, streamer=FirstText(),
+                pad_token_id=tokenizer.eos_token_id, streamer=FirstText(started),
             )  # fmt: skip
             new = out[0, ids["input_ids"].shape[1] :].tolist()
             eos = tokenizer.eos_token_id
@@ -143,10 +145,10 @@ def decoding_loop(model_dir: Path, texts: list[str], max_tokens: int) -> dict[st
     tokens = 0
     began = time.perf_counter()
     for text in texts:
+        sent = time.perf_counter()
         ids = tokenizer(text, return_tensors="pt")["input_ids"]
         made: list[tuple[int, float]] = []
         done = threading.Event()
-        sent = time.perf_counter()
 
         def emit(token: Any, at: float, made: list[Any] = made, done: Any = done) -> None:
             if isinstance(token, int):
