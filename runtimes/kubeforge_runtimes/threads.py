@@ -8,7 +8,7 @@ competes with the decoding thread's matrix products: on the 2-core machine of
 with two torch threads and 0.97x with one. So the runtime takes the CPUs it may use (its
 budget: its cgroup's quota, ``kubeforge_pipelines.cgroups``, or the CPUs its container requests
 when fewer, which the operator hands its predictors in their environment, since it sets them no
-CPU limit; else the cores it may run on) less one for the event loop, at least one, for
+CPU limit; else the physical cores it may run on) less one for the event loop, at least one, for
 decoding steps. A prefill takes every one (:func:`prefill_threads`): its products are a prompt's
 length times a step's, and until its first token is chosen the event loop has nothing of that
 request to write (GPT-2 small's shape on the 2-core machine: a 30-token prefill 82 ms on one thread,
@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from kubeforge_crds.contracts.serving import ENV_CPU_REQUEST
@@ -58,10 +59,38 @@ def intra_op_threads(cores: int, quota: float | None) -> int:
     return max(1, usable_cpus(cores, quota) - 1)
 
 
+SYSFS_CPUS = Path("/sys/devices/system/cpu")
+
+
+def physical_cores(cpus: set[int], sysfs: Path = SYSFS_CPUS) -> int:
+    """The physical cores among the logical CPUs ``cpus``: on a node with hyperthreads two
+    logical CPUs share a core's arithmetic, and a matrix product split over both runs no faster
+    (torch's own default is a thread per physical core, of the whole machine). Read from each
+    CPU's ``topology/thread_siblings_list``; a CPU without one counts as a core."""
+    cores: set[frozenset[int] | int] = set()
+    for cpu in cpus:
+        try:
+            siblings = (sysfs / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text()
+            cores.add(frozenset(_cpu_list(siblings)))
+        except (OSError, ValueError):
+            cores.add(cpu)
+    return max(1, len(cores))
+
+
+def _cpu_list(text: str) -> set[int]:
+    """A kernel CPU list (``0-3,8,10-11``) as a set."""
+    out: set[int] = set()
+    for part in text.strip().split(","):
+        first, _, last = part.partition("-")
+        out.update(range(int(first), int(last or first) + 1))
+    return out
+
+
 def _cores_and_budget() -> tuple[int, float | None]:
-    """The cores the process may run on, and its CPU budget (``cpu_budget``)."""
+    """The physical cores the process may run on, and its CPU budget (``cpu_budget``)."""
     request = requested_cpus(os.environ.get(ENV_CPU_REQUEST))
-    return len(os.sched_getaffinity(0)), cpu_budget(cgroups.cpu_quota(), request)
+    cores = physical_cores(os.sched_getaffinity(0))
+    return cores, cpu_budget(cgroups.cpu_quota(), request)
 
 
 def prefill_threads() -> int | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kubeforge_pipelines.cgroups import CpuCgroup, cpu_cgroup, least_quota, quota_of, usable_cpus
-from kubeforge_runtimes.threads import cpu_budget, intra_op_threads, requested_cpus
+from kubeforge_runtimes.threads import cpu_budget, intra_op_threads, physical_cores, requested_cpus
 
 # /proc/self/mountinfo's cgroup lines as each kind of machine shows them (the tmpfs and other
 # mounts around them are left in: they are skipped)
@@ -127,3 +127,29 @@ def test_a_prefill_may_use_every_cpu_the_budget_allows() -> None:
     assert usable_cpus(4, 16.0) == 4
     assert usable_cpus(8, 0.5) == 1
     assert usable_cpus(8, 0.2) == 1
+
+
+def _topology(root: Path, siblings: dict[int, str]) -> Path:
+    for cpu, listed in siblings.items():
+        topology = root / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "thread_siblings_list").write_text(listed + "\n")
+    return root
+
+
+def test_hyperthreads_of_one_core_count_as_one(tmp_path: Path) -> None:
+    # two cores of two hyperthreads each, numbered as Intel numbers them (0 and 2 share a core)
+    sysfs = _topology(tmp_path, {0: "0,2", 1: "1,3", 2: "0,2", 3: "1,3"})
+    assert physical_cores({0, 1, 2, 3}, sysfs) == 2
+    assert physical_cores({0, 2}, sysfs) == 1  # a cpuset of one core's two threads
+    assert physical_cores({0, 1}, sysfs) == 2
+    ranged = _topology(tmp_path / "ranged", {0: "0-1", 1: "0-1", 2: "2-3", 3: "2-3"})
+    assert physical_cores({0, 1, 2}, ranged) == 2
+
+
+def test_a_cpu_without_topology_counts_as_a_core(tmp_path: Path) -> None:
+    sysfs = _topology(tmp_path, {0: "0,1", 1: "0,1"})
+    assert physical_cores({0, 1, 5, 6}, sysfs) == 3
+    assert physical_cores({0, 1}, tmp_path / "none") == 2
+    (tmp_path / "cpu0" / "topology" / "thread_siblings_list").write_text("garbled\n")
+    assert physical_cores({0}, sysfs) == 1
