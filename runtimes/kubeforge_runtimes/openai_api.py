@@ -140,11 +140,11 @@ def chat_prompt(tokenizer: Any, messages: list[Message]) -> str:
 
 def sampling(request: _Request, prompt_tokens: int, context: int, default: int) -> Sampling:
     """The request's sampling, with its token budget checked against the model's context."""
-    asked = getattr(request, "max_completion_tokens", None) or request.max_tokens
-    param = (
-        "max_completion_tokens"
-        if getattr(request, "max_completion_tokens", None)
-        else ("max_tokens")
+    newer = getattr(request, "max_completion_tokens", None)  # a chat's, before max_tokens
+    asked, param = (
+        (newer, "max_completion_tokens")
+        if newer is not None
+        else (request.max_tokens, "max_tokens")
     )
     if request.n != 1:
         raise OpenAIError(400, "n: only one choice per request is supported", param="n")
@@ -153,8 +153,9 @@ def sampling(request: _Request, prompt_tokens: int, context: int, default: int) 
             400, f"{param} must be between 1 and {MAX_TOKENS_LIMIT}, got {asked}", param=param
         )
     room = context - prompt_tokens
-    wanted = asked if asked is not None else min(default, room)
-    if room < 1 or wanted > room:
+    # without a budget a chat gets what fits, and at least one token is always asked for
+    wanted = asked if asked is not None else max(1, min(default, room))
+    if wanted > room:
         raise OpenAIError(
             400,
             f"This model's maximum context length is {context} tokens. However, you requested "

@@ -125,6 +125,9 @@ def test_prompt_set_lines_are_checked_with_their_number() -> None:
     ]:
         with pytest.raises(PromptSetError, match=said):
             parse_prompts(text)
+    with pytest.raises(PromptSetError) as caught:
+        parse_prompts('{"prompt": "a"}\n')
+    assert str(caught.value).endswith('(each line is {"prompt": "...", "reference": "..."})')
 
 
 def test_judge_compares_with_the_stable_version_within_the_tolerance() -> None:

@@ -67,6 +67,23 @@ def test_without_max_tokens_a_chat_gets_what_fits() -> None:
         sampling(chat, prompt_tokens=256, context=256, default=32)
     assert caught.value.param == "messages"
     assert caught.value.code == "context_length_exceeded"
+    # a prompt beyond the context, no budget asked: the numbers say so, none negative
+    with pytest.raises(OpenAIError) as caught:
+        sampling(chat, prompt_tokens=263, context=256, default=32)
+    assert "you requested 264 tokens (263 in the prompt, 1 in the completion)" in str(
+        caught.value.message
+    )
+
+
+def test_max_completion_tokens_of_zero_is_refused_by_its_name() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    zero = parse(ChatRequest, {**body, "max_completion_tokens": 0, "max_tokens": 5})
+    with pytest.raises(OpenAIError, match="max_completion_tokens must be between 1") as caught:
+        sampling(zero, prompt_tokens=10, context=256, default=32)
+    assert caught.value.param == "max_completion_tokens"
+    older = parse(ChatRequest, {**body, "max_tokens": 0})
+    with pytest.raises(OpenAIError, match="max_tokens must be between 1"):
+        sampling(older, prompt_tokens=10, context=256, default=32)
 
 
 def test_stop_is_a_list_whatever_the_request_sent() -> None:

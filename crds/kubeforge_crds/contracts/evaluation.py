@@ -44,7 +44,7 @@ def parse_prompts(text: str) -> list[PromptCase]:
             where = ".".join(str(p) for p in first["loc"]) or "the line"
             raise PromptSetError(
                 f'line {number}: {where}: {first["msg"]} (each line is {{"prompt": "...", '
-                '"reference": "..."}})'
+                '"reference": "..."})'
             ) from err
         if len(cases) > MAX_PROMPTS:
             raise PromptSetError(f"more than {MAX_PROMPTS} prompts")
