@@ -8,11 +8,12 @@ competes with the decoding thread's matrix products: on the 2-core machine of
 with two torch threads and 0.97x with one. So the runtime takes the CPUs it may use (its
 budget: its cgroup's quota, ``kubeforge_pipelines.cgroups``, or the CPUs its container requests
 when fewer, which the operator hands its predictors in their environment, since it sets them no
-CPU limit; else the physical cores it may run on) less one for the event loop, at least one, for
+CPU limit; else the CPUs it may run on) less one for the event loop, at least one, for
 decoding steps. A prefill takes every one (:func:`prefill_threads`): its products are a prompt's
 length times a step's, and until its first token is chosen the event loop has nothing of that
 request to write (GPT-2 small's shape on the 2-core machine: a 30-token prefill 82 ms on one thread,
-56 on two; a decoding step 16.7 ms either way).
+56 on two; a decoding step 16.7 ms either way). Neither takes more threads than the physical
+cores among its CPUs (:func:`physical_cores`; with hyperthreads, a CPU is a core's thread).
 
 ``OMP_NUM_THREADS``, when set, wins (torch reads it itself).
 """
@@ -53,10 +54,19 @@ def cpu_budget(quota: float | None, request: float | None) -> float | None:
     return min(known) if known else None
 
 
-def intra_op_threads(cores: int, quota: float | None) -> int:
-    """torch's threads for decoding steps: the usable CPUs less one for the event loop, at
-    least one."""
-    return max(1, usable_cpus(cores, quota) - 1)
+def intra_op_threads(cpus: int, budget: float | None, cores: int | None = None) -> int:
+    """torch's threads for decoding steps: the usable CPUs (of ``cpus`` logical ones under
+    ``budget``) less one for the event loop, at least one, and no more than the physical
+    ``cores`` among them (with hyperthreads the event loop takes a core's second thread)."""
+    usable = usable_cpus(cpus, budget)
+    return max(1, min(cores or usable, usable - 1))
+
+
+def prefill_count(cpus: int, budget: float | None, cores: int | None = None) -> int:
+    """torch's threads for a large prefill: every usable CPU, no more than the physical
+    ``cores`` among them (a thread per core, torch's own default)."""
+    usable = usable_cpus(cpus, budget)
+    return min(cores or usable, usable)
 
 
 SYSFS_CPUS = Path("/sys/devices/system/cpu")
@@ -64,9 +74,10 @@ SYSFS_CPUS = Path("/sys/devices/system/cpu")
 
 def physical_cores(cpus: set[int], sysfs: Path = SYSFS_CPUS) -> int:
     """The physical cores among the logical CPUs ``cpus``: on a node with hyperthreads two
-    logical CPUs share a core's arithmetic, and a matrix product split over both runs no faster
-    (torch's own default is a thread per physical core, of the whole machine). Read from each
-    CPU's ``topology/thread_siblings_list``; a CPU without one counts as a core."""
+    logical CPUs share a core's arithmetic units, and torch's own default is a thread per
+    physical core (of the whole machine; Intel's guidance for its math libraries is the same).
+    Not measured here: this VM has no hyperthreads. Read from each CPU's
+    ``topology/thread_siblings_list``; a CPU without one counts as a core."""
     cores: set[frozenset[int] | int] = set()
     for cpu in cpus:
         try:
@@ -86,19 +97,20 @@ def _cpu_list(text: str) -> set[int]:
     return out
 
 
-def _cores_and_budget() -> tuple[int, float | None]:
-    """The physical cores the process may run on, and its CPU budget (``cpu_budget``)."""
+def _cpus_budget_cores() -> tuple[int, float | None, int]:
+    """The logical CPUs the process may run on, its CPU budget (``cpu_budget``), and the
+    physical cores among those CPUs."""
     request = requested_cpus(os.environ.get(ENV_CPU_REQUEST))
-    cores = physical_cores(os.sched_getaffinity(0))
-    return cores, cpu_budget(cgroups.cpu_quota(), request)
+    cpus = os.sched_getaffinity(0)
+    return len(cpus), cpu_budget(cgroups.cpu_quota(), request), physical_cores(cpus)
 
 
 def prefill_threads() -> int | None:
-    """torch's threads for a prefill: every CPU the process may use (None when
-    ``OMP_NUM_THREADS`` is set: its number is for every pass)."""
+    """torch's threads for a prefill (``prefill_count``; None when ``OMP_NUM_THREADS`` is
+    set: its number is for every pass)."""
     if os.environ.get("OMP_NUM_THREADS"):
         return None
-    return usable_cpus(*_cores_and_budget())
+    return prefill_count(*_cpus_budget_cores())
 
 
 # the count configure() set (None: not set, or OMP_NUM_THREADS's)
@@ -125,14 +137,14 @@ def configure() -> int | None:
     import torch
 
     global _configured
-    cores, budget = _cores_and_budget()
-    threads = intra_op_threads(cores, budget)
+    cpus, budget, cores = _cpus_budget_cores()
+    threads = intra_op_threads(cpus, budget, cores)
     torch.set_num_threads(threads)
     _configured = threads
     log.info(
-        "torch uses %d thread(s) for decoding steps and %d for a large prefill (%d core(s), "
-        "%s; OMP_NUM_THREADS overrides)",
-        threads, usable_cpus(cores, budget), cores, describe_budget(),
+        "torch uses %d thread(s) for decoding steps and %d for a large prefill (%d CPU(s) on "
+        "%d core(s), %s; OMP_NUM_THREADS overrides)",
+        threads, prefill_count(cpus, budget, cores), cpus, cores, describe_budget(),
     )  # fmt: skip
     return threads
 

@@ -37,9 +37,10 @@ def test_the_quota_and_the_cores_bound_the_threads(
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv(ENV_CPU_REQUEST, raising=False)
     cpus = min(len(os.sched_getaffinity(0)), 3)
-    assert threads.configure() == max(1, cpus - 1)
-    assert torch.get_num_threads() == max(1, cpus - 1)
-    assert threads.prefill_threads() == cpus
+    cores = threads.physical_cores(os.sched_getaffinity(0))
+    assert threads.configure() == max(1, min(cores, cpus - 1))
+    assert torch.get_num_threads() == max(1, min(cores, cpus - 1))
+    assert threads.prefill_threads() == min(cores, cpus)
 
 
 def test_the_cpus_requested_bound_the_threads_without_a_quota(
@@ -95,7 +96,8 @@ def test_a_runtime_in_a_real_cgroup_with_a_cpu_quota_plans_for_it() -> None:
         "import json; from kubeforge_pipelines import cgroups; from kubeforge_runtimes import "
         "threads; print(json.dumps([cgroups.cpu_quota(), threads.prefill_threads()]))",
     )
-    assert json.loads(out) == [1.5, min(2, len(os.sched_getaffinity(0)))]
+    cores = threads.physical_cores(os.sched_getaffinity(0))
+    assert json.loads(out) == [1.5, min(2, len(os.sched_getaffinity(0)), cores)]
 
 
 def test_training_in_a_real_cgroup_lowers_torch_s_threads_to_its_quota() -> None:

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from kubeforge_pipelines.cgroups import CpuCgroup, cpu_cgroup, least_quota, quota_of, usable_cpus
-from kubeforge_runtimes.threads import cpu_budget, intra_op_threads, physical_cores, requested_cpus
+from kubeforge_runtimes.threads import (
+    cpu_budget,
+    intra_op_threads,
+    physical_cores,
+    prefill_count,
+    requested_cpus,
+)
 
 # /proc/self/mountinfo's cgroup lines as each kind of machine shows them (the tmpfs and other
 # mounts around them are left in: they are skipped)
@@ -127,6 +133,22 @@ def test_a_prefill_may_use_every_cpu_the_budget_allows() -> None:
     assert usable_cpus(4, 16.0) == 4
     assert usable_cpus(8, 0.5) == 1
     assert usable_cpus(8, 0.2) == 1
+
+
+def test_with_hyperthreads_no_more_threads_than_physical_cores() -> None:
+    # a Guaranteed 4-CPU pod pinned to two cores' four threads: a thread per core, and the
+    # event loop takes a core's second thread rather than a whole core
+    assert intra_op_threads(4, 4.0, cores=2) == 2
+    assert prefill_count(4, 4.0, cores=2) == 2
+    # a 2-vCPU VM that is one core's two threads
+    assert intra_op_threads(2, None, cores=1) == 1
+    assert prefill_count(2, None, cores=1) == 1
+    # a budget below the cores decides, as without hyperthreads
+    assert intra_op_threads(64, 2.0, cores=32) == 1
+    assert prefill_count(64, 1.5, cores=32) == 2
+    # without hyperthreads (cores == CPUs) nothing changes
+    assert intra_op_threads(2, None, cores=2) == intra_op_threads(2, None) == 1
+    assert prefill_count(2, None, cores=2) == usable_cpus(2, None) == 2
 
 
 def _topology(root: Path, siblings: dict[int, str]) -> Path:
