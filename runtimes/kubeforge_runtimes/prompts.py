@@ -3,12 +3,12 @@
 ``tokenizer(text)`` goes through transformers' batch encoding for one text: padding and
 truncation set on the Rust tokenizer, a ``BatchEncoding`` built, its lists converted to a
 tensor: 81 us in a loop on the 2-core VM, 120-190 us of the event loop's CPU in the runtime,
-before the prefill can start; the Rust tokenizer's ``encode``, which it calls, 30-40 us. So the runtime calls
-``encode`` itself, where that is exactly what ``__call__`` would do: a tokenizer of
-transformers' tokenizers backend whose ``__call__`` and ``_encode_plus`` are the backend's own (Code
-Llama's, LayoutLM's and a few more override them), with no input/target mode switch, and
-whose Rust tokenizer has no truncation or padding set (``__call__`` without them unsets both)
-and splits special tokens as ``__call__`` would. Anything else goes through ``__call__``.
+before the prefill can start; the Rust tokenizer's ``encode``, which it calls, 30-40 us. So the
+runtime calls ``encode`` itself, where that is exactly what ``__call__`` would do: a tokenizer
+of transformers' tokenizers backend whose ``__call__`` and ``_encode_plus`` are the backend's
+own (Code Llama's, LayoutLM's and a few more override them), with no input/target mode switch,
+and whose Rust tokenizer has no truncation or padding set (``__call__`` without them unsets
+both) and splits special tokens as ``__call__`` would. Anything else goes through ``__call__``.
 """
 
 from __future__ import annotations
