@@ -24,7 +24,8 @@ from pydantic import BaseModel
 from kubeforge_runtimes.asgi import send_json
 from kubeforge_runtimes.generation import GenerationError
 from kubeforge_runtimes.labels import ADAPTER_STATE
-from kubeforge_runtimes.openai_api import PREFIX, OpenAIError, OpenAIServer
+from kubeforge_runtimes.openai_api import PREFIX, OpenAIServer
+from kubeforge_runtimes.openai_requests import OpenAIError
 
 # far beyond any prompt a context here holds (that is checked in tokens, with its own 400)
 MAX_BODY_BYTES = 8 * 1024 * 1024

@@ -185,6 +185,14 @@ def test_other_paths_methods_and_bodies_are_answered_in_openai_shape(
             413,
             "larger than 8388608 bytes",
         ),
+        (  # half of a surrogate pair, which JSON can escape and no tokenizer takes (was a 500)
+            httpx.post(
+                f"{api}/completions",
+                content=b'{"model": "%s", "prompt": "a\\ud800"}' % NAME.encode(),
+            ),
+            400,
+            "prompt: not valid Unicode: an unpaired surrogate",
+        ),
     ]
     for response, status, words in cases:
         assert response.status_code == status, response.text

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from kubeforge_runtimes.generation import Generated, held_back, releasable, stop_at
-from kubeforge_runtimes.openai_api import (
+from kubeforge_runtimes.openai_api import templated
+from kubeforge_runtimes.openai_requests import (
     ChatRequest,
     CompletionRequest,
     Message,
@@ -17,7 +18,6 @@ from kubeforge_runtimes.openai_api import (
     chat_prompt,
     parse,
     sampling,
-    templated,
 )
 
 
@@ -223,3 +223,37 @@ def test_a_templated_event_is_the_json_the_model_would_have_written(text: str) -
         assert event.endswith("}\n\n")
         assert json.loads(event[6:]) == json.loads(piece(text, going)[6:])
         assert fast(text, ended) == piece(text, ended)  # the last event: the model's own
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"prompt": "vpn \ud800 down"}, "prompt"),
+        ({"prompt": "p", "stop": ["ok", "\udc00"]}, "stop"),
+        ({"prompt": "p", "stop": "\udc00"}, "stop"),
+    ],
+)
+def test_half_a_surrogate_pair_is_refused_naming_the_field(
+    body: dict[str, Any], param: str
+) -> None:
+    """JSON's escapes can carry half of a surrogate pair, which no tokenizer takes (a 500 before
+    this check); a whole pair (an emoji written as two escapes) is text like any other."""
+    with pytest.raises(OpenAIError) as caught:
+        parse(CompletionRequest, {"model": "m", **body})
+    assert caught.value.status == 400
+    assert caught.value.param == param
+    assert "not valid Unicode: an unpaired surrogate" in caught.value.message
+    assert not caught.value.message.startswith(f"{param}: Value error")
+    emoji = json.loads('"ok \\ud83d\\ude80"')
+    assert parse(CompletionRequest, {"model": "m", "prompt": emoji}).prompt == "ok 🚀"
+
+
+def test_half_a_surrogate_pair_in_a_message_is_refused_naming_it() -> None:
+    bad = json.loads('[{"role": "user", "content": "a\\ud800"}]')
+    with pytest.raises(OpenAIError) as caught:
+        parse(ChatRequest, {"model": "m", "messages": bad})
+    assert caught.value.param == "messages.0.content"
+    assert caught.value.message.startswith("messages.0.content: not valid Unicode")
+    part = Message(role="user", content=[{"type": "text", "text": "b\udfff"}])
+    with pytest.raises(OpenAIError, match=r"messages\[0\].content\[0\].text: not valid Unicode"):
+        chat_prompt(_NoTemplate(), [part])
