@@ -41,7 +41,7 @@ from kubeforge_runtimes.openai_requests import (
     CompletionRequest,
     OpenAIError,
     OpenAIRequest,
-    chat_prompt,
+    chat_ids,
     parse,
     sampling,
 )
@@ -97,13 +97,8 @@ class OpenAIServer:
     def _check_model(self, name: str) -> None:
         self._adapter(name)
 
-    def _prepare(
-        self, request: OpenAIRequest, prompt: str, special: bool = True
-    ) -> tuple[Any, Sampling]:
+    def _prepare(self, request: OpenAIRequest, ids: Any) -> tuple[Any, Sampling]:
         adapter = self._adapter(request.model)
-        if request.add_special_tokens is not None:
-            special = request.add_special_tokens
-        ids = prompt_ids(self.lm.tokenizer, prompt, special)
         if ids.shape[1] == 0:
             raise OpenAIError(400, "the prompt is empty", param="prompt")
         params = sampling(request, int(ids.shape[1]), self.context, self.lm.max_new_tokens)
@@ -127,7 +122,9 @@ class OpenAIServer:
 
     async def completion(self, body: Any) -> Completion | AsyncIterator[str]:
         request = parse(CompletionRequest, body)
-        ids, params = self._prepare(request, request.prompt)
+        self._check_model(request.model)
+        special = True if request.add_special_tokens is None else request.add_special_tokens
+        ids, params = self._prepare(request, prompt_ids(self.lm.tokenizer, request.prompt, special))
         rid = f"cmpl-{uuid.uuid4().hex}"
         if request.stream:
             return self._stream_completion(rid, request, ids, params)
@@ -167,11 +164,8 @@ class OpenAIServer:
     async def chat(self, body: Any) -> ChatCompletion | AsyncIterator[str]:
         request = parse(ChatRequest, body)
         self._check_model(request.model)
-        prompt = chat_prompt(self.lm.tokenizer, request.messages)
-        # a chat template writes the model's special tokens itself (Llama's and Mistral's begin
-        # with the BOS): none added again, as transformers' apply_chat_template and vLLM do
-        special = not getattr(self.lm.tokenizer, "chat_template", None)
-        ids, params = self._prepare(request, prompt, special)
+        ids = chat_ids(self.lm.tokenizer, request.messages, request.add_special_tokens)
+        ids, params = self._prepare(request, ids)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         if request.stream:  # (the request goes to the model now, before the first event)
             return self._stream_chat(rid, request, self._generate(ids, params))

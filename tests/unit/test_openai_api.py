@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+import torch
 
 from kubeforge_runtimes.generation import Generated, held_back, releasable, stop_at
 from kubeforge_runtimes.openai_api import templated
@@ -15,14 +16,23 @@ from kubeforge_runtimes.openai_requests import (
     CompletionRequest,
     Message,
     OpenAIError,
-    chat_prompt,
+    chat_ids,
     parse,
     sampling,
 )
 
 
 class _NoTemplate:
+    """A tokenizer without a chat template that keeps the texts it was asked to encode."""
+
     chat_template = None
+
+    def __init__(self) -> None:
+        self.texts: list[tuple[str, bool]] = []
+
+    def __call__(self, text: str, add_special_tokens: bool, return_tensors: str) -> Any:
+        self.texts.append((text, add_special_tokens))
+        return {"input_ids": torch.tensor([[len(text)]])}
 
 
 def test_fields_are_named_in_errors() -> None:
@@ -101,13 +111,17 @@ def test_plain_transcript_for_a_model_without_a_chat_template() -> None:
             content=[{"type": "text", "text": "vpn "}, {"type": "text", "text": "down"}],
         ),
     ]
-    assert chat_prompt(_NoTemplate(), messages) == "system: Be brief.\nuser: vpn down\nassistant:"
+    tokenizer = _NoTemplate()
+    chat_ids(tokenizer, messages)
+    chat_ids(tokenizer, messages, special=False)
+    text = "system: Be brief.\nuser: vpn down\nassistant:"
+    assert tokenizer.texts == [(text, True), (text, False)]  # as a completion's prompt
 
 
 def test_a_non_text_part_is_refused_naming_it() -> None:
     image = Message(role="user", content=[{"type": "image_url", "image_url": {"url": "x"}}])
     with pytest.raises(OpenAIError, match=r"messages\[0\].content\[0\]: only text parts"):
-        chat_prompt(_NoTemplate(), [image])
+        chat_ids(_NoTemplate(), [image])
 
 
 def test_stop_sequences() -> None:
@@ -256,4 +270,4 @@ def test_half_a_surrogate_pair_in_a_message_is_refused_naming_it() -> None:
     assert caught.value.message.startswith("messages.0.content: not valid Unicode")
     part = Message(role="user", content=[{"type": "text", "text": "b\udfff"}])
     with pytest.raises(OpenAIError, match=r"messages\[0\].content\[0\].text: not valid Unicode"):
-        chat_prompt(_NoTemplate(), [part])
+        chat_ids(_NoTemplate(), [part])
