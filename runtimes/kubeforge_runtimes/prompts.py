@@ -49,14 +49,3 @@ def prompt_ids(tokenizer: Any, text: str, add_special_tokens: bool = True) -> to
         return ids_tensor
     ids = backend.encode(text, add_special_tokens=add_special_tokens).ids
     return torch.tensor([ids], dtype=torch.long)
-
-
-def special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """The ids the tokenizer's ``add_special_tokens`` puts before and after a text (a BOS;
-    BERT's CLS and SEP), found around a one-letter text."""
-    bare = tokenizer.encode("a", add_special_tokens=False)
-    full = tokenizer.encode("a", add_special_tokens=True)
-    for start in range(len(full) - len(bare) + 1):
-        if full[start : start + len(bare)] == bare:
-            return list(full[:start]), list(full[start + len(bare) :])
-    return [], []
