@@ -244,7 +244,7 @@ class FineTuneJobSpec(KubeModel):
     evaluation: PromptEvaluation | None = Field(
         default=None,
         description="Also score the tuned model (and its base) on a prompt set: "
-        "status.evaluation.rougeL (and the base's in the version's lineage).",
+        "status.metrics.rougeL (and the base's in the version's lineage).",
     )
     env: list[EnvVar] = Field(
         default_factory=list,
