@@ -212,6 +212,15 @@ def test_a_kserve_webhook_refusal_is_reported_and_the_stable_keeps_serving(
         served.stop_load()
         served.apply({**model_server(""), "spec": before["spec"]})
 
+        # and the operator back on KServe's mode before the next scenario makes its own
+        # InferenceService: one made meanwhile got the Serverless mode, which KServe never
+        # lets it leave (seen in CI: the next scenario's ModelServer refused for 300 s)
+        def accepted_again() -> bool:
+            reason = condition(served.get("modelserver"), "InferenceServiceReady").get("reason")
+            return reason != "RefusedByKServe"
+
+        wait_until(accepted_again, 90, 1, "the operator writing in KServe's mode again")
+
 
 @pytest.fixture(scope="module")
 def judged(

@@ -215,6 +215,8 @@ def test_an_analysis_in_a_rollout_reads_each_child_once(with_monitor: bool, mode
 class RefusingKube(RecordingKube):
     """KServe's validating webhook refuses the InferenceService."""
 
+    denial = "the canary minReplicas must not exceed the stable's"
+
     def apply_observed(
         self, manifest: dict[str, Any], live: dict[str, Any] | None
     ) -> dict[str, Any]:
@@ -222,7 +224,7 @@ class RefusingKube(RecordingKube):
             body = {
                 "kind": "Status",
                 "message": 'admission webhook "inferenceservice.kserve-webhook-server.validator" '
-                "denied the request: the canary minReplicas must not exceed the stable's",
+                f"denied the request: {self.denial}",
             }
             exc = client.ApiException(status=400, reason="Bad Request")
             exc.body = json.dumps(body)
@@ -236,7 +238,20 @@ def test_a_refusal_by_kserves_webhook_is_reported_and_nothing_is_analysed() -> N
     refused = next(o for o in outcome.dependents if o.type == "InferenceServiceReady")
     assert refused.reason == "RefusedByKServe"
     assert refused.message.startswith('admission webhook "inferenceservice.kserve-webhook')
+    assert refused.message.endswith("must not exceed the stable's")  # KServe's words alone
     assert not kube.events  # no rollout decision recorded
+
+
+def test_a_refused_change_of_deployment_mode_says_what_to_do() -> None:
+    """KServe never changes an InferenceService's mode: the refusal says why it happened and
+    the two ways out, which KServe's words do not."""
+    kube = RefusingKube({})
+    kube.denial = "update rejected: deploymentMode cannot be changed from 'Knative' to 'Standard'"
+    outcome = _reconcile(kube, _model_server(), "Standard")
+    refused = next(o for o in outcome.dependents if o.type == "InferenceServiceReady")
+    assert refused.reason == "RefusedByKServe"
+    assert "cannot be changed from 'Knative' to 'Standard'; the deployment mode" in refused.message
+    assert "delete the InferenceService for kubeforge to create it again" in refused.message
 
 
 def test_a_steps_interval_starts_when_the_canary_gets_its_traffic() -> None:

@@ -92,10 +92,24 @@ def canary_observation(isvc: dict[str, Any] | None) -> Observation | None:
     return None
 
 
+# KServe's webhook refuses to change an InferenceService's deployment mode: the operator's
+# (kserveMode, or KServe's default with auto) changed since the InferenceService was made
+MODE_FIXED = "deploymentMode cannot be changed"
+MODE_FIXED_HINT = (
+    "; the deployment mode kubeforge uses (its kserveMode setting, or KServe's default "
+    "deploy.defaultDeploymentMode with auto) changed since this InferenceService was created: "
+    "set it back, or delete the InferenceService for kubeforge to create it again in the new "
+    "mode (its traffic stops until the new one is ready)"
+)
+
+
 def refused_by_kserve(exc: ApiException, status: ModelServerStatus) -> Outcome:
-    """KServe's webhook or schema refused what was applied: said with its message; the stable
-    version, if any, keeps serving."""
-    refused = Observation(ISVC_READY, ConditionStatus.FALSE, "RefusedByKServe", api_refusal(exc))
+    """KServe's webhook or schema refused what was applied: said with its message (and what to
+    do, where KServe's words do not say it); the stable version, if any, keeps serving."""
+    message = api_refusal(exc)
+    if MODE_FIXED in message:
+        message += MODE_FIXED_HINT
+    refused = Observation(ISVC_READY, ConditionStatus.FALSE, "RefusedByKServe", message)
     phase = str(status.phase or ModelServerPhase.FAILED)
     return Outcome(phase=phase, dependents=[accepted(), refused])
 
