@@ -94,11 +94,10 @@ class OpenAIServer:
             return None
         return BASE_ADAPTER if name == self.lm.name else name
 
-    def _check_model(self, name: str) -> None:
-        self._adapter(name)
-
-    def _prepare(self, request: OpenAIRequest, ids: Any) -> tuple[Any, Sampling]:
-        adapter = self._adapter(request.model)
+    def _prepare(
+        self, request: OpenAIRequest, ids: Any, adapter: str | None
+    ) -> tuple[Any, Sampling]:
+        """The request's sampling for its prompt ``ids`` and the ``adapter`` it named."""
         if ids.shape[1] == 0:
             raise OpenAIError(400, "the prompt is empty", param="prompt")
         params = sampling(request, int(ids.shape[1]), self.context, self.lm.max_new_tokens)
@@ -122,9 +121,10 @@ class OpenAIServer:
 
     async def completion(self, body: Any) -> Completion | AsyncIterator[str]:
         request = parse(CompletionRequest, body)
-        self._check_model(request.model)
+        adapter = self._adapter(request.model)  # an unknown model: 404 before any work
         special = True if request.add_special_tokens is None else request.add_special_tokens
-        ids, params = self._prepare(request, prompt_ids(self.lm.tokenizer, request.prompt, special))
+        ids = prompt_ids(self.lm.tokenizer, request.prompt, special)
+        ids, params = self._prepare(request, ids, adapter)
         rid = f"cmpl-{uuid.uuid4().hex}"
         if request.stream:
             return self._stream_completion(rid, request, ids, params)
@@ -163,9 +163,9 @@ class OpenAIServer:
 
     async def chat(self, body: Any) -> ChatCompletion | AsyncIterator[str]:
         request = parse(ChatRequest, body)
-        self._check_model(request.model)
+        adapter = self._adapter(request.model)  # an unknown model: 404 before any work
         ids = chat_ids(self.lm.tokenizer, request.messages, request.add_special_tokens)
-        ids, params = self._prepare(request, ids)
+        ids, params = self._prepare(request, ids, adapter)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         if request.stream:  # (the request goes to the model now, before the first event)
             return self._stream_chat(rid, request, self._generate(ids, params))

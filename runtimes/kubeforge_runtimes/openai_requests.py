@@ -4,10 +4,9 @@ model's context. Pure functions of the request and the tokenizer; ``openai_api``
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -51,9 +50,6 @@ def whole_unicode(text: str) -> str:
     return text
 
 
-Text = Annotated[str, AfterValidator(whole_unicode)]
-
-
 class OpenAIRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -68,22 +64,26 @@ class OpenAIRequest(BaseModel):
     seed: int | None = Field(default=None, ge=0, lt=1 << 63)  # what torch can seed with
     # vLLM's extension: at least this many tokens before the end-of-text token may end it
     min_tokens: int = Field(default=0, ge=0)
-
-    @field_validator("stop")
-    @classmethod
-    def _whole_unicode(cls, stop: Any) -> Any:
-        for one in [stop] if isinstance(stop, str) else stop or []:
-            whole_unicode(one)
-        return stop
-
     # vLLM's extension: the tokenizer's special tokens (a BOS) added to the prompt; by default
     # yes for a completion and a plain transcript, no after a chat template (which writes them)
     add_special_tokens: bool | None = None
 
+    @field_validator("stop")
+    @classmethod
+    def _stop_whole_unicode(cls, stop: Any) -> Any:
+        for one in [stop] if isinstance(stop, str) else stop or []:
+            whole_unicode(one)
+        return stop
+
 
 class CompletionRequest(OpenAIRequest):
-    prompt: Text
+    prompt: str
     max_tokens: int | None = 16  # OpenAI's default for completions
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_whole_unicode(cls, prompt: str) -> str:
+        return whole_unicode(prompt)
 
 
 class Message(BaseModel):
